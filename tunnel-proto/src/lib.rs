@@ -1,0 +1,65 @@
+//! Wire types and sans-IO codecs of the tunnel between a gateway and a provider.
+//!
+//! The provider dials the gateway over QUIC with ALPN [`ALPN`] and authenticates with its
+//! Ed25519 client certificate. On that one connection:
+//!
+//! ```text
+//!  provider (QUIC client)                                gateway (QUIC server)
+//!   │ ── bidi stream 0, opened by provider: CONTROL ─────────────────────────▶ │
+//!   │    Hello{min,max,agent}            ─▶                                    │
+//!   │                                    ◀─  Welcome{version,gateway_id,p2p}   │
+//!   │    Register{name}                  ─▶                                    │
+//!   │                                    ◀─  Registered{name,url}              │
+//!   │                                        | Refused{name,code,reason}       │
+//!   │    Ping{n} / Pong{n}               ◀─▶                                   │
+//!   │                                    ◀─  GoAway{code,message}  (drain)     │
+//!   │                                                                          │
+//!   │ ◀─ one bidi stream per proxied request, opened by gateway: DATA ──────── │
+//!   │    StreamHeader{kind,route,client}, then raw HTTP/1.1 bytes both ways    │
+//! ```
+//!
+//! Control frame: `type: u8 | length: u32 BE | body`. Body fields are big-endian integers,
+//! strings as `u16 length | UTF-8`, lists as `u16 count | items`. A length above
+//! [`MAX_CONTROL_FRAME`] is refused before any allocation; unknown types are refused as soon as
+//! the type byte is seen.
+//!
+//! Data stream header: `version: u8 | length: u16 BE | kind: u8 | route: u8 len | bytes |
+//! family: u8 (4 or 6) | ip (4 or 16 bytes) | port: u16 BE`, at most [`MAX_STREAM_HEADER`]
+//! bytes. After it the stream carries the bytes of one HTTP/1.1 exchange (or a WebSocket
+//! session after `101`).
+//!
+//! Modules:
+//! - [`control`]: control messages and their codec.
+//! - [`stream`]: the data stream header codec.
+//! - [`name`]: the route-name rules (DNS labels).
+//! - [`wire`]: the primitive readers and writers both codecs share.
+
+mod control;
+mod name;
+mod stream;
+mod wire;
+
+pub use control::{
+    ControlMessage, GoAwayCode, MAX_CONTROL_FRAME, RefuseCode, decode_control, encode_control,
+};
+pub use name::{NameError, validate_name};
+pub use stream::{MAX_STREAM_HEADER, StreamHeader, StreamKind, decode_stream_header};
+pub use wire::{DecodeError, EncodeError};
+
+/// ALPN protocol id of the tunnel.
+pub const ALPN: &[u8] = b"peercompute-tunnel/1";
+
+/// Tunnel protocol versions this build speaks (inclusive range).
+pub const MIN_VERSION: u16 = 1;
+/// Highest tunnel protocol version this build speaks.
+pub const MAX_VERSION: u16 = 1;
+
+/// Picks the highest version both ranges share.
+pub fn negotiate_version(peer_min: u16, peer_max: u16) -> Option<u16> {
+    let hi = peer_max.min(MAX_VERSION);
+    let lo = peer_min.max(MIN_VERSION);
+    (lo <= hi).then_some(hi)
+}
+
+#[cfg(test)]
+mod tests;
