@@ -1,0 +1,1 @@
+//! Sandboxed container runtime (placeholder; being written).
