@@ -19,9 +19,9 @@
 //! ```
 //!
 //! Control frame: `type: u8 | length: u32 BE | body`. Body fields are big-endian integers,
-//! strings as `u16 length | UTF-8`, lists as `u16 count | items`. A length above
-//! [`MAX_CONTROL_FRAME`] is refused before any allocation; unknown types are refused as soon as
-//! the type byte is seen.
+//! strings as `u16 length | UTF-8` except route names (`name`), which are `u8 length | UTF-8`,
+//! lists as `u16 count | items`. A length above [`MAX_CONTROL_FRAME`] is refused before any
+//! allocation; unknown types are refused as soon as the type byte is seen.
 //!
 //! Data stream header: `version: u8 | length: u16 BE | kind: u8 | route: u8 len | bytes |
 //! family: u8 (4 or 6) | ip (4 or 16 bytes) | port: u16 BE`, at most [`MAX_STREAM_HEADER`]
@@ -33,8 +33,11 @@
 //! - [`stream`]: the data stream header codec.
 //! - [`name`]: the route-name rules (DNS labels).
 //! - [`wire`]: the primitive readers and writers both codecs share.
+//! - `io` (feature `tokio`): thin async adapters that feed socket bytes to the codecs.
 
 mod control;
+#[cfg(feature = "tokio")]
+mod io;
 mod name;
 mod stream;
 mod wire;
@@ -42,6 +45,8 @@ mod wire;
 pub use control::{
     ControlMessage, GoAwayCode, MAX_CONTROL_FRAME, RefuseCode, decode_control, encode_control,
 };
+#[cfg(feature = "tokio")]
+pub use io::{ControlReader, IoError, bind_udp, read_stream_header, write_control};
 pub use name::{NameError, validate_name};
 pub use stream::{MAX_STREAM_HEADER, StreamHeader, StreamKind, decode_stream_header};
 pub use wire::{DecodeError, EncodeError};

@@ -6,7 +6,8 @@
 pub enum NameError {
     #[error("name is empty")]
     Empty,
-    #[error("name is {0} characters long, at most 63 are allowed")]
+    /// The name's length in bytes (the limit counts bytes, like DNS).
+    #[error("name is {0} bytes long, at most 63 are allowed")]
     TooLong(usize),
     #[error("name contains `{0}`; only lowercase letters, digits and `-` are allowed")]
     BadChar(char),
@@ -20,7 +21,7 @@ pub fn validate_name(name: &str) -> Result<(), NameError> {
         return Err(NameError::Empty);
     }
     if name.len() > 63 {
-        return Err(NameError::TooLong(name.chars().count()));
+        return Err(NameError::TooLong(name.len()));
     }
     if let Some(c) = name
         .chars()

@@ -1,0 +1,262 @@
+//! `peercompute-gateway`: the public edge of Peer Compute.
+//!
+//! Visitors speak HTTPS (HTTP/1.1 or HTTP/2) to `https://<name>.<domain>`; providers keep a
+//! QUIC connection open to the gateway and each visitor request travels to them on its own
+//! QUIC stream. Data path, in file order:
+//!
+//! - [`server`](crate::server): HTTPS accept loop, connection cap, TLS, hyper, graceful drain.
+//! - [`proxy`](crate::proxy): per request — host → route, rate limits, stream to the provider,
+//!   header rewriting (`proxy/headers.rs`), WebSocket upgrades.
+//! - [`host`](crate::host): host normalisation and the host → route rule.
+//! - [`ratelimit`](crate::ratelimit): per-host and per-IP token buckets.
+//! - [`tunnel`](crate::tunnel): QUIC listener, provider authentication, control stream.
+//! - [`registry`](crate::registry) (live routes) and [`names`](crate::names) (persistent name
+//!   ownership); [`allow`](crate::allow): which providers may connect.
+//! - [`tls`](crate::tls): dev CA / PEM files behind SNI resolvers.
+//! - [`plain`](crate::plain): the port-80 redirect and the admin listener; [`metrics`](crate::metrics).
+//! - [`config`](crate::config): every setting, from flags or TOML.
+//!
+//! The binary parses flags and calls [`run`] with listeners it bound, so tests bind port 0.
+
+mod allow;
+mod config;
+mod host;
+mod metrics;
+mod names;
+mod plain;
+mod proxy;
+mod ratelimit;
+mod registry;
+mod server;
+mod state;
+mod tls;
+mod tunnel;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use peercompute_identity::Identity;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+pub use allow::AllowlistError;
+pub use config::{ConfigError, GatewayConfig, TlsMode};
+pub use names::NameStoreError;
+pub use tls::{PINNED_SNI, TlsError};
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("cannot bind {what} on {addr}: {source} (is another process using it?)")]
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("state directory {path}: {source}")]
+    StateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Identity(#[from] peercompute_identity::IdentityError),
+    #[error(transparent)]
+    Names(#[from] NameStoreError),
+    #[error(transparent)]
+    Allowlist(#[from] AllowlistError),
+    #[error(transparent)]
+    Certificates(#[from] TlsError),
+    #[error("TLS setup: {0}")]
+    Tls(String),
+    #[error("QUIC endpoint: {0}")]
+    Quic(std::io::Error),
+}
+
+/// Sockets the gateway serves on, bound by the caller.
+#[derive(Debug)]
+pub struct Listeners {
+    pub https: TcpListener,
+    pub http: Option<TcpListener>,
+    pub tunnel: std::net::UdpSocket,
+    pub admin: Option<TcpListener>,
+}
+
+impl Listeners {
+    /// Binds every address of `config`.
+    pub async fn bind(config: &GatewayConfig) -> Result<Self, GatewayError> {
+        let tcp = |what, addr: SocketAddr| async move {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| GatewayError::Bind { what, addr, source })
+        };
+        let https = tcp("HTTPS", config.https_listen).await?;
+        let http = match config.http_listen {
+            Some(addr) => Some(tcp("HTTP", addr).await?),
+            None => None,
+        };
+        let admin = match config.admin_listen {
+            Some(addr) => Some(tcp("admin", addr).await?),
+            None => None,
+        };
+        let (tunnel, granted) =
+            peercompute_tunnel_proto::bind_udp(config.tunnel_listen).map_err(|source| {
+                GatewayError::Bind {
+                    what: "tunnel (UDP)",
+                    addr: config.tunnel_listen,
+                    source,
+                }
+            })?;
+        warn_small_udp_buffer(granted);
+        Ok(Self {
+            https,
+            http,
+            tunnel,
+            admin,
+        })
+    }
+}
+
+fn warn_small_udp_buffer(granted: usize) {
+    // Linux reports twice the usable size.
+    if granted < 4 * 1024 * 1024 {
+        warn!(
+            granted_bytes = granted,
+            "the kernel capped the tunnel's UDP receive buffer; under load QUIC will drop packets. \
+             Raise it with: sysctl -w net.core.rmem_max=8388608 net.core.wmem_max=8388608"
+        );
+    }
+}
+
+/// Loads (or creates) the gateway identity kept in `state_dir`.
+pub fn identity(state_dir: &Path) -> Result<(Identity, bool), GatewayError> {
+    std::fs::create_dir_all(state_dir).map_err(|source| GatewayError::StateDir {
+        path: state_dir.to_path_buf(),
+        source,
+    })?;
+    Ok(Identity::load_or_create(state_dir)?)
+}
+
+/// Path of the dev CA certificate in `state_dir` (with `--tls dev`).
+pub fn dev_ca_path(state_dir: &Path) -> PathBuf {
+    state_dir.join("dev-ca.pem")
+}
+
+/// Runs the gateway until `shutdown` resolves, then drains and returns.
+pub async fn run(
+    config: GatewayConfig,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), GatewayError> {
+    let config = config.validate()?;
+    let (identity, _) = identity(&config.state_dir)?;
+    let names = names::NameStore::open(&config.state_dir)?;
+    let allow = allow::Allowlist::new(
+        config.open,
+        &config.allow_providers,
+        config.allow_providers_file.clone(),
+    )?;
+    let (chain, key) = match config.tls {
+        TlsMode::Dev => {
+            let (ca, chain, key) = tls::ensure_dev_certs(&config.state_dir, &config.domain)?;
+            info!(
+                "dev TLS: certificates for {d} and *.{d} are signed by the local CA {ca}; trust it with `curl --cacert {ca}` or import it in a browser",
+                d = config.domain,
+                ca = ca.display()
+            );
+            (chain, key)
+        }
+        TlsMode::Files => {
+            let (cert, key) = match (&config.cert, &config.key) {
+                (Some(c), Some(k)) => (c, k),
+                _ => unreachable!("validate() requires --cert and --key with --tls files"),
+            };
+            tls::load_pem_files(cert, key)?
+        }
+    };
+    let cert_store = tls::CertStore::new(tls::certified_key(chain, &key)?);
+    let visitor_tls = server::visitor_tls(cert_store.clone());
+    let quic_config = tunnel::server_config(&identity, cert_store)?;
+    let endpoint = quinn::Endpoint::new(
+        quinn::EndpointConfig::default(),
+        Some(quic_config),
+        listeners.tunnel,
+        Arc::new(quinn::TokioRuntime),
+    )
+    .map_err(GatewayError::Quic)?;
+
+    let shared = state::Shared::new(config, identity.peer_id(), names, allow);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    info!(
+        peer_id = %shared.peer_id,
+        https = ?listeners.https.local_addr().ok(),
+        tunnel = ?endpoint.local_addr().ok(),
+        "gateway running; providers connect with --gateway {}@HOST:PORT",
+        shared.peer_id
+    );
+
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(tunnel::accept_loop(
+        endpoint.clone(),
+        shared.clone(),
+        stop_rx.clone(),
+    ));
+    let https = tokio::spawn(server::serve_https(
+        listeners.https,
+        visitor_tls,
+        shared.clone(),
+        stop_rx.clone(),
+    ));
+    if let Some(l) = listeners.http {
+        tasks.spawn(plain::serve_plain(
+            l,
+            shared.clone(),
+            plain::redirect,
+            stop_rx.clone(),
+        ));
+    }
+    if let Some(l) = listeners.admin {
+        tasks.spawn(plain::serve_plain(
+            l,
+            shared.clone(),
+            plain::admin,
+            stop_rx.clone(),
+        ));
+    }
+    let purge_shared = shared.clone();
+    let mut purge_stop = stop_rx.clone();
+    tasks.spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    purge_shared.limits.purge();
+                    let keys = i64::try_from(purge_shared.limits.keys()).unwrap_or(i64::MAX);
+                    purge_shared.metrics.rate_limit_keys.set(keys);
+                }
+                _ = purge_stop.changed() => return,
+            }
+        }
+    });
+
+    shutdown.await;
+    info!("shutting down: telling providers to go away, draining requests");
+    shared.start_draining();
+    let _ = stop_tx.send(true);
+    let _ = https.await;
+    endpoint.close(
+        peercompute_tunnel_proto::GoAwayCode::Shutdown
+            .to_u16()
+            .into(),
+        b"gateway shut down",
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
+    tasks.abort_all();
+    info!("gateway stopped");
+    Ok(())
+}

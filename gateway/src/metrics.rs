@@ -1,0 +1,130 @@
+//! Prometheus metrics of the gateway, served on the admin listener at `/metrics`.
+
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct StatusLabel {
+    pub(crate) status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct KindLabel {
+    pub(crate) kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct DirectionLabel {
+    pub(crate) direction: &'static str,
+}
+
+/// Every metric the gateway exports.
+#[derive(Debug)]
+pub(crate) struct Metrics {
+    registry: Registry,
+    pub(crate) connections_open: Gauge,
+    pub(crate) connections_total: Counter,
+    pub(crate) connections_refused: Counter,
+    pub(crate) requests: Family<StatusLabel, Counter>,
+    pub(crate) rate_limited: Family<KindLabel, Counter>,
+    pub(crate) bytes: Family<DirectionLabel, Counter<u64, AtomicU64>>,
+    pub(crate) tunnels: Gauge,
+    pub(crate) tunnels_refused: Counter,
+    pub(crate) streams_open: Gauge,
+    pub(crate) rate_limit_keys: Gauge,
+    pub(crate) latency: Histogram,
+}
+
+impl Metrics {
+    pub(crate) fn new() -> Self {
+        let mut registry = Registry::with_prefix("peercompute_gateway");
+        let m = Self {
+            connections_open: Gauge::default(),
+            connections_total: Counter::default(),
+            connections_refused: Counter::default(),
+            requests: Family::default(),
+            rate_limited: Family::default(),
+            bytes: Family::default(),
+            tunnels: Gauge::default(),
+            tunnels_refused: Counter::default(),
+            streams_open: Gauge::default(),
+            rate_limit_keys: Gauge::default(),
+            latency: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "connections_open",
+            "Visitor connections open now",
+            m.connections_open.clone(),
+        );
+        registry.register(
+            "connections",
+            "Visitor connections accepted",
+            m.connections_total.clone(),
+        );
+        registry.register(
+            "connections_refused",
+            "Visitor connections refused at the connection cap",
+            m.connections_refused.clone(),
+        );
+        registry.register(
+            "requests",
+            "Requests answered, by status code",
+            m.requests.clone(),
+        );
+        registry.register(
+            "rate_limited",
+            "Requests refused with 429, by limit",
+            m.rate_limited.clone(),
+        );
+        registry.register(
+            "body_bytes",
+            "Body bytes proxied, by direction",
+            m.bytes.clone(),
+        );
+        registry.register(
+            "tunnels",
+            "Provider tunnels connected now",
+            m.tunnels.clone(),
+        );
+        registry.register(
+            "tunnels_refused",
+            "Provider tunnels refused",
+            m.tunnels_refused.clone(),
+        );
+        registry.register(
+            "streams_open",
+            "Tunnel data streams open now",
+            m.streams_open.clone(),
+        );
+        registry.register(
+            "rate_limit_keys",
+            "Hosts and client IPs with a live rate-limit bucket",
+            m.rate_limit_keys.clone(),
+        );
+        registry.register(
+            "response_head_seconds",
+            "Time from request to response head, proxied requests",
+            m.latency.clone(),
+        );
+        Self { registry, ..m }
+    }
+
+    /// Text exposition format.
+    pub(crate) fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+
+    pub(crate) fn request(&self, status: u16) {
+        self.requests.get_or_create(&StatusLabel { status }).inc();
+    }
+}

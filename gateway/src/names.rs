@@ -1,0 +1,139 @@
+//! Name ownership: a route name belongs to the first provider key that registered it, for
+//! good. The table lives in `<state-dir>/names.json`, written atomically on every new claim,
+//! so neither a gateway restart nor a provider reconnect lets another key take a name.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use peercompute_identity::{PeerId, write_atomic};
+use serde::{Deserialize, Serialize};
+
+/// Errors loading or claiming names.
+#[derive(Debug, thiserror::Error)]
+pub enum NameStoreError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: io::Error },
+    #[error(
+        "{path} is corrupt ({reason}); fix or move it away — it records which provider owns which name"
+    )]
+    Corrupt { path: PathBuf, reason: String },
+    #[error("cannot save {path}: {source}")]
+    Write { path: PathBuf, source: io::Error },
+    #[error("name owned by another provider")]
+    Owned { owner: String },
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NamesFile {
+    /// route name → owner peer id
+    owners: BTreeMap<String, String>,
+}
+
+/// The persistent name → owner table.
+#[derive(Debug)]
+pub(crate) struct NameStore {
+    path: PathBuf,
+    owners: Mutex<BTreeMap<String, String>>,
+}
+
+impl NameStore {
+    /// Opens (or starts) the table in `state_dir`.
+    pub(crate) fn open(state_dir: &Path) -> Result<Self, NameStoreError> {
+        let path = state_dir.join("names.json");
+        let owners = match std::fs::read(&path) {
+            Ok(bytes) => {
+                serde_json::from_slice::<NamesFile>(&bytes)
+                    .map_err(|e| NameStoreError::Corrupt {
+                        path: path.clone(),
+                        reason: e.to_string(),
+                    })?
+                    .owners
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => BTreeMap::new(),
+            Err(source) => return Err(NameStoreError::Read { path, source }),
+        };
+        Ok(Self {
+            path,
+            owners: Mutex::new(owners),
+        })
+    }
+
+    /// Claims `name` for `peer`: Ok if it was free (now recorded) or already `peer`'s.
+    pub(crate) fn claim(&self, name: &str, peer: &PeerId) -> Result<(), NameStoreError> {
+        let peer = peer.to_string();
+        let mut owners = self.owners.lock().unwrap_or_else(|p| p.into_inner());
+        match owners.get(name) {
+            Some(owner) if *owner == peer => return Ok(()),
+            Some(owner) => {
+                return Err(NameStoreError::Owned {
+                    owner: owner.clone(),
+                });
+            }
+            None => {}
+        }
+        owners.insert(name.to_owned(), peer);
+        let file = NamesFile {
+            owners: owners.clone(),
+        };
+        let bytes = serde_json::to_vec_pretty(&file).expect("a map of strings always serialises");
+        if let Err(source) = write_atomic(&self.path, &bytes, 0o600) {
+            owners.remove(name);
+            return Err(NameStoreError::Write {
+                path: self.path.clone(),
+                source,
+            });
+        }
+        Ok(())
+    }
+
+    /// Whether some provider owns `name` (online or not).
+    pub(crate) fn is_owned(&self, name: &str) -> bool {
+        self.owners
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use peercompute_identity::Identity;
+
+    fn peer() -> PeerId {
+        Identity::generate().expect("generate").peer_id()
+    }
+
+    #[test]
+    fn first_claim_wins_and_survives_reopen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (alice, mallory) = (peer(), peer());
+        let store = NameStore::open(dir.path()).expect("open");
+        store.claim("blog", &alice).expect("alice claims");
+        store.claim("blog", &alice).expect("alice again");
+        assert!(matches!(
+            store.claim("blog", &mallory),
+            Err(NameStoreError::Owned { .. })
+        ));
+        drop(store);
+        let reopened = NameStore::open(dir.path()).expect("reopen");
+        assert!(reopened.is_owned("blog"));
+        assert!(reopened.claim("blog", &mallory).is_err());
+        reopened.claim("blog", &alice).expect("owner keeps it");
+    }
+
+    #[test]
+    fn corrupt_file_is_reported_not_replaced() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("names.json"), b"{not json").expect("write");
+        let err = NameStore::open(dir.path()).expect_err("corrupt");
+        assert!(err.to_string().contains("corrupt"));
+        assert_eq!(
+            std::fs::read(dir.path().join("names.json")).expect("read"),
+            b"{not json"
+        );
+    }
+}

@@ -1,0 +1,312 @@
+//! The visitor-facing request handler: route by host, apply rate limits, and carry the
+//! request over a fresh QUIC stream to the provider as HTTP/1.1, streaming bodies both ways.
+//!
+//! Errors are classified here, once, into the status a visitor sees: 400 (no usable host),
+//! 404 (no such app: the provider is never contacted), 429 (rate limit, with Retry-After),
+//! 502 (provider offline or the tunnel broke), 504 (no response head in time).
+
+mod headers;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use http::{Method, Request, Response, StatusCode, Uri, Version, header};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use peercompute_tunnel_proto::{StreamHeader, StreamKind};
+use tracing::debug;
+
+use crate::host::{HostRoute, request_host, route_for};
+use crate::metrics::DirectionLabel;
+use crate::ratelimit::{Limited, retry_after_secs};
+use crate::registry::Route;
+use crate::state::Shared;
+
+pub(crate) use headers::strip_hop_by_hop;
+
+/// Body type of every response the gateway produces.
+pub(crate) type ProxyBody = BoxBody<Bytes, hyper::Error>;
+
+const OPEN_STREAM_TIMEOUT: Duration = Duration::from_secs(5);
+const MAX_URI_BYTES: usize = 8 * 1024;
+
+/// hyper service entry point.
+pub(crate) async fn handle(
+    req: Request<Incoming>,
+    shared: Arc<Shared>,
+    client: SocketAddr,
+) -> Result<Response<ProxyBody>, Infallible> {
+    let response = route_request(req, &shared, client).await;
+    shared.metrics.request(response.status().as_u16());
+    Ok(response)
+}
+
+async fn route_request(
+    req: Request<Incoming>,
+    shared: &Arc<Shared>,
+    client: SocketAddr,
+) -> Response<ProxyBody> {
+    if req.uri().to_string().len() > MAX_URI_BYTES {
+        return text(StatusCode::URI_TOO_LONG, "request URI too long\n");
+    }
+    if req.method() == Method::CONNECT {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not supported\n");
+    }
+    let Some(host) = request_host(&req) else {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "missing, duplicated or conflicting Host / :authority\n",
+        );
+    };
+    let name = match route_for(&host, &shared.config.domain) {
+        HostRoute::App(name) => name,
+        HostRoute::Apex => {
+            return text(
+                StatusCode::NOT_FOUND,
+                "this is a Peer Compute gateway; apps answer at https://<name>.<domain>\n",
+            );
+        }
+        HostRoute::Foreign => {
+            return text(
+                StatusCode::NOT_FOUND,
+                format!("no app is published at {host}\n"),
+            );
+        }
+    };
+    if let Err(limited) = shared.limits.check(&host, client.ip()) {
+        let (kind, wait) = match limited {
+            Limited::Host(w) => ("host", w),
+            Limited::Ip(w) => ("ip", w),
+        };
+        shared
+            .metrics
+            .rate_limited
+            .get_or_create(&crate::metrics::KindLabel { kind })
+            .inc();
+        let mut resp = text(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!("rate limit exceeded ({kind}); retry later\n"),
+        );
+        resp.headers_mut().insert(
+            header::RETRY_AFTER,
+            header::HeaderValue::from(retry_after_secs(wait)),
+        );
+        return resp;
+    }
+    let Some(route) = shared.registry.lookup(&name) else {
+        return if shared.names.is_owned(&name) {
+            text(
+                StatusCode::BAD_GATEWAY,
+                format!("the provider serving {host} is offline\n"),
+            )
+        } else {
+            text(
+                StatusCode::NOT_FOUND,
+                format!("no app is published at {host}\n"),
+            )
+        };
+    };
+    let started = Instant::now();
+    let response = match forward(req, route, &name, &host, client, shared).await {
+        Ok(resp) => resp,
+        Err(e) => {
+            debug!(route = %name, "proxy error: {e}");
+            e.into_response(&host)
+        }
+    };
+    shared
+        .metrics
+        .latency
+        .observe(started.elapsed().as_secs_f64());
+    response
+}
+
+/// Why a proxied request failed.
+#[derive(Debug, thiserror::Error)]
+enum ProxyError {
+    #[error("cannot open a tunnel stream: {0}")]
+    Open(String),
+    #[error("tunnel stream failed: {0}")]
+    Tunnel(String),
+    #[error("no response head within {0:?}")]
+    Timeout(Duration),
+}
+
+impl ProxyError {
+    fn into_response(self, host: &str) -> Response<ProxyBody> {
+        match self {
+            Self::Timeout(t) => text(
+                StatusCode::GATEWAY_TIMEOUT,
+                format!("the app at {host} did not answer within {}s\n", t.as_secs()),
+            ),
+            Self::Open(_) | Self::Tunnel(_) => text(
+                StatusCode::BAD_GATEWAY,
+                format!("the provider serving {host} could not be reached\n"),
+            ),
+        }
+    }
+}
+
+async fn forward(
+    mut req: Request<Incoming>,
+    route: Route,
+    name: &str,
+    host: &str,
+    client: SocketAddr,
+    shared: &Arc<Shared>,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    let upgrade = req.version() == Version::HTTP_11 && headers::is_upgrade_request(req.headers());
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+
+    let (mut send, recv) = tokio::time::timeout(OPEN_STREAM_TIMEOUT, route.conn.open_bi())
+        .await
+        .map_err(|_| ProxyError::Open("stream limit reached and none freed in time".into()))?
+        .map_err(|e| ProxyError::Open(e.to_string()))?;
+    let mut head = BytesMut::with_capacity(64);
+    StreamHeader {
+        kind: StreamKind::Http,
+        route: name.to_owned(),
+        client,
+    }
+    .encode(&mut head)
+    .map_err(|e| ProxyError::Open(e.to_string()))?;
+    // The provider sees the stream only once something is written on it.
+    send.write_all(&head)
+        .await
+        .map_err(|e| ProxyError::Tunnel(e.to_string()))?;
+
+    let io = TokioIo::new(tokio::io::join(recv, send));
+    let (mut sender, conn) = hyper::client::conn::http1::Builder::new()
+        .handshake::<_, ProxyBody>(io)
+        .await
+        .map_err(|e| ProxyError::Tunnel(e.to_string()))?;
+    let metrics_shared = shared.clone();
+    metrics_shared.metrics.streams_open.inc();
+    tokio::spawn(async move {
+        if let Err(e) = conn.with_upgrades().await {
+            debug!("tunnel stream ended with error: {e}");
+        }
+        metrics_shared.metrics.streams_open.dec();
+    });
+
+    let (mut parts, body) = req.into_parts();
+    headers::upstream_request_headers(&mut parts.headers, host, client.ip(), upgrade);
+    parts.uri = origin_form(&parts.uri);
+    parts.version = Version::HTTP_11;
+    let up_counter = shared
+        .metrics
+        .bytes
+        .get_or_create(&DirectionLabel {
+            direction: "upload",
+        })
+        .clone();
+    let body = body
+        .map_frame(move |f| {
+            if let Some(d) = f.data_ref() {
+                up_counter.inc_by(d.len() as u64);
+            }
+            f
+        })
+        .boxed();
+    let upstream_req = Request::from_parts(parts, body);
+
+    let timeout = shared.config.upstream_timeout;
+    let mut resp = tokio::time::timeout(timeout, sender.send_request(upstream_req))
+        .await
+        .map_err(|_| ProxyError::Timeout(timeout))?
+        .map_err(|e| ProxyError::Tunnel(e.to_string()))?;
+
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        let Some(client_upgrade) = client_upgrade else {
+            // A 101 nobody asked for would desynchronise the visitor's connection.
+            return Err(ProxyError::Tunnel("unsolicited 101 from the app".into()));
+        };
+        let upstream_upgrade = hyper::upgrade::on(&mut resp);
+        tokio::spawn(async move {
+            match tokio::join!(client_upgrade, upstream_upgrade) {
+                (Ok(a), Ok(b)) => {
+                    let _ =
+                        tokio::io::copy_bidirectional(&mut TokioIo::new(a), &mut TokioIo::new(b))
+                            .await;
+                }
+                (a, b) => debug!("upgrade failed: visitor {:?}, app {:?}", a.err(), b.err()),
+            }
+        });
+        let (parts, _) = resp.into_parts();
+        return Ok(Response::from_parts(parts, empty()));
+    }
+
+    let (mut parts, body) = resp.into_parts();
+    strip_hop_by_hop(&mut parts.headers, false);
+    let down_counter = shared
+        .metrics
+        .bytes
+        .get_or_create(&DirectionLabel {
+            direction: "download",
+        })
+        .clone();
+    let body = body
+        .map_frame(move |f| {
+            if let Some(d) = f.data_ref() {
+                down_counter.inc_by(d.len() as u64);
+            }
+            f
+        })
+        .boxed();
+    Ok(Response::from_parts(parts, body))
+}
+
+/// `/path?query` of any request-target form; `/` when empty.
+fn origin_form(uri: &Uri) -> Uri {
+    uri.path_and_query()
+        .map(|pq| pq.as_str())
+        .filter(|s| s.starts_with('/'))
+        .unwrap_or("/")
+        .parse()
+        .unwrap_or_else(|_| Uri::from_static("/"))
+}
+
+/// A small plain-text response.
+pub(crate) fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<ProxyBody> {
+    let mut resp = Response::new(
+        Full::new(body.into())
+            .map_err(|never: Infallible| match never {})
+            .boxed(),
+    );
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}
+
+fn empty() -> ProxyBody {
+    Empty::new()
+        .map_err(|never: Infallible| match never {})
+        .boxed()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origin_form_of_each_target_form() {
+        let cases = [
+            ("/a/b?c=d", "/a/b?c=d"),
+            ("https://x.example/p?q", "/p?q"),
+            ("https://x.example", "/"),
+            ("*", "/"),
+        ];
+        for (input, want) in cases {
+            let uri: Uri = input.parse().expect("uri");
+            assert_eq!(origin_form(&uri), want, "{input}");
+        }
+    }
+}

@@ -1,0 +1,55 @@
+//! The state every part of the gateway shares, built once by [`crate::run`].
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use peercompute_identity::PeerId;
+
+use crate::allow::Allowlist;
+use crate::config::GatewayConfig;
+use crate::metrics::Metrics;
+use crate::names::NameStore;
+use crate::ratelimit::RateLimits;
+use crate::registry::Registry;
+
+/// Shared gateway state.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) config: GatewayConfig,
+    pub(crate) peer_id: PeerId,
+    pub(crate) registry: Registry,
+    pub(crate) names: NameStore,
+    pub(crate) allow: Allowlist,
+    pub(crate) limits: RateLimits,
+    pub(crate) metrics: Metrics,
+    draining: AtomicBool,
+}
+
+impl Shared {
+    pub(crate) fn new(
+        config: GatewayConfig,
+        peer_id: PeerId,
+        names: NameStore,
+        allow: Allowlist,
+    ) -> Arc<Self> {
+        let limits = RateLimits::new(config.rate_limit, config.rate_limit_ip);
+        Arc::new(Self {
+            config,
+            peer_id,
+            registry: Registry::default(),
+            names,
+            allow,
+            limits,
+            metrics: Metrics::new(),
+            draining: AtomicBool::new(false),
+        })
+    }
+
+    pub(crate) fn start_draining(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+
+    pub(crate) fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+}

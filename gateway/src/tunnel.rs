@@ -1,0 +1,327 @@
+//! The QUIC side of the gateway: accepts provider connections, authenticates them by the
+//! Ed25519 key of their client certificate against the allowlist, runs the control stream
+//! (Hello/Welcome, Register/Registered|Refused, Unregister, Ping/Pong, GoAway) and keeps the
+//! route [`Registry`](crate::registry::Registry) in step with each connection's life.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use peercompute_identity::{AnyEd25519ClientVerifier, Identity, PeerId, peer_id_from_cert};
+use peercompute_tunnel_proto::{
+    ALPN, ControlMessage, ControlReader, GoAwayCode, MAX_VERSION, MIN_VERSION, RefuseCode,
+    negotiate_version, write_control,
+};
+use quinn::crypto::rustls::QuicServerConfig;
+use rustls::pki_types::CertificateDer;
+use tokio::sync::watch;
+use tracing::{Instrument, info, info_span, warn};
+
+use crate::registry::Route;
+use crate::state::Shared;
+use crate::tls::{CertStore, TunnelResolver, certified_key};
+
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Builds the QUIC server configuration: TLS 1.3, ALPN, mandatory Ed25519 client certs,
+/// bounded windows and stream counts.
+pub(crate) fn server_config(
+    identity: &Identity,
+    https: Arc<CertStore>,
+) -> Result<quinn::ServerConfig, crate::GatewayError> {
+    let (cert, key) = peercompute_identity::self_signed_cert(identity, &[])
+        .map_err(|e| crate::GatewayError::Tls(e.to_string()))?;
+    let identity_key =
+        certified_key(vec![cert], &key).map_err(|e| crate::GatewayError::Tls(e.to_string()))?;
+    let mut tls = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS13])
+    .map_err(|e| crate::GatewayError::Tls(e.to_string()))?
+    .with_client_cert_verifier(AnyEd25519ClientVerifier::new_arc())
+    .with_cert_resolver(Arc::new(TunnelResolver {
+        identity: identity_key,
+        https,
+    }));
+    tls.alpn_protocols = vec![ALPN.to_vec()];
+    let crypto =
+        QuicServerConfig::try_from(tls).map_err(|e| crate::GatewayError::Tls(e.to_string()))?;
+    let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    let mut transport = quinn::TransportConfig::default();
+    transport
+        // Providers open only the control stream toward the gateway.
+        .max_concurrent_bidi_streams(4u32.into())
+        .max_concurrent_uni_streams(0u32.into())
+        .receive_window((16u32 * 1024 * 1024).into())
+        .stream_receive_window((2u32 * 1024 * 1024).into())
+        .send_window(16 * 1024 * 1024)
+        .max_idle_timeout(Some(
+            Duration::from_secs(30)
+                .try_into()
+                .expect("30 s is a valid QUIC idle timeout"),
+        ))
+        .keep_alive_interval(Some(Duration::from_secs(10)));
+    config.transport_config(Arc::new(transport));
+    Ok(config)
+}
+
+/// Accepts provider connections until `shutdown` fires.
+pub(crate) async fn accept_loop(
+    endpoint: quinn::Endpoint,
+    shared: Arc<Shared>,
+    shutdown: watch::Receiver<bool>,
+) {
+    let mut stop = shutdown.clone();
+    loop {
+        let incoming = tokio::select! {
+            incoming = endpoint.accept() => incoming,
+            _ = stop.changed() => break,
+        };
+        let Some(incoming) = incoming else { break };
+        let shared = shared.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let remote = incoming.remote_address();
+            let conn = match tokio::time::timeout(HANDSHAKE_TIMEOUT, incoming).await {
+                Ok(Ok(conn)) => conn,
+                Ok(Err(e)) => {
+                    info!(%remote, "provider handshake failed: {e}");
+                    return;
+                }
+                Err(_) => {
+                    info!(%remote, "provider handshake timed out");
+                    return;
+                }
+            };
+            let Some(peer) = remote_peer(&conn) else {
+                warn!(%remote, "provider presented no usable identity");
+                conn.close(
+                    GoAwayCode::NotAllowed.to_u16().into(),
+                    b"no Ed25519 identity",
+                );
+                return;
+            };
+            let span = info_span!("tunnel", provider = %peer, %remote);
+            serve_tunnel(conn, peer, shared, shutdown)
+                .instrument(span)
+                .await;
+        });
+    }
+}
+
+fn remote_peer(conn: &quinn::Connection) -> Option<PeerId> {
+    let identity = conn.peer_identity()?;
+    let certs = identity.downcast_ref::<Vec<CertificateDer<'static>>>()?;
+    peer_id_from_cert(certs.first()?).ok()
+}
+
+async fn serve_tunnel(
+    conn: quinn::Connection,
+    peer: PeerId,
+    shared: Arc<Shared>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    if !shared.allow.allows(&peer) {
+        shared.metrics.tunnels_refused.inc();
+        let reason = format!(
+            "provider {peer} is not allowed by this gateway; ask its operator to add it with \
+             --allow-provider {peer}"
+        );
+        warn!("refused: not on the allowlist");
+        conn.close(GoAwayCode::NotAllowed.to_u16().into(), reason.as_bytes());
+        return;
+    }
+    let (mut send, recv) = match tokio::time::timeout(HANDSHAKE_TIMEOUT, conn.accept_bi()).await {
+        Ok(Ok(streams)) => streams,
+        Ok(Err(e)) => {
+            info!("closed before opening its control stream: {e}");
+            return;
+        }
+        Err(_) => {
+            conn.close(
+                GoAwayCode::ProtocolError.to_u16().into(),
+                b"no control stream",
+            );
+            return;
+        }
+    };
+    let mut reader = ControlReader::new(recv);
+    let version = match tokio::time::timeout(HANDSHAKE_TIMEOUT, reader.next()).await {
+        Ok(Ok(Some(ControlMessage::Hello {
+            min_version,
+            max_version,
+            agent,
+        }))) => match negotiate_version(min_version, max_version) {
+            Some(v) => {
+                info!(%agent, version = v, "provider connected");
+                v
+            }
+            None => {
+                let message = format!(
+                    "no common protocol version: provider speaks {min_version}..={max_version}, \
+                     gateway {MIN_VERSION}..={MAX_VERSION}; upgrade the older side"
+                );
+                go_away(&conn, &mut send, GoAwayCode::UnsupportedVersion, &message).await;
+                return;
+            }
+        },
+        _ => {
+            go_away(
+                &conn,
+                &mut send,
+                GoAwayCode::ProtocolError,
+                "expected Hello",
+            )
+            .await;
+            return;
+        }
+    };
+    let welcome = ControlMessage::Welcome {
+        version,
+        gateway_id: shared.peer_id.to_string(),
+        p2p_addrs: Vec::new(),
+    };
+    if write_control(&mut send, &welcome).await.is_err() {
+        return;
+    }
+
+    shared.metrics.tunnels.inc();
+    let mut owned: Vec<String> = Vec::new();
+    let mut announced_shutdown = *shutdown.borrow();
+    if announced_shutdown {
+        let _ = write_control(&mut send, &shutdown_msg()).await;
+    }
+    loop {
+        tokio::select! {
+            msg = reader.next() => {
+                let reply = match msg {
+                    Ok(Some(ControlMessage::Register { name })) => {
+                        Some(register(&shared, &conn, peer, &name, &mut owned))
+                    }
+                    Ok(Some(ControlMessage::Unregister { name })) => {
+                        if shared.registry.remove_if(&name, conn.stable_id()) {
+                            info!(route = %name, "unregistered");
+                        }
+                        owned.retain(|n| *n != name);
+                        None
+                    }
+                    Ok(Some(ControlMessage::Ping { nonce })) => Some(ControlMessage::Pong { nonce }),
+                    Ok(Some(ControlMessage::Pong { .. })) => None,
+                    Ok(Some(ControlMessage::GoAway { code, message })) => {
+                        info!(?code, %message, "provider is leaving");
+                        break;
+                    }
+                    Ok(None) => break,
+                    Ok(Some(other)) => {
+                        let message = format!("unexpected message from a provider: {other:?}");
+                        go_away(&conn, &mut send, GoAwayCode::ProtocolError, &message).await;
+                        break;
+                    }
+                    Err(e) => {
+                        if conn.close_reason().is_none() {
+                            let message = format!("bad control frame: {e}");
+                            go_away(&conn, &mut send, GoAwayCode::ProtocolError, &message).await;
+                        }
+                        break;
+                    }
+                };
+                if let Some(reply) = reply
+                    && write_control(&mut send, &reply).await.is_err()
+                {
+                    break;
+                }
+            }
+            changed = shutdown.changed(), if !announced_shutdown => {
+                announced_shutdown = true;
+                if changed.is_ok() {
+                    // Tell the provider to reconnect later; in-flight streams keep running.
+                    let _ = write_control(&mut send, &shutdown_msg()).await;
+                }
+            }
+        }
+    }
+    for name in &owned {
+        if shared.registry.remove_if(name, conn.stable_id()) {
+            info!(route = %name, "route offline");
+        }
+    }
+    shared.metrics.tunnels.dec();
+    info!(reason = ?conn.close_reason(), "provider disconnected");
+}
+
+fn shutdown_msg() -> ControlMessage {
+    ControlMessage::GoAway {
+        code: GoAwayCode::Shutdown,
+        message: "gateway is shutting down; reconnect later".into(),
+    }
+}
+
+fn register(
+    shared: &Shared,
+    conn: &quinn::Connection,
+    peer: PeerId,
+    name: &str,
+    owned: &mut Vec<String>,
+) -> ControlMessage {
+    let refuse = |code, reason: String| {
+        warn!(route = %name, %reason, "registration refused");
+        ControlMessage::Refused {
+            name: name.to_owned(),
+            code,
+            reason,
+        }
+    };
+    if !owned.iter().any(|n| n == name)
+        && shared.registry.count_for(&peer) >= shared.config.max_names_per_provider
+    {
+        return refuse(
+            RefuseCode::TooManyNames,
+            format!(
+                "this provider already holds {} names, the gateway's limit",
+                shared.config.max_names_per_provider
+            ),
+        );
+    }
+    if let Err(e) = shared.names.claim(name, &peer) {
+        return match e {
+            crate::names::NameStoreError::Owned { .. } => refuse(
+                RefuseCode::NameOwned,
+                "name owned by another provider".into(),
+            ),
+            other => refuse(
+                RefuseCode::Other(0),
+                format!("gateway cannot record the name: {other}"),
+            ),
+        };
+    }
+    shared.registry.insert(
+        name,
+        Route {
+            conn: conn.clone(),
+            peer,
+        },
+    );
+    if !owned.iter().any(|n| n == name) {
+        owned.push(name.to_owned());
+    }
+    let url = shared.config.public_url(name);
+    info!(route = %name, %url, "registered");
+    ControlMessage::Registered {
+        name: name.to_owned(),
+        url,
+    }
+}
+
+async fn go_away(
+    conn: &quinn::Connection,
+    send: &mut quinn::SendStream,
+    code: GoAwayCode,
+    message: &str,
+) {
+    warn!(?code, %message, "closing tunnel");
+    let msg = ControlMessage::GoAway {
+        code,
+        message: message.to_owned(),
+    };
+    let _ = write_control(send, &msg).await;
+    conn.close(code.to_u16().into(), message.as_bytes());
+}

@@ -1,0 +1,130 @@
+//! Provider settings and the parsing of the two address forms users type:
+//! `--gateway [PEERID@]HOST:PORT` and `--expose NAME=HOST:PORT`.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use peercompute_identity::{PeerId, parse_peer_id};
+
+/// Where the gateway is and how to authenticate it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewaySpec {
+    /// Pinned gateway identity; `None` means verify by CA (`--gateway-ca` or system roots).
+    pub peer: Option<PeerId>,
+    pub host: String,
+    pub port: u16,
+}
+
+impl fmt::Display for GatewaySpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.peer {
+            Some(p) => write!(f, "{p}@{}:{}", self.host, self.port),
+            None => write!(f, "{}:{}", self.host, self.port),
+        }
+    }
+}
+
+impl FromStr for GatewaySpec {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (peer, addr) = match s.split_once('@') {
+            Some((peer, addr)) => (Some(parse_peer_id(peer)?), addr),
+            None => (None, s),
+        };
+        let (host, port) = split_host_port(addr).ok_or_else(|| {
+            format!("`{s}` is not [PEERID@]HOST:PORT (e.g. 12D3KooW…@gw.example.com:8443)")
+        })?;
+        Ok(Self { peer, host, port })
+    }
+}
+
+/// A local TCP service published under a route name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Expose {
+    pub name: String,
+    pub host: String,
+    pub port: u16,
+}
+
+impl FromStr for Expose {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let usage = || format!("`{s}` is not NAME=HOST:PORT (e.g. blog=127.0.0.1:8080)");
+        let (name, addr) = s.split_once('=').ok_or_else(usage)?;
+        peercompute_tunnel_proto::validate_name(name)
+            .map_err(|e| format!("`{name}` cannot be a route name: {e}"))?;
+        let (host, port) = split_host_port(addr).ok_or_else(usage)?;
+        Ok(Self {
+            name: name.to_owned(),
+            host,
+            port,
+        })
+    }
+}
+
+/// `host:port`, `[v6]:port`; the port must be a non-zero u16.
+fn split_host_port(s: &str) -> Option<(String, u16)> {
+    let (host, port) = s.rsplit_once(':')?;
+    let port: u16 = port.parse().ok().filter(|p| *p != 0)?;
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    if host.is_empty() || host.contains(['/', ' ', '@']) {
+        return None;
+    }
+    Some((host.to_owned(), port))
+}
+
+/// Everything `peercomputed run` needs.
+#[derive(Debug, Clone)]
+pub struct ProviderConfig {
+    /// Identity and state.
+    pub home: PathBuf,
+    /// The gateway to open the tunnel to.
+    pub gateway: Option<GatewaySpec>,
+    /// CA bundle that signs the gateway's certificate (when its peer id is not pinned).
+    pub gateway_ca: Option<PathBuf>,
+    /// Local services to publish.
+    pub expose: Vec<Expose>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use peercompute_identity::Identity;
+
+    #[test]
+    fn gateway_spec_forms() {
+        let id = Identity::generate().expect("id").peer_id();
+        let spec: GatewaySpec = format!("{id}@gw.example.com:8443").parse().expect("pinned");
+        assert_eq!(spec.peer, Some(id));
+        assert_eq!((spec.host.as_str(), spec.port), ("gw.example.com", 8443));
+        let spec: GatewaySpec = "[::1]:8443".parse().expect("v6");
+        assert_eq!((spec.peer, spec.host.as_str()), (None, "::1"));
+        for bad in ["gw.example.com", "x@gw:1", "gw:0", "gw:99999", ":8443"] {
+            assert!(bad.parse::<GatewaySpec>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn expose_forms() {
+        let e: Expose = "blog=127.0.0.1:8080".parse().expect("expose");
+        assert_eq!(
+            (e.name.as_str(), e.host.as_str(), e.port),
+            ("blog", "127.0.0.1", 8080)
+        );
+        for bad in [
+            "blog",
+            "Blog=1.2.3.4:80",
+            "blog=1.2.3.4",
+            "=1.2.3.4:80",
+            "a.b=x:1",
+        ] {
+            assert!(bad.parse::<Expose>().is_err(), "{bad}");
+        }
+    }
+}

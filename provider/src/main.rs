@@ -1,0 +1,117 @@
+//! `peercomputed`: command line of the provider daemon. See the library docs.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use peercompute_provider::{Expose, GatewaySpec, ProviderConfig};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "peercomputed",
+    version,
+    about = "Peer Compute provider: publishes local services (and, later, trusted peers' containers) through a gateway",
+    after_help = "Examples:\n  peercomputed init\n  peercomputed run --gateway 12D3KooW...@gw.example.com:8443 --expose blog=127.0.0.1:8080"
+)]
+struct Cli {
+    /// Home directory (identity, state) [default: $PEERCOMPUTE_HOME or ~/.peercompute].
+    #[arg(long, global = true)]
+    home: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Create this provider's identity (prints the existing one if present).
+    Init,
+    /// Print this provider's peer id.
+    Id,
+    /// Connect to the gateway and serve until SIGTERM / Ctrl-C.
+    Run {
+        /// Gateway tunnel address; with PEERID@ the gateway's key is pinned.
+        #[arg(long, value_name = "[PEERID@]HOST:PORT")]
+        gateway: Option<GatewaySpec>,
+        /// CA bundle that signs the gateway's certificate (when not pinning its peer id).
+        #[arg(long, value_name = "FILE")]
+        gateway_ca: Option<PathBuf>,
+        /// Publish an existing local TCP service under NAME (repeatable).
+        #[arg(long, value_name = "NAME=HOST:PORT")]
+        expose: Vec<Expose>,
+    },
+}
+
+fn main() -> ExitCode {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,quinn=warn,rustls=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt.block_on(async_main(cli)),
+        Err(e) => Err(anyhow::Error::from(e).context("cannot start the async runtime")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn async_main(cli: Cli) -> anyhow::Result<()> {
+    let home = peercompute_identity::resolve_home(cli.home).map_err(anyhow::Error::msg)?;
+    match cli.command {
+        Command::Init | Command::Id => {
+            let (identity, created) = match cli.command {
+                Command::Init => peercompute_provider::identity(&home)?,
+                _ => (
+                    peercompute_identity::Identity::load(&home)
+                        .context("no provider identity yet: run `peercomputed init`")?,
+                    false,
+                ),
+            };
+            if created {
+                eprintln!("created a new identity in {}", home.display());
+            }
+            println!("{}", identity.peer_id());
+            Ok(())
+        }
+        Command::Run {
+            gateway,
+            gateway_ca,
+            expose,
+        } => {
+            let config = ProviderConfig {
+                home,
+                gateway,
+                gateway_ca,
+                expose,
+            };
+            peercompute_provider::run(config, shutdown_signal())
+                .await
+                .context("provider failed")
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {},
+                _ = tokio::signal::ctrl_c() => {},
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

@@ -1,0 +1,250 @@
+//! One connection's life: Hello/Welcome, (re-)register every desired route, then serve —
+//! control messages, route commands from the daemon, and data streams from the gateway —
+//! until the connection ends or the provider shuts down.
+
+use std::time::Duration;
+
+use peercompute_tunnel_proto::{
+    ControlMessage, ControlReader, GoAwayCode, MAX_VERSION, MIN_VERSION, write_control,
+};
+use tokio::sync::{mpsc, watch};
+use tracing::{info, warn};
+
+use super::{ClientState, Command, RegisterError, splice};
+
+const PING_EVERY: Duration = Duration::from_secs(15);
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How a session ended.
+#[derive(Debug)]
+pub(crate) enum SessionEnd {
+    /// The provider is stopping.
+    Shutdown,
+    /// Connection lost or closed by the gateway; reconnect.
+    Lost(String),
+    /// The gateway does not admit this provider; retry later, loudly.
+    Refused(String),
+}
+
+/// Records a command while no connection is up.
+pub(crate) fn apply_offline(state: &mut ClientState, cmd: Command) {
+    match cmd {
+        Command::Register {
+            name,
+            target,
+            reply,
+        } => {
+            state.desired.insert(name.clone(), target);
+            state.waiters.entry(name).or_default().push(reply);
+        }
+        Command::Unregister { name } => {
+            state.desired.remove(&name);
+            state
+                .routes
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&name);
+        }
+    }
+}
+
+/// A human sentence for a connection error, with the gateway's reason when it gave one.
+pub(crate) fn describe_close(e: &quinn::ConnectionError) -> String {
+    match e {
+        quinn::ConnectionError::ApplicationClosed(close) => {
+            let reason = String::from_utf8_lossy(&close.reason);
+            let code = u16::try_from(close.error_code.into_inner()).map(GoAwayCode::from_u16);
+            match code {
+                Ok(GoAwayCode::NotAllowed) => format!("not allowed: {reason}"),
+                Ok(code) => format!("closed by the gateway ({code:?}): {reason}"),
+                Err(_) => format!("closed by the gateway: {reason}"),
+            }
+        }
+        quinn::ConnectionError::TimedOut => "the gateway stopped answering (timed out)".into(),
+        other => other.to_string(),
+    }
+}
+
+fn end_for(e: &quinn::ConnectionError) -> SessionEnd {
+    let text = describe_close(e);
+    match e {
+        quinn::ConnectionError::ApplicationClosed(c)
+            if c.error_code.into_inner() == u64::from(GoAwayCode::NotAllowed.to_u16()) =>
+        {
+            SessionEnd::Refused(text)
+        }
+        _ => SessionEnd::Lost(text),
+    }
+}
+
+pub(crate) async fn run(
+    conn: quinn::Connection,
+    state: &mut ClientState,
+    commands: &mut mpsc::Receiver<Command>,
+    shutdown: &mut watch::Receiver<bool>,
+) -> SessionEnd {
+    let (mut send, recv) = match conn.open_bi().await {
+        Ok(s) => s,
+        Err(e) => return end_for(&e),
+    };
+    let hello = ControlMessage::Hello {
+        min_version: MIN_VERSION,
+        max_version: MAX_VERSION,
+        agent: format!("peercomputed/{}", env!("CARGO_PKG_VERSION")),
+    };
+    if let Err(e) = write_control(&mut send, &hello).await {
+        return conn
+            .close_reason()
+            .map_or_else(|| SessionEnd::Lost(e.to_string()), |c| end_for(&c));
+    }
+    let mut reader = ControlReader::new(recv);
+    match tokio::time::timeout(HELLO_TIMEOUT, reader.next()).await {
+        Ok(Ok(Some(ControlMessage::Welcome {
+            version,
+            gateway_id,
+            ..
+        }))) => {
+            info!(%gateway_id, version, "gateway welcomed us");
+        }
+        Ok(Ok(Some(ControlMessage::GoAway { code, message }))) => {
+            return SessionEnd::Refused(format!("{code:?}: {message}"));
+        }
+        Ok(Ok(other)) => {
+            conn.close(
+                GoAwayCode::ProtocolError.to_u16().into(),
+                b"expected Welcome",
+            );
+            return SessionEnd::Lost(format!("expected Welcome, got {other:?}"));
+        }
+        Ok(Err(e)) => {
+            return conn
+                .close_reason()
+                .map_or_else(|| SessionEnd::Lost(e.to_string()), |c| end_for(&c));
+        }
+        Err(_) => return SessionEnd::Lost("no Welcome from the gateway".into()),
+    }
+    let names: Vec<String> = state.desired.keys().cloned().collect();
+    for name in names {
+        if write_control(&mut send, &ControlMessage::Register { name })
+            .await
+            .is_err()
+        {
+            return lost(&conn);
+        }
+    }
+
+    let mut ping = tokio::time::interval(PING_EVERY);
+    ping.tick().await;
+    let mut nonce = 0u64;
+    loop {
+        tokio::select! {
+            msg = reader.next() => match msg {
+                Ok(Some(msg)) => {
+                    if let Some(reply) = on_control(msg, state)
+                        && write_control(&mut send, &reply).await.is_err()
+                    {
+                        return lost(&conn);
+                    }
+                }
+                Ok(None) => return lost(&conn),
+                Err(e) => {
+                    if conn.close_reason().is_none() {
+                        let msg = format!("bad control frame: {e}");
+                        conn.close(GoAwayCode::ProtocolError.to_u16().into(), msg.as_bytes());
+                    }
+                    return lost(&conn);
+                }
+            },
+            Some(cmd) = commands.recv() => {
+                let out = match &cmd {
+                    Command::Register { name, .. } => Some(ControlMessage::Register { name: name.clone() }),
+                    Command::Unregister { name } => Some(ControlMessage::Unregister { name: name.clone() }),
+                };
+                apply_offline(state, cmd);
+                if let Some(out) = out
+                    && write_control(&mut send, &out).await.is_err()
+                {
+                    return lost(&conn);
+                }
+            }
+            stream = conn.accept_bi() => match stream {
+                Ok((send, recv)) => {
+                    let routes = state.routes.clone();
+                    state.splices.spawn(splice::serve_stream(send, recv, routes));
+                }
+                Err(e) => return end_for(&e),
+            },
+            Some(_) = state.splices.join_next(), if !state.splices.is_empty() => {}
+            _ = ping.tick() => {
+                nonce = nonce.wrapping_add(1);
+                if write_control(&mut send, &ControlMessage::Ping { nonce }).await.is_err() {
+                    return lost(&conn);
+                }
+            }
+            _ = shutdown.changed() => {
+                let bye = ControlMessage::GoAway {
+                    code: GoAwayCode::Shutdown,
+                    message: "provider shutting down".into(),
+                };
+                let _ = write_control(&mut send, &bye).await;
+                conn.close(GoAwayCode::Shutdown.to_u16().into(), b"provider shutting down");
+                return SessionEnd::Shutdown;
+            }
+        }
+    }
+}
+
+fn lost(conn: &quinn::Connection) -> SessionEnd {
+    conn.close_reason().map_or_else(
+        || SessionEnd::Lost("control stream closed".into()),
+        |c| end_for(&c),
+    )
+}
+
+/// Applies a gateway message to the client state; returns a reply if one is due.
+fn on_control(msg: ControlMessage, state: &mut ClientState) -> Option<ControlMessage> {
+    match msg {
+        ControlMessage::Registered { name, url } => {
+            if let Some(target) = state.desired.get(&name) {
+                info!(route = %name, %url, "registered {url} → {}:{}", target.host, target.port);
+                state
+                    .routes
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(name.clone(), target.clone());
+            }
+            for w in state.waiters.remove(&name).unwrap_or_default() {
+                let _ = w.send(Ok(url.clone()));
+            }
+            None
+        }
+        ControlMessage::Refused { name, code, reason } => {
+            warn!(route = %name, ?code, "the gateway refused `{name}`: {reason}");
+            state.desired.remove(&name);
+            state
+                .routes
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&name);
+            for w in state.waiters.remove(&name).unwrap_or_default() {
+                let _ = w.send(Err(RegisterError::Refused {
+                    name: name.clone(),
+                    code,
+                    reason: reason.clone(),
+                }));
+            }
+            None
+        }
+        ControlMessage::Ping { nonce } => Some(ControlMessage::Pong { nonce }),
+        ControlMessage::Pong { .. } => None,
+        ControlMessage::GoAway { code, message } => {
+            // Drain: keep serving streams already open; the connection closes soon.
+            info!(?code, "the gateway is going away: {message}");
+            None
+        }
+        other => {
+            warn!("ignoring unexpected message from the gateway: {other:?}");
+            None
+        }
+    }
+}

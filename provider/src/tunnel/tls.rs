@@ -1,0 +1,96 @@
+//! QUIC/TLS client configuration: the provider authenticates with its Ed25519 identity
+//! certificate and checks the gateway either by pinned peer id or by a CA.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use peercompute_identity::{Identity, PeerId, PinnedPeerServerVerifier, self_signed_cert};
+use quinn::crypto::rustls::QuicClientConfig;
+
+/// SNI sent when the gateway's key is pinned (matches the gateway's resolver).
+pub(crate) const PINNED_SNI: &str = "gateway.peercompute.invalid";
+
+/// Why the client configuration could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsSetupError {
+    #[error("cannot read the gateway CA {path}: {reason}")]
+    Ca { path: String, reason: String },
+    #[error(
+        "no system root certificates found; pin the gateway (--gateway PEERID@HOST:PORT) or pass --gateway-ca FILE"
+    )]
+    NoRoots,
+    #[error("TLS setup: {0}")]
+    Tls(String),
+}
+
+/// Builds the QUIC client config.
+pub(crate) fn client_config(
+    identity: &Identity,
+    pinned: Option<PeerId>,
+    ca: Option<&Path>,
+) -> Result<quinn::ClientConfig, TlsSetupError> {
+    let (cert, key) =
+        self_signed_cert(identity, &[]).map_err(|e| TlsSetupError::Tls(e.to_string()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| TlsSetupError::Tls(e.to_string()))?;
+    let builder = match pinned {
+        Some(peer) => builder
+            .dangerous()
+            .with_custom_certificate_verifier(PinnedPeerServerVerifier::new(peer)),
+        None => builder.with_root_certificates(roots(ca)?),
+    };
+    let mut tls = builder
+        .with_client_auth_cert(vec![cert], key)
+        .map_err(|e| TlsSetupError::Tls(e.to_string()))?;
+    tls.alpn_protocols = vec![peercompute_tunnel_proto::ALPN.to_vec()];
+    let crypto = QuicClientConfig::try_from(tls).map_err(|e| TlsSetupError::Tls(e.to_string()))?;
+    let mut config = quinn::ClientConfig::new(Arc::new(crypto));
+    let mut transport = quinn::TransportConfig::default();
+    transport
+        // The gateway opens one stream per visitor request toward us.
+        .max_concurrent_bidi_streams(4096u32.into())
+        .max_concurrent_uni_streams(0u32.into())
+        .receive_window((32u32 * 1024 * 1024).into())
+        .stream_receive_window((4u32 * 1024 * 1024).into())
+        .send_window(32 * 1024 * 1024)
+        .keep_alive_interval(Some(Duration::from_secs(10)))
+        .max_idle_timeout(Some(
+            Duration::from_secs(30)
+                .try_into()
+                .expect("30 s is a valid QUIC idle timeout"),
+        ));
+    config.transport_config(Arc::new(transport));
+    Ok(config)
+}
+
+fn roots(ca: Option<&Path>) -> Result<rustls::RootCertStore, TlsSetupError> {
+    let mut store = rustls::RootCertStore::empty();
+    match ca {
+        Some(path) => {
+            let err = |reason: String| TlsSetupError::Ca {
+                path: path.display().to_string(),
+                reason,
+            };
+            let pem = std::fs::read(path).map_err(|e| err(e.to_string()))?;
+            for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+                let cert = cert.map_err(|e| err(e.to_string()))?;
+                store.add(cert).map_err(|e| err(e.to_string()))?;
+            }
+            if store.is_empty() {
+                return Err(err("no CERTIFICATE block found".into()));
+            }
+        }
+        None => {
+            for cert in rustls_native_certs::load_native_certs().certs {
+                let _ = store.add(cert);
+            }
+            if store.is_empty() {
+                return Err(TlsSetupError::NoRoots);
+            }
+        }
+    }
+    Ok(store)
+}
