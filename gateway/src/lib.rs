@@ -147,6 +147,16 @@ pub fn dev_ca_path(state_dir: &Path) -> PathBuf {
     state_dir.join("dev-ca.pem")
 }
 
+/// Prepares the dev CA and the certificate for `domain` in `state_dir` (what `--tls dev`
+/// does at start; idempotent). Returns the CA certificate path.
+pub fn dev_tls(state_dir: &Path, domain: &str) -> Result<PathBuf, GatewayError> {
+    std::fs::create_dir_all(state_dir).map_err(|source| GatewayError::StateDir {
+        path: state_dir.to_path_buf(),
+        source,
+    })?;
+    Ok(tls::ensure_dev_certs(state_dir, domain)?.0)
+}
+
 /// Runs the gateway until `shutdown` resolves, then drains and returns.
 pub async fn run(
     config: GatewayConfig,

@@ -78,7 +78,15 @@ pub struct TunnelHandle {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TunnelStatus {
     Connecting,
-    Connected { gateway: SocketAddr },
+    /// Connected; `registered` names accepted by the gateway on this connection so far.
+    Connected {
+        gateway: SocketAddr,
+        registered: usize,
+    },
+    /// The gateway refused this provider (e.g. not on its allowlist); retrying with backoff.
+    Refused {
+        reason: String,
+    },
     Stopped,
 }
 
@@ -203,7 +211,9 @@ async fn run_client(
         if *shutdown.borrow() {
             break;
         }
-        status.send_replace(TunnelStatus::Connecting);
+        if !matches!(*status.borrow(), TunnelStatus::Refused { .. }) {
+            status.send_replace(TunnelStatus::Connecting);
+        }
         let attempt = connect(&endpoint, &client, &gateway);
         tokio::pin!(attempt);
         let outcome = loop {
@@ -219,9 +229,11 @@ async fn run_client(
                 let since = Instant::now();
                 status.send_replace(TunnelStatus::Connected {
                     gateway: conn.remote_address(),
+                    registered: 0,
                 });
                 info!(gateway = %gateway, "connected to the gateway");
-                let end = session::run(conn, &mut state, &mut commands, &mut shutdown).await;
+                let end =
+                    session::run(conn, &mut state, &mut commands, &mut shutdown, &status).await;
                 if since.elapsed() >= HEALTHY_AFTER {
                     backoff.reset();
                 }
@@ -232,7 +244,10 @@ async fn run_client(
         match end {
             SessionEnd::Shutdown => break,
             SessionEnd::Lost(reason) => warn!("tunnel to {gateway} lost: {reason}"),
-            SessionEnd::Refused(reason) => error!("the gateway refused this provider: {reason}"),
+            SessionEnd::Refused(reason) => {
+                error!("the gateway refused this provider: {reason}");
+                status.send_replace(TunnelStatus::Refused { reason });
+            }
         }
         let delay = backoff.next_delay();
         info!("reconnecting in {:.1} s", delay.as_secs_f64());

@@ -82,6 +82,7 @@ pub(crate) async fn run(
     state: &mut ClientState,
     commands: &mut mpsc::Receiver<Command>,
     shutdown: &mut watch::Receiver<bool>,
+    status: &watch::Sender<super::TunnelStatus>,
 ) -> SessionEnd {
     let (mut send, recv) = match conn.open_bi().await {
         Ok(s) => s,
@@ -140,6 +141,13 @@ pub(crate) async fn run(
         tokio::select! {
             msg = reader.next() => match msg {
                 Ok(Some(msg)) => {
+                    if matches!(msg, ControlMessage::Registered { .. }) {
+                        status.send_modify(|s| {
+                            if let super::TunnelStatus::Connected { registered, .. } = s {
+                                *registered += 1;
+                            }
+                        });
+                    }
                     if let Some(reply) = on_control(msg, state)
                         && write_control(&mut send, &reply).await.is_err()
                     {

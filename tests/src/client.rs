@@ -1,0 +1,61 @@
+//! HTTPS clients that trust a test gateway's dev CA.
+
+use std::sync::Arc;
+
+use rustls::pki_types::ServerName;
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+
+use crate::gateway::{DOMAIN, TestGateway};
+
+/// Which HTTP version to offer in ALPN.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Alpn {
+    H1,
+    H2,
+}
+
+fn tls_config(gw: &TestGateway, alpn: &[&[u8]]) -> rustls::ClientConfig {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut gw.ca_pem.as_slice()) {
+        roots.add(cert.expect("CA PEM")).expect("add CA");
+    }
+    let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("protocol versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    cfg
+}
+
+/// A client for `https://<name>.apps.test:<port>` for each of `names`, resolving them to the
+/// gateway and trusting its dev CA.
+pub fn https_client(gw: &TestGateway, names: &[&str], alpn: Alpn) -> reqwest::Client {
+    let protos: &[&[u8]] = match alpn {
+        Alpn::H1 => &[b"http/1.1"],
+        Alpn::H2 => &[b"h2"],
+    };
+    let mut builder = reqwest::Client::builder()
+        .use_preconfigured_tls(tls_config(gw, protos))
+        .no_proxy();
+    builder = match alpn {
+        Alpn::H1 => builder.http1_only(),
+        Alpn::H2 => builder,
+    };
+    for name in names {
+        builder = builder.resolve(&format!("{name}.{DOMAIN}"), gw.https);
+    }
+    builder.build().expect("reqwest client")
+}
+
+/// A raw TLS (HTTP/1.1 ALPN) connection to the gateway with SNI `<name>.apps.test`.
+pub async fn raw_tls(gw: &TestGateway, name: &str) -> TlsStream<TcpStream> {
+    let connector = TlsConnector::from(Arc::new(tls_config(gw, &[b"http/1.1"])));
+    let tcp = TcpStream::connect(gw.https).await.expect("connect gateway");
+    let sni = ServerName::try_from(format!("{name}.{DOMAIN}")).expect("server name");
+    connector.connect(sni, tcp).await.expect("TLS handshake")
+}

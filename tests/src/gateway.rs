@@ -1,0 +1,198 @@
+//! A gateway started from its library on 127.0.0.1 port 0.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use peercompute_gateway::{GatewayConfig, Listeners, TlsMode};
+use peercompute_identity::PeerId;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// Domain every test gateway serves.
+pub const DOMAIN: &str = "apps.test";
+
+/// Knobs a test may turn; defaults are short so failures show quickly.
+#[derive(Debug, Clone)]
+pub struct GatewayOptions {
+    pub allow: Vec<PeerId>,
+    pub allow_file: Option<PathBuf>,
+    pub open: bool,
+    pub rate_limit: u32,
+    pub rate_limit_ip: u32,
+    pub upstream_timeout: Duration,
+    pub header_read_timeout: Duration,
+    pub grace_period: Duration,
+    pub max_connections: usize,
+}
+
+impl Default for GatewayOptions {
+    fn default() -> Self {
+        Self {
+            allow: Vec::new(),
+            allow_file: None,
+            open: false,
+            rate_limit: 0,
+            rate_limit_ip: 0,
+            upstream_timeout: Duration::from_secs(3),
+            header_read_timeout: Duration::from_secs(2),
+            grace_period: Duration::from_secs(10),
+            max_connections: 1000,
+        }
+    }
+}
+
+/// A running gateway.
+#[derive(Debug)]
+pub struct TestGateway {
+    pub state: Arc<tempfile::TempDir>,
+    pub https: SocketAddr,
+    pub admin: SocketAddr,
+    pub tunnel: SocketAddr,
+    pub peer_id: PeerId,
+    pub ca_pem: Vec<u8>,
+    pub options: GatewayOptions,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl TestGateway {
+    pub async fn start(options: GatewayOptions) -> Self {
+        let state = Arc::new(tempfile::tempdir().expect("gateway state dir"));
+        let any: SocketAddr = "127.0.0.1:0".parse().expect("addr");
+        Self::start_on(state, options, any, any, any).await
+    }
+
+    async fn start_on(
+        state: Arc<tempfile::TempDir>,
+        options: GatewayOptions,
+        https: SocketAddr,
+        admin: SocketAddr,
+        tunnel: SocketAddr,
+    ) -> Self {
+        crate::init();
+        let https_l = TcpListener::bind(https).await.expect("bind https");
+        let admin_l = TcpListener::bind(admin).await.expect("bind admin");
+        let udp = bind_udp_retry(tunnel).await;
+        let (https, admin, tunnel) = (
+            https_l.local_addr().expect("addr"),
+            admin_l.local_addr().expect("addr"),
+            udp.local_addr().expect("addr"),
+        );
+        let ca = peercompute_gateway::dev_tls(state.path(), DOMAIN).expect("dev tls");
+        let ca_pem = std::fs::read(ca).expect("read dev CA");
+        let (identity, _) = peercompute_gateway::identity(state.path()).expect("identity");
+        let config = GatewayConfig {
+            domain: DOMAIN.into(),
+            state_dir: state.path().to_path_buf(),
+            public_port: Some(https.port()),
+            tls: TlsMode::Dev,
+            allow_providers: options.allow.iter().map(ToString::to_string).collect(),
+            allow_providers_file: options.allow_file.clone(),
+            open: options.open,
+            rate_limit: options.rate_limit,
+            rate_limit_ip: options.rate_limit_ip,
+            upstream_timeout: options.upstream_timeout,
+            header_read_timeout: options.header_read_timeout,
+            grace_period: options.grace_period,
+            max_connections: options.max_connections,
+            ..GatewayConfig::default()
+        };
+        let listeners = Listeners {
+            https: https_l,
+            http: None,
+            tunnel: udp,
+            admin: Some(admin_l),
+        };
+        let (stop, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let shutdown = async {
+                let _ = rx.await;
+            };
+            peercompute_gateway::run(config, listeners, shutdown)
+                .await
+                .expect("gateway run");
+        });
+        Self {
+            state,
+            https,
+            admin,
+            tunnel,
+            peer_id: identity.peer_id(),
+            ca_pem,
+            options,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    /// `https://<name>.apps.test:<port><path>`
+    pub fn url(&self, name: &str, path: &str) -> String {
+        format!("https://{name}.{DOMAIN}:{}{path}", self.https.port())
+    }
+
+    /// Graceful shutdown (SIGTERM path): returns once `run` returned.
+    pub async fn shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            crate::within(60, "gateway shutdown", task)
+                .await
+                .expect("gateway task");
+        }
+    }
+
+    /// Signals shutdown without waiting; returns the task to await later.
+    pub fn begin_shutdown(&mut self) -> Option<JoinHandle<()>> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.task.take()
+    }
+
+    /// Shuts down, then starts again on the same ports with the same state directory.
+    pub async fn restart(mut self) -> Self {
+        self.shutdown().await;
+        let (state, options) = (self.state.clone(), self.options.clone());
+        Self::start_on(state, options, self.https, self.admin, self.tunnel).await
+    }
+
+    /// GET on the admin listener; returns the body.
+    pub async fn admin_get(&self, path: &str) -> String {
+        let url = format!("http://{}{path}", self.admin);
+        reqwest::Client::new()
+            .get(url)
+            .send()
+            .await
+            .expect("admin request")
+            .text()
+            .await
+            .expect("admin body")
+    }
+}
+
+impl Drop for TestGateway {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+/// Binds the tunnel's UDP socket. Re-binding the same port right after a graceful shutdown
+/// can race the old endpoint driver's release of the socket for a moment: retry, bounded.
+async fn bind_udp_retry(addr: SocketAddr) -> std::net::UdpSocket {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match peercompute_tunnel_proto::bind_udp(addr) {
+            Ok((socket, _)) => return socket,
+            Err(e) if tokio::time::Instant::now() >= deadline => {
+                panic!("cannot bind UDP {addr}: {e}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+}

@@ -1,0 +1,137 @@
+//! A provider tunnel client started from its library.
+
+use std::net::SocketAddr;
+
+use peercompute_identity::Identity;
+use peercompute_provider::{
+    GatewaySpec, RegisterError, TunnelHandle, TunnelSettings, TunnelStatus, start_tunnel,
+};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::gateway::TestGateway;
+
+/// A running provider.
+#[derive(Debug)]
+pub struct TestProvider {
+    pub identity: Identity,
+    pub handle: TunnelHandle,
+    stop: watch::Sender<bool>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl TestProvider {
+    /// A fresh identity (to put on the gateway's allowlist before connecting).
+    pub fn identity() -> Identity {
+        Identity::generate().expect("provider identity")
+    }
+
+    /// Starts the tunnel to `gateway`, pinning its peer id.
+    pub fn start(identity: Identity, gateway: &TestGateway) -> Self {
+        Self::start_to(identity, gateway.peer_id, gateway.tunnel)
+    }
+
+    /// Starts the tunnel to an explicit address and pinned id.
+    pub fn start_to(
+        identity: Identity,
+        peer: peercompute_identity::PeerId,
+        addr: SocketAddr,
+    ) -> Self {
+        crate::init();
+        let settings = TunnelSettings {
+            gateway: GatewaySpec {
+                peer: Some(peer),
+                host: addr.ip().to_string(),
+                port: addr.port(),
+            },
+            gateway_ca: None,
+        };
+        let (stop, rx) = watch::channel(false);
+        let (handle, task) = start_tunnel(&identity, settings, rx).expect("start tunnel");
+        Self {
+            identity,
+            handle,
+            stop,
+            task: Some(task),
+        }
+    }
+
+    /// Publishes `name` → `target` and returns the URL (fails the test after 15 s).
+    pub async fn register(&self, name: &str, target: SocketAddr) -> Result<String, RegisterError> {
+        crate::within(
+            15,
+            "registration",
+            self.handle
+                .register(name, &target.ip().to_string(), target.port()),
+        )
+        .await
+    }
+
+    /// Waits until the tunnel is connected.
+    pub async fn connected(&self) {
+        let status = crate::within(
+            15,
+            "tunnel connection",
+            self.handle
+                .wait_for(|s| matches!(s, TunnelStatus::Connected { .. })),
+        )
+        .await;
+        assert!(
+            matches!(status, TunnelStatus::Connected { .. }),
+            "{status:?}"
+        );
+    }
+
+    /// Waits until at least `n` names were accepted on the current connection.
+    pub async fn registered(&self, n: usize) {
+        let status = crate::within(
+            20,
+            "registration on the current connection",
+            self.handle.wait_for(
+                |s| matches!(s, TunnelStatus::Connected { registered, .. } if *registered >= n),
+            ),
+        )
+        .await;
+        assert!(
+            matches!(status, TunnelStatus::Connected { .. }),
+            "{status:?}"
+        );
+    }
+
+    /// Waits for the gateway's refusal and returns its reason.
+    pub async fn refused(&self) -> String {
+        let status = crate::within(
+            15,
+            "refusal by the gateway",
+            self.handle
+                .wait_for(|s| matches!(s, TunnelStatus::Refused { .. })),
+        )
+        .await;
+        match status {
+            TunnelStatus::Refused { reason } => reason,
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+
+    /// Polite stop: GoAway, close, wait for the task.
+    pub async fn stop(&mut self) {
+        let _ = self.stop.send(true);
+        if let Some(task) = self.task.take() {
+            let _ = crate::within(10, "provider stop", task).await;
+        }
+    }
+
+    /// Crash: the task is aborted mid-flight, nothing is said to the gateway beyond what
+    /// dropping the QUIC endpoint does.
+    pub fn kill(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+impl Drop for TestProvider {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

@@ -1,0 +1,229 @@
+//! Visitor → gateway → QUIC tunnel → provider → backend, over real TLS and QUIC.
+
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use peercompute_tests::{
+    Alpn, Backend, GatewayOptions, TestGateway, TestProvider, WsBackend, download_sha256,
+    https_client, raw_tls, within,
+};
+use sha2::{Digest, Sha256};
+
+async fn setup() -> (TestGateway, TestProvider, Backend) {
+    let id = TestProvider::identity();
+    let gw = TestGateway::start(GatewayOptions {
+        allow: vec![id.peer_id()],
+        ..GatewayOptions::default()
+    })
+    .await;
+    let backend = Backend::start().await;
+    let provider = TestProvider::start(id, &gw);
+    let url = provider
+        .register("app", backend.addr)
+        .await
+        .expect("register");
+    assert_eq!(url, gw.url("app", ""));
+    (gw, provider, backend)
+}
+
+#[tokio::test]
+async fn http1_round_trip_sets_forwarding_headers() {
+    let (gw, _p, backend) = setup().await;
+    let client = https_client(&gw, &["app"], Alpn::H1);
+    let resp = client
+        .get(gw.url("app", "/echo?x=1"))
+        .header("x-forwarded-for", "6.6.6.6")
+        .header("connection", "keep-alive, x-drop-me")
+        .header("x-drop-me", "secret")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.version(), http::Version::HTTP_11);
+    let body = resp.text().await.expect("body");
+    assert!(body.starts_with("GET /echo?x=1\n"), "{body}");
+    assert!(body.contains("host: app.apps.test\n"), "{body}");
+    assert!(
+        body.contains("x-forwarded-for: 127.0.0.1\n"),
+        "forged XFF replaced: {body}"
+    );
+    assert!(body.contains("x-forwarded-proto: https\n"), "{body}");
+    assert!(body.contains("x-forwarded-host: app.apps.test\n"), "{body}");
+    assert!(
+        body.contains("forwarded: for=127.0.0.1;host=app.apps.test;proto=https\n"),
+        "{body}"
+    );
+    assert!(
+        !body.contains("x-drop-me"),
+        "Connection-named header stripped: {body}"
+    );
+    assert_eq!(backend.requests(), 1);
+}
+
+#[tokio::test]
+async fn http2_is_translated_to_http1_origin_form() {
+    let (gw, _p, _backend) = setup().await;
+    let client = https_client(&gw, &["app"], Alpn::H2);
+    for i in 0..3 {
+        let resp = client
+            .post(gw.url("app", &format!("/echo?i={i}")))
+            .body("payload")
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(resp.version(), http::Version::HTTP_2);
+        assert_eq!(resp.status(), 200);
+        let body = resp.text().await.expect("body");
+        assert!(
+            body.starts_with(&format!("POST /echo?i={i}\n")),
+            "origin-form: {body}"
+        );
+        assert!(body.contains("host: app.apps.test\n"), "Host added: {body}");
+    }
+}
+
+#[tokio::test]
+async fn unknown_host_is_404_and_no_provider_is_contacted() {
+    let (gw, _p, backend) = setup().await;
+    let client = https_client(&gw, &["nope", "app"], Alpn::H1);
+    let resp = client
+        .get(gw.url("nope", "/"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(resp.status(), 404);
+    let body = resp.text().await.expect("body");
+    assert!(
+        body.contains("no app is published at nope.apps.test"),
+        "{body}"
+    );
+    assert_eq!(backend.requests(), 0, "backend must not see unknown hosts");
+    let metrics = gw.admin_get("/metrics").await;
+    assert!(
+        metrics.contains("peercompute_gateway_streams_open 0"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn websocket_echo_through_the_tunnel() {
+    let id = TestProvider::identity();
+    let gw = TestGateway::start(GatewayOptions {
+        allow: vec![id.peer_id()],
+        ..GatewayOptions::default()
+    })
+    .await;
+    let ws_backend = WsBackend::start().await;
+    let provider = TestProvider::start(id, &gw);
+    provider
+        .register("ws", ws_backend.addr)
+        .await
+        .expect("register");
+    let tls = raw_tls(&gw, "ws").await;
+    let url = gw.url("ws", "/socket").replace("https://", "wss://");
+    let (mut ws, resp) = within(
+        10,
+        "websocket handshake",
+        tokio_tungstenite::client_async(url, tls),
+    )
+    .await
+    .expect("websocket upgrade through the gateway");
+    assert_eq!(resp.status(), 101);
+    for i in 0..20 {
+        let msg = format!("ping {i}");
+        ws.send(tokio_tungstenite::tungstenite::Message::text(msg.clone()))
+            .await
+            .expect("send");
+        let echo = within(5, "echo", ws.next())
+            .await
+            .expect("open")
+            .expect("frame");
+        assert_eq!(echo.into_text().expect("text").as_str(), msg);
+    }
+    ws.close(None).await.expect("close");
+}
+
+#[tokio::test]
+async fn sse_events_arrive_before_the_response_ends() {
+    let (gw, _p, _backend) = setup().await;
+    let client = https_client(&gw, &["app"], Alpn::H1);
+    let started = Instant::now();
+    let resp = client
+        .get(gw.url("app", "/sse?n=3&ms=1000"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(resp.status(), 200);
+    let mut stream = resp.bytes_stream();
+    let first = within(5, "first event", stream.next())
+        .await
+        .expect("a chunk")
+        .expect("bytes");
+    let first_at = started.elapsed();
+    assert!(String::from_utf8_lossy(&first).contains("data: event 0"));
+    let mut rest = Vec::new();
+    while let Some(chunk) = within(10, "remaining events", stream.next()).await {
+        rest.extend_from_slice(&chunk.expect("bytes"));
+    }
+    let total = started.elapsed();
+    assert!(String::from_utf8_lossy(&rest).contains("data: event 2"));
+    assert!(
+        first_at < Duration::from_millis(900),
+        "first event after {first_at:?}"
+    );
+    assert!(
+        total >= Duration::from_millis(1900),
+        "response ended after {total:?}"
+    );
+}
+
+#[tokio::test]
+async fn large_upload_and_download_keep_their_sha256() {
+    const SIZE: u64 = 256 * 1024 * 1024;
+    let (gw, _p, _backend) = setup().await;
+    let client = https_client(&gw, &["app"], Alpn::H1);
+
+    // Upload: a streamed body with no Content-Length (chunked), hashed on both ends.
+    let chunk = bytes::Bytes::from(vec![0x5au8; 1 << 20]);
+    let mut expected = Sha256::new();
+    for _ in 0..SIZE >> 20 {
+        expected.update(&chunk);
+    }
+    let expected = hex::encode(expected.finalize());
+    let body_stream = futures_util::stream::iter(
+        (0..SIZE >> 20).map(move |_| Ok::<_, std::io::Error>(chunk.clone())),
+    );
+    let resp = within(
+        240,
+        "256 MiB upload",
+        client
+            .post(gw.url("app", "/upload"))
+            .body(reqwest::Body::wrap_stream(body_stream))
+            .send(),
+    )
+    .await
+    .expect("upload");
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        resp.text().await.expect("body"),
+        format!("{expected} {SIZE}")
+    );
+
+    // Download, hashed while streaming.
+    let resp = client
+        .get(gw.url("app", &format!("/download?bytes={SIZE}")))
+        .send()
+        .await
+        .expect("download");
+    assert_eq!(resp.status(), 200);
+    let mut stream = resp.bytes_stream();
+    let mut h = Sha256::new();
+    let mut n = 0u64;
+    while let Some(chunk) = within(60, "download chunk", stream.next()).await {
+        let chunk = chunk.expect("bytes");
+        n += chunk.len() as u64;
+        h.update(&chunk);
+    }
+    assert_eq!(n, SIZE);
+    assert_eq!(hex::encode(h.finalize()), download_sha256(SIZE));
+}

@@ -1,0 +1,375 @@
+//! Control-plane frames: `type: u8 | length: u32 BE | JSON body`.
+//!
+//! Two decoders share the frame format. [`decode_control_plane`] reads the stream between
+//! peerctl and a provider: signed envelopes and the provider's answers; a bare request type is
+//! refused there. [`decode_request`] reads the payload of a [`SignedEnvelope`] once its
+//! signature holds: only request types. Both refuse an unknown (or misplaced) type as soon as
+//! the type byte is present and a length above [`MAX_CONTROL_PLANE_FRAME`] as soon as the
+//! 5-byte prefix is, before buffering the body; both return `Ok(None)` without consuming
+//! anything while a frame is incomplete.
+
+use std::fmt;
+
+use bytes::{Buf, BufMut, BytesMut};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::messages::{
+    DeployProgress, DeployRequest, DeployResponse, ErrorResponse, ListRequest, ListResponse,
+    LogEntry, LogsEnd, LogsRequest, StatusRequest, StatusResponse, StopRequest, StopResponse,
+};
+use super::signing::SignedEnvelope;
+use super::validate::{InvalidMessage, validate_deployment_id, validate_finite, validate_tail};
+
+/// libp2p protocol name of the control plane.
+pub const CONTROL_PLANE_PROTOCOL: &str = "/peercompute/control/1";
+
+/// Largest frame body accepted or produced (256 KiB).
+pub const MAX_CONTROL_PLANE_FRAME: usize = 256 * 1024;
+
+const PREFIX: usize = 5;
+
+/// The type byte of a control-plane frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MessageType {
+    /// A [`SignedEnvelope`] carrying one request frame.
+    Signed,
+    DeployRequest,
+    StopRequest,
+    StatusRequest,
+    ListRequest,
+    LogsRequest,
+    DeployProgress,
+    DeployResponse,
+    StopResponse,
+    StatusResponse,
+    ListResponse,
+    LogEntry,
+    LogsEnd,
+    Error,
+}
+
+impl MessageType {
+    const ALL: [Self; 14] = [
+        Self::Signed,
+        Self::DeployRequest,
+        Self::StopRequest,
+        Self::StatusRequest,
+        Self::ListRequest,
+        Self::LogsRequest,
+        Self::DeployProgress,
+        Self::DeployResponse,
+        Self::StopResponse,
+        Self::StatusResponse,
+        Self::ListResponse,
+        Self::LogEntry,
+        Self::LogsEnd,
+        Self::Error,
+    ];
+
+    /// The byte on the wire.
+    pub fn to_u8(self) -> u8 {
+        match self {
+            Self::Signed => 0x01,
+            Self::DeployRequest => 0x10,
+            Self::StopRequest => 0x11,
+            Self::StatusRequest => 0x12,
+            Self::ListRequest => 0x13,
+            Self::LogsRequest => 0x14,
+            Self::DeployProgress => 0x20,
+            Self::DeployResponse => 0x21,
+            Self::StopResponse => 0x22,
+            Self::StatusResponse => 0x23,
+            Self::ListResponse => 0x24,
+            Self::LogEntry => 0x25,
+            Self::LogsEnd => 0x26,
+            Self::Error => 0x2f,
+        }
+    }
+
+    /// Inverse of [`MessageType::to_u8`]; `None` for bytes that name no type.
+    pub fn from_u8(byte: u8) -> Option<Self> {
+        Self::ALL.into_iter().find(|t| t.to_u8() == byte)
+    }
+
+    /// Whether this type only travels inside a signed envelope.
+    pub fn is_request(self) -> bool {
+        matches!(
+            self,
+            Self::DeployRequest
+                | Self::StopRequest
+                | Self::StatusRequest
+                | Self::ListRequest
+                | Self::LogsRequest
+        )
+    }
+}
+
+impl fmt::Display for MessageType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+
+/// A message on the control-plane stream.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ControlPlaneMessage {
+    /// Client → provider: a signed request.
+    Signed(SignedEnvelope),
+    DeployProgress(DeployProgress),
+    DeployResponse(DeployResponse),
+    StopResponse(StopResponse),
+    StatusResponse(StatusResponse),
+    ListResponse(ListResponse),
+    LogEntry(LogEntry),
+    LogsEnd(LogsEnd),
+    Error(ErrorResponse),
+}
+
+/// A request, as carried in the payload of a [`SignedEnvelope`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    Deploy(DeployRequest),
+    Stop(StopRequest),
+    Status(StatusRequest),
+    List(ListRequest),
+    Logs(LogsRequest),
+}
+
+impl Request {
+    /// The frame type of this request.
+    pub fn message_type(&self) -> MessageType {
+        match self {
+            Self::Deploy(_) => MessageType::DeployRequest,
+            Self::Stop(_) => MessageType::StopRequest,
+            Self::Status(_) => MessageType::StatusRequest,
+            Self::List(_) => MessageType::ListRequest,
+            Self::Logs(_) => MessageType::LogsRequest,
+        }
+    }
+
+    /// Checks the rules the types cannot express.
+    pub fn validate(&self) -> Result<(), InvalidMessage> {
+        match self {
+            Self::Deploy(req) => req.validate(),
+            Self::Stop(StopRequest { id }) | Self::Status(StatusRequest { id }) => {
+                validate_deployment_id(id)
+            }
+            Self::List(ListRequest {}) => Ok(()),
+            Self::Logs(req) => {
+                validate_deployment_id(&req.id)?;
+                validate_tail(req.tail)
+            }
+        }
+    }
+}
+
+/// Why control-plane bytes could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ControlPlaneDecodeError {
+    #[error("control-plane frame of {len} bytes exceeds the maximum of {max}")]
+    TooLarge { len: usize, max: usize },
+    #[error("unknown control-plane message type 0x{0:02x}")]
+    UnknownType(u8),
+    #[error("{0} must be sent inside a signed envelope")]
+    UnsignedRequest(MessageType),
+    #[error("a signed payload must be a request, not {0}")]
+    NotARequest(MessageType),
+    #[error("the signed payload ends inside its frame")]
+    TruncatedPayload,
+    #[error("{0} bytes follow the request in the signed payload")]
+    TrailingPayload(usize),
+    #[error("{ty} body is not accepted: {reason}")]
+    Json { ty: MessageType, reason: String },
+    #[error("invalid {ty}: {source}")]
+    Invalid {
+        ty: MessageType,
+        source: InvalidMessage,
+    },
+}
+
+/// Why a message could not be encoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ControlPlaneEncodeError {
+    #[error("{ty} of {len} bytes exceeds the maximum of {max}")]
+    TooLarge {
+        ty: MessageType,
+        len: usize,
+        max: usize,
+    },
+    #[error("{ty} cannot be encoded as JSON: {reason}")]
+    Json { ty: MessageType, reason: String },
+    #[error("invalid {ty}: {source}")]
+    Invalid {
+        ty: MessageType,
+        source: InvalidMessage,
+    },
+}
+
+/// Appends the frame for `msg` to `dst`.
+pub fn encode_control_plane(
+    msg: &ControlPlaneMessage,
+    dst: &mut BytesMut,
+) -> Result<(), ControlPlaneEncodeError> {
+    match msg {
+        ControlPlaneMessage::Signed(m) => put_frame(MessageType::Signed, m, dst),
+        ControlPlaneMessage::DeployProgress(m) => put_frame(MessageType::DeployProgress, m, dst),
+        ControlPlaneMessage::DeployResponse(m) => put_frame(MessageType::DeployResponse, m, dst),
+        ControlPlaneMessage::StopResponse(m) => put_frame(MessageType::StopResponse, m, dst),
+        ControlPlaneMessage::StatusResponse(m) => {
+            validate_finite("cpu_percent", m.cpu_percent).map_err(|source| {
+                ControlPlaneEncodeError::Invalid {
+                    ty: MessageType::StatusResponse,
+                    source,
+                }
+            })?;
+            put_frame(MessageType::StatusResponse, m, dst)
+        }
+        ControlPlaneMessage::ListResponse(m) => put_frame(MessageType::ListResponse, m, dst),
+        ControlPlaneMessage::LogEntry(m) => put_frame(MessageType::LogEntry, m, dst),
+        ControlPlaneMessage::LogsEnd(m) => put_frame(MessageType::LogsEnd, m, dst),
+        ControlPlaneMessage::Error(m) => put_frame(MessageType::Error, m, dst),
+    }
+}
+
+/// Appends the frame for `req` to `dst` (the bytes a [`SignedEnvelope`] carries and signs).
+pub fn encode_request(req: &Request, dst: &mut BytesMut) -> Result<(), ControlPlaneEncodeError> {
+    let ty = req.message_type();
+    req.validate()
+        .map_err(|source| ControlPlaneEncodeError::Invalid { ty, source })?;
+    match req {
+        Request::Deploy(m) => put_frame(ty, m, dst),
+        Request::Stop(m) => put_frame(ty, m, dst),
+        Request::Status(m) => put_frame(ty, m, dst),
+        Request::List(m) => put_frame(ty, m, dst),
+        Request::Logs(m) => put_frame(ty, m, dst),
+    }
+}
+
+fn put_frame<T: Serialize>(
+    ty: MessageType,
+    body: &T,
+    dst: &mut BytesMut,
+) -> Result<(), ControlPlaneEncodeError> {
+    let json = serde_json::to_vec(body).map_err(|e| ControlPlaneEncodeError::Json {
+        ty,
+        reason: e.to_string(),
+    })?;
+    if json.len() > MAX_CONTROL_PLANE_FRAME {
+        return Err(ControlPlaneEncodeError::TooLarge {
+            ty,
+            len: json.len(),
+            max: MAX_CONTROL_PLANE_FRAME,
+        });
+    }
+    dst.reserve(PREFIX + json.len());
+    dst.put_u8(ty.to_u8());
+    dst.put_u32(u32::try_from(json.len()).expect("body length is bounded by the frame maximum"));
+    dst.put_slice(&json);
+    Ok(())
+}
+
+/// Decodes one frame of the control-plane stream from the front of `src`, consuming it.
+/// `Ok(None)`: more bytes are needed.
+pub fn decode_control_plane(
+    src: &mut BytesMut,
+) -> Result<Option<ControlPlaneMessage>, ControlPlaneDecodeError> {
+    let Some((ty, body)) = split_frame(src, stream_type)? else {
+        return Ok(None);
+    };
+    let msg = match ty {
+        MessageType::Signed => ControlPlaneMessage::Signed(parse(ty, &body)?),
+        MessageType::DeployProgress => ControlPlaneMessage::DeployProgress(parse(ty, &body)?),
+        MessageType::DeployResponse => ControlPlaneMessage::DeployResponse(parse(ty, &body)?),
+        MessageType::StopResponse => ControlPlaneMessage::StopResponse(parse(ty, &body)?),
+        MessageType::StatusResponse => {
+            // JSON has no NaN or infinity, so a parsed cpu_percent is always finite.
+            ControlPlaneMessage::StatusResponse(parse(ty, &body)?)
+        }
+        MessageType::ListResponse => ControlPlaneMessage::ListResponse(parse(ty, &body)?),
+        MessageType::LogEntry => ControlPlaneMessage::LogEntry(parse(ty, &body)?),
+        MessageType::LogsEnd => ControlPlaneMessage::LogsEnd(parse(ty, &body)?),
+        MessageType::Error => ControlPlaneMessage::Error(parse(ty, &body)?),
+        request => return Err(ControlPlaneDecodeError::UnsignedRequest(request)),
+    };
+    Ok(Some(msg))
+}
+
+/// Decodes one request frame from the front of `src`, consuming it. `Ok(None)`: more bytes are
+/// needed. Only request types are accepted, and every request is validated.
+pub fn decode_request(src: &mut BytesMut) -> Result<Option<Request>, ControlPlaneDecodeError> {
+    let Some((ty, body)) = split_frame(src, request_type)? else {
+        return Ok(None);
+    };
+    let req = match ty {
+        MessageType::DeployRequest => Request::Deploy(parse(ty, &body)?),
+        MessageType::StopRequest => Request::Stop(parse(ty, &body)?),
+        MessageType::StatusRequest => Request::Status(parse(ty, &body)?),
+        MessageType::ListRequest => Request::List(parse(ty, &body)?),
+        MessageType::LogsRequest => Request::Logs(parse(ty, &body)?),
+        other => return Err(ControlPlaneDecodeError::NotARequest(other)),
+    };
+    req.validate()
+        .map_err(|source| ControlPlaneDecodeError::Invalid { ty, source })?;
+    Ok(Some(req))
+}
+
+/// Decodes a signed payload: exactly one whole request frame.
+pub(super) fn request_from_payload(payload: &[u8]) -> Result<Request, ControlPlaneDecodeError> {
+    let mut buf = BytesMut::from(payload);
+    match decode_request(&mut buf)? {
+        Some(_) if !buf.is_empty() => Err(ControlPlaneDecodeError::TrailingPayload(buf.len())),
+        Some(req) => Ok(req),
+        None => Err(ControlPlaneDecodeError::TruncatedPayload),
+    }
+}
+
+fn stream_type(byte: u8) -> Result<MessageType, ControlPlaneDecodeError> {
+    match MessageType::from_u8(byte) {
+        Some(ty) if ty.is_request() => Err(ControlPlaneDecodeError::UnsignedRequest(ty)),
+        Some(ty) => Ok(ty),
+        None => Err(ControlPlaneDecodeError::UnknownType(byte)),
+    }
+}
+
+fn request_type(byte: u8) -> Result<MessageType, ControlPlaneDecodeError> {
+    match MessageType::from_u8(byte) {
+        Some(ty) if ty.is_request() => Ok(ty),
+        Some(ty) => Err(ControlPlaneDecodeError::NotARequest(ty)),
+        None => Err(ControlPlaneDecodeError::UnknownType(byte)),
+    }
+}
+
+/// Splits one whole frame off the front of `src`, checking the type byte with `accept` and the
+/// length against the maximum before waiting for (or copying) the body.
+fn split_frame(
+    src: &mut BytesMut,
+    accept: fn(u8) -> Result<MessageType, ControlPlaneDecodeError>,
+) -> Result<Option<(MessageType, BytesMut)>, ControlPlaneDecodeError> {
+    let Some(&first) = src.first() else {
+        return Ok(None);
+    };
+    let ty = accept(first)?;
+    if src.len() < PREFIX {
+        return Ok(None);
+    }
+    let len = u32::from_be_bytes([src[1], src[2], src[3], src[4]]) as usize;
+    if len > MAX_CONTROL_PLANE_FRAME {
+        return Err(ControlPlaneDecodeError::TooLarge {
+            len,
+            max: MAX_CONTROL_PLANE_FRAME,
+        });
+    }
+    if src.len() < PREFIX + len {
+        return Ok(None);
+    }
+    src.advance(PREFIX);
+    Ok(Some((ty, src.split_to(len))))
+}
+
+fn parse<T: DeserializeOwned>(ty: MessageType, body: &[u8]) -> Result<T, ControlPlaneDecodeError> {
+    serde_json::from_slice(body).map_err(|e| ControlPlaneDecodeError::Json {
+        ty,
+        reason: e.to_string(),
+    })
+}

@@ -1,0 +1,273 @@
+//! The JSON bodies of control-plane frames. Every struct refuses unknown fields (and serde_json
+//! refuses duplicate ones), so what a peer can ask for is exactly what is written here: there
+//! is no field for privileged mode, capabilities, mounts, devices, namespaces, sysctls, a user
+//! or a working directory. Optional fields may be absent or `null`; times are unix seconds.
+//! The rules beyond types (image syntax, names, env limits) are in `validate`.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use super::validate::{InvalidMessage, validate_env, validate_image_ref};
+use crate::name::validate_name;
+
+/// One environment variable of a deployment. Its `Debug` output hides the value, which often
+/// holds a secret.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnvVar {
+    pub key: String,
+    pub value: String,
+}
+
+impl fmt::Debug for EnvVar {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EnvVar")
+            .field("key", &self.key)
+            .field("value", &format_args!("<{} bytes redacted>", self.value.len()))
+            .finish()
+    }
+}
+
+/// Run `image` on the provider and publish its `port` under `name`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeployRequest {
+    /// Docker image reference, e.g. `nginx:1.27` or `registry:5000/team/app@sha256:…`.
+    pub image: String,
+    /// Route name (a DNS label); the provider picks one when absent.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// The container port to publish (not 0).
+    pub port: u16,
+    #[serde(default)]
+    pub env: Vec<EnvVar>,
+    /// CPU limit in millicores; the provider's default when absent.
+    #[serde(default)]
+    pub cpu_millis: Option<u32>,
+    /// Memory limit in bytes (swap included); the provider's default when absent.
+    #[serde(default)]
+    pub memory_bytes: Option<u64>,
+}
+
+impl DeployRequest {
+    /// A request for `image` on `port` with every optional field absent.
+    pub fn new(image: impl Into<String>, port: u16) -> Self {
+        Self {
+            image: image.into(),
+            name: None,
+            port,
+            env: Vec::new(),
+            cpu_millis: None,
+            memory_bytes: None,
+        }
+    }
+
+    /// Checks the rules the types cannot express.
+    pub fn validate(&self) -> Result<(), InvalidMessage> {
+        validate_image_ref(&self.image)?;
+        if let Some(name) = &self.name {
+            validate_name(name)?;
+        }
+        if self.port == 0 {
+            return Err(InvalidMessage::PortZero);
+        }
+        validate_env(&self.env)?;
+        if self.cpu_millis == Some(0) {
+            return Err(InvalidMessage::Zero("cpu_millis"));
+        }
+        if self.memory_bytes == Some(0) {
+            return Err(InvalidMessage::Zero("memory_bytes"));
+        }
+        Ok(())
+    }
+}
+
+/// Where a deployment is on its way to answering.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeployStage {
+    Pulling,
+    Starting,
+    Waiting,
+    Registering,
+}
+
+/// Provider → client during a deploy; `layer`/`current`/`total` describe an image pull.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeployProgress {
+    pub stage: DeployStage,
+    pub message: String,
+    #[serde(default)]
+    pub layer: Option<String>,
+    #[serde(default)]
+    pub current: Option<u64>,
+    #[serde(default)]
+    pub total: Option<u64>,
+}
+
+/// The state of a deployment's container, as the Docker engine names it. States this build
+/// does not know read as `Unknown`, so a newer provider stays readable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeploymentState {
+    Created,
+    Running,
+    Paused,
+    Restarting,
+    Removing,
+    Exited,
+    Dead,
+    #[serde(other)]
+    Unknown,
+}
+
+/// Provider → client: the deployment answers at `url`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeployResponse {
+    pub id: String,
+    pub name: String,
+    pub url: String,
+    /// The provider's peer id.
+    pub peer: String,
+    pub image: String,
+    pub status: DeploymentState,
+}
+
+/// Stop and remove a deployment (by id or name).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StopRequest {
+    pub id: String,
+}
+
+/// Provider → client: the deployment is stopped; `removed` tells whether its container is gone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StopResponse {
+    pub id: String,
+    pub removed: bool,
+}
+
+/// Ask for one deployment's state and resource use.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatusRequest {
+    pub id: String,
+}
+
+/// Provider → client: one deployment in detail.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatusResponse {
+    pub id: String,
+    pub name: String,
+    pub image: String,
+    pub url: String,
+    pub state: DeploymentState,
+    pub created_at: u64,
+    #[serde(default)]
+    pub started_at: Option<u64>,
+    #[serde(default)]
+    pub uptime_secs: Option<u64>,
+    pub restarts: u32,
+    #[serde(default)]
+    pub cpu_percent: Option<f64>,
+    #[serde(default)]
+    pub memory_bytes: Option<u64>,
+    #[serde(default)]
+    pub memory_limit: Option<u64>,
+}
+
+/// List this client's deployments on the provider.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListRequest {}
+
+/// One line of a [`ListResponse`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeploymentSummary {
+    pub id: String,
+    pub name: String,
+    pub image: String,
+    pub url: String,
+    pub state: DeploymentState,
+    pub created_at: u64,
+}
+
+/// Provider → client: the deployments.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListResponse {
+    pub deployments: Vec<DeploymentSummary>,
+}
+
+/// Ask for a deployment's log lines: the last `tail` (all when absent), then live ones while
+/// `follow` is set.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogsRequest {
+    pub id: String,
+    pub follow: bool,
+    #[serde(default)]
+    pub tail: Option<u32>,
+}
+
+/// Which output stream a log line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogStream {
+    Stdout,
+    Stderr,
+}
+
+/// Provider → client: one log line (`timestamp` as the engine reports it, RFC 3339).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogEntry {
+    pub stream: LogStream,
+    pub line: String,
+    #[serde(default)]
+    pub timestamp: Option<String>,
+}
+
+/// Provider → client: no more log lines will follow.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogsEnd {}
+
+/// What kind of failure an [`ErrorResponse`] reports; peerctl chooses its advice and exit
+/// code from it. Codes this build does not know read as `Unknown`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The client is not in the provider's trusted peers.
+    NotTrusted,
+    BadSignature,
+    Replayed,
+    /// The request's timestamp is outside the accepted window (check the clocks).
+    Stale,
+    BadRequest,
+    /// Admission refused it: the message has the numbers (asked, available).
+    LimitExceeded,
+    NotFound,
+    ImageNotFound,
+    /// The image is for another CPU architecture.
+    ImagePlatform,
+    /// The container runtime failed.
+    Runtime,
+    Internal,
+    #[serde(other)]
+    Unknown,
+}
+
+/// Provider → client: the request failed; `message` says what to do about it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ErrorResponse {
+    pub code: ErrorCode,
+    pub message: String,
+}
