@@ -82,20 +82,22 @@ impl TestProvider {
         );
     }
 
-    /// Waits until at least `n` names were accepted on the current connection.
-    pub async fn registered(&self, n: usize) {
+    /// Waits until at least `n` names were accepted on a connection numbered `after_session`
+    /// or later; returns that connection's number.
+    pub async fn registered(&self, n: usize, after_session: u64) -> u64 {
         let status = crate::within(
             20,
-            "registration on the current connection",
-            self.handle.wait_for(
-                |s| matches!(s, TunnelStatus::Connected { registered, .. } if *registered >= n),
-            ),
+            "registration on a fresh connection",
+            self.handle.wait_for(|s| {
+                matches!(s, TunnelStatus::Connected { registered, session, .. }
+                    if *registered >= n && *session >= after_session)
+            }),
         )
         .await;
-        assert!(
-            matches!(status, TunnelStatus::Connected { .. }),
-            "{status:?}"
-        );
+        match status {
+            TunnelStatus::Connected { session, .. } => session,
+            other => panic!("expected a connection, got {other:?}"),
+        }
     }
 
     /// Waits for the gateway's refusal and returns its reason.

@@ -78,9 +78,11 @@ pub struct TunnelHandle {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TunnelStatus {
     Connecting,
-    /// Connected; `registered` names accepted by the gateway on this connection so far.
+    /// Connected; `session` counts connections since start (1 = first), `registered` the
+    /// names the gateway accepted on this connection so far.
     Connected {
         gateway: SocketAddr,
+        session: u64,
         registered: usize,
     },
     /// The gateway refused this provider (e.g. not on its allowlist); retrying with backoff.
@@ -199,6 +201,7 @@ async fn run_client(
         splices: JoinSet::new(),
     };
     let mut backoff = Backoff::default();
+    let mut sessions = 0u64;
     let endpoint = match bind_endpoint(&gateway) {
         Ok(ep) => ep,
         Err(e) => {
@@ -227,8 +230,10 @@ async fn run_client(
         let end = match outcome {
             Ok(conn) => {
                 let since = Instant::now();
+                sessions += 1;
                 status.send_replace(TunnelStatus::Connected {
                     gateway: conn.remote_address(),
+                    session: sessions,
                     registered: 0,
                 });
                 info!(gateway = %gateway, "connected to the gateway");

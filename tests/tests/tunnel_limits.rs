@@ -1,0 +1,281 @@
+//! Abuse and policy at the edge: name ownership, provider admission, rate limits, header
+//! limits, slowloris.
+
+use std::time::{Duration, Instant};
+
+use peercompute_provider::RegisterError;
+use peercompute_tests::{
+    Alpn, Backend, GatewayOptions, TestGateway, TestProvider, https_client, raw_tls, within,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn assert_owned(result: Result<String, RegisterError>) {
+    match result {
+        Err(RegisterError::Refused { reason, .. }) => {
+            assert_eq!(reason, "name owned by another provider");
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn another_key_cannot_take_a_name_online_offline_or_after_restart() {
+    let (alice_id, mallory_id) = (TestProvider::identity(), TestProvider::identity());
+    let gw = TestGateway::start(GatewayOptions {
+        allow: vec![alice_id.peer_id(), mallory_id.peer_id()],
+        ..GatewayOptions::default()
+    })
+    .await;
+    let backend = Backend::start().await;
+    let mut alice = TestProvider::start(alice_id.clone(), &gw);
+    alice
+        .register("blog", backend.addr)
+        .await
+        .expect("alice registers");
+    let mallory = TestProvider::start(mallory_id, &gw);
+
+    // 1. While the owner is online.
+    assert_owned(mallory.register("blog", backend.addr).await);
+    // 2. After the owner disconnected.
+    alice.stop().await;
+    assert_owned(mallory.register("blog", backend.addr).await);
+    // 3. After a gateway restart.
+    let gw = gw.restart().await;
+    mallory.connected().await;
+    assert_owned(mallory.register("blog", backend.addr).await);
+    // The owner reconnecting gets its name back.
+    let alice = TestProvider::start(alice_id, &gw);
+    let url = alice
+        .register("blog", backend.addr)
+        .await
+        .expect("owner gets the name back");
+    assert_eq!(url, gw.url("blog", ""));
+    let client = https_client(&gw, &["blog"], Alpn::H1);
+    assert_eq!(
+        client
+            .get(gw.url("blog", "/"))
+            .send()
+            .await
+            .expect("get")
+            .status(),
+        200
+    );
+}
+
+#[tokio::test]
+async fn unlisted_provider_is_refused_with_a_reason() {
+    let listed = TestProvider::identity();
+    let gw = TestGateway::start(GatewayOptions {
+        allow: vec![listed.peer_id()],
+        ..GatewayOptions::default()
+    })
+    .await;
+    let stranger = TestProvider::start(TestProvider::identity(), &gw);
+    let reason = stranger.refused().await;
+    assert!(reason.contains("not allowed"), "{reason}");
+    assert!(
+        reason.contains("--allow-provider"),
+        "says how to fix: {reason}"
+    );
+    let metrics = gw.admin_get("/metrics").await;
+    assert!(
+        metrics.contains("peercompute_gateway_tunnels_refused_total 1"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn allowlist_file_changes_apply_without_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("providers.txt");
+    std::fs::write(&file, "# nobody yet\n").expect("write");
+    let id = TestProvider::identity();
+    let gw = TestGateway::start(GatewayOptions {
+        allow_file: Some(file.clone()),
+        ..GatewayOptions::default()
+    })
+    .await;
+    let provider = TestProvider::start(id.clone(), &gw);
+    provider.refused().await;
+    std::fs::write(&file, format!("{}\n", id.peer_id())).expect("rewrite");
+    // The provider retries on its own and is now admitted.
+    provider.connected().await;
+}
+
+#[tokio::test]
+async fn rate_limit_429_count_matches_token_bucket() {
+    const RATE: u32 = 20;
+    const SENT: u32 = 120;
+    let id = TestProvider::identity();
+    let gw = TestGateway::start(GatewayOptions {
+        allow: vec![id.peer_id()],
+        rate_limit: RATE,
+        ..GatewayOptions::default()
+    })
+    .await;
+    let backend = Backend::start().await;
+    let provider = TestProvider::start(id, &gw);
+    provider
+        .register("app", backend.addr)
+        .await
+        .expect("register");
+    provider
+        .register("other", backend.addr)
+        .await
+        .expect("register");
+    let client = https_client(&gw, &["app", "other"], Alpn::H2);
+
+    let started = Instant::now();
+    let mut ok = 0u32;
+    let mut limited = 0u32;
+    let mut retry_after = None;
+    let sends = (0..SENT).map(|_| client.get(gw.url("app", "/")).send());
+    for resp in futures_util::future::join_all(sends).await {
+        let resp = resp.expect("request");
+        match resp.status().as_u16() {
+            200 => ok += 1,
+            429 => {
+                limited += 1;
+                retry_after = resp.headers().get("retry-after").cloned();
+            }
+            s => panic!("unexpected status {s}"),
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    // Burst of RATE, then RATE per second of elapsed time (+1 for the token in progress).
+    let allowed = f64::from(RATE) + f64::from(RATE) * elapsed + 1.0;
+    assert!(
+        f64::from(ok) <= allowed,
+        "{ok} accepted, bucket allows {allowed:.1} in {elapsed:.2}s"
+    );
+    assert!(ok >= RATE, "the whole burst of {RATE} is served, got {ok}");
+    assert_eq!(ok + limited, SENT);
+    assert_eq!(
+        backend.requests() as u32,
+        ok,
+        "refused requests never reach the provider"
+    );
+    assert_eq!(retry_after.expect("Retry-After on 429"), "1");
+    // Another hostname has its own bucket.
+    let resp = client
+        .get(gw.url("other", "/"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(resp.status(), 200);
+    let metrics = gw.admin_get("/metrics").await;
+    assert!(
+        metrics.contains(&format!(
+            "peercompute_gateway_rate_limited_total{{kind=\"host\"}} {limited}"
+        )),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn oversized_headers_get_431_and_header_count_is_capped() {
+    let id = TestProvider::identity();
+    let gw = TestGateway::start(GatewayOptions {
+        allow: vec![id.peer_id()],
+        ..GatewayOptions::default()
+    })
+    .await;
+    let backend = Backend::start().await;
+    let provider = TestProvider::start(id, &gw);
+    provider
+        .register("app", backend.addr)
+        .await
+        .expect("register");
+
+    let big = format!(
+        "GET / HTTP/1.1\r\nHost: app.apps.test\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(64 * 1024)
+    );
+    let many: String = (0..200).map(|i| format!("X-H{i}: v\r\n")).collect();
+    let many = format!("GET / HTTP/1.1\r\nHost: app.apps.test\r\n{many}\r\n");
+    let long_uri = format!(
+        "GET /{} HTTP/1.1\r\nHost: app.apps.test\r\n\r\n",
+        "u".repeat(10 * 1024)
+    );
+    for (what, request, want) in [
+        ("big header", big, "431"),
+        ("200 headers", many, "431"),
+        ("10 KiB URI", long_uri, "414"),
+    ] {
+        let mut tls = raw_tls(&gw, "app").await;
+        let _ = tls.write_all(request.as_bytes()).await;
+        let mut answer = Vec::new();
+        let _ = within(10, "answer and close", tls.read_to_end(&mut answer)).await;
+        let head = String::from_utf8_lossy(&answer);
+        assert!(
+            head.starts_with(&format!("HTTP/1.1 {want}")),
+            "{what}: {head}"
+        );
+    }
+    assert_eq!(backend.requests(), 0);
+}
+
+#[tokio::test]
+async fn slowloris_is_cut_at_the_header_timeout_while_others_are_served() {
+    let id = TestProvider::identity();
+    let gw = TestGateway::start(GatewayOptions {
+        allow: vec![id.peer_id()],
+        header_read_timeout: Duration::from_secs(1),
+        ..GatewayOptions::default()
+    })
+    .await;
+    let backend = Backend::start().await;
+    let provider = TestProvider::start(id, &gw);
+    provider
+        .register("app", backend.addr)
+        .await
+        .expect("register");
+
+    let mut slow = raw_tls(&gw, "app").await;
+    slow.write_all(b"GET / HTTP/1.1\r\nHost: app.apps.test\r\n")
+        .await
+        .expect("write");
+    let started = Instant::now();
+    let trickle = async {
+        let mut buf = [0u8; 512];
+        let mut tick = tokio::time::interval(Duration::from_millis(200));
+        for i in 0..100 {
+            tokio::select! {
+                _ = tick.tick() => {
+                    if slow.write_all(format!("X-{i}: y\r\n").as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+                n = slow.read(&mut buf) => {
+                    if matches!(n, Ok(0) | Err(_)) {
+                        return;
+                    }
+                }
+            }
+        }
+    };
+    let client = https_client(&gw, &["app"], Alpn::H1);
+    let normal = async {
+        let t = Instant::now();
+        let resp = client
+            .get(gw.url("app", "/"))
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(resp.status(), 200);
+        t.elapsed()
+    };
+    let ((), normal_took) = within(15, "slowloris to be cut", async {
+        tokio::join!(trickle, normal)
+    })
+    .await;
+    let cut_after = started.elapsed();
+    assert!(
+        cut_after < Duration::from_secs(4),
+        "slow connection lived {cut_after:?}"
+    );
+    assert!(
+        normal_took < Duration::from_secs(1),
+        "normal request took {normal_took:?}"
+    );
+}
