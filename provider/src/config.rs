@@ -82,7 +82,7 @@ fn split_host_port(s: &str) -> Option<(String, u16)> {
 /// Everything `peercomputed run` needs.
 #[derive(Debug, Clone)]
 pub struct ProviderConfig {
-    /// Identity and state.
+    /// Identity, trusted peers and state.
     pub home: PathBuf,
     /// The gateway to open the tunnel to.
     pub gateway: Option<GatewaySpec>,
@@ -90,6 +90,31 @@ pub struct ProviderConfig {
     pub gateway_ca: Option<PathBuf>,
     /// Local services to publish.
     pub expose: Vec<Expose>,
+    /// libp2p listen addresses of the control plane.
+    pub listen: Vec<peercompute_p2p::Multiaddr>,
+    /// Announce on the LAN with mDNS.
+    pub mdns: bool,
+    /// Admission limits and readiness timeout.
+    pub deploy: crate::deploy::DeploySettings,
+}
+
+impl ProviderConfig {
+    /// Defaults of the spec: listen on `/ip4/0.0.0.0/tcp/9000`, mDNS on, 4000m CPU, 4 GB,
+    /// 10 deployments, 60 s readiness timeout.
+    pub fn new(home: PathBuf) -> Self {
+        Self {
+            home,
+            gateway: None,
+            gateway_ca: None,
+            expose: Vec::new(),
+            listen: vec!["/ip4/0.0.0.0/tcp/9000".parse().expect("a valid multiaddr")],
+            mdns: true,
+            deploy: crate::deploy::DeploySettings {
+                limits: peercompute_runtime::Limits::default(),
+                ready_timeout: std::time::Duration::from_secs(60),
+            },
+        }
+    }
 }
 
 #[cfg(test)]

@@ -1,25 +1,39 @@
 //! `peercomputed`: the Peer Compute provider daemon.
 //!
-//! It dials out to a gateway over QUIC and keeps that tunnel open; every visitor request for
-//! one of its routes arrives as a stream and is spliced to a local TCP service.
+//! It runs trusted peers' containers in a sandbox and publishes them at the gateway: a libp2p
+//! node takes signed requests from trusted peers, the Docker runtime runs the images, and a
+//! QUIC tunnel it dials out to the gateway carries visitors' requests to the containers.
 //!
 //! - [`config`](crate::config): settings and the `[PEERID@]HOST:PORT` / `NAME=HOST:PORT` forms.
-//! - [`tunnel`](crate::tunnel): the tunnel client — reconnects, re-registers, splices streams
-//!   (`tunnel/session.rs`, `tunnel/splice.rs`, `tunnel/backoff.rs`, `tunnel/tls.rs`).
+//! - [`control`](crate::control): the `/peercompute/control/1` server — trust, signature and
+//!   replay checks, dispatch, streamed progress and logs.
+//! - [`deploy`](crate::deploy): deployments — admission, image, sandboxed start, readiness,
+//!   route registration, persisted state, reconciliation at start.
+//! - [`tunnel`](crate::tunnel): the tunnel client — reconnects, re-registers, splices streams.
 //!
-//! The binary parses flags and calls [`run`]; tests drive [`start_tunnel`] directly.
+//! The binary parses flags and calls [`run`]; tests call [`Daemon::start`] or
+//! [`start_tunnel`] directly.
 
 mod config;
+mod control;
+mod deploy;
 mod tunnel;
 
 use std::future::Future;
 use std::path::Path;
+use std::sync::Arc;
 
-use peercompute_identity::Identity;
+use peercompute_identity::{Identity, TrustWatcher};
+use peercompute_p2p::{Multiaddr, Node, NodeConfig};
+use peercompute_runtime::DockerRuntime;
 use tokio::sync::watch;
-use tracing::{error, info};
+use tokio::task::JoinHandle;
+use tracing::{error, info, warn};
 
 pub use config::{Expose, GatewaySpec, ProviderConfig};
+pub use control::ReplayStoreError;
+pub use deploy::{DEFAULT_CPU_MILLIS, DEFAULT_MEMORY_BYTES, DeploySettings, ReconcileReport, StateError};
+pub use peercompute_runtime::Limits;
 pub use tunnel::{
     RegisterError, TlsSetupError, TunnelHandle, TunnelSettings, TunnelStatus, start_tunnel,
 };
@@ -30,9 +44,17 @@ pub enum ProviderError {
     #[error(transparent)]
     Identity(#[from] peercompute_identity::IdentityError),
     #[error(transparent)]
+    Trust(#[from] peercompute_identity::TrustError),
+    #[error(transparent)]
     Tls(#[from] TlsSetupError),
-    #[error("nothing to do: pass --gateway [PEERID@]HOST:PORT so the provider can publish routes")]
-    NoGateway,
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error(transparent)]
+    Replay(#[from] ReplayStoreError),
+    #[error(transparent)]
+    Node(#[from] peercompute_p2p::NodeError),
+    #[error("nothing to do: pass --gateway [PEERID@]HOST:PORT (to publish) and/or keep the control plane listening (--listen)")]
+    NothingToDo,
 }
 
 /// Loads (or creates) the provider identity in `home`.
@@ -40,38 +62,135 @@ pub fn identity(home: &Path) -> Result<(Identity, bool), ProviderError> {
     Ok(Identity::load_or_create(home)?)
 }
 
-/// Runs the daemon until `shutdown` resolves.
-pub async fn run(
-    config: ProviderConfig,
-    shutdown: impl Future<Output = ()>,
-) -> Result<(), ProviderError> {
-    let (identity, created) = identity(&config.home)?;
-    if created {
-        info!(home = %config.home.display(), "created a new provider identity");
-    }
-    info!(peer_id = %identity.peer_id(), "provider starting");
-    let gateway = config.gateway.clone().ok_or(ProviderError::NoGateway)?;
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let settings = TunnelSettings {
-        gateway,
-        gateway_ca: config.gateway_ca.clone(),
-    };
-    let (handle, task) = start_tunnel(&identity, settings, stop_rx)?;
-    for expose in &config.expose {
-        let handle = handle.clone();
-        let expose = expose.clone();
-        tokio::spawn(async move {
-            if let Err(e) = handle
-                .register(&expose.name, &expose.host, expose.port)
-                .await
-            {
-                error!(route = %expose.name, "cannot publish: {e}");
+/// A running daemon.
+#[derive(Debug)]
+pub struct Daemon {
+    pub peer_id: peercompute_identity::PeerId,
+    /// Where the control plane listens (real ports).
+    pub listen_addrs: Vec<Multiaddr>,
+    pub tunnel: Option<TunnelHandle>,
+    /// What reconciliation found at start.
+    pub reconciled: ReconcileReport,
+    stop: watch::Sender<bool>,
+    tunnel_task: Option<JoinHandle<()>>,
+    control_task: JoinHandle<()>,
+    _node: Node,
+}
+
+impl Daemon {
+    /// Starts everything: identity, Docker, tunnel, reconciliation, libp2p control plane.
+    pub async fn start(config: ProviderConfig) -> Result<Self, ProviderError> {
+        let (identity, created) = identity(&config.home)?;
+        if created {
+            info!(home = %config.home.display(), "created a new provider identity");
+        }
+        let me = identity.peer_id();
+        info!(peer_id = %me, "provider starting");
+        let trust = TrustWatcher::open(&config.home)?;
+        let state_dir = config.home.join("state");
+        let replay = control::ReplayStore::open(&state_dir)?;
+
+        let runtime = match DockerRuntime::connect().await {
+            Ok(rt) => Some(rt),
+            Err(e) => {
+                warn!("{e}; deploy requests will be refused until Docker is available and peercomputed restarts");
+                None
             }
+        };
+        let (stop, stop_rx) = watch::channel(false);
+        let (tunnel, tunnel_task) = match config.gateway.clone() {
+            Some(gateway) => {
+                let settings = TunnelSettings {
+                    gateway,
+                    gateway_ca: config.gateway_ca.clone(),
+                };
+                let (handle, task) = start_tunnel(&identity, settings, stop_rx)?;
+                (Some(handle), Some(task))
+            }
+            None => {
+                warn!("no --gateway: deployments will run but cannot get a public URL");
+                (None, None)
+            }
+        };
+        if let Some(handle) = &tunnel {
+            for expose in &config.expose {
+                let handle = handle.clone();
+                let expose = expose.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = handle.register(&expose.name, &expose.host, expose.port).await {
+                        error!(route = %expose.name, "cannot publish: {e}");
+                    }
+                });
+            }
+        }
+        let deployments = deploy::Deployments::open(
+            &state_dir,
+            runtime,
+            tunnel.clone(),
+            me,
+            &config.deploy,
+        )?;
+        let reconciled = deployments.reconcile().await;
+
+        let node = Node::start(
+            &identity,
+            NodeConfig {
+                listen: config.listen.clone(),
+                mdns: config.mdns,
+                ..NodeConfig::default()
+            },
+        )
+        .await?;
+        let listen_addrs = node.listen_addrs();
+        let home_hint = format!(" --home {}", config.home.display());
+        let ctx = Arc::new(control::ControlContext {
+            me,
+            trust,
+            replay,
+            deployments,
+            home_hint,
         });
+        let control_task = tokio::spawn(control::serve(node.clone(), ctx));
+        info!(?listen_addrs, "control plane ready: clients add this provider with `peerctl peers add {me} --addr <listen address>`");
+        Ok(Self {
+            peer_id: me,
+            listen_addrs,
+            tunnel,
+            reconciled,
+            stop,
+            tunnel_task,
+            control_task,
+            _node: node,
+        })
     }
+
+    /// Polite stop: GoAway to the gateway, listeners closed. Containers keep running and are
+    /// re-adopted at the next start.
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.send(true);
+        self.control_task.abort();
+        if let Some(task) = self.tunnel_task.take() {
+            let _ = task.await;
+        }
+    }
+
+    /// Like a crash: every task stops at once, nothing is said to anyone.
+    pub fn abort(mut self) {
+        self.control_task.abort();
+        if let Some(task) = self.tunnel_task.take() {
+            task.abort();
+        }
+    }
+}
+
+/// Runs the daemon until `shutdown` resolves.
+pub async fn run(config: ProviderConfig, shutdown: impl Future<Output = ()>) -> Result<(), ProviderError> {
+    if config.gateway.is_none() && config.listen.is_empty() {
+        return Err(ProviderError::NothingToDo);
+    }
+    let daemon = Daemon::start(config).await?;
     shutdown.await;
-    info!("shutting down");
-    let _ = stop_tx.send(true);
-    let _ = task.await;
+    info!("shutting down (containers keep running and are re-adopted at the next start)");
+    daemon.shutdown().await;
     Ok(())
 }

@@ -12,7 +12,7 @@ use peercompute_provider::{Expose, GatewaySpec, ProviderConfig};
     name = "peercomputed",
     version,
     about = "Peer Compute provider: publishes local services (and, later, trusted peers' containers) through a gateway",
-    after_help = "Examples:\n  peercomputed init\n  peercomputed run --gateway 12D3KooW...@gw.example.com:8443 --expose blog=127.0.0.1:8080"
+    after_help = "Examples:\n  peercomputed init\n  peercomputed run --gateway 12D3KooW...@gw.example.com:8443\n  peercomputed run --gateway 12D3KooW...@gw.example.com:8443 --expose blog=127.0.0.1:8080 --max-memory 2GB\n\nTrust a client (on this machine): peerctl --home ~/.peercompute peers add CLIENT_PEER_ID"
 )]
 struct Cli {
     /// Home directory (identity, state) [default: $PEERCOMPUTE_HOME or ~/.peercompute].
@@ -39,6 +39,24 @@ enum Command {
         /// Publish an existing local TCP service under NAME (repeatable).
         #[arg(long, value_name = "NAME=HOST:PORT")]
         expose: Vec<Expose>,
+        /// libp2p control-plane listen address (repeatable) [default: /ip4/0.0.0.0/tcp/9000].
+        #[arg(long, value_name = "MULTIADDR")]
+        listen: Vec<peercompute_p2p::Multiaddr>,
+        /// Do not announce or discover peers on the LAN with mDNS.
+        #[arg(long)]
+        no_mdns: bool,
+        /// CPU for all deployments together: millicores (4000) or cores (4, 0.5) [default: 4000].
+        #[arg(long, value_parser = peercompute_runtime::parse_cpu)]
+        max_cpu: Option<u32>,
+        /// Memory for all deployments together, e.g. 4GB, 512M, 1GiB [default: 4GB].
+        #[arg(long, value_parser = peercompute_runtime::parse_memory)]
+        max_memory: Option<u64>,
+        /// Number of deployments at the same time [default: 10].
+        #[arg(long)]
+        max_deploys: Option<u32>,
+        /// How long a container may take to accept connections, e.g. 60s [default: 60s].
+        #[arg(long, value_parser = humantime::parse_duration)]
+        ready_timeout: Option<std::time::Duration>,
     },
 }
 
@@ -87,13 +105,34 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
             gateway,
             gateway_ca,
             expose,
+            listen,
+            no_mdns,
+            max_cpu,
+            max_memory,
+            max_deploys,
+            ready_timeout,
         } => {
-            let config = ProviderConfig {
-                home,
-                gateway,
-                gateway_ca,
-                expose,
-            };
+            let mut config = ProviderConfig::new(home);
+            config.gateway = gateway;
+            config.gateway_ca = gateway_ca;
+            config.expose = expose;
+            if !listen.is_empty() {
+                config.listen = listen;
+            }
+            config.mdns = !no_mdns;
+            let limits = &mut config.deploy.limits;
+            if let Some(v) = max_cpu {
+                limits.max_cpu_millis = v;
+            }
+            if let Some(v) = max_memory {
+                limits.max_memory_bytes = v;
+            }
+            if let Some(v) = max_deploys {
+                limits.max_deploys = v;
+            }
+            if let Some(v) = ready_timeout {
+                config.deploy.ready_timeout = v;
+            }
             peercompute_provider::run(config, shutdown_signal())
                 .await
                 .context("provider failed")

@@ -1,1 +1,81 @@
-//! Sandboxed container runtime (placeholder; being written).
+//! The sandboxed container runtime of a Peer Compute provider. `peercomputed` calls it to run
+//! a trusted peer's image through the Docker Engine API (bollard): every container is started
+//! with the same locked-down settings, whatever the request says, and published only on
+//! 127.0.0.1 where the provider's tunnel reaches it.
+//!
+//! A deploy goes: [`Admission::admit`] (does it fit the provider's limits?) →
+//! [`DockerRuntime::ensure_image`] (local, or pulled with progress) →
+//! [`DockerRuntime::start`] (sandboxed, returns the 127.0.0.1 address) →
+//! [`DockerRuntime::wait_ready`] (running and accepting connections, or an error with the
+//! container's last log lines). Then [`status`](DockerRuntime::status),
+//! [`addr`](DockerRuntime::addr) (the port changes when the restart policy restarts it),
+//! [`logs`](DockerRuntime::logs), [`stop`](DockerRuntime::stop), and after a daemon restart
+//! [`list_managed`](DockerRuntime::list_managed) to reconcile by label.
+//!
+//! ```no_run
+//! # async fn deploy() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::time::Duration;
+//! use peercompute_runtime::{ContainerSpec, DockerRuntime};
+//!
+//! let runtime = DockerRuntime::connect().await?;
+//! let spec = ContainerSpec {
+//!     deployment_id: "d41d8cd98f00".into(),
+//!     owner: "12D3KooWGzBsgmrnAYwPJ4pBaEacvYeWrPWR9d2rSdnh6NPEtbTL".into(),
+//!     name: "blog".into(),
+//!     image: "nginx:1.27".into(),
+//!     port: 80,
+//!     env: vec![],
+//!     cpu_millis: 500,
+//!     memory_bytes: 256 << 20,
+//! };
+//! runtime.ensure_image(&spec.image, |p| println!("{} {:?}", p.status, p.current)).await?;
+//! let started = runtime.start(&spec).await?;
+//! runtime.wait_ready(&started.id, started.addr, Duration::from_secs(30)).await?;
+//! println!("serving on {}", started.addr);
+//! # Ok(()) }
+//! ```
+//!
+//! # Modules
+//! - `engine` — [`DockerRuntime`]: connecting (`DOCKER_HOST`), the host [`Platform`],
+//!   shared error helpers.
+//! - `spec` — [`ContainerSpec`], its validation and the `peercompute.*` labels.
+//! - `sandbox` — the pure spec → create-body function that applies the [`SandboxPolicy`].
+//! - `container` — start, stop, the current published address.
+//! - `status` — status and list_managed, container states and deployment labels.
+//! - `usage` — CPU and memory figures from a stats sample.
+//! - `ready` — wait_ready and its log-carrying [`ReadyError`].
+//! - `logs` — the container's output as a stream of [`LogLine`]s.
+//! - `image` — ensure_image: local, pulled with [`PullProgress`], platform check.
+//! - `admission` — pure [`Admission`] ledger against the provider's [`Limits`].
+//! - `quantity` — parsing `--cpu 500m|0.5` and `--memory 256M|1GiB`.
+//! - `time` — the engine's RFC 3339 timestamps.
+//! - [`testsupport`] — scratch images from bytes, busybox, unique names, cleanup guard.
+
+mod admission;
+mod container;
+mod engine;
+mod image;
+mod logs;
+mod quantity;
+mod ready;
+mod sandbox;
+mod spec;
+mod status;
+pub mod testsupport;
+mod time;
+mod usage;
+
+pub use admission::{Admission, AdmissionError, Limits, Resources, Usage};
+pub use container::{ContainerError, StartedContainer};
+pub use engine::{ConnectError, DEFAULT_ENDPOINT, DockerRuntime, EngineError, Platform};
+pub use image::{ImageError, ImageInfo, PullProgress};
+pub use logs::{LogLine, LogSource, LogStream};
+pub use quantity::{QuantityError, format_cpu, format_memory, parse_cpu, parse_memory};
+pub use ready::{READY_LOG_LINES, ReadyError};
+pub use sandbox::{PUBLISH_IP, SandboxPolicy};
+pub use spec::{
+    ContainerSpec, LABEL_DEPLOYMENT, LABEL_MANAGED, LABEL_NAME, LABEL_OWNER, MAX_ENV_BYTES,
+    MAX_ENV_VARS, MIN_MEMORY_BYTES, SpecError,
+};
+pub use status::{ContainerState, ContainerStatus, DeploymentLabels, ManagedContainer};
+pub use usage::ResourceUsage;

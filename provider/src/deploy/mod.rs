@@ -1,0 +1,321 @@
+//! Deployments: the provider's business logic between a verified request and the Docker
+//! engine and the tunnel. Deploy is admission → image (local or pulled, with progress) →
+//! sandboxed start → readiness → route registration → persisted record; each failure undoes
+//! what was done before it, so nothing is left half-deployed.
+//!
+//! - `state`: the persisted records; `ops`: stop, status, list, logs; `reconcile`: what the
+//!   daemon does at start with the containers Docker still has.
+
+mod ops;
+mod reconcile;
+mod state;
+
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use peercompute_identity::PeerId;
+use peercompute_runtime::{
+    Admission, ContainerSpec, DockerRuntime, ImageError, Limits, Resources,
+};
+use peercompute_tunnel_proto::{
+    DeployProgress, DeployRequest, DeployResponse, DeployStage, DeploymentState, ErrorCode,
+    ErrorResponse,
+};
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+use crate::tunnel::TunnelHandle;
+pub(crate) use ops::log_stream;
+pub use reconcile::ReconcileReport;
+pub use state::StateError;
+use state::{Record, Store};
+
+/// Default CPU of a deployment that asks for none, in millicores.
+pub const DEFAULT_CPU_MILLIS: u32 = 500;
+/// Default memory of a deployment that asks for none.
+pub const DEFAULT_MEMORY_BYTES: u64 = 256 << 20;
+const REGISTER_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Knobs of the deployment manager.
+#[derive(Debug, Clone)]
+pub struct DeploySettings {
+    pub limits: Limits,
+    /// How long a container may take to accept connections.
+    pub ready_timeout: Duration,
+}
+
+/// The deployment manager shared by every control stream.
+#[derive(Debug)]
+pub(crate) struct Deployments {
+    runtime: Option<DockerRuntime>,
+    tunnel: Option<TunnelHandle>,
+    admission: Mutex<Admission>,
+    store: Mutex<Store>,
+    me: PeerId,
+    ready_timeout: Duration,
+}
+
+pub(crate) fn error(code: ErrorCode, message: impl Into<String>) -> ErrorResponse {
+    ErrorResponse {
+        code,
+        message: message.into(),
+    }
+}
+
+pub(crate) fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl Deployments {
+    pub(crate) fn open(
+        state_dir: &std::path::Path,
+        runtime: Option<DockerRuntime>,
+        tunnel: Option<TunnelHandle>,
+        me: PeerId,
+        settings: &DeploySettings,
+    ) -> Result<Self, StateError> {
+        Ok(Self {
+            runtime,
+            tunnel,
+            admission: Mutex::new(Admission::new(settings.limits)),
+            store: Mutex::new(Store::open(state_dir)?),
+            me,
+            ready_timeout: settings.ready_timeout,
+        })
+    }
+
+    fn runtime(&self) -> Result<&DockerRuntime, ErrorResponse> {
+        self.runtime.as_ref().ok_or_else(|| {
+            error(
+                ErrorCode::Runtime,
+                "this provider has no Docker engine available; its operator must start Docker and restart peercomputed",
+            )
+        })
+    }
+
+    fn store(&self) -> std::sync::MutexGuard<'_, Store> {
+        self.store.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn admission(&self) -> std::sync::MutexGuard<'_, Admission> {
+        self.admission.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs a deploy for `owner`, reporting progress on `progress`.
+    pub(crate) async fn deploy(
+        &self,
+        owner: PeerId,
+        req: DeployRequest,
+        progress: mpsc::Sender<DeployProgress>,
+    ) -> Result<DeployResponse, ErrorResponse> {
+        let runtime = self.runtime()?;
+        let tunnel = self.tunnel.as_ref().ok_or_else(|| {
+            error(
+                ErrorCode::Runtime,
+                "this provider has no gateway configured, so a deployment could not get a URL; its operator must pass --gateway",
+            )
+        })?;
+        let id = new_id();
+        let name = match &req.name {
+            Some(n) => n.clone(),
+            None => default_name(&req.image, &id),
+        };
+        if let Some(existing) = self.store().by_name(&name) {
+            return Err(error(
+                ErrorCode::BadRequest,
+                format!("the name `{name}` is used by deployment {} on this provider: stop it or pick another --name", existing.id),
+            ));
+        }
+        let resources = Resources {
+            cpu_millis: req.cpu_millis.unwrap_or(DEFAULT_CPU_MILLIS),
+            memory_bytes: req.memory_bytes.unwrap_or(DEFAULT_MEMORY_BYTES),
+        };
+        self.admission()
+            .admit(&id, resources)
+            .map_err(|e| error(ErrorCode::LimitExceeded, e.to_string()))?;
+        let result = self
+            .deploy_admitted(runtime, tunnel, owner, &id, &name, &req, resources, &progress)
+            .await;
+        if result.is_err() {
+            self.admission().release(&id);
+        }
+        result
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn deploy_admitted(
+        &self,
+        runtime: &DockerRuntime,
+        tunnel: &TunnelHandle,
+        owner: PeerId,
+        id: &str,
+        name: &str,
+        req: &DeployRequest,
+        resources: Resources,
+        progress: &mpsc::Sender<DeployProgress>,
+    ) -> Result<DeployResponse, ErrorResponse> {
+        let say = |stage, message: String| {
+            let _ = progress.try_send(DeployProgress {
+                stage,
+                message,
+                layer: None,
+                current: None,
+                total: None,
+            });
+        };
+        say(DeployStage::Pulling, format!("looking for image {}", req.image));
+        let pull_progress = progress.clone();
+        runtime
+            .ensure_image(&req.image, move |p| {
+                // Dropped when the client reads slowly: progress is advisory.
+                let _ = pull_progress.try_send(DeployProgress {
+                    stage: DeployStage::Pulling,
+                    message: p.status,
+                    layer: p.layer,
+                    current: p.current,
+                    total: p.total,
+                });
+            })
+            .await
+            .map_err(image_error)?;
+
+        say(DeployStage::Starting, "starting a sandboxed container".into());
+        let spec = ContainerSpec {
+            deployment_id: id.to_owned(),
+            owner: owner.to_string(),
+            name: name.to_owned(),
+            image: req.image.clone(),
+            port: req.port,
+            env: req.env.iter().map(|e| (e.key.clone(), e.value.clone())).collect(),
+            cpu_millis: resources.cpu_millis,
+            memory_bytes: resources.memory_bytes,
+        };
+        let started = runtime
+            .start(&spec)
+            .await
+            .map_err(|e| error(ErrorCode::Runtime, e.to_string()))?;
+        let mut record = Record {
+            id: id.to_owned(),
+            name: name.to_owned(),
+            image: req.image.clone(),
+            owner: owner.to_string(),
+            container_id: started.id.clone(),
+            port: req.port,
+            cpu_millis: resources.cpu_millis,
+            memory_bytes: resources.memory_bytes,
+            url: String::new(),
+            created_at: now_secs(),
+        };
+        // Recorded before anything can fail, so a crash from here on leaves no orphan.
+        let saved = self.store().put(record.clone());
+        if let Err(e) = saved {
+            let _ = runtime.stop(&started.id).await;
+            return Err(error(ErrorCode::Internal, e.to_string()));
+        }
+        let container_id = started.id.clone();
+        let undo = |e: ErrorResponse| async move {
+            let _ = runtime.stop(&container_id).await;
+            let _ = self.store().remove(id);
+            e
+        };
+
+        say(
+            DeployStage::Waiting,
+            format!("waiting for port {} to accept connections", req.port),
+        );
+        if let Err(e) = runtime
+            .wait_ready(&started.id, started.addr, self.ready_timeout)
+            .await
+        {
+            let lines = e.logs().join("\n");
+            let msg = if lines.is_empty() {
+                format!("{e}")
+            } else {
+                format!("{e}\nlast log lines:\n{lines}")
+            };
+            return Err(undo(error(ErrorCode::Runtime, msg)).await);
+        }
+
+        say(DeployStage::Registering, "publishing the route at the gateway".into());
+        let url = match tokio::time::timeout(
+            REGISTER_TIMEOUT,
+            tunnel.register(name, &started.addr.ip().to_string(), started.addr.port()),
+        )
+        .await
+        {
+            Ok(Ok(url)) => url,
+            Ok(Err(e)) => return Err(undo(error(ErrorCode::Runtime, e.to_string())).await),
+            Err(_) => {
+                return Err(undo(error(
+                    ErrorCode::Runtime,
+                    "the gateway did not confirm the route within 20 s (is the provider connected to its gateway?)",
+                ))
+                .await);
+            }
+        };
+        record.url = url.clone();
+        let saved = self.store().put(record);
+        if let Err(e) = saved {
+            warn!(deployment = %id, "cannot save the deployment's URL: {e}");
+        }
+        info!(deployment = %id, %name, image = %req.image, %owner, %url, "deployed");
+        Ok(DeployResponse {
+            id: id.to_owned(),
+            name: name.to_owned(),
+            url,
+            peer: self.me.to_string(),
+            image: req.image.clone(),
+            status: DeploymentState::Running,
+        })
+    }
+}
+
+fn image_error(e: ImageError) -> ErrorResponse {
+    let code = match &e {
+        ImageError::NotFound { .. } | ImageError::InvalidReference(_) => ErrorCode::ImageNotFound,
+        ImageError::NoVariantForHost { .. } | ImageError::WrongPlatform { .. } => {
+            ErrorCode::ImagePlatform
+        }
+        _ => ErrorCode::Runtime,
+    };
+    error(code, e.to_string())
+}
+
+/// 12 random hex characters.
+fn new_id() -> String {
+    let bytes: [u8; 6] = rand::random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `registry/ns/nginx:1.27` → `nginx-<4 hex of id>`, always a valid route name.
+fn default_name(image: &str, id: &str) -> String {
+    let last = image.rsplit('/').next().unwrap_or(image);
+    let base: String = last
+        .split([':', '@'])
+        .next()
+        .unwrap_or("app")
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' })
+        .take(40)
+        .collect();
+    let base = base.trim_matches('-');
+    let base = if base.is_empty() { "app" } else { base };
+    format!("{base}-{}", &id[..4.min(id.len())])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_names_are_valid_labels() {
+        for image in ["nginx:1.27", "ghcr.io/a/B_c:latest", "x@sha256:abcd", "---", "localhost:5000/demo"] {
+            let name = default_name(image, "a1b2c3d4e5f6");
+            assert!(peercompute_tunnel_proto::validate_name(&name).is_ok(), "{image} → {name}");
+        }
+        assert_eq!(default_name("nginx:1.27", "a1b2c3"), "nginx-a1b2");
+        assert_eq!(default_name("localhost:5000/demo", "ffff00"), "demo-ffff");
+    }
+}

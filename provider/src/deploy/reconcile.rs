@@ -1,0 +1,88 @@
+//! At start, the daemon and Docker may disagree (the daemon crashed mid-deploy, someone
+//! removed a container, Docker restarted). Reconcile by label: running containers of known
+//! deployments are re-adopted and their routes re-registered; managed containers nobody
+//! recorded are removed (no orphans); records whose container is gone are dropped and
+//! reported.
+
+use peercompute_runtime::{ContainerState, Resources};
+use tracing::{info, warn};
+
+use super::Deployments;
+
+/// What reconciliation found.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ReconcileReport {
+    pub adopted: Vec<String>,
+    pub orphans_removed: Vec<String>,
+    pub lost: Vec<String>,
+    pub not_running: Vec<String>,
+}
+
+impl Deployments {
+    pub(crate) async fn reconcile(&self) -> ReconcileReport {
+        let mut report = ReconcileReport::default();
+        let Some(runtime) = &self.runtime else {
+            return report;
+        };
+        let managed = match runtime.list_managed().await {
+            Ok(m) => m,
+            Err(e) => {
+                warn!("cannot list containers to reconcile: {e}");
+                return report;
+            }
+        };
+        let records: Vec<_> = self.store().all().cloned().collect();
+        for container in &managed {
+            let known = container
+                .deployment
+                .as_ref()
+                .and_then(|d| records.iter().find(|r| r.id == d.deployment_id && r.container_id == container.id));
+            if known.is_none() {
+                warn!(container = %container.name, "removing an orphan container nobody recorded");
+                let _ = runtime.stop(&container.id).await;
+                report.orphans_removed.push(container.name.clone());
+            }
+        }
+        for record in records {
+            let Some(container) = managed.iter().find(|m| m.id == record.container_id) else {
+                warn!(deployment = %record.id, name = %record.name, "its container is gone; dropping the deployment");
+                let _ = self.store().remove(&record.id);
+                report.lost.push(record.id);
+                continue;
+            };
+            self.admission().adopt(
+                &record.id,
+                Resources {
+                    cpu_millis: record.cpu_millis,
+                    memory_bytes: record.memory_bytes,
+                },
+            );
+            if !matches!(container.state, ContainerState::Running | ContainerState::Restarting) {
+                warn!(deployment = %record.id, state = ?container.state, "deployment is not running; stop it or check its logs");
+                report.not_running.push(record.id.clone());
+                continue;
+            }
+            let addr = match runtime.addr(&record.container_id).await {
+                Ok(Some(addr)) => addr,
+                _ => {
+                    report.not_running.push(record.id.clone());
+                    continue;
+                }
+            };
+            if let Some(tunnel) = &self.tunnel {
+                // Registration waits for the tunnel; do not hold up the start for it.
+                let tunnel = tunnel.clone();
+                let name = record.name.clone();
+                tokio::spawn(async move {
+                    match tunnel.register(&name, &addr.ip().to_string(), addr.port()).await {
+                        Ok(url) => info!(route = %name, %url, "re-adopted deployment is public again"),
+                        Err(e) => warn!(route = %name, "cannot re-register: {e}"),
+                    }
+                });
+            }
+            info!(deployment = %record.id, name = %record.name, "re-adopted running container");
+            report.adopted.push(record.id);
+        }
+        report
+    }
+}

@@ -1,0 +1,154 @@
+//! Deployments persisted under `<home>/state/deployments.json`, rewritten atomically after
+//! every change so a crash or a kill at any instant leaves a file that parses.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use peercompute_identity::write_atomic;
+use serde::{Deserialize, Serialize};
+
+/// One deployment as the daemon remembers it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Record {
+    pub(crate) id: String,
+    pub(crate) name: String,
+    pub(crate) image: String,
+    /// Peer id of the client that deployed it (the only one who may stop it).
+    pub(crate) owner: String,
+    pub(crate) container_id: String,
+    pub(crate) port: u16,
+    pub(crate) cpu_millis: u32,
+    pub(crate) memory_bytes: u64,
+    pub(crate) url: String,
+    /// Unix seconds.
+    pub(crate) created_at: u64,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StateFile {
+    deployments: BTreeMap<String, Record>,
+}
+
+/// Why the state could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: io::Error },
+    #[error("{path} is corrupt ({reason}); move it away to start with no deployments")]
+    Corrupt { path: PathBuf, reason: String },
+    #[error("cannot save deployments to {path}: {source}")]
+    Write { path: PathBuf, source: io::Error },
+}
+
+/// The in-memory table and its file.
+#[derive(Debug)]
+pub(crate) struct Store {
+    path: PathBuf,
+    records: BTreeMap<String, Record>,
+}
+
+impl Store {
+    pub(crate) fn open(state_dir: &Path) -> Result<Self, StateError> {
+        let path = state_dir.join("deployments.json");
+        std::fs::create_dir_all(state_dir).map_err(|source| StateError::Write {
+            path: path.clone(),
+            source,
+        })?;
+        let records = match std::fs::read(&path) {
+            Ok(bytes) => {
+                serde_json::from_slice::<StateFile>(&bytes)
+                    .map_err(|e| StateError::Corrupt {
+                        path: path.clone(),
+                        reason: e.to_string(),
+                    })?
+                    .deployments
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => BTreeMap::new(),
+            Err(source) => return Err(StateError::Read { path, source }),
+        };
+        Ok(Self { path, records })
+    }
+
+    pub(crate) fn get(&self, id: &str) -> Option<&Record> {
+        self.records.get(id)
+    }
+
+    pub(crate) fn all(&self) -> impl Iterator<Item = &Record> {
+        self.records.values()
+    }
+
+    pub(crate) fn by_name(&self, name: &str) -> Option<&Record> {
+        self.records.values().find(|r| r.name == name)
+    }
+
+    /// Inserts or replaces, then saves. On a failed save the change is undone.
+    pub(crate) fn put(&mut self, record: Record) -> Result<(), StateError> {
+        let previous = self.records.insert(record.id.clone(), record.clone());
+        self.save().inspect_err(|_| match previous {
+            Some(p) => {
+                self.records.insert(p.id.clone(), p);
+            }
+            None => {
+                self.records.remove(&record.id);
+            }
+        })
+    }
+
+    /// Removes, then saves.
+    pub(crate) fn remove(&mut self, id: &str) -> Result<Option<Record>, StateError> {
+        let removed = self.records.remove(id);
+        if removed.is_some() {
+            self.save()?;
+        }
+        Ok(removed)
+    }
+
+    fn save(&self) -> Result<(), StateError> {
+        let file = StateFile {
+            deployments: self.records.clone(),
+        };
+        let bytes = serde_json::to_vec_pretty(&file).expect("records always serialise");
+        write_atomic(&self.path, &bytes, 0o600).map_err(|source| StateError::Write {
+            path: self.path.clone(),
+            source,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(id: &str) -> Record {
+        Record {
+            id: id.into(),
+            name: format!("app-{id}"),
+            image: "demo:1".into(),
+            owner: "12D3KooW".into(),
+            container_id: "c".into(),
+            port: 8080,
+            cpu_millis: 500,
+            memory_bytes: 1 << 28,
+            url: "https://x".into(),
+            created_at: 1,
+        }
+    }
+
+    #[test]
+    fn survives_reopen_and_refuses_corruption() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut store = Store::open(dir.path()).expect("open");
+        store.put(record("a")).expect("put");
+        store.put(record("b")).expect("put");
+        store.remove("a").expect("remove");
+        let store = Store::open(dir.path()).expect("reopen");
+        assert!(store.get("a").is_none());
+        assert_eq!(store.by_name("app-b").map(|r| r.id.as_str()), Some("b"));
+        std::fs::write(dir.path().join("deployments.json"), b"{\"deployments\":").expect("write");
+        let err = Store::open(dir.path()).expect_err("corrupt");
+        assert!(err.to_string().contains("corrupt"), "{err}");
+    }
+}

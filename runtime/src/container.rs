@@ -1,0 +1,258 @@
+//! Container lifecycle on the engine: [`DockerRuntime::start`] creates and starts a
+//! sandboxed container and reads back the 127.0.0.1 port the engine picked;
+//! [`stop`](DockerRuntime::stop) stops and removes it (idempotently);
+//! [`addr`](DockerRuntime::addr) reads its current published address again — the engine
+//! picks a new ephemeral port each time the restart policy restarts a container.
+
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+
+use bollard::models::ContainerInspectResponse;
+use bollard::query_parameters::{
+    CreateContainerOptions, InspectContainerOptions, RemoveContainerOptions, StopContainerOptions,
+};
+
+use crate::engine::{DockerRuntime, EngineError, engine_message, engine_status};
+use crate::logs::format_log_lines;
+use crate::ready::READY_LOG_LINES;
+use crate::sandbox::{PUBLISH_IP, create_body, port_key};
+use crate::spec::{ContainerSpec, SpecError};
+use crate::status::ContainerState;
+
+/// A container operation that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ContainerError {
+    /// The spec was refused before reaching the engine.
+    #[error(transparent)]
+    InvalidSpec(#[from] SpecError),
+    /// The image is not on this host.
+    #[error("image {image} is not on this host: fetch it first (ensure_image)")]
+    ImageMissing {
+        /// The image reference.
+        image: String,
+    },
+    /// A container with this name exists already.
+    #[error("a container named {name} already exists: stop the deployment that owns it first")]
+    NameInUse {
+        /// The container name.
+        name: String,
+    },
+    /// No such container.
+    #[error("container {container} does not exist (stopped and removed, or never started)")]
+    NotFound {
+        /// The id or name asked for.
+        container: String,
+    },
+    /// The engine started the container but did not publish its port.
+    #[error("container {container} runs but its port {port}/tcp is not published on 127.0.0.1")]
+    NotPublished {
+        /// The container id.
+        container: String,
+        /// The container port.
+        port: u16,
+    },
+    /// It stopped right after starting (and was removed); its output says why.
+    #[error(
+        "container {container} is {state} right after starting (exit code {}{}); its last log lines:\n{}",
+        .exit_code.map_or_else(|| "unknown".to_owned(), |c| c.to_string()),
+        if *.oom_killed { ", killed for exceeding its memory limit" } else { "" },
+        format_log_lines(.logs)
+    )]
+    Exited {
+        /// The container name.
+        container: String,
+        /// `exited`, `restarting` or `dead`.
+        state: ContainerState,
+        /// Its exit code.
+        exit_code: Option<i64>,
+        /// Whether the OOM killer ended it.
+        oom_killed: bool,
+        /// Its last log lines.
+        logs: Vec<String>,
+    },
+    /// Any other engine failure.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+}
+
+/// A container that was started.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StartedContainer {
+    /// The engine's container id.
+    pub id: String,
+    /// The container name (`peercompute-<name>-<deployment id prefix>`).
+    pub name: String,
+    /// Where the container port is published: 127.0.0.1 and an ephemeral port.
+    pub addr: SocketAddr,
+}
+
+impl DockerRuntime {
+    /// Creates and starts the container of `spec`, always sandboxed (see the `sandbox`
+    /// module), and returns its id and the 127.0.0.1 address its port is published on. The
+    /// image must be present (see [`ensure_image`](Self::ensure_image)). If starting fails, the
+    /// created container is removed again.
+    pub async fn start(&self, spec: &ContainerSpec) -> Result<StartedContainer, ContainerError> {
+        spec.validate()?;
+        let name = spec.container_name();
+        let options = CreateContainerOptions {
+            name: Some(name.clone()),
+            ..Default::default()
+        };
+        let created = self
+            .docker
+            .create_container(Some(options), create_body(spec, &self.policy))
+            .await
+            .map_err(|source| match engine_status(&source) {
+                Some(404) => ContainerError::ImageMissing {
+                    image: spec.image.clone(),
+                },
+                Some(409) => ContainerError::NameInUse { name: name.clone() },
+                _ => engine_error("create container", &name, source),
+            })?;
+        for warning in &created.warnings {
+            tracing::warn!(container = %name, deployment = %spec.deployment_id, %warning, "engine warning on create");
+        }
+        let id = created.id;
+        let started = async {
+            self.docker
+                .start_container(&id, None)
+                .await
+                .map_err(|source| engine_error("start container", &name, source))?;
+            let inspect = self.inspect(&id).await?;
+            if let Some(addr) = published_addr(&inspect, spec.port) {
+                return Ok(addr);
+            }
+            // No port: it most likely exited already (ports are unbound while it is down).
+            let state = inspect.state.unwrap_or_default();
+            let status = state.status.map(ContainerState::from);
+            if status == Some(ContainerState::Running) {
+                return Err(ContainerError::NotPublished {
+                    container: name.clone(),
+                    port: spec.port,
+                });
+            }
+            Err(ContainerError::Exited {
+                container: name.clone(),
+                state: status.unwrap_or(ContainerState::Unknown),
+                exit_code: state.exit_code,
+                oom_killed: state.oom_killed.unwrap_or(false),
+                logs: self.last_lines(&id, READY_LOG_LINES).await,
+            })
+        }
+        .await;
+        match started {
+            Ok(addr) => {
+                tracing::info!(container = %name, deployment = %spec.deployment_id, %addr, "container started");
+                Ok(StartedContainer { id, name, addr })
+            }
+            Err(err) => {
+                if let Err(cleanup) = self.remove(&id).await {
+                    tracing::warn!(container = %name, error = %cleanup, "could not remove a container that failed to start");
+                }
+                Err(err)
+            }
+        }
+    }
+
+    /// Stops `container` (SIGTERM, then SIGKILL after the policy's grace period) and removes
+    /// it with its anonymous volumes. A container that is already gone is not an error.
+    pub async fn stop(&self, container: &str) -> Result<(), ContainerError> {
+        let grace = i32::try_from(self.policy.stop_grace.as_secs()).unwrap_or(i32::MAX);
+        let options = StopContainerOptions {
+            t: Some(grace),
+            ..Default::default()
+        };
+        match self.docker.stop_container(container, Some(options)).await {
+            Ok(()) => {}
+            Err(source) => match engine_status(&source) {
+                // 304: already stopped; 404: already gone.
+                Some(304) => {}
+                Some(404) => return Ok(()),
+                _ => return Err(engine_error("stop container", container, source)),
+            },
+        }
+        self.remove(container).await
+    }
+
+    /// Force-removes `container` and its anonymous volumes; gone already is fine.
+    pub(crate) async fn remove(&self, container: &str) -> Result<(), ContainerError> {
+        let options = RemoveContainerOptions {
+            force: true,
+            v: true,
+            ..Default::default()
+        };
+        match self.docker.remove_container(container, Some(options)).await {
+            Ok(()) => Ok(()),
+            Err(source) if engine_status(&source) == Some(404) => Ok(()),
+            Err(source)
+                if engine_status(&source) == Some(409)
+                    && engine_message(&source).contains("already in progress") =>
+            {
+                Ok(())
+            }
+            Err(source) => Err(engine_error("remove container", container, source)),
+        }
+    }
+
+    /// Where `container` is published now: 127.0.0.1 and the port the engine picked for
+    /// its (first exposed) container port at its latest start; `None` while it is not
+    /// running. Read it again after a restart: the engine picks a new port each time.
+    pub async fn addr(&self, container: &str) -> Result<Option<SocketAddr>, ContainerError> {
+        let inspect = self.inspect(container).await?;
+        let port = exposed_port(
+            inspect
+                .config
+                .as_ref()
+                .and_then(|c| c.exposed_ports.as_ref()),
+        );
+        Ok(port.and_then(|port| published_addr(&inspect, port)))
+    }
+
+    pub(crate) async fn inspect(
+        &self,
+        container: &str,
+    ) -> Result<ContainerInspectResponse, ContainerError> {
+        self.docker
+            .inspect_container(container, None::<InspectContainerOptions>)
+            .await
+            .map_err(|source| match engine_status(&source) {
+                Some(404) => ContainerError::NotFound {
+                    container: container.to_owned(),
+                },
+                _ => engine_error("inspect container", container, source),
+            })
+    }
+}
+
+pub(crate) fn engine_error(
+    operation: &'static str,
+    target: &str,
+    source: bollard::errors::Error,
+) -> ContainerError {
+    ContainerError::Engine(EngineError {
+        operation,
+        target: target.to_owned(),
+        source,
+    })
+}
+
+/// The container port a container of ours exposes (it exposes exactly one, `PORT/tcp`).
+pub(crate) fn exposed_port(ports: Option<&Vec<String>>) -> Option<u16> {
+    ports?.first()?.strip_suffix("/tcp")?.parse().ok()
+}
+
+/// The 127.0.0.1 host address the engine bound `port` to, if it is running and bound.
+pub(crate) fn published_addr(inspect: &ContainerInspectResponse, port: u16) -> Option<SocketAddr> {
+    let bindings = inspect
+        .network_settings
+        .as_ref()?
+        .ports
+        .as_ref()?
+        .get(&port_key(port))?
+        .as_ref()?;
+    bindings.iter().find_map(|binding| {
+        let ip: Ipv4Addr = binding.host_ip.as_deref()?.parse().ok()?;
+        let host_port: u16 = binding.host_port.as_deref()?.parse().ok()?;
+        (ip.to_string() == PUBLISH_IP && host_port != 0)
+            .then_some(SocketAddr::V4(SocketAddrV4::new(ip, host_port)))
+    })
+}

@@ -1,0 +1,208 @@
+//! The sandbox every container gets, as one pure function from a validated [`ContainerSpec`]
+//! and the provider's [`SandboxPolicy`] to the engine's create body. Nothing a request carries
+//! can loosen it: not privileged, all capabilities dropped, `no-new-privileges`, the engine's
+//! default seccomp profile, no binds/mounts/devices/host namespaces, a pids limit, CPU and
+//! memory limits without swap, an init process, capped json logs, a bounded restart policy,
+//! the one port published on 127.0.0.1 with an ephemeral host port. `masked_paths` and
+//! `readonly_paths` stay unset so the engine's defaults (which hide parts of /proc) apply.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use bollard::models::{
+    ContainerCreateBody, HostConfig, HostConfigLogConfig, PortBinding, RestartPolicy,
+    RestartPolicyNameEnum,
+};
+
+use crate::spec::{ContainerSpec, LABEL_DEPLOYMENT, LABEL_MANAGED, LABEL_NAME, LABEL_OWNER};
+
+/// The address container ports are published on.
+pub const PUBLISH_IP: &str = "127.0.0.1";
+
+/// Provider-wide sandbox settings (not per request).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SandboxPolicy {
+    /// Most processes (threads included) in one container. Default 256.
+    pub pids_limit: u32,
+    /// How many times a container that exits with an error is restarted. Default 3.
+    pub restart_max_retries: u32,
+    /// Size at which a container's json log file rotates, in MiB. Default 10.
+    pub log_max_size_mib: u32,
+    /// How many rotated log files are kept. Default 3.
+    pub log_max_files: u32,
+    /// Grace period between SIGTERM and SIGKILL on stop. Default 3 s.
+    pub stop_grace: Duration,
+}
+
+impl Default for SandboxPolicy {
+    fn default() -> Self {
+        SandboxPolicy {
+            pids_limit: 256,
+            restart_max_retries: 3,
+            log_max_size_mib: 10,
+            log_max_files: 3,
+            stop_grace: Duration::from_secs(3),
+        }
+    }
+}
+
+/// The labels a container of `spec` carries.
+pub(crate) fn labels(spec: &ContainerSpec) -> HashMap<String, String> {
+    HashMap::from([
+        (LABEL_DEPLOYMENT.to_owned(), spec.deployment_id.clone()),
+        (LABEL_OWNER.to_owned(), spec.owner.clone()),
+        (LABEL_NAME.to_owned(), spec.name.clone()),
+        (LABEL_MANAGED.to_owned(), "true".to_owned()),
+    ])
+}
+
+/// The engine's key for the container port: `8080/tcp`.
+pub(crate) fn port_key(port: u16) -> String {
+    format!("{port}/tcp")
+}
+
+/// The create body for `spec` under `policy`. `spec` must have passed validation.
+pub(crate) fn create_body(spec: &ContainerSpec, policy: &SandboxPolicy) -> ContainerCreateBody {
+    let port = port_key(spec.port);
+    let memory = i64::try_from(spec.memory_bytes).unwrap_or(i64::MAX);
+    let host_config = HostConfig {
+        privileged: Some(false),
+        cap_drop: Some(vec!["ALL".to_owned()]),
+        cap_add: None,
+        security_opt: Some(vec!["no-new-privileges:true".to_owned()]),
+        pids_limit: Some(i64::from(policy.pids_limit)),
+        nano_cpus: Some(i64::from(spec.cpu_millis) * 1_000_000),
+        memory: Some(memory),
+        memory_swap: Some(memory),
+        init: Some(true),
+        network_mode: Some("bridge".to_owned()),
+        ipc_mode: Some("private".to_owned()),
+        publish_all_ports: Some(false),
+        port_bindings: Some(HashMap::from([(
+            port.clone(),
+            Some(vec![PortBinding {
+                host_ip: Some(PUBLISH_IP.to_owned()),
+                host_port: Some(String::new()),
+            }]),
+        )])),
+        log_config: Some(HostConfigLogConfig {
+            typ: Some("json-file".to_owned()),
+            config: Some(HashMap::from([
+                (
+                    "max-size".to_owned(),
+                    format!("{}m", policy.log_max_size_mib),
+                ),
+                ("max-file".to_owned(), policy.log_max_files.to_string()),
+            ])),
+        }),
+        restart_policy: Some(RestartPolicy {
+            name: Some(RestartPolicyNameEnum::ON_FAILURE),
+            maximum_retry_count: Some(i64::from(policy.restart_max_retries)),
+        }),
+        // Left unset on purpose (engine defaults): binds, mounts, devices, volumes_from,
+        // pid/uts/userns/cgroupns modes, sysctls, masked_paths, readonly_paths.
+        ..Default::default()
+    };
+    ContainerCreateBody {
+        image: Some(spec.image.clone()),
+        env: Some(spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+        exposed_ports: Some(vec![port]),
+        labels: Some(labels(spec)),
+        host_config: Some(host_config),
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> ContainerSpec {
+        ContainerSpec {
+            deployment_id: "dep1".into(),
+            owner: "12D3KooWabc".into(),
+            name: "blog".into(),
+            image: "nginx:1.27".into(),
+            port: 8080,
+            env: vec![("A".into(), "1".into()), ("B".into(), "x=y".into())],
+            cpu_millis: 500,
+            memory_bytes: 256 << 20,
+        }
+    }
+
+    #[test]
+    fn every_sandbox_setting_is_present() {
+        let body = create_body(&spec(), &SandboxPolicy::default());
+        let host = body.host_config.expect("host config is always set");
+        assert_eq!(host.privileged, Some(false));
+        assert_eq!(host.cap_drop, Some(vec!["ALL".to_owned()]));
+        assert_eq!(host.cap_add, None);
+        assert_eq!(
+            host.security_opt,
+            Some(vec!["no-new-privileges:true".to_owned()])
+        );
+        assert_eq!(host.pids_limit, Some(256));
+        assert_eq!(host.nano_cpus, Some(500_000_000));
+        assert_eq!(host.memory, Some(256 << 20));
+        assert_eq!(host.memory_swap, host.memory);
+        assert_eq!(host.init, Some(true));
+        assert_eq!(host.network_mode.as_deref(), Some("bridge"));
+        let log = host.log_config.expect("log config is always set");
+        assert_eq!(log.typ.as_deref(), Some("json-file"));
+        let log_caps = log.config.expect("log caps are always set");
+        assert_eq!(log_caps.get("max-size").map(String::as_str), Some("10m"));
+        assert_eq!(log_caps.get("max-file").map(String::as_str), Some("3"));
+        let restart = host.restart_policy.expect("restart policy is always set");
+        assert_eq!(restart.name, Some(RestartPolicyNameEnum::ON_FAILURE));
+        assert_eq!(restart.maximum_retry_count, Some(3));
+        let bindings = host.port_bindings.expect("port bindings are always set");
+        assert_eq!(bindings.len(), 1);
+        let binding = bindings
+            .get("8080/tcp")
+            .cloned()
+            .flatten()
+            .expect("the container port is bound");
+        assert_eq!(
+            binding,
+            vec![PortBinding {
+                host_ip: Some("127.0.0.1".into()),
+                host_port: Some(String::new())
+            }]
+        );
+        // Nothing that would widen the sandbox is ever sent.
+        assert_eq!(host.binds, None);
+        assert_eq!(host.mounts, None);
+        assert_eq!(host.devices, None);
+        assert_eq!(host.volumes_from, None);
+        assert_eq!(host.pid_mode, None);
+        assert_eq!(host.uts_mode, None);
+        assert_eq!(host.userns_mode, None);
+        assert_eq!(host.sysctls, None);
+        assert_eq!(host.masked_paths, None);
+        assert_eq!(host.readonly_paths, None);
+    }
+
+    #[test]
+    fn body_carries_image_env_port_and_labels() {
+        let body = create_body(&spec(), &SandboxPolicy::default());
+        assert_eq!(body.image.as_deref(), Some("nginx:1.27"));
+        assert_eq!(body.env, Some(vec!["A=1".to_owned(), "B=x=y".to_owned()]));
+        assert_eq!(body.exposed_ports, Some(vec!["8080/tcp".to_owned()]));
+        let labels = body.labels.expect("labels are always set");
+        assert_eq!(
+            labels.get(LABEL_DEPLOYMENT).map(String::as_str),
+            Some("dep1")
+        );
+        assert_eq!(
+            labels.get(LABEL_OWNER).map(String::as_str),
+            Some("12D3KooWabc")
+        );
+        assert_eq!(labels.get(LABEL_NAME).map(String::as_str), Some("blog"));
+        assert_eq!(labels.get(LABEL_MANAGED).map(String::as_str), Some("true"));
+        assert_eq!(body.cmd, None);
+        assert_eq!(body.entrypoint, None);
+        assert_eq!(body.user, None);
+        assert_eq!(body.working_dir, None);
+        assert_eq!(body.volumes, None);
+    }
+}

@@ -1,0 +1,104 @@
+//! [`Cleanup`]: a guard that removes the containers and images a test registered when it is
+//! dropped — at the end of the test or while a failed assertion unwinds — so a failing test
+//! leaves nothing behind on the shared engine.
+
+use std::sync::Mutex;
+
+use bollard::Docker;
+use bollard::query_parameters::{RemoveContainerOptions, RemoveImageOptions};
+
+/// Removes registered containers, then images, on drop. Removal runs on its own thread and
+/// runtime, so it works from inside an async test and during a panic.
+#[derive(Debug, Default)]
+pub struct Cleanup {
+    containers: Mutex<Vec<String>>,
+    images: Mutex<Vec<String>>,
+}
+
+impl Cleanup {
+    /// A guard with nothing registered.
+    pub fn new() -> Self {
+        Cleanup::default()
+    }
+
+    /// Removes `container` (id or name; force, with its anonymous volumes) on drop.
+    pub fn container(&self, container: &str) {
+        lock(&self.containers).push(container.to_owned());
+    }
+
+    /// Removes `image` (tag or id; force) on drop, after the containers.
+    pub fn image(&self, image: &str) {
+        lock(&self.images).push(image.to_owned());
+    }
+}
+
+fn lock(list: &Mutex<Vec<String>>) -> std::sync::MutexGuard<'_, Vec<String>> {
+    // A panic while pushing to a Vec leaves it usable: ignore poisoning.
+    list.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let containers = std::mem::take(&mut *lock(&self.containers));
+        let images = std::mem::take(&mut *lock(&self.images));
+        if containers.is_empty() && images.is_empty() {
+            return;
+        }
+        let worker = std::thread::spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime,
+                Err(error) => {
+                    eprintln!("cleanup: no runtime to remove {containers:?} {images:?}: {error}");
+                    return;
+                }
+            };
+            runtime.block_on(remove_all(containers, images));
+        });
+        if worker.join().is_err() {
+            eprintln!("cleanup: the removal thread panicked");
+        }
+    }
+}
+
+async fn remove_all(containers: Vec<String>, images: Vec<String>) {
+    let docker = match Docker::connect_with_defaults() {
+        Ok(docker) => docker,
+        Err(error) => {
+            eprintln!(
+                "cleanup: cannot reach the engine to remove {containers:?} {images:?}: {error}"
+            );
+            return;
+        }
+    };
+    for container in &containers {
+        let options = RemoveContainerOptions {
+            force: true,
+            v: true,
+            ..Default::default()
+        };
+        match docker.remove_container(container, Some(options)).await {
+            Ok(()) => {}
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => {}
+            Err(error) => eprintln!("cleanup: container {container} not removed: {error}"),
+        }
+    }
+    for image in &images {
+        let options = RemoveImageOptions {
+            force: true,
+            ..Default::default()
+        };
+        match docker.remove_image(image, Some(options), None).await {
+            Ok(_) => {}
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => {}
+            Err(error) => eprintln!("cleanup: image {image} not removed: {error}"),
+        }
+    }
+}
