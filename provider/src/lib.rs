@@ -32,7 +32,9 @@ use tracing::{error, info, warn};
 
 pub use config::{Expose, GatewaySpec, ProviderConfig};
 pub use control::ReplayStoreError;
-pub use deploy::{DEFAULT_CPU_MILLIS, DEFAULT_MEMORY_BYTES, DeploySettings, ReconcileReport, StateError};
+pub use deploy::{
+    DEFAULT_CPU_MILLIS, DEFAULT_MEMORY_BYTES, DeploySettings, ReconcileReport, StateError,
+};
 pub use peercompute_runtime::Limits;
 pub use tunnel::{
     RegisterError, TlsSetupError, TunnelHandle, TunnelSettings, TunnelStatus, start_tunnel,
@@ -53,7 +55,9 @@ pub enum ProviderError {
     Replay(#[from] ReplayStoreError),
     #[error(transparent)]
     Node(#[from] peercompute_p2p::NodeError),
-    #[error("nothing to do: pass --gateway [PEERID@]HOST:PORT (to publish) and/or keep the control plane listening (--listen)")]
+    #[error(
+        "nothing to do: pass --gateway [PEERID@]HOST:PORT (to publish) and/or keep the control plane listening (--listen)"
+    )]
     NothingToDo,
 }
 
@@ -93,7 +97,9 @@ impl Daemon {
         let runtime = match DockerRuntime::connect().await {
             Ok(rt) => Some(rt),
             Err(e) => {
-                warn!("{e}; deploy requests will be refused until Docker is available and peercomputed restarts");
+                warn!(
+                    "{e}; deploy requests will be refused until Docker is available and peercomputed restarts"
+                );
                 None
             }
         };
@@ -117,19 +123,17 @@ impl Daemon {
                 let handle = handle.clone();
                 let expose = expose.clone();
                 tokio::spawn(async move {
-                    if let Err(e) = handle.register(&expose.name, &expose.host, expose.port).await {
+                    if let Err(e) = handle
+                        .register(&expose.name, &expose.host, expose.port)
+                        .await
+                    {
                         error!(route = %expose.name, "cannot publish: {e}");
                     }
                 });
             }
         }
-        let deployments = deploy::Deployments::open(
-            &state_dir,
-            runtime,
-            tunnel.clone(),
-            me,
-            &config.deploy,
-        )?;
+        let deployments =
+            deploy::Deployments::open(&state_dir, runtime, tunnel.clone(), me, &config.deploy)?;
         let reconciled = deployments.reconcile().await;
 
         let node = Node::start(
@@ -151,7 +155,10 @@ impl Daemon {
             home_hint,
         });
         let control_task = tokio::spawn(control::serve(node.clone(), ctx));
-        info!(?listen_addrs, "control plane ready: clients add this provider with `peerctl peers add {me} --addr <listen address>`");
+        info!(
+            ?listen_addrs,
+            "control plane ready: clients add this provider with `peerctl peers add {me} --addr <listen address>`"
+        );
         Ok(Self {
             peer_id: me,
             listen_addrs,
@@ -184,7 +191,10 @@ impl Daemon {
 }
 
 /// Runs the daemon until `shutdown` resolves.
-pub async fn run(config: ProviderConfig, shutdown: impl Future<Output = ()>) -> Result<(), ProviderError> {
+pub async fn run(
+    config: ProviderConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ProviderError> {
     if config.gateway.is_none() && config.listen.is_empty() {
         return Err(ProviderError::NothingToDo);
     }

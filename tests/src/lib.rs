@@ -5,6 +5,9 @@
 //!   slow and hanging endpoints, and a WebSocket echo server — each counts what it received.
 //! - [`gateway`]: [`TestGateway`] — start, graceful shutdown, restart on the same ports/state.
 //! - [`provider`]: [`TestProvider`] — identity, tunnel, register, graceful stop or crash (abort).
+//! - [`daemon`]: [`TestDaemon`] — the whole provider daemon (libp2p control plane, Docker,
+//!   tunnel) on 127.0.0.1, and [`TestClient`], a peerctl identity with its own trust file.
+//! - [`image`]: a busybox web image built with no registry, loaded under a unique tag.
 //! - [`client`]: HTTPS clients that trust the gateway's dev CA and resolve any
 //!   `*.<domain>` to the gateway, over HTTP/1.1 or HTTP/2; raw TLS sockets for abuse tests.
 //!
@@ -13,7 +16,9 @@
 
 pub mod backend;
 pub mod client;
+pub mod daemon;
 pub mod gateway;
+pub mod image;
 pub mod provider;
 
 use std::future::Future;
@@ -22,7 +27,9 @@ use std::time::Duration;
 
 pub use backend::{Backend, WsBackend, download_sha256};
 pub use client::{Alpn, https_client, raw_tls};
+pub use daemon::{TestClient, TestDaemon, peerctl_bin};
 pub use gateway::{DOMAIN, GatewayOptions, TestGateway};
+pub use image::{TEST_PORT, TestImage};
 pub use provider::TestProvider;
 
 /// Installs the rustls crypto provider and, with `RUST_LOG` set, a log subscriber.

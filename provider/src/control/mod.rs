@@ -77,7 +77,11 @@ async fn handle(peer: PeerId, mut framed: Framed, ctx: &ControlContext) {
     framed.close().await;
 }
 
-async fn respond(peer: PeerId, framed: &mut Framed, ctx: &ControlContext) -> Result<(), ErrorResponse> {
+async fn respond(
+    peer: PeerId,
+    framed: &mut Framed,
+    ctx: &ControlContext,
+) -> Result<(), ErrorResponse> {
     let first = tokio::time::timeout(FIRST_MESSAGE_TIMEOUT, framed.read())
         .await
         .map_err(|_| error(ErrorCode::BadRequest, "no request within 10 s"))?
@@ -100,7 +104,10 @@ async fn respond(peer: PeerId, framed: &mut Framed, ctx: &ControlContext) -> Res
         .verify(&envelope, &peer, &ctx.me, now_secs())
         .map_err(|e| match e {
             VerifyOrSave::Verify(e) => error(e.code(), e.to_string()),
-            VerifyOrSave::Save(e) => error(ErrorCode::Internal, format!("cannot record the request nonce: {e}")),
+            VerifyOrSave::Save(e) => error(
+                ErrorCode::Internal,
+                format!("cannot record the request nonce: {e}"),
+            ),
         })?;
     request
         .validate()
@@ -147,7 +154,11 @@ async fn respond(peer: PeerId, framed: &mut Framed, ctx: &ControlContext) -> Res
                     line: line.text,
                     timestamp: line.timestamp,
                 };
-                if framed.write(&ControlPlaneMessage::LogEntry(entry)).await.is_err() {
+                if framed
+                    .write(&ControlPlaneMessage::LogEntry(entry))
+                    .await
+                    .is_err()
+                {
                     // The client stopped following (Ctrl-C).
                     return Ok(());
                 }

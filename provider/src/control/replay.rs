@@ -31,8 +31,11 @@ impl ReplayStore {
             reason,
         };
         let guard = match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map_err(|e| err(format!("corrupt ({e}); move it away to reset replay protection")))?,
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+                err(format!(
+                    "corrupt ({e}); move it away to reset replay protection"
+                ))
+            })?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => ReplayGuard::new(
                 peercompute_tunnel_proto::DEFAULT_MAX_SKEW_SECS,
                 peercompute_tunnel_proto::DEFAULT_REPLAY_CAPACITY,

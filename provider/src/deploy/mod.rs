@@ -14,9 +14,7 @@ use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use peercompute_identity::PeerId;
-use peercompute_runtime::{
-    Admission, ContainerSpec, DockerRuntime, ImageError, Limits, Resources,
-};
+use peercompute_runtime::{Admission, ContainerSpec, DockerRuntime, ImageError, Limits, Resources};
 use peercompute_tunnel_proto::{
     DeployProgress, DeployRequest, DeployResponse, DeployStage, DeploymentState, ErrorCode,
     ErrorResponse,
@@ -125,7 +123,10 @@ impl Deployments {
         if let Some(existing) = self.store().by_name(&name) {
             return Err(error(
                 ErrorCode::BadRequest,
-                format!("the name `{name}` is used by deployment {} on this provider: stop it or pick another --name", existing.id),
+                format!(
+                    "the name `{name}` is used by deployment {} on this provider: stop it or pick another --name",
+                    existing.id
+                ),
             ));
         }
         let resources = Resources {
@@ -136,7 +137,9 @@ impl Deployments {
             .admit(&id, resources)
             .map_err(|e| error(ErrorCode::LimitExceeded, e.to_string()))?;
         let result = self
-            .deploy_admitted(runtime, tunnel, owner, &id, &name, &req, resources, &progress)
+            .deploy_admitted(
+                runtime, tunnel, owner, &id, &name, &req, resources, &progress,
+            )
             .await;
         if result.is_err() {
             self.admission().release(&id);
@@ -165,7 +168,10 @@ impl Deployments {
                 total: None,
             });
         };
-        say(DeployStage::Pulling, format!("looking for image {}", req.image));
+        say(
+            DeployStage::Pulling,
+            format!("looking for image {}", req.image),
+        );
         let pull_progress = progress.clone();
         runtime
             .ensure_image(&req.image, move |p| {
@@ -181,14 +187,21 @@ impl Deployments {
             .await
             .map_err(image_error)?;
 
-        say(DeployStage::Starting, "starting a sandboxed container".into());
+        say(
+            DeployStage::Starting,
+            "starting a sandboxed container".into(),
+        );
         let spec = ContainerSpec {
             deployment_id: id.to_owned(),
             owner: owner.to_string(),
             name: name.to_owned(),
             image: req.image.clone(),
             port: req.port,
-            env: req.env.iter().map(|e| (e.key.clone(), e.value.clone())).collect(),
+            env: req
+                .env
+                .iter()
+                .map(|e| (e.key.clone(), e.value.clone()))
+                .collect(),
             cpu_millis: resources.cpu_millis,
             memory_bytes: resources.memory_bytes,
         };
@@ -238,7 +251,10 @@ impl Deployments {
             return Err(undo(error(ErrorCode::Runtime, msg)).await);
         }
 
-        say(DeployStage::Registering, "publishing the route at the gateway".into());
+        say(
+            DeployStage::Registering,
+            "publishing the route at the gateway".into(),
+        );
         let url = match tokio::time::timeout(
             REGISTER_TIMEOUT,
             tunnel.register(name, &started.addr.ip().to_string(), started.addr.port()),
@@ -297,7 +313,13 @@ fn default_name(image: &str, id: &str) -> String {
         .next()
         .unwrap_or("app")
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
         .take(40)
         .collect();
     let base = base.trim_matches('-');
@@ -311,9 +333,18 @@ mod tests {
 
     #[test]
     fn default_names_are_valid_labels() {
-        for image in ["nginx:1.27", "ghcr.io/a/B_c:latest", "x@sha256:abcd", "---", "localhost:5000/demo"] {
+        for image in [
+            "nginx:1.27",
+            "ghcr.io/a/B_c:latest",
+            "x@sha256:abcd",
+            "---",
+            "localhost:5000/demo",
+        ] {
             let name = default_name(image, "a1b2c3d4e5f6");
-            assert!(peercompute_tunnel_proto::validate_name(&name).is_ok(), "{image} → {name}");
+            assert!(
+                peercompute_tunnel_proto::validate_name(&name).is_ok(),
+                "{image} → {name}"
+            );
         }
         assert_eq!(default_name("nginx:1.27", "a1b2c3"), "nginx-a1b2");
         assert_eq!(default_name("localhost:5000/demo", "ffff00"), "demo-ffff");

@@ -37,7 +37,11 @@ impl Deployments {
     }
 
     /// Removes the container and the route; the URL answers 404 afterwards.
-    pub(crate) async fn stop(&self, owner: &PeerId, id: &str) -> Result<StopResponse, ErrorResponse> {
+    pub(crate) async fn stop(
+        &self,
+        owner: &PeerId,
+        id: &str,
+    ) -> Result<StopResponse, ErrorResponse> {
         let record = self.owned(owner, id)?;
         let runtime = self.runtime()?;
         if let Some(tunnel) = &self.tunnel {
@@ -58,13 +62,22 @@ impl Deployments {
         })
     }
 
-    pub(crate) async fn status(&self, owner: &PeerId, id: &str) -> Result<StatusResponse, ErrorResponse> {
+    pub(crate) async fn status(
+        &self,
+        owner: &PeerId,
+        id: &str,
+    ) -> Result<StatusResponse, ErrorResponse> {
         let record = self.owned(owner, id)?;
         let status = self
             .runtime()?
             .status(&record.container_id)
             .await
-            .map_err(|e| error(ErrorCode::Runtime, format!("cannot inspect the container: {e}")))?;
+            .map_err(|e| {
+                error(
+                    ErrorCode::Runtime,
+                    format!("cannot inspect the container: {e}"),
+                )
+            })?;
         let started_at = status
             .started_at
             .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
@@ -79,7 +92,9 @@ impl Deployments {
             state: state_of(status.state),
             created_at: record.created_at,
             started_at,
-            uptime_secs: started_at.filter(|_| running).map(|s| now_secs().saturating_sub(s)),
+            uptime_secs: started_at
+                .filter(|_| running)
+                .map(|s| now_secs().saturating_sub(s)),
             restarts: u32::try_from(status.restart_count).unwrap_or(u32::MAX),
             cpu_percent: usage.and_then(|u| u.cpu_percent),
             memory_bytes: usage.and_then(|u| u.memory_bytes),
@@ -96,7 +111,12 @@ impl Deployments {
             .await
             .map_err(|e| error(ErrorCode::Runtime, e.to_string()))?;
         let owner = owner.to_string();
-        let records: Vec<Record> = self.store().all().filter(|r| r.owner == owner).cloned().collect();
+        let records: Vec<Record> = self
+            .store()
+            .all()
+            .filter(|r| r.owner == owner)
+            .cloned()
+            .collect();
         let deployments = records
             .into_iter()
             .map(|r| {

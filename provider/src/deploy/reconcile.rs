@@ -33,10 +33,11 @@ impl Deployments {
         };
         let records: Vec<_> = self.store().all().cloned().collect();
         for container in &managed {
-            let known = container
-                .deployment
-                .as_ref()
-                .and_then(|d| records.iter().find(|r| r.id == d.deployment_id && r.container_id == container.id));
+            let known = container.deployment.as_ref().and_then(|d| {
+                records
+                    .iter()
+                    .find(|r| r.id == d.deployment_id && r.container_id == container.id)
+            });
             if known.is_none() {
                 warn!(container = %container.name, "removing an orphan container nobody recorded");
                 let _ = runtime.stop(&container.id).await;
@@ -57,7 +58,10 @@ impl Deployments {
                     memory_bytes: record.memory_bytes,
                 },
             );
-            if !matches!(container.state, ContainerState::Running | ContainerState::Restarting) {
+            if !matches!(
+                container.state,
+                ContainerState::Running | ContainerState::Restarting
+            ) {
                 warn!(deployment = %record.id, state = ?container.state, "deployment is not running; stop it or check its logs");
                 report.not_running.push(record.id.clone());
                 continue;
@@ -74,8 +78,13 @@ impl Deployments {
                 let tunnel = tunnel.clone();
                 let name = record.name.clone();
                 tokio::spawn(async move {
-                    match tunnel.register(&name, &addr.ip().to_string(), addr.port()).await {
-                        Ok(url) => info!(route = %name, %url, "re-adopted deployment is public again"),
+                    match tunnel
+                        .register(&name, &addr.ip().to_string(), addr.port())
+                        .await
+                    {
+                        Ok(url) => {
+                            info!(route = %name, %url, "re-adopted deployment is public again")
+                        }
                         Err(e) => warn!(route = %name, "cannot re-register: {e}"),
                     }
                 });

@@ -1,0 +1,14 @@
+//! `peerctl`: the thin client of Peer Compute. It builds signed requests, sends them to a
+//! trusted provider over libp2p and prints the answers; it holds no business logic.
+//!
+//! - [`client`](crate::client): reach a trusted provider (stored addresses, then mDNS), open a
+//!   control stream, send one signed request, hand back the answers.
+//! - [`output`](crate::output): human tables and JSON, progress lines.
+//! - [`exit`](crate::exit): the error kinds users meet, each with its own exit code.
+
+mod client;
+pub mod exit;
+pub mod output;
+
+pub use client::{Client, ClientOptions};
+pub use exit::{CliError, Kind};

@@ -1,0 +1,227 @@
+//! `tunnel-bench`: measures the tunnel against the backend reached directly, in one run.
+//!
+//! ```text
+//! cargo run --release -p peercompute-tests --bin tunnel-bench            # full run (~1.5 min)
+//! cargo run --release -p peercompute-tests --bin tunnel-bench -- --quick # a few seconds
+//! ```
+//!
+//! It builds (or finds) the release `peercompute-gateway` and `peercomputed`, starts them as
+//! child processes on 127.0.0.1 with a backend child, and measures, directly and through
+//! gateway + QUIC tunnel (HTTPS as a visitor): closed-loop req/s and latency, open-loop latency
+//! at a fixed rate, a bulk download, and gateway/provider memory, including while many TLS
+//! connections are held open. It prints every figure, the ratio to direct and the issue's
+//! targets with PASS/MISS. Exit codes: 0 measured, 1 could not run, 2 a correctness check
+//! failed (errors, non-2xx, bad download). See `tunnel_bench` for the modules.
+
+mod tunnel_bench;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tunnel_bench::procfs::{self, Watched};
+use tunnel_bench::setup::{self, Stack};
+use tunnel_bench::suite::{self, Rig, Settings};
+use tunnel_bench::target::Target;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "tunnel-bench",
+    about = "Benchmark of the Peer Compute tunnel: direct to the backend vs. through gateway + QUIC tunnel + provider"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// Short smoke run (about 1 s per phase, 64 MiB bulk, 200 connections): checks the
+    /// benchmark works; its figures are indicative only.
+    #[arg(long)]
+    quick: bool,
+    /// Closed-loop measuring time per side [default: 10s; quick: 1s].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    duration: Option<Duration>,
+    /// Closed-loop keep-alive connections [default: 64].
+    #[arg(long)]
+    connections: Option<usize>,
+    /// Open-loop request rate, req/s [default: 1000].
+    #[arg(long)]
+    rate: Option<u32>,
+    /// Open-loop time per side [default: 10s; quick: 1s].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    rate_duration: Option<Duration>,
+    /// Bulk download size in MiB [default: 1024; quick: 64].
+    #[arg(long)]
+    bulk_mib: Option<u64>,
+    /// Concurrent TLS connections held open for the gateway memory reading [default: 1000;
+    /// quick: 200].
+    #[arg(long)]
+    concurrent: Option<usize>,
+    /// Take `peercompute-gateway` and `peercomputed` from this directory instead of building.
+    #[arg(long, value_name = "DIR")]
+    bin_dir: Option<PathBuf>,
+    /// Do not run `cargo build --release`; use the binaries already in target/release.
+    #[arg(long)]
+    no_build: bool,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// (internal) Serve the test backend on 127.0.0.1:0, print `listening ADDR`, and exit
+    /// when stdin closes.
+    #[command(hide = true)]
+    Backend,
+}
+
+impl Cli {
+    fn settings(&self) -> Settings {
+        let mut s = if self.quick {
+            Settings::quick()
+        } else {
+            Settings::full()
+        };
+        s.duration = self.duration.unwrap_or(s.duration);
+        s.connections = self.connections.unwrap_or(s.connections);
+        s.rate = self.rate.unwrap_or(s.rate);
+        s.rate_duration = self.rate_duration.unwrap_or(s.rate_duration);
+        s.bulk_bytes = self.bulk_mib.map_or(s.bulk_bytes, |m| m << 20);
+        s.concurrent = self.concurrent.unwrap_or(s.concurrent);
+        s
+    }
+}
+
+fn main() -> ExitCode {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Some(Command::Backend) => serve_backend().await.map(|()| true),
+            // Leaving this block (interrupt, error or panic) drops the children: killed.
+            None => tokio::select! {
+                r = bench(&cli) => r,
+                _ = interrupted() => Err(anyhow::anyhow!("interrupted; children stopped")),
+            },
+        }
+    });
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(2),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn interrupted() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => tokio::select! {
+            _ = term.recv() => {},
+            _ = tokio::signal::ctrl_c() => {},
+        },
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+async fn serve_backend() -> anyhow::Result<()> {
+    use tokio::io::AsyncReadExt;
+    let backend = peercompute_tests::Backend::start().await;
+    println!("listening {}", backend.addr);
+    // Runs as long as the parent holds our stdin open; EOF (the parent ended) stops us.
+    let mut stdin = tokio::io::stdin();
+    let mut buf = [0u8; 64];
+    while stdin.read(&mut buf).await.context("read stdin")? > 0 {}
+    Ok(())
+}
+
+/// The whole run; `Ok(false)` when a correctness check failed.
+async fn bench(cli: &Cli) -> anyhow::Result<bool> {
+    let settings = cli.settings();
+    let machine = procfs::machine();
+    println!("Peer Compute tunnel benchmark (tests/src/bin/tunnel-bench.rs)");
+    println!(
+        "machine: nproc {}, CPU {}, Linux {}, {:.1} GiB RAM; load average at start {}",
+        machine.nproc,
+        machine.cpu_model,
+        machine.kernel,
+        machine.mem_total_kib as f64 / (1024.0 * 1024.0),
+        procfs::loadavg()
+    );
+    println!(
+        "command: {}",
+        std::env::args().collect::<Vec<_>>().join(" ")
+    );
+    if cfg!(debug_assertions) {
+        println!("WARNING: the load generator is a debug build; run with `cargo run --release`");
+    }
+
+    let bins =
+        tokio::task::block_in_place(|| setup::binaries(cli.bin_dir.as_deref(), cli.no_build))?;
+    println!("binaries under test: {}", bins.how);
+
+    let domain = peercompute_tests::DOMAIN;
+    let host = format!("bench.{domain}");
+    let stack = Stack::start(&bins, domain, &host).await?;
+    println!(
+        "processes: gateway pid {} ({}), provider pid {} ({}), backend pid {} (hyper HTTP/1.1 server of tests/src/backend.rs in its own process: `tunnel-bench backend`), load generator pid {} (this process: hyper HTTP/1.1 client + tokio-rustls, own code; wrk/oha not used)",
+        stack.gateway.pid,
+        bins.gateway.display(),
+        stack.provider.pid,
+        bins.provider.display(),
+        stack.backend.pid,
+        std::process::id()
+    );
+    println!(
+        "direct:  http://{}/  (plain HTTP/1.1 keep-alive to the backend)",
+        stack.backend_addr
+    );
+    println!(
+        "through: https://{host}:{}/  (TLS 1.3, ALPN http/1.1, SNI/Host {host}, dev CA) → gateway → QUIC tunnel → provider → backend",
+        stack.https.port()
+    );
+
+    let rig = Rig {
+        direct: Target::plain("direct", stack.backend_addr, &host),
+        through: Target::https("through", stack.https, &host, &stack.ca_pem)?,
+        gateway_pid: stack.gateway.pid,
+        provider_pid: stack.provider.pid,
+        watched: vec![
+            watched("bench", std::process::id()),
+            watched("backend", stack.backend.pid),
+            watched("gateway", stack.gateway.pid),
+            watched("provider", stack.provider.pid),
+        ],
+        admin: Some(stack.admin),
+    };
+    eprintln!("measuring (each phase direct, then through the tunnel):");
+    let report = match suite::run(&rig, &settings).await {
+        Ok(r) => r,
+        Err(e) => {
+            let logs = stack.log_tails();
+            stack.stop().await;
+            return Err(anyhow::anyhow!("{e:#}\n{logs}"));
+        }
+    };
+    stack.stop().await;
+    let sound = tunnel_bench::report::print(&report, cli.quick);
+    println!();
+    println!("load average at end: {}", procfs::loadavg());
+    Ok(sound)
+}
+
+fn watched(label: &str, pid: u32) -> Watched {
+    Watched {
+        label: label.into(),
+        pid,
+    }
+}

@@ -1,0 +1,27 @@
+//! The tunnel benchmark, as modules the `tunnel-bench` binary drives (and the smoke test
+//! `tests/tests/bench_smoke.rs` reuses against an in-process gateway).
+//!
+//! - [`target`]: where load goes — the backend directly (plain HTTP/1.1) or the gateway over
+//!   HTTPS as a visitor would reach it — and one keep-alive connection to it.
+//! - [`stats`]: latency samples and percentiles.
+//! - [`closed`]: closed loop: N keep-alive connections, each sending its next request as soon
+//!   as the previous answer arrived (throughput and latency at saturation).
+//! - [`open`]: open loop: requests scheduled on a clock at a fixed rate, latency measured from
+//!   the scheduled time so a stall is not hidden (no coordinated omission).
+//! - [`bulk`]: one large download, checked by byte count and SHA-256.
+//! - [`held`]: many concurrent TLS connections, each with one completed request, held open.
+//! - [`procfs`]: the machine, memory (VmRSS/VmHWM) and CPU time of processes, from `/proc`.
+//! - [`suite`]: runs every phase against both targets and collects a [`suite::Report`].
+//! - [`report`]: prints the figures, the ratios to direct and the targets with PASS/MISS.
+//! - [`setup`]: the real binaries as child processes (built or found), free ports, readiness.
+
+pub(crate) mod bulk;
+pub(crate) mod closed;
+pub(crate) mod held;
+pub(crate) mod open;
+pub(crate) mod procfs;
+pub(crate) mod report;
+pub(crate) mod setup;
+pub(crate) mod stats;
+pub(crate) mod suite;
+pub(crate) mod target;

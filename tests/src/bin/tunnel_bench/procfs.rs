@@ -1,0 +1,150 @@
+//! What `/proc` says about the machine and about a process: CPU model and count, load
+//! average, resident memory now (VmRSS) and at its peak (VmHWM), CPU time used.
+
+use std::time::{Duration, Instant};
+
+/// The machine the figures were measured on.
+#[derive(Debug)]
+pub(crate) struct Machine {
+    pub(crate) nproc: usize,
+    pub(crate) cpu_model: String,
+    pub(crate) kernel: String,
+    pub(crate) mem_total_kib: u64,
+}
+
+pub(crate) fn machine() -> Machine {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let cpu_model = cpuinfo
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            (k.trim() == "model name").then(|| v.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown".into());
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    Machine {
+        nproc: std::thread::available_parallelism().map_or(0, usize::from),
+        cpu_model,
+        kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .map(|s| s.trim().to_owned())
+            .unwrap_or_else(|_| "unknown".into()),
+        mem_total_kib: kib_field(&meminfo, "MemTotal:").unwrap_or(0),
+    }
+}
+
+/// The 1, 5 and 15 minute load averages, as `/proc/loadavg` prints them.
+pub(crate) fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+/// Resident memory of a process, KiB.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Memory {
+    pub(crate) rss_kib: u64,
+    pub(crate) hwm_kib: u64,
+}
+
+/// VmRSS and VmHWM of `pid`; `None` once the process is gone.
+pub(crate) fn memory(pid: u32) -> Option<Memory> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    Some(Memory {
+        rss_kib: kib_field(&status, "VmRSS:")?,
+        hwm_kib: kib_field(&status, "VmHWM:")?,
+    })
+}
+
+fn kib_field(text: &str, key: &str) -> Option<u64> {
+    let line = text.lines().find(|l| l.starts_with(key))?;
+    line[key.len()..].split_whitespace().next()?.parse().ok()
+}
+
+/// Clock ticks per second for `/proc/<pid>/stat` (`getconf CLK_TCK`; 100 on Linux).
+fn clock_ticks() -> u64 {
+    static TICKS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        std::process::Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .and_then(|s| s.trim().parse().ok())
+            .filter(|t| *t > 0)
+            .unwrap_or(100)
+    })
+}
+
+/// User + system CPU time of every thread of `pid` so far.
+pub(crate) fn cpu_time(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces and parentheses: fields start after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // `rest` starts at field 3 (state); utime and stime are fields 14 and 15.
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(Duration::from_secs_f64(
+        (utime + stime) as f64 / clock_ticks() as f64,
+    ))
+}
+
+/// A process watched for CPU use.
+#[derive(Debug, Clone)]
+pub(crate) struct Watched {
+    pub(crate) label: String,
+    pub(crate) pid: u32,
+}
+
+/// CPU used by each watched process over a phase, in % of one core.
+#[derive(Debug)]
+pub(crate) struct CpuMeter {
+    start: Instant,
+    before: Vec<(Watched, Option<Duration>)>,
+}
+
+impl CpuMeter {
+    pub(crate) fn start(watched: &[Watched]) -> Self {
+        Self {
+            start: Instant::now(),
+            before: watched
+                .iter()
+                .map(|w| (w.clone(), cpu_time(w.pid)))
+                .collect(),
+        }
+    }
+
+    /// `(label, percent of one core)` for every process still readable.
+    pub(crate) fn stop(self) -> Vec<(String, f64)> {
+        let wall = self.start.elapsed().as_secs_f64();
+        self.before
+            .into_iter()
+            .filter_map(|(w, before)| {
+                let used = cpu_time(w.pid)?.checked_sub(before?)?;
+                Some((w.label, 100.0 * used.as_secs_f64() / wall.max(1e-9)))
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_this_process() {
+        let me = std::process::id();
+        let mem = memory(me).expect("own status");
+        assert!(mem.rss_kib > 0 && mem.hwm_kib >= mem.rss_kib, "{mem:?}");
+        assert!(cpu_time(me).is_some());
+        assert!(machine().nproc > 0);
+    }
+
+    #[test]
+    fn kib_fields() {
+        let text = "Name:\tx\nVmHWM:\t   2048 kB\nVmRSS:\t    1024 kB\n";
+        assert_eq!(kib_field(text, "VmRSS:"), Some(1024));
+        assert_eq!(kib_field(text, "VmHWM:"), Some(2048));
+        assert_eq!(kib_field(text, "VmSwap:"), None);
+    }
+}

@@ -1,0 +1,300 @@
+//! Prints a [`Report`]: each figure direct and through the tunnel with the ratio
+//! through/direct, the CPU each process used per phase, memory after each phase, then the
+//! issue's targets with PASS/MISS and the correctness checks (errors, non-2xx, SHA-256).
+
+use std::time::Duration;
+
+use super::procfs::Memory;
+use super::stats::{mib, ms, ratio};
+use super::suite::{Measured, Report};
+
+/// Targets from issue 2 for this 2-core machine.
+const MIN_REQ_RATIO: f64 = 0.5;
+const MAX_P99_OVERHEAD: Duration = Duration::from_millis(2);
+const MIN_BULK_GBIT: f64 = 2.0;
+const MAX_GATEWAY_RSS_KIB: u64 = 64 * 1024;
+
+fn row(label: &str, direct: &str, through: &str, ratio: &str) {
+    println!("  {label:<34} {direct:>14} {through:>14} {ratio:>10}");
+}
+
+fn header() {
+    row("", "direct", "through", "thr/direct");
+}
+
+fn cpu_line<T>(m: &Measured<T>) -> String {
+    m.cpu
+        .iter()
+        .map(|(label, pct)| format!("{label} {pct:.0}%"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn secs(d: Duration) -> f64 {
+    d.as_secs_f64()
+}
+
+fn lat_row(label: &str, direct: Duration, through: Duration) {
+    row(
+        label,
+        &ms(direct),
+        &ms(through),
+        &ratio(secs(through), secs(direct)),
+    );
+}
+
+/// Prints everything; returns whether every correctness check held (targets aside).
+pub(crate) fn print(report: &Report, quick: bool) -> bool {
+    let s = &report.settings;
+    let mut sound = true;
+
+    let c = &report.closed;
+    println!();
+    println!(
+        "Closed loop: {} keep-alive connections, {:?} measured after {:?} warm-up, GET {}",
+        s.connections, s.duration, s.warmup, s.path
+    );
+    header();
+    let (d, t) = (&c.direct.result, &c.through.result);
+    row(
+        "req/s",
+        &format!("{:.0}", d.req_per_sec()),
+        &format!("{:.0}", t.req_per_sec()),
+        &ratio(t.req_per_sec(), d.req_per_sec()),
+    );
+    lat_row(
+        "latency p50",
+        d.latency.percentile(50.0),
+        t.latency.percentile(50.0),
+    );
+    lat_row(
+        "latency p99",
+        d.latency.percentile(99.0),
+        t.latency.percentile(99.0),
+    );
+    lat_row("latency max", d.latency.max(), t.latency.max());
+    row(
+        "requests / non-2xx / errors",
+        &format!("{}/{}/{}", d.requests, d.non_2xx, d.errors),
+        &format!("{}/{}/{}", t.requests, t.non_2xx, t.errors),
+        "",
+    );
+    println!("  CPU, direct:  {}", cpu_line(&c.direct));
+    println!("  CPU, through: {}", cpu_line(&c.through));
+    sound &= d.errors + d.non_2xx + t.errors + t.non_2xx == 0 && t.requests > 0;
+
+    let o = &report.open;
+    println!();
+    println!(
+        "Open loop: {} req/s scheduled for {:?} on {} connections; latency from the scheduled send time",
+        s.rate, s.rate_duration, s.rate_connections
+    );
+    header();
+    let (d, t) = (&o.direct.result, &o.through.result);
+    row(
+        "achieved req/s",
+        &format!("{:.0}", d.achieved_rate()),
+        &format!("{:.0}", t.achieved_rate()),
+        &ratio(t.achieved_rate(), d.achieved_rate()),
+    );
+    lat_row(
+        "latency p50",
+        d.latency.percentile(50.0),
+        t.latency.percentile(50.0),
+    );
+    lat_row(
+        "latency p99",
+        d.latency.percentile(99.0),
+        t.latency.percentile(99.0),
+    );
+    lat_row(
+        "latency p99.9",
+        d.latency.percentile(99.9),
+        t.latency.percentile(99.9),
+    );
+    lat_row("latency max", d.latency.max(), t.latency.max());
+    lat_row(
+        "service time p99 (from send)",
+        d.service.percentile(99.0),
+        t.service.percentile(99.0),
+    );
+    lat_row(
+        "send lag p99 (send − schedule)",
+        d.lag.percentile(99.0),
+        t.lag.percentile(99.0),
+    );
+    row(
+        "scheduled / done / non-2xx / err",
+        &format!("{}/{}/{}/{}", d.scheduled, d.completed, d.non_2xx, d.errors),
+        &format!("{}/{}/{}/{}", t.scheduled, t.completed, t.non_2xx, t.errors),
+        "",
+    );
+    let overhead_p50 = signed_ms(t.latency.percentile(50.0), d.latency.percentile(50.0));
+    let overhead_p99 = signed_ms(t.latency.percentile(99.0), d.latency.percentile(99.0));
+    println!("  overhead (through − direct): p50 {overhead_p50}, p99 {overhead_p99}");
+    println!("  CPU, direct:  {}", cpu_line(&o.direct));
+    println!("  CPU, through: {}", cpu_line(&o.through));
+    sound &= d.errors + d.non_2xx + t.errors + t.non_2xx == 0
+        && d.completed == d.scheduled
+        && t.completed == t.scheduled;
+
+    let h = &report.held;
+    println!();
+    println!(
+        "Concurrent connections through the gateway: {} TLS connections, one request each, all held open",
+        h.count
+    );
+    println!(
+        "  opened {} (failed {}, non-2xx {}) in {:.2} s; gateway connections_open gauge: {}",
+        h.open,
+        h.failed,
+        h.non_2xx,
+        h.elapsed.as_secs_f64(),
+        h.gateway_gauge
+            .map_or_else(|| "unavailable".into(), |g| g.to_string())
+    );
+    if let Some(e) = &h.first_error {
+        println!("  first failure: {e}");
+    }
+    let per_conn = h
+        .gateway_open
+        .rss_kib
+        .saturating_sub(h.gateway_before.rss_kib) as f64
+        / h.open.max(1) as f64;
+    println!(
+        "  gateway VmRSS before {} → while open {} ({per_conn:.1} KiB per connection); provider VmRSS {}",
+        mib(h.gateway_before.rss_kib),
+        mib(h.gateway_open.rss_kib),
+        mib(h.provider_open.rss_kib)
+    );
+    println!(
+        "  CPU: {}",
+        h.cpu
+            .iter()
+            .map(|(l, p)| format!("{l} {p:.0}%"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    sound &= h.failed == 0 && h.non_2xx == 0;
+
+    let b = &report.bulk;
+    println!();
+    println!(
+        "Bulk download: {} MiB (/download?bytes={}), one connection, SHA-256 checked while receiving",
+        s.bulk_bytes >> 20,
+        s.bulk_bytes
+    );
+    header();
+    let (d, t) = (&b.direct.result, &b.through.result);
+    row(
+        "Gbit/s",
+        &format!("{:.2}", d.gbit_per_sec()),
+        &format!("{:.2}", t.gbit_per_sec()),
+        &ratio(t.gbit_per_sec(), d.gbit_per_sec()),
+    );
+    row(
+        "time",
+        &format!("{:.2} s", secs(d.elapsed)),
+        &format!("{:.2} s", secs(t.elapsed)),
+        "",
+    );
+    let check = |r: &super::bulk::BulkResult| {
+        if r.ok() {
+            format!("ok ({} B)", r.bytes)
+        } else {
+            format!("BAD {} {} B sha {}", r.status, r.bytes, r.sha_ok)
+        }
+    };
+    row("status, bytes, SHA-256", &check(d), &check(t), "");
+    println!("  CPU, direct:  {}", cpu_line(&b.direct));
+    println!("  CPU, through: {}", cpu_line(&b.through));
+    sound &= d.ok() && t.ok();
+
+    println!();
+    println!("Memory after each phase (VmRSS / VmHWM)");
+    println!("  {:<26} {:>24} {:>24}", "", "gateway", "provider");
+    for (phase, g, p) in &report.memory {
+        println!("  {phase:<26} {:>24} {:>24}", mem(g), mem(p));
+    }
+    let (gw_peak, prov_peak) = report.peaks();
+    println!(
+        "  peak RSS (VmHWM) over the run: gateway {}, provider {}",
+        mib(gw_peak.hwm_kib),
+        mib(prov_peak.hwm_kib)
+    );
+
+    print_targets(report, quick);
+    if !sound {
+        println!();
+        println!("CHECK FAILED: errors, non-2xx answers, missed requests or a bad download above");
+    }
+    sound
+}
+
+fn mem(m: &Memory) -> String {
+    format!("{} / {}", mib(m.rss_kib), mib(m.hwm_kib))
+}
+
+/// `+1.234 ms` or `-0.100 ms`.
+fn signed_ms(a: Duration, b: Duration) -> String {
+    let diff = (secs(a) - secs(b)) * 1e3;
+    format!("{diff:+.3} ms")
+}
+
+fn verdict(pass: bool) -> &'static str {
+    if pass { "PASS" } else { "MISS" }
+}
+
+fn print_targets(report: &Report, quick: bool) {
+    let c = &report.closed;
+    let req_ratio = c.through.result.req_per_sec() / c.direct.result.req_per_sec().max(1e-9);
+    let o = &report.open;
+    let overhead = secs(o.through.result.latency.percentile(99.0))
+        - secs(o.direct.result.latency.percentile(99.0));
+    let gbit = report.bulk.through.result.gbit_per_sec();
+    let h = &report.held;
+    println!();
+    println!(
+        "Targets (issue 2, 2-core machine){}",
+        if quick {
+            " — quick run: durations too short, figures indicative only"
+        } else {
+            ""
+        }
+    );
+    let line = |what: String, measured: String, pass: bool| {
+        println!("  {what:<58} {measured:>16}  {}", verdict(pass));
+    };
+    line(
+        format!(
+            "through-tunnel req/s ≥ {:.0} % of direct ({} conns)",
+            MIN_REQ_RATIO * 100.0,
+            report.settings.connections
+        ),
+        format!("{:.1} %", req_ratio * 100.0),
+        req_ratio >= MIN_REQ_RATIO,
+    );
+    line(
+        format!(
+            "p99 overhead ≤ {} ms at {} req/s",
+            MAX_P99_OVERHEAD.as_millis(),
+            report.settings.rate
+        ),
+        format!("{:+.3} ms", overhead * 1e3),
+        overhead <= secs(MAX_P99_OVERHEAD),
+    );
+    line(
+        format!("bulk download through the tunnel ≥ {MIN_BULK_GBIT} Gbit/s"),
+        format!("{gbit:.2} Gbit/s"),
+        gbit >= MIN_BULK_GBIT && report.bulk.through.result.ok(),
+    );
+    line(
+        format!(
+            "gateway RSS ≤ {} with {} concurrent connections",
+            mib(MAX_GATEWAY_RSS_KIB),
+            h.count
+        ),
+        mib(h.gateway_open.rss_kib),
+        h.gateway_open.rss_kib <= MAX_GATEWAY_RSS_KIB && h.open == h.count,
+    );
+}

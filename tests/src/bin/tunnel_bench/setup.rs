@@ -1,0 +1,395 @@
+//! The system under test as separate processes on 127.0.0.1: the real `peercompute-gateway`
+//! and `peercomputed` release binaries (built with cargo, or found), and the backend (this
+//! program re-executed as `tunnel-bench backend`). Ports come from binding port 0 first.
+//! Readiness is polled until the gateway answers (bounded); every child is killed when its
+//! handle is dropped, so an error or a panic leaves nothing running.
+
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use tokio::io::AsyncBufReadExt;
+use tokio::process::{Child, ChildStdin, Command};
+
+use super::target::Target;
+
+const GATEWAY_BIN: &str = "peercompute-gateway";
+const PROVIDER_BIN: &str = "peercomputed";
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+const POLL_EVERY: Duration = Duration::from_millis(25);
+/// Log filter for the children: their own default, whatever RUST_LOG the caller has.
+const CHILD_LOG: &str = "info,quinn=warn,rustls=warn";
+
+/// The two binaries under test and how they were obtained.
+#[derive(Debug)]
+pub(crate) struct Binaries {
+    pub(crate) gateway: PathBuf,
+    pub(crate) provider: PathBuf,
+    pub(crate) how: String,
+}
+
+/// Builds the release binaries with cargo (unless `no_build`) and finds them, or takes them
+/// from `bin_dir`.
+pub(crate) fn binaries(bin_dir: Option<&Path>, no_build: bool) -> anyhow::Result<Binaries> {
+    let (dir, how) = match bin_dir {
+        Some(dir) => (dir.to_path_buf(), format!("taken from {}", dir.display())),
+        None => {
+            let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .parent()
+                .context("the tests package lives inside the workspace")?;
+            let how = if no_build {
+                "found (not rebuilt: --no-build)".to_owned()
+            } else {
+                build(root)?
+            };
+            (release_dir(root), how)
+        }
+    };
+    let bins = Binaries {
+        gateway: dir.join(GATEWAY_BIN),
+        provider: dir.join(PROVIDER_BIN),
+        how: format!("{how}, in {}", dir.display()),
+    };
+    for bin in [&bins.gateway, &bins.provider] {
+        if !bin.is_file() {
+            bail!(
+                "{} not found; build it with `cargo build --release -p peercompute-gateway -p peercompute-provider` or pass --bin-dir",
+                bin.display()
+            );
+        }
+    }
+    Ok(bins)
+}
+
+fn build(root: &Path) -> anyhow::Result<String> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let args = [
+        "build",
+        "--release",
+        "-p",
+        "peercompute-gateway",
+        "-p",
+        "peercompute-provider",
+    ];
+    eprintln!("building the binaries under test: cargo {}", args.join(" "));
+    let status = std::process::Command::new(&cargo)
+        .args(args)
+        .current_dir(root)
+        .stdin(Stdio::null())
+        .status()
+        .context("run cargo")?;
+    if !status.success() {
+        bail!("cargo build of the gateway and provider failed ({status})");
+    }
+    Ok(format!("built with `cargo {}`", args.join(" ")))
+}
+
+/// `<target-dir>/release`: next to this program when it is a release build itself (so a
+/// custom target dir is honoured), else the workspace's.
+fn release_dir(root: &Path) -> PathBuf {
+    if let Some(dir) = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(Path::to_path_buf))
+        .filter(|dir| dir.ends_with("release") && dir.join(GATEWAY_BIN).is_file())
+    {
+        return dir;
+    }
+    match std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from) {
+        Some(dir) if dir.is_absolute() => dir.join("release"),
+        Some(dir) => root.join(dir).join("release"),
+        None => root.join("target").join("release"),
+    }
+}
+
+/// A child process, killed when dropped; its stdout and stderr go to a log file.
+#[derive(Debug)]
+pub(crate) struct ChildProc {
+    pub(crate) name: &'static str,
+    pub(crate) pid: u32,
+    child: Child,
+    log: PathBuf,
+}
+
+impl ChildProc {
+    /// Starts `cmd` with stderr (and stdout unless the caller set it) in `log`.
+    fn spawn(
+        name: &'static str,
+        cmd: &mut Command,
+        log: PathBuf,
+        stdout_to_log: bool,
+    ) -> anyhow::Result<Self> {
+        let out =
+            std::fs::File::create(&log).with_context(|| format!("create {}", log.display()))?;
+        if stdout_to_log {
+            cmd.stdout(out.try_clone().context("clone the log file handle")?);
+        }
+        let child = cmd
+            .stderr(out)
+            .env("RUST_LOG", CHILD_LOG)
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("start {name}"))?;
+        let pid = child.id().context("a just-started child has a pid")?;
+        Ok(Self {
+            name,
+            pid,
+            child,
+            log,
+        })
+    }
+
+    fn exited(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    /// The last `n` lines of its log.
+    pub(crate) fn log_tail(&self, n: usize) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        let tail = lines[lines.len().saturating_sub(n)..].join("\n    ");
+        format!(
+            "--- {} log ({}):\n    {tail}",
+            self.name,
+            self.log.display()
+        )
+    }
+
+    /// SIGKILL and reap, bounded.
+    pub(crate) async fn kill(mut self) {
+        let _ = self.child.start_kill();
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.child.wait()).await;
+    }
+}
+
+/// Backend, gateway and provider, running and answering.
+#[derive(Debug)]
+pub(crate) struct Stack {
+    pub(crate) backend: ChildProc,
+    pub(crate) gateway: ChildProc,
+    pub(crate) provider: ChildProc,
+    pub(crate) backend_addr: SocketAddr,
+    pub(crate) https: SocketAddr,
+    pub(crate) admin: SocketAddr,
+    pub(crate) ca_pem: Vec<u8>,
+    /// The backend exits when its stdin closes, i.e. when this program does (even if killed).
+    _backend_stdin: ChildStdin,
+    _dir: tempfile::TempDir,
+}
+
+fn free_tcp_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")
+        .context("bind a TCP port")?
+        .local_addr()?
+        .port())
+}
+
+fn free_udp_port() -> anyhow::Result<u16> {
+    Ok(UdpSocket::bind("127.0.0.1:0")
+        .context("bind a UDP port")?
+        .local_addr()?
+        .port())
+}
+
+/// Runs a short command and returns its trimmed stdout.
+async fn output(cmd: &mut Command, what: &str) -> anyhow::Result<String> {
+    let out = tokio::time::timeout(Duration::from_secs(30), cmd.kill_on_drop(true).output())
+        .await
+        .with_context(|| format!("{what} timed out"))?
+        .with_context(|| format!("run {what}"))?;
+    if !out.status.success() {
+        bail!(
+            "{what} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+impl Stack {
+    /// Starts everything and waits until `https://<host>/` answers 200 through the tunnel.
+    pub(crate) async fn start(bins: &Binaries, domain: &str, host: &str) -> anyhow::Result<Self> {
+        let dir = tempfile::Builder::new()
+            .prefix("tunnel-bench-")
+            .tempdir()
+            .context("temporary directory")?;
+        let gw_state = dir.path().join("gateway");
+        let home = dir.path().join("provider");
+
+        let exe = std::env::current_exe().context("locate this program")?;
+        let mut backend = ChildProc::spawn(
+            "backend",
+            Command::new(&exe)
+                .arg("backend")
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped()),
+            dir.path().join("backend.log"),
+            false,
+        )?;
+        let backend_stdin = backend.child.stdin.take().context("backend stdin")?;
+        let stdout = backend.child.stdout.take().context("backend stdout")?;
+        let mut first = String::new();
+        tokio::time::timeout(
+            READY_TIMEOUT,
+            tokio::io::BufReader::new(stdout).read_line(&mut first),
+        )
+        .await
+        .context("the backend did not report its address in time")?
+        .context("read the backend's address")?;
+        let backend_addr: SocketAddr = first
+            .trim()
+            .strip_prefix("listening ")
+            .and_then(|a| a.parse().ok())
+            .with_context(|| format!("unexpected backend output {first:?}"))?;
+
+        let provider_id = output(
+            Command::new(&bins.provider)
+                .arg("--home")
+                .arg(&home)
+                .arg("init"),
+            "peercomputed init",
+        )
+        .await?;
+        let gateway_id = output(
+            Command::new(&bins.gateway)
+                .arg("id")
+                .arg("--state-dir")
+                .arg(&gw_state),
+            "peercompute-gateway id",
+        )
+        .await?;
+
+        let https = SocketAddr::from(([127, 0, 0, 1], free_tcp_port()?));
+        let admin = SocketAddr::from(([127, 0, 0, 1], free_tcp_port()?));
+        let tunnel = SocketAddr::from(([127, 0, 0, 1], free_udp_port()?));
+        let mut gateway = ChildProc::spawn(
+            "gateway",
+            Command::new(&bins.gateway)
+                .arg("run")
+                .args(["--domain", domain])
+                .arg("--state-dir")
+                .arg(&gw_state)
+                .args(["--https-listen", &https.to_string(), "--no-http"])
+                .args(["--tunnel-listen", &tunnel.to_string()])
+                .args(["--admin-listen", &admin.to_string()])
+                .args(["--public-port", &https.port().to_string()])
+                .args(["--allow-provider", &provider_id])
+                .args(["--rate-limit", "0", "--rate-limit-ip", "0"])
+                .stdin(Stdio::null()),
+            dir.path().join("gateway.log"),
+            true,
+        )?;
+        let health = &Target::plain("admin", admin, &admin.to_string());
+        wait_until(
+            "the gateway's /healthz",
+            &mut [&mut gateway],
+            move || async move {
+                let (status, _) = health
+                    .connect()
+                    .await?
+                    .fetch(health.get("/healthz"))
+                    .await?;
+                anyhow::Ok(status.is_success())
+            },
+        )
+        .await?;
+        let ca_path = gw_state.join("dev-ca.pem");
+        let ca_pem =
+            std::fs::read(&ca_path).with_context(|| format!("read {}", ca_path.display()))?;
+
+        let mut provider = ChildProc::spawn(
+            "provider",
+            Command::new(&bins.provider)
+                .arg("--home")
+                .arg(&home)
+                .arg("run")
+                .args(["--gateway", &format!("{gateway_id}@{tunnel}")])
+                .args(["--expose", &format!("bench={backend_addr}")])
+                .stdin(Stdio::null()),
+            dir.path().join("provider.log"),
+            true,
+        )?;
+        let through = &Target::https("through", https, host, &ca_pem)?;
+        wait_until(
+            "200 from the route through the tunnel",
+            &mut [&mut gateway, &mut provider, &mut backend],
+            move || async move {
+                let (status, _) = through.connect().await?.fetch(through.get("/")).await?;
+                anyhow::Ok(status.is_success())
+            },
+        )
+        .await?;
+
+        Ok(Self {
+            backend,
+            gateway,
+            provider,
+            backend_addr,
+            https,
+            admin,
+            ca_pem,
+            _backend_stdin: backend_stdin,
+            _dir: dir,
+        })
+    }
+
+    /// The children's recent log lines, for an error report.
+    pub(crate) fn log_tails(&self) -> String {
+        [&self.gateway, &self.provider, &self.backend]
+            .iter()
+            .map(|c| c.log_tail(15))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// Kills every child and removes the temporary directory.
+    pub(crate) async fn stop(self) {
+        self.provider.kill().await;
+        self.gateway.kill().await;
+        self.backend.kill().await;
+    }
+}
+
+/// Polls `probe` until it returns true, failing early (with its log) if a child exits and
+/// after [`READY_TIMEOUT`] with the last probe error.
+async fn wait_until<F, Fut>(
+    what: &str,
+    children: &mut [&mut ChildProc],
+    mut probe: F,
+) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = anyhow::Result<bool>>,
+{
+    let started = Instant::now();
+    let max_attempts = READY_TIMEOUT.as_millis() / POLL_EVERY.as_millis() + 1;
+    let mut last = String::from("no attempt yet");
+    for _ in 0..max_attempts {
+        match tokio::time::timeout(Duration::from_secs(5), probe()).await {
+            Ok(Ok(true)) => return Ok(()),
+            Ok(Ok(false)) => last = "answered, not 2xx".into(),
+            Ok(Err(e)) => last = format!("{e:#}"),
+            Err(_) => last = "probe timed out".into(),
+        }
+        for child in children.iter_mut() {
+            if let Some(status) = child.exited() {
+                bail!(
+                    "{} exited ({status}) while waiting for {what}\n{}",
+                    child.name,
+                    child.log_tail(20)
+                );
+            }
+        }
+        if started.elapsed() > READY_TIMEOUT {
+            break;
+        }
+        tokio::time::sleep(POLL_EVERY).await;
+    }
+    let logs: Vec<String> = children.iter().map(|c| c.log_tail(20)).collect();
+    bail!(
+        "timed out after {READY_TIMEOUT:?} waiting for {what} (last: {last})\n{}",
+        logs.join("\n")
+    )
+}

@@ -1,0 +1,170 @@
+//! The provider daemon and a peerctl client, for deploy tests.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use peercompute_identity::{Identity, PeerId, TrustStore};
+use peercompute_provider::{Daemon, GatewaySpec, Limits, ProviderConfig};
+use peerctl::{Client, ClientOptions};
+
+use crate::gateway::TestGateway;
+
+/// A running `peercomputed` (library), listening on 127.0.0.1 with mDNS off.
+#[derive(Debug)]
+pub struct TestDaemon {
+    pub home: tempfile::TempDir,
+    pub peer_id: PeerId,
+    pub daemon: Option<Daemon>,
+    gateway: GatewaySpec,
+    limits: Limits,
+}
+
+impl TestDaemon {
+    /// A daemon whose identity is allowed by `gw` (pass `None` to start without a gateway).
+    pub fn identity() -> (tempfile::TempDir, PeerId) {
+        let home = tempfile::tempdir().expect("provider home");
+        let (id, _) = Identity::load_or_create(home.path()).expect("provider identity");
+        (home, id.peer_id())
+    }
+
+    pub async fn start(home: tempfile::TempDir, gw: &TestGateway, limits: Limits) -> Self {
+        crate::init();
+        let gateway = GatewaySpec {
+            peer: Some(gw.peer_id),
+            host: gw.tunnel.ip().to_string(),
+            port: gw.tunnel.port(),
+        };
+        let daemon = Self::launch(home.path().to_path_buf(), gateway.clone(), limits).await;
+        Self {
+            peer_id: daemon.peer_id,
+            home,
+            daemon: Some(daemon),
+            gateway,
+            limits,
+        }
+    }
+
+    async fn launch(home: PathBuf, gateway: GatewaySpec, limits: Limits) -> Daemon {
+        let mut config = ProviderConfig::new(home);
+        config.gateway = Some(gateway);
+        config.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().expect("multiaddr")];
+        config.mdns = false;
+        config.deploy.limits = limits;
+        config.deploy.ready_timeout = Duration::from_secs(20);
+        let daemon = crate::within(30, "provider daemon start", Daemon::start(config))
+            .await
+            .expect("provider daemon starts");
+        if let Some(tunnel) = &daemon.tunnel {
+            crate::within(
+                15,
+                "provider tunnel",
+                tunnel.wait_for(|s| {
+                    matches!(s, peercompute_provider::TunnelStatus::Connected { .. })
+                }),
+            )
+            .await;
+        }
+        daemon
+    }
+
+    /// The control-plane address to give clients.
+    pub fn addr(&self) -> String {
+        let daemon = self.daemon.as_ref().expect("running");
+        format!("{}", daemon.listen_addrs.first().expect("a listen address"))
+    }
+
+    /// Trusts a client (what `peerctl --home <provider home> peers add` does).
+    pub fn trust(&self, client: &PeerId) {
+        let mut store = TrustStore::open(self.home.path()).expect("provider trust store");
+        store
+            .add(&client.to_string(), None, &[] as &[&str])
+            .expect("trust client");
+    }
+
+    /// Graceful stop then start again with the same home (containers keep running).
+    pub async fn restart(&mut self) {
+        if let Some(d) = self.daemon.take() {
+            d.shutdown().await;
+        }
+        let daemon = Self::launch(
+            self.home.path().to_path_buf(),
+            self.gateway.clone(),
+            self.limits,
+        )
+        .await;
+        self.daemon = Some(daemon);
+    }
+}
+
+impl Drop for TestDaemon {
+    fn drop(&mut self) {
+        if let Some(d) = self.daemon.take() {
+            d.abort();
+        }
+    }
+}
+
+/// A peerctl identity with its own home and trust file.
+#[derive(Debug)]
+pub struct TestClient {
+    pub home: tempfile::TempDir,
+    pub identity: Identity,
+}
+
+impl TestClient {
+    pub fn new() -> Self {
+        let home = tempfile::tempdir().expect("client home");
+        let (identity, _) = Identity::load_or_create(home.path()).expect("client identity");
+        Self { home, identity }
+    }
+
+    pub fn peer_id(&self) -> PeerId {
+        self.identity.peer_id()
+    }
+
+    /// Trusts the provider at its address (`peerctl peers add ID --addr ADDR`).
+    pub fn trust(&self, daemon: &TestDaemon) {
+        let mut store = TrustStore::open(self.home.path()).expect("client trust store");
+        store
+            .add(&daemon.peer_id.to_string(), Some("prov"), &[daemon.addr()])
+            .expect("trust provider");
+    }
+
+    /// Connects to the provider through the peerctl library.
+    pub async fn connect(&self, daemon: &TestDaemon) -> Result<Client, peerctl::CliError> {
+        let trust = TrustStore::open(self.home.path()).expect("trust store");
+        let options = ClientOptions {
+            mdns: false,
+            connect_timeout: Duration::from_secs(10),
+        };
+        Client::connect(
+            self.identity.clone(),
+            &trust,
+            &daemon.peer_id.to_string(),
+            &options,
+        )
+        .await
+    }
+}
+
+impl Default for TestClient {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Path of the `peerctl` binary built with the tests (target/<profile>/peerctl).
+pub fn peerctl_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target/<profile>/deps");
+    let bin = dir.join("peerctl");
+    assert!(
+        bin.exists(),
+        "{} not built: run the tests with `cargo nextest run --workspace` (or build peerctl first)",
+        bin.display()
+    );
+    bin
+}

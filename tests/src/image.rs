@@ -1,0 +1,47 @@
+//! A web image for deploy tests, built `FROM scratch` with Debian's static busybox — no
+//! registry needed. `busybox httpd -vv` logs every request to stderr, which is what the logs
+//! tests wait for; `/cgi-bin/status` prints the container's own `/proc/self/status`.
+
+use peercompute_runtime::DockerRuntime;
+use peercompute_runtime::testsupport::{Cleanup, ScratchImage, busybox, unique_name};
+
+/// Port the test image listens on.
+pub const TEST_PORT: u16 = 8080;
+
+const ENTRY: &str = r#"#!/bin/busybox sh
+echo "container starting"
+exec busybox httpd -f -vv -p 8080 -h /www
+"#;
+
+const STATUS_CGI: &str = "#!/bin/busybox sh\necho 'Content-Type: text/plain'\necho\nexec busybox cat /proc/self/status\n";
+
+/// A loaded test image, removed (with its containers) when dropped.
+#[derive(Debug)]
+pub struct TestImage {
+    pub tag: String,
+    pub cleanup: Cleanup,
+}
+
+impl TestImage {
+    pub async fn load() -> Self {
+        let runtime = DockerRuntime::connect()
+            .await
+            .unwrap_or_else(|e| panic!("these tests need a Docker engine: {e}"));
+        let tag = format!("{}:1", unique_name("pc-e2e-web"));
+        let cleanup = Cleanup::new();
+        cleanup.image(&tag);
+        let busybox = busybox().unwrap_or_else(|e| panic!("{e}"));
+        ScratchImage::new(&tag)
+            .file("/bin/busybox", busybox, 0o755)
+            .file("/entry.sh", ENTRY, 0o755)
+            .file("/www/index.html", "hello from the container\n", 0o644)
+            .file("/www/cgi-bin/status", STATUS_CGI, 0o755)
+            .cmd(["/entry.sh"])
+            .env("PATH", "/bin")
+            .expose(TEST_PORT)
+            .load(&runtime)
+            .await
+            .unwrap_or_else(|e| panic!("loading the test image failed: {e}"));
+        Self { tag, cleanup }
+    }
+}

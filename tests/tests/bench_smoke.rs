@@ -1,0 +1,96 @@
+//! Smoke test of the benchmark: the measurement code of `tunnel-bench`
+//! (`tests/src/bin/tunnel_bench/`) in a very short run, against the in-process gateway and
+//! provider of the harness instead of the release binaries, so a broken benchmark shows up in
+//! CI within a few seconds. It checks that every phase completes, without errors, with
+//! figures that make sense; it does not judge the figures (the benchmark program does).
+
+#[allow(
+    dead_code,
+    reason = "child-process management is used by the binary only"
+)]
+#[path = "../src/bin/tunnel_bench/mod.rs"]
+mod tunnel_bench;
+
+use std::time::Duration;
+
+use peercompute_tests::{Backend, DOMAIN, GatewayOptions, TestGateway, TestProvider, within};
+use tunnel_bench::procfs::Watched;
+use tunnel_bench::suite::{self, Rig, Settings};
+use tunnel_bench::target::Target;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_phase_runs_without_errors_direct_and_through_the_tunnel() {
+    let id = TestProvider::identity();
+    let gw = TestGateway::start(GatewayOptions {
+        allow: vec![id.peer_id()],
+        ..GatewayOptions::default()
+    })
+    .await;
+    let backend = Backend::start().await;
+    let provider = TestProvider::start(id, &gw);
+    provider
+        .register("bench", backend.addr)
+        .await
+        .expect("register");
+
+    let host = format!("bench.{DOMAIN}");
+    let me = std::process::id();
+    let rig = Rig {
+        direct: Target::plain("direct", backend.addr, &host),
+        through: Target::https("through", gw.https, &host, &gw.ca_pem).expect("through target"),
+        // Gateway and provider run inside this test process.
+        gateway_pid: me,
+        provider_pid: me,
+        watched: vec![Watched {
+            label: "test".into(),
+            pid: me,
+        }],
+        admin: Some(gw.admin),
+    };
+    let settings = Settings {
+        connections: 8,
+        warmup: Duration::from_millis(100),
+        duration: Duration::from_millis(500),
+        rate: 200,
+        rate_duration: Duration::from_millis(500),
+        rate_connections: 4,
+        bulk_bytes: 8 << 20,
+        concurrent: 50,
+        handshake_parallel: 10,
+        path: "/".into(),
+    };
+    let report = within(90, "the benchmark phases", suite::run(&rig, &settings))
+        .await
+        .expect("benchmark phases");
+
+    assert!(
+        tunnel_bench::report::print(&report, true),
+        "a correctness check failed: see the printed report"
+    );
+    for closed in [&report.closed.direct.result, &report.closed.through.result] {
+        assert!(
+            closed.requests > 0 && closed.req_per_sec() > 0.0,
+            "{closed:?}"
+        );
+    }
+    for open in [&report.open.direct.result, &report.open.through.result] {
+        assert_eq!(open.scheduled, 100);
+        assert_eq!(
+            open.completed, open.scheduled,
+            "every scheduled request answered"
+        );
+        assert!(open.latency.percentile(99.0) >= open.service.percentile(50.0));
+    }
+    for bulk in [&report.bulk.direct.result, &report.bulk.through.result] {
+        assert!(bulk.ok(), "{bulk:?}");
+        assert!(bulk.gbit_per_sec() > 0.0);
+    }
+    let held = &report.held;
+    assert_eq!((held.open, held.failed, held.non_2xx), (50, 0, 0));
+    assert!(
+        held.gateway_gauge.is_some_and(|g| g >= 50),
+        "the gateway counted the held connections: {:?}",
+        held.gateway_gauge
+    );
+    assert!(held.gateway_open.rss_kib > 0);
+}
