@@ -88,14 +88,6 @@ impl NameStore {
         }
         Ok(())
     }
-
-    /// Whether some provider owns `name` (online or not).
-    pub(crate) fn is_owned(&self, name: &str) -> bool {
-        self.owners
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains_key(name)
-    }
 }
 
 #[cfg(test)]
@@ -120,7 +112,6 @@ mod tests {
         ));
         drop(store);
         let reopened = NameStore::open(dir.path()).expect("reopen");
-        assert!(reopened.is_owned("blog"));
         assert!(reopened.claim("blog", &mallory).is_err());
         reopened.claim("blog", &alice).expect("owner keeps it");
     }

@@ -14,10 +14,12 @@ pub(crate) struct Route {
     pub(crate) peer: PeerId,
 }
 
-/// name → live route.
+/// name → live route, plus the names whose provider dropped without unregistering them
+/// (visitors get 502 "offline" for those, 404 for names nobody serves).
 #[derive(Debug, Default)]
 pub(crate) struct Registry {
     routes: DashMap<String, Route>,
+    offline: DashMap<String, ()>,
 }
 
 impl Registry {
@@ -28,14 +30,29 @@ impl Registry {
 
     /// Routes `name` to `route`, replacing any previous connection for it.
     pub(crate) fn insert(&self, name: &str, route: Route) {
+        self.offline.remove(name);
         self.routes.insert(name.to_owned(), route);
     }
 
-    /// Removes `name` if it is still served by connection `stable_id`.
-    pub(crate) fn remove_if(&self, name: &str, stable_id: usize) -> bool {
+    /// The provider withdrew `name` (if connection `stable_id` still serves it).
+    pub(crate) fn unregister(&self, name: &str, stable_id: usize) -> bool {
         self.routes
             .remove_if(name, |_, r| r.conn.stable_id() == stable_id)
             .is_some()
+    }
+
+    /// Connection `stable_id` is gone: its names become offline until re-registered.
+    pub(crate) fn disconnect(&self, name: &str, stable_id: usize) -> bool {
+        let removed = self.unregister(name, stable_id);
+        if removed {
+            self.offline.insert(name.to_owned(), ());
+        }
+        removed
+    }
+
+    /// Whether `name`'s provider dropped without withdrawing it.
+    pub(crate) fn is_offline(&self, name: &str) -> bool {
+        self.offline.contains_key(name)
     }
 
     /// Number of names served by `peer` right now.

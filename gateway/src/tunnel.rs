@@ -198,7 +198,7 @@ async fn serve_tunnel(
                         Some(register(&shared, &conn, peer, &name, &mut owned))
                     }
                     Ok(Some(ControlMessage::Unregister { name })) => {
-                        if shared.registry.remove_if(&name, conn.stable_id()) {
+                        if shared.registry.unregister(&name, conn.stable_id()) {
                             info!(route = %name, "unregistered");
                         }
                         owned.retain(|n| *n != name);
@@ -240,7 +240,7 @@ async fn serve_tunnel(
         }
     }
     for name in &owned {
-        if shared.registry.remove_if(name, conn.stable_id()) {
+        if shared.registry.disconnect(name, conn.stable_id()) {
             info!(route = %name, "route offline");
         }
     }

@@ -81,6 +81,9 @@ enum Command {
         peer: PeerId,
         reply: oneshot::Sender<Option<PeerPath>>,
     },
+    Shutdown {
+        reply: oneshot::Sender<()>,
+    },
 }
 
 /// Handle to a running node.
@@ -210,6 +213,19 @@ impl Node {
         rx.await.map_err(|_| NodeError::Stopped)?
     }
 
+    /// Stops the node: connections and listeners are closed when this returns.
+    pub async fn shutdown(&self) {
+        let (reply, rx) = oneshot::channel();
+        if self
+            .commands
+            .send(Command::Shutdown { reply })
+            .await
+            .is_ok()
+        {
+            let _ = rx.await;
+        }
+    }
+
     /// How `peer` is reached right now, if connected.
     pub async fn path(&self, peer: PeerId) -> Option<PeerPath> {
         let (reply, rx) = oneshot::channel();
@@ -245,15 +261,21 @@ impl EventLoop {
     }
 
     async fn run(mut self) {
-        loop {
+        let done = loop {
             tokio::select! {
                 event = self.swarm.select_next_some() => self.on_event(event),
                 cmd = self.commands.recv() => match cmd {
+                    Some(Command::Shutdown { reply }) => break Some(reply),
                     Some(cmd) => self.on_command(cmd),
                     // Every handle is gone: stop.
-                    None => return,
+                    None => break None,
                 },
             }
+        };
+        // Dropping the swarm closes its listeners and connections.
+        drop(self);
+        if let Some(reply) = done {
+            let _ = reply.send(());
         }
     }
 
@@ -281,6 +303,7 @@ impl EventLoop {
             Command::Path { peer, reply } => {
                 let _ = reply.send(self.paths.get(&peer).cloned());
             }
+            Command::Shutdown { .. } => unreachable!("handled by the event loop"),
         }
     }
 

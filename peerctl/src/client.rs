@@ -108,17 +108,6 @@ impl Client {
 
     /// Sends `request` signed for the provider; returns the stream to read the answers from.
     pub async fn send(&self, request: &Request) -> Result<Framed, CliError> {
-        let mut control = self.node.control();
-        let stream = control
-            .open_stream(self.provider, control_protocol())
-            .await
-            .map_err(|e| {
-                CliError::new(
-                    Kind::Unreachable,
-                    format!("cannot open a control stream: {e}"),
-                )
-            })?;
-        let mut framed = Framed::new(stream);
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
@@ -130,6 +119,27 @@ impl Client {
             now,
         )
         .map_err(|e| CliError::new(Kind::BadRequest, e.to_string()))?;
+        self.send_envelope(envelope).await
+    }
+
+    /// Our identity (to sign envelopes by hand, e.g. in tests of the provider's checks).
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
+    /// Sends an already signed envelope as is.
+    pub async fn send_envelope(&self, envelope: SignedEnvelope) -> Result<Framed, CliError> {
+        let mut control = self.node.control();
+        let stream = control
+            .open_stream(self.provider, control_protocol())
+            .await
+            .map_err(|e| {
+                CliError::new(
+                    Kind::Unreachable,
+                    format!("cannot open a control stream: {e}"),
+                )
+            })?;
+        let mut framed = Framed::new(stream);
         framed
             .write(&ControlPlaneMessage::Signed(envelope))
             .await

@@ -176,6 +176,7 @@ impl Daemon {
     pub async fn shutdown(mut self) {
         let _ = self.stop.send(true);
         self.control_task.abort();
+        self._node.shutdown().await;
         if let Some(task) = self.tunnel_task.take() {
             let _ = task.await;
         }

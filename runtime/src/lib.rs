@@ -20,6 +20,7 @@
 //! let runtime = DockerRuntime::connect().await?;
 //! let spec = ContainerSpec {
 //!     deployment_id: "d41d8cd98f00".into(),
+//!     provider: "12D3KooWLocalProviderPeerIdGoesHere".into(),
 //!     owner: "12D3KooWGzBsgmrnAYwPJ4pBaEacvYeWrPWR9d2rSdnh6NPEtbTL".into(),
 //!     name: "blog".into(),
 //!     image: "nginx:1.27".into(),
@@ -74,8 +75,8 @@ pub use quantity::{QuantityError, format_cpu, format_memory, parse_cpu, parse_me
 pub use ready::{READY_LOG_LINES, ReadyError};
 pub use sandbox::{PUBLISH_IP, SandboxPolicy};
 pub use spec::{
-    ContainerSpec, LABEL_DEPLOYMENT, LABEL_MANAGED, LABEL_NAME, LABEL_OWNER, MAX_ENV_BYTES,
-    MAX_ENV_VARS, MIN_MEMORY_BYTES, SpecError,
+    ContainerSpec, LABEL_DEPLOYMENT, LABEL_MANAGED, LABEL_NAME, LABEL_OWNER, LABEL_PROVIDER,
+    MAX_ENV_BYTES, MAX_ENV_VARS, MIN_MEMORY_BYTES, SpecError,
 };
 pub use status::{ContainerState, ContainerStatus, DeploymentLabels, ManagedContainer};
 pub use usage::ResourceUsage;

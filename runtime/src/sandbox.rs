@@ -14,7 +14,9 @@ use bollard::models::{
     RestartPolicyNameEnum,
 };
 
-use crate::spec::{ContainerSpec, LABEL_DEPLOYMENT, LABEL_MANAGED, LABEL_NAME, LABEL_OWNER};
+use crate::spec::{
+    ContainerSpec, LABEL_DEPLOYMENT, LABEL_MANAGED, LABEL_NAME, LABEL_OWNER, LABEL_PROVIDER,
+};
 
 /// The address container ports are published on.
 pub const PUBLISH_IP: &str = "127.0.0.1";
@@ -51,6 +53,7 @@ pub(crate) fn labels(spec: &ContainerSpec) -> HashMap<String, String> {
     HashMap::from([
         (LABEL_DEPLOYMENT.to_owned(), spec.deployment_id.clone()),
         (LABEL_OWNER.to_owned(), spec.owner.clone()),
+        (LABEL_PROVIDER.to_owned(), spec.provider.clone()),
         (LABEL_NAME.to_owned(), spec.name.clone()),
         (LABEL_MANAGED.to_owned(), "true".to_owned()),
     ])
@@ -121,6 +124,7 @@ mod tests {
         ContainerSpec {
             deployment_id: "dep1".into(),
             owner: "12D3KooWabc".into(),
+            provider: "12D3KooWProviderForTests".to_owned(),
             name: "blog".into(),
             image: "nginx:1.27".into(),
             port: 8080,

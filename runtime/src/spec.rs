@@ -12,6 +12,9 @@ pub const LABEL_OWNER: &str = "peercompute.owner";
 pub const LABEL_NAME: &str = "peercompute.name";
 /// Label set to `true` on every container this runtime creates.
 pub const LABEL_MANAGED: &str = "peercompute.managed";
+/// Label: peer id of the provider daemon that runs the container (several daemons may share
+/// one engine; each reconciles only its own containers).
+pub const LABEL_PROVIDER: &str = "peercompute.provider";
 
 /// Most environment variables a container may receive.
 pub const MAX_ENV_VARS: usize = 128;
@@ -26,6 +29,8 @@ pub struct ContainerSpec {
     /// Deployment id: 1–64 characters of `[A-Za-z0-9_.-]`, starting with a letter or digit.
     pub deployment_id: String,
     /// The owner's peer id (`12D3KooW…`).
+    /// Peer id of the provider daemon running it.
+    pub provider: String,
     pub owner: String,
     /// Route name, a DNS label `[a-z0-9-]{1,63}`.
     pub name: String,
@@ -179,6 +184,7 @@ mod tests {
         ContainerSpec {
             deployment_id: "d0f1e2d3c4b5a697".into(),
             owner: "12D3KooWGzBsgmrnAYwPJ4pBaEacvYeWrPWR9d2rSdnh6NPEtbTL".into(),
+            provider: "12D3KooWProviderForTests".to_owned(),
             name: "blog".into(),
             image: "nginx:1.27".into(),
             port: 80,

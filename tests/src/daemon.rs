@@ -12,6 +12,9 @@ use crate::gateway::TestGateway;
 /// A running `peercomputed` (library), listening on 127.0.0.1 with mDNS off.
 #[derive(Debug)]
 pub struct TestDaemon {
+    /// Removes every container this daemon ran when the test ends (declared first: dropped
+    /// after the daemon stopped).
+    _cleanup: peercompute_runtime::testsupport::Cleanup,
     pub home: tempfile::TempDir,
     pub peer_id: PeerId,
     pub daemon: Option<Daemon>,
@@ -34,8 +37,20 @@ impl TestDaemon {
             host: gw.tunnel.ip().to_string(),
             port: gw.tunnel.port(),
         };
-        let daemon = Self::launch(home.path().to_path_buf(), gateway.clone(), limits).await;
+        let daemon = Self::launch(
+            home.path().to_path_buf(),
+            gateway.clone(),
+            limits,
+            "/ip4/127.0.0.1/tcp/0",
+        )
+        .await;
+        let cleanup = peercompute_runtime::testsupport::Cleanup::new();
+        cleanup.containers_labelled(
+            peercompute_runtime::LABEL_PROVIDER,
+            &daemon.peer_id.to_string(),
+        );
         Self {
+            _cleanup: cleanup,
             peer_id: daemon.peer_id,
             home,
             daemon: Some(daemon),
@@ -44,10 +59,10 @@ impl TestDaemon {
         }
     }
 
-    async fn launch(home: PathBuf, gateway: GatewaySpec, limits: Limits) -> Daemon {
+    async fn launch(home: PathBuf, gateway: GatewaySpec, limits: Limits, listen: &str) -> Daemon {
         let mut config = ProviderConfig::new(home);
         config.gateway = Some(gateway);
-        config.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().expect("multiaddr")];
+        config.listen = vec![listen.parse().expect("multiaddr")];
         config.mdns = false;
         config.deploy.limits = limits;
         config.deploy.ready_timeout = Duration::from_secs(20);
@@ -81,17 +96,15 @@ impl TestDaemon {
             .expect("trust client");
     }
 
-    /// Graceful stop then start again with the same home (containers keep running).
+    /// Graceful stop then start again with the same home and control-plane address
+    /// (containers keep running).
     pub async fn restart(&mut self) {
+        let addr = self.addr();
         if let Some(d) = self.daemon.take() {
             d.shutdown().await;
         }
-        let daemon = Self::launch(
-            self.home.path().to_path_buf(),
-            self.gateway.clone(),
-            self.limits,
-        )
-        .await;
+        let home = self.home.path().to_path_buf();
+        let daemon = Self::launch(home, self.gateway.clone(), self.limits, &addr).await;
         self.daemon = Some(daemon);
     }
 }

@@ -191,11 +191,7 @@ async fn deploy_with_peerctl_serves_the_url_then_stop_withdraws_it() {
         .send()
         .await
         .expect("GET after stop");
-    assert_eq!(
-        resp.status(),
-        502,
-        "name still owned, provider route withdrawn"
-    );
+    assert_eq!(resp.status(), 404, "route withdrawn: the URL answers 404");
     let runtime = DockerRuntime::connect().await.expect("docker");
     assert!(
         runtime.status(&container.id).await.is_err(),

@@ -99,7 +99,7 @@ async fn route_request(
         return resp;
     }
     let Some(route) = shared.registry.lookup(&name) else {
-        return if shared.names.is_owned(&name) {
+        return if shared.registry.is_offline(&name) {
             text(
                 StatusCode::BAD_GATEWAY,
                 format!("the provider serving {host} is offline\n"),

@@ -193,6 +193,7 @@ impl Deployments {
         );
         let spec = ContainerSpec {
             deployment_id: id.to_owned(),
+            provider: self.me.to_string(),
             owner: owner.to_string(),
             name: name.to_owned(),
             image: req.image.clone(),

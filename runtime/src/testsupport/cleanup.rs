@@ -5,7 +5,9 @@
 use std::sync::Mutex;
 
 use bollard::Docker;
-use bollard::query_parameters::{RemoveContainerOptions, RemoveImageOptions};
+use bollard::query_parameters::{
+    ListContainersOptions, RemoveContainerOptions, RemoveImageOptions,
+};
 
 /// Removes registered containers, then images, on drop. Removal runs on its own thread and
 /// runtime, so it works from inside an async test and during a panic.
@@ -13,6 +15,7 @@ use bollard::query_parameters::{RemoveContainerOptions, RemoveImageOptions};
 pub struct Cleanup {
     containers: Mutex<Vec<String>>,
     images: Mutex<Vec<String>>,
+    labels: Mutex<Vec<String>>,
 }
 
 impl Cleanup {
@@ -30,6 +33,12 @@ impl Cleanup {
     pub fn image(&self, image: &str) {
         lock(&self.images).push(image.to_owned());
     }
+
+    /// Removes, on drop, every container carrying label `key=value` (e.g. all containers of
+    /// one provider daemon, whatever deployments it made).
+    pub fn containers_labelled(&self, key: &str, value: &str) {
+        lock(&self.labels).push(format!("{key}={value}"));
+    }
 }
 
 fn lock(list: &Mutex<Vec<String>>) -> std::sync::MutexGuard<'_, Vec<String>> {
@@ -42,7 +51,8 @@ impl Drop for Cleanup {
     fn drop(&mut self) {
         let containers = std::mem::take(&mut *lock(&self.containers));
         let images = std::mem::take(&mut *lock(&self.images));
-        if containers.is_empty() && images.is_empty() {
+        let labels = std::mem::take(&mut *lock(&self.labels));
+        if containers.is_empty() && images.is_empty() && labels.is_empty() {
             return;
         }
         let worker = std::thread::spawn(move || {
@@ -56,7 +66,7 @@ impl Drop for Cleanup {
                     return;
                 }
             };
-            runtime.block_on(remove_all(containers, images));
+            runtime.block_on(remove_all(containers, images, labels));
         });
         if worker.join().is_err() {
             eprintln!("cleanup: the removal thread panicked");
@@ -64,7 +74,7 @@ impl Drop for Cleanup {
     }
 }
 
-async fn remove_all(containers: Vec<String>, images: Vec<String>) {
+async fn remove_all(mut containers: Vec<String>, images: Vec<String>, labels: Vec<String>) {
     let docker = match Docker::connect_with_defaults() {
         Ok(docker) => docker,
         Err(error) => {
@@ -74,6 +84,20 @@ async fn remove_all(containers: Vec<String>, images: Vec<String>) {
             return;
         }
     };
+    for label in labels {
+        let options = ListContainersOptions {
+            all: true,
+            filters: Some(std::collections::HashMap::from([(
+                "label".to_owned(),
+                vec![label.clone()],
+            )])),
+            ..Default::default()
+        };
+        match docker.list_containers(Some(options)).await {
+            Ok(found) => containers.extend(found.into_iter().filter_map(|c| c.id)),
+            Err(error) => eprintln!("cleanup: cannot list containers labelled {label}: {error}"),
+        }
+    }
     for container in &containers {
         let options = RemoveContainerOptions {
             force: true,

@@ -127,6 +127,7 @@ impl Fixture {
         ContainerSpec {
             deployment_id: name.clone(),
             owner: OWNER.to_owned(),
+            provider: "12D3KooWProviderForTests".to_owned(),
             name,
             image: self.image.clone(),
             port: PORT,

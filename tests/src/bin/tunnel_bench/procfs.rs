@@ -89,6 +89,24 @@ pub(crate) fn cpu_time(pid: u32) -> Option<Duration> {
     ))
 }
 
+/// Busy CPU time of the whole machine so far (all cores, all processes): the `cpu` line of
+/// `/proc/stat` minus idle and iowait.
+fn machine_busy() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let ticks: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal (guest time is already in user).
+    let total: u64 = ticks.iter().take(8).sum();
+    let idle = ticks.get(3)? + ticks.get(4)?;
+    Some(Duration::from_secs_f64(
+        total.saturating_sub(idle) as f64 / clock_ticks() as f64,
+    ))
+}
+
 /// A process watched for CPU use.
 #[derive(Debug, Clone)]
 pub(crate) struct Watched {
@@ -96,11 +114,13 @@ pub(crate) struct Watched {
     pub(crate) pid: u32,
 }
 
-/// CPU used by each watched process over a phase, in % of one core.
+/// CPU used by each watched process over a phase, in % of one core, and by the whole
+/// machine (so what other processes took is visible).
 #[derive(Debug)]
 pub(crate) struct CpuMeter {
     start: Instant,
     before: Vec<(Watched, Option<Duration>)>,
+    machine_before: Option<Duration>,
 }
 
 impl CpuMeter {
@@ -111,19 +131,29 @@ impl CpuMeter {
                 .iter()
                 .map(|w| (w.clone(), cpu_time(w.pid)))
                 .collect(),
+            machine_before: machine_busy(),
         }
     }
 
-    /// `(label, percent of one core)` for every process still readable.
+    /// `(label, percent of one core)` for every process still readable, then `machine`.
     pub(crate) fn stop(self) -> Vec<(String, f64)> {
-        let wall = self.start.elapsed().as_secs_f64();
-        self.before
+        let wall = self.start.elapsed().as_secs_f64().max(1e-9);
+        let pct = |d: Duration| 100.0 * d.as_secs_f64() / wall;
+        let mut out: Vec<(String, f64)> = self
+            .before
             .into_iter()
             .filter_map(|(w, before)| {
                 let used = cpu_time(w.pid)?.checked_sub(before?)?;
-                Some((w.label, 100.0 * used.as_secs_f64() / wall.max(1e-9)))
+                Some((w.label, pct(used)))
             })
-            .collect()
+            .collect();
+        if let Some(used) = machine_busy()
+            .zip(self.machine_before)
+            .and_then(|(now, before)| now.checked_sub(before))
+        {
+            out.push(("machine (all processes)".into(), pct(used)));
+        }
+        out
     }
 }
 
@@ -137,6 +167,7 @@ mod tests {
         let mem = memory(me).expect("own status");
         assert!(mem.rss_kib > 0 && mem.hwm_kib >= mem.rss_kib, "{mem:?}");
         assert!(cpu_time(me).is_some());
+        assert!(machine_busy().is_some());
         assert!(machine().nproc > 0);
     }
 
