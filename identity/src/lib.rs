@@ -11,11 +11,14 @@
 //!   certificate — any key on the gateway side (the allowlist decides afterwards), one pinned
 //!   peer id on the provider side.
 //! - [`fsutil`]: atomic file writes shared by everything that persists state.
+//! - [`trust`]: the trusted peers file `<home>/trusted_peers.json` — [`TrustStore`] edits it,
+//!   [`TrustWatcher`] gives a daemon a live view that follows edits without a restart.
 
 mod cert;
 mod fsutil;
 mod home;
 mod key;
+mod trust;
 mod verify;
 
 pub use cert::{CertError, peer_id_from_cert, self_signed_cert};
@@ -23,6 +26,8 @@ pub use fsutil::write_atomic;
 pub use home::{HOME_ENV, resolve_home};
 pub use key::{Identity, IdentityError, KEY_FILE};
 pub use libp2p_identity::PeerId;
+pub use multiaddr::Multiaddr;
+pub use trust::{AddOutcome, TRUST_FILE, TrustError, TrustStore, TrustWatcher, TrustedPeer};
 pub use verify::{AnyEd25519ClientVerifier, PinnedPeerServerVerifier};
 
 /// Parses a textual peer id, with an error message a person can act on.

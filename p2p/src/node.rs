@@ -342,14 +342,12 @@ impl EventLoop {
                 peer_id: Some(peer),
                 error,
                 ..
-            } => {
-                if !self.swarm.is_connected(&peer) {
-                    for reply in self.pending.remove(&peer).unwrap_or_default() {
-                        let _ = reply.send(Err(NodeError::Dial {
-                            peer,
-                            reason: error.to_string(),
-                        }));
-                    }
+            } if !self.swarm.is_connected(&peer) => {
+                for reply in self.pending.remove(&peer).unwrap_or_default() {
+                    let _ = reply.send(Err(NodeError::Dial {
+                        peer,
+                        reason: error.to_string(),
+                    }));
                 }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(found))) => {

@@ -29,35 +29,38 @@ enum Command {
     /// Print this provider's peer id.
     Id,
     /// Connect to the gateway and serve until SIGTERM / Ctrl-C.
-    Run {
-        /// Gateway tunnel address; with PEERID@ the gateway's key is pinned.
-        #[arg(long, value_name = "[PEERID@]HOST:PORT")]
-        gateway: Option<GatewaySpec>,
-        /// CA bundle that signs the gateway's certificate (when not pinning its peer id).
-        #[arg(long, value_name = "FILE")]
-        gateway_ca: Option<PathBuf>,
-        /// Publish an existing local TCP service under NAME (repeatable).
-        #[arg(long, value_name = "NAME=HOST:PORT")]
-        expose: Vec<Expose>,
-        /// libp2p control-plane listen address (repeatable) [default: /ip4/0.0.0.0/tcp/9000].
-        #[arg(long, value_name = "MULTIADDR")]
-        listen: Vec<peercompute_p2p::Multiaddr>,
-        /// Do not announce or discover peers on the LAN with mDNS.
-        #[arg(long)]
-        no_mdns: bool,
-        /// CPU for all deployments together: millicores (4000) or cores (4, 0.5) [default: 4000].
-        #[arg(long, value_parser = peercompute_runtime::parse_cpu)]
-        max_cpu: Option<u32>,
-        /// Memory for all deployments together, e.g. 4GB, 512M, 1GiB [default: 4GB].
-        #[arg(long, value_parser = peercompute_runtime::parse_memory)]
-        max_memory: Option<u64>,
-        /// Number of deployments at the same time [default: 10].
-        #[arg(long)]
-        max_deploys: Option<u32>,
-        /// How long a container may take to accept connections, e.g. 60s [default: 60s].
-        #[arg(long, value_parser = humantime::parse_duration)]
-        ready_timeout: Option<std::time::Duration>,
-    },
+    Run(Box<RunArgs>),
+}
+
+#[derive(clap::Args, Debug)]
+struct RunArgs {
+    /// Gateway tunnel address; with PEERID@ the gateway's key is pinned.
+    #[arg(long, value_name = "[PEERID@]HOST:PORT")]
+    gateway: Option<GatewaySpec>,
+    /// CA bundle that signs the gateway's certificate (when not pinning its peer id).
+    #[arg(long, value_name = "FILE")]
+    gateway_ca: Option<PathBuf>,
+    /// Publish an existing local TCP service under NAME (repeatable).
+    #[arg(long, value_name = "NAME=HOST:PORT")]
+    expose: Vec<Expose>,
+    /// libp2p control-plane listen address (repeatable) [default: /ip4/0.0.0.0/tcp/9000].
+    #[arg(long, value_name = "MULTIADDR")]
+    listen: Vec<peercompute_p2p::Multiaddr>,
+    /// Do not announce or discover peers on the LAN with mDNS.
+    #[arg(long)]
+    no_mdns: bool,
+    /// CPU for all deployments together: millicores (4000) or cores (4, 0.5) [default: 4000].
+    #[arg(long, value_parser = peercompute_runtime::parse_cpu)]
+    max_cpu: Option<u32>,
+    /// Memory for all deployments together, e.g. 4GB, 512M, 1GiB [default: 4GB].
+    #[arg(long, value_parser = peercompute_runtime::parse_memory)]
+    max_memory: Option<u64>,
+    /// Number of deployments at the same time [default: 10].
+    #[arg(long)]
+    max_deploys: Option<u32>,
+    /// How long a container may take to accept connections, e.g. 60s [default: 60s].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    ready_timeout: Option<std::time::Duration>,
 }
 
 fn main() -> ExitCode {
@@ -101,17 +104,18 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
             println!("{}", identity.peer_id());
             Ok(())
         }
-        Command::Run {
-            gateway,
-            gateway_ca,
-            expose,
-            listen,
-            no_mdns,
-            max_cpu,
-            max_memory,
-            max_deploys,
-            ready_timeout,
-        } => {
+        Command::Run(args) => {
+            let RunArgs {
+                gateway,
+                gateway_ca,
+                expose,
+                listen,
+                no_mdns,
+                max_cpu,
+                max_memory,
+                max_deploys,
+                ready_timeout,
+            } = *args;
             let mut config = ProviderConfig::new(home);
             config.gateway = gateway;
             config.gateway_ca = gateway_ca;

@@ -33,9 +33,13 @@
 //! - [`stream`]: the data stream header codec.
 //! - [`name`]: the route-name rules (DNS labels).
 //! - [`wire`]: the primitive readers and writers both codecs share.
+//! - [`control_plane`]: the libp2p control plane between peerctl and a provider
+//!   (`/peercompute/control/1`): JSON messages in `type | length | JSON` frames, signed
+//!   requests ([`SignedEnvelope`]) and the [`ReplayGuard`].
 //! - `io` (feature `tokio`): thin async adapters that feed socket bytes to the codecs.
 
 mod control;
+mod control_plane;
 #[cfg(feature = "tokio")]
 mod io;
 mod name;
@@ -45,8 +49,21 @@ mod wire;
 pub use control::{
     ControlMessage, GoAwayCode, MAX_CONTROL_FRAME, RefuseCode, decode_control, encode_control,
 };
+pub use control_plane::{
+    CONTROL_PLANE_PROTOCOL, ControlPlaneDecodeError, ControlPlaneEncodeError, ControlPlaneMessage,
+    DEFAULT_MAX_SKEW_SECS, DEFAULT_REPLAY_CAPACITY, DeployProgress, DeployRequest, DeployResponse,
+    DeployStage, DeploymentState, DeploymentSummary, EnvVar, ErrorCode, ErrorResponse,
+    InvalidMessage, ListRequest, ListResponse, LogEntry, LogStream, LogsEnd, LogsRequest,
+    MAX_CONTROL_PLANE_FRAME, MAX_DEPLOYMENT_ID, MAX_ENV_BYTES, MAX_ENV_VARS, MAX_IMAGE_REF,
+    MAX_LOG_TAIL, MAX_SIGNED_PAYLOAD, MessageType, Nonce, ReplayError, ReplayGuard, Request,
+    SIGNATURE_DOMAIN, SignedEnvelope, StatusRequest, StatusResponse, StopRequest, StopResponse,
+    VerifyError, decode_control_plane, decode_request, encode_control_plane, encode_request,
+    signing_message, validate_deployment_id, validate_image_ref,
+};
 #[cfg(feature = "tokio")]
 pub use io::{ControlReader, IoError, bind_udp, read_stream_header, write_control};
+/// The peer id type of signed envelopes (`libp2p-identity`'s, re-exported).
+pub use libp2p_identity::PeerId;
 pub use name::{NameError, validate_name};
 pub use stream::{MAX_STREAM_HEADER, StreamHeader, StreamKind, decode_stream_header};
 pub use wire::{DecodeError, EncodeError};

@@ -14,6 +14,9 @@ pub mod checks;
 
 use checks::{End, Report, check_control_frames, check_stream_headers};
 
+#[path = "../fuzz/src/control_plane.rs"]
+pub mod control_plane_checks;
+
 /// Every file of `fuzz/corpus/<target>/`, sorted; fails when there are none.
 fn corpus(target: &str) -> Vec<(String, Vec<u8>)> {
     let dir: PathBuf = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -182,4 +185,22 @@ fn stream_header_corpus() {
         ("missing-port", refused(0, DecodeError::Truncated("port"))),
     ];
     replay("stream_header", check_stream_headers, &seeds);
+}
+
+/// The control-plane corpus; its seeds' outcomes are pinned in `tests/control_plane_props.rs`.
+#[test]
+fn control_plane_frame_corpus() {
+    let files = corpus("control_plane_frame");
+    let failures: Vec<String> = files
+        .iter()
+        .filter(|(_, data)| {
+            catch_unwind(|| control_plane_checks::check_control_plane(data)).is_err()
+        })
+        .map(|(name, _)| name.clone())
+        .collect();
+    assert!(
+        failures.is_empty(),
+        "control_plane_frame corpus inputs broke a property: {failures:?}"
+    );
+    println!("control_plane_frame: replayed {} corpus files", files.len());
 }

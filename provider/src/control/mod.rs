@@ -66,11 +66,7 @@ pub(crate) async fn serve(node: Node, ctx: Arc<ControlContext>) {
 }
 
 async fn handle(peer: PeerId, mut framed: Framed, ctx: &ControlContext) {
-    let answer = match respond(peer, &mut framed, ctx).await {
-        Ok(()) => None,
-        Err(e) => Some(e),
-    };
-    if let Some(e) = answer {
+    if let Err(e) = respond(peer, &mut framed, ctx).await {
         info!(code = ?e.code, "refused: {}", e.message);
         let _ = framed.write(&ControlPlaneMessage::Error(e)).await;
     }

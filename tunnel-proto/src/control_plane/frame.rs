@@ -50,7 +50,8 @@ pub enum MessageType {
 }
 
 impl MessageType {
-    const ALL: [Self; 14] = [
+    /// Every type, in wire order.
+    pub const ALL: [Self; 14] = [
         Self::Signed,
         Self::DeployRequest,
         Self::StopRequest,

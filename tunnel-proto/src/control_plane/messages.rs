@@ -2,6 +2,8 @@
 //! refuses duplicate ones), so what a peer can ask for is exactly what is written here: there
 //! is no field for privileged mode, capabilities, mounts, devices, namespaces, sysctls, a user
 //! or a working directory. Optional fields may be absent or `null`; times are unix seconds.
+//! (serde also accepts a struct written as a JSON array of its fields in order; an array
+//! cannot carry more elements than the struct has fields, so it widens nothing.)
 //! The rules beyond types (image syntax, names, env limits) are in `validate`.
 
 use std::fmt;
@@ -24,7 +26,10 @@ impl fmt::Debug for EnvVar {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("EnvVar")
             .field("key", &self.key)
-            .field("value", &format_args!("<{} bytes redacted>", self.value.len()))
+            .field(
+                "value",
+                &format_args!("<{} bytes redacted>", self.value.len()),
+            )
             .finish()
     }
 }

@@ -3,17 +3,17 @@
 //! every request signed by the client's key.
 //!
 //! ```text
-//!  frame:    type: u8 | length: u32 BE | JSON body (length bytes, at most MAX_CONTROL_PLANE_FRAME)
+//!  frame: type: u8 | length: u32 BE | JSON body (at most MAX_CONTROL_PLANE_FRAME bytes)
 //!
-//!  peerctl (libp2p client)                                    peercomputed (provider)
+//!  peerctl (libp2p client)                               peercomputed (provider)
 //!   │ Signed{provider,nonce,timestamp,payload,signature} ─▶ verify: signer = Noise peer id,
-//!   │        payload = one request frame:                   provider = me, |now-ts| ≤ 5 min,
-//!   │        DeployRequest | StopRequest | StatusRequest    nonce unseen, verify_strict
-//!   │        | ListRequest | LogsRequest                                                    │
-//!   │                         ◀─ DeployProgress* (pulling / starting / waiting / registering)
-//!   │                         ◀─ DeployResponse | StopResponse | StatusResponse | ListResponse
-//!   │                         ◀─ LogEntry* LogsEnd
-//!   │                         ◀─ Error{code,message}   (instead of any answer)
+//!   │   payload = one request frame:                       provider = me, |now-ts| ≤ 5 min,
+//!   │   DeployRequest | StopRequest | StatusRequest        nonce unseen, verify_strict
+//!   │   | ListRequest | LogsRequest
+//!   │                    ◀─ DeployProgress* (pulling / starting / waiting / registering)
+//!   │                    ◀─ DeployResponse | StopResponse | StatusResponse | ListResponse
+//!   │                    ◀─ LogEntry* LogsEnd
+//!   │                    ◀─ Error{code,message}   (instead of any answer)
 //! ```
 //!
 //! Requests never travel bare: on the stream they are refused as soon as their type byte is
@@ -41,9 +41,9 @@ pub use frame::{
     encode_control_plane, encode_request,
 };
 pub use messages::{
-    DeployProgress, DeployRequest, DeployResponse, DeployStage, DeploymentState,
-    DeploymentSummary, EnvVar, ErrorCode, ErrorResponse, ListRequest, ListResponse, LogEntry,
-    LogStream, LogsEnd, LogsRequest, StatusRequest, StatusResponse, StopRequest, StopResponse,
+    DeployProgress, DeployRequest, DeployResponse, DeployStage, DeploymentState, DeploymentSummary,
+    EnvVar, ErrorCode, ErrorResponse, ListRequest, ListResponse, LogEntry, LogStream, LogsEnd,
+    LogsRequest, StatusRequest, StatusResponse, StopRequest, StopResponse,
 };
 pub use replay::{DEFAULT_MAX_SKEW_SECS, DEFAULT_REPLAY_CAPACITY, ReplayError, ReplayGuard};
 pub use signing::{

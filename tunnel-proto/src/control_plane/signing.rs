@@ -125,7 +125,10 @@ impl fmt::Debug for SignedEnvelope {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum VerifyError {
     #[error("the request is addressed to provider {got}, this is {expected}")]
-    WrongProvider { expected: PeerId, got: PeerId },
+    WrongProvider {
+        expected: Box<PeerId>,
+        got: Box<PeerId>,
+    },
     #[error(transparent)]
     Replay(#[from] ReplayError),
     #[error("peer {0} has no Ed25519 key in its id, so its requests cannot be verified")]
@@ -157,8 +160,16 @@ impl VerifyError {
 
 /// The bytes a client signs (see the module docs): every field length-prefixed with a u32 BE.
 /// `payload` must not be empty; its first byte is the message type.
-pub fn signing_message(provider: &PeerId, nonce: &Nonce, timestamp: u64, payload: &[u8]) -> Vec<u8> {
-    let ty = payload.first().map(std::slice::from_ref).unwrap_or_default();
+pub fn signing_message(
+    provider: &PeerId,
+    nonce: &Nonce,
+    timestamp: u64,
+    payload: &[u8],
+) -> Vec<u8> {
+    let ty = payload
+        .first()
+        .map(std::slice::from_ref)
+        .unwrap_or_default();
     let provider = provider.to_bytes();
     let fields: [&[u8]; 6] = [
         SIGNATURE_DOMAIN,
@@ -222,8 +233,8 @@ impl SignedEnvelope {
     ) -> Result<Request, VerifyError> {
         if self.provider != *me {
             return Err(VerifyError::WrongProvider {
-                expected: *me,
-                got: self.provider,
+                expected: Box::new(*me),
+                got: Box::new(self.provider),
             });
         }
         if self.payload.is_empty() || self.payload.len() > MAX_SIGNED_PAYLOAD {
@@ -294,9 +305,7 @@ impl TryFrom<WireEnvelope> for SignedEnvelope {
         let nonce = wire.nonce.parse::<Nonce>()?;
         // Checked on the text length, before decoding allocates.
         if wire.payload.len() > MAX_SIGNED_PAYLOAD.div_ceil(3) * 4 {
-            return Err(format!(
-                "payload is larger than {MAX_SIGNED_PAYLOAD} bytes"
-            ));
+            return Err(format!("payload is larger than {MAX_SIGNED_PAYLOAD} bytes"));
         }
         let payload = BASE64
             .decode(&wire.payload)

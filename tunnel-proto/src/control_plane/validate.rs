@@ -78,20 +78,16 @@ fn image_problem(image: &str) -> Option<&'static str> {
         Some((rest, digest)) => (rest, Some(digest)),
         None => (image, None),
     };
-    if let Some(digest) = digest {
-        if !digest_ok(digest) {
-            return Some("the digest is not `algorithm:hex` with at least 32 hex digits");
-        }
+    if digest.is_some_and(|d| !digest_ok(d)) {
+        return Some("the digest is not `algorithm:hex` with at least 32 hex digits");
     }
     let last_slash = rest.rfind('/').map_or(0, |i| i + 1);
     let (name, tag) = match rest[last_slash..].rfind(':') {
         Some(i) => (&rest[..last_slash + i], Some(&rest[last_slash + i + 1..])),
         None => (rest, None),
     };
-    if let Some(tag) = tag {
-        if !tag_ok(tag) {
-            return Some("the tag is not [A-Za-z0-9_][A-Za-z0-9_.-]{0,127}");
-        }
+    if tag.is_some_and(|t| !tag_ok(t)) {
+        return Some("the tag is not [A-Za-z0-9_][A-Za-z0-9_.-]{0,127}");
     }
     if name.is_empty() {
         return Some("the name is empty");
@@ -172,7 +168,8 @@ fn host_ok(host: &str) -> bool {
         }
     };
     if let Some(port) = port {
-        let digits = !port.is_empty() && port.len() <= 5 && port.bytes().all(|b| b.is_ascii_digit());
+        let digits =
+            !port.is_empty() && port.len() <= 5 && port.bytes().all(|b| b.is_ascii_digit());
         if !digits || port.parse::<u16>().is_err() {
             return false;
         }
@@ -192,10 +189,13 @@ fn domain_component_ok(c: &str) -> bool {
 
 fn tag_ok(tag: &str) -> bool {
     let b = tag.as_bytes();
-    let first_ok = b.first().is_some_and(|f| f.is_ascii_alphanumeric() || *f == b'_');
+    let first_ok = b
+        .first()
+        .is_some_and(|f| f.is_ascii_alphanumeric() || *f == b'_');
     first_ok
         && b.len() <= 128
-        && b.iter().all(|x| x.is_ascii_alphanumeric() || b"_.-".contains(x))
+        && b.iter()
+            .all(|x| x.is_ascii_alphanumeric() || b"_.-".contains(x))
 }
 
 /// `algorithm:hex`, algorithm = `[A-Za-z][A-Za-z0-9]*` components joined by `+ . _ -`.
@@ -285,7 +285,10 @@ pub(super) fn validate_tail(tail: Option<u32>) -> Result<(), InvalidMessage> {
     }
 }
 
-pub(super) fn validate_finite(field: &'static str, value: Option<f64>) -> Result<(), InvalidMessage> {
+pub(super) fn validate_finite(
+    field: &'static str,
+    value: Option<f64>,
+) -> Result<(), InvalidMessage> {
     match value {
         Some(v) if !v.is_finite() => Err(InvalidMessage::NotFinite(field)),
         _ => Ok(()),
@@ -346,7 +349,10 @@ mod tests {
             "émoji/app",
         ];
         for image in bad {
-            assert!(validate_image_ref(image).is_err(), "{image:?} must be refused");
+            assert!(
+                validate_image_ref(image).is_err(),
+                "{image:?} must be refused"
+            );
         }
         let long_tag = format!("app:{}", "t".repeat(129));
         assert!(validate_image_ref(&long_tag).is_err());
@@ -362,7 +368,16 @@ mod tests {
         for id in ["a", "blog", "d-1a2b3c", "ID_9.x", &"x".repeat(128)] {
             assert_eq!(validate_deployment_id(id), Ok(()), "{id}");
         }
-        for id in ["", "-x", ".x", "../etc", "a/b", "a b", "x\n", &"x".repeat(129)] {
+        for id in [
+            "",
+            "-x",
+            ".x",
+            "../etc",
+            "a/b",
+            "a b",
+            "x\n",
+            &"x".repeat(129),
+        ] {
             assert!(validate_deployment_id(id).is_err(), "{id:?}");
         }
     }
