@@ -198,11 +198,7 @@ impl Deployments {
             name: name.to_owned(),
             image: req.image.clone(),
             port: req.port,
-            env: req
-                .env
-                .iter()
-                .map(|e| (e.key.clone(), e.value.clone()))
-                .collect(),
+            env: deployment_env(req, &self.me, id, name),
             cpu_millis: resources.cpu_millis,
             memory_bytes: resources.memory_bytes,
         };
@@ -287,6 +283,25 @@ impl Deployments {
             status: DeploymentState::Running,
         })
     }
+}
+
+/// The request's environment plus what the app may want to show about where it runs
+/// (`PEERCOMPUTE_PROVIDER`, `PEERCOMPUTE_DEPLOYMENT`, `PEERCOMPUTE_NAME`); a request cannot
+/// set these itself.
+fn deployment_env(req: &DeployRequest, me: &PeerId, id: &str, name: &str) -> Vec<(String, String)> {
+    let ours = [
+        ("PEERCOMPUTE_PROVIDER", me.to_string()),
+        ("PEERCOMPUTE_DEPLOYMENT", id.to_owned()),
+        ("PEERCOMPUTE_NAME", name.to_owned()),
+    ];
+    let mut env: Vec<(String, String)> = req
+        .env
+        .iter()
+        .filter(|e| !ours.iter().any(|(k, _)| *k == e.key))
+        .map(|e| (e.key.clone(), e.value.clone()))
+        .collect();
+    env.extend(ours.into_iter().map(|(k, v)| (k.to_owned(), v)));
+    env
 }
 
 fn image_error(e: ImageError) -> ErrorResponse {
