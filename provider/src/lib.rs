@@ -5,6 +5,7 @@
 //! QUIC tunnel it dials out to the gateway carries visitors' requests to the containers.
 //!
 //! - [`config`](crate::config): settings and the `[PEERID@]HOST:PORT` / `NAME=HOST:PORT` forms.
+//! - [`config_file`](crate::config_file): the TOML file of `run --config`, same keys as the flags.
 //! - [`control`](crate::control): the `/peercompute/control/1` server — trust, signature and
 //!   replay checks, dispatch, streamed progress and logs.
 //! - [`deploy`](crate::deploy): deployments — admission, image, sandboxed start, readiness,
@@ -15,6 +16,7 @@
 //! [`start_tunnel`] directly.
 
 mod config;
+mod config_file;
 mod control;
 mod deploy;
 mod tunnel;
@@ -31,6 +33,7 @@ use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
 pub use config::{Expose, GatewaySpec, ProviderConfig};
+pub use config_file::{ConfigFileError, ProviderFile};
 pub use control::ReplayStoreError;
 pub use deploy::{
     DEFAULT_CPU_MILLIS, DEFAULT_MEMORY_BYTES, DeploySettings, ReconcileReport, StateError,
@@ -154,7 +157,16 @@ impl Daemon {
             deployments,
             home_hint,
         });
-        let control_task = tokio::spawn(control::serve(node.clone(), ctx));
+        let control_task = tokio::spawn({
+            let (node, ctx) = (node.clone(), ctx.clone());
+            async move {
+                tokio::join!(
+                    control::serve(node, ctx.clone()),
+                    ctx.deployments
+                        .follow_ports(std::time::Duration::from_secs(3)),
+                );
+            }
+        });
         info!(
             ?listen_addrs,
             "control plane ready: clients add this provider with `peerctl peers add {me} --addr <listen address>`"

@@ -4,15 +4,15 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
-use peercompute_provider::{Expose, GatewaySpec, ProviderConfig};
+use clap::{CommandFactory, Parser, Subcommand};
+use peercompute_provider::{Expose, GatewaySpec, ProviderConfig, ProviderFile};
 
 #[derive(Parser, Debug)]
 #[command(
     name = "peercomputed",
     version,
     about = "Peer Compute provider: publishes local services (and, later, trusted peers' containers) through a gateway",
-    after_help = "Examples:\n  peercomputed init\n  peercomputed run --gateway 12D3KooW...@gw.example.com:8443\n  peercomputed run --gateway 12D3KooW...@gw.example.com:8443 --expose blog=127.0.0.1:8080 --max-memory 2GB\n\nTrust a client (on this machine): peerctl --home ~/.peercompute peers add CLIENT_PEER_ID"
+    after_help = "Examples:\n  peercomputed init\n  peercomputed run --gateway 12D3KooW...@gw.example.com:8443\n  peercomputed run --gateway 12D3KooW...@gw.example.com:8443 --expose blog=127.0.0.1:8080 --max-memory 2GB\n  peercomputed run --config /etc/peercompute/provider.toml\n  peercomputed completions bash > /etc/bash_completion.d/peercomputed\n\nTrust a client (on this machine): peerctl --home ~/.peercompute peers add CLIENT_PEER_ID"
 )]
 struct Cli {
     /// Home directory (identity, state) [default: $PEERCOMPUTE_HOME or ~/.peercompute].
@@ -30,10 +30,19 @@ enum Command {
     Id,
     /// Connect to the gateway and serve until SIGTERM / Ctrl-C.
     Run(Box<RunArgs>),
+    /// Print a shell completion script to stdout.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(clap::Args, Debug)]
 struct RunArgs {
+    /// TOML file with the same keys as these flags (flags win; a repeated flag replaces the
+    /// file's list).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
     /// Gateway tunnel address; with PEERID@ the gateway's key is pinned.
     #[arg(long, value_name = "[PEERID@]HOST:PORT")]
     gateway: Option<GatewaySpec>,
@@ -49,7 +58,7 @@ struct RunArgs {
     /// Do not announce or discover peers on the LAN with mDNS.
     #[arg(long)]
     no_mdns: bool,
-    /// CPU for all deployments together: millicores (4000) or cores (4, 0.5) [default: 4000].
+    /// CPU for all deployments together: millicores (4000m) or cores (4, 0.5) [default: 4].
     #[arg(long, value_parser = peercompute_runtime::parse_cpu)]
     max_cpu: Option<u32>,
     /// Memory for all deployments together, e.g. 4GB, 512M, 1GiB [default: 4GB].
@@ -73,6 +82,15 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    if let Command::Completions { shell } = cli.command {
+        clap_complete::generate(
+            shell,
+            &mut Cli::command(),
+            "peercomputed",
+            &mut std::io::stdout(),
+        );
+        return ExitCode::SUCCESS;
+    }
     let result = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt.block_on(async_main(cli)),
         Err(e) => Err(anyhow::Error::from(e).context("cannot start the async runtime")),
@@ -89,6 +107,7 @@ fn main() -> ExitCode {
 async fn async_main(cli: Cli) -> anyhow::Result<()> {
     let home = peercompute_identity::resolve_home(cli.home).map_err(anyhow::Error::msg)?;
     match cli.command {
+        Command::Completions { .. } => unreachable!("handled before the runtime starts"),
         Command::Init | Command::Id => {
             let (identity, created) = match cli.command {
                 Command::Init => peercompute_provider::identity(&home)?,
@@ -106,6 +125,7 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Run(args) => {
             let RunArgs {
+                config: config_file,
                 gateway,
                 gateway_ca,
                 expose,
@@ -117,13 +137,24 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
                 ready_timeout,
             } = *args;
             let mut config = ProviderConfig::new(home);
-            config.gateway = gateway;
-            config.gateway_ca = gateway_ca;
-            config.expose = expose;
+            if let Some(path) = &config_file {
+                ProviderFile::from_file(path)?.apply_to(&mut config);
+            }
+            if gateway.is_some() {
+                config.gateway = gateway;
+            }
+            if gateway_ca.is_some() {
+                config.gateway_ca = gateway_ca;
+            }
+            if !expose.is_empty() {
+                config.expose = expose;
+            }
             if !listen.is_empty() {
                 config.listen = listen;
             }
-            config.mdns = !no_mdns;
+            if no_mdns {
+                config.mdns = false;
+            }
             let limits = &mut config.deploy.limits;
             if let Some(v) = max_cpu {
                 limits.max_cpu_millis = v;

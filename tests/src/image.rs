@@ -10,6 +10,14 @@ pub const TEST_PORT: u16 = 8080;
 
 const ENTRY: &str = r#"#!/bin/busybox sh
 echo "container starting"
+if [ -n "$CRASH_ONCE" ] && [ ! -e /tmp/crashed ]; then
+    # Serve for a moment, then die: the restart policy brings it back on a new host port.
+    busybox httpd -f -vv -p 8080 -h /www &
+    sleep "$CRASH_ONCE"
+    busybox mkdir -p /tmp && echo > /tmp/crashed
+    echo "crashing on purpose"
+    exit 1
+fi
 exec busybox httpd -f -vv -p 8080 -h /www
 "#;
 

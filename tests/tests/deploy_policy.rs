@@ -343,3 +343,58 @@ async fn daemon_restart_readopts_running_deployment_without_redeploy() {
     assert_eq!(list.deployments.len(), 1);
     assert_eq!(list.deployments[0].id, deployed.id);
 }
+
+#[tokio::test]
+async fn route_follows_a_container_restarted_on_a_new_port() {
+    let (gw, daemon, image) = world(Limits::default()).await;
+    let client = TestClient::new();
+    client.trust(&daemon);
+    daemon.trust(&client.peer_id());
+    let conn = client.connect(&daemon).await.expect("reachable");
+    let mut req = DeployRequest::new(image.tag.clone(), TEST_PORT);
+    req.name = Some("phoenix".into());
+    req.env = vec![peercompute_tunnel_proto::EnvVar {
+        key: "CRASH_ONCE".into(),
+        value: "2".into(),
+    }];
+    let ControlPlaneMessage::DeployResponse(deployed) =
+        answer(&conn, &Request::Deploy(req)).await.expect("deploy")
+    else {
+        panic!("expected a deploy response");
+    };
+    let web = https_client(&gw, &["phoenix"], Alpn::H1);
+    assert_eq!(
+        web.get(gw.url("phoenix", "/"))
+            .send()
+            .await
+            .expect("get")
+            .status(),
+        200
+    );
+
+    // The container exits after 2 s and is restarted by its policy on another host port;
+    // the provider re-points the route without anyone redeploying.
+    let restarted = within(30, "restart and re-pointed route", async {
+        loop {
+            let ControlPlaneMessage::StatusResponse(st) = answer(
+                &conn,
+                &Request::Status(peercompute_tunnel_proto::StatusRequest {
+                    id: deployed.id.clone(),
+                }),
+            )
+            .await
+            .expect("status") else {
+                panic!("expected a status");
+            };
+            if st.restarts >= 1 {
+                let resp = web.get(gw.url("phoenix", "/")).send().await.expect("get");
+                if resp.status() == 200 {
+                    return st.restarts;
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        }
+    })
+    .await;
+    assert_eq!(restarted, 1);
+}

@@ -101,3 +101,44 @@ impl Deployments {
         report
     }
 }
+
+impl Deployments {
+    /// Docker gives a container a new host port when its restart policy restarts it: keep each
+    /// route pointed at the current port. Runs until the daemon stops.
+    pub(crate) async fn follow_ports(&self, every: std::time::Duration) {
+        let (Some(runtime), Some(tunnel)) = (&self.runtime, &self.tunnel) else {
+            return;
+        };
+        let mut known: std::collections::HashMap<String, std::net::SocketAddr> =
+            std::collections::HashMap::new();
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tick.tick().await;
+            let records: Vec<_> = self.store().all().cloned().collect();
+            known.retain(|id, _| records.iter().any(|r| r.id == *id));
+            for record in records {
+                let Ok(Some(addr)) = runtime.addr(&record.container_id).await else {
+                    continue;
+                };
+                let previous = known.insert(record.id.clone(), addr);
+                if previous == Some(addr) {
+                    continue;
+                }
+                // First sighting (the container may already have restarted since the deploy
+                // registered it) or a new port: (re-)register, which is idempotent.
+                if let Some(previous) = previous {
+                    info!(deployment = %record.id, %previous, now = %addr, "container restarted on a new port; re-pointing its route");
+                }
+                let (tunnel, name) = (tunnel.clone(), record.name.clone());
+                tokio::spawn(async move {
+                    if let Err(e) = tunnel
+                        .register(&name, &addr.ip().to_string(), addr.port())
+                        .await
+                    {
+                        warn!(route = %name, "cannot re-point the route: {e}");
+                    }
+                });
+            }
+        }
+    }
+}

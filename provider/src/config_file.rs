@@ -1,0 +1,240 @@
+//! The provider's TOML file (`peercomputed run --config FILE`): the same keys as the `run`
+//! flags (`--max-memory` is `max_memory`), in the same forms (`max_cpu = "4"`,
+//! `max_memory = "4GB"`, `ready_timeout = "60s"`). Unknown keys are refused, so a typo never
+//! silently falls back to a default. Flags given on the command line win over the file; see
+//! `deploy/provider.toml` for a documented example.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::config::{Expose, GatewaySpec, ProviderConfig};
+
+/// A configuration file that cannot be used; the message names the file and the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigFileError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {reason}")]
+    Parse { path: PathBuf, reason: String },
+    #[error("{path}: `{key}`: {reason}")]
+    Value {
+        path: PathBuf,
+        key: &'static str,
+        reason: String,
+    },
+}
+
+/// The keys as written in the file, before their values are checked.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Keys {
+    gateway: Option<String>,
+    gateway_ca: Option<PathBuf>,
+    #[serde(default)]
+    expose: Vec<String>,
+    #[serde(default)]
+    listen: Vec<String>,
+    #[serde(default)]
+    no_mdns: bool,
+    max_cpu: Option<String>,
+    max_memory: Option<String>,
+    max_deploys: Option<u32>,
+    ready_timeout: Option<String>,
+}
+
+/// The settings of a provider configuration file, checked. A key that is absent leaves the
+/// default (or the flag) in place.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProviderFile {
+    pub gateway: Option<GatewaySpec>,
+    pub gateway_ca: Option<PathBuf>,
+    pub expose: Vec<Expose>,
+    pub listen: Vec<peercompute_p2p::Multiaddr>,
+    pub no_mdns: bool,
+    /// Millicores.
+    pub max_cpu: Option<u32>,
+    /// Bytes.
+    pub max_memory: Option<u64>,
+    pub max_deploys: Option<u32>,
+    pub ready_timeout: Option<Duration>,
+}
+
+impl ProviderFile {
+    /// Reads and checks `path`.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigFileError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigFileError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|e| match e {
+            Invalid::Toml(reason) => ConfigFileError::Parse {
+                path: path.to_path_buf(),
+                reason,
+            },
+            Invalid::Value(key, reason) => ConfigFileError::Value {
+                path: path.to_path_buf(),
+                key,
+                reason,
+            },
+        })
+    }
+
+    fn parse(text: &str) -> Result<Self, Invalid> {
+        let keys: Keys = toml::from_str(text).map_err(|e| Invalid::Toml(e.to_string()))?;
+        let value = |key: &'static str| move |e: String| Invalid::Value(key, e);
+        let each = |key: &'static str, items: &[String]| {
+            items
+                .iter()
+                .map(|s| s.parse().map_err(|e: String| Invalid::Value(key, e)))
+                .collect::<Result<Vec<_>, _>>()
+        };
+        Ok(Self {
+            gateway: keys
+                .gateway
+                .map(|s| s.parse().map_err(value("gateway")))
+                .transpose()?,
+            gateway_ca: keys.gateway_ca,
+            expose: each("expose", &keys.expose)?,
+            listen: keys
+                .listen
+                .iter()
+                .map(|s| {
+                    s.parse()
+                        .map_err(|e| Invalid::Value("listen", format!("`{s}`: {e}")))
+                })
+                .collect::<Result<_, _>>()?,
+            no_mdns: keys.no_mdns,
+            max_cpu: keys
+                .max_cpu
+                .map(|s| peercompute_runtime::parse_cpu(&s).map_err(|e| e.to_string()))
+                .transpose()
+                .map_err(value("max_cpu"))?,
+            max_memory: keys
+                .max_memory
+                .map(|s| peercompute_runtime::parse_memory(&s).map_err(|e| e.to_string()))
+                .transpose()
+                .map_err(value("max_memory"))?,
+            max_deploys: keys.max_deploys,
+            ready_timeout: keys
+                .ready_timeout
+                .map(|s| humantime::parse_duration(&s).map_err(|e| format!("`{s}`: {e}")))
+                .transpose()
+                .map_err(value("ready_timeout"))?,
+        })
+    }
+
+    /// Writes the keys the file sets into `config`.
+    pub fn apply_to(self, config: &mut ProviderConfig) {
+        if self.gateway.is_some() {
+            config.gateway = self.gateway;
+        }
+        if self.gateway_ca.is_some() {
+            config.gateway_ca = self.gateway_ca;
+        }
+        if !self.expose.is_empty() {
+            config.expose = self.expose;
+        }
+        if !self.listen.is_empty() {
+            config.listen = self.listen;
+        }
+        if self.no_mdns {
+            config.mdns = false;
+        }
+        let limits = &mut config.deploy.limits;
+        if let Some(v) = self.max_cpu {
+            limits.max_cpu_millis = v;
+        }
+        if let Some(v) = self.max_memory {
+            limits.max_memory_bytes = v;
+        }
+        if let Some(v) = self.max_deploys {
+            limits.max_deploys = v;
+        }
+        if let Some(v) = self.ready_timeout {
+            config.deploy.ready_timeout = v;
+        }
+    }
+}
+
+/// Why the text was refused, before the path is attached.
+enum Invalid {
+    Toml(String),
+    Value(&'static str, String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_key_in_its_flag_form() {
+        let file = ProviderFile::parse(
+            r#"
+            gateway = "gw.example.com:8443"
+            gateway_ca = "/etc/ca.pem"
+            expose = ["blog=127.0.0.1:8080"]
+            listen = ["/ip4/0.0.0.0/tcp/9001"]
+            no_mdns = true
+            max_cpu = "1.5"
+            max_memory = "2GB"
+            max_deploys = 3
+            ready_timeout = "90s"
+            "#,
+        )
+        .unwrap_or_else(|_| panic!("a valid file"));
+        let mut config = ProviderConfig::new(PathBuf::from("/h"));
+        file.apply_to(&mut config);
+        assert_eq!(
+            config.gateway.as_ref().map(|g| g.port),
+            Some(8443),
+            "gateway"
+        );
+        assert_eq!(config.expose.len(), 1);
+        assert_eq!(config.listen[0].to_string(), "/ip4/0.0.0.0/tcp/9001");
+        assert!(!config.mdns);
+        assert_eq!(config.deploy.limits.max_cpu_millis, 1500);
+        assert_eq!(config.deploy.limits.max_memory_bytes, 2 << 30);
+        assert_eq!(config.deploy.limits.max_deploys, 3);
+        assert_eq!(config.deploy.ready_timeout, Duration::from_secs(90));
+    }
+
+    #[test]
+    fn empty_file_changes_nothing() {
+        let file = ProviderFile::parse("").unwrap_or_else(|_| panic!("empty is valid"));
+        let mut config = ProviderConfig::new(PathBuf::from("/h"));
+        let before = format!("{config:?}");
+        file.apply_to(&mut config);
+        assert_eq!(format!("{config:?}"), before);
+    }
+
+    #[test]
+    fn refusals_name_the_key() {
+        let cases = [
+            ("max_memry = \"1G\"", "max_memry"),
+            ("max_cpu = \"lots\"", "max_cpu"),
+            ("max_memory = \"1 parsec\"", "max_memory"),
+            ("gateway = \"nowhere\"", "gateway"),
+            ("expose = [\"Blog=x:1\"]", "expose"),
+            ("listen = [\"not-a-multiaddr\"]", "listen"),
+            ("ready_timeout = \"soon\"", "ready_timeout"),
+        ];
+        for (text, key) in cases {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let path = dir.path().join("provider.toml");
+            std::fs::write(&path, text).expect("write");
+            let err = match ProviderFile::from_file(&path) {
+                Ok(f) => panic!("{text} was accepted: {f:?}"),
+                Err(e) => e.to_string(),
+            };
+            assert!(
+                err.contains(key) && err.contains("provider.toml"),
+                "{text}: {err}"
+            );
+        }
+    }
+}
