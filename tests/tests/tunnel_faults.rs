@@ -2,25 +2,22 @@
 
 use std::time::{Duration, Instant};
 
-use peercompute_tests::{
-    Alpn, Backend, GatewayOptions, TestGateway, TestProvider, https_client, within,
-};
+use peercompute_tests::{Alpn, GatewayOptions, Published, https_client, publish, within};
 
 #[tokio::test]
 async fn provider_crash_gives_502_fast_for_new_and_in_flight_requests() {
-    let id = TestProvider::identity();
-    let gw = TestGateway::start(GatewayOptions {
-        allow: vec![id.peer_id()],
-        upstream_timeout: Duration::from_secs(30),
-        ..GatewayOptions::default()
-    })
+    let Published {
+        gw,
+        mut provider,
+        backend,
+    } = publish(
+        GatewayOptions {
+            upstream_timeout: Duration::from_secs(30),
+            ..GatewayOptions::default()
+        },
+        "app",
+    )
     .await;
-    let backend = Backend::start().await;
-    let mut provider = TestProvider::start(id, &gw);
-    provider
-        .register("app", backend.addr)
-        .await
-        .expect("register");
     let client = https_client(&gw, &["app"], Alpn::H1);
     assert_eq!(
         client
@@ -80,18 +77,17 @@ async fn provider_crash_gives_502_fast_for_new_and_in_flight_requests() {
 
 #[tokio::test]
 async fn provider_reconnects_after_gateway_restart_and_keeps_its_name() {
-    let id = TestProvider::identity();
-    let gw = TestGateway::start(GatewayOptions {
-        allow: vec![id.peer_id()],
-        ..GatewayOptions::default()
-    })
+    let Published {
+        gw,
+        provider,
+        backend: _backend,
+    } = publish(
+        GatewayOptions {
+            ..GatewayOptions::default()
+        },
+        "app",
+    )
     .await;
-    let backend = Backend::start().await;
-    let provider = TestProvider::start(id, &gw);
-    provider
-        .register("app", backend.addr)
-        .await
-        .expect("register");
     let first = provider.registered(1, 1).await;
 
     let gw = gw.restart().await;
@@ -109,19 +105,18 @@ async fn provider_reconnects_after_gateway_restart_and_keeps_its_name() {
 
 #[tokio::test]
 async fn silent_upstream_gives_504() {
-    let id = TestProvider::identity();
-    let gw = TestGateway::start(GatewayOptions {
-        allow: vec![id.peer_id()],
-        upstream_timeout: Duration::from_secs(1),
-        ..GatewayOptions::default()
-    })
+    let Published {
+        gw,
+        provider: _provider,
+        backend: _backend,
+    } = publish(
+        GatewayOptions {
+            upstream_timeout: Duration::from_secs(1),
+            ..GatewayOptions::default()
+        },
+        "app",
+    )
     .await;
-    let backend = Backend::start().await;
-    let provider = TestProvider::start(id, &gw);
-    provider
-        .register("app", backend.addr)
-        .await
-        .expect("register");
     let client = https_client(&gw, &["app"], Alpn::H1);
     let started = Instant::now();
     let resp = within(10, "504", client.get(gw.url("app", "/hang")).send())
@@ -144,19 +139,18 @@ async fn silent_upstream_gives_504() {
 
 #[tokio::test]
 async fn sigterm_drain_completes_in_flight_request() {
-    let id = TestProvider::identity();
-    let mut gw = TestGateway::start(GatewayOptions {
-        allow: vec![id.peer_id()],
-        grace_period: Duration::from_secs(10),
-        ..GatewayOptions::default()
-    })
+    let Published {
+        mut gw,
+        provider: _provider,
+        backend,
+    } = publish(
+        GatewayOptions {
+            grace_period: Duration::from_secs(10),
+            ..GatewayOptions::default()
+        },
+        "app",
+    )
     .await;
-    let backend = Backend::start().await;
-    let provider = TestProvider::start(id, &gw);
-    provider
-        .register("app", backend.addr)
-        .await
-        .expect("register");
     let client = https_client(&gw, &["app"], Alpn::H1);
     let in_flight = tokio::spawn({
         let url = gw.url("app", "/slow?ms=1500");

@@ -4,25 +4,17 @@ use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use peercompute_tests::{
-    Alpn, Backend, GatewayOptions, TestGateway, TestProvider, WsBackend, download_sha256,
-    https_client, raw_tls, within,
+    Alpn, Backend, GatewayOptions, Published, TestGateway, TestProvider, WsBackend,
+    download_sha256, https_client, publish, raw_tls, within,
 };
 use sha2::{Digest, Sha256};
 
 async fn setup() -> (TestGateway, TestProvider, Backend) {
-    let id = TestProvider::identity();
-    let gw = TestGateway::start(GatewayOptions {
-        allow: vec![id.peer_id()],
-        ..GatewayOptions::default()
-    })
-    .await;
-    let backend = Backend::start().await;
-    let provider = TestProvider::start(id, &gw);
-    let url = provider
-        .register("app", backend.addr)
-        .await
-        .expect("register");
-    assert_eq!(url, gw.url("app", ""));
+    let Published {
+        gw,
+        provider,
+        backend,
+    } = publish(GatewayOptions::default(), "app").await;
     (gw, provider, backend)
 }
 
@@ -180,7 +172,19 @@ async fn sse_events_arrive_before_the_response_ends() {
 #[tokio::test]
 async fn large_upload_and_download_keep_their_sha256() {
     const SIZE: u64 = 256 * 1024 * 1024;
-    let (gw, _p, _backend) = setup().await;
+    // The response head comes after the whole upload: allow for a slow, loaded machine.
+    let Published {
+        gw,
+        provider: _provider,
+        backend: _backend,
+    } = publish(
+        GatewayOptions {
+            upstream_timeout: Duration::from_secs(120),
+            ..GatewayOptions::default()
+        },
+        "app",
+    )
+    .await;
     let client = https_client(&gw, &["app"], Alpn::H1);
 
     // Upload: a streamed body with no Content-Length (chunked), hashed on both ends.

@@ -5,7 +5,8 @@ use std::time::{Duration, Instant};
 
 use peercompute_provider::RegisterError;
 use peercompute_tests::{
-    Alpn, Backend, GatewayOptions, TestGateway, TestProvider, https_client, raw_tls, within,
+    Alpn, Backend, GatewayOptions, Published, TestGateway, TestProvider, https_client, publish,
+    raw_tls, within,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -106,19 +107,18 @@ async fn allowlist_file_changes_apply_without_restart() {
 async fn rate_limit_429_count_matches_token_bucket() {
     const RATE: u32 = 20;
     const SENT: u32 = 120;
-    let id = TestProvider::identity();
-    let gw = TestGateway::start(GatewayOptions {
-        allow: vec![id.peer_id()],
-        rate_limit: RATE,
-        ..GatewayOptions::default()
-    })
+    let Published {
+        gw,
+        provider,
+        backend,
+    } = publish(
+        GatewayOptions {
+            rate_limit: RATE,
+            ..GatewayOptions::default()
+        },
+        "app",
+    )
     .await;
-    let backend = Backend::start().await;
-    let provider = TestProvider::start(id, &gw);
-    provider
-        .register("app", backend.addr)
-        .await
-        .expect("register");
     provider
         .register("other", backend.addr)
         .await
@@ -174,18 +174,17 @@ async fn rate_limit_429_count_matches_token_bucket() {
 
 #[tokio::test]
 async fn oversized_headers_get_431_and_header_count_is_capped() {
-    let id = TestProvider::identity();
-    let gw = TestGateway::start(GatewayOptions {
-        allow: vec![id.peer_id()],
-        ..GatewayOptions::default()
-    })
+    let Published {
+        gw,
+        provider: _provider,
+        backend,
+    } = publish(
+        GatewayOptions {
+            ..GatewayOptions::default()
+        },
+        "app",
+    )
     .await;
-    let backend = Backend::start().await;
-    let provider = TestProvider::start(id, &gw);
-    provider
-        .register("app", backend.addr)
-        .await
-        .expect("register");
 
     let big = format!(
         "GET / HTTP/1.1\r\nHost: app.apps.test\r\nX-Big: {}\r\n\r\n",
@@ -217,19 +216,18 @@ async fn oversized_headers_get_431_and_header_count_is_capped() {
 
 #[tokio::test]
 async fn slowloris_is_cut_at_the_header_timeout_while_others_are_served() {
-    let id = TestProvider::identity();
-    let gw = TestGateway::start(GatewayOptions {
-        allow: vec![id.peer_id()],
-        header_read_timeout: Duration::from_secs(1),
-        ..GatewayOptions::default()
-    })
+    let Published {
+        gw,
+        provider: _provider,
+        backend: _backend,
+    } = publish(
+        GatewayOptions {
+            header_read_timeout: Duration::from_secs(1),
+            ..GatewayOptions::default()
+        },
+        "app",
+    )
     .await;
-    let backend = Backend::start().await;
-    let provider = TestProvider::start(id, &gw);
-    provider
-        .register("app", backend.addr)
-        .await
-        .expect("register");
 
     let mut slow = raw_tls(&gw, "app").await;
     slow.write_all(b"GET / HTTP/1.1\r\nHost: app.apps.test\r\n")
