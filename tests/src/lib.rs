@@ -8,6 +8,7 @@
 //! - [`daemon`]: [`TestDaemon`] — the whole provider daemon (libp2p control plane, Docker,
 //!   tunnel) on 127.0.0.1, and [`TestClient`], a peerctl identity with its own trust file.
 //! - [`image`]: a busybox web image built with no registry, loaded under a unique tag.
+//! - [`world`]: [`publish`] — gateway + admitted provider + backend published under a name.
 //! - [`client`]: HTTPS clients that trust the gateway's dev CA and resolve any
 //!   `*.<domain>` to the gateway, over HTTP/1.1 or HTTP/2; raw TLS sockets for abuse tests.
 //!
@@ -20,6 +21,7 @@ pub mod daemon;
 pub mod gateway;
 pub mod image;
 pub mod provider;
+pub mod world;
 
 use std::future::Future;
 use std::sync::Once;
@@ -31,6 +33,7 @@ pub use daemon::{TestClient, TestDaemon, peerctl_bin};
 pub use gateway::{DOMAIN, GatewayOptions, TestGateway};
 pub use image::{TEST_PORT, TestImage};
 pub use provider::TestProvider;
+pub use world::{Published, publish};
 
 /// Installs the rustls crypto provider and, with `RUST_LOG` set, a log subscriber.
 pub fn init() {
