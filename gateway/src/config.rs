@@ -16,7 +16,44 @@ pub enum TlsMode {
     Dev,
     /// `--cert` and `--key` PEM files.
     Files,
+    /// Certificates from an ACME server (Let's Encrypt by default), renewed automatically.
+    Acme,
 }
+
+/// How the ACME server checks that the gateway controls a name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default, clap::ValueEnum)]
+pub enum AcmeChallenge {
+    /// A TXT record per name, published by RFC 2136 dynamic update: one wildcard certificate
+    /// for `D` and `*.D`.
+    #[default]
+    #[serde(rename = "dns-01")]
+    #[value(name = "dns-01")]
+    Dns01,
+    /// A file under `/.well-known/acme-challenge/` on the HTTP listener: per-name
+    /// certificates for registered names.
+    #[serde(rename = "http-01")]
+    #[value(name = "http-01")]
+    Http01,
+    /// A special certificate on the HTTPS listener (ALPN `acme-tls/1`): per-name
+    /// certificates for registered names.
+    #[serde(rename = "tls-alpn-01")]
+    #[value(name = "tls-alpn-01")]
+    TlsAlpn01,
+}
+
+/// How DNS-01 records are published.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum DnsProvider {
+    /// RFC 2136 dynamic updates signed with TSIG (bind9, Knot, PowerDNS, ...).
+    #[default]
+    Rfc2136,
+}
+
+/// Let's Encrypt's production directory, the default `acme_directory`.
+pub const LETS_ENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
+/// Let's Encrypt's staging directory (untrusted certificates, generous rate limits).
+pub const LETS_ENCRYPT_STAGING: &str = "https://acme-staging-v02.api.letsencrypt.org/directory";
 
 /// Everything `peercompute-gateway run` needs.
 #[derive(Debug, Clone, Deserialize)]
@@ -37,6 +74,25 @@ pub struct GatewayConfig {
     pub tls: TlsMode,
     pub cert: Option<PathBuf>,
     pub key: Option<PathBuf>,
+    /// ACME directory URL, or `letsencrypt` / `letsencrypt-staging`.
+    pub acme_directory: String,
+    /// Contact address given to the ACME server (optional).
+    pub acme_email: Option<String>,
+    /// PEM file of CA certificates trusted for the ACME server's own HTTPS (private CAs).
+    pub acme_ca: Option<PathBuf>,
+    pub acme_challenge: AcmeChallenge,
+    /// First retry delay after a failed ACME order; doubles on each failure, up to 1 h.
+    #[serde(with = "humantime_serde")]
+    pub acme_retry_initial: Duration,
+    /// Most new per-name certificates ordered per hour (HTTP-01 / TLS-ALPN-01).
+    pub acme_orders_per_hour: u32,
+    pub dns_provider: DnsProvider,
+    /// Primary (authoritative) DNS server accepting updates, `HOST[:PORT]`.
+    pub dns_server: Option<String>,
+    /// Zone the `_acme-challenge` records go in [default: the domain].
+    pub dns_zone: Option<String>,
+    /// TSIG key file (BIND `key "name" { ... };` or Knot `id:/algorithm:/secret:`).
+    pub dns_tsig_key: Option<PathBuf>,
     /// Provider peer ids allowed to open tunnels.
     pub allow_providers: Vec<String>,
     /// File with one allowed provider peer id per line, re-read on change.
@@ -82,6 +138,16 @@ impl Default for GatewayConfig {
             tls: TlsMode::Dev,
             cert: None,
             key: None,
+            acme_directory: LETS_ENCRYPT.into(),
+            acme_email: None,
+            acme_ca: None,
+            acme_challenge: AcmeChallenge::Dns01,
+            acme_retry_initial: Duration::from_secs(60),
+            acme_orders_per_hour: 10,
+            dns_provider: DnsProvider::Rfc2136,
+            dns_server: None,
+            dns_zone: None,
+            dns_tsig_key: None,
             allow_providers: Vec::new(),
             allow_providers_file: None,
             open: false,
@@ -151,6 +217,9 @@ impl GatewayConfig {
                 "--tls files needs --cert FILE and --key FILE".into(),
             ));
         }
+        if self.tls == TlsMode::Acme {
+            self.validate_acme()?;
+        }
         if !self.open && self.allow_providers.is_empty() && self.allow_providers_file.is_none() {
             return Err(ConfigError::Invalid(
                 "no provider could connect: pass --allow-provider PEERID (repeatable), \
@@ -159,6 +228,64 @@ impl GatewayConfig {
             ));
         }
         Ok(self)
+    }
+
+    /// Checks and normalises the ACME settings (`--tls acme`).
+    fn validate_acme(&mut self) -> Result<(), ConfigError> {
+        let invalid = |m: String| Err(ConfigError::Invalid(m));
+        match self.acme_directory.trim() {
+            "letsencrypt" => self.acme_directory = LETS_ENCRYPT.into(),
+            "letsencrypt-staging" => self.acme_directory = LETS_ENCRYPT_STAGING.into(),
+            url if url.starts_with("https://") => self.acme_directory = url.to_owned(),
+            other => {
+                return invalid(format!(
+                    "--acme-directory {other:?} is not an https:// URL \
+                     (or letsencrypt / letsencrypt-staging)"
+                ));
+            }
+        }
+        if let Some(email) = &self.acme_email
+            && (!email.contains('@') || email.contains(char::is_whitespace))
+        {
+            return invalid(format!("--acme-email {email:?} is not an e-mail address"));
+        }
+        match self.acme_challenge {
+            AcmeChallenge::Dns01 => {
+                if self.dns_server.is_none() || self.dns_tsig_key.is_none() {
+                    return invalid(
+                        "--tls acme with DNS-01 needs --dns-server HOST:PORT and \
+                         --dns-tsig-key FILE (or --acme-challenge http-01 / tls-alpn-01)"
+                            .into(),
+                    );
+                }
+                let zone = self
+                    .dns_zone
+                    .as_deref()
+                    .unwrap_or(&self.domain)
+                    .trim()
+                    .trim_end_matches('.')
+                    .to_ascii_lowercase();
+                if zone.is_empty()
+                    || !(self.domain == zone || self.domain.ends_with(&format!(".{zone}")))
+                {
+                    return invalid(format!(
+                        "--dns-zone {zone:?} does not contain the domain {:?}",
+                        self.domain
+                    ));
+                }
+                self.dns_zone = Some(zone);
+            }
+            AcmeChallenge::Http01 if self.http_listen.is_none() => {
+                return invalid(
+                    "--acme-challenge http-01 needs the HTTP listener (drop --no-http)".into(),
+                );
+            }
+            AcmeChallenge::Http01 | AcmeChallenge::TlsAlpn01 => {}
+        }
+        if self.acme_retry_initial.is_zero() {
+            return invalid("acme_retry_initial must be more than 0".into());
+        }
+        Ok(())
     }
 
     /// `https://<name>.<domain>[:port]`
@@ -237,5 +364,83 @@ mod tests {
             port.public_url("blog"),
             "https://blog.apps.example.com:8443"
         );
+    }
+
+    #[test]
+    fn acme_keys_and_checks() {
+        let cfg: GatewayConfig = toml::from_str(
+            "domain = \"apps.example.com\"\nopen = true\ntls = \"acme\"\n\
+             acme_directory = \"letsencrypt-staging\"\nacme_email = \"ops@example.com\"\n\
+             acme_challenge = \"dns-01\"\ndns_provider = \"rfc2136\"\n\
+             dns_server = \"127.0.0.1:5353\"\ndns_zone = \"Example.com.\"\n\
+             dns_tsig_key = \"/etc/k.key\"\nacme_retry_initial = \"2s\"\n",
+        )
+        .expect("parse");
+        let cfg = cfg.validate().expect("valid");
+        assert_eq!(cfg.tls, TlsMode::Acme);
+        assert_eq!(cfg.acme_directory, LETS_ENCRYPT_STAGING);
+        assert_eq!(cfg.dns_zone.as_deref(), Some("example.com"));
+        assert_eq!(cfg.acme_retry_initial, Duration::from_secs(2));
+
+        let base = GatewayConfig {
+            domain: "apps.example.com".into(),
+            open: true,
+            tls: TlsMode::Acme,
+            dns_server: Some("ns1.example.com".into()),
+            dns_tsig_key: Some("/k".into()),
+            ..GatewayConfig::default()
+        };
+        let ok = base.clone().validate().expect("defaults are valid");
+        assert_eq!(ok.acme_directory, LETS_ENCRYPT);
+        assert_eq!(ok.dns_zone.as_deref(), Some("apps.example.com"));
+        let cases = [
+            (
+                GatewayConfig {
+                    dns_server: None,
+                    ..base.clone()
+                },
+                "--dns-server",
+            ),
+            (
+                GatewayConfig {
+                    dns_zone: Some("example.org".into()),
+                    ..base.clone()
+                },
+                "does not contain",
+            ),
+            (
+                GatewayConfig {
+                    acme_directory: "http://ca/dir".into(),
+                    ..base.clone()
+                },
+                "https://",
+            ),
+            (
+                GatewayConfig {
+                    acme_email: Some("nobody".into()),
+                    ..base.clone()
+                },
+                "e-mail",
+            ),
+            (
+                GatewayConfig {
+                    acme_challenge: AcmeChallenge::Http01,
+                    http_listen: None,
+                    ..base.clone()
+                },
+                "--no-http",
+            ),
+        ];
+        for (cfg, why) in cases {
+            let err = cfg.validate().expect_err(why).to_string();
+            assert!(err.contains(why), "{why}: {err}");
+        }
+        let alpn = GatewayConfig {
+            acme_challenge: AcmeChallenge::TlsAlpn01,
+            dns_server: None,
+            dns_tsig_key: None,
+            ..base
+        };
+        assert!(alpn.validate().is_ok(), "TLS-ALPN-01 needs no DNS settings");
     }
 }

@@ -12,8 +12,10 @@
 //! - [`tunnel`](crate::tunnel): QUIC listener, provider authentication, control stream.
 //! - [`registry`](crate::registry) (live routes) and [`names`](crate::names) (persistent name
 //!   ownership); [`allow`](crate::allow): which providers may connect.
-//! - [`tls`](crate::tls): dev CA / PEM files behind SNI resolvers.
-//! - [`plain`](crate::plain): the port-80 redirect and the admin listener; [`metrics`](crate::metrics).
+//! - [`tls`](crate::tls): dev CA / PEM files / ACME (`tls/acme/`: DNS-01 over RFC 2136,
+//!   HTTP-01, TLS-ALPN-01, renewal and hot swap) behind SNI resolvers.
+//! - [`plain`](crate::plain): the port-80 redirect (and HTTP-01 answers) and the admin
+//!   listener; [`metrics`](crate::metrics).
 //! - [`config`](crate::config): every setting, from flags or TOML.
 //!
 //! The binary parses flags and calls [`run`] with listeners it bound, so tests bind port 0.
@@ -44,7 +46,10 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 pub use allow::AllowlistError;
-pub use config::{ConfigError, GatewayConfig, TlsMode};
+pub use config::{
+    AcmeChallenge, ConfigError, DnsProvider, GatewayConfig, LETS_ENCRYPT, LETS_ENCRYPT_STAGING,
+    TlsMode,
+};
 pub use names::NameStoreError;
 pub use tls::{PINNED_SNI, TlsError};
 
@@ -171,7 +176,7 @@ pub async fn run(
         &config.allow_providers,
         config.allow_providers_file.clone(),
     )?;
-    let (chain, key) = match config.tls {
+    let (cert_store, visitor_tls, acme) = match config.tls {
         TlsMode::Dev => {
             let (ca, chain, key) = tls::ensure_dev_certs(&config.state_dir, &config.domain)?;
             info!(
@@ -179,18 +184,24 @@ pub async fn run(
                 d = config.domain,
                 ca = ca.display()
             );
-            (chain, key)
+            let store = tls::CertStore::new(tls::certified_key(chain, &key)?);
+            (store.clone(), server::visitor_tls(store, false), None)
         }
         TlsMode::Files => {
             let (cert, key) = match (&config.cert, &config.key) {
                 (Some(c), Some(k)) => (c, k),
                 _ => unreachable!("validate() requires --cert and --key with --tls files"),
             };
-            tls::load_pem_files(cert, key)?
+            let (chain, key) = tls::load_pem_files(cert, key)?;
+            let store = tls::CertStore::new(tls::certified_key(chain, &key)?);
+            (store.clone(), server::visitor_tls(store, false), None)
+        }
+        TlsMode::Acme => {
+            let (prepared, hooks) = tls::acme::prepare(&config)?;
+            let visitor = server::visitor_tls(prepared.resolver.clone(), prepared.offer_acme_tls);
+            (prepared.store.clone(), visitor, Some((prepared, hooks)))
         }
     };
-    let cert_store = tls::CertStore::new(tls::certified_key(chain, &key)?);
-    let visitor_tls = server::visitor_tls(cert_store.clone());
     let quic_config = tunnel::server_config(&identity, cert_store)?;
     let endpoint = quinn::Endpoint::new(
         quinn::EndpointConfig::default(),
@@ -200,8 +211,13 @@ pub async fn run(
     )
     .map_err(GatewayError::Quic)?;
 
-    let shared = state::Shared::new(config, identity.peer_id(), names, allow);
+    let (acme, acme_hooks) = match acme {
+        Some((prepared, hooks)) => (Some(prepared), hooks),
+        None => (None, tls::acme::Hooks::default()),
+    };
+    let shared = state::Shared::new(config, identity.peer_id(), names, allow, acme_hooks);
     let (stop_tx, stop_rx) = watch::channel(false);
+    let acme_task = acme.map(|prepared| prepared.spawn(shared.clone(), stop_rx.clone()));
     info!(
         peer_id = %shared.peer_id,
         https = ?listeners.https.local_addr().ok(),
@@ -259,6 +275,10 @@ pub async fn run(
     shared.start_draining();
     let _ = stop_tx.send(true);
     let _ = https.await;
+    if let Some(task) = acme_task {
+        // Lets the certificate manager withdraw any challenge record it published.
+        let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+    }
     endpoint.close(
         peercompute_tunnel_proto::GoAwayCode::Shutdown
             .to_u16()

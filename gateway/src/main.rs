@@ -7,14 +7,14 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use peercompute_gateway::{GatewayConfig, Listeners, TlsMode};
+use peercompute_gateway::{AcmeChallenge, DnsProvider, GatewayConfig, Listeners, TlsMode};
 
 #[derive(Parser, Debug)]
 #[command(
     name = "peercompute-gateway",
     version,
     about = "Public HTTPS edge of Peer Compute: routes https://<name>.<domain> through QUIC tunnels to providers",
-    after_help = "Examples:\n  peercompute-gateway id --state-dir /var/lib/peercompute-gateway\n  peercompute-gateway run --domain apps.example.com --allow-provider 12D3KooW...\n  peercompute-gateway run --config /etc/peercompute/gateway.toml"
+    after_help = "Examples:\n  peercompute-gateway id --state-dir /var/lib/peercompute-gateway\n  peercompute-gateway run --domain apps.example.com --allow-provider 12D3KooW...\n  peercompute-gateway run --domain apps.example.com --tls acme --acme-directory letsencrypt-staging --dns-server ns1.example.com:53 --dns-zone example.com --dns-tsig-key /etc/peercompute/acme.key --allow-provider 12D3KooW...\n  peercompute-gateway run --config /etc/peercompute/gateway.toml\n  peercompute-gateway completions bash > /etc/bash_completion.d/peercompute-gateway"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -35,6 +35,11 @@ enum Command {
     },
     /// Serve visitors and provider tunnels until SIGTERM / Ctrl-C.
     Run(Box<RunArgs>),
+    /// Print a shell completion script to stdout.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -66,7 +71,8 @@ struct RunArgs {
     /// Port printed in public URLs when HTTPS is not reachable on 443.
     #[arg(long)]
     public_port: Option<u16>,
-    /// Certificate source: dev (local CA) or files (--cert/--key).
+    /// Certificate source: dev (local CA), files (--cert/--key) or acme (Let's Encrypt or any
+    /// RFC 8555 server, renewed automatically).
     #[arg(long, value_enum)]
     tls: Option<TlsMode>,
     /// PEM certificate chain for --tls files.
@@ -75,6 +81,32 @@ struct RunArgs {
     /// PEM private key for --tls files.
     #[arg(long)]
     key: Option<PathBuf>,
+    /// ACME directory URL, or letsencrypt / letsencrypt-staging [default: Let's Encrypt
+    /// production]. Try staging first.
+    #[arg(long, value_name = "URL")]
+    acme_directory: Option<String>,
+    /// Contact e-mail given to the ACME server.
+    #[arg(long, value_name = "ADDR")]
+    acme_email: Option<String>,
+    /// PEM CA certificate(s) to trust for a private ACME server's HTTPS.
+    #[arg(long, value_name = "FILE")]
+    acme_ca: Option<PathBuf>,
+    /// dns-01: one wildcard certificate for D and *.D (needs --dns-*); http-01 / tls-alpn-01:
+    /// per-name certificates for registered names [default: dns-01].
+    #[arg(long, value_enum)]
+    acme_challenge: Option<AcmeChallenge>,
+    /// How DNS-01 records are published [default: rfc2136].
+    #[arg(long, value_enum)]
+    dns_provider: Option<DnsProvider>,
+    /// Primary DNS server accepting RFC 2136 updates, HOST[:PORT].
+    #[arg(long, value_name = "HOST:PORT")]
+    dns_server: Option<String>,
+    /// Zone holding the _acme-challenge records [default: the domain].
+    #[arg(long, value_name = "ZONE")]
+    dns_zone: Option<String>,
+    /// TSIG key file (BIND `key "name" {...};` or Knot `id:/algorithm:/secret:` layout).
+    #[arg(long, value_name = "FILE")]
+    dns_tsig_key: Option<PathBuf>,
     /// Provider peer id allowed to open tunnels (repeatable).
     #[arg(long = "allow-provider", value_name = "PEERID")]
     allow_provider: Vec<String>,
@@ -116,6 +148,9 @@ impl RunArgs {
             https_listen,
             tunnel_listen,
             tls,
+            acme_directory,
+            acme_challenge,
+            dns_provider,
             rate_limit,
             rate_limit_ip,
             grace_period,
@@ -140,6 +175,23 @@ impl RunArgs {
         if self.key.is_some() {
             cfg.key = self.key;
         }
+        for (flag, field) in [
+            (self.acme_email, &mut cfg.acme_email),
+            (self.dns_server, &mut cfg.dns_server),
+            (self.dns_zone, &mut cfg.dns_zone),
+        ] {
+            if flag.is_some() {
+                *field = flag;
+            }
+        }
+        for (flag, field) in [
+            (self.acme_ca, &mut cfg.acme_ca),
+            (self.dns_tsig_key, &mut cfg.dns_tsig_key),
+        ] {
+            if flag.is_some() {
+                *field = flag;
+            }
+        }
         if self.allow_providers_file.is_some() {
             cfg.allow_providers_file = self.allow_providers_file;
         }
@@ -159,6 +211,9 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    if let Command::Completions { shell } = cli.command {
+        return print_completions(shell);
+    }
     let result = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt.block_on(async_main(cli)),
         Err(e) => Err(anyhow::Error::from(e).context("cannot start the async runtime")),
@@ -174,6 +229,9 @@ fn main() -> ExitCode {
 
 async fn async_main(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Completions { .. } => {
+            unreachable!("main prints completions before the runtime starts")
+        }
         Command::Id { state_dir } => {
             let (identity, created) = peercompute_gateway::identity(&state_dir)?;
             if created {
@@ -194,6 +252,23 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
             peercompute_gateway::run(config, listeners, shutdown_signal())
                 .await
                 .context("gateway failed")
+        }
+    }
+}
+
+/// Prints the completion script for `shell`; a closed pipe (`| head`) is not an error.
+fn print_completions(shell: clap_complete::Shell) -> ExitCode {
+    use std::io::Write;
+    let mut script = Vec::new();
+    let mut command = <Cli as clap::CommandFactory>::command();
+    clap_complete::generate(shell, &mut command, "peercompute-gateway", &mut script);
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(&script).and_then(|()| stdout.flush()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: cannot write the completion script: {e}");
+            ExitCode::from(1)
         }
     }
 }

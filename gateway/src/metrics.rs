@@ -24,6 +24,12 @@ pub(crate) struct DirectionLabel {
     pub(crate) direction: &'static str,
 }
 
+/// One ACME-managed certificate, by the first name it covers.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct CertLabel {
+    pub(crate) certificate: String,
+}
+
 /// Every metric the gateway exports.
 #[derive(Debug)]
 pub(crate) struct Metrics {
@@ -39,6 +45,10 @@ pub(crate) struct Metrics {
     pub(crate) streams_open: Gauge,
     pub(crate) rate_limit_keys: Gauge,
     pub(crate) latency: Histogram,
+    pub(crate) acme_expiry_days: Family<CertLabel, Gauge<f64, AtomicU64>>,
+    pub(crate) acme_orders: Family<CertLabel, Counter>,
+    pub(crate) acme_issued: Family<CertLabel, Counter>,
+    pub(crate) acme_failures: Family<CertLabel, Counter>,
 }
 
 impl Metrics {
@@ -56,6 +66,10 @@ impl Metrics {
             streams_open: Gauge::default(),
             rate_limit_keys: Gauge::default(),
             latency: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
+            acme_expiry_days: Family::default(),
+            acme_orders: Family::default(),
+            acme_issued: Family::default(),
+            acme_failures: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -112,6 +126,26 @@ impl Metrics {
             "response_head_seconds",
             "Time from request to response head, proxied requests",
             m.latency.clone(),
+        );
+        registry.register(
+            "acme_certificate_expiry_days",
+            "Days until the served ACME certificate expires (negative once expired)",
+            m.acme_expiry_days.clone(),
+        );
+        registry.register(
+            "acme_orders",
+            "ACME orders started (first issue and renewals)",
+            m.acme_orders.clone(),
+        );
+        registry.register(
+            "acme_certificates_issued",
+            "ACME certificates obtained and swapped in",
+            m.acme_issued.clone(),
+        );
+        registry.register(
+            "acme_renewal_failures",
+            "ACME orders that failed (retried with backoff)",
+            m.acme_failures.clone(),
         );
         Self { registry, ..m }
     }

@@ -1,5 +1,5 @@
-//! Small plain-HTTP/1.1 listeners: the redirect to HTTPS (port 80) and the admin endpoint
-//! (`/healthz`, `/readyz`, `/metrics`).
+//! Small plain-HTTP/1.1 listeners: the redirect to HTTPS (port 80, which first answers ACME
+//! HTTP-01 challenges) and the admin endpoint (`/healthz`, `/readyz`, `/metrics`).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -51,8 +51,16 @@ pub(crate) async fn serve_plain(
     }
 }
 
-/// Port 80: permanent redirect to the same URL over HTTPS.
+/// Port 80: ACME HTTP-01 answers, else a permanent redirect to the same URL over HTTPS.
 pub(crate) fn redirect(req: &Request<Incoming>, shared: &Shared) -> Response<ProxyBody> {
+    if let Some(key_authorization) = shared.acme.http01_answer(req.uri().path()) {
+        let mut resp = text(StatusCode::OK, key_authorization);
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static("application/octet-stream"),
+        );
+        return resp;
+    }
     let host = req
         .headers()
         .get(header::HOST)

@@ -60,6 +60,11 @@ impl Registry {
         self.routes.iter().filter(|r| r.peer == *peer).count()
     }
 
+    /// Names with a live route.
+    pub(crate) fn names(&self) -> Vec<String> {
+        self.routes.iter().map(|r| r.key().clone()).collect()
+    }
+
     /// Number of live routes.
     pub(crate) fn len(&self) -> usize {
         self.routes.len()

@@ -91,6 +91,13 @@ async fn serve_connection(
                 return;
             }
         };
+    if tls.get_ref().1.alpn_protocol() == Some(crate::tls::acme::ACME_TLS_ALPN) {
+        // A TLS-ALPN-01 validation: the handshake was the answer; no HTTP on this connection.
+        debug!(%remote, "answered a TLS-ALPN-01 challenge handshake");
+        let mut tls = tls;
+        let _ = tokio::io::AsyncWriteExt::shutdown(&mut tls).await;
+        return;
+    }
     let svc_shared = shared.clone();
     let service = service_fn(move |req| crate::proxy::handle(req, svc_shared.clone(), remote));
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
@@ -122,8 +129,13 @@ fn http_builder(shared: &Shared) -> auto::Builder<TokioExecutor> {
     builder
 }
 
-/// rustls configuration for visitors: TLS 1.2/1.3, ALPN h2 then http/1.1.
-pub(crate) fn visitor_tls(resolver: Arc<crate::tls::CertStore>) -> Arc<rustls::ServerConfig> {
+/// rustls configuration for visitors: TLS 1.2/1.3, ALPN h2 then http/1.1, then `acme-tls/1`
+/// when TLS-ALPN-01 challenges are answered (the server's order wins, so only a client that
+/// offers neither h2 nor http/1.1 — an ACME validator — negotiates it).
+pub(crate) fn visitor_tls(
+    resolver: Arc<dyn rustls::server::ResolvesServerCert>,
+    offer_acme_tls: bool,
+) -> Arc<rustls::ServerConfig> {
     let mut cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
@@ -132,5 +144,9 @@ pub(crate) fn visitor_tls(resolver: Arc<crate::tls::CertStore>) -> Arc<rustls::S
     .with_no_client_auth()
     .with_cert_resolver(resolver);
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    if offer_acme_tls {
+        cfg.alpn_protocols
+            .push(crate::tls::acme::ACME_TLS_ALPN.to_vec());
+    }
     Arc::new(cfg)
 }

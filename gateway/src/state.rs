@@ -11,6 +11,7 @@ use crate::metrics::Metrics;
 use crate::names::NameStore;
 use crate::ratelimit::RateLimits;
 use crate::registry::Registry;
+use crate::tls::acme::Hooks as AcmeHooks;
 
 /// Shared gateway state.
 #[derive(Debug)]
@@ -22,6 +23,8 @@ pub(crate) struct Shared {
     pub(crate) allow: Allowlist,
     pub(crate) limits: RateLimits,
     pub(crate) metrics: Metrics,
+    /// HTTP-01 answers and the registration hook of `--tls acme` (inert otherwise).
+    pub(crate) acme: AcmeHooks,
     draining: AtomicBool,
 }
 
@@ -31,6 +34,7 @@ impl Shared {
         peer_id: PeerId,
         names: NameStore,
         allow: Allowlist,
+        acme: AcmeHooks,
     ) -> Arc<Self> {
         let limits = RateLimits::new(config.rate_limit, config.rate_limit_ip);
         Arc::new(Self {
@@ -41,6 +45,7 @@ impl Shared {
             allow,
             limits,
             metrics: Metrics::new(),
+            acme,
             draining: AtomicBool::new(false),
         })
     }

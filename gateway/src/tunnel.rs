@@ -305,6 +305,7 @@ fn register(
     }
     let url = shared.config.public_url(name);
     info!(route = %name, %url, "registered");
+    shared.acme.name_registered(name);
     ControlMessage::Registered {
         name: name.to_owned(),
         url,

@@ -244,6 +244,9 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
                 other => Err(unexpected(&other)),
             }
         }
+        Command::Completions { .. } => {
+            unreachable!("main prints completions before the runtime starts")
+        }
     }
 }
 

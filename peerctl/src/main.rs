@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use peerctl::{CliError, Kind};
 
 #[derive(Parser, Debug)]
@@ -14,7 +14,7 @@ use peerctl::{CliError, Kind};
     name = "peerctl",
     version,
     about = "Peer Compute client: trust providers and run containers on them, each with a public HTTPS URL",
-    after_help = "Examples:\n  peerctl init\n  peerctl peers add 12D3KooW... --addr /ip4/192.168.1.20/tcp/9000 --name homebox\n  peerctl deploy nginx:1.27 --peer homebox --port 80 --name blog\n  peerctl ls --peer homebox\n  peerctl logs a1b2c3d4e5f6 --peer homebox -f\n  peerctl stop a1b2c3d4e5f6 --peer homebox"
+    after_help = "Examples:\n  peerctl init\n  peerctl peers add 12D3KooW... --addr /ip4/192.168.1.20/tcp/9000 --name homebox\n  peerctl deploy nginx:1.27 --peer homebox --port 80 --name blog\n  peerctl ls --peer homebox\n  peerctl logs a1b2c3d4e5f6 --peer homebox -f\n  peerctl stop a1b2c3d4e5f6 --peer homebox\n  peerctl completions bash > /etc/bash_completion.d/peerctl"
 )]
 pub(crate) struct Cli {
     /// Home directory (identity, trusted peers) [default: $PEERCOMPUTE_HOME or ~/.peercompute].
@@ -114,6 +114,11 @@ pub(crate) enum Command {
         #[arg(long)]
         peer: String,
     },
+    /// Print a shell completion script to stdout.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -138,6 +143,25 @@ pub(crate) enum PeersCommand {
     Remove { peer: String },
 }
 
+/// The program name completions are generated for.
+const NAME: &str = "peerctl";
+/// Prints the completion script for `shell`; a closed pipe (`| head`) is not an error.
+fn print_completions(shell: clap_complete::Shell) -> ExitCode {
+    use std::io::Write;
+    let mut script = Vec::new();
+    let mut command = Cli::command();
+    clap_complete::generate(shell, &mut command, NAME, &mut script);
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(&script).and_then(|()| stdout.flush()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: cannot write the completion script: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
 fn main() -> ExitCode {
     // Every Peer Compute binary picks rustls' ring provider first (libp2p links aws-lc too).
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -148,6 +172,9 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    if let Command::Completions { shell } = cli.command {
+        return print_completions(shell);
+    }
     let result = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt.block_on(commands::run(cli)),
         Err(e) => Err(CliError::new(

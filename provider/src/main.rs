@@ -72,6 +72,25 @@ struct RunArgs {
     ready_timeout: Option<std::time::Duration>,
 }
 
+/// The program name completions are generated for.
+const NAME: &str = "peercomputed";
+/// Prints the completion script for `shell`; a closed pipe (`| head`) is not an error.
+fn print_completions(shell: clap_complete::Shell) -> ExitCode {
+    use std::io::Write;
+    let mut script = Vec::new();
+    let mut command = Cli::command();
+    clap_complete::generate(shell, &mut command, NAME, &mut script);
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(&script).and_then(|()| stdout.flush()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: cannot write the completion script: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let _ = rustls::crypto::ring::default_provider().install_default();
     tracing_subscriber::fmt()
@@ -83,13 +102,7 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     if let Command::Completions { shell } = cli.command {
-        clap_complete::generate(
-            shell,
-            &mut Cli::command(),
-            "peercomputed",
-            &mut std::io::stdout(),
-        );
-        return ExitCode::SUCCESS;
+        return print_completions(shell);
     }
     let result = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt.block_on(async_main(cli)),
@@ -186,6 +199,41 @@ async fn shutdown_signal() {
         }
         Err(_) => {
             let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    /// `--config FILE` takes the same keys as the `run` flags: a flag added without its key
+    /// fails here.
+    #[test]
+    fn config_file_knows_every_run_flag() {
+        let cli = Cli::command();
+        let run = cli.find_subcommand("run").expect("a run subcommand");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("provider.toml");
+        for arg in run.get_arguments() {
+            let key = arg.get_id().as_str();
+            if ["config", "help", "home"].contains(&key) {
+                continue;
+            }
+            // A value of the wrong type: a known key fails on its value, an unknown one on
+            // its name.
+            std::fs::write(&path, format!("{key} = {{}}\n")).expect("write");
+            let err = ProviderFile::from_file(&path).expect_err("a table is no valid value");
+            assert!(
+                !err.to_string().contains("unknown field"),
+                "--{} has no `{key}` key in the config file: {err}",
+                arg.get_long().unwrap_or(key)
+            );
         }
     }
 }

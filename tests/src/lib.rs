@@ -8,6 +8,7 @@
 //! - [`daemon`]: [`TestDaemon`] — the whole provider daemon (libp2p control plane, Docker,
 //!   tunnel) on 127.0.0.1, and [`TestClient`], a peerctl identity with its own trust file.
 //! - [`image`]: a busybox web image built with no registry, loaded under a unique tag.
+//! - [`acme`]: bind9 and pebble as child processes, and a gateway with `--tls acme`.
 //! - [`world`]: [`publish`] — gateway + admitted provider + backend published under a name.
 //! - [`client`]: HTTPS clients that trust the gateway's dev CA and resolve any
 //!   `*.<domain>` to the gateway, over HTTP/1.1 or HTTP/2; raw TLS sockets for abuse tests.
@@ -15,6 +16,7 @@
 //! Readiness always comes from bound listeners and events (a registration answered, a
 //! tunnel status), never from sleeping; every wait has a timeout.
 
+pub mod acme;
 pub mod backend;
 pub mod client;
 pub mod daemon;

@@ -39,12 +39,13 @@ pub(crate) fn binaries(bin_dir: Option<&Path>, no_build: bool) -> anyhow::Result
             let root = Path::new(env!("CARGO_MANIFEST_DIR"))
                 .parent()
                 .context("the tests package lives inside the workspace")?;
+            let target_dir = target_dir(root);
             let how = if no_build {
                 "found (not rebuilt: --no-build)".to_owned()
             } else {
-                build(root)?
+                build(root, &target_dir)?
             };
-            (release_dir(root), how)
+            (target_dir.join("release"), how)
         }
     };
     let bins = Binaries {
@@ -63,7 +64,7 @@ pub(crate) fn binaries(bin_dir: Option<&Path>, no_build: bool) -> anyhow::Result
     Ok(bins)
 }
 
-fn build(root: &Path) -> anyhow::Result<String> {
+fn build(root: &Path, target_dir: &Path) -> anyhow::Result<String> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let args = [
         "build",
@@ -77,6 +78,7 @@ fn build(root: &Path) -> anyhow::Result<String> {
     let status = std::process::Command::new(&cargo)
         .args(args)
         .current_dir(root)
+        .env("CARGO_TARGET_DIR", target_dir)
         .stdin(Stdio::null())
         .status()
         .context("run cargo")?;
@@ -86,21 +88,23 @@ fn build(root: &Path) -> anyhow::Result<String> {
     Ok(format!("built with `cargo {}`", args.join(" ")))
 }
 
-/// `<target-dir>/release`: next to this program when it is a release build itself (so a
-/// custom target dir is honoured), else the workspace's.
-fn release_dir(root: &Path) -> PathBuf {
-    if let Some(dir) = std::env::current_exe()
+/// The cargo target directory: `CARGO_TARGET_DIR` if set, else the one this program was
+/// built into when it is a release build (`<target>/release/tunnel-bench`), else the
+/// workspace's `target/`.
+fn target_dir(root: &Path) -> PathBuf {
+    if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from) {
+        return if dir.is_absolute() {
+            dir
+        } else {
+            root.join(dir)
+        };
+    }
+    std::env::current_exe()
         .ok()
         .and_then(|exe| exe.parent().map(Path::to_path_buf))
-        .filter(|dir| dir.ends_with("release") && dir.join(GATEWAY_BIN).is_file())
-    {
-        return dir;
-    }
-    match std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from) {
-        Some(dir) if dir.is_absolute() => dir.join("release"),
-        Some(dir) => root.join(dir).join("release"),
-        None => root.join("target").join("release"),
-    }
+        .filter(|dir| dir.ends_with("release"))
+        .and_then(|dir| dir.parent().map(Path::to_path_buf))
+        .unwrap_or_else(|| root.join("target"))
 }
 
 /// A child process, killed when dropped; its stdout and stderr go to a log file.

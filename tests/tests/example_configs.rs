@@ -1,0 +1,233 @@
+//! The example configuration files in `deploy/` are parsed with the programs' real parsers,
+//! so they never rot: a renamed, removed or newly added key fails here until the example
+//! follows. Also checks that every key of the gateway's configuration is documented in its
+//! example (set, or shown commented out), and that the commented-out examples parse too.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use peercompute_gateway::{GatewayConfig, TlsMode};
+use peercompute_provider::{ProviderConfig, ProviderFile};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the tests package lives in the workspace")
+        .to_path_buf()
+}
+
+fn read(relative: &str) -> String {
+    let path = repo().join(relative);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Field names of `struct NAME { ... }` in a Rust source file: the configuration keys, read
+/// from the code itself so that a new field cannot be forgotten in the example.
+fn struct_fields(source: &str, name: &str) -> BTreeSet<String> {
+    let start = source
+        .find(&format!("struct {name} {{"))
+        .unwrap_or_else(|| panic!("struct {name} not found"));
+    let body = &source[start..];
+    let end = body.find("\n}").expect("struct end");
+    body[..end]
+        .lines()
+        .skip(1)
+        .map(str::trim)
+        .filter(|l| !l.starts_with("//") && !l.starts_with('#'))
+        .filter_map(|l| {
+            let l = l.strip_prefix("pub ").unwrap_or(l);
+            let (field, _) = l.split_once(':')?;
+            field
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+                .then(|| field.to_owned())
+        })
+        .collect()
+}
+
+/// Keys set in the file (`key = ...`) and keys shown commented out (`# key = ...`).
+fn documented_keys(text: &str) -> (BTreeSet<String>, BTreeSet<String>) {
+    let key_of = |line: &str| {
+        let (key, _) = line.split_once('=')?;
+        let key = key.trim();
+        (!key.is_empty() && key.chars().all(|c| c.is_ascii_lowercase() || c == '_'))
+            .then(|| key.to_owned())
+    };
+    let mut set = BTreeSet::new();
+    let mut commented = BTreeSet::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if let Some(rest) = line.strip_prefix('#') {
+            commented.extend(key_of(rest.trim()));
+        } else {
+            set.extend(key_of(line));
+        }
+    }
+    (set, commented)
+}
+
+/// The file with its commented-out `# key = value` lines (for keys it does not set) enabled.
+fn uncommented(text: &str, keys: &BTreeSet<String>, set: &BTreeSet<String>) -> String {
+    text.lines()
+        .map(|line| {
+            let trimmed = line.trim_start();
+            let Some(rest) = trimmed.strip_prefix("# ") else {
+                return line.to_owned();
+            };
+            match rest.split_once('=') {
+                Some((key, _)) if keys.contains(key.trim()) && !set.contains(key.trim()) => {
+                    rest.to_owned()
+                }
+                _ => line.to_owned(),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn write_temp(dir: &tempfile::TempDir, name: &str, text: &str) -> PathBuf {
+    let path = dir.path().join(name);
+    std::fs::write(&path, text).expect("write a temp file");
+    path
+}
+
+#[test]
+fn gateway_example_parses_and_validates() {
+    let path = repo().join("deploy/gateway.toml");
+    let config = GatewayConfig::from_file(&path)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .validate()
+        .unwrap_or_else(|e| panic!("deploy/gateway.toml does not validate: {e}"));
+    assert_eq!(config.domain, "apps.example.com");
+    assert_eq!(config.tls, TlsMode::Acme);
+    assert!(!config.open, "the example must not accept any provider");
+    assert_eq!(
+        config.state_dir,
+        PathBuf::from("/var/lib/peercompute-gateway"),
+        "the systemd unit's StateDirectory and the images' volume use this path"
+    );
+}
+
+#[test]
+fn gateway_example_documents_every_key() {
+    let fields = struct_fields(&read("gateway/src/config.rs"), "GatewayConfig");
+    assert!(
+        fields.len() > 20,
+        "read the fields of GatewayConfig: {fields:?}"
+    );
+    let text = read("deploy/gateway.toml");
+    let (set, commented) = documented_keys(&text);
+    let missing: Vec<_> = fields
+        .iter()
+        .filter(|f| !set.contains(*f) && !commented.contains(*f))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "deploy/gateway.toml does not document {missing:?}: add each with a comment saying what it does"
+    );
+    // Every key line comes right after a comment explaining it.
+    let lines: Vec<&str> = text.lines().map(str::trim).collect();
+    for (i, line) in lines.iter().enumerate() {
+        if let Some((key, _)) = line.split_once(" = ")
+            && set.contains(key)
+        {
+            assert!(
+                i > 0 && lines[i - 1].starts_with('#'),
+                "deploy/gateway.toml: `{key}` has no comment above it"
+            );
+        }
+    }
+    // The commented-out examples are valid values too.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let all = write_temp(&dir, "all.toml", &uncommented(&text, &fields, &set));
+    if let Err(e) = GatewayConfig::from_file(&all) {
+        panic!("deploy/gateway.toml with its commented-out keys enabled: {e}");
+    }
+}
+
+#[test]
+fn provider_example_parses_and_applies() {
+    let path = repo().join("deploy/provider.toml");
+    let file = ProviderFile::from_file(&path).unwrap_or_else(|e| panic!("{e}"));
+    let gateway = file.gateway.clone().expect("the example sets a gateway");
+    assert!(gateway.peer.is_some(), "the example pins the gateway's key");
+    let mut config = ProviderConfig::new(PathBuf::from("/var/lib/peercomputed"));
+    let defaults = format!("{:?}", config.deploy);
+    file.apply_to(&mut config);
+    assert_eq!(config.gateway, Some(gateway));
+    assert_eq!(
+        format!("{:?}", config.deploy),
+        defaults,
+        "the example's limits are the documented defaults"
+    );
+}
+
+#[test]
+fn provider_example_documents_every_key() {
+    let keys = struct_fields(&read("provider/src/config_file.rs"), "Keys");
+    assert!(
+        keys.contains("max_memory"),
+        "read the provider's keys: {keys:?}"
+    );
+    let text = read("deploy/provider.toml");
+    let (set, commented) = documented_keys(&text);
+    let missing: Vec<_> = keys
+        .iter()
+        .filter(|k| !set.contains(*k) && !commented.contains(*k))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "deploy/provider.toml does not document {missing:?}"
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let all = write_temp(&dir, "all.toml", &uncommented(&text, &keys, &set));
+    if let Err(e) = ProviderFile::from_file(&all) {
+        panic!("deploy/provider.toml with its commented-out keys enabled: {e}");
+    }
+}
+
+#[test]
+fn refused_keys_are_named() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gateway = write_temp(&dir, "g.toml", "domian = \"apps.example.com\"\n");
+    let err = GatewayConfig::from_file(&gateway).expect_err("unknown key");
+    assert!(err.to_string().contains("domian"), "{err}");
+    let provider = write_temp(&dir, "p.toml", "max_memroy = \"1G\"\n");
+    let err = ProviderFile::from_file(&provider).expect_err("unknown key");
+    assert!(err.to_string().contains("max_memroy"), "{err}");
+}
+
+/// `deploy/compose.yaml` is a valid Compose file (checked only where a Compose CLI exists:
+/// `docker compose` or Debian's `docker-compose`; it does not need an engine).
+#[test]
+fn compose_file_is_valid() {
+    let compose = repo().join("deploy/compose.yaml");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_temp(&dir, "gateway.toml", &read("deploy/gateway.toml"));
+    let candidates: [&[&str]; 2] = [&["docker", "compose"], &["docker-compose"]];
+    for cli in candidates {
+        let probe = std::process::Command::new(cli[0])
+            .args(&cli[1..])
+            .arg("version")
+            .output();
+        if !probe.is_ok_and(|o| o.status.success()) {
+            continue;
+        }
+        let out = std::process::Command::new(cli[0])
+            .args(&cli[1..])
+            .arg("-f")
+            .arg(&compose)
+            .args(["config", "-q"])
+            .env("PEERCOMPUTE_GATEWAY_CONFIG", &config)
+            .output()
+            .expect("run compose");
+        assert!(
+            out.status.success(),
+            "{} config: {}",
+            cli.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        return;
+    }
+    eprintln!("SKIPPED compose_file_is_valid: no `docker compose` or `docker-compose` here");
+}
