@@ -28,8 +28,6 @@ TUNNEL_PORT=${TUNNEL_PORT:-7443}
 ADMIN_PORT=${ADMIN_PORT:-9181}
 P2P_PORT=${P2P_PORT:-9000}
 STATE=$ROOT/.quickstart
-BIN=$ROOT/target/release
-IMAGE=peercompute-demo:local
 NAME=demo
 
 die() { echo "quickstart: $*" >&2; exit 1; }
@@ -53,24 +51,16 @@ for p in "$HTTPS_PORT" "$ADMIN_PORT" "$P2P_PORT"; do
 done
 
 # --- build -----------------------------------------------------------------------------------
-step "building peercompute-gateway, peercomputed and peerctl (release)"
-cargo build --release --quiet -p peercompute-gateway -p peercompute-provider -p peerctl
-
-if ! docker image inspect "$IMAGE" >/dev/null 2>&1 || [ -n "${REBUILD_DEMO:-}" ]; then
-    step "building the demo app image $IMAGE (static binary FROM scratch, no registry needed)"
-    RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --quiet \
-        --target x86_64-unknown-linux-gnu --target-dir target/static -p peercompute-demo
-    ctx=$(mktemp -d)
-    cp target/static/x86_64-unknown-linux-gnu/release/peercompute-demo "$ctx/"
-    docker build --quiet -t "$IMAGE" -f - "$ctx" >/dev/null <<'EOF'
-FROM scratch
-COPY peercompute-demo /peercompute-demo
-USER 65534
-EXPOSE 8080
-ENTRYPOINT ["/peercompute-demo"]
-EOF
-    rm -rf "$ctx"
-fi
+# One static release build serves both the host programs and the demo image (FROM scratch, no
+# registry needed); docker/build-scratch.sh prints the binary paths / the image tag on stdout.
+step "building peercompute-gateway, peercomputed, peerctl and the demo app (static release)"
+paths=$(docker/build-scratch.sh --no-image gateway provider demo)
+BIN=$(dirname "$(printf '%s\n' "$paths" | head -n 1)")
+for b in peercompute-gateway peercomputed peerctl; do
+    [ -x "$BIN/$b" ] || die "the build did not produce $BIN/$b"
+done
+step "building the demo app image"
+IMAGE=$(docker/build-scratch.sh demo | tail -n 1)
 
 # --- identities and trust ----------------------------------------------------------------
 mkdir -p "$STATE"

@@ -96,8 +96,8 @@ main() {
     fi
 
     # Every image's packages, whichever images were asked for: cargo unifies features across the
-    # packages of one invocation, so a different selection would compile every shared crate again
-    # (minutes). With one fixed selection, one warm cache serves every later call (seconds).
+    # packages of one invocation, so another selection can mean other features and shared crates
+    # compiled again (minutes). With one fixed selection, one warm cache serves every call.
     packages=(-p peercompute-gateway -p peercompute-provider -p peerctl -p peercompute-demo)
     # image name -> binaries, image repository (the Dockerfile is docker/Dockerfile.scratch-NAME)
     binaries_of() {
@@ -181,7 +181,9 @@ main() {
         name="$(repository_of "$image"):$tag"
         echo "building image $name ($platform)" >&2
         platform_args=()
-        if [ "$target" != "$host" ]; then platform_args=(--platform "$platform"); fi
+        # --no-cache: the legacy builder would reuse a cached layer of the host's platform and
+        # then refuse it ("does not match the specified platform"). The steps are only COPYs.
+        if [ "$target" != "$host" ]; then platform_args=(--platform "$platform" --no-cache); fi
         docker build "${platform_args[@]}" -f "$repo/docker/Dockerfile.scratch-$image" -t "$name" "$context" >&2 ||
             die "docker build of $name failed (see above)"
         built+=("$name")

@@ -4,6 +4,7 @@
 //! example (set, or shown commented out), and that the commented-out examples parse too.
 
 use std::collections::BTreeSet;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use peercompute_gateway::{GatewayConfig, TlsMode};
@@ -195,6 +196,93 @@ fn refused_keys_are_named() {
     let provider = write_temp(&dir, "p.toml", "max_memroy = \"1G\"\n");
     let err = ProviderFile::from_file(&provider).expect_err("unknown key");
     assert!(err.to_string().contains("max_memroy"), "{err}");
+}
+
+/// The systemd units point where the examples are installed and where their state lives, and
+/// `systemd-analyze verify` accepts them (where systemd-analyze exists; it needs no running
+/// systemd: it reads the units in a throwaway root with stand-in executables).
+#[test]
+fn systemd_units_verify() {
+    let gateway = read("deploy/peercompute-gateway.service");
+    let provider = read("deploy/peercomputed.service");
+    for (unit, text, config, state) in [
+        (
+            "peercompute-gateway.service",
+            &gateway,
+            "/etc/peercompute/gateway.toml",
+            "peercompute-gateway",
+        ),
+        (
+            "peercomputed.service",
+            &provider,
+            "/etc/peercompute/provider.toml",
+            "peercomputed",
+        ),
+    ] {
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("ExecStart=") && l.ends_with(&format!("--config {config}"))),
+            "{unit} runs with --config {config}"
+        );
+        assert!(
+            text.contains(&format!("\nStateDirectory={state}\n")),
+            "{unit} keeps its state in /var/lib/{state}"
+        );
+    }
+    assert!(provider.contains("\nEnvironment=PEERCOMPUTE_HOME=/var/lib/peercomputed\n"));
+    assert!(provider.contains("\nSupplementaryGroups=docker\n"));
+    assert!(gateway.contains("\nCapabilityBoundingSet=CAP_NET_BIND_SERVICE\n"));
+
+    let available = std::process::Command::new("systemd-analyze")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    let units = Path::new("/usr/lib/systemd/system");
+    if !available || !units.is_dir() {
+        eprintln!(
+            "SKIPPED systemd-analyze verify: no systemd-analyze or {}",
+            units.display()
+        );
+        return;
+    }
+    let root = tempfile::tempdir().expect("tempdir");
+    let dir = |p: &str| {
+        let d = root.path().join(p);
+        std::fs::create_dir_all(&d).expect("mkdir");
+        d
+    };
+    let bin = dir("usr/local/bin");
+    for exe in ["peercompute-gateway", "peercomputed"] {
+        let path = bin.join(exe);
+        std::fs::write(&path, "#!/bin/sh\n").expect("write a stand-in executable");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+    let system = dir("etc/systemd/system");
+    let vendor = dir("usr/lib/systemd/system");
+    for entry in std::fs::read_dir(units).expect("read the system's units") {
+        let entry = entry.expect("dir entry");
+        if entry.file_type().is_ok_and(|t| t.is_file()) {
+            let _ = std::fs::copy(entry.path(), vendor.join(entry.file_name()));
+        }
+    }
+    for (unit, text) in [
+        ("peercompute-gateway.service", &gateway),
+        ("peercomputed.service", &provider),
+    ] {
+        std::fs::write(system.join(unit), text).expect("write the unit");
+        let out = std::process::Command::new("systemd-analyze")
+            .arg("verify")
+            .arg(format!("--root={}", root.path().display()))
+            .arg(unit)
+            .output()
+            .expect("run systemd-analyze");
+        assert!(
+            out.status.success() && out.stderr.is_empty(),
+            "systemd-analyze verify {unit}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }
 
 /// `deploy/compose.yaml` is a valid Compose file (checked only where a Compose CLI exists:

@@ -114,8 +114,35 @@ pub(crate) struct Watched {
     pub(crate) pid: u32,
 }
 
-/// CPU used by each watched process over a phase, in % of one core, and by the whole
-/// machine (so what other processes took is visible).
+/// CPU used over a phase, in % of one core: by each watched process, and by the whole
+/// machine, so what unrelated processes took meanwhile is visible.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct CpuUse {
+    pub(crate) procs: Vec<(String, f64)>,
+    pub(crate) machine: Option<f64>,
+}
+
+impl CpuUse {
+    /// What processes other than the watched ones used (machine − watched).
+    pub(crate) fn others(&self) -> Option<f64> {
+        let ours: f64 = self.procs.iter().map(|(_, p)| p).sum();
+        self.machine.map(|m| (m - ours).max(0.0))
+    }
+}
+
+impl std::fmt::Display for CpuUse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (label, pct) in &self.procs {
+            write!(f, "{label} {pct:.0}%, ")?;
+        }
+        match self.others() {
+            Some(others) => write!(f, "other processes {others:.0}%"),
+            None => write!(f, "other processes unknown"),
+        }
+    }
+}
+
+/// Measures a [`CpuUse`] between `start` and `stop`.
 #[derive(Debug)]
 pub(crate) struct CpuMeter {
     start: Instant,
@@ -135,11 +162,11 @@ impl CpuMeter {
         }
     }
 
-    /// `(label, percent of one core)` for every process still readable, then `machine`.
-    pub(crate) fn stop(self) -> Vec<(String, f64)> {
+    /// Every watched process still readable, and the machine.
+    pub(crate) fn stop(self) -> CpuUse {
         let wall = self.start.elapsed().as_secs_f64().max(1e-9);
         let pct = |d: Duration| 100.0 * d.as_secs_f64() / wall;
-        let mut out: Vec<(String, f64)> = self
+        let procs = self
             .before
             .into_iter()
             .filter_map(|(w, before)| {
@@ -147,13 +174,11 @@ impl CpuMeter {
                 Some((w.label, pct(used)))
             })
             .collect();
-        if let Some(used) = machine_busy()
+        let machine = machine_busy()
             .zip(self.machine_before)
             .and_then(|(now, before)| now.checked_sub(before))
-        {
-            out.push(("machine (all processes)".into(), pct(used)));
-        }
-        out
+            .map(pct);
+        CpuUse { procs, machine }
     }
 }
 

@@ -4,9 +4,9 @@
 
 use std::time::Duration;
 
-use super::procfs::Memory;
+use super::procfs::{CpuUse, Memory};
 use super::stats::{mib, ms, ratio};
-use super::suite::{Measured, Report};
+use super::suite::Report;
 
 /// Targets from issue 2 for this 2-core machine.
 const MIN_REQ_RATIO: f64 = 0.5;
@@ -22,12 +22,15 @@ fn header() {
     row("", "direct", "through", "thr/direct");
 }
 
-fn cpu_line<T>(m: &Measured<T>) -> String {
-    m.cpu
-        .iter()
-        .map(|(label, pct)| format!("{label} {pct:.0}%"))
-        .collect::<Vec<_>>()
-        .join(", ")
+/// Other processes using more than this (% of one core) during a phase disturb it.
+const DISTURBED_PCT: f64 = 25.0;
+
+/// Prints the CPU line of a phase and remembers it if unrelated processes took a share.
+fn cpu_line(label: &str, phase: String, cpu: &CpuUse, disturbed: &mut Vec<String>) {
+    println!("  CPU, {label} {cpu}");
+    if let Some(others) = cpu.others().filter(|o| *o > DISTURBED_PCT) {
+        disturbed.push(format!("{phase} (other processes {others:.0}% of a core)"));
+    }
 }
 
 fn secs(d: Duration) -> f64 {
@@ -47,6 +50,7 @@ fn lat_row(label: &str, direct: Duration, through: Duration) {
 pub(crate) fn print(report: &Report, quick: bool) -> bool {
     let s = &report.settings;
     let mut sound = true;
+    let mut disturbed = Vec::new();
 
     let c = &report.closed;
     println!();
@@ -79,8 +83,18 @@ pub(crate) fn print(report: &Report, quick: bool) -> bool {
         &format!("{}/{}/{}", t.requests, t.non_2xx, t.errors),
         "",
     );
-    println!("  CPU, direct:  {}", cpu_line(&c.direct));
-    println!("  CPU, through: {}", cpu_line(&c.through));
+    cpu_line(
+        "direct: ",
+        "closed loop direct".into(),
+        &c.direct.cpu,
+        &mut disturbed,
+    );
+    cpu_line(
+        "through:",
+        "closed loop through".into(),
+        &c.through.cpu,
+        &mut disturbed,
+    );
     sound &= d.errors + d.non_2xx + t.errors + t.non_2xx == 0 && t.requests > 0;
 
     let o = &report.open;
@@ -132,8 +146,18 @@ pub(crate) fn print(report: &Report, quick: bool) -> bool {
     let overhead_p50 = signed_ms(t.latency.percentile(50.0), d.latency.percentile(50.0));
     let overhead_p99 = signed_ms(t.latency.percentile(99.0), d.latency.percentile(99.0));
     println!("  overhead (through − direct): p50 {overhead_p50}, p99 {overhead_p99}");
-    println!("  CPU, direct:  {}", cpu_line(&o.direct));
-    println!("  CPU, through: {}", cpu_line(&o.through));
+    cpu_line(
+        "direct: ",
+        "open loop direct".into(),
+        &o.direct.cpu,
+        &mut disturbed,
+    );
+    cpu_line(
+        "through:",
+        "open loop through".into(),
+        &o.through.cpu,
+        &mut disturbed,
+    );
     sound &= d.errors + d.non_2xx + t.errors + t.non_2xx == 0
         && d.completed == d.scheduled
         && t.completed == t.scheduled;
@@ -167,13 +191,11 @@ pub(crate) fn print(report: &Report, quick: bool) -> bool {
         mib(h.gateway_open.rss_kib),
         mib(h.provider_open.rss_kib)
     );
-    println!(
-        "  CPU: {}",
-        h.cpu
-            .iter()
-            .map(|(l, p)| format!("{l} {p:.0}%"))
-            .collect::<Vec<_>>()
-            .join(", ")
+    cpu_line(
+        "opening:",
+        "concurrent connections".into(),
+        &h.cpu,
+        &mut disturbed,
     );
     sound &= h.failed == 0 && h.non_2xx == 0;
 
@@ -206,8 +228,18 @@ pub(crate) fn print(report: &Report, quick: bool) -> bool {
         }
     };
     row("status, bytes, SHA-256", &check(d), &check(t), "");
-    println!("  CPU, direct:  {}", cpu_line(&b.direct));
-    println!("  CPU, through: {}", cpu_line(&b.through));
+    cpu_line(
+        "direct: ",
+        "bulk direct".into(),
+        &b.direct.cpu,
+        &mut disturbed,
+    );
+    cpu_line(
+        "through:",
+        "bulk through".into(),
+        &b.through.cpu,
+        &mut disturbed,
+    );
     sound &= d.ok() && t.ok();
 
     println!();
@@ -224,6 +256,13 @@ pub(crate) fn print(report: &Report, quick: bool) -> bool {
     );
 
     print_targets(report, quick);
+    if !disturbed.is_empty() {
+        println!();
+        println!(
+            "DISTURBED: unrelated processes used CPU during: {}; repeat on a quiet machine",
+            disturbed.join(", ")
+        );
+    }
     if !sound {
         println!();
         println!("CHECK FAILED: errors, non-2xx answers, missed requests or a bad download above");

@@ -13,7 +13,7 @@ use super::bulk::{self, BulkResult};
 use super::closed::{self, ClosedLoop, ClosedResult};
 use super::held;
 use super::open::{self, OpenLoop, OpenResult};
-use super::procfs::{self, CpuMeter, Memory, Watched};
+use super::procfs::{self, CpuMeter, CpuUse, Memory, Watched};
 use super::target::Target;
 
 /// Sizes and durations of one run.
@@ -78,7 +78,7 @@ pub(crate) struct Rig {
 #[derive(Debug)]
 pub(crate) struct Measured<T> {
     pub(crate) result: T,
-    pub(crate) cpu: Vec<(String, f64)>,
+    pub(crate) cpu: CpuUse,
 }
 
 #[derive(Debug)]
@@ -101,7 +101,7 @@ pub(crate) struct HeldReport {
     pub(crate) gateway_before: Memory,
     pub(crate) gateway_open: Memory,
     pub(crate) provider_open: Memory,
-    pub(crate) cpu: Vec<(String, f64)>,
+    pub(crate) cpu: CpuUse,
 }
 
 /// Everything one run measured.
