@@ -48,9 +48,17 @@ async fn answer(
     }
 }
 
-async fn managed_count() -> usize {
+/// Containers run by `daemon` (other tests run their own daemons on the same engine).
+async fn managed_count(daemon: &TestDaemon) -> usize {
     let runtime = DockerRuntime::connect().await.expect("docker");
-    runtime.list_managed().await.expect("list").len()
+    let me = daemon.peer_id.to_string();
+    runtime
+        .list_managed()
+        .await
+        .expect("list")
+        .iter()
+        .filter(|c| c.labels.get(peercompute_runtime::LABEL_PROVIDER) == Some(&me))
+        .count()
 }
 
 fn now() -> u64 {
@@ -66,7 +74,7 @@ async fn trust_must_be_mutual_and_each_refusal_says_who_must_add_whom() {
     // The client trusts the provider, the provider does not trust the client.
     let client = TestClient::new();
     client.trust(&daemon);
-    let before = managed_count().await;
+    let before = managed_count(&daemon).await;
     let conn = client.connect(&daemon).await.expect("reachable");
     let err = answer(&conn, &deploy_req(&image, "untrusted"))
         .await
@@ -84,7 +92,7 @@ async fn trust_must_be_mutual_and_each_refusal_says_who_must_add_whom() {
         err.message
     );
     assert_eq!(
-        managed_count().await,
+        managed_count(&daemon).await,
         before,
         "no container for an untrusted client"
     );
@@ -148,7 +156,7 @@ async fn replayed_tampered_and_hostile_requests_are_refused_before_docker() {
     daemon.trust(&client.peer_id());
     let conn = client.connect(&daemon).await.expect("reachable");
     let key = client.identity.signing_key().clone();
-    let before = managed_count().await;
+    let before = managed_count(&daemon).await;
 
     // A valid signed List, sent twice: the second is a replay.
     let list = SignedEnvelope::sign(
@@ -256,7 +264,7 @@ async fn replayed_tampered_and_hostile_requests_are_refused_before_docker() {
         assert_eq!(err.kind, Kind::BadRequest, "{field}: {}", err.message);
     }
     assert_eq!(
-        managed_count().await,
+        managed_count(&daemon).await,
         before,
         "no container was created by any refused request"
     );
