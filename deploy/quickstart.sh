@@ -76,6 +76,9 @@ step "client $CLIENT_ID"
     --addr "/ip4/127.0.0.1/tcp/$P2P_PORT" 2>/dev/null || true
 
 # --- start gateway and provider ----------------------------------------------------------
+# The gateway and the provider run in their own sessions (setsid): Ctrl-C in the terminal
+# reaches only this script, whose trap first stops the deployment (the provider must still be
+# up for that) and then the processes.
 PIDS=()
 cleanup() {
     set +e
@@ -91,7 +94,7 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 step "starting the gateway on https://*.$DOMAIN:$HTTPS_PORT (logs: $STATE/gateway.log)"
-RUST_LOG=${RUST_LOG:-info} "$BIN/peercompute-gateway" run --domain "$DOMAIN" --state-dir "$GW_STATE" \
+RUST_LOG=${RUST_LOG:-info} setsid "$BIN/peercompute-gateway" run --domain "$DOMAIN" --state-dir "$GW_STATE" \
     --https-listen "127.0.0.1:$HTTPS_PORT" --no-http --tunnel-listen "127.0.0.1:$TUNNEL_PORT" \
     --admin-listen "127.0.0.1:$ADMIN_PORT" --public-port "$HTTPS_PORT" \
     --allow-provider "$PROV_ID" >"$STATE/gateway.log" 2>&1 &
@@ -108,7 +111,7 @@ wait_for() { # wait_for SECONDS DESCRIPTION COMMAND...
 wait_for 20 "the gateway" curl -sf "http://127.0.0.1:$ADMIN_PORT/readyz"
 
 step "starting the provider (logs: $STATE/provider.log)"
-RUST_LOG=${RUST_LOG:-info} "$BIN/peercomputed" --home "$PROV_HOME" run \
+RUST_LOG=${RUST_LOG:-info} setsid "$BIN/peercomputed" --home "$PROV_HOME" run \
     --gateway "$GW_ID@127.0.0.1:$TUNNEL_PORT" --listen "/ip4/127.0.0.1/tcp/$P2P_PORT" --no-mdns \
     >"$STATE/provider.log" 2>&1 &
 PIDS+=($!); echo $! >>"$STATE/pids"
