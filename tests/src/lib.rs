@@ -9,6 +9,7 @@
 //!   tunnel) on 127.0.0.1, and [`TestClient`], a peerctl identity with its own trust file.
 //! - [`image`]: a busybox web image built with no registry, loaded under a unique tag.
 //! - [`acme`]: bind9 and pebble as child processes, and a gateway with `--tls acme`.
+//! - [`procfs`]: machine and process figures from `/proc`, for the benchmark programs.
 //! - [`world`]: [`publish`] — gateway + admitted provider + backend published under a name.
 //! - [`client`]: HTTPS clients that trust the gateway's dev CA and resolve any
 //!   `*.<domain>` to the gateway, over HTTP/1.1 or HTTP/2; raw TLS sockets for abuse tests.
@@ -22,6 +23,7 @@ pub mod client;
 pub mod daemon;
 pub mod gateway;
 pub mod image;
+pub mod procfs;
 pub mod provider;
 pub mod world;
 

@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Parser;
 use deploy_bench::children::Binaries;
-use deploy_bench::machine::{self, Machine, Memory};
+use deploy_bench::machine;
 use deploy_bench::report::Report;
 use deploy_bench::runs::{self, CheckFailed, Workload};
 use deploy_bench::stages;
@@ -113,7 +113,7 @@ fn main() -> ExitCode {
 }
 
 async fn bench(cli: Cli) -> anyhow::Result<Report> {
-    let machine = Machine::read();
+    let machine = machine::machine();
     let load_before = machine::loadavg();
     let bins = Binaries::get(cli.bin_dir.as_deref(), cli.no_build)?;
     let runtime = DockerRuntime::connect()
@@ -151,7 +151,7 @@ async fn bench(cli: Cli) -> anyhow::Result<Report> {
         docker,
         vec![system.provider_id.clone(), direct_label.clone()],
     );
-    let rss_start = Memory::of(system.provider.pid).context("the provider's memory")?;
+    let rss_start = machine::memory_of(system.provider.pid).context("the provider's memory")?;
 
     let measured = measure(
         &mut system,
@@ -171,7 +171,7 @@ async fn bench(cli: Cli) -> anyhow::Result<Report> {
             return Err(e);
         }
     };
-    let rss_end = Memory::of(system.provider.pid).context("the provider's memory")?;
+    let rss_end = machine::memory_of(system.provider.pid).context("the provider's memory")?;
     let mut image_check = Vec::new();
     for _ in 0..cli.runs {
         let t0 = Instant::now();

@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use tunnel_bench::procfs::{self, Watched};
+use tunnel_bench::procfs::Watched;
 use tunnel_bench::setup::{self, Stack};
 use tunnel_bench::suite::{self, Rig, Settings};
 use tunnel_bench::target::Target;
@@ -147,7 +147,7 @@ async fn serve_backend() -> anyhow::Result<()> {
 /// The whole run; `Ok(false)` when a correctness check failed.
 async fn bench(cli: &Cli) -> anyhow::Result<bool> {
     let settings = cli.settings();
-    let machine = procfs::machine();
+    let machine = peercompute_tests::procfs::machine();
     println!("Peer Compute tunnel benchmark (tests/src/bin/tunnel-bench.rs)");
     println!(
         "machine: nproc {}, CPU {}, Linux {}, {:.1} GiB RAM; load average at start {}",
@@ -155,7 +155,7 @@ async fn bench(cli: &Cli) -> anyhow::Result<bool> {
         machine.cpu_model,
         machine.kernel,
         machine.mem_total_kib as f64 / (1024.0 * 1024.0),
-        procfs::loadavg()
+        peercompute_tests::procfs::loadavg()
     );
     println!(
         "command: {}",
@@ -215,7 +215,10 @@ async fn bench(cli: &Cli) -> anyhow::Result<bool> {
     stack.stop().await;
     let sound = tunnel_bench::report::print(&report, cli.quick);
     println!();
-    println!("load average at end: {}", procfs::loadavg());
+    println!(
+        "load average at end: {}",
+        peercompute_tests::procfs::loadavg()
+    );
     Ok(sound)
 }
 

@@ -3,62 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-/// The machine the figures were measured on.
-#[derive(Debug)]
-pub(crate) struct Machine {
-    pub(crate) nproc: usize,
-    pub(crate) cpu_model: String,
-    pub(crate) kernel: String,
-    pub(crate) mem_total_kib: u64,
-}
-
-pub(crate) fn machine() -> Machine {
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let cpu_model = cpuinfo
-        .lines()
-        .find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            (k.trim() == "model name").then(|| v.trim().to_owned())
-        })
-        .unwrap_or_else(|| "unknown".into());
-    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-    Machine {
-        nproc: std::thread::available_parallelism().map_or(0, usize::from),
-        cpu_model,
-        kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
-            .map(|s| s.trim().to_owned())
-            .unwrap_or_else(|_| "unknown".into()),
-        mem_total_kib: kib_field(&meminfo, "MemTotal:").unwrap_or(0),
-    }
-}
-
-/// The 1, 5 and 15 minute load averages, as `/proc/loadavg` prints them.
-pub(crate) fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "unknown".into())
-}
-
-/// Resident memory of a process, KiB.
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct Memory {
-    pub(crate) rss_kib: u64,
-    pub(crate) hwm_kib: u64,
-}
-
-/// VmRSS and VmHWM of `pid`; `None` once the process is gone.
-pub(crate) fn memory(pid: u32) -> Option<Memory> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    Some(Memory {
-        rss_kib: kib_field(&status, "VmRSS:")?,
-        hwm_kib: kib_field(&status, "VmHWM:")?,
-    })
-}
-
-fn kib_field(text: &str, key: &str) -> Option<u64> {
-    let line = text.lines().find(|l| l.starts_with(key))?;
-    line[key.len()..].split_whitespace().next()?.parse().ok()
-}
+pub(crate) use peercompute_tests::procfs::{Memory, memory};
 
 /// Clock ticks per second for `/proc/<pid>/stat` (`getconf CLK_TCK`; 100 on Linux).
 fn clock_ticks() -> u64 {
@@ -193,14 +138,6 @@ mod tests {
         assert!(mem.rss_kib > 0 && mem.hwm_kib >= mem.rss_kib, "{mem:?}");
         assert!(cpu_time(me).is_some());
         assert!(machine_busy().is_some());
-        assert!(machine().nproc > 0);
-    }
-
-    #[test]
-    fn kib_fields() {
-        let text = "Name:\tx\nVmHWM:\t   2048 kB\nVmRSS:\t    1024 kB\n";
-        assert_eq!(kib_field(text, "VmRSS:"), Some(1024));
-        assert_eq!(kib_field(text, "VmHWM:"), Some(2048));
-        assert_eq!(kib_field(text, "VmSwap:"), None);
+        assert!(peercompute_tests::procfs::machine().nproc > 0);
     }
 }
