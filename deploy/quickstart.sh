@@ -8,6 +8,7 @@
 #   --keep-state  keep .quickstart/ identities between runs (default: kept anyway; use
 #                 `rm -rf .quickstart` for a fresh start)
 # Ports (override with env): HTTPS_PORT=8443 TUNNEL_PORT=7443 (UDP) ADMIN_PORT=9181 P2P_PORT=9000
+#   GATEWAY_P2P_PORT=4001 (the gateway's relay/rendezvous, TCP and UDP)
 set -euo pipefail
 
 ONCE=0
@@ -27,6 +28,7 @@ HTTPS_PORT=${HTTPS_PORT:-8443}
 TUNNEL_PORT=${TUNNEL_PORT:-7443}
 ADMIN_PORT=${ADMIN_PORT:-9181}
 P2P_PORT=${P2P_PORT:-9000}
+GATEWAY_P2P_PORT=${GATEWAY_P2P_PORT:-4001}
 STATE=$ROOT/.quickstart
 NAME=demo
 
@@ -97,6 +99,7 @@ step "starting the gateway on https://*.$DOMAIN:$HTTPS_PORT (logs: $STATE/gatewa
 RUST_LOG=${RUST_LOG:-info} setsid "$BIN/peercompute-gateway" run --domain "$DOMAIN" --state-dir "$GW_STATE" \
     --https-listen "127.0.0.1:$HTTPS_PORT" --no-http --tunnel-listen "127.0.0.1:$TUNNEL_PORT" \
     --admin-listen "127.0.0.1:$ADMIN_PORT" --public-port "$HTTPS_PORT" \
+    --p2p-listen "/ip4/127.0.0.1/tcp/$GATEWAY_P2P_PORT" --p2p-listen "/ip4/127.0.0.1/udp/$GATEWAY_P2P_PORT/quic-v1" \
     --allow-provider "$PROV_ID" >"$STATE/gateway.log" 2>&1 &
 PIDS+=($!); echo $! >>"$STATE/pids"
 

@@ -123,6 +123,27 @@ pub struct GatewayConfig {
     pub max_headers: usize,
     /// Most names one provider may hold at once.
     pub max_names_per_provider: usize,
+    /// libp2p listen addresses of the meeting point (relay v2 server + rendezvous) that lets
+    /// clients reach providers behind NAT by peer id. Empty disables it.
+    pub p2p_listen: Vec<String>,
+    /// Public libp2p addresses to announce (to providers in the tunnel's Welcome and in relay
+    /// reservations) when they differ from the listen addresses (NAT, DNS name).
+    pub p2p_announce: Vec<String>,
+    /// Most relay slots reserved at once.
+    pub relay_max_reservations: usize,
+    /// A relayed control session is closed after this long...
+    #[serde(with = "humantime_serde")]
+    pub relay_max_circuit_duration: Duration,
+    /// ...or after this many bytes (both directions): relays carry control traffic only.
+    pub relay_max_circuit_bytes: u64,
+}
+
+/// The default `p2p_listen`: TCP and QUIC on port 4001 of every interface.
+pub(crate) fn default_p2p_listen() -> Vec<String> {
+    vec![
+        "/ip4/0.0.0.0/tcp/4001".into(),
+        "/ip4/0.0.0.0/udp/4001/quic-v1".into(),
+    ]
 }
 
 impl Default for GatewayConfig {
@@ -161,6 +182,11 @@ impl Default for GatewayConfig {
             max_header_bytes: 16 * 1024,
             max_headers: 100,
             max_names_per_provider: 64,
+            p2p_listen: default_p2p_listen(),
+            p2p_announce: Vec::new(),
+            relay_max_reservations: 1024,
+            relay_max_circuit_duration: Duration::from_secs(30 * 60),
+            relay_max_circuit_bytes: 16 * 1024 * 1024,
         }
     }
 }
@@ -219,6 +245,25 @@ impl GatewayConfig {
         }
         if self.tls == TlsMode::Acme {
             self.validate_acme()?;
+        }
+        for (flag, list) in [
+            ("--p2p-listen", &self.p2p_listen),
+            ("--p2p-announce", &self.p2p_announce),
+        ] {
+            for addr in list {
+                if let Err(e) = addr.parse::<peercompute_p2p::Multiaddr>() {
+                    return Err(ConfigError::Invalid(format!(
+                        "{flag} {addr:?} is not a multiaddr ({e}); e.g. /ip4/0.0.0.0/tcp/4001 or /ip4/0.0.0.0/udp/4001/quic-v1"
+                    )));
+                }
+            }
+        }
+        if !self.p2p_listen.is_empty()
+            && (self.relay_max_circuit_bytes == 0 || self.relay_max_circuit_duration.is_zero())
+        {
+            return Err(ConfigError::Invalid(
+                "relay_max_circuit_bytes and relay_max_circuit_duration must be more than 0".into(),
+            ));
         }
         if !self.open && self.allow_providers.is_empty() && self.allow_providers_file.is_none() {
             return Err(ConfigError::Invalid(

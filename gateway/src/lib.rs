@@ -25,6 +25,7 @@ mod config;
 mod host;
 mod metrics;
 mod names;
+mod p2p;
 mod plain;
 mod proxy;
 mod ratelimit;
@@ -81,6 +82,8 @@ pub enum GatewayError {
     Tls(String),
     #[error("QUIC endpoint: {0}")]
     Quic(std::io::Error),
+    #[error("p2p meeting point (--p2p-listen): {0}")]
+    P2p(String),
 }
 
 /// Sockets the gateway serves on, bound by the caller.
@@ -218,6 +221,7 @@ pub async fn run(
     let shared = state::Shared::new(config, identity.peer_id(), names, allow, acme_hooks);
     let (stop_tx, stop_rx) = watch::channel(false);
     let acme_task = acme.map(|prepared| prepared.spawn(shared.clone(), stop_rx.clone()));
+    let p2p_node = p2p::start(&identity, &shared).await?;
     info!(
         peer_id = %shared.peer_id,
         https = ?listeners.https.local_addr().ok(),
@@ -287,6 +291,9 @@ pub async fn run(
     );
     let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
     tasks.abort_all();
+    if let Some(node) = p2p_node {
+        node.shutdown().await;
+    }
     info!("gateway stopped");
     Ok(())
 }

@@ -131,6 +131,27 @@ struct RunArgs {
     /// Most visitor connections at once [default: 10000].
     #[arg(long)]
     max_connections: Option<usize>,
+    /// libp2p address of the meeting point (relay + rendezvous) that lets clients reach
+    /// providers behind NAT, repeatable [default: /ip4/0.0.0.0/tcp/4001 and
+    /// /ip4/0.0.0.0/udp/4001/quic-v1].
+    #[arg(long, value_name = "MULTIADDR")]
+    p2p_listen: Vec<String>,
+    /// Public libp2p address to announce when it differs from --p2p-listen (NAT, DNS name),
+    /// repeatable, e.g. /dns4/gw.example.com/tcp/4001.
+    #[arg(long, value_name = "MULTIADDR")]
+    p2p_announce: Vec<String>,
+    /// Do not run the libp2p meeting point (providers behind NAT then need a LAN or an address).
+    #[arg(long, conflicts_with = "p2p_listen")]
+    no_p2p: bool,
+    /// Most relay slots reserved at once [default: 1024].
+    #[arg(long)]
+    relay_max_reservations: Option<usize>,
+    /// A relayed control session closes after this long, e.g. 30m [default: 30m].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    relay_max_circuit_duration: Option<Duration>,
+    /// A relayed control session closes after this many bytes [default: 16777216].
+    #[arg(long, value_name = "BYTES")]
+    relay_max_circuit_bytes: Option<u64>,
 }
 
 impl RunArgs {
@@ -155,8 +176,20 @@ impl RunArgs {
             rate_limit_ip,
             grace_period,
             upstream_timeout,
-            max_connections
+            max_connections,
+            relay_max_reservations,
+            relay_max_circuit_duration,
+            relay_max_circuit_bytes
         );
+        if !self.p2p_listen.is_empty() {
+            cfg.p2p_listen = self.p2p_listen;
+        }
+        if self.no_p2p {
+            cfg.p2p_listen.clear();
+        }
+        if !self.p2p_announce.is_empty() {
+            cfg.p2p_announce = self.p2p_announce;
+        }
         if let Some(a) = self.http_listen {
             cfg.http_listen = Some(a);
         }

@@ -26,6 +26,8 @@ pub(crate) struct Shared {
     /// HTTP-01 answers and the registration hook of `--tls acme` (inert otherwise).
     pub(crate) acme: AcmeHooks,
     draining: AtomicBool,
+    /// libp2p addresses sent to providers in Welcome (empty when p2p is off).
+    pub(crate) p2p_addrs: std::sync::OnceLock<Vec<String>>,
 }
 
 impl Shared {
@@ -47,6 +49,7 @@ impl Shared {
             metrics: Metrics::new(),
             acme,
             draining: AtomicBool::new(false),
+            p2p_addrs: std::sync::OnceLock::new(),
         })
     }
 

@@ -1,16 +1,26 @@
-//! The libp2p side of Peer Compute's control plane, shared by `peercomputed` (server) and
-//! `peerctl` (client).
+//! The libp2p side of Peer Compute's control plane, shared by `peercomputed` (server),
+//! `peerctl` (client) and the gateway (relay and rendezvous server).
 //!
-//! - [`node`]: a libp2p node — TCP + Noise + Yamux, identify, ping, optional mDNS, connection
-//!   limits and generic streams — run by an event loop task; a cloneable [`Node`] handle dials
-//!   peers, reports how a peer was reached and opens or accepts streams.
+//! - [`node`]: a libp2p node — TCP and QUIC, Noise + Yamux, identify, ping, optional mDNS,
+//!   connection limits, generic streams, circuit relay v2 client, DCUtR hole punching and
+//!   rendezvous client, plus the relay and rendezvous servers on gateways — run by an event
+//!   loop task; a cloneable [`Node`] handle dials peers, reserves relay slots, registers and
+//!   looks up peers at a rendezvous server, reports how a peer was reached and opens or
+//!   accepts streams.
+//! - [`path`]: what kind of path a connection is (direct LAN / public, hole punched, relayed).
 //! - [`framed`]: control-plane frames (`type | length | JSON`, codec in
 //!   `peercompute-tunnel-proto`) read from and written to a libp2p stream, every buffer bounded
 //!   by the codec's maximum frame size.
 
+mod event_loop;
 mod framed;
 mod node;
+pub mod path;
 
 pub use framed::{FrameError, Framed};
+pub use libp2p::multiaddr::Protocol;
 pub use libp2p::{Multiaddr, PeerId, StreamProtocol};
-pub use node::{Node, NodeConfig, NodeError, PeerPath, control_protocol};
+pub use node::{
+    AdmitFn, Found, Node, NodeConfig, NodeError, RelayServerSettings, control_protocol,
+};
+pub use path::{PathKind, PeerPath};

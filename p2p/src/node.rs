@@ -1,22 +1,81 @@
 //! A libp2p node run by an event-loop task that owns the `Swarm`; [`Node`] is the cloneable
 //! handle the rest of the program talks to (the rust-libp2p "client + event loop" pattern).
+//!
+//! Every node speaks TCP and QUIC, identify, ping, generic streams, the circuit relay v2
+//! client, DCUtR and the rendezvous client; a gateway also runs the relay server (with an
+//! admission check) and the rendezvous server.
 
-use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
-use libp2p::core::ConnectedPoint;
+use libp2p::swarm::SwarmEvent;
 use libp2p::swarm::behaviour::toggle::Toggle;
-use libp2p::swarm::dial_opts::DialOpts;
-use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
-use libp2p::{Multiaddr, PeerId, StreamProtocol, identify, mdns, noise, ping, tcp, yamux};
+use libp2p::{
+    Multiaddr, PeerId, StreamProtocol, dcutr, identify, mdns, noise, ping, relay, rendezvous, tcp,
+    yamux,
+};
 use peercompute_identity::Identity;
 use tokio::sync::{mpsc, oneshot, watch};
-use tracing::{debug, info};
+
+use crate::event_loop::{Behaviour, Command, EventLoop};
+use crate::path::PeerPath;
 
 /// The control protocol id, `/peercompute/control/1`.
 pub fn control_protocol() -> StreamProtocol {
     StreamProtocol::new(peercompute_tunnel_proto::CONTROL_PLANE_PROTOCOL)
+}
+
+/// Decides whether a peer may reserve a relay slot.
+pub type AdmitFn = Arc<dyn Fn(&PeerId) -> bool + Send + Sync>;
+
+/// Limits of the circuit relay server (gateways). Sized for control traffic: a control
+/// session is small but may last (deploy progress, `logs -f`), and bulk data never crosses
+/// a relay (visitors' traffic goes through the QUIC tunnel).
+#[derive(Clone)]
+pub struct RelayServerSettings {
+    /// Most reservations held at once.
+    pub max_reservations: usize,
+    /// How long a reservation lasts before the client must renew it.
+    pub reservation_duration: Duration,
+    /// Most circuits open at once, and per peer.
+    pub max_circuits: usize,
+    pub max_circuits_per_peer: usize,
+    /// A circuit is closed after this long...
+    pub max_circuit_duration: Duration,
+    /// ...or once this many bytes crossed it (both directions).
+    pub max_circuit_bytes: u64,
+    /// Only peers for which this returns true may reserve a slot.
+    pub admit: AdmitFn,
+}
+
+impl fmt::Debug for RelayServerSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RelayServerSettings")
+            .field("max_reservations", &self.max_reservations)
+            .field("reservation_duration", &self.reservation_duration)
+            .field("max_circuits", &self.max_circuits)
+            .field("max_circuits_per_peer", &self.max_circuits_per_peer)
+            .field("max_circuit_duration", &self.max_circuit_duration)
+            .field("max_circuit_bytes", &self.max_circuit_bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RelayServerSettings {
+    /// Defaults for a gateway: 30 min / 16 MiB circuits (libp2p's 2 min / 128 KiB would cut a
+    /// `logs -f` or a slow deploy), 1024 reservations of 1 h.
+    pub fn with_admission(admit: AdmitFn) -> Self {
+        Self {
+            max_reservations: 1024,
+            reservation_duration: Duration::from_secs(3600),
+            max_circuits: 1024,
+            max_circuits_per_peer: 16,
+            max_circuit_duration: Duration::from_secs(30 * 60),
+            max_circuit_bytes: 16 * 1024 * 1024,
+            admit,
+        }
+    }
 }
 
 /// How the node is set up.
@@ -28,6 +87,16 @@ pub struct NodeConfig {
     pub mdns: bool,
     /// Most established connections at once.
     pub max_connections: u32,
+    /// Run a circuit relay server with these limits (gateways).
+    pub relay_server: Option<RelayServerSettings>,
+    /// Run a rendezvous server (gateways).
+    pub rendezvous_server: bool,
+    /// Addresses others can reach us at, announced as confirmed external addresses. When
+    /// empty, a relay server announces the addresses it listens on.
+    pub external: Vec<Multiaddr>,
+    /// After a relayed connection is made by [`Node::dial`], how long to wait for DCUtR to
+    /// upgrade it to a direct one before going on over the relay.
+    pub hole_punch_wait: Duration,
 }
 
 impl Default for NodeConfig {
@@ -36,6 +105,10 @@ impl Default for NodeConfig {
             listen: Vec::new(),
             mdns: true,
             max_connections: 256,
+            relay_server: None,
+            rendezvous_server: false,
+            external: Vec::new(),
+            hole_punch_wait: Duration::from_secs(3),
         }
     }
 }
@@ -49,41 +122,19 @@ pub enum NodeError {
     Listen { addr: Multiaddr, reason: String },
     #[error("cannot reach {peer}: {reason}")]
     Dial { peer: PeerId, reason: String },
+    #[error("the relay {relay} refused the reservation: {reason}")]
+    RelayRefused { relay: PeerId, reason: String },
+    #[error("rendezvous at {server}: {reason}")]
+    Rendezvous { server: PeerId, reason: String },
     #[error("the libp2p node has stopped")]
     Stopped,
 }
 
-/// How a peer was reached, for display.
+/// A peer found at a rendezvous server, with the addresses its signed record lists.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PeerPath {
-    /// Remote address of the connection in use.
-    pub address: Multiaddr,
-    /// Round-trip time measured by ping, once known.
-    pub rtt: Option<Duration>,
-}
-
-#[derive(NetworkBehaviour)]
-struct Behaviour {
-    limits: libp2p::connection_limits::Behaviour,
-    identify: identify::Behaviour,
-    ping: ping::Behaviour,
-    mdns: Toggle<mdns::tokio::Behaviour>,
-    stream: libp2p_stream::Behaviour,
-}
-
-enum Command {
-    Dial {
-        peer: PeerId,
-        addrs: Vec<Multiaddr>,
-        reply: oneshot::Sender<Result<(), NodeError>>,
-    },
-    Path {
-        peer: PeerId,
-        reply: oneshot::Sender<Option<PeerPath>>,
-    },
-    Shutdown {
-        reply: oneshot::Sender<()>,
-    },
+pub struct Found {
+    pub peer: PeerId,
+    pub addrs: Vec<Multiaddr>,
 }
 
 /// Handle to a running node.
@@ -95,21 +146,44 @@ pub struct Node {
     listen: watch::Receiver<Vec<Multiaddr>>,
 }
 
-impl std::fmt::Debug for Node {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl fmt::Debug for Node {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Node")
             .field("peer_id", &self.peer_id)
             .finish_non_exhaustive()
     }
 }
 
+fn relay_config(s: &RelayServerSettings) -> relay::Config {
+    let admit = s.admit.clone();
+    let mut config = relay::Config {
+        max_reservations: s.max_reservations,
+        max_reservations_per_peer: 2,
+        reservation_duration: s.reservation_duration,
+        max_circuits: s.max_circuits,
+        max_circuits_per_peer: s.max_circuits_per_peer,
+        max_circuit_duration: s.max_circuit_duration,
+        max_circuit_bytes: s.max_circuit_bytes,
+        ..relay::Config::default()
+    };
+    // Admission runs as a "rate limiter": refusing here answers the reservation with
+    // RESOURCE_LIMIT_EXCEEDED, the only refusal code relay v2 has for it.
+    config
+        .reservation_rate_limiters
+        .push(Box::new(move |peer: PeerId, _: &Multiaddr, _| admit(&peer)));
+    config
+}
+
 impl Node {
     /// Builds the swarm, starts listening and spawns the event loop. Returns once every
     /// listen address is bound (so callers and tests can read the real ports).
     pub async fn start(identity: &Identity, config: NodeConfig) -> Result<Self, NodeError> {
-        let setup = |e: &dyn std::fmt::Display| NodeError::Setup(e.to_string());
+        let setup = |e: &dyn fmt::Display| NodeError::Setup(e.to_string());
         let keypair = identity.libp2p_keypair();
         let mdns_on = config.mdns;
+        let relay_server = config.relay_server.clone();
+        let rendezvous_server = config.rendezvous_server;
+        let max_connections = config.max_connections;
         let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
             .with_tokio()
             .with_tcp(
@@ -118,9 +192,12 @@ impl Node {
                 yamux::Config::default,
             )
             .map_err(|e| setup(&e))?
+            .with_quic()
             .with_dns()
             .map_err(|e| setup(&e))?
-            .with_behaviour(|key| {
+            .with_relay_client(noise::Config::new, yamux::Config::default)
+            .map_err(|e| setup(&e))?
+            .with_behaviour(|key, relay_client| {
                 let peer_id = key.public().to_peer_id();
                 let mdns = if mdns_on {
                     mdns::tokio::Behaviour::new(mdns::Config::default(), peer_id).ok()
@@ -130,7 +207,7 @@ impl Node {
                 Behaviour {
                     limits: libp2p::connection_limits::Behaviour::new(
                         libp2p::connection_limits::ConnectionLimits::default()
-                            .with_max_established(Some(config.max_connections))
+                            .with_max_established(Some(max_connections))
                             .with_max_established_per_peer(Some(8))
                             .with_max_pending_incoming(Some(64))
                             .with_max_pending_outgoing(Some(64)),
@@ -142,11 +219,33 @@ impl Node {
                     ping: ping::Behaviour::new(ping::Config::new()),
                     mdns: Toggle::from(mdns),
                     stream: libp2p_stream::Behaviour::new(),
+                    relay_client,
+                    dcutr: dcutr::Behaviour::new(peer_id),
+                    relay: Toggle::from(
+                        relay_server
+                            .as_ref()
+                            .map(|s| relay::Behaviour::new(peer_id, relay_config(s))),
+                    ),
+                    rendezvous: rendezvous::client::Behaviour::new(key.clone()),
+                    rendezvous_server: Toggle::from(rendezvous_server.then(|| {
+                        rendezvous::server::Behaviour::new(
+                            rendezvous::server::Config::default()
+                                .with_max_registration_per_peer(4)
+                                .with_max_registration_total(10_000),
+                        )
+                    })),
                 }
             })
             .map_err(|e| setup(&e))?
             .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
             .build();
+        if let Some(relay) = swarm.behaviour_mut().relay.as_mut() {
+            // Serve reservations whether or not an external address was confirmed yet.
+            relay.set_status(Some(relay::Status::Enable));
+        }
+        for addr in &config.external {
+            swarm.add_external_address(addr.clone());
+        }
         let control = swarm.behaviour().stream.new_control();
         let peer_id = *swarm.local_peer_id();
 
@@ -161,13 +260,23 @@ impl Node {
             pending_listens += 1;
         }
         let mut bound = Vec::new();
+        let mut listeners_up = std::collections::HashSet::new();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while bound.len() < pending_listens {
-            let event = tokio::time::timeout_at(deadline, swarm.select_next_some())
-                .await
-                .map_err(|_| NodeError::Setup("listeners did not come up within 10 s".into()))?;
+        while listeners_up.len() < pending_listens {
+            let event =
+                tokio::time::timeout_at(deadline, futures::StreamExt::select_next_some(&mut swarm))
+                    .await
+                    .map_err(|_| {
+                        NodeError::Setup("listeners did not come up within 10 s".into())
+                    })?;
             match event {
-                SwarmEvent::NewListenAddr { address, .. } => bound.push(address),
+                SwarmEvent::NewListenAddr {
+                    listener_id,
+                    address,
+                } => {
+                    listeners_up.insert(listener_id);
+                    bound.push((listener_id, address));
+                }
                 SwarmEvent::ListenerError { error, .. }
                 | SwarmEvent::ListenerClosed {
                     reason: Err(error), ..
@@ -177,9 +286,25 @@ impl Node {
                 _ => {}
             }
         }
-        let (listen_tx, listen) = watch::channel(bound);
+        let (listen_tx, listen) = watch::channel(bound.iter().map(|(_, a)| a.clone()).collect());
         let (commands, rx) = mpsc::channel(64);
-        tokio::spawn(EventLoop::new(swarm, rx, listen_tx).run());
+        let announce_listen = config.relay_server.is_some() && config.external.is_empty();
+        if announce_listen {
+            for (_, addr) in &bound {
+                swarm.add_external_address(addr.clone());
+            }
+        }
+        tokio::spawn(
+            EventLoop::new(
+                swarm,
+                rx,
+                listen_tx,
+                bound,
+                announce_listen,
+                config.hole_punch_wait,
+            )
+            .run(),
+        );
         Ok(Self {
             peer_id,
             control,
@@ -192,9 +317,14 @@ impl Node {
         self.peer_id
     }
 
-    /// Addresses the node listens on now.
+    /// Addresses the node listens on now (relayed circuit addresses included).
     pub fn listen_addrs(&self) -> Vec<Multiaddr> {
         self.listen.borrow().clone()
+    }
+
+    /// Watches the listen addresses (to notice a relay reservation ending).
+    pub fn watch_listen_addrs(&self) -> watch::Receiver<Vec<Multiaddr>> {
+        self.listen.clone()
     }
 
     /// A stream-control handle (open or accept protocol streams).
@@ -202,170 +332,84 @@ impl Node {
         self.control.clone()
     }
 
-    /// Connects to `peer` (using `addrs` and anything mDNS found), or returns at once if
-    /// already connected.
-    pub async fn dial(&self, peer: PeerId, addrs: Vec<Multiaddr>) -> Result<(), NodeError> {
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, NodeError> {
         let (reply, rx) = oneshot::channel();
         self.commands
-            .send(Command::Dial { peer, addrs, reply })
+            .send(make(reply))
             .await
             .map_err(|_| NodeError::Stopped)?;
-        rx.await.map_err(|_| NodeError::Stopped)?
+        rx.await.map_err(|_| NodeError::Stopped)
+    }
+
+    /// Connects to `peer` (using `addrs` and anything mDNS found), or returns at once if
+    /// already connected. When the connection is relayed, waits (up to the configured
+    /// `hole_punch_wait`) for DCUtR to replace it with a direct one.
+    pub async fn dial(&self, peer: PeerId, addrs: Vec<Multiaddr>) -> Result<(), NodeError> {
+        self.ask(|reply| Command::Dial { peer, addrs, reply })
+            .await?
+    }
+
+    /// Reserves a slot at the relay reached at `relay_addr` (which ends in `/p2p/<relay>`);
+    /// returns our relayed address. The relay client renews it before it expires; when the
+    /// connection to the relay drops, the address leaves [`Node::listen_addrs`].
+    pub async fn reserve(&self, relay_addr: Multiaddr) -> Result<Multiaddr, NodeError> {
+        self.ask(|reply| Command::Reserve { relay_addr, reply })
+            .await?
+    }
+
+    /// Registers our external addresses at the rendezvous server `server` under `namespace`
+    /// for `ttl` (the server bounds it: 2 h .. 72 h by default).
+    pub async fn register(
+        &self,
+        server: PeerId,
+        namespace: String,
+        ttl: Duration,
+    ) -> Result<(), NodeError> {
+        self.ask(|reply| Command::Register {
+            server,
+            namespace,
+            ttl,
+            reply,
+        })
+        .await?
+    }
+
+    /// Asks the rendezvous server `server` (already connected) who registered `namespace`.
+    pub async fn discover(
+        &self,
+        server: PeerId,
+        namespace: String,
+    ) -> Result<Vec<Found>, NodeError> {
+        self.ask(|reply| Command::Discover {
+            server,
+            namespace,
+            reply,
+        })
+        .await?
+    }
+
+    /// Relay circuit addresses `peer` announced (through identify), i.e. the gateways it
+    /// is registered at.
+    pub async fn announced_circuits(&self, peer: PeerId) -> Vec<Multiaddr> {
+        self.ask(|reply| Command::Circuits { peer, reply })
+            .await
+            .unwrap_or_default()
     }
 
     /// Stops the node: connections and listeners are closed when this returns.
     pub async fn shutdown(&self) {
-        let (reply, rx) = oneshot::channel();
-        if self
-            .commands
-            .send(Command::Shutdown { reply })
-            .await
-            .is_ok()
-        {
-            let _ = rx.await;
-        }
+        let _ = self.ask(|reply| Command::Shutdown { reply }).await;
     }
 
-    /// How `peer` is reached right now, if connected.
+    /// How `peer` is reached right now, if connected (a direct connection wins over a
+    /// relayed one).
     pub async fn path(&self, peer: PeerId) -> Option<PeerPath> {
-        let (reply, rx) = oneshot::channel();
-        self.commands
-            .send(Command::Path { peer, reply })
+        self.ask(|reply| Command::Path { peer, reply })
             .await
-            .ok()?;
-        rx.await.ok().flatten()
-    }
-}
-
-struct EventLoop {
-    swarm: libp2p::Swarm<Behaviour>,
-    commands: mpsc::Receiver<Command>,
-    listen: watch::Sender<Vec<Multiaddr>>,
-    pending: HashMap<PeerId, Vec<oneshot::Sender<Result<(), NodeError>>>>,
-    paths: HashMap<PeerId, PeerPath>,
-}
-
-impl EventLoop {
-    fn new(
-        swarm: libp2p::Swarm<Behaviour>,
-        commands: mpsc::Receiver<Command>,
-        listen: watch::Sender<Vec<Multiaddr>>,
-    ) -> Self {
-        Self {
-            swarm,
-            commands,
-            listen,
-            pending: HashMap::new(),
-            paths: HashMap::new(),
-        }
-    }
-
-    async fn run(mut self) {
-        let done = loop {
-            tokio::select! {
-                event = self.swarm.select_next_some() => self.on_event(event),
-                cmd = self.commands.recv() => match cmd {
-                    Some(Command::Shutdown { reply }) => break Some(reply),
-                    Some(cmd) => self.on_command(cmd),
-                    // Every handle is gone: stop.
-                    None => break None,
-                },
-            }
-        };
-        // Dropping the swarm closes its listeners and connections.
-        drop(self);
-        if let Some(reply) = done {
-            let _ = reply.send(());
-        }
-    }
-
-    fn on_command(&mut self, cmd: Command) {
-        match cmd {
-            Command::Dial { peer, addrs, reply } => {
-                if self.swarm.is_connected(&peer) {
-                    let _ = reply.send(Ok(()));
-                    return;
-                }
-                let opts = DialOpts::peer_id(peer)
-                    .addresses(addrs)
-                    .extend_addresses_through_behaviour()
-                    .build();
-                match self.swarm.dial(opts) {
-                    Ok(()) => self.pending.entry(peer).or_default().push(reply),
-                    Err(e) => {
-                        let _ = reply.send(Err(NodeError::Dial {
-                            peer,
-                            reason: e.to_string(),
-                        }));
-                    }
-                }
-            }
-            Command::Path { peer, reply } => {
-                let _ = reply.send(self.paths.get(&peer).cloned());
-            }
-            Command::Shutdown { .. } => unreachable!("handled by the event loop"),
-        }
-    }
-
-    fn on_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
-        match event {
-            SwarmEvent::NewListenAddr { address, .. } => {
-                info!(%address, "listening");
-                self.listen.send_modify(|v| {
-                    if !v.contains(&address) {
-                        v.push(address);
-                    }
-                });
-            }
-            SwarmEvent::ConnectionEstablished {
-                peer_id, endpoint, ..
-            } => {
-                let address = match endpoint {
-                    ConnectedPoint::Dialer { address, .. } => address,
-                    ConnectedPoint::Listener { send_back_addr, .. } => send_back_addr,
-                };
-                debug!(peer = %peer_id, %address, "connected");
-                let rtt = self.paths.get(&peer_id).and_then(|p| p.rtt);
-                self.paths.insert(peer_id, PeerPath { address, rtt });
-                for reply in self.pending.remove(&peer_id).unwrap_or_default() {
-                    let _ = reply.send(Ok(()));
-                }
-            }
-            SwarmEvent::ConnectionClosed {
-                peer_id,
-                num_established: 0,
-                ..
-            } => {
-                self.paths.remove(&peer_id);
-            }
-            SwarmEvent::OutgoingConnectionError {
-                peer_id: Some(peer),
-                error,
-                ..
-            } if !self.swarm.is_connected(&peer) => {
-                for reply in self.pending.remove(&peer).unwrap_or_default() {
-                    let _ = reply.send(Err(NodeError::Dial {
-                        peer,
-                        reason: error.to_string(),
-                    }));
-                }
-            }
-            SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(found))) => {
-                for (peer, addr) in found {
-                    debug!(%peer, %addr, "found on the LAN");
-                    self.swarm.add_peer_address(peer, addr);
-                }
-            }
-            SwarmEvent::Behaviour(BehaviourEvent::Ping(ping::Event {
-                peer,
-                result: Ok(rtt),
-                ..
-            })) => {
-                if let Some(p) = self.paths.get_mut(&peer) {
-                    p.rtt = Some(rtt);
-                }
-            }
-            _ => {}
-        }
+            .ok()
+            .flatten()
     }
 }

@@ -3,7 +3,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use peercompute_identity::{Identity, PeerId, TrustStore};
-use peercompute_p2p::{Framed, Multiaddr, Node, NodeConfig, control_protocol};
+use peercompute_p2p::{Framed, Multiaddr, Node, NodeConfig, NodeError, control_protocol};
 use peercompute_tunnel_proto::{ControlPlaneMessage, Nonce, Request, SignedEnvelope};
 
 use crate::exit::{CliError, Kind};
@@ -15,6 +15,13 @@ pub struct ClientOptions {
     pub mdns: bool,
     /// How long to try to reach a provider.
     pub connect_timeout: Duration,
+    /// Gateways to look the provider up at (and relay through) when no stored address or
+    /// mDNS answers: peer id and addresses.
+    pub gateways: Vec<(PeerId, Vec<Multiaddr>)>,
+    /// How long stored addresses and mDNS get before the gateways are tried.
+    pub direct_window: Duration,
+    /// After a relayed connection, how long to wait for hole punching to make it direct.
+    pub hole_punch_wait: Duration,
 }
 
 impl Default for ClientOptions {
@@ -22,8 +29,89 @@ impl Default for ClientOptions {
         Self {
             mdns: true,
             connect_timeout: Duration::from_secs(10),
+            gateways: Vec::new(),
+            direct_window: Duration::from_millis(1500),
+            hole_punch_wait: Duration::from_secs(3),
         }
     }
+}
+
+/// Dials `peer` at `addrs` (plus mDNS) until it answers or `deadline`; the last error.
+async fn dial_direct(
+    node: &Node,
+    peer: PeerId,
+    addrs: &[Multiaddr],
+    mdns: bool,
+    deadline: tokio::time::Instant,
+) -> Result<(), String> {
+    let mut last_error = String::from("no address known and none found on the LAN");
+    loop {
+        match tokio::time::timeout_at(deadline, node.dial(peer, addrs.to_vec())).await {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(e)) => last_error = e.to_string(),
+            Err(_) => {}
+        }
+        // With no stored address, mDNS may still find it: retry until the deadline.
+        if tokio::time::Instant::now() >= deadline || !addrs.is_empty() && !mdns {
+            return Err(last_error);
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Looks `peer` up at each gateway and dials it through the first relay that has it.
+/// Returns, on failure, one line per gateway saying what went wrong there.
+async fn dial_via_gateways(
+    node: &Node,
+    peer: PeerId,
+    gateways: &[(PeerId, Vec<Multiaddr>)],
+    deadline: tokio::time::Instant,
+) -> Result<(), Vec<String>> {
+    let mut why = Vec::new();
+    for (gw, addrs) in gateways {
+        let shown = addrs
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ");
+        let step = |r: Result<Result<(), NodeError>, _>| match r {
+            Ok(r) => r.map_err(|e| e.to_string()),
+            Err(_) => Err("no answer in time".to_owned()),
+        };
+        if let Err(e) = step(tokio::time::timeout_at(deadline, node.dial(*gw, addrs.clone())).await)
+        {
+            why.push(format!("gateway {gw} unreachable at {shown}: {e}"));
+            continue;
+        }
+        let found =
+            match tokio::time::timeout_at(deadline, node.discover(*gw, peer.to_string())).await {
+                Ok(Ok(found)) => found,
+                Ok(Err(e)) => {
+                    why.push(format!("gateway {gw}: lookup failed: {e}"));
+                    continue;
+                }
+                Err(_) => {
+                    why.push(format!("gateway {gw}: no answer to the lookup in time"));
+                    continue;
+                }
+            };
+        let relayed: Vec<Multiaddr> = found
+            .into_iter()
+            .filter(|f| f.peer == peer)
+            .flat_map(|f| f.addrs)
+            .collect();
+        if relayed.is_empty() {
+            why.push(format!(
+                "gateway {gw}: provider not registered there (is its peercomputed running with --gateway pointing at this gateway?)"
+            ));
+            continue;
+        }
+        match step(tokio::time::timeout_at(deadline, node.dial(peer, relayed)).await) {
+            Ok(()) => return Ok(()),
+            Err(e) => why.push(format!("gateway {gw}: relay refused or failed: {e}")),
+        }
+    }
+    Err(why)
 }
 
 /// A connected client for one provider.
@@ -52,43 +140,74 @@ impl Client {
         })?;
         let provider = entry.peer_id;
         let addrs: Vec<Multiaddr> = entry.addrs.clone();
+        let via_gateways = !options.gateways.is_empty();
         let node = Node::start(
             &identity,
             NodeConfig {
-                listen: Vec::new(),
+                // Hole punching needs sockets others can answer to: listen on ephemeral
+                // ports (only when a gateway may be used).
+                listen: if via_gateways {
+                    vec![
+                        "/ip4/0.0.0.0/udp/0/quic-v1".parse().expect("multiaddr"),
+                        "/ip4/0.0.0.0/tcp/0".parse().expect("multiaddr"),
+                    ]
+                } else {
+                    Vec::new()
+                },
                 mdns: options.mdns,
                 max_connections: 16,
+                hole_punch_wait: options.hole_punch_wait,
+                ..NodeConfig::default()
             },
         )
         .await
         .map_err(|e| CliError::new(Kind::Other, e.to_string()))?;
         let deadline = tokio::time::Instant::now() + options.connect_timeout;
-        let mut last_error = String::from("no address known and none found on the LAN");
-        loop {
-            match tokio::time::timeout_at(deadline, node.dial(provider, addrs.clone())).await {
-                Ok(Ok(())) => break,
-                Ok(Err(e)) => last_error = e.to_string(),
-                Err(_) => {}
+        let try_direct = !addrs.is_empty() || options.mdns;
+        let direct_deadline = if via_gateways {
+            (tokio::time::Instant::now() + options.direct_window).min(deadline)
+        } else {
+            deadline
+        };
+        let direct = if try_direct {
+            dial_direct(&node, provider, &addrs, options.mdns, direct_deadline).await
+        } else {
+            Err("no stored address and mDNS is off".to_owned())
+        };
+        if let Err(direct_error) = direct {
+            let shown = if addrs.is_empty() {
+                "no stored address".to_owned()
+            } else {
+                addrs
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            if !via_gateways {
+                return Err(CliError::new(
+                    Kind::Unreachable,
+                    format!(
+                        "cannot reach provider {provider} ({shown}): {direct_error}. Is peercomputed running there? Add its address with `peerctl peers add {provider} --addr /ip4/<host>/tcp/9000`, or a gateway it uses with `peerctl gateways add PEERID@MULTIADDR`"
+                    ),
+                ));
             }
-            // With no stored address, mDNS may still find it: retry until the deadline.
-            if tokio::time::Instant::now() >= deadline || !addrs.is_empty() && !options.mdns {
-                let shown = if addrs.is_empty() {
-                    "no stored address".to_owned()
+            if let Err(why) = dial_via_gateways(&node, provider, &options.gateways, deadline).await
+            {
+                let not_registered = why.iter().all(|w| w.contains("not registered"));
+                let head = if not_registered {
+                    format!("provider {provider} is not registered at any known gateway")
                 } else {
-                    addrs
-                        .iter()
-                        .map(ToString::to_string)
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    format!("cannot reach provider {provider}")
                 };
                 return Err(CliError::new(
                     Kind::Unreachable,
                     format!(
-                        "cannot reach provider {provider} ({shown}): {last_error}. Is peercomputed running there? Add its address with `peerctl peers add {provider} --addr /ip4/<host>/tcp/9000`"
+                        "{head}: directly ({shown}): {direct_error}; {}",
+                        why.join("; ")
                     ),
                 ));
             }
-            tokio::time::sleep(Duration::from_millis(250)).await;
         }
         Ok(Self {
             identity,
@@ -104,6 +223,11 @@ impl Client {
     /// How the provider is reached now (address and round-trip time once measured).
     pub async fn path(&self) -> Option<peercompute_p2p::PeerPath> {
         self.node.path(self.provider).await
+    }
+
+    /// Relayed addresses the provider announced: the gateways it is registered at.
+    pub async fn provider_circuits(&self) -> Vec<Multiaddr> {
+        self.node.announced_circuits(self.provider).await
     }
 
     /// Sends `request` signed for the provider; returns the stream to read the answers from.

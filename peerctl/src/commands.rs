@@ -7,10 +7,13 @@ use peercompute_tunnel_proto::{
     ControlPlaneMessage, DeployRequest, EnvVar, ListRequest, LogStream, LogsRequest, Request,
     StatusRequest, StopRequest,
 };
+use std::sync::{Arc, Mutex};
+
 use peerctl::output::{self, Progress};
+use peerctl::places::{self, Places};
 use peerctl::{CliError, Client, ClientOptions, Kind};
 
-use crate::{Cli, Command, PeersCommand};
+use crate::{Cli, Command, GatewaysCommand, PeersCommand};
 
 type Result<T> = std::result::Result<T, CliError>;
 
@@ -32,10 +35,68 @@ fn print_json(value: &impl serde::Serialize) -> Result<()> {
 
 pub(crate) async fn run(cli: Cli) -> Result<()> {
     let home = resolve_home(cli.home.clone()).map_err(|e| CliError::new(Kind::Other, e))?;
+    let places = || Places::open(&home).map_err(other);
     let options = ClientOptions {
         mdns: !cli.no_mdns,
         connect_timeout: cli.timeout,
+        gateways: match &cli.command {
+            Command::Deploy { .. }
+            | Command::Ls { .. }
+            | Command::Status { .. }
+            | Command::Logs { .. }
+            | Command::Stop { .. } => places()?
+                .gateways()
+                .iter()
+                .filter_map(places::Gateway::parsed)
+                .collect(),
+            _ => Vec::new(),
+        },
+        ..ClientOptions::default()
     };
+    // The client of this run, to remember how its provider was reached once it is done.
+    let used: Mutex<Option<Arc<Client>>> = Mutex::new(None);
+    let result = dispatch(cli, &home, options, &used).await;
+    let client = used.lock().unwrap_or_else(|p| p.into_inner()).take();
+    if let Some(client) = client {
+        remember(&client, &home).await;
+    }
+    result
+}
+
+/// Records the path to the provider and the gateways it announced (so a provider first met
+/// on the LAN stays reachable through its gateway later). Failures only warn.
+async fn remember(client: &Client, home: &std::path::Path) {
+    let mut places = match Places::open(home) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("warning: {e}");
+            return;
+        }
+    };
+    let provider = client.provider();
+    if let Some(path) = client.path().await
+        && let Err(e) = places.record_path(&provider, &path)
+    {
+        eprintln!("warning: cannot record how {provider} was reached: {e}");
+    }
+    for circuit in client.provider_circuits().await {
+        if let Some((gw, addr)) = places::gateway_of_circuit(&circuit) {
+            match places.add_gateway(gw, &addr, &format!("learned from {provider}")) {
+                Ok(true) => eprintln!("learned gateway {gw} at {addr} (from {provider})"),
+                Ok(false) => {}
+                Err(e) => eprintln!("warning: cannot record gateway {gw}: {e}"),
+            }
+        }
+    }
+}
+
+async fn dispatch(
+    cli: Cli,
+    home: &std::path::Path,
+    options: ClientOptions,
+    used: &Mutex<Option<Arc<Client>>>,
+) -> Result<()> {
+    let home = home.to_path_buf();
     let identity = || {
         Identity::load(&home).map_err(|e| match e {
             peercompute_identity::IdentityError::Missing { .. } => CliError::new(
@@ -51,7 +112,11 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
     let trust = || TrustStore::open(&home).map_err(other);
     let connect = |peer: String| {
         let options = options.clone();
-        async move { Client::connect(identity()?, &trust()?, &peer, &options).await }
+        async move {
+            let client = Arc::new(Client::connect(identity()?, &trust()?, &peer, &options).await?);
+            *used.lock().unwrap_or_else(|p| p.into_inner()) = Some(client.clone());
+            Ok::<_, CliError>(client)
+        }
     };
     match cli.command {
         Command::Init => {
@@ -67,6 +132,7 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Peers(cmd) => peers(&home, cmd),
+        Command::Gateways(cmd) => gateways(&home, cmd),
         Command::Deploy {
             image,
             peer,
@@ -252,14 +318,36 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
 
 fn peers(home: &std::path::Path, cmd: PeersCommand) -> Result<()> {
     let mut store = TrustStore::open(home).map_err(other)?;
+    let known = Places::open(home).map_err(other)?;
     match cmd {
-        PeersCommand::Add { peer, addrs, name } => {
+        PeersCommand::Add {
+            peer,
+            addrs,
+            name,
+            gateways,
+        } => {
+            let parsed = gateways
+                .iter()
+                .map(|g| {
+                    places::parse_gateway(g)
+                        .map_err(|e| CliError::new(Kind::BadRequest, e.to_string()))
+                })
+                .collect::<Result<Vec<_>>>()?;
             let outcome = store
                 .add(&peer, name.as_deref(), &addrs)
                 .map_err(|e| CliError::new(Kind::BadRequest, e.to_string()))?;
             match outcome {
                 AddOutcome::Added => eprintln!("now trusting {peer}"),
                 AddOutcome::Updated => eprintln!("updated {peer}"),
+            }
+            let mut known = Places::open(home).map_err(other)?;
+            for (gw, addr) in parsed {
+                if known
+                    .add_gateway(gw, &addr, &format!("peers add {peer}"))
+                    .map_err(other)?
+                {
+                    eprintln!("added gateway {gw} at {addr}");
+                }
             }
             Ok(())
         }
@@ -274,6 +362,7 @@ fn peers(home: &std::path::Path, cmd: PeersCommand) -> Result<()> {
                             "alias": p.alias,
                             "addrs": p.addrs.iter().map(ToString::to_string).collect::<Vec<_>>(),
                             "added_at": p.added_at.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+                            "last_path": known.last_path(&p.peer_id),
                         })
                     })
                     .collect();
@@ -294,11 +383,20 @@ fn peers(home: &std::path::Path, cmd: PeersCommand) -> Result<()> {
                             .iter()
                             .map(ToString::to_string)
                             .collect::<Vec<_>>()
-                            .join(","),
+                            .join(",")
+                            .chars()
+                            .take(80)
+                            .collect(),
+                        known
+                            .last_path(&p.peer_id)
+                            .map_or_else(|| "never reached".into(), output::last_path),
                     ]
                 })
                 .collect();
-            print!("{}", output::table(&["PEER", "ALIAS", "ADDRESSES"], &rows));
+            print!(
+                "{}",
+                output::table(&["PEER", "ALIAS", "ADDRESSES", "LAST REACHED"], &rows)
+            );
             Ok(())
         }
         PeersCommand::Remove { peer } => {
@@ -306,6 +404,50 @@ fn peers(home: &std::path::Path, cmd: PeersCommand) -> Result<()> {
                 .remove(&peer)
                 .map_err(|e| CliError::new(Kind::NotFound, e.to_string()))?;
             eprintln!("no longer trusting {}", removed.peer_id);
+            Ok(())
+        }
+    }
+}
+
+fn gateways(home: &std::path::Path, cmd: GatewaysCommand) -> Result<()> {
+    let mut known = Places::open(home).map_err(other)?;
+    match cmd {
+        GatewaysCommand::Add { gateway } => {
+            let (gw, addr) = places::parse_gateway(&gateway)
+                .map_err(|e| CliError::new(Kind::BadRequest, e.to_string()))?;
+            if known.add_gateway(gw, &addr, "manual").map_err(other)? {
+                eprintln!(
+                    "added gateway {gw} at {addr}: providers registered there are now reachable by peer id"
+                );
+            } else {
+                eprintln!("gateway {gw} at {addr} was already known");
+            }
+            Ok(())
+        }
+        GatewaysCommand::List { json } => {
+            if json {
+                return print_json(&known.gateways());
+            }
+            if known.gateways().is_empty() {
+                eprintln!("no gateways yet: `peerctl gateways add PEERID@MULTIADDR`");
+                return Ok(());
+            }
+            let rows: Vec<Vec<String>> = known
+                .gateways()
+                .iter()
+                .map(|g| vec![g.peer_id.clone(), g.addrs.join(","), g.source.clone()])
+                .collect();
+            print!(
+                "{}",
+                output::table(&["GATEWAY", "ADDRESSES", "SOURCE"], &rows)
+            );
+            Ok(())
+        }
+        GatewaysCommand::Remove { gateway } => {
+            let removed = known
+                .remove_gateway(&gateway)
+                .map_err(|e| CliError::new(Kind::NotFound, e.to_string()))?;
+            eprintln!("forgot gateway {}", removed.peer_id);
             Ok(())
         }
     }

@@ -1,14 +1,17 @@
 //! `peerctl`: the thin client of Peer Compute. It builds signed requests, sends them to a
 //! trusted provider over libp2p and prints the answers; it holds no business logic.
 //!
-//! - [`client`](crate::client): reach a trusted provider (stored addresses, then mDNS), open a
+//! - [`client`](crate::client): reach a trusted provider (stored addresses and mDNS, then a
+//!   lookup and relay at the known gateways, upgraded by hole punching when possible), open a
 //!   control stream, send one signed request, hand back the answers.
+//! - [`places`](crate::places): the gateways peerctl knows and how each peer was last reached.
 //! - [`output`](crate::output): human tables and JSON, progress lines.
 //! - [`exit`](crate::exit): the error kinds users meet, each with its own exit code.
 
 mod client;
 pub mod exit;
 pub mod output;
+pub mod places;
 
 pub use client::{Client, ClientOptions};
 pub use exit::{CliError, Kind};

@@ -14,7 +14,7 @@ use peerctl::{CliError, Kind};
     name = "peerctl",
     version,
     about = "Peer Compute client: trust providers and run containers on them, each with a public HTTPS URL",
-    after_help = "Examples:\n  peerctl init\n  peerctl peers add 12D3KooW... --addr /ip4/192.168.1.20/tcp/9000 --name homebox\n  peerctl deploy nginx:1.27 --peer homebox --port 80 --name blog\n  peerctl ls --peer homebox\n  peerctl logs a1b2c3d4e5f6 --peer homebox -f\n  peerctl stop a1b2c3d4e5f6 --peer homebox\n  peerctl completions bash > /etc/bash_completion.d/peerctl"
+    after_help = "Examples:\n  peerctl init\n  peerctl peers add 12D3KooW... --addr /ip4/192.168.1.20/tcp/9000 --name homebox\n  peerctl gateways add 12D3KooW...@/ip4/203.0.113.7/udp/4001/quic-v1\n  peerctl deploy nginx:1.27 --peer homebox --port 80 --name blog\n  peerctl ls --peer homebox\n  peerctl logs a1b2c3d4e5f6 --peer homebox -f\n  peerctl stop a1b2c3d4e5f6 --peer homebox\n  peerctl completions bash > /etc/bash_completion.d/peerctl"
 )]
 pub(crate) struct Cli {
     /// Home directory (identity, trusted peers) [default: $PEERCOMPUTE_HOME or ~/.peercompute].
@@ -52,6 +52,9 @@ pub(crate) enum Command {
     /// Manage the peers you trust.
     #[command(subcommand)]
     Peers(PeersCommand),
+    /// Manage the gateways used to reach providers behind NAT by peer id.
+    #[command(subcommand)]
+    Gateways(GatewaysCommand),
     /// Run an image on a trusted provider and print its public URL.
     Deploy {
         /// Image reference, e.g. nginx:1.27.
@@ -122,6 +125,26 @@ pub(crate) enum Command {
 }
 
 #[derive(Subcommand, Debug)]
+pub(crate) enum GatewaysCommand {
+    /// Remember a gateway: providers registered at it become reachable by peer id alone.
+    Add {
+        /// PEERID@MULTIADDR (the gateway's p2p address, e.g.
+        /// 12D3KooW…@/ip4/203.0.113.7/udp/4001/quic-v1) or MULTIADDR/p2p/PEERID.
+        gateway: String,
+    },
+    /// List known gateways (added by hand or learned from providers).
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Forget a gateway.
+    Remove {
+        /// The gateway's peer id.
+        gateway: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
 pub(crate) enum PeersCommand {
     /// Trust a peer (a provider you deploy to, or a client that may deploy to you).
     Add {
@@ -133,8 +156,13 @@ pub(crate) enum PeersCommand {
         /// A short name to use instead of the peer id.
         #[arg(long)]
         name: Option<String>,
+        /// A gateway the provider uses, PEERID@MULTIADDR: reach it through there when no
+        /// address answers (repeatable; same as `peerctl gateways add`).
+        #[arg(long = "gateway", value_name = "PEERID@MULTIADDR")]
+        gateways: Vec<String>,
     },
-    /// List trusted peers.
+    /// List trusted peers and how each was last reached (direct LAN / direct public /
+    /// hole punched / relayed, round-trip time).
     List {
         #[arg(long)]
         json: bool,

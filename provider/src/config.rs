@@ -79,6 +79,10 @@ fn split_host_port(s: &str) -> Option<(String, u16)> {
     Some((host.to_owned(), port))
 }
 
+/// The default control-plane listen addresses: TCP and QUIC (hole punching works best over
+/// UDP) on port 9000.
+pub const DEFAULT_LISTEN: [&str; 2] = ["/ip4/0.0.0.0/tcp/9000", "/ip4/0.0.0.0/udp/9000/quic-v1"];
+
 /// Everything `peercomputed run` needs.
 #[derive(Debug, Clone)]
 pub struct ProviderConfig {
@@ -94,21 +98,30 @@ pub struct ProviderConfig {
     pub listen: Vec<peercompute_p2p::Multiaddr>,
     /// Announce on the LAN with mDNS.
     pub mdns: bool,
+    /// The gateway's libp2p addresses (`--gateway-p2p`); empty: learned from the tunnel.
+    pub gateway_p2p: Vec<peercompute_p2p::Multiaddr>,
+    /// Keep a relay slot at the gateway so clients reach us behind NAT by peer id.
+    pub relay: bool,
     /// Admission limits and readiness timeout.
     pub deploy: crate::deploy::DeploySettings,
 }
 
 impl ProviderConfig {
-    /// Defaults of the spec: listen on `/ip4/0.0.0.0/tcp/9000`, mDNS on, 4000m CPU, 4 GB,
-    /// 10 deployments, 60 s readiness timeout.
+    /// Defaults of the spec: listen on TCP and QUIC port 9000, mDNS on, relay on, 4000m
+    /// CPU, 4 GB, 10 deployments, 60 s readiness timeout.
     pub fn new(home: PathBuf) -> Self {
         Self {
             home,
             gateway: None,
             gateway_ca: None,
             expose: Vec::new(),
-            listen: vec!["/ip4/0.0.0.0/tcp/9000".parse().expect("a valid multiaddr")],
+            listen: DEFAULT_LISTEN
+                .iter()
+                .map(|a| a.parse().expect("a valid multiaddr"))
+                .collect(),
             mdns: true,
+            gateway_p2p: Vec::new(),
+            relay: true,
             deploy: crate::deploy::DeploySettings {
                 limits: peercompute_runtime::Limits::default(),
                 ready_timeout: std::time::Duration::from_secs(60),

@@ -41,6 +41,10 @@ struct Keys {
     listen: Vec<String>,
     #[serde(default)]
     no_mdns: bool,
+    #[serde(default)]
+    gateway_p2p: Vec<String>,
+    #[serde(default)]
+    no_relay: bool,
     max_cpu: Option<String>,
     max_memory: Option<String>,
     max_deploys: Option<u32>,
@@ -56,6 +60,8 @@ pub struct ProviderFile {
     pub expose: Vec<Expose>,
     pub listen: Vec<peercompute_p2p::Multiaddr>,
     pub no_mdns: bool,
+    pub gateway_p2p: Vec<peercompute_p2p::Multiaddr>,
+    pub no_relay: bool,
     /// Millicores.
     pub max_cpu: Option<u32>,
     /// Bytes.
@@ -109,6 +115,15 @@ impl ProviderFile {
                 })
                 .collect::<Result<_, _>>()?,
             no_mdns: keys.no_mdns,
+            gateway_p2p: keys
+                .gateway_p2p
+                .iter()
+                .map(|s| {
+                    s.parse()
+                        .map_err(|e| Invalid::Value("gateway_p2p", format!("`{s}`: {e}")))
+                })
+                .collect::<Result<_, _>>()?,
+            no_relay: keys.no_relay,
             max_cpu: keys
                 .max_cpu
                 .map(|s| peercompute_runtime::parse_cpu(&s).map_err(|e| e.to_string()))
@@ -144,6 +159,12 @@ impl ProviderFile {
         }
         if self.no_mdns {
             config.mdns = false;
+        }
+        if !self.gateway_p2p.is_empty() {
+            config.gateway_p2p = self.gateway_p2p;
+        }
+        if self.no_relay {
+            config.relay = false;
         }
         let limits = &mut config.deploy.limits;
         if let Some(v) = self.max_cpu {

@@ -11,6 +11,8 @@
 //! - [`deploy`](crate::deploy): deployments — admission, image, sandboxed start, readiness,
 //!   route registration, persisted state, reconciliation at start.
 //! - [`tunnel`](crate::tunnel): the tunnel client — reconnects, re-registers, splices streams.
+//! - [`relay`](crate::relay): a relay slot and a rendezvous registration at the gateway's
+//!   libp2p meeting point, so clients reach this provider behind NAT by its peer id.
 //!
 //! The binary parses flags and calls [`run`]; tests call [`Daemon::start`] or
 //! [`start_tunnel`] directly.
@@ -19,6 +21,7 @@ mod config;
 mod config_file;
 mod control;
 mod deploy;
+mod relay;
 mod tunnel;
 
 use std::future::Future;
@@ -32,15 +35,17 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
-pub use config::{Expose, GatewaySpec, ProviderConfig};
+pub use config::{DEFAULT_LISTEN, Expose, GatewaySpec, ProviderConfig};
 pub use config_file::{ConfigFileError, ProviderFile};
 pub use control::ReplayStoreError;
 pub use deploy::{
     DEFAULT_CPU_MILLIS, DEFAULT_MEMORY_BYTES, DeploySettings, ReconcileReport, StateError,
 };
 pub use peercompute_runtime::Limits;
+pub use relay::RelayStatus;
 pub use tunnel::{
-    RegisterError, TlsSetupError, TunnelHandle, TunnelSettings, TunnelStatus, start_tunnel,
+    GatewayP2p, RegisterError, TlsSetupError, TunnelHandle, TunnelSettings, TunnelStatus,
+    start_tunnel,
 };
 
 /// Why the daemon could not run.
@@ -58,6 +63,8 @@ pub enum ProviderError {
     Replay(#[from] ReplayStoreError),
     #[error(transparent)]
     Node(#[from] peercompute_p2p::NodeError),
+    #[error("{0}")]
+    Config(String),
     #[error(
         "nothing to do: pass --gateway [PEERID@]HOST:PORT (to publish) and/or keep the control plane listening (--listen)"
     )]
@@ -76,10 +83,13 @@ pub struct Daemon {
     /// Where the control plane listens (real ports).
     pub listen_addrs: Vec<Multiaddr>,
     pub tunnel: Option<TunnelHandle>,
+    /// Reachability through the gateway's relay ([`RelayStatus::Stopped`] when off).
+    pub relay: watch::Receiver<RelayStatus>,
     /// What reconciliation found at start.
     pub reconciled: ReconcileReport,
     stop: watch::Sender<bool>,
     tunnel_task: Option<JoinHandle<()>>,
+    relay_task: Option<JoinHandle<()>>,
     control_task: JoinHandle<()>,
     _node: Node,
 }
@@ -149,6 +159,7 @@ impl Daemon {
         )
         .await?;
         let listen_addrs = node.listen_addrs();
+        let (relay, relay_task) = start_relay(&config, &node, tunnel.as_ref(), &stop)?;
         let home_hint = format!(" --home {}", config.home.display());
         let ctx = Arc::new(control::ControlContext {
             me,
@@ -175,6 +186,8 @@ impl Daemon {
             peer_id: me,
             listen_addrs,
             tunnel,
+            relay,
+            relay_task,
             reconciled,
             stop,
             tunnel_task,
@@ -188,6 +201,9 @@ impl Daemon {
     pub async fn shutdown(mut self) {
         let _ = self.stop.send(true);
         self.control_task.abort();
+        if let Some(task) = self.relay_task.take() {
+            let _ = task.await;
+        }
         self._node.shutdown().await;
         if let Some(task) = self.tunnel_task.take() {
             let _ = task.await;
@@ -197,10 +213,46 @@ impl Daemon {
     /// Like a crash: every task stops at once, nothing is said to anyone.
     pub fn abort(mut self) {
         self.control_task.abort();
+        if let Some(task) = self.relay_task.take() {
+            task.abort();
+        }
         if let Some(task) = self.tunnel_task.take() {
             task.abort();
         }
     }
+}
+
+/// Starts the relay keeper when there is a gateway to reach and `relay` is on.
+fn start_relay(
+    config: &ProviderConfig,
+    node: &Node,
+    tunnel: Option<&TunnelHandle>,
+    stop: &watch::Sender<bool>,
+) -> Result<(watch::Receiver<RelayStatus>, Option<JoinHandle<()>>), ProviderError> {
+    let (status, rx) = watch::channel(RelayStatus::Waiting);
+    let pinned = config.gateway.as_ref().and_then(|g| g.peer);
+    let source = if !config.relay {
+        None
+    } else if !config.gateway_p2p.is_empty() {
+        Some(relay::Source::Fixed(
+            relay::fixed_source(&config.gateway_p2p, pinned).map_err(ProviderError::Config)?,
+        ))
+    } else {
+        tunnel.map(|t| relay::Source::Tunnel(t.gateway_p2p()))
+    };
+    let task = match source {
+        Some(source) => Some(tokio::spawn(relay::keep_reachable(
+            node.clone(),
+            source,
+            status,
+            stop.subscribe(),
+        ))),
+        None => {
+            status.send_replace(RelayStatus::Stopped);
+            None
+        }
+    };
+    Ok((rx, task))
 }
 
 /// Runs the daemon until `shutdown` resolves.

@@ -52,7 +52,15 @@ struct RunArgs {
     /// Publish an existing local TCP service under NAME (repeatable).
     #[arg(long, value_name = "NAME=HOST:PORT")]
     expose: Vec<Expose>,
-    /// libp2p control-plane listen address (repeatable) [default: /ip4/0.0.0.0/tcp/9000].
+    /// The gateway's libp2p address for relaying (repeatable), ending in /p2p/GATEWAYID
+    /// unless --gateway pins the id [default: announced by the gateway in the tunnel].
+    #[arg(long, value_name = "MULTIADDR")]
+    gateway_p2p: Vec<peercompute_p2p::Multiaddr>,
+    /// Do not keep a relay slot at the gateway (clients then need a LAN or an address).
+    #[arg(long)]
+    no_relay: bool,
+    /// libp2p control-plane listen address (repeatable) [default: /ip4/0.0.0.0/tcp/9000 and
+    /// /ip4/0.0.0.0/udp/9000/quic-v1].
     #[arg(long, value_name = "MULTIADDR")]
     listen: Vec<peercompute_p2p::Multiaddr>,
     /// Do not announce or discover peers on the LAN with mDNS.
@@ -141,6 +149,8 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
                 config: config_file,
                 gateway,
                 gateway_ca,
+                gateway_p2p,
+                no_relay,
                 expose,
                 listen,
                 no_mdns,
@@ -167,6 +177,12 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
             }
             if no_mdns {
                 config.mdns = false;
+            }
+            if !gateway_p2p.is_empty() {
+                config.gateway_p2p = gateway_p2p;
+            }
+            if no_relay {
+                config.relay = false;
             }
             let limits = &mut config.deploy.limits;
             if let Some(v) = max_cpu {

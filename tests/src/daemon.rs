@@ -31,17 +31,29 @@ impl TestDaemon {
     }
 
     pub async fn start(home: tempfile::TempDir, gw: &TestGateway, limits: Limits) -> Self {
-        crate::init();
         let gateway = GatewaySpec {
             peer: Some(gw.peer_id),
             host: gw.tunnel.ip().to_string(),
             port: gw.tunnel.port(),
         };
+        Self::start_custom(home, gateway, limits, |_| {}).await
+    }
+
+    /// A daemon for the gateway at `gateway`, listening on 127.0.0.1 with mDNS off unless
+    /// `tweak` changes the configuration.
+    pub async fn start_custom(
+        home: tempfile::TempDir,
+        gateway: GatewaySpec,
+        limits: Limits,
+        tweak: impl FnOnce(&mut ProviderConfig),
+    ) -> Self {
+        crate::init();
         let daemon = Self::launch(
             home.path().to_path_buf(),
             gateway.clone(),
             limits,
             "/ip4/127.0.0.1/tcp/0",
+            tweak,
         )
         .await;
         let cleanup = peercompute_runtime::testsupport::Cleanup::new();
@@ -59,13 +71,20 @@ impl TestDaemon {
         }
     }
 
-    async fn launch(home: PathBuf, gateway: GatewaySpec, limits: Limits, listen: &str) -> Daemon {
+    async fn launch(
+        home: PathBuf,
+        gateway: GatewaySpec,
+        limits: Limits,
+        listen: &str,
+        tweak: impl FnOnce(&mut ProviderConfig),
+    ) -> Daemon {
         let mut config = ProviderConfig::new(home);
         config.gateway = Some(gateway);
         config.listen = vec![listen.parse().expect("multiaddr")];
         config.mdns = false;
         config.deploy.limits = limits;
         config.deploy.ready_timeout = Duration::from_secs(20);
+        tweak(&mut config);
         let daemon = crate::within(30, "provider daemon start", Daemon::start(config))
             .await
             .expect("provider daemon starts");
@@ -104,7 +123,7 @@ impl TestDaemon {
             d.shutdown().await;
         }
         let home = self.home.path().to_path_buf();
-        let daemon = Self::launch(home, self.gateway.clone(), self.limits, &addr).await;
+        let daemon = Self::launch(home, self.gateway.clone(), self.limits, &addr, |_| {}).await;
         self.daemon = Some(daemon);
     }
 }
@@ -149,6 +168,7 @@ impl TestClient {
         let options = ClientOptions {
             mdns: false,
             connect_timeout: Duration::from_secs(10),
+            ..ClientOptions::default()
         };
         Client::connect(
             self.identity.clone(),

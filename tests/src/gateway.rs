@@ -26,6 +26,9 @@ pub struct GatewayOptions {
     pub header_read_timeout: Duration,
     pub grace_period: Duration,
     pub max_connections: usize,
+    /// Run the libp2p meeting point (relay + rendezvous) on 127.0.0.1 (TCP and QUIC).
+    pub p2p: bool,
+    pub relay_max_circuit_bytes: u64,
 }
 
 impl Default for GatewayOptions {
@@ -40,6 +43,8 @@ impl Default for GatewayOptions {
             header_read_timeout: Duration::from_secs(2),
             grace_period: Duration::from_secs(10),
             max_connections: 1000,
+            p2p: false,
+            relay_max_circuit_bytes: 16 * 1024 * 1024,
         }
     }
 }
@@ -98,6 +103,15 @@ impl TestGateway {
             header_read_timeout: options.header_read_timeout,
             grace_period: options.grace_period,
             max_connections: options.max_connections,
+            p2p_listen: if options.p2p {
+                vec![
+                    "/ip4/127.0.0.1/tcp/0".into(),
+                    "/ip4/127.0.0.1/udp/0/quic-v1".into(),
+                ]
+            } else {
+                Vec::new()
+            },
+            relay_max_circuit_bytes: options.relay_max_circuit_bytes,
             ..GatewayConfig::default()
         };
         let listeners = Listeners {

@@ -6,7 +6,7 @@
 //! ([`session`]); each data stream the gateway opens is spliced to the route's local TCP
 //! target ([`splice`]). [`tls`] builds the client certificate and the gateway check.
 
-mod backoff;
+pub(crate) mod backoff;
 mod session;
 mod splice;
 mod tls;
@@ -72,6 +72,15 @@ pub(crate) enum Command {
 pub struct TunnelHandle {
     commands: mpsc::Sender<Command>,
     status: watch::Receiver<TunnelStatus>,
+    p2p: watch::Receiver<Option<GatewayP2p>>,
+}
+
+/// The gateway's libp2p meeting point as its Welcome announced it, with unspecified IPs
+/// replaced by the host the tunnel reached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewayP2p {
+    pub peer: peercompute_identity::PeerId,
+    pub addrs: Vec<peercompute_p2p::Multiaddr>,
 }
 
 /// What the tunnel client is doing now.
@@ -127,6 +136,11 @@ impl TunnelHandle {
             .await;
     }
 
+    /// The gateway's libp2p addresses, once a Welcome announced them.
+    pub fn gateway_p2p(&self) -> watch::Receiver<Option<GatewayP2p>> {
+        self.p2p.clone()
+    }
+
     /// Current connection status.
     pub fn status(&self) -> TunnelStatus {
         self.status.borrow().clone()
@@ -166,14 +180,22 @@ pub fn start_tunnel(
     )?;
     let (commands, rx) = mpsc::channel(64);
     let (status_tx, status) = watch::channel(TunnelStatus::Connecting);
+    let (p2p_tx, p2p) = watch::channel(None);
     let task = tokio::spawn(run_client(
         settings.gateway,
         client,
         rx,
-        status_tx,
+        (status_tx, p2p_tx),
         shutdown,
     ));
-    Ok((TunnelHandle { commands, status }, task))
+    Ok((
+        TunnelHandle {
+            commands,
+            status,
+            p2p,
+        },
+        task,
+    ))
 }
 
 /// State that outlives one connection.
@@ -191,7 +213,10 @@ async fn run_client(
     gateway: GatewaySpec,
     client: quinn::ClientConfig,
     mut commands: mpsc::Receiver<Command>,
-    status: watch::Sender<TunnelStatus>,
+    (status, p2p): (
+        watch::Sender<TunnelStatus>,
+        watch::Sender<Option<GatewayP2p>>,
+    ),
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut state = ClientState {
@@ -237,8 +262,13 @@ async fn run_client(
                     registered: 0,
                 });
                 info!(gateway = %gateway, "connected to the gateway");
+                let announce = session::Announce {
+                    status: &status,
+                    p2p: &p2p,
+                    gateway_host: &gateway.host,
+                };
                 let end =
-                    session::run(conn, &mut state, &mut commands, &mut shutdown, &status).await;
+                    session::run(conn, &mut state, &mut commands, &mut shutdown, announce).await;
                 if since.elapsed() >= HEALTHY_AFTER {
                     backoff.reset();
                 }

@@ -65,6 +65,39 @@ pub(crate) fn describe_close(e: &quinn::ConnectionError) -> String {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn welcome_addresses_get_the_tunnel_host() {
+        let id = peercompute_identity::Identity::generate()
+            .expect("id")
+            .peer_id()
+            .to_string();
+        let addrs = vec![
+            "/ip4/0.0.0.0/tcp/4001".to_owned(),
+            "/ip4/0.0.0.0/udp/4001/quic-v1".to_owned(),
+            "/ip4/203.0.113.7/tcp/4002".to_owned(),
+            "garbage".to_owned(),
+        ];
+        let got = gateway_p2p(&id, &addrs, "gw.example.com").expect("addresses");
+        let shown: Vec<String> = got.addrs.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            shown,
+            [
+                "/dns/gw.example.com/tcp/4001",
+                "/dns/gw.example.com/udp/4001/quic-v1",
+                "/ip4/203.0.113.7/tcp/4002"
+            ]
+        );
+        let got = gateway_p2p(&id, &addrs[..1], "10.1.2.3").expect("addresses");
+        assert_eq!(got.addrs[0].to_string(), "/ip4/10.1.2.3/tcp/4001");
+        assert!(gateway_p2p(&id, &[], "10.1.2.3").is_none());
+        assert!(gateway_p2p("not-an-id", &addrs, "10.1.2.3").is_none());
+    }
+}
+
 fn end_for(e: &quinn::ConnectionError) -> SessionEnd {
     let text = describe_close(e);
     match e {
@@ -77,13 +110,53 @@ fn end_for(e: &quinn::ConnectionError) -> SessionEnd {
     }
 }
 
+/// Where a session publishes what it learns.
+pub(crate) struct Announce<'a> {
+    pub(crate) status: &'a watch::Sender<super::TunnelStatus>,
+    pub(crate) p2p: &'a watch::Sender<Option<super::GatewayP2p>>,
+    /// The host the tunnel reached: replaces unspecified IPs in the Welcome's p2p addresses.
+    pub(crate) gateway_host: &'a str,
+}
+
+/// The gateway's p2p addresses from a Welcome; unparsable ones are skipped (logged).
+fn gateway_p2p(gateway_id: &str, addrs: &[String], host: &str) -> Option<super::GatewayP2p> {
+    use peercompute_p2p::{Multiaddr, Protocol};
+    let peer = peercompute_identity::parse_peer_id(gateway_id).ok()?;
+    let host_part = match host.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(ip)) => Protocol::Ip4(ip),
+        Ok(std::net::IpAddr::V6(ip)) => Protocol::Ip6(ip),
+        Err(_) => Protocol::Dns(host.to_owned().into()),
+    };
+    let addrs: Vec<Multiaddr> = addrs
+        .iter()
+        .filter_map(|a| match a.parse::<Multiaddr>() {
+            Ok(m) => Some(m),
+            Err(e) => {
+                warn!("the gateway announced a bad p2p address {a:?}: {e}");
+                None
+            }
+        })
+        .map(|m| {
+            m.iter()
+                .map(|p| match p {
+                    Protocol::Ip4(ip) if ip.is_unspecified() => host_part.clone(),
+                    Protocol::Ip6(ip) if ip.is_unspecified() => host_part.clone(),
+                    other => other,
+                })
+                .collect()
+        })
+        .collect();
+    (!addrs.is_empty()).then_some(super::GatewayP2p { peer, addrs })
+}
+
 pub(crate) async fn run(
     conn: quinn::Connection,
     state: &mut ClientState,
     commands: &mut mpsc::Receiver<Command>,
     shutdown: &mut watch::Receiver<bool>,
-    status: &watch::Sender<super::TunnelStatus>,
+    announce: Announce<'_>,
 ) -> SessionEnd {
+    let status = announce.status;
     let (mut send, recv) = match conn.open_bi().await {
         Ok(s) => s,
         Err(e) => return end_for(&e),
@@ -103,9 +176,15 @@ pub(crate) async fn run(
         Ok(Ok(Some(ControlMessage::Welcome {
             version,
             gateway_id,
-            ..
+            p2p_addrs,
         }))) => {
-            info!(%gateway_id, version, "gateway welcomed us");
+            info!(%gateway_id, version, ?p2p_addrs, "gateway welcomed us");
+            let p2p = gateway_p2p(&gateway_id, &p2p_addrs, announce.gateway_host);
+            announce.p2p.send_if_modified(|old| {
+                let changed = *old != p2p;
+                *old = p2p;
+                changed
+            });
         }
         Ok(Ok(Some(ControlMessage::GoAway { code, message }))) => {
             return SessionEnd::Refused(format!("{code:?}: {message}"));

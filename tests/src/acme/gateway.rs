@@ -61,6 +61,7 @@ impl AcmeGateway {
             rate_limit_ip: 0,
             acme_retry_initial: Duration::from_millis(500),
             grace_period: Duration::from_secs(5),
+            p2p_listen: Vec::new(),
             ..GatewayConfig::default()
         }
     }

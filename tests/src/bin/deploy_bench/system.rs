@@ -127,7 +127,7 @@ impl System {
                 .args(["--admin-listen", &admin.to_string()])
                 .args(["--public-port", &https.port().to_string()])
                 .args(["--allow-provider", &provider_id])
-                .args(["--rate-limit", "0", "--rate-limit-ip", "0"])
+                .args(["--rate-limit", "0", "--rate-limit-ip", "0", "--no-p2p"])
                 .env("RUST_LOG", GATEWAY_LOG),
             work.join("gateway.log"),
             timeline,
