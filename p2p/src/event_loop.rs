@@ -88,6 +88,9 @@ pub(crate) struct EventLoop {
     pending: HashMap<PeerId, Vec<Reply<()>>>,
     /// Dials answered by a relayed connection, waiting for DCUtR until the deadline.
     awaiting_punch: HashMap<PeerId, (Instant, Vec<Reply<()>>)>,
+    /// Dials whose hole punch succeeded, waiting for the relayed connections being closed to
+    /// be gone (so no stream is opened on one of them).
+    closing_relayed: HashMap<PeerId, (HashSet<ConnectionId>, Vec<Reply<()>>)>,
     reservations: HashMap<ListenerId, (PeerId, Reply<Multiaddr>)>,
     registrations: HashMap<(PeerId, String), Vec<Reply<()>>>,
     discoveries: HashMap<(PeerId, String), Vec<Reply<Vec<Found>>>>,
@@ -118,6 +121,7 @@ impl EventLoop {
             hole_punch_wait,
             pending: HashMap::new(),
             awaiting_punch: HashMap::new(),
+            closing_relayed: HashMap::new(),
             reservations: HashMap::new(),
             registrations: HashMap::new(),
             discoveries: HashMap::new(),
@@ -306,10 +310,21 @@ impl EventLoop {
             ConnectedPoint::Dialer { address, .. } => address,
             ConnectedPoint::Listener { send_back_addr, .. } => send_back_addr,
         };
+        let relayed_already = self
+            .conns
+            .values()
+            .any(|c| c.peer == peer && c.kind == PathKind::Relayed);
         let kind = if self.found_on_lan.contains(&(peer, address.clone())) {
             PathKind::DirectLan
         } else {
-            PathKind::of_address(&address)
+            match PathKind::of_address(&address) {
+                // A direct connection that appears while we are relayed to the peer comes
+                // from hole punching (both sides dial at once, so there may be two).
+                PathKind::DirectLan | PathKind::DirectPublic if relayed_already => {
+                    PathKind::HolePunched
+                }
+                other => other,
+            }
         };
         debug!(%peer, %address, %kind, "connected");
         self.conns.insert(
@@ -353,11 +368,16 @@ impl EventLoop {
                         .filter(|(_, c)| c.peer == peer && c.kind == PathKind::Relayed)
                         .map(|(id, _)| *id)
                         .collect();
-                    for id in relayed {
-                        self.swarm.close_connection(id);
-                    }
-                    for reply in replies {
-                        let _ = reply.send(Ok(()));
+                    let closing: HashSet<ConnectionId> = relayed
+                        .into_iter()
+                        .filter(|id| self.swarm.close_connection(*id))
+                        .collect();
+                    if closing.is_empty() {
+                        for reply in replies {
+                            let _ = reply.send(Ok(()));
+                        }
+                    } else {
+                        self.closing_relayed.insert(peer, (closing, replies));
                     }
                 }
             }
@@ -429,6 +449,30 @@ impl EventLoop {
                 ..
             } => {
                 self.conns.remove(&connection_id);
+                if let Some((closing, _)) = self.closing_relayed.get_mut(&peer_id) {
+                    closing.remove(&connection_id);
+                    if closing.is_empty()
+                        && let Some((_, replies)) = self.closing_relayed.remove(&peer_id)
+                    {
+                        let outcome = if num_established > 0 {
+                            Ok(())
+                        } else {
+                            Err(NodeError::Dial {
+                                peer: peer_id,
+                                reason: "the connection closed".into(),
+                            })
+                        };
+                        for reply in replies {
+                            let _ = reply.send(match &outcome {
+                                Ok(()) => Ok(()),
+                                Err(e) => Err(NodeError::Dial {
+                                    peer: peer_id,
+                                    reason: e.to_string(),
+                                }),
+                            });
+                        }
+                    }
+                }
                 if num_established == 0 {
                     self.circuits.remove(&peer_id);
                     // A reservation whose relay connection died before it was answered.

@@ -23,4 +23,4 @@ pub use libp2p::{Multiaddr, PeerId, StreamProtocol};
 pub use node::{
     AdmitFn, Found, Node, NodeConfig, NodeError, RelayServerSettings, control_protocol,
 };
-pub use path::{PathKind, PeerPath};
+pub use path::{PathKind, PeerPath, quic_first};

@@ -61,6 +61,19 @@ pub struct PeerPath {
     pub rtt: Option<Duration>,
 }
 
+/// `addrs` split into QUIC ones and the rest. Dial a gateway over QUIC first: the address
+/// it observes for us is then a UDP one, which is what hole punching through NATs needs.
+pub fn quic_first(addrs: &[Multiaddr]) -> Vec<Vec<Multiaddr>> {
+    let (quic, other): (Vec<Multiaddr>, Vec<Multiaddr>) = addrs
+        .iter()
+        .cloned()
+        .partition(|a| a.iter().any(|p| matches!(p, Protocol::QuicV1)));
+    [quic, other]
+        .into_iter()
+        .filter(|g| !g.is_empty())
+        .collect()
+}
+
 /// Whether `addr` goes through a circuit relay.
 pub fn is_relayed(addr: &Multiaddr) -> bool {
     addr.iter().any(|p| matches!(p, Protocol::P2pCircuit))

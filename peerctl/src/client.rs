@@ -78,8 +78,15 @@ async fn dial_via_gateways(
             Ok(r) => r.map_err(|e| e.to_string()),
             Err(_) => Err("no answer in time".to_owned()),
         };
-        if let Err(e) = step(tokio::time::timeout_at(deadline, node.dial(*gw, addrs.clone())).await)
-        {
+        // QUIC first, so the gateway observes a UDP address of ours for hole punching.
+        let mut dialed = Err("no address".to_owned());
+        for group in peercompute_p2p::quic_first(addrs) {
+            dialed = step(tokio::time::timeout_at(deadline, node.dial(*gw, group)).await);
+            if dialed.is_ok() {
+                break;
+            }
+        }
+        if let Err(e) = dialed {
             why.push(format!("gateway {gw} unreachable at {shown}: {e}"));
             continue;
         }
@@ -254,15 +261,23 @@ impl Client {
     /// Sends an already signed envelope as is.
     pub async fn send_envelope(&self, envelope: SignedEnvelope) -> Result<Framed, CliError> {
         let mut control = self.node.control();
-        let stream = control
-            .open_stream(self.provider, control_protocol())
-            .await
-            .map_err(|e| {
-                CliError::new(
-                    Kind::Unreachable,
-                    format!("cannot open a control stream: {e}"),
-                )
-            })?;
+        // One retry: a connection may close just as the stream is opened on it (a relayed
+        // one replaced by a direct one, an idle one timing out) while another is up.
+        let stream = match control.open_stream(self.provider, control_protocol()).await {
+            Ok(s) => s,
+            Err(first) => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                control
+                    .open_stream(self.provider, control_protocol())
+                    .await
+                    .map_err(|e| {
+                        CliError::new(
+                            Kind::Unreachable,
+                            format!("cannot open a control stream: {e} (first attempt: {first})"),
+                        )
+                    })?
+            }
+        };
         let mut framed = Framed::new(stream);
         framed
             .write(&ControlPlaneMessage::Signed(envelope))

@@ -12,7 +12,7 @@ use std::time::Duration;
 use peercompute_identity::PeerId;
 use peercompute_p2p::{Multiaddr, Node, NodeError, Protocol};
 use tokio::sync::watch;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::tunnel::GatewayP2p;
 use crate::tunnel::backoff::Backoff;
@@ -180,18 +180,23 @@ async fn reserve_and_register(
         .map(ToString::to_string)
         .collect::<Vec<_>>()
         .join(", ");
-    tokio::time::timeout(
-        Duration::from_secs(20),
-        node.dial(gateway.peer, gateway.addrs.clone()),
-    )
-    .await
-    .map_err(|_| {
-        format!(
-            "gateway {} unreachable at {shown}: no answer in 20 s",
-            gateway.peer
-        )
-    })?
-    .map_err(|e| format!("gateway {} unreachable at {shown}: {e}", gateway.peer))?;
+    // QUIC first, so the gateway observes a UDP address of ours for hole punching.
+    let mut dialed = Err(String::from("no address"));
+    for group in peercompute_p2p::quic_first(&gateway.addrs) {
+        let tried = group.clone();
+        dialed = match tokio::time::timeout(Duration::from_secs(10), node.dial(gateway.peer, group))
+            .await
+        {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err("no answer in 10 s".into()),
+        };
+        match &dialed {
+            Ok(()) => break,
+            Err(e) => debug!("gateway {} not reached over {tried:?}: {e}", gateway.peer),
+        }
+    }
+    dialed.map_err(|e| format!("gateway {} unreachable at {shown}: {e}", gateway.peer))?;
     let mut last = String::new();
     let mut reserved = None;
     for addr in ordered(&gateway.addrs) {

@@ -188,15 +188,20 @@ impl Default for TestClient {
 
 /// Path of the `peerctl` binary built with the tests (target/<profile>/peerctl).
 pub fn peerctl_bin() -> PathBuf {
+    workspace_bin("peerctl")
+}
+
+/// Path of a workspace binary built with the tests (target/<profile>/NAME).
+pub fn workspace_bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     let dir = exe
         .parent()
         .and_then(|deps| deps.parent())
         .expect("target/<profile>/deps");
-    let bin = dir.join("peerctl");
+    let bin = dir.join(name);
     assert!(
         bin.exists(),
-        "{} not built: run the tests with `cargo nextest run --workspace` (or build peerctl first)",
+        "{} not built: run the tests with scripts/test (it builds the workspace binaries first)",
         bin.display()
     );
     bin
