@@ -193,11 +193,12 @@ pub fn peerctl_bin() -> PathBuf {
 
 /// Path of a workspace binary built with the tests (target/<profile>/NAME).
 pub fn workspace_bin(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    let dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target/<profile>/deps");
+    let exe = std::env::current_exe().expect("executable path");
+    // Tests live in target/<profile>/deps, benchmark programs in target/<profile>.
+    let mut dir = exe.parent().expect("target/<profile>[/deps]");
+    if dir.ends_with("deps") {
+        dir = dir.parent().expect("target/<profile>");
+    }
     let bin = dir.join(name);
     assert!(
         bin.exists(),

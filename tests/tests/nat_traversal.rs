@@ -15,16 +15,12 @@ use std::process::Output;
 use std::time::Duration;
 
 use peercompute_identity::{Identity, PeerId};
-use peercompute_provider::{GatewaySpec, Limits, RelayStatus};
 use peercompute_tests::daemon::{TestDaemon, peerctl_bin, workspace_bin};
 use peercompute_tests::gateway::DOMAIN;
 use peercompute_tests::image::{TEST_PORT, TestImage};
+use peercompute_tests::nat::{HTTPS_PORT, P2P_PORT, start_gateway, start_provider};
 use peercompute_tests::netns::{Host, NatKind, World};
 use peercompute_tests::within;
-
-const HTTPS_PORT: u16 = 10443;
-const TUNNEL_PORT: u16 = 8443;
-const P2P_PORT: u16 = 4001;
 
 /// Runs `peerctl --home HOME ARGS…` on `host`.
 async fn peerctl(host: &Host, home: &Path, args: &[&str]) -> Output {
@@ -82,77 +78,6 @@ async fn last_path(host: &Host, home: &Path) -> serde_json::Value {
         serde_json::from_str(&ok(&peerctl(host, home, &["peers", "list", "--json"]).await))
             .expect("peers list JSON");
     list[0]["last_path"].clone()
-}
-
-struct Gateway {
-    _state: tempfile::TempDir,
-    _child: tokio::process::Child,
-    id: PeerId,
-    ca: std::path::PathBuf,
-}
-
-async fn start_gateway(host: &Host, provider: &PeerId) -> Gateway {
-    let state = tempfile::tempdir().expect("gateway state");
-    let (identity, _) = peercompute_gateway::identity(state.path()).expect("gateway identity");
-    let ca = peercompute_gateway::dev_tls(state.path(), DOMAIN).expect("dev tls");
-    let ip = host.ip();
-    let log = std::fs::File::create(state.path().join("gateway.log")).expect("log");
-    let child = host
-        .command(workspace_bin("peercompute-gateway"))
-        .args(["run", "--domain", DOMAIN, "--state-dir"])
-        .arg(state.path())
-        .args(["--https-listen", &format!("{ip}:{HTTPS_PORT}"), "--no-http"])
-        .args(["--tunnel-listen", &format!("{ip}:{TUNNEL_PORT}")])
-        .args(["--admin-listen", "127.0.0.1:9180"])
-        .args(["--public-port", &HTTPS_PORT.to_string()])
-        .args(["--allow-provider", &provider.to_string()])
-        .args(["--rate-limit", "0", "--rate-limit-ip", "0"])
-        .args(["--p2p-listen", &format!("/ip4/{ip}/tcp/{P2P_PORT}")])
-        .args(["--p2p-listen", &format!("/ip4/{ip}/udp/{P2P_PORT}/quic-v1")])
-        .env("RUST_LOG", "info,peercompute_p2p=debug,libp2p_relay=debug")
-        .stderr(log)
-        .spawn()
-        .expect("gateway starts");
-    Gateway {
-        _state: state,
-        _child: child,
-        id: identity.peer_id(),
-        ca,
-    }
-}
-
-/// The provider daemon in the root namespace (the home site's LAN host), tunnel to the
-/// gateway through the home NAT, waiting until its relay slot is reserved.
-async fn start_provider(
-    home: tempfile::TempDir,
-    root: &Host,
-    gw_host: &Host,
-    gw: &Gateway,
-) -> TestDaemon {
-    let spec = GatewaySpec {
-        peer: Some(gw.id),
-        host: gw_host.ip().to_string(),
-        port: TUNNEL_PORT,
-    };
-    let ip = root.ip();
-    let daemon = TestDaemon::start_custom(home, spec, Limits::default(), |c| {
-        c.listen = vec![
-            format!("/ip4/{ip}/udp/0/quic-v1").parse().expect("ma"),
-            format!("/ip4/{ip}/tcp/0").parse().expect("ma"),
-        ];
-    })
-    .await;
-    let mut relay = daemon.daemon.as_ref().expect("running").relay.clone();
-    let status = within(30, "relay slot at the gateway", async {
-        relay
-            .wait_for(|s| matches!(s, RelayStatus::Reserved { .. }))
-            .await
-            .map(|s| s.clone())
-    })
-    .await
-    .expect("relay status");
-    eprintln!("provider relay: {status:?}");
-    daemon
 }
 
 #[tokio::test]

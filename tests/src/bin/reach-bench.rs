@@ -1,0 +1,210 @@
+//! Time to reach a provider behind NAT: the first successful control round trip (connect +
+//! one signed `ls` answered) from a fresh client, in an emulated internet of network
+//! namespaces (needs root, like the NAT-traversal tests):
+//!
+//! - direct: a client on the provider's own LAN dials its stored address;
+//! - relayed: a client behind a symmetric NAT looks the provider up at the gateway and goes
+//!   through its relay (hole punching cannot work there);
+//! - hole punched: a client behind an endpoint-independent NAT does the same, then DCUtR
+//!   replaces the relayed path with a direct one before the request is sent.
+//!
+//! Each figure is the median of `--runs` fresh clients; ratios are to the direct median
+//! measured in the same run. The round trip over the path once established is printed too.
+//!
+//! `cargo run --release -p peercompute-tests --bin reach-bench -- --runs 9`
+
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use peercompute_identity::{Identity, PeerId, TrustStore};
+use peercompute_p2p::{Multiaddr, PathKind};
+use peercompute_tests::daemon::TestDaemon;
+use peercompute_tests::nat::{P2P_PORT, start_gateway, start_provider};
+use peercompute_tests::netns::{Host, NatKind, World};
+use peercompute_tunnel_proto::{ControlPlaneMessage, ListRequest, Request};
+use peerctl::{Client, ClientOptions};
+
+#[derive(Parser, Debug)]
+#[command(about = "Time to reach a provider directly, relayed and after hole punching")]
+struct Args {
+    /// Fresh clients per path.
+    #[arg(long, default_value_t = 9)]
+    runs: usize,
+}
+
+struct Sample {
+    reach: Duration,
+    rtt: Duration,
+    kind: PathKind,
+}
+
+/// One fresh client on `host`: connect, one `ls`, then a second `ls` for the steady RTT.
+async fn once(
+    host: &Host,
+    provider: PeerId,
+    addrs: Vec<Multiaddr>,
+    gateways: Vec<(PeerId, Vec<Multiaddr>)>,
+    hole_punch_wait: Duration,
+    daemon: &TestDaemon,
+) -> Result<Sample, String> {
+    let home = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let (identity, _) = Identity::load_or_create(home.path()).map_err(|e| e.to_string())?;
+    daemon.trust(&identity.peer_id());
+    let mut trust = TrustStore::open(home.path()).map_err(|e| e.to_string())?;
+    trust
+        .add(
+            &provider.to_string(),
+            None,
+            &addrs.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        )
+        .map_err(|e| e.to_string())?;
+    let options = ClientOptions {
+        mdns: false,
+        connect_timeout: Duration::from_secs(20),
+        gateways,
+        hole_punch_wait,
+        ..ClientOptions::default()
+    };
+    let thread = host.spawn_thread(move || async move {
+        let trust = TrustStore::open(home.path()).map_err(|e| e.to_string())?;
+        let ls = || Request::List(ListRequest {});
+        let start = Instant::now();
+        let client = Client::connect(identity, &trust, &provider.to_string(), &options)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut framed = client.send(&ls()).await.map_err(|e| e.to_string())?;
+        match Client::next(&mut framed).await.map_err(|e| e.to_string())? {
+            ControlPlaneMessage::ListResponse(_) => {}
+            other => return Err(format!("unexpected {other:?}")),
+        }
+        let reach = start.elapsed();
+        let again = Instant::now();
+        let mut framed = client.send(&ls()).await.map_err(|e| e.to_string())?;
+        Client::next(&mut framed).await.map_err(|e| e.to_string())?;
+        let rtt = again.elapsed();
+        let kind = client.path().await.map(|p| p.kind).ok_or("not connected")?;
+        Ok(Sample { reach, rtt, kind })
+    });
+    tokio::time::timeout(Duration::from_secs(60), thread.join())
+        .await
+        .map_err(|_| "no answer in 60 s".to_owned())?
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let args = Args::parse();
+    anyhow::ensure!(args.runs > 0, "--runs must be at least 1");
+    let world = World::new();
+    let gw_host = world.public_host("gw");
+    let (home_site, root) = world.nat_site_root("home", NatKind::EndpointIndependent);
+    let lan_pc = home_site.host("pc");
+    let sym = world.nat_site("sym", NatKind::Symmetric);
+    let sym_laptop = sym.host("laptop");
+    let cone = world.nat_site("cone", NatKind::EndpointIndependent);
+    let cone_laptop = cone.host("laptop");
+
+    let (provider_home, provider) = TestDaemon::identity();
+    let gw = start_gateway(&gw_host, &provider).await;
+    let daemon = start_provider(provider_home, &root, &gw_host, &gw).await;
+    let direct: Vec<Multiaddr> = daemon
+        .daemon
+        .as_ref()
+        .map(|d| d.listen_addrs.clone())
+        .unwrap_or_default();
+    let gateways = vec![(
+        gw.id,
+        vec![format!("/ip4/{}/udp/{P2P_PORT}/quic-v1", gw_host.ip()).parse()?],
+    )];
+
+    let paths: [(
+        &str,
+        &Host,
+        Vec<Multiaddr>,
+        Vec<(PeerId, Vec<Multiaddr>)>,
+        Duration,
+        PathKind,
+    ); 3] = [
+        (
+            "direct (LAN, stored address)",
+            &lan_pc,
+            direct,
+            Vec::new(),
+            Duration::ZERO,
+            PathKind::DirectLan,
+        ),
+        (
+            "relayed (symmetric NAT)",
+            &sym_laptop,
+            Vec::new(),
+            gateways.clone(),
+            Duration::ZERO,
+            PathKind::Relayed,
+        ),
+        (
+            "hole punched (cone NATs)",
+            &cone_laptop,
+            Vec::new(),
+            gateways,
+            Duration::from_secs(3),
+            PathKind::HolePunched,
+        ),
+    ];
+    println!(
+        "reach-bench: {} fresh clients per path; reach = connect + first signed round trip",
+        args.runs
+    );
+    let mut direct_median = None;
+    for (label, host, addrs, gws, wait, expected) in paths {
+        let mut reach = Vec::new();
+        let mut rtt = Vec::new();
+        for i in 0..args.runs {
+            match once(host, provider, addrs.clone(), gws.clone(), wait, &daemon).await {
+                Ok(s) if s.kind == expected => {
+                    reach.push(s.reach);
+                    rtt.push(s.rtt);
+                }
+                Ok(s) => eprintln!(
+                    "{label} run {i}: reached over {} instead: not counted",
+                    s.kind
+                ),
+                Err(e) => eprintln!("{label} run {i}: {e}"),
+            }
+        }
+        if reach.is_empty() {
+            println!("{label:<32} no successful run");
+            continue;
+        }
+        let (min, max) = (
+            *reach.iter().min().expect("non-empty"),
+            *reach.iter().max().expect("non-empty"),
+        );
+        let m = median(reach.clone());
+        let ratio = direct_median.map_or_else(
+            || "baseline".to_owned(),
+            |d: Duration| format!("{:.1}x direct", m.as_secs_f64() / d.as_secs_f64()),
+        );
+        direct_median.get_or_insert(m);
+        println!(
+            "{label:<32} reach median {} (min {}, max {}, {}/{} runs) {ratio}; round trip once there {}",
+            ms(m),
+            ms(min),
+            ms(max),
+            reach.len(),
+            args.runs,
+            ms(median(rtt)),
+        );
+    }
+    drop(daemon);
+    drop(world);
+    Ok(())
+}
