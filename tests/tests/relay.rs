@@ -326,3 +326,53 @@ async fn a_circuit_over_its_byte_limit_is_closed() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn provider_reserves_again_after_the_gateway_restarts() {
+    let (home, provider_id) = TestDaemon::identity();
+    let gw = gateway(vec![provider_id], 16 << 20).await;
+    let (daemon, before) = reserved_provider(&gw, home).await;
+    let running = daemon.daemon.as_ref().expect("running");
+    let mut relay = running.relay.clone();
+    let first = relay.borrow().clone();
+
+    // The restarted gateway listens for p2p on new ports; the provider learns them from
+    // the next Welcome and reserves again.
+    let gw = gw.restart().await;
+    let again = within(40, "a new reservation after the restart", async {
+        relay
+            .wait_for(|s| matches!(s, RelayStatus::Reserved { .. }) && *s != first)
+            .await
+            .map(|s| s.clone())
+    })
+    .await
+    .expect("relay status");
+    eprintln!("before: {first:?}\nafter: {again:?}");
+    let after = running
+        .tunnel
+        .as_ref()
+        .expect("tunnel")
+        .gateway_p2p()
+        .borrow()
+        .clone()
+        .expect("addresses");
+    assert_ne!(before.addrs, after.addrs, "new p2p ports after the restart");
+
+    // And a client finds it there again.
+    let client = trusting(&daemon.peer_id);
+    daemon.trust(&client.peer_id());
+    let opts = options(vec![(after.peer, after.addrs.clone())]);
+    let c = within(
+        20,
+        "connect after the restart",
+        connect(&client, &daemon.peer_id, &opts),
+    )
+    .await
+    .expect("reached through the restarted gateway");
+    let mut framed = c.send(&Request::List(ListRequest {})).await.expect("send");
+    assert!(matches!(
+        within(10, "list answer", Client::next(&mut framed)).await,
+        Ok(ControlPlaneMessage::ListResponse(_))
+    ));
+    drop(gw);
+}
