@@ -151,6 +151,14 @@ fn stage_name(s: DeployStage) -> &'static str {
     }
 }
 
+/// `relayed, 12.3 ms, 5m ago (/ip4/…)` for `peers list`.
+pub fn last_path(p: &crate::places::LastPath) -> String {
+    let rtt = p
+        .rtt_ms
+        .map_or_else(String::new, |ms| format!(", {ms:.1} ms"));
+    format!("{}{rtt}, {} ({})", p.kind, age(p.at), p.address)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -175,12 +183,4 @@ mod tests {
         assert_eq!(bytes(3 << 20), "3.0 MiB");
         assert_eq!(state(DeploymentState::Running), "running");
     }
-}
-
-/// `relayed, 12.3 ms, 5m ago (/ip4/…)` for `peers list`.
-pub fn last_path(p: &crate::places::LastPath) -> String {
-    let rtt = p
-        .rtt_ms
-        .map_or_else(String::new, |ms| format!(", {ms:.1} ms"));
-    format!("{}{rtt}, {} ({})", p.kind, age(p.at), p.address)
 }

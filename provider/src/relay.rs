@@ -242,10 +242,12 @@ mod tests {
         assert_eq!(got.peer, gw);
         assert_eq!(got.addrs[0].to_string(), "/ip4/1.2.3.4/tcp/4001");
         assert_eq!(
-            fixed_source(&[bare.clone()], Some(gw)).expect("pin").peer,
+            fixed_source(std::slice::from_ref(&bare), Some(gw))
+                .expect("pin")
+                .peer,
             gw
         );
-        assert!(fixed_source(&[bare.clone()], None).is_err());
+        assert!(fixed_source(std::slice::from_ref(&bare), None).is_err());
         assert!(fixed_source(&[with_id], Some(other)).is_err());
         assert_eq!(
             ordered(&[got.addrs[0].clone(), bare.clone()])[0],

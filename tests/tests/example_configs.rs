@@ -51,8 +51,11 @@ fn documented_keys(text: &str) -> (BTreeSet<String>, BTreeSet<String>) {
     let key_of = |line: &str| {
         let (key, _) = line.split_once('=')?;
         let key = key.trim();
-        (!key.is_empty() && key.chars().all(|c| c.is_ascii_lowercase() || c == '_'))
-            .then(|| key.to_owned())
+        (!key.is_empty()
+            && key
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'))
+        .then(|| key.to_owned())
     };
     let mut set = BTreeSet::new();
     let mut commented = BTreeSet::new();

@@ -65,39 +65,6 @@ pub(crate) fn describe_close(e: &quinn::ConnectionError) -> String {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn welcome_addresses_get_the_tunnel_host() {
-        let id = peercompute_identity::Identity::generate()
-            .expect("id")
-            .peer_id()
-            .to_string();
-        let addrs = vec![
-            "/ip4/0.0.0.0/tcp/4001".to_owned(),
-            "/ip4/0.0.0.0/udp/4001/quic-v1".to_owned(),
-            "/ip4/203.0.113.7/tcp/4002".to_owned(),
-            "garbage".to_owned(),
-        ];
-        let got = gateway_p2p(&id, &addrs, "gw.example.com").expect("addresses");
-        let shown: Vec<String> = got.addrs.iter().map(ToString::to_string).collect();
-        assert_eq!(
-            shown,
-            [
-                "/dns/gw.example.com/tcp/4001",
-                "/dns/gw.example.com/udp/4001/quic-v1",
-                "/ip4/203.0.113.7/tcp/4002"
-            ]
-        );
-        let got = gateway_p2p(&id, &addrs[..1], "10.1.2.3").expect("addresses");
-        assert_eq!(got.addrs[0].to_string(), "/ip4/10.1.2.3/tcp/4001");
-        assert!(gateway_p2p(&id, &[], "10.1.2.3").is_none());
-        assert!(gateway_p2p("not-an-id", &addrs, "10.1.2.3").is_none());
-    }
-}
-
 fn end_for(e: &quinn::ConnectionError) -> SessionEnd {
     let text = describe_close(e);
     match e {
@@ -333,5 +300,38 @@ fn on_control(msg: ControlMessage, state: &mut ClientState) -> Option<ControlMes
             warn!("ignoring unexpected message from the gateway: {other:?}");
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn welcome_addresses_get_the_tunnel_host() {
+        let id = peercompute_identity::Identity::generate()
+            .expect("id")
+            .peer_id()
+            .to_string();
+        let addrs = vec![
+            "/ip4/0.0.0.0/tcp/4001".to_owned(),
+            "/ip4/0.0.0.0/udp/4001/quic-v1".to_owned(),
+            "/ip4/203.0.113.7/tcp/4002".to_owned(),
+            "garbage".to_owned(),
+        ];
+        let got = gateway_p2p(&id, &addrs, "gw.example.com").expect("addresses");
+        let shown: Vec<String> = got.addrs.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            shown,
+            [
+                "/dns/gw.example.com/tcp/4001",
+                "/dns/gw.example.com/udp/4001/quic-v1",
+                "/ip4/203.0.113.7/tcp/4002"
+            ]
+        );
+        let got = gateway_p2p(&id, &addrs[..1], "10.1.2.3").expect("addresses");
+        assert_eq!(got.addrs[0].to_string(), "/ip4/10.1.2.3/tcp/4001");
+        assert!(gateway_p2p(&id, &[], "10.1.2.3").is_none());
+        assert!(gateway_p2p("not-an-id", &addrs, "10.1.2.3").is_none());
     }
 }

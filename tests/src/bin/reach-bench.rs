@@ -38,6 +38,20 @@ struct Sample {
     kind: PathKind,
 }
 
+/// One way of reaching the provider, measured on its own.
+struct Path<'a> {
+    label: &'static str,
+    /// Where the client runs.
+    host: &'a Host,
+    /// Addresses the client stores for the provider.
+    addrs: Vec<Multiaddr>,
+    /// Gateways the client knows.
+    gateways: Vec<(PeerId, Vec<Multiaddr>)>,
+    /// Time allowed for a hole punch before the path is judged.
+    wait: Duration,
+    expected: PathKind,
+}
+
 /// One fresh client on `host`: connect, one `ls`, then a second `ls` for the steady RTT.
 async fn once(
     host: &Host,
@@ -126,45 +140,46 @@ async fn main() -> anyhow::Result<()> {
         vec![format!("/ip4/{}/udp/{P2P_PORT}/quic-v1", gw_host.ip()).parse()?],
     )];
 
-    let paths: [(
-        &str,
-        &Host,
-        Vec<Multiaddr>,
-        Vec<(PeerId, Vec<Multiaddr>)>,
-        Duration,
-        PathKind,
-    ); 3] = [
-        (
-            "direct (LAN, stored address)",
-            &lan_pc,
-            direct,
-            Vec::new(),
-            Duration::ZERO,
-            PathKind::DirectLan,
-        ),
-        (
-            "relayed (symmetric NAT)",
-            &sym_laptop,
-            Vec::new(),
-            gateways.clone(),
-            Duration::ZERO,
-            PathKind::Relayed,
-        ),
-        (
-            "hole punched (cone NATs)",
-            &cone_laptop,
-            Vec::new(),
+    let paths = [
+        Path {
+            label: "direct (LAN, stored address)",
+            host: &lan_pc,
+            addrs: direct,
+            gateways: Vec::new(),
+            wait: Duration::ZERO,
+            expected: PathKind::DirectLan,
+        },
+        Path {
+            label: "relayed (symmetric NAT)",
+            host: &sym_laptop,
+            addrs: Vec::new(),
+            gateways: gateways.clone(),
+            wait: Duration::ZERO,
+            expected: PathKind::Relayed,
+        },
+        Path {
+            label: "hole punched (cone NATs)",
+            host: &cone_laptop,
+            addrs: Vec::new(),
             gateways,
-            Duration::from_secs(3),
-            PathKind::HolePunched,
-        ),
+            wait: Duration::from_secs(3),
+            expected: PathKind::HolePunched,
+        },
     ];
     println!(
         "reach-bench: {} fresh clients per path; reach = connect + first signed round trip",
         args.runs
     );
     let mut direct_median = None;
-    for (label, host, addrs, gws, wait, expected) in paths {
+    for Path {
+        label,
+        host,
+        addrs,
+        gateways: gws,
+        wait,
+        expected,
+    } in paths
+    {
         let mut reach = Vec::new();
         let mut rtt = Vec::new();
         for i in 0..args.runs {
