@@ -2,16 +2,35 @@
 //!
 //! Entries are keyed by name and tagged with the QUIC connection's `stable_id`, so when an
 //! old connection of a provider closes after its successor registered, the old close never
-//! removes the new route.
+//! removes the new route. Each registration carries its pool of idle upstream streams; the
+//! registry closes that pool whenever the registration ends (withdrawn, replaced, offline), so
+//! no request is ever sent on a stream opened for an earlier registration.
+
+use std::sync::Arc;
+use std::time::Instant;
 
 use dashmap::DashMap;
 use peercompute_identity::PeerId;
+
+use crate::proxy::UpstreamPool;
 
 /// One live route.
 #[derive(Debug, Clone)]
 pub(crate) struct Route {
     pub(crate) conn: quinn::Connection,
     pub(crate) peer: PeerId,
+    /// Idle upstream streams of this registration.
+    pub(crate) pool: Arc<UpstreamPool>,
+}
+
+impl Route {
+    pub(crate) fn new(conn: quinn::Connection, peer: PeerId) -> Self {
+        Self {
+            conn,
+            peer,
+            pool: Arc::default(),
+        }
+    }
 }
 
 /// name → live route, plus the names whose provider dropped without unregistering them
@@ -31,14 +50,17 @@ impl Registry {
     /// Routes `name` to `route`, replacing any previous connection for it.
     pub(crate) fn insert(&self, name: &str, route: Route) {
         self.offline.remove(name);
-        self.routes.insert(name.to_owned(), route);
+        if let Some(old) = self.routes.insert(name.to_owned(), route) {
+            old.pool.close();
+        }
     }
 
     /// The provider withdrew `name` (if connection `stable_id` still serves it).
     pub(crate) fn unregister(&self, name: &str, stable_id: usize) -> bool {
-        self.routes
-            .remove_if(name, |_, r| r.conn.stable_id() == stable_id)
-            .is_some()
+        let removed = self
+            .routes
+            .remove_if(name, |_, r| r.conn.stable_id() == stable_id);
+        removed.map(|(_, route)| route.pool.close()).is_some()
     }
 
     /// Connection `stable_id` is gone: its names become offline until re-registered.
@@ -63,6 +85,11 @@ impl Registry {
     /// Names with a live route.
     pub(crate) fn names(&self) -> Vec<String> {
         self.routes.iter().map(|r| r.key().clone()).collect()
+    }
+
+    /// Closes idle upstream streams that passed their idle timeout or broke.
+    pub(crate) fn evict_idle(&self, now: Instant) -> usize {
+        self.routes.iter().map(|r| r.pool.evict_expired(now)).sum()
     }
 
     /// Number of live routes.

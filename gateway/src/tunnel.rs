@@ -4,7 +4,7 @@
 //! route [`Registry`](crate::registry::Registry) in step with each connection's life.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use peercompute_identity::{AnyEd25519ClientVerifier, Identity, PeerId, peer_id_from_cert};
 use peercompute_tunnel_proto::{
@@ -21,6 +21,8 @@ use crate::state::Shared;
 use crate::tls::{CertStore, TunnelResolver, certified_key};
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often idle upstream streams past their timeout are closed (checkout skips them anyway).
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
 /// Builds the QUIC server configuration: TLS 1.3, ALPN, mandatory Ed25519 client certs,
 /// bounded windows and stream counts.
@@ -64,16 +66,23 @@ pub(crate) fn server_config(
     Ok(config)
 }
 
-/// Accepts provider connections until `shutdown` fires.
+/// Accepts provider connections until `shutdown` fires, and closes idle upstream streams past
+/// their timeout meanwhile.
 pub(crate) async fn accept_loop(
     endpoint: quinn::Endpoint,
     shared: Arc<Shared>,
     shutdown: watch::Receiver<bool>,
 ) {
     let mut stop = shutdown.clone();
+    let mut sweep = tokio::time::interval(SWEEP_EVERY);
+    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let incoming = tokio::select! {
             incoming = endpoint.accept() => incoming,
+            _ = sweep.tick() => {
+                shared.registry.evict_idle(Instant::now());
+                continue;
+            }
             _ = stop.changed() => break,
         };
         let Some(incoming) = incoming else { break };
@@ -178,7 +187,7 @@ async fn serve_tunnel(
     let welcome = ControlMessage::Welcome {
         version,
         gateway_id: shared.peer_id.to_string(),
-        p2p_addrs: Vec::new(),
+        p2p_addrs: shared.p2p_addrs.get().cloned().unwrap_or_default(),
     };
     if write_control(&mut send, &welcome).await.is_err() {
         return;
@@ -293,13 +302,7 @@ fn register(
             ),
         };
     }
-    shared.registry.insert(
-        name,
-        Route {
-            conn: conn.clone(),
-            peer,
-        },
-    );
+    shared.registry.insert(name, Route::new(conn.clone(), peer));
     if !owned.iter().any(|n| n == name) {
         owned.push(name.to_owned());
     }

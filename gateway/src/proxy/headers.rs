@@ -61,6 +61,16 @@ pub(crate) fn is_upgrade_request(headers: &HeaderMap) -> bool {
             .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
 }
 
+/// Whether a message says its connection closes after it (`Connection: close`).
+pub(crate) fn asks_to_close(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("close"))
+}
+
 /// Rewrites visitor request headers for the provider.
 pub(crate) fn upstream_request_headers(
     headers: &mut HeaderMap,
@@ -173,6 +183,24 @@ mod tests {
             false,
         );
         assert_eq!(h["x-forwarded-for"], "192.0.2.1");
+    }
+
+    #[test]
+    fn connection_close_is_found_among_tokens() {
+        let cases = [
+            (&[][..], false),
+            (&[("connection", "keep-alive")][..], false),
+            (&[("connection", "close")][..], true),
+            (&[("connection", "Keep-Alive, CLOSE")][..], true),
+            (
+                &[("connection", "upgrade"), ("connection", " close ")][..],
+                true,
+            ),
+            (&[("x-connection", "close")][..], false),
+        ];
+        for (pairs, want) in cases {
+            assert_eq!(asks_to_close(&map(pairs)), want, "{pairs:?}");
+        }
     }
 
     #[test]

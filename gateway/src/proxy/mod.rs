@@ -1,24 +1,27 @@
 //! The visitor-facing request handler: route by host, apply rate limits, and carry the
-//! request over a fresh QUIC stream to the provider as HTTP/1.1, streaming bodies both ways.
+//! request over a QUIC stream to the provider as HTTP/1.1, streaming bodies both ways. Streams
+//! are kept open between requests and reused per route ([`pool`], [`upstream`]), so a run of
+//! requests costs the provider one app connection instead of one per request.
 //!
 //! Errors are classified here, once, into the status a visitor sees: 400 (no usable host),
 //! 404 (no such app: the provider is never contacted), 429 (rate limit, with Retry-After),
 //! 502 (provider offline or the tunnel broke), 504 (no response head in time).
 
 mod headers;
+mod pool;
+mod upstream;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, Uri, Version, header};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Empty, Full};
-use hyper::body::Incoming;
+use hyper::body::{Body as _, Incoming};
 use hyper_util::rt::TokioIo;
-use peercompute_tunnel_proto::{StreamHeader, StreamKind};
 use tracing::debug;
 
 use crate::host::{HostRoute, request_host, route_for};
@@ -26,13 +29,14 @@ use crate::metrics::DirectionLabel;
 use crate::ratelimit::{Limited, retry_after_secs};
 use crate::registry::Route;
 use crate::state::Shared;
+use upstream::{Exchange, Replay};
 
 pub(crate) use headers::strip_hop_by_hop;
+pub(crate) use upstream::UpstreamPool;
 
 /// Body type of every response the gateway produces.
 pub(crate) type ProxyBody = BoxBody<Bytes, hyper::Error>;
 
-const OPEN_STREAM_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_URI_BYTES: usize = 8 * 1024;
 
 /// hyper service entry point.
@@ -163,41 +167,11 @@ async fn forward(
     let upgrade = req.version() == Version::HTTP_11 && headers::is_upgrade_request(req.headers());
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
 
-    let (mut send, recv) = tokio::time::timeout(OPEN_STREAM_TIMEOUT, route.conn.open_bi())
-        .await
-        .map_err(|_| ProxyError::Open("stream limit reached and none freed in time".into()))?
-        .map_err(|e| ProxyError::Open(e.to_string()))?;
-    let mut head = BytesMut::with_capacity(64);
-    StreamHeader {
-        kind: StreamKind::Http,
-        route: name.to_owned(),
-        client,
-    }
-    .encode(&mut head)
-    .map_err(|e| ProxyError::Open(e.to_string()))?;
-    // The provider sees the stream only once something is written on it.
-    send.write_all(&head)
-        .await
-        .map_err(|e| ProxyError::Tunnel(e.to_string()))?;
-
-    let io = TokioIo::new(tokio::io::join(recv, send));
-    let (mut sender, conn) = hyper::client::conn::http1::Builder::new()
-        .handshake::<_, ProxyBody>(io)
-        .await
-        .map_err(|e| ProxyError::Tunnel(e.to_string()))?;
-    let metrics_shared = shared.clone();
-    metrics_shared.metrics.streams_open.inc();
-    tokio::spawn(async move {
-        if let Err(e) = conn.with_upgrades().await {
-            debug!("tunnel stream ended with error: {e}");
-        }
-        metrics_shared.metrics.streams_open.dec();
-    });
-
     let (mut parts, body) = req.into_parts();
     headers::upstream_request_headers(&mut parts.headers, host, client.ip(), upgrade);
     parts.uri = origin_form(&parts.uri);
     parts.version = Version::HTTP_11;
+    let replay = Replay::of(&parts.method, body.is_end_stream());
     let up_counter = shared
         .metrics
         .bytes
@@ -215,11 +189,13 @@ async fn forward(
         .boxed();
     let upstream_req = Request::from_parts(parts, body);
 
-    let timeout = shared.config.upstream_timeout;
-    let mut resp = tokio::time::timeout(timeout, sender.send_request(upstream_req))
-        .await
-        .map_err(|_| ProxyError::Timeout(timeout))?
-        .map_err(|e| ProxyError::Tunnel(e.to_string()))?;
+    let exchange = Exchange {
+        route: &route,
+        name,
+        client,
+        shared,
+    };
+    let (mut resp, sender) = exchange.send(upstream_req, replay).await?;
 
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         let Some(client_upgrade) = client_upgrade else {
@@ -239,6 +215,10 @@ async fn forward(
         });
         let (parts, _) = resp.into_parts();
         return Ok(Response::from_parts(parts, empty()));
+    }
+    // A stream that carried an upgrade request, or whose app asked to close, is not reused.
+    if !upgrade && !headers::asks_to_close(resp.headers()) {
+        upstream::recycle(route.pool.clone(), sender);
     }
 
     let (mut parts, body) = resp.into_parts();

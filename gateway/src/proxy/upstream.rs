@@ -1,0 +1,168 @@
+//! Getting a request to the app: on an idle stream of the route's pool when there is one,
+//! otherwise on a fresh QUIC stream with its own HTTP/1.1 client connection; and giving the
+//! stream back to the pool once its exchange is complete.
+//!
+//! A fresh stream starts with a [`StreamHeader`] naming the route and the visitor that caused
+//! it to be opened. Streams are reused by later requests from other visitors, so the header's
+//! client address is informational only (the provider uses just the route name): per request,
+//! the forwarding headers set in [`super::headers`] are the source of truth.
+//!
+//! Retry rule: a request goes out at most twice, and the second time only on a fresh stream
+//! after a *reused* one failed before any response head — either hyper handed the request back
+//! unsent (the stream had closed while idle), or the request is idempotent and has no body, so
+//! replaying it is safe (RFC 9110 §9.2.2; the app closed its keep-alive connection while the
+//! request was on its way). A request whose body may have been partly sent is never retried.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use http::{Method, Request, Response, request};
+use hyper::body::Incoming;
+use hyper::client::conn::http1::{Builder, SendRequest};
+use hyper_util::rt::TokioIo;
+use peercompute_tunnel_proto::{StreamHeader, StreamKind};
+use tracing::debug;
+
+use super::pool::IdlePool;
+use super::{ProxyBody, ProxyError, empty};
+use crate::registry::Route;
+use crate::state::Shared;
+
+/// The request half of one HTTP/1.1 connection over one QUIC stream.
+pub(crate) type Upstream = SendRequest<ProxyBody>;
+
+/// Idle upstream streams of one route registration.
+pub(crate) type UpstreamPool = IdlePool<Upstream>;
+
+const OPEN_STREAM_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What a request needs to reach the app once.
+pub(super) struct Exchange<'a> {
+    pub(super) route: &'a Route,
+    pub(super) name: &'a str,
+    pub(super) client: SocketAddr,
+    pub(super) shared: &'a Arc<Shared>,
+}
+
+impl Exchange<'_> {
+    /// Sends `req` and waits for the response head (within the upstream timeout per attempt).
+    /// Returns the connection too, for [`recycle`] once the exchange is complete.
+    pub(super) async fn send(
+        &self,
+        req: Request<ProxyBody>,
+        replay: Replay,
+    ) -> Result<(Response<Incoming>, Upstream), ProxyError> {
+        let timeout = self.shared.config.upstream_timeout;
+        let mut req = req;
+        if let Some(mut sender) = self.route.pool.checkout(Instant::now()) {
+            let replay = replay.prepare(&req);
+            match tokio::time::timeout(timeout, sender.try_send_request(req)).await {
+                Err(_) => return Err(ProxyError::Timeout(timeout)),
+                Ok(Ok(resp)) => return Ok((resp, sender)),
+                Ok(Err(mut e)) => {
+                    req = match (e.take_message(), replay) {
+                        (Some(unsent), _) => unsent,
+                        (None, Some(parts)) => Request::from_parts(parts, empty()),
+                        (None, None) => return Err(ProxyError::Tunnel(e.into_error().to_string())),
+                    };
+                    debug!(route = %self.name, "reused stream failed ({}); retrying on a fresh one", e.error());
+                }
+            }
+        }
+        let mut sender = self.open().await?;
+        let resp = tokio::time::timeout(timeout, sender.send_request(req))
+            .await
+            .map_err(|_| ProxyError::Timeout(timeout))?
+            .map_err(|e| ProxyError::Tunnel(e.to_string()))?;
+        Ok((resp, sender))
+    }
+
+    /// Opens a QUIC stream to the provider, writes its header and starts an HTTP/1.1 client
+    /// connection on it.
+    async fn open(&self) -> Result<Upstream, ProxyError> {
+        let (mut send, recv) = tokio::time::timeout(OPEN_STREAM_TIMEOUT, self.route.conn.open_bi())
+            .await
+            .map_err(|_| ProxyError::Open("stream limit reached and none freed in time".into()))?
+            .map_err(|e| ProxyError::Open(e.to_string()))?;
+        let mut head = BytesMut::with_capacity(64);
+        StreamHeader {
+            kind: StreamKind::Http,
+            route: self.name.to_owned(),
+            client: self.client,
+        }
+        .encode(&mut head)
+        .map_err(|e| ProxyError::Open(e.to_string()))?;
+        // The provider sees the stream only once something is written on it.
+        send.write_all(&head)
+            .await
+            .map_err(|e| ProxyError::Tunnel(e.to_string()))?;
+
+        let io = TokioIo::new(tokio::io::join(recv, send));
+        let (sender, conn) = Builder::new()
+            .handshake::<_, ProxyBody>(io)
+            .await
+            .map_err(|e| ProxyError::Tunnel(e.to_string()))?;
+        let shared = self.shared.clone();
+        shared.metrics.streams_open.inc();
+        tokio::spawn(async move {
+            if let Err(e) = conn.with_upgrades().await {
+                debug!("tunnel stream ended with error: {e}");
+            }
+            shared.metrics.streams_open.dec();
+        });
+        Ok(sender)
+    }
+}
+
+/// Whether a request could be sent again from its head alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Replay {
+    /// Idempotent and without a body.
+    Safe,
+    Never,
+}
+
+impl Replay {
+    pub(super) fn of(method: &Method, body_is_empty: bool) -> Self {
+        let idempotent = matches!(
+            *method,
+            Method::GET
+                | Method::HEAD
+                | Method::OPTIONS
+                | Method::TRACE
+                | Method::PUT
+                | Method::DELETE
+        );
+        if idempotent && body_is_empty {
+            Self::Safe
+        } else {
+            Self::Never
+        }
+    }
+
+    /// A copy of the head to send again (only taken when the request goes on a reused stream).
+    fn prepare<B>(self, req: &Request<B>) -> Option<request::Parts> {
+        if self == Self::Never {
+            return None;
+        }
+        let (mut parts, ()) = Request::new(()).into_parts();
+        parts.method = req.method().clone();
+        parts.uri = req.uri().clone();
+        parts.version = req.version();
+        parts.headers = req.headers().clone();
+        Some(parts)
+    }
+}
+
+/// Gives `sender` back to the route's pool once its exchange is complete: the response body
+/// delivered and the request body sent. A connection that closes instead (app said
+/// `connection: close`, visitor went away mid-body, error) is dropped.
+pub(super) fn recycle(pool: Arc<UpstreamPool>, mut sender: Upstream) {
+    tokio::spawn(async move {
+        if sender.ready().await.is_ok() {
+            pool.checkin(sender, Instant::now());
+        }
+    });
+}
