@@ -29,6 +29,7 @@ type Body = BoxBody<Bytes, Infallible>;
 pub struct Backend {
     pub addr: SocketAddr,
     requests: Arc<AtomicUsize>,
+    connections: Arc<AtomicUsize>,
     task: JoinHandle<()>,
 }
 
@@ -45,12 +46,15 @@ impl Backend {
             .expect("bind backend");
         let addr = listener.local_addr().expect("backend addr");
         let requests = Arc::new(AtomicUsize::new(0));
+        let connections = Arc::new(AtomicUsize::new(0));
         let counter = requests.clone();
+        let accepted = connections.clone();
         let task = tokio::spawn(async move {
             loop {
                 let Ok((tcp, _)) = listener.accept().await else {
                     continue;
                 };
+                accepted.fetch_add(1, Ordering::SeqCst);
                 let counter = counter.clone();
                 tokio::spawn(async move {
                     let svc = service_fn(move |req| {
@@ -66,6 +70,7 @@ impl Backend {
         Self {
             addr,
             requests,
+            connections,
             task,
         }
     }
@@ -73,6 +78,11 @@ impl Backend {
     /// Requests this backend has received.
     pub fn requests(&self) -> usize {
         self.requests.load(Ordering::SeqCst)
+    }
+
+    /// TCP connections this backend has accepted.
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
     }
 }
 

@@ -35,12 +35,24 @@ fn tls_config(gw: &TestGateway, alpn: &[&[u8]]) -> rustls::ClientConfig {
 /// A client for `https://<name>.apps.test:<port>` for each of `names`, resolving them to the
 /// gateway and trusting its dev CA.
 pub fn https_client(gw: &TestGateway, names: &[&str], alpn: Alpn) -> reqwest::Client {
+    https_client_from(gw, names, alpn, None)
+}
+
+/// [`https_client`] whose connections leave from `local` (any 127.0.0.0/8 address works on
+/// loopback), so tests can show the gateway several visitors.
+pub fn https_client_from(
+    gw: &TestGateway,
+    names: &[&str],
+    alpn: Alpn,
+    local: Option<std::net::IpAddr>,
+) -> reqwest::Client {
     let protos: &[&[u8]] = match alpn {
         Alpn::H1 => &[b"http/1.1"],
         Alpn::H2 => &[b"h2"],
     };
     let mut builder = reqwest::Client::builder()
         .use_preconfigured_tls(tls_config(gw, protos))
+        .local_address(local)
         .no_proxy();
     builder = match alpn {
         Alpn::H1 => builder.http1_only(),

@@ -34,7 +34,7 @@ use std::sync::Once;
 use std::time::Duration;
 
 pub use backend::{Backend, WsBackend, download_sha256};
-pub use client::{Alpn, https_client, raw_tls};
+pub use client::{Alpn, https_client, https_client_from, raw_tls};
 pub use daemon::{TestClient, TestDaemon, peerctl_bin};
 pub use gateway::{DOMAIN, GatewayOptions, TestGateway};
 pub use image::{TEST_PORT, TestImage};
