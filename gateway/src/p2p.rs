@@ -38,6 +38,10 @@ pub(crate) async fn start(
             .upgrade()
             .is_some_and(|s| !s.is_draining() && s.allow.allows(peer))
     }));
+    // A provider removed from the allowlist loses its slot within a second (draining does
+    // not take slots away: relayed control sessions finish).
+    let keep_shared = Arc::downgrade(shared);
+    relay.keep = Arc::new(move |peer| keep_shared.upgrade().is_some_and(|s| s.allow.allows(peer)));
     relay.max_reservations = config.relay_max_reservations;
     relay.max_circuit_bytes = config.relay_max_circuit_bytes;
     relay.max_circuit_duration = config.relay_max_circuit_duration;

@@ -23,6 +23,8 @@ use crate::tls::{CertStore, TunnelResolver, certified_key};
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often idle upstream streams past their timeout are closed (checkout skips them anyway).
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
+/// How often a live tunnel's provider is checked against the allowlist (revocation).
+const REVOKE_CHECK_EVERY: Duration = Duration::from_millis(500);
 
 /// Builds the QUIC server configuration: TLS 1.3, ALPN, mandatory Ed25519 client certs,
 /// bounded windows and stream counts.
@@ -199,8 +201,21 @@ async fn serve_tunnel(
     if announced_shutdown {
         let _ = write_control(&mut send, &shutdown_msg()).await;
     }
+    let mut revoke_check = tokio::time::interval(REVOKE_CHECK_EVERY);
+    revoke_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
+            _ = revoke_check.tick() => {
+                if !shared.allow.allows(&peer) {
+                    warn!("provider removed from the allowlist: closing its tunnel");
+                    shared.metrics.tunnels_refused.inc();
+                    let message = format!(
+                        "provider {peer} was removed from this gateway's allowlist; ask its operator to add it again with --allow-provider {peer}"
+                    );
+                    go_away(&conn, &mut send, GoAwayCode::NotAllowed, &message).await;
+                    break;
+                }
+            }
             msg = reader.next() => {
                 let reply = match msg {
                     Ok(Some(ControlMessage::Register { name })) => {

@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use crate::node::{Found, NodeError};
+use crate::node::{AdmitFn, Found, NodeError};
 use crate::path::{PathKind, PeerPath, is_relayed};
 
 #[derive(NetworkBehaviour)]
@@ -76,6 +76,9 @@ struct Conn {
     rtt: Option<Duration>,
 }
 
+/// How often slot holders are checked against the relay's `keep` rule.
+const REVOKE_CHECK_EVERY: Duration = Duration::from_millis(500);
+
 pub(crate) struct EventLoop {
     swarm: libp2p::Swarm<Behaviour>,
     commands: mpsc::Receiver<Command>,
@@ -97,6 +100,9 @@ pub(crate) struct EventLoop {
     conns: HashMap<ConnectionId, Conn>,
     found_on_lan: HashSet<(PeerId, Multiaddr)>,
     circuits: HashMap<PeerId, Vec<Multiaddr>>,
+    /// Relay server: whether a peer holding a slot may keep it, and the peers holding one.
+    keep: Option<AdmitFn>,
+    relay_users: HashSet<PeerId>,
 }
 
 impl EventLoop {
@@ -107,6 +113,7 @@ impl EventLoop {
         bound: Vec<(ListenerId, Multiaddr)>,
         announce_listen: bool,
         hole_punch_wait: Duration,
+        keep: Option<AdmitFn>,
     ) -> Self {
         let mut listeners: HashMap<ListenerId, Vec<Multiaddr>> = HashMap::new();
         for (id, addr) in bound {
@@ -128,12 +135,16 @@ impl EventLoop {
             conns: HashMap::new(),
             found_on_lan: HashSet::new(),
             circuits: HashMap::new(),
+            keep,
+            relay_users: HashSet::new(),
         }
     }
 
     pub(crate) async fn run(mut self) {
         let mut tick = tokio::time::interval(Duration::from_millis(100));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut revoke_tick = tokio::time::interval(REVOKE_CHECK_EVERY);
+        revoke_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let done = loop {
             tokio::select! {
                 event = self.swarm.select_next_some() => self.on_event(event),
@@ -144,6 +155,7 @@ impl EventLoop {
                     None => break None,
                 },
                 _ = tick.tick(), if !self.awaiting_punch.is_empty() => self.expire_punch_waits(),
+                _ = revoke_tick.tick(), if !self.relay_users.is_empty() => self.drop_revoked_relay_users(),
             }
         };
         // Dropping the swarm closes its listeners and connections.
@@ -547,7 +559,7 @@ impl EventLoop {
             }
             BehaviourEvent::Dcutr(event) => self.on_hole_punch(event),
             BehaviourEvent::RelayClient(event) => debug!(?event, "relay client"),
-            BehaviourEvent::Relay(event) => on_relay_server(event),
+            BehaviourEvent::Relay(event) => self.on_relay_server(event),
             BehaviourEvent::Rendezvous(event) => self.on_rendezvous(event),
             BehaviourEvent::RendezvousServer(rendezvous::server::Event::PeerRegistered {
                 peer,
@@ -648,42 +660,69 @@ impl EventLoop {
     }
 }
 
-fn on_relay_server(event: relay::Event) {
-    use relay::Event as E;
-    match event {
-        E::ReservationReqAccepted {
-            src_peer_id,
-            renewed,
-        } => info!(peer = %src_peer_id, renewed, "relay slot reserved"),
-        E::ReservationReqDenied {
-            src_peer_id,
-            status,
-        } => {
-            warn!(peer = %src_peer_id, ?status, "relay reservation refused (peer not admitted or over a limit)")
+/// Relay server bookkeeping: who holds a slot, and revocation.
+impl EventLoop {
+    fn on_relay_server(&mut self, event: relay::Event) {
+        use relay::Event as E;
+        match event {
+            E::ReservationReqAccepted {
+                src_peer_id,
+                renewed,
+            } => {
+                info!(peer = %src_peer_id, renewed, "relay slot reserved");
+                self.relay_users.insert(src_peer_id);
+            }
+            E::ReservationReqDenied {
+                src_peer_id,
+                status,
+            } => {
+                warn!(peer = %src_peer_id, ?status, "relay reservation refused (peer not admitted or over a limit)")
+            }
+            E::ReservationTimedOut { src_peer_id } => {
+                info!(peer = %src_peer_id, "relay reservation expired");
+                self.relay_users.remove(&src_peer_id);
+            }
+            E::CircuitReqAccepted {
+                src_peer_id,
+                dst_peer_id,
+            } => info!(src = %src_peer_id, dst = %dst_peer_id, "relay circuit opened"),
+            E::CircuitReqDenied {
+                src_peer_id,
+                dst_peer_id,
+                status,
+            } => info!(src = %src_peer_id, dst = %dst_peer_id, ?status, "relay circuit refused"),
+            E::CircuitClosed {
+                src_peer_id,
+                dst_peer_id,
+                error,
+            } => info!(
+                src = %src_peer_id,
+                dst = %dst_peer_id,
+                error = ?error.map(|e| e.to_string()),
+                "relay circuit closed"
+            ),
+            other => debug!(?other, "relay server"),
         }
-        E::ReservationTimedOut { src_peer_id } => {
-            info!(peer = %src_peer_id, "relay reservation expired")
+    }
+
+    /// Disconnects every slot holder that may no longer keep its slot (removed from the
+    /// gateway's allowlist): its reservation and the circuits through it end with the
+    /// connection.
+    fn drop_revoked_relay_users(&mut self) {
+        let Some(keep) = self.keep.clone() else {
+            return;
+        };
+        let revoked: Vec<PeerId> = self
+            .relay_users
+            .iter()
+            .filter(|p| !keep(p))
+            .copied()
+            .collect();
+        for peer in revoked {
+            warn!(%peer, "relay slot revoked: the peer is no longer admitted; disconnecting it");
+            self.relay_users.remove(&peer);
+            let _ = self.swarm.disconnect_peer_id(peer);
         }
-        E::CircuitReqAccepted {
-            src_peer_id,
-            dst_peer_id,
-        } => info!(src = %src_peer_id, dst = %dst_peer_id, "relay circuit opened"),
-        E::CircuitReqDenied {
-            src_peer_id,
-            dst_peer_id,
-            status,
-        } => info!(src = %src_peer_id, dst = %dst_peer_id, ?status, "relay circuit refused"),
-        E::CircuitClosed {
-            src_peer_id,
-            dst_peer_id,
-            error,
-        } => info!(
-            src = %src_peer_id,
-            dst = %dst_peer_id,
-            error = ?error.map(|e| e.to_string()),
-            "relay circuit closed"
-        ),
-        other => debug!(?other, "relay server"),
     }
 }
 

@@ -47,6 +47,9 @@ pub struct RelayServerSettings {
     pub max_circuit_bytes: u64,
     /// Only peers for which this returns true may reserve a slot.
     pub admit: AdmitFn,
+    /// Checked twice a second for each peer holding a slot: once it returns false (the peer was
+    /// revoked), the peer is disconnected and its relayed circuits close. Defaults to `admit`.
+    pub keep: AdmitFn,
 }
 
 impl fmt::Debug for RelayServerSettings {
@@ -73,6 +76,7 @@ impl RelayServerSettings {
             max_circuits_per_peer: 16,
             max_circuit_duration: Duration::from_secs(30 * 60),
             max_circuit_bytes: 16 * 1024 * 1024,
+            keep: admit.clone(),
             admit,
         }
     }
@@ -302,6 +306,7 @@ impl Node {
                 bound,
                 announce_listen,
                 config.hole_punch_wait,
+                config.relay_server.map(|r| r.keep),
             )
             .run(),
         );

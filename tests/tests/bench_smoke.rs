@@ -36,6 +36,7 @@ async fn every_phase_runs_without_errors_direct_and_through_the_tunnel() {
     let host = format!("bench.{DOMAIN}");
     let me = std::process::id();
     let rig = Rig {
+        ceiling: None,
         direct: Target::plain("direct", backend.addr, &host),
         through: Target::https("through", gw.https, &host, &gw.ca_pem).expect("through target"),
         // Gateway and provider run inside this test process.

@@ -376,3 +376,54 @@ async fn provider_reserves_again_after_the_gateway_restarts() {
     ));
     drop(gw);
 }
+
+#[tokio::test]
+async fn a_provider_removed_from_the_allowlist_loses_its_relay_slot() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("providers.txt");
+    let (home, provider_id) = TestDaemon::identity();
+    std::fs::write(&file, format!("{provider_id}\n")).expect("write");
+    let gw = TestGateway::start(GatewayOptions {
+        allow_file: Some(file.clone()),
+        p2p: true,
+        ..GatewayOptions::default()
+    })
+    .await;
+    let (daemon, p2p) = reserved_provider(&gw, home).await;
+    let client = trusting(&daemon.peer_id);
+    daemon.trust(&client.peer_id());
+    let opts = ClientOptions {
+        hole_punch_wait: Duration::ZERO,
+        ..options(vec![(p2p.peer, p2p.addrs.clone())])
+    };
+    within(
+        20,
+        "reach before revocation",
+        connect(&client, &daemon.peer_id, &opts),
+    )
+    .await
+    .expect("reached through the relay while admitted");
+
+    std::fs::write(&file, "# nobody\n").expect("revoke");
+    let mut relay = daemon.daemon.as_ref().expect("running").relay.clone();
+    let status = within(5, "the relay slot is taken away", async {
+        relay
+            .wait_for(|s| !matches!(s, RelayStatus::Reserved { .. }))
+            .await
+            .map(|s| s.clone())
+    })
+    .await
+    .expect("relay status");
+    eprintln!("after revocation the provider's relay status is {status:?}");
+    // A new client can no longer reach the provider through this gateway.
+    let late = trusting(&daemon.peer_id);
+    daemon.trust(&late.peer_id());
+    let refused = within(
+        30,
+        "connect after revocation",
+        connect(&late, &daemon.peer_id, &opts),
+    )
+    .await
+    .expect_err("a revoked provider is not reachable through the relay");
+    assert_eq!(refused.kind, Kind::Unreachable, "{refused}");
+}

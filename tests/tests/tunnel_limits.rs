@@ -277,3 +277,63 @@ async fn slowloris_is_cut_at_the_header_timeout_while_others_are_served() {
         "normal request took {normal_took:?}"
     );
 }
+
+#[tokio::test]
+async fn a_provider_removed_from_the_allowlist_is_cut_off_within_a_second() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("providers.txt");
+    let id = TestProvider::identity();
+    std::fs::write(&file, format!("{}\n", id.peer_id())).expect("write");
+    let gw = TestGateway::start(GatewayOptions {
+        allow_file: Some(file.clone()),
+        upstream_timeout: Duration::from_secs(30),
+        ..GatewayOptions::default()
+    })
+    .await;
+    let backend = Backend::start().await;
+    let provider = TestProvider::start(id.clone(), &gw);
+    provider
+        .register("app", backend.addr)
+        .await
+        .expect("register");
+    let client = https_client(&gw, &["app"], Alpn::H1);
+    let get = |path: &str| client.get(gw.url("app", path)).send();
+    assert_eq!(get("/").await.expect("before").status(), 200);
+    let in_flight = tokio::spawn(get("/slow?ms=20000"));
+
+    std::fs::write(&file, "# nobody\n").expect("revoke");
+    let revoked = Instant::now();
+    let status = loop {
+        let status = within(10, "request after revocation", get("/"))
+            .await
+            .expect("answer")
+            .status();
+        if status != 200 || revoked.elapsed() > Duration::from_secs(10) {
+            break status;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let cut_after = revoked.elapsed();
+    eprintln!("new requests refused {cut_after:?} after the allowlist changed");
+    assert_eq!(
+        status, 502,
+        "the app is offline once its provider is revoked"
+    );
+    assert!(
+        cut_after < Duration::from_millis(1500),
+        "revocation took {cut_after:?}"
+    );
+    // The request in flight on the revoked tunnel ends too, instead of running on.
+    let in_flight = within(5, "in-flight request ends", in_flight)
+        .await
+        .expect("joined");
+    assert!(
+        !matches!(&in_flight, Ok(r) if r.status() != 502),
+        "in-flight request: {in_flight:?}"
+    );
+    let reason = provider.refused().await;
+    assert!(
+        reason.contains("removed from this gateway's allowlist"),
+        "{reason}"
+    );
+}

@@ -71,6 +71,11 @@ enum Command {
     /// when stdin closes.
     #[command(hide = true)]
     Backend,
+    /// (internal) Relay every TCP connection accepted on 127.0.0.1:0 to ADDR, doing nothing
+    /// else (the ceiling of any two-relay design); print `listening ADDR`; exit when stdin
+    /// closes.
+    #[command(hide = true)]
+    Splice { to: std::net::SocketAddr },
 }
 
 impl Cli {
@@ -103,6 +108,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Some(Command::Backend) => serve_backend().await.map(|()| true),
+            Some(Command::Splice { to }) => serve_splice(to).await.map(|()| true),
             // Leaving this block (interrupt, error or panic) drops the children: killed.
             None => tokio::select! {
                 r = bench(&cli) => r,
@@ -134,14 +140,45 @@ async fn interrupted() {
 }
 
 async fn serve_backend() -> anyhow::Result<()> {
-    use tokio::io::AsyncReadExt;
     let backend = peercompute_tests::Backend::start().await;
     println!("listening {}", backend.addr);
-    // Runs as long as the parent holds our stdin open; EOF (the parent ended) stops us.
+    until_stdin_closes().await
+}
+
+/// Runs as long as the parent holds our stdin open; EOF (the parent ended) returns.
+async fn until_stdin_closes() -> anyhow::Result<()> {
+    use tokio::io::AsyncReadExt;
     let mut stdin = tokio::io::stdin();
     let mut buf = [0u8; 64];
     while stdin.read(&mut buf).await.context("read stdin")? > 0 {}
     Ok(())
+}
+
+/// A zero-work TCP relay: what any relay must at least do (accept, connect, copy both ways).
+async fn serve_splice(to: std::net::SocketAddr) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .context("bind the splice listener")?;
+    println!("listening {}", listener.local_addr()?);
+    let relay = async move {
+        loop {
+            let Ok((mut inbound, _)) = listener.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let Ok(mut outbound) = tokio::net::TcpStream::connect(to).await else {
+                    return;
+                };
+                let _ = inbound.set_nodelay(true);
+                let _ = outbound.set_nodelay(true);
+                let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+            });
+        }
+    };
+    tokio::select! {
+        r = until_stdin_closes() => r,
+        () = relay => Ok(()),
+    }
 }
 
 /// The whole run; `Ok(false)` when a correctness check failed.
@@ -190,8 +227,14 @@ async fn bench(cli: &Cli) -> anyhow::Result<bool> {
         stack.https.port()
     );
 
+    println!(
+        "ceiling: http://{}/  (plain HTTP/1.1 through two zero-work TCP relays, `tunnel-bench splice`, pids {} and {}: the least any two-hop design costs)",
+        stack.splice_addr, stack.splices[0].pid, stack.splices[1].pid
+    );
+
     let rig = Rig {
         direct: Target::plain("direct", stack.backend_addr, &host),
+        ceiling: Some(Target::plain("ceiling", stack.splice_addr, &host)),
         through: Target::https("through", stack.https, &host, &stack.ca_pem)?,
         gateway_pid: stack.gateway.pid,
         provider_pid: stack.provider.pid,
@@ -200,6 +243,8 @@ async fn bench(cli: &Cli) -> anyhow::Result<bool> {
             watched("backend", stack.backend.pid),
             watched("gateway", stack.gateway.pid),
             watched("provider", stack.provider.pid),
+            watched("relays", stack.splices[0].pid),
+            watched("relays", stack.splices[1].pid),
         ],
         admin: Some(stack.admin),
     };

@@ -111,14 +111,20 @@ impl CpuMeter {
     pub(crate) fn stop(self) -> CpuUse {
         let wall = self.start.elapsed().as_secs_f64().max(1e-9);
         let pct = |d: Duration| 100.0 * d.as_secs_f64() / wall;
-        let procs = self
-            .before
-            .into_iter()
-            .filter_map(|(w, before)| {
-                let used = cpu_time(w.pid)?.checked_sub(before?)?;
-                Some((w.label, pct(used)))
-            })
-            .collect();
+        // Processes sharing a label are one figure (their sum).
+        let mut procs: Vec<(String, f64)> = Vec::new();
+        for (w, before) in self.before {
+            let Some(used) = cpu_time(w.pid)
+                .zip(before)
+                .and_then(|(a, b)| a.checked_sub(b))
+            else {
+                continue;
+            };
+            match procs.iter_mut().find(|(label, _)| *label == w.label) {
+                Some((_, sum)) => *sum += pct(used),
+                None => procs.push((w.label, pct(used))),
+            }
+        }
         let machine = machine_busy()
             .zip(self.machine_before)
             .and_then(|(now, before)| now.checked_sub(before))

@@ -96,6 +96,24 @@ pub(crate) fn print(report: &Report, quick: bool) -> bool {
         &mut disturbed,
     );
     sound &= d.errors + d.non_2xx + t.errors + t.non_2xx == 0 && t.requests > 0;
+    if let Some(ceiling) = &report.ceiling {
+        let r = &ceiling.result;
+        println!(
+            "  ceiling, two zero-work TCP relays (plain HTTP, no TLS, no QUIC): {:.0} req/s = {} of direct, p50 {}, p99 {}; through = {} of the ceiling",
+            r.req_per_sec(),
+            ratio(r.req_per_sec(), d.req_per_sec()),
+            ms(r.latency.percentile(50.0)),
+            ms(r.latency.percentile(99.0)),
+            ratio(t.req_per_sec(), r.req_per_sec()),
+        );
+        cpu_line(
+            "ceiling:",
+            "closed loop ceiling".into(),
+            &ceiling.cpu,
+            &mut disturbed,
+        );
+        sound &= r.errors + r.non_2xx == 0 && r.requests > 0;
+    }
 
     let o = &report.open;
     println!();

@@ -1,6 +1,8 @@
 //! The system under test as separate processes on 127.0.0.1: the real `peercompute-gateway`
 //! and `peercomputed` release binaries (built with cargo, or found), and the backend (this
-//! program re-executed as `tunnel-bench backend`). Ports come from binding port 0 first.
+//! program re-executed as `tunnel-bench backend`), plus two zero-work TCP relays in front of
+//! the backend (`tunnel-bench splice`) for the ceiling measurement. Ports come from binding
+//! port 0 first.
 //! Readiness is polled until the gateway answers (bounded); every child is killed when its
 //! handle is dropped, so an error or a panic leaves nothing running.
 
@@ -171,15 +173,58 @@ impl ChildProc {
 #[derive(Debug)]
 pub(crate) struct Stack {
     pub(crate) backend: ChildProc,
+    /// The two relays of the ceiling measurement, nearest the load generator first.
+    pub(crate) splices: [ChildProc; 2],
     pub(crate) gateway: ChildProc,
     pub(crate) provider: ChildProc,
     pub(crate) backend_addr: SocketAddr,
+    /// Entry of the two-hop splice chain in front of the backend.
+    pub(crate) splice_addr: SocketAddr,
     pub(crate) https: SocketAddr,
     pub(crate) admin: SocketAddr,
     pub(crate) ca_pem: Vec<u8>,
-    /// The backend exits when its stdin closes, i.e. when this program does (even if killed).
-    _backend_stdin: ChildStdin,
+    /// Helpers exit when their stdin closes, i.e. when this program does (even if killed).
+    _helper_stdins: [ChildStdin; 3],
     _dir: tempfile::TempDir,
+}
+
+/// This program re-executed as a helper (`backend`, `splice ADDR`) that prints
+/// `listening ADDR` once bound.
+struct Helper;
+
+impl Helper {
+    async fn spawn(
+        name: &'static str,
+        exe: &Path,
+        args: &[&str],
+        dir: &Path,
+    ) -> anyhow::Result<(ChildProc, ChildStdin, SocketAddr)> {
+        let mut child = ChildProc::spawn(
+            name,
+            Command::new(exe)
+                .args(args)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped()),
+            dir.join(format!("{name}.log")),
+            false,
+        )?;
+        let stdin = child.child.stdin.take().context("helper stdin")?;
+        let stdout = child.child.stdout.take().context("helper stdout")?;
+        let mut first = String::new();
+        tokio::time::timeout(
+            READY_TIMEOUT,
+            tokio::io::BufReader::new(stdout).read_line(&mut first),
+        )
+        .await
+        .with_context(|| format!("{name} did not report its address in time"))?
+        .with_context(|| format!("read {name}'s address"))?;
+        let addr: SocketAddr = first
+            .trim()
+            .strip_prefix("listening ")
+            .and_then(|a| a.parse().ok())
+            .with_context(|| format!("unexpected {name} output {first:?}"))?;
+        Ok((child, stdin, addr))
+    }
 }
 
 fn free_tcp_port() -> anyhow::Result<u16> {
@@ -223,30 +268,15 @@ impl Stack {
         let home = dir.path().join("provider");
 
         let exe = std::env::current_exe().context("locate this program")?;
-        let mut backend = ChildProc::spawn(
-            "backend",
-            Command::new(&exe)
-                .arg("backend")
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped()),
-            dir.path().join("backend.log"),
-            false,
-        )?;
-        let backend_stdin = backend.child.stdin.take().context("backend stdin")?;
-        let stdout = backend.child.stdout.take().context("backend stdout")?;
-        let mut first = String::new();
-        tokio::time::timeout(
-            READY_TIMEOUT,
-            tokio::io::BufReader::new(stdout).read_line(&mut first),
-        )
-        .await
-        .context("the backend did not report its address in time")?
-        .context("read the backend's address")?;
-        let backend_addr: SocketAddr = first
-            .trim()
-            .strip_prefix("listening ")
-            .and_then(|a| a.parse().ok())
-            .with_context(|| format!("unexpected backend output {first:?}"))?;
+        let (mut backend, backend_stdin, backend_addr) =
+            Helper::spawn("backend", &exe, &["backend"], dir.path()).await?;
+        // The ceiling: two zero-work TCP relays in front of the same backend.
+        let far = backend_addr.to_string();
+        let (splice_far, far_stdin, far_addr) =
+            Helper::spawn("splice-far", &exe, &["splice", &far], dir.path()).await?;
+        let near = far_addr.to_string();
+        let (splice_near, near_stdin, splice_addr) =
+            Helper::spawn("splice-near", &exe, &["splice", &near], dir.path()).await?;
 
         let provider_id = output(
             Command::new(&bins.provider)
@@ -328,13 +358,15 @@ impl Stack {
 
         Ok(Self {
             backend,
+            splices: [splice_near, splice_far],
             gateway,
             provider,
             backend_addr,
+            splice_addr,
             https,
             admin,
             ca_pem,
-            _backend_stdin: backend_stdin,
+            _helper_stdins: [backend_stdin, near_stdin, far_stdin],
             _dir: dir,
         })
     }
@@ -352,6 +384,9 @@ impl Stack {
     pub(crate) async fn stop(self) {
         self.provider.kill().await;
         self.gateway.kill().await;
+        for splice in self.splices {
+            splice.kill().await;
+        }
         self.backend.kill().await;
     }
 }

@@ -65,6 +65,9 @@ impl Settings {
 #[derive(Debug)]
 pub(crate) struct Rig {
     pub(crate) direct: Target,
+    /// Two zero-work TCP relays in front of the backend: the closed-loop ceiling of any
+    /// design with two relay processes on this machine (measured when present).
+    pub(crate) ceiling: Option<Target>,
     pub(crate) through: Target,
     pub(crate) gateway_pid: u32,
     pub(crate) provider_pid: u32,
@@ -109,6 +112,8 @@ pub(crate) struct HeldReport {
 pub(crate) struct Report {
     pub(crate) settings: Settings,
     pub(crate) closed: Pair<ClosedResult>,
+    /// The closed loop through the two-relay ceiling, when the rig has one.
+    pub(crate) ceiling: Option<Measured<ClosedResult>>,
     pub(crate) open: Pair<OpenResult>,
     pub(crate) held: HeldReport,
     pub(crate) bulk: Pair<BulkResult>,
@@ -161,13 +166,20 @@ pub(crate) async fn run(rig: &Rig, settings: &Settings) -> anyhow::Result<Report
         duration: settings.duration,
         path: settings.path.clone(),
     };
-    let mut closed_pair = Vec::new();
-    for target in [&rig.direct, &rig.through] {
-        let what = format!(
+    let closed_what = |target: &Target| {
+        format!(
             "closed loop, {} keep-alive connections, {:?} + {:?} warm-up, {}",
             spec.connections, spec.duration, spec.warmup, target.label
-        );
-        closed_pair.push(measured(rig, what, closed::run(target, &spec)).await?);
+        )
+    };
+    let mut closed_pair = Vec::new();
+    let mut ceiling = None;
+    for target in [&rig.direct, &rig.through] {
+        closed_pair.push(measured(rig, closed_what(target), closed::run(target, &spec)).await?);
+        // Direct, ceiling, through: the ceiling sits between the two it explains.
+        if let Some(c) = rig.ceiling.as_ref().filter(|_| ceiling.is_none()) {
+            ceiling = Some(measured(rig, closed_what(c), closed::run(c, &spec)).await?);
+        }
     }
     snapshot("closed loop");
 
@@ -211,6 +223,7 @@ pub(crate) async fn run(rig: &Rig, settings: &Settings) -> anyhow::Result<Report
     Ok(Report {
         settings: settings.clone(),
         closed: pair(closed_pair),
+        ceiling,
         open: pair(open_pair),
         held,
         bulk: pair(bulk_pair),
