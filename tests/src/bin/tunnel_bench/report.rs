@@ -354,4 +354,19 @@ fn print_targets(report: &Report, quick: bool) {
         mib(h.gateway_open.rss_kib),
         h.gateway_open.rss_kib <= MAX_GATEWAY_RSS_KIB && h.open == h.count,
     );
+    if let Some(ceiling) = &report.ceiling {
+        let ceiling_ratio = ceiling.result.req_per_sec() / c.direct.result.req_per_sec().max(1e-9);
+        let verdict = if ceiling_ratio < MIN_REQ_RATIO {
+            format!(
+                "below {:.0} %: no design with a gateway and a provider process on these cores can reach that target",
+                MIN_REQ_RATIO * 100.0
+            )
+        } else {
+            "so the target is within reach of a two-relay design in this run".to_owned()
+        };
+        println!(
+            "  note: two zero-work TCP relays reach {:.1} % of direct here, {verdict}",
+            ceiling_ratio * 100.0
+        );
+    }
 }
