@@ -102,23 +102,50 @@ async fn dial_via_gateways(
                     continue;
                 }
             };
-        let relayed: Vec<Multiaddr> = found
+        let mut relayed: Vec<Multiaddr> = found
             .into_iter()
             .filter(|f| f.peer == peer)
             .flat_map(|f| f.addrs)
             .collect();
         if relayed.is_empty() {
-            why.push(format!(
-                "gateway {gw}: provider not registered there (is its peercomputed running with --gateway pointing at this gateway?)"
-            ));
-            continue;
+            // Not in the gateway's directory: its relay may still hold a slot for the
+            // provider (the directory is full, or the registration is still on its way).
+            relayed = circuits_through(*gw, addrs, peer);
         }
         match step(tokio::time::timeout_at(deadline, node.dial(peer, relayed)).await) {
             Ok(()) => return Ok(()),
-            Err(e) => why.push(format!("gateway {gw}: relay refused or failed: {e}")),
+            Err(e) => why.push(format!("gateway {gw}: {}", relay_failure(&e))),
         }
     }
     Err(why)
+}
+
+/// `<gateway address>/p2p/<gateway>/p2p-circuit/p2p/<peer>` for each gateway address.
+fn circuits_through(gateway: PeerId, addrs: &[Multiaddr], peer: PeerId) -> Vec<Multiaddr> {
+    use peercompute_p2p::Protocol;
+    addrs
+        .iter()
+        .map(|a| {
+            let mut a = a.clone();
+            if !matches!(a.iter().last(), Some(Protocol::P2p(_))) {
+                a.push(Protocol::P2p(gateway));
+            }
+            a.with(Protocol::P2pCircuit).with(Protocol::P2p(peer))
+        })
+        .collect()
+}
+
+/// What a failed dial through a gateway's relay means, in words: the relay holds no slot for
+/// the provider (it counts as "not registered there"), refused the circuit, or failed.
+fn relay_failure(error: &str) -> String {
+    let lower = error.to_ascii_lowercase();
+    if lower.contains("no reservation") {
+        "provider not registered there: the gateway's relay holds no slot for it (its peercomputed is not connected to this gateway, or the gateway no longer admits it)".to_owned()
+    } else if lower.contains("resource limit") || lower.contains("permission denied") {
+        format!("relay refused the circuit (over its limits or not permitted): {error}")
+    } else {
+        format!("relay failed: {error}")
+    }
 }
 
 /// A connected client for one provider.
@@ -303,6 +330,61 @@ impl Client {
                 Kind::Other,
                 format!("bad answer from the provider: {e}"),
             )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id() -> PeerId {
+        Identity::generate().expect("identity").peer_id()
+    }
+
+    #[test]
+    fn circuits_go_through_each_gateway_address() {
+        let (gw, peer) = (id(), id());
+        let addrs: Vec<Multiaddr> = [
+            "/ip4/203.0.113.7/udp/4001/quic-v1".to_owned(),
+            format!("/dns/gw.example.com/tcp/4001/p2p/{gw}"),
+        ]
+        .iter()
+        .map(|a| a.parse().expect("multiaddr"))
+        .collect();
+        let got: Vec<String> = circuits_through(gw, &addrs, peer)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            got,
+            [
+                format!("/ip4/203.0.113.7/udp/4001/quic-v1/p2p/{gw}/p2p-circuit/p2p/{peer}"),
+                format!("/dns/gw.example.com/tcp/4001/p2p/{gw}/p2p-circuit/p2p/{peer}"),
+            ]
+        );
+    }
+
+    #[test]
+    fn relay_failures_say_what_happened() {
+        let cases = [
+            (
+                "Failed to connect to destination.: Relay has no reservation for destination.",
+                "provider not registered there",
+            ),
+            (
+                "Failed to connect to destination.: Relay reported resource limit exceeded",
+                "relay refused the circuit",
+            ),
+            (
+                "Failed to connect: Permission denied",
+                "relay refused the circuit",
+            ),
+            ("no answer in time", "relay failed: no answer in time"),
+        ];
+        for (error, want) in cases {
+            let got = relay_failure(error);
+            assert!(got.starts_with(want), "{error:?} → {got:?}");
         }
     }
 }
