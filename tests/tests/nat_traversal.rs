@@ -199,6 +199,49 @@ async fn laptops_behind_nat_reach_a_provider_behind_nat_by_peer_id() {
         "the public address was tried: {candidates:?}"
     );
 
+    // A PC on the provider's own LAN reaches it directly with its stored address and learns
+    // the gateway the provider is registered at, for when it is away from home.
+    let lan_pc = home_site.host("pc");
+    let (pc_home, pc_id) = client_home(&lan_pc, &provider, None).await;
+    daemon.trust(&pc_id);
+    ok(&peerctl(
+        &lan_pc,
+        pc_home.path(),
+        &[
+            "peers",
+            "add",
+            &provider.to_string(),
+            "--addr",
+            &daemon.addr(),
+        ],
+    )
+    .await);
+    let out = peerctl(
+        &lan_pc,
+        pc_home.path(),
+        &["--no-mdns", "--timeout", "30s", "ls", "--peer", "prov"],
+    )
+    .await;
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no deployments of yours"),
+        "{out:?}"
+    );
+    assert_eq!(
+        last_path(&lan_pc, pc_home.path()).await["kind"],
+        "direct-lan"
+    );
+    let learned = ok(&peerctl(&lan_pc, pc_home.path(), &["gateways", "list", "--json"]).await);
+    let learned: serde_json::Value = serde_json::from_str(&learned).expect("gateways JSON");
+    assert!(
+        learned.as_array().is_some_and(|list| list.iter().any(|g| {
+            g["peer_id"] == gw.id.to_string()
+                && g["source"]
+                    .as_str()
+                    .is_some_and(|s| s.contains(&provider.to_string()))
+        })),
+        "the gateway was learned from the provider: {learned}"
+    );
+
     // Behind endpoint-independent NATs on both sides, hole punching makes it direct.
     let (cone_home, cone_id) = client_home(&cone_laptop, &provider, Some(&gw_addr)).await;
     daemon.trust(&cone_id);

@@ -430,7 +430,9 @@ async fn a_provider_removed_from_the_allowlist_loses_its_relay_slot() {
     .expect_err("a revoked provider is not reachable through the relay");
     assert_eq!(refused.kind, Kind::Unreachable, "{refused}");
     assert!(
-        refused.message.contains("not registered at any known gateway")
+        refused
+            .message
+            .contains("not registered at any known gateway")
             && refused.message.contains("no longer admits it"),
         "the error says the gateway holds no slot for the provider: {refused}"
     );
