@@ -131,6 +131,9 @@ pub struct GatewayConfig {
     pub p2p_announce: Vec<String>,
     /// Most relay slots reserved at once.
     pub relay_max_reservations: usize,
+    /// How long a relay slot lasts; providers renew it before it ends.
+    #[serde(with = "humantime_serde")]
+    pub relay_reservation_duration: Duration,
     /// A relayed control session is closed after this long...
     #[serde(with = "humantime_serde")]
     pub relay_max_circuit_duration: Duration,
@@ -186,6 +189,7 @@ impl Default for GatewayConfig {
             p2p_announce: Vec::new(),
             relay_max_reservations: 1024,
             relay_max_circuit_duration: Duration::from_secs(30 * 60),
+            relay_reservation_duration: Duration::from_secs(3600),
             relay_max_circuit_bytes: 16 * 1024 * 1024,
         }
     }
@@ -259,10 +263,12 @@ impl GatewayConfig {
             }
         }
         if !self.p2p_listen.is_empty()
-            && (self.relay_max_circuit_bytes == 0 || self.relay_max_circuit_duration.is_zero())
+            && (self.relay_max_circuit_bytes == 0
+                || self.relay_max_circuit_duration.is_zero()
+                || self.relay_reservation_duration < Duration::from_secs(2))
         {
             return Err(ConfigError::Invalid(
-                "relay_max_circuit_bytes and relay_max_circuit_duration must be more than 0".into(),
+                "relay_max_circuit_bytes and relay_max_circuit_duration must be more than 0, relay_reservation_duration at least 2s".into(),
             ));
         }
         if !self.open && self.allow_providers.is_empty() && self.allow_providers_file.is_none() {

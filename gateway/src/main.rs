@@ -146,6 +146,9 @@ struct RunArgs {
     /// Most relay slots reserved at once [default: 1024].
     #[arg(long)]
     relay_max_reservations: Option<usize>,
+    /// How long a provider's relay slot lasts before it must renew it, e.g. 1h [default: 1h].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    relay_reservation_duration: Option<Duration>,
     /// A relayed control session closes after this long, e.g. 30m [default: 30m].
     #[arg(long, value_parser = humantime::parse_duration)]
     relay_max_circuit_duration: Option<Duration>,
@@ -178,6 +181,7 @@ impl RunArgs {
             upstream_timeout,
             max_connections,
             relay_max_reservations,
+            relay_reservation_duration,
             relay_max_circuit_duration,
             relay_max_circuit_bytes
         );

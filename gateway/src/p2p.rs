@@ -45,6 +45,7 @@ pub(crate) async fn start(
     relay.max_reservations = config.relay_max_reservations;
     relay.max_circuit_bytes = config.relay_max_circuit_bytes;
     relay.max_circuit_duration = config.relay_max_circuit_duration;
+    relay.reservation_duration = config.relay_reservation_duration;
     let node = Node::start(
         identity,
         NodeConfig {

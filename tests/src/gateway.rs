@@ -29,6 +29,7 @@ pub struct GatewayOptions {
     /// Run the libp2p meeting point (relay + rendezvous) on 127.0.0.1 (TCP and QUIC).
     pub p2p: bool,
     pub relay_max_circuit_bytes: u64,
+    pub relay_reservation_duration: Duration,
 }
 
 impl Default for GatewayOptions {
@@ -45,6 +46,7 @@ impl Default for GatewayOptions {
             max_connections: 1000,
             p2p: false,
             relay_max_circuit_bytes: 16 * 1024 * 1024,
+            relay_reservation_duration: Duration::from_secs(3600),
         }
     }
 }
@@ -112,6 +114,7 @@ impl TestGateway {
                 Vec::new()
             },
             relay_max_circuit_bytes: options.relay_max_circuit_bytes,
+            relay_reservation_duration: options.relay_reservation_duration,
             ..GatewayConfig::default()
         };
         let listeners = Listeners {

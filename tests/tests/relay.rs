@@ -437,3 +437,45 @@ async fn a_provider_removed_from_the_allowlist_loses_its_relay_slot() {
         "the error says the gateway holds no slot for the provider: {refused}"
     );
 }
+
+#[tokio::test]
+async fn a_short_relay_slot_is_renewed_before_it_ends() {
+    const SLOT: Duration = Duration::from_secs(3);
+    let (home, provider_id) = TestDaemon::identity();
+    let gw = TestGateway::start(GatewayOptions {
+        allow: vec![provider_id],
+        p2p: true,
+        relay_reservation_duration: SLOT,
+        ..GatewayOptions::default()
+    })
+    .await;
+    let (daemon, p2p) = reserved_provider(&gw, home).await;
+    // Over three slot lifetimes the reservation never lapses...
+    let mut relay = daemon.daemon.as_ref().expect("running").relay.clone();
+    let lapsed = tokio::time::timeout(
+        3 * SLOT + Duration::from_secs(1),
+        relay.wait_for(|s| !matches!(s, RelayStatus::Reserved { .. })),
+    )
+    .await;
+    if let Ok(status) = lapsed {
+        panic!(
+            "the relay slot lapsed: {:?}",
+            status.map(|s| s.clone()).ok()
+        );
+    }
+    // ...and a new client still reaches the provider through the relay.
+    let client = trusting(&daemon.peer_id);
+    daemon.trust(&client.peer_id());
+    let opts = ClientOptions {
+        hole_punch_wait: Duration::ZERO,
+        ..options(vec![(p2p.peer, p2p.addrs.clone())])
+    };
+    // No stored address and no mDNS: the first connection can only be the relayed one.
+    within(
+        20,
+        "reach after renewals",
+        connect(&client, &daemon.peer_id, &opts),
+    )
+    .await
+    .expect("reached through the renewed slot");
+}
