@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use peercompute_identity::Identity;
-use peercompute_p2p::{Multiaddr, Node, NodeConfig, Protocol, RelayServerSettings};
+use peercompute_p2p::{Directory, Multiaddr, Node, NodeConfig, Protocol, RelayServerSettings};
 use tracing::info;
 
 use crate::GatewayError;
@@ -42,6 +42,7 @@ pub(crate) async fn start(
     // not take slots away: relayed control sessions finish).
     let keep_shared = Arc::downgrade(shared);
     relay.keep = Arc::new(move |peer| keep_shared.upgrade().is_some_and(|s| s.allow.allows(peer)));
+    let directory = relay.keep.clone();
     relay.max_reservations = config.relay_max_reservations;
     relay.max_circuit_bytes = config.relay_max_circuit_bytes;
     relay.max_circuit_duration = config.relay_max_circuit_duration;
@@ -53,7 +54,7 @@ pub(crate) async fn start(
             mdns: false,
             max_connections: 4096,
             relay_server: Some(relay),
-            rendezvous_server: true,
+            rendezvous_server: Some(Directory { admit: directory }),
             external: announce.clone(),
             ..NodeConfig::default()
         },

@@ -30,7 +30,7 @@ pub(crate) struct Behaviour {
     pub(crate) dcutr: dcutr::Behaviour,
     pub(crate) relay: Toggle<relay::Behaviour>,
     pub(crate) rendezvous: rendezvous::client::Behaviour,
-    pub(crate) rendezvous_server: Toggle<rendezvous::server::Behaviour>,
+    pub(crate) rendezvous_server: Toggle<crate::gated::Gated<rendezvous::server::Behaviour>>,
 }
 
 type Reply<T> = oneshot::Sender<Result<T, NodeError>>;

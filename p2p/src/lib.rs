@@ -7,6 +7,7 @@
 //!   loop task; a cloneable [`Node`] handle dials peers, reserves relay slots, registers and
 //!   looks up peers at a rendezvous server, reports how a peer was reached and opens or
 //!   accepts streams.
+//! - `gated`: a behaviour offered only to admitted peers (the gateway's rendezvous server).
 //! - [`path`]: what kind of path a connection is (direct LAN / public, hole punched, relayed).
 //! - [`framed`]: control-plane frames (`type | length | JSON`, codec in
 //!   `peercompute-tunnel-proto`) read from and written to a libp2p stream, every buffer bounded
@@ -14,6 +15,7 @@
 
 mod event_loop;
 mod framed;
+mod gated;
 mod node;
 pub mod path;
 
@@ -21,6 +23,6 @@ pub use framed::{FrameError, Framed};
 pub use libp2p::multiaddr::Protocol;
 pub use libp2p::{Multiaddr, PeerId, StreamProtocol};
 pub use node::{
-    AdmitFn, Found, Node, NodeConfig, NodeError, RelayServerSettings, control_protocol,
+    AdmitFn, Directory, Found, Node, NodeConfig, NodeError, RelayServerSettings, control_protocol,
 };
 pub use path::{PathKind, PeerPath, quic_first};

@@ -29,6 +29,18 @@ pub fn control_protocol() -> StreamProtocol {
 /// Decides whether a peer may reserve a relay slot.
 pub type AdmitFn = Arc<dyn Fn(&PeerId) -> bool + Send + Sync>;
 
+/// A rendezvous directory and who may use it (register or look up).
+#[derive(Clone)]
+pub struct Directory {
+    pub admit: AdmitFn,
+}
+
+impl fmt::Debug for Directory {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Directory").finish_non_exhaustive()
+    }
+}
+
 /// Limits of the circuit relay server (gateways). Sized for control traffic: a control
 /// session is small but may last (deploy progress, `logs -f`), and bulk data never crosses
 /// a relay (visitors' traffic goes through the QUIC tunnel).
@@ -93,8 +105,9 @@ pub struct NodeConfig {
     pub max_connections: u32,
     /// Run a circuit relay server with these limits (gateways).
     pub relay_server: Option<RelayServerSettings>,
-    /// Run a rendezvous server (gateways).
-    pub rendezvous_server: bool,
+    /// Run a rendezvous server (gateways), offered only to the peers this admits (checked
+    /// when a connection is established): strangers can neither list nor fill the directory.
+    pub rendezvous_server: Option<Directory>,
     /// Addresses others can reach us at, announced as confirmed external addresses. When
     /// empty, a relay server announces the addresses it listens on.
     pub external: Vec<Multiaddr>,
@@ -110,7 +123,7 @@ impl Default for NodeConfig {
             mdns: true,
             max_connections: 256,
             relay_server: None,
-            rendezvous_server: false,
+            rendezvous_server: None,
             external: Vec::new(),
             hole_punch_wait: Duration::from_secs(3),
         }
@@ -186,7 +199,7 @@ impl Node {
         let keypair = identity.libp2p_keypair();
         let mdns_on = config.mdns;
         let relay_server = config.relay_server.clone();
-        let rendezvous_server = config.rendezvous_server;
+        let rendezvous_server = config.rendezvous_server.clone();
         let max_connections = config.max_connections;
         let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
             .with_tokio()
@@ -231,11 +244,14 @@ impl Node {
                             .map(|s| relay::Behaviour::new(peer_id, relay_config(s))),
                     ),
                     rendezvous: rendezvous::client::Behaviour::new(key.clone()),
-                    rendezvous_server: Toggle::from(rendezvous_server.then(|| {
-                        rendezvous::server::Behaviour::new(
-                            rendezvous::server::Config::default()
-                                .with_max_registration_per_peer(4)
-                                .with_max_registration_total(10_000),
+                    rendezvous_server: Toggle::from(rendezvous_server.map(|directory| {
+                        crate::gated::Gated::new(
+                            rendezvous::server::Behaviour::new(
+                                rendezvous::server::Config::default()
+                                    .with_max_registration_per_peer(4)
+                                    .with_max_registration_total(10_000),
+                            ),
+                            directory.admit,
                         )
                     })),
                 }

@@ -59,7 +59,7 @@ async fn dial_direct(
     }
 }
 
-/// Looks `peer` up at each gateway and dials it through the first relay that has it.
+/// Dials `peer` through each gateway's relay in turn until one holds a slot for it.
 /// Returns, on failure, one line per gateway saying what went wrong there.
 async fn dial_via_gateways(
     node: &Node,
@@ -90,28 +90,13 @@ async fn dial_via_gateways(
             why.push(format!("gateway {gw} unreachable at {shown}: {e}"));
             continue;
         }
-        let found =
-            match tokio::time::timeout_at(deadline, node.discover(*gw, peer.to_string())).await {
-                Ok(Ok(found)) => found,
-                Ok(Err(e)) => {
-                    why.push(format!("gateway {gw}: lookup failed: {e}"));
-                    continue;
-                }
-                Err(_) => {
-                    why.push(format!("gateway {gw}: no answer to the lookup in time"));
-                    continue;
-                }
-            };
-        let mut relayed: Vec<Multiaddr> = found
+        // The gateway's relay is the directory: it holds a slot for every provider
+        // registered there, and answers "no reservation" for anyone else.
+        let ordered: Vec<Multiaddr> = peercompute_p2p::quic_first(addrs)
             .into_iter()
-            .filter(|f| f.peer == peer)
-            .flat_map(|f| f.addrs)
+            .flatten()
             .collect();
-        if relayed.is_empty() {
-            // Not in the gateway's directory: its relay may still hold a slot for the
-            // provider (the directory is full, or the registration is still on its way).
-            relayed = circuits_through(*gw, addrs, peer);
-        }
+        let relayed = circuits_through(*gw, &ordered, peer);
         match step(tokio::time::timeout_at(deadline, node.dial(peer, relayed)).await) {
             Ok(()) => return Ok(()),
             Err(e) => why.push(format!("gateway {gw}: {}", relay_failure(&e))),

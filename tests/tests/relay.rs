@@ -479,3 +479,52 @@ async fn a_short_relay_slot_is_renewed_before_it_ends() {
     .await
     .expect("reached through the renewed slot");
 }
+
+#[tokio::test]
+async fn strangers_can_neither_list_nor_fill_the_gateway_directory() {
+    let (home, provider_id) = TestDaemon::identity();
+    let gw = gateway(vec![provider_id], 16 << 20).await;
+    let (daemon, p2p) = reserved_provider(&gw, home).await;
+    let addr = tcp_addr(&p2p);
+    let stranger = bare_node(&Identity::generate().expect("id")).await;
+    within(15, "dial the gateway", stranger.dial(p2p.peer, vec![addr]))
+        .await
+        .expect("anyone may connect to the gateway (clients do)");
+    // The registered provider's namespace is its peer id.
+    let lookup = within(
+        15,
+        "a stranger's lookup",
+        stranger.discover(p2p.peer, daemon.peer_id.to_string()),
+    )
+    .await;
+    assert!(
+        lookup.is_err(),
+        "the directory answered a stranger: {lookup:?}"
+    );
+    let squat = within(
+        15,
+        "a stranger's registration",
+        stranger.register(
+            p2p.peer,
+            daemon.peer_id.to_string(),
+            Duration::from_secs(7200),
+        ),
+    )
+    .await;
+    assert!(squat.is_err(), "the directory took a stranger's record");
+    // Clients are strangers to the directory too, yet reach the provider: the relay's slot is
+    // what they use.
+    let client = trusting(&daemon.peer_id);
+    daemon.trust(&client.peer_id());
+    let opts = ClientOptions {
+        hole_punch_wait: Duration::ZERO,
+        ..options(vec![(p2p.peer, p2p.addrs.clone())])
+    };
+    within(
+        20,
+        "reach the provider",
+        connect(&client, &daemon.peer_id, &opts),
+    )
+    .await
+    .expect("reached through the relay");
+}
