@@ -18,7 +18,7 @@ use peercompute_identity::{Identity, PeerId};
 use peercompute_tests::daemon::{TestDaemon, peerctl_bin, workspace_bin};
 use peercompute_tests::gateway::DOMAIN;
 use peercompute_tests::image::{TEST_PORT, TestImage};
-use peercompute_tests::nat::{HTTPS_PORT, P2P_PORT, start_gateway, start_provider};
+use peercompute_tests::nat::{HTTPS_PORT, P2P_PORT, TUNNEL_PORT, start_gateway, start_provider};
 use peercompute_tests::netns::{Host, NatKind, World};
 use peercompute_tests::within;
 
@@ -291,26 +291,35 @@ async fn providers_on_one_lan_find_each_other_with_mdns() {
     let world = World::new();
     let lan = world.nat_site("lan", NatKind::EndpointIndependent);
     let (a_host, b_host, laptop) = (lan.host("a"), lan.host("b"), lan.host("laptop"));
+    // Provider A is also registered at a working gateway, so the relay path is real too.
+    let gw_host = world.public_host("gw");
+    let a_home = tempfile::tempdir().expect("provider home");
+    let (a_identity, _) = Identity::load_or_create(a_home.path()).expect("identity");
+    let gw = start_gateway(&gw_host, &a_identity.peer_id()).await;
+    let gateway_arg = format!("{}@{}:{TUNNEL_PORT}", gw.id, gw_host.ip());
     let mut providers = Vec::new();
-    for host in [&a_host, &b_host] {
-        let home = tempfile::tempdir().expect("provider home");
+    for (host, home) in [
+        (&a_host, a_home),
+        (&b_host, tempfile::tempdir().expect("provider home")),
+    ] {
         let (id, _) = Identity::load_or_create(home.path()).expect("identity");
         let log_path = home.path().join("provider.log");
         let log = std::fs::File::create(&log_path).expect("log");
-        let child = host
-            .command(workspace_bin("peercomputed"))
-            .arg("--home")
+        let mut cmd = host.command(workspace_bin("peercomputed"));
+        cmd.arg("--home")
             .arg(home.path())
             .args(["run", "--listen", &format!("/ip4/{}/tcp/9000", host.ip())])
             .env("RUST_LOG", "info,peercompute_p2p=debug")
-            .stderr(log)
-            .spawn()
-            .expect("peercomputed starts");
+            .stderr(log);
+        if id.peer_id() == a_identity.peer_id() {
+            cmd.args(["--gateway", &gateway_arg]);
+        }
+        let child = cmd.spawn().expect("peercomputed starts");
         providers.push((home, id.peer_id(), child, log_path));
     }
     let (a_id, b_id) = (providers[0].1, providers[1].1);
     // Each provider's log shows the other found on the LAN.
-    within(20, "mDNS discovery between the providers", async {
+    within(20, "mDNS discovery, and provider A's relay slot", async {
         loop {
             let a_log = std::fs::read_to_string(&providers[0].3).unwrap_or_default();
             let b_log = std::fs::read_to_string(&providers[1].3).unwrap_or_default();
@@ -318,7 +327,8 @@ async fn providers_on_one_lan_find_each_other_with_mdns() {
                 log.lines()
                     .any(|l| l.contains("found on the LAN") && l.contains(&peer.to_string()))
             };
-            if found(&a_log, &b_id) && found(&b_log, &a_id) {
+            let relayed = a_log.contains("reachable by peer id through the gateway's relay");
+            if found(&a_log, &b_id) && found(&b_log, &a_id) && relayed {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
@@ -326,13 +336,16 @@ async fn providers_on_one_lan_find_each_other_with_mdns() {
     })
     .await;
 
-    // peerctl on that LAN reaches a provider with no address, by mDNS, even knowing a
-    // gateway (which does not exist here): mDNS wins.
-    let nowhere = Identity::generate().expect("id").peer_id();
+    // peerctl on that LAN reaches a provider with no address by mDNS, even knowing the
+    // gateway where that provider holds a relay slot: mDNS wins.
     let (home, client) = client_home(
         &laptop,
         &a_id,
-        Some(&format!("{nowhere}@/ip4/{}/tcp/4001", lan.router().ip())),
+        Some(&format!(
+            "{}@/ip4/{}/udp/{P2P_PORT}/quic-v1",
+            gw.id,
+            gw_host.ip()
+        )),
     )
     .await;
     let mut store = peercompute_identity::TrustStore::open(providers[0].0.path()).expect("trust");

@@ -87,6 +87,26 @@ async fn connect(
     Client::connect(client.identity.clone(), &trust, &peer.to_string(), options).await
 }
 
+/// A new client, trusting the provider and trusted by it, reaching it by peer id through the
+/// gateway's relay alone (no stored address, no mDNS, no wait for a hole punch).
+async fn fresh_client_reach(
+    daemon: &TestDaemon,
+    p2p: &GatewayP2p,
+) -> Result<Client, peerctl::CliError> {
+    let client = trusting(&daemon.peer_id);
+    daemon.trust(&client.peer_id());
+    let opts = ClientOptions {
+        hole_punch_wait: Duration::ZERO,
+        ..options(vec![(p2p.peer, p2p.addrs.clone())])
+    };
+    within(
+        30,
+        "reach through the relay",
+        connect(&client, &daemon.peer_id, &opts),
+    )
+    .await
+}
+
 #[tokio::test]
 async fn provider_is_reached_by_peer_id_alone_through_the_gateway() {
     let (home, provider_id) = TestDaemon::identity();
@@ -393,19 +413,9 @@ async fn a_provider_removed_from_the_allowlist_loses_its_relay_slot() {
     })
     .await;
     let (daemon, p2p) = reserved_provider(&gw, home).await;
-    let client = trusting(&daemon.peer_id);
-    daemon.trust(&client.peer_id());
-    let opts = ClientOptions {
-        hole_punch_wait: Duration::ZERO,
-        ..options(vec![(p2p.peer, p2p.addrs.clone())])
-    };
-    within(
-        20,
-        "reach before revocation",
-        connect(&client, &daemon.peer_id, &opts),
-    )
-    .await
-    .expect("reached through the relay while admitted");
+    fresh_client_reach(&daemon, &p2p)
+        .await
+        .expect("reached through the relay while admitted");
 
     std::fs::write(&file, "# nobody\n").expect("revoke");
     let mut relay = daemon.daemon.as_ref().expect("running").relay.clone();
@@ -419,15 +429,9 @@ async fn a_provider_removed_from_the_allowlist_loses_its_relay_slot() {
     .expect("relay status");
     eprintln!("after revocation the provider's relay status is {status:?}");
     // A new client can no longer reach the provider through this gateway.
-    let late = trusting(&daemon.peer_id);
-    daemon.trust(&late.peer_id());
-    let refused = within(
-        30,
-        "connect after revocation",
-        connect(&late, &daemon.peer_id, &opts),
-    )
-    .await
-    .expect_err("a revoked provider is not reachable through the relay");
+    let refused = fresh_client_reach(&daemon, &p2p)
+        .await
+        .expect_err("a revoked provider is not reachable through the relay");
     assert_eq!(refused.kind, Kind::Unreachable, "{refused}");
     assert!(
         refused
@@ -463,21 +467,11 @@ async fn a_short_relay_slot_is_renewed_before_it_ends() {
             status.map(|s| s.clone()).ok()
         );
     }
-    // ...and a new client still reaches the provider through the relay.
-    let client = trusting(&daemon.peer_id);
-    daemon.trust(&client.peer_id());
-    let opts = ClientOptions {
-        hole_punch_wait: Duration::ZERO,
-        ..options(vec![(p2p.peer, p2p.addrs.clone())])
-    };
-    // No stored address and no mDNS: the first connection can only be the relayed one.
-    within(
-        20,
-        "reach after renewals",
-        connect(&client, &daemon.peer_id, &opts),
-    )
-    .await
-    .expect("reached through the renewed slot");
+    // ...and a new client still reaches the provider through the relay (no stored address
+    // and no mDNS: the first connection can only be the relayed one).
+    fresh_client_reach(&daemon, &p2p)
+        .await
+        .expect("reached through the renewed slot");
 }
 
 #[tokio::test]
@@ -514,17 +508,7 @@ async fn strangers_can_neither_list_nor_fill_the_gateway_directory() {
     assert!(squat.is_err(), "the directory took a stranger's record");
     // Clients are strangers to the directory too, yet reach the provider: the relay's slot is
     // what they use.
-    let client = trusting(&daemon.peer_id);
-    daemon.trust(&client.peer_id());
-    let opts = ClientOptions {
-        hole_punch_wait: Duration::ZERO,
-        ..options(vec![(p2p.peer, p2p.addrs.clone())])
-    };
-    within(
-        20,
-        "reach the provider",
-        connect(&client, &daemon.peer_id, &opts),
-    )
-    .await
-    .expect("reached through the relay");
+    fresh_client_reach(&daemon, &p2p)
+        .await
+        .expect("reached through the relay");
 }
