@@ -25,6 +25,8 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
 /// How often a live tunnel's provider is checked against the allowlist (revocation).
 const REVOKE_CHECK_EVERY: Duration = Duration::from_millis(500);
+/// Longest wait to hand a GoAway to a provider before closing its connection anyway.
+const GO_AWAY_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Builds the QUIC server configuration: TLS 1.3, ALPN, mandatory Ed25519 client certs,
 /// bounded windows and stream counts.
@@ -341,6 +343,7 @@ async fn go_away(
         code,
         message: message.to_owned(),
     };
-    let _ = write_control(send, &msg).await;
+    // A provider that stopped reading cannot hold the close up: the GoAway gets a second.
+    let _ = tokio::time::timeout(GO_AWAY_WRITE_TIMEOUT, write_control(send, &msg)).await;
     conn.close(code.to_u16().into(), message.as_bytes());
 }
