@@ -1,11 +1,18 @@
 //! Which providers may open tunnels: `--open`, `--allow-provider` ids, and an optional file
 //! (`--allow-providers-file`, one peer id per line, `#` comments) re-read whenever its
 //! modification time changes, so operators admit or drop providers without a restart.
+//!
+//! A new connection checks the file itself ([`Allowlist::allows`]). Live tunnels and relay
+//! slots do not each poll it: one timer calls [`Allowlist::refresh`], and whoever holds a
+//! [`Allowlist::changes`] receiver re-checks its peer with [`Allowlist::allows_cached`] when the
+//! list changed (revocation).
 
 use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::SystemTime;
+
+use tokio::sync::watch;
 
 use peercompute_identity::{PeerId, parse_peer_id};
 
@@ -15,6 +22,8 @@ pub(crate) struct Allowlist {
     open: bool,
     fixed: HashSet<PeerId>,
     file: Option<AllowFile>,
+    /// Bumped whenever a refresh changed the file's set.
+    changes: watch::Sender<u64>,
 }
 
 #[derive(Debug)]
@@ -49,31 +58,69 @@ impl Allowlist {
             }
             None => None,
         };
-        Ok(Self { open, fixed, file })
+        Ok(Self {
+            open,
+            fixed,
+            file,
+            changes: watch::Sender::new(0),
+        })
     }
 
-    /// Whether `peer` may open a tunnel now.
+    /// Tells when the list changed (a counter); check peers again with
+    /// [`Allowlist::allows_cached`] then.
+    pub(crate) fn changes(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    /// Whether `peer` may open a tunnel now (re-reads the file if it changed).
     pub(crate) fn allows(&self, peer: &PeerId) -> bool {
+        self.refresh();
+        self.allows_cached(peer)
+    }
+
+    /// Whether `peer` was allowed at the last [`Allowlist::refresh`].
+    pub(crate) fn allows_cached(&self, peer: &PeerId) -> bool {
         if self.open || self.fixed.contains(peer) {
             return true;
         }
+        self.file.as_ref().is_some_and(|file| {
+            file.cache
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .1
+                .contains(peer)
+        })
+    }
+
+    /// Re-reads the file if its modification time changed; tells [`Allowlist::changes`]
+    /// receivers when its set of ids did.
+    pub(crate) fn refresh(&self) {
         let Some(file) = &self.file else {
-            return false;
+            return;
         };
         let mut cache = file.cache.lock().unwrap_or_else(|p| p.into_inner());
         let mtime = std::fs::metadata(&file.path)
             .and_then(|m| m.modified())
             .ok();
-        if mtime != cache.0 {
-            match read_file(&file.path) {
-                Ok(fresh) => *cache = fresh,
-                Err(e) => {
-                    // Keep the last good list rather than locking everyone out.
-                    tracing::warn!(path = %file.path.display(), "allowlist file unreadable, keeping the previous list: {e}");
+        if mtime == cache.0 {
+            return;
+        }
+        match read_file(&file.path) {
+            Ok(fresh) => {
+                let changed = fresh.1 != cache.1;
+                *cache = fresh;
+                drop(cache);
+                if changed {
+                    self.changes.send_modify(|n| *n += 1);
                 }
             }
+            Err(e) => {
+                // Keep the last good list rather than locking everyone out; say so once per
+                // change of the file.
+                cache.0 = mtime;
+                tracing::warn!(path = %file.path.display(), "allowlist file unreadable, keeping the previous list: {e}");
+            }
         }
-        cache.1.contains(peer)
     }
 }
 
@@ -124,6 +171,50 @@ mod tests {
             .expect("touch");
         assert!(list.allows(&b));
         assert!(!list.allows(&a));
+    }
+
+    /// Sets the file's modification time `secs` seconds ahead, so a rewrite within the same
+    /// clock tick still counts as a change.
+    fn touch_ahead(path: &std::path::Path, secs: u64) {
+        let later = SystemTime::now() + std::time::Duration::from_secs(secs);
+        std::fs::File::options()
+            .write(true)
+            .open(path)
+            .and_then(|f| f.set_modified(later))
+            .expect("touch");
+    }
+
+    #[test]
+    fn refresh_tells_subscribers_only_when_the_ids_change() {
+        let a = Identity::generate().expect("id").peer_id();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("allow.txt");
+        std::fs::write(&path, format!("{a}\n")).expect("write");
+        let list = Allowlist::new(false, &[], Some(path.clone())).expect("file list");
+        let mut changes = list.changes();
+        assert!(list.allows_cached(&a));
+
+        // Same ids, new mtime (a comment added): no news.
+        std::fs::write(&path, format!("# home\n{a}\n")).expect("rewrite");
+        touch_ahead(&path, 5);
+        list.refresh();
+        assert!(!changes.has_changed().expect("sender alive"));
+
+        // `a` removed: subscribers hear of it, the cached answer follows.
+        std::fs::write(&path, "# nobody\n").expect("rewrite");
+        touch_ahead(&path, 10);
+        assert!(list.allows_cached(&a), "nothing re-read before a refresh");
+        list.refresh();
+        assert!(changes.has_changed().expect("sender alive"));
+        changes.mark_unchanged();
+        assert!(!list.allows_cached(&a));
+
+        // An unreadable file keeps the last good list and tells nobody.
+        std::fs::write(&path, "not-a-peer-id\n").expect("rewrite");
+        touch_ahead(&path, 15);
+        list.refresh();
+        assert!(!changes.has_changed().expect("sender alive"));
+        assert!(!list.allows_cached(&a));
     }
 
     #[test]

@@ -38,11 +38,21 @@ pub(crate) async fn start(
             .upgrade()
             .is_some_and(|s| !s.is_draining() && s.allow.allows(peer))
     }));
-    // A provider removed from the allowlist loses its slot within a second (draining does
-    // not take slots away: relayed control sessions finish).
+    // A provider removed from the allowlist loses its slot within a second: the tunnel accept
+    // loop re-reads a changed file every 500 ms and the relay checks its slot holders against
+    // that list as often. Draining does not take slots away: relayed control sessions finish.
     let keep_shared = Arc::downgrade(shared);
-    relay.keep = Arc::new(move |peer| keep_shared.upgrade().is_some_and(|s| s.allow.allows(peer)));
-    let directory = relay.keep.clone();
+    relay.keep = Arc::new(move |peer| {
+        keep_shared
+            .upgrade()
+            .is_some_and(|s| s.allow.allows_cached(peer))
+    });
+    let directory_shared = Arc::downgrade(shared);
+    let directory: peercompute_p2p::AdmitFn = Arc::new(move |peer| {
+        directory_shared
+            .upgrade()
+            .is_some_and(|s| s.allow.allows(peer))
+    });
     relay.max_reservations = config.relay_max_reservations;
     relay.max_circuit_bytes = config.relay_max_circuit_bytes;
     relay.max_circuit_duration = config.relay_max_circuit_duration;

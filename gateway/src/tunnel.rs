@@ -23,8 +23,9 @@ use crate::tls::{CertStore, TunnelResolver, certified_key};
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often idle upstream streams past their timeout are closed (checkout skips them anyway).
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
-/// How often a live tunnel's provider is checked against the allowlist (revocation).
-const REVOKE_CHECK_EVERY: Duration = Duration::from_millis(500);
+/// How often the allowlist file is checked for changes; live tunnels (and relay slots) are
+/// re-checked when it changed, so a removed provider is cut off within this (revocation).
+const ALLOWLIST_CHECK_EVERY: Duration = Duration::from_millis(500);
 /// Longest wait to hand a GoAway to a provider before closing its connection anyway.
 const GO_AWAY_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -70,8 +71,8 @@ pub(crate) fn server_config(
     Ok(config)
 }
 
-/// Accepts provider connections until `shutdown` fires, and closes idle upstream streams past
-/// their timeout meanwhile.
+/// Accepts provider connections until `shutdown` fires; meanwhile closes idle upstream streams
+/// past their timeout and notices changes to the allowlist file.
 pub(crate) async fn accept_loop(
     endpoint: quinn::Endpoint,
     shared: Arc<Shared>,
@@ -80,11 +81,17 @@ pub(crate) async fn accept_loop(
     let mut stop = shutdown.clone();
     let mut sweep = tokio::time::interval(SWEEP_EVERY);
     sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut allowlist_check = tokio::time::interval(ALLOWLIST_CHECK_EVERY);
+    allowlist_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let incoming = tokio::select! {
             incoming = endpoint.accept() => incoming,
             _ = sweep.tick() => {
                 shared.registry.evict_idle(Instant::now());
+                continue;
+            }
+            _ = allowlist_check.tick() => {
+                shared.allow.refresh();
                 continue;
             }
             _ = stop.changed() => break,
@@ -203,12 +210,13 @@ async fn serve_tunnel(
     if announced_shutdown {
         let _ = write_control(&mut send, &shutdown_msg()).await;
     }
-    let mut revoke_check = tokio::time::interval(REVOKE_CHECK_EVERY);
-    revoke_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut allowlist = shared.allow.changes();
+    let mut allowlist_open = true;
     loop {
         tokio::select! {
-            _ = revoke_check.tick() => {
-                if !shared.allow.allows(&peer) {
+            changed = allowlist.changed(), if allowlist_open => {
+                allowlist_open = changed.is_ok();
+                if !shared.allow.allows_cached(&peer) {
                     warn!("provider removed from the allowlist: closing its tunnel");
                     shared.metrics.tunnels_refused.inc();
                     let message = format!(
