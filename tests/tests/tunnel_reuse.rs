@@ -113,3 +113,95 @@ async fn an_app_that_closes_connections_silently_still_answers_every_request() {
         "one connection per request"
     );
 }
+
+/// Sends `raw` on a fresh visitor TLS connection and returns everything the gateway answers
+/// until it closes or goes quiet.
+async fn raw_exchange(gw: &TestGateway, raw: &[u8]) -> String {
+    let mut tls = peercompute_tests::raw_tls(gw, "app").await;
+    tls.write_all(raw).await.expect("send");
+    let mut got = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        match tokio::time::timeout(std::time::Duration::from_secs(2), tls.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
+            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+#[tokio::test]
+async fn a_visitor_cannot_desynchronise_a_shared_app_connection() {
+    let Published {
+        gw,
+        provider: _provider,
+        backend,
+    } = publish(GatewayOptions::default(), "app").await;
+    let client = https_client(&gw, &["app"], Alpn::H1);
+    // Warm the pool: one idle stream to the app.
+    let resp = client
+        .get(gw.url("app", "/echo"))
+        .send()
+        .await
+        .expect("warm");
+    assert_eq!(resp.status(), 200);
+    drop(resp.text().await);
+
+    // Framing conflicts a front end and a back end may read differently (CL.TE, TE.CL,
+    // duplicate Content-Length), each with what the gateway must answer: Transfer-Encoding
+    // wins over Content-Length (RFC 9112 §6.3) and the visitor's connection is closed after it;
+    // two lengths are refused.
+    let attacks: [(&[u8], &str); 3] = [
+        (
+            b"POST /echo HTTP/1.1\r\nHost: app.apps.test\r\nContent-Length: 40\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            "HTTP/1.1 200 OK",
+        ),
+        (
+            b"POST /echo HTTP/1.1\r\nHost: app.apps.test\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n5c\r\nGPOST / HTTP/1.1\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 15\r\n\r\nx=1\r\n0\r\n\r\n",
+            "HTTP/1.1 200 OK",
+        ),
+        (
+            b"POST /echo HTTP/1.1\r\nHost: app.apps.test\r\nContent-Length: 6\r\nContent-Length: 40\r\n\r\nabcdef",
+            "HTTP/1.1 400 Bad Request",
+        ),
+    ];
+    let mut forwarded = 1;
+    for (attack, status_line) in attacks {
+        let answer = raw_exchange(&gw, attack).await;
+        assert!(answer.starts_with(status_line), "{answer:?}");
+        assert!(answer.contains("connection: close\r\n"), "{answer:?}");
+        if status_line.contains("200") {
+            forwarded += 1;
+            // The app got one request with one framing: chunked, no Content-Length.
+            let echoed = answer.split_once("\r\n\r\n").map_or("", |(_, body)| body);
+            assert!(
+                echoed.starts_with("POST /echo\n")
+                    && echoed.contains("\ntransfer-encoding: chunked\n")
+                    && !echoed.contains("content-length"),
+                "{echoed:?}"
+            );
+        }
+        // Whatever the gateway answered, the next visitors get exactly their own responses.
+        for i in 0..3 {
+            let resp = within(
+                10,
+                "next visitor",
+                client.get(gw.url("app", &format!("/echo?n={i}"))).send(),
+            )
+            .await
+            .expect("next visitor");
+            assert_eq!(resp.status(), 200);
+            let body = resp.text().await.expect("body");
+            assert!(
+                body.starts_with(&format!("GET /echo?n={i}\n")),
+                "another visitor's request leaked into this answer: {body}"
+            );
+            forwarded += 1;
+        }
+    }
+    assert_eq!(
+        backend.requests(),
+        forwarded,
+        "the app saw exactly the requests the gateway forwarded"
+    );
+}
