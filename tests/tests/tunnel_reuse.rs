@@ -13,6 +13,15 @@ use peercompute_tests::{
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
+/// GET `url`, expecting 200; the body (the backend's `/echo` of what it received).
+async fn echo(client: &reqwest::Client, url: String) -> String {
+    let resp = within(10, "request", client.get(url).send())
+        .await
+        .expect("request");
+    assert_eq!(resp.status(), 200);
+    resp.text().await.expect("body")
+}
+
 #[tokio::test]
 async fn visitors_share_app_connections_and_each_keeps_its_own_forwarding_headers() {
     let Published {
@@ -26,11 +35,7 @@ async fn visitors_share_app_connections_and_each_keeps_its_own_forwarding_header
         for ip in visitors {
             // A fresh client per request: a new visitor connection every time.
             let client = https_client_from(&gw, &["app"], Alpn::H1, Some(IpAddr::V4(ip)));
-            let resp = within(10, "request", client.get(gw.url("app", "/echo")).send())
-                .await
-                .expect("request");
-            assert_eq!(resp.status(), 200);
-            let body = resp.text().await.expect("body");
+            let body = echo(&client, gw.url("app", "/echo")).await;
             assert!(
                 body.contains(&format!("x-forwarded-for: {ip}\n")),
                 "round {round}, visitor {ip}: {body}"
@@ -139,13 +144,7 @@ async fn a_visitor_cannot_desynchronise_a_shared_app_connection() {
     } = publish(GatewayOptions::default(), "app").await;
     let client = https_client(&gw, &["app"], Alpn::H1);
     // Warm the pool: one idle stream to the app.
-    let resp = client
-        .get(gw.url("app", "/echo"))
-        .send()
-        .await
-        .expect("warm");
-    assert_eq!(resp.status(), 200);
-    drop(resp.text().await);
+    echo(&client, gw.url("app", "/echo")).await;
 
     // Framing conflicts a front end and a back end may read differently (CL.TE, TE.CL,
     // duplicate Content-Length), each with what the gateway must answer: Transfer-Encoding
@@ -183,15 +182,7 @@ async fn a_visitor_cannot_desynchronise_a_shared_app_connection() {
         }
         // Whatever the gateway answered, the next visitors get exactly their own responses.
         for i in 0..3 {
-            let resp = within(
-                10,
-                "next visitor",
-                client.get(gw.url("app", &format!("/echo?n={i}"))).send(),
-            )
-            .await
-            .expect("next visitor");
-            assert_eq!(resp.status(), 200);
-            let body = resp.text().await.expect("body");
+            let body = echo(&client, gw.url("app", &format!("/echo?n={i}"))).await;
             assert!(
                 body.starts_with(&format!("GET /echo?n={i}\n")),
                 "another visitor's request leaked into this answer: {body}"
