@@ -487,6 +487,8 @@ impl EventLoop {
                 }
                 if num_established == 0 {
                     self.circuits.remove(&peer_id);
+                    // Its relay slot ended with its last connection: nothing left to revoke.
+                    self.relay_users.remove(&peer_id);
                     // A reservation whose relay connection died before it was answered.
                     let dead: Vec<ListenerId> = self
                         .reservations
