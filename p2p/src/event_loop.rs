@@ -322,10 +322,12 @@ impl EventLoop {
             ConnectedPoint::Dialer { address, .. } => address,
             ConnectedPoint::Listener { send_back_addr, .. } => send_back_addr,
         };
+        // Relayed now, or hole punched already (both sides dial, and the relayed connection
+        // may be closed by the time the second direct connection is up).
         let relayed_already = self
             .conns
             .values()
-            .any(|c| c.peer == peer && c.kind == PathKind::Relayed);
+            .any(|c| c.peer == peer && matches!(c.kind, PathKind::Relayed | PathKind::HolePunched));
         let kind = if self.found_on_lan.contains(&(peer, address.clone())) {
             PathKind::DirectLan
         } else {
@@ -339,6 +341,12 @@ impl EventLoop {
             }
         };
         debug!(%peer, %address, %kind, "connected");
+        if kind == PathKind::HolePunched {
+            // Both sides dial at once. When the peer's dial arrives first, use it now: our own
+            // may be waiting out QUIC's first probe timeout (about 1 s) after the peer's NAT
+            // dropped its first packet, and dcutr reports success only for our own dial.
+            info!(%peer, %address, "hole punched: direct connection");
+        }
         self.conns.insert(
             connection,
             Conn {
@@ -348,6 +356,9 @@ impl EventLoop {
                 rtt: None,
             },
         );
+        if kind == PathKind::HolePunched {
+            self.leave_relay(peer);
+        }
         let replies = self.pending.remove(&peer).unwrap_or_default();
         if kind == PathKind::Relayed && !self.hole_punch_wait.is_zero() && !replies.is_empty() {
             let deadline = Instant::now() + self.hole_punch_wait;
@@ -367,33 +378,23 @@ impl EventLoop {
         let peer = event.remote_peer_id;
         match event.result {
             Ok(connection) => {
-                if let Some(c) = self.conns.get_mut(&connection) {
+                if let Some(c) = self.conns.get_mut(&connection)
+                    && c.kind != PathKind::HolePunched
+                {
                     c.kind = PathKind::HolePunched;
                     info!(%peer, address = %c.address, "hole punched: direct connection");
                 }
-                if let Some((_, replies)) = self.awaiting_punch.remove(&peer) {
-                    // Nothing was sent over the relay yet: close it so every stream goes
-                    // over the direct connection.
-                    let relayed: Vec<ConnectionId> = self
-                        .conns
-                        .iter()
-                        .filter(|(_, c)| c.peer == peer && c.kind == PathKind::Relayed)
-                        .map(|(id, _)| *id)
-                        .collect();
-                    let closing: HashSet<ConnectionId> = relayed
-                        .into_iter()
-                        .filter(|id| self.swarm.close_connection(*id))
-                        .collect();
-                    if closing.is_empty() {
-                        for reply in replies {
-                            let _ = reply.send(Ok(()));
-                        }
-                    } else {
-                        self.closing_relayed.insert(peer, (closing, replies));
-                    }
-                }
+                self.leave_relay(peer);
             }
             Err(e) => {
+                if self
+                    .conns
+                    .values()
+                    .any(|c| c.peer == peer && c.kind == PathKind::HolePunched)
+                {
+                    debug!(%peer, "our hole-punch dial failed, but the peer's reached us: {e}");
+                    return;
+                }
                 info!(%peer, "hole punching failed, staying relayed: {e}");
                 if let Some((_, replies)) = self.awaiting_punch.remove(&peer) {
                     for reply in replies {
@@ -401,6 +402,32 @@ impl EventLoop {
                     }
                 }
             }
+        }
+    }
+
+    /// A direct connection to `peer` replaced the relayed one: if requests are waiting for
+    /// it, close the relayed connection (nothing was sent over it yet) so every stream goes
+    /// over the direct one, then let them go.
+    fn leave_relay(&mut self, peer: PeerId) {
+        let Some((_, replies)) = self.awaiting_punch.remove(&peer) else {
+            return;
+        };
+        let relayed: Vec<ConnectionId> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.peer == peer && c.kind == PathKind::Relayed)
+            .map(|(id, _)| *id)
+            .collect();
+        let closing: HashSet<ConnectionId> = relayed
+            .into_iter()
+            .filter(|id| self.swarm.close_connection(*id))
+            .collect();
+        if closing.is_empty() {
+            for reply in replies {
+                let _ = reply.send(Ok(()));
+            }
+        } else {
+            self.closing_relayed.insert(peer, (closing, replies));
         }
     }
 

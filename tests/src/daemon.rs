@@ -202,7 +202,7 @@ pub fn workspace_bin(name: &str) -> PathBuf {
     let bin = dir.join(name);
     assert!(
         bin.exists(),
-        "{} not built: run the tests with scripts/test (it builds the workspace binaries first)",
+        "{} not built: run the tests with scripts/test, which builds the workspace binaries first (for a benchmark: cargo build --release --workspace --bins)",
         bin.display()
     );
     bin

@@ -2,8 +2,13 @@
 //! real gateway binary on a public host, with its p2p meeting point, and the provider daemon
 //! in the root namespace behind a NAT. Shared by the NAT-traversal tests and `reach-bench`.
 
-use peercompute_identity::PeerId;
+use std::time::{Duration, Instant};
+
+use peercompute_identity::{Identity, PeerId, TrustStore};
+use peercompute_p2p::{Multiaddr, PathKind};
 use peercompute_provider::{GatewaySpec, Limits, RelayStatus};
+use peercompute_tunnel_proto::{ControlPlaneMessage, ListRequest, Request};
+use peerctl::{Client, ClientOptions};
 
 use crate::daemon::{TestDaemon, workspace_bin};
 use crate::gateway::DOMAIN;
@@ -94,4 +99,69 @@ impl Gateway {
     pub fn p2p_addr(&self, host: &Host) -> String {
         format!("{}@/ip4/{}/udp/{P2P_PORT}/quic-v1", self.id, host.ip())
     }
+}
+
+/// What one fresh client measured reaching the provider.
+#[derive(Debug, Clone, Copy)]
+pub struct Reach {
+    /// Connect + the first signed round trip (an `ls`) answered.
+    pub reach: Duration,
+    /// A second `ls` over the path once it is established.
+    pub rtt: Duration,
+    /// How the client was connected when it sent the second request.
+    pub kind: PathKind,
+}
+
+/// One fresh client (new identity, trusted by `daemon`) on `host` reaches `provider` through
+/// the in-process `peerctl` client: `addrs` stored for it, `gateways` known, `hole_punch_wait`
+/// allowed for DCUtR, mDNS off.
+pub async fn reach_once(
+    host: &Host,
+    provider: PeerId,
+    addrs: Vec<Multiaddr>,
+    gateways: Vec<(PeerId, Vec<Multiaddr>)>,
+    hole_punch_wait: Duration,
+    daemon: &TestDaemon,
+) -> Result<Reach, String> {
+    let home = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let (identity, _) = Identity::load_or_create(home.path()).map_err(|e| e.to_string())?;
+    daemon.trust(&identity.peer_id());
+    let mut trust = TrustStore::open(home.path()).map_err(|e| e.to_string())?;
+    trust
+        .add(
+            &provider.to_string(),
+            None,
+            &addrs.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        )
+        .map_err(|e| e.to_string())?;
+    let options = ClientOptions {
+        mdns: false,
+        connect_timeout: Duration::from_secs(20),
+        gateways,
+        hole_punch_wait,
+        ..ClientOptions::default()
+    };
+    let thread = host.spawn_thread(move || async move {
+        let trust = TrustStore::open(home.path()).map_err(|e| e.to_string())?;
+        let ls = || Request::List(ListRequest {});
+        let start = Instant::now();
+        let client = Client::connect(identity, &trust, &provider.to_string(), &options)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut framed = client.send(&ls()).await.map_err(|e| e.to_string())?;
+        match Client::next(&mut framed).await.map_err(|e| e.to_string())? {
+            ControlPlaneMessage::ListResponse(_) => {}
+            other => return Err(format!("unexpected {other:?}")),
+        }
+        let reach = start.elapsed();
+        let again = Instant::now();
+        let mut framed = client.send(&ls()).await.map_err(|e| e.to_string())?;
+        Client::next(&mut framed).await.map_err(|e| e.to_string())?;
+        let rtt = again.elapsed();
+        let kind = client.path().await.map(|p| p.kind).ok_or("not connected")?;
+        Ok(Reach { reach, rtt, kind })
+    });
+    tokio::time::timeout(Duration::from_secs(60), thread.join())
+        .await
+        .map_err(|_| "no answer in 60 s".to_owned())?
 }

@@ -13,16 +13,14 @@
 //!
 //! `cargo run --release -p peercompute-tests --bin reach-bench -- --runs 9`
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use clap::Parser;
-use peercompute_identity::{Identity, PeerId, TrustStore};
+use peercompute_identity::PeerId;
 use peercompute_p2p::{Multiaddr, PathKind};
 use peercompute_tests::daemon::TestDaemon;
-use peercompute_tests::nat::{P2P_PORT, start_gateway, start_provider};
+use peercompute_tests::nat::{P2P_PORT, reach_once, start_gateway, start_provider};
 use peercompute_tests::netns::{Host, NatKind, World};
-use peercompute_tunnel_proto::{ControlPlaneMessage, ListRequest, Request};
-use peerctl::{Client, ClientOptions};
 
 #[derive(Parser, Debug)]
 #[command(about = "Time to reach a provider directly, relayed and after hole punching")]
@@ -30,12 +28,6 @@ struct Args {
     /// Fresh clients per path.
     #[arg(long, default_value_t = 9)]
     runs: usize,
-}
-
-struct Sample {
-    reach: Duration,
-    rtt: Duration,
-    kind: PathKind,
 }
 
 /// One way of reaching the provider, measured on its own.
@@ -52,58 +44,6 @@ struct Path<'a> {
     expected: PathKind,
 }
 
-/// One fresh client on `host`: connect, one `ls`, then a second `ls` for the steady RTT.
-async fn once(
-    host: &Host,
-    provider: PeerId,
-    addrs: Vec<Multiaddr>,
-    gateways: Vec<(PeerId, Vec<Multiaddr>)>,
-    hole_punch_wait: Duration,
-    daemon: &TestDaemon,
-) -> Result<Sample, String> {
-    let home = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let (identity, _) = Identity::load_or_create(home.path()).map_err(|e| e.to_string())?;
-    daemon.trust(&identity.peer_id());
-    let mut trust = TrustStore::open(home.path()).map_err(|e| e.to_string())?;
-    trust
-        .add(
-            &provider.to_string(),
-            None,
-            &addrs.iter().map(ToString::to_string).collect::<Vec<_>>(),
-        )
-        .map_err(|e| e.to_string())?;
-    let options = ClientOptions {
-        mdns: false,
-        connect_timeout: Duration::from_secs(20),
-        gateways,
-        hole_punch_wait,
-        ..ClientOptions::default()
-    };
-    let thread = host.spawn_thread(move || async move {
-        let trust = TrustStore::open(home.path()).map_err(|e| e.to_string())?;
-        let ls = || Request::List(ListRequest {});
-        let start = Instant::now();
-        let client = Client::connect(identity, &trust, &provider.to_string(), &options)
-            .await
-            .map_err(|e| e.to_string())?;
-        let mut framed = client.send(&ls()).await.map_err(|e| e.to_string())?;
-        match Client::next(&mut framed).await.map_err(|e| e.to_string())? {
-            ControlPlaneMessage::ListResponse(_) => {}
-            other => return Err(format!("unexpected {other:?}")),
-        }
-        let reach = start.elapsed();
-        let again = Instant::now();
-        let mut framed = client.send(&ls()).await.map_err(|e| e.to_string())?;
-        Client::next(&mut framed).await.map_err(|e| e.to_string())?;
-        let rtt = again.elapsed();
-        let kind = client.path().await.map(|p| p.kind).ok_or("not connected")?;
-        Ok(Sample { reach, rtt, kind })
-    });
-    tokio::time::timeout(Duration::from_secs(60), thread.join())
-        .await
-        .map_err(|_| "no answer in 60 s".to_owned())?
-}
-
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v[v.len() / 2]
@@ -117,6 +57,12 @@ fn ms(d: Duration) -> String {
 async fn main() -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let args = Args::parse();
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
+    }
     anyhow::ensure!(args.runs > 0, "--runs must be at least 1");
     let world = World::new();
     let gw_host = world.public_host("gw");
@@ -183,7 +129,7 @@ async fn main() -> anyhow::Result<()> {
         let mut reach = Vec::new();
         let mut rtt = Vec::new();
         for i in 0..args.runs {
-            match once(host, provider, addrs.clone(), gws.clone(), wait, &daemon).await {
+            match reach_once(host, provider, addrs.clone(), gws.clone(), wait, &daemon).await {
                 Ok(s) if s.kind == expected => {
                     reach.push(s.reach);
                     rtt.push(s.rtt);
