@@ -83,6 +83,52 @@ fn split_host_port(s: &str) -> Option<(String, u16)> {
 /// UDP) on port 9000.
 pub const DEFAULT_LISTEN: [&str; 2] = ["/ip4/0.0.0.0/tcp/9000", "/ip4/0.0.0.0/udp/9000/quic-v1"];
 
+/// Who keeps containers off this host and its private networks (the egress firewall of the
+/// sandbox network, `peercompute_runtime::install_egress_firewall`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Firewall {
+    /// The daemon installs the rules as it starts (needs root or CAP_NET_ADMIN; without,
+    /// it says so and what to run).
+    #[default]
+    Install,
+    /// Someone else does, e.g. `peercomputed firewall` run as root before the daemon (the
+    /// systemd unit's ExecStartPre): the daemon only says so.
+    External,
+    /// Nobody: containers can reach this host and its LAN. Warned about at start.
+    Off,
+}
+
+impl Firewall {
+    /// The forms `--firewall` and the config file take.
+    pub const FORMS: [&'static str; 3] = ["install", "external", "off"];
+}
+
+impl fmt::Display for Firewall {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Firewall::Install => "install",
+            Firewall::External => "external",
+            Firewall::Off => "off",
+        })
+    }
+}
+
+impl FromStr for Firewall {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "install" => Ok(Firewall::Install),
+            "external" => Ok(Firewall::External),
+            "off" => Ok(Firewall::Off),
+            other => Err(format!(
+                "`{other}` is not one of {}",
+                Firewall::FORMS.join(", ")
+            )),
+        }
+    }
+}
+
 /// Everything `peercomputed run` needs.
 #[derive(Debug, Clone)]
 pub struct ProviderConfig {
@@ -104,6 +150,8 @@ pub struct ProviderConfig {
     pub relay: bool,
     /// Admission limits and readiness timeout.
     pub deploy: crate::deploy::DeploySettings,
+    /// Who installs the containers' egress firewall.
+    pub firewall: Firewall,
 }
 
 impl ProviderConfig {
@@ -126,6 +174,7 @@ impl ProviderConfig {
                 limits: peercompute_runtime::Limits::default(),
                 ready_timeout: std::time::Duration::from_secs(60),
             },
+            firewall: Firewall::Install,
         }
     }
 }

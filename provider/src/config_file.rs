@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::config::{Expose, GatewaySpec, ProviderConfig};
+use crate::config::{Expose, Firewall, GatewaySpec, ProviderConfig};
 
 /// A configuration file that cannot be used; the message names the file and the key.
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +49,7 @@ struct Keys {
     max_memory: Option<String>,
     max_deploys: Option<u32>,
     ready_timeout: Option<String>,
+    firewall: Option<String>,
 }
 
 /// The settings of a provider configuration file, checked. A key that is absent leaves the
@@ -68,6 +69,7 @@ pub struct ProviderFile {
     pub max_memory: Option<u64>,
     pub max_deploys: Option<u32>,
     pub ready_timeout: Option<Duration>,
+    pub firewall: Option<Firewall>,
 }
 
 impl ProviderFile {
@@ -140,6 +142,11 @@ impl ProviderFile {
                 .map(|s| humantime::parse_duration(&s).map_err(|e| format!("`{s}`: {e}")))
                 .transpose()
                 .map_err(value("ready_timeout"))?,
+            firewall: keys
+                .firewall
+                .map(|s| s.parse())
+                .transpose()
+                .map_err(value("firewall"))?,
         })
     }
 
@@ -178,6 +185,9 @@ impl ProviderFile {
         }
         if let Some(v) = self.ready_timeout {
             config.deploy.ready_timeout = v;
+        }
+        if let Some(v) = self.firewall {
+            config.firewall = v;
         }
     }
 }

@@ -35,7 +35,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
-pub use config::{DEFAULT_LISTEN, Expose, GatewaySpec, ProviderConfig};
+pub use config::{DEFAULT_LISTEN, Expose, Firewall, GatewaySpec, ProviderConfig};
 pub use config_file::{ConfigFileError, ProviderFile};
 pub use control::ReplayStoreError;
 pub use deploy::{
@@ -108,7 +108,13 @@ impl Daemon {
         let replay = control::ReplayStore::open(&state_dir)?;
 
         let runtime = match DockerRuntime::connect().await {
-            Ok(rt) => Some(rt),
+            Ok(rt) => {
+                if let Err(e) = rt.ensure_sandbox_network().await {
+                    warn!("{e}; deploy requests will fail until this is fixed");
+                }
+                egress_firewall(config.firewall).await;
+                Some(rt)
+            }
             Err(e) => {
                 warn!(
                     "{e}; deploy requests will be refused until Docker is available and peercomputed restarts"
@@ -268,4 +274,23 @@ pub async fn run(
     info!("shutting down (containers keep running and are re-adopted at the next start)");
     daemon.shutdown().await;
     Ok(())
+}
+
+/// Puts the containers' egress firewall in place as `firewall` says, and says what holds.
+async fn egress_firewall(firewall: Firewall) {
+    match firewall {
+        Firewall::Install => {
+            if let Err(e) = peercompute_runtime::install_egress_firewall().await {
+                warn!(
+                    "{e}. Until then containers can reach this host and its LAN (or pass --firewall external if `peercomputed firewall` already ran as root)"
+                );
+            }
+        }
+        Firewall::External => info!(
+            "egress firewall left to `peercomputed firewall` (firewall = external): without it containers can reach this host and its LAN"
+        ),
+        Firewall::Off => {
+            warn!("firewall = off: containers can reach this host, its LAN and 169.254.169.254")
+        }
+    }
 }

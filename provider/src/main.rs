@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{CommandFactory, Parser, Subcommand};
-use peercompute_provider::{Expose, GatewaySpec, ProviderConfig, ProviderFile};
+use peercompute_provider::{Expose, Firewall, GatewaySpec, ProviderConfig, ProviderFile};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -30,6 +30,19 @@ enum Command {
     Id,
     /// Connect to the gateway and serve until SIGTERM / Ctrl-C.
     Run(Box<RunArgs>),
+    /// Install the nftables rules that keep containers off this host and its private
+    /// networks (needs root; lasts until reboot). `run` does this itself when it can.
+    #[command(
+        after_help = "Examples:\n  sudo peercomputed firewall\n  peercomputed firewall --print > /etc/nftables.d/peercompute.nft\n  sudo peercomputed firewall --remove"
+    )]
+    Firewall {
+        /// Print the ruleset (for `nft -f`) instead of installing it.
+        #[arg(long, conflicts_with = "remove")]
+        print: bool,
+        /// Remove the rules (containers can then reach this host and its LAN).
+        #[arg(long)]
+        remove: bool,
+    },
     /// Print a shell completion script to stdout.
     Completions {
         #[arg(value_enum)]
@@ -78,6 +91,11 @@ struct RunArgs {
     /// How long a container may take to accept connections, e.g. 60s [default: 60s].
     #[arg(long, value_parser = humantime::parse_duration)]
     ready_timeout: Option<std::time::Duration>,
+    /// Who keeps containers off this host and its LAN: install (the daemon installs the
+    /// nftables rules; needs root), external (`peercomputed firewall` ran as root before),
+    /// off (nobody: containers reach the LAN) [default: install].
+    #[arg(long, value_name = "install|external|off")]
+    firewall: Option<Firewall>,
 }
 
 /// The program name completions are generated for.
@@ -129,6 +147,28 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
     let home = peercompute_identity::resolve_home(cli.home).map_err(anyhow::Error::msg)?;
     match cli.command {
         Command::Completions { .. } => unreachable!("handled before the runtime starts"),
+        Command::Firewall { print, remove } => {
+            if print {
+                print!("{}", peercompute_runtime::egress_ruleset());
+            } else if remove {
+                let removed = peercompute_runtime::remove_egress_firewall().await?;
+                eprintln!(
+                    "{}",
+                    if removed {
+                        "removed: containers can now reach this host and its LAN"
+                    } else {
+                        "there were no Peer Compute egress rules to remove"
+                    }
+                );
+            } else {
+                peercompute_runtime::install_egress_firewall().await?;
+                eprintln!(
+                    "installed: containers on {} reach neither this host nor private networks (until reboot; the daemon reinstalls them at start when it runs as root)",
+                    peercompute_runtime::SANDBOX_BRIDGE
+                );
+            }
+            Ok(())
+        }
         Command::Init | Command::Id => {
             let (identity, created) = match cli.command {
                 Command::Init => peercompute_provider::identity(&home)?,
@@ -158,6 +198,7 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
                 max_memory,
                 max_deploys,
                 ready_timeout,
+                firewall,
             } = *args;
             let mut config = ProviderConfig::new(home);
             if let Some(path) = &config_file {
@@ -196,6 +237,9 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
             }
             if let Some(v) = ready_timeout {
                 config.deploy.ready_timeout = v;
+            }
+            if let Some(v) = firewall {
+                config.firewall = v;
             }
             peercompute_provider::run(config, shutdown_signal())
                 .await

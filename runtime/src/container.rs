@@ -24,6 +24,9 @@ pub enum ContainerError {
     /// The spec was refused before reaching the engine.
     #[error(transparent)]
     InvalidSpec(#[from] SpecError),
+    /// The sandbox network is missing and could not be made, or is not ours.
+    #[error(transparent)]
+    Network(#[from] crate::network::NetworkError),
     /// The image is not on this host.
     #[error("image {image} is not on this host: fetch it first (ensure_image)")]
     ImageMissing {
@@ -92,6 +95,7 @@ impl DockerRuntime {
     /// created container is removed again.
     pub async fn start(&self, spec: &ContainerSpec) -> Result<StartedContainer, ContainerError> {
         spec.validate()?;
+        self.ensure_sandbox_network().await?;
         let name = spec.container_name();
         let options = CreateContainerOptions {
             name: Some(name.clone()),

@@ -42,6 +42,9 @@
 //! - `spec` — [`ContainerSpec`], its validation and the `peercompute.*` labels.
 //! - `sandbox` — the pure spec → create-body function that applies the [`SandboxPolicy`].
 //! - `container` — start, stop, the current published address.
+//! - `network` — the sandbox network every container joins (own bridge, containers isolated
+//!   from each other).
+//! - `egress` — the nftables rules that keep containers off this host and private networks.
 //! - `status` — status and list_managed, container states and deployment labels.
 //! - `usage` — CPU and memory figures from a stats sample.
 //! - `ready` — wait_ready and its log-carrying [`ReadyError`].
@@ -54,9 +57,11 @@
 
 mod admission;
 mod container;
+mod egress;
 mod engine;
 mod image;
 mod logs;
+mod network;
 mod quantity;
 mod ready;
 mod sandbox;
@@ -68,9 +73,14 @@ mod usage;
 
 pub use admission::{Admission, AdmissionError, Limits, Resources, Usage};
 pub use container::{ContainerError, StartedContainer};
+pub use egress::{
+    BLOCKED_V4, BLOCKED_V6, EGRESS_TABLE, EgressError, egress_ruleset, install_egress_firewall,
+    remove_egress_firewall,
+};
 pub use engine::{ConnectError, DEFAULT_ENDPOINT, DockerRuntime, EngineError, Platform};
 pub use image::{ImageError, ImageInfo, PullProgress};
 pub use logs::{LogLine, LogSource, LogStream};
+pub use network::{NetworkError, SANDBOX_BRIDGE, SANDBOX_NETWORK};
 pub use quantity::{QuantityError, format_cpu, format_memory, parse_cpu, parse_memory};
 pub use ready::{READY_LOG_LINES, ReadyError};
 pub use sandbox::{PUBLISH_IP, SandboxPolicy};

@@ -3,7 +3,8 @@
 //! can loosen it: not privileged, all capabilities dropped, `no-new-privileges`, the engine's
 //! default seccomp profile, no binds/mounts/devices/host namespaces, a pids limit, CPU and
 //! memory limits without swap, an init process, capped json logs, a bounded restart policy,
-//! the one port published on 127.0.0.1 with an ephemeral host port. `masked_paths` and
+//! the sandbox network (see the `network` and `egress` modules), the one port published on
+//! 127.0.0.1 with an ephemeral host port. `masked_paths` and
 //! `readonly_paths` stay unset so the engine's defaults (which hide parts of /proc) apply.
 
 use std::collections::HashMap;
@@ -14,6 +15,7 @@ use bollard::models::{
     RestartPolicyNameEnum,
 };
 
+use crate::network::SANDBOX_NETWORK;
 use crate::spec::{
     ContainerSpec, LABEL_DEPLOYMENT, LABEL_MANAGED, LABEL_NAME, LABEL_OWNER, LABEL_PROVIDER,
 };
@@ -78,7 +80,7 @@ pub(crate) fn create_body(spec: &ContainerSpec, policy: &SandboxPolicy) -> Conta
         memory: Some(memory),
         memory_swap: Some(memory),
         init: Some(true),
-        network_mode: Some("bridge".to_owned()),
+        network_mode: Some(SANDBOX_NETWORK.to_owned()),
         ipc_mode: Some("private".to_owned()),
         publish_all_ports: Some(false),
         port_bindings: Some(HashMap::from([(
@@ -150,7 +152,7 @@ mod tests {
         assert_eq!(host.memory, Some(256 << 20));
         assert_eq!(host.memory_swap, host.memory);
         assert_eq!(host.init, Some(true));
-        assert_eq!(host.network_mode.as_deref(), Some("bridge"));
+        assert_eq!(host.network_mode.as_deref(), Some(SANDBOX_NETWORK));
         let log = host.log_config.expect("log config is always set");
         assert_eq!(log.typ.as_deref(), Some("json-file"));
         let log_caps = log.config.expect("log caps are always set");

@@ -186,6 +186,41 @@ impl Default for TestClient {
     }
 }
 
+/// A gateway admitting a fresh provider daemon, and the test image loaded: what every deploy
+/// test starts from.
+pub async fn deploy_world(limits: Limits) -> (TestGateway, TestDaemon, crate::TestImage) {
+    let (home, provider_id) = TestDaemon::identity();
+    let gw = TestGateway::start(crate::GatewayOptions {
+        allow: vec![provider_id],
+        ..crate::GatewayOptions::default()
+    })
+    .await;
+    let image = crate::TestImage::load().await;
+    let daemon = TestDaemon::start(home, &gw, limits).await;
+    (gw, daemon, image)
+}
+
+/// Runs `peerctl --home HOME --no-mdns ARGS…` (60 s at most): exit code, stdout, stderr.
+pub async fn run_peerctl(home: &std::path::Path, args: &[&str]) -> (i32, String, String) {
+    let out = crate::within(
+        60,
+        "peerctl",
+        tokio::process::Command::new(peerctl_bin())
+            .arg("--home")
+            .arg(home)
+            .arg("--no-mdns")
+            .args(args)
+            .output(),
+    )
+    .await
+    .expect("run peerctl");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// Path of the `peerctl` binary built with the tests (target/<profile>/peerctl).
 pub fn peerctl_bin() -> PathBuf {
     workspace_bin("peerctl")

@@ -7,43 +7,15 @@ use std::time::{Duration, Instant};
 use peercompute_provider::Limits;
 use peercompute_runtime::DockerRuntime;
 use peercompute_tests::{
-    Alpn, GatewayOptions, TEST_PORT, TestClient, TestDaemon, TestGateway, TestImage, https_client,
-    peerctl_bin, within,
+    Alpn, TEST_PORT, TestClient, TestDaemon, TestGateway, TestImage, deploy_world, https_client,
+    peerctl_bin, run_peerctl, within,
 };
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 
-async fn peerctl(home: &std::path::Path, args: &[&str]) -> (i32, String, String) {
-    let out = within(
-        60,
-        "peerctl",
-        Command::new(peerctl_bin())
-            .arg("--home")
-            .arg(home)
-            .arg("--no-mdns")
-            .args(args)
-            .output(),
-    )
-    .await
-    .expect("run peerctl");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 async fn world(limits: Limits) -> (TestGateway, TestDaemon, TestClient, TestImage) {
-    let (home, provider_id) = TestDaemon::identity();
-    let gw = TestGateway::start(GatewayOptions {
-        allow: vec![provider_id],
-        ..GatewayOptions::default()
-    })
-    .await;
-    let image = TestImage::load().await;
-    let daemon = TestDaemon::start(home, &gw, limits).await;
-    let client = TestClient::new();
-    (gw, daemon, client, image)
+    let (gw, daemon, image) = deploy_world(limits).await;
+    (gw, daemon, TestClient::new(), image)
 }
 
 #[tokio::test]
@@ -51,13 +23,13 @@ async fn deploy_with_peerctl_serves_the_url_then_stop_withdraws_it() {
     let (gw, daemon, client, image) = world(Limits::default()).await;
     // Mutual trust with the real commands.
     let provider_home = daemon.home.path();
-    let (code, _, err) = peerctl(
+    let (code, _, err) = run_peerctl(
         provider_home,
         &["peers", "add", &client.peer_id().to_string()],
     )
     .await;
     assert_eq!(code, 0, "{err}");
-    let (code, _, err) = peerctl(
+    let (code, _, err) = run_peerctl(
         client.home.path(),
         &[
             "peers",
@@ -73,7 +45,7 @@ async fn deploy_with_peerctl_serves_the_url_then_stop_withdraws_it() {
     assert_eq!(code, 0, "{err}");
 
     let started = Instant::now();
-    let (code, out, err) = peerctl(
+    let (code, out, err) = run_peerctl(
         client.home.path(),
         &[
             "deploy",
@@ -124,13 +96,13 @@ async fn deploy_with_peerctl_serves_the_url_then_stop_withdraws_it() {
     assert!(status.contains("NoNewPrivs:\t1"), "{status}");
     assert!(status.contains("Seccomp:\t2"), "{status}");
 
-    let (code, out, err) = peerctl(client.home.path(), &["ls", "--peer", "box"]).await;
+    let (code, out, err) = run_peerctl(client.home.path(), &["ls", "--peer", "box"]).await;
     assert_eq!(code, 0, "{err}");
     assert!(
         out.contains(&id) && out.contains("web") && out.contains("running"),
         "{out}"
     );
-    let (code, out, err) = peerctl(
+    let (code, out, err) = run_peerctl(
         client.home.path(),
         &["status", &id, "--peer", "box", "--json"],
     )
@@ -184,7 +156,7 @@ async fn deploy_with_peerctl_serves_the_url_then_stop_withdraws_it() {
             .find(|m| m.deployment.as_ref().is_some_and(|d| d.deployment_id == id))
             .expect("the deployment's container")
     };
-    let (code, _, err) = peerctl(client.home.path(), &["stop", &id, "--peer", "box"]).await;
+    let (code, _, err) = run_peerctl(client.home.path(), &["stop", &id, "--peer", "box"]).await;
     assert_eq!(code, 0, "{err}");
     let resp = web
         .get(gw.url("web", "/"))
@@ -197,6 +169,6 @@ async fn deploy_with_peerctl_serves_the_url_then_stop_withdraws_it() {
         runtime.status(&container.id).await.is_err(),
         "container removed"
     );
-    let (code, _, err) = peerctl(client.home.path(), &["status", &id, "--peer", "box"]).await;
+    let (code, _, err) = run_peerctl(client.home.path(), &["status", &id, "--peer", "box"]).await;
     assert_eq!(code, 6, "not found after stop: {err}");
 }

@@ -8,25 +8,12 @@ use ed25519_dalek::Signer;
 use peercompute_provider::Limits;
 use peercompute_runtime::DockerRuntime;
 use peercompute_tests::{
-    Alpn, GatewayOptions, TEST_PORT, TestClient, TestDaemon, TestGateway, TestImage, https_client,
-    within,
+    Alpn, TEST_PORT, TestClient, TestDaemon, TestImage, deploy_world as world, https_client, within,
 };
 use peercompute_tunnel_proto::{
     ControlPlaneMessage, DeployRequest, Nonce, Request, SignedEnvelope, signing_message,
 };
 use peerctl::{Client, Kind};
-
-async fn world(limits: Limits) -> (TestGateway, TestDaemon, TestImage) {
-    let (home, provider_id) = TestDaemon::identity();
-    let gw = TestGateway::start(GatewayOptions {
-        allow: vec![provider_id],
-        ..GatewayOptions::default()
-    })
-    .await;
-    let image = TestImage::load().await;
-    let daemon = TestDaemon::start(home, &gw, limits).await;
-    (gw, daemon, image)
-}
 
 fn deploy_req(image: &TestImage, name: &str) -> Request {
     let mut req = DeployRequest::new(image.tag.clone(), TEST_PORT);

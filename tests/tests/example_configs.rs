@@ -234,6 +234,9 @@ fn systemd_units_verify() {
     }
     assert!(provider.contains("\nEnvironment=PEERCOMPUTE_HOME=/var/lib/peercomputed\n"));
     assert!(provider.contains("\nSupplementaryGroups=docker\n"));
+    // The daemon has no capability: the egress firewall is installed, privileged, before it.
+    assert!(provider.contains("\nExecStartPre=+/usr/local/bin/peercomputed firewall\n"));
+    assert!(provider.contains(" run --firewall external --config "));
     assert!(gateway.contains("\nCapabilityBoundingSet=CAP_NET_BIND_SERVICE\n"));
 
     let available = std::process::Command::new("systemd-analyze")

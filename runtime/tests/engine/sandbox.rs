@@ -33,7 +33,10 @@ async fn engine_records_every_sandbox_setting() {
         assert_eq!(host.memory_swap, host.memory);
         assert_eq!(host.nano_cpus, Some(250_000_000));
         assert_eq!(host.init, Some(true));
-        assert_eq!(host.network_mode.as_deref(), Some("bridge"));
+        assert_eq!(
+            host.network_mode.as_deref(),
+            Some(peercompute_runtime::SANDBOX_NETWORK)
+        );
         assert_eq!(host.readonly_rootfs, Some(false));
         assert!(host.binds.unwrap_or_default().is_empty());
         assert!(host.devices.unwrap_or_default().is_empty());

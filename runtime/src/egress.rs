@@ -1,0 +1,172 @@
+//! The egress firewall of the sandbox network (checklist S1, S2): containers on
+//! [`SANDBOX_BRIDGE`] may answer the connections the provider opens to them and may open
+//! connections to the internet, but not to this host (any of its addresses, so none of its
+//! services) and not to private, link-local (169.254.169.254, the cloud metadata address),
+//! loopback, carrier-grade NAT or multicast ranges: the provider's LAN stays out of reach.
+//!
+//! One nftables table of our own, `inet peercompute_sandbox`, replaced atomically (`nft -f`),
+//! so it never touches the engine's own rules nor anyone else's. A drop in any base chain is
+//! final in nftables, whatever other tables accept. Needs CAP_NET_ADMIN (root); the rules last
+//! until reboot, so the daemon (or the systemd unit, before it) installs them at every start.
+
+use std::process::Stdio;
+
+use tokio::io::AsyncWriteExt;
+
+use crate::network::SANDBOX_BRIDGE;
+
+/// The nftables table holding the rules.
+pub const EGRESS_TABLE: &str = "peercompute_sandbox";
+
+/// IPv4 destinations containers may not open connections to.
+pub const BLOCKED_V4: &[&str] = &[
+    "0.0.0.0/8",
+    "10.0.0.0/8",
+    "100.64.0.0/10",
+    "127.0.0.0/8",
+    "169.254.0.0/16",
+    "172.16.0.0/12",
+    "192.0.0.0/24",
+    "192.168.0.0/16",
+    "198.18.0.0/15",
+    "224.0.0.0/3",
+];
+
+/// IPv6 destinations containers may not open connections to.
+pub const BLOCKED_V6: &[&str] = &[
+    "::/127",
+    "::ffff:0:0/96",
+    "64:ff9b::/96",
+    "fc00::/7",
+    "fe80::/10",
+    "ff00::/8",
+];
+
+/// Why the firewall could not be installed or removed.
+#[derive(Debug, thiserror::Error)]
+pub enum EgressError {
+    /// No `nft` program.
+    #[error(
+        "the nft program is not installed (Debian: apt-get install nftables), so containers could reach this host and its LAN"
+    )]
+    NoNft,
+    /// Not allowed to change the firewall.
+    #[error(
+        "changing the firewall needs root (CAP_NET_ADMIN): run `sudo peercomputed firewall` once per boot (the systemd unit does), or run peercomputed as root"
+    )]
+    Denied,
+    /// `nft` refused the rules.
+    #[error("nft refused the egress rules: {0}")]
+    Refused(String),
+    /// Running `nft` failed.
+    #[error("running nft failed: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// The whole ruleset, as `nft -f` takes it: it replaces the table if it exists.
+pub fn egress_ruleset() -> String {
+    let v4 = BLOCKED_V4.join(", ");
+    let v6 = BLOCKED_V6.join(", ");
+    format!(
+        "\
+table inet {EGRESS_TABLE}
+delete table inet {EGRESS_TABLE}
+table inet {EGRESS_TABLE} {{
+    set blocked_v4 {{
+        type ipv4_addr
+        flags interval
+        elements = {{ {v4} }}
+    }}
+    set blocked_v6 {{
+        type ipv6_addr
+        flags interval
+        elements = {{ {v6} }}
+    }}
+    # Containers open no connection to this host; replies to the provider's own are allowed.
+    chain input {{
+        type filter hook input priority filter - 10; policy accept;
+        iifname \"{SANDBOX_BRIDGE}\" ct state new counter drop
+    }}
+    # Nor to private, link-local, loopback, CGNAT or multicast addresses beyond it.
+    chain forward {{
+        type filter hook forward priority filter - 10; policy accept;
+        iifname \"{SANDBOX_BRIDGE}\" ip daddr @blocked_v4 ct state new counter drop
+        iifname \"{SANDBOX_BRIDGE}\" ip6 daddr @blocked_v6 ct state new counter drop
+    }}
+}}
+"
+    )
+}
+
+/// Runs `nft ARGS` with `stdin`; the error says what to do.
+async fn nft(args: &[&str], stdin: &str) -> Result<(), EgressError> {
+    let mut child = match tokio::process::Command::new("nft")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+    {
+        Ok(child) => child,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(EgressError::NoNft),
+        Err(e) => return Err(e.into()),
+    };
+    if let Some(mut input) = child.stdin.take() {
+        input.write_all(stdin.as_bytes()).await?;
+    }
+    let out = child.wait_with_output().await?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let stderr = String::from_utf8_lossy(&out.stderr).trim().to_owned();
+    if stderr.contains("Operation not permitted") || stderr.contains("Permission denied") {
+        return Err(EgressError::Denied);
+    }
+    Err(EgressError::Refused(stderr))
+}
+
+/// Installs (or replaces) the egress rules.
+pub async fn install_egress_firewall() -> Result<(), EgressError> {
+    nft(&["-f", "-"], &egress_ruleset()).await?;
+    tracing::info!(
+        table = EGRESS_TABLE,
+        bridge = SANDBOX_BRIDGE,
+        "egress firewall in place: containers reach neither this host nor private networks"
+    );
+    Ok(())
+}
+
+/// Removes the egress rules; `Ok(false)` when they were not there.
+pub async fn remove_egress_firewall() -> Result<bool, EgressError> {
+    match nft(&["delete", "table", "inet", EGRESS_TABLE], "").await {
+        Ok(()) => Ok(true),
+        Err(EgressError::Refused(e)) if e.contains("No such file or directory") => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ruleset_replaces_one_table_and_matches_the_sandbox_bridge_only() {
+        let rules = egress_ruleset();
+        assert!(rules.starts_with(&format!(
+            "table inet {EGRESS_TABLE}\ndelete table inet {EGRESS_TABLE}\n"
+        )));
+        let drops: Vec<&str> = rules.lines().filter(|l| l.contains("drop")).collect();
+        assert_eq!(drops.len(), 3, "{rules}");
+        for line in drops {
+            assert!(
+                line.contains(&format!("iifname \"{SANDBOX_BRIDGE}\"")),
+                "{line}"
+            );
+            assert!(line.contains("ct state new"), "{line}");
+        }
+        for range in ["169.254.0.0/16", "10.0.0.0/8", "192.168.0.0/16", "fc00::/7"] {
+            assert!(rules.contains(range), "{range}");
+        }
+    }
+}

@@ -1,0 +1,279 @@
+//! Checklist S1, S2: a container deployed through the provider reaches the internet, but
+//! neither the provider's host (its services, on any of its addresses) nor private and
+//! link-local networks beyond it (the LAN, 169.254.169.254). And deployments cannot reach
+//! each other. Real Docker engine, real nftables, real routing: a network namespace behind a
+//! veth plays the world outside the host, with a LAN address, a link-local address (the
+//! range of the cloud metadata one) and a public (TEST-NET-3) address, all served by one web
+//! server. Needs root, as CI runs.
+
+use std::io::Write;
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use peercompute_provider::Limits;
+use peercompute_runtime::testsupport::BUSYBOX_PATH;
+use peercompute_runtime::{EGRESS_TABLE, SANDBOX_BRIDGE, SANDBOX_NETWORK};
+use peercompute_tests::{TEST_PORT, TestClient, TestImage, deploy_world, run_peerctl};
+
+/// Port of the web servers outside the container.
+const OUTSIDE_PORT: u16 = 18_099;
+
+fn sh(program: &str, args: &[&str]) -> std::process::Output {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{program} {args:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{program} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// The world outside the host: namespace `ns` on a veth, with its web server. Removed on drop.
+struct Outside {
+    ns: String,
+    server: std::process::Child,
+}
+
+impl Outside {
+    /// Host side `10.99.N.1` and `203.0.113.1`; the namespace holds `lan_ip()`, the metadata
+    /// address and `public_ip()`.
+    fn new() -> Self {
+        let n = std::process::id() % 200 + 20;
+        let ns = format!("pc-egress-{n}");
+        let host_link = format!("pcegr{n}");
+        let _ = Command::new("ip").args(["netns", "del", &ns]).output();
+        let _ = Command::new("ip")
+            .args(["link", "del", &host_link])
+            .output();
+        sh("ip", &["netns", "add", &ns]);
+        sh(
+            "ip",
+            &[
+                "link", "add", &host_link, "type", "veth", "peer", "name", "eth0", "netns", &ns,
+            ],
+        );
+        for addr in [format!("10.99.{n}.1/24"), "203.0.113.1/24".to_owned()] {
+            sh("ip", &["addr", "add", &addr, "dev", &host_link]);
+        }
+        sh("ip", &["link", "set", &host_link, "up"]);
+        let inside = |args: &[&str]| {
+            let mut all = vec!["netns", "exec", &ns, "ip"];
+            all.extend_from_slice(args);
+            sh("ip", &all);
+        };
+        // A link-local address of our own rather than 169.254.169.254 itself: routing that
+        // one here would hijack a cloud machine's metadata service while the test runs.
+        for addr in [
+            format!("10.99.{n}.2/24"),
+            format!("169.254.{n}.254/32"),
+            "203.0.113.2/24".to_owned(),
+        ] {
+            inside(&["addr", "add", &addr, "dev", "eth0"]);
+        }
+        inside(&["link", "set", "eth0", "up"]);
+        inside(&["link", "set", "lo", "up"]);
+        inside(&["route", "add", "default", "via", &format!("10.99.{n}.1")]);
+        sh(
+            "ip",
+            &[
+                "route",
+                "add",
+                &format!("169.254.{n}.254/32"),
+                "via",
+                &format!("10.99.{n}.2"),
+                "dev",
+                &host_link,
+            ],
+        );
+        let www = std::env::temp_dir().join(format!("pc-egress-www-{n}"));
+        std::fs::create_dir_all(&www).expect("www dir");
+        std::fs::write(www.join("index.html"), "outside\n").expect("index");
+        let server = Command::new("ip")
+            .args(["netns", "exec", &ns, BUSYBOX_PATH, "httpd", "-f", "-p"])
+            .arg(OUTSIDE_PORT.to_string())
+            .arg("-h")
+            .arg(&www)
+            .spawn()
+            .expect("busybox httpd in the namespace");
+        Outside { ns, server }
+    }
+
+    fn n(&self) -> &str {
+        self.ns.trim_start_matches("pc-egress-")
+    }
+
+    fn lan_ip(&self) -> String {
+        format!("10.99.{}.2", self.n())
+    }
+
+    fn host_ip(&self) -> String {
+        format!("10.99.{}.1", self.n())
+    }
+
+    fn link_local_ip(&self) -> String {
+        format!("169.254.{}.254", self.n())
+    }
+}
+
+impl Drop for Outside {
+    fn drop(&mut self) {
+        let _ = self.server.kill();
+        let _ = self.server.wait();
+        let _ = Command::new("ip").args(["netns", "del", &self.ns]).output();
+    }
+}
+
+/// Whether `container` gets an answer from `http://ip:port/` within 3 s.
+fn reaches(container: &str, ip: &str, port: u16) -> bool {
+    let url = format!("http://{ip}:{port}/");
+    Command::new("docker")
+        .args(["exec", container, "busybox", "timeout", "3"])
+        .args(["busybox", "wget", "-q", "-O", "/dev/null", &url])
+        .output()
+        .expect("docker exec")
+        .status
+        .success()
+}
+
+/// Deploys the test image as `name` and returns its container id.
+async fn deploy(client: &TestClient, image: &TestImage, name: &str) -> String {
+    let (code, out, err) = run_peerctl(
+        client.home.path(),
+        &[
+            "deploy",
+            &image.tag,
+            "--peer",
+            "prov",
+            "--port",
+            &TEST_PORT.to_string(),
+            "--name",
+            name,
+            "--json",
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "deploy {name}: {err}");
+    let deployed: serde_json::Value = serde_json::from_str(&out).expect("deploy JSON");
+    let id = deployed["id"].as_str().expect("deployment id");
+    let out = sh(
+        "docker",
+        &[
+            "ps",
+            "-q",
+            "--no-trunc",
+            "--filter",
+            &format!("label=peercompute.deployment={id}"),
+        ],
+    );
+    let container = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert!(!container.is_empty(), "no container for deployment {id}");
+    container
+}
+
+fn inspect(container: &str, format: &str) -> String {
+    let out = sh("docker", &["inspect", "-f", format, container]);
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+#[tokio::test]
+async fn containers_reach_the_internet_but_not_this_host_nor_private_networks() {
+    if nix::unistd::geteuid().as_raw() != 0 {
+        eprintln!("skipped: needs root (nftables, network namespaces), as CI runs");
+        return;
+    }
+    let outside = Outside::new();
+    // A web service of the host's, on every address (as sshd or a database would be); it
+    // counts who connects.
+    // (A thread of its own: the probes below block this test's runtime.)
+    let host_service = std::net::TcpListener::bind(("0.0.0.0", 0)).expect("host service");
+    let host_port = host_service.local_addr().expect("addr").port();
+    let knocks = Arc::new(AtomicUsize::new(0));
+    let counted = knocks.clone();
+    std::thread::spawn(move || {
+        for mut conn in host_service.incoming().flatten() {
+            counted.fetch_add(1, Ordering::SeqCst);
+            let _ = conn.write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 5\r\n\r\nhost\n");
+        }
+    });
+
+    // The daemon installs the egress firewall as it starts (the default, as root).
+    let (_gw, daemon, image) = deploy_world(Limits::default()).await;
+    let client = TestClient::new();
+    daemon.trust(&client.peer_id());
+    client.trust(&daemon);
+    let table = sh("nft", &["list", "table", "inet", EGRESS_TABLE]);
+    assert!(
+        String::from_utf8_lossy(&table.stdout).contains(SANDBOX_BRIDGE),
+        "the daemon installed the egress rules"
+    );
+
+    let first = deploy(&client, &image, "egress").await;
+    let second = deploy(&client, &image, "neighbour").await;
+    let network = format!("{{{{index .NetworkSettings.Networks \"{SANDBOX_NETWORK}\"}}}}");
+    assert_ne!(
+        inspect(&first, &network),
+        "<no value>",
+        "on the sandbox network"
+    );
+    let gateway_ip = inspect(
+        &first,
+        &format!("{{{{(index .NetworkSettings.Networks \"{SANDBOX_NETWORK}\").Gateway}}}}"),
+    );
+    let neighbour_ip = inspect(
+        &second,
+        &format!("{{{{(index .NetworkSettings.Networks \"{SANDBOX_NETWORK}\").IPAddress}}}}"),
+    );
+
+    // The positive control: the path out works, to a public address behind the same veth
+    // and server as the private ones.
+    assert!(
+        reaches(&first, "203.0.113.2", OUTSIDE_PORT),
+        "a public address is reachable (masqueraded through the host)"
+    );
+    for (what, ip, port) in [
+        ("the LAN", outside.lan_ip(), OUTSIDE_PORT),
+        (
+            "a link-local address (as the cloud metadata one)",
+            outside.link_local_ip(),
+            OUTSIDE_PORT,
+        ),
+        (
+            "the host on its bridge address",
+            gateway_ip.clone(),
+            host_port,
+        ),
+        ("the host on its LAN address", outside.host_ip(), host_port),
+        ("another deployment", neighbour_ip.clone(), TEST_PORT),
+    ] {
+        assert!(
+            !reaches(&first, &ip, port),
+            "{what} ({ip}:{port}) is reachable"
+        );
+    }
+    // Nothing even opened a connection to the host's service.
+    assert_eq!(
+        knocks.load(Ordering::SeqCst),
+        0,
+        "connections to the host's service"
+    );
+    // Inbound still works: the provider reaches the container through its published port.
+    let addr = inspect(
+        &first,
+        &format!("{{{{(index (index .NetworkSettings.Ports \"{TEST_PORT}/tcp\") 0).HostPort}}}}"),
+    );
+    let body = reqwest::get(format!("http://127.0.0.1:{addr}/"))
+        .await
+        .expect("the published port answers")
+        .text()
+        .await
+        .expect("body");
+    assert_eq!(body, "hello from the container\n");
+
+    drop(daemon);
+    drop(image);
+    drop(outside);
+}
