@@ -87,8 +87,8 @@ pub const DEFAULT_LISTEN: [&str; 2] = ["/ip4/0.0.0.0/tcp/9000", "/ip4/0.0.0.0/ud
 /// sandbox network, `peercompute_runtime::install_egress_firewall`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Firewall {
-    /// The daemon installs the rules as it starts (needs root or CAP_NET_ADMIN; without,
-    /// it says so and what to run).
+    /// The daemon installs the rules as it starts and before every deploy (needs root or
+    /// CAP_NET_ADMIN; without, it refuses deploys and says what to run).
     #[default]
     Install,
     /// Someone else does, e.g. `peercomputed firewall` run as root before the daemon (the

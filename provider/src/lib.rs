@@ -151,8 +151,14 @@ impl Daemon {
                 });
             }
         }
-        let deployments =
-            deploy::Deployments::open(&state_dir, runtime, tunnel.clone(), me, &config.deploy)?;
+        let deployments = deploy::Deployments::open(
+            &state_dir,
+            runtime,
+            tunnel.clone(),
+            me,
+            &config.deploy,
+            config.firewall,
+        )?;
         let reconciled = deployments.reconcile().await;
 
         let node = Node::start(
@@ -279,13 +285,15 @@ pub async fn run(
 /// Puts the containers' egress firewall in place as `firewall` says, and says what holds.
 async fn egress_firewall(firewall: Firewall) {
     match firewall {
-        Firewall::Install => {
-            if let Err(e) = peercompute_runtime::install_egress_firewall().await {
-                warn!(
-                    "{e}. Until then containers can reach this host and its LAN (or pass --firewall external if `peercomputed firewall` already ran as root)"
-                );
-            }
-        }
+        Firewall::Install => match peercompute_runtime::install_egress_firewall().await {
+            Ok(()) => info!(
+                bridge = peercompute_runtime::SANDBOX_BRIDGE,
+                "egress firewall in place: containers reach neither this host nor private networks"
+            ),
+            Err(e) => warn!(
+                "{e}. Until then deploy requests are refused (pass --firewall external if `peercomputed firewall` ran as root, or --firewall off to let containers reach this host and its LAN)"
+            ),
+        },
         Firewall::External => info!(
             "egress firewall left to `peercomputed firewall` (firewall = external): without it containers can reach this host and its LAN"
         ),

@@ -33,7 +33,7 @@ enum Command {
     /// Install the nftables rules that keep containers off this host and its private
     /// networks (needs root; lasts until reboot). `run` does this itself when it can.
     #[command(
-        after_help = "Examples:\n  sudo peercomputed firewall\n  peercomputed firewall --print > /etc/nftables.d/peercompute.nft\n  sudo peercomputed firewall --remove"
+        after_help = "Examples:\n  sudo peercomputed firewall\n  peercomputed firewall --print > peercompute.nft && sudo nft -f peercompute.nft\n  sudo peercomputed firewall --remove"
     )]
     Firewall {
         /// Print the ruleset (for `nft -f`) instead of installing it.
@@ -92,8 +92,9 @@ struct RunArgs {
     #[arg(long, value_parser = humantime::parse_duration)]
     ready_timeout: Option<std::time::Duration>,
     /// Who keeps containers off this host and its LAN: install (the daemon installs the
-    /// nftables rules; needs root), external (`peercomputed firewall` ran as root before),
-    /// off (nobody: containers reach the LAN) [default: install].
+    /// nftables rules; needs root, else deploys are refused), external (`peercomputed
+    /// firewall` ran as root before), off (nobody: containers reach the LAN) [default:
+    /// install].
     #[arg(long, value_name = "install|external|off")]
     firewall: Option<Firewall>,
 }

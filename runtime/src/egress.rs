@@ -3,6 +3,9 @@
 //! connections to the internet, but not to this host (any of its addresses, so none of its
 //! services) and not to private, link-local (169.254.169.254, the cloud metadata address),
 //! loopback, carrier-grade NAT or multicast ranges: the provider's LAN stays out of reach.
+//! One exception: DNS (port 53), because the engine's resolver inside each container asks
+//! the host's own upstream servers, which are usually on the LAN (the home router). The
+//! sandbox network has no IPv6, and any IPv6 packet from it is dropped.
 //!
 //! One nftables table of our own, `inet peercompute_sandbox`, replaced atomically (`nft -f`),
 //! so it never touches the engine's own rules nor anyone else's. A drop in any base chain is
@@ -32,16 +35,6 @@ pub const BLOCKED_V4: &[&str] = &[
     "224.0.0.0/3",
 ];
 
-/// IPv6 destinations containers may not open connections to.
-pub const BLOCKED_V6: &[&str] = &[
-    "::/127",
-    "::ffff:0:0/96",
-    "64:ff9b::/96",
-    "fc00::/7",
-    "fe80::/10",
-    "ff00::/8",
-];
-
 /// Why the firewall could not be installed or removed.
 #[derive(Debug, thiserror::Error)]
 pub enum EgressError {
@@ -52,9 +45,14 @@ pub enum EgressError {
     NoNft,
     /// Not allowed to change the firewall.
     #[error(
-        "changing the firewall needs root (CAP_NET_ADMIN): run `sudo peercomputed firewall` once per boot (the systemd unit does), or run peercomputed as root"
+        "changing the firewall needs root (CAP_NET_ADMIN): run `sudo peercomputed firewall{}`{}",
+        if *.remove { " --remove" } else { "" },
+        if *.remove { "" } else { " once per boot (the systemd unit does), or run peercomputed as root" }
     )]
-    Denied,
+    Denied {
+        /// Whether removing was refused (installing otherwise).
+        remove: bool,
+    },
     /// `nft` refused the rules.
     #[error("nft refused the egress rules: {0}")]
     Refused(String),
@@ -63,10 +61,11 @@ pub enum EgressError {
     Io(#[from] std::io::Error),
 }
 
-/// The whole ruleset, as `nft -f` takes it: it replaces the table if it exists.
+/// The whole ruleset, as `nft -f` takes it: it replaces the table if it exists. Anything
+/// but a reply (`ct state` established or related) is dropped, so invalid and untracked
+/// packets are too.
 pub fn egress_ruleset() -> String {
     let v4 = BLOCKED_V4.join(", ");
-    let v6 = BLOCKED_V6.join(", ");
     format!(
         "\
 table inet {EGRESS_TABLE}
@@ -77,21 +76,20 @@ table inet {EGRESS_TABLE} {{
         flags interval
         elements = {{ {v4} }}
     }}
-    set blocked_v6 {{
-        type ipv6_addr
-        flags interval
-        elements = {{ {v6} }}
-    }}
-    # Containers open no connection to this host; replies to the provider's own are allowed.
+    # Containers open no connection to this host but DNS; replies to the provider's own
+    # connections into them pass.
     chain input {{
         type filter hook input priority filter - 10; policy accept;
-        iifname \"{SANDBOX_BRIDGE}\" ct state new counter drop
+        iifname \"{SANDBOX_BRIDGE}\" meta l4proto {{ tcp, udp }} th dport 53 accept
+        iifname \"{SANDBOX_BRIDGE}\" ct state != {{ established, related }} counter drop
     }}
-    # Nor to private, link-local, loopback, CGNAT or multicast addresses beyond it.
+    # Nor to private, link-local, loopback, CGNAT or multicast addresses beyond it, but DNS
+    # (the engine's resolver asks the host's upstream servers from inside the container).
     chain forward {{
         type filter hook forward priority filter - 10; policy accept;
-        iifname \"{SANDBOX_BRIDGE}\" ip daddr @blocked_v4 ct state new counter drop
-        iifname \"{SANDBOX_BRIDGE}\" ip6 daddr @blocked_v6 ct state new counter drop
+        iifname \"{SANDBOX_BRIDGE}\" meta nfproto ipv6 counter drop
+        iifname \"{SANDBOX_BRIDGE}\" meta l4proto {{ tcp, udp }} th dport 53 accept
+        iifname \"{SANDBOX_BRIDGE}\" ip daddr @blocked_v4 ct state != {{ established, related }} counter drop
     }}
 }}
 "
@@ -102,6 +100,8 @@ table inet {EGRESS_TABLE} {{
 async fn nft(args: &[&str], stdin: &str) -> Result<(), EgressError> {
     let mut child = match tokio::process::Command::new("nft")
         .args(args)
+        // Its messages are matched below.
+        .env("LC_ALL", "C")
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -121,20 +121,17 @@ async fn nft(args: &[&str], stdin: &str) -> Result<(), EgressError> {
     }
     let stderr = String::from_utf8_lossy(&out.stderr).trim().to_owned();
     if stderr.contains("Operation not permitted") || stderr.contains("Permission denied") {
-        return Err(EgressError::Denied);
+        return Err(EgressError::Denied {
+            remove: args.first() == Some(&"delete"),
+        });
     }
     Err(EgressError::Refused(stderr))
 }
 
-/// Installs (or replaces) the egress rules.
+/// Installs (or replaces) the egress rules: a few milliseconds, so it can run before every
+/// container start (and put back rules that `nft flush ruleset` removed).
 pub async fn install_egress_firewall() -> Result<(), EgressError> {
-    nft(&["-f", "-"], &egress_ruleset()).await?;
-    tracing::info!(
-        table = EGRESS_TABLE,
-        bridge = SANDBOX_BRIDGE,
-        "egress firewall in place: containers reach neither this host nor private networks"
-    );
-    Ok(())
+    nft(&["-f", "-"], &egress_ruleset()).await
 }
 
 /// Removes the egress rules; `Ok(false)` when they were not there.
@@ -156,16 +153,29 @@ mod tests {
         assert!(rules.starts_with(&format!(
             "table inet {EGRESS_TABLE}\ndelete table inet {EGRESS_TABLE}\n"
         )));
-        let drops: Vec<&str> = rules.lines().filter(|l| l.contains("drop")).collect();
-        assert_eq!(drops.len(), 3, "{rules}");
-        for line in drops {
+        let rules_lines: Vec<&str> = rules
+            .lines()
+            .filter(|l| (l.contains("drop") || l.contains("accept")) && !l.contains("policy"))
+            .collect();
+        assert_eq!(rules_lines.len(), 5, "{rules}");
+        for line in rules_lines {
             assert!(
                 line.contains(&format!("iifname \"{SANDBOX_BRIDGE}\"")),
                 "{line}"
             );
-            assert!(line.contains("ct state new"), "{line}");
+            assert!(
+                line.contains("ct state != { established, related }")
+                    || line.contains("nfproto ipv6")
+                    || line.contains("dport 53 accept"),
+                "{line}"
+            );
         }
-        for range in ["169.254.0.0/16", "10.0.0.0/8", "192.168.0.0/16", "fc00::/7"] {
+        for range in [
+            "169.254.0.0/16",
+            "10.0.0.0/8",
+            "192.168.0.0/16",
+            "127.0.0.0/8",
+        ] {
             assert!(rules.contains(range), "{range}");
         }
     }

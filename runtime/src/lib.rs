@@ -74,7 +74,7 @@ mod usage;
 pub use admission::{Admission, AdmissionError, Limits, Resources, Usage};
 pub use container::{ContainerError, StartedContainer};
 pub use egress::{
-    BLOCKED_V4, BLOCKED_V6, EGRESS_TABLE, EgressError, egress_ruleset, install_egress_firewall,
+    BLOCKED_V4, EGRESS_TABLE, EgressError, egress_ruleset, install_egress_firewall,
     remove_egress_firewall,
 };
 pub use engine::{ConnectError, DEFAULT_ENDPOINT, DockerRuntime, EngineError, Platform};

@@ -73,6 +73,9 @@ fn check(network: &NetworkInspect) -> Result<(), NetworkError> {
     if option(ICC) != Some("false") {
         return foreign("containers on it may reach each other".to_owned());
     }
+    if network.enable_ipv6 == Some(true) {
+        return foreign("it has IPv6, which the egress rules do not filter".to_owned());
+    }
     if network.internal == Some(true) {
         return foreign("it is internal: published ports would not work".to_owned());
     }
@@ -125,6 +128,7 @@ mod tests {
             name: Some(request.name),
             driver: request.driver,
             internal: request.internal,
+            enable_ipv6: request.enable_ipv6,
             options: request.options,
             ..Default::default()
         }
@@ -149,11 +153,14 @@ mod tests {
         internal.internal = Some(true);
         let mut overlay = as_created();
         overlay.driver = Some("overlay".to_owned());
+        let mut ipv6 = as_created();
+        ipv6.enable_ipv6 = Some(true);
         for (network, why) in [
             (icc, "reach each other"),
             (bridge, "br-other"),
             (internal, "internal"),
             (overlay, "overlay"),
+            (ipv6, "IPv6"),
         ] {
             let e = check(&network).expect_err(why).to_string();
             assert!(e.contains(why) && e.contains("docker network rm"), "{e}");

@@ -1,10 +1,12 @@
 //! Checklist S1, S2: a container deployed through the provider reaches the internet, but
 //! neither the provider's host (its services, on any of its addresses) nor private and
-//! link-local networks beyond it (the LAN, 169.254.169.254). And deployments cannot reach
-//! each other. Real Docker engine, real nftables, real routing: a network namespace behind a
-//! veth plays the world outside the host, with a LAN address, a link-local address (the
-//! range of the cloud metadata one) and a public (TEST-NET-3) address, all served by one web
-//! server. Needs root, as CI runs.
+//! link-local networks beyond it (the LAN, 169.254.169.254), except for the DNS port. And
+//! deployments cannot reach each other. Without the rules, the same probes connect.
+//!
+//! Real Docker engine, real nftables, real routing: a network namespace behind a veth plays
+//! the world outside the host, with a LAN address, a link-local address (the range of the
+//! cloud metadata one) and a public (TEST-NET-3) address, served by busybox httpd. Needs
+//! root, as CI runs.
 
 use std::io::Write;
 use std::process::Command;
@@ -13,8 +15,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use peercompute_provider::Limits;
 use peercompute_runtime::testsupport::BUSYBOX_PATH;
-use peercompute_runtime::{EGRESS_TABLE, SANDBOX_BRIDGE, SANDBOX_NETWORK};
-use peercompute_tests::{TEST_PORT, TestClient, TestImage, deploy_world, run_peerctl};
+use peercompute_runtime::{
+    EGRESS_TABLE, SANDBOX_BRIDGE, SANDBOX_NETWORK, install_egress_firewall, remove_egress_firewall,
+};
+use peercompute_tests::{TEST_PORT, TestClient, TestImage, deploy_world, run_peerctl, within};
 
 /// Port of the web servers outside the container.
 const OUTSIDE_PORT: u16 = 18_099;
@@ -35,17 +39,25 @@ fn sh(program: &str, args: &[&str]) -> std::process::Output {
 /// The world outside the host: namespace `ns` on a veth, with its web server. Removed on drop.
 struct Outside {
     ns: String,
-    server: std::process::Child,
+    servers: Vec<std::process::Child>,
 }
 
 impl Outside {
     /// Host side `10.99.N.1` and `203.0.113.1`; the namespace holds `lan_ip()`, the metadata
     /// address and `public_ip()`.
     fn new() -> Self {
+        // Leftovers of a run that was killed (their addresses would shadow ours).
+        let listed = sh("ip", &["netns", "list"]);
+        for old in String::from_utf8_lossy(&listed.stdout)
+            .lines()
+            .filter_map(|l| l.split_whitespace().next())
+            .filter(|name| name.starts_with("pc-egress-"))
+        {
+            let _ = Command::new("ip").args(["netns", "del", old]).output();
+        }
         let n = std::process::id() % 200 + 20;
         let ns = format!("pc-egress-{n}");
         let host_link = format!("pcegr{n}");
-        let _ = Command::new("ip").args(["netns", "del", &ns]).output();
         let _ = Command::new("ip")
             .args(["link", "del", &host_link])
             .output();
@@ -92,14 +104,22 @@ impl Outside {
         let www = std::env::temp_dir().join(format!("pc-egress-www-{n}"));
         std::fs::create_dir_all(&www).expect("www dir");
         std::fs::write(www.join("index.html"), "outside\n").expect("index");
-        let server = Command::new("ip")
-            .args(["netns", "exec", &ns, BUSYBOX_PATH, "httpd", "-f", "-p"])
-            .arg(OUTSIDE_PORT.to_string())
-            .arg("-h")
-            .arg(&www)
-            .spawn()
-            .expect("busybox httpd in the namespace");
-        Outside { ns, server }
+        // The web server, and a second one on the DNS port (TCP 53), which containers may
+        // reach anywhere: the engine's resolver asks the host's upstream servers from inside
+        // the container.
+        let servers = [OUTSIDE_PORT, 53]
+            .into_iter()
+            .map(|port| {
+                Command::new("ip")
+                    .args(["netns", "exec", &ns, BUSYBOX_PATH, "httpd", "-f", "-p"])
+                    .arg(port.to_string())
+                    .arg("-h")
+                    .arg(&www)
+                    .spawn()
+                    .expect("busybox httpd in the namespace")
+            })
+            .collect();
+        Outside { ns, servers }
     }
 
     fn n(&self) -> &str {
@@ -121,22 +141,29 @@ impl Outside {
 
 impl Drop for Outside {
     fn drop(&mut self) {
-        let _ = self.server.kill();
-        let _ = self.server.wait();
+        for server in &mut self.servers {
+            let _ = server.kill();
+            let _ = server.wait();
+        }
         let _ = Command::new("ip").args(["netns", "del", &self.ns]).output();
     }
 }
 
 /// Whether `container` gets an answer from `http://ip:port/` within 3 s.
-fn reaches(container: &str, ip: &str, port: u16) -> bool {
+async fn reaches(container: &str, ip: &str, port: u16) -> bool {
     let url = format!("http://{ip}:{port}/");
-    Command::new("docker")
-        .args(["exec", container, "busybox", "timeout", "3"])
-        .args(["busybox", "wget", "-q", "-O", "/dev/null", &url])
-        .output()
-        .expect("docker exec")
-        .status
-        .success()
+    within(
+        20,
+        "docker exec wget",
+        tokio::process::Command::new("docker")
+            .args(["exec", container, "busybox", "timeout", "3"])
+            .args(["busybox", "wget", "-q", "-O", "/dev/null", &url])
+            .output(),
+    )
+    .await
+    .expect("docker exec")
+    .status
+    .success()
 }
 
 /// Deploys the test image as `name` and returns its container id.
@@ -179,7 +206,7 @@ fn inspect(container: &str, format: &str) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn containers_reach_the_internet_but_not_this_host_nor_private_networks() {
     if nix::unistd::geteuid().as_raw() != 0 {
         eprintln!("skipped: needs root (nftables, network namespaces), as CI runs");
@@ -188,7 +215,6 @@ async fn containers_reach_the_internet_but_not_this_host_nor_private_networks() 
     let outside = Outside::new();
     // A web service of the host's, on every address (as sshd or a database would be); it
     // counts who connects.
-    // (A thread of its own: the probes below block this test's runtime.)
     let host_service = std::net::TcpListener::bind(("0.0.0.0", 0)).expect("host service");
     let host_port = host_service.local_addr().expect("addr").port();
     let knocks = Arc::new(AtomicUsize::new(0));
@@ -200,7 +226,9 @@ async fn containers_reach_the_internet_but_not_this_host_nor_private_networks() 
         }
     });
 
-    // The daemon installs the egress firewall as it starts (the default, as root).
+    // The daemon installs the egress firewall as it starts (the default, as root): take away
+    // any left by an earlier run first.
+    remove_egress_firewall().await.expect("remove old rules");
     let (_gw, daemon, image) = deploy_world(Limits::default()).await;
     let client = TestClient::new();
     daemon.trust(&client.peer_id());
@@ -231,10 +259,14 @@ async fn containers_reach_the_internet_but_not_this_host_nor_private_networks() 
     // The positive control: the path out works, to a public address behind the same veth
     // and server as the private ones.
     assert!(
-        reaches(&first, "203.0.113.2", OUTSIDE_PORT),
+        reaches(&first, "203.0.113.2", OUTSIDE_PORT).await,
         "a public address is reachable (masqueraded through the host)"
     );
-    for (what, ip, port) in [
+    assert!(
+        reaches(&first, &outside.lan_ip(), 53).await,
+        "the DNS port on the LAN is reachable (the host's resolver may be there)"
+    );
+    let blocked = [
         ("the LAN", outside.lan_ip(), OUTSIDE_PORT),
         (
             "a link-local address (as the cloud metadata one)",
@@ -247,13 +279,17 @@ async fn containers_reach_the_internet_but_not_this_host_nor_private_networks() 
             host_port,
         ),
         ("the host on its LAN address", outside.host_ip(), host_port),
-        ("another deployment", neighbour_ip.clone(), TEST_PORT),
-    ] {
+    ];
+    for (what, ip, port) in &blocked {
         assert!(
-            !reaches(&first, &ip, port),
+            !reaches(&first, ip, *port).await,
             "{what} ({ip}:{port}) is reachable"
         );
     }
+    assert!(
+        !reaches(&first, &neighbour_ip, TEST_PORT).await,
+        "another deployment is reachable"
+    );
     // Nothing even opened a connection to the host's service.
     assert_eq!(
         knocks.load(Ordering::SeqCst),
@@ -272,6 +308,19 @@ async fn containers_reach_the_internet_but_not_this_host_nor_private_networks() 
         .await
         .expect("body");
     assert_eq!(body, "hello from the container\n");
+
+    // It was these rules that stopped them: without them every blocked probe connects. Then
+    // they go back (the next deploy would put them back too).
+    remove_egress_firewall().await.expect("remove the rules");
+    for (what, ip, port) in &blocked {
+        assert!(
+            reaches(&first, ip, *port).await,
+            "{what} ({ip}:{port}) is unreachable even without the rules: the probe proves nothing"
+        );
+    }
+    install_egress_firewall()
+        .await
+        .expect("reinstall the rules");
 
     drop(daemon);
     drop(image);

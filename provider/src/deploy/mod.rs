@@ -13,6 +13,7 @@ mod state;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::config::Firewall;
 use peercompute_identity::PeerId;
 use peercompute_runtime::{Admission, ContainerSpec, DockerRuntime, ImageError, Limits, Resources};
 use peercompute_tunnel_proto::{
@@ -51,6 +52,7 @@ pub(crate) struct Deployments {
     store: Mutex<Store>,
     me: PeerId,
     ready_timeout: Duration,
+    firewall: Firewall,
 }
 
 pub(crate) fn error(code: ErrorCode, message: impl Into<String>) -> ErrorResponse {
@@ -73,6 +75,7 @@ impl Deployments {
         tunnel: Option<TunnelHandle>,
         me: PeerId,
         settings: &DeploySettings,
+        firewall: Firewall,
     ) -> Result<Self, StateError> {
         Ok(Self {
             runtime,
@@ -81,6 +84,7 @@ impl Deployments {
             store: Mutex::new(Store::open(state_dir)?),
             me,
             ready_timeout: settings.ready_timeout,
+            firewall,
         })
     }
 
@@ -109,6 +113,19 @@ impl Deployments {
         progress: mpsc::Sender<DeployProgress>,
     ) -> Result<DeployResponse, ErrorResponse> {
         let runtime = self.runtime()?;
+        if self.firewall == Firewall::Install {
+            // Before every start: cheap, and it puts back rules a `nft flush ruleset` removed.
+            peercompute_runtime::install_egress_firewall()
+                .await
+                .map_err(|e| {
+                    error(
+                        ErrorCode::Runtime,
+                        format!(
+                            "this provider cannot keep containers off its own network, so it starts none: {e}. Its operator can also run peercomputed with --firewall off to accept that"
+                        ),
+                    )
+                })?;
+        }
         let tunnel = self.tunnel.as_ref().ok_or_else(|| {
             error(
                 ErrorCode::Runtime,
