@@ -135,16 +135,25 @@ async fn raw_exchange(gw: &TestGateway, raw: &[u8]) -> String {
     String::from_utf8_lossy(&got).into_owned()
 }
 
+/// An app published as `app`, a visitor client, and one idle stream to the app in the pool
+/// (one request made).
+async fn warm_app() -> (Published, reqwest::Client) {
+    let published = publish(GatewayOptions::default(), "app").await;
+    let client = https_client(&published.gw, &["app"], Alpn::H1);
+    echo(&client, published.gw.url("app", "/echo")).await;
+    (published, client)
+}
+
 #[tokio::test]
 async fn a_visitor_cannot_desynchronise_a_shared_app_connection() {
-    let Published {
-        gw,
-        provider: _provider,
-        backend,
-    } = publish(GatewayOptions::default(), "app").await;
-    let client = https_client(&gw, &["app"], Alpn::H1);
-    // Warm the pool: one idle stream to the app.
-    echo(&client, gw.url("app", "/echo")).await;
+    let (
+        Published {
+            gw,
+            provider: _provider,
+            backend,
+        },
+        client,
+    ) = warm_app().await;
 
     // Framing conflicts a front end and a back end may read differently (CL.TE, TE.CL,
     // duplicate Content-Length), each with what the gateway must answer: Transfer-Encoding
@@ -189,6 +198,129 @@ async fn a_visitor_cannot_desynchronise_a_shared_app_connection() {
             );
             forwarded += 1;
         }
+    }
+    assert_eq!(
+        backend.requests(),
+        forwarded,
+        "the app saw exactly the requests the gateway forwarded"
+    );
+}
+
+/// Two visitors in turn, each of which must get exactly its own answer; returns how many
+/// requests that made the app see.
+async fn next_visitors(client: &reqwest::Client, gw: &TestGateway) -> usize {
+    for i in 0..2 {
+        let body = echo(client, gw.url("app", &format!("/echo?n={i}"))).await;
+        assert!(
+            body.starts_with(&format!("GET /echo?n={i}\n")),
+            "another visitor's request leaked into this answer: {body}"
+        );
+    }
+    2
+}
+
+/// Checklist B4, the malformed rest: obfuscated Transfer-Encoding, signed or listed lengths,
+/// a chunk size past 64 bits, NUL and bare CR in a header, obsolete line folding. Each is
+/// refused with 400 and a closed connection before anything reaches the app; a bare-LF request
+/// and an Upgrade the app does not take are served, re-framed. After each, the next visitors
+/// on the shared app connections get exactly their own responses.
+#[tokio::test]
+async fn malformed_framing_is_refused_before_it_reaches_a_shared_app_connection() {
+    let (
+        Published {
+            gw,
+            provider: _provider,
+            backend,
+        },
+        client,
+    ) = warm_app().await;
+    let host = "Host: app.apps.test\r\n";
+    let refused: Vec<(&str, String)> = vec![
+        (
+            "TE not ending in chunked",
+            format!(
+                "POST /echo HTTP/1.1\r\n{host}Transfer-Encoding: xchunked\r\nContent-Length: 5\r\n\r\nhello"
+            ),
+        ),
+        (
+            "TE with a space before the colon",
+            format!("POST /echo HTTP/1.1\r\n{host}Transfer-Encoding : chunked\r\n\r\n0\r\n\r\n"),
+        ),
+        (
+            "chunked, then identity",
+            format!(
+                "POST /echo HTTP/1.1\r\n{host}Transfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n"
+            ),
+        ),
+        (
+            "signed Content-Length",
+            format!("POST /echo HTTP/1.1\r\n{host}Content-Length: +5\r\n\r\nhello"),
+        ),
+        (
+            "two lengths in one field",
+            format!("POST /echo HTTP/1.1\r\n{host}Content-Length: 5, 40\r\n\r\nhello"),
+        ),
+        (
+            "NUL in a header value",
+            format!("GET /echo HTTP/1.1\r\n{host}X-A: a\0b\r\n\r\n"),
+        ),
+        (
+            "bare CR in a header value",
+            format!("GET /echo HTTP/1.1\r\n{host}X-A: a\rb\r\n\r\n"),
+        ),
+        (
+            "obsolete line folding",
+            format!("GET /echo HTTP/1.1\r\n{host}X-A: a\r\n b\r\n\r\n"),
+        ),
+    ];
+    let mut forwarded = 1;
+    for (what, raw) in &refused {
+        let answer = raw_exchange(&gw, raw.as_bytes()).await;
+        assert!(
+            answer.starts_with("HTTP/1.1 400 Bad Request"),
+            "{what}: {answer:?}"
+        );
+        assert_eq!(backend.requests(), forwarded, "{what} reached the app");
+        forwarded += next_visitors(&client, &gw).await;
+    }
+
+    // A chunk size that overflows: the head is valid, the body is not. It is the visitor's
+    // error (400, not a 502 blaming the provider), their connection is closed, and the app's
+    // connection is not reused with a half-read body.
+    let answer = raw_exchange(
+        &gw,
+        format!("POST /echo HTTP/1.1\r\n{host}Transfer-Encoding: chunked\r\n\r\nfffffffffffffffffff1\r\nx\r\n0\r\n\r\n").as_bytes(),
+    )
+    .await;
+    assert!(
+        answer.starts_with("HTTP/1.1 400 Bad Request") && answer.contains("connection: close\r\n"),
+        "an overflowing chunk size: {answer:?}"
+    );
+    // Whether the head reached the app before the body failed is a race; count what it saw.
+    forwarded = backend.requests();
+    forwarded += next_visitors(&client, &gw).await;
+
+    // Served, and re-framed for the app: bare LF line ends, and an Upgrade the app ignores.
+    for (what, raw, seen) in [
+        (
+            "bare LF line ends",
+            "GET /echo?lf HTTP/1.1\nHost: app.apps.test\n\n".to_owned(),
+            "GET /echo?lf\n",
+        ),
+        (
+            "Upgrade answered 200",
+            format!(
+                "GET /echo?up HTTP/1.1\r\n{host}Connection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
+            ),
+            "GET /echo?up\n",
+        ),
+    ] {
+        let answer = raw_exchange(&gw, raw.as_bytes()).await;
+        assert!(answer.starts_with("HTTP/1.1 200 OK"), "{what}: {answer:?}");
+        let body = answer.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+        assert!(body.starts_with(seen), "{what}: {body:?}");
+        forwarded += 1;
+        forwarded += next_visitors(&client, &gw).await;
     }
     assert_eq!(
         backend.requests(),

@@ -14,6 +14,7 @@ mod upstream;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -139,6 +140,10 @@ enum ProxyError {
     Tunnel(String),
     #[error("no response head within {0:?}")]
     Timeout(Duration),
+    /// The visitor's own body could not be read (a malformed chunk, say): their fault, not
+    /// the provider's.
+    #[error("the request body is malformed: {0}")]
+    BadBody(String),
 }
 
 impl ProxyError {
@@ -152,6 +157,18 @@ impl ProxyError {
                 StatusCode::BAD_GATEWAY,
                 format!("the provider serving {host} could not be reached\n"),
             ),
+            Self::BadBody(e) => {
+                // The rest of the connection cannot be framed: close it.
+                let mut resp = text(
+                    StatusCode::BAD_REQUEST,
+                    format!("the request body is malformed: {e}\n"),
+                );
+                resp.headers_mut().insert(
+                    header::CONNECTION,
+                    header::HeaderValue::from_static("close"),
+                );
+                resp
+            }
         }
     }
 }
@@ -179,12 +196,18 @@ async fn forward(
             direction: "upload",
         })
         .clone();
+    let body_failed = Arc::new(AtomicBool::new(false));
+    let failed = body_failed.clone();
     let body = body
         .map_frame(move |f| {
             if let Some(d) = f.data_ref() {
                 up_counter.inc_by(d.len() as u64);
             }
             f
+        })
+        .map_err(move |e| {
+            failed.store(true, Ordering::Relaxed);
+            e
         })
         .boxed();
     let upstream_req = Request::from_parts(parts, body);
@@ -195,7 +218,12 @@ async fn forward(
         client,
         shared,
     };
-    let (mut resp, sender) = exchange.send(upstream_req, replay).await?;
+    let (mut resp, sender) = match exchange.send(upstream_req, replay).await {
+        Err(ProxyError::Tunnel(e)) if body_failed.load(Ordering::Relaxed) => {
+            return Err(ProxyError::BadBody(e));
+        }
+        other => other?,
+    };
 
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         let Some(client_upgrade) = client_upgrade else {
