@@ -156,6 +156,8 @@ pub struct ManagedContainer {
     pub image: String,
     /// The published 127.0.0.1 address, while running.
     pub addr: Option<SocketAddr>,
+    /// Whether it is on the sandbox network (containers started before it existed are not).
+    pub sandboxed: bool,
 }
 
 impl DockerRuntime {
@@ -220,6 +222,11 @@ impl DockerRuntime {
             .into_iter()
             .map(|summary| {
                 let labels = summary.labels.unwrap_or_default();
+                let sandboxed = summary
+                    .network_settings
+                    .as_ref()
+                    .and_then(|n| n.networks.as_ref())
+                    .is_some_and(|n| n.contains_key(crate::network::SANDBOX_NETWORK));
                 let state = summary
                     .state
                     .map(ContainerState::from)
@@ -243,6 +250,7 @@ impl DockerRuntime {
                     state,
                     image: summary.image.unwrap_or_default(),
                     addr,
+                    sandboxed,
                 }
             })
             .collect())

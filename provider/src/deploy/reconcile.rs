@@ -95,6 +95,9 @@ impl Deployments {
                     }
                 });
             }
+            if !container.sandboxed {
+                warn!(deployment = %record.id, name = %record.name, "this container was started before the sandbox network existed and can reach this host and its LAN: redeploy it (stop, then deploy again) to isolate it");
+            }
             info!(deployment = %record.id, name = %record.name, "re-adopted running container");
             report.adopted.push(record.id);
         }

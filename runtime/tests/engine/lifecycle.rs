@@ -57,6 +57,7 @@ async fn list_managed_finds_the_container_by_label() {
         assert_eq!(found.name, started.name);
         assert_eq!(found.image, fx.image);
         assert_eq!(found.addr, Some(started.addr));
+        assert!(found.sandboxed, "on the sandbox network");
         let deployment = found.deployment.clone().expect("labels complete");
         assert_eq!(deployment.deployment_id, spec.deployment_id);
         assert_eq!(deployment.owner, OWNER);
