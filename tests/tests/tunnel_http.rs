@@ -231,3 +231,82 @@ async fn large_upload_and_download_keep_their_sha256() {
     assert_eq!(n, SIZE);
     assert_eq!(hex::encode(h.finalize()), download_sha256(SIZE));
 }
+
+/// `openssl s_client` against the gateway with `args`: whether the handshake completed, and
+/// what it printed.
+async fn s_client(gw: &TestGateway, args: &[&str]) -> (bool, String) {
+    let ca = gw.state.path().join("s_client-ca.pem");
+    std::fs::write(&ca, &gw.ca_pem).expect("write the dev CA");
+    let out = within(
+        20,
+        "openssl s_client",
+        tokio::process::Command::new("openssl")
+            .args(["s_client", "-connect", &gw.https.to_string()])
+            .args(["-servername", "app.apps.test", "-CAfile"])
+            .arg(&ca)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .output(),
+    )
+    .await
+    .expect("run openssl (Debian: openssl)");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A completed handshake prints the negotiated session; a refused one does not.
+    let done = out.status.success() && text.contains("Verify return code: 0 (ok)");
+    (done, text)
+}
+
+/// Checklist S7 with the stock client every distribution has: TLS 1.2 and 1.3 only, forward
+/// secret AEAD suites only, ALPN h2 or http/1.1 (nothing else), and a chain that verifies.
+#[tokio::test]
+async fn tls_offers_only_modern_versions_suites_and_the_two_http_alpns() {
+    if std::process::Command::new("openssl")
+        .arg("version")
+        .output()
+        .is_err()
+    {
+        eprintln!("skipped: no openssl program");
+        return;
+    }
+    let (gw, _p, _backend) = setup().await;
+    for (version, printed) in [("-tls1_2", "TLSv1.2"), ("-tls1_3", "TLSv1.3")] {
+        let (done, text) = s_client(&gw, &[version]).await;
+        assert!(done, "{version} refused: {text}");
+        assert!(
+            text.contains(&format!("Protocol  : {printed}"))
+                || text.contains(&format!(", {printed},")),
+            "{version}: {text}"
+        );
+    }
+    for old in ["-tls1", "-tls1_1"] {
+        let (done, text) = s_client(&gw, &[old, "-cipher", "DEFAULT@SECLEVEL=0"]).await;
+        assert!(!done, "{old} accepted: {text}");
+    }
+    // TLS 1.2 without forward secrecy or with CBC: refused.
+    for weak in [
+        "AES128-SHA",
+        "AES256-GCM-SHA384",
+        "ECDHE-RSA-AES128-SHA",
+        "ECDHE-ECDSA-AES128-SHA",
+    ] {
+        let (done, text) = s_client(&gw, &["-tls1_2", "-cipher", weak]).await;
+        assert!(!done, "TLS 1.2 suite {weak} accepted: {text}");
+    }
+    for alpn in ["h2", "http/1.1"] {
+        let (done, text) = s_client(&gw, &["-alpn", alpn]).await;
+        assert!(done, "{alpn}: {text}");
+        assert!(
+            text.contains(&format!("ALPN protocol: {alpn}")),
+            "{alpn}: {text}"
+        );
+    }
+    let (done, text) = s_client(&gw, &["-alpn", "spdy/3"]).await;
+    assert!(
+        !done || text.contains("No ALPN negotiated"),
+        "an unknown ALPN was accepted: {text}"
+    );
+}
