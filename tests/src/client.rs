@@ -66,7 +66,12 @@ pub fn https_client_from(
 
 /// A raw TLS (HTTP/1.1 ALPN) connection to the gateway with SNI `<name>.apps.test`.
 pub async fn raw_tls(gw: &TestGateway, name: &str) -> TlsStream<TcpStream> {
-    let connector = TlsConnector::from(Arc::new(tls_config(gw, &[b"http/1.1"])));
+    raw_tls_alpn(gw, name, b"http/1.1").await
+}
+
+/// A raw TLS connection to the gateway with SNI `<name>.apps.test`, offering ALPN `alpn`.
+pub async fn raw_tls_alpn(gw: &TestGateway, name: &str, alpn: &[u8]) -> TlsStream<TcpStream> {
+    let connector = TlsConnector::from(Arc::new(tls_config(gw, &[alpn])));
     let tcp = TcpStream::connect(gw.https).await.expect("connect gateway");
     let sni = ServerName::try_from(format!("{name}.{DOMAIN}")).expect("server name");
     connector.connect(sni, tcp).await.expect("TLS handshake")

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use peercompute_provider::RegisterError;
 use peercompute_tests::{
     Alpn, Backend, GatewayOptions, Published, TestGateway, TestProvider, https_client, publish,
-    raw_tls, within,
+    raw_tls, raw_tls_alpn, within,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -336,4 +336,145 @@ async fn a_provider_removed_from_the_allowlist_is_cut_off_within_a_second() {
         reason.contains("removed from this gateway's allowlist"),
         "{reason}"
     );
+}
+
+/// One HTTP/2 frame: 24-bit length, type, flags, stream id.
+fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = u32::try_from(payload.len()).expect("frame size");
+    let mut f = len.to_be_bytes()[1..].to_vec();
+    f.extend([kind, flags]);
+    f.extend(stream.to_be_bytes());
+    f.extend(payload);
+    f
+}
+
+/// The client preface and an empty SETTINGS frame.
+fn h2_preface() -> Vec<u8> {
+    let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    out.extend(h2_frame(0x4, 0, 0, &[]));
+    out
+}
+
+/// An HPACK block for `METHOD https://app.apps.test/` (static-table entries and one literal).
+fn h2_request_block(post: bool) -> Vec<u8> {
+    let authority = b"app.apps.test";
+    let mut block = vec![if post { 0x83 } else { 0x82 }, 0x87, 0x84, 0x41];
+    block.push(u8::try_from(authority.len()).expect("short"));
+    block.extend(authority);
+    block
+}
+
+/// Reads frames from `conn` until a GOAWAY (its error code) or the end of the connection
+/// (`None`), within `secs`.
+async fn h2_until_goaway<S: AsyncReadExt + Unpin>(conn: &mut S, secs: u64) -> Option<u32> {
+    let read = async {
+        let mut head = [0u8; 9];
+        loop {
+            conn.read_exact(&mut head).await.ok()?;
+            let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+            let mut payload = vec![0u8; len];
+            conn.read_exact(&mut payload).await.ok()?;
+            if head[3] == 0x7 && payload.len() >= 8 {
+                return Some(u32::from_be_bytes([
+                    payload[4], payload[5], payload[6], payload[7],
+                ]));
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(secs), read)
+        .await
+        .unwrap_or_else(|_| panic!("the gateway neither sent GOAWAY nor closed within {secs} s"))
+}
+
+/// Checklist B6: HTTP/2 abuse on one connection ends that connection (GOAWAY), reaches the
+/// provider a bounded number of times, and leaves every other visitor served.
+#[tokio::test]
+async fn http2_abuse_gets_goaway_and_others_are_served() {
+    let Published {
+        gw,
+        provider: _provider,
+        backend,
+    } = publish(GatewayOptions::default(), "app").await;
+    let client = https_client(&gw, &["app"], Alpn::H2);
+    let check_others = || async {
+        let started = Instant::now();
+        let resp = client
+            .get(gw.url("app", "/"))
+            .send()
+            .await
+            .expect("another visitor's request");
+        assert_eq!(resp.status(), 200);
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+    };
+
+    // Rapid reset (CVE-2023-44487): open and cancel 2000 streams at once.
+    let mut conn = raw_tls_alpn(&gw, "app", b"h2").await;
+    let before = backend.requests();
+    let mut burst = h2_preface();
+    for i in 0..2000u32 {
+        let stream = 2 * i + 1;
+        burst.extend(h2_frame(0x1, 0x5, stream, &h2_request_block(false)));
+        burst.extend(h2_frame(0x3, 0, stream, &8u32.to_be_bytes()));
+    }
+    let _ = conn.write_all(&burst).await;
+    let code = h2_until_goaway(&mut conn, 10).await;
+    assert_eq!(code, Some(0xb), "GOAWAY ENHANCE_YOUR_CALM expected");
+    let reached = backend.requests() - before;
+    assert!(
+        reached <= 300,
+        "{reached} of 2000 reset streams reached the app"
+    );
+    check_others().await;
+
+    // CONTINUATION flood: one header block that never ends, 16 KiB at a time.
+    let mut conn = raw_tls_alpn(&gw, "app", b"h2").await;
+    let mut start = h2_preface();
+    start.extend(h2_frame(0x1, 0x1, 1, &h2_request_block(false)));
+    let _ = conn.write_all(&start).await;
+    // A literal header with a new name, `x-flood`, and a 16000-byte value per frame (under
+    // the default 16 KiB frame size, so it is the header limit that must act).
+    let mut piece = vec![0x00, 0x07];
+    piece.extend(b"x-flood");
+    piece.extend([0x7f, 0x81, 0x7c]); // 127 + 1 + 124 * 128 = 16000
+    piece.extend(vec![b'a'; 16_000]);
+    let mut sent = 0usize;
+    let (mut reader, mut writer) = tokio::io::split(conn);
+    let flood = async {
+        for _ in 0..1024 {
+            let frame = h2_frame(0x9, 0, 1, &piece);
+            if writer.write_all(&frame).await.is_err() {
+                break;
+            }
+            sent += frame.len();
+        }
+    };
+    let (_, code) = tokio::join!(
+        tokio::time::timeout(Duration::from_secs(10), flood),
+        h2_until_goaway(&mut reader, 10)
+    );
+    assert!(
+        code.is_none() || code.is_some_and(|c| c != 0),
+        "the flood must end in an error or a closed connection: {code:?}"
+    );
+    assert!(
+        sent < 16 << 20,
+        "the gateway read {sent} bytes of one header block"
+    );
+    check_others().await;
+
+    // Empty DATA frames (CVE-2019-9518): a POST whose body is 20000 empty frames.
+    let mut conn = raw_tls_alpn(&gw, "app", b"h2").await;
+    let mut burst = h2_preface();
+    burst.extend(h2_frame(0x1, 0x4, 1, &h2_request_block(true)));
+    for _ in 0..20_000 {
+        burst.extend(h2_frame(0x0, 0, 1, &[]));
+    }
+    let _ = conn.write_all(&burst).await;
+    check_others().await;
+    let code = h2_until_goaway(&mut conn, 10).await;
+    assert_eq!(code, Some(0xb), "GOAWAY ENHANCE_YOUR_CALM expected");
 }
