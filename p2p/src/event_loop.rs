@@ -183,6 +183,10 @@ impl EventLoop {
                 if self.swarm.is_connected(&peer) {
                     if let Some((_, waiting)) = self.awaiting_punch.get_mut(&peer) {
                         waiting.push(reply);
+                    } else if let Some((_, waiting)) = self.closing_relayed.get_mut(&peer) {
+                        // Not before the relayed connection is gone: a stream opened now
+                        // could land on it.
+                        waiting.push(reply);
                     } else {
                         let _ = reply.send(Ok(()));
                     }
@@ -392,7 +396,7 @@ impl EventLoop {
                     .values()
                     .any(|c| c.peer == peer && c.kind == PathKind::HolePunched)
                 {
-                    debug!(%peer, "our hole-punch dial failed, but the peer's reached us: {e}");
+                    debug!(%peer, "a hole-punch attempt failed, but a direct connection is up: {e}");
                     return;
                 }
                 info!(%peer, "hole punching failed, staying relayed: {e}");
@@ -427,7 +431,9 @@ impl EventLoop {
                 let _ = reply.send(Ok(()));
             }
         } else {
-            self.closing_relayed.insert(peer, (closing, replies));
+            let entry = self.closing_relayed.entry(peer).or_default();
+            entry.0.extend(closing);
+            entry.1.extend(replies);
         }
     }
 

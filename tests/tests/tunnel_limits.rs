@@ -456,13 +456,13 @@ async fn http2_abuse_gets_goaway_and_others_are_served() {
         tokio::time::timeout(Duration::from_secs(10), flood),
         h2_until_goaway(&mut reader, 10)
     );
+    // The header-list limit acts (not a framing error: each frame is under 16 KiB).
+    assert_eq!(code, Some(0xb), "GOAWAY ENHANCE_YOUR_CALM expected");
+    // The flood stops long before its 1024 frames (16 MB): what was written is what the
+    // kernel buffered before the gateway closed.
     assert!(
-        code.is_none() || code.is_some_and(|c| c != 0),
-        "the flood must end in an error or a closed connection: {code:?}"
-    );
-    assert!(
-        sent < 16 << 20,
-        "the gateway read {sent} bytes of one header block"
+        sent < 8 << 20,
+        "{sent} bytes of one header block were taken"
     );
     check_others().await;
 

@@ -296,8 +296,17 @@ async fn malformed_framing_is_refused_before_it_reaches_a_shared_app_connection(
         answer.starts_with("HTTP/1.1 400 Bad Request") && answer.contains("connection: close\r\n"),
         "an overflowing chunk size: {answer:?}"
     );
-    // Whether the head reached the app before the body failed is a race; count what it saw.
+    // Whether the head reached the app before the body failed is a race: count what it saw
+    // once the count holds still (50 ms apart, 2 s at most).
     forwarded = backend.requests();
+    for _ in 0..40 {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let now = backend.requests();
+        if now == forwarded {
+            break;
+        }
+        forwarded = now;
+    }
     forwarded += next_visitors(&client, &gw).await;
 
     // Served, and re-framed for the app: bare LF line ends, and an Upgrade the app ignores.

@@ -14,7 +14,7 @@ mod upstream;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -141,9 +141,9 @@ enum ProxyError {
     #[error("no response head within {0:?}")]
     Timeout(Duration),
     /// The visitor's own body could not be read (a malformed chunk, say): their fault, not
-    /// the provider's.
-    #[error("the request body is malformed: {0}")]
-    BadBody(String),
+    /// the provider's. `close`: an HTTP/1 connection, which cannot be framed any further.
+    #[error("the request body is malformed: {reason}")]
+    BadBody { reason: String, close: bool },
 }
 
 impl ProxyError {
@@ -157,16 +157,18 @@ impl ProxyError {
                 StatusCode::BAD_GATEWAY,
                 format!("the provider serving {host} could not be reached\n"),
             ),
-            Self::BadBody(e) => {
-                // The rest of the connection cannot be framed: close it.
+            Self::BadBody { reason, close } => {
                 let mut resp = text(
                     StatusCode::BAD_REQUEST,
-                    format!("the request body is malformed: {e}\n"),
+                    format!("the request body is malformed: {reason}\n"),
                 );
-                resp.headers_mut().insert(
-                    header::CONNECTION,
-                    header::HeaderValue::from_static("close"),
-                );
+                // HTTP/2 ends just the stream (and has no Connection header).
+                if close {
+                    resp.headers_mut().insert(
+                        header::CONNECTION,
+                        header::HeaderValue::from_static("close"),
+                    );
+                }
                 resp
             }
         }
@@ -184,6 +186,8 @@ async fn forward(
     let upgrade = req.version() == Version::HTTP_11 && headers::is_upgrade_request(req.headers());
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
 
+    // Before the version is rewritten for the provider.
+    let http1 = req.version() < Version::HTTP_2;
     let (mut parts, body) = req.into_parts();
     headers::upstream_request_headers(&mut parts.headers, host, client.ip(), upgrade);
     parts.uri = origin_form(&parts.uri);
@@ -196,8 +200,8 @@ async fn forward(
             direction: "upload",
         })
         .clone();
-    let body_failed = Arc::new(AtomicBool::new(false));
-    let failed = body_failed.clone();
+    let body_error: Arc<OnceLock<String>> = Arc::default();
+    let failed = body_error.clone();
     let body = body
         .map_frame(move |f| {
             if let Some(d) = f.data_ref() {
@@ -206,7 +210,7 @@ async fn forward(
             f
         })
         .map_err(move |e| {
-            failed.store(true, Ordering::Relaxed);
+            failed.get_or_init(|| e.to_string());
             e
         })
         .boxed();
@@ -219,8 +223,11 @@ async fn forward(
         shared,
     };
     let (mut resp, sender) = match exchange.send(upstream_req, replay).await {
-        Err(ProxyError::Tunnel(e)) if body_failed.load(Ordering::Relaxed) => {
-            return Err(ProxyError::BadBody(e));
+        Err(ProxyError::Tunnel(_)) if body_error.get().is_some() => {
+            return Err(ProxyError::BadBody {
+                reason: body_error.get().cloned().unwrap_or_default(),
+                close: http1,
+            });
         }
         other => other?,
     };
