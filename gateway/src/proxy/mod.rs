@@ -210,7 +210,16 @@ async fn forward(
             f
         })
         .map_err(move |e| {
-            failed.get_or_init(|| e.to_string());
+            failed.get_or_init(|| {
+                // hyper's message names the step; its source names what was wrong.
+                let mut reason = e.to_string();
+                let mut source = std::error::Error::source(&e);
+                while let Some(cause) = source {
+                    reason = format!("{reason}: {cause}");
+                    source = cause.source();
+                }
+                reason
+            });
             e
         })
         .boxed();
