@@ -207,10 +207,12 @@ async fn a_visitor_cannot_desynchronise_a_shared_app_connection() {
 }
 
 /// Two visitors in turn, each of which must get exactly its own answer; returns how many
-/// requests that made the app see.
-async fn next_visitors(client: &reqwest::Client, gw: &TestGateway) -> usize {
+/// requests that made the app see. A fresh visitor connection: the one kept from earlier
+/// requests may have been closed by the gateway's idle timeout meanwhile (2 s in the tests).
+async fn next_visitors(gw: &TestGateway) -> usize {
+    let client = https_client(gw, &["app"], Alpn::H1);
     for i in 0..2 {
-        let body = echo(client, gw.url("app", &format!("/echo?n={i}"))).await;
+        let body = echo(&client, gw.url("app", &format!("/echo?n={i}"))).await;
         assert!(
             body.starts_with(&format!("GET /echo?n={i}\n")),
             "another visitor's request leaked into this answer: {body}"
@@ -232,7 +234,7 @@ async fn malformed_framing_is_refused_before_it_reaches_a_shared_app_connection(
             provider: _provider,
             backend,
         },
-        client,
+        _visitor,
     ) = warm_app().await;
     let host = "Host: app.apps.test\r\n";
     let refused: Vec<(&str, String)> = vec![
@@ -281,7 +283,7 @@ async fn malformed_framing_is_refused_before_it_reaches_a_shared_app_connection(
             "{what}: {answer:?}"
         );
         assert_eq!(backend.requests(), forwarded, "{what} reached the app");
-        forwarded += next_visitors(&client, &gw).await;
+        forwarded += next_visitors(&gw).await;
     }
 
     // A chunk size that overflows: the head is valid, the body is not. It is the visitor's
@@ -309,7 +311,7 @@ async fn malformed_framing_is_refused_before_it_reaches_a_shared_app_connection(
         }
         forwarded = now;
     }
-    forwarded += next_visitors(&client, &gw).await;
+    forwarded += next_visitors(&gw).await;
 
     // Served, and re-framed for the app: bare LF line ends, and an Upgrade the app ignores.
     for (what, raw, seen) in [
@@ -331,7 +333,7 @@ async fn malformed_framing_is_refused_before_it_reaches_a_shared_app_connection(
         let body = answer.split_once("\r\n\r\n").map_or("", |(_, b)| b);
         assert!(body.starts_with(seen), "{what}: {body:?}");
         forwarded += 1;
-        forwarded += next_visitors(&client, &gw).await;
+        forwarded += next_visitors(&gw).await;
     }
     assert_eq!(
         backend.requests(),
