@@ -34,7 +34,7 @@
 //! Names and subnets never collide between concurrent test processes: see the `slot` module.
 
 mod host;
-mod sh;
+pub mod sh;
 mod slot;
 
 use std::collections::HashSet;

@@ -18,23 +18,11 @@ use peercompute_runtime::testsupport::BUSYBOX_PATH;
 use peercompute_runtime::{
     EGRESS_TABLE, SANDBOX_BRIDGE, SANDBOX_NETWORK, install_egress_firewall, remove_egress_firewall,
 };
+use peercompute_tests::netns::sh;
 use peercompute_tests::{TEST_PORT, TestClient, TestImage, deploy_world, run_peerctl, within};
 
 /// Port of the web servers outside the container.
 const OUTSIDE_PORT: u16 = 18_099;
-
-fn sh(program: &str, args: &[&str]) -> std::process::Output {
-    let out = Command::new(program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("{program} {args:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{program} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
 
 /// The world outside the host: namespace `ns` on a veth, with its web server. Removed on drop.
 struct Outside {
@@ -47,36 +35,29 @@ impl Outside {
     /// address and `public_ip()`.
     fn new() -> Self {
         // Leftovers of a run that was killed (their addresses would shadow ours).
-        let listed = sh("ip", &["netns", "list"]);
-        for old in String::from_utf8_lossy(&listed.stdout)
-            .lines()
-            .filter_map(|l| l.split_whitespace().next())
+        for old in sh::list_netns()
+            .expect("ip netns list")
+            .iter()
             .filter(|name| name.starts_with("pc-egress-"))
         {
-            let _ = Command::new("ip").args(["netns", "del", old]).output();
+            let _ = sh::try_run("ip", &["netns", "del", old]);
         }
         let n = std::process::id() % 200 + 20;
         let ns = format!("pc-egress-{n}");
         let host_link = format!("pcegr{n}");
-        let _ = Command::new("ip")
-            .args(["link", "del", &host_link])
-            .output();
-        sh("ip", &["netns", "add", &ns]);
-        sh(
-            "ip",
+        let _ = sh::try_run("ip", &["link", "del", &host_link]);
+        sh::ip(None, &["netns", "add", &ns]);
+        sh::ip(
+            None,
             &[
                 "link", "add", &host_link, "type", "veth", "peer", "name", "eth0", "netns", &ns,
             ],
         );
         for addr in [format!("10.99.{n}.1/24"), "203.0.113.1/24".to_owned()] {
-            sh("ip", &["addr", "add", &addr, "dev", &host_link]);
+            sh::ip(None, &["addr", "add", &addr, "dev", &host_link]);
         }
-        sh("ip", &["link", "set", &host_link, "up"]);
-        let inside = |args: &[&str]| {
-            let mut all = vec!["netns", "exec", &ns, "ip"];
-            all.extend_from_slice(args);
-            sh("ip", &all);
-        };
+        sh::ip(None, &["link", "set", &host_link, "up"]);
+        let inside = |args: &[&str]| sh::ip(Some(&ns), args);
         // A link-local address of our own rather than 169.254.169.254 itself: routing that
         // one here would hijack a cloud machine's metadata service while the test runs.
         for addr in [
@@ -89,8 +70,8 @@ impl Outside {
         inside(&["link", "set", "eth0", "up"]);
         inside(&["link", "set", "lo", "up"]);
         inside(&["route", "add", "default", "via", &format!("10.99.{n}.1")]);
-        sh(
-            "ip",
+        sh::ip(
+            None,
             &[
                 "route",
                 "add",
@@ -145,7 +126,7 @@ impl Drop for Outside {
             let _ = server.kill();
             let _ = server.wait();
         }
-        let _ = Command::new("ip").args(["netns", "del", &self.ns]).output();
+        let _ = sh::try_run("ip", &["netns", "del", &self.ns]);
     }
 }
 
@@ -186,7 +167,7 @@ async fn deploy(client: &TestClient, image: &TestImage, name: &str) -> String {
     assert_eq!(code, 0, "deploy {name}: {err}");
     let deployed: serde_json::Value = serde_json::from_str(&out).expect("deploy JSON");
     let id = deployed["id"].as_str().expect("deployment id");
-    let out = sh(
+    let out = sh::run(
         "docker",
         &[
             "ps",
@@ -196,14 +177,15 @@ async fn deploy(client: &TestClient, image: &TestImage, name: &str) -> String {
             &format!("label=peercompute.deployment={id}"),
         ],
     );
-    let container = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let container = out.trim().to_owned();
     assert!(!container.is_empty(), "no container for deployment {id}");
     container
 }
 
 fn inspect(container: &str, format: &str) -> String {
-    let out = sh("docker", &["inspect", "-f", format, container]);
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    sh::run("docker", &["inspect", "-f", format, container])
+        .trim()
+        .to_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -233,9 +215,9 @@ async fn containers_reach_the_internet_but_not_this_host_nor_private_networks() 
     let client = TestClient::new();
     daemon.trust(&client.peer_id());
     client.trust(&daemon);
-    let table = sh("nft", &["list", "table", "inet", EGRESS_TABLE]);
+    let table = sh::run("nft", &["list", "table", "inet", EGRESS_TABLE]);
     assert!(
-        String::from_utf8_lossy(&table.stdout).contains(SANDBOX_BRIDGE),
+        table.contains(SANDBOX_BRIDGE),
         "the daemon installed the egress rules"
     );
 

@@ -135,25 +135,21 @@ async fn raw_exchange(gw: &TestGateway, raw: &[u8]) -> String {
     String::from_utf8_lossy(&got).into_owned()
 }
 
-/// An app published as `app`, a visitor client, and one idle stream to the app in the pool
-/// (one request made).
-async fn warm_app() -> (Published, reqwest::Client) {
+/// An app published as `app` with one idle stream to it in the pool (one request made).
+async fn warm_app() -> Published {
     let published = publish(GatewayOptions::default(), "app").await;
     let client = https_client(&published.gw, &["app"], Alpn::H1);
     echo(&client, published.gw.url("app", "/echo")).await;
-    (published, client)
+    published
 }
 
 #[tokio::test]
 async fn a_visitor_cannot_desynchronise_a_shared_app_connection() {
-    let (
-        Published {
-            gw,
-            provider: _provider,
-            backend,
-        },
-        client,
-    ) = warm_app().await;
+    let Published {
+        gw,
+        provider: _provider,
+        backend,
+    } = warm_app().await;
 
     // Framing conflicts a front end and a back end may read differently (CL.TE, TE.CL,
     // duplicate Content-Length), each with what the gateway must answer: Transfer-Encoding
@@ -190,14 +186,7 @@ async fn a_visitor_cannot_desynchronise_a_shared_app_connection() {
             );
         }
         // Whatever the gateway answered, the next visitors get exactly their own responses.
-        for i in 0..3 {
-            let body = echo(&client, gw.url("app", &format!("/echo?n={i}"))).await;
-            assert!(
-                body.starts_with(&format!("GET /echo?n={i}\n")),
-                "another visitor's request leaked into this answer: {body}"
-            );
-            forwarded += 1;
-        }
+        forwarded += next_visitors(&gw, 3).await;
     }
     assert_eq!(
         backend.requests(),
@@ -206,19 +195,19 @@ async fn a_visitor_cannot_desynchronise_a_shared_app_connection() {
     );
 }
 
-/// Two visitors in turn, each of which must get exactly its own answer; returns how many
+/// `count` visitors in turn, each of which must get exactly its own answer; returns how many
 /// requests that made the app see. A fresh visitor connection: the one kept from earlier
 /// requests may have been closed by the gateway's idle timeout meanwhile (2 s in the tests).
-async fn next_visitors(gw: &TestGateway) -> usize {
+async fn next_visitors(gw: &TestGateway, count: usize) -> usize {
     let client = https_client(gw, &["app"], Alpn::H1);
-    for i in 0..2 {
+    for i in 0..count {
         let body = echo(&client, gw.url("app", &format!("/echo?n={i}"))).await;
         assert!(
             body.starts_with(&format!("GET /echo?n={i}\n")),
             "another visitor's request leaked into this answer: {body}"
         );
     }
-    2
+    count
 }
 
 /// Checklist B4, the malformed rest: obfuscated Transfer-Encoding, signed or listed lengths,
@@ -228,14 +217,11 @@ async fn next_visitors(gw: &TestGateway) -> usize {
 /// on the shared app connections get exactly their own responses.
 #[tokio::test]
 async fn malformed_framing_is_refused_before_it_reaches_a_shared_app_connection() {
-    let (
-        Published {
-            gw,
-            provider: _provider,
-            backend,
-        },
-        _visitor,
-    ) = warm_app().await;
+    let Published {
+        gw,
+        provider: _provider,
+        backend,
+    } = warm_app().await;
     let host = "Host: app.apps.test\r\n";
     let refused: Vec<(&str, String)> = vec![
         (
@@ -283,7 +269,7 @@ async fn malformed_framing_is_refused_before_it_reaches_a_shared_app_connection(
             "{what}: {answer:?}"
         );
         assert_eq!(backend.requests(), forwarded, "{what} reached the app");
-        forwarded += next_visitors(&gw).await;
+        forwarded += next_visitors(&gw, 2).await;
     }
 
     // A chunk size that overflows: the head is valid, the body is not. It is the visitor's
@@ -311,7 +297,7 @@ async fn malformed_framing_is_refused_before_it_reaches_a_shared_app_connection(
         }
         forwarded = now;
     }
-    forwarded += next_visitors(&gw).await;
+    forwarded += next_visitors(&gw, 2).await;
 
     // Served, and re-framed for the app: bare LF line ends, and an Upgrade the app ignores.
     for (what, raw, seen) in [
@@ -333,7 +319,7 @@ async fn malformed_framing_is_refused_before_it_reaches_a_shared_app_connection(
         let body = answer.split_once("\r\n\r\n").map_or("", |(_, b)| b);
         assert!(body.starts_with(seen), "{what}: {body:?}");
         forwarded += 1;
-        forwarded += next_visitors(&gw).await;
+        forwarded += next_visitors(&gw, 2).await;
     }
     assert_eq!(
         backend.requests(),

@@ -6,7 +6,7 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 
 /// Runs `program args…`; returns stdout, or a message naming the command and its stderr.
-pub(super) fn try_run(program: &str, args: &[&str]) -> Result<String, String> {
+pub fn try_run(program: &str, args: &[&str]) -> Result<String, String> {
     let out = Command::new(program)
         .args(args)
         .stdin(Stdio::null())
@@ -25,12 +25,12 @@ pub(super) fn try_run(program: &str, args: &[&str]) -> Result<String, String> {
 }
 
 /// [`try_run`], panicking on failure.
-pub(super) fn run(program: &str, args: &[&str]) -> String {
+pub fn run(program: &str, args: &[&str]) -> String {
     try_run(program, args).unwrap_or_else(|e| panic!("netns world: {e}"))
 }
 
 /// `ip -n <netns> args…`, or plain `ip args…` in the root namespace.
-pub(super) fn ip(netns: Option<&str>, args: &[&str]) -> String {
+pub fn ip(netns: Option<&str>, args: &[&str]) -> String {
     match netns {
         Some(ns) => run("ip", &[&["-n", ns], args].concat()),
         None => run("ip", args),
@@ -64,7 +64,7 @@ pub(super) fn nft(netns: &str, ruleset: &str) {
 }
 
 /// Names of all named network namespaces (`ip netns list` prints `name (id: n)`).
-pub(super) fn list_netns() -> Result<Vec<String>, String> {
+pub fn list_netns() -> Result<Vec<String>, String> {
     Ok(try_run("ip", &["netns", "list"])?
         .lines()
         .filter_map(|l| l.split_whitespace().next())
