@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
+use peercompute_cli::{ConfigError, LogFormat};
 use peercompute_gateway::{AcmeChallenge, DnsProvider, GatewayConfig, Listeners, TlsMode};
 
 #[derive(Parser, Debug)]
@@ -17,6 +18,15 @@ use peercompute_gateway::{AcmeChallenge, DnsProvider, GatewayConfig, Listeners, 
     after_help = "Examples:\n  peercompute-gateway id --state-dir /var/lib/peercompute-gateway\n  peercompute-gateway run --domain apps.example.com --allow-provider 12D3KooW...\n  peercompute-gateway run --domain apps.example.com --tls acme --acme-directory letsencrypt-staging --dns-server ns1.example.com:53 --dns-zone example.com --dns-tsig-key /etc/peercompute/acme.key --allow-provider 12D3KooW...\n  peercompute-gateway run --config /etc/peercompute/gateway.toml\n  peercompute-gateway completions bash > /etc/bash_completion.d/peercompute-gateway"
 )]
 struct Cli {
+    /// Log lines as text (coloured only on a terminal) or one JSON object per line.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value_t,
+        env = "PEERCOMPUTE_LOG_FORMAT"
+    )]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -240,28 +250,16 @@ impl RunArgs {
 
 fn main() -> ExitCode {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,quinn=warn,rustls=warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    peercompute_cli::init_logging(cli.log_format, "info,quinn=warn,rustls=warn");
     if let Command::Completions { shell } = cli.command {
-        return print_completions(shell);
+        return peercompute_cli::print_completions(shell, <Cli as clap::CommandFactory>::command());
     }
     let result = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt.block_on(async_main(cli)),
         Err(e) => Err(anyhow::Error::from(e).context("cannot start the async runtime")),
     };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::from(1)
-        }
-    }
+    peercompute_cli::report(result)
 }
 
 async fn async_main(cli: Cli) -> anyhow::Result<()> {
@@ -278,7 +276,7 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Run(args) => {
-            let config = args.into_config()?;
+            let config = args.into_config().map_err(ConfigError::wrap)?;
             let listeners = Listeners::bind(&config).await?;
             if config.tls == TlsMode::Dev {
                 eprintln!(
@@ -286,41 +284,24 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
                     peercompute_gateway::dev_ca_path(&config.state_dir).display()
                 );
             }
-            peercompute_gateway::run(config, listeners, shutdown_signal())
+            peercompute_gateway::run(config, listeners, peercompute_cli::shutdown_signal())
                 .await
                 .context("gateway failed")
         }
     }
 }
 
-/// Prints the completion script for `shell`; a closed pipe (`| head`) is not an error.
-fn print_completions(shell: clap_complete::Shell) -> ExitCode {
-    use std::io::Write;
-    let mut script = Vec::new();
-    let mut command = <Cli as clap::CommandFactory>::command();
-    clap_complete::generate(shell, &mut command, "peercompute-gateway", &mut script);
-    let mut stdout = std::io::stdout().lock();
-    match stdout.write_all(&script).and_then(|()| stdout.flush()) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: cannot write the completion script: {e}");
-            ExitCode::from(1)
-        }
-    }
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        }
-    };
-    tokio::select! {
-        _ = term.recv() => {},
-        _ = tokio::signal::ctrl_c() => {},
+    #[test]
+    fn every_subcommand_has_examples_and_every_flag_a_description() {
+        let problems = peercompute_cli::help_problems(&<Cli as clap::CommandFactory>::command());
+        assert!(
+            problems.is_empty(),
+            "incomplete --help:\n{}",
+            problems.join("\n")
+        );
     }
 }

@@ -23,6 +23,15 @@ pub(crate) struct Cli {
     /// Do not look for providers on the LAN with mDNS.
     #[arg(long, global = true)]
     pub(crate) no_mdns: bool,
+    /// Log lines (warnings, -v style detail via RUST_LOG) as text or one JSON object per line.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value_t,
+        env = "PEERCOMPUTE_LOG_FORMAT"
+    )]
+    pub(crate) log_format: peercompute_cli::LogFormat,
     /// How long to try to reach a provider, e.g. 10s.
     #[arg(long, global = true, default_value = "10s", value_parser = humantime_duration)]
     pub(crate) timeout: Duration,
@@ -171,37 +180,13 @@ pub(crate) enum PeersCommand {
     Remove { peer: String },
 }
 
-/// The program name completions are generated for.
-const NAME: &str = "peerctl";
-/// Prints the completion script for `shell`; a closed pipe (`| head`) is not an error.
-fn print_completions(shell: clap_complete::Shell) -> ExitCode {
-    use std::io::Write;
-    let mut script = Vec::new();
-    let mut command = Cli::command();
-    clap_complete::generate(shell, &mut command, NAME, &mut script);
-    let mut stdout = std::io::stdout().lock();
-    match stdout.write_all(&script).and_then(|()| stdout.flush()) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: cannot write the completion script: {e}");
-            ExitCode::from(1)
-        }
-    }
-}
-
 fn main() -> ExitCode {
     // Every Peer Compute binary picks rustls' ring provider first (libp2p links aws-lc too).
     let _ = rustls::crypto::ring::default_provider().install_default();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    peercompute_cli::init_logging(cli.log_format, "warn");
     if let Command::Completions { shell } = cli.command {
-        return print_completions(shell);
+        return peercompute_cli::print_completions(shell, Cli::command());
     }
     let result = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt.block_on(commands::run(cli)),
@@ -216,5 +201,20 @@ fn main() -> ExitCode {
             eprintln!("error: {}", e.message);
             ExitCode::from(e.kind.exit_code())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_subcommand_has_examples_and_every_flag_a_description() {
+        let problems = peercompute_cli::help_problems(&Cli::command());
+        assert!(
+            problems.is_empty(),
+            "incomplete --help:\n{}",
+            problems.join("\n")
+        );
     }
 }

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{CommandFactory, Parser, Subcommand};
+use peercompute_cli::{ConfigError, LogFormat};
 use peercompute_provider::{Expose, Firewall, GatewaySpec, ProviderConfig, ProviderFile};
 
 #[derive(Parser, Debug)]
@@ -18,6 +19,15 @@ struct Cli {
     /// Home directory (identity, state) [default: $PEERCOMPUTE_HOME or ~/.peercompute].
     #[arg(long, global = true)]
     home: Option<PathBuf>,
+    /// Log lines as text (coloured only on a terminal) or one JSON object per line.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value_t,
+        env = "PEERCOMPUTE_LOG_FORMAT"
+    )]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -99,53 +109,23 @@ struct RunArgs {
     firewall: Option<Firewall>,
 }
 
-/// The program name completions are generated for.
-const NAME: &str = "peercomputed";
-/// Prints the completion script for `shell`; a closed pipe (`| head`) is not an error.
-fn print_completions(shell: clap_complete::Shell) -> ExitCode {
-    use std::io::Write;
-    let mut script = Vec::new();
-    let mut command = Cli::command();
-    clap_complete::generate(shell, &mut command, NAME, &mut script);
-    let mut stdout = std::io::stdout().lock();
-    match stdout.write_all(&script).and_then(|()| stdout.flush()) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: cannot write the completion script: {e}");
-            ExitCode::from(1)
-        }
-    }
-}
-
 fn main() -> ExitCode {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,quinn=warn,rustls=warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    peercompute_cli::init_logging(cli.log_format, "info,quinn=warn,rustls=warn");
     if let Command::Completions { shell } = cli.command {
-        return print_completions(shell);
+        return peercompute_cli::print_completions(shell, Cli::command());
     }
     let result = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt.block_on(async_main(cli)),
         Err(e) => Err(anyhow::Error::from(e).context("cannot start the async runtime")),
     };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::from(1)
-        }
-    }
+    peercompute_cli::report(result)
 }
 
 async fn async_main(cli: Cli) -> anyhow::Result<()> {
-    let home = peercompute_identity::resolve_home(cli.home).map_err(anyhow::Error::msg)?;
+    let home = peercompute_identity::resolve_home(cli.home)
+        .map_err(|e| ConfigError::wrap(anyhow::Error::msg(e)))?;
     match cli.command {
         Command::Completions { .. } => unreachable!("handled before the runtime starts"),
         Command::Firewall { print, remove } => {
@@ -203,7 +183,9 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
             } = *args;
             let mut config = ProviderConfig::new(home);
             if let Some(path) = &config_file {
-                ProviderFile::from_file(path)?.apply_to(&mut config);
+                ProviderFile::from_file(path)
+                    .map_err(ConfigError::wrap)?
+                    .apply_to(&mut config);
             }
             if gateway.is_some() {
                 config.gateway = gateway;
@@ -242,24 +224,9 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
             if let Some(v) = firewall {
                 config.firewall = v;
             }
-            peercompute_provider::run(config, shutdown_signal())
+            peercompute_provider::run(config, peercompute_cli::shutdown_signal())
                 .await
                 .context("provider failed")
-        }
-    }
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = term.recv() => {},
-                _ = tokio::signal::ctrl_c() => {},
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
         }
     }
 }
@@ -273,6 +240,16 @@ mod tests {
         Cli::command().debug_assert();
     }
 
+    #[test]
+    fn every_subcommand_has_examples_and_every_flag_a_description() {
+        let problems = peercompute_cli::help_problems(&Cli::command());
+        assert!(
+            problems.is_empty(),
+            "incomplete --help:\n{}",
+            problems.join("\n")
+        );
+    }
+
     /// `--config FILE` takes the same keys as the `run` flags: a flag added without its key
     /// fails here.
     #[test]
@@ -283,7 +260,7 @@ mod tests {
         let path = dir.path().join("provider.toml");
         for arg in run.get_arguments() {
             let key = arg.get_id().as_str();
-            if ["config", "help", "home"].contains(&key) {
+            if ["config", "help", "home", "log_format"].contains(&key) {
                 continue;
             }
             // A value of the wrong type: a known key fails on its value, an unknown one on
