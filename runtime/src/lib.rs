@@ -53,7 +53,8 @@
 //! - `admission` — pure [`Admission`] ledger against the provider's [`Limits`].
 //! - `quantity` — parsing `--cpu 500m|0.5` and `--memory 256M|1GiB`.
 //! - `time` — the engine's RFC 3339 timestamps.
-//! - [`testsupport`] — scratch images from bytes, busybox, unique names, cleanup guard.
+//! - `testsupport` (cargo feature `testsupport`, for tests only) — scratch images from bytes,
+//!   busybox, unique names, a local registry, cleanup guard.
 
 mod admission;
 mod container;
@@ -67,6 +68,7 @@ mod ready;
 mod sandbox;
 mod spec;
 mod status;
+#[cfg(feature = "testsupport")]
 pub mod testsupport;
 mod time;
 mod usage;

@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use peercompute_identity::{Identity, PeerId, PinnedPeerServerVerifier, self_signed_cert};
 use quinn::crypto::rustls::QuicClientConfig;
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
 
 /// SNI sent when the gateway's key is pinned (matches the gateway's resolver).
 pub(crate) const PINNED_SNI: &str = "gateway.peercompute.invalid";
@@ -75,7 +77,7 @@ fn roots(ca: Option<&Path>) -> Result<rustls::RootCertStore, TlsSetupError> {
                 reason,
             };
             let pem = std::fs::read(path).map_err(|e| err(e.to_string()))?;
-            for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+            for cert in CertificateDer::pem_slice_iter(&pem) {
                 let cert = cert.map_err(|e| err(e.to_string()))?;
                 store.add(cert).map_err(|e| err(e.to_string()))?;
             }
@@ -93,4 +95,86 @@ fn roots(ca: Option<&Path>) -> Result<rustls::RootCertStore, TlsSetupError> {
         }
     }
     Ok(store)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// PEM armour for a DER certificate (standard base64, 64 columns).
+    fn pem(der: &[u8]) -> String {
+        const ALPHABET: &[u8; 64] =
+            b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let mut b64 = String::new();
+        for chunk in der.chunks(3) {
+            let n = chunk
+                .iter()
+                .enumerate()
+                .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
+            for i in 0..4 {
+                if i <= chunk.len() {
+                    b64.push(char::from(ALPHABET[(n >> (18 - 6 * i) & 63) as usize]));
+                } else {
+                    b64.push('=');
+                }
+            }
+        }
+        let lines: Vec<&str> = b64
+            .as_bytes()
+            .chunks(64)
+            .map(|l| std::str::from_utf8(l).expect("ascii"))
+            .collect();
+        format!(
+            "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
+            lines.join("\n")
+        )
+    }
+
+    fn cert() -> CertificateDer<'static> {
+        let id = Identity::generate().expect("identity");
+        self_signed_cert(&id, &["gw.example.com".to_owned()])
+            .expect("cert")
+            .0
+    }
+
+    #[test]
+    fn a_ca_bundle_is_read_from_pem() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("ca.pem");
+        let (a, b) = (cert(), cert());
+        let bundle = format!("# two roots\n{}\nsome text\n{}", pem(&a), pem(&b));
+        std::fs::write(&path, bundle).expect("write");
+        let store = roots(Some(&path)).expect("a bundle of two certificates");
+        assert_eq!(store.len(), 2);
+    }
+
+    #[test]
+    fn a_ca_file_without_certificates_is_refused_with_its_path() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("ca.pem");
+        std::fs::write(&path, "not a certificate\n").expect("write");
+        let err = roots(Some(&path)).expect_err("no certificate");
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "cannot read the gateway CA {}: no CERTIFICATE block found",
+                path.display()
+            )
+        );
+        std::fs::write(
+            &path,
+            "-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n",
+        )
+        .expect("write");
+        let err = roots(Some(&path)).expect_err("bad base64");
+        assert!(
+            err.to_string().starts_with(&format!(
+                "cannot read the gateway CA {}: ",
+                path.display()
+            )),
+            "{err}"
+        );
+        let missing = dir.path().join("missing.pem");
+        assert!(roots(Some(&missing)).is_err());
+    }
 }
