@@ -4,6 +4,7 @@
 //! node takes signed requests from trusted peers, the Docker runtime runs the images, and a
 //! QUIC tunnel it dials out to the gateway carries visitors' requests to the containers.
 //!
+//! - [`backoff`](crate::backoff): the retry delays of the tunnel and the relay keeper.
 //! - [`config`](crate::config): settings and the `[PEERID@]HOST:PORT` / `NAME=HOST:PORT` forms.
 //! - [`config_file`](crate::config_file): the TOML file of `run --config`, same keys as the flags.
 //! - [`control`](crate::control): the `/peercompute/control/1` server — trust, signature and
@@ -17,6 +18,7 @@
 //! The binary parses flags and calls [`run`]; tests call [`Daemon::start`] or
 //! [`start_tunnel`] directly.
 
+mod backoff;
 mod config;
 mod config_file;
 mod control;

@@ -12,7 +12,7 @@ use peercompute_provider::{Expose, Firewall, GatewaySpec, ProviderConfig, Provid
 #[command(
     name = "peercomputed",
     version,
-    about = "Peer Compute provider: publishes local services (and, later, trusted peers' containers) through a gateway",
+    about = "Peer Compute provider: runs trusted peers' containers in a sandbox and publishes them (and local services) at https://NAME.DOMAIN through a gateway",
     after_help = "Examples:\n  peercomputed init\n  peercomputed run --gateway 12D3KooW...@gw.example.com:8443\n  peercomputed run --gateway 12D3KooW...@gw.example.com:8443 --expose blog=127.0.0.1:8080 --max-memory 2GB\n  peercomputed run --config /etc/peercompute/provider.toml\n  peercomputed completions bash > /etc/bash_completion.d/peercomputed\n\nTrust a client (on this machine): peerctl --home ~/.peercompute peers add CLIENT_PEER_ID"
 )]
 struct Cli {
@@ -35,10 +35,20 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Create this provider's identity (prints the existing one if present).
+    #[command(
+        after_help = "Examples:\n  peercomputed init\n  peercomputed --home /var/lib/peercomputed init"
+    )]
     Init,
-    /// Print this provider's peer id.
+    /// Print this provider's peer id (what the gateway's allowlist and clients' `peerctl peers add` take).
+    #[command(
+        after_help = "Examples:\n  peercomputed id\n  peercomputed --home /var/lib/peercomputed id"
+    )]
     Id,
-    /// Connect to the gateway and serve until SIGTERM / Ctrl-C.
+    /// Serve trusted peers' deploy requests, run their containers and publish them through
+    /// the gateway, until SIGTERM / Ctrl-C.
+    #[command(
+        after_help = "Examples:\n  peercomputed run --gateway 12D3KooW...@gw.example.com:8443\n  peercomputed run --config /etc/peercompute/provider.toml\n  peercomputed run --gateway 12D3KooW...@gw.example.com:8443 --expose blog=127.0.0.1:8080 --max-memory 2GB\n  peercomputed run --listen /ip4/127.0.0.1/tcp/9000 --no-mdns   # no gateway: deploys run, without a public URL"
+    )]
     Run(Box<RunArgs>),
     /// Install the nftables rules that keep containers off this host and its private
     /// networks (needs root; lasts until reboot). `run` does this itself when it can.
@@ -54,7 +64,11 @@ enum Command {
         remove: bool,
     },
     /// Print a shell completion script to stdout.
+    #[command(
+        after_help = "Examples:\n  peercomputed completions bash > /etc/bash_completion.d/peercomputed\n  peercomputed completions zsh > ~/.zfunc/_peercomputed\n  peercomputed completions fish > ~/.config/fish/completions/peercomputed.fish"
+    )]
     Completions {
+        /// The shell to write the script for.
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
@@ -83,7 +97,14 @@ struct RunArgs {
     #[arg(long)]
     no_relay: bool,
     /// libp2p control-plane listen address (repeatable) [default: /ip4/0.0.0.0/tcp/9000 and
-    /// /ip4/0.0.0.0/udp/9000/quic-v1].
+    /// /ip4/0.0.0.0/udp/9000/quic-v1, on every interface].
+    ///
+    /// Why every interface: peerctl on the LAN connects straight to it (mDNS announces these
+    /// addresses), and hole punching through NATs dials from the QUIC port. Only trusted
+    /// peers' signed requests are served; anyone who connects learns this provider's peer id,
+    /// listen addresses, agent version and protocol names (identify, ping) and, on a control
+    /// request, an error naming the provider. `--listen /ip4/127.0.0.1/tcp/9000 --no-mdns`
+    /// keeps it on this host: remote clients then come through the gateway's relay.
     #[arg(long, value_name = "MULTIADDR")]
     listen: Vec<peercompute_p2p::Multiaddr>,
     /// Do not announce or discover peers on the LAN with mDNS.

@@ -15,7 +15,7 @@ use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use crate::tunnel::GatewayP2p;
-use crate::tunnel::backoff::Backoff;
+use crate::backoff::Backoff;
 
 /// How long a rendezvous registration lives; renewed at half.
 const REGISTRATION_TTL: Duration = Duration::from_secs(2 * 3600);
@@ -87,7 +87,7 @@ pub(crate) async fn keep_reachable(
     mut stop: watch::Receiver<bool>,
 ) {
     let me = node.peer_id();
-    let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(60));
+    let mut backoff = Backoff::relay();
     loop {
         if *stop.borrow() {
             break;

@@ -78,6 +78,12 @@ async fn trust_must_be_mutual_and_each_refusal_says_who_must_add_whom() {
         "{}",
         err.message
     );
+    let home = daemon.home.path().display().to_string();
+    assert!(
+        !err.message.contains(&home),
+        "a stranger learns the provider's home directory: {}",
+        err.message
+    );
     assert_eq!(
         managed_count(&daemon).await,
         before,

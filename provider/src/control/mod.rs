@@ -34,7 +34,7 @@ pub(crate) struct ControlContext {
     pub(crate) trust: TrustWatcher,
     pub(crate) replay: ReplayStore,
     pub(crate) deployments: Deployments,
-    /// Shown in "not trusted" errors so the operator knows which home to edit.
+    /// Logged with "not trusted" refusals so the operator knows which home to edit.
     pub(crate) home_hint: String,
 }
 
@@ -85,13 +85,16 @@ async fn respond(
     let Some(ControlPlaneMessage::Signed(envelope)) = first else {
         return Err(error(ErrorCode::BadRequest, "expected a signed request"));
     };
-    // Trust first: an untrusted peer learns nothing and costs no Docker call.
+    // Trust first: an untrusted peer learns only that this provider does not trust it, and
+    // costs no Docker call. The command with this daemon's home goes to the local log only:
+    // a stranger has no business learning the path.
     if !ctx.trust.is_trusted(&peer) {
+        info!("an untrusted peer asked; to trust it run: peerctl{} peers add {peer}", ctx.home_hint);
         return Err(error(
             ErrorCode::NotTrusted,
             format!(
-                "provider {} does not trust you ({peer}); its operator must run: peerctl{} peers add {peer}",
-                ctx.me, ctx.home_hint
+                "provider {} does not trust you ({peer}); its operator must run: peerctl peers add {peer} (with the provider's --home)",
+                ctx.me
             ),
         ));
     }

@@ -2,11 +2,10 @@
 //!
 //! [`start_tunnel`] spawns the client task and returns a [`TunnelHandle`] through which the
 //! rest of the daemon publishes and withdraws routes. The task reconnects with jittered
-//! exponential backoff ([`backoff`]) and re-registers every route after each reconnect
+//! exponential backoff ([`crate::backoff`]) and re-registers every route after each reconnect
 //! ([`session`]); each data stream the gateway opens is spliced to the route's local TCP
 //! target ([`splice`]). [`tls`] builds the client certificate and the gateway check.
 
-pub(crate) mod backoff;
 mod session;
 mod splice;
 mod tls;
@@ -25,8 +24,8 @@ use tracing::{error, info, warn};
 
 pub use tls::TlsSetupError;
 
+use crate::backoff::Backoff;
 use crate::config::GatewaySpec;
-use backoff::Backoff;
 use session::SessionEnd;
 
 /// A connection that stayed up this long resets the backoff.
@@ -225,7 +224,7 @@ async fn run_client(
         waiters: HashMap::new(),
         splices: JoinSet::new(),
     };
-    let mut backoff = Backoff::default();
+    let mut backoff = Backoff::reconnect();
     let mut sessions = 0u64;
     let endpoint = match bind_endpoint(&gateway) {
         Ok(ep) => ep,
