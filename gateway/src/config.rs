@@ -7,25 +7,32 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::tls::{LineContext, TlsChoice, TlsInputs, TlsSource};
+
 /// Where the visitor-facing certificate comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum TlsMode {
-    /// A local CA in the state dir and a certificate for `D` and `*.D` (development).
+    /// dev for names no public CA certifies (localhost, *.localhost, .test, .example, .invalid,
+    /// .local, .internal, .home.arpa, IP addresses), acme otherwise, files when --cert/--key
+    /// are given.
+    // The rule and its table test: tls/auto.rs (`GatewayConfig::tls_choice`).
     #[default]
+    Auto,
+    /// A local CA in the state dir signs D and *.D (development: visitors must trust it).
     Dev,
-    /// `--cert` and `--key` PEM files.
+    /// The --cert and --key PEM files.
     Files,
-    /// Certificates from an ACME server (Let's Encrypt by default), renewed automatically.
+    /// Certificates from an ACME server (Let's Encrypt by default), renewed automatically,
+    /// whatever the domain.
     Acme,
 }
 
 /// How the ACME server checks that the gateway controls a name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
 pub enum AcmeChallenge {
     /// A TXT record per name, published by RFC 2136 dynamic update: one wildcard certificate
     /// for `D` and `*.D`.
-    #[default]
     #[serde(rename = "dns-01")]
     #[value(name = "dns-01")]
     Dns01,
@@ -42,11 +49,10 @@ pub enum AcmeChallenge {
 }
 
 /// How DNS-01 records are published.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum DnsProvider {
     /// RFC 2136 dynamic updates signed with TSIG (bind9, Knot, PowerDNS, ...).
-    #[default]
     Rfc2136,
 }
 
@@ -71,6 +77,7 @@ pub struct GatewayConfig {
     pub admin_listen: Option<SocketAddr>,
     /// Port printed in public URLs when HTTPS is not served on 443.
     pub public_port: Option<u16>,
+    /// Certificate source; `auto` resolves by [`GatewayConfig::tls_choice`].
     pub tls: TlsMode,
     pub cert: Option<PathBuf>,
     pub key: Option<PathBuf>,
@@ -80,13 +87,16 @@ pub struct GatewayConfig {
     pub acme_email: Option<String>,
     /// PEM file of CA certificates trusted for the ACME server's own HTTPS (private CAs).
     pub acme_ca: Option<PathBuf>,
-    pub acme_challenge: AcmeChallenge,
+    /// `None`: DNS-01 when DNS-01 settings are given, else HTTP-01 (TLS-ALPN-01 without the
+    /// HTTP listener).
+    pub acme_challenge: Option<AcmeChallenge>,
     /// First retry delay after a failed ACME order; doubles on each failure, up to 1 h.
     #[serde(with = "humantime_serde")]
     pub acme_retry_initial: Duration,
     /// Most new per-name certificates ordered per hour (HTTP-01 / TLS-ALPN-01).
     pub acme_orders_per_hour: u32,
-    pub dns_provider: DnsProvider,
+    /// How DNS-01 records are published [default: rfc2136]; setting it asks for DNS-01.
+    pub dns_provider: Option<DnsProvider>,
     /// Primary (authoritative) DNS server accepting updates, `HOST[:PORT]`.
     pub dns_server: Option<String>,
     /// Zone the `_acme-challenge` records go in [default: the domain].
@@ -159,16 +169,16 @@ impl Default for GatewayConfig {
             tunnel_listen: SocketAddr::from(([0, 0, 0, 0], 8443)),
             admin_listen: Some(SocketAddr::from(([127, 0, 0, 1], 9180))),
             public_port: None,
-            tls: TlsMode::Dev,
+            tls: TlsMode::Auto,
             cert: None,
             key: None,
             acme_directory: LETS_ENCRYPT.into(),
             acme_email: None,
             acme_ca: None,
-            acme_challenge: AcmeChallenge::Dns01,
+            acme_challenge: None,
             acme_retry_initial: Duration::from_secs(60),
             acme_orders_per_hour: 10,
-            dns_provider: DnsProvider::Rfc2136,
+            dns_provider: None,
             dns_server: None,
             dns_zone: None,
             dns_tsig_key: None,
@@ -242,13 +252,14 @@ impl GatewayConfig {
             )));
         }
         self.domain = domain;
-        if self.tls == TlsMode::Files && (self.cert.is_none() || self.key.is_none()) {
-            return Err(ConfigError::Invalid(
-                "--tls files needs --cert FILE and --key FILE".into(),
-            ));
-        }
-        if self.tls == TlsMode::Acme {
-            self.validate_acme()?;
+        match self.tls_choice().source {
+            TlsSource::Files if self.cert.is_none() || self.key.is_none() => {
+                return Err(ConfigError::Invalid(
+                    "--tls files needs --cert FILE and --key FILE".into(),
+                ));
+            }
+            TlsSource::Acme(challenge) => self.validate_acme(challenge)?,
+            TlsSource::Files | TlsSource::Dev => {}
         }
         for (flag, list) in [
             ("--p2p-listen", &self.p2p_listen),
@@ -281,8 +292,38 @@ impl GatewayConfig {
         Ok(self)
     }
 
-    /// Checks and normalises the ACME settings (`--tls acme`).
-    fn validate_acme(&mut self) -> Result<(), ConfigError> {
+    /// What `--tls` resolves to with these settings, and why (`auto` is never left over).
+    pub fn tls_choice(&self) -> TlsChoice {
+        crate::tls::choose_tls(&TlsInputs {
+            tls: self.tls,
+            domain: &self.domain,
+            cert_files: self.cert.is_some() || self.key.is_some(),
+            acme_challenge: self.acme_challenge,
+            dns_settings: self.dns_provider.is_some()
+                || self.dns_server.is_some()
+                || self.dns_zone.is_some()
+                || self.dns_tsig_key.is_some(),
+            http_listener: self.http_listener_on(),
+        })
+    }
+
+    /// The one start-up line saying which certificate source is used and why.
+    pub fn tls_line(&self) -> String {
+        let dev_ca = crate::dev_ca_path(&self.state_dir);
+        self.tls_choice().line(&LineContext {
+            domain: &self.domain,
+            acme_directory: &self.acme_directory,
+            dev_ca: &dev_ca,
+            cert: self.cert.as_deref(),
+        })
+    }
+
+    fn http_listener_on(&self) -> bool {
+        self.http_listen.is_some()
+    }
+
+    /// Checks and normalises the ACME settings (`--tls acme`, or `auto` on a public domain).
+    fn validate_acme(&mut self, challenge: AcmeChallenge) -> Result<(), ConfigError> {
         let invalid = |m: String| Err(ConfigError::Invalid(m));
         match self.acme_directory.trim() {
             "letsencrypt" => self.acme_directory = LETS_ENCRYPT.into(),
@@ -300,12 +341,13 @@ impl GatewayConfig {
         {
             return invalid(format!("--acme-email {email:?} is not an e-mail address"));
         }
-        match self.acme_challenge {
+        match challenge {
             AcmeChallenge::Dns01 => {
                 if self.dns_server.is_none() || self.dns_tsig_key.is_none() {
                     return invalid(
-                        "--tls acme with DNS-01 needs --dns-server HOST:PORT and \
-                         --dns-tsig-key FILE (or --acme-challenge http-01 / tls-alpn-01)"
+                        "ACME with DNS-01 (a wildcard certificate) needs --dns-server HOST:PORT \
+                         and --dns-tsig-key FILE; without them the gateway gets per-name \
+                         certificates (HTTP-01 / TLS-ALPN-01) with no DNS credentials"
                             .into(),
                     );
                 }
@@ -475,7 +517,7 @@ mod tests {
             ),
             (
                 GatewayConfig {
-                    acme_challenge: AcmeChallenge::Http01,
+                    acme_challenge: Some(AcmeChallenge::Http01),
                     http_listen: None,
                     ..base.clone()
                 },
@@ -487,11 +529,58 @@ mod tests {
             assert!(err.contains(why), "{why}: {err}");
         }
         let alpn = GatewayConfig {
-            acme_challenge: AcmeChallenge::TlsAlpn01,
+            acme_challenge: Some(AcmeChallenge::TlsAlpn01),
             dns_server: None,
             dns_tsig_key: None,
             ..base
         };
         assert!(alpn.validate().is_ok(), "TLS-ALPN-01 needs no DNS settings");
+    }
+
+    #[test]
+    fn auto_is_the_default_and_resolves_before_checks() {
+        let cfg: GatewayConfig =
+            toml::from_str("domain = \"apps.localhost\"\nopen = true\n").expect("parse");
+        assert_eq!(cfg.tls, TlsMode::Auto, "the default");
+        let cfg = cfg.validate().expect("valid");
+        assert_eq!(cfg.tls_choice().source, TlsSource::Dev);
+        let explicit: GatewayConfig =
+            toml::from_str("domain = \"apps.example.com\"\nopen = true\ntls = \"auto\"\n")
+                .expect("parse tls = auto");
+        let explicit = explicit.validate().expect("valid");
+        assert_eq!(
+            explicit.tls_choice().source,
+            TlsSource::Acme(AcmeChallenge::Http01),
+            "public domain, no DNS-01 settings: per-name HTTP-01"
+        );
+        let public = GatewayConfig {
+            domain: "apps.example.com".into(),
+            open: true,
+            ..GatewayConfig::default()
+        };
+        let no_http = GatewayConfig {
+            http_listen: None,
+            ..public.clone()
+        }
+        .validate()
+        .expect("TLS-ALPN-01 needs nothing more");
+        assert_eq!(
+            no_http.tls_choice().source,
+            TlsSource::Acme(AcmeChallenge::TlsAlpn01)
+        );
+        // DNS-01 settings ask for the wildcard, which then needs all of them.
+        let half = GatewayConfig {
+            dns_server: Some("ns1.example.com:53".into()),
+            ..public.clone()
+        };
+        let err = half.validate().expect_err("no TSIG key").to_string();
+        assert!(err.contains("--dns-tsig-key"), "{err}");
+        // A --cert without --key under auto asks for files, which names both.
+        let cert_only = GatewayConfig {
+            cert: Some("/etc/tls/fullchain.pem".into()),
+            ..public
+        };
+        let err = cert_only.validate().expect_err("no key").to_string();
+        assert!(err.contains("--key FILE"), "{err}");
     }
 }

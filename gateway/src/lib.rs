@@ -12,8 +12,9 @@
 //! - [`tunnel`](crate::tunnel): QUIC listener, provider authentication, control stream.
 //! - [`registry`](crate::registry) (live routes) and [`names`](crate::names) (persistent name
 //!   ownership); [`allow`](crate::allow): which providers may connect.
-//! - [`tls`](crate::tls): dev CA / PEM files / ACME (`tls/acme/`: DNS-01 over RFC 2136,
-//!   HTTP-01, TLS-ALPN-01, renewal and hot swap) behind SNI resolvers.
+//! - [`tls`](crate::tls): `--tls auto` (`tls/auto.rs`: dev CA for local names, ACME for public
+//!   ones), dev CA / PEM files / ACME (`tls/acme/`: DNS-01 over RFC 2136, HTTP-01,
+//!   TLS-ALPN-01, renewal and hot swap) behind SNI resolvers.
 //! - [`plain`](crate::plain): the port-80 redirect (and HTTP-01 answers) and the admin
 //!   listener; [`metrics`](crate::metrics).
 //! - [`config`](crate::config): every setting, from flags or TOML.
@@ -52,7 +53,9 @@ pub use config::{
     TlsMode,
 };
 pub use names::NameStoreError;
-pub use tls::{PINNED_SNI, TlsError};
+pub use tls::{
+    ChallengeReason, PINNED_SNI, PrivateName, TlsChoice, TlsError, TlsReason, TlsSource,
+};
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -179,18 +182,15 @@ pub async fn run(
         &config.allow_providers,
         config.allow_providers_file.clone(),
     )?;
-    let (cert_store, visitor_tls, acme) = match config.tls {
-        TlsMode::Dev => {
-            let (ca, chain, key) = tls::ensure_dev_certs(&config.state_dir, &config.domain)?;
-            info!(
-                "dev TLS: certificates for {d} and *.{d} are signed by the local CA {ca}; trust it with `curl --cacert {ca}` or import it in a browser",
-                d = config.domain,
-                ca = ca.display()
-            );
+    let choice = config.tls_choice();
+    info!("{}", config.tls_line());
+    let (cert_store, visitor_tls, acme) = match choice.source {
+        TlsSource::Dev => {
+            let (_, chain, key) = tls::ensure_dev_certs(&config.state_dir, &config.domain)?;
             let store = tls::CertStore::new(tls::certified_key(chain, &key)?);
             (store.clone(), server::visitor_tls(store, false), None)
         }
-        TlsMode::Files => {
+        TlsSource::Files => {
             let (cert, key) = match (&config.cert, &config.key) {
                 (Some(c), Some(k)) => (c, k),
                 _ => unreachable!("validate() requires --cert and --key with --tls files"),
@@ -199,8 +199,8 @@ pub async fn run(
             let store = tls::CertStore::new(tls::certified_key(chain, &key)?);
             (store.clone(), server::visitor_tls(store, false), None)
         }
-        TlsMode::Acme => {
-            let (prepared, hooks) = tls::acme::prepare(&config)?;
+        TlsSource::Acme(challenge) => {
+            let (prepared, hooks) = tls::acme::prepare(&config, challenge)?;
             let visitor = server::visitor_tls(prepared.resolver.clone(), prepared.offer_acme_tls);
             (prepared.store.clone(), visitor, Some((prepared, hooks)))
         }

@@ -34,6 +34,10 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Print the gateway's peer id (creating its identity if missing).
+    #[command(after_help = "Examples:\n  \
+        peercompute-gateway id                                   # /var/lib/peercompute-gateway\n  \
+        peercompute-gateway id --state-dir ./gateway-state\n  \
+        PEERCOMPUTE_GATEWAY_STATE=/srv/gw peercompute-gateway id")]
     Id {
         /// Directory holding the identity, names and certificates.
         #[arg(
@@ -44,9 +48,19 @@ enum Command {
         state_dir: PathBuf,
     },
     /// Serve visitors and provider tunnels until SIGTERM / Ctrl-C.
+    #[command(after_help = "Examples:\n  \
+        peercompute-gateway run --domain apps.example.com --allow-provider 12D3KooW...    # ACME, per-name certificates via HTTP-01\n  \
+        peercompute-gateway run --domain apps.example.com --dns-server ns1.example.com:53 --dns-tsig-key /etc/peercompute/acme.key --allow-providers-file /etc/peercompute/providers.txt    # wildcard via DNS-01\n  \
+        peercompute-gateway run --domain apps.localhost --https-listen 127.0.0.1:8443 --no-http --open    # local dev CA\n  \
+        peercompute-gateway run --config /etc/peercompute/gateway.toml")]
     Run(Box<RunArgs>),
     /// Print a shell completion script to stdout.
+    #[command(after_help = "Examples:\n  \
+        peercompute-gateway completions bash > /etc/bash_completion.d/peercompute-gateway\n  \
+        peercompute-gateway completions zsh > \"${fpath[1]}/_peercompute-gateway\"\n  \
+        peercompute-gateway completions fish > ~/.config/fish/completions/peercompute-gateway.fish")]
     Completions {
+        /// Shell to write the completion script for.
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
@@ -66,10 +80,12 @@ struct RunArgs {
     /// HTTPS listener [default: 0.0.0.0:443].
     #[arg(long)]
     https_listen: Option<SocketAddr>,
-    /// Plain HTTP listener that redirects to HTTPS [default: 0.0.0.0:80].
+    /// Plain HTTP listener: answers ACME HTTP-01 challenges and redirects everything else to
+    /// HTTPS [default: 0.0.0.0:80].
     #[arg(long)]
     http_listen: Option<SocketAddr>,
-    /// Disable the plain HTTP redirect listener.
+    /// Disable the plain HTTP listener (no redirect; ACME then uses TLS-ALPN-01 on the HTTPS
+    /// port).
     #[arg(long)]
     no_http: bool,
     /// QUIC tunnel listener (UDP) [default: 0.0.0.0:8443].
@@ -81,14 +97,13 @@ struct RunArgs {
     /// Port printed in public URLs when HTTPS is not reachable on 443.
     #[arg(long)]
     public_port: Option<u16>,
-    /// Certificate source: dev (local CA), files (--cert/--key) or acme (Let's Encrypt or any
-    /// RFC 8555 server, renewed automatically).
+    /// Certificate source [default: auto]; the choice and its reason are logged at start.
     #[arg(long, value_enum)]
     tls: Option<TlsMode>,
-    /// PEM certificate chain for --tls files.
+    /// PEM certificate chain for --tls files (with --tls auto, giving it selects files).
     #[arg(long)]
     cert: Option<PathBuf>,
-    /// PEM private key for --tls files.
+    /// PEM private key for --tls files (with --tls auto, giving it selects files).
     #[arg(long)]
     key: Option<PathBuf>,
     /// ACME directory URL, or letsencrypt / letsencrypt-staging [default: Let's Encrypt
@@ -101,11 +116,12 @@ struct RunArgs {
     /// PEM CA certificate(s) to trust for a private ACME server's HTTPS.
     #[arg(long, value_name = "FILE")]
     acme_ca: Option<PathBuf>,
-    /// dns-01: one wildcard certificate for D and *.D (needs --dns-*); http-01 / tls-alpn-01:
-    /// per-name certificates for registered names [default: dns-01].
+    /// dns-01: one wildcard certificate for D and *.D (needs --dns-server and --dns-tsig-key);
+    /// http-01 / tls-alpn-01: per-name certificates for registered names, no DNS credentials
+    /// [default: dns-01 when any --dns-* is given, else http-01, tls-alpn-01 with --no-http].
     #[arg(long, value_enum)]
     acme_challenge: Option<AcmeChallenge>,
-    /// How DNS-01 records are published [default: rfc2136].
+    /// How DNS-01 records are published; giving it asks for DNS-01 [default: rfc2136].
     #[arg(long, value_enum)]
     dns_provider: Option<DnsProvider>,
     /// Primary DNS server accepting RFC 2136 updates, HOST[:PORT].
@@ -183,8 +199,6 @@ impl RunArgs {
             tunnel_listen,
             tls,
             acme_directory,
-            acme_challenge,
-            dns_provider,
             rate_limit,
             rate_limit_ip,
             grace_period,
@@ -218,6 +232,12 @@ impl RunArgs {
         }
         if self.cert.is_some() {
             cfg.cert = self.cert;
+        }
+        if self.acme_challenge.is_some() {
+            cfg.acme_challenge = self.acme_challenge;
+        }
+        if self.dns_provider.is_some() {
+            cfg.dns_provider = self.dns_provider;
         }
         if self.key.is_some() {
             cfg.key = self.key;
@@ -278,12 +298,6 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
         Command::Run(args) => {
             let config = args.into_config().map_err(ConfigError::wrap)?;
             let listeners = Listeners::bind(&config).await?;
-            if config.tls == TlsMode::Dev {
-                eprintln!(
-                    "dev TLS: trust {} (curl --cacert …)",
-                    peercompute_gateway::dev_ca_path(&config.state_dir).display()
-                );
-            }
             peercompute_gateway::run(config, listeners, peercompute_cli::shutdown_signal())
                 .await
                 .context("gateway failed")

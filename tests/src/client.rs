@@ -2,7 +2,8 @@
 
 use std::sync::Arc;
 
-use rustls::pki_types::ServerName;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
@@ -18,7 +19,7 @@ pub enum Alpn {
 
 fn tls_config(gw: &TestGateway, alpn: &[&[u8]]) -> rustls::ClientConfig {
     let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pemfile::certs(&mut gw.ca_pem.as_slice()) {
+    for cert in CertificateDer::pem_slice_iter(&gw.ca_pem) {
         roots.add(cert.expect("CA PEM")).expect("add CA");
     }
     let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(

@@ -38,7 +38,7 @@ async fn dns01_setup(
     config.acme_directory = pebble.directory.clone();
     config.acme_ca = Some(pebble.ca_path.clone());
     config.acme_email = Some("ops@acme.test".into());
-    config.acme_challenge = AcmeChallenge::Dns01;
+    config.acme_challenge = Some(AcmeChallenge::Dns01);
     config.dns_server = Some(bind.addr.to_string());
     config.dns_tsig_key = Some(bind.key_path.clone());
     tweak(&mut config);
@@ -257,7 +257,7 @@ async fn failing_acme_server_is_retried_with_backoff_counted_and_logged() {
     let state = Arc::new(tempfile::tempdir().expect("state"));
     let mut config = AcmeGateway::config(&state, &ports);
     config.acme_directory = directory;
-    config.acme_challenge = AcmeChallenge::Dns01;
+    config.acme_challenge = Some(AcmeChallenge::Dns01);
     config.dns_server = Some("127.0.0.1:9".into());
     config.dns_tsig_key = Some(key);
     config.acme_retry_initial = Duration::from_millis(200);
@@ -316,7 +316,7 @@ async fn per_name_setup(challenge: AcmeChallenge) -> (Bind9, Pebble, AcmeGateway
     let mut config = AcmeGateway::config(&state, &ports);
     config.acme_directory = pebble.directory.clone();
     config.acme_ca = Some(pebble.ca_path.clone());
-    config.acme_challenge = challenge;
+    config.acme_challenge = Some(challenge);
     let gw = AcmeGateway::start(state, ports, listeners, config);
     (bind, pebble, gw)
 }

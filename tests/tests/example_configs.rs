@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use peercompute_gateway::{GatewayConfig, TlsMode};
+use peercompute_gateway::{AcmeChallenge, GatewayConfig, TlsMode, TlsSource};
 use peercompute_provider::{ProviderConfig, ProviderFile};
 
 fn repo() -> PathBuf {
@@ -103,7 +103,12 @@ fn gateway_example_parses_and_validates() {
         .validate()
         .unwrap_or_else(|e| panic!("deploy/gateway.toml does not validate: {e}"));
     assert_eq!(config.domain, "apps.example.com");
-    assert_eq!(config.tls, TlsMode::Acme);
+    assert_eq!(config.tls, TlsMode::Auto, "the example shows the default");
+    assert_eq!(
+        config.tls_choice().source,
+        TlsSource::Acme(AcmeChallenge::Dns01),
+        "a public domain with the dns_* keys: the DNS-01 wildcard"
+    );
     assert!(!config.open, "the example must not accept any provider");
     assert_eq!(
         config.state_dir,

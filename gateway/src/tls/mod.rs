@@ -1,5 +1,6 @@
 //! Certificates the gateway serves, behind SNI resolvers.
 //!
+//! - [`auto`]: what `--tls auto` resolves to for the domain, and the start-up line saying why.
 //! - [`CertStore`]: the visitor-facing certificates (from `dev`, `files` or [`acme`]): a
 //!   default certificate plus, for ACME per-name certificates, one per exact host name; held
 //!   behind locks so a renewed certificate is swapped in without a restart. Handshakes in
@@ -10,6 +11,7 @@
 //!   domain and gets the visitor-facing certificate.
 
 pub(crate) mod acme;
+mod auto;
 mod dev;
 mod files;
 
@@ -21,8 +23,10 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 
+pub use auto::{ChallengeReason, PrivateName, TlsChoice, TlsReason, TlsSource};
+pub(crate) use auto::{LineContext, TlsInputs, choose as choose_tls};
 pub(crate) use dev::ensure_dev_certs;
-pub(crate) use files::load_pem_files;
+pub(crate) use files::{load_pem_files, pem_certs, pem_key};
 
 /// SNI a provider sends when it authenticates the gateway by pinned peer id.
 pub const PINNED_SNI: &str = "gateway.peercompute.invalid";

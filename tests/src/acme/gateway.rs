@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use peercompute_gateway::{GatewayConfig, Listeners, TlsMode};
 use peercompute_identity::PeerId;
+use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
@@ -205,7 +206,7 @@ impl Drop for AcmeGateway {
 
 fn tls_config(root_pem: &[u8], alpn: &[&[u8]]) -> rustls::ClientConfig {
     let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pemfile::certs(&mut &root_pem[..]) {
+    for cert in CertificateDer::pem_slice_iter(root_pem) {
         roots.add(cert.expect("root PEM")).expect("add root");
     }
     let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(

@@ -8,6 +8,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+
 use super::process::{ChildGuard, command, free_port, require};
 
 const PEBBLE: &str = "/usr/bin/pebble";
@@ -114,7 +117,7 @@ impl Pebble {
 /// A client trusting `ca` that reaches pebble's `localhost` ports over IPv4.
 fn client(ca: &[u8]) -> reqwest::Client {
     let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pemfile::certs(&mut &ca[..]) {
+    for cert in CertificateDer::pem_slice_iter(ca) {
         roots.add(cert.expect("CA PEM")).expect("add CA");
     }
     let tls = rustls::ClientConfig::builder_with_provider(Arc::new(

@@ -47,13 +47,7 @@ impl AcmeHttp {
                 path: path.to_path_buf(),
                 reason,
             };
-            let certs = rustls_pemfile::certs(&mut pem.as_slice())
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| invalid(e.to_string()))?;
-            if certs.is_empty() {
-                return Err(invalid("no CERTIFICATE block found".into()));
-            }
-            for cert in certs {
+            for cert in crate::tls::pem_certs(&pem).map_err(invalid)? {
                 roots.add(cert).map_err(|e| invalid(e.to_string()))?;
             }
         } else if added == 0 {

@@ -1,13 +1,14 @@
-//! `--tls acme`: publicly trusted certificates from an ACME server (RFC 8555), obtained,
-//! stored, renewed and hot-swapped with no manual step.
+//! `--tls acme` (and `auto` on a public domain): publicly trusted certificates from an ACME
+//! server (RFC 8555), obtained, stored, renewed and hot-swapped with no manual step.
 //!
-//! Two modes, chosen by `--acme-challenge`:
+//! Two modes, by the challenge [`super::auto`] picked:
 //!
-//! - **Wildcard** (DNS-01, the default): one certificate for `D` and `*.D`. TXT records are
-//!   published with TSIG-signed RFC 2136 updates ([`rfc2136`], [`dns01`], [`tsig`]).
-//! - **Per name** (HTTP-01 or TLS-ALPN-01): one certificate per registered app name, ordered
-//!   when a provider registers it, capped per hour; never for a host a visitor merely sends
-//!   ([`http01`], [`tlsalpn01`]).
+//! - **Wildcard** (DNS-01, when DNS-01 settings are given): one certificate for `D` and
+//!   `*.D`. TXT records are published with TSIG-signed RFC 2136 updates ([`rfc2136`],
+//!   [`dns01`], [`tsig`]).
+//! - **Per name** (HTTP-01 or TLS-ALPN-01, needing no credentials): one certificate per
+//!   registered app name, ordered when a provider registers it, capped per hour; never for a
+//!   host a visitor merely sends ([`http01`], [`tlsalpn01`]).
 //!
 //! Files, in data-path order: [`account`] (account + HTTPS client), [`order`] (one order),
 //! [`solver`] (the challenge in use), [`store`] (certificates on disk), [`schedule`] (when to
@@ -119,12 +120,15 @@ impl Prepared {
 /// Reads the TSIG key and CA, loads stored certificates into a new [`CertStore`], and builds
 /// the manager (not yet running). Fails only on configuration problems, never because the
 /// ACME or DNS server is unreachable.
-pub(crate) fn prepare(config: &GatewayConfig) -> Result<(Prepared, Hooks), TlsError> {
+pub(crate) fn prepare(
+    config: &GatewayConfig,
+    challenge: AcmeChallenge,
+) -> Result<(Prepared, Hooks), TlsError> {
     let acme_err = |reason: String| TlsError::Invalid {
         path: PathBuf::from("--tls acme"),
         reason,
     };
-    let mode = match config.acme_challenge {
+    let mode = match challenge {
         AcmeChallenge::Dns01 => Mode::Wildcard,
         AcmeChallenge::Http01 | AcmeChallenge::TlsAlpn01 => Mode::PerName,
     };
@@ -137,7 +141,7 @@ pub(crate) fn prepare(config: &GatewayConfig) -> Result<(Prepared, Hooks), TlsEr
     };
     let http01 = Http01Tokens::default();
     let alpn = tlsalpn01::AlpnChallenges::default();
-    let solver = match config.acme_challenge {
+    let solver = match challenge {
         AcmeChallenge::Dns01 => {
             let (Some(server), Some(key_path)) = (&config.dns_server, &config.dns_tsig_key) else {
                 return Err(acme_err(
@@ -161,7 +165,7 @@ pub(crate) fn prepare(config: &GatewayConfig) -> Result<(Prepared, Hooks), TlsEr
     let certs = load_stored(&files, &settings, &store);
 
     let (tx, rx) = mpsc::channel(REQUEST_QUEUE);
-    let resolver: Arc<dyn ResolvesServerCert> = match config.acme_challenge {
+    let resolver: Arc<dyn ResolvesServerCert> = match challenge {
         AcmeChallenge::TlsAlpn01 => Arc::new(tlsalpn01::AlpnResolver {
             store: store.clone(),
             challenges: alpn,
@@ -186,7 +190,7 @@ pub(crate) fn prepare(config: &GatewayConfig) -> Result<(Prepared, Hooks), TlsEr
     let prepared = Prepared {
         store,
         resolver,
-        offer_acme_tls: config.acme_challenge == AcmeChallenge::TlsAlpn01,
+        offer_acme_tls: challenge == AcmeChallenge::TlsAlpn01,
         manager,
     };
     Ok((prepared, hooks))

@@ -20,7 +20,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::sign::CertifiedKey;
 use serde::{Deserialize, Serialize};
 
-use crate::tls::{TlsError, certified_key};
+use crate::tls::{TlsError, certified_key, pem_certs, pem_key};
 
 /// A certificate ready to serve, with what the renewal schedule needs.
 #[derive(Clone)]
@@ -50,12 +50,9 @@ impl Certified {
         key_pem: &str,
         directory: &str,
     ) -> Result<Self, String> {
-        let chain = rustls_pemfile::certs(&mut chain_pem.as_bytes())
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| format!("certificate chain: {e}"))?;
-        let key = rustls_pemfile::private_key(&mut key_pem.as_bytes())
-            .map_err(|e| format!("private key: {e}"))?
-            .ok_or("no PRIVATE KEY block")?;
+        let chain =
+            pem_certs(chain_pem.as_bytes()).map_err(|e| format!("certificate chain: {e}"))?;
+        let key = pem_key(key_pem.as_bytes()).map_err(|e| format!("private key: {e}"))?;
         Self::from_der(chain, &key, directory)
     }
 
@@ -196,12 +193,8 @@ impl CertFiles {
             path: path.clone(),
             reason,
         };
-        let chain = rustls_pemfile::certs(&mut pem.as_slice())
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| invalid(e.to_string()))?;
-        let key = rustls_pemfile::private_key(&mut pem.as_slice())
-            .map_err(|e| invalid(e.to_string()))?
-            .ok_or_else(|| invalid("no PRIVATE KEY block".into()))?;
+        let chain = pem_certs(&pem).map_err(invalid)?;
+        let key = pem_key(&pem).map_err(invalid)?;
         let directory = std::fs::read(self.meta_path(name))
             .ok()
             .and_then(|b| serde_json::from_slice::<Meta>(&b).ok())

@@ -17,6 +17,8 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::Context;
 use peercompute_runtime::{ContainerSpec, DockerRuntime};
 use reqwest::StatusCode;
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
 
 use super::system::{DOMAIN, System};
 
@@ -282,7 +284,7 @@ fn check_body(workload: &Workload, url: &str, body: &[u8]) -> anyhow::Result<()>
 /// `NAME.apps.test` to the gateway, HTTP/1.1.
 fn https_client(system: &System, name: &str) -> anyhow::Result<reqwest::Client> {
     let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pemfile::certs(&mut system.ca_pem.as_slice()) {
+    for cert in CertificateDer::pem_slice_iter(&system.ca_pem) {
         roots
             .add(cert.context("the gateway's dev CA PEM")?)
             .context("add the dev CA")?;

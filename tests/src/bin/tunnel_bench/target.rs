@@ -15,7 +15,8 @@ use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
-use rustls::pki_types::ServerName;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
@@ -67,7 +68,7 @@ impl Target {
         ca_pem: &[u8],
     ) -> anyhow::Result<Self> {
         let mut roots = rustls::RootCertStore::empty();
-        for cert in rustls_pemfile::certs(&mut &ca_pem[..]) {
+        for cert in CertificateDer::pem_slice_iter(ca_pem) {
             roots
                 .add(cert.context("parse the dev CA PEM")?)
                 .context("add the dev CA")?;
