@@ -93,7 +93,8 @@ pub struct GatewayConfig {
     /// First retry delay after a failed ACME order; doubles on each failure, up to 1 h.
     #[serde(with = "humantime_serde")]
     pub acme_retry_initial: Duration,
-    /// Most new per-name certificates ordered per hour (HTTP-01 / TLS-ALPN-01).
+    /// New per-name certificates (HTTP-01 / TLS-ALPN-01): up to this many at once, then this
+    /// many per hour (one every 60/N minutes). 0 orders none.
     pub acme_orders_per_hour: u32,
     /// How DNS-01 records are published [default: rfc2136]; setting it asks for DNS-01.
     pub dns_provider: Option<DnsProvider>,

@@ -135,9 +135,8 @@ impl Manager {
             }
             if per_name
                 && m.current.is_none()
-                && let Err(free) = self.cap.try_take(tokio::time::Instant::now())
+                && let Err(wait) = self.cap.try_take()
             {
-                let wait = free.saturating_duration_since(tokio::time::Instant::now());
                 info!(certificate = %key, retry_in = ?wait, "hourly certificate order cap reached; waiting");
                 m.due = now + wait;
                 continue;

@@ -3,12 +3,16 @@
 //! - Renewal when two thirds of the lifetime have passed, or earlier inside the server's ARI
 //!   window (RFC 9773) when it offers one — never later than the two-thirds point.
 //! - After a failed order: `initial × 2^(failures-1)`, capped at one hour.
-//! - New per-name certificates: at most `max` orders started in any hour.
+//! - New per-name certificates: [`HourlyCap`], governor's GCRA — a burst of `max` orders,
+//!   then `max` per hour (one every `60/max` minutes).
 
-use std::collections::VecDeque;
+use std::num::NonZeroU32;
 use std::time::{Duration, SystemTime};
 
-use tokio::time::Instant;
+use governor::clock::{Clock, DefaultClock};
+use governor::middleware::NoOpMiddleware;
+use governor::state::{InMemoryState, NotKeyed};
+use governor::{Quota, RateLimiter};
 
 /// Longest wait between two attempts after failures.
 pub(crate) const MAX_BACKOFF: Duration = Duration::from_secs(3600);
@@ -42,36 +46,36 @@ pub(crate) fn backoff(initial: Duration, failures: u32) -> Duration {
         .min(MAX_BACKOFF.max(initial))
 }
 
-/// A sliding one-hour window of order starts.
+/// How often new per-name certificates may be ordered: up to `max` at once, then `max` per
+/// hour. Keeps a burst of new names from running into the ACME server's rate limits.
 #[derive(Debug)]
-pub(crate) struct HourlyCap {
-    max: u32,
-    starts: VecDeque<Instant>,
+pub(crate) struct HourlyCap<C: Clock = DefaultClock> {
+    /// `None` when `max` is 0: no new orders at all.
+    limiter: Option<RateLimiter<NotKeyed, InMemoryState, C, NoOpMiddleware<C::Instant>>>,
+    clock: C,
 }
 
 impl HourlyCap {
     pub(crate) fn new(max: u32) -> Self {
-        Self {
-            max,
-            starts: VecDeque::new(),
-        }
+        Self::with_clock(max, DefaultClock::default())
+    }
+}
+
+impl<C: Clock + Clone> HourlyCap<C> {
+    pub(crate) fn with_clock(max: u32, clock: C) -> Self {
+        let limiter = NonZeroU32::new(max)
+            .map(|n| RateLimiter::direct_with_clock(Quota::per_hour(n), clock.clone()));
+        Self { limiter, clock }
     }
 
-    /// Records a start at `now` if the cap allows; otherwise says when a slot frees.
-    pub(crate) fn try_take(&mut self, now: Instant) -> Result<(), Instant> {
-        let hour = Duration::from_secs(3600);
-        while self
-            .starts
-            .front()
-            .is_some_and(|t| now.duration_since(*t) >= hour)
-        {
-            self.starts.pop_front();
+    /// Takes a slot for one order now; otherwise says how long until one frees.
+    pub(crate) fn try_take(&self) -> Result<(), Duration> {
+        match &self.limiter {
+            Some(limiter) => limiter
+                .check()
+                .map_err(|not_until| not_until.wait_time_from(self.clock.now())),
+            None => Err(MAX_BACKOFF),
         }
-        if self.starts.len() < self.max as usize {
-            self.starts.push_back(now);
-            return Ok(());
-        }
-        Err(self.starts.front().map_or(now + hour, |t| *t + hour))
     }
 }
 
@@ -129,17 +133,29 @@ mod tests {
         assert_eq!(backoff(s(7200), 5), s(7200), "initial above the cap stays");
     }
 
-    #[tokio::test]
-    async fn hourly_cap_slides() {
-        let now = Instant::now();
-        let mut cap = HourlyCap::new(2);
-        assert!(cap.try_take(now).is_ok());
-        assert!(cap.try_take(now + Duration::from_secs(10)).is_ok());
-        let free = cap
-            .try_take(now + Duration::from_secs(20))
-            .expect_err("third in the hour refused");
-        assert_eq!(free, now + Duration::from_secs(3600));
-        assert!(cap.try_take(now + Duration::from_secs(3600)).is_ok());
-        assert!(HourlyCap::new(0).try_take(now).is_err());
+    #[test]
+    fn hourly_cap_allows_a_burst_then_refills_at_the_hourly_rate() {
+        use governor::clock::FakeRelativeClock;
+        let clock = FakeRelativeClock::default();
+        let cap = HourlyCap::with_clock(2, clock.clone());
+        assert_eq!(cap.try_take(), Ok(()));
+        assert_eq!(cap.try_take(), Ok(()), "a burst of max orders");
+        let mins = |m: u64| Duration::from_secs(m * 60);
+        assert_eq!(
+            cap.try_take(),
+            Err(mins(30)),
+            "2 per hour: one every 30 min"
+        );
+        clock.advance(mins(10));
+        assert_eq!(cap.try_take(), Err(mins(20)), "the wait shrinks with time");
+        clock.advance(mins(20));
+        assert_eq!(cap.try_take(), Ok(()), "one slot refilled");
+        assert_eq!(cap.try_take(), Err(mins(30)));
+        clock.advance(mins(180));
+        assert_eq!(cap.try_take(), Ok(()));
+        assert_eq!(cap.try_take(), Ok(()), "idle time refills the burst");
+        assert_eq!(cap.try_take(), Err(mins(30)), "but never beyond it");
+        let none = HourlyCap::with_clock(0, clock);
+        assert_eq!(none.try_take(), Err(MAX_BACKOFF), "0 orders nothing");
     }
 }
