@@ -1,6 +1,7 @@
-//! `--tls acme` against real servers on loopback: Debian's bind9 (RFC 2136 + TSIG) and
-//! pebble (RFC 8555). Each test starts its own bind9 and pebble as child processes (killed
-//! on drop) and a gateway from the library; clients trust only the root pebble issued from.
+//! `--tls acme`, and `--tls auto` on a public domain, against real servers on loopback:
+//! Debian's bind9 (RFC 2136 + TSIG) and pebble (RFC 8555). Each test starts its own bind9 and
+//! pebble as child processes (killed on drop) and a gateway from the library; clients trust
+//! only the root pebble issued from.
 //!
 //! Figures (time to obtain, renewal swap) are printed with `--no-capture`.
 
@@ -9,7 +10,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use peercompute_gateway::{AcmeChallenge, GatewayConfig};
+use peercompute_gateway::{AcmeChallenge, GatewayConfig, TlsMode, TlsSource};
 use peercompute_tests::acme::{ACME_DOMAIN, AcmeGateway, Bind9, Pebble, PebbleOptions};
 use peercompute_tests::{Backend, TestProvider, within};
 
@@ -393,4 +394,110 @@ async fn tls_alpn01_handshake_without_a_live_challenge_is_refused() {
     gw.handshake("blog.acme.test", &root, &[b"h2", b"http/1.1"])
         .await
         .expect("normal handshake");
+}
+
+/// A domain that is not local: `--tls auto` must pick ACME for it. It never leaves this
+/// machine: pebble resolves it through the test's bind9.
+const PUBLIC_DOMAIN: &str = "apps.example.com";
+
+/// `--tls auto` (the default) on a public domain with no DNS-01 settings: the gateway says at
+/// start that it uses ACME with per-name certificates (HTTP-01 with the HTTP listener, else
+/// TLS-ALPN-01), and a registered name gets a certificate from the ACME server that a
+/// visitor's verified request is served with.
+async fn auto_on_a_public_domain(http_listener: bool) {
+    use tracing_subscriber::util::SubscriberInitExt;
+    peercompute_tests::init();
+    let capture = Capture::default();
+    let writer = capture.clone();
+    let _log = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .with_max_level(tracing_subscriber::filter::LevelFilter::INFO)
+        .finish()
+        .set_default();
+
+    let bind = Bind9::start(PUBLIC_DOMAIN).await;
+    let (ports, mut listeners) = AcmeGateway::bind().await;
+    let pebble = Pebble::start(PebbleOptions {
+        dns: bind.addr,
+        http_port: ports.http.port(),
+        tls_port: ports.https.port(),
+        validity_secs: None,
+    })
+    .await;
+    let state = Arc::new(tempfile::tempdir().expect("state dir"));
+    let mut config = AcmeGateway::config(&state, &ports);
+    config.domain = PUBLIC_DOMAIN.into();
+    config.tls = TlsMode::Auto;
+    // Only the directory changes (Let's Encrypt is the default): pebble, and its CA.
+    config.acme_directory = pebble.directory.clone();
+    config.acme_ca = Some(pebble.ca_path.clone());
+    if !http_listener {
+        config.http_listen = None;
+        listeners.http = None;
+    }
+    let challenge = if http_listener {
+        AcmeChallenge::Http01
+    } else {
+        AcmeChallenge::TlsAlpn01
+    };
+    assert_eq!(config.tls_choice().source, TlsSource::Acme(challenge));
+    let gw = AcmeGateway::start(state, ports, listeners, config);
+
+    let backend = Backend::start().await;
+    let provider = TestProvider::start_to(TestProvider::identity(), gw.peer_id, gw.ports.tunnel);
+    let started = Instant::now();
+    provider
+        .register("blog", backend.addr)
+        .await
+        .expect("register blog");
+    let host = format!("blog.{PUBLIC_DOMAIN}");
+    gw.wait_metric(&series(ISSUED, &host), 1.0, 30).await;
+    eprintln!(
+        "figure: --tls auto ({challenge:?}) certificate for {host} in {:?} after registration",
+        started.elapsed()
+    );
+    let root = pebble.root_pem().await;
+    let resp = gw
+        .client(&root, &["blog"])
+        .get(gw.url("blog", "/"))
+        .send()
+        .await
+        .expect("HTTPS request verified against the ACME server's root");
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.text().await.expect("body"), "hello from backend");
+    assert_eq!(gw.metric(ORDERS).await, 1.0, "one per-name order");
+
+    let log =
+        String::from_utf8_lossy(&capture.0.lock().unwrap_or_else(|p| p.into_inner())).into_owned();
+    let lines: Vec<&str> = log.lines().filter(|l| l.contains("TLS: ")).collect();
+    let (name, port, why) = if http_listener {
+        ("http-01", "HTTP", "no DNS-01 settings are given")
+    } else {
+        (
+            "tls-alpn-01",
+            "HTTPS",
+            "neither DNS-01 settings nor the HTTP listener are given",
+        )
+    };
+    let want = format!(
+        "TLS: acme ({name} on the {port} port, per-name certificates from {}) because \
+         {PUBLIC_DOMAIN} is a public domain and {why}; --tls dev for a private CA",
+        pebble.directory
+    );
+    assert!(
+        lines.len() == 1 && lines[0].ends_with(&want),
+        "one start-up line {want:?}; got {lines:?}"
+    );
+}
+
+// current_thread: every gateway task runs on this thread, under the capturing subscriber.
+#[tokio::test(flavor = "current_thread")]
+async fn auto_on_a_public_domain_gets_a_per_name_certificate_by_http01() {
+    auto_on_a_public_domain(true).await;
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn auto_on_a_public_domain_without_http_uses_tls_alpn01() {
+    auto_on_a_public_domain(false).await;
 }

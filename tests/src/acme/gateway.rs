@@ -1,4 +1,5 @@
-//! The gateway library started with `--tls acme` on 127.0.0.1. Listeners are bound first
+//! The gateway library started with `--tls acme` (or `auto` on a public domain) on
+//! 127.0.0.1. Listeners are bound first
 //! (port 0) so pebble can be told where to validate HTTP-01 and TLS-ALPN-01; a restart
 //! rebinds the same ports with the same state directory.
 
@@ -174,23 +175,26 @@ impl AcmeGateway {
         Ok(leaf)
     }
 
-    /// An HTTPS client trusting only `root_pem` that resolves `<name>.acme.test` for each of
+    /// An HTTPS client trusting only `root_pem` that resolves `<name>.<domain>` for each of
     /// `names` (and the apex) to this gateway.
     pub fn client(&self, root_pem: &[u8], names: &[&str]) -> reqwest::Client {
+        let domain = &self.config.domain;
         let mut b = reqwest::Client::builder()
             .use_preconfigured_tls(tls_config(root_pem, &[b"h2", b"http/1.1"]))
             .no_proxy()
-            .resolve(ACME_DOMAIN, self.ports.https);
+            .resolve(domain, self.ports.https);
         for n in names {
-            b = b.resolve(&format!("{n}.{ACME_DOMAIN}"), self.ports.https);
+            b = b.resolve(&format!("{n}.{domain}"), self.ports.https);
         }
         b.build().expect("reqwest client")
     }
 
-    /// `https://<name>.acme.test:<port><path>`
+    /// `https://<name>.<domain>:<port><path>` (the domain is `acme.test` unless the test set
+    /// another).
     pub fn url(&self, name: &str, path: &str) -> String {
         format!(
-            "https://{name}.{ACME_DOMAIN}:{}{path}",
+            "https://{name}.{}:{}{path}",
+            self.config.domain,
             self.ports.https.port()
         )
     }

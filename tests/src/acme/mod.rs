@@ -1,5 +1,5 @@
 //! ACME harness: real Debian `bind9` and `pebble` as child processes on loopback, and a
-//! gateway started with `--tls acme` against them.
+//! gateway started with `--tls acme` (or `--tls auto` on a public domain) against them.
 //!
 //! - [`process`]: child processes killed on drop; free loopback ports; the "what to install"
 //!   check.
