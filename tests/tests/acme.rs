@@ -322,8 +322,8 @@ async fn per_name_setup(challenge: AcmeChallenge) -> (Bind9, Pebble, AcmeGateway
     (bind, pebble, gw)
 }
 
-/// A registered name gets a certificate that serves a verified request; an unregistered
-/// name a visitor asks for gets neither a certificate nor an order.
+/// A registered name gets a certificate that serves a verified request, and so does the
+/// apex; an unregistered name a visitor asks for gets neither a certificate nor an order.
 async fn registered_name_only(challenge: AcmeChallenge) {
     let (_bind, pebble, gw) = per_name_setup(challenge).await;
     let backend = Backend::start().await;
@@ -359,7 +359,33 @@ async fn registered_name_only(challenge: AcmeChallenge) {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let metrics = gw.metrics().await;
     assert!(!metrics.contains("nobody.acme.test"), "{metrics}");
-    assert_eq!(gw.metric(ORDERS).await, 1.0, "one order, for blog only");
+    assert_eq!(
+        gw.metric(ORDERS).await,
+        2.0,
+        "two orders: the apex at start, then blog"
+    );
+    assert_eq!(gw.metric(&series(ORDERS, "blog.acme.test")).await, 1.0);
+    apex_page_is_served(&gw, &root).await;
+}
+
+/// In per-name mode the apex gets its own certificate at start: its page answers a verified
+/// request.
+async fn apex_page_is_served(gw: &AcmeGateway, root: &[u8]) {
+    let apex = gw.config.domain.clone();
+    gw.wait_metric(&series(ISSUED, &apex), 1.0, 30).await;
+    let resp = gw
+        .client(root, &[])
+        .get(format!("https://{apex}:{}/", gw.ports.https.port()))
+        .send()
+        .await
+        .expect("verified HTTPS request to the apex");
+    assert_eq!(resp.status(), 404);
+    assert!(
+        resp.text()
+            .await
+            .expect("body")
+            .contains("Peer Compute gateway")
+    );
 }
 
 #[tokio::test]
@@ -466,7 +492,8 @@ async fn auto_on_a_public_domain(http_listener: bool) {
         .expect("HTTPS request verified against the ACME server's root");
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.text().await.expect("body"), "hello from backend");
-    assert_eq!(gw.metric(ORDERS).await, 1.0, "one per-name order");
+    assert_eq!(gw.metric(&series(ORDERS, &host)).await, 1.0);
+    apex_page_is_served(&gw, &root).await;
 
     let log =
         String::from_utf8_lossy(&capture.0.lock().unwrap_or_else(|p| p.into_inner())).into_owned();

@@ -6,9 +6,9 @@
 //! - **Wildcard** (DNS-01, when DNS-01 settings are given): one certificate for `D` and
 //!   `*.D`. TXT records are published with TSIG-signed RFC 2136 updates ([`rfc2136`],
 //!   [`dns01`], [`tsig`]).
-//! - **Per name** (HTTP-01 or TLS-ALPN-01, needing no credentials): one certificate per
-//!   registered app name, ordered when a provider registers it, capped per hour; never for a
-//!   host a visitor merely sends ([`http01`], [`tlsalpn01`]).
+//! - **Per name** (HTTP-01 or TLS-ALPN-01, needing no credentials): one certificate for the
+//!   apex `D` at start and one per registered app name, ordered when a provider registers it,
+//!   capped per hour; never for a host a visitor merely sends ([`http01`], [`tlsalpn01`]).
 //!
 //! Files, in data-path order: [`account`] (account + HTTPS client), [`order`] (one order),
 //! [`solver`] (the challenge in use), [`store`] (certificates on disk), [`schedule`] (when to
@@ -227,10 +227,10 @@ fn load_stored(
         Mode::PerName => {
             let suffix = format!(".{domain}");
             for host in files.stored_names() {
-                let Some(label) = host.strip_suffix(&suffix) else {
-                    continue;
-                };
-                if label.is_empty() || label.contains('.') {
+                let app_name = host
+                    .strip_suffix(&suffix)
+                    .is_some_and(|label| !label.is_empty() && !label.contains('.'));
+                if !(app_name || host == *domain) {
                     continue;
                 }
                 match files.load(&host) {
@@ -247,8 +247,13 @@ fn load_stored(
             }
             info!(
                 stored = certs.len(),
-                "per-name ACME certificates: ordered when a provider registers a name"
+                "per-name ACME certificates: {domain} now, an app's name when a provider registers it"
             );
+            // The apex: the gateway's own page, and the name providers that verify the
+            // gateway by CA (no pinned id) may dial.
+            certs
+                .entry(domain.clone())
+                .or_insert_with(|| renew::Managed::missing(vec![domain.clone()]));
         }
     }
     certs

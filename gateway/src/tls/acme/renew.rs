@@ -347,9 +347,14 @@ impl Manager {
         }
     }
 
+    /// Whether `host` is served: the apex always, an app's name while a provider holds it.
     fn registered(&self, host: &str, shared: &Shared) -> bool {
-        host.strip_suffix(&format!(".{}", self.settings.domain))
-            .is_some_and(|label| !label.contains('.') && shared.registry.lookup(label).is_some())
+        host == self.settings.domain
+            || host
+                .strip_suffix(&format!(".{}", self.settings.domain))
+                .is_some_and(|label| {
+                    !label.contains('.') && shared.registry.lookup(label).is_some()
+                })
     }
 
     fn refresh_gauges(&self, shared: &Shared) {
