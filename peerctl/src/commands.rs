@@ -188,7 +188,22 @@ async fn dispatch(
                             "deployed {} ({}) as {} on {}",
                             r.image, r.id, r.name, r.peer
                         );
-                        println!("{}", r.url);
+                        // stdout carries the URL only, so `$(peerctl deploy …)` is a URL or
+                        // nothing; the reason for none goes with the other notes.
+                        match (&r.url, r.no_url) {
+                            (Some(url), _) => println!("{url}"),
+                            (None, Some(peercompute_tunnel_proto::NoUrl::Pending)) => eprintln!(
+                                "{} (see `peerctl status {}`)",
+                                peercompute_tunnel_proto::NoUrl::Pending,
+                                r.id
+                            ),
+                            (None, reason) => {
+                                eprintln!(
+                                    "{}",
+                                    reason.unwrap_or(peercompute_tunnel_proto::NoUrl::Unknown)
+                                )
+                            }
+                        }
                         return Ok(());
                     }
                     Ok(other) => return Err(unexpected(&other)),

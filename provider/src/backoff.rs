@@ -91,7 +91,10 @@ mod tests {
             seen.insert(Backoff::relay().next_delay());
         }
         assert!(seen.len() > 1, "20 first delays all equal: {seen:?}");
-        assert!(seen.iter().all(|d| *d >= ms(250) && *d <= ms(500)), "{seen:?}");
+        assert!(
+            seen.iter().all(|d| *d >= ms(250) && *d <= ms(500)),
+            "{seen:?}"
+        );
     }
 
     #[test]

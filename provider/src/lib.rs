@@ -135,7 +135,9 @@ impl Daemon {
                 (Some(handle), Some(task))
             }
             None => {
-                warn!("no --gateway: deployments will run but cannot get a public URL");
+                warn!(
+                    "no --gateway: deployments run, without a public URL (they answer on this host's loopback only)"
+                );
                 (None, None)
             }
         };

@@ -14,8 +14,8 @@ use peercompute_p2p::{Multiaddr, Node, NodeError, Protocol};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
-use crate::tunnel::GatewayP2p;
 use crate::backoff::Backoff;
+use crate::tunnel::GatewayP2p;
 
 /// How long a rendezvous registration lives; renewed at half.
 const REGISTRATION_TTL: Duration = Duration::from_secs(2 * 3600);

@@ -18,7 +18,7 @@ pub struct TestDaemon {
     pub home: tempfile::TempDir,
     pub peer_id: PeerId,
     pub daemon: Option<Daemon>,
-    gateway: GatewaySpec,
+    gateway: Option<GatewaySpec>,
     limits: Limits,
 }
 
@@ -39,11 +39,25 @@ impl TestDaemon {
         Self::start_custom(home, gateway, limits, |_| {}).await
     }
 
+    /// A daemon with no gateway configured: deployments run without a public URL.
+    pub async fn start_without_gateway(home: tempfile::TempDir, limits: Limits) -> Self {
+        Self::start_with(home, None, limits, |_| {}).await
+    }
+
     /// A daemon for the gateway at `gateway`, listening on 127.0.0.1 with mDNS off unless
     /// `tweak` changes the configuration.
     pub async fn start_custom(
         home: tempfile::TempDir,
         gateway: GatewaySpec,
+        limits: Limits,
+        tweak: impl FnOnce(&mut ProviderConfig),
+    ) -> Self {
+        Self::start_with(home, Some(gateway), limits, tweak).await
+    }
+
+    async fn start_with(
+        home: tempfile::TempDir,
+        gateway: Option<GatewaySpec>,
         limits: Limits,
         tweak: impl FnOnce(&mut ProviderConfig),
     ) -> Self {
@@ -73,13 +87,13 @@ impl TestDaemon {
 
     async fn launch(
         home: PathBuf,
-        gateway: GatewaySpec,
+        gateway: Option<GatewaySpec>,
         limits: Limits,
         listen: &str,
         tweak: impl FnOnce(&mut ProviderConfig),
     ) -> Daemon {
         let mut config = ProviderConfig::new(home);
-        config.gateway = Some(gateway);
+        config.gateway = gateway;
         config.listen = vec![listen.parse().expect("multiaddr")];
         config.mdns = false;
         config.deploy.limits = limits;

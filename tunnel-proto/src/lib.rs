@@ -55,7 +55,7 @@ pub use control_plane::{
     DeployStage, DeploymentState, DeploymentSummary, EnvVar, ErrorCode, ErrorResponse,
     InvalidMessage, ListRequest, ListResponse, LogEntry, LogStream, LogsEnd, LogsRequest,
     MAX_CONTROL_PLANE_FRAME, MAX_DEPLOYMENT_ID, MAX_ENV_BYTES, MAX_ENV_VARS, MAX_IMAGE_REF,
-    MAX_LOG_TAIL, MAX_SIGNED_PAYLOAD, MessageType, Nonce, ReplayError, ReplayGuard, Request,
+    MAX_LOG_TAIL, MAX_SIGNED_PAYLOAD, MessageType, NoUrl, Nonce, ReplayError, ReplayGuard, Request,
     SIGNATURE_DOMAIN, SignedEnvelope, StatusRequest, StatusResponse, StopRequest, StopResponse,
     VerifyError, decode_control_plane, decode_request, encode_control_plane, encode_request,
     signing_message, validate_deployment_id, validate_image_ref,

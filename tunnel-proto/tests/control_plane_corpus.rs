@@ -267,10 +267,11 @@ fn seeds() -> Vec<(&'static str, Vec<u8>, PlaneReport, PlaneReport)> {
             msg(ControlPlaneMessage::DeployResponse(DeployResponse {
                 id: "d-1".into(),
                 name: "blog".into(),
-                url: "https://blog.apps.example.com".into(),
+                url: Some("https://blog.apps.example.com".into()),
                 peer: peer(&key(2)).to_string(),
                 image: "nginx:1.27".into(),
                 status: DeploymentState::Running,
+                no_url: None,
             })),
             r(1, 0, need(0)),
             r(0, 0, no("not_a_request")),

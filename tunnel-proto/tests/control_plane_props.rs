@@ -13,7 +13,7 @@ use peercompute_tunnel_proto::{
     ControlPlaneDecodeError, ControlPlaneMessage, DeployProgress, DeployRequest, DeployResponse,
     DeployStage, DeploymentState, DeploymentSummary, EnvVar, ErrorCode, ErrorResponse, ListRequest,
     ListResponse, LogEntry, LogStream, LogsEnd, LogsRequest, MAX_CONTROL_PLANE_FRAME, MessageType,
-    Nonce, PeerId, ReplayGuard, Request, SignedEnvelope, StatusRequest, StatusResponse,
+    NoUrl, Nonce, PeerId, ReplayGuard, Request, SignedEnvelope, StatusRequest, StatusResponse,
     StopRequest, StopResponse, decode_control_plane, decode_request, encode_control_plane,
     encode_request,
 };
@@ -102,6 +102,14 @@ fn request() -> impl Strategy<Value = Request> {
         Just(Request::List(ListRequest {})),
         (id(), any::<bool>(), of(0..=100_000u32))
             .prop_map(|(id, follow, tail)| Request::Logs(LogsRequest { id, follow, tail })),
+    ]
+}
+
+fn no_url() -> impl Strategy<Value = NoUrl> {
+    prop_oneof![
+        Just(NoUrl::NoGateway),
+        Just(NoUrl::Pending),
+        Just(NoUrl::TunnelStopped),
     ]
 }
 
@@ -225,8 +233,16 @@ fn message() -> impl Strategy<Value = ControlPlaneMessage> {
                     total,
                 })
             }),
-        (id(), text(20), text(30), text(30), text(30), state()).prop_map(
-            |(id, name, url, peer, image, status)| {
+        (
+            id(),
+            text(20),
+            of(text(30)),
+            text(30),
+            text(30),
+            state(),
+            of(no_url())
+        )
+            .prop_map(|(id, name, url, peer, image, status, no_url)| {
                 ControlPlaneMessage::DeployResponse(DeployResponse {
                     id,
                     name,
@@ -234,9 +250,9 @@ fn message() -> impl Strategy<Value = ControlPlaneMessage> {
                     peer,
                     image,
                     status,
+                    no_url,
                 })
-            }
-        ),
+            }),
         (id(), any::<bool>()).prop_map(|(id, removed)| ControlPlaneMessage::StopResponse(
             StopResponse { id, removed }
         )),

@@ -89,7 +89,10 @@ async fn respond(
     // costs no Docker call. The command with this daemon's home goes to the local log only:
     // a stranger has no business learning the path.
     if !ctx.trust.is_trusted(&peer) {
-        info!("an untrusted peer asked; to trust it run: peerctl{} peers add {peer}", ctx.home_hint);
+        info!(
+            "an untrusted peer asked; to trust it run: peerctl{} peers add {peer}",
+            ctx.home_hint
+        );
         return Err(error(
             ErrorCode::NotTrusted,
             format!(

@@ -1,16 +1,19 @@
 //! Deployments: the provider's business logic between a verified request and the Docker
 //! engine and the tunnel. Deploy is admission → image (local or pulled, with progress) →
-//! sandboxed start → readiness → route registration → persisted record; each failure undoes
-//! what was done before it, so nothing is left half-deployed.
+//! sandboxed start → readiness → persisted record → route registration; each failure undoes
+//! what was done before it, so nothing is left half-deployed. A deployment that cannot be
+//! published (no gateway, tunnel down) still runs: its answer says why it has no URL.
 //!
-//! - `state`: the persisted records; `ops`: stop, status, list, logs; `reconcile`: what the
-//!   daemon does at start with the containers Docker still has.
+//! - `state`: the persisted records; `ops`: stop, status, list, logs; `publish`: the route
+//!   at the gateway and the URL it gives; `reconcile`: what the daemon does at start with the
+//!   containers Docker still has.
 
 mod ops;
+mod publish;
 mod reconcile;
 mod state;
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::config::Firewall;
@@ -21,7 +24,7 @@ use peercompute_tunnel_proto::{
     ErrorResponse,
 };
 use tokio::sync::mpsc;
-use tracing::{info, warn};
+use tracing::info;
 
 use crate::tunnel::TunnelHandle;
 pub(crate) use ops::log_stream;
@@ -33,7 +36,6 @@ use state::{Record, Store};
 pub const DEFAULT_CPU_MILLIS: u32 = 500;
 /// Default memory of a deployment that asks for none.
 pub const DEFAULT_MEMORY_BYTES: u64 = 256 << 20;
-const REGISTER_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Knobs of the deployment manager.
 #[derive(Debug, Clone)]
@@ -49,7 +51,8 @@ pub(crate) struct Deployments {
     runtime: Option<DockerRuntime>,
     tunnel: Option<TunnelHandle>,
     admission: Mutex<Admission>,
-    store: Mutex<Store>,
+    /// Shared with the registration tasks, which record URLs as gateways confirm them.
+    store: Arc<Mutex<Store>>,
     me: PeerId,
     ready_timeout: Duration,
     firewall: Firewall,
@@ -81,7 +84,7 @@ impl Deployments {
             runtime,
             tunnel,
             admission: Mutex::new(Admission::new(settings.limits)),
-            store: Mutex::new(Store::open(state_dir)?),
+            store: Arc::new(Mutex::new(Store::open(state_dir)?)),
             me,
             ready_timeout: settings.ready_timeout,
             firewall,
@@ -126,12 +129,6 @@ impl Deployments {
                     )
                 })?;
         }
-        let tunnel = self.tunnel.as_ref().ok_or_else(|| {
-            error(
-                ErrorCode::Runtime,
-                "this provider has no gateway configured, so a deployment could not get a URL; its operator must pass --gateway",
-            )
-        })?;
         let id = new_id();
         let name = match &req.name {
             Some(n) => n.clone(),
@@ -154,9 +151,7 @@ impl Deployments {
             .admit(&id, resources)
             .map_err(|e| error(ErrorCode::LimitExceeded, e.to_string()))?;
         let result = self
-            .deploy_admitted(
-                runtime, tunnel, owner, &id, &name, &req, resources, &progress,
-            )
+            .deploy_admitted(runtime, owner, &id, &name, &req, resources, &progress)
             .await;
         if result.is_err() {
             self.admission().release(&id);
@@ -168,7 +163,6 @@ impl Deployments {
     async fn deploy_admitted(
         &self,
         runtime: &DockerRuntime,
-        tunnel: &TunnelHandle,
         owner: PeerId,
         id: &str,
         name: &str,
@@ -223,7 +217,7 @@ impl Deployments {
             .start(&spec)
             .await
             .map_err(|e| error(ErrorCode::Runtime, e.to_string()))?;
-        let mut record = Record {
+        let record = Record {
             id: id.to_owned(),
             name: name.to_owned(),
             image: req.image.clone(),
@@ -265,32 +259,26 @@ impl Deployments {
             return Err(undo(error(ErrorCode::Runtime, msg)).await);
         }
 
-        say(
-            DeployStage::Registering,
-            "publishing the route at the gateway".into(),
-        );
-        let url = match tokio::time::timeout(
-            REGISTER_TIMEOUT,
-            tunnel.register(name, &started.addr.ip().to_string(), started.addr.port()),
-        )
-        .await
-        {
-            Ok(Ok(url)) => url,
-            Ok(Err(e)) => return Err(undo(error(ErrorCode::Runtime, e.to_string())).await),
-            Err(_) => {
-                return Err(undo(error(
-                    ErrorCode::Runtime,
-                    "the gateway did not confirm the route within 20 s (is the provider connected to its gateway?)",
-                ))
-                .await);
-            }
-        };
-        record.url = url.clone();
-        let saved = self.store().put(record);
-        if let Err(e) = saved {
-            warn!(deployment = %id, "cannot save the deployment's URL: {e}");
+        if self.tunnel.is_some() {
+            say(
+                DeployStage::Registering,
+                "publishing the route at the gateway".into(),
+            );
         }
-        info!(deployment = %id, %name, image = %req.image, %owner, %url, "deployed");
+        let published = match self.publish(id, name, started.addr).await {
+            Ok(published) => published,
+            Err(e) => return Err(undo(e).await),
+        };
+        match &published {
+            Ok(url) => info!(deployment = %id, %name, image = %req.image, %owner, %url, "deployed"),
+            Err(no_url) => {
+                info!(deployment = %id, %name, image = %req.image, %owner, addr = %started.addr, "deployed; {no_url}")
+            }
+        }
+        let (url, no_url) = match published {
+            Ok(url) => (Some(url), None),
+            Err(reason) => (None, Some(reason)),
+        };
         Ok(DeployResponse {
             id: id.to_owned(),
             name: name.to_owned(),
@@ -298,6 +286,7 @@ impl Deployments {
             peer: self.me.to_string(),
             image: req.image.clone(),
             status: DeploymentState::Running,
+            no_url,
         })
     }
 }

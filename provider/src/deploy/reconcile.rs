@@ -80,20 +80,10 @@ impl Deployments {
                 }
             };
             if let Some(tunnel) = &self.tunnel {
-                // Registration waits for the tunnel; do not hold up the start for it.
-                let tunnel = tunnel.clone();
-                let name = record.name.clone();
-                tokio::spawn(async move {
-                    match tunnel
-                        .register(&name, &addr.ip().to_string(), addr.port())
-                        .await
-                    {
-                        Ok(url) => {
-                            info!(route = %name, %url, "re-adopted deployment is public again")
-                        }
-                        Err(e) => warn!(route = %name, "cannot re-register: {e}"),
-                    }
-                });
+                // Registration waits for the tunnel; do not hold up the start for it. The
+                // task records the URL, which a deployment made while the gateway was
+                // unreachable learns only now.
+                drop(self.register_and_record(tunnel, &record.id, &record.name, addr));
             }
             if !container.sandboxed {
                 warn!(deployment = %record.id, name = %record.name, "this container was started before the sandbox network existed and can reach this host and its LAN: redeploy it (stop, then deploy again) to isolate it");
@@ -132,15 +122,7 @@ impl Deployments {
                 if let Some(previous) = previous {
                     info!(deployment = %record.id, %previous, now = %addr, "container restarted on a new port; re-pointing its route");
                 }
-                let (tunnel, name) = (tunnel.clone(), record.name.clone());
-                tokio::spawn(async move {
-                    if let Err(e) = tunnel
-                        .register(&name, &addr.ip().to_string(), addr.port())
-                        .await
-                    {
-                        warn!(route = %name, "cannot re-point the route: {e}");
-                    }
-                });
+                drop(self.register_and_record(tunnel, &record.id, &record.name, addr));
             }
         }
     }

@@ -97,6 +97,23 @@ impl Store {
         })
     }
 
+    /// Sets the URL of deployment `id` named `name` and saves; `Ok(false)` when there is no
+    /// such deployment (stopped meanwhile) or the URL was already that.
+    pub(crate) fn set_url(&mut self, id: &str, name: &str, url: &str) -> Result<bool, StateError> {
+        let Some(record) = self.records.get_mut(id).filter(|r| r.name == name) else {
+            return Ok(false);
+        };
+        if record.url == url {
+            return Ok(false);
+        }
+        let previous = std::mem::replace(&mut record.url, url.to_owned());
+        self.save().map(|()| true).inspect_err(|_| {
+            if let Some(r) = self.records.get_mut(id) {
+                r.url = previous;
+            }
+        })
+    }
+
     /// Removes, then saves.
     pub(crate) fn remove(&mut self, id: &str) -> Result<Option<Record>, StateError> {
         let removed = self.records.remove(id);
@@ -150,5 +167,31 @@ mod tests {
         std::fs::write(dir.path().join("deployments.json"), b"{\"deployments\":").expect("write");
         let err = Store::open(dir.path()).expect_err("corrupt");
         assert!(err.to_string().contains("corrupt"), "{err}");
+    }
+
+    #[test]
+    fn a_url_learned_later_is_saved_for_that_deployment_only() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut store = Store::open(dir.path()).expect("open");
+        store
+            .put(Record {
+                url: String::new(),
+                ..record("a")
+            })
+            .expect("put");
+        assert!(store.set_url("a", "app-a", "https://a.x").expect("save"));
+        assert!(!store.set_url("a", "app-a", "https://a.x").expect("same"));
+        assert!(
+            !store
+                .set_url("a", "other", "https://o.x")
+                .expect("other name")
+        );
+        assert!(
+            !store
+                .set_url("gone", "app-gone", "https://g.x")
+                .expect("gone")
+        );
+        let store = Store::open(dir.path()).expect("reopen");
+        assert_eq!(store.get("a").map(|r| r.url.as_str()), Some("https://a.x"));
     }
 }

@@ -43,6 +43,8 @@ pub enum RegisterError {
     },
     #[error("the tunnel client has stopped")]
     Stopped,
+    #[error("`{name}` was withdrawn before the gateway confirmed it")]
+    Withdrawn { name: String },
 }
 
 /// Local target of a route.
@@ -97,7 +99,20 @@ pub enum TunnelStatus {
     Refused {
         reason: String,
     },
+    /// The gateway presented another key than the pinned one. Final: the client stopped (a
+    /// configuration error, not a network fault; the error was logged once).
+    WrongGateway {
+        expected: peercompute_identity::PeerId,
+        presented: peercompute_identity::PeerId,
+    },
     Stopped,
+}
+
+impl TunnelStatus {
+    /// The client has stopped for good (shutdown, or a gateway that is not the pinned one).
+    pub fn is_final(&self) -> bool {
+        matches!(self, Self::Stopped | Self::WrongGateway { .. })
+    }
 }
 
 impl TunnelHandle {
@@ -148,10 +163,7 @@ impl TunnelHandle {
     /// Waits until the status satisfies `pred` (e.g. connected), or the client stopped.
     pub async fn wait_for(&self, pred: impl Fn(&TunnelStatus) -> bool) -> TunnelStatus {
         let mut rx = self.status.clone();
-        match rx
-            .wait_for(|s| pred(s) || *s == TunnelStatus::Stopped)
-            .await
-        {
+        match rx.wait_for(|s| pred(s) || s.is_final()).await {
             Ok(s) => s.clone(),
             Err(_) => TunnelStatus::Stopped,
         }
@@ -172,7 +184,7 @@ pub fn start_tunnel(
     settings: TunnelSettings,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(TunnelHandle, tokio::task::JoinHandle<()>), TlsSetupError> {
-    let client = tls::client_config(
+    let (client, mismatch) = tls::client_config(
         identity,
         settings.gateway.peer,
         settings.gateway_ca.as_deref(),
@@ -181,8 +193,11 @@ pub fn start_tunnel(
     let (status_tx, status) = watch::channel(TunnelStatus::Connecting);
     let (p2p_tx, p2p) = watch::channel(None);
     let task = tokio::spawn(run_client(
-        settings.gateway,
-        client,
+        Dial {
+            gateway: settings.gateway,
+            client,
+            mismatch,
+        },
         rx,
         (status_tx, p2p_tx),
         shutdown,
@@ -208,9 +223,16 @@ pub(crate) struct ClientState {
     pub(crate) splices: JoinSet<()>,
 }
 
-async fn run_client(
+/// Where the client connects and how it checks the gateway.
+struct Dial {
     gateway: GatewaySpec,
     client: quinn::ClientConfig,
+    /// Set when the gateway's key is pinned: what a refused gateway presented.
+    mismatch: Option<Arc<tls::PinMismatch>>,
+}
+
+async fn run_client(
+    dial: Dial,
     mut commands: mpsc::Receiver<Command>,
     (status, p2p): (
         watch::Sender<TunnelStatus>,
@@ -224,8 +246,14 @@ async fn run_client(
         waiters: HashMap::new(),
         splices: JoinSet::new(),
     };
+    let Dial {
+        gateway,
+        client,
+        mismatch,
+    } = dial;
     let mut backoff = Backoff::reconnect();
     let mut sessions = 0u64;
+    let mut last_status = TunnelStatus::Stopped;
     let endpoint = match bind_endpoint(&gateway) {
         Ok(ep) => ep,
         Err(e) => {
@@ -273,7 +301,10 @@ async fn run_client(
                 }
                 end
             }
-            Err(reason) => SessionEnd::Lost(reason),
+            Err(reason) => match mismatch.as_ref().and_then(|m| m.take()) {
+                Some(presented) => SessionEnd::WrongGateway(presented),
+                None => SessionEnd::Lost(reason),
+            },
         };
         match end {
             SessionEnd::Shutdown => break,
@@ -282,6 +313,21 @@ async fn run_client(
                 error!("the gateway refused this provider: {reason}");
                 status.send_replace(TunnelStatus::Refused { reason });
             }
+            // Only a pinned check notes a presented key, so `peer` is always set here.
+            SessionEnd::WrongGateway(presented) => match gateway.peer {
+                Some(expected) => {
+                    error!(
+                        "{}",
+                        wrong_gateway(&gateway.host, gateway.port, expected, presented)
+                    );
+                    last_status = TunnelStatus::WrongGateway {
+                        expected,
+                        presented,
+                    };
+                    break;
+                }
+                None => warn!("tunnel to {gateway} refused: it presented {presented}"),
+            },
         }
         let delay = backoff.next_delay();
         info!("reconnecting in {:.1} s", delay.as_secs_f64());
@@ -295,7 +341,7 @@ async fn run_client(
             }
         }
     }
-    status.send_replace(TunnelStatus::Stopped);
+    status.send_replace(last_status);
     for (_, waiters) in state.waiters.drain() {
         for w in waiters {
             let _ = w.send(Err(RegisterError::Stopped));
@@ -313,6 +359,20 @@ async fn run_client(
         while state.splices.join_next().await.is_some() {}
     })
     .await;
+}
+
+/// What the operator reads once when the gateway is not the pinned one.
+fn wrong_gateway(
+    host: &str,
+    port: u16,
+    expected: peercompute_identity::PeerId,
+    presented: peercompute_identity::PeerId,
+) -> String {
+    format!(
+        "check --gateway {expected}@{host}:{port}: the gateway at {host}:{port} is {presented}, not {expected} \
+         (`peercompute-gateway id` on the gateway prints its id). Not retrying: no route is published \
+         until peercomputed restarts with the right id; deployments and the control plane keep running"
+    )
 }
 
 fn bind_endpoint(gateway: &GatewaySpec) -> std::io::Result<quinn::Endpoint> {

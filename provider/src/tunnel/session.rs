@@ -24,6 +24,8 @@ pub(crate) enum SessionEnd {
     Lost(String),
     /// The gateway does not admit this provider; retry later, loudly.
     Refused(String),
+    /// The gateway is not the pinned one (it presented this key): stop.
+    WrongGateway(peercompute_identity::PeerId),
 }
 
 /// Records a command while no connection is up.
@@ -44,6 +46,10 @@ pub(crate) fn apply_offline(state: &mut ClientState, cmd: Command) {
                 .write()
                 .unwrap_or_else(|p| p.into_inner())
                 .remove(&name);
+            // Nobody will register it any more: whoever waits for its URL gets an answer.
+            for w in state.waiters.remove(&name).unwrap_or_default() {
+                let _ = w.send(Err(RegisterError::Withdrawn { name: name.clone() }));
+            }
         }
     }
 }

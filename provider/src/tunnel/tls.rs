@@ -1,14 +1,20 @@
 //! QUIC/TLS client configuration: the provider authenticates with its Ed25519 identity
-//! certificate and checks the gateway either by pinned peer id or by a CA.
+//! certificate and checks the gateway either by pinned peer id or by a CA. A pinned check
+//! that fails notes the key the gateway presented ([`PinMismatch`]): a wrong pin is a
+//! configuration error to report once, not a network fault to retry.
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use peercompute_identity::{Identity, PeerId, PinnedPeerServerVerifier, self_signed_cert};
+use peercompute_identity::{
+    Identity, PeerId, PinnedPeerServerVerifier, peer_id_from_cert, self_signed_cert,
+};
 use quinn::crypto::rustls::QuicClientConfig;
-use rustls::pki_types::CertificateDer;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
 
 /// SNI sent when the gateway's key is pinned (matches the gateway's resolver).
 pub(crate) const PINNED_SNI: &str = "gateway.peercompute.invalid";
@@ -26,23 +32,96 @@ pub enum TlsSetupError {
     Tls(String),
 }
 
-/// Builds the QUIC client config.
+/// The key a gateway presented when it was not the pinned one. A handshake refused for that
+/// reason reaches the tunnel client only as a string inside quinn's error, so the verifier
+/// leaves the ids here for the client to read after a failed connect.
+#[derive(Debug, Default)]
+pub(crate) struct PinMismatch(Mutex<Option<PeerId>>);
+
+impl PinMismatch {
+    /// The presented id of the last refused handshake, cleared by reading it.
+    pub(crate) fn take(&self) -> Option<PeerId> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+}
+
+/// [`PinnedPeerServerVerifier`], noting in [`PinMismatch`] which key a refused gateway
+/// presented.
+#[derive(Debug)]
+struct NotingPinVerifier {
+    pinned: PeerId,
+    inner: Arc<PinnedPeerServerVerifier>,
+    mismatch: Arc<PinMismatch>,
+}
+
+impl ServerCertVerifier for NotingPinVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        if let Ok(presented) = peer_id_from_cert(end_entity)
+            && presented != self.pinned
+        {
+            *self.mismatch.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(presented);
+        }
+        self.inner
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+/// Builds the QUIC client config; with a pinned gateway, also where a refused gateway's key
+/// is noted.
 pub(crate) fn client_config(
     identity: &Identity,
     pinned: Option<PeerId>,
     ca: Option<&Path>,
-) -> Result<quinn::ClientConfig, TlsSetupError> {
+) -> Result<(quinn::ClientConfig, Option<Arc<PinMismatch>>), TlsSetupError> {
     let (cert, key) =
         self_signed_cert(identity, &[]).map_err(|e| TlsSetupError::Tls(e.to_string()))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| TlsSetupError::Tls(e.to_string()))?;
-    let builder = match pinned {
-        Some(peer) => builder
-            .dangerous()
-            .with_custom_certificate_verifier(PinnedPeerServerVerifier::new(peer)),
-        None => builder.with_root_certificates(roots(ca)?),
+    let (builder, mismatch) = match pinned {
+        Some(peer) => {
+            let mismatch = Arc::new(PinMismatch::default());
+            let verifier = NotingPinVerifier {
+                pinned: peer,
+                inner: PinnedPeerServerVerifier::new(peer),
+                mismatch: mismatch.clone(),
+            };
+            let builder = builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(verifier));
+            (builder, Some(mismatch))
+        }
+        None => (builder.with_root_certificates(roots(ca)?), None),
     };
     let mut tls = builder
         .with_client_auth_cert(vec![cert], key)
@@ -65,7 +144,7 @@ pub(crate) fn client_config(
                 .expect("30 s is a valid QUIC idle timeout"),
         ));
     config.transport_config(Arc::new(transport));
-    Ok(config)
+    Ok((config, mismatch))
 }
 
 fn roots(ca: Option<&Path>) -> Result<rustls::RootCertStore, TlsSetupError> {
@@ -168,10 +247,8 @@ mod tests {
         .expect("write");
         let err = roots(Some(&path)).expect_err("bad base64");
         assert!(
-            err.to_string().starts_with(&format!(
-                "cannot read the gateway CA {}: ",
-                path.display()
-            )),
+            err.to_string()
+                .starts_with(&format!("cannot read the gateway CA {}: ", path.display())),
             "{err}"
         );
         let missing = dir.path().join("missing.pem");

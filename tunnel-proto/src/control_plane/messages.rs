@@ -128,17 +128,56 @@ pub enum DeploymentState {
     Unknown,
 }
 
-/// Provider → client: the deployment answers at `url`.
+/// Provider → client: the deployment runs, and answers at `url` when it has one.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeployResponse {
     pub id: String,
     pub name: String,
-    pub url: String,
+    /// The public URL; `null` when there is none (yet): `no_url` says why.
+    #[serde(default)]
+    pub url: Option<String>,
     /// The provider's peer id.
     pub peer: String,
     pub image: String,
     pub status: DeploymentState,
+    /// Why `url` is `null`; absent when there is a URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub no_url: Option<NoUrl>,
+}
+
+/// Why a deployment that runs has no public URL. Reasons this build does not know read as
+/// `Unknown`, so a newer provider stays readable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NoUrl {
+    /// The provider has no gateway configured: the app answers on the provider's host only.
+    NoGateway,
+    /// The provider is not connected to its gateway now; the route registers as soon as its
+    /// tunnel is up (`status` then shows the URL).
+    Pending,
+    /// The provider's tunnel client has stopped (its log says why, e.g. a gateway that is not
+    /// the pinned one); no route registers until its operator fixes that.
+    TunnelStopped,
+    #[serde(other)]
+    Unknown,
+}
+
+impl fmt::Display for NoUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            NoUrl::NoGateway => {
+                "no public URL (no gateway): the provider has no gateway configured, so the app answers on the provider's host only"
+            }
+            NoUrl::Pending => {
+                "URL pending: the provider is not connected to its gateway now; the route registers as soon as its tunnel is up"
+            }
+            NoUrl::TunnelStopped => {
+                "no public URL: the provider's tunnel to its gateway has stopped; its operator must check the daemon's log"
+            }
+            NoUrl::Unknown => "no public URL",
+        })
+    }
 }
 
 /// Stop and remove a deployment (by id or name).

@@ -43,7 +43,7 @@ pub use frame::{
 pub use messages::{
     DeployProgress, DeployRequest, DeployResponse, DeployStage, DeploymentState, DeploymentSummary,
     EnvVar, ErrorCode, ErrorResponse, ListRequest, ListResponse, LogEntry, LogStream, LogsEnd,
-    LogsRequest, StatusRequest, StatusResponse, StopRequest, StopResponse,
+    LogsRequest, NoUrl, StatusRequest, StatusResponse, StopRequest, StopResponse,
 };
 pub use replay::{DEFAULT_MAX_SKEW_SECS, DEFAULT_REPLAY_CAPACITY, ReplayError, ReplayGuard};
 pub use signing::{

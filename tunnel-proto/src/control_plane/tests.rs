@@ -31,10 +31,20 @@ fn responses() -> Vec<ControlPlaneMessage> {
         ControlPlaneMessage::DeployResponse(DeployResponse {
             id: "d-1".into(),
             name: "blog".into(),
-            url: "https://blog.apps.example.com".into(),
+            url: Some("https://blog.apps.example.com".into()),
             peer: "12D3KooWxyz".into(),
             image: "nginx:1.27".into(),
             status: DeploymentState::Running,
+            no_url: None,
+        }),
+        ControlPlaneMessage::DeployResponse(DeployResponse {
+            id: "d-2".into(),
+            name: "offline".into(),
+            url: None,
+            peer: "12D3KooWxyz".into(),
+            image: "nginx:1.27".into(),
+            status: DeploymentState::Running,
+            no_url: Some(NoUrl::NoGateway),
         }),
         ControlPlaneMessage::StopResponse(StopResponse {
             id: "d-1".into(),
@@ -230,6 +240,37 @@ fn json_bodies_are_strict() {
     assert!(
         matches!(got, Ok(Some(ControlPlaneMessage::DeployResponse(ref r))) if r.status == DeploymentState::Unknown),
         "{got:?}"
+    );
+    let json = r#"{"id":"a","name":"b","url":null,"peer":"p","image":"i","status":"running","no_url":"asleep"}"#;
+    let got = decode_control_plane(&mut frame(0x21, json));
+    assert!(
+        matches!(got, Ok(Some(ControlPlaneMessage::DeployResponse(ref r))) if r.url.is_none() && r.no_url == Some(NoUrl::Unknown)),
+        "{got:?}"
+    );
+}
+
+/// A deployment without a URL says `"url":null` and why; one with a URL carries no reason, so
+/// its bytes are what they were before `no_url` existed.
+#[test]
+fn deploy_response_without_a_url_says_why() {
+    let mut response = DeployResponse {
+        id: "a".into(),
+        name: "b".into(),
+        url: None,
+        peer: "p".into(),
+        image: "i".into(),
+        status: DeploymentState::Running,
+        no_url: Some(NoUrl::Pending),
+    };
+    assert_eq!(
+        serde_json::to_string(&response).expect("json"),
+        r#"{"id":"a","name":"b","url":null,"peer":"p","image":"i","status":"running","no_url":"pending"}"#
+    );
+    response.url = Some("https://b.apps.example.com".into());
+    response.no_url = None;
+    assert_eq!(
+        serde_json::to_string(&response).expect("json"),
+        r#"{"id":"a","name":"b","url":"https://b.apps.example.com","peer":"p","image":"i","status":"running"}"#
     );
 }
 
