@@ -58,7 +58,9 @@ mod tests {
     fn config_errors_exit_2_even_under_context() {
         let e = ConfigError::wrap(anyhow::anyhow!("--domain is required"));
         assert_eq!(exit_code(&e), EXIT_USAGE);
-        let wrapped = Err::<(), _>(e).context("gateway failed").unwrap_err();
+        let wrapped = Err::<(), _>(e)
+            .context("gateway failed")
+            .expect_err("an error stays an error");
         assert_eq!(exit_code(&wrapped), EXIT_USAGE);
         assert_eq!(
             format!("{wrapped:#}"),

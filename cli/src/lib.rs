@@ -17,5 +17,5 @@ mod signal;
 pub use completions::print_completions;
 pub use exit::{ConfigError, EXIT_FAILURE, EXIT_USAGE, exit_code, report};
 pub use help::help_problems;
-pub use logging::{LogFormat, init_logging, use_colour};
+pub use logging::{DAEMON_LOG_FILTER, LogFormat, init_logging, use_colour};
 pub use signal::shutdown_signal;

@@ -11,6 +11,11 @@ use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::util::SubscriberInitExt;
 
+/// The daemons' filter when `RUST_LOG` is unset: our own events at info, the libraries' only
+/// from warn (libp2p's swarm logs a message-less "local_peer_id" event at info; quinn and
+/// rustls log per-connection details).
+pub const DAEMON_LOG_FILTER: &str = "info,quinn=warn,rustls=warn,libp2p_swarm=warn";
+
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum LogFormat {

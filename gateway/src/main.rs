@@ -271,7 +271,7 @@ impl RunArgs {
 fn main() -> ExitCode {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
-    peercompute_cli::init_logging(cli.log_format, "info,quinn=warn,rustls=warn");
+    peercompute_cli::init_logging(cli.log_format, peercompute_cli::DAEMON_LOG_FILTER);
     if let Command::Completions { shell } = cli.command {
         return peercompute_cli::print_completions(shell, <Cli as clap::CommandFactory>::command());
     }

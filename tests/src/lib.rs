@@ -23,6 +23,7 @@ pub mod client;
 pub mod daemon;
 pub mod gateway;
 pub mod image;
+pub mod lines;
 pub mod nat;
 pub mod netns;
 pub mod procfs;

@@ -8,11 +8,12 @@
 //! test. Outside CI, `PEERCOMPUTE_SKIP_IMAGE_TESTS=1` skips it (loudly); with `CI` set it
 //! always runs.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
+
+use peercompute_tests::lines::Lines;
 
 const SKIP_ENV: &str = "PEERCOMPUTE_SKIP_IMAGE_TESTS";
 const DOMAIN: &str = "apps.test";
@@ -97,9 +98,9 @@ impl Drop for Created {
 
 /// `docker logs -f` of a container, line by line, so the test waits for what the program
 /// says rather than sleeping.
+/// `docker logs -f CONTAINER`, followed line by line.
 struct Logs {
-    lines: mpsc::Receiver<String>,
-    seen: Vec<String>,
+    lines: Lines,
     child: Child,
 }
 
@@ -112,24 +113,12 @@ impl Logs {
             .stderr(Stdio::piped())
             .spawn()
             .expect("run docker logs -f");
-        let (tx, lines) = mpsc::sync_channel(1024);
-        let pipes: [Box<dyn Read + Send>; 2] = [
+        let pipes: Vec<Box<dyn Read + Send>> = vec![
             Box::new(child.stdout.take().expect("piped stdout")),
             Box::new(child.stderr.take().expect("piped stderr")),
         ];
-        for pipe in pipes {
-            let tx = tx.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                    if tx.send(line).is_err() {
-                        return;
-                    }
-                }
-            });
-        }
         Self {
-            lines,
-            seen: Vec::new(),
+            lines: Lines::follow(format!("container {container}"), pipes),
             child,
         }
     }
@@ -137,22 +126,7 @@ impl Logs {
     /// The first line containing `needle`; panics with everything seen after `timeout` or
     /// when the container stops.
     fn wait_for(&mut self, needle: &str, timeout: Duration) -> String {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    self.seen.push(line.clone());
-                    if line.contains(needle) {
-                        return line;
-                    }
-                }
-                Err(e) => panic!(
-                    "waiting for {needle:?} ({e:?}; the container stopped or took longer than {timeout:?}); its log:\n{}",
-                    self.seen.join("\n")
-                ),
-            }
-        }
+        self.lines.wait_for(needle, timeout)
     }
 }
 
