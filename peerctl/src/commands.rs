@@ -9,8 +9,10 @@ use peercompute_tunnel_proto::{
 };
 use std::sync::{Arc, Mutex};
 
+use peercompute_p2p::Framed;
 use peerctl::output::{self, Progress};
 use peerctl::places::{self, Places};
+use peerctl::resolve::{is_full_id, resolve};
 use peerctl::{CliError, Client, ClientOptions, Kind};
 
 use crate::{Cli, Command, GatewaysCommand, PeersCommand};
@@ -33,7 +35,22 @@ fn print_json(value: &impl serde::Serialize) -> Result<()> {
     Ok(())
 }
 
+/// Whether the command was asked for JSON output (its errors then print as JSON too).
+pub(crate) fn wants_json(command: &Command) -> bool {
+    match command {
+        Command::Id { json }
+        | Command::Deploy { json, .. }
+        | Command::Ls { json, .. }
+        | Command::Status { json, .. }
+        | Command::Logs { json, .. }
+        | Command::Peers(PeersCommand::List { json })
+        | Command::Gateways(GatewaysCommand::List { json }) => *json,
+        _ => false,
+    }
+}
+
 pub(crate) async fn run(cli: Cli) -> Result<()> {
+    let json = wants_json(&cli.command);
     let home = resolve_home(cli.home.clone()).map_err(|e| CliError::new(Kind::Other, e))?;
     let places = || Places::open(&home).map_err(other);
     let options = ClientOptions {
@@ -58,18 +75,26 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
     let result = dispatch(cli, &home, options, &used).await;
     let client = used.lock().unwrap_or_else(|p| p.into_inner()).take();
     if let Some(client) = client {
-        remember(&client, &home).await;
+        remember(&client, &home, json).await;
     }
     result
 }
 
 /// Records the path to the provider and the gateways it announced (so a provider first met
-/// on the LAN stays reachable through its gateway later). Failures only warn.
-async fn remember(client: &Client, home: &std::path::Path) {
+/// on the LAN stays reachable through its gateway later). Failures only warn. With `json`
+/// stderr is kept for the one JSON error object: notes and warnings go to the log instead.
+async fn remember(client: &Client, home: &std::path::Path, json: bool) {
+    let note = |line: String| {
+        if json {
+            tracing::info!("{line}");
+        } else {
+            eprintln!("{line}");
+        }
+    };
     let mut places = match Places::open(home) {
         Ok(p) => p,
         Err(e) => {
-            eprintln!("warning: {e}");
+            note(format!("warning: {e}"));
             return;
         }
     };
@@ -77,14 +102,16 @@ async fn remember(client: &Client, home: &std::path::Path) {
     if let Some(path) = client.path().await
         && let Err(e) = places.record_path(&provider, &path)
     {
-        eprintln!("warning: cannot record how {provider} was reached: {e}");
+        note(format!(
+            "warning: cannot record how {provider} was reached: {e}"
+        ));
     }
     for circuit in client.provider_circuits().await {
         if let Some((gw, addr)) = places::gateway_of_circuit(&circuit) {
             match places.add_gateway(gw, &addr, &format!("learned from {provider}")) {
-                Ok(true) => eprintln!("learned gateway {gw} at {addr} (from {provider})"),
+                Ok(true) => note(format!("learned gateway {gw} at {addr} (from {provider})")),
                 Ok(false) => {}
-                Err(e) => eprintln!("warning: cannot record gateway {gw}: {e}"),
+                Err(e) => note(format!("warning: cannot record gateway {gw}: {e}")),
             }
         }
     }
@@ -127,8 +154,12 @@ async fn dispatch(
             println!("{}", id.peer_id());
             Ok(())
         }
-        Command::Id => {
-            println!("{}", identity()?.peer_id());
+        Command::Id { json } => {
+            let peer_id = identity()?.peer_id();
+            if json {
+                return print_line_json(&serde_json::json!({ "peer_id": peer_id.to_string() }));
+            }
+            println!("{peer_id}");
             Ok(())
         }
         Command::Peers(cmd) => peers(&home, cmd),
@@ -249,9 +280,12 @@ async fn dispatch(
             Ok(())
         }
         Command::Status { id, peer, json } => {
-            let client = connect(peer).await?;
-            let mut framed = client.send(&Request::Status(StatusRequest { id })).await?;
-            let s = match Client::next(&mut framed).await? {
+            let client = connect(peer.clone()).await?;
+            let (_, answer) = send_for_deployment(&client, &peer, &id, |id| {
+                Request::Status(StatusRequest { id })
+            })
+            .await?;
+            let s = match answer {
                 ControlPlaneMessage::StatusResponse(s) => s,
                 other => return Err(unexpected(&other)),
             };
@@ -292,32 +326,20 @@ async fn dispatch(
             peer,
             follow,
             tail,
+            json,
         } => {
-            let client = connect(peer).await?;
-            let mut framed = client
-                .send(&Request::Logs(LogsRequest { id, follow, tail }))
-                .await?;
-            let stream = async {
-                loop {
-                    match Client::next(&mut framed).await? {
-                        ControlPlaneMessage::LogEntry(e) => match e.stream {
-                            LogStream::Stderr => eprintln!("{}", e.line),
-                            _ => println!("{}", e.line),
-                        },
-                        ControlPlaneMessage::LogsEnd(_) => return Ok(()),
-                        other => return Err(unexpected(&other)),
-                    }
-                }
-            };
+            let client = connect(peer.clone()).await?;
             tokio::select! {
-                r = stream => r,
+                r = logs(&client, &peer, &id, follow, tail, json) => r,
                 _ = tokio::signal::ctrl_c() => Ok(()),
             }
         }
         Command::Stop { id, peer } => {
-            let client = connect(peer).await?;
-            let mut framed = client.send(&Request::Stop(StopRequest { id })).await?;
-            match Client::next(&mut framed).await? {
+            let client = connect(peer.clone()).await?;
+            let (_, answer) =
+                send_for_deployment(&client, &peer, &id, |id| Request::Stop(StopRequest { id }))
+                    .await?;
+            match answer {
                 ControlPlaneMessage::StopResponse(r) => {
                     eprintln!("stopped {}: container removed, URL withdrawn", r.id);
                     Ok(())
@@ -329,6 +351,96 @@ async fn dispatch(
             unreachable!("main prints completions before the runtime starts")
         }
     }
+}
+
+/// Prints a deployment's log lines until the provider ends them (or, with `follow`, until
+/// Ctrl-C): as they came (stdout lines on stdout, stderr lines on stderr), or with `json` one
+/// object per line on stdout (`{"stream":"stdout","line":"…","timestamp":"…"}`).
+async fn logs(
+    client: &Client,
+    peer: &str,
+    arg: &str,
+    follow: bool,
+    tail: Option<u32>,
+    json: bool,
+) -> Result<()> {
+    let (mut framed, mut answer) = send_for_deployment(client, peer, arg, |id| {
+        Request::Logs(LogsRequest { id, follow, tail })
+    })
+    .await?;
+    loop {
+        match answer {
+            ControlPlaneMessage::LogEntry(e) if json => print_line_json(&e)?,
+            ControlPlaneMessage::LogEntry(e) => match e.stream {
+                LogStream::Stderr => eprintln!("{}", e.line),
+                _ => println!("{}", e.line),
+            },
+            ControlPlaneMessage::LogsEnd(_) => return Ok(()),
+            other => return Err(unexpected(&other)),
+        }
+        answer = Client::next(&mut framed).await?;
+    }
+}
+
+/// Sends the request `make(id)` for the deployment `arg` designates (full id, unique id
+/// prefix or name) and returns the stream with the first answer.
+///
+/// A full id goes out as is, saving a round trip; anything else is resolved first from the
+/// provider's list of your deployments. A name may look like a full id, so a "not found"
+/// for one is resolved from the list before it is believed.
+async fn send_for_deployment(
+    client: &Client,
+    peer: &str,
+    arg: &str,
+    make: impl Fn(String) -> Request,
+) -> Result<(Framed, ControlPlaneMessage)> {
+    let exchange = |id: String| {
+        let request = make(id);
+        async move {
+            let mut framed = client.send(&request).await?;
+            let first = Client::next(&mut framed).await?;
+            Ok::<_, CliError>((framed, first))
+        }
+    };
+    if !is_full_id(arg) {
+        return exchange(resolve_on(client, peer, arg).await?).await;
+    }
+    match exchange(arg.to_owned()).await {
+        Err(e) if e.kind == Kind::NotFound => match resolve_on(client, peer, arg).await {
+            Ok(id) if id != arg => exchange(id).await,
+            _ => Err(e),
+        },
+        other => other,
+    }
+}
+
+/// The full id of the deployment `arg` designates among yours on the provider.
+async fn resolve_on(client: &Client, peer: &str, arg: &str) -> Result<String> {
+    let mut framed = client.send(&Request::List(ListRequest {})).await?;
+    let list = match Client::next(&mut framed).await? {
+        ControlPlaneMessage::ListResponse(l) => l,
+        other => return Err(unexpected(&other)),
+    };
+    match resolve(arg, &list.deployments) {
+        Ok(d) => Ok(d.id.clone()),
+        Err(e) => {
+            let mut e = CliError::from(e);
+            if e.kind == Kind::NotFound {
+                e.message = format!(
+                    "{} on {} (see `peerctl ls --peer {peer}`)",
+                    e.message,
+                    client.provider()
+                );
+            }
+            Err(e)
+        }
+    }
+}
+
+/// One JSON object on one line of stdout (for streams: `logs --json`, `id --json`).
+fn print_line_json(value: &impl serde::Serialize) -> Result<()> {
+    println!("{}", serde_json::to_string(value).map_err(other)?);
+    Ok(())
 }
 
 fn peers(home: &std::path::Path, cmd: PeersCommand) -> Result<()> {

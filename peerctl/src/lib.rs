@@ -6,12 +6,16 @@
 //!   control stream, send one signed request, hand back the answers.
 //! - [`places`](crate::places): the gateways peerctl knows and how each peer was last reached.
 //! - [`output`](crate::output): human tables and JSON, progress lines.
-//! - [`exit`](crate::exit): the error kinds users meet, each with its own exit code.
+//! - [`resolve`](crate::resolve): which deployment `status`/`logs`/`stop` mean, by full id,
+//!   unique id prefix or name (as Docker does), from the provider's list.
+//! - [`exit`](crate::exit): the error kinds users meet, each with its own exit code, printed
+//!   as a line or (with `--json`) as one JSON object.
 
 mod client;
 pub mod exit;
 pub mod output;
 pub mod places;
+pub mod resolve;
 
 pub use client::{Client, ClientOptions};
 pub use exit::{CliError, Kind};

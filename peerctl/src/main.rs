@@ -14,7 +14,7 @@ use peerctl::{CliError, Kind};
     name = "peerctl",
     version,
     about = "Peer Compute client: trust providers and run containers on them, each with a public HTTPS URL",
-    after_help = "Examples:\n  peerctl init\n  peerctl peers add 12D3KooW... --addr /ip4/192.168.1.20/tcp/9000 --name homebox\n  peerctl gateways add 12D3KooW...@/ip4/203.0.113.7/udp/4001/quic-v1\n  peerctl deploy nginx:1.27 --peer homebox --port 80 --name blog\n  peerctl ls --peer homebox\n  peerctl logs a1b2c3d4e5f6 --peer homebox -f\n  peerctl stop a1b2c3d4e5f6 --peer homebox\n  peerctl completions bash > /etc/bash_completion.d/peerctl"
+    after_help = "Examples:\n  peerctl init\n  peerctl peers add 12D3KooW... --addr /ip4/192.168.1.20/tcp/9000 --name homebox\n  peerctl gateways add 12D3KooW...@/ip4/203.0.113.7/udp/4001/quic-v1\n  peerctl deploy nginx:1.27 --peer homebox --port 80 --name blog\n  peerctl ls --peer homebox\n  peerctl logs blog --peer homebox -f\n  peerctl stop a1b2 --peer homebox\n  peerctl completions bash > /etc/bash_completion.d/peerctl\n\nDeployments are named by full id, a unique id prefix, or name (status, logs, stop).\n\nExit codes: 0 done, 1 other failure, 2 usage (bad arguments, ambiguous deployment),\n3 trust, 4 provider unreachable, 5 provider limits, 6 not found, 7 image, 8 bad request.\nWith --json, an error is one JSON object on stderr: {\"error\",\"kind\",\"exit_code\"}."
 )]
 pub(crate) struct Cli {
     /// Home directory (identity, trusted peers) [default: $PEERCOMPUTE_HOME or ~/.peercompute].
@@ -39,25 +39,35 @@ pub(crate) struct Cli {
     pub(crate) command: Command,
 }
 
+/// `--timeout`: the durations the daemons accept (humantime: `10s`, `1m30s`, `500ms`).
 fn humantime_duration(s: &str) -> Result<Duration, String> {
-    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("`{s}` is not a duration like 10s or 2m"))?;
-    match unit {
-        "" | "s" => Ok(Duration::from_secs(n)),
-        "ms" => Ok(Duration::from_millis(n)),
-        "m" => Ok(Duration::from_secs(n * 60)),
-        _ => Err(format!("`{s}` is not a duration like 10s or 2m")),
-    }
+    humantime::parse_duration(s)
+        .map_err(|e| format!("{e}; write a duration like 10s, 1m30s or 500ms"))
 }
+
+/// The positional deployment argument's help (status, logs, stop).
+const DEPLOYMENT_HELP: &str =
+    "The deployment: its id, a unique prefix of the id, or its name (as `peerctl ls` shows them)";
+/// The `--peer` help of the commands that talk to a provider.
+const PEER_HELP: &str =
+    "The provider: its peer id (12D3KooW…) or the alias given with `peerctl peers add --name`";
 
 #[derive(Subcommand, Debug)]
 pub(crate) enum Command {
     /// Create your identity (prints the existing one if present).
+    #[command(
+        after_help = "Examples:\n  peerctl init\n  peerctl --home /srv/ci-client init\n  PEERCOMPUTE_HOME=~/.peercompute-work peerctl init"
+    )]
     Init,
     /// Print your peer id (give it to providers so they can trust you).
-    Id,
+    #[command(
+        after_help = "Examples:\n  peerctl id\n  peerctl id --json | jq -r .peer_id\n  ssh provider-host peerctl peers add \"$(peerctl id)\""
+    )]
+    Id {
+        /// Print {"peer_id": "…"} on one line (for scripts).
+        #[arg(long)]
+        json: bool,
+    },
     /// Manage the peers you trust.
     #[command(subcommand)]
     Peers(PeersCommand),
@@ -65,11 +75,13 @@ pub(crate) enum Command {
     #[command(subcommand)]
     Gateways(GatewaysCommand),
     /// Run an image on a trusted provider and print its public URL.
+    #[command(
+        after_help = "Examples:\n  peerctl deploy nginx:1.27 --peer homebox --port 80 --name blog\n  peerctl deploy ghcr.io/acme/api:2.1 --peer homebox --port 8080 --env RUST_LOG=info --cpu 0.5 --memory 512M\n  URL=$(peerctl deploy nginx:1.27 --peer homebox)\n  peerctl deploy nginx:1.27 --peer homebox --json | jq -r .url"
+    )]
     Deploy {
-        /// Image reference, e.g. nginx:1.27.
+        /// Image reference, e.g. nginx:1.27 or ghcr.io/acme/api:2.1.
         image: String,
-        /// Provider peer id or alias.
-        #[arg(long)]
+        #[arg(long, help = PEER_HELP)]
         peer: String,
         /// Route name: the app answers at https://NAME.<gateway domain> [default: from the image].
         #[arg(long)]
@@ -81,36 +93,47 @@ pub(crate) enum Command {
         #[arg(long = "env", value_name = "KEY=VALUE")]
         env: Vec<String>,
         /// CPU: millicores (500m) or cores (0.5) [default: 500m].
-        #[arg(long, value_parser = peercompute_runtime::parse_cpu)]
+        #[arg(long, value_parser = peercompute_tunnel_proto::parse_cpu)]
         cpu: Option<u32>,
         /// Memory, e.g. 256M, 1G [default: 256M].
-        #[arg(long, value_parser = peercompute_runtime::parse_memory)]
+        #[arg(long, value_parser = peercompute_tunnel_proto::parse_memory)]
         memory: Option<u64>,
-        /// Print the result as JSON.
+        /// Print the result as one JSON object (id, name, url, peer, image, status), no progress.
         #[arg(long)]
         json: bool,
     },
     /// List your deployments on a provider.
+    #[command(
+        after_help = "Examples:\n  peerctl ls --peer homebox\n  peerctl ls --peer homebox --json | jq -r '.[] | select(.state == \"running\") | .url'"
+    )]
     Ls {
-        #[arg(long)]
+        #[arg(long, help = PEER_HELP)]
         peer: String,
+        /// Print the deployments as a JSON array (id, name, image, url, state, created_at).
         #[arg(long)]
         json: bool,
     },
     /// Show one deployment: state, image, uptime, restarts, CPU and memory.
+    #[command(
+        after_help = "Examples:\n  peerctl status blog --peer homebox\n  peerctl status a1b2 --peer homebox\n  peerctl status blog --peer homebox --json | jq .memory_bytes"
+    )]
     Status {
-        /// Deployment id.
+        #[arg(value_name = "DEPLOYMENT", help = DEPLOYMENT_HELP)]
         id: String,
-        #[arg(long)]
+        #[arg(long, help = PEER_HELP)]
         peer: String,
+        /// Print the status as one JSON object.
         #[arg(long)]
         json: bool,
     },
     /// Print a deployment's logs; with -f keep following until Ctrl-C.
+    #[command(
+        after_help = "Examples:\n  peerctl logs blog --peer homebox --tail 100\n  peerctl logs a1b2 --peer homebox -f\n  peerctl logs blog --peer homebox -f --json | jq -r 'select(.stream == \"stderr\") | .line'"
+    )]
     Logs {
-        /// Deployment id.
+        #[arg(value_name = "DEPLOYMENT", help = DEPLOYMENT_HELP)]
         id: String,
-        #[arg(long)]
+        #[arg(long, help = PEER_HELP)]
         peer: String,
         /// Keep streaming new lines.
         #[arg(short = 'f', long)]
@@ -118,16 +141,26 @@ pub(crate) enum Command {
         /// Only the last N lines.
         #[arg(long)]
         tail: Option<u32>,
+        /// One JSON object per line on stdout: {"stream":"stdout|stderr","line":"…","timestamp":"…"}.
+        #[arg(long)]
+        json: bool,
     },
     /// Stop a deployment: the container is removed and its URL stops answering.
+    #[command(
+        after_help = "Examples:\n  peerctl stop blog --peer homebox\n  peerctl stop a1b2c3d4e5f6 --peer homebox\n  peerctl ls --peer homebox --json | jq -r '.[].id' | xargs -n1 peerctl stop --peer homebox"
+    )]
     Stop {
-        /// Deployment id.
+        #[arg(value_name = "DEPLOYMENT", help = DEPLOYMENT_HELP)]
         id: String,
-        #[arg(long)]
+        #[arg(long, help = PEER_HELP)]
         peer: String,
     },
     /// Print a shell completion script to stdout.
+    #[command(
+        after_help = "Examples:\n  peerctl completions bash > /etc/bash_completion.d/peerctl\n  peerctl completions zsh > \"${fpath[1]}/_peerctl\"\n  peerctl completions fish > ~/.config/fish/completions/peerctl.fish"
+    )]
     Completions {
+        /// The shell to write the script for.
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
@@ -136,17 +169,23 @@ pub(crate) enum Command {
 #[derive(Subcommand, Debug)]
 pub(crate) enum GatewaysCommand {
     /// Remember a gateway: providers registered at it become reachable by peer id alone.
+    #[command(
+        after_help = "Examples:\n  peerctl gateways add 12D3KooW...@/ip4/203.0.113.7/udp/4001/quic-v1\n  peerctl gateways add /dns/gw.example.com/udp/4001/quic-v1/p2p/12D3KooW..."
+    )]
     Add {
         /// PEERID@MULTIADDR (the gateway's p2p address, e.g.
         /// 12D3KooW…@/ip4/203.0.113.7/udp/4001/quic-v1) or MULTIADDR/p2p/PEERID.
         gateway: String,
     },
     /// List known gateways (added by hand or learned from providers).
+    #[command(after_help = "Examples:\n  peerctl gateways list\n  peerctl gateways list --json")]
     List {
+        /// Print the gateways as a JSON array (peer_id, addrs, source).
         #[arg(long)]
         json: bool,
     },
     /// Forget a gateway.
+    #[command(after_help = "Examples:\n  peerctl gateways remove 12D3KooW...")]
     Remove {
         /// The gateway's peer id.
         gateway: String,
@@ -156,6 +195,9 @@ pub(crate) enum GatewaysCommand {
 #[derive(Subcommand, Debug)]
 pub(crate) enum PeersCommand {
     /// Trust a peer (a provider you deploy to, or a client that may deploy to you).
+    #[command(
+        after_help = "Examples:\n  peerctl peers add 12D3KooW... --addr /ip4/192.168.1.20/tcp/9000 --name homebox\n  peerctl peers add 12D3KooW... --name vps --gateway 12D3KooW...@/ip4/203.0.113.7/udp/4001/quic-v1\n  peerctl --home /var/lib/peercompute peers add 12D3KooW...   # on a provider: trust a client"
+    )]
     Add {
         /// Its peer id (12D3KooW…).
         peer: String,
@@ -172,18 +214,32 @@ pub(crate) enum PeersCommand {
     },
     /// List trusted peers and how each was last reached (direct LAN / direct public /
     /// hole punched / relayed, round-trip time).
+    #[command(
+        after_help = "Examples:\n  peerctl peers list\n  peerctl peers list --json | jq -r '.[].peer_id'"
+    )]
     List {
+        /// Print the peers as a JSON array (peer_id, alias, addrs, added_at, last_path).
         #[arg(long)]
         json: bool,
     },
     /// Stop trusting a peer (by id or alias).
-    Remove { peer: String },
+    #[command(
+        after_help = "Examples:\n  peerctl peers remove homebox\n  peerctl peers remove 12D3KooW..."
+    )]
+    Remove {
+        /// Its peer id or alias.
+        peer: String,
+    },
 }
 
 fn main() -> ExitCode {
     // Every Peer Compute binary picks rustls' ring provider first (libp2p links aws-lc too).
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return peerctl::exit::clap_failure(&e, std::env::args().any(|a| a == "--json")),
+    };
+    let json = commands::wants_json(&cli.command);
     peercompute_cli::init_logging(cli.log_format, "warn");
     if let Command::Completions { shell } = cli.command {
         return peercompute_cli::print_completions(shell, Cli::command());
@@ -197,10 +253,7 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {}", e.message);
-            ExitCode::from(e.kind.exit_code())
-        }
+        Err(e) => e.report(json),
     }
 }
 

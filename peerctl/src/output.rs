@@ -3,33 +3,27 @@
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
 use peercompute_tunnel_proto::{DeployProgress, DeployStage, DeploymentState};
 
-/// Renders rows as left-aligned columns separated by two spaces.
+/// Renders rows as left-aligned columns separated by two spaces, no borders and no trailing
+/// blanks (`comfy-table` with no terminal detection: the same text on a terminal, in a pipe
+/// or a file, never wrapped), so `grep`/`awk` read it as easily as people do.
 pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    let mut table = comfy_table::Table::new();
+    table
+        .load_style(comfy_table::presets::NOTHING)
+        .set_content_arrangement(comfy_table::ContentArrangement::Disabled)
+        .set_header(header.to_vec());
     for row in rows {
-        for (i, cell) in row.iter().enumerate() {
-            if let Some(w) = widths.get_mut(i) {
-                *w = (*w).max(cell.chars().count());
-            }
-        }
+        table.add_row(row.clone());
     }
-    let line = |cells: Vec<&str>| {
-        let mut out = String::new();
-        for (i, cell) in cells.iter().enumerate() {
-            if i + 1 == cells.len() {
-                out.push_str(cell);
-            } else {
-                out.push_str(&format!("{cell:<w$}  ", w = widths[i]));
-            }
-        }
-        out.trim_end().to_owned() + "\n"
-    };
-    let mut out = line(header.to_vec());
-    for row in rows {
-        out.push_str(&line(row.iter().map(String::as_str).collect()));
+    for column in table.column_iter_mut() {
+        column.set_padding((0, 2));
     }
+    let mut out = table.trim_fmt();
+    out.push('\n');
     out
 }
 
@@ -79,13 +73,13 @@ pub fn bytes(n: u64) -> String {
     }
 }
 
-/// Deploy progress on stderr: a redrawn line with a bar on a terminal, plain stage lines
-/// otherwise (logs, CI).
+/// Deploy progress on stderr: on a terminal an `indicatif` line redrawn in place (a byte bar
+/// while a layer downloads, a spinner otherwise); off a terminal (logs, CI, pipes) one plain
+/// `stage: message` line per stage, nothing redrawn.
 #[derive(Debug)]
 pub struct Progress {
-    tty: bool,
+    bar: Option<ProgressBar>,
     last_stage: Option<DeployStage>,
-    drawn: bool,
 }
 
 impl Default for Progress {
@@ -95,51 +89,74 @@ impl Default for Progress {
 }
 
 impl Progress {
+    /// A bar when stderr is a terminal, plain lines otherwise.
     pub fn new() -> Self {
+        Self::with_terminal(std::io::stderr().is_terminal())
+    }
+
+    fn with_terminal(terminal: bool) -> Self {
+        let bar = terminal.then(|| {
+            let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+            bar.set_style(spinner_style());
+            bar.enable_steady_tick(Duration::from_millis(120));
+            bar
+        });
         Self {
-            tty: std::io::stderr().is_terminal(),
+            bar,
             last_stage: None,
-            drawn: false,
         }
     }
 
     pub fn update(&mut self, p: &DeployProgress) {
-        let mut err = std::io::stderr();
         let stage = stage_name(p.stage);
-        if self.tty {
-            let detail = match (p.current, p.total) {
-                (Some(c), Some(t)) if t > 0 => {
-                    let filled = usize::try_from(c.min(t) * 30 / t).unwrap_or(30);
-                    format!(
-                        " [{}{}] {} / {}",
-                        "#".repeat(filled),
-                        "-".repeat(30 - filled),
-                        bytes(c),
-                        bytes(t)
-                    )
+        match &self.bar {
+            Some(bar) => {
+                let layer = p
+                    .layer
+                    .as_deref()
+                    .map(|l| format!("{l}: "))
+                    .unwrap_or_default();
+                bar.set_prefix(stage);
+                bar.set_message(format!("{layer}{}", p.message));
+                match (p.current, p.total) {
+                    (Some(current), Some(total)) if total > 0 => {
+                        bar.set_style(bytes_style());
+                        bar.set_length(total);
+                        bar.set_position(current.min(total));
+                    }
+                    _ => bar.set_style(spinner_style()),
                 }
-                _ => String::new(),
-            };
-            let layer = p
-                .layer
-                .as_deref()
-                .map(|l| format!(" {l}"))
-                .unwrap_or_default();
-            let _ = write!(err, "\r\x1b[2K{stage:>11}{layer}: {}{detail}", p.message);
-            self.drawn = true;
-        } else if self.last_stage != Some(p.stage) {
-            let _ = writeln!(err, "{stage}: {}", p.message);
+            }
+            None if self.last_stage != Some(p.stage) => {
+                let mut err = std::io::stderr();
+                let _ = writeln!(err, "{stage}: {}", p.message);
+                let _ = err.flush();
+            }
+            None => {}
         }
         self.last_stage = Some(p.stage);
-        let _ = err.flush();
     }
 
+    /// Leaves the last drawn line on screen (where the deploy stopped, on a failure) and ends
+    /// the redrawing.
     pub fn finish(&mut self) {
-        if self.drawn {
-            let _ = writeln!(std::io::stderr());
-            self.drawn = false;
+        if let Some(bar) = self.bar.take() {
+            bar.abandon();
         }
     }
+}
+
+fn spinner_style() -> ProgressStyle {
+    ProgressStyle::with_template("{prefix:>11} {spinner} {wide_msg}")
+        .expect("a valid indicatif template")
+}
+
+fn bytes_style() -> ProgressStyle {
+    ProgressStyle::with_template(
+        "{prefix:>11} [{bar:30}] {binary_bytes} / {binary_total_bytes} {wide_msg}",
+    )
+    .expect("a valid indicatif template")
+    .progress_chars("#>-")
 }
 
 fn stage_name(s: DeployStage) -> &'static str {
@@ -173,6 +190,26 @@ mod tests {
             ],
         );
         assert_eq!(out, "ID      NAME\na1      blog\nb2c3d4  x\n");
+        // Wide characters count by width; the last column carries no padding.
+        let out = table(&["A", "B"], &[vec!["日本".into(), "".into()]]);
+        assert_eq!(out, "A     B\n日本\n");
+    }
+
+    #[test]
+    fn templates_parse() {
+        let _ = spinner_style();
+        let _ = bytes_style();
+        // Off a terminal nothing is drawn by indicatif: plain lines instead.
+        let mut progress = Progress::with_terminal(false);
+        progress.update(&DeployProgress {
+            stage: DeployStage::Pulling,
+            message: "nginx:1.27".into(),
+            layer: None,
+            current: Some(1),
+            total: Some(2),
+        });
+        assert!(progress.bar.is_none());
+        progress.finish();
     }
 
     #[test]

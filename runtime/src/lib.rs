@@ -51,7 +51,8 @@
 //! - `logs` — the container's output as a stream of [`LogLine`]s.
 //! - `image` — ensure_image: local, pulled with [`PullProgress`], platform check.
 //! - `admission` — pure [`Admission`] ledger against the provider's [`Limits`].
-//! - `quantity` — parsing `--cpu 500m|0.5` and `--memory 256M|1GiB`.
+//! - `quantity` — parsing `--cpu 500m|0.5` and `--memory 256M|1GiB` (defined in
+//!   `peercompute-tunnel-proto`, re-exported).
 //! - `time` — the engine's RFC 3339 timestamps.
 //! - `testsupport` (cargo feature `testsupport`, for tests only) — scratch images from bytes,
 //!   busybox, unique names, a local registry, cleanup guard.

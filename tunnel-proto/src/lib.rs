@@ -37,12 +37,15 @@
 //!   (`/peercompute/control/1`): JSON messages in `type | length | JSON` frames, signed
 //!   requests ([`SignedEnvelope`]) and the [`ReplayGuard`].
 //! - `io` (feature `tokio`): thin async adapters that feed socket bytes to the codecs.
+//! - `quantity`: CPU (`500m`, `0.5`) and memory (`256M`, `1GiB`) as people type them, parsed
+//!   into a [`DeployRequest`]'s `cpu_millis` / `memory_bytes`, and printed back.
 
 mod control;
 mod control_plane;
 #[cfg(feature = "tokio")]
 mod io;
 mod name;
+mod quantity;
 mod stream;
 mod wire;
 
@@ -65,6 +68,7 @@ pub use io::{ControlReader, IoError, bind_udp, read_stream_header, write_control
 /// The peer id type of signed envelopes (`libp2p-identity`'s, re-exported).
 pub use libp2p_identity::PeerId;
 pub use name::{NameError, validate_name};
+pub use quantity::{QuantityError, format_cpu, format_memory, parse_cpu, parse_memory};
 pub use stream::{MAX_STREAM_HEADER, StreamHeader, StreamKind, decode_stream_header};
 pub use wire::{DecodeError, EncodeError};
 
