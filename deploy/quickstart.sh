@@ -53,19 +53,29 @@ for p in "$HTTPS_PORT" "$ADMIN_PORT" "$P2P_PORT"; do
 done
 
 # --- build -----------------------------------------------------------------------------------
-# One static release build serves both the host programs and the demo image (FROM scratch, no
-# registry needed); docker/build-scratch.sh prints the binary paths / the image tag on stdout.
-step "building peercompute-gateway, peercomputed, peerctl and the demo app (static release)"
-paths=$(docker/build-scratch.sh --no-image gateway provider demo)
-BIN=$(dirname "$(printf '%s\n' "$paths" | head -n 1)")
+# The `quickstart` cargo profile (root Cargo.toml): nothing optimised and no debuginfo, less than
+# half the compile work of a debug build, which is what the first run waits for. The programs
+# only serve a demo. Only the demo app must be static (its image is FROM scratch); it builds
+# alongside, in target/static.
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+BIN=$TARGET_DIR/quickstart
+mkdir -p "$STATE"
+step "building the demo app image in the background (log: $STATE/demo-build.log)"
+docker/build-scratch.sh --profile quickstart demo >"$STATE/demo-image" 2>"$STATE/demo-build.log" &
+DEMO_BUILD=$!
+trap 'kill "$DEMO_BUILD" 2>/dev/null || true' EXIT
+step "building peercompute-gateway, peercomputed and peerctl (the first build takes a few minutes; then seconds)"
+cargo build --profile quickstart --bins -p peercompute-gateway -p peercompute-provider -p peerctl \
+    || die "cargo build failed (see above)"
 for b in peercompute-gateway peercomputed peerctl; do
     [ -x "$BIN/$b" ] || die "the build did not produce $BIN/$b"
 done
-step "building the demo app image"
-IMAGE=$(docker/build-scratch.sh demo | tail -n 1)
+wait "$DEMO_BUILD" || die "building the demo image failed: $(tail -n 20 "$STATE/demo-build.log")"
+IMAGE=$(tail -n 1 "$STATE/demo-image")
+[ -n "$IMAGE" ] || die "the demo image build printed no tag (see $STATE/demo-build.log)"
+step "built in $SECONDS s; demo image $IMAGE"
 
 # --- identities and trust ----------------------------------------------------------------
-mkdir -p "$STATE"
 GW_STATE=$STATE/gateway PROV_HOME=$STATE/provider CLIENT_HOME=$STATE/client
 GW_ID=$("$BIN/peercompute-gateway" id --state-dir "$GW_STATE" 2>/dev/null)
 PROV_ID=$("$BIN/peercomputed" --home "$PROV_HOME" init 2>/dev/null)
@@ -139,7 +149,7 @@ printf '%s' "$body" | grep -q "on Peer Compute" || die "the URL answered, but no
 
 cat <<EOF
 
-  Your app is live:   $URL/
+  Your app is live:   $URL/   (${SECONDS} s after the start of this script)
 
   Fetch it:           $CURL
   In a browser:       open $URL/ — *.localhost resolves to this machine; the certificate is

@@ -22,6 +22,8 @@ IMAGE (one or more):
 Options:
   --tag TAG        image tag [default: local]
   --target TRIPLE  x86_64-unknown-linux-gnu or aarch64-unknown-linux-gnu [default: this machine's]
+  --profile NAME   cargo profile: release (what ships) or quickstart (nothing optimised, quick
+                   to build: the quickstart's demo image) [default: release]
   --no-image       build the static binaries only and print their paths
   -h, --help       print this help
 
@@ -33,6 +35,7 @@ Environment:
 Examples:
   docker/build-scratch.sh all
   docker/build-scratch.sh demo                     # prints peercompute-demo:local
+  docker/build-scratch.sh --profile quickstart demo  # unoptimised, builds only the demo app
   docker/build-scratch.sh --tag 0.1.0 gateway provider
   docker/build-scratch.sh --target aarch64-unknown-linux-gnu --no-image gateway provider
 EOF
@@ -51,12 +54,14 @@ main() {
     target=""
     images=()
     no_image=false
+    profile=release
 
     while [ $# -gt 0 ]; do
         case "$1" in
             -h | --help) usage; exit 0 ;;
             --tag) [ $# -ge 2 ] || die "--tag needs a value"; tag="$2"; shift 2 ;;
             --target) [ $# -ge 2 ] || die "--target needs a value"; target="$2"; shift 2 ;;
+            --profile) [ $# -ge 2 ] || die "--profile needs a value"; profile="$2"; shift 2 ;;
             --no-image) no_image=true; shift ;;
             gateway | provider | demo) images+=("$1"); shift ;;
             all) images+=(gateway provider demo); shift ;;
@@ -99,6 +104,12 @@ main() {
     # packages of one invocation, so another selection can mean other features and shared crates
     # compiled again (minutes). With one fixed selection, one warm cache serves every call.
     packages=(-p peercompute-gateway -p peercompute-provider -p peerctl -p peercompute-demo)
+    case "$profile" in
+        release) profile_dir=release ;;
+        # The quickstart profile serves the quickstart's demo image alone: one selection of its own.
+        quickstart) profile_dir=quickstart; packages=() ;;
+        *) die "unsupported --profile '$profile': use release or quickstart" ;;
+    esac
     # image name -> binaries, image repository (the Dockerfile is docker/Dockerfile.scratch-NAME)
     binaries_of() {
         case "$1" in
@@ -115,9 +126,18 @@ main() {
         esac
     }
 
+    if [ ${#packages[@]} -eq 0 ]; then
+        for image in "${images[@]}"; do
+            case "$image" in
+                gateway) packages+=(-p peercompute-gateway) ;;
+                provider) packages+=(-p peercompute-provider -p peerctl) ;;
+                demo) packages+=(-p peercompute-demo) ;;
+            esac
+        done
+    fi
     target_dir="${PEERCOMPUTE_STATIC_TARGET_DIR:-$repo/target/static}"
-    out="$target_dir/$target/release"
-    echo "building static binaries for $target (gateway, provider, peerctl, demo) into $out" >&2
+    out="$target_dir/$target/$profile_dir"
+    echo "building static binaries for $target (${packages[*]//-p /}, $profile profile) into $out" >&2
     started=$SECONDS
     # CARGO_ENCODED_RUSTFLAGS would take precedence over RUSTFLAGS (and silently drop crt-static).
     unset CARGO_ENCODED_RUSTFLAGS
@@ -133,7 +153,7 @@ main() {
     done < <(compgen -e)
     # --target keeps RUSTFLAGS away from build scripts and proc macros, which must stay dynamic.
     (cd "$repo" && RUSTFLAGS="-C target-feature=+crt-static" \
-        cargo build --release --target "$target" --target-dir "$target_dir" "${packages[@]}") ||
+        cargo build --profile "$profile" --target "$target" --target-dir "$target_dir" "${packages[@]}") ||
         die "cargo build failed (see above)"
     echo "static build took $((SECONDS - started))s" >&2
 
