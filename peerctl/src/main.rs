@@ -69,10 +69,16 @@ pub(crate) enum Command {
         json: bool,
     },
     /// Manage the peers you trust.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  peerctl peers add 12D3KooW... --addr /ip4/192.168.1.20/tcp/9000 --name homebox\n  peerctl peers list\n  peerctl peers remove homebox"
+    )]
     Peers(PeersCommand),
     /// Manage the gateways used to reach providers behind NAT by peer id.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  peerctl gateways add 12D3KooW...@/ip4/203.0.113.7/udp/4001/quic-v1\n  peerctl gateways list\n  peerctl gateways remove 12D3KooW..."
+    )]
     Gateways(GatewaysCommand),
     /// Run an image on a trusted provider and print its public URL.
     #[command(
