@@ -1,0 +1,599 @@
+//! Install without building: `scripts/package` makes the Debian packages and the static
+//! tarball, the packages install into a throwaway root and hold what they promise (binaries,
+//! units that parse, example configs as conffiles, system users, state kept on remove and
+//! deleted on purge, the firewall step working), and the tarball's static programs run.
+//!
+//! The throwaway root is an overlay of this machine's `/` (read-only lower layer) with a
+//! temporary upper layer, mounted in a private mount namespace and entered with `chroot`. dpkg
+//! and the maintainer scripts run for real (adduser, the binaries), and everything they write
+//! lands in the temporary layer: this machine's dpkg database, users and /etc stay untouched
+//! (the test checks that too). A tmpfs on /run hides any running systemd from the scripts.
+//! Needs root, like the rest of the end-to-end suite.
+//!
+//! Outside CI the install test is skipped, loudly, when cargo-deb is missing or we are not
+//! root; with `CI` set it always runs. It reuses the static build of the packaging test
+//! (target/static) and adds one ordinary release build (target/release).
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// How long mounting the throwaway root may take.
+const MOUNTED: Duration = Duration::from_secs(30);
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the tests package lives in the workspace")
+        .to_path_buf()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Runs a command to completion; panics with its output if it fails.
+fn run(cmd: &mut Command) -> Output {
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\n{}\n{}",
+        out.status,
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    out
+}
+
+fn on_path(program: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {program}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn is_root() -> bool {
+    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+}
+
+/// Why the install test cannot run here, if it cannot; panics in CI instead of skipping.
+fn skip_reason() -> Option<String> {
+    let ci = std::env::var_os("CI").is_some_and(|v| !v.is_empty());
+    let reason = if !on_path("cargo-deb") {
+        Some(
+            "cargo-deb is not installed (cargo install cargo-deb --locked, or scripts/prerequisites)",
+        )
+    } else if !is_root() {
+        Some("not root: mounting the throwaway root needs it")
+    } else {
+        None
+    }?;
+    assert!(!ci, "CI is set, so the .deb test must run, but {reason}");
+    Some(reason.to_owned())
+}
+
+// ---- The packaged units stay in step with deploy/ ------------------------------------------
+
+/// A unit's directives in order, without comments and blank lines.
+fn directives(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The packaged unit is the deploy/ unit with the binaries in /usr/bin and, for the gateway,
+/// the package's system user instead of DynamicUser= (which implied RemoveIPC=). A change to one
+/// that is not made to the other fails here.
+#[test]
+fn packaged_units_are_the_deploy_units_with_package_paths_and_users() {
+    for (unit, user) in [
+        ("peercompute-gateway.service", Some("peercompute-gateway")),
+        ("peercomputed.service", None),
+    ] {
+        let deploy = directives(&repo().join("deploy").join(unit));
+        let packaged = directives(&repo().join("deploy/debian").join(unit));
+        let mut expected = Vec::new();
+        for line in deploy {
+            let line = line.replace("/usr/local/bin/", "/usr/bin/");
+            match user {
+                Some(user) if line == "DynamicUser=yes" => expected.extend([
+                    format!("User={user}"),
+                    format!("Group={user}"),
+                    "RemoveIPC=yes".to_owned(),
+                ]),
+                _ => expected.push(line),
+            }
+        }
+        assert_eq!(
+            packaged, expected,
+            "deploy/debian/{unit} must be deploy/{unit} with /usr/bin paths (and the gateway's \
+             system user): update the one you did not change"
+        );
+        assert!(
+            !packaged.iter().any(|l| l.contains("/usr/local/")),
+            "{unit}: {packaged:?}"
+        );
+    }
+}
+
+// ---- The throwaway root --------------------------------------------------------------------
+
+/// An overlay of `/` in a private mount namespace, held by a shell that waits on its stdin:
+/// dropping `Root` (or the test process dying) ends the shell, and the namespace and its mounts
+/// go with it.
+struct Root {
+    holder: Child,
+    stdin: Option<ChildStdin>,
+    merged: PathBuf,
+    upper: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Root {
+    fn mount() -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("pc-deb-root.")
+            .tempdir()
+            .expect("tempdir");
+        let (upper, work, merged) = (
+            dir.path().join("upper"),
+            dir.path().join("work"),
+            dir.path().join("merged"),
+        );
+        for d in [&upper, &work, &merged] {
+            std::fs::create_dir(d).expect("create overlay dirs");
+        }
+        let script = format!(
+            "set -e
+            mount -t overlay overlay -o lowerdir=/,upperdir={u},workdir={w} {m}
+            mount -t proc proc {m}/proc
+            mount --rbind /dev {m}/dev
+            mount -t tmpfs tmpfs {m}/run
+            echo mounted
+            read -r _ || true",
+            u = upper.display(),
+            w = work.display(),
+            m = merged.display(),
+        );
+        let mut holder = Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run unshare");
+        let stdin = holder.stdin.take();
+        let stdout = holder.stdout.take().expect("piped stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx.recv_timeout(MOUNTED).unwrap_or_default();
+        if line.trim() != "mounted" {
+            let _ = holder.kill();
+            let out = holder.wait_with_output().expect("wait for unshare");
+            panic!(
+                "cannot mount the throwaway root (overlay of / in a mount namespace): {}",
+                text(&out.stderr)
+            );
+        }
+        let root = Self {
+            holder,
+            stdin,
+            merged,
+            upper,
+            _dir: dir,
+        };
+        // No service may start from a package script in here (Debian's policy-rc.d protocol).
+        root.sh("printf '#!/bin/sh\\nexit 101\\n' >/usr/sbin/policy-rc.d; chmod 0755 /usr/sbin/policy-rc.d");
+        root
+    }
+
+    /// A command run inside the root (its mount namespace, chrooted); not checked.
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new("nsenter");
+        cmd.args(["-t", &self.holder.id().to_string(), "-m", "--", "chroot"])
+            .arg(&self.merged)
+            .args(args)
+            .env("LC_ALL", "C")
+            .env("DEBIAN_FRONTEND", "noninteractive");
+        cmd
+    }
+
+    /// Runs `args` inside the root; panics with its output if it fails.
+    fn run(&self, args: &[&str]) -> String {
+        text(&run(&mut self.command(args)).stdout)
+    }
+
+    fn sh(&self, script: &str) -> String {
+        self.run(&["sh", "-ec", script])
+    }
+
+    fn exists(&self, path: &str) -> bool {
+        self.command(&["test", "-e", path])
+            .stdin(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
+    /// `owner mode` of a path inside the root.
+    fn owner_mode(&self, path: &str) -> String {
+        self.run(&["stat", "-c", "%U %a", path]).trim().to_owned()
+    }
+}
+
+impl Drop for Root {
+    fn drop(&mut self) {
+        drop(self.stdin.take());
+        let _ = self.holder.kill();
+        let _ = self.holder.wait();
+    }
+}
+
+// ---- The test --------------------------------------------------------------------------------
+
+/// Fields of a .deb's control file.
+fn control(deb: &Path) -> BTreeMap<String, String> {
+    let out = run(Command::new("dpkg-deb").arg("--field").arg(deb));
+    let mut fields = BTreeMap::new();
+    let mut last = String::new();
+    for line in text(&out.stdout).lines() {
+        if line.starts_with(' ') {
+            if let Some(v) = fields.get_mut(&last) {
+                *v = format!("{v}\n{line}");
+            }
+        } else if let Some((k, v)) = line.split_once(':') {
+            last = k.to_owned();
+            fields.insert(last.clone(), v.trim().to_owned());
+        }
+    }
+    fields
+}
+
+fn host_state() -> String {
+    let users = Command::new("getent")
+        .args(["passwd", "peercompute", "peercompute-gateway"])
+        .output()
+        .map(|o| text(&o.stdout))
+        .unwrap_or_default();
+    let packages = Command::new("dpkg-query")
+        .args(["-W", "peercomputed", "peercompute-gateway", "peerctl"])
+        .output()
+        .map(|o| text(&o.stdout))
+        .unwrap_or_default();
+    format!("users: {users:?}, packages: {packages:?}")
+}
+
+#[test]
+fn debs_install_into_a_throwaway_root_and_the_tarball_runs() {
+    if let Some(reason) = skip_reason() {
+        eprintln!(
+            "\n*** SKIPPED: the .deb install test: {reason}. The Debian packages were NOT \
+             built or installed. ***\n"
+        );
+        return;
+    }
+    let started = std::time::Instant::now();
+    let dist = tempfile::tempdir().expect("tempdir");
+    let out = run(Command::new(repo().join("scripts/package"))
+        .args(["--out"])
+        .arg(dist.path())
+        .stderr(Stdio::inherit()));
+    let built: Vec<PathBuf> = text(&out.stdout).lines().map(PathBuf::from).collect();
+    let package_time = started.elapsed();
+    eprintln!("deb_package: scripts/package took {package_time:.1?}");
+    let find = |prefix: &str, ext: &str| -> PathBuf {
+        built
+            .iter()
+            .find(|p| {
+                let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+                name.starts_with(prefix) && name.ends_with(ext)
+            })
+            .unwrap_or_else(|| panic!("scripts/package built no {prefix}*{ext}: {built:?}"))
+            .clone()
+    };
+    let gateway_deb = find("peercompute-gateway_", "_amd64.deb");
+    let provider_deb = find("peercomputed_", "_amd64.deb");
+    let peerctl_deb = find("peerctl_", "_amd64.deb");
+    let tarball = find("peercompute-", "-x86_64-linux.tar.gz");
+    let sums = std::fs::read_to_string(dist.path().join("SHA256SUMS")).expect("SHA256SUMS");
+    for p in &built {
+        let name = p.file_name().and_then(|n| n.to_str()).expect("file name");
+        assert!(sums.contains(name), "SHA256SUMS lacks {name}:\n{sums}");
+    }
+
+    // What apt will see before installing.
+    let provider = control(&provider_deb);
+    let depends = provider.get("Depends").cloned().unwrap_or_default();
+    for dep in ["libc6", "adduser", "nftables", "peerctl"] {
+        assert!(depends.contains(dep), "peercomputed Depends: {depends}");
+    }
+    assert!(
+        control(&gateway_deb)
+            .get("Depends")
+            .is_some_and(|d| d.contains("libc6") && d.contains("adduser")),
+        "gateway Depends"
+    );
+
+    let before = host_state();
+    let root = Root::mount();
+    let debs: Vec<String> = [&peerctl_deb, &gateway_deb, &provider_deb]
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
+    let mut install: Vec<&str> = vec!["dpkg", "-i"];
+    install.extend(debs.iter().map(String::as_str));
+    let said = root.run(&install);
+
+    // The first install says what to do next, with the identities it created.
+    assert!(
+        said.contains("peercompute-gateway is installed but not running")
+            && said.contains("gateway peer id (providers pin it): 12D3KooW"),
+        "gateway postinst:\n{said}"
+    );
+    assert!(
+        said.contains("peercomputed is installed but not running")
+            && said
+                .contains("provider peer id (add it to the gateway's allow_providers): 12D3KooW"),
+        "provider postinst:\n{said}"
+    );
+
+    // Files, and the configs as conffiles identical to deploy/.
+    for path in [
+        "/usr/bin/peercompute-gateway",
+        "/usr/bin/peercomputed",
+        "/usr/bin/peerctl",
+        "/usr/lib/systemd/system/peercompute-gateway.service",
+        "/usr/lib/systemd/system/peercomputed.service",
+        "/usr/share/doc/peercomputed/copyright",
+    ] {
+        assert!(root.exists(path), "{path} is not installed");
+    }
+    for (file, package) in [
+        ("gateway.toml", "peercompute-gateway"),
+        ("provider.toml", "peercomputed"),
+    ] {
+        let installed = root.run(&["cat", &format!("/etc/peercompute/{file}")]);
+        let shipped = std::fs::read_to_string(repo().join("deploy").join(file)).expect("read");
+        assert_eq!(installed, shipped, "/etc/peercompute/{file}");
+        let conffiles = root.run(&["dpkg-query", "-W", "-f=${Conffiles}", package]);
+        assert!(
+            conffiles.contains(&format!("/etc/peercompute/{file}")),
+            "{package} conffiles: {conffiles}"
+        );
+    }
+    let copyright = root.run(&["cat", "/usr/share/doc/peercomputed/copyright"]);
+    assert!(copyright.contains("Apache"), "copyright:\n{copyright}");
+
+    // System users and their state directories; installed, not enabled.
+    for (user, home) in [
+        ("peercompute-gateway", "/var/lib/peercompute-gateway"),
+        ("peercompute", "/var/lib/peercomputed"),
+    ] {
+        let entry = root.run(&["getent", "passwd", user]);
+        assert!(
+            entry.contains(&format!(":{home}:/usr/sbin/nologin")),
+            "{user}: {entry}"
+        );
+        assert_eq!(root.owner_mode(home), format!("{user} 700"), "{home}");
+    }
+    assert!(
+        !root.exists("/etc/systemd/system/multi-user.target.wants/peercompute-gateway.service")
+            && !root.exists("/etc/systemd/system/multi-user.target.wants/peercomputed.service"),
+        "a unit was enabled on install"
+    );
+
+    // The units parse, with the binaries and users the package brought.
+    let units = [
+        "/usr/lib/systemd/system/peercompute-gateway.service",
+        "/usr/lib/systemd/system/peercomputed.service",
+    ];
+    for unit in units {
+        let body = root.run(&["cat", unit]);
+        for section in ["[Unit]", "[Service]", "[Install]"] {
+            assert!(body.contains(section), "{unit} lacks {section}");
+        }
+        for line in body.lines() {
+            if let Some(cmd) = line
+                .strip_prefix("ExecStart=")
+                .or_else(|| line.strip_prefix("ExecStartPre=+"))
+            {
+                let bin = cmd.split_whitespace().next().unwrap_or("");
+                assert!(
+                    bin.starts_with("/usr/bin/") && root.exists(bin),
+                    "{unit}: {line}"
+                );
+            }
+            if let Some(user) = line.strip_prefix("User=") {
+                root.run(&["getent", "passwd", user]);
+            }
+        }
+    }
+    if root.exists("/usr/bin/systemd-analyze") {
+        let out = root
+            .command(&["systemd-analyze", "verify"])
+            .args(units)
+            .output();
+        let out = out.expect("run systemd-analyze");
+        let said = format!("{}{}", text(&out.stdout), text(&out.stderr));
+        // Docker may be absent from this root; anything else about our units is a failure.
+        let problems: Vec<&str> = said
+            .lines()
+            .filter(|l| !l.contains("docker.service") && !l.trim().is_empty())
+            .collect();
+        assert!(
+            out.status.success() && problems.is_empty(),
+            "systemd-analyze verify: {}\n{said}",
+            out.status
+        );
+    } else {
+        eprintln!("deb_package: no systemd-analyze here; the units got the structural check only");
+    }
+
+    // --help of each binary, and the firewall step exactly as ExecStartPre runs it (in a
+    // network namespace of its own, so this machine's rules stay untouched).
+    for (bin, needle) in [
+        ("/usr/bin/peercompute-gateway", "Usage:"),
+        ("/usr/bin/peercomputed", "Usage:"),
+        ("/usr/bin/peerctl", "Usage:"),
+    ] {
+        let help = root.run(&[bin, "--help"]);
+        assert!(help.contains(needle), "{bin} --help:\n{help}");
+    }
+    let firewall = root.run(&[
+        "unshare",
+        "--net",
+        "sh",
+        "-ec",
+        "/usr/bin/peercomputed firewall 2>&1; nft list tables",
+    ]);
+    assert!(
+        firewall.contains("table inet peercompute_sandbox"),
+        "the firewall step from the package:\n{firewall}"
+    );
+
+    // Upgrade (the same version again): edits to a conffile and the identities survive.
+    let gateway_id = |root: &Root| {
+        root.run(&[
+            "setpriv",
+            "--reuid=peercompute-gateway",
+            "--regid=peercompute-gateway",
+            "--clear-groups",
+            "/usr/bin/peercompute-gateway",
+            "id",
+            "--state-dir",
+            "/var/lib/peercompute-gateway",
+        ])
+    };
+    let id = gateway_id(&root);
+    root.sh("echo '# edited by the operator' >> /etc/peercompute/gateway.toml");
+    let said = root.run(&install);
+    assert!(
+        !said.contains("installed but not running"),
+        "upgrade:\n{said}"
+    );
+    assert_eq!(
+        gateway_id(&root),
+        id,
+        "the gateway identity changed on upgrade"
+    );
+    assert!(
+        root.run(&["cat", "/etc/peercompute/gateway.toml"])
+            .contains("# edited by the operator"),
+        "the operator's edit was lost on upgrade"
+    );
+
+    // Remove keeps configuration and state; purge deletes them; the users stay.
+    root.run(&[
+        "dpkg",
+        "-r",
+        "peercomputed",
+        "peercompute-gateway",
+        "peerctl",
+    ]);
+    assert!(!root.exists("/usr/bin/peercomputed") && !root.exists("/usr/bin/peerctl"));
+    for path in [
+        "/etc/peercompute/gateway.toml",
+        "/etc/peercompute/provider.toml",
+        "/var/lib/peercompute-gateway",
+        "/var/lib/peercomputed/identity.key",
+    ] {
+        assert!(root.exists(path), "remove deleted {path}");
+    }
+    root.run(&[
+        "dpkg",
+        "-P",
+        "peercomputed",
+        "peercompute-gateway",
+        "peerctl",
+    ]);
+    for path in [
+        "/etc/peercompute",
+        "/var/lib/peercompute-gateway",
+        "/var/lib/peercomputed",
+        "/usr/lib/systemd/system/peercomputed.service",
+    ] {
+        assert!(!root.exists(path), "purge left {path}");
+    }
+    root.run(&["getent", "passwd", "peercompute"]);
+
+    assert!(
+        root.upper.join("var/lib/dpkg/status").exists(),
+        "dpkg wrote into the throwaway layer"
+    );
+    drop(root);
+    assert_eq!(host_state(), before, "the install reached this machine");
+
+    check_tarball(&tarball);
+    eprintln!(
+        "deb_package: total {:.1?} (scripts/package {package_time:.1?})",
+        started.elapsed()
+    );
+}
+
+/// The static tarball: its layout, and its programs run with no library from this machine
+/// (no program interpreter) and answer --help.
+fn check_tarball(tarball: &Path) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    run(Command::new("tar")
+        .arg("-xzf")
+        .arg(tarball)
+        .arg("-C")
+        .arg(dir.path()));
+    let name = tarball
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.strip_suffix(".tar.gz"))
+        .expect("tarball name");
+    let top = dir.path().join(name);
+    for file in [
+        "bin/peercompute-gateway",
+        "bin/peercomputed",
+        "bin/peerctl",
+        "systemd/peercompute-gateway.service",
+        "systemd/peercomputed.service",
+        "etc/gateway.toml",
+        "etc/provider.toml",
+        "README.md",
+        "LICENSE",
+        "INSTALL",
+    ] {
+        assert!(top.join(file).is_file(), "{name}.tar.gz lacks {file}");
+    }
+    let license = std::fs::read_to_string(top.join("LICENSE")).expect("LICENSE");
+    assert!(license.contains("Apache License") && license.contains("Version 2.0"));
+    for bin in ["peercompute-gateway", "peercomputed", "peerctl"] {
+        let path = top.join("bin").join(bin);
+        let elf = text(&run(Command::new("readelf").arg("-lW").arg(&path)).stdout);
+        assert!(
+            !elf.contains("Requesting program interpreter"),
+            "{bin} in the tarball is dynamically linked"
+        );
+        let help = text(&run(Command::new(&path).arg("--help")).stdout);
+        assert!(help.contains("Usage:"), "{bin} --help:\n{help}");
+    }
+    let listing = text(
+        &run(Command::new("tar")
+            .args(["--numeric-owner", "-tvzf"])
+            .arg(tarball))
+        .stdout,
+    );
+    assert!(
+        listing.lines().all(|l| l.contains(" 0/0 ")),
+        "tarball entries are owned by 0/0:\n{listing}"
+    );
+}
