@@ -15,15 +15,14 @@
 //! (target/static) and adds one ordinary release build (target/release).
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Output, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
+use std::process::{Command, Output, Stdio};
 
-/// How long mounting the throwaway root may take.
-const MOUNTED: Duration = Duration::from_secs(30);
+#[path = "deb_package/root.rs"]
+mod root;
+
+use root::Root;
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -128,122 +127,6 @@ fn packaged_units_are_the_deploy_units_with_package_paths_and_users() {
     }
 }
 
-// ---- The throwaway root --------------------------------------------------------------------
-
-/// An overlay of `/` in a private mount namespace, held by a shell that waits on its stdin:
-/// dropping `Root` (or the test process dying) ends the shell, and the namespace and its mounts
-/// go with it.
-struct Root {
-    holder: Child,
-    stdin: Option<ChildStdin>,
-    merged: PathBuf,
-    upper: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Root {
-    fn mount() -> Self {
-        let dir = tempfile::Builder::new()
-            .prefix("pc-deb-root.")
-            .tempdir()
-            .expect("tempdir");
-        let (upper, work, merged) = (
-            dir.path().join("upper"),
-            dir.path().join("work"),
-            dir.path().join("merged"),
-        );
-        for d in [&upper, &work, &merged] {
-            std::fs::create_dir(d).expect("create overlay dirs");
-        }
-        let script = format!(
-            "set -e
-            mount -t overlay overlay -o lowerdir=/,upperdir={u},workdir={w} {m}
-            mount -t proc proc {m}/proc
-            mount --rbind /dev {m}/dev
-            mount -t tmpfs tmpfs {m}/run
-            echo mounted
-            read -r _ || true",
-            u = upper.display(),
-            w = work.display(),
-            m = merged.display(),
-        );
-        let mut holder = Command::new("unshare")
-            .args(["--mount", "--propagation", "private", "sh", "-c", &script])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("run unshare");
-        let stdin = holder.stdin.take();
-        let stdout = holder.stdout.take().expect("piped stdout");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = rx.recv_timeout(MOUNTED).unwrap_or_default();
-        if line.trim() != "mounted" {
-            let _ = holder.kill();
-            let out = holder.wait_with_output().expect("wait for unshare");
-            panic!(
-                "cannot mount the throwaway root (overlay of / in a mount namespace): {}",
-                text(&out.stderr)
-            );
-        }
-        let root = Self {
-            holder,
-            stdin,
-            merged,
-            upper,
-            _dir: dir,
-        };
-        // No service may start from a package script in here (Debian's policy-rc.d protocol).
-        root.sh("printf '#!/bin/sh\\nexit 101\\n' >/usr/sbin/policy-rc.d; chmod 0755 /usr/sbin/policy-rc.d");
-        root
-    }
-
-    /// A command run inside the root (its mount namespace, chrooted); not checked.
-    fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new("nsenter");
-        cmd.args(["-t", &self.holder.id().to_string(), "-m", "--", "chroot"])
-            .arg(&self.merged)
-            .args(args)
-            .env("LC_ALL", "C")
-            .env("DEBIAN_FRONTEND", "noninteractive");
-        cmd
-    }
-
-    /// Runs `args` inside the root; panics with its output if it fails.
-    fn run(&self, args: &[&str]) -> String {
-        text(&run(&mut self.command(args)).stdout)
-    }
-
-    fn sh(&self, script: &str) -> String {
-        self.run(&["sh", "-ec", script])
-    }
-
-    fn exists(&self, path: &str) -> bool {
-        self.command(&["test", "-e", path])
-            .stdin(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    }
-
-    /// `owner mode` of a path inside the root.
-    fn owner_mode(&self, path: &str) -> String {
-        self.run(&["stat", "-c", "%U %a", path]).trim().to_owned()
-    }
-}
-
-impl Drop for Root {
-    fn drop(&mut self) {
-        drop(self.stdin.take());
-        let _ = self.holder.kill();
-        let _ = self.holder.wait();
-    }
-}
-
 // ---- The test --------------------------------------------------------------------------------
 
 /// Fields of a .deb's control file.
@@ -278,6 +161,25 @@ fn host_state() -> String {
     format!("users: {users:?}, packages: {packages:?}")
 }
 
+/// What `scripts/package` built, by kind.
+#[derive(Debug)]
+struct Built {
+    gateway: PathBuf,
+    provider: PathBuf,
+    peerctl: PathBuf,
+    tarball: PathBuf,
+}
+
+impl Built {
+    /// The .deb paths in the order dpkg gets them.
+    fn debs(&self) -> Vec<String> {
+        [&self.peerctl, &self.gateway, &self.provider]
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect()
+    }
+}
+
 #[test]
 fn debs_install_into_a_throwaway_root_and_the_tarball_runs() {
     if let Some(reason) = skip_reason() {
@@ -289,57 +191,91 @@ fn debs_install_into_a_throwaway_root_and_the_tarball_runs() {
     }
     let started = std::time::Instant::now();
     let dist = tempfile::tempdir().expect("tempdir");
-    let out = run(Command::new(repo().join("scripts/package"))
-        .args(["--out"])
-        .arg(dist.path())
-        .stderr(Stdio::inherit()));
-    let built: Vec<PathBuf> = text(&out.stdout).lines().map(PathBuf::from).collect();
+    let built = package(dist.path());
     let package_time = started.elapsed();
     eprintln!("deb_package: scripts/package took {package_time:.1?}");
-    let find = |prefix: &str, ext: &str| -> PathBuf {
-        built
-            .iter()
-            .find(|p| {
-                let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
-                name.starts_with(prefix) && name.ends_with(ext)
-            })
-            .unwrap_or_else(|| panic!("scripts/package built no {prefix}*{ext}: {built:?}"))
-            .clone()
-    };
-    let gateway_deb = find("peercompute-gateway_", "_amd64.deb");
-    let provider_deb = find("peercomputed_", "_amd64.deb");
-    let peerctl_deb = find("peerctl_", "_amd64.deb");
-    let tarball = find("peercompute-", "-x86_64-linux.tar.gz");
-    let sums = std::fs::read_to_string(dist.path().join("SHA256SUMS")).expect("SHA256SUMS");
+    check_control(&built);
+
+    let before = host_state();
+    let root = Root::mount();
+    let debs = built.debs();
+    let mut install: Vec<&str> = vec!["dpkg", "-i"];
+    install.extend(debs.iter().map(String::as_str));
+    let said = root.run(&install);
+    check_installed(&root, &said);
+    check_units(&root);
+    check_programs(&root);
+    check_upgrade(&root, &install);
+    check_remove_and_purge(&root);
+    assert!(
+        root.upper.join("var/lib/dpkg/status").exists(),
+        "dpkg wrote into the throwaway layer"
+    );
+    drop(root);
+    assert_eq!(host_state(), before, "the install reached this machine");
+
+    check_tarball(&built.tarball);
+    eprintln!(
+        "deb_package: total {:.1?} (scripts/package {package_time:.1?})",
+        started.elapsed()
+    );
+}
+
+/// Runs the one documented command into `dist`; every file it printed is in SHA256SUMS.
+fn package(dist: &Path) -> Built {
+    let out = run(Command::new(repo().join("scripts/package"))
+        .arg("--out")
+        .arg(dist)
+        .stderr(Stdio::inherit()));
+    let built: Vec<PathBuf> = text(&out.stdout).lines().map(PathBuf::from).collect();
+    let sums = std::fs::read_to_string(dist.join("SHA256SUMS")).expect("SHA256SUMS");
     for p in &built {
         let name = p.file_name().and_then(|n| n.to_str()).expect("file name");
         assert!(sums.contains(name), "SHA256SUMS lacks {name}:\n{sums}");
     }
+    let find = |prefix: &str, suffix: &str| -> PathBuf {
+        built
+            .iter()
+            .find(|p| {
+                let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+                name.starts_with(prefix) && name.ends_with(suffix)
+            })
+            .unwrap_or_else(|| panic!("scripts/package built no {prefix}*{suffix}: {built:?}"))
+            .clone()
+    };
+    Built {
+        gateway: find("peercompute-gateway_", "_amd64.deb"),
+        provider: find("peercomputed_", "_amd64.deb"),
+        peerctl: find("peerctl_", "_amd64.deb"),
+        tarball: find("peercompute-", "-x86_64-linux.tar.gz"),
+    }
+}
 
-    // What apt will see before installing.
-    let provider = control(&provider_deb);
-    let depends = provider.get("Depends").cloned().unwrap_or_default();
+/// What apt sees before installing: the dependencies.
+fn check_control(built: &Built) {
+    let depends = control(&built.provider)
+        .get("Depends")
+        .cloned()
+        .unwrap_or_default();
     for dep in ["libc6", "adduser", "nftables", "peerctl"] {
         assert!(depends.contains(dep), "peercomputed Depends: {depends}");
     }
-    assert!(
-        control(&gateway_deb)
-            .get("Depends")
-            .is_some_and(|d| d.contains("libc6") && d.contains("adduser")),
-        "gateway Depends"
-    );
+    let depends = control(&built.gateway)
+        .get("Depends")
+        .cloned()
+        .unwrap_or_default();
+    for dep in ["libc6", "adduser"] {
+        assert!(
+            depends.contains(dep),
+            "peercompute-gateway Depends: {depends}"
+        );
+    }
+}
 
-    let before = host_state();
-    let root = Root::mount();
-    let debs: Vec<String> = [&peerctl_deb, &gateway_deb, &provider_deb]
-        .iter()
-        .map(|p| p.display().to_string())
-        .collect();
-    let mut install: Vec<&str> = vec!["dpkg", "-i"];
-    install.extend(debs.iter().map(String::as_str));
-    let said = root.run(&install);
-
-    // The first install says what to do next, with the identities it created.
+/// The first install's files, users and words: what to do next, with the identities it
+/// created; the configs as conffiles identical to deploy/; 0700 state directories; units
+/// installed but not enabled.
+fn check_installed(root: &Root, said: &str) {
     assert!(
         said.contains("peercompute-gateway is installed but not running")
             && said.contains("gateway peer id (providers pin it): 12D3KooW"),
@@ -351,15 +287,12 @@ fn debs_install_into_a_throwaway_root_and_the_tarball_runs() {
                 .contains("provider peer id (add it to the gateway's allow_providers): 12D3KooW"),
         "provider postinst:\n{said}"
     );
-
-    // Files, and the configs as conffiles identical to deploy/.
     for path in [
         "/usr/bin/peercompute-gateway",
         "/usr/bin/peercomputed",
         "/usr/bin/peerctl",
         "/usr/lib/systemd/system/peercompute-gateway.service",
         "/usr/lib/systemd/system/peercomputed.service",
-        "/usr/share/doc/peercomputed/copyright",
     ] {
         assert!(root.exists(path), "{path} is not installed");
     }
@@ -378,8 +311,6 @@ fn debs_install_into_a_throwaway_root_and_the_tarball_runs() {
     }
     let copyright = root.run(&["cat", "/usr/share/doc/peercomputed/copyright"]);
     assert!(copyright.contains("Apache"), "copyright:\n{copyright}");
-
-    // System users and their state directories; installed, not enabled.
     for (user, home) in [
         ("peercompute-gateway", "/var/lib/peercompute-gateway"),
         ("peercompute", "/var/lib/peercomputed"),
@@ -391,13 +322,19 @@ fn debs_install_into_a_throwaway_root_and_the_tarball_runs() {
         );
         assert_eq!(root.owner_mode(home), format!("{user} 700"), "{home}");
     }
-    assert!(
-        !root.exists("/etc/systemd/system/multi-user.target.wants/peercompute-gateway.service")
-            && !root.exists("/etc/systemd/system/multi-user.target.wants/peercomputed.service"),
-        "a unit was enabled on install"
-    );
+    for unit in ["peercompute-gateway.service", "peercomputed.service"] {
+        assert!(
+            !root.exists(&format!(
+                "/etc/systemd/system/multi-user.target.wants/{unit}"
+            )),
+            "{unit} was enabled on install"
+        );
+    }
+}
 
-    // The units parse, with the binaries and users the package brought.
+/// The units parse, with the binaries and users the packages brought: a structural check, and
+/// `systemd-analyze verify` where it exists.
+fn check_units(root: &Root) {
     let units = [
         "/usr/lib/systemd/system/peercompute-gateway.service",
         "/usr/lib/systemd/system/peercomputed.service",
@@ -423,36 +360,38 @@ fn debs_install_into_a_throwaway_root_and_the_tarball_runs() {
             }
         }
     }
-    if root.exists("/usr/bin/systemd-analyze") {
-        let out = root
-            .command(&["systemd-analyze", "verify"])
-            .args(units)
-            .output();
-        let out = out.expect("run systemd-analyze");
-        let said = format!("{}{}", text(&out.stdout), text(&out.stderr));
-        // Docker may be absent from this root; anything else about our units is a failure.
-        let problems: Vec<&str> = said
-            .lines()
-            .filter(|l| !l.contains("docker.service") && !l.trim().is_empty())
-            .collect();
-        assert!(
-            out.status.success() && problems.is_empty(),
-            "systemd-analyze verify: {}\n{said}",
-            out.status
-        );
-    } else {
+    if !root.exists("/usr/bin/systemd-analyze") {
         eprintln!("deb_package: no systemd-analyze here; the units got the structural check only");
+        return;
     }
+    let out = root
+        .command(&["systemd-analyze", "verify"])
+        .args(units)
+        .output()
+        .expect("run systemd-analyze");
+    let said = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    // Docker may be absent from this root; anything else about our units is a failure.
+    let problems: Vec<&str> = said
+        .lines()
+        .filter(|l| !l.contains("docker.service") && !l.trim().is_empty())
+        .collect();
+    assert!(
+        out.status.success() && problems.is_empty(),
+        "systemd-analyze verify: {}\n{said}",
+        out.status
+    );
+}
 
-    // --help of each binary, and the firewall step exactly as ExecStartPre runs it (in a
-    // network namespace of its own, so this machine's rules stay untouched).
-    for (bin, needle) in [
-        ("/usr/bin/peercompute-gateway", "Usage:"),
-        ("/usr/bin/peercomputed", "Usage:"),
-        ("/usr/bin/peerctl", "Usage:"),
+/// --help of each binary, and the firewall step exactly as ExecStartPre runs it (in a network
+/// namespace of its own, so this machine's rules stay untouched).
+fn check_programs(root: &Root) {
+    for bin in [
+        "/usr/bin/peercompute-gateway",
+        "/usr/bin/peercomputed",
+        "/usr/bin/peerctl",
     ] {
         let help = root.run(&[bin, "--help"]);
-        assert!(help.contains(needle), "{bin} --help:\n{help}");
+        assert!(help.contains("Usage:"), "{bin} --help:\n{help}");
     }
     let firewall = root.run(&[
         "unshare",
@@ -465,9 +404,12 @@ fn debs_install_into_a_throwaway_root_and_the_tarball_runs() {
         firewall.contains("table inet peercompute_sandbox"),
         "the firewall step from the package:\n{firewall}"
     );
+}
 
-    // Upgrade (the same version again): edits to a conffile and the identities survive.
-    let gateway_id = |root: &Root| {
+/// An upgrade (the same version again) keeps an edit to a conffile and the identities, and
+/// does not greet as a first install.
+fn check_upgrade(root: &Root, install: &[&str]) {
+    let gateway_id = || {
         root.run(&[
             "setpriv",
             "--reuid=peercompute-gateway",
@@ -479,32 +421,25 @@ fn debs_install_into_a_throwaway_root_and_the_tarball_runs() {
             "/var/lib/peercompute-gateway",
         ])
     };
-    let id = gateway_id(&root);
+    let id = gateway_id();
     root.sh("echo '# edited by the operator' >> /etc/peercompute/gateway.toml");
-    let said = root.run(&install);
+    let said = root.run(install);
     assert!(
         !said.contains("installed but not running"),
         "upgrade:\n{said}"
     );
-    assert_eq!(
-        gateway_id(&root),
-        id,
-        "the gateway identity changed on upgrade"
-    );
+    assert_eq!(gateway_id(), id, "the gateway identity changed on upgrade");
     assert!(
         root.run(&["cat", "/etc/peercompute/gateway.toml"])
             .contains("# edited by the operator"),
         "the operator's edit was lost on upgrade"
     );
+}
 
-    // Remove keeps configuration and state; purge deletes them; the users stay.
-    root.run(&[
-        "dpkg",
-        "-r",
-        "peercomputed",
-        "peercompute-gateway",
-        "peerctl",
-    ]);
+/// Remove keeps configuration and state; purge deletes them; the system users stay.
+fn check_remove_and_purge(root: &Root) {
+    let packages = ["peercomputed", "peercompute-gateway", "peerctl"];
+    root.run(&[&["dpkg", "-r"][..], &packages[..]].concat());
     assert!(!root.exists("/usr/bin/peercomputed") && !root.exists("/usr/bin/peerctl"));
     for path in [
         "/etc/peercompute/gateway.toml",
@@ -514,13 +449,7 @@ fn debs_install_into_a_throwaway_root_and_the_tarball_runs() {
     ] {
         assert!(root.exists(path), "remove deleted {path}");
     }
-    root.run(&[
-        "dpkg",
-        "-P",
-        "peercomputed",
-        "peercompute-gateway",
-        "peerctl",
-    ]);
+    root.run(&[&["dpkg", "-P"][..], &packages[..]].concat());
     for path in [
         "/etc/peercompute",
         "/var/lib/peercompute-gateway",
@@ -530,19 +459,6 @@ fn debs_install_into_a_throwaway_root_and_the_tarball_runs() {
         assert!(!root.exists(path), "purge left {path}");
     }
     root.run(&["getent", "passwd", "peercompute"]);
-
-    assert!(
-        root.upper.join("var/lib/dpkg/status").exists(),
-        "dpkg wrote into the throwaway layer"
-    );
-    drop(root);
-    assert_eq!(host_state(), before, "the install reached this machine");
-
-    check_tarball(&tarball);
-    eprintln!(
-        "deb_package: total {:.1?} (scripts/package {package_time:.1?})",
-        started.elapsed()
-    );
 }
 
 /// The static tarball: its layout, and its programs run with no library from this machine
