@@ -1,0 +1,51 @@
+//! The fleet log of Peer Compute: how a fleet of robots agrees, without a central server, on
+//! who belongs, who may do what, and which release each group runs.
+//!
+//! A fleet is a fleet key (its root of trust, kept by its owner, possibly offline) and an
+//! append-only log every member holds in full. Entries are small (no images), signed by their
+//! author and hash-chained into a DAG; every member verifies each entry — signature, links,
+//! and the author's authority against the state before it — before storing it, so the
+//! gateway and other relays can store and forward entries but never forge or alter one.
+//! This crate is pure: no sockets, no clock (`now` is passed in), no files.
+//!
+//! Modules, in the order an entry travels:
+//! - [`ids`]: [`FleetId`] (the fleet key), [`MemberKey`] (a member's key, shown as its peer
+//!   id), [`EntryHash`].
+//! - `entry`: [`Entry`] and its [`Op`]s (genesis, invite, join, enrol, groups, grants,
+//!   release, rollback, e-stop/resume, revoke) and the rules an entry follows by itself.
+//! - `codec`: [`SignedEntry`], the versioned, canonical wire form and its signature.
+//! - `invite`: [`JoinToken`], what a robot joins with, and the join proof.
+//! - `state`: [`FleetState`], the fold, and the authority check ([`Refusal`]).
+//! - `log`: [`FleetLog`], the verified set of entries, its heads and canonical order.
+//! - `sig`: the signatures every part shares, each with its own domain.
+//!
+//! ```
+//! use ed25519_dalek::SigningKey;
+//! use peercompute_fleet::{FleetId, FleetLog, Op};
+//!
+//! let fleet_key = SigningKey::from_bytes(&[7; 32]);
+//! let fleet = FleetId(fleet_key.verifying_key().to_bytes());
+//! let mut log = FleetLog::new(fleet);
+//! let genesis = log.author(&fleet_key, Op::Genesis { name: "lekiwi".into() }, 1_000).unwrap();
+//! log.insert(genesis, 1_000).unwrap();
+//! assert_eq!(log.state().unwrap().name, "lekiwi");
+//! ```
+
+mod codec;
+mod entry;
+pub mod ids;
+mod invite;
+mod log;
+mod sig;
+mod state;
+
+pub use codec::{DecodeError, ENTRY_VERSION, MAX_ENTRY_BYTES, SignedEntry};
+pub use entry::{
+    Entry, EntryError, Grant, HealthCheck, Invite, Join, MAX_GROUPS, MAX_HEALTH_PATH,
+    MAX_HEALTH_TIMEOUT_SECS, MAX_PARENTS, MAX_TEXT, Op, Release, Role, Rollback, normalize_groups,
+};
+pub use ids::{EntryHash, FleetId, IdError, MemberKey};
+pub use invite::{JoinToken, MAX_TOKEN_LEN, ParsedToken, TokenError};
+pub use log::{FleetLog, InsertError, Inserted, MAX_FUTURE_SECS};
+pub use sig::Sig;
+pub use state::{FleetState, GroupState, InviteState, Member, Refusal, ReleaseRecord};

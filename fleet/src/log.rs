@@ -1,0 +1,269 @@
+//! [`FleetLog`]: the set of verified entries a member holds, and the state folded from them.
+//!
+//! Entries form a DAG: each names the heads its author had seen. The canonical order is by
+//! Lamport clock, then hash — parents always come first, and every member that holds the same
+//! set folds the same state, whatever order it learned the entries in. Inserting checks, in
+//! order: the fleet, duplicates, the genesis rule, that every parent is known (else the caller
+//! fetches them: [`InsertError::MissingParents`]), the clock and time rules, and finally
+//! authority — the entry is folded in its canonical place and refused if the state before it
+//! does not allow it. A refused entry is not stored. An entry that sorts after all others
+//! (the usual case) is folded onto the current state; one that lands in the middle (a
+//! concurrent branch) refolds the log.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::codec::SignedEntry;
+use crate::entry::Op;
+use crate::ids::{EntryHash, FleetId};
+use crate::state::{FleetState, Refusal};
+
+/// How far in the future an entry's time may be, against the receiver's clock.
+pub const MAX_FUTURE_SECS: u64 = 300;
+
+/// Why an entry was not stored.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InsertError {
+    #[error("entry {hash}: its parents are unknown here ({} missing); fetch them first", missing.len())]
+    MissingParents {
+        hash: EntryHash,
+        missing: Vec<EntryHash>,
+    },
+    #[error("entry {0}: its clock is not one more than its parents' largest")]
+    Clock(EntryHash),
+    #[error("entry {0}: its time is before one of its parents'")]
+    TimeBeforeParent(EntryHash),
+    #[error("entry {hash}: its time is {ahead} s ahead of this machine's clock")]
+    FromTheFuture { hash: EntryHash, ahead: u64 },
+    #[error("entry {hash} refused: {refusal}")]
+    Refused { hash: EntryHash, refusal: Refusal },
+}
+
+/// What an insert did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Inserted {
+    /// A new entry, now part of the state.
+    New,
+    /// Already held.
+    Duplicate,
+}
+
+/// A member's copy of one fleet's log.
+#[derive(Debug, Clone)]
+pub struct FleetLog {
+    fleet: FleetId,
+    entries: BTreeMap<EntryHash, SignedEntry>,
+    /// Canonical order: (clock, hash).
+    order: BTreeSet<(u64, EntryHash)>,
+    heads: BTreeSet<EntryHash>,
+    state: Option<FleetState>,
+}
+
+impl FleetLog {
+    /// An empty log of `fleet` (it accepts only that fleet's genesis first).
+    pub fn new(fleet: FleetId) -> Self {
+        FleetLog {
+            fleet,
+            entries: BTreeMap::new(),
+            order: BTreeSet::new(),
+            heads: BTreeSet::new(),
+            state: None,
+        }
+    }
+
+    pub fn fleet(&self) -> FleetId {
+        self.fleet
+    }
+
+    /// The folded state, once the genesis is in.
+    pub fn state(&self) -> Option<&FleetState> {
+        self.state.as_ref()
+    }
+
+    /// Entries no other entry names as a parent: what a new entry should name.
+    pub fn heads(&self) -> Vec<EntryHash> {
+        self.heads.iter().copied().collect()
+    }
+
+    /// The clock a new entry on the current heads gets.
+    pub fn next_clock(&self) -> u64 {
+        self.heads
+            .iter()
+            .filter_map(|h| self.entries.get(h))
+            .map(|e| e.entry().clock + 1)
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// The latest time among the heads (a new entry's time must not be before it).
+    pub fn latest_time(&self) -> u64 {
+        self.heads
+            .iter()
+            .filter_map(|h| self.entries.get(h))
+            .map(|e| e.entry().at)
+            .max()
+            .unwrap_or(0)
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn get(&self, hash: &EntryHash) -> Option<&SignedEntry> {
+        self.entries.get(hash)
+    }
+
+    pub fn contains(&self, hash: &EntryHash) -> bool {
+        self.entries.contains_key(hash)
+    }
+
+    /// Every entry in canonical order.
+    pub fn iter(&self) -> impl Iterator<Item = &SignedEntry> {
+        self.order.iter().filter_map(|(_, h)| self.entries.get(h))
+    }
+
+    /// Entries that are neither in `heads` nor below them (what a peer whose heads these are
+    /// lacks), in canonical order so the peer can insert them as they come. Heads unknown
+    /// here are ignored: the peer then receives a little more than it needs.
+    pub fn entries_not_below(&self, heads: &[EntryHash]) -> Vec<&SignedEntry> {
+        let mut seen: BTreeSet<EntryHash> = BTreeSet::new();
+        let mut stack: Vec<EntryHash> = heads
+            .iter()
+            .filter(|h| self.entries.contains_key(h))
+            .copied()
+            .collect();
+        while let Some(hash) = stack.pop() {
+            if !seen.insert(hash) {
+                continue;
+            }
+            if let Some(e) = self.entries.get(&hash) {
+                stack.extend(e.entry().parents.iter().copied());
+            }
+        }
+        self.iter().filter(|e| !seen.contains(&e.hash())).collect()
+    }
+
+    /// Writes and signs a new entry on the current heads (the caller then inserts it, which
+    /// checks the author's authority like any member would). Its time is `now`, or the
+    /// latest head's when this machine's clock is behind it.
+    pub fn author(
+        &self,
+        key: &ed25519_dalek::SigningKey,
+        op: Op,
+        now: u64,
+    ) -> Result<SignedEntry, crate::entry::EntryError> {
+        let entry = crate::entry::Entry {
+            fleet: self.fleet,
+            parents: self.heads(),
+            clock: self.next_clock(),
+            author: crate::ids::MemberKey(key.verifying_key().to_bytes()),
+            at: now.max(self.latest_time()),
+            op,
+        };
+        SignedEntry::sign(entry, key)
+    }
+
+    /// Verifies `signed` against this log and stores it (see the module docs). `now` is the
+    /// receiver's clock in Unix seconds.
+    pub fn insert(&mut self, signed: SignedEntry, now: u64) -> Result<Inserted, InsertError> {
+        let hash = signed.hash();
+        if self.entries.contains_key(&hash) {
+            return Ok(Inserted::Duplicate);
+        }
+        let entry = signed.entry();
+        let refused = |refusal| InsertError::Refused { hash, refusal };
+        if entry.fleet != self.fleet {
+            return Err(refused(Refusal::WrongFleet {
+                expected: self.fleet,
+                found: entry.fleet,
+            }));
+        }
+        if entry.at > now.saturating_add(MAX_FUTURE_SECS) {
+            return Err(InsertError::FromTheFuture {
+                hash,
+                ahead: entry.at - now,
+            });
+        }
+        if let Op::Genesis { name } = &entry.op {
+            if self.state.is_some() || entry.author.0 != self.fleet.0 {
+                return Err(refused(Refusal::Genesis));
+            }
+            self.state = Some(FleetState::genesis(self.fleet, name));
+            self.store(signed);
+            return Ok(Inserted::New);
+        }
+        let missing: Vec<EntryHash> = entry
+            .parents
+            .iter()
+            .filter(|p| !self.entries.contains_key(p))
+            .copied()
+            .collect();
+        if !missing.is_empty() {
+            return Err(InsertError::MissingParents { hash, missing });
+        }
+        let parents = entry.parents.iter().filter_map(|p| self.entries.get(p));
+        let (max_clock, max_at) = parents.fold((0, 0), |(c, t), p| {
+            (c.max(p.entry().clock), t.max(p.entry().at))
+        });
+        if entry.clock != max_clock + 1 {
+            return Err(InsertError::Clock(hash));
+        }
+        if entry.at < max_at {
+            return Err(InsertError::TimeBeforeParent(hash));
+        }
+        let last = self.order.iter().next_back().copied();
+        let state = if last.is_none_or(|l| l < (entry.clock, hash)) {
+            let mut state = self.state.clone().ok_or(refused(Refusal::Genesis))?;
+            state.apply(hash, entry).map_err(refused)?;
+            state
+        } else {
+            self.refold_with(&signed).map_err(refused)?
+        };
+        self.state = Some(state);
+        self.store(signed);
+        Ok(Inserted::New)
+    }
+
+    /// Folds every entry plus `extra` in canonical order; the state, or why `extra` is
+    /// refused. Entries already held that the fold now refuses (a concurrent grant removed
+    /// before them) stay in the log but are skipped, as on every other member.
+    fn refold_with(&self, extra: &SignedEntry) -> Result<FleetState, Refusal> {
+        let mut order = self.order.clone();
+        order.insert((extra.entry().clock, extra.hash()));
+        let mut state: Option<FleetState> = None;
+        for (_, hash) in &order {
+            let signed = if *hash == extra.hash() {
+                extra
+            } else {
+                &self.entries[hash]
+            };
+            let entry = signed.entry();
+            match (&mut state, &entry.op) {
+                (None, Op::Genesis { name }) => {
+                    state = Some(FleetState::genesis(self.fleet, name));
+                }
+                (None, _) => return Err(Refusal::Genesis),
+                (Some(s), _) => {
+                    let r = s.apply(*hash, entry);
+                    if *hash == extra.hash() {
+                        r?;
+                    }
+                }
+            }
+        }
+        state.ok_or(Refusal::Genesis)
+    }
+
+    fn store(&mut self, signed: SignedEntry) {
+        let hash = signed.hash();
+        for parent in &signed.entry().parents {
+            self.heads.remove(parent);
+        }
+        self.heads.insert(hash);
+        self.order.insert((signed.entry().clock, hash));
+        self.entries.insert(hash, signed);
+    }
+}

@@ -1,0 +1,454 @@
+//! [`FleetState`]: what the log means — members and their groups, grants, invites, each
+//! group's releases and which one is current, emergency stops, revoked keys — folded entry by
+//! entry in the log's canonical order. [`FleetState::apply`] is the authority check: every
+//! member runs it on every entry, against the state before that entry, and refuses the entry
+//! with a [`Refusal`] that says why.
+
+use std::collections::BTreeMap;
+
+use crate::entry::{Entry, Grant, Invite, Op, Release, Role, Rollback};
+use crate::ids::{EntryHash, FleetId, MemberKey};
+use crate::invite::verify_join_proof;
+
+/// A robot of the fleet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    pub key: MemberKey,
+    pub name: String,
+    pub groups: Vec<String>,
+    /// When it was enrolled (the entry's time).
+    pub since: u64,
+}
+
+/// An invite and how many robots used it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InviteState {
+    pub invite: Invite,
+    pub author: MemberKey,
+    pub used: u32,
+}
+
+/// One release of a group, as the log holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReleaseRecord {
+    pub hash: EntryHash,
+    pub author: MemberKey,
+    pub at: u64,
+    pub release: Release,
+}
+
+/// A group's releases, oldest first, and which one robots should run.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GroupState {
+    /// The highest sequence number seen (releases and rollbacks).
+    pub seq: u64,
+    pub releases: Vec<ReleaseRecord>,
+    /// Index into `releases` of the desired release.
+    pub current: Option<usize>,
+    /// The entry that last changed `current` (a release or a rollback).
+    pub changed_by: Option<EntryHash>,
+    /// An emergency stop in force: its reason.
+    pub stopped: Option<String>,
+}
+
+impl GroupState {
+    /// The release robots of this group should run.
+    pub fn desired(&self) -> Option<&ReleaseRecord> {
+        self.current.and_then(|i| self.releases.get(i))
+    }
+}
+
+/// Why an entry is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("the entry belongs to fleet {found}, not {expected}")]
+    WrongFleet { expected: FleetId, found: FleetId },
+    #[error("only the fleet key may sign the genesis, and only once")]
+    Genesis,
+    #[error("{0} is not a member of the fleet with a role")]
+    NotAuthorized(MemberKey),
+    #[error("{0} was revoked")]
+    Revoked(MemberKey),
+    #[error("the grant of {member} expired at {expired_at} (Unix seconds)")]
+    GrantExpired { member: MemberKey, expired_at: u64 },
+    #[error("{member} is {role}, and a {role} may not {action}")]
+    RoleMayNot {
+        member: MemberKey,
+        role: Role,
+        action: &'static str,
+    },
+    #[error("{member} may act only in groups {allowed:?}, not in {group}")]
+    OutsideGroups {
+        member: MemberKey,
+        group: String,
+        allowed: Vec<String>,
+    },
+    #[error(
+        "sequence {seq} of group {group} does not exceed {current}: an older release replayed (rollback attack); a return to an earlier release must be a signed rollback"
+    )]
+    StaleSequence {
+        group: String,
+        seq: u64,
+        current: u64,
+    },
+    #[error("group {group} has no release {what} to roll back to")]
+    NoRollbackTarget { group: String, what: String },
+    #[error("unknown invite {0:?}")]
+    UnknownInvite(EntryHash),
+    #[error("the join token expired at {expired_at} (Unix seconds); ask an admin for a new one")]
+    InviteExpired { expired_at: u64 },
+    #[error(
+        "the join token was already used {uses} time(s), all it allows; ask an admin for a new one"
+    )]
+    InviteUsedUp { uses: u32 },
+    #[error("the join proof does not verify: the token was forged or made for another robot")]
+    BadJoinProof,
+    #[error("{0} is already a member; a join cannot be replayed")]
+    AlreadyMember(MemberKey),
+    #[error("robot name {name} must start with `{prefix}-`")]
+    NamePrefix { name: String, prefix: String },
+    #[error("the name {0} is taken by another member")]
+    NameTaken(String),
+    #[error("{0} is not a member")]
+    UnknownMember(MemberKey),
+}
+
+/// The fleet as the log describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FleetState {
+    pub fleet: FleetId,
+    pub name: String,
+    pub members: BTreeMap<MemberKey, Member>,
+    pub grants: BTreeMap<MemberKey, Grant>,
+    pub invites: BTreeMap<EntryHash, InviteState>,
+    pub groups: BTreeMap<String, GroupState>,
+    pub revoked: BTreeMap<MemberKey, String>,
+}
+
+impl FleetState {
+    /// The state right after a genesis entry (checked by the caller).
+    pub fn genesis(fleet: FleetId, name: &str) -> Self {
+        FleetState {
+            fleet,
+            name: name.to_owned(),
+            members: BTreeMap::new(),
+            grants: BTreeMap::new(),
+            invites: BTreeMap::new(),
+            groups: BTreeMap::new(),
+            revoked: BTreeMap::new(),
+        }
+    }
+
+    /// The role `key` holds at time `at`, and its groups (empty = all). The fleet key is an
+    /// admin of every group.
+    pub fn role_at(&self, key: &MemberKey, at: u64) -> Result<(Role, &[String]), Refusal> {
+        if key.0 == self.fleet.0 {
+            return Ok((Role::Admin, &[]));
+        }
+        if self.revoked.contains_key(key) {
+            return Err(Refusal::Revoked(*key));
+        }
+        let grant = self.grants.get(key).ok_or(Refusal::NotAuthorized(*key))?;
+        if let Some(expired_at) = grant.expires_at.filter(|&t| at > t) {
+            return Err(Refusal::GrantExpired {
+                member: *key,
+                expired_at,
+            });
+        }
+        Ok((grant.role, &grant.groups))
+    }
+
+    /// The groups `member` is in (robots), empty for others.
+    pub fn groups_of(&self, member: &MemberKey) -> &[String] {
+        self.members.get(member).map_or(&[], |m| &m.groups)
+    }
+
+    /// Checks `entry` against this state and applies it.
+    pub fn apply(&mut self, hash: EntryHash, entry: &Entry) -> Result<(), Refusal> {
+        if entry.fleet != self.fleet {
+            return Err(Refusal::WrongFleet {
+                expected: self.fleet,
+                found: entry.fleet,
+            });
+        }
+        if let Op::Join(join) = &entry.op {
+            return self.apply_join(hash, entry, join);
+        }
+        let (role, scope) = self.role_at(&entry.author, entry.at)?;
+        let scope = scope.to_vec();
+        let may = |roles: &[Role], action: &'static str| {
+            if roles.contains(&role) {
+                Ok(())
+            } else {
+                Err(Refusal::RoleMayNot {
+                    member: entry.author,
+                    role,
+                    action,
+                })
+            }
+        };
+        let in_scope = |groups: &[String]| -> Result<(), Refusal> {
+            if scope.is_empty() {
+                return Ok(());
+            }
+            let outside = if groups.is_empty() {
+                Some("every group")
+            } else {
+                groups
+                    .iter()
+                    .find(|g| !scope.contains(g))
+                    .map(String::as_str)
+            };
+            match outside {
+                Some(group) => Err(Refusal::OutsideGroups {
+                    member: entry.author,
+                    group: group.to_owned(),
+                    allowed: scope.clone(),
+                }),
+                None => Ok(()),
+            }
+        };
+        use Role::{Admin, Developer, Operator};
+        match &entry.op {
+            Op::Genesis { .. } => Err(Refusal::Genesis),
+            Op::Join(_) => unreachable!("handled above"),
+            Op::Invite(invite) => {
+                may(&[Admin], "invite robots")?;
+                in_scope(&invite.groups)?;
+                self.invites.insert(
+                    hash,
+                    InviteState {
+                        invite: invite.clone(),
+                        author: entry.author,
+                        used: 0,
+                    },
+                );
+                Ok(())
+            }
+            Op::Enroll {
+                member,
+                name,
+                groups,
+            } => {
+                may(&[Admin], "enrol robots")?;
+                in_scope(groups)?;
+                self.check_name(member, name)?;
+                self.revoked.remove(member);
+                self.members.insert(
+                    *member,
+                    Member {
+                        key: *member,
+                        name: name.clone(),
+                        groups: groups.clone(),
+                        since: entry.at,
+                    },
+                );
+                Ok(())
+            }
+            Op::SetGroups { member, groups } => {
+                may(&[Admin], "change groups")?;
+                in_scope(groups)?;
+                let m = self
+                    .members
+                    .get_mut(member)
+                    .ok_or(Refusal::UnknownMember(*member))?;
+                m.groups = groups.clone();
+                Ok(())
+            }
+            Op::Grant(grant) => {
+                may(&[Admin], "grant roles")?;
+                in_scope(&[])?;
+                self.revoked.remove(&grant.member);
+                self.grants.insert(grant.member, grant.clone());
+                Ok(())
+            }
+            Op::Ungrant { member } => {
+                may(&[Admin], "take roles away")?;
+                in_scope(&[])?;
+                self.grants
+                    .remove(member)
+                    .map(|_| ())
+                    .ok_or(Refusal::UnknownMember(*member))
+            }
+            Op::Revoke { member, reason } => {
+                may(&[Admin], "revoke keys")?;
+                in_scope(&[])?;
+                self.grants.remove(member);
+                self.members.remove(member);
+                self.revoked.insert(*member, reason.clone());
+                Ok(())
+            }
+            Op::Release(release) => {
+                may(&[Admin, Developer], "release")?;
+                in_scope(std::slice::from_ref(&release.group))?;
+                self.apply_release(hash, entry, release)
+            }
+            Op::Rollback(rollback) => {
+                may(&[Admin, Developer, Operator], "roll back")?;
+                in_scope(std::slice::from_ref(&rollback.group))?;
+                self.apply_rollback(hash, rollback)
+            }
+            Op::EStop { groups, reason } => {
+                may(&[Admin, Operator], "stop")?;
+                in_scope(groups)?;
+                for group in self.named_or_all(groups) {
+                    self.groups.entry(group).or_default().stopped = Some(reason.clone());
+                }
+                Ok(())
+            }
+            Op::Resume { groups } => {
+                may(&[Admin, Operator], "resume")?;
+                in_scope(groups)?;
+                for group in self.named_or_all(groups) {
+                    self.groups.entry(group).or_default().stopped = None;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn named_or_all(&self, groups: &[String]) -> Vec<String> {
+        if groups.is_empty() {
+            self.groups.keys().cloned().collect()
+        } else {
+            groups.to_vec()
+        }
+    }
+
+    fn check_name(&self, member: &MemberKey, name: &str) -> Result<(), Refusal> {
+        let taken = self
+            .members
+            .values()
+            .any(|m| m.name == name && m.key != *member);
+        if taken {
+            return Err(Refusal::NameTaken(name.to_owned()));
+        }
+        Ok(())
+    }
+
+    fn apply_join(
+        &mut self,
+        hash: EntryHash,
+        entry: &Entry,
+        join: &crate::entry::Join,
+    ) -> Result<(), Refusal> {
+        debug_assert_ne!(hash, join.invite);
+        if self.revoked.contains_key(&entry.author) {
+            return Err(Refusal::Revoked(entry.author));
+        }
+        if self.members.contains_key(&entry.author) {
+            return Err(Refusal::AlreadyMember(entry.author));
+        }
+        let state = self
+            .invites
+            .get(&join.invite)
+            .ok_or(Refusal::UnknownInvite(join.invite))?;
+        if !verify_join_proof(
+            &state.invite.invite_key,
+            self.fleet,
+            join.invite,
+            &entry.author,
+            &join.proof,
+        ) {
+            return Err(Refusal::BadJoinProof);
+        }
+        if entry.at > state.invite.expires_at {
+            return Err(Refusal::InviteExpired {
+                expired_at: state.invite.expires_at,
+            });
+        }
+        if state.used >= state.invite.uses {
+            return Err(Refusal::InviteUsedUp {
+                uses: state.invite.uses,
+            });
+        }
+        if let Some(prefix) = &state.invite.name_prefix
+            && !join.name.starts_with(&format!("{prefix}-"))
+        {
+            return Err(Refusal::NamePrefix {
+                name: join.name.clone(),
+                prefix: prefix.clone(),
+            });
+        }
+        self.check_name(&entry.author, &join.name)?;
+        let groups = state.invite.groups.clone();
+        if let Some(state) = self.invites.get_mut(&join.invite) {
+            state.used += 1;
+        }
+        self.members.insert(
+            entry.author,
+            Member {
+                key: entry.author,
+                name: join.name.clone(),
+                groups,
+                since: entry.at,
+            },
+        );
+        Ok(())
+    }
+
+    /// A release or rollback must raise its group's sequence (checked before anything
+    /// changes, so a refused entry leaves no trace in the state).
+    fn check_seq(&self, group: &str, seq: u64) -> Result<(), Refusal> {
+        let current = self.groups.get(group).map_or(0, |g| g.seq);
+        if seq <= current {
+            return Err(Refusal::StaleSequence {
+                group: group.to_owned(),
+                seq,
+                current,
+            });
+        }
+        Ok(())
+    }
+
+    fn apply_release(
+        &mut self,
+        hash: EntryHash,
+        entry: &Entry,
+        release: &Release,
+    ) -> Result<(), Refusal> {
+        self.check_seq(&release.group, release.seq)?;
+        let group = self.groups.entry(release.group.clone()).or_default();
+        group.seq = release.seq;
+        group.releases.push(ReleaseRecord {
+            hash,
+            author: entry.author,
+            at: entry.at,
+            release: release.clone(),
+        });
+        group.current = Some(group.releases.len() - 1);
+        group.changed_by = Some(hash);
+        Ok(())
+    }
+
+    fn apply_rollback(&mut self, hash: EntryHash, rollback: &Rollback) -> Result<(), Refusal> {
+        self.check_seq(&rollback.group, rollback.seq)?;
+        let Some(group) = self.groups.get_mut(&rollback.group) else {
+            return Err(Refusal::NoRollbackTarget {
+                group: rollback.group.clone(),
+                what: "at all".to_owned(),
+            });
+        };
+        let current = group.current;
+        let target = match &rollback.to_version {
+            Some(version) => group
+                .releases
+                .iter()
+                .rposition(|r| &r.release.version == version),
+            None => current.and_then(|i| i.checked_sub(1)),
+        };
+        let Some(target) = target.filter(|&t| Some(t) != current) else {
+            return Err(Refusal::NoRollbackTarget {
+                group: rollback.group.clone(),
+                what: rollback
+                    .to_version
+                    .clone()
+                    .unwrap_or_else(|| "before the current one".to_owned()),
+            });
+        };
+        group.seq = rollback.seq;
+        group.current = Some(target);
+        group.changed_by = Some(hash);
+        Ok(())
+    }
+}
