@@ -18,6 +18,10 @@
 //! - `state`: [`FleetState`], the fold, and the authority check ([`Refusal`]).
 //! - `log`: [`FleetLog`], the verified set of entries, its heads and canonical order.
 //! - `sig`: the signatures every part shares, each with its own domain.
+//! - `status`: [`SignedStatus`], a robot's signed report of what it runs.
+//! - `wire`: [`FleetMessage`], the exchange protocol members speak, and its frames.
+//! - `store` (feature `fs`): [`FleetStore`], a log kept as one atomic file per entry — the
+//!   only part that touches files, a thin shell over [`FleetLog`].
 //!
 //! ```
 //! use ed25519_dalek::SigningKey;
@@ -38,6 +42,10 @@ mod invite;
 mod log;
 mod sig;
 mod state;
+mod status;
+#[cfg(feature = "fs")]
+mod store;
+mod wire;
 
 pub use codec::{DecodeError, ENTRY_VERSION, MAX_ENTRY_BYTES, SignedEntry};
 pub use entry::{
@@ -49,3 +57,10 @@ pub use invite::{JoinToken, MAX_TOKEN_LEN, ParsedToken, TokenError};
 pub use log::{FleetLog, InsertError, Inserted, MAX_FUTURE_SECS};
 pub use sig::Sig;
 pub use state::{FleetState, GroupState, InviteState, Member, Refusal, ReleaseRecord};
+pub use status::{AppStatus, Phase, SignedStatus, StatusReport};
+#[cfg(feature = "fs")]
+pub use store::{BadEntry, FleetStore, LoadReport, StoreError};
+pub use wire::{
+    FLEET_PROTOCOL, FleetMessage, MAX_ENTRIES_PER_MESSAGE, MAX_FLEET_FRAME, PushResult, WireError,
+    body_len, decode_body, decode_frame, encode_message,
+};

@@ -12,13 +12,17 @@
 //! - [`framed`]: control-plane frames (`type | length | JSON`, codec in
 //!   `peercompute-tunnel-proto`) read from and written to a libp2p stream, every buffer bounded
 //!   by the codec's maximum frame size.
+//! - `fleet`: fleet exchange frames (`/peercompute/fleet/1`, codec in `peercompute-fleet`) on a
+//!   libp2p stream, the length checked before the body is buffered.
 
 mod event_loop;
+mod fleet;
 mod framed;
 mod gated;
 mod node;
 pub mod path;
 
+pub use fleet::{FleetStream, FleetStreamError, fleet_protocol};
 pub use framed::{FrameError, Framed};
 pub use libp2p::multiaddr::Protocol;
 pub use libp2p::{Multiaddr, PeerId, StreamProtocol};

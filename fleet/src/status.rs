@@ -1,0 +1,109 @@
+//! A robot's signed status: what it runs and how it is. Status is not part of the log (it
+//! changes all the time); robots sign it so that whoever relays it cannot alter it, publish
+//! it on change and periodically, and answer queries with it.
+
+use ed25519_dalek::SigningKey;
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{EntryHash, FleetId, MemberKey};
+use crate::sig::{self, Sig};
+
+const STATUS_DOMAIN: &[u8] = b"peercompute-fleet/1 status\0";
+
+/// Where a robot is with one group's release.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Phase {
+    /// Known, not started (waiting for an earlier apply, or stopped by an e-stop).
+    Pending,
+    /// Pulling the image.
+    Fetching,
+    /// Started beside the old one, waiting for it to be healthy.
+    Starting,
+    /// Serving.
+    Healthy,
+    /// Never became healthy: the previous release kept serving.
+    RolledBack,
+    /// Could not be applied and nothing was serving before (see `reason`).
+    Failed,
+}
+
+impl Phase {
+    /// The lowercase word people read.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Pending => "pending",
+            Phase::Fetching => "fetching",
+            Phase::Starting => "starting",
+            Phase::Healthy => "healthy",
+            Phase::RolledBack => "rolled back",
+            Phase::Failed => "failed",
+        }
+    }
+
+    /// Whether the robot is done with this release (well or badly).
+    pub fn is_final(self) -> bool {
+        matches!(self, Phase::Healthy | Phase::RolledBack | Phase::Failed)
+    }
+}
+
+/// One group's app on a robot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppStatus {
+    pub group: String,
+    /// The release entry being applied or applied last.
+    pub release: EntryHash,
+    pub version: String,
+    pub phase: Phase,
+    /// The version serving now (the previous one after a rollback).
+    pub serving: Option<String>,
+    /// The public URL it is served at, when the robot has a gateway.
+    pub url: Option<String>,
+    /// How long the last apply took, in milliseconds.
+    pub apply_ms: Option<u64>,
+    /// Why it was rolled back or failed: what failed and the container's last log lines.
+    pub reason: Option<String>,
+    /// When the phase last changed (Unix milliseconds, the robot's clock).
+    pub changed_at_ms: u64,
+}
+
+/// How a robot is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusReport {
+    pub fleet: FleetId,
+    pub robot: MemberKey,
+    /// The robot's clock (Unix milliseconds).
+    pub at_ms: u64,
+    pub agent: String,
+    pub uptime_secs: u64,
+    /// Entries in the robot's copy of the log.
+    pub log_len: u64,
+    pub apps: Vec<AppStatus>,
+    /// Machine load: CPU use over the last interval (per mille of all cores), memory and disk.
+    pub cpu_permille: u32,
+    pub memory_used_bytes: u64,
+    pub memory_total_bytes: u64,
+    pub disk_free_bytes: u64,
+}
+
+/// A status report and the robot's signature.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedStatus {
+    pub report: StatusReport,
+    pub signature: Sig,
+}
+
+impl SignedStatus {
+    /// Signs `report` with the robot's key.
+    pub fn sign(report: StatusReport, key: &SigningKey) -> Self {
+        let body = postcard::to_allocvec(&report).expect("a StatusReport always serializes");
+        let signature = sig::sign(key, STATUS_DOMAIN, &body);
+        SignedStatus { report, signature }
+    }
+
+    /// Whether the robot named in the report signed it.
+    pub fn verify(&self) -> bool {
+        postcard::to_allocvec(&self.report).is_ok_and(|body| {
+            sig::verify(&self.report.robot.0, STATUS_DOMAIN, &body, &self.signature)
+        })
+    }
+}
