@@ -8,9 +8,12 @@
 //!   │ Push{fleet, entries} ──────▶ │                      │ Pull{fleet, heads} ──▶ │
 //!   │ ◀────── Ack{results}         │                      │ ◀── Entries{.., more}  │ (repeated
 //!   │                              │                      │ ◀── Entries{.., done}  │  in pages)
-//!  asker                           robot
-//!   │ StatusRequest{fleet} ──────▶ │
-//!   │ ◀──────── Status(report)     │
+//!  robot                          gateway                asker                 gateway
+//!   │ Status(report) ────────────▶ │                      │ StatusRequest{fleet} ▶ │
+//!   │ ◀────── Ack{[]}              │                      │ ◀── Statuses{..}       │
+//!
+//!  Anti-entropy on (re)connect is two pulls on one stream: A sends Pull{A's heads}, B answers
+//!  with pages, then A answers B's Pull{B's heads} the same way.
 //! ```
 //!
 //! Entries travel as their signed wire bytes and are verified by the receiver like any other
@@ -48,10 +51,13 @@ pub enum FleetMessage {
     Entries { entries: Vec<Vec<u8>>, more: bool },
     /// Asks a robot how it is.
     StatusRequest { fleet: FleetId },
-    /// A robot's signed status.
+    /// A robot's signed status, pushed to a member that collects them (answered by `Ack`).
     Status(SignedStatus),
     /// The request could not be served.
     Error { message: String },
+    /// The answer to `StatusRequest` from a member that collects statuses (the gateway): the
+    /// latest report of every robot it heard from.
+    Statuses { statuses: Vec<SignedStatus> },
 }
 
 /// The fate of one pushed entry.

@@ -12,11 +12,15 @@
 //! - [`framed`]: control-plane frames (`type | length | JSON`, codec in
 //!   `peercompute-tunnel-proto`) read from and written to a libp2p stream, every buffer bounded
 //!   by the codec's maximum frame size.
+//! - [`fleet_hub`]: the fleet logs a node holds, the `/peercompute/fleet/1` service, anti-entropy
+//!   and forwarding.
 //! - `fleet`: fleet exchange frames (`/peercompute/fleet/1`, codec in `peercompute-fleet`) on a
 //!   libp2p stream, the length checked before the body is buffered.
 
 mod event_loop;
 mod fleet;
+mod fleet_client;
+pub mod fleet_hub;
 mod framed;
 mod gated;
 mod node;
