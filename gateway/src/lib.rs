@@ -18,11 +18,14 @@
 //! - [`plain`](crate::plain): the port-80 redirect (and HTTP-01 answers) and the admin
 //!   listener; [`metrics`](crate::metrics).
 //! - [`config`](crate::config): every setting, from flags or TOML.
+//! - `fleet`: the fleets' logs, held as a member without keys — verified, stored, pushed on
+//!   to robots — and robots' signed statuses (on the p2p node).
 //!
 //! The binary parses flags and calls [`run`] with listeners it bound, so tests bind port 0.
 
 mod allow;
 mod config;
+mod fleet;
 mod host;
 mod metrics;
 mod names;
@@ -222,6 +225,10 @@ pub async fn run(
     let (stop_tx, stop_rx) = watch::channel(false);
     let acme_task = acme.map(|prepared| prepared.spawn(shared.clone(), stop_rx.clone()));
     let p2p_node = p2p::start(&identity, &shared).await?;
+    let fleet_tasks = match &p2p_node {
+        Some(node) => fleet::start(&shared.config.state_dir, node)?,
+        None => Vec::new(),
+    };
     info!(
         peer_id = %shared.peer_id,
         https = ?listeners.https.local_addr().ok(),
@@ -291,6 +298,9 @@ pub async fn run(
     );
     let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
     tasks.abort_all();
+    for task in fleet_tasks {
+        task.abort();
+    }
     if let Some(node) = p2p_node {
         node.shutdown().await;
     }
