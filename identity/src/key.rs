@@ -76,13 +76,20 @@ impl Identity {
     /// Loads `<dir>/identity.key`, refusing it if other users can read it.
     pub fn load(dir: &Path) -> Result<Self, IdentityError> {
         let path = Self::path_in(dir);
+        match fs::metadata(&path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(IdentityError::Missing {
+                dir: dir.to_path_buf(),
+            }),
+            _ => Self::load_file(&path),
+        }
+    }
+
+    /// Loads a key kept at an explicit `path` (a fleet key, say), refusing it if other users
+    /// can read it. A missing file is a [`IdentityError::Read`] error.
+    pub fn load_file(path: &Path) -> Result<Self, IdentityError> {
+        let path = path.to_path_buf();
         let meta = match fs::metadata(&path) {
             Ok(meta) => meta,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Err(IdentityError::Missing {
-                    dir: dir.to_path_buf(),
-                });
-            }
             Err(source) => return Err(IdentityError::Read { path, source }),
         };
         let mode = meta.permissions().mode() & 0o777;
@@ -116,13 +123,26 @@ impl Identity {
 
     /// Writes the key to `<dir>/identity.key` atomically with mode 0600.
     pub fn save(&self, dir: &Path) -> Result<(), IdentityError> {
-        let path = Self::path_in(dir);
+        fs::create_dir_all(dir).map_err(|source| IdentityError::Write {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let _ = fs::set_permissions(dir, fs::Permissions::from_mode(0o700));
+        self.save_file(&Self::path_in(dir))
+    }
+
+    /// Writes the key to `path` (PKCS#8 PEM) atomically with mode 0600, creating its
+    /// directory if needed. An existing file is replaced: callers that must not overwrite
+    /// check first.
+    pub fn save_file(&self, path: &Path) -> Result<(), IdentityError> {
+        let path = path.to_path_buf();
         let write_err = |source| IdentityError::Write {
             path: path.clone(),
             source,
         };
-        fs::create_dir_all(dir).map_err(write_err)?;
-        let _ = fs::set_permissions(dir, fs::Permissions::from_mode(0o700));
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            fs::create_dir_all(dir).map_err(write_err)?;
+        }
         let pem =
             self.signing
                 .to_pkcs8_pem(LineEnding::LF)
@@ -210,6 +230,29 @@ mod tests {
         assert!(matches!(
             Identity::load(dir.path()),
             Err(IdentityError::Malformed { .. })
+        ));
+    }
+
+    #[test]
+    fn a_key_at_an_explicit_path_round_trips_with_mode_0600() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("fleets").join("lekiwi.key");
+        let id = Identity::generate().expect("generate");
+        id.save_file(&path).expect("save");
+        let mode = fs::metadata(&path).expect("meta").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert_eq!(
+            Identity::load_file(&path).expect("load").peer_id(),
+            id.peer_id()
+        );
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o640)).expect("chmod");
+        assert!(matches!(
+            Identity::load_file(&path),
+            Err(IdentityError::Permissions { .. })
+        ));
+        assert!(matches!(
+            Identity::load_file(&dir.path().join("absent.key")),
+            Err(IdentityError::Read { .. })
         ));
     }
 

@@ -68,26 +68,13 @@ async fn dial_via_gateways(
     deadline: tokio::time::Instant,
 ) -> Result<(), Vec<String>> {
     let mut why = Vec::new();
+    let step = |r: Result<Result<(), NodeError>, _>| match r {
+        Ok(r) => r.map_err(|e| e.to_string()),
+        Err(_) => Err("no answer in time".to_owned()),
+    };
     for (gw, addrs) in gateways {
-        let shown = addrs
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join(", ");
-        let step = |r: Result<Result<(), NodeError>, _>| match r {
-            Ok(r) => r.map_err(|e| e.to_string()),
-            Err(_) => Err("no answer in time".to_owned()),
-        };
-        // QUIC first, so the gateway observes a UDP address of ours for hole punching.
-        let mut dialed = Err("no address".to_owned());
-        for group in peercompute_p2p::quic_first(addrs) {
-            dialed = step(tokio::time::timeout_at(deadline, node.dial(*gw, group)).await);
-            if dialed.is_ok() {
-                break;
-            }
-        }
-        if let Err(e) = dialed {
-            why.push(format!("gateway {gw} unreachable at {shown}: {e}"));
+        if let Err(e) = dial_gateway(node, *gw, addrs, deadline).await {
+            why.push(e);
             continue;
         }
         // The gateway's relay is the directory: it holds a slot for every provider
@@ -103,6 +90,49 @@ async fn dial_via_gateways(
         }
     }
     Err(why)
+}
+
+/// Dials the gateway `gw` at `addrs`, QUIC first (so the gateway observes a UDP address of
+/// ours for hole punching); on failure, one line saying where and why.
+pub(crate) async fn dial_gateway(
+    node: &Node,
+    gw: PeerId,
+    addrs: &[Multiaddr],
+    deadline: tokio::time::Instant,
+) -> Result<(), String> {
+    let mut dialed = Err("no address".to_owned());
+    for group in peercompute_p2p::quic_first(addrs) {
+        dialed = match tokio::time::timeout_at(deadline, node.dial(gw, group)).await {
+            Ok(r) => r.map_err(|e| e.to_string()),
+            Err(_) => Err("no answer in time".to_owned()),
+        };
+        if dialed.is_ok() {
+            break;
+        }
+    }
+    dialed.map_err(|e| {
+        let shown = addrs
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ");
+        format!("gateway {gw} unreachable at {shown}: {e}")
+    })
+}
+
+/// Starts a libp2p node for talking to gateways only: no listening socket, no mDNS.
+pub(crate) async fn start_bare_node(identity: &Identity) -> Result<Node, CliError> {
+    Node::start(
+        identity,
+        NodeConfig {
+            listen: Vec::new(),
+            mdns: false,
+            max_connections: 8,
+            ..NodeConfig::default()
+        },
+    )
+    .await
+    .map_err(|e| CliError::new(Kind::Other, format!("cannot start the libp2p node: {e}")))
 }
 
 /// `<gateway address>/p2p/<gateway>/p2p-circuit/p2p/<peer>` for each gateway address.

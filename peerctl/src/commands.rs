@@ -45,6 +45,7 @@ pub(crate) fn wants_json(command: &Command) -> bool {
         | Command::Logs { json, .. }
         | Command::Peers(PeersCommand::List { json })
         | Command::Gateways(GatewaysCommand::List { json }) => *json,
+        Command::Fleet(fleet) => fleet.wants_json(),
         _ => false,
     }
 }
@@ -163,6 +164,7 @@ async fn dispatch(
             Ok(())
         }
         Command::Peers(cmd) => peers(&home, cmd),
+        Command::Fleet(cmd) => peerctl::fleet::run(&home, cmd, cli.timeout).await,
         Command::Gateways(cmd) => gateways(&home, cmd),
         Command::Deploy {
             image,

@@ -8,11 +8,14 @@
 //! - [`output`](crate::output): human tables and JSON, progress lines.
 //! - [`resolve`](crate::resolve): which deployment `status`/`logs`/`stop` mean, by full id,
 //!   unique id prefix or name (as Docker does), from the provider's list.
+//! - [`fleet`](crate::fleet): `peerctl fleet …` — the client's verified copy of its fleets'
+//!   logs, entries authored and checked locally, exchanged with the gateways.
 //! - [`exit`](crate::exit): the error kinds users meet, each with its own exit code, printed
 //!   as a line or (with `--json`) as one JSON object.
 
 mod client;
 pub mod exit;
+pub mod fleet;
 pub mod output;
 pub mod places;
 pub mod resolve;

@@ -161,6 +161,11 @@ pub(crate) enum Command {
         #[arg(long, help = PEER_HELP)]
         peer: String,
     },
+    /// Run a fleet of robots: signed releases to groups, roles, enrolment, status, audit log.
+    #[command(
+        after_help = "Examples:\n  peerctl fleet create lekiwi\n  peerctl fleet invite --group production --name-prefix lekiwi --expires 24h --uses 10\n  peerctl fleet release 127.0.0.1:5000/teleop:v3 --group production --port 8080 --health-path /healthz\n  peerctl fleet rollback --group production\n  peerctl fleet status --group production\n  peerctl fleet log --verify\n\nThe client keeps a verified copy of each fleet's log in <home>/fleets and exchanges entries\nwith the gateways of `peerctl gateways` (robots sync with their gateway)."
+    )]
+    Fleet(peerctl::fleet::FleetCommand),
     /// Print a shell completion script to stdout.
     #[command(
         after_help = "Examples:\n  peerctl completions bash > /etc/bash_completion.d/peerctl\n  peerctl completions zsh > \"${fpath[1]}/_peerctl\"\n  peerctl completions fish > ~/.config/fish/completions/peerctl.fish"

@@ -1,0 +1,339 @@
+//! The `peerctl fleet …` command line: [`FleetCommand`] (the `--fleet` choice shared by every
+//! subcommand) and [`FleetAction`], one variant per subcommand, with the parsers of the
+//! values people type (durations, group lists).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+
+/// `peerctl fleet [--fleet NAME|ID] <action>`.
+#[derive(Args, Debug)]
+pub struct FleetCommand {
+    /// The fleet to act on: its name (as `fleet list` shows it) or its id (pcf…)
+    /// [default: the default fleet, the first one created].
+    #[arg(long, global = true, value_name = "NAME|ID")]
+    pub fleet: Option<String>,
+    #[command(subcommand)]
+    pub action: FleetAction,
+}
+
+const MEMBER_HELP: &str = "The member: its peer id (12D3KooW…) or its name in the fleet";
+
+/// What to do with the fleet.
+#[derive(Subcommand, Debug)]
+pub enum FleetAction {
+    /// Make a new fleet: a fleet key (its root of trust) and an admin grant to your identity.
+    #[command(
+        after_help = "Examples:\n  peerctl fleet create lekiwi\n  peerctl fleet create lab --fleet-key /media/usb/lab.key\n\nThe fleet key signs only the genesis and your admin grant: keep it offline afterwards;\ndaily work is signed with your identity (identity.key)."
+    )]
+    Create {
+        /// The fleet's name (a DNS label: lowercase letters, digits and -).
+        name: String,
+        /// Where to save the new fleet key (PKCS#8 PEM, mode 0600; never overwritten)
+        /// [default: <home>/fleets/NAME.key].
+        #[arg(long, value_name = "PATH")]
+        fleet_key: Option<PathBuf>,
+        /// Print {"name","fleet_id","fleet_key","default"} as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the fleets this client knows, the default first.
+    #[command(after_help = "Examples:\n  peerctl fleet list\n  peerctl fleet list --json")]
+    List {
+        /// Print the fleets as a JSON array (name, fleet_id, fleet_key, default, entries).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a join token robots enrol with (`peercomputed join TOKEN`).
+    #[command(
+        after_help = "Examples:\n  peerctl fleet invite --group production\n  peerctl fleet invite --group production,staging --name-prefix lekiwi --expires 24h --uses 10\n  TOKEN=$(peerctl fleet invite --group staging --uses 1)"
+    )]
+    Invite {
+        /// Groups the robots join (comma-separated or repeated).
+        #[arg(
+            long = "group",
+            value_name = "G[,G..]",
+            value_delimiter = ',',
+            required = true
+        )]
+        groups: Vec<String>,
+        /// Robots joining with it must be named PREFIX-something.
+        #[arg(long, value_name = "PREFIX")]
+        name_prefix: Option<String>,
+        /// How long the token is valid, e.g. 24h, 30m, 7d.
+        #[arg(long, default_value = "24h", value_parser = duration)]
+        expires: Duration,
+        /// How many robots may join with it.
+        #[arg(long, default_value_t = 10)]
+        uses: u32,
+        /// Print {"token","invite","groups","expires_at","uses"} as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Enrol a robot whose peer id you already have.
+    #[command(
+        after_help = "Examples:\n  peerctl fleet enroll 12D3KooW... --group production --name lekiwi-1\n  peerctl fleet enroll \"$(ssh robot peercomputed id)\" --group staging --name bench"
+    )]
+    Enroll {
+        /// The robot's peer id (12D3KooW…, as `peercomputed id` prints it).
+        peer: String,
+        /// Its groups (comma-separated or repeated).
+        #[arg(
+            long = "group",
+            value_name = "G[,G..]",
+            value_delimiter = ',',
+            required = true
+        )]
+        groups: Vec<String>,
+        /// Its name in the fleet (a DNS label; its apps answer at <app>-<name>).
+        #[arg(long)]
+        name: String,
+    },
+    /// Replace a robot's groups.
+    #[command(
+        after_help = "Examples:\n  peerctl fleet set-groups lekiwi-1 production,staging\n  peerctl fleet set-groups 12D3KooW... staging"
+    )]
+    SetGroups {
+        #[arg(value_name = "NAME|PEERID", help = MEMBER_HELP)]
+        member: String,
+        /// The new groups, comma-separated.
+        #[arg(value_name = "G1,G2", value_delimiter = ',', required = true)]
+        groups: Vec<String>,
+    },
+    /// Give a key a role: admin, developer, operator or viewer.
+    #[command(
+        after_help = "Examples:\n  peerctl fleet grant 12D3KooW... --role developer --groups staging --expires 90d\n  peerctl fleet grant 12D3KooW... --role admin\n\nadmin: enrol, grant, release, roll back, stop; developer: release and roll back in its\ngroups; operator: roll back and stop, view; viewer: view only."
+    )]
+    Grant {
+        #[arg(value_name = "PEERID", help = MEMBER_HELP)]
+        member: String,
+        /// The role: admin, developer, operator or viewer.
+        #[arg(long)]
+        role: peercompute_fleet::Role,
+        /// The groups the role acts on, comma-separated [default: every group].
+        #[arg(long, value_name = "G,..", value_delimiter = ',')]
+        groups: Vec<String>,
+        /// Not honoured after this long, e.g. 90d [default: never expires].
+        #[arg(long, value_parser = duration)]
+        expires: Option<Duration>,
+    },
+    /// Take a key's role away.
+    #[command(after_help = "Examples:\n  peerctl fleet ungrant 12D3KooW...")]
+    Ungrant {
+        #[arg(value_name = "PEERID", help = MEMBER_HELP)]
+        member: String,
+    },
+    /// Release an image to a group: every robot of the group runs it once healthy.
+    #[command(
+        after_help = "Examples:\n  peerctl fleet release registry.example.com/lekiwi/teleop@sha256:<64 hex> --group production --port 8080\n  peerctl fleet release 127.0.0.1:5000/app@sha256:<64 hex> --group staging --port 80 --version 2.1 --health-path /healthz\n  peerctl fleet release 127.0.0.1:5000/app@sha256:<64 hex> --group production --port 80 --env RUST_LOG=info --cpu 0.5 --memory 256M\n\nThe image must be pinned by digest: `docker buildx imagetools inspect IMAGE:TAG` prints it.\nRobots verify the image they pull against it."
+    )]
+    Release {
+        /// The image, pinned by digest: repo@sha256:<64 hex>.
+        image: String,
+        /// The group that runs it.
+        #[arg(long)]
+        group: String,
+        /// Port the container listens on.
+        #[arg(long)]
+        port: u16,
+        /// App name (a DNS label): it answers at <app>-<robot> [default: from the image].
+        #[arg(long)]
+        name: Option<String>,
+        /// The version people name it by [default: v<sequence>].
+        #[arg(long)]
+        version: Option<String>,
+        /// Environment variable KEY=VALUE (repeatable).
+        #[arg(long = "env", value_name = "KEY=VALUE")]
+        env: Vec<String>,
+        /// CPU: millicores (500m) or cores (0.5) [default: the robot's].
+        #[arg(long, value_parser = peercompute_tunnel_proto::parse_cpu)]
+        cpu: Option<u32>,
+        /// Memory, e.g. 256M, 1G [default: the robot's].
+        #[arg(long, value_parser = peercompute_tunnel_proto::parse_memory)]
+        memory: Option<u64>,
+        /// An HTTP path that must answer 2xx [default: the port accepting connections].
+        #[arg(long, value_name = "PATH")]
+        health_path: Option<String>,
+        /// How long the release may take to become healthy before robots roll back.
+        #[arg(long, default_value = "30s", value_parser = duration)]
+        health_timeout: Duration,
+        /// Print the release as one JSON object (hash, group, seq, version, app, image).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Return a group to an earlier release (robots keep the last three).
+    #[command(
+        after_help = "Examples:\n  peerctl fleet rollback --group production\n  peerctl fleet rollback --group production --to v1"
+    )]
+    Rollback {
+        /// The group to roll back.
+        #[arg(long)]
+        group: String,
+        /// The version to return to [default: the one before the current].
+        #[arg(long, value_name = "VERSION")]
+        to: Option<String>,
+    },
+    /// List the fleet's robots and the keys holding a role.
+    #[command(
+        after_help = "Examples:\n  peerctl fleet members\n  peerctl fleet members --json | jq -r '.[] | select(.groups | index(\"production\")) | .name'"
+    )]
+    Members {
+        /// Print the members as a JSON array (name, peer_id, kind, groups, role, role_groups,
+        /// role_expires_at, since).
+        #[arg(long)]
+        json: bool,
+    },
+    /// The audit trail: every entry, who wrote it (and their role), what it does, its hash.
+    #[command(
+        after_help = "Examples:\n  peerctl fleet log\n  peerctl fleet log --verify\n  peerctl fleet log --json | jq -r '.[] | select(.op == \"release\") | .what'"
+    )]
+    Log {
+        /// Print the entries as a JSON array (hash, clock, at, author, author_name, role, op,
+        /// what).
+        #[arg(long)]
+        json: bool,
+        /// Re-read every entry file, check every signature, link and authority, and name the
+        /// first bad entry (non-zero exit).
+        #[arg(long)]
+        verify: bool,
+    },
+    /// One row per robot: groups, release and version, phase, last seen (asks the gateways).
+    #[command(
+        after_help = "Examples:\n  peerctl fleet status\n  peerctl fleet status --group production\n  peerctl fleet status --json | jq -r '.[] | select(.last_seen_ms == null) | .name'"
+    )]
+    Status {
+        /// Only robots of this group.
+        #[arg(long)]
+        group: Option<String>,
+        /// Print one JSON object per robot in an array.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+impl FleetCommand {
+    /// Whether the command asked for JSON output (its errors then print as JSON too).
+    pub fn wants_json(&self) -> bool {
+        match &self.action {
+            FleetAction::Create { json, .. }
+            | FleetAction::List { json }
+            | FleetAction::Invite { json, .. }
+            | FleetAction::Release { json, .. }
+            | FleetAction::Members { json }
+            | FleetAction::Log { json, .. }
+            | FleetAction::Status { json, .. } => *json,
+            _ => false,
+        }
+    }
+}
+
+/// Durations as people type them: `24h`, `90d`, `30s`, `1h30m`.
+fn duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e}; write a duration like 30s, 24h or 90d"))
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser, Debug)]
+    struct Top {
+        #[command(subcommand)]
+        command: Sub,
+    }
+
+    #[derive(Subcommand, Debug)]
+    enum Sub {
+        Fleet(FleetCommand),
+    }
+
+    fn parse(args: &[&str]) -> Result<FleetCommand, clap::Error> {
+        let argv = ["peerctl", "fleet"].iter().chain(args);
+        Top::try_parse_from(argv).map(|t| match t.command {
+            Sub::Fleet(f) => f,
+        })
+    }
+
+    #[test]
+    fn groups_split_on_commas_and_repeat() {
+        let cmd =
+            parse(&["invite", "--group", "production,staging", "--group", "lab"]).expect("parses");
+        match cmd.action {
+            FleetAction::Invite {
+                groups,
+                expires,
+                uses,
+                ..
+            } => {
+                assert_eq!(groups, ["production", "staging", "lab"]);
+                assert_eq!(expires, Duration::from_secs(24 * 3600));
+                assert_eq!(uses, 10);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(parse(&["invite"]).is_err(), "a group is required");
+    }
+
+    #[test]
+    fn fleet_is_global_to_the_subcommands() {
+        let cmd = parse(&["members", "--fleet", "lab", "--json"]).expect("parses");
+        assert_eq!(cmd.fleet.as_deref(), Some("lab"));
+        assert!(cmd.wants_json());
+        let cmd = parse(&["--fleet", "pcfabc", "log", "--verify"]).expect("parses");
+        assert_eq!(cmd.fleet.as_deref(), Some("pcfabc"));
+        assert!(!cmd.wants_json());
+    }
+
+    #[test]
+    fn grant_reads_roles_and_durations() {
+        let cmd = parse(&[
+            "grant",
+            "12D3KooW",
+            "--role",
+            "developer",
+            "--groups",
+            "staging",
+            "--expires",
+            "90d",
+        ])
+        .expect("parses");
+        match cmd.action {
+            FleetAction::Grant {
+                role,
+                groups,
+                expires,
+                ..
+            } => {
+                assert_eq!(role, peercompute_fleet::Role::Developer);
+                assert_eq!(groups, ["staging"]);
+                assert_eq!(expires, Some(Duration::from_secs(90 * 86_400)));
+            }
+            other => panic!("{other:?}"),
+        }
+        let err = parse(&["grant", "12D3KooW", "--role", "owner"]).expect_err("no such role");
+        assert!(err.to_string().contains("admin, developer"), "{err}");
+        let err = parse(&["invite", "--group", "g", "--expires", "soon"]).expect_err("bad");
+        assert!(err.to_string().contains("like 30s"), "{err}");
+    }
+
+    #[test]
+    fn release_defaults() {
+        let cmd =
+            parse(&["release", "app@sha256:00", "--group", "g", "--port", "80"]).expect("parses");
+        match cmd.action {
+            FleetAction::Release {
+                health_timeout,
+                version,
+                name,
+                ..
+            } => {
+                assert_eq!(health_timeout, Duration::from_secs(30));
+                assert_eq!((version, name), (None, None));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}

@@ -1,0 +1,307 @@
+//! The fleet commands that only read: `list`, `members`, `log` (with `--verify`, which
+//! re-reads every entry file and names the first bad one) and `status` (robots' signed
+//! reports, as the gateways collected them).
+
+use peercompute_fleet::{FleetStore, SignedStatus};
+use serde::Serialize;
+use serde_json::json;
+
+use super::config::{Chosen, Fleets};
+use super::local::{Local, now};
+use super::render::{log_rows, log_table, member_rows, members_table};
+use super::sync::Session;
+use super::{Ctx, print_json};
+use crate::exit::{CliError, Kind};
+use crate::output;
+
+/// `fleet list`.
+pub(super) fn list(ctx: &Ctx) -> Result<(), CliError> {
+    let fleets = Fleets::load(&ctx.home)?;
+    let local = ctx.local()?;
+    let mut rows: Vec<(String, String, bool, usize, String)> = fleets
+        .fleets
+        .iter()
+        .map(|(name, f)| {
+            let entries =
+                f.id.parse()
+                    .ok()
+                    .and_then(|id| local.hub.with_log(&id, |log| log.len()))
+                    .unwrap_or(0);
+            let key = f
+                .key
+                .as_ref()
+                .map_or_else(|| "-".to_owned(), |k| k.display().to_string());
+            let default = fleets.default.as_deref() == Some(name);
+            (name.clone(), f.id.clone(), default, entries, key)
+        })
+        .collect();
+    rows.sort_by_key(|r| !r.2);
+    if ctx.json {
+        let list: Vec<_> = rows
+            .iter()
+            .map(|(name, id, default, entries, key)| {
+                json!({"name": name, "fleet_id": id, "default": default, "entries": entries, "fleet_key": key})
+            })
+            .collect();
+        return print_json(&list);
+    }
+    if rows.is_empty() {
+        ctx.note("no fleets yet: `peerctl fleet create NAME`");
+        return Ok(());
+    }
+    let cells: Vec<Vec<String>> = rows
+        .into_iter()
+        .map(|(name, id, default, entries, key)| {
+            let name = if default { format!("{name} *") } else { name };
+            vec![name, id, entries.to_string(), key]
+        })
+        .collect();
+    print!(
+        "{}",
+        output::table(&["NAME", "FLEET ID", "ENTRIES", "FLEET KEY"], &cells)
+    );
+    Ok(())
+}
+
+/// Brings the local copy in step with the gateways (robots' joins come back), if any.
+async fn refresh(ctx: &Ctx, local: &Local, chosen: &Chosen) -> Result<Session, CliError> {
+    if ctx.gateways.is_empty() {
+        return Ok(Session::offline());
+    }
+    let me = ctx.identity()?;
+    let session = Session::open(&me, &ctx.gateways, local, chosen.id, ctx.timeout).await?;
+    for line in &session.notes {
+        ctx.note(line);
+    }
+    for line in &session.failed {
+        ctx.note(&format!("warning: {line} (showing the local copy)"));
+    }
+    Ok(session)
+}
+
+/// `fleet members`.
+pub(super) async fn members(ctx: &Ctx) -> Result<(), CliError> {
+    let chosen = Fleets::load(&ctx.home)?.choose(ctx.fleet_arg.as_deref())?;
+    let local = ctx.local()?;
+    refresh(ctx, &local, &chosen).await?;
+    let rows = local
+        .hub
+        .with_log(&chosen.id, |log| member_rows(log, ctx.me()))
+        .unwrap_or_default();
+    if ctx.json {
+        return print_json(&rows);
+    }
+    if rows.is_empty() {
+        ctx.note(&format!(
+            "fleet {} has no members yet: `peerctl fleet invite --group G` or `peerctl fleet enroll PEERID --group G --name N`",
+            chosen.name
+        ));
+        return Ok(());
+    }
+    print!("{}", members_table(&rows));
+    Ok(())
+}
+
+/// `fleet log [--verify]`.
+pub(super) async fn log(ctx: &Ctx, verify: bool) -> Result<(), CliError> {
+    let chosen = Fleets::load(&ctx.home)?.choose(ctx.fleet_arg.as_deref())?;
+    let me = ctx.me();
+    if verify {
+        return verify_files(ctx, &chosen, me);
+    }
+    let local = ctx.local()?;
+    refresh(ctx, &local, &chosen).await?;
+    let rows = local
+        .hub
+        .with_log(&chosen.id, |log| log_rows(log, me))
+        .unwrap_or_default();
+    if ctx.json {
+        return print_json(&rows);
+    }
+    print!("{}", log_table(&rows));
+    Ok(())
+}
+
+/// Re-reads every entry file of the fleet, prints what verified, and fails naming the first
+/// entry that did not.
+fn verify_files(
+    ctx: &Ctx,
+    chosen: &Chosen,
+    me: Option<peercompute_fleet::MemberKey>,
+) -> Result<(), CliError> {
+    let dir = super::local::fleets_dir(&ctx.home).join(chosen.id.to_string());
+    if !dir.is_dir() {
+        return Err(CliError::new(
+            Kind::NotFound,
+            format!(
+                "no copy of fleet {} here ({} is missing)",
+                chosen.name,
+                dir.display()
+            ),
+        ));
+    }
+    let (store, report) = FleetStore::open(&dir, chosen.id, now())
+        .map_err(|e| CliError::new(Kind::Other, e.to_string()))?;
+    let rows = log_rows(store.log(), me);
+    if ctx.json {
+        print_json(&rows)?;
+    } else {
+        print!("{}", log_table(&rows));
+    }
+    match report.bad.first() {
+        None => {
+            ctx.note(&format!(
+                "verified {} entries of fleet {}: every signature, link and authority check holds",
+                rows.len(),
+                chosen.name
+            ));
+            Ok(())
+        }
+        Some(first) => Err(CliError::new(
+            Kind::Trust,
+            format!(
+                "fleet {}: entry file {} is bad: {} ({} bad entr{} in all, in {}); the next fleet command that reaches a gateway (`peerctl fleet log`) fetches a good copy of each",
+                chosen.name,
+                first.file,
+                first.reason,
+                report.bad.len(),
+                if report.bad.len() == 1 { "y" } else { "ies" },
+                dir.join("entries").display()
+            ),
+        )),
+    }
+}
+
+/// One robot's row in `fleet status`.
+#[derive(Debug, Serialize)]
+struct StatusRow {
+    name: String,
+    peer_id: String,
+    groups: Vec<String>,
+    /// Per group: the version applied or being applied, and its phase.
+    apps: Vec<AppRow>,
+    /// The robot's clock when it reported, Unix milliseconds; null when never seen.
+    last_seen_ms: Option<u64>,
+}
+
+#[derive(Debug, Serialize)]
+struct AppRow {
+    group: String,
+    version: String,
+    phase: &'static str,
+    serving: Option<String>,
+    reason: Option<String>,
+}
+
+/// `fleet status [--group G]`.
+pub(super) async fn status(ctx: &Ctx, group: Option<&str>) -> Result<(), CliError> {
+    let chosen = Fleets::load(&ctx.home)?.choose(ctx.fleet_arg.as_deref())?;
+    if ctx.gateways.is_empty() {
+        return Err(CliError::new(
+            Kind::Unreachable,
+            "no gateway configured: robots report their status through a gateway; add one with `peerctl gateways add PEERID@MULTIADDR`",
+        ));
+    }
+    let local = ctx.local()?;
+    let mut session = refresh(ctx, &local, &chosen).await?;
+    if session.reached.is_empty() {
+        return Err(CliError::new(
+            Kind::Unreachable,
+            format!("no gateway reached: {}", session.failed.join("; ")),
+        ));
+    }
+    let statuses = session.statuses(chosen.id).await;
+    let state = local.state(&chosen.id)?;
+    let rows: Vec<StatusRow> = state
+        .members
+        .values()
+        .filter(|m| group.is_none_or(|g| m.groups.iter().any(|mg| mg == g)))
+        .map(|m| {
+            let status = statuses.iter().find(|s| s.report.robot == m.key);
+            StatusRow {
+                name: m.name.clone(),
+                peer_id: m.key.to_string(),
+                groups: m.groups.clone(),
+                apps: status.map(apps).unwrap_or_default(),
+                last_seen_ms: status.map(|s| s.report.at_ms),
+            }
+        })
+        .collect();
+    if ctx.json {
+        return print_json(&rows);
+    }
+    let cells: Vec<Vec<String>> = rows.iter().map(status_cells).collect();
+    print!(
+        "{}",
+        output::table(&["NAME", "GROUPS", "RELEASE", "PHASE", "LAST SEEN"], &cells)
+    );
+    Ok(())
+}
+
+fn apps(status: &SignedStatus) -> Vec<AppRow> {
+    status
+        .report
+        .apps
+        .iter()
+        .map(|a| AppRow {
+            group: a.group.clone(),
+            version: a.version.clone(),
+            phase: a.phase.as_str(),
+            serving: a.serving.clone(),
+            reason: a.reason.clone(),
+        })
+        .collect()
+}
+
+fn status_cells(row: &StatusRow) -> Vec<String> {
+    let join = |f: &dyn Fn(&AppRow) -> String| {
+        if row.apps.is_empty() {
+            "-".to_owned()
+        } else {
+            row.apps.iter().map(f).collect::<Vec<_>>().join("; ")
+        }
+    };
+    vec![
+        row.name.clone(),
+        row.groups.join(","),
+        join(&|a| format!("{}: {}", a.group, a.version)),
+        join(&|a| a.phase.to_owned()),
+        row.last_seen_ms
+            .map_or_else(|| "never seen".to_owned(), |ms| output::age(ms / 1000)),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_robot_never_heard_from_says_so() {
+        let row = StatusRow {
+            name: "lekiwi-1".into(),
+            peer_id: "12D3KooW".into(),
+            groups: vec!["production".into()],
+            apps: Vec::new(),
+            last_seen_ms: None,
+        };
+        assert_eq!(
+            status_cells(&row),
+            ["lekiwi-1", "production", "-", "-", "never seen"]
+        );
+        let row = StatusRow {
+            apps: vec![AppRow {
+                group: "production".into(),
+                version: "v2".into(),
+                phase: "rolled back",
+                serving: Some("v1".into()),
+                reason: Some("health".into()),
+            }],
+            last_seen_ms: Some(now() * 1000),
+            ..row
+        };
+        let cells = status_cells(&row);
+        assert_eq!(cells[2], "production: v2");
+        assert_eq!(cells[3], "rolled back");
+        assert!(cells[4].ends_with("ago"), "{}", cells[4]);
+    }
+}

@@ -1,0 +1,329 @@
+//! What `fleet log` and `fleet members` print, computed from a log alone (pure): one
+//! [`LogRow`] per entry in canonical order — who wrote it, with the role they held just
+//! before it, and what it does in one line — and one [`MemberRow`] per robot or key with a
+//! role. Tables for people and JSON for scripts come from the same rows.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, UNIX_EPOCH};
+
+use peercompute_fleet::{FleetLog, FleetState, Grant, MemberKey, Op, SignedEntry};
+use serde::Serialize;
+
+use crate::output;
+
+/// One entry of the audit trail.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub(crate) struct LogRow {
+    pub(crate) hash: String,
+    pub(crate) clock: u64,
+    /// The author's clock, Unix seconds.
+    pub(crate) at: u64,
+    /// Its author's peer id (the fleet key's shows as its peer id too).
+    pub(crate) author: String,
+    /// The author's name in the fleet, `fleet key`, or `you`.
+    pub(crate) author_name: Option<String>,
+    /// The role the author held just before the entry (`robot` for a join).
+    pub(crate) role: String,
+    /// The kind of entry: `genesis`, `invite`, `join`, `enroll`, `set-groups`, `grant`,
+    /// `ungrant`, `release`, `rollback`, `e-stop`, `resume`, `revoke`.
+    pub(crate) op: &'static str,
+    /// What it does, in one line.
+    pub(crate) what: String,
+}
+
+/// A robot, or a key holding a role.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub(crate) struct MemberRow {
+    pub(crate) name: String,
+    pub(crate) peer_id: String,
+    /// `robot` (enrolled or joined) or `person` (a role without robot membership).
+    pub(crate) kind: &'static str,
+    pub(crate) groups: Vec<String>,
+    pub(crate) role: Option<String>,
+    /// The groups the role acts on; empty for every group.
+    pub(crate) role_groups: Vec<String>,
+    pub(crate) role_expires_at: Option<u64>,
+    /// Enrolled, joined or granted at (Unix seconds).
+    pub(crate) since: u64,
+}
+
+/// `2026-12-06T18:20:00Z`.
+pub(crate) fn time(unix: u64) -> String {
+    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(unix)).to_string()
+}
+
+/// Names people know keys by: robots' names, `fleet key`, `you`.
+struct Names {
+    names: BTreeMap<MemberKey, String>,
+}
+
+impl Names {
+    fn new(log: &FleetLog, me: Option<MemberKey>) -> Self {
+        let mut names = BTreeMap::new();
+        if let Some(state) = log.state() {
+            for m in state.members.values() {
+                names.insert(m.key, m.name.clone());
+            }
+        }
+        if let Some(me) = me {
+            names.entry(me).or_insert_with(|| "you".to_owned());
+        }
+        names.insert(MemberKey(log.fleet().0), "fleet key".to_owned());
+        Self { names }
+    }
+
+    fn name(&self, key: &MemberKey) -> Option<&str> {
+        self.names.get(key).map(String::as_str)
+    }
+
+    /// `lekiwi-1` or the peer id.
+    fn show(&self, key: &MemberKey) -> String {
+        self.name(key)
+            .map_or_else(|| key.to_string(), str::to_owned)
+    }
+}
+
+/// The audit trail of `log`, in canonical order.
+pub(crate) fn log_rows(log: &FleetLog, me: Option<MemberKey>) -> Vec<LogRow> {
+    let names = Names::new(log, me);
+    let mut state: Option<FleetState> = None;
+    let mut rows = Vec::with_capacity(log.len());
+    for signed in log.iter() {
+        let entry = signed.entry();
+        let role = match (&state, &entry.op) {
+            (_, Op::Genesis { .. }) => "fleet key".to_owned(),
+            (_, Op::Join(_)) => "robot".to_owned(),
+            (Some(s), _) => match s.role_at(&entry.author, entry.at) {
+                Ok((_, _)) if entry.author.0 == log.fleet().0 => "fleet key".to_owned(),
+                Ok((role, groups)) => scoped(role.as_str(), groups),
+                Err(_) => "no role".to_owned(),
+            },
+            (None, _) => "no role".to_owned(),
+        };
+        rows.push(LogRow {
+            hash: signed.hash().short(),
+            clock: entry.clock,
+            at: entry.at,
+            author: entry.author.to_string(),
+            author_name: names.name(&entry.author).map(str::to_owned),
+            role,
+            op: op_name(&entry.op),
+            what: what(&entry.op, &names),
+        });
+        fold(&mut state, signed, log);
+    }
+    rows
+}
+
+fn fold(state: &mut Option<FleetState>, signed: &SignedEntry, log: &FleetLog) {
+    let entry = signed.entry();
+    match (state.as_mut(), &entry.op) {
+        (None, Op::Genesis { name }) => *state = Some(FleetState::genesis(log.fleet(), name)),
+        // An entry the fold skips (a concurrent grant removed before it) changes nothing,
+        // as on every member.
+        (Some(s), _) => {
+            let _ = s.apply(signed.hash(), entry);
+        }
+        (None, _) => {}
+    }
+}
+
+fn scoped(role: &str, groups: &[String]) -> String {
+    if groups.is_empty() {
+        role.to_owned()
+    } else {
+        format!("{role} ({})", groups.join(","))
+    }
+}
+
+fn op_name(op: &Op) -> &'static str {
+    match op {
+        Op::Genesis { .. } => "genesis",
+        Op::Invite(_) => "invite",
+        Op::Join(_) => "join",
+        Op::Enroll { .. } => "enroll",
+        Op::SetGroups { .. } => "set-groups",
+        Op::Grant(_) => "grant",
+        Op::Ungrant { .. } => "ungrant",
+        Op::Release(_) => "release",
+        Op::Rollback(_) => "rollback",
+        Op::EStop { .. } => "e-stop",
+        Op::Resume { .. } => "resume",
+        Op::Revoke { .. } => "revoke",
+    }
+}
+
+fn groups_text(groups: &[String]) -> String {
+    if groups.is_empty() {
+        "every group".to_owned()
+    } else {
+        groups.join(",")
+    }
+}
+
+/// One line saying what `op` does.
+fn what(op: &Op, names: &Names) -> String {
+    match op {
+        Op::Genesis { name } => format!("fleet {name} created"),
+        Op::Invite(i) => {
+            let prefix = i
+                .name_prefix
+                .as_deref()
+                .map_or_else(String::new, |p| format!(", names {p}-*"));
+            format!(
+                "invite to {} ({} use{}{prefix}, until {})",
+                groups_text(&i.groups),
+                i.uses,
+                if i.uses == 1 { "" } else { "s" },
+                time(i.expires_at)
+            )
+        }
+        Op::Join(j) => format!("{} joined (invite {})", j.name, j.invite.short()),
+        Op::Enroll {
+            member,
+            name,
+            groups,
+        } => format!("enrolled {name} ({member}) in {}", groups_text(groups)),
+        Op::SetGroups { member, groups } => {
+            format!("groups of {}: {}", names.show(member), groups_text(groups))
+        }
+        Op::Grant(g) => grant_text(g, names),
+        Op::Ungrant { member } => format!("role of {} taken away", names.show(member)),
+        Op::Release(r) => format!(
+            "release {} {} to {} (seq {}): {} port {}",
+            r.app(),
+            r.version,
+            r.group,
+            r.seq,
+            r.spec.image,
+            r.spec.port
+        ),
+        Op::Rollback(r) => format!(
+            "rollback of {} to {} (seq {})",
+            r.group,
+            r.to_version.as_deref().unwrap_or("the previous release"),
+            r.seq
+        ),
+        Op::EStop { groups, reason } => format!("e-stop of {}: {reason}", groups_text(groups)),
+        Op::Resume { groups } => format!("resume of {}", groups_text(groups)),
+        Op::Revoke { member, reason } => format!("{} revoked: {reason}", names.show(member)),
+    }
+}
+
+fn grant_text(g: &Grant, names: &Names) -> String {
+    let until = g
+        .expires_at
+        .map_or_else(String::new, |t| format!(" until {}", time(t)));
+    format!(
+        "{} made {} of {}{until}",
+        names.show(&g.member),
+        g.role,
+        groups_text(&g.groups)
+    )
+}
+
+/// The log as a table: HASH, CLOCK, TIME, AUTHOR (ROLE), WHAT.
+pub(crate) fn log_table(rows: &[LogRow]) -> String {
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            vec![
+                r.hash.clone(),
+                r.clock.to_string(),
+                time(r.at),
+                format!(
+                    "{} ({})",
+                    r.author_name.as_deref().unwrap_or(&r.author),
+                    r.role
+                ),
+                r.what.clone(),
+            ]
+        })
+        .collect();
+    output::table(&["HASH", "CLOCK", "TIME", "AUTHOR (ROLE)", "WHAT"], &cells)
+}
+
+/// Robots first (by name), then other keys with a role.
+pub(crate) fn member_rows(log: &FleetLog, me: Option<MemberKey>) -> Vec<MemberRow> {
+    let Some(state) = log.state() else {
+        return Vec::new();
+    };
+    let names = Names::new(log, me);
+    // When each key was last granted its role.
+    let mut granted_at: BTreeMap<MemberKey, u64> = BTreeMap::new();
+    for e in log.iter() {
+        if let Op::Grant(g) = &e.entry().op {
+            granted_at.insert(g.member, e.entry().at);
+        }
+    }
+    let role_of = |key: &MemberKey| {
+        state.grants.get(key).map(|g| {
+            let expired = g.expires_at.is_some_and(|t| t < super::local::now());
+            let role = scoped(g.role.as_str(), &g.groups);
+            if expired {
+                format!("{role}, expired")
+            } else {
+                role
+            }
+        })
+    };
+    let grant_of = |key: &MemberKey| state.grants.get(key);
+    let mut robots: Vec<MemberRow> = state
+        .members
+        .values()
+        .map(|m| MemberRow {
+            name: m.name.clone(),
+            peer_id: m.key.to_string(),
+            kind: "robot",
+            groups: m.groups.clone(),
+            role: role_of(&m.key),
+            role_groups: grant_of(&m.key)
+                .map(|g| g.groups.clone())
+                .unwrap_or_default(),
+            role_expires_at: grant_of(&m.key).and_then(|g| g.expires_at),
+            since: m.since,
+        })
+        .collect();
+    robots.sort_by(|a, b| a.name.cmp(&b.name));
+    let people = state
+        .grants
+        .values()
+        .filter(|g| !state.members.contains_key(&g.member))
+        .map(|g| MemberRow {
+            name: names.name(&g.member).unwrap_or("-").to_owned(),
+            peer_id: g.member.to_string(),
+            kind: "person",
+            groups: Vec::new(),
+            role: role_of(&g.member),
+            role_groups: g.groups.clone(),
+            role_expires_at: g.expires_at,
+            since: granted_at.get(&g.member).copied().unwrap_or_default(),
+        });
+    robots.extend(people);
+    robots
+}
+
+/// The members as a table: NAME, PEER ID, GROUPS, ROLE, SINCE.
+pub(crate) fn members_table(rows: &[MemberRow]) -> String {
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            vec![
+                r.name.clone(),
+                r.peer_id.clone(),
+                if r.groups.is_empty() {
+                    "-".to_owned()
+                } else {
+                    r.groups.join(",")
+                },
+                r.role.clone().unwrap_or_else(|| "-".to_owned()),
+                time(r.since),
+            ]
+        })
+        .collect();
+    output::table(&["NAME", "PEER ID", "GROUPS", "ROLE", "SINCE"], &cells)
+}
+
+#[cfg(test)]
+#[path = "render_tests.rs"]
+mod tests;

@@ -1,0 +1,305 @@
+//! The fleet commands that add entries to the log: `create` (genesis and the admin grant,
+//! signed by the new fleet key) and the rest (signed by the client identity), each synced,
+//! authored, checked and stored locally, then pushed to the gateways reached.
+
+use std::path::PathBuf;
+
+use peercompute_fleet::{
+    FleetId, FleetState, Grant, Invite, JoinToken, MemberKey, Op, Role, SignedEntry,
+    normalize_groups,
+};
+use peercompute_identity::Identity;
+use serde_json::json;
+
+use super::config::{Chosen, Fleets};
+use super::local::{Local, fleets_dir, now};
+use super::release::{self, ReleaseArgs};
+use super::sync::Session;
+use super::{Ctx, FleetAction, print_json};
+use crate::exit::{CliError, Kind};
+
+fn bad(message: String) -> CliError {
+    CliError::new(Kind::BadRequest, message)
+}
+
+/// `fleet create NAME [--fleet-key PATH]`.
+pub(super) async fn create(
+    ctx: &Ctx,
+    name: &str,
+    fleet_key: Option<PathBuf>,
+) -> Result<(), CliError> {
+    peercompute_tunnel_proto::validate_name(name)
+        .map_err(|e| bad(format!("fleet name `{name}`: {e}")))?;
+    let mut fleets = Fleets::load(&ctx.home)?;
+    if let Some(known) = fleets.fleets.get(name) {
+        return Err(bad(format!(
+            "a fleet named {name} exists already ({}); pick another name",
+            known.id
+        )));
+    }
+    let me = ctx.identity()?;
+    let path = fleet_key.unwrap_or_else(|| fleets_dir(&ctx.home).join(format!("{name}.key")));
+    let path = std::path::absolute(&path).unwrap_or(path);
+    if path.exists() {
+        return Err(bad(format!(
+            "{} exists: a fleet key is never overwritten; choose another path with --fleet-key",
+            path.display()
+        )));
+    }
+    let key = Identity::generate().map_err(|e| CliError::new(Kind::Other, e.to_string()))?;
+    key.save_file(&path)
+        .map_err(|e| CliError::new(Kind::Other, e.to_string()))?;
+    let fleet = FleetId(key.public_key_bytes());
+    let local = ctx.local()?;
+    local
+        .hub
+        .hold(fleet)
+        .map_err(|e| CliError::new(Kind::Other, e.to_string()))?;
+    let genesis = Op::Genesis {
+        name: name.to_owned(),
+    };
+    local.write(fleet, key.signing_key(), genesis)?;
+    let grant = Op::Grant(Grant {
+        member: MemberKey(me.public_key_bytes()),
+        role: Role::Admin,
+        groups: Vec::new(),
+        expires_at: None,
+    });
+    local.write(fleet, key.signing_key(), grant)?;
+    let default = fleets.add(name, fleet, Some(path.clone()));
+    fleets.save(&ctx.home)?;
+    ctx.note(&format!(
+        "created fleet {name}; fleet key saved in {} (keep it offline: daily work is signed with your identity {}, now its admin)",
+        path.display(),
+        me.peer_id()
+    ));
+    // The gateways get the genesis and the grant through the sync itself.
+    let session = Session::open(&me, &ctx.gateways, &local, fleet, ctx.timeout).await?;
+    report(ctx, &session, None);
+    if ctx.json {
+        return print_json(&json!({
+            "name": name,
+            "fleet_id": fleet.to_string(),
+            "fleet_key": path,
+            "default": default,
+        }));
+    }
+    println!("{fleet}");
+    Ok(())
+}
+
+/// Every other write: sync, author with the client identity, store, push.
+pub(super) async fn entry(ctx: &Ctx, action: FleetAction) -> Result<(), CliError> {
+    let chosen = Fleets::load(&ctx.home)?.choose(ctx.fleet_arg.as_deref())?;
+    let me = ctx.identity()?;
+    let local = ctx.local()?;
+    let session = Session::open(&me, &ctx.gateways, &local, chosen.id, ctx.timeout).await?;
+    let state = local.state(&chosen.id)?;
+    match action {
+        FleetAction::Invite {
+            groups,
+            name_prefix,
+            expires,
+            uses,
+            ..
+        } => {
+            let invite_key =
+                Identity::generate().map_err(|e| CliError::new(Kind::Other, e.to_string()))?;
+            let expires_at = now().saturating_add(expires.as_secs());
+            let op = Op::Invite(Invite {
+                invite_key: MemberKey(invite_key.public_key_bytes()),
+                groups: normalize_groups(&groups),
+                name_prefix,
+                expires_at,
+                uses,
+            });
+            let entry = publish(ctx, &local, &session, &chosen, &me, op).await?;
+            let bootstrap: Vec<String> = ctx
+                .gateways
+                .iter()
+                .flat_map(|(gw, addrs)| addrs.iter().map(move |a| format!("{gw}@{a}")))
+                .collect();
+            if bootstrap.is_empty() {
+                ctx.note("warning: the token names no gateway, so robots cannot fetch the fleet with it: add one (`peerctl gateways add PEERID@MULTIADDR`) and invite again");
+            }
+            let token = JoinToken {
+                invite: entry.bytes().to_vec(),
+                secret: invite_key.signing_key().to_bytes(),
+                bootstrap,
+            }
+            .to_text();
+            if ctx.json {
+                return print_json(&json!({
+                    "token": token,
+                    "invite": entry.hash().to_string(),
+                    "groups": normalize_groups(&groups),
+                    "expires_at": expires_at,
+                    "uses": uses,
+                }));
+            }
+            println!("{token}");
+            Ok(())
+        }
+        FleetAction::Enroll { peer, groups, name } => {
+            let member: MemberKey = peer.parse().map_err(|e| bad(format!("{e}")))?;
+            let op = Op::Enroll {
+                member,
+                name,
+                groups: normalize_groups(&groups),
+            };
+            publish(ctx, &local, &session, &chosen, &me, op).await?;
+            Ok(())
+        }
+        FleetAction::SetGroups { member, groups } => {
+            let member = resolve_member(&state, &member)?;
+            let op = Op::SetGroups {
+                member,
+                groups: normalize_groups(&groups),
+            };
+            publish(ctx, &local, &session, &chosen, &me, op).await?;
+            Ok(())
+        }
+        FleetAction::Grant {
+            member,
+            role,
+            groups,
+            expires,
+        } => {
+            let op = Op::Grant(Grant {
+                member: resolve_member(&state, &member)?,
+                role,
+                groups: normalize_groups(&groups),
+                expires_at: expires.map(|d| now().saturating_add(d.as_secs())),
+            });
+            publish(ctx, &local, &session, &chosen, &me, op).await?;
+            Ok(())
+        }
+        FleetAction::Ungrant { member } => {
+            let member = resolve_member(&state, &member)?;
+            if !state.grants.contains_key(&member) {
+                return Err(CliError::new(
+                    Kind::NotFound,
+                    format!("{member} holds no role (see `peerctl fleet members`)"),
+                ));
+            }
+            publish(ctx, &local, &session, &chosen, &me, Op::Ungrant { member }).await?;
+            Ok(())
+        }
+        FleetAction::Release {
+            image,
+            group,
+            port,
+            name,
+            version,
+            env,
+            cpu,
+            memory,
+            health_path,
+            health_timeout,
+            ..
+        } => {
+            let pinned = release::pin(&image).await?;
+            if pinned != image {
+                ctx.note(&format!("{image} resolved to {pinned}"));
+            }
+            let args = ReleaseArgs {
+                image: pinned,
+                group,
+                port,
+                name,
+                version,
+                env,
+                cpu,
+                memory,
+                health_path,
+                health_timeout,
+            };
+            let op = release::release_op(args, &state)?;
+            let entry = publish(ctx, &local, &session, &chosen, &me, op).await?;
+            if let Op::Release(r) = &entry.entry().op {
+                if ctx.json {
+                    return print_json(&json!({
+                        "hash": entry.hash().to_string(),
+                        "group": r.group,
+                        "seq": r.seq,
+                        "version": r.version,
+                        "app": r.app(),
+                        "image": r.spec.image,
+                    }));
+                }
+                println!("{} {} {}", r.version, r.app(), entry.hash());
+            }
+            Ok(())
+        }
+        FleetAction::Rollback { group, to } => {
+            let op = release::rollback_op(&group, to, &state)?;
+            publish(ctx, &local, &session, &chosen, &me, op).await?;
+            Ok(())
+        }
+        FleetAction::Create { .. }
+        | FleetAction::List { .. }
+        | FleetAction::Members { .. }
+        | FleetAction::Log { .. }
+        | FleetAction::Status { .. } => {
+            unreachable!("dispatched by fleet::run before writes")
+        }
+    }
+}
+
+/// A member named by peer id or by its name in the fleet.
+pub(super) fn resolve_member(state: &FleetState, arg: &str) -> Result<MemberKey, CliError> {
+    if let Ok(key) = arg.parse::<MemberKey>() {
+        return Ok(key);
+    }
+    state
+        .members
+        .values()
+        .find(|m| m.name == arg)
+        .map(|m| m.key)
+        .ok_or_else(|| {
+            CliError::new(
+                Kind::NotFound,
+                format!(
+                    "`{arg}` is neither a peer id (12D3KooW…) nor the name of a member of fleet {} (see `peerctl fleet members`)",
+                    state.name
+                ),
+            )
+        })
+}
+
+/// Authors `op` with the client identity, stores it locally, pushes it, and says where it
+/// went.
+async fn publish(
+    ctx: &Ctx,
+    local: &Local,
+    session: &Session,
+    chosen: &Chosen,
+    me: &Identity,
+    op: Op,
+) -> Result<SignedEntry, CliError> {
+    let entry = local.write(chosen.id, me.signing_key(), op)?;
+    let pushed = session.push(chosen.id, &entry).await;
+    ctx.note(&format!(
+        "entry {} written to fleet {} (local copy: {})",
+        entry.hash().short(),
+        chosen.name,
+        local.dir_of(&chosen.id).display()
+    ));
+    report(ctx, session, Some(pushed));
+    Ok(entry)
+}
+
+/// Says where the entries went: the gateways reached and what they did, or why none was.
+fn report(ctx: &Ctx, session: &Session, pushed: Option<Vec<String>>) {
+    for line in session.notes.iter().chain(pushed.iter().flatten()) {
+        ctx.note(line);
+    }
+    for line in &session.failed {
+        ctx.note(&format!("warning: {line}"));
+    }
+    if ctx.gateways.is_empty() {
+        ctx.note("no gateway configured: the entry is kept in the local copy and goes out with the next fleet command that reaches one (add one with `peerctl gateways add PEERID@MULTIADDR`)");
+    } else if session.reached.is_empty() {
+        ctx.note("no gateway reached: the entry is kept in the local copy and goes out with the next fleet command that reaches one");
+    }
+}

@@ -1,0 +1,238 @@
+//! `peerctl fleet …` as a user runs it, with no gateway configured (every entry stays in the
+//! local copy): create → invite → enroll → grant → release (pinned digest) → rollback →
+//! `log --verify` (good, then one byte flipped in an entry file: non-zero exit naming it) →
+//! `members --json`.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn peerctl(home: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_peerctl"))
+        .env_remove("PEERCOMPUTE_HOME")
+        .env_remove("DOCKER_HOST")
+        .arg("--home")
+        .arg(home)
+        .args(args)
+        .output()
+        .expect("peerctl runs")
+}
+
+fn ok(home: &Path, args: &[&str]) -> String {
+    let out = peerctl(home, args);
+    assert!(
+        out.status.success(),
+        "peerctl {args:?} failed ({:?}): {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8 stdout")
+}
+
+fn fails(home: &Path, args: &[&str], code: i32) -> String {
+    let out = peerctl(home, args);
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "peerctl {args:?}: stdout {} stderr {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stderr).expect("utf-8 stderr")
+}
+
+fn json(text: &str) -> serde_json::Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+#[test]
+fn a_fleet_kept_locally_from_create_to_verify() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let home = dir.path().join("admin");
+    let me = ok(&home, &["init"]).trim().to_owned();
+    let robot = ok(&dir.path().join("robot"), &["init"]).trim().to_owned();
+    let dev = ok(&dir.path().join("dev"), &["init"]).trim().to_owned();
+
+    // create: the fleet id on stdout, the key 0600, the first fleet the default.
+    let fleet = ok(&home, &["fleet", "create", "lekiwi"]).trim().to_owned();
+    assert!(fleet.starts_with("pcf"), "{fleet}");
+    let key = home.join("fleets").join("lekiwi.key");
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&key).expect("key").permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600);
+    let err = fails(&home, &["fleet", "create", "lekiwi"], 8);
+    assert!(err.contains("exists already"), "{err}");
+    let key_text = key.to_str().expect("utf-8 path");
+    let err = fails(
+        &home,
+        &["fleet", "create", "other", "--fleet-key", key_text],
+        8,
+    );
+    assert!(err.contains("never overwritten"), "{err}");
+
+    // invite: a token, and the entry kept locally for want of a gateway.
+    let out = peerctl(
+        &home,
+        &["fleet", "invite", "--group", "production", "--uses", "2"],
+    );
+    assert!(out.status.success());
+    let token = String::from_utf8_lossy(&out.stdout);
+    assert!(token.trim().starts_with("pcjoin1."), "{token}");
+    let notes = String::from_utf8_lossy(&out.stderr);
+    assert!(notes.contains("no gateway configured"), "{notes}");
+
+    ok(
+        &home,
+        &[
+            "fleet",
+            "enroll",
+            &robot,
+            "--group",
+            "production",
+            "--name",
+            "lekiwi-1",
+        ],
+    );
+    let err = fails(
+        &home,
+        &[
+            "fleet",
+            "enroll",
+            &dev,
+            "--group",
+            "production",
+            "--name",
+            "lekiwi-1",
+        ],
+        8,
+    );
+    assert!(err.contains("taken"), "{err}");
+    ok(
+        &home,
+        &[
+            "fleet",
+            "grant",
+            &dev,
+            "--role",
+            "developer",
+            "--groups",
+            "staging",
+            "--expires",
+            "90d",
+        ],
+    );
+
+    // release: pinned images only without an engine; seq and version follow the group.
+    let image = format!("127.0.0.1:5000/teleop@sha256:{}", "ab".repeat(32));
+    let args = [
+        "fleet",
+        "release",
+        &image,
+        "--group",
+        "production",
+        "--port",
+        "8080",
+    ];
+    let v1 = json(&ok(&home, &[&args[..], &["--json"]].concat()));
+    assert_eq!(
+        (v1["seq"].as_u64(), v1["version"].as_str()),
+        (Some(1), Some("v1"))
+    );
+    assert_eq!(v1["app"], "teleop");
+    let v2 = ok(&home, &[&args[..], &["--health-path", "/healthz"]].concat());
+    assert!(v2.starts_with("v2 teleop "), "{v2}");
+    let err = fails(
+        &home,
+        &[
+            "fleet",
+            "release",
+            "teleop@sha256:12",
+            "--group",
+            "production",
+            "--port",
+            "80",
+        ],
+        8,
+    );
+    assert!(err.contains("pinned by digest"), "{err}");
+
+    ok(&home, &["fleet", "rollback", "--group", "production"]);
+    let err = fails(
+        &home,
+        &["fleet", "rollback", "--group", "production", "--to", "v7"],
+        8,
+    );
+    assert!(err.contains("no release v7"), "{err}");
+
+    // log: every entry, who wrote it and what it did.
+    let log = json(&ok(&home, &["fleet", "log", "--json"]));
+    let ops: Vec<&str> = log
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter_map(|e| e["op"].as_str())
+        .collect();
+    assert_eq!(
+        ops,
+        [
+            "genesis", "grant", "invite", "enroll", "grant", "release", "release", "rollback"
+        ]
+    );
+    assert_eq!(log[2]["author"], me.as_str());
+    assert_eq!(log[2]["role"], "admin");
+    let table = ok(&home, &["fleet", "log", "--verify"]);
+    assert!(
+        table.contains("release teleop v2 to production (seq 2)"),
+        "{table}"
+    );
+
+    // One byte flipped in the first release's file: --verify fails and names it.
+    let release = v1["hash"].as_str().expect("hash");
+    let file = home
+        .join("fleets")
+        .join(&fleet)
+        .join("entries")
+        .join(format!("{release}.entry"));
+    let mut bytes = std::fs::read(&file).expect("entry file");
+    bytes[40] ^= 0x01;
+    std::fs::write(&file, bytes).expect("write");
+    let err = fails(&home, &["fleet", "log", "--verify"], 3);
+    assert!(err.contains(&format!("{release}.entry is bad")), "{err}");
+
+    // members: the robot with its groups, the developer with its role.
+    let members = json(&ok(&home, &["fleet", "members", "--json"]));
+    let members = members.as_array().expect("array");
+    let robot_row = members
+        .iter()
+        .find(|m| m["peer_id"] == robot.as_str())
+        .expect("robot");
+    assert_eq!(robot_row["name"], "lekiwi-1");
+    assert_eq!(robot_row["kind"], "robot");
+    assert_eq!(robot_row["groups"], serde_json::json!(["production"]));
+    let dev_row = members
+        .iter()
+        .find(|m| m["peer_id"] == dev.as_str())
+        .expect("developer");
+    assert_eq!(dev_row["role"], "developer (staging)");
+    assert!(dev_row["role_expires_at"].as_u64().is_some());
+    let me_row = members
+        .iter()
+        .find(|m| m["peer_id"] == me.as_str())
+        .expect("me");
+    assert_eq!(
+        (me_row["name"].as_str(), me_row["role"].as_str()),
+        (Some("you"), Some("admin"))
+    );
+}
+
+#[test]
+fn status_needs_a_gateway_and_says_how_to_add_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let home = dir.path();
+    ok(home, &["init"]);
+    ok(home, &["fleet", "create", "lab"]);
+    let err = fails(home, &["fleet", "status"], 4);
+    assert!(err.contains("peerctl gateways add"), "{err}");
+    let err = fails(home, &["fleet", "--fleet", "nope", "members"], 6);
+    assert!(err.contains("fleet list"), "{err}");
+}
