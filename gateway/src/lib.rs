@@ -56,6 +56,7 @@ pub use config::{
     TlsMode,
 };
 pub use names::NameStoreError;
+pub use p2p::P2P_ADDRESSES_FILE;
 pub use tls::{
     ChallengeReason, PINNED_SNI, PrivateName, TlsChoice, TlsError, TlsReason, TlsSource,
 };

@@ -12,6 +12,9 @@ use tracing::info;
 use crate::GatewayError;
 use crate::state::Shared;
 
+/// File in the state dir listing the p2p addresses clients add, one `PEERID@ADDR` a line.
+pub const P2P_ADDRESSES_FILE: &str = "p2p-addresses";
+
 /// Starts the node when `p2p_listen` is not empty; records the addresses providers are told.
 pub(crate) async fn start(
     identity: &Identity,
@@ -85,6 +88,16 @@ pub(crate) async fn start(
     let _ = shared
         .p2p_addrs
         .set(told.iter().map(ToString::to_string).collect());
+    // What `peerctl gateways add` takes, for the operator and for scripts (ports chosen by
+    // the kernel included).
+    let lines: String = told
+        .iter()
+        .map(|a| format!("{}@{a}\n", node.peer_id()))
+        .collect();
+    let path = config.state_dir.join(P2P_ADDRESSES_FILE);
+    if let Err(e) = peercompute_identity::write_atomic(&path, lines.as_bytes(), 0o644) {
+        tracing::warn!("cannot write {}: {e}", path.display());
+    }
     Ok(Some(node))
 }
 

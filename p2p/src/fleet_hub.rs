@@ -375,7 +375,12 @@ async fn answer(
             stream.write(&FleetMessage::Ack { results }).await
         }
         FleetMessage::Pull { fleet, heads } => {
-            let Some(missing) = hub.missing_for(&fleet, &heads) else {
+            // A fleet new here (its admin's first sync) is taken if the policy allows: we
+            // have nothing to send, and the reverse pull brings its entries.
+            let missing = hub
+                .missing_for(&fleet, &heads)
+                .or_else(|| hub.inner.policy.accept_new_fleets.then(Vec::new));
+            let Some(missing) = missing else {
                 let message = format!("fleet {fleet} is not held here");
                 return stream.write(&FleetMessage::Error { message }).await;
             };

@@ -177,6 +177,31 @@ impl TestGateway {
         Self::start_on(state, options, self.https, self.admin, self.tunnel).await
     }
 
+    /// The gateway's p2p TCP address with its peer id (`/ip4/127.0.0.1/tcp/P/p2p/ID`), as
+    /// the gateway writes it to its state dir once its node listens (needs `p2p: true`).
+    pub async fn p2p_addr(&self) -> peercompute_p2p::Multiaddr {
+        let path = self
+            .state
+            .path()
+            .join(peercompute_gateway::P2P_ADDRESSES_FILE);
+        let text = crate::within(15, "the gateway's p2p addresses", async {
+            loop {
+                if let Ok(text) = tokio::fs::read_to_string(&path).await {
+                    return text;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+        let line = text
+            .lines()
+            .find(|l| l.contains("/tcp/"))
+            .expect("a TCP p2p address");
+        let (_, addr) = line.split_once('@').expect("PEERID@ADDR");
+        let addr: peercompute_p2p::Multiaddr = addr.parse().expect("multiaddr");
+        addr.with(peercompute_p2p::Protocol::P2p(self.peer_id))
+    }
+
     /// GET on the admin listener; returns the body.
     pub async fn admin_get(&self, path: &str) -> String {
         let url = format!("http://{}{path}", self.admin);
