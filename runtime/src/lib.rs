@@ -7,7 +7,11 @@
 //! [`DockerRuntime::ensure_image`] (local, or pulled with progress) →
 //! [`DockerRuntime::start`] (sandboxed, returns the 127.0.0.1 address) →
 //! [`DockerRuntime::wait_ready`] (running and accepting connections, or an error with the
-//! container's last log lines). Then [`status`](DockerRuntime::status),
+//! container's last log lines). A fleet release instead pins its image by digest
+//! ([`DockerRuntime::resolve_digest`] when it is made, [`DockerRuntime::ensure_pinned`] on each
+//! robot, verified against the digest) and gates the switch on
+//! [`DockerRuntime::wait_healthy`] (an HTTP path answering 2xx, or the port accepting for a
+//! settle period). Then [`status`](DockerRuntime::status),
 //! [`addr`](DockerRuntime::addr) (the port changes when the restart policy restarts it),
 //! [`logs`](DockerRuntime::logs), [`stop`](DockerRuntime::stop), and after a daemon restart
 //! [`list_managed`](DockerRuntime::list_managed) to reconcile by label.
@@ -49,7 +53,12 @@
 //! - `usage` — CPU and memory figures from a stats sample.
 //! - `ready` — wait_ready and its log-carrying [`ReadyError`].
 //! - `logs` — the container's output as a stream of [`LogLine`]s.
-//! - `image` — ensure_image: local, pulled with [`PullProgress`], platform check.
+//! - `image` — ensure_image: local, pulled with [`PullProgress`], platform check;
+//!   resolve_digest and ensure_pinned, which verifies the pulled image's digest.
+//! - `digest` — pure: [`PinnedImage`] (`repo@sha256:…`, parsed strictly), the image reference
+//!   grammar, matching `RepoDigests` against a pin.
+//! - `health` — wait_healthy against a [`HealthCheck`] (HTTP 2xx or port accepting, for a
+//!   settle period), its [`HealthReport`] and log-carrying [`HealthError`].
 //! - `admission` — pure [`Admission`] ledger against the provider's [`Limits`].
 //! - `quantity` — parsing `--cpu 500m|0.5` and `--memory 256M|1GiB` (defined in
 //!   `peercompute-tunnel-proto`, re-exported).
@@ -59,8 +68,10 @@
 
 mod admission;
 mod container;
+mod digest;
 mod egress;
 mod engine;
+mod health;
 mod image;
 mod logs;
 mod network;
@@ -76,11 +87,13 @@ mod usage;
 
 pub use admission::{Admission, AdmissionError, Limits, Resources, Usage};
 pub use container::{ContainerError, StartedContainer};
+pub use digest::{DigestError, PinnedImage};
 pub use egress::{
     BLOCKED_V4, EGRESS_TABLE, EgressError, egress_ruleset, install_egress_firewall,
     remove_egress_firewall,
 };
 pub use engine::{ConnectError, DEFAULT_ENDPOINT, DockerRuntime, EngineError, Platform};
+pub use health::{HealthCheck, HealthError, HealthReport, ProbeFailure, Unhealthy};
 pub use image::{ImageError, ImageInfo, PullProgress};
 pub use logs::{LogLine, LogSource, LogStream};
 pub use network::{NetworkError, SANDBOX_BRIDGE, SANDBOX_NETWORK};
