@@ -188,6 +188,46 @@ async fn entries_reach_the_gateway_and_joins_and_statuses_come_back() {
     let (stdout, _) = ok(&home, &["fleet", "status", "--group", "staging", "--json"]).await;
     assert_eq!(json(&stdout), serde_json::json!([]));
 
+    // A developer elsewhere, granted staging only, fetches the fleet by id through the
+    // gateway: it may release to staging; production is refused before anything leaves.
+    let dev_home = dir.path().join("dev");
+    let (dev, _) = ok(&dev_home, &["init"]).await;
+    ok(&dev_home, &["gateways", "add", &gw]).await;
+    let grant = [
+        "fleet",
+        "grant",
+        dev.trim(),
+        "--role",
+        "developer",
+        "--groups",
+        "staging",
+    ];
+    ok(&home, &grant).await;
+    let (_, stderr) = ok(&dev_home, &["fleet", "--fleet", &fleet.to_string(), "log"]).await;
+    assert!(stderr.contains("now known here as lab"), "{stderr}");
+    let staging = [
+        "fleet", "release", &image, "--group", "staging", "--port", "80",
+    ];
+    ok(&dev_home, &staging).await;
+    let production = [
+        "fleet",
+        "release",
+        &image,
+        "--group",
+        "production",
+        "--port",
+        "80",
+    ];
+    let out = peerctl(&dev_home, &production).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("not in production"), "{stderr}");
+    assert_eq!(
+        entries(&hub, &fleet),
+        7,
+        "only the staging release was added"
+    );
+
     // A second gateway that does not answer: reported, the write still lands on the first.
     let dead = Identity::generate().expect("id").peer_id();
     ok(

@@ -146,3 +146,59 @@ fn refused(e: InsertError) -> CliError {
     };
     CliError::new(kind, e.to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use peercompute_fleet::{Grant, MemberKey, Role};
+
+    use super::*;
+
+    #[test]
+    fn refusals_read_as_a_robots_and_leave_nothing_behind() {
+        let home = tempfile::tempdir().expect("home");
+        let local = Local::open(home.path()).expect("open");
+        let (root, viewer) = (
+            SigningKey::from_bytes(&[1; 32]),
+            SigningKey::from_bytes(&[2; 32]),
+        );
+        let fleet = FleetId(root.verifying_key().to_bytes());
+        local.hub.hold(fleet).expect("hold");
+        local
+            .write(fleet, &root, Op::Genesis { name: "t".into() })
+            .expect("genesis");
+        let grant = Op::Grant(Grant {
+            member: MemberKey(viewer.verifying_key().to_bytes()),
+            role: Role::Viewer,
+            groups: Vec::new(),
+            expires_at: None,
+        });
+        local.write(fleet, &root, grant).expect("grant");
+        let enroll = Op::Enroll {
+            member: MemberKey([9; 32]),
+            name: "bot".into(),
+            groups: vec!["production".into()],
+        };
+        let err = local.write(fleet, &viewer, enroll).expect_err("a viewer");
+        assert_eq!(err.kind, Kind::Trust);
+        assert!(
+            err.message.contains("a viewer may not enrol robots"),
+            "{}",
+            err.message
+        );
+        let rollback = Op::Rollback(peercompute_fleet::Rollback {
+            group: "production".into(),
+            seq: 1,
+            to_version: None,
+        });
+        let err = local
+            .write(fleet, &root, rollback)
+            .expect_err("nothing to roll back");
+        assert_eq!(err.kind, Kind::BadRequest);
+        assert!(err.message.contains("no release"), "{}", err.message);
+        // Nothing refused was stored, on disk or in memory.
+        let reopened = Local::open(home.path()).expect("reopen");
+        let held = reopened.hub.with_log(&fleet, |log| log.len());
+        assert_eq!(held, Some(2));
+        assert!(reopened.warnings().is_empty());
+    }
+}

@@ -80,6 +80,28 @@ impl Ctx {
             .map(|id| MemberKey(id.public_key_bytes()))
     }
 
+    /// Records a fleet chosen by id (one this client joined as a developer, say) under its
+    /// name once its genesis is here, so `fleet list` shows it and `--fleet NAME` finds it.
+    fn remember(&self, chosen: &config::Chosen, local: &local::Local) -> Result<(), CliError> {
+        let mut fleets = config::Fleets::load(&self.home)?;
+        let id = chosen.id.to_string();
+        if fleets.fleets.values().any(|f| f.id == id) {
+            return Ok(());
+        }
+        let Ok(state) = local.state(&chosen.id) else {
+            return Ok(());
+        };
+        let name = if fleets.fleets.contains_key(&state.name) {
+            id
+        } else {
+            state.name
+        };
+        fleets.add(&name, chosen.id, None);
+        fleets.save(&self.home)?;
+        self.note(&format!("fleet {} is now known here as {name}", chosen.id));
+        Ok(())
+    }
+
     /// The local copy, warning about entries that did not verify.
     fn local(&self) -> Result<local::Local, CliError> {
         let local = local::Local::open(&self.home)?;

@@ -76,6 +76,7 @@ async fn refresh(ctx: &Ctx, local: &Local, chosen: &Chosen) -> Result<Session, C
     for line in &session.failed {
         ctx.note(&format!("warning: {line} (showing the local copy)"));
     }
+    ctx.remember(chosen, local)?;
     Ok(session)
 }
 

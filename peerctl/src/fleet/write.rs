@@ -94,6 +94,7 @@ pub(super) async fn entry(ctx: &Ctx, action: FleetAction) -> Result<(), CliError
     let me = ctx.identity()?;
     let local = ctx.local()?;
     let session = Session::open(&me, &ctx.gateways, &local, chosen.id, ctx.timeout).await?;
+    ctx.remember(&chosen, &local)?;
     let state = local.state(&chosen.id)?;
     match action {
         FleetAction::Invite {
@@ -298,8 +299,8 @@ fn report(ctx: &Ctx, session: &Session, pushed: Option<Vec<String>>) {
         ctx.note(&format!("warning: {line}"));
     }
     if ctx.gateways.is_empty() {
-        ctx.note("no gateway configured: the entry is kept in the local copy and goes out with the next fleet command that reaches one (add one with `peerctl gateways add PEERID@MULTIADDR`)");
+        ctx.note("no gateway configured: what was written is kept in the local copy and goes out with the next fleet command that reaches one (add one with `peerctl gateways add PEERID@MULTIADDR`)");
     } else if session.reached.is_empty() {
-        ctx.note("no gateway reached: the entry is kept in the local copy and goes out with the next fleet command that reaches one");
+        ctx.note("no gateway reached: what was written is kept in the local copy and goes out with the next fleet command that reaches one");
     }
 }
