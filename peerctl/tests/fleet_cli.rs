@@ -155,6 +155,22 @@ fn a_fleet_kept_locally_from_create_to_verify() {
         8,
     );
     assert!(err.contains("pinned by digest"), "{err}");
+    // A tag is resolved through the Docker engine; without one, the error says how to pin.
+    let out = Command::new(env!("CARGO_BIN_EXE_peerctl"))
+        .env_remove("PEERCOMPUTE_HOME")
+        .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+        .arg("--home")
+        .arg(&home)
+        .args(["fleet", "release", "127.0.0.1:5000/teleop:v3"])
+        .args(["--group", "production", "--port", "80"])
+        .output()
+        .expect("peerctl runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(7), "{err}");
+    assert!(
+        err.contains("release 127.0.0.1:5000/teleop@sha256:<digest>"),
+        "{err}"
+    );
 
     ok(&home, &["fleet", "rollback", "--group", "production"]);
     let err = fails(

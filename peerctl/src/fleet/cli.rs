@@ -126,10 +126,10 @@ pub enum FleetAction {
     },
     /// Release an image to a group: every robot of the group runs it once healthy.
     #[command(
-        after_help = "Examples:\n  peerctl fleet release registry.example.com/lekiwi/teleop@sha256:<64 hex> --group production --port 8080\n  peerctl fleet release 127.0.0.1:5000/app@sha256:<64 hex> --group staging --port 80 --version 2.1 --health-path /healthz\n  peerctl fleet release 127.0.0.1:5000/app@sha256:<64 hex> --group production --port 80 --env RUST_LOG=info --cpu 0.5 --memory 256M\n\nThe image must be pinned by digest: `docker buildx imagetools inspect IMAGE:TAG` prints it.\nRobots verify the image they pull against it."
+        after_help = "Examples:\n  peerctl fleet release registry.example.com/lekiwi/teleop@sha256:<64 hex> --group production --port 8080\n  peerctl fleet release registry.example.com/lekiwi/teleop:2.1 --group staging --port 8080 --version 2.1 --health-path /healthz\n  peerctl fleet release 127.0.0.1:5000/app:v3 --group production --port 80 --env RUST_LOG=info --cpu 0.5 --memory 256M\n\nA tag is resolved to its digest through the local Docker engine when the release is made;\nrobots verify the image they pull against it."
     )]
     Release {
-        /// The image, pinned by digest: repo@sha256:<64 hex>.
+        /// The image, pinned (repo@sha256:<64 hex>) or tagged (resolved to its digest now).
         image: String,
         /// The group that runs it.
         #[arg(long)]

@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use peercompute_fleet::{FleetState, HealthCheck, Op, Release, Rollback};
+use peercompute_runtime::{DockerRuntime, PinnedImage};
 use peercompute_tunnel_proto::{DeployRequest, EnvVar};
 
 use crate::exit::{CliError, Kind};
@@ -30,25 +31,28 @@ fn bad(message: String) -> CliError {
     CliError::new(Kind::BadRequest, message)
 }
 
-/// `image` pinned by digest (`repo@sha256:<64 lowercase hex>`); anything else is refused
-/// with the commands that print the digest.
+/// `image` pinned by digest: as given when already pinned (checked strictly), else resolved
+/// to the digest its registry holds now, through the local Docker engine.
 pub(crate) async fn pin(image: &str) -> Result<String, CliError> {
-    let pinned = image.split_once('@').is_some_and(|(repo, digest)| {
-        !repo.is_empty()
-            && digest.strip_prefix("sha256:").is_some_and(|hex| {
-                hex.len() == 64
-                    && hex
-                        .bytes()
-                        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-            })
-    });
-    if pinned {
-        return Ok(image.to_owned());
+    if image.contains('@') {
+        return PinnedImage::parse(image)
+            .map(|p| p.to_string())
+            .map_err(|e| bad(e.to_string()));
     }
-    Err(bad(format!(
-        "{image} is not pinned by digest (expected repository@sha256:<64 lowercase hex digits>): pin it yourself — `docker buildx imagetools inspect {image}` or, for a local copy, `docker inspect --format '{{{{index .RepoDigests 0}}}}' {image}` prints it — and release {}@sha256:<digest>",
-        repository_of(image)
-    )))
+    let runtime = DockerRuntime::connect().await.map_err(|e| {
+        CliError::new(
+            Kind::Image,
+            format!(
+                "cannot resolve {image} to a digest without a Docker engine ({e}); pin it yourself: `docker buildx imagetools inspect {image}` prints the digest, then release {}@sha256:<digest>",
+                repository_of(image)
+            ),
+        )
+    })?;
+    runtime
+        .resolve_digest(image)
+        .await
+        .map(|p| p.to_string())
+        .map_err(|e| CliError::new(Kind::Image, e.to_string()))
 }
 
 /// The repository part of a reference (`registry:5000/app:v1` → `registry:5000/app`).
@@ -241,11 +245,5 @@ mod tests {
         let err = pin("app@sha256:1234").await.expect_err("short digest");
         assert_eq!(err.kind, Kind::BadRequest);
         assert!(err.message.contains("sha256:<64"), "{}", err.message);
-        let err = pin("127.0.0.1:5000/app:v1").await.expect_err("a tag");
-        assert!(
-            err.message.contains("127.0.0.1:5000/app@sha256:<digest>"),
-            "{}",
-            err.message
-        );
     }
 }
