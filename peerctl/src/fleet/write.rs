@@ -88,6 +88,39 @@ pub(super) async fn create(
     Ok(())
 }
 
+/// One write in progress: the fleet synced with the gateways reached, its state, and who
+/// signs.
+struct Writer<'a> {
+    ctx: &'a Ctx,
+    local: Local,
+    session: Session,
+    chosen: Chosen,
+    me: Identity,
+    state: FleetState,
+}
+
+impl Writer<'_> {
+    /// Authors `op` with the client identity, stores it locally, pushes it to the gateways
+    /// reached, and says where it went.
+    async fn publish(&self, op: Op) -> Result<SignedEntry, CliError> {
+        let (ctx, chosen) = (self.ctx, &self.chosen);
+        let entry = self.local.write(chosen.id, self.me.signing_key(), op)?;
+        let pushed = self.session.push(chosen.id, &entry).await;
+        ctx.note(&format!(
+            "entry {} written to fleet {} (local copy: {})",
+            entry.hash().short(),
+            chosen.name,
+            self.local.dir_of(&chosen.id).display()
+        ));
+        report(ctx, &self.session, Some(pushed));
+        Ok(entry)
+    }
+
+    fn member(&self, arg: &str) -> Result<MemberKey, CliError> {
+        resolve_member(&self.state, arg)
+    }
+}
+
 /// Every other write: sync, author with the client identity, store, push.
 pub(super) async fn entry(ctx: &Ctx, action: FleetAction) -> Result<(), CliError> {
     let chosen = Fleets::load(&ctx.home)?.choose(ctx.fleet_arg.as_deref())?;
@@ -96,6 +129,14 @@ pub(super) async fn entry(ctx: &Ctx, action: FleetAction) -> Result<(), CliError
     let session = Session::open(&me, &ctx.gateways, &local, chosen.id, ctx.timeout).await?;
     ctx.remember(&chosen, &local)?;
     let state = local.state(&chosen.id)?;
+    let w = Writer {
+        ctx,
+        local,
+        session,
+        chosen,
+        me,
+        state,
+    };
     match action {
         FleetAction::Invite {
             groups,
@@ -103,62 +144,21 @@ pub(super) async fn entry(ctx: &Ctx, action: FleetAction) -> Result<(), CliError
             expires,
             uses,
             ..
-        } => {
-            let invite_key =
-                Identity::generate().map_err(|e| CliError::new(Kind::Other, e.to_string()))?;
-            let expires_at = now().saturating_add(expires.as_secs());
-            let op = Op::Invite(Invite {
-                invite_key: MemberKey(invite_key.public_key_bytes()),
-                groups: normalize_groups(&groups),
-                name_prefix,
-                expires_at,
-                uses,
-            });
-            let entry = publish(ctx, &local, &session, &chosen, &me, op).await?;
-            let bootstrap: Vec<String> = ctx
-                .gateways
-                .iter()
-                .flat_map(|(gw, addrs)| addrs.iter().map(move |a| format!("{gw}@{a}")))
-                .collect();
-            if bootstrap.is_empty() {
-                ctx.note("warning: the token names no gateway, so robots cannot fetch the fleet with it: add one (`peerctl gateways add PEERID@MULTIADDR`) and invite again");
-            }
-            let token = JoinToken {
-                invite: entry.bytes().to_vec(),
-                secret: invite_key.signing_key().to_bytes(),
-                bootstrap,
-            }
-            .to_text();
-            if ctx.json {
-                return print_json(&json!({
-                    "token": token,
-                    "invite": entry.hash().to_string(),
-                    "groups": normalize_groups(&groups),
-                    "expires_at": expires_at,
-                    "uses": uses,
-                }));
-            }
-            println!("{token}");
-            Ok(())
-        }
+        } => invite(&w, &groups, name_prefix, expires, uses).await,
         FleetAction::Enroll { peer, groups, name } => {
             let member: MemberKey = peer.parse().map_err(|e| bad(format!("{e}")))?;
+            let groups = normalize_groups(&groups);
             let op = Op::Enroll {
                 member,
                 name,
-                groups: normalize_groups(&groups),
+                groups,
             };
-            publish(ctx, &local, &session, &chosen, &me, op).await?;
-            Ok(())
+            w.publish(op).await.map(drop)
         }
         FleetAction::SetGroups { member, groups } => {
-            let member = resolve_member(&state, &member)?;
-            let op = Op::SetGroups {
-                member,
-                groups: normalize_groups(&groups),
-            };
-            publish(ctx, &local, &session, &chosen, &me, op).await?;
-            Ok(())
+            let member = w.member(&member)?;
+            let groups = normalize_groups(&groups);
+            w.publish(Op::SetGroups { member, groups }).await.map(drop)
         }
         FleetAction::Grant {
             member,
@@ -167,24 +167,22 @@ pub(super) async fn entry(ctx: &Ctx, action: FleetAction) -> Result<(), CliError
             expires,
         } => {
             let op = Op::Grant(Grant {
-                member: resolve_member(&state, &member)?,
+                member: w.member(&member)?,
                 role,
                 groups: normalize_groups(&groups),
                 expires_at: expires.map(|d| now().saturating_add(d.as_secs())),
             });
-            publish(ctx, &local, &session, &chosen, &me, op).await?;
-            Ok(())
+            w.publish(op).await.map(drop)
         }
         FleetAction::Ungrant { member } => {
-            let member = resolve_member(&state, &member)?;
-            if !state.grants.contains_key(&member) {
+            let member = w.member(&member)?;
+            if !w.state.grants.contains_key(&member) {
                 return Err(CliError::new(
                     Kind::NotFound,
                     format!("{member} holds no role (see `peerctl fleet members`)"),
                 ));
             }
-            publish(ctx, &local, &session, &chosen, &me, Op::Ungrant { member }).await?;
-            Ok(())
+            w.publish(Op::Ungrant { member }).await.map(drop)
         }
         FleetAction::Release {
             image,
@@ -199,12 +197,8 @@ pub(super) async fn entry(ctx: &Ctx, action: FleetAction) -> Result<(), CliError
             health_timeout,
             ..
         } => {
-            let pinned = release::pin(&image).await?;
-            if pinned != image {
-                ctx.note(&format!("{image} resolved to {pinned}"));
-            }
             let args = ReleaseArgs {
-                image: pinned,
+                image,
                 group,
                 port,
                 name,
@@ -215,27 +209,11 @@ pub(super) async fn entry(ctx: &Ctx, action: FleetAction) -> Result<(), CliError
                 health_path,
                 health_timeout,
             };
-            let op = release::release_op(args, &state)?;
-            let entry = publish(ctx, &local, &session, &chosen, &me, op).await?;
-            if let Op::Release(r) = &entry.entry().op {
-                if ctx.json {
-                    return print_json(&json!({
-                        "hash": entry.hash().to_string(),
-                        "group": r.group,
-                        "seq": r.seq,
-                        "version": r.version,
-                        "app": r.app(),
-                        "image": r.spec.image,
-                    }));
-                }
-                println!("{} {} {}", r.version, r.app(), entry.hash());
-            }
-            Ok(())
+            publish_release(&w, args).await
         }
         FleetAction::Rollback { group, to } => {
-            let op = release::rollback_op(&group, to, &state)?;
-            publish(ctx, &local, &session, &chosen, &me, op).await?;
-            Ok(())
+            let op = release::rollback_op(&group, to, &w.state)?;
+            w.publish(op).await.map(drop)
         }
         FleetAction::Create { .. }
         | FleetAction::List { .. }
@@ -245,6 +223,79 @@ pub(super) async fn entry(ctx: &Ctx, action: FleetAction) -> Result<(), CliError
             unreachable!("dispatched by fleet::run before writes")
         }
     }
+}
+
+/// `fleet invite`: an invite entry naming a fresh key, and the token carrying its secret.
+async fn invite(
+    w: &Writer<'_>,
+    groups: &[String],
+    name_prefix: Option<String>,
+    expires: std::time::Duration,
+    uses: u32,
+) -> Result<(), CliError> {
+    let ctx = w.ctx;
+    let invite_key = Identity::generate().map_err(|e| CliError::new(Kind::Other, e.to_string()))?;
+    let expires_at = now().saturating_add(expires.as_secs());
+    let groups = normalize_groups(groups);
+    let op = Op::Invite(Invite {
+        invite_key: MemberKey(invite_key.public_key_bytes()),
+        groups: groups.clone(),
+        name_prefix,
+        expires_at,
+        uses,
+    });
+    let entry = w.publish(op).await?;
+    let bootstrap: Vec<String> = ctx
+        .gateways
+        .iter()
+        .flat_map(|(gw, addrs)| addrs.iter().map(move |a| format!("{gw}@{a}")))
+        .collect();
+    if bootstrap.is_empty() {
+        ctx.note("warning: the token names no gateway, so robots cannot fetch the fleet with it: add one (`peerctl gateways add PEERID@MULTIADDR`) and invite again");
+    }
+    let token = JoinToken {
+        invite: entry.bytes().to_vec(),
+        secret: invite_key.signing_key().to_bytes(),
+        bootstrap,
+    }
+    .to_text();
+    if ctx.json {
+        return print_json(&json!({
+            "token": token,
+            "invite": entry.hash().to_string(),
+            "groups": groups,
+            "expires_at": expires_at,
+            "uses": uses,
+        }));
+    }
+    println!("{token}");
+    Ok(())
+}
+
+/// `fleet release`: the image pinned, the next sequence of the group, then published.
+async fn publish_release(w: &Writer<'_>, mut args: ReleaseArgs) -> Result<(), CliError> {
+    let pinned = release::pin(&args.image).await?;
+    if pinned != args.image {
+        w.ctx.note(&format!("{} resolved to {pinned}", args.image));
+    }
+    args.image = pinned;
+    let op = release::release_op(args, &w.state)?;
+    let entry = w.publish(op).await?;
+    let Op::Release(r) = &entry.entry().op else {
+        return Ok(());
+    };
+    if w.ctx.json {
+        return print_json(&json!({
+            "hash": entry.hash().to_string(),
+            "group": r.group,
+            "seq": r.seq,
+            "version": r.version,
+            "app": r.app(),
+            "image": r.spec.image,
+        }));
+    }
+    println!("{} {} {}", r.version, r.app(), entry.hash());
+    Ok(())
 }
 
 /// A member named by peer id or by its name in the fleet.
@@ -266,28 +317,6 @@ pub(super) fn resolve_member(state: &FleetState, arg: &str) -> Result<MemberKey,
                 ),
             )
         })
-}
-
-/// Authors `op` with the client identity, stores it locally, pushes it, and says where it
-/// went.
-async fn publish(
-    ctx: &Ctx,
-    local: &Local,
-    session: &Session,
-    chosen: &Chosen,
-    me: &Identity,
-    op: Op,
-) -> Result<SignedEntry, CliError> {
-    let entry = local.write(chosen.id, me.signing_key(), op)?;
-    let pushed = session.push(chosen.id, &entry).await;
-    ctx.note(&format!(
-        "entry {} written to fleet {} (local copy: {})",
-        entry.hash().short(),
-        chosen.name,
-        local.dir_of(&chosen.id).display()
-    ));
-    report(ctx, session, Some(pushed));
-    Ok(entry)
 }
 
 /// Says where the entries went: the gateways reached and what they did, or why none was.
