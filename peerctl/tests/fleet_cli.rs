@@ -251,4 +251,9 @@ fn status_needs_a_gateway_and_says_how_to_add_one() {
     assert!(err.contains("peerctl gateways add"), "{err}");
     let err = fails(home, &["fleet", "--fleet", "nope", "members"], 6);
     assert!(err.contains("fleet list"), "{err}");
+    // A fleet id this copy does not hold: how to get it, not an empty table.
+    let elsewhere = peercompute_identity::Identity::generate().expect("key");
+    let id = peercompute_fleet::FleetId(elsewhere.public_key_bytes()).to_string();
+    let err = fails(home, &["fleet", "--fleet", &id, "log"], 6);
+    assert!(err.contains("peerctl gateways add"), "{err}");
 }

@@ -85,6 +85,8 @@ pub(super) async fn members(ctx: &Ctx) -> Result<(), CliError> {
     let chosen = Fleets::load(&ctx.home)?.choose(ctx.fleet_arg.as_deref())?;
     let local = ctx.local()?;
     refresh(ctx, &local, &chosen).await?;
+    // A fleet this copy does not hold is an error that says how to get it, not an empty list.
+    local.state(&chosen.id)?;
     let rows = local
         .hub
         .with_log(&chosen.id, |log| member_rows(log, ctx.me()))
@@ -112,6 +114,8 @@ pub(super) async fn log(ctx: &Ctx, verify: bool) -> Result<(), CliError> {
     }
     let local = ctx.local()?;
     refresh(ctx, &local, &chosen).await?;
+    // A fleet this copy does not hold is an error that says how to get it, not an empty list.
+    local.state(&chosen.id)?;
     let rows = local
         .hub
         .with_log(&chosen.id, |log| log_rows(log, me))
@@ -230,6 +234,14 @@ pub(super) async fn status(ctx: &Ctx, group: Option<&str>) -> Result<(), CliErro
         .collect();
     if ctx.json {
         return print_json(&rows);
+    }
+    if rows.is_empty() {
+        ctx.note(&format!(
+            "no robots in fleet {}{}: `peerctl fleet invite --group G` makes a join token",
+            chosen.name,
+            group.map_or_else(String::new, |g| format!(" group {g}"))
+        ));
+        return Ok(());
     }
     let cells: Vec<Vec<String>> = rows.iter().map(status_cells).collect();
     print!(
