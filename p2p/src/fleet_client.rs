@@ -145,9 +145,6 @@ pub async fn push_to(
                     });
                 }
             }
-            // One push per stream on the serving side: open another for the next page.
-            stream.close().await;
-            stream = open(node, peer).await?;
         }
         stream.close().await;
         Ok(results)

@@ -370,9 +370,20 @@ async fn answer(
     };
     match first {
         FleetMessage::Push { fleet, entries } => {
-            let (ok, mut results) = decode_entries(&entries);
-            results.extend(hub.insert(fleet, ok, Some(peer)));
-            stream.write(&FleetMessage::Ack { results }).await
+            // Pages of one push share the stream: each is acknowledged before the next.
+            let (mut fleet, mut entries) = (fleet, entries);
+            loop {
+                let (ok, mut results) = decode_entries(&entries);
+                results.extend(hub.insert(fleet, ok, Some(peer)));
+                stream.write(&FleetMessage::Ack { results }).await?;
+                match stream.read().await? {
+                    Some(FleetMessage::Push {
+                        fleet: f,
+                        entries: e,
+                    }) => (fleet, entries) = (f, e),
+                    _ => return Ok(()),
+                }
+            }
         }
         FleetMessage::Pull { fleet, heads } => {
             // A fleet new here (its admin's first sync) is taken if the policy allows: we

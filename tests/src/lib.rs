@@ -7,6 +7,8 @@
 //! - [`provider`]: [`TestProvider`] — identity, tunnel, register, graceful stop or crash (abort).
 //! - [`daemon`]: [`TestDaemon`] — the whole provider daemon (libp2p control plane, Docker,
 //!   tunnel) on 127.0.0.1, and [`TestClient`], a peerctl identity with its own trust file.
+//! - [`fleet`]: [`fleet::FleetMember`] — a libp2p node with its own fleet hub, dialled to a
+//!   gateway (an admin's copy or a robot's log, in-process).
 //! - [`image`]: a busybox web image built with no registry, loaded under a unique tag.
 //! - [`acme`]: bind9 and pebble as child processes, and a gateway with `--tls acme`.
 //! - [`procfs`]: machine and process figures from `/proc`, for the benchmark programs.
@@ -21,6 +23,7 @@ pub mod acme;
 pub mod backend;
 pub mod client;
 pub mod daemon;
+pub mod fleet;
 pub mod gateway;
 pub mod image;
 pub mod lines;

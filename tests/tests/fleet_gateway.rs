@@ -3,116 +3,15 @@
 //! anti-entropy; entries the gateway cannot verify (a stranger's release, a flipped byte) are
 //! refused there and never reach robots; robots' signed statuses are collected and served.
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use ed25519_dalek::SigningKey;
-use peercompute_fleet::{
-    FleetId, Grant, HealthCheck, MemberKey, Op, PushResult, Release, Role, SignedEntry,
-    SignedStatus, StatusReport,
-};
-use peercompute_identity::Identity;
-use peercompute_p2p::fleet_hub::{self, FleetHub, HubPolicy, unix_now};
-use peercompute_p2p::{Multiaddr, Node, NodeConfig};
+use peercompute_fleet::{FleetId, Op, PushResult, SignedStatus, StatusReport};
+use peercompute_p2p::fleet_hub::{self, FleetHub, unix_now};
+use peercompute_tests::fleet::{FleetMember, release};
 use peercompute_tests::{GatewayOptions, TestGateway, within};
-use peercompute_tunnel_proto::DeployRequest;
 
-/// A member: its identity, libp2p node and fleet hub.
-struct Member {
-    identity: Identity,
-    node: Node,
-    hub: FleetHub,
-    _home: tempfile::TempDir,
-}
-
-impl Member {
-    /// `accept_new_fleets`: an admin's peerctl copy takes any fleet; a robot only the one it
-    /// holds.
-    async fn start(gateway: &Multiaddr, accept_new_fleets: bool) -> Self {
-        let identity = Identity::generate().expect("identity");
-        let home = tempfile::tempdir().expect("home");
-        let node = Node::start(
-            &identity,
-            NodeConfig {
-                mdns: false,
-                hole_punch_wait: Duration::ZERO,
-                ..NodeConfig::default()
-            },
-        )
-        .await
-        .expect("node");
-        let policy = HubPolicy {
-            admit: Arc::new(|_| true),
-            accept_new_fleets,
-            max_fleets: 4,
-            max_entries: 1000,
-        };
-        let (hub, _) = FleetHub::open(home.path(), policy).expect("hub");
-        tokio::spawn(fleet_hub::serve(node.clone(), hub.clone()));
-        let gw = gateway_peer(gateway);
-        within(15, "dial the gateway", node.dial(gw, vec![gateway.clone()]))
-            .await
-            .expect("dial");
-        Member {
-            identity,
-            node,
-            hub,
-            _home: home,
-        }
-    }
-
-    fn key(&self) -> MemberKey {
-        MemberKey(self.identity.public_key_bytes())
-    }
-
-    /// Authors `op` with `key` on this member's copy and stores it locally.
-    fn write(&self, fleet: FleetId, key: &SigningKey, op: Op) -> SignedEntry {
-        let entry = self
-            .hub
-            .with_log(&fleet, |log| log.author(key, op, unix_now()))
-            .unwrap_or_else(|| {
-                peercompute_fleet::FleetLog::new(fleet).author(key, op_genesis(), unix_now())
-            })
-            .expect("a valid entry");
-        let results = self.hub.insert(fleet, vec![entry.clone()], None);
-        assert!(
-            matches!(results[..], [PushResult::Stored(_)]),
-            "stored locally: {results:?}"
-        );
-        entry
-    }
-}
-
-fn op_genesis() -> Op {
-    Op::Genesis {
-        name: "lekiwi".into(),
-    }
-}
-
-fn gateway_peer(addr: &Multiaddr) -> peercompute_p2p::PeerId {
-    addr.iter()
-        .find_map(|p| match p {
-            peercompute_p2p::Protocol::P2p(id) => Some(id),
-            _ => None,
-        })
-        .expect("/p2p/ in the gateway address")
-}
-
-fn release(seq: u64, version: &str) -> Op {
-    let image = format!("127.0.0.1:5000/app@sha256:{}", "ab".repeat(32));
-    let mut spec = DeployRequest::new(image, 8080);
-    spec.name = Some("app".into());
-    Op::Release(Release {
-        group: "production".into(),
-        seq,
-        version: version.into(),
-        spec,
-        health: HealthCheck {
-            path: Some("/healthz".into()),
-            timeout_secs: 30,
-        },
-    })
-}
+type Member = FleetMember;
 
 fn desired(hub: &FleetHub, fleet: &FleetId) -> Option<String> {
     hub.with_log(fleet, |log| {
@@ -142,20 +41,8 @@ async fn the_gateway_stores_verifies_and_forwards_fleet_entries() {
 
     // The admin's peerctl copy: genesis by the fleet key, the admin granted, a robot enrolled.
     let admin = Member::start(&gateway, true).await;
-    let fleet_key = SigningKey::from_bytes(&[9; 32]);
-    let fleet = FleetId(fleet_key.verifying_key().to_bytes());
-    admin.write(fleet, &fleet_key, op_genesis());
+    let fleet = admin.found(&SigningKey::from_bytes(&[9; 32]), "lekiwi");
     let admin_key = admin.identity.signing_key().clone();
-    admin.write(
-        fleet,
-        &fleet_key,
-        Op::Grant(Grant {
-            member: admin.key(),
-            role: Role::Admin,
-            groups: vec![],
-            expires_at: None,
-        }),
-    );
     let robot = Member::start(&gateway, false).await;
     admin.write(
         fleet,
@@ -190,7 +77,7 @@ async fn the_gateway_stores_verifies_and_forwards_fleet_entries() {
 
     // A release pushed to the gateway reaches the robot without the robot asking.
     let mut changes = robot.hub.subscribe();
-    let v1 = admin.write(fleet, &admin_key, release(1, "v1"));
+    let v1 = admin.write(fleet, &admin_key, release("production", 1, "v1"));
     let started = Instant::now();
     let results = fleet_hub::push_to(&admin.node, gw_id, fleet, vec![v1.bytes().to_vec()])
         .await
@@ -208,7 +95,7 @@ async fn the_gateway_stores_verifies_and_forwards_fleet_entries() {
     let forged = robot
         .hub
         .with_log(&fleet, |log| {
-            log.author(&stranger, release(2, "evil"), unix_now())
+            log.author(&stranger, release("production", 2, "evil"), unix_now())
         })
         .expect("held")
         .expect("well-formed");
@@ -220,7 +107,7 @@ async fn the_gateway_stores_verifies_and_forwards_fleet_entries() {
         "{results:?}"
     );
     // A byte flipped in transit: refused too.
-    let v2 = admin.write(fleet, &admin_key, release(2, "v2"));
+    let v2 = admin.write(fleet, &admin_key, release("production", 2, "v2"));
     let mut tampered = v2.bytes().to_vec();
     let middle = tampered.len() / 2;
     tampered[middle] ^= 0x01;
