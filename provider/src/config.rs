@@ -129,6 +129,17 @@ impl FromStr for Firewall {
     }
 }
 
+/// A join token as text (`join = "pcjoin1.…"` in the config file); it admits robots to a
+/// fleet, so `Debug` masks it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct JoinTokenText(pub String);
+
+impl fmt::Debug for JoinTokenText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("JoinTokenText(<redacted>)")
+    }
+}
+
 /// Everything `peercomputed run` needs.
 #[derive(Debug, Clone)]
 pub struct ProviderConfig {
@@ -152,6 +163,9 @@ pub struct ProviderConfig {
     pub deploy: crate::deploy::DeploySettings,
     /// Who installs the containers' egress firewall.
     pub firewall: Firewall,
+    /// A fleet join token to enrol with at start (`join` in the config file), like
+    /// `peercomputed join`.
+    pub join: Option<JoinTokenText>,
 }
 
 impl ProviderConfig {
@@ -175,6 +189,7 @@ impl ProviderConfig {
                 ready_timeout: std::time::Duration::from_secs(60),
             },
             firewall: Firewall::Install,
+            join: None,
         }
     }
 }

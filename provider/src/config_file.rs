@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::config::{Expose, Firewall, GatewaySpec, ProviderConfig};
+use crate::config::{Expose, Firewall, GatewaySpec, JoinTokenText, ProviderConfig};
 
 /// A configuration file that cannot be used; the message names the file and the key.
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +50,7 @@ struct Keys {
     max_deploys: Option<u32>,
     ready_timeout: Option<String>,
     firewall: Option<String>,
+    join: Option<String>,
 }
 
 /// The settings of a provider configuration file, checked. A key that is absent leaves the
@@ -70,6 +71,8 @@ pub struct ProviderFile {
     pub max_deploys: Option<u32>,
     pub ready_timeout: Option<Duration>,
     pub firewall: Option<Firewall>,
+    /// A fleet join token (`peercomputed join` at start).
+    pub join: Option<JoinTokenText>,
 }
 
 impl ProviderFile {
@@ -147,6 +150,15 @@ impl ProviderFile {
                 .map(|s| s.parse())
                 .transpose()
                 .map_err(value("firewall"))?,
+            join: keys
+                .join
+                .map(|s| {
+                    peercompute_fleet::JoinToken::parse(&s)
+                        .map(|_| JoinTokenText(s.trim().to_owned()))
+                        .map_err(|e| e.to_string())
+                })
+                .transpose()
+                .map_err(value("join"))?,
         })
     }
 
@@ -188,6 +200,9 @@ impl ProviderFile {
         }
         if let Some(v) = self.firewall {
             config.firewall = v;
+        }
+        if self.join.is_some() {
+            config.join = self.join;
         }
     }
 }
@@ -253,6 +268,7 @@ mod tests {
             ("expose = [\"Blog=x:1\"]", "expose"),
             ("listen = [\"not-a-multiaddr\"]", "listen"),
             ("ready_timeout = \"soon\"", "ready_timeout"),
+            ("join = \"pcjoin1.damaged\"", "join"),
         ];
         for (text, key) in cases {
             let dir = tempfile::tempdir().expect("tempdir");

@@ -11,6 +11,9 @@
 //!   replay checks, dispatch, streamed progress and logs.
 //! - [`deploy`](crate::deploy): deployments — admission, image, sandboxed start, readiness,
 //!   route registration, persisted state, reconciliation at start.
+//! - [`fleet`](crate::fleet): the robot's side of a fleet — its copy of the fleet log kept in
+//!   step with the gateway, the join with a token, the reconciler that applies releases
+//!   (health-gated switch, rollback) and the signed status it reports.
 //! - [`tunnel`](crate::tunnel): the tunnel client — reconnects, re-registers, splices streams.
 //! - [`relay`](crate::relay): a relay slot and a rendezvous registration at the gateway's
 //!   libp2p meeting point, so clients reach this provider behind NAT by its peer id.
@@ -23,6 +26,7 @@ mod config;
 mod config_file;
 mod control;
 mod deploy;
+mod fleet;
 mod relay;
 mod tunnel;
 
@@ -37,12 +41,13 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
-pub use config::{DEFAULT_LISTEN, Expose, Firewall, GatewaySpec, ProviderConfig};
+pub use config::{DEFAULT_LISTEN, Expose, Firewall, GatewaySpec, JoinTokenText, ProviderConfig};
 pub use config_file::{ConfigFileError, ProviderFile};
 pub use control::ReplayStoreError;
 pub use deploy::{
     DEFAULT_CPU_MILLIS, DEFAULT_MEMORY_BYTES, DeploySettings, ReconcileReport, StateError,
 };
+pub use fleet::{AppliedError, FleetAgentError, JoinError, JoinSaved, fleet_dir, save_token};
 pub use peercompute_runtime::Limits;
 pub use relay::RelayStatus;
 pub use tunnel::{
@@ -65,6 +70,8 @@ pub enum ProviderError {
     Replay(#[from] ReplayStoreError),
     #[error(transparent)]
     Node(#[from] peercompute_p2p::NodeError),
+    #[error(transparent)]
+    Fleet(#[from] FleetAgentError),
     #[error("{0}")]
     Config(String),
     #[error(
@@ -89,6 +96,9 @@ pub struct Daemon {
     pub relay: watch::Receiver<RelayStatus>,
     /// What reconciliation found at start.
     pub reconciled: ReconcileReport,
+    /// The fleet logs this robot holds.
+    pub fleet: peercompute_p2p::fleet_hub::FleetHub,
+    fleet_tasks: Vec<JoinHandle<()>>,
     stop: watch::Sender<bool>,
     tunnel_task: Option<JoinHandle<()>>,
     relay_task: Option<JoinHandle<()>>,
@@ -155,6 +165,7 @@ impl Daemon {
                 });
             }
         }
+        let fleet_runtime = runtime.clone();
         let deployments = deploy::Deployments::open(
             &state_dir,
             runtime,
@@ -176,6 +187,25 @@ impl Daemon {
         .await?;
         let listen_addrs = node.listen_addrs();
         let (relay, relay_task) = start_relay(&config, &node, tunnel.as_ref(), &stop)?;
+        let fixed_gateway = if config.gateway_p2p.is_empty() {
+            None
+        } else {
+            let pinned = config.gateway.as_ref().and_then(|g| g.peer);
+            Some(relay::fixed_source(&config.gateway_p2p, pinned).map_err(ProviderError::Config)?)
+        };
+        let (fleet, fleet_tasks) = fleet::start(
+            fleet::FleetParts {
+                home: &config.home,
+                identity: &identity,
+                node: &node,
+                tunnel: tunnel.as_ref(),
+                fixed_gateway,
+                runtime: fleet_runtime,
+                firewall: config.firewall,
+                join: config.join.as_ref(),
+            },
+            &stop,
+        )?;
         let home_hint = format!(" --home {}", config.home.display());
         let ctx = Arc::new(control::ControlContext {
             me,
@@ -205,6 +235,8 @@ impl Daemon {
             relay,
             relay_task,
             reconciled,
+            fleet,
+            fleet_tasks,
             stop,
             tunnel_task,
             control_task,
@@ -217,6 +249,9 @@ impl Daemon {
     pub async fn shutdown(mut self) {
         let _ = self.stop.send(true);
         self.control_task.abort();
+        for task in self.fleet_tasks.drain(..) {
+            task.abort();
+        }
         if let Some(task) = self.relay_task.take() {
             let _ = task.await;
         }
@@ -229,6 +264,9 @@ impl Daemon {
     /// Like a crash: every task stops at once, nothing is said to anyone.
     pub fn abort(mut self) {
         self.control_task.abort();
+        for task in self.fleet_tasks.drain(..) {
+            task.abort();
+        }
         if let Some(task) = self.relay_task.take() {
             task.abort();
         }

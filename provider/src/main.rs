@@ -50,6 +50,20 @@ enum Command {
         after_help = "Examples:\n  peercomputed run --gateway 12D3KooW...@gw.example.com:8443\n  peercomputed run --config /etc/peercompute/provider.toml\n  peercomputed run --gateway 12D3KooW...@gw.example.com:8443 --expose blog=127.0.0.1:8080 --max-memory 2GB\n  peercomputed run --listen /ip4/127.0.0.1/tcp/9000 --no-mdns   # no gateway: deploys run, without a public URL"
     )]
     Run(Box<RunArgs>),
+    /// Join a fleet with a join token from `peerctl fleet invite`: the token is checked and
+    /// saved; the daemon (`run`, now or when it next starts) enrols this robot through the
+    /// gateway.
+    #[command(
+        after_help = "Examples:\n  peercomputed join pcjoin1.AAAA...\n  peercomputed --home /var/lib/peercomputed join pcjoin1.AAAA... --name lekiwi-kitchen\n\nThen run (or keep running) the daemon with a gateway: peercomputed run --gateway 12D3KooW...@gw.example.com:8443"
+    )]
+    Join {
+        /// The join token (`pcjoin1.…`), as `peerctl fleet invite` printed it.
+        #[arg(value_name = "TOKEN")]
+        token: String,
+        /// This robot's name in the fleet [default: <invite's prefix>-<6 hex digits of this robot's key>].
+        #[arg(long, value_name = "NAME")]
+        name: Option<String>,
+    },
     /// Install the nftables rules that keep containers off this host and its private
     /// networks (needs root; lasts until reboot). `run` does this itself when it can.
     #[command(
@@ -171,6 +185,7 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Join { token, name } => join(&home, &token, name.as_deref()),
         Command::Init | Command::Id => {
             let (identity, created) = match cli.command {
                 Command::Init => peercompute_provider::identity(&home)?,
@@ -250,6 +265,38 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
                 .context("provider failed")
         }
     }
+}
+
+/// `peercomputed join`: checks and saves the token, says what happens next.
+fn join(home: &std::path::Path, token: &str, name: Option<&str>) -> anyhow::Result<()> {
+    let (identity, created) = peercompute_provider::identity(home)?;
+    if created {
+        eprintln!("created a new identity in {}", home.display());
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let saved = peercompute_provider::save_token(
+        &peercompute_provider::fleet_dir(home),
+        token,
+        identity.signing_key(),
+        name,
+        now,
+    )
+    .map_err(ConfigError::wrap)?;
+    println!("{}", saved.fleet);
+    eprintln!(
+        "saved the join token for fleet {} in {} (groups: {}; this robot joins as {}).",
+        saved.fleet,
+        saved.path.display(),
+        saved.groups.join(", "),
+        saved.name
+    );
+    eprintln!(
+        "Next: `peercomputed run --gateway PEERID@HOST:PORT` (a running daemon picks the token up within 30 s); it fetches the fleet log from the gateway and enrols this robot ({}). Its log says `joined the fleet`, or why the join was refused.",
+        identity.peer_id()
+    );
+    Ok(())
 }
 
 #[cfg(test)]

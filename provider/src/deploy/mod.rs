@@ -294,7 +294,12 @@ impl Deployments {
 /// The request's environment plus what the app may want to show about where it runs
 /// (`PEERCOMPUTE_PROVIDER`, `PEERCOMPUTE_DEPLOYMENT`, `PEERCOMPUTE_NAME`); a request cannot
 /// set these itself.
-fn deployment_env(req: &DeployRequest, me: &PeerId, id: &str, name: &str) -> Vec<(String, String)> {
+pub(crate) fn deployment_env(
+    req: &DeployRequest,
+    me: &PeerId,
+    id: &str,
+    name: &str,
+) -> Vec<(String, String)> {
     let ours = [
         ("PEERCOMPUTE_PROVIDER", me.to_string()),
         ("PEERCOMPUTE_DEPLOYMENT", id.to_owned()),

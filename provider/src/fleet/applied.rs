@@ -1,0 +1,179 @@
+//! What this robot runs for each fleet group, kept in `<home>/fleet/applied.json` (written
+//! atomically, 0600) so that a restarted daemon re-adopts its containers instead of starting
+//! them again: the release serving (entry hash, version, container, route), the last
+//! release that failed its health gate and why, and the last few releases' images kept for a
+//! rollback.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// File name under the fleet directory.
+pub(crate) const APPLIED_FILE: &str = "applied.json";
+/// How many releases' images a robot keeps (the serving one included).
+pub(crate) const KEEP_RELEASES: usize = 3;
+
+/// Why the applied state cannot be read or saved.
+#[derive(Debug, thiserror::Error)]
+pub enum AppliedError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "{path} is damaged ({reason}); move it away to start over (running apps are then started again)"
+    )]
+    Damaged { path: PathBuf, reason: String },
+    #[error("cannot save {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// The release serving a group.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Serving {
+    /// The release entry's hash (hex).
+    pub(crate) release: String,
+    pub(crate) version: String,
+    /// The public route, `<app>-<robot>`.
+    pub(crate) route: String,
+    pub(crate) container_id: String,
+    pub(crate) image: String,
+    /// The URL the gateway gave, once confirmed.
+    #[serde(default)]
+    pub(crate) url: Option<String>,
+}
+
+/// The last release that did not become healthy.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Failure {
+    pub(crate) release: String,
+    pub(crate) version: String,
+    /// What failed and the container's last log lines.
+    pub(crate) reason: String,
+}
+
+/// One group of one fleet on this robot.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AppliedGroup {
+    #[serde(default)]
+    pub(crate) serving: Option<Serving>,
+    #[serde(default)]
+    pub(crate) failed: Option<Failure>,
+    /// Images of the last [`KEEP_RELEASES`] releases applied, newest last.
+    #[serde(default)]
+    pub(crate) kept_images: Vec<String>,
+}
+
+impl AppliedGroup {
+    /// Remembers `image` as the newest applied; returns images no longer kept.
+    pub(crate) fn keep_image(&mut self, image: &str) -> Vec<String> {
+        self.kept_images.retain(|i| i != image);
+        self.kept_images.push(image.to_owned());
+        let excess = self.kept_images.len().saturating_sub(KEEP_RELEASES);
+        self.kept_images.drain(..excess).collect()
+    }
+}
+
+/// One fleet's groups.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AppliedFleet {
+    pub(crate) groups: BTreeMap<String, AppliedGroup>,
+}
+
+/// Every fleet's groups, keyed by fleet id (text).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Applied {
+    pub(crate) fleets: BTreeMap<String, AppliedFleet>,
+}
+
+impl Applied {
+    pub(crate) fn path(dir: &Path) -> PathBuf {
+        dir.join(APPLIED_FILE)
+    }
+
+    /// Reads the file; absent is empty.
+    pub(crate) fn load(dir: &Path) -> Result<Self, AppliedError> {
+        let path = Self::path(dir);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
+            Err(source) => return Err(AppliedError::Read { path, source }),
+        };
+        serde_json::from_str(&text).map_err(|e| AppliedError::Damaged {
+            path,
+            reason: e.to_string(),
+        })
+    }
+
+    /// Writes the file atomically (a crash leaves the old or the new one).
+    pub(crate) fn save(&self, dir: &Path) -> Result<(), AppliedError> {
+        let path = Self::path(dir);
+        let text = serde_json::to_vec_pretty(self).expect("applied state always serializes");
+        peercompute_identity::write_atomic(&path, &text, 0o600)
+            .map_err(|source| AppliedError::Write { path, source })
+    }
+
+    pub(crate) fn fleet(&self, fleet: &str) -> AppliedFleet {
+        self.fleets.get(fleet).cloned().unwrap_or_default()
+    }
+
+    pub(crate) fn group_mut(&mut self, fleet: &str, group: &str) -> &mut AppliedGroup {
+        self.fleets
+            .entry(fleet.to_owned())
+            .or_default()
+            .groups
+            .entry(group.to_owned())
+            .or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_and_an_absent_file_is_empty() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        assert_eq!(
+            Applied::load(dir.path()).expect("empty"),
+            Applied::default()
+        );
+        let mut applied = Applied::default();
+        applied.group_mut("pcfX", "production").serving = Some(Serving {
+            release: "ab".into(),
+            version: "v1".into(),
+            route: "web-r1".into(),
+            container_id: "c1".into(),
+            image: "img".into(),
+            url: None,
+        });
+        applied.save(dir.path()).expect("save");
+        assert_eq!(Applied::load(dir.path()).expect("load"), applied);
+        std::fs::write(Applied::path(dir.path()), b"{").expect("write");
+        assert!(matches!(
+            Applied::load(dir.path()),
+            Err(AppliedError::Damaged { .. })
+        ));
+    }
+
+    #[test]
+    fn keeps_the_last_three_images() {
+        let mut g = AppliedGroup::default();
+        assert!(g.keep_image("a").is_empty());
+        assert!(g.keep_image("b").is_empty());
+        assert!(g.keep_image("c").is_empty());
+        assert_eq!(g.keep_image("d"), ["a"]);
+        assert!(g.keep_image("c").is_empty(), "a rollback re-keeps");
+        assert_eq!(g.kept_images, ["b", "d", "c"]);
+    }
+}

@@ -1,0 +1,447 @@
+//! The applier: carries out the planner's [`Action`]s with Docker and the tunnel.
+//!
+//! Applying a release: fetch the image pinned by digest (a mismatch is refused) → start the
+//! new container beside the old one, sandboxed like any deployment → wait until it is healthy
+//! within the release's timeout → point the robot's route `<app>-<robot>` at it (the tunnel
+//! client swaps a route's local target when the gateway confirms the re-registration; streams
+//! already spliced keep their connection to the old container) → let in-flight requests
+//! finish on the old container for [`DRAIN`] → stop the old one. A release that never becomes
+//! healthy is stopped, the old one keeps serving, and the reason (what failed and the last log
+//! lines) is recorded in `applied.json` and the status. Fleet containers carry the provider
+//! label `<peer id>/fleet`, so the deployments' reconciliation leaves them alone.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use peercompute_fleet::{
+    AppStatus, EntryHash, FleetId, FleetState, MemberKey, Phase, ReleaseRecord,
+};
+use peercompute_identity::PeerId;
+use peercompute_runtime::{ContainerSpec, DockerRuntime, HealthCheck, PinnedImage};
+use tracing::{info, warn};
+
+use super::applied::{Applied, Failure, Serving};
+use super::plan::{Action, plan};
+use super::status::{StatusBoard, now_ms};
+use crate::config::Firewall;
+use crate::deploy::{DEFAULT_CPU_MILLIS, DEFAULT_MEMORY_BYTES, deployment_env};
+use crate::tunnel::{RegisterError, TunnelHandle};
+
+/// How long in-flight requests may take to finish on the old container after the switch.
+pub(crate) const DRAIN: Duration = Duration::from_secs(2);
+/// How long the gateway may take to confirm a route switch.
+const SWITCH_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long a health check must keep passing (port checks; HTTP checks pass at once).
+const PORT_SETTLE: Duration = Duration::from_secs(1);
+
+/// The applier's state.
+pub(crate) struct Applier {
+    pub(crate) runtime: DockerRuntime,
+    pub(crate) tunnel: Option<TunnelHandle>,
+    pub(crate) me: PeerId,
+    pub(crate) firewall: Firewall,
+    /// The fleet directory (`applied.json`).
+    pub(crate) dir: PathBuf,
+    pub(crate) applied: Applied,
+    pub(crate) board: StatusBoard,
+    /// Where each serving container was last published (Docker moves it on a restart).
+    pub(crate) published: HashMap<String, SocketAddr>,
+}
+
+/// The label fleet containers carry instead of the bare peer id.
+pub(crate) fn fleet_provider_label(me: &PeerId) -> String {
+    format!("{me}/fleet")
+}
+
+/// Why one step of an apply failed.
+struct Failed {
+    phase: Phase,
+    reason: String,
+}
+
+fn failed(reason: String) -> Failed {
+    Failed {
+        phase: Phase::Failed,
+        reason,
+    }
+}
+
+impl Applier {
+    /// At start: re-adopts serving containers (their routes registered again), forgets those
+    /// Docker no longer has (so they are applied again), removes fleet containers nobody
+    /// recorded (a crash mid-apply).
+    pub(crate) async fn adopt(&mut self) {
+        let label = fleet_provider_label(&self.me);
+        let managed = match self.runtime.list_managed().await {
+            Ok(m) => m,
+            Err(e) => {
+                warn!("fleet: cannot list containers to re-adopt: {e}");
+                return;
+            }
+        };
+        let mut keep = Vec::new();
+        let mut changed = false;
+        for (fleet, groups) in &mut self.applied.fleets {
+            for (group, applied) in &mut groups.groups {
+                let Some(serving) = &applied.serving else {
+                    continue;
+                };
+                let found = managed.iter().find(|m| m.id == serving.container_id);
+                match found.and_then(|m| m.addr) {
+                    Some(addr) => {
+                        keep.push(serving.container_id.clone());
+                        if let Ok(fleet_id) = fleet.parse::<FleetId>() {
+                            self.board.set(
+                                fleet_id,
+                                adopted_status(group, serving, applied.failed.as_ref()),
+                            );
+                        }
+                        info!(%fleet, %group, version = %serving.version, route = %serving.route, "fleet: re-adopted the serving container");
+                        if let Some(tunnel) = &self.tunnel {
+                            spawn_register(tunnel, &serving.route, addr);
+                        }
+                        self.published.insert(serving.container_id.clone(), addr);
+                    }
+                    None => {
+                        warn!(%fleet, %group, version = %serving.version, "fleet: the serving container is gone or stopped; applying the release again");
+                        if let Some(m) = found {
+                            let _ = self.runtime.stop(&m.id).await;
+                        }
+                        applied.serving = None;
+                        changed = true;
+                    }
+                }
+            }
+        }
+        for m in &managed {
+            let ours = m.labels.get(peercompute_runtime::LABEL_PROVIDER) == Some(&label);
+            if ours && !keep.contains(&m.id) {
+                warn!(container = %m.name, "fleet: removing a container no release records");
+                let _ = self.runtime.stop(&m.id).await;
+            }
+        }
+        if changed {
+            self.save();
+        }
+    }
+
+    fn save(&self) {
+        if let Err(e) = self.applied.save(&self.dir) {
+            warn!("fleet: {e}");
+        }
+    }
+
+    /// Plans and carries out what `state` asks of this robot.
+    pub(crate) async fn reconcile(&mut self, fleet: FleetId, state: &FleetState) {
+        let Some(me) = MemberKey::from_peer_id(&self.me) else {
+            return;
+        };
+        let Some(robot) = state.members.get(&me).map(|m| m.name.clone()) else {
+            return;
+        };
+        let fleet_text = fleet.to_string();
+        let actions = plan(state, &me, &self.applied.fleet(&fleet_text));
+        for action in actions {
+            match action {
+                Action::Apply { group, release } => {
+                    self.apply(fleet, &group, &release, &robot).await;
+                }
+                Action::Hold { group, reason } => {
+                    let already = self.board.get(&fleet, &group).is_some_and(|a| {
+                        a.phase == Phase::Pending && a.reason.as_deref() == Some(reason.as_str())
+                    });
+                    if !already {
+                        info!(%fleet, %group, %reason, "fleet: emergency stop in force; starting nothing");
+                        self.board.update(fleet, &group, |a| {
+                            a.phase = Phase::Pending;
+                            a.reason = Some(format!("emergency stop: {reason}"));
+                            a.changed_at_ms = now_ms();
+                        });
+                    }
+                }
+                Action::Remove { group } => self.remove(fleet, &group).await,
+            }
+        }
+    }
+
+    /// Docker gives a restarted container a new port: keep each route on the current one.
+    pub(crate) async fn follow_ports(&mut self) {
+        let Some(tunnel) = self.tunnel.clone() else {
+            return;
+        };
+        let serving: Vec<Serving> = self
+            .applied
+            .fleets
+            .values()
+            .flat_map(|f| f.groups.values())
+            .filter_map(|g| g.serving.clone())
+            .collect();
+        for s in serving {
+            let Ok(Some(addr)) = self.runtime.addr(&s.container_id).await else {
+                continue;
+            };
+            if self.published.insert(s.container_id.clone(), addr) != Some(addr) {
+                info!(route = %s.route, %addr, "fleet: container published on a new port; re-pointing its route");
+                spawn_register(&tunnel, &s.route, addr);
+            }
+        }
+    }
+
+    async fn apply(&mut self, fleet: FleetId, group: &str, record: &ReleaseRecord, robot: &str) {
+        let release = &record.release;
+        let begun = Instant::now();
+        let route = format!("{}-{robot}", release.app());
+        let old = self
+            .applied
+            .group_mut(&fleet.to_string(), group)
+            .serving
+            .clone();
+        info!(%fleet, %group, version = %release.version, %route, "fleet: applying release");
+        let mut status = AppStatus {
+            group: group.to_owned(),
+            release: record.hash,
+            version: release.version.clone(),
+            phase: Phase::Fetching,
+            serving: old.as_ref().map(|s| s.version.clone()),
+            url: old.as_ref().and_then(|s| s.url.clone()),
+            apply_ms: None,
+            reason: None,
+            changed_at_ms: now_ms(),
+        };
+        self.board.set(fleet, status.clone());
+        let outcome = self.start_healthy(fleet, group, record, &route).await;
+        let outcome = match outcome {
+            Ok((container, addr)) => self.switch(&route, &container, addr, old.as_ref()).await,
+            Err(e) => Err(e),
+        };
+        status.apply_ms = Some(u64::try_from(begun.elapsed().as_millis()).unwrap_or(u64::MAX));
+        status.changed_at_ms = now_ms();
+        let fleet_text = fleet.to_string();
+        let applied = self.applied.group_mut(&fleet_text, group);
+        match outcome {
+            Ok((container_id, addr, url)) => {
+                info!(%fleet, %group, version = %release.version, %route, ms = ?status.apply_ms, "fleet: release healthy and serving");
+                status.phase = Phase::Healthy;
+                status.serving = Some(release.version.clone());
+                status.url = url.clone();
+                applied.serving = Some(Serving {
+                    release: record.hash.to_string(),
+                    version: release.version.clone(),
+                    route: route.clone(),
+                    container_id: container_id.clone(),
+                    image: release.spec.image.clone(),
+                    url,
+                });
+                applied.failed = None;
+                let dropped = applied.keep_image(&release.spec.image);
+                if !dropped.is_empty() {
+                    info!(?dropped, "fleet: images no longer kept for a rollback");
+                }
+                self.published.insert(container_id, addr);
+            }
+            Err(Failed { phase, reason }) => {
+                let phase = if old.is_some() && phase == Phase::RolledBack {
+                    Phase::RolledBack
+                } else {
+                    Phase::Failed
+                };
+                warn!(%fleet, %group, version = %release.version, "fleet: release not applied ({}): {reason}", phase.as_str());
+                status.phase = phase;
+                status.reason = Some(reason.clone());
+                applied.failed = Some(Failure {
+                    release: record.hash.to_string(),
+                    version: release.version.clone(),
+                    reason,
+                });
+            }
+        }
+        self.save();
+        self.board.set(fleet, status);
+    }
+
+    /// Fetch, start beside the old one, wait until healthy: the new container and address.
+    async fn start_healthy(
+        &self,
+        fleet: FleetId,
+        group: &str,
+        record: &ReleaseRecord,
+        route: &str,
+    ) -> Result<(String, SocketAddr), Failed> {
+        let release = &record.release;
+        let pinned = PinnedImage::parse(&release.spec.image)
+            .map_err(|e| failed(format!("the release's image is not pinned: {e}")))?;
+        self.runtime
+            .ensure_pinned(&pinned, |_| {})
+            .await
+            .map_err(|e| failed(format!("fetching the image failed: {e}")))?;
+        self.board.update(fleet, group, |a| {
+            a.phase = Phase::Starting;
+            a.changed_at_ms = now_ms();
+        });
+        if self.firewall == Firewall::Install {
+            peercompute_runtime::install_egress_firewall()
+                .await
+                .map_err(|e| {
+                    failed(format!(
+                        "this robot cannot keep containers off its own network, so it starts none: {e}"
+                    ))
+                })?;
+        }
+        let owner = record
+            .author
+            .peer_id()
+            .ok_or_else(|| failed("the release's author key is invalid".into()))?;
+        let id = new_id();
+        let spec = ContainerSpec {
+            deployment_id: id.clone(),
+            provider: fleet_provider_label(&self.me),
+            owner: owner.to_string(),
+            name: route.to_owned(),
+            image: pinned.to_string(),
+            port: release.spec.port,
+            env: deployment_env(&release.spec, &self.me, &id, route),
+            cpu_millis: release.spec.cpu_millis.unwrap_or(DEFAULT_CPU_MILLIS),
+            memory_bytes: release.spec.memory_bytes.unwrap_or(DEFAULT_MEMORY_BYTES),
+        };
+        let started = self.runtime.start(&spec).await.map_err(|e| Failed {
+            phase: Phase::RolledBack,
+            reason: format!("starting the container failed: {e}"),
+        })?;
+        let check = HealthCheck {
+            path: release.health.path.clone(),
+            settle: if release.health.path.is_some() {
+                Duration::ZERO
+            } else {
+                PORT_SETTLE
+            },
+        };
+        let timeout = Duration::from_secs(u64::from(release.health.timeout_secs));
+        match self
+            .runtime
+            .wait_healthy(&started.id, started.addr, &check, timeout)
+            .await
+        {
+            Ok(report) => {
+                info!(container = %started.name, elapsed = ?report.elapsed, probes = report.probes, "fleet: new container healthy");
+                Ok((started.id, started.addr))
+            }
+            Err(e) => {
+                let _ = self.runtime.stop(&started.id).await;
+                Err(Failed {
+                    phase: Phase::RolledBack,
+                    reason: format!("the new container never became healthy: {e}"),
+                })
+            }
+        }
+    }
+
+    /// Moves the route to the new container, drains and stops the old one.
+    async fn switch(
+        &self,
+        route: &str,
+        container: &str,
+        addr: SocketAddr,
+        old: Option<&Serving>,
+    ) -> Result<(String, SocketAddr, Option<String>), Failed> {
+        let mut url = None;
+        if let Some(tunnel) = &self.tunnel {
+            let ip = addr.ip().to_string();
+            match tokio::time::timeout(SWITCH_TIMEOUT, tunnel.register(route, &ip, addr.port()))
+                .await
+            {
+                Ok(Ok(u)) => url = Some(u),
+                Ok(Err(e @ RegisterError::Refused { .. })) => {
+                    let _ = self.runtime.stop(container).await;
+                    // A refusal withdraws the route: point it back at the old container.
+                    if let Some(old) = old
+                        && let Some(old_addr) = self.published.get(&old.container_id)
+                    {
+                        spawn_register(tunnel, &old.route, *old_addr);
+                    }
+                    return Err(Failed {
+                        phase: Phase::RolledBack,
+                        reason: format!("the gateway refused the route: {e}"),
+                    });
+                }
+                Ok(Err(e)) => warn!(%route, "fleet: the route is not confirmed: {e}"),
+                Err(_) => {
+                    warn!(%route, "fleet: the gateway has not confirmed the route yet; it registers when the tunnel is up")
+                }
+            }
+        }
+        if let Some(old) = old {
+            if old.route != route
+                && let Some(tunnel) = &self.tunnel
+            {
+                tunnel.unregister(&old.route).await;
+            }
+            if old.container_id != container {
+                tokio::time::sleep(DRAIN).await;
+                if let Err(e) = self.runtime.stop(&old.container_id).await {
+                    warn!(container = %old.container_id, "fleet: cannot stop the old container: {e}");
+                }
+            }
+        }
+        Ok((
+            container.to_owned(),
+            addr,
+            url.or_else(|| old.and_then(|o| o.url.clone())),
+        ))
+    }
+
+    async fn remove(&mut self, fleet: FleetId, group: &str) {
+        let fleet_text = fleet.to_string();
+        let applied = self.applied.group_mut(&fleet_text, group);
+        let Some(serving) = applied.serving.take() else {
+            return;
+        };
+        info!(%fleet, %group, route = %serving.route, "fleet: this robot left the group; stopping its app");
+        if let Some(tunnel) = &self.tunnel {
+            tunnel.unregister(&serving.route).await;
+        }
+        if let Err(e) = self.runtime.stop(&serving.container_id).await {
+            warn!("fleet: cannot stop {}: {e}", serving.container_id);
+        }
+        self.published.remove(&serving.container_id);
+        self.save();
+        self.board.remove(fleet, group);
+    }
+}
+
+/// The status of a group re-adopted at start.
+fn adopted_status(group: &str, serving: &Serving, failed: Option<&Failure>) -> AppStatus {
+    let release = serving.release.parse().unwrap_or(EntryHash([0; 32]));
+    AppStatus {
+        group: group.to_owned(),
+        release,
+        version: serving.version.clone(),
+        phase: Phase::Healthy,
+        serving: Some(serving.version.clone()),
+        url: serving.url.clone(),
+        apply_ms: None,
+        reason: failed.map(|f| format!("release {} was rolled back: {}", f.version, f.reason)),
+        changed_at_ms: now_ms(),
+    }
+}
+
+/// Registers `route` → `addr` in the background (the tunnel applies it when it can).
+fn spawn_register(tunnel: &TunnelHandle, route: &str, addr: SocketAddr) {
+    let (tunnel, route) = (tunnel.clone(), route.to_owned());
+    tokio::spawn(async move {
+        if let Err(e) = tunnel
+            .register(&route, &addr.ip().to_string(), addr.port())
+            .await
+        {
+            warn!(%route, "fleet: no public URL: {e}");
+        }
+    });
+}
+
+/// `f` + 11 random hex characters: a deployment id for one fleet container.
+fn new_id() -> String {
+    let bytes: [u8; 6] = rand::random();
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!("f{}", &hex[1..])
+}

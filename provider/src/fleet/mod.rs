@@ -1,0 +1,193 @@
+//! The robot's side of a fleet: it holds the fleet log, keeps it in step with the gateway,
+//! joins with a saved token, and runs what the log's releases ask of its groups.
+//!
+//! - `sync`: the log's anti-entropy with the gateway (every (re)connect and every 30 s) and
+//!   the join with a saved token.
+//! - `join`: `peercomputed join TOKEN` — the token checked and saved — and the `Join` entry.
+//! - `plan`: the pure planner, fleet state × what runs here → actions.
+//! - `apply`: the applier — pinned image, new container beside the old, health gate, route
+//!   switch, drain, stop; or keep the old one and record why.
+//! - `applied`: what runs here, persisted in `applied.json` so a restart re-adopts it.
+//! - `status`: the robot's signed status, sent to the gateway on change and every 30 s.
+//!
+//! Everything lives under `<home>/fleet/`: one directory per fleet log, `join.token`,
+//! `applied.json`.
+
+mod applied;
+mod apply;
+mod join;
+mod plan;
+mod status;
+mod sync;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ed25519_dalek::SigningKey;
+use peercompute_identity::Identity;
+use peercompute_p2p::Node;
+use peercompute_p2p::fleet_hub::{self, FleetHub, HubPolicy};
+use peercompute_runtime::DockerRuntime;
+use tokio::sync::{broadcast, watch};
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+pub use applied::AppliedError;
+pub use join::{JoinError, JoinSaved, save_token};
+
+use crate::config::{Firewall, JoinTokenText};
+use crate::tunnel::{GatewayP2p, TunnelHandle};
+
+/// Most fleets one robot holds.
+const MAX_FLEETS: usize = 4;
+/// Most entries kept per fleet log.
+const MAX_ENTRIES: usize = 50_000;
+/// How often the reconciler looks again without a new entry (ports, retries).
+const RECONCILE_EVERY: Duration = Duration::from_secs(30);
+
+/// The fleet directory of a provider home.
+pub fn fleet_dir(home: &Path) -> PathBuf {
+    home.join("fleet")
+}
+
+/// What the fleet agent needs from the daemon.
+pub(crate) struct FleetParts<'a> {
+    pub(crate) home: &'a Path,
+    pub(crate) identity: &'a Identity,
+    pub(crate) node: &'a Node,
+    pub(crate) tunnel: Option<&'a TunnelHandle>,
+    /// `--gateway-p2p`, resolved; else the tunnel's Welcome tells.
+    pub(crate) fixed_gateway: Option<GatewayP2p>,
+    pub(crate) runtime: Option<DockerRuntime>,
+    pub(crate) firewall: Firewall,
+    /// A token from the config file, saved like `peercomputed join` does.
+    pub(crate) join: Option<&'a JoinTokenText>,
+}
+
+/// Why the fleet agent could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum FleetAgentError {
+    #[error("cannot open the fleet logs: {0}")]
+    Store(#[from] peercompute_fleet::StoreError),
+    #[error(transparent)]
+    Applied(#[from] AppliedError),
+}
+
+/// Opens the robot's hub and starts serving, syncing, reconciling and reporting; the tasks
+/// stop when `stop` turns true.
+pub(crate) fn start(
+    parts: FleetParts<'_>,
+    stop: &watch::Sender<bool>,
+) -> Result<(FleetHub, Vec<JoinHandle<()>>), FleetAgentError> {
+    let dir = fleet_dir(parts.home);
+    let policy = HubPolicy {
+        // Entries are verified one by one and streams are bounded: any peer may offer them.
+        admit: Arc::new(|_| true),
+        accept_new_fleets: false,
+        max_fleets: MAX_FLEETS,
+        max_entries: MAX_ENTRIES,
+    };
+    let (hub, reports) = FleetHub::open(&dir, policy)?;
+    for (fleet, report) in reports {
+        for bad in report.bad {
+            warn!(%fleet, file = %bad.file, "fleet log entry skipped: {}", bad.reason);
+        }
+    }
+    let applied = applied::Applied::load(&dir)?;
+    let key: SigningKey = parts.identity.signing_key().clone();
+    if let Some(token) = parts.join {
+        save_configured_token(&dir, token, &key);
+    }
+    let gateway = match (parts.fixed_gateway, parts.tunnel) {
+        (Some(fixed), _) => watch::channel(Some(fixed)).1,
+        (None, Some(tunnel)) => tunnel.gateway_p2p(),
+        (None, None) => watch::channel(None).1,
+    };
+    let board = status::StatusBoard::new();
+    let node = parts.node.clone();
+    let mut tasks = vec![tokio::spawn(fleet_hub::serve(node.clone(), hub.clone()))];
+    let syncer = sync::Syncer::new(
+        node.clone(),
+        hub.clone(),
+        key.clone(),
+        dir.clone(),
+        gateway.clone(),
+        parts.tunnel.cloned(),
+    );
+    tasks.push(tokio::spawn(syncer.run(stop.subscribe())));
+    let publisher = status::Publisher {
+        node,
+        hub: hub.clone(),
+        key,
+        board: board.clone(),
+        gateway,
+    };
+    tasks.push(tokio::spawn(status::publish(publisher, stop.subscribe())));
+    match parts.runtime {
+        Some(runtime) => {
+            let applier = apply::Applier {
+                runtime,
+                tunnel: parts.tunnel.cloned(),
+                me: parts.identity.peer_id(),
+                firewall: parts.firewall,
+                dir,
+                applied,
+                board,
+                published: HashMap::new(),
+            };
+            tasks.push(tokio::spawn(reconcile(
+                hub.clone(),
+                applier,
+                stop.subscribe(),
+            )));
+        }
+        None => warn!(
+            "fleet: no Docker engine; releases are not applied until it is available and peercomputed restarts"
+        ),
+    }
+    info!(fleets = hub.fleet_ids().len(), "fleet agent ready");
+    Ok((hub, tasks))
+}
+
+/// Saves the config file's token unless it is the one saved already (then the join, or its
+/// refusal, happened before). A bad token is logged: the daemon runs without joining.
+fn save_configured_token(dir: &Path, token: &JoinTokenText, key: &SigningKey) {
+    let saved = std::fs::read_to_string(dir.join(join::TOKEN_FILE)).unwrap_or_default();
+    if saved.trim() == token.0.trim() {
+        return;
+    }
+    match save_token(dir, &token.0, key, None, fleet_hub::unix_now()) {
+        Ok(saved) => {
+            info!(fleet = %saved.fleet, name = %saved.name, "fleet: join token from the config file saved; joining")
+        }
+        Err(e) => warn!("fleet: the config file's `join` token is not used: {e}"),
+    }
+}
+
+/// The reconciler: at start, then on every new entry and every [`RECONCILE_EVERY`].
+async fn reconcile(hub: FleetHub, mut applier: apply::Applier, mut stop: watch::Receiver<bool>) {
+    let mut changes = hub.subscribe();
+    applier.adopt().await;
+    let mut tick = tokio::time::interval(RECONCILE_EVERY);
+    tick.reset();
+    loop {
+        for fleet in hub.fleet_ids() {
+            let state = hub.with_log(&fleet, |l| l.state().cloned()).flatten();
+            if let Some(state) = state {
+                applier.reconcile(fleet, &state).await;
+            }
+        }
+        applier.follow_ports().await;
+        tokio::select! {
+            r = changes.recv() => {
+                if matches!(r, Err(broadcast::error::RecvError::Closed)) {
+                    return;
+                }
+            }
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
+    }
+}

@@ -1,0 +1,247 @@
+//! This robot's signed status: the applier writes each group's [`AppStatus`] on a
+//! [`StatusBoard`]; [`publish`] signs a [`StatusReport`] (apps, uptime, machine load) and sends
+//! it to the gateway when the board changes and every [`STATUS_EVERY`].
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ed25519_dalek::SigningKey;
+use peercompute_fleet::{AppStatus, FleetId, MemberKey, SignedStatus, StatusReport};
+use peercompute_p2p::Node;
+use peercompute_p2p::fleet_hub::{FleetHub, send_status};
+use tokio::sync::watch;
+
+use super::sync::Complaints;
+use crate::tunnel::GatewayP2p;
+
+/// How often a status is sent without a change.
+pub(crate) const STATUS_EVERY: Duration = Duration::from_secs(30);
+
+/// Each group's app status, per fleet; cheap to clone.
+#[derive(Debug, Clone)]
+pub(crate) struct StatusBoard {
+    apps: Arc<Mutex<BTreeMap<(FleetId, String), AppStatus>>>,
+    changed: watch::Sender<u64>,
+}
+
+impl StatusBoard {
+    pub(crate) fn new() -> Self {
+        StatusBoard {
+            apps: Arc::new(Mutex::new(BTreeMap::new())),
+            changed: watch::channel(0).0,
+        }
+    }
+
+    /// Sets a group's status and announces the change.
+    pub(crate) fn set(&self, fleet: FleetId, status: AppStatus) {
+        let key = (fleet, status.group.clone());
+        self.apps
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, status);
+        self.changed.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Changes a group's status in place, if it has one.
+    pub(crate) fn update(&self, fleet: FleetId, group: &str, f: impl FnOnce(&mut AppStatus)) {
+        let mut apps = self.apps.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(app) = apps.get_mut(&(fleet, group.to_owned())) {
+            f(app);
+            drop(apps);
+            self.changed.send_modify(|n| *n = n.wrapping_add(1));
+        }
+    }
+
+    pub(crate) fn remove(&self, fleet: FleetId, group: &str) {
+        self.apps
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&(fleet, group.to_owned()));
+        self.changed.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// The apps of `fleet`.
+    pub(crate) fn apps(&self, fleet: &FleetId) -> Vec<AppStatus> {
+        self.apps
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|((f, _), _)| f == fleet)
+            .map(|(_, a)| a.clone())
+            .collect()
+    }
+
+    pub(crate) fn get(&self, fleet: &FleetId, group: &str) -> Option<AppStatus> {
+        self.apps
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&(*fleet, group.to_owned()))
+            .cloned()
+    }
+
+    pub(crate) fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+}
+
+/// Unix milliseconds now.
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// What [`publish`] needs.
+pub(crate) struct Publisher {
+    pub(crate) node: Node,
+    pub(crate) hub: FleetHub,
+    pub(crate) key: SigningKey,
+    pub(crate) board: StatusBoard,
+    pub(crate) gateway: watch::Receiver<Option<GatewayP2p>>,
+}
+
+/// Sends a signed status of every fleet held to the gateway on change and every
+/// [`STATUS_EVERY`], until `stop` turns true.
+pub(crate) async fn publish(p: Publisher, mut stop: watch::Receiver<bool>) {
+    let started = Instant::now();
+    let mut changes = p.board.subscribe();
+    let mut tick = tokio::time::interval(STATUS_EVERY);
+    let mut complaints = Complaints::default();
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            r = changes.changed() => if r.is_err() { return },
+            _ = stop.changed() => return,
+        }
+        let Some(gateway) = p.gateway.borrow().clone() else {
+            continue;
+        };
+        for fleet in p.hub.fleet_ids() {
+            let me = MemberKey(p.key.verifying_key().to_bytes());
+            let member = p
+                .hub
+                .with_log(&fleet, |l| {
+                    l.state().is_some_and(|s| s.members.contains_key(&me))
+                })
+                .unwrap_or(false);
+            if !member {
+                continue;
+            }
+            let report = report(&p, fleet, me, started);
+            let signed = SignedStatus::sign(report, &p.key);
+            match send_status(&p.node, gateway.peer, signed).await {
+                Ok(()) => complaints.clear("status"),
+                Err(e) => complaints.fail(
+                    "status",
+                    format!("fleet {fleet}: cannot send this robot's status: {e}"),
+                ),
+            }
+        }
+    }
+}
+
+fn report(p: &Publisher, fleet: FleetId, robot: MemberKey, started: Instant) -> StatusReport {
+    let log_len = p.hub.with_log(&fleet, |l| l.len()).unwrap_or(0);
+    let (memory_used_bytes, memory_total_bytes) = memory();
+    StatusReport {
+        fleet,
+        robot,
+        at_ms: now_ms(),
+        agent: format!("peercomputed/{}", env!("CARGO_PKG_VERSION")),
+        uptime_secs: started.elapsed().as_secs(),
+        log_len: u64::try_from(log_len).unwrap_or(u64::MAX),
+        apps: p.board.apps(&fleet),
+        cpu_permille: cpu_permille(),
+        memory_used_bytes,
+        memory_total_bytes,
+        // Not measured yet (no statvfs without a new dependency).
+        disk_free_bytes: 0,
+    }
+}
+
+/// The 1-minute load average per core, in per mille (Linux; 0 elsewhere).
+fn cpu_permille() -> u32 {
+    let load: f64 = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0.0);
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let permille = load / cores as f64 * 1000.0;
+    permille.clamp(0.0, f64::from(u32::MAX)) as u32
+}
+
+/// (used, total) memory in bytes from `/proc/meminfo` (Linux; zeros elsewhere).
+fn memory() -> (u64, u64) {
+    let Ok(text) = std::fs::read_to_string("/proc/meminfo") else {
+        return (0, 0);
+    };
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|rest| {
+                rest.trim()
+                    .trim_end_matches("kB")
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+            })
+            .map_or(0, |kb| kb.saturating_mul(1024))
+    };
+    let total = field("MemTotal:");
+    let available = field("MemAvailable:");
+    (total.saturating_sub(available), total)
+}
+
+#[cfg(test)]
+mod tests {
+    use peercompute_fleet::{EntryHash, Phase};
+
+    use super::*;
+
+    fn app(group: &str, phase: Phase) -> AppStatus {
+        AppStatus {
+            group: group.into(),
+            release: EntryHash([1; 32]),
+            version: "v1".into(),
+            phase,
+            serving: None,
+            url: None,
+            apply_ms: None,
+            reason: None,
+            changed_at_ms: 0,
+        }
+    }
+
+    #[test]
+    fn the_board_keeps_one_status_per_group_and_announces_changes() {
+        let board = StatusBoard::new();
+        let mut changes = board.subscribe();
+        let (a, b) = (FleetId([1; 32]), FleetId([2; 32]));
+        board.set(a, app("production", Phase::Fetching));
+        board.set(b, app("staging", Phase::Healthy));
+        assert!(changes.has_changed().expect("open"));
+        changes.mark_unchanged();
+        board.update(a, "production", |s| s.phase = Phase::Healthy);
+        assert!(
+            changes.has_changed().expect("open"),
+            "an update is a change"
+        );
+        changes.mark_unchanged();
+        board.update(a, "nope", |s| s.phase = Phase::Failed);
+        assert!(!changes.has_changed().expect("open"), "nothing to update");
+        let apps = board.apps(&a);
+        assert_eq!(apps.len(), 1);
+        assert_eq!(apps[0].phase, Phase::Healthy);
+        board.remove(a, "production");
+        assert!(board.apps(&a).is_empty());
+        assert_eq!(board.apps(&b).len(), 1);
+    }
+
+    #[test]
+    fn machine_figures_are_sane() {
+        let (used, total) = memory();
+        assert!(used <= total, "{used} > {total}");
+        let _ = cpu_permille();
+    }
+}

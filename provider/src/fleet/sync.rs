@@ -1,0 +1,346 @@
+//! Keeping this robot's fleet logs in step with the gateway, and joining with a saved token.
+//!
+//! A round (on every tunnel (re)connect, when the gateway's libp2p address changes, and every
+//! [`SYNC_EVERY`]): dial the gateway, run anti-entropy (`sync_with`, both ways) for every
+//! fleet held; then, if a join token is saved and this robot is not yet a member, hold its
+//! fleet, fetch the log (from the gateway and the token's bootstrap peers), write the `Join`
+//! entry, store it (which checks it like every member will) and sync again to send it. Every
+//! step is bounded; a failure is logged once per kind until it changes or clears.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ed25519_dalek::SigningKey;
+use peercompute_fleet::{FleetId, InsertError, MemberKey, PushResult, Refusal};
+use peercompute_p2p::fleet_hub::{FleetHub, sync_with, unix_now};
+use peercompute_p2p::{Multiaddr, Node, PeerId};
+use tokio::sync::watch;
+use tracing::{debug, info, warn};
+
+use super::join::{author_join, bootstrap_peers, join_name, load_token};
+use crate::tunnel::{GatewayP2p, TunnelHandle, TunnelStatus};
+
+/// How often the logs are synced without any other reason.
+pub(crate) const SYNC_EVERY: Duration = Duration::from_secs(30);
+const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Dials retried after an immediate failure, and the pause before each.
+const DIAL_RETRIES: usize = 4;
+const DIAL_RETRY_PAUSE: Duration = Duration::from_millis(250);
+/// The first pause before a round is tried again after a failure (doubling up to
+/// [`SYNC_EVERY`]).
+const RETRY_FIRST: Duration = Duration::from_secs(1);
+
+/// Logs a failure once per kind, until its message changes or it clears.
+#[derive(Debug, Default)]
+pub(crate) struct Complaints {
+    last: HashMap<&'static str, String>,
+}
+
+impl Complaints {
+    pub(crate) fn fail(&mut self, kind: &'static str, message: String) {
+        if self.last.get(kind) != Some(&message) {
+            warn!("{message}");
+            self.last.insert(kind, message);
+        } else {
+            debug!("{message}");
+        }
+    }
+
+    pub(crate) fn clear(&mut self, kind: &'static str) {
+        self.last.remove(kind);
+    }
+}
+
+/// The syncing task's parts.
+pub(crate) struct Syncer {
+    pub(crate) node: Node,
+    pub(crate) hub: FleetHub,
+    pub(crate) key: SigningKey,
+    /// The fleet directory (join token).
+    pub(crate) dir: PathBuf,
+    /// The gateway's libp2p meeting point, once known.
+    pub(crate) gateway: watch::Receiver<Option<GatewayP2p>>,
+    pub(crate) tunnel: Option<TunnelHandle>,
+    complaints: Complaints,
+    /// A token refused for good (its text), not tried again.
+    refused_token: Option<String>,
+}
+
+impl Syncer {
+    pub(crate) fn new(
+        node: Node,
+        hub: FleetHub,
+        key: SigningKey,
+        dir: PathBuf,
+        gateway: watch::Receiver<Option<GatewayP2p>>,
+        tunnel: Option<TunnelHandle>,
+    ) -> Self {
+        Syncer {
+            node,
+            hub,
+            key,
+            dir,
+            gateway,
+            tunnel,
+            complaints: Complaints::default(),
+            refused_token: None,
+        }
+    }
+
+    fn me(&self) -> MemberKey {
+        MemberKey(self.key.verifying_key().to_bytes())
+    }
+
+    /// Runs rounds until `stop` turns true.
+    pub(crate) async fn run(mut self, mut stop: watch::Receiver<bool>) {
+        let mut session = 0u64;
+        let mut next = tokio::time::Instant::now();
+        let mut retry = RETRY_FIRST;
+        loop {
+            let tunnel = self.tunnel.clone();
+            let reconnected = async {
+                match &tunnel {
+                    Some(t) => {
+                        t.wait_for(
+                            |s| matches!(s, TunnelStatus::Connected { session: n, .. } if *n > session),
+                        )
+                        .await
+                    }
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                () = tokio::time::sleep_until(next) => {}
+                status = reconnected => match status {
+                    TunnelStatus::Connected { session: n, .. } => session = n,
+                    // The tunnel stopped: only the timer is left.
+                    _ => self.tunnel = None,
+                },
+                changed = self.gateway.changed() => {
+                    if changed.is_err() {
+                        // The sender is gone (fixed addresses, or the tunnel stopped): the
+                        // last value stays; do not spin on a closed channel.
+                        let last = self.gateway.borrow().clone();
+                        self.gateway = watch::channel(last).1;
+                    }
+                }
+                _ = stop.changed() => return,
+            }
+            if *stop.borrow() {
+                return;
+            }
+            let ok = tokio::select! {
+                ok = self.round() => ok,
+                _ = stop.changed() => return,
+            };
+            let pause = if ok {
+                retry = RETRY_FIRST;
+                SYNC_EVERY
+            } else {
+                let pause = retry;
+                retry = (retry * 2).min(SYNC_EVERY);
+                pause
+            };
+            next = tokio::time::Instant::now() + pause;
+        }
+    }
+
+    /// One round (see the module docs); whether everything it tried worked.
+    pub(crate) async fn round(&mut self) -> bool {
+        let gateway = self.gateway.borrow().clone();
+        let mut ok = true;
+        if let Some(gw) = &gateway {
+            if self.dial(gw.peer, gw.addrs.clone(), "dial").await {
+                for fleet in self.hub.fleet_ids() {
+                    ok &= self.sync(gw.peer, fleet).await;
+                }
+            } else {
+                ok = false;
+            }
+        }
+        ok & self.try_join(gateway.as_ref()).await
+    }
+
+    async fn dial(&mut self, peer: PeerId, addrs: Vec<Multiaddr>, kind: &'static str) -> bool {
+        // Another task (the relay keeper) may be dialing the same peer: libp2p then cancels
+        // this dial at once; a moment later the connection is up.
+        let mut outcome =
+            tokio::time::timeout(DIAL_TIMEOUT, self.node.dial(peer, addrs.clone())).await;
+        for _ in 0..DIAL_RETRIES {
+            if !matches!(outcome, Ok(Err(_))) {
+                break;
+            }
+            tokio::time::sleep(DIAL_RETRY_PAUSE).await;
+            outcome = tokio::time::timeout(DIAL_TIMEOUT, self.node.dial(peer, addrs.clone())).await;
+        }
+        match outcome {
+            Ok(Ok(())) => {
+                self.complaints.clear(kind);
+                true
+            }
+            Ok(Err(e)) => {
+                self.complaints
+                    .fail(kind, format!("fleet: cannot reach {peer} to sync: {e}"));
+                false
+            }
+            Err(_) => {
+                self.complaints.fail(
+                    kind,
+                    format!("fleet: {peer} did not answer within {DIAL_TIMEOUT:?}; syncing later"),
+                );
+                false
+            }
+        }
+    }
+
+    async fn sync(&mut self, peer: PeerId, fleet: FleetId) -> bool {
+        match sync_with(&self.node, peer, &self.hub, fleet).await {
+            Ok(report) => {
+                self.complaints.clear("sync");
+                if report.received + report.sent > 0 {
+                    info!(%fleet, %peer, received = report.received, sent = report.sent, "fleet log synced");
+                }
+                for reason in report.refused {
+                    self.complaints.fail(
+                        "refused",
+                        format!("fleet {fleet}: an entry was refused: {reason}"),
+                    );
+                }
+                true
+            }
+            Err(e) => {
+                self.complaints.fail(
+                    "sync",
+                    format!("fleet {fleet}: sync with {peer} failed: {e}"),
+                );
+                false
+            }
+        }
+    }
+
+    /// The join step of a round; false when it should be tried again soon.
+    async fn try_join(&mut self, gateway: Option<&GatewayP2p>) -> bool {
+        let (token, asked) = match load_token(&self.dir) {
+            None => return true,
+            Some(Err(e)) => {
+                self.complaints.fail(
+                    "token",
+                    format!("fleet: the saved join token is unusable: {e}"),
+                );
+                return true;
+            }
+            Some(Ok(t)) => t,
+        };
+        let text = token.token.to_text();
+        if self.refused_token.as_ref() == Some(&text) {
+            return true;
+        }
+        let fleet = token.fleet();
+        let me = self.me();
+        let member = |hub: &FleetHub| {
+            hub.with_log(&fleet, |l| {
+                l.state().is_some_and(|s| s.members.contains_key(&me))
+            })
+            .unwrap_or(false)
+        };
+        if member(&self.hub) {
+            return true;
+        }
+        if let Err(e) = self.hub.hold(fleet) {
+            self.complaints
+                .fail("hold", format!("fleet {fleet}: cannot keep its log: {e}"));
+            return false;
+        }
+        let mut peers: Vec<(PeerId, Vec<Multiaddr>)> = gateway
+            .map(|g| (g.peer, g.addrs.clone()))
+            .into_iter()
+            .collect();
+        peers.extend(
+            bootstrap_peers(&token)
+                .into_iter()
+                .map(|(p, a)| (p, vec![a])),
+        );
+        for (peer, addrs) in &peers {
+            if self.dial(*peer, addrs.clone(), "join-dial").await {
+                self.sync(*peer, fleet).await;
+            }
+        }
+        if member(&self.hub) {
+            return true;
+        }
+        let name = match join_name(&token, &me, asked.as_deref()) {
+            Ok(name) => name,
+            Err(e) => {
+                self.complaints.fail("join", format!("fleet {fleet}: {e}"));
+                return true;
+            }
+        };
+        let now = unix_now();
+        let verdict = self.hub.with_log(&fleet, |log| {
+            if log.state().is_none() {
+                return Err((
+                    "waiting for its log (the gateway or a bootstrap peer must hold it) before joining"
+                        .to_owned(),
+                    false,
+                ));
+            }
+            let entry = author_join(log, &token, &self.key, &name, now)
+                .map_err(|e| (format!("cannot write the join: {e}"), true))?;
+            // Checked on a copy first, for the typed reason (the hub answers in words).
+            match log.clone().insert(entry.clone(), now) {
+                Ok(_) => Ok(entry),
+                Err(InsertError::Refused { refusal, .. }) => Err((
+                    format!("joining as {name} was refused: {refusal}"),
+                    is_permanent(&refusal),
+                )),
+                Err(e) => Err((format!("joining as {name} was refused: {e}"), false)),
+            }
+        });
+        let entry = match verdict {
+            None => return false,
+            Some(Ok(entry)) => entry,
+            Some(Err((message, permanent))) => {
+                self.complaints
+                    .fail("join", format!("fleet {fleet}: {message}"));
+                if permanent {
+                    self.refused_token = Some(text);
+                }
+                return permanent;
+            }
+        };
+        match self.hub.insert(fleet, vec![entry], None).first() {
+            Some(PushResult::Stored(_) | PushResult::Duplicate(_)) => {
+                self.complaints.clear("join");
+                info!(%fleet, %name, "joined the fleet; sending the join to the gateway");
+                let mut sent = false;
+                for (peer, _) in &peers {
+                    sent |= self.sync(*peer, fleet).await;
+                }
+                sent
+            }
+            Some(PushResult::Refused { reason }) => {
+                self.complaints.fail(
+                    "join",
+                    format!("fleet {fleet}: joining as {name} was refused: {reason}"),
+                );
+                false
+            }
+            None => false,
+        }
+    }
+}
+
+/// Whether a refused join will be refused again (the token is spent, expired, forged, or the
+/// name taken) rather than waiting for entries still missing here.
+fn is_permanent(refusal: &Refusal) -> bool {
+    matches!(
+        refusal,
+        Refusal::InviteExpired { .. }
+            | Refusal::InviteUsedUp { .. }
+            | Refusal::BadJoinProof
+            | Refusal::NameTaken(_)
+            | Refusal::NamePrefix { .. }
+            | Refusal::Revoked(_)
+    )
+}

@@ -1,0 +1,394 @@
+//! A robot in a fleet, end to end with the real parts: a gateway holding the fleet log, a
+//! `peercomputed` daemon that joins with a token, a local registry (Debian's
+//! `docker-registry`) serving busybox images pinned by digest, and an admin writing entries
+//! with the fleet crate. Release v1 → the robot serves it at `web-<robot>`; v2 whose health
+//! path fails → the robot keeps v1 serving and reports `rolled back` with the reason; v3 →
+//! switched; a rollback → v1 again, the replaced containers stopped; a restarted daemon
+//! re-adopts the serving container. A visitor loop runs through every switch and rollback
+//! and counts failed requests.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::time::Duration;
+
+use ed25519_dalek::SigningKey;
+use peercompute_fleet::{
+    FleetId, HealthCheck, Invite, JoinToken, MemberKey, Op, Phase, PushResult, Release, Rollback,
+    SignedEntry,
+};
+use peercompute_identity::Identity;
+use peercompute_p2p::fleet_hub::{self, FleetHub, HubPolicy, unix_now};
+use peercompute_p2p::{Multiaddr, Node, NodeConfig, PeerId};
+use peercompute_provider::{GatewaySpec, Limits};
+use peercompute_runtime::testsupport::{
+    Cleanup, LocalRegistry, ScratchImage, busybox, unique_name,
+};
+use peercompute_runtime::{DockerRuntime, PinnedImage};
+use peercompute_tests::{Alpn, GatewayOptions, TestDaemon, TestGateway, https_client, within};
+use peercompute_tunnel_proto::DeployRequest;
+
+const PORT: u16 = 8080;
+
+/// The admin's copy of the fleet: its node and hub, and the fleet key.
+struct Admin {
+    node: Node,
+    hub: FleetHub,
+    fleet_key: SigningKey,
+    fleet: FleetId,
+    gateway: PeerId,
+    _home: tempfile::TempDir,
+}
+
+impl Admin {
+    async fn start(gateway: &Multiaddr, gateway_id: PeerId) -> Self {
+        let identity = Identity::generate().expect("identity");
+        let home = tempfile::tempdir().expect("home");
+        let node = Node::start(
+            &identity,
+            NodeConfig {
+                mdns: false,
+                hole_punch_wait: Duration::ZERO,
+                ..NodeConfig::default()
+            },
+        )
+        .await
+        .expect("node");
+        let policy = HubPolicy {
+            admit: Arc::new(|_| true),
+            accept_new_fleets: true,
+            max_fleets: 4,
+            max_entries: 1000,
+        };
+        let (hub, _) = FleetHub::open(home.path(), policy).expect("hub");
+        tokio::spawn(fleet_hub::serve(node.clone(), hub.clone()));
+        within(
+            15,
+            "dial the gateway",
+            node.dial(gateway_id, vec![gateway.clone()]),
+        )
+        .await
+        .expect("dial");
+        let fleet_key = SigningKey::from_bytes(&rand::random());
+        let fleet = FleetId(fleet_key.verifying_key().to_bytes());
+        Admin {
+            node,
+            hub,
+            fleet_key,
+            fleet,
+            gateway: gateway_id,
+            _home: home,
+        }
+    }
+
+    /// Writes `op` with the fleet key, stores it here and pushes it to the gateway.
+    async fn write(&self, op: Op) -> SignedEntry {
+        let entry = self
+            .hub
+            .with_log(&self.fleet, |log| {
+                log.author(&self.fleet_key, op.clone(), unix_now())
+            })
+            .unwrap_or_else(|| {
+                peercompute_fleet::FleetLog::new(self.fleet).author(&self.fleet_key, op, unix_now())
+            })
+            .expect("a valid entry");
+        let stored = self.hub.insert(self.fleet, vec![entry.clone()], None);
+        assert!(matches!(stored[..], [PushResult::Stored(_)]), "{stored:?}");
+        let pushed = within(
+            20,
+            "push to the gateway",
+            fleet_hub::push_to(
+                &self.node,
+                self.gateway,
+                self.fleet,
+                vec![entry.bytes().to_vec()],
+            ),
+        )
+        .await
+        .expect("push");
+        assert_eq!(pushed, vec![PushResult::Stored(entry.hash())]);
+        entry
+    }
+
+    /// Pulls from the gateway until `robot` is a member; its name.
+    async fn wait_member(&self, robot: MemberKey) -> String {
+        within(60, "the robot's join to reach the gateway", async {
+            loop {
+                let _ = fleet_hub::sync_with(&self.node, self.gateway, &self.hub, self.fleet).await;
+                let name = self
+                    .hub
+                    .with_log(&self.fleet, |l| {
+                        l.state()?.members.get(&robot).map(|m| m.name.clone())
+                    })
+                    .flatten();
+                if let Some(name) = name {
+                    return name;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+        .await
+    }
+
+    /// Waits until the robot's signed status at the gateway shows `version` in a final phase.
+    async fn wait_status(&self, robot: MemberKey, version: &str) -> peercompute_fleet::AppStatus {
+        within(90, &format!("the robot's status for {version}"), async {
+            loop {
+                let statuses = fleet_hub::request_statuses(&self.node, self.gateway, self.fleet)
+                    .await
+                    .unwrap_or_default();
+                let app = statuses
+                    .into_iter()
+                    .filter(|s| s.report.robot == robot)
+                    .flat_map(|s| s.report.apps)
+                    .find(|a| a.version == version && a.phase.is_final());
+                if let Some(app) = app {
+                    return app;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+        .await
+    }
+}
+
+/// Builds a busybox web image answering `body` at `/` (and `/healthz` when `healthy`),
+/// pushes it to the registry and pins it.
+async fn image(
+    runtime: &DockerRuntime,
+    registry: &LocalRegistry,
+    cleanup: &Cleanup,
+    repository: &str,
+    version: &str,
+    healthy: bool,
+) -> PinnedImage {
+    let local = format!("{}:1", unique_name(&format!("pc-fleet-{version}")));
+    cleanup.image(&local);
+    let mut scratch = ScratchImage::new(&local)
+        .file("/bin/busybox", busybox().expect("busybox"), 0o755)
+        .file("/www/index.html", format!("{version}\n"), 0o644)
+        .cmd(["/bin/busybox", "httpd", "-f", "-p", "8080", "-h", "/www"])
+        .env("PATH", "/bin")
+        .expose(PORT);
+    if healthy {
+        scratch = scratch.file("/www/healthz", "ok\n", 0o644);
+    }
+    scratch.load(runtime).await.expect("load the image");
+    registry
+        .push(runtime, &local, repository, version)
+        .await
+        .expect("push the image");
+    cleanup.image(&format!("{repository}:{version}"));
+    let pinned = runtime
+        .resolve_digest(&format!("{repository}:{version}"))
+        .await
+        .expect("resolve");
+    cleanup.image(&pinned.to_string());
+    pinned
+}
+
+/// The fleet containers of robot `peer`.
+async fn fleet_containers(runtime: &DockerRuntime, peer: &PeerId) -> Vec<String> {
+    let label = format!("{peer}/fleet");
+    runtime
+        .list_managed()
+        .await
+        .expect("list containers")
+        .into_iter()
+        .filter(|m| m.labels.get(peercompute_runtime::LABEL_PROVIDER) == Some(&label))
+        .map(|m| m.id)
+        .collect()
+}
+
+fn release(seq: u64, version: &str, image: &PinnedImage, timeout_secs: u32) -> Op {
+    let mut spec = DeployRequest::new(image.to_string(), PORT);
+    spec.name = Some("web".into());
+    Op::Release(Release {
+        group: "production".into(),
+        seq,
+        version: version.into(),
+        spec,
+        health: HealthCheck {
+            path: Some("/healthz".into()),
+            timeout_secs,
+        },
+    })
+}
+
+/// GETs `/` until it answers `version`.
+async fn wait_serving(client: &reqwest::Client, url: &str, version: &str) {
+    within(90, &format!("{url} to serve {version}"), async {
+        loop {
+            if let Ok(r) = client.get(url).send().await
+                && r.status().is_success()
+                && r.text().await.is_ok_and(|b| b.trim() == version)
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+}
+
+/// Visits `url` in a loop until stopped; counts requests that failed or answered another
+/// status than 200.
+fn visitor(
+    client: reqwest::Client,
+    url: String,
+) -> (Arc<AtomicBool>, Arc<AtomicU32>, Arc<AtomicU32>) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let failed = Arc::new(AtomicU32::new(0));
+    let total = Arc::new(AtomicU32::new(0));
+    let (s, f, t) = (stop.clone(), failed.clone(), total.clone());
+    tokio::spawn(async move {
+        while !s.load(Ordering::Relaxed) {
+            let ok = matches!(client.get(&url).send().await, Ok(r) if r.status().is_success());
+            t.fetch_add(1, Ordering::Relaxed);
+            if !ok {
+                f.fetch_add(1, Ordering::Relaxed);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    (stop, failed, total)
+}
+
+#[tokio::test]
+async fn a_robot_joins_by_token_and_applies_releases_behind_a_health_gate() {
+    let gw = TestGateway::start(GatewayOptions {
+        p2p: true,
+        open: true,
+        ..GatewayOptions::default()
+    })
+    .await;
+    let gateway = gw.p2p_addr().await;
+    let runtime = DockerRuntime::connect().await.expect("a Docker engine");
+    let registry = LocalRegistry::start().await.expect("a local registry");
+    let cleanup = Cleanup::new();
+    let repository = format!(
+        "{}/peercompute/{}",
+        registry.host(),
+        unique_name("fleet-web")
+    );
+    let v1 = image(&runtime, &registry, &cleanup, &repository, "v1", true).await;
+    let v2 = image(&runtime, &registry, &cleanup, &repository, "v2", false).await;
+    let v3 = image(&runtime, &registry, &cleanup, &repository, "v3", true).await;
+
+    // The admin starts the fleet and invites robots into production.
+    let admin = Admin::start(&gateway, gw.peer_id).await;
+    admin
+        .write(Op::Genesis {
+            name: "lekiwi".into(),
+        })
+        .await;
+    let invite_key = SigningKey::from_bytes(&rand::random());
+    let invite = admin
+        .write(Op::Invite(Invite {
+            invite_key: MemberKey(invite_key.verifying_key().to_bytes()),
+            groups: vec!["production".into()],
+            name_prefix: Some("lekiwi".into()),
+            expires_at: unix_now() + 3600,
+            uses: 1,
+        }))
+        .await;
+    let token = JoinToken {
+        invite: invite.bytes().to_vec(),
+        secret: invite_key.to_bytes(),
+        bootstrap: vec![],
+    }
+    .to_text();
+
+    // The robot: `peercomputed join TOKEN`, then the daemon.
+    let (home, robot_peer) = TestDaemon::identity();
+    let identity = Identity::load(home.path()).expect("robot identity");
+    let saved = peercompute_provider::save_token(
+        &peercompute_provider::fleet_dir(home.path()),
+        &token,
+        identity.signing_key(),
+        None,
+        unix_now(),
+    )
+    .expect("the token is saved");
+    assert_eq!(saved.fleet, admin.fleet);
+    cleanup.containers_labelled(
+        peercompute_runtime::LABEL_PROVIDER,
+        &format!("{robot_peer}/fleet"),
+    );
+    let spec = GatewaySpec {
+        peer: Some(gw.peer_id),
+        host: gw.tunnel.ip().to_string(),
+        port: gw.tunnel.port(),
+    };
+    let mut robot_daemon = TestDaemon::start_custom(home, spec, Limits::default(), |_| {}).await;
+    let robot = MemberKey(identity.public_key_bytes());
+    let name = admin.wait_member(robot).await;
+    assert_eq!(name, saved.name, "joined under the name `join` printed");
+    assert!(name.starts_with("lekiwi-"), "{name}");
+
+    // v1: served at web-<robot>.
+    let route = format!("web-{name}");
+    let client = https_client(&gw, &[route.as_str()], Alpn::H1);
+    let url = gw.url(&route, "/");
+    admin.write(release(1, "v1", &v1, 30)).await;
+    wait_serving(&client, &url, "v1").await;
+    let status = admin.wait_status(robot, "v1").await;
+    assert_eq!(status.phase, Phase::Healthy, "{status:?}");
+
+    // v2 never becomes healthy: v1 keeps serving, nobody sees a failed request.
+    let (stop, failed, total) = visitor(client.clone(), url.clone());
+    admin.write(release(2, "v2", &v2, 5)).await;
+    let status = admin.wait_status(robot, "v2").await;
+    assert_eq!(status.phase, Phase::RolledBack, "{status:?}");
+    let reason = status.reason.clone().unwrap_or_default();
+    assert!(
+        reason.contains("404"),
+        "the reason names what failed: {reason}"
+    );
+    assert_eq!(status.serving.as_deref(), Some("v1"));
+    wait_serving(&client, &url, "v1").await;
+
+    // v3: switched, still without a failed request.
+    admin.write(release(3, "v3", &v3, 30)).await;
+    wait_serving(&client, &url, "v3").await;
+    let status = admin.wait_status(robot, "v3").await;
+    assert_eq!(status.phase, Phase::Healthy, "{status:?}");
+
+    // A signed rollback returns the group to v1.
+    admin
+        .write(Op::Rollback(Rollback {
+            group: "production".into(),
+            seq: 4,
+            to_version: Some("v1".into()),
+        }))
+        .await;
+    wait_serving(&client, &url, "v1").await;
+    let status = admin.wait_status(robot, "v1").await;
+    assert_eq!(status.phase, Phase::Healthy, "{status:?}");
+
+    stop.store(true, Ordering::Relaxed);
+    let (failed, total) = (
+        failed.load(Ordering::Relaxed),
+        total.load(Ordering::Relaxed),
+    );
+    eprintln!(
+        "visitor: {failed} failed of {total} requests through a rollback, a switch and a return"
+    );
+    assert!(total > 10, "the visitor ran ({total} requests)");
+    assert_eq!(failed, 0, "failed visitor requests: {failed} of {total}");
+
+    // Old containers were stopped; a restarted daemon re-adopts the serving one (the tunnel
+    // reconnects meanwhile, so visitors are not counted here).
+    let before = fleet_containers(&runtime, &robot_peer).await;
+    assert_eq!(
+        before.len(),
+        1,
+        "only the serving container runs: {before:?}"
+    );
+    robot_daemon.restart().await;
+    wait_serving(&client, &url, "v1").await;
+    assert_eq!(
+        fleet_containers(&runtime, &robot_peer).await,
+        before,
+        "re-adopted, not started again"
+    );
+}
