@@ -169,3 +169,179 @@ pub fn forge(log: &FleetLog, key: &SigningKey, op: Op, at: u64) -> SignedEntry {
     };
     SignedEntry::sign(entry, key).expect("a well-formed entry")
 }
+
+// ---------------------------------------------------------------------------------------------
+// Helpers of the codec, property, store and fuzz-corpus tests.
+
+/// The receiver's clock [`World::write_at`] inserts with: late enough for every entry here.
+pub const LATER: u64 = NOW + 10_000_000;
+
+/// The wire form of `body` (the postcard bytes of an entry, canonical or not) signed by `key`,
+/// written from the format in `codec.rs` (`1 | body | Ed25519 over the domain and body`):
+/// what someone holding a key can send without going through `SignedEntry::sign`'s checks.
+pub fn sign_raw(key: &SigningKey, body: &[u8]) -> Vec<u8> {
+    use ed25519_dalek::Signer;
+    let mut message = b"peercompute-fleet/1 entry\0".to_vec();
+    message.extend_from_slice(body);
+    let mut wire = vec![1];
+    wire.extend_from_slice(body);
+    wire.extend_from_slice(&key.sign(&message).to_bytes());
+    wire
+}
+
+/// `op` signed by `author` on the current heads of `w` without inserting it (a genesis on an
+/// empty log of the same fleet, the only place one may stand).
+pub fn author(w: &World, author: &SigningKey, op: Op) -> SignedEntry {
+    let log = match op {
+        Op::Genesis { .. } => FleetLog::new(w.log.fleet()),
+        _ => w.log.clone(),
+    };
+    log.author(author, op, NOW).expect("a well-formed entry")
+}
+
+/// One op of every variant (checked against `op_name` of `fuzz/src/lib.rs` by the codec
+/// tests) with an author that may write it; every field that can be set is set. Writes an
+/// invite into `w` (the join's proof names it).
+pub fn every_op(w: &mut World) -> Vec<(SigningKey, Op)> {
+    let fk = w.fleet_key.clone();
+    let robot = key(20);
+    let token = w.invite(&["production", "staging"], 3, NOW + 3600);
+    let parsed = JoinToken::parse(&token.to_text()).expect("a whole token");
+    let groups = |g: &[&str]| g.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let mut spec = DeployRequest::new(digest(9), 8080);
+    spec.name = Some("app".into());
+    spec.env = vec![peercompute_tunnel_proto::EnvVar {
+        key: "MODE".into(),
+        value: "fast".into(),
+    }];
+    spec.cpu_millis = Some(500);
+    spec.memory_bytes = Some(256 << 20);
+    let ops = vec![
+        Op::Genesis {
+            name: "lekiwi".into(),
+        },
+        Op::Invite(parsed.invite.clone()),
+        Op::Enroll {
+            member: member(&key(21)),
+            name: "lekiwi-2".into(),
+            groups: groups(&["production"]),
+        },
+        Op::SetGroups {
+            member: member(&key(21)),
+            groups: groups(&["production", "staging"]),
+        },
+        Op::Grant(Grant {
+            member: member(&key(11)),
+            role: Role::Developer,
+            groups: groups(&["staging"]),
+            expires_at: Some(NOW + 86_400),
+        }),
+        Op::Ungrant {
+            member: member(&key(11)),
+        },
+        Op::Release(Release {
+            group: "production".into(),
+            seq: 3,
+            version: "v3".into(),
+            spec,
+            health: HealthCheck {
+                path: Some("/healthz".into()),
+                timeout_secs: 30,
+            },
+        }),
+        rollback("production", 4, Some("v1")),
+        Op::EStop {
+            groups: groups(&["production"]),
+            reason: "arm hit the wall".into(),
+        },
+        Op::Resume { groups: vec![] },
+        Op::Revoke {
+            member: member(&key(21)),
+            reason: "stolen".into(),
+        },
+    ];
+    let join = Op::Join(Join {
+        invite: parsed.entry.hash(),
+        name: "lekiwi-1".into(),
+        proof: parsed.proof_for(&member(&robot)),
+    });
+    let mut out: Vec<(SigningKey, Op)> = ops.into_iter().map(|op| (fk.clone(), op)).collect();
+    out.push((robot, join));
+    out
+}
+
+/// A status report of robot `key(20)`, signed, naming `release` as healthy.
+pub fn signed_status(
+    fleet: FleetId,
+    release: peercompute_fleet::EntryHash,
+) -> peercompute_fleet::SignedStatus {
+    use peercompute_fleet::{AppStatus, Phase, SignedStatus, StatusReport};
+    let robot = key(20);
+    let report = StatusReport {
+        fleet,
+        robot: member(&robot),
+        at_ms: NOW * 1000,
+        agent: "peercompute/0.1".into(),
+        uptime_secs: 3600,
+        log_len: 2,
+        apps: vec![AppStatus {
+            group: "production".into(),
+            release,
+            version: "v3".into(),
+            phase: Phase::Healthy,
+            serving: Some("v3".into()),
+            url: Some("https://app-lekiwi-1.example.org".into()),
+            apply_ms: Some(1200),
+            reason: None,
+            changed_at_ms: NOW * 1000,
+        }],
+        cpu_permille: 120,
+        memory_used_bytes: 1 << 30,
+        memory_total_bytes: 4 << 30,
+        disk_free_bytes: 10 << 30,
+    };
+    SignedStatus::sign(report, &robot)
+}
+
+/// One message of every kind, in variant order, carrying `entries` (at least one) and a
+/// status naming the last of them.
+pub fn every_message(
+    fleet: FleetId,
+    entries: &[&SignedEntry],
+) -> Vec<peercompute_fleet::FleetMessage> {
+    use peercompute_fleet::{FleetMessage, PushResult};
+    let (first, last) = (entries[0].hash(), entries[entries.len() - 1].hash());
+    let status = signed_status(fleet, last);
+    let bytes: Vec<Vec<u8>> = entries.iter().map(|e| e.bytes().to_vec()).collect();
+    vec![
+        FleetMessage::Push {
+            fleet,
+            entries: bytes.clone(),
+        },
+        FleetMessage::Ack {
+            results: vec![
+                PushResult::Stored(first),
+                PushResult::Duplicate(last),
+                PushResult::Refused {
+                    reason: "no".into(),
+                },
+            ],
+        },
+        FleetMessage::Pull {
+            fleet,
+            heads: vec![first],
+        },
+        FleetMessage::Entries {
+            entries: bytes,
+            more: true,
+        },
+        FleetMessage::StatusRequest { fleet },
+        FleetMessage::Status(status.clone()),
+        FleetMessage::Error {
+            message: "unknown fleet".into(),
+        },
+        FleetMessage::Statuses {
+            statuses: vec![status],
+        },
+    ]
+}
