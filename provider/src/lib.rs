@@ -47,7 +47,9 @@ pub use control::ReplayStoreError;
 pub use deploy::{
     DEFAULT_CPU_MILLIS, DEFAULT_MEMORY_BYTES, DeploySettings, ReconcileReport, StateError,
 };
-pub use fleet::{AppliedError, FleetAgentError, JoinError, JoinSaved, fleet_dir, save_token};
+pub use fleet::{
+    AppliedError, FleetAgentError, JoinError, JoinSaved, JoinStatus, fleet_dir, save_token,
+};
 pub use peercompute_runtime::Limits;
 pub use relay::RelayStatus;
 pub use tunnel::{
@@ -98,6 +100,8 @@ pub struct Daemon {
     pub reconciled: ReconcileReport,
     /// The fleet logs this robot holds.
     pub fleet: peercompute_p2p::fleet_hub::FleetHub,
+    /// Where the join with a saved token is ([`JoinStatus::NoToken`] without one).
+    pub join: watch::Receiver<JoinStatus>,
     fleet_tasks: Vec<JoinHandle<()>>,
     stop: watch::Sender<bool>,
     tunnel_task: Option<JoinHandle<()>>,
@@ -193,7 +197,11 @@ impl Daemon {
             let pinned = config.gateway.as_ref().and_then(|g| g.peer);
             Some(relay::fixed_source(&config.gateway_p2p, pinned).map_err(ProviderError::Config)?)
         };
-        let (fleet, fleet_tasks) = fleet::start(
+        let fleet::FleetAgent {
+            hub: fleet,
+            join,
+            tasks: fleet_tasks,
+        } = fleet::start(
             fleet::FleetParts {
                 home: &config.home,
                 identity: &identity,
@@ -236,6 +244,7 @@ impl Daemon {
             relay_task,
             reconciled,
             fleet,
+            join,
             fleet_tasks,
             stop,
             tunnel_task,

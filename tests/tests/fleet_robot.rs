@@ -1,5 +1,6 @@
 //! A robot in a fleet, end to end with the real parts: a gateway holding the fleet log, a
-//! `peercomputed` daemon that joins with a token, a local registry (Debian's
+//! `peercomputed` daemon that joins with a token (a second robot with the same one-use token
+//! is refused, saying why), a local registry (Debian's
 //! `docker-registry`) serving busybox images pinned by digest, and an admin writing entries
 //! with the fleet crate. Release v1 → the robot serves it at `web-<robot>`; v2 whose health
 //! path fails → the robot keeps v1 serving and reports `rolled back` with the reason; v3 →
@@ -17,87 +18,48 @@ use peercompute_fleet::{
     SignedEntry,
 };
 use peercompute_identity::Identity;
-use peercompute_p2p::fleet_hub::{self, FleetHub, HubPolicy, unix_now};
-use peercompute_p2p::{Multiaddr, Node, NodeConfig, PeerId};
-use peercompute_provider::{GatewaySpec, Limits};
+use peercompute_p2p::fleet_hub::{self, unix_now};
+use peercompute_p2p::{Multiaddr, PeerId};
+use peercompute_provider::{GatewaySpec, JoinStatus, Limits};
 use peercompute_runtime::testsupport::{
     Cleanup, LocalRegistry, ScratchImage, busybox, unique_name,
 };
 use peercompute_runtime::{DockerRuntime, PinnedImage};
+use peercompute_tests::fleet::{FleetMember, peer_of};
 use peercompute_tests::{Alpn, GatewayOptions, TestDaemon, TestGateway, https_client, within};
 use peercompute_tunnel_proto::DeployRequest;
 
 const PORT: u16 = 8080;
 
-/// The admin's copy of the fleet: its node and hub, and the fleet key.
+/// The admin's copy of the fleet (a [`FleetMember`]) and the fleet key.
 struct Admin {
-    node: Node,
-    hub: FleetHub,
+    member: FleetMember,
     fleet_key: SigningKey,
     fleet: FleetId,
     gateway: PeerId,
-    _home: tempfile::TempDir,
 }
 
 impl Admin {
-    async fn start(gateway: &Multiaddr, gateway_id: PeerId) -> Self {
-        let identity = Identity::generate().expect("identity");
-        let home = tempfile::tempdir().expect("home");
-        let node = Node::start(
-            &identity,
-            NodeConfig {
-                mdns: false,
-                hole_punch_wait: Duration::ZERO,
-                ..NodeConfig::default()
-            },
-        )
-        .await
-        .expect("node");
-        let policy = HubPolicy {
-            admit: Arc::new(|_| true),
-            accept_new_fleets: true,
-            max_fleets: 4,
-            max_entries: 1000,
-        };
-        let (hub, _) = FleetHub::open(home.path(), policy).expect("hub");
-        tokio::spawn(fleet_hub::serve(node.clone(), hub.clone()));
-        within(
-            15,
-            "dial the gateway",
-            node.dial(gateway_id, vec![gateway.clone()]),
-        )
-        .await
-        .expect("dial");
+    async fn start(gateway: &Multiaddr) -> Self {
+        let member = FleetMember::start(gateway, true).await;
         let fleet_key = SigningKey::from_bytes(&rand::random());
         let fleet = FleetId(fleet_key.verifying_key().to_bytes());
         Admin {
-            node,
-            hub,
+            member,
             fleet_key,
             fleet,
-            gateway: gateway_id,
-            _home: home,
+            gateway: peer_of(gateway),
         }
     }
 
     /// Writes `op` with the fleet key, stores it here and pushes it to the gateway.
     async fn write(&self, op: Op) -> SignedEntry {
-        let entry = self
-            .hub
-            .with_log(&self.fleet, |log| {
-                log.author(&self.fleet_key, op.clone(), unix_now())
-            })
-            .unwrap_or_else(|| {
-                peercompute_fleet::FleetLog::new(self.fleet).author(&self.fleet_key, op, unix_now())
-            })
-            .expect("a valid entry");
-        let stored = self.hub.insert(self.fleet, vec![entry.clone()], None);
-        assert!(matches!(stored[..], [PushResult::Stored(_)]), "{stored:?}");
+        let entry = self.member.write(self.fleet, &self.fleet_key, op);
         let pushed = within(
             20,
             "push to the gateway",
             fleet_hub::push_to(
-                &self.node,
+                &self.member.node,
                 self.gateway,
                 self.fleet,
                 vec![entry.bytes().to_vec()],
@@ -113,8 +75,15 @@ impl Admin {
     async fn wait_member(&self, robot: MemberKey) -> String {
         within(60, "the robot's join to reach the gateway", async {
             loop {
-                let _ = fleet_hub::sync_with(&self.node, self.gateway, &self.hub, self.fleet).await;
+                let _ = fleet_hub::sync_with(
+                    &self.member.node,
+                    self.gateway,
+                    &self.member.hub,
+                    self.fleet,
+                )
+                .await;
                 let name = self
+                    .member
                     .hub
                     .with_log(&self.fleet, |l| {
                         l.state()?.members.get(&robot).map(|m| m.name.clone())
@@ -133,9 +102,10 @@ impl Admin {
     async fn wait_status(&self, robot: MemberKey, version: &str) -> peercompute_fleet::AppStatus {
         within(90, &format!("the robot's status for {version}"), async {
             loop {
-                let statuses = fleet_hub::request_statuses(&self.node, self.gateway, self.fleet)
-                    .await
-                    .unwrap_or_default();
+                let statuses =
+                    fleet_hub::request_statuses(&self.member.node, self.gateway, self.fleet)
+                        .await
+                        .unwrap_or_default();
                 let app = statuses
                     .into_iter()
                     .filter(|s| s.report.robot == robot)
@@ -184,6 +154,27 @@ async fn image(
         .expect("resolve");
     cleanup.image(&pinned.to_string());
     pinned
+}
+
+/// The tunnel address of `gw`, its key pinned.
+fn spec(gw: &TestGateway) -> GatewaySpec {
+    GatewaySpec {
+        peer: Some(gw.peer_id),
+        host: gw.tunnel.ip().to_string(),
+        port: gw.tunnel.port(),
+    }
+}
+
+/// Waits until the daemon's join is done: joined or refused.
+async fn wait_join(daemon: &TestDaemon) -> JoinStatus {
+    let mut join = daemon.daemon.as_ref().expect("running").join.clone();
+    within(60, "the join to finish", async {
+        join.wait_for(|s| matches!(s, JoinStatus::Joined { .. } | JoinStatus::Refused { .. }))
+            .await
+            .map(|s| s.clone())
+            .expect("the agent runs")
+    })
+    .await
 }
 
 /// The fleet containers of robot `peer`.
@@ -275,7 +266,7 @@ async fn a_robot_joins_by_token_and_applies_releases_behind_a_health_gate() {
     let v3 = image(&runtime, &registry, &cleanup, &repository, "v3", true).await;
 
     // The admin starts the fleet and invites robots into production.
-    let admin = Admin::start(&gateway, gw.peer_id).await;
+    let admin = Admin::start(&gateway).await;
     admin
         .write(Op::Genesis {
             name: "lekiwi".into(),
@@ -314,16 +305,43 @@ async fn a_robot_joins_by_token_and_applies_releases_behind_a_health_gate() {
         peercompute_runtime::LABEL_PROVIDER,
         &format!("{robot_peer}/fleet"),
     );
-    let spec = GatewaySpec {
-        peer: Some(gw.peer_id),
-        host: gw.tunnel.ip().to_string(),
-        port: gw.tunnel.port(),
-    };
-    let mut robot_daemon = TestDaemon::start_custom(home, spec, Limits::default(), |_| {}).await;
+    let mut robot_daemon =
+        TestDaemon::start_custom(home, spec(&gw), Limits::default(), |_| {}).await;
+    let joined = wait_join(&robot_daemon).await;
     let robot = MemberKey(identity.public_key_bytes());
     let name = admin.wait_member(robot).await;
     assert_eq!(name, saved.name, "joined under the name `join` printed");
     assert!(name.starts_with("lekiwi-"), "{name}");
+    assert_eq!(
+        joined,
+        JoinStatus::Joined {
+            fleet: admin.fleet,
+            name: name.clone()
+        }
+    );
+
+    // The token allowed one robot: a second one is refused, with the reason.
+    let (home2, _) = TestDaemon::identity();
+    let identity2 = Identity::load(home2.path()).expect("second identity");
+    peercompute_provider::save_token(
+        &peercompute_provider::fleet_dir(home2.path()),
+        &token,
+        identity2.signing_key(),
+        None,
+        unix_now(),
+    )
+    .expect("still unexpired, so saved");
+    let second = TestDaemon::start_custom(home2, spec(&gw), Limits::default(), |_| {}).await;
+    match wait_join(&second).await {
+        JoinStatus::Refused { reason } => {
+            assert!(
+                reason.contains("already used"),
+                "the reason says which: {reason}"
+            )
+        }
+        other => panic!("a used-up token must be refused: {other:?}"),
+    }
+    drop(second);
 
     // v1: served at web-<robot>.
     let route = format!("web-{name}");

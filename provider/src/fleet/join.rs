@@ -35,6 +35,22 @@ pub enum JoinError {
     },
 }
 
+/// Where the daemon is with a saved join token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JoinStatus {
+    /// No token saved.
+    NoToken,
+    /// Trying (no gateway yet, the log not fetched yet, …): why it is not done.
+    Waiting { reason: String },
+    /// This robot is a member, under `name`.
+    Joined {
+        fleet: peercompute_fleet::FleetId,
+        name: String,
+    },
+    /// Refused for good (expired, used up, forged, name taken): the members' reason.
+    Refused { reason: String },
+}
+
 /// What `peercomputed join` saved.
 #[derive(Debug, Clone)]
 pub struct JoinSaved {

@@ -35,7 +35,7 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 pub use applied::AppliedError;
-pub use join::{JoinError, JoinSaved, save_token};
+pub use join::{JoinError, JoinSaved, JoinStatus, save_token};
 
 use crate::config::{Firewall, JoinTokenText};
 use crate::tunnel::{GatewayP2p, TunnelHandle};
@@ -75,12 +75,19 @@ pub enum FleetAgentError {
     Applied(#[from] AppliedError),
 }
 
+/// The running fleet agent.
+pub(crate) struct FleetAgent {
+    pub(crate) hub: FleetHub,
+    pub(crate) join: watch::Receiver<JoinStatus>,
+    pub(crate) tasks: Vec<JoinHandle<()>>,
+}
+
 /// Opens the robot's hub and starts serving, syncing, reconciling and reporting; the tasks
 /// stop when `stop` turns true.
 pub(crate) fn start(
     parts: FleetParts<'_>,
     stop: &watch::Sender<bool>,
-) -> Result<(FleetHub, Vec<JoinHandle<()>>), FleetAgentError> {
+) -> Result<FleetAgent, FleetAgentError> {
     let dir = fleet_dir(parts.home);
     let policy = HubPolicy {
         // Entries are verified one by one and streams are bounded: any peer may offer them.
@@ -108,6 +115,7 @@ pub(crate) fn start(
     let board = status::StatusBoard::new();
     let node = parts.node.clone();
     let mut tasks = vec![tokio::spawn(fleet_hub::serve(node.clone(), hub.clone()))];
+    let (join_tx, join) = watch::channel(JoinStatus::NoToken);
     let syncer = sync::Syncer::new(
         node.clone(),
         hub.clone(),
@@ -115,6 +123,7 @@ pub(crate) fn start(
         dir.clone(),
         gateway.clone(),
         parts.tunnel.cloned(),
+        join_tx,
     );
     tasks.push(tokio::spawn(syncer.run(stop.subscribe())));
     let publisher = status::Publisher {
@@ -148,7 +157,7 @@ pub(crate) fn start(
         ),
     }
     info!(fleets = hub.fleet_ids().len(), "fleet agent ready");
-    Ok((hub, tasks))
+    Ok(FleetAgent { hub, join, tasks })
 }
 
 /// Saves the config file's token unless it is the one saved already (then the join, or its

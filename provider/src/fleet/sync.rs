@@ -18,7 +18,7 @@ use peercompute_p2p::{Multiaddr, Node, PeerId};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
-use super::join::{author_join, bootstrap_peers, join_name, load_token};
+use super::join::{JoinStatus, author_join, bootstrap_peers, join_name, load_token};
 use crate::tunnel::{GatewayP2p, TunnelHandle, TunnelStatus};
 
 /// How often the logs are synced without any other reason.
@@ -65,6 +65,7 @@ pub(crate) struct Syncer {
     complaints: Complaints,
     /// A token refused for good (its text), not tried again.
     refused_token: Option<String>,
+    join: watch::Sender<JoinStatus>,
 }
 
 impl Syncer {
@@ -75,6 +76,7 @@ impl Syncer {
         dir: PathBuf,
         gateway: watch::Receiver<Option<GatewayP2p>>,
         tunnel: Option<TunnelHandle>,
+        join: watch::Sender<JoinStatus>,
     ) -> Self {
         Syncer {
             node,
@@ -85,6 +87,7 @@ impl Syncer {
             tunnel,
             complaints: Complaints::default(),
             refused_token: None,
+            join,
         }
     }
 
@@ -219,38 +222,52 @@ impl Syncer {
         }
     }
 
-    /// The join step of a round; false when it should be tried again soon.
+    /// The join step of a round, its outcome published; false when it should be tried
+    /// again soon.
     async fn try_join(&mut self, gateway: Option<&GatewayP2p>) -> bool {
+        let (done, status) = self.join_step(gateway).await;
+        self.join.send_if_modified(|old| {
+            let changed = *old != status;
+            *old = status;
+            changed
+        });
+        done
+    }
+
+    async fn join_step(&mut self, gateway: Option<&GatewayP2p>) -> (bool, JoinStatus) {
         let (token, asked) = match load_token(&self.dir) {
-            None => return true,
+            None => return (true, JoinStatus::NoToken),
             Some(Err(e)) => {
-                self.complaints.fail(
-                    "token",
-                    format!("fleet: the saved join token is unusable: {e}"),
-                );
-                return true;
+                let reason = format!("fleet: the saved join token is unusable: {e}");
+                self.complaints.fail("token", reason.clone());
+                return (true, JoinStatus::Refused { reason });
             }
             Some(Ok(t)) => t,
         };
         let text = token.token.to_text();
         if self.refused_token.as_ref() == Some(&text) {
-            return true;
+            return (true, self.join.borrow().clone());
         }
         let fleet = token.fleet();
         let me = self.me();
         let member = |hub: &FleetHub| {
             hub.with_log(&fleet, |l| {
-                l.state().is_some_and(|s| s.members.contains_key(&me))
+                l.state()
+                    .and_then(|s| s.members.get(&me))
+                    .map(|m| JoinStatus::Joined {
+                        fleet,
+                        name: m.name.clone(),
+                    })
             })
-            .unwrap_or(false)
+            .flatten()
         };
-        if member(&self.hub) {
-            return true;
+        if let Some(joined) = member(&self.hub) {
+            return (true, joined);
         }
         if let Err(e) = self.hub.hold(fleet) {
-            self.complaints
-                .fail("hold", format!("fleet {fleet}: cannot keep its log: {e}"));
-            return false;
+            let reason = format!("fleet {fleet}: cannot keep its log: {e}");
+            self.complaints.fail("hold", reason.clone());
+            return (false, JoinStatus::Waiting { reason });
         }
         let mut peers: Vec<(PeerId, Vec<Multiaddr>)> = gateway
             .map(|g| (g.peer, g.addrs.clone()))
@@ -266,14 +283,15 @@ impl Syncer {
                 self.sync(*peer, fleet).await;
             }
         }
-        if member(&self.hub) {
-            return true;
+        if let Some(joined) = member(&self.hub) {
+            return (true, joined);
         }
         let name = match join_name(&token, &me, asked.as_deref()) {
             Ok(name) => name,
             Err(e) => {
-                self.complaints.fail("join", format!("fleet {fleet}: {e}"));
-                return true;
+                let reason = format!("fleet {fleet}: {e}");
+                self.complaints.fail("join", reason.clone());
+                return (true, JoinStatus::Refused { reason });
             }
         };
         let now = unix_now();
@@ -298,15 +316,19 @@ impl Syncer {
             }
         });
         let entry = match verdict {
-            None => return false,
+            None => {
+                let reason = format!("fleet {fleet}: its log is not held here");
+                return (false, JoinStatus::Waiting { reason });
+            }
             Some(Ok(entry)) => entry,
             Some(Err((message, permanent))) => {
-                self.complaints
-                    .fail("join", format!("fleet {fleet}: {message}"));
+                let reason = format!("fleet {fleet}: {message}");
+                self.complaints.fail("join", reason.clone());
                 if permanent {
                     self.refused_token = Some(text);
+                    return (true, JoinStatus::Refused { reason });
                 }
-                return permanent;
+                return (false, JoinStatus::Waiting { reason });
             }
         };
         match self.hub.insert(fleet, vec![entry], None).first() {
@@ -317,16 +339,19 @@ impl Syncer {
                 for (peer, _) in &peers {
                     sent |= self.sync(*peer, fleet).await;
                 }
-                sent
+                (sent, JoinStatus::Joined { fleet, name })
             }
             Some(PushResult::Refused { reason }) => {
-                self.complaints.fail(
-                    "join",
-                    format!("fleet {fleet}: joining as {name} was refused: {reason}"),
-                );
-                false
+                let reason = format!("fleet {fleet}: joining as {name} was refused: {reason}");
+                self.complaints.fail("join", reason.clone());
+                (false, JoinStatus::Waiting { reason })
             }
-            None => false,
+            None => (
+                false,
+                JoinStatus::Waiting {
+                    reason: "nothing stored".into(),
+                },
+            ),
         }
     }
 }
