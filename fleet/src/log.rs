@@ -5,10 +5,12 @@
 //! set folds the same state, whatever order it learned the entries in. Inserting checks, in
 //! order: the fleet, duplicates, the genesis rule, that every parent is known (else the caller
 //! fetches them: [`InsertError::MissingParents`]), the clock and time rules, and finally
-//! authority — the entry is folded in its canonical place and refused if the state before it
-//! does not allow it. A refused entry is not stored. An entry that sorts after all others
-//! (the usual case) is folded onto the current state; one that lands in the middle (a
-//! concurrent branch) refolds the log.
+//! authority — judged against the entry's causal past (its ancestors), so the verdict does not
+//! depend on which concurrent entries a member happened to see first. A refused entry is not
+//! stored. The state is the fold of every stored entry in canonical order: an entry built on
+//! every head (the usual case) is folded onto the current state; a concurrent one refolds the
+//! log, and an entry a concurrent one overrides (two releases with one sequence number) stays
+//! in the log but is skipped by the fold, on every member alike.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -129,20 +131,7 @@ impl FleetLog {
     /// lacks), in canonical order so the peer can insert them as they come. Heads unknown
     /// here are ignored: the peer then receives a little more than it needs.
     pub fn entries_not_below(&self, heads: &[EntryHash]) -> Vec<&SignedEntry> {
-        let mut seen: BTreeSet<EntryHash> = BTreeSet::new();
-        let mut stack: Vec<EntryHash> = heads
-            .iter()
-            .filter(|h| self.entries.contains_key(h))
-            .copied()
-            .collect();
-        while let Some(hash) = stack.pop() {
-            if !seen.insert(hash) {
-                continue;
-            }
-            if let Some(e) = self.entries.get(&hash) {
-                stack.extend(e.entry().parents.iter().copied());
-            }
-        }
+        let seen = self.ancestors(heads);
         self.iter().filter(|e| !seen.contains(&e.hash())).collect()
     }
 
@@ -214,47 +203,63 @@ impl FleetLog {
         if entry.at < max_at {
             return Err(InsertError::TimeBeforeParent(hash));
         }
-        let last = self.order.iter().next_back().copied();
-        let state = if last.is_none_or(|l| l < (entry.clock, hash)) {
-            let mut state = self.state.clone().ok_or(refused(Refusal::Genesis))?;
-            state.apply(hash, entry).map_err(refused)?;
-            state
+        // Authority is judged against the entry's causal past only (its ancestors), which
+        // every member holds in full before accepting it: the verdict is the same on every
+        // member whatever else it has seen, so refusing here never splits the fleet. In the
+        // usual case the entry builds on every head, and its past is the whole log.
+        let on_every_head = entry.parents.iter().copied().eq(self.heads.iter().copied());
+        let past = if on_every_head {
+            self.state.clone()
         } else {
-            self.refold_with(&signed).map_err(refused)?
+            let ancestors = self.ancestors(&entry.parents);
+            self.fold_where(|h| ancestors.contains(h))
         };
-        self.state = Some(state);
+        let mut state = past.ok_or(refused(Refusal::Genesis))?;
+        state.apply(hash, entry).map_err(refused)?;
+        let concurrent = !on_every_head;
         self.store(signed);
+        // With concurrent branches, the state is the fold of everything in canonical order;
+        // an entry a concurrent one overrides (two releases with one sequence number) stays
+        // in the log, skipped by the fold — on every member alike.
+        self.state = if concurrent {
+            self.fold_where(|_| true)
+        } else {
+            Some(state)
+        };
         Ok(Inserted::New)
     }
 
-    /// Folds every entry plus `extra` in canonical order; the state, or why `extra` is
-    /// refused. Entries already held that the fold now refuses (a concurrent grant removed
-    /// before them) stay in the log but are skipped, as on every other member.
-    fn refold_with(&self, extra: &SignedEntry) -> Result<FleetState, Refusal> {
-        let mut order = self.order.clone();
-        order.insert((extra.entry().clock, extra.hash()));
+    /// Every entry at or below `heads`.
+    fn ancestors(&self, heads: &[EntryHash]) -> BTreeSet<EntryHash> {
+        let mut seen = BTreeSet::new();
+        let mut stack = heads.to_vec();
+        while let Some(hash) = stack.pop() {
+            if seen.insert(hash)
+                && let Some(e) = self.entries.get(&hash)
+            {
+                stack.extend(e.entry().parents.iter().copied());
+            }
+        }
+        seen
+    }
+
+    /// Folds the entries `include` selects, in canonical order. Entries the state refuses at
+    /// their place are skipped, as on every other member.
+    fn fold_where(&self, include: impl Fn(&EntryHash) -> bool) -> Option<FleetState> {
         let mut state: Option<FleetState> = None;
-        for (_, hash) in &order {
-            let signed = if *hash == extra.hash() {
-                extra
-            } else {
-                &self.entries[hash]
-            };
-            let entry = signed.entry();
+        for (_, hash) in self.order.iter().filter(|(_, h)| include(h)) {
+            let entry = self.entries[hash].entry();
             match (&mut state, &entry.op) {
                 (None, Op::Genesis { name }) => {
                     state = Some(FleetState::genesis(self.fleet, name));
                 }
-                (None, _) => return Err(Refusal::Genesis),
+                (None, _) => {}
                 (Some(s), _) => {
-                    let r = s.apply(*hash, entry);
-                    if *hash == extra.hash() {
-                        r?;
-                    }
+                    let _ = s.apply(*hash, entry);
                 }
             }
         }
-        state.ok_or(Refusal::Genesis)
+        state
     }
 
     fn store(&mut self, signed: SignedEntry) {

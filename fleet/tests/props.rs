@@ -2,9 +2,9 @@
 //! form and frames, arbitrary bytes never panic the decoders (the fuzz targets' checks,
 //! included below), and the fold does not depend on the order entries arrive in — a random
 //! history with concurrent branches, inserted in any order, gives the state and heads of the
-//! canonical order. Histories whose branches conflict (two releases of one group at once) do
-//! not converge today: `concurrent_releases_of_one_group_converge_whatever_the_order` shows it
-//! and is ignored until the log is fixed.
+//! canonical order. Branches that conflict (two releases of one group at once) converge too:
+//! `concurrent_releases_of_one_group_converge_whatever_the_order` (it failed while authority
+//! was judged against whatever a member had seen, rather than the entry's causal past).
 
 mod support;
 
@@ -495,9 +495,6 @@ fn insert_tolerantly(fleet: FleetId, entries: &[&SignedEntry]) -> FleetLog {
 /// sorts first and wins, the other is skipped — and an entry written on top of the loser
 /// (here a release of another group) must count on every member or on none.
 #[test]
-#[ignore = "fleet log bug, reported: a member that sees the winner first refuses the loser, \
-            so it can never take the loser's descendants, while a member that saw the loser \
-            first keeps it and applies them"]
 fn concurrent_releases_of_one_group_converge_whatever_the_order() {
     let trunk = Branch::trunk();
     let fk = trunk.w.fleet_key.clone();
