@@ -76,6 +76,27 @@ pub enum Op {
     Revoke { member: MemberKey, reason: String },
 }
 
+impl Op {
+    /// The op's name as people read it in the log (`release`, `e-stop`, …). No wildcard: a
+    /// new op must be named here.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Op::Genesis { .. } => "genesis",
+            Op::Invite(_) => "invite",
+            Op::Join(_) => "join",
+            Op::Enroll { .. } => "enroll",
+            Op::SetGroups { .. } => "set-groups",
+            Op::Grant(_) => "grant",
+            Op::Ungrant { .. } => "ungrant",
+            Op::Release(_) => "release",
+            Op::Rollback(_) => "rollback",
+            Op::EStop { .. } => "e-stop",
+            Op::Resume { .. } => "resume",
+            Op::Revoke { .. } => "revoke",
+        }
+    }
+}
+
 /// Roles, from most to least power.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Role {

@@ -25,23 +25,10 @@ use peercompute_fleet::{
 /// Frame header: `length: u32 BE`.
 const HEADER: usize = 4;
 
-/// The name of an op's variant, as reports pin it. No wildcard: a new variant must be named
-/// here (and `tests/codec.rs` then asks for an entry of it).
+/// The name of an op's variant, as reports pin it (`Op::kind`, which names every variant;
+/// `tests/codec.rs` then asks for an entry of each).
 pub fn op_name(op: &Op) -> &'static str {
-    match op {
-        Op::Genesis { .. } => "genesis",
-        Op::Invite(_) => "invite",
-        Op::Join(_) => "join",
-        Op::Enroll { .. } => "enroll",
-        Op::SetGroups { .. } => "set-groups",
-        Op::Grant(_) => "grant",
-        Op::Ungrant { .. } => "ungrant",
-        Op::Release(_) => "release",
-        Op::Rollback(_) => "rollback",
-        Op::EStop { .. } => "estop",
-        Op::Resume { .. } => "resume",
-        Op::Revoke { .. } => "revoke",
-    }
+    op.kind()
 }
 
 /// Every name [`op_name`] gives.
@@ -55,7 +42,7 @@ pub const OP_NAMES: [&str; 12] = [
     "ungrant",
     "release",
     "rollback",
-    "estop",
+    "e-stop",
     "resume",
     "revoke",
 ];

@@ -107,7 +107,7 @@ pub(crate) fn log_rows(log: &FleetLog, me: Option<MemberKey>) -> Vec<LogRow> {
             author: entry.author.to_string(),
             author_name: names.name(&entry.author).map(str::to_owned),
             role,
-            op: op_name(&entry.op),
+            op: entry.op.kind(),
             what: what(&entry.op, &names),
         });
         fold(&mut state, signed, log);
@@ -133,23 +133,6 @@ fn scoped(role: &str, groups: &[String]) -> String {
         role.to_owned()
     } else {
         format!("{role} ({})", groups.join(","))
-    }
-}
-
-fn op_name(op: &Op) -> &'static str {
-    match op {
-        Op::Genesis { .. } => "genesis",
-        Op::Invite(_) => "invite",
-        Op::Join(_) => "join",
-        Op::Enroll { .. } => "enroll",
-        Op::SetGroups { .. } => "set-groups",
-        Op::Grant(_) => "grant",
-        Op::Ungrant { .. } => "ungrant",
-        Op::Release(_) => "release",
-        Op::Rollback(_) => "rollback",
-        Op::EStop { .. } => "e-stop",
-        Op::Resume { .. } => "resume",
-        Op::Revoke { .. } => "revoke",
     }
 }
 
