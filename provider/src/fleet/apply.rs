@@ -15,9 +15,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use peercompute_fleet::{
-    AppStatus, EntryHash, FleetId, FleetState, MemberKey, Phase, ReleaseRecord,
-};
+use peercompute_fleet::{AppStatus, FleetId, FleetState, MemberKey, Phase, ReleaseRecord};
 use peercompute_identity::PeerId;
 use peercompute_runtime::{ContainerSpec, DockerRuntime, HealthCheck, PinnedImage};
 use tracing::{info, warn};
@@ -69,65 +67,7 @@ fn failed(reason: String) -> Failed {
 }
 
 impl Applier {
-    /// At start: re-adopts serving containers (their routes registered again), forgets those
-    /// Docker no longer has (so they are applied again), removes fleet containers nobody
-    /// recorded (a crash mid-apply).
-    pub(crate) async fn adopt(&mut self) {
-        let label = fleet_provider_label(&self.me);
-        let managed = match self.runtime.list_managed().await {
-            Ok(m) => m,
-            Err(e) => {
-                warn!("fleet: cannot list containers to re-adopt: {e}");
-                return;
-            }
-        };
-        let mut keep = Vec::new();
-        let mut changed = false;
-        for (fleet, groups) in &mut self.applied.fleets {
-            for (group, applied) in &mut groups.groups {
-                let Some(serving) = &applied.serving else {
-                    continue;
-                };
-                let found = managed.iter().find(|m| m.id == serving.container_id);
-                match found.and_then(|m| m.addr) {
-                    Some(addr) => {
-                        keep.push(serving.container_id.clone());
-                        if let Ok(fleet_id) = fleet.parse::<FleetId>() {
-                            self.board.set(
-                                fleet_id,
-                                adopted_status(group, serving, applied.failed.as_ref()),
-                            );
-                        }
-                        info!(%fleet, %group, version = %serving.version, route = %serving.route, "fleet: re-adopted the serving container");
-                        if let Some(tunnel) = &self.tunnel {
-                            spawn_register(tunnel, &serving.route, addr);
-                        }
-                        self.published.insert(serving.container_id.clone(), addr);
-                    }
-                    None => {
-                        warn!(%fleet, %group, version = %serving.version, "fleet: the serving container is gone or stopped; applying the release again");
-                        if let Some(m) = found {
-                            let _ = self.runtime.stop(&m.id).await;
-                        }
-                        applied.serving = None;
-                        changed = true;
-                    }
-                }
-            }
-        }
-        for m in &managed {
-            let ours = m.labels.get(peercompute_runtime::LABEL_PROVIDER) == Some(&label);
-            if ours && !keep.contains(&m.id) {
-                warn!(container = %m.name, "fleet: removing a container no release records");
-                let _ = self.runtime.stop(&m.id).await;
-            }
-        }
-        if changed {
-            self.save();
-        }
-    }
-
-    fn save(&self) {
+    pub(super) fn save(&self) {
         if let Err(e) = self.applied.save(&self.dir) {
             warn!("fleet: {e}");
         }
@@ -162,29 +102,6 @@ impl Applier {
                     }
                 }
                 Action::Remove { group } => self.remove(fleet, &group).await,
-            }
-        }
-    }
-
-    /// Docker gives a restarted container a new port: keep each route on the current one.
-    pub(crate) async fn follow_ports(&mut self) {
-        let Some(tunnel) = self.tunnel.clone() else {
-            return;
-        };
-        let serving: Vec<Serving> = self
-            .applied
-            .fleets
-            .values()
-            .flat_map(|f| f.groups.values())
-            .filter_map(|g| g.serving.clone())
-            .collect();
-        for s in serving {
-            let Ok(Some(addr)) = self.runtime.addr(&s.container_id).await else {
-                continue;
-            };
-            if self.published.insert(s.container_id.clone(), addr) != Some(addr) {
-                info!(route = %s.route, %addr, "fleet: container published on a new port; re-pointing its route");
-                spawn_register(&tunnel, &s.route, addr);
             }
         }
     }
@@ -410,24 +327,8 @@ impl Applier {
     }
 }
 
-/// The status of a group re-adopted at start.
-fn adopted_status(group: &str, serving: &Serving, failed: Option<&Failure>) -> AppStatus {
-    let release = serving.release.parse().unwrap_or(EntryHash([0; 32]));
-    AppStatus {
-        group: group.to_owned(),
-        release,
-        version: serving.version.clone(),
-        phase: Phase::Healthy,
-        serving: Some(serving.version.clone()),
-        url: serving.url.clone(),
-        apply_ms: None,
-        reason: failed.map(|f| format!("release {} was rolled back: {}", f.version, f.reason)),
-        changed_at_ms: now_ms(),
-    }
-}
-
 /// Registers `route` → `addr` in the background (the tunnel applies it when it can).
-fn spawn_register(tunnel: &TunnelHandle, route: &str, addr: SocketAddr) {
+pub(super) fn spawn_register(tunnel: &TunnelHandle, route: &str, addr: SocketAddr) {
     let (tunnel, route) = (tunnel.clone(), route.to_owned());
     tokio::spawn(async move {
         if let Err(e) = tunnel

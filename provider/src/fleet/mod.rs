@@ -7,12 +7,15 @@
 //! - `plan`: the pure planner, fleet state × what runs here → actions.
 //! - `apply`: the applier — pinned image, new container beside the old, health gate, route
 //!   switch, drain, stop; or keep the old one and record why.
+//! - `adopt`: at start, the serving containers re-adopted; routes kept on a restarted
+//!   container's new port.
 //! - `applied`: what runs here, persisted in `applied.json` so a restart re-adopts it.
 //! - `status`: the robot's signed status, sent to the gateway on change and every 30 s.
 //!
 //! Everything lives under `<home>/fleet/`: one directory per fleet log, `join.token`,
 //! `applied.json`.
 
+mod adopt;
 mod applied;
 mod apply;
 mod join;
