@@ -153,7 +153,11 @@ impl Syncer {
     pub(crate) async fn round(&mut self) -> bool {
         let gateway = self.gateway.borrow().clone();
         let mut ok = true;
-        if let Some(gw) = &gateway {
+        // Nothing held, nothing to sync: no dial at all. (A dial of its own, racing the relay
+        // keeper's QUIC-first one, could leave the gateway connection on TCP, and the
+        // gateway would then observe no UDP address of ours for hole punching.)
+        let held = !self.hub.fleet_ids().is_empty();
+        if let Some(gw) = gateway.as_ref().filter(|_| held) {
             if self.dial(gw.peer, gw.addrs.clone(), "dial").await {
                 for fleet in self.hub.fleet_ids() {
                     ok &= self.sync(gw.peer, fleet).await;
@@ -168,6 +172,11 @@ impl Syncer {
     async fn dial(&mut self, peer: PeerId, addrs: Vec<Multiaddr>, kind: &'static str) -> bool {
         // Another task (the relay keeper) may be dialing the same peer: libp2p then cancels
         // this dial at once; a moment later the connection is up.
+        // QUIC first, as the relay keeper dials: the gateway then observes our UDP address.
+        let addrs = peercompute_p2p::quic_first(&addrs)
+            .into_iter()
+            .next()
+            .unwrap_or(addrs);
         let mut outcome =
             tokio::time::timeout(DIAL_TIMEOUT, self.node.dial(peer, addrs.clone())).await;
         for _ in 0..DIAL_RETRIES {
