@@ -18,6 +18,8 @@
 //! - `state`: [`FleetState`], the fold, and the authority check ([`Refusal`]).
 //! - `log`: [`FleetLog`], the verified set of entries, its heads and canonical order.
 //! - `sig`: the signatures every part shares, each with its own domain.
+//! - `logs`: [`LogsQuery`], a member's request for a group's container logs, and
+//!   [`LogWindow`], the selection a robot answers it with.
 //! - `status`: [`SignedStatus`], a robot's signed report of what it runs.
 //! - `wire`: [`FleetMessage`], the exchange protocol members speak, and its frames.
 //! - `store` (feature `fs`): [`FleetStore`], a log kept as one atomic file per entry — the
@@ -40,6 +42,7 @@ mod entry;
 pub mod ids;
 mod invite;
 mod log;
+mod logs;
 mod sig;
 mod state;
 mod status;
@@ -55,6 +58,9 @@ pub use entry::{
 pub use ids::{EntryHash, FleetId, IdError, MemberKey};
 pub use invite::{JoinToken, MAX_TOKEN_LEN, ParsedToken, TokenError};
 pub use log::{FleetLog, InsertError, Inserted, MAX_FUTURE_SECS};
+pub use logs::{
+    DEFAULT_LOG_TAIL, LogWindow, LogsQuery, MAX_GREP, MAX_LOG_BYTES, MAX_LOG_LINE, MAX_LOG_TAIL,
+};
 pub use sig::Sig;
 pub use state::{FleetState, GroupState, InviteState, Member, Refusal, ReleaseRecord};
 pub use status::{AppStatus, Phase, SignedStatus, StatusReport};

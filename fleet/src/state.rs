@@ -158,6 +158,22 @@ impl FleetState {
         Ok((grant.role, &grant.groups))
     }
 
+    /// May `who` read what robots of `group` show (their container logs) at time `at`? Every
+    /// role may (viewer, operator, developer, admin), if its grant is unexpired and its groups
+    /// (empty = all) include `group`; the fleet key may always. Refused: no role (robots and
+    /// strangers), revoked, expired, or outside its groups.
+    pub fn may_view(&self, who: &MemberKey, group: &str, at: u64) -> Result<(), Refusal> {
+        let (_role, scope) = self.role_at(who, at)?;
+        if scope.is_empty() || scope.iter().any(|g| g == group) {
+            return Ok(());
+        }
+        Err(Refusal::OutsideGroups {
+            member: *who,
+            group: group.to_owned(),
+            allowed: scope.to_vec(),
+        })
+    }
+
     /// The groups `member` is in (robots), empty for others.
     pub fn groups_of(&self, member: &MemberKey) -> &[String] {
         self.members.get(member).map_or(&[], |m| &m.groups)

@@ -11,6 +11,9 @@
 //!  robot                          gateway                asker                 gateway
 //!   │ Status(report) ────────────▶ │                      │ StatusRequest{fleet} ▶ │
 //!   │ ◀────── Ack{[]}              │                      │ ◀── Statuses{..}       │
+//!  member                         robot
+//!   │ LogsRequest{fleet, query} ─▶ │   (the robot checks the asker's role covers the group)
+//!   │ ◀── Logs{lines, truncated}   │
 //!
 //!  Anti-entropy on (re)connect is two pulls on one stream: A sends Pull{A's heads}, B answers
 //!  with pages, then A answers B's Pull{B's heads} the same way.
@@ -23,6 +26,9 @@
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{EntryHash, FleetId};
+use crate::logs::LogsQuery;
+#[cfg(doc)]
+use crate::logs::{MAX_LOG_BYTES, MAX_LOG_TAIL};
 use crate::status::SignedStatus;
 
 /// Protocol id on libp2p.
@@ -58,6 +64,12 @@ pub enum FleetMessage {
     /// The answer to `StatusRequest` from a member that collects statuses (the gateway): the
     /// latest report of every robot it heard from.
     Statuses { statuses: Vec<SignedStatus> },
+    /// Asks a robot for the container logs of the fleet app it runs for `query.group`
+    /// (answered by `Logs`, or `Error` naming why not: not a robot, not allowed, no app).
+    LogsRequest { fleet: FleetId, query: LogsQuery },
+    /// The answer to `LogsRequest`: lines oldest first, at most [`MAX_LOG_TAIL`] lines and
+    /// [`MAX_LOG_BYTES`] bytes; `truncated` when a limit left some out.
+    Logs { lines: Vec<String>, truncated: bool },
 }
 
 /// The fate of one pushed entry.

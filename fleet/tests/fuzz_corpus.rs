@@ -217,6 +217,8 @@ fn frame_seeds() -> Seeds<FrameReport> {
         "status",
         "error",
         "statuses",
+        "logs-request",
+        "logs",
     ];
     let whole = |entries, statuses| report(1, entries, statuses, FrameEnd::NeedMore(0));
     let counts = [
@@ -228,6 +230,8 @@ fn frame_seeds() -> Seeds<FrameReport> {
         (0, 1),
         (0, 0),
         (0, 1),
+        (0, 0),
+        (0, 0),
     ];
     let mut seeds: Seeds<FrameReport> = names
         .iter()
@@ -279,7 +283,7 @@ fn frame_seeds() -> Seeds<FrameReport> {
             ((MAX_FLEET_FRAME + 1) as u32).to_be_bytes().to_vec(),
             refused("too_large"),
         ),
-        seed("unknown-message", body(&[8]), refused("malformed")),
+        seed("unknown-message", body(&[0x7f]), refused("malformed")),
         seed(
             "trailing-bytes",
             body(&[&pull[4..], &[0][..]].concat()),

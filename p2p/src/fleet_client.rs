@@ -1,17 +1,19 @@
 //! The asking side of the fleet exchange: anti-entropy with one peer, pushes, forwarding of
-//! new entries, and robot statuses.
+//! new entries, robot statuses, and a robot's container logs.
 
 use std::sync::Arc;
 
 use libp2p::PeerId;
 use peercompute_fleet::{
-    FleetId, FleetLog, FleetMessage, MAX_ENTRIES_PER_MESSAGE, PushResult, SignedStatus,
+    FleetId, FleetLog, FleetMessage, LogsQuery, MAX_ENTRIES_PER_MESSAGE, PushResult, SignedStatus,
 };
 use tokio::sync::broadcast;
 use tracing::{debug, info};
 
 use crate::fleet::{FleetStream, fleet_protocol};
-use crate::fleet_hub::{EXCHANGE_TIMEOUT, FleetHub, HubError, decode_entries, send_pages};
+use crate::fleet_hub::{
+    EXCHANGE_TIMEOUT, FleetHub, HubError, LogLines, decode_entries, send_pages,
+};
 use crate::node::Node;
 
 /// What one anti-entropy exchange did.
@@ -178,29 +180,60 @@ pub async fn request_statuses(
     peer: PeerId,
     fleet: FleetId,
 ) -> Result<Vec<SignedStatus>, HubError> {
+    match ask_once(node, peer, FleetMessage::StatusRequest { fleet }).await? {
+        FleetMessage::Statuses { statuses } => {
+            Ok(statuses.into_iter().filter(SignedStatus::verify).collect())
+        }
+        other => Err(unexpected(peer, other)),
+    }
+}
+
+/// Asks the robot `peer` for the container logs of its app for `query.group` (the peer must
+/// already be reachable; the robot checks our role). `HubError::Remote` carries a refusal.
+pub async fn request_logs(
+    node: &Node,
+    peer: PeerId,
+    fleet: FleetId,
+    query: LogsQuery,
+) -> Result<LogLines, HubError> {
+    match ask_once(node, peer, FleetMessage::LogsRequest { fleet, query }).await? {
+        FleetMessage::Logs { lines, truncated } => Ok(LogLines { lines, truncated }),
+        other => Err(unexpected(peer, other)),
+    }
+}
+
+/// One request, one answer, within [`EXCHANGE_TIMEOUT`]; an `Error` answer is
+/// [`HubError::Remote`].
+async fn ask_once(
+    node: &Node,
+    peer: PeerId,
+    request: FleetMessage,
+) -> Result<FleetMessage, HubError> {
     let exchange = async {
         let mut stream = open(node, peer).await?;
         let io = |source| HubError::Stream { peer, source };
-        stream
-            .write(&FleetMessage::StatusRequest { fleet })
-            .await
-            .map_err(io)?;
+        stream.write(&request).await.map_err(io)?;
         let answer = stream.read().await.map_err(io)?;
         stream.close().await;
         match answer {
-            Some(FleetMessage::Statuses { statuses }) => {
-                Ok(statuses.into_iter().filter(SignedStatus::verify).collect())
-            }
             Some(FleetMessage::Error { message }) => Err(HubError::Remote { peer, message }),
-            other => Err(HubError::Unexpected {
+            Some(answer) => Ok(answer),
+            None => Err(HubError::Unexpected {
                 peer,
-                what: format!("{other:?}"),
+                what: "the stream closed without an answer".to_owned(),
             }),
         }
     };
     tokio::time::timeout(EXCHANGE_TIMEOUT, exchange)
         .await
         .map_err(|_| HubError::Timeout { peer })?
+}
+
+fn unexpected(peer: PeerId, message: FleetMessage) -> HubError {
+    HubError::Unexpected {
+        peer,
+        what: format!("{message:?}"),
+    }
 }
 
 /// Who new entries of a fleet are pushed to.

@@ -7,7 +7,8 @@
 //! - [`FleetHub::insert`] verifies and stores entries and announces what is new on
 //!   [`FleetHub::subscribe`] (the robot's reconciler and the gateway's forwarder listen).
 //! - [`serve`] answers peers: `Push` (store, `Ack` each), `Pull` (pages of what the asker
-//!   lacks, then the reverse pull), `Status` (kept), `StatusRequest` (`Statuses`).
+//!   lacks, then the reverse pull), `Status` (kept), `StatusRequest` (`Statuses`),
+//!   `LogsRequest` (robots with a [`LogSource`]: `Logs` for members allowed to view the group).
 //! - `fleet_client` (re-exported here): [`sync_with`] is anti-entropy with one peer, both
 //!   ways, on one stream; [`push_to`] sends new entries to one peer; [`forward_changes`]
 //!   pushes what is new to chosen peers; statuses are sent and asked for.
@@ -27,6 +28,8 @@ use tokio::sync::{Semaphore, broadcast};
 use tracing::{debug, warn};
 
 use crate::fleet::{FleetStream, FleetStreamError, fleet_protocol};
+use crate::fleet_logs::answer_logs;
+pub use crate::fleet_logs::{LogLines, LogSource};
 use crate::node::{AdmitFn, Node};
 
 /// How long one exchange may take.
@@ -93,6 +96,8 @@ struct Inner {
     fleets: Mutex<BTreeMap<FleetId, FleetStore>>,
     statuses: Mutex<BTreeMap<(FleetId, MemberKey), SignedStatus>>,
     changes: broadcast::Sender<FleetChange>,
+    /// Where a robot reads its fleet containers' logs (`None`: not a robot).
+    log_source: Mutex<Option<LogSource>>,
 }
 
 /// The fleet logs of one node (cheap to clone).
@@ -151,6 +156,7 @@ impl FleetHub {
             fleets: Mutex::new(fleets),
             statuses: Mutex::new(BTreeMap::new()),
             changes,
+            log_source: Mutex::new(None),
         };
         Ok((
             FleetHub {
@@ -177,6 +183,24 @@ impl FleetHub {
     /// New entries, as they are stored.
     pub fn subscribe(&self) -> broadcast::Receiver<FleetChange> {
         self.inner.changes.subscribe()
+    }
+
+    /// Makes this hub answer `LogsRequest` (robots): members allowed to view a group get its
+    /// container's lines from `source`.
+    pub fn set_log_source(&self, source: LogSource) {
+        *self
+            .inner
+            .log_source
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(source);
+    }
+
+    pub(crate) fn log_source(&self) -> Option<LogSource> {
+        self.inner
+            .log_source
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Starts holding `fleet` (a robot that joins); its log stays empty until a genesis.
@@ -413,6 +437,10 @@ async fn answer(
             let statuses = hub.statuses(&fleet);
             stream.write(&FleetMessage::Statuses { statuses }).await
         }
+        FleetMessage::LogsRequest { fleet, query } => {
+            let answer = answer_logs(hub, peer, fleet, query).await;
+            stream.write(&answer).await
+        }
         other => {
             let message = format!("cannot start an exchange with {}", message_name(&other));
             stream.write(&FleetMessage::Error { message }).await
@@ -430,6 +458,8 @@ fn message_name(m: &FleetMessage) -> &'static str {
         FleetMessage::Status(_) => "Status",
         FleetMessage::Error { .. } => "Error",
         FleetMessage::Statuses { .. } => "Statuses",
+        FleetMessage::LogsRequest { .. } => "LogsRequest",
+        FleetMessage::Logs { .. } => "Logs",
     }
 }
 
@@ -483,5 +513,6 @@ pub(crate) async fn receive_pages(
 }
 
 pub use crate::fleet_client::{
-    ForwardTargets, SyncReport, forward_changes, push_to, request_statuses, send_status, sync_with,
+    ForwardTargets, SyncReport, forward_changes, push_to, request_logs, request_statuses,
+    send_status, sync_with,
 };

@@ -14,6 +14,8 @@
 //!   by the codec's maximum frame size.
 //! - [`fleet_hub`]: the fleet logs a node holds, the `/peercompute/fleet/1` service, anti-entropy
 //!   and forwarding.
+//! - `fleet_logs`: a robot's answer to `LogsRequest` — the asker's role checked, then its
+//!   [`LogSource`](fleet_hub::LogSource) read.
 //! - `fleet`: fleet exchange frames (`/peercompute/fleet/1`, codec in `peercompute-fleet`) on a
 //!   libp2p stream, the length checked before the body is buffered.
 
@@ -21,6 +23,7 @@ mod event_loop;
 mod fleet;
 mod fleet_client;
 pub mod fleet_hub;
+mod fleet_logs;
 mod framed;
 mod gated;
 mod node;

@@ -343,5 +343,19 @@ pub fn every_message(
         FleetMessage::Statuses {
             statuses: vec![status],
         },
+        FleetMessage::LogsRequest {
+            fleet,
+            query: peercompute_fleet::LogsQuery {
+                group: "production".into(),
+                app: Some("web".into()),
+                since_secs: Some(600),
+                tail: Some(50),
+                grep: Some("GET".into()),
+            },
+        },
+        FleetMessage::Logs {
+            lines: vec!["GET / 200".into(), "GET /healthz 200".into()],
+            truncated: true,
+        },
     ]
 }
