@@ -10,6 +10,7 @@
 //! - `adopt`: at start, the serving containers re-adopted; routes kept on a restarted
 //!   container's new port.
 //! - `applied`: what runs here, persisted in `applied.json` so a restart re-adopts it.
+//! - `logs`: the group's container logs for members allowed to view it (`fleet logs`).
 //! - `status`: the robot's signed status, sent to the gateway on change and every 30 s.
 //!
 //! Everything lives under `<home>/fleet/`: one directory per fleet log, `join.token`,
@@ -19,6 +20,7 @@ mod adopt;
 mod applied;
 mod apply;
 mod join;
+mod logs;
 mod plan;
 mod status;
 mod sync;
@@ -139,6 +141,7 @@ pub(crate) fn start(
     tasks.push(tokio::spawn(status::publish(publisher, stop.subscribe())));
     match parts.runtime {
         Some(runtime) => {
+            hub.set_log_source(logs::source(runtime.clone(), hub.clone(), dir.clone()));
             let applier = apply::Applier {
                 runtime,
                 tunnel: parts.tunnel.cloned(),
