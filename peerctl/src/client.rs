@@ -61,7 +61,7 @@ async fn dial_direct(
 
 /// Dials `peer` through each gateway's relay in turn until one holds a slot for it.
 /// Returns, on failure, one line per gateway saying what went wrong there.
-async fn dial_via_gateways(
+pub(crate) async fn dial_via_gateways(
     node: &Node,
     peer: PeerId,
     gateways: &[(PeerId, Vec<Multiaddr>)],

@@ -198,6 +198,31 @@ pub enum FleetAction {
         #[arg(long)]
         verify: bool,
     },
+    /// The container logs of a group's app, from every robot of the group, each line
+    /// prefixed with its robot.
+    #[command(
+        after_help = "Examples:\n  peerctl fleet logs --group production\n  peerctl fleet logs --group production --since 10m --grep ERROR\n  peerctl fleet logs --group staging --app teleop --tail 50\n  peerctl fleet logs --group production --json | jq -r '.[] | select(.error) | .robot'\n\nEach robot is reached through the gateways' relays and checks your role itself (any role\nwhose groups include G may read). A robot that cannot be reached or refuses is named on\nstderr with the reason. Exit codes: 0 every robot answered, 1 some did not, 4 none did\n(3 when every robot refused you)."
+    )]
+    Logs {
+        /// The group whose robots are asked.
+        #[arg(long)]
+        group: String,
+        /// Only if the group's app has this name (each robot says what it runs otherwise).
+        #[arg(long, value_name = "NAME")]
+        app: Option<String>,
+        /// Only lines printed this long ago or later, e.g. 10m, 2h.
+        #[arg(long, value_parser = duration)]
+        since: Option<Duration>,
+        /// Only lines containing this text (plain, case-sensitive).
+        #[arg(long, value_name = "TEXT")]
+        grep: Option<String>,
+        /// The last N matching lines of each robot (at most 5000) [default: 200].
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=i64::from(peercompute_fleet::MAX_LOG_TAIL)))]
+        tail: Option<u32>,
+        /// Print a JSON array, one object per robot (robot, peer_id, lines, truncated, error).
+        #[arg(long)]
+        json: bool,
+    },
     /// One row per robot: groups, release and version, phase, last seen (asks the gateways).
     #[command(
         after_help = "Examples:\n  peerctl fleet status\n  peerctl fleet status --group production\n  peerctl fleet status --json | jq -r '.[] | select(.last_seen_ms == null) | .name'"
@@ -222,6 +247,7 @@ impl FleetCommand {
             | FleetAction::Release { json, .. }
             | FleetAction::Members { json }
             | FleetAction::Log { json, .. }
+            | FleetAction::Logs { json, .. }
             | FleetAction::Status { json, .. } => *json,
             _ => false,
         }

@@ -16,11 +16,13 @@
 //!   ungrant, release, rollback).
 //! - `release`: the release and rollback ops from what was typed (image pinning, defaults).
 //! - `read`: list, members, log (and `--verify`), status.
+//! - `logs`: `logs`, the group's container logs fanned out to its robots.
 //! - `render`: the rows and tables `log` and `members` print (pure).
 
 pub mod cli;
 mod config;
 mod local;
+mod logs;
 mod read;
 mod release;
 mod render;
@@ -131,6 +133,23 @@ pub async fn run(home: &Path, command: FleetCommand, timeout: Duration) -> Resul
         FleetAction::Members { .. } => read::members(&ctx).await,
         FleetAction::Log { verify, .. } => read::log(&ctx, verify).await,
         FleetAction::Status { group, .. } => read::status(&ctx, group.as_deref()).await,
+        FleetAction::Logs {
+            group,
+            app,
+            since,
+            grep,
+            tail,
+            ..
+        } => {
+            let args = logs::LogsArgs {
+                group,
+                app,
+                since,
+                grep,
+                tail,
+            };
+            logs::logs(&ctx, args).await
+        }
         action => write::entry(&ctx, action).await,
     }
 }

@@ -64,7 +64,7 @@ pub(super) fn list(ctx: &Ctx) -> Result<(), CliError> {
 }
 
 /// Brings the local copy in step with the gateways (robots' joins come back), if any.
-async fn refresh(ctx: &Ctx, local: &Local, chosen: &Chosen) -> Result<Session, CliError> {
+pub(super) async fn refresh(ctx: &Ctx, local: &Local, chosen: &Chosen) -> Result<Session, CliError> {
     if ctx.gateways.is_empty() {
         return Ok(Session::offline());
     }

@@ -219,6 +219,7 @@ pub(super) async fn entry(ctx: &Ctx, action: FleetAction) -> Result<(), CliError
         | FleetAction::List { .. }
         | FleetAction::Members { .. }
         | FleetAction::Log { .. }
+        | FleetAction::Logs { .. }
         | FleetAction::Status { .. } => {
             unreachable!("dispatched by fleet::run before writes")
         }
