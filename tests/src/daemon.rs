@@ -132,12 +132,26 @@ impl TestDaemon {
     /// Graceful stop then start again with the same home and control-plane address
     /// (containers keep running).
     pub async fn restart(&mut self) {
+        let addr = self.stop().await;
+        self.start_again(&addr).await;
+    }
+
+    /// Graceful stop (containers keep running); the control-plane address to start again on.
+    pub async fn stop(&mut self) -> String {
         let addr = self.addr();
         if let Some(d) = self.daemon.take() {
             d.shutdown().await;
         }
+        addr
+    }
+
+    /// Starts a stopped daemon again with the same home, on `addr` (what [`stop`] returned).
+    ///
+    /// [`stop`]: TestDaemon::stop
+    pub async fn start_again(&mut self, addr: &str) {
+        assert!(self.daemon.is_none(), "stop the daemon first");
         let home = self.home.path().to_path_buf();
-        let daemon = Self::launch(home, self.gateway.clone(), self.limits, &addr, |_| {}).await;
+        let daemon = Self::launch(home, self.gateway.clone(), self.limits, addr, |_| {}).await;
         self.daemon = Some(daemon);
     }
 }

@@ -9,6 +9,9 @@
 //!   tunnel) on 127.0.0.1, and [`TestClient`], a peerctl identity with its own trust file.
 //! - [`fleet`]: [`fleet::FleetMember`] — a libp2p node with its own fleet hub, dialled to a
 //!   gateway (an admin's copy or a robot's log, in-process).
+//! - [`fleet_rig`]: robots joined by token, web images pinned by digest in a local registry,
+//!   visitors counting failed requests, and [`fleet_rig::Rig`] (a gateway, an admin running
+//!   `peerctl`, robots in groups).
 //! - [`image`]: a busybox web image built with no registry, loaded under a unique tag.
 //! - [`acme`]: bind9 and pebble as child processes, and a gateway with `--tls acme`.
 //! - [`procfs`]: machine and process figures from `/proc`, for the benchmark programs.
@@ -24,6 +27,7 @@ pub mod backend;
 pub mod client;
 pub mod daemon;
 pub mod fleet;
+pub mod fleet_rig;
 pub mod gateway;
 pub mod image;
 pub mod lines;

@@ -8,8 +8,6 @@
 //! re-adopts the serving container. A visitor loop runs through every switch and rollback
 //! and counts failed requests.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
 use ed25519_dalek::SigningKey;
@@ -20,16 +18,16 @@ use peercompute_fleet::{
 use peercompute_identity::Identity;
 use peercompute_p2p::fleet_hub::{self, unix_now};
 use peercompute_p2p::{Multiaddr, PeerId};
-use peercompute_provider::{GatewaySpec, JoinStatus, Limits};
-use peercompute_runtime::testsupport::{
-    Cleanup, LocalRegistry, ScratchImage, busybox, unique_name,
-};
+use peercompute_provider::{JoinStatus, Limits};
+use peercompute_runtime::testsupport::{Cleanup, LocalRegistry, unique_name};
 use peercompute_runtime::{DockerRuntime, PinnedImage};
 use peercompute_tests::fleet::{FleetMember, peer_of};
+use peercompute_tests::fleet_rig::{
+    Visitor, WEB_PORT as PORT, fleet_containers, gateway_spec as spec, wait_join, wait_serving,
+    web_image as image,
+};
 use peercompute_tests::{Alpn, GatewayOptions, TestDaemon, TestGateway, https_client, within};
 use peercompute_tunnel_proto::DeployRequest;
-
-const PORT: u16 = 8080;
 
 /// The admin's copy of the fleet (a [`FleetMember`]) and the fleet key.
 struct Admin {
@@ -121,75 +119,6 @@ impl Admin {
     }
 }
 
-/// Builds a busybox web image answering `body` at `/` (and `/healthz` when `healthy`),
-/// pushes it to the registry and pins it.
-async fn image(
-    runtime: &DockerRuntime,
-    registry: &LocalRegistry,
-    cleanup: &Cleanup,
-    repository: &str,
-    version: &str,
-    healthy: bool,
-) -> PinnedImage {
-    let local = format!("{}:1", unique_name(&format!("pc-fleet-{version}")));
-    cleanup.image(&local);
-    let mut scratch = ScratchImage::new(&local)
-        .file("/bin/busybox", busybox().expect("busybox"), 0o755)
-        .file("/www/index.html", format!("{version}\n"), 0o644)
-        .cmd(["/bin/busybox", "httpd", "-f", "-p", "8080", "-h", "/www"])
-        .env("PATH", "/bin")
-        .expose(PORT);
-    if healthy {
-        scratch = scratch.file("/www/healthz", "ok\n", 0o644);
-    }
-    scratch.load(runtime).await.expect("load the image");
-    registry
-        .push(runtime, &local, repository, version)
-        .await
-        .expect("push the image");
-    cleanup.image(&format!("{repository}:{version}"));
-    let pinned = runtime
-        .resolve_digest(&format!("{repository}:{version}"))
-        .await
-        .expect("resolve");
-    cleanup.image(&pinned.to_string());
-    pinned
-}
-
-/// The tunnel address of `gw`, its key pinned.
-fn spec(gw: &TestGateway) -> GatewaySpec {
-    GatewaySpec {
-        peer: Some(gw.peer_id),
-        host: gw.tunnel.ip().to_string(),
-        port: gw.tunnel.port(),
-    }
-}
-
-/// Waits until the daemon's join is done: joined or refused.
-async fn wait_join(daemon: &TestDaemon) -> JoinStatus {
-    let mut join = daemon.daemon.as_ref().expect("running").join.clone();
-    within(60, "the join to finish", async {
-        join.wait_for(|s| matches!(s, JoinStatus::Joined { .. } | JoinStatus::Refused { .. }))
-            .await
-            .map(|s| s.clone())
-            .expect("the agent runs")
-    })
-    .await
-}
-
-/// The fleet containers of robot `peer`.
-async fn fleet_containers(runtime: &DockerRuntime, peer: &PeerId) -> Vec<String> {
-    let label = format!("{peer}/fleet");
-    runtime
-        .list_managed()
-        .await
-        .expect("list containers")
-        .into_iter()
-        .filter(|m| m.labels.get(peercompute_runtime::LABEL_PROVIDER) == Some(&label))
-        .map(|m| m.id)
-        .collect()
-}
-
 fn release(seq: u64, version: &str, image: &PinnedImage, timeout_secs: u32) -> Op {
     let mut spec = DeployRequest::new(image.to_string(), PORT);
     spec.name = Some("web".into());
@@ -203,45 +132,6 @@ fn release(seq: u64, version: &str, image: &PinnedImage, timeout_secs: u32) -> O
             timeout_secs,
         },
     })
-}
-
-/// GETs `/` until it answers `version`.
-async fn wait_serving(client: &reqwest::Client, url: &str, version: &str) {
-    within(90, &format!("{url} to serve {version}"), async {
-        loop {
-            if let Ok(r) = client.get(url).send().await
-                && r.status().is_success()
-                && r.text().await.is_ok_and(|b| b.trim() == version)
-            {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    })
-    .await;
-}
-
-/// Visits `url` in a loop until stopped; counts requests that failed or answered another
-/// status than 200.
-fn visitor(
-    client: reqwest::Client,
-    url: String,
-) -> (Arc<AtomicBool>, Arc<AtomicU32>, Arc<AtomicU32>) {
-    let stop = Arc::new(AtomicBool::new(false));
-    let failed = Arc::new(AtomicU32::new(0));
-    let total = Arc::new(AtomicU32::new(0));
-    let (s, f, t) = (stop.clone(), failed.clone(), total.clone());
-    tokio::spawn(async move {
-        while !s.load(Ordering::Relaxed) {
-            let ok = matches!(client.get(&url).send().await, Ok(r) if r.status().is_success());
-            t.fetch_add(1, Ordering::Relaxed);
-            if !ok {
-                f.fetch_add(1, Ordering::Relaxed);
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    });
-    (stop, failed, total)
 }
 
 #[tokio::test]
@@ -348,12 +238,12 @@ async fn a_robot_joins_by_token_and_applies_releases_behind_a_health_gate() {
     let client = https_client(&gw, &[route.as_str()], Alpn::H1);
     let url = gw.url(&route, "/");
     admin.write(release(1, "v1", &v1, 30)).await;
-    wait_serving(&client, &url, "v1").await;
+    wait_serving(&client, &url, "v1", 90).await;
     let status = admin.wait_status(robot, "v1").await;
     assert_eq!(status.phase, Phase::Healthy, "{status:?}");
 
     // v2 never becomes healthy: v1 keeps serving, nobody sees a failed request.
-    let (stop, failed, total) = visitor(client.clone(), url.clone());
+    let visitor = Visitor::start(client.clone(), url.clone());
     admin.write(release(2, "v2", &v2, 5)).await;
     let status = admin.wait_status(robot, "v2").await;
     assert_eq!(status.phase, Phase::RolledBack, "{status:?}");
@@ -363,11 +253,11 @@ async fn a_robot_joins_by_token_and_applies_releases_behind_a_health_gate() {
         "the reason names what failed: {reason}"
     );
     assert_eq!(status.serving.as_deref(), Some("v1"));
-    wait_serving(&client, &url, "v1").await;
+    wait_serving(&client, &url, "v1", 90).await;
 
     // v3: switched, still without a failed request.
     admin.write(release(3, "v3", &v3, 30)).await;
-    wait_serving(&client, &url, "v3").await;
+    wait_serving(&client, &url, "v3", 90).await;
     let status = admin.wait_status(robot, "v3").await;
     assert_eq!(status.phase, Phase::Healthy, "{status:?}");
 
@@ -379,15 +269,11 @@ async fn a_robot_joins_by_token_and_applies_releases_behind_a_health_gate() {
             to_version: Some("v1".into()),
         }))
         .await;
-    wait_serving(&client, &url, "v1").await;
+    wait_serving(&client, &url, "v1", 90).await;
     let status = admin.wait_status(robot, "v1").await;
     assert_eq!(status.phase, Phase::Healthy, "{status:?}");
 
-    stop.store(true, Ordering::Relaxed);
-    let (failed, total) = (
-        failed.load(Ordering::Relaxed),
-        total.load(Ordering::Relaxed),
-    );
+    let (failed, total) = visitor.stop().await;
     eprintln!(
         "visitor: {failed} failed of {total} requests through a rollback, a switch and a return"
     );
@@ -403,7 +289,7 @@ async fn a_robot_joins_by_token_and_applies_releases_behind_a_health_gate() {
         "only the serving container runs: {before:?}"
     );
     robot_daemon.restart().await;
-    wait_serving(&client, &url, "v1").await;
+    wait_serving(&client, &url, "v1", 90).await;
     assert_eq!(
         fleet_containers(&runtime, &robot_peer).await,
         before,
