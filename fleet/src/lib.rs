@@ -63,7 +63,9 @@ pub use logs::{
 };
 pub use sig::Sig;
 pub use state::{FleetState, GroupState, InviteState, Member, Refusal, ReleaseRecord};
-pub use status::{AppStatus, Phase, SignedStatus, StatusReport};
+pub use status::{
+    AppStatus, MAX_HISTORY, MAX_HISTORY_PER_GROUP, Outcome, Phase, SignedStatus, StatusReport,
+};
 #[cfg(feature = "fs")]
 pub use store::{BadEntry, FleetStore, LoadReport, StoreError};
 pub use wire::{

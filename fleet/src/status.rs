@@ -83,6 +83,30 @@ pub struct StatusReport {
     pub memory_used_bytes: u64,
     pub memory_total_bytes: u64,
     pub disk_free_bytes: u64,
+    /// The robot's last finished applies, oldest first: at most [`MAX_HISTORY_PER_GROUP`]
+    /// per group and [`MAX_HISTORY`] in all (what `peerctl fleet metrics` counts).
+    pub history: Vec<Outcome>,
+}
+
+/// Most [`Outcome`]s a robot keeps (and reports) per group.
+pub const MAX_HISTORY_PER_GROUP: usize = 20;
+/// Most [`Outcome`]s one status report carries, whatever the number of groups (about 60
+/// bytes each: a status stays a few kilobytes).
+pub const MAX_HISTORY: usize = 64;
+
+/// How one apply of a release ended on a robot: one row of the robot's history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Outcome {
+    pub group: String,
+    /// The release entry applied (after a rollback: the earlier release it returned to).
+    pub release: EntryHash,
+    pub version: String,
+    /// A final phase: healthy, rolled back or failed.
+    pub phase: Phase,
+    /// How long the apply took, in milliseconds (absent for a release re-adopted at start).
+    pub apply_ms: Option<u64>,
+    /// When it ended (Unix milliseconds, the robot's clock).
+    pub at_ms: u64,
 }
 
 /// A status report and the robot's signature.

@@ -275,7 +275,7 @@ pub fn signed_status(
     fleet: FleetId,
     release: peercompute_fleet::EntryHash,
 ) -> peercompute_fleet::SignedStatus {
-    use peercompute_fleet::{AppStatus, Phase, SignedStatus, StatusReport};
+    use peercompute_fleet::{AppStatus, Outcome, Phase, SignedStatus, StatusReport};
     let robot = key(20);
     let report = StatusReport {
         fleet,
@@ -299,6 +299,14 @@ pub fn signed_status(
         memory_used_bytes: 1 << 30,
         memory_total_bytes: 4 << 30,
         disk_free_bytes: 10 << 30,
+        history: vec![Outcome {
+            group: "production".into(),
+            release,
+            version: "v3".into(),
+            phase: Phase::Healthy,
+            apply_ms: Some(1200),
+            at_ms: NOW * 1000,
+        }],
     };
     SignedStatus::sign(report, &robot)
 }

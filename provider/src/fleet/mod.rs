@@ -12,13 +12,15 @@
 //! - `applied`: what runs here, persisted in `applied.json` so a restart re-adopts it.
 //! - `logs`: the group's container logs for members allowed to view it (`fleet logs`).
 //! - `status`: the robot's signed status, sent to the gateway on change and every 30 s.
+//! - `history`: the robot's finished applies, carried in its status, kept in `history.json`.
 //!
 //! Everything lives under `<home>/fleet/`: one directory per fleet log, `join.token`,
-//! `applied.json`.
+//! `applied.json`, `history.json`.
 
 mod adopt;
 mod applied;
 mod apply;
+mod history;
 mod join;
 mod logs;
 mod plan;
@@ -117,7 +119,7 @@ pub(crate) fn start(
         (None, Some(tunnel)) => tunnel.gateway_p2p(),
         (None, None) => watch::channel(None).1,
     };
-    let board = status::StatusBoard::new();
+    let board = status::StatusBoard::load(history::history_path(&dir));
     let node = parts.node.clone();
     let mut tasks = vec![tokio::spawn(fleet_hub::serve(node.clone(), hub.clone()))];
     let (join_tx, join) = watch::channel(JoinStatus::NoToken);

@@ -1,8 +1,11 @@
 //! This robot's signed status: the applier writes each group's [`AppStatus`] on a
-//! [`StatusBoard`]; [`publish`] signs a [`StatusReport`] (apps, uptime, machine load) and sends
-//! it to the gateway when the board changes and every [`STATUS_EVERY`].
+//! [`StatusBoard`], which also records each finished apply in the robot's [`History`]
+//! (persisted in `history.json`); [`publish`] signs a [`StatusReport`] (apps, history, uptime,
+//! machine load) and sends it to the gateway when the board changes and every
+//! [`STATUS_EVERY`].
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -11,7 +14,9 @@ use peercompute_fleet::{AppStatus, FleetId, MemberKey, SignedStatus, StatusRepor
 use peercompute_p2p::Node;
 use peercompute_p2p::fleet_hub::{FleetHub, send_status};
 use tokio::sync::watch;
+use tracing::warn;
 
+use super::history::History;
 use super::sync::Complaints;
 use crate::tunnel::GatewayP2p;
 
@@ -22,13 +27,34 @@ pub(crate) const STATUS_EVERY: Duration = Duration::from_secs(30);
 #[derive(Debug, Clone)]
 pub(crate) struct StatusBoard {
     apps: Arc<Mutex<BTreeMap<(FleetId, String), AppStatus>>>,
+    history: Arc<Mutex<History>>,
+    /// Where the history is persisted (none: kept in memory only).
+    history_path: Option<PathBuf>,
     changed: watch::Sender<u64>,
 }
 
 impl StatusBoard {
+    /// A board whose history lives in memory only.
+    #[cfg(test)]
     pub(crate) fn new() -> Self {
+        Self::with_history(History::default(), None)
+    }
+
+    /// A board whose history is read from `path` (see [`History::load`]) and written back
+    /// there after each new outcome.
+    pub(crate) fn load(path: PathBuf) -> Self {
+        let (history, complaint) = History::load(&path);
+        if let Some(why) = complaint {
+            warn!("fleet: {why}");
+        }
+        Self::with_history(history, Some(path))
+    }
+
+    fn with_history(history: History, history_path: Option<PathBuf>) -> Self {
         StatusBoard {
             apps: Arc::new(Mutex::new(BTreeMap::new())),
+            history: Arc::new(Mutex::new(history)),
+            history_path,
             changed: watch::channel(0).0,
         }
     }
@@ -36,10 +62,10 @@ impl StatusBoard {
     /// Sets a group's status and announces the change.
     pub(crate) fn set(&self, fleet: FleetId, status: AppStatus) {
         let key = (fleet, status.group.clone());
-        self.apps
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(key, status);
+        let mut apps = self.apps.lock().unwrap_or_else(|p| p.into_inner());
+        self.observe(&fleet, apps.get(&key), &status);
+        apps.insert(key, status);
+        drop(apps);
         self.changed.send_modify(|n| *n = n.wrapping_add(1));
     }
 
@@ -47,10 +73,33 @@ impl StatusBoard {
     pub(crate) fn update(&self, fleet: FleetId, group: &str, f: impl FnOnce(&mut AppStatus)) {
         let mut apps = self.apps.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(app) = apps.get_mut(&(fleet, group.to_owned())) {
+            let before = app.clone();
             f(app);
+            self.observe(&fleet, Some(&before), app);
             drop(apps);
             self.changed.send_modify(|n| *n = n.wrapping_add(1));
         }
+    }
+
+    /// Records the outcome a status change means, if any, and persists the history.
+    fn observe(&self, fleet: &FleetId, prev: Option<&AppStatus>, next: &AppStatus) {
+        let mut history = self.history.lock().unwrap_or_else(|p| p.into_inner());
+        if !history.observe(fleet, prev, next) {
+            return;
+        }
+        if let Some(path) = &self.history_path
+            && let Err(e) = history.save(path)
+        {
+            warn!(path = %path.display(), "fleet: cannot save the apply history: {e}");
+        }
+    }
+
+    /// The finished applies a report of `fleet` carries.
+    pub(crate) fn history(&self, fleet: &FleetId) -> Vec<peercompute_fleet::Outcome> {
+        self.history
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .outcomes(fleet)
     }
 
     pub(crate) fn remove(&self, fleet: FleetId, group: &str) {
@@ -157,6 +206,7 @@ fn report(p: &Publisher, fleet: FleetId, robot: MemberKey, started: Instant) -> 
         memory_total_bytes,
         // Not measured yet (no statvfs without a new dependency).
         disk_free_bytes: 0,
+        history: p.board.history(&fleet),
     }
 }
 
@@ -236,6 +286,31 @@ mod tests {
         board.remove(a, "production");
         assert!(board.apps(&a).is_empty());
         assert_eq!(board.apps(&b).len(), 1);
+    }
+
+    #[test]
+    fn the_board_records_finished_applies_and_keeps_them_across_a_restart() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = super::super::history::history_path(dir.path());
+        let fleet = FleetId([1; 32]);
+        let board = StatusBoard::load(path.clone());
+        board.set(fleet, app("production", Phase::Fetching));
+        board.update(fleet, "production", |s| s.phase = Phase::Starting);
+        assert!(board.history(&fleet).is_empty(), "nothing finished yet");
+        board.update(fleet, "production", |s| {
+            s.phase = Phase::Healthy;
+            s.apply_ms = Some(900);
+        });
+        let history = board.history(&fleet);
+        assert_eq!(history.len(), 1);
+        assert_eq!(
+            (history[0].phase, history[0].apply_ms),
+            (Phase::Healthy, Some(900))
+        );
+        // After a restart the re-adopted status (healthy, set at once) is not counted again.
+        let board = StatusBoard::load(path);
+        board.set(fleet, app("production", Phase::Healthy));
+        assert_eq!(board.history(&fleet), history);
     }
 
     #[test]
