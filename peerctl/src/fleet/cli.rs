@@ -235,6 +235,43 @@ pub enum FleetAction {
         #[arg(long)]
         json: bool,
     },
+    /// Follow one release robot by robot (pending, fetching, starting, healthy, rolled back,
+    /// failed) until every robot of its group is done; exit 0 only if all are healthy.
+    #[command(
+        after_help = "Examples:\n  peerctl fleet watch\n  peerctl fleet watch v3 --group production\n  peerctl fleet watch 3f2a9c --wait 10m\n  peerctl fleet release IMAGE --group staging --port 80 && peerctl fleet watch --group staging\n  peerctl fleet watch v3 --json | jq -r 'select(.phase == \"rolled_back\") | .robot'\n\nTimes count from the entry's time (its author's clock, whole seconds). Watching a rollback\nfollows the earlier release it returns to. Exit codes: 0 every robot healthy, 1 a robot\nrolled back or failed, 4 not done within --wait (robots pending or not seen)."
+    )]
+    Watch {
+        /// The release: its version, a prefix of its entry hash (a release or a rollback, as
+        /// `fleet log` shows them) [default: the latest release or rollback].
+        #[arg(value_name = "RELEASE")]
+        release: Option<String>,
+        /// The group whose release it is (needed when a version went to several groups).
+        #[arg(long)]
+        group: Option<String>,
+        /// How long to wait for every robot to finish (`--timeout` bounds reaching gateways).
+        #[arg(long, default_value = "5m", value_parser = duration)]
+        wait: Duration,
+        /// Print one JSON object per change (robot, peer_id, phase, version, since_entry_ms,
+        /// apply_ms, serving, reason), then one summary object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Success rate, rollback rate and time to healthy over each group's last releases.
+    #[command(
+        after_help = "Examples:\n  peerctl fleet metrics\n  peerctl fleet metrics --group production --last 20\n  peerctl fleet metrics --json | jq '.[] | {group, success_rate}'\n\nCounted from the robots' own histories (each reports its last 20 applies per group):\nsuccess = healthy / finished, rollback = rolled back / finished; time to healthy is the\napply time (fetch, start, health gate, switch), median and 95th percentile."
+    )]
+    Metrics {
+        /// Only this group.
+        #[arg(long)]
+        group: Option<String>,
+        /// How many of each group's latest releases to count.
+        #[arg(long, default_value_t = 10, value_name = "N")]
+        last: usize,
+        /// Print a JSON array, one object per group (success_rate, rollback_rate, median_ms,
+        /// p95_ms, rows per release).
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 impl FleetCommand {
@@ -248,7 +285,9 @@ impl FleetCommand {
             | FleetAction::Members { json }
             | FleetAction::Log { json, .. }
             | FleetAction::Logs { json, .. }
-            | FleetAction::Status { json, .. } => *json,
+            | FleetAction::Status { json, .. }
+            | FleetAction::Watch { json, .. }
+            | FleetAction::Metrics { json, .. } => *json,
             _ => false,
         }
     }

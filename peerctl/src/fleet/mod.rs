@@ -18,15 +18,19 @@
 //! - `read`: list, members, log (and `--verify`), status.
 //! - `logs`: `logs`, the group's container logs fanned out to its robots.
 //! - `render`: the rows and tables `log` and `members` print (pure).
+//! - `watch`: one release's propagation per robot, live (pure core: target, progress, changes).
+//! - `metrics`: success and rollback rates, time to healthy, from robots' histories (pure core).
 
 pub mod cli;
 mod config;
 mod local;
 mod logs;
+mod metrics;
 mod read;
 mod release;
 mod render;
 mod sync;
+mod watch;
 mod write;
 
 use std::path::{Path, PathBuf};
@@ -149,6 +153,15 @@ pub async fn run(home: &Path, command: FleetCommand, timeout: Duration) -> Resul
                 tail,
             };
             logs::logs(&ctx, args).await
+        }
+        FleetAction::Watch {
+            release,
+            group,
+            wait,
+            ..
+        } => watch::watch(&ctx, release.as_deref(), group.as_deref(), wait).await,
+        FleetAction::Metrics { group, last, .. } => {
+            metrics::metrics(&ctx, group.as_deref(), last).await
         }
         action => write::entry(&ctx, action).await,
     }

@@ -64,7 +64,11 @@ pub(super) fn list(ctx: &Ctx) -> Result<(), CliError> {
 }
 
 /// Brings the local copy in step with the gateways (robots' joins come back), if any.
-pub(super) async fn refresh(ctx: &Ctx, local: &Local, chosen: &Chosen) -> Result<Session, CliError> {
+pub(super) async fn refresh(
+    ctx: &Ctx,
+    local: &Local,
+    chosen: &Chosen,
+) -> Result<Session, CliError> {
     if ctx.gateways.is_empty() {
         return Ok(Session::offline());
     }
@@ -198,9 +202,12 @@ struct AppRow {
     reason: Option<String>,
 }
 
-/// `fleet status [--group G]`.
-pub(super) async fn status(ctx: &Ctx, group: Option<&str>) -> Result<(), CliError> {
-    let chosen = Fleets::load(&ctx.home)?.choose(ctx.fleet_arg.as_deref())?;
+/// The local copy brought in step, and a session with at least one gateway reached: what
+/// the commands reading robots' statuses (status, watch, metrics) start from.
+pub(super) async fn open_statuses(
+    ctx: &Ctx,
+    chosen: &Chosen,
+) -> Result<(Local, Session), CliError> {
     if ctx.gateways.is_empty() {
         return Err(CliError::new(
             Kind::Unreachable,
@@ -208,13 +215,20 @@ pub(super) async fn status(ctx: &Ctx, group: Option<&str>) -> Result<(), CliErro
         ));
     }
     let local = ctx.local()?;
-    let mut session = refresh(ctx, &local, &chosen).await?;
+    let session = refresh(ctx, &local, chosen).await?;
     if session.reached.is_empty() {
         return Err(CliError::new(
             Kind::Unreachable,
             format!("no gateway reached: {}", session.failed.join("; ")),
         ));
     }
+    Ok((local, session))
+}
+
+/// `fleet status [--group G]`.
+pub(super) async fn status(ctx: &Ctx, group: Option<&str>) -> Result<(), CliError> {
+    let chosen = Fleets::load(&ctx.home)?.choose(ctx.fleet_arg.as_deref())?;
+    let (local, mut session) = open_statuses(ctx, &chosen).await?;
     let statuses = session.statuses(chosen.id).await;
     let state = local.state(&chosen.id)?;
     let rows: Vec<StatusRow> = state

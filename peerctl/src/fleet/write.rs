@@ -220,7 +220,9 @@ pub(super) async fn entry(ctx: &Ctx, action: FleetAction) -> Result<(), CliError
         | FleetAction::Members { .. }
         | FleetAction::Log { .. }
         | FleetAction::Logs { .. }
-        | FleetAction::Status { .. } => {
+        | FleetAction::Status { .. }
+        | FleetAction::Watch { .. }
+        | FleetAction::Metrics { .. } => {
             unreachable!("dispatched by fleet::run before writes")
         }
     }
