@@ -192,6 +192,12 @@ impl EventLoop {
                     }
                     return;
                 }
+                if let Some(waiting) = self.pending.get_mut(&peer) {
+                    // A dial of this peer is under way: its outcome answers this one too
+                    // (the swarm refuses a second dial while one is in progress).
+                    waiting.push(reply);
+                    return;
+                }
                 let opts = DialOpts::peer_id(peer)
                     .addresses(addrs)
                     .extend_addresses_through_behaviour()

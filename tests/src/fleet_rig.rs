@@ -22,7 +22,7 @@ use crate::{Alpn, GatewayOptions, TestDaemon, TestGateway, https_client, run_pee
 pub const WEB_PORT: u16 = 8080;
 
 /// Builds a busybox web image answering `version` at `/` (and `ok` at `/healthz` when
-/// `healthy`), pushes it to the registry as `repository:version` and pins it.
+/// `healthy`; each request logged on stderr), pushes it to the registry as `repository:version` and pins it.
 pub async fn web_image(
     runtime: &DockerRuntime,
     registry: &LocalRegistry,
@@ -36,7 +36,16 @@ pub async fn web_image(
     let mut scratch = ScratchImage::new(&local)
         .file("/bin/busybox", busybox().expect("busybox"), 0o755)
         .file("/www/index.html", format!("{version}\n"), 0o644)
-        .cmd(["/bin/busybox", "httpd", "-f", "-p", "8080", "-h", "/www"])
+        .cmd([
+            "/bin/busybox",
+            "httpd",
+            "-f",
+            "-v",
+            "-p",
+            "8080",
+            "-h",
+            "/www",
+        ])
         .env("PATH", "/bin")
         .expose(WEB_PORT);
     if healthy {

@@ -10,7 +10,7 @@
 //! attack list, pushed straight to a robot with raw keys (not through peerctl or the gateway,
 //! which would refuse them first): each refused with its reason and nothing started, beside a
 //! positive control that is accepted. `status` and `log --verify` are checked against what
-//! happened.
+//! happened, and `logs` fans out to the group.
 
 use std::time::Duration;
 
@@ -225,6 +225,20 @@ async fn five_robots_in_two_groups_take_releases_rollbacks_and_refuse_forgeries(
     );
     assert!(total > 30, "the visitors ran ({total} requests)");
     assert_eq!(failed, 0, "failed visitor requests: {failed} of {total}");
+
+    // The group's container logs, fanned out: every production robot answers, each line
+    // prefixed with its name (the image logs each request).
+    let logs = rig
+        .ok(&["fleet", "logs", "--group", "production", "--tail", "20"])
+        .await;
+    for robot in rig.group("production") {
+        assert!(
+            logs.lines()
+                .any(|l| l.starts_with(&robot.name) && l.contains(" | ") && l.contains("200")),
+            "{} answered with request lines: {logs}",
+            robot.name
+        );
+    }
 
     // The attack list, straight to a staging robot.
     let target = rig.group("staging").next().expect("a staging robot");

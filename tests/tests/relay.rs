@@ -512,3 +512,23 @@ async fn strangers_can_neither_list_nor_fill_the_gateway_directory() {
         .await
         .expect("reached through the relay");
 }
+
+/// Several tasks dialling the same peer at once all get the one connection: a dial while
+/// another is under way waits for its outcome instead of failing (`peerctl fleet logs` asks
+/// every robot of a group through the gateway at once).
+#[tokio::test]
+async fn concurrent_dials_of_one_peer_share_the_connection() {
+    let gw = TestGateway::start(GatewayOptions {
+        p2p: true,
+        open: true,
+        ..GatewayOptions::default()
+    })
+    .await;
+    let addr = gw.p2p_addr().await;
+    let node = bare_node(&Identity::generate().expect("identity")).await;
+    let dials = (0..8).map(|_| node.dial(gw.peer_id, vec![addr.clone()]));
+    let results = within(20, "eight dials", futures_util::future::join_all(dials)).await;
+    for r in &results {
+        assert!(r.is_ok(), "every dial succeeds: {results:?}");
+    }
+}
