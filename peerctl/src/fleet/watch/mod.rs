@@ -13,37 +13,26 @@
 //! serves the target's version while idle → healthy; its history holds an outcome of the
 //! target since the entry (it moved on since) → that outcome; otherwise pending, or not seen
 //! when the robot never reported. A [`Tracker`] turns successive observations into the
-//! changes printed (pure, tested below); the loop asks the gateways every [`POLL`] until every
-//! robot of the group is in a final phase or the wait ends.
+//! changes printed (pure, like `target`; both tested in `tests`); the loop asks the gateways
+//! every [`POLL`] until every robot of the group is in a final phase or the wait ends.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use peercompute_fleet::{
-    EntryHash, FleetLog, FleetState, MemberKey, Op, Phase, ReleaseRecord, SignedStatus,
-};
+use peercompute_fleet::{MemberKey, Phase, SignedStatus};
 use serde::Serialize;
 
 use super::Ctx;
 use super::config::Fleets;
 use crate::exit::{CliError, Kind};
 
+mod target;
+
+use target::nothing;
+pub(crate) use target::{Target, resolve};
+
 /// How often the gateways are asked (robots push their status on every change).
 const POLL: Duration = Duration::from_millis(250);
-
-/// The release a watch follows, and the entry that asked for it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Target {
-    pub(crate) group: String,
-    pub(crate) release: EntryHash,
-    pub(crate) version: String,
-    /// The release entry, or the rollback entry that made `release` desired.
-    pub(crate) entry: EntryHash,
-    /// `release` or `rollback`.
-    pub(crate) kind: &'static str,
-    /// The entry's time, Unix seconds: phase times count from it.
-    pub(crate) at: u64,
-}
 
 /// Where one robot is with the target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -306,144 +295,6 @@ pub(crate) fn summary(target: &Target, counts: &BTreeMap<Progress, usize>) -> St
     )
 }
 
-/// The state right after entry `hash`: the log folded in canonical order up to it.
-fn state_after(log: &FleetLog, hash: &EntryHash) -> Option<FleetState> {
-    let mut state: Option<FleetState> = None;
-    for signed in log.iter() {
-        let entry = signed.entry();
-        match (&mut state, &entry.op) {
-            (None, Op::Genesis { name }) => state = Some(FleetState::genesis(log.fleet(), name)),
-            (None, _) => {}
-            (Some(s), _) => {
-                let _ = s.apply(signed.hash(), entry);
-            }
-        }
-        if signed.hash() == *hash {
-            break;
-        }
-    }
-    state
-}
-
-/// The target an entry of the log names (a release or a rollback), if it names one.
-fn target_of(log: &FleetLog, hash: &EntryHash) -> Option<Target> {
-    let signed = log.get(hash)?;
-    let entry = signed.entry();
-    let (group, kind) = match &entry.op {
-        Op::Release(r) => (r.group.clone(), "release"),
-        Op::Rollback(r) => (r.group.clone(), "rollback"),
-        _ => return None,
-    };
-    let record: ReleaseRecord = match &entry.op {
-        Op::Release(r) => ReleaseRecord {
-            hash: *hash,
-            author: entry.author,
-            at: entry.at,
-            release: r.clone(),
-        },
-        _ => state_after(log, hash)?
-            .groups
-            .get(&group)?
-            .desired()?
-            .clone(),
-    };
-    Some(Target {
-        group,
-        release: record.hash,
-        version: record.release.version,
-        entry: *hash,
-        kind,
-        at: entry.at,
-    })
-}
-
-/// Which entry `arg` names (see the module docs and `fleet watch --help`).
-pub(crate) fn resolve(
-    log: &FleetLog,
-    arg: Option<&str>,
-    group: Option<&str>,
-) -> Result<Target, CliError> {
-    let state = log
-        .state()
-        .ok_or_else(|| CliError::new(Kind::NotFound, "the fleet has no genesis here"))?;
-    let in_group = |g: &str| group.is_none_or(|want| want == g);
-    let Some(arg) = arg else {
-        // The latest release or rollback (of the group): what its robots should run now.
-        let latest = state
-            .groups
-            .iter()
-            .filter(|(g, _)| in_group(g))
-            .filter_map(|(_, gs)| gs.changed_by)
-            .filter_map(|h| log.get(&h).map(|e| ((e.entry().clock, h), h)))
-            .max()
-            .map(|(_, h)| h);
-        return latest
-            .and_then(|h| target_of(log, &h))
-            .ok_or_else(|| nothing(group, "no release yet"));
-    };
-    let hex = arg.len() >= 4 && arg.chars().all(|c| c.is_ascii_hexdigit());
-    if hex {
-        let lower = arg.to_ascii_lowercase();
-        let found: Vec<Target> = log
-            .iter()
-            .filter(|e| e.hash().to_string().starts_with(&lower))
-            .filter_map(|e| target_of(log, &e.hash()))
-            .filter(|t| in_group(&t.group))
-            .collect();
-        match found.len() {
-            1 => return Ok(found.into_iter().next().expect("one")),
-            0 => {}
-            n => {
-                return Err(CliError::new(
-                    Kind::Ambiguous,
-                    format!(
-                        "{arg} is the prefix of {n} release or rollback entries: type more of the hash"
-                    ),
-                ));
-            }
-        }
-    }
-    // A version: the latest release of that version, in one group.
-    let found: Vec<(&String, &ReleaseRecord)> = state
-        .groups
-        .iter()
-        .filter(|(g, _)| in_group(g))
-        .filter_map(|(g, gs)| {
-            gs.releases
-                .iter()
-                .rev()
-                .find(|r| r.release.version == arg)
-                .map(|r| (g, r))
-        })
-        .collect();
-    match found[..] {
-        [(_, record)] => target_of(log, &record.hash).ok_or_else(|| nothing(group, arg)),
-        [] => Err(nothing(
-            group,
-            &format!("no release whose version or entry hash is {arg}"),
-        )),
-        _ => Err(CliError::new(
-            Kind::Ambiguous,
-            format!(
-                "version {arg} was released to several groups ({}): add --group",
-                found
-                    .iter()
-                    .map(|(g, _)| g.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-        )),
-    }
-}
-
-fn nothing(group: Option<&str>, what: &str) -> CliError {
-    let scope = group.map_or_else(String::new, |g| format!(" in group {g}"));
-    CliError::new(
-        Kind::NotFound,
-        format!("{what}{scope}: `peerctl fleet log` lists the releases"),
-    )
-}
-
 /// `fleet watch [RELEASE] [--group G] [--wait D]`.
 pub(super) async fn watch(
     ctx: &Ctx,
@@ -557,5 +408,4 @@ fn now_ms() -> u64 {
 }
 
 #[cfg(test)]
-#[path = "watch_tests.rs"]
 mod tests;

@@ -3,7 +3,8 @@
 
 use ed25519_dalek::SigningKey;
 use peercompute_fleet::{
-    AppStatus, FleetId, HealthCheck, Outcome, Release, Rollback, SignedStatus, StatusReport,
+    AppStatus, EntryHash, FleetId, FleetLog, HealthCheck, Op, Outcome, Release, Rollback,
+    SignedStatus, StatusReport,
 };
 use peercompute_tunnel_proto::DeployRequest;
 
