@@ -59,6 +59,8 @@
 //!   grammar, matching `RepoDigests` against a pin.
 //! - `health` — wait_healthy against a [`HealthCheck`] (HTTP 2xx or port accepting, for a
 //!   settle period), its [`HealthReport`] and log-carrying [`HealthError`].
+//! - `prune` — remove_image (never forced) and images_in_use, for a fleet robot dropping
+//!   the images of releases it no longer keeps.
 //! - `admission` — pure [`Admission`] ledger against the provider's [`Limits`].
 //! - `quantity` — parsing `--cpu 500m|0.5` and `--memory 256M|1GiB` (defined in
 //!   `peercompute-tunnel-proto`, re-exported).
@@ -75,6 +77,7 @@ mod health;
 mod image;
 mod logs;
 mod network;
+mod prune;
 mod quantity;
 mod ready;
 mod sandbox;
@@ -97,6 +100,7 @@ pub use health::{HealthCheck, HealthError, HealthReport, ProbeFailure, Unhealthy
 pub use image::{ImageError, ImageInfo, PullProgress};
 pub use logs::{LogLine, LogSource, LogStream};
 pub use network::{NetworkError, SANDBOX_BRIDGE, SANDBOX_NETWORK};
+pub use prune::{ImagesInUse, RemoveImageError, Removed};
 pub use quantity::{QuantityError, format_cpu, format_memory, parse_cpu, parse_memory};
 pub use ready::{READY_LOG_LINES, ReadyError};
 pub use sandbox::{PUBLISH_IP, SandboxPolicy};

@@ -1,12 +1,13 @@
 //! The applier at start and between releases: a restarted daemon re-adopts the containers
 //! `applied.json` says are serving (their routes registered again), applies again what Docker
-//! lost, and removes fleet containers no release records (a crash mid-apply); and, as Docker
-//! gives a restarted container a new host port, routes are kept on the current one.
+//! lost, and removes fleet containers no release records (a crash mid-apply); as Docker
+//! gives a restarted container a new host port, routes are kept on the current one; and after
+//! a release, images no group keeps any longer are removed (see [`super::applied::prunable`]).
 
 use peercompute_fleet::{AppStatus, EntryHash, FleetId, Phase};
 use tracing::{info, warn};
 
-use super::applied::{Failure, Serving};
+use super::applied::{Failure, Serving, prunable};
 use super::apply::{Applier, fleet_provider_label, spawn_register};
 use super::status::now_ms;
 
@@ -88,6 +89,38 @@ impl Applier {
             if self.published.insert(s.container_id.clone(), addr) != Some(addr) {
                 info!(route = %s.route, %addr, "fleet: container published on a new port; re-pointing its route");
                 spawn_register(&tunnel, &s.route, addr);
+            }
+        }
+    }
+}
+
+impl Applier {
+    /// Removes the images of `dropped` (no longer kept by their group) that no other group
+    /// keeps and no container uses. Failures are warnings: an image left behind costs disk,
+    /// not service.
+    pub(crate) async fn prune_images(&self, dropped: Vec<String>) {
+        if dropped.is_empty() {
+            return;
+        }
+        let in_use = match self.runtime.images_in_use().await {
+            Ok(used) => used,
+            Err(e) => {
+                warn!(
+                    ?dropped,
+                    "fleet: images no longer kept stay, as the containers using images cannot be listed: {e}"
+                );
+                return;
+            }
+        };
+        let mut with_ids = Vec::with_capacity(dropped.len());
+        for image in dropped {
+            let id = self.runtime.image_id(&image).await.unwrap_or_default();
+            with_ids.push((image, id));
+        }
+        for image in prunable(&with_ids, &self.applied.retained_images(), &in_use) {
+            match self.runtime.remove_image(&image).await {
+                Ok(removed) => info!(%image, ?removed, "fleet: removed an image no release keeps"),
+                Err(e) => warn!(%image, "fleet: cannot remove an image no release keeps: {e}"),
             }
         }
     }

@@ -2,11 +2,12 @@
 //! atomically, 0600) so that a restarted daemon re-adopts its containers instead of starting
 //! them again: the release serving (entry hash, version, container, route), the last
 //! release that failed its health gate and why, and the last few releases' images kept for a
-//! rollback.
+//! rollback, with the rule that decides which dropped images may go ([`prunable`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
+use peercompute_runtime::ImagesInUse;
 use serde::{Deserialize, Serialize};
 
 /// File name under the fleet directory.
@@ -127,6 +128,20 @@ impl Applied {
         self.fleets.get(fleet).cloned().unwrap_or_default()
     }
 
+    /// Every image a group of any fleet still keeps or serves.
+    pub(crate) fn retained_images(&self) -> BTreeSet<String> {
+        self.fleets
+            .values()
+            .flat_map(|f| f.groups.values())
+            .flat_map(|g| {
+                g.kept_images
+                    .iter()
+                    .chain(g.serving.as_ref().map(|s| &s.image))
+            })
+            .cloned()
+            .collect()
+    }
+
     pub(crate) fn group_mut(&mut self, fleet: &str, group: &str) -> &mut AppliedGroup {
         self.fleets
             .entry(fleet.to_owned())
@@ -135,6 +150,22 @@ impl Applied {
             .entry(group.to_owned())
             .or_default()
     }
+}
+
+/// Which images dropped from a group's kept list may be removed from the engine: not one
+/// that another group (of any fleet) still keeps or serves, and not one any container uses —
+/// a running release, a stopped container, a deployment outside the fleet — matched by
+/// reference or by image id (`dropped` carries each reference's id when the engine knows it).
+pub(crate) fn prunable(
+    dropped: &[(String, Option<String>)],
+    retained: &BTreeSet<String>,
+    in_use: &ImagesInUse,
+) -> Vec<String> {
+    dropped
+        .iter()
+        .filter(|(image, id)| !retained.contains(image) && !in_use.uses(image, id.as_deref()))
+        .map(|(image, _)| image.clone())
+        .collect()
 }
 
 #[cfg(test)]
@@ -175,5 +206,51 @@ mod tests {
         assert_eq!(g.keep_image("d"), ["a"]);
         assert!(g.keep_image("c").is_empty(), "a rollback re-keeps");
         assert_eq!(g.kept_images, ["b", "d", "c"]);
+    }
+
+    #[test]
+    fn prunable_table() {
+        let mut applied = Applied::default();
+        let g = applied.group_mut("pcfA", "production");
+        for image in ["a", "b", "c", "d"] {
+            g.keep_image(image);
+        }
+        applied.group_mut("pcfB", "staging").kept_images = vec!["shared".into()];
+        applied.group_mut("pcfB", "lab").serving = Some(Serving {
+            image: "served".into(),
+            ..Serving::default()
+        });
+        let retained = applied.retained_images();
+        let in_use = ImagesInUse {
+            references: ["deployment:1".to_owned()].into(),
+            ids: ["sha256:running".to_owned()].into(),
+        };
+        let cases: &[(&str, Option<&str>, bool, &str)] = &[
+            ("old", Some("sha256:old"), true, "dropped and unused"),
+            ("old", None, true, "dropped, id unknown, unused"),
+            ("b", Some("sha256:b"), false, "still kept by its own group"),
+            ("shared", None, false, "kept by another fleet's group"),
+            ("served", None, false, "serving in another group"),
+            (
+                "deployment:1",
+                None,
+                false,
+                "a deployment's container uses it",
+            ),
+            (
+                "other",
+                Some("sha256:running"),
+                false,
+                "same image id as a container's",
+            ),
+        ];
+        for (image, id, removed, why) in cases {
+            let got = prunable(
+                &[((*image).to_owned(), id.map(str::to_owned))],
+                &retained,
+                &in_use,
+            );
+            assert_eq!(got.len() == 1, *removed, "{image}: {why}");
+        }
     }
 }

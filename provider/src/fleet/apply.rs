@@ -137,6 +137,7 @@ impl Applier {
         status.changed_at_ms = now_ms();
         let fleet_text = fleet.to_string();
         let applied = self.applied.group_mut(&fleet_text, group);
+        let mut dropped = Vec::new();
         match outcome {
             Ok((container_id, addr, url)) => {
                 info!(%fleet, %group, version = %release.version, %route, ms = ?status.apply_ms, "fleet: release healthy and serving");
@@ -152,10 +153,7 @@ impl Applier {
                     url,
                 });
                 applied.failed = None;
-                let dropped = applied.keep_image(&release.spec.image);
-                if !dropped.is_empty() {
-                    info!(?dropped, "fleet: images no longer kept for a rollback");
-                }
+                dropped = applied.keep_image(&release.spec.image);
                 self.published.insert(container_id, addr);
             }
             Err(Failed { phase, reason }) => {
@@ -176,6 +174,7 @@ impl Applier {
         }
         self.save();
         self.board.set(fleet, status);
+        self.prune_images(dropped).await;
     }
 
     /// Fetch, start beside the old one, wait until healthy: the new container and address.

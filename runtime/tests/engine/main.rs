@@ -7,5 +7,6 @@ mod common;
 mod images;
 mod lifecycle;
 mod logs;
+mod prune;
 mod readiness;
 mod sandbox;

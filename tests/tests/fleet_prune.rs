@@ -1,0 +1,86 @@
+//! A robot keeps the images of its group's last three releases and removes older ones, end
+//! to end with the real parts (one gateway, one `peercomputed` joined by token, a local
+//! registry — Debian's `docker-registry` — serving busybox web images pinned by digest, and
+//! the `peerctl` binary as the admin). Each image is left on the engine only under its pinned
+//! digest, as a robot that pulled it from the registry holds it: after releases v1..v4 the
+//! engine holds v2, v3 and v4, not v1.
+
+use std::time::Duration;
+
+use peercompute_runtime::PinnedImage;
+use peercompute_runtime::testsupport::{ScratchImage, busybox, unique_name};
+use peercompute_tests::fleet_rig::{Rig, WEB_PORT};
+use peercompute_tests::within;
+
+/// A web image `version` (answering `version` at `/`, `ok` at `/healthz`) with a layer of its
+/// own — other tests' web images of the same version are byte-identical, so they would share
+/// its image id — pushed to the rig's registry and pinned, then held locally only under its
+/// pinned reference (build and registry tags removed, which deletes it: the robot pulls it),
+/// the way a robot holds what it pulled.
+async fn pulled_image(rig: &Rig, version: &str) -> PinnedImage {
+    let local = format!("{}:1", unique_name(&format!("pc-prune-{version}")));
+    rig.cleanup.image(&local);
+    ScratchImage::new(&local)
+        .file("/bin/busybox", busybox().expect("busybox"), 0o755)
+        .file("/www/index.html", format!("{version}\n"), 0o644)
+        .file("/www/healthz", "ok\n", 0o644)
+        .file("/unique", unique_name("layer"), 0o644)
+        .cmd(["/bin/busybox", "httpd", "-f", "-p", "8080", "-h", "/www"])
+        .env("PATH", "/bin")
+        .expose(WEB_PORT)
+        .load(&rig.runtime)
+        .await
+        .expect("load the image");
+    rig.registry
+        .push(&rig.runtime, &local, &rig.repository, version)
+        .await
+        .expect("push the image");
+    let tagged = format!("{}:{version}", rig.repository);
+    rig.cleanup.image(&tagged);
+    let pinned = rig.runtime.resolve_digest(&tagged).await.expect("resolve");
+    rig.cleanup.image(&pinned.to_string());
+    for tag in [local, tagged] {
+        rig.runtime
+            .remove_image(&tag)
+            .await
+            .unwrap_or_else(|e| panic!("untag {tag}: {e}"));
+    }
+    assert!(
+        !held(rig, &pinned).await,
+        "{version} is only in the registry"
+    );
+    pinned
+}
+
+/// Whether the engine holds `pinned`.
+async fn held(rig: &Rig, pinned: &PinnedImage) -> bool {
+    rig.runtime
+        .image_id(&pinned.to_string())
+        .await
+        .expect("inspect")
+        .is_some()
+}
+
+#[tokio::test]
+async fn a_robot_keeps_the_last_three_releases_images() {
+    let rig = Rig::start(&[("production", 1)]).await;
+    let mut images = Vec::new();
+    for version in ["v1", "v2", "v3", "v4"] {
+        images.push(pulled_image(&rig, version).await);
+    }
+    for (i, version) in ["v1", "v2", "v3", "v4"].iter().enumerate() {
+        rig.release("production", version, "30s").await;
+        rig.wait_group_phase("production", version, "healthy").await;
+        rig.wait_group_serving("production", version, 60).await;
+        assert!(held(&rig, &images[i]).await, "{version} is on the engine");
+    }
+    within(30, "v1's image to be removed", async {
+        while held(&rig, &images[0]).await {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await;
+    for (image, version) in images[1..].iter().zip(["v2", "v3", "v4"]) {
+        assert!(held(&rig, image).await, "{version} is kept for a rollback");
+    }
+}
