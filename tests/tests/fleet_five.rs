@@ -10,7 +10,8 @@
 //! attack list, pushed straight to a robot with raw keys (not through peerctl or the gateway,
 //! which would refuse them first): each refused with its reason and nothing started, beside a
 //! positive control that is accepted. `status` and `log --verify` are checked against what
-//! happened, and `logs` fans out to the group.
+//! happened; `watch` follows a rollout (exit 1 on a rollback, 0 when healthy), `metrics`
+//! counts it, and `logs` fans out to the group.
 
 use std::time::Duration;
 
@@ -167,6 +168,23 @@ async fn five_robots_in_two_groups_take_releases_rollbacks_and_refuse_forgeries(
 
     // v2 never becomes healthy: every production robot keeps v1, saying why.
     rig.release("production", "v2", "5s").await;
+    let (code, watched, stderr) = rig
+        .peerctl(&["fleet", "watch", "--group", "production", "--wait", "90s"])
+        .await;
+    eprintln!("fleet watch v2 (exit {code}):\n{watched}{stderr}");
+    assert_eq!(
+        code, 1,
+        "a rolled-back release fails the watch: {watched}{stderr}"
+    );
+    for robot in rig.group("production") {
+        assert!(
+            watched
+                .lines()
+                .any(|l| l.contains(&robot.name) && l.contains("rolled back")),
+            "watch shows {} rolled back: {watched}",
+            robot.name
+        );
+    }
     let rows = rig
         .wait_group_phase("production", "v2", "rolled back")
         .await;
@@ -183,6 +201,20 @@ async fn five_robots_in_two_groups_take_releases_rollbacks_and_refuse_forgeries(
 
     // v3: switched everywhere.
     rig.release("production", "v3", "30s").await;
+    let (code, watched, stderr) = rig
+        .peerctl(&["fleet", "watch", "v3", "--wait", "90s"])
+        .await;
+    eprintln!("fleet watch v3 (exit {code}):\n{watched}{stderr}");
+    assert_eq!(code, 0, "{watched}{stderr}");
+    for robot in rig.group("production") {
+        assert!(
+            watched
+                .lines()
+                .any(|l| l.contains(&robot.name) && l.contains("healthy")),
+            "watch shows {} healthy: {watched}",
+            robot.name
+        );
+    }
     rig.wait_group_serving("production", "v3", 90).await;
     rig.wait_group_phase("production", "v3", "healthy").await;
 
@@ -225,6 +257,30 @@ async fn five_robots_in_two_groups_take_releases_rollbacks_and_refuse_forgeries(
     );
     assert!(total > 30, "the visitors ran ({total} requests)");
     assert_eq!(failed, 0, "failed visitor requests: {failed} of {total}");
+
+    // Metrics over what happened: v1 and v3 healthy on the three robots, v2 rolled back on
+    // all three (the rollback to v1 re-applies v1).
+    let metrics = rig
+        .json(&["fleet", "metrics", "--group", "production", "--json"])
+        .await;
+    let production = &metrics[0];
+    assert_eq!(production["group"], "production", "{metrics}");
+    assert_eq!(production["robots"], 3, "{metrics}");
+    let row = |version: &str| {
+        production["rows"]
+            .as_array()
+            .and_then(|rows| rows.iter().find(|r| r["version"] == version).cloned())
+            .unwrap_or_else(|| panic!("a row for {version}: {metrics}"))
+    };
+    assert_eq!(row("v2")["rolled_back"], 3, "{metrics}");
+    assert_eq!(row("v2")["healthy"], 0, "{metrics}");
+    assert_eq!(row("v3")["healthy"], 3, "{metrics}");
+    let rate = production["rollback_rate"].as_f64().expect("rollback rate");
+    assert!(rate > 0.0 && rate < 1.0, "{metrics}");
+    assert!(
+        production["median_ms"].as_u64().is_some_and(|ms| ms > 0),
+        "{metrics}"
+    );
 
     // The group's container logs, fanned out: every production robot answers, each line
     // prefixed with its name (the image logs each request).
