@@ -1,15 +1,19 @@
 //! `peerctl fleet logs` with the real parts: a gateway, two `peercomputed` robots joined by
 //! token to group production, a busybox app released to it (pinned by digest from a local registry)
 //! that prints a start line and logs every request, and the `peerctl` binary. The admin gets
-//! the app's lines prefixed with the robot's name (`--grep`, `--json` too); a key with no role
+//! the app's lines prefixed with the robot's name (`--grep`, `--since`, `--tail`, `--json` too;
+//! the gateway, asked directly, says it is not a robot); a key with no role
 //! and a viewer of group staging are both refused by the robot itself, the reason named on
 //! stderr and the exit code 3 (every robot refused); the viewer granted production reads; with
 //! one robot stopped the other's lines still come, the stopped one is named, and the exit is 1.
 
 use std::time::Instant;
 
+use peercompute_fleet::LogsQuery;
+use peercompute_p2p::fleet_hub::{HubError, request_logs};
 use peercompute_runtime::PinnedImage;
 use peercompute_runtime::testsupport::{ScratchImage, busybox, unique_name};
+use peercompute_tests::fleet::FleetMember;
 use peercompute_tests::fleet_rig::{Rig, WEB_PORT};
 use peercompute_tests::run_peerctl;
 
@@ -114,6 +118,38 @@ async fn a_groups_logs_come_from_its_robots_and_only_for_those_allowed() {
         assert_eq!(row["lines"], serde_json::json!([format!("{MARKER} v1")]));
         assert_eq!(row["error"], serde_json::Value::Null);
     }
+
+    // --since and --tail: the robots' engine timestamps are recent, the last line only.
+    let recent = [
+        "fleet",
+        "logs",
+        "--group",
+        "production",
+        "--since",
+        "10m",
+        "--tail",
+        "1",
+        "--json",
+    ];
+    let (code, stdout, stderr) = rig.peerctl(&recent).await;
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let rows: serde_json::Value = serde_json::from_str(&stdout).expect("JSON");
+    for row in rows.as_array().expect("an array") {
+        assert_eq!(row["lines"].as_array().map(Vec::len), Some(1), "{stdout}");
+        assert_eq!(row["truncated"], false, "an asked tail is no truncation");
+    }
+
+    // The gateway holds the log but runs no containers: it says so.
+    let member = FleetMember::start(&rig.gw.p2p_addr().await, true).await;
+    let query = LogsQuery {
+        group: "production".into(),
+        ..LogsQuery::default()
+    };
+    let asked = request_logs(&member.node, rig.gw.peer_id, rig.fleet, query).await;
+    assert!(
+        matches!(&asked, Err(HubError::Remote { message, .. }) if message.starts_with("not a robot")),
+        "{asked:?}"
+    );
 
     // A key with no role: every robot refuses, and says why.
     let stranger = tempfile::tempdir().expect("home");
