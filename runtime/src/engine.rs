@@ -151,6 +151,21 @@ impl DockerRuntime {
     pub fn policy(&self) -> &SandboxPolicy {
         &self.policy
     }
+
+    /// The engine's data root (`DockerRootDir`, e.g. `/var/lib/docker`), where images and
+    /// containers take disk; `None` if the engine does not say. The path is the engine's: a
+    /// remote or rootless engine's may not exist as such on this host.
+    pub async fn data_root(&self) -> Result<Option<std::path::PathBuf>, EngineError> {
+        let info = self.docker.info().await.map_err(|source| EngineError {
+            operation: "read the system info of",
+            target: "the engine".to_owned(),
+            source,
+        })?;
+        Ok(info
+            .docker_root_dir
+            .filter(|d| !d.is_empty())
+            .map(Into::into))
+    }
 }
 
 /// What the engine reports it cannot enforce of the sandbox. A feature it does not report

@@ -3,12 +3,15 @@
 //! registry — Debian's `docker-registry` — serving busybox web images pinned by digest, and
 //! the `peerctl` binary as the admin). Each image is left on the engine only under its pinned
 //! digest, as a robot that pulled it from the registry holds it: after releases v1..v4 the
-//! engine holds v2, v3 and v4, not v1.
+//! engine holds v2, v3 and v4, not v1, and the robot's signed status reports the free disk
+//! of the filesystem holding them.
 
 use std::time::Duration;
 
+use peercompute_p2p::fleet_hub;
 use peercompute_runtime::PinnedImage;
 use peercompute_runtime::testsupport::{ScratchImage, busybox, unique_name};
+use peercompute_tests::fleet::{FleetMember, peer_of};
 use peercompute_tests::fleet_rig::{Rig, WEB_PORT};
 use peercompute_tests::within;
 
@@ -83,4 +86,22 @@ async fn a_robot_keeps_the_last_three_releases_images() {
     for (image, version) in images[1..].iter().zip(["v2", "v3", "v4"]) {
         assert!(held(&rig, image).await, "{version} is kept for a rollback");
     }
+
+    // The robot's signed status measures the disk that holds the engine's images.
+    let gateway = rig.gw.p2p_addr().await;
+    let observer = FleetMember::start(&gateway, true).await;
+    let report = within(60, "the robot's status at the gateway", async {
+        loop {
+            let statuses =
+                fleet_hub::request_statuses(&observer.node, peer_of(&gateway), rig.fleet)
+                    .await
+                    .unwrap_or_default();
+            if let Some(s) = statuses.into_iter().next() {
+                return s.report;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await;
+    assert!(report.disk_free_bytes > 0, "{report:?}");
 }

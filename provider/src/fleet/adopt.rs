@@ -3,6 +3,10 @@
 //! lost, and removes fleet containers no release records (a crash mid-apply); as Docker
 //! gives a restarted container a new host port, routes are kept on the current one; and after
 //! a release, images no group keeps any longer are removed (see [`super::applied::prunable`]).
+//! At start the applier also picks where the status measures free disk ([`disk_free_bytes`]).
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use peercompute_fleet::{AppStatus, EntryHash, FleetId, Phase};
 use tracing::{info, warn};
@@ -16,6 +20,7 @@ impl Applier {
     /// Docker no longer has (so they are applied again), removes fleet containers nobody
     /// recorded (a crash mid-apply).
     pub(crate) async fn adopt(&mut self) {
+        self.choose_disk().await;
         let label = fleet_provider_label(&self.me);
         let managed = match self.runtime.list_managed().await {
             Ok(m) => m,
@@ -126,6 +131,47 @@ impl Applier {
     }
 }
 
+/// Where the status measures free disk, chosen by the applier at start. Process-wide because
+/// the status publisher is built apart from the applier; daemons sharing a process share the
+/// engine, and so its data root.
+static DISK_PATH: Mutex<Option<PathBuf>> = Mutex::new(None);
+
+impl Applier {
+    /// The filesystem whose free bytes the status reports: the engine's data root (images and
+    /// containers fill it) if this process can read it, else the provider's home.
+    async fn choose_disk(&self) {
+        let root = match self.runtime.data_root().await {
+            Ok(root) => root.filter(|r| free_bytes(r).is_some()),
+            Err(e) => {
+                warn!("fleet: cannot ask the engine for its data root: {e}");
+                None
+            }
+        };
+        let home = self.dir.parent().unwrap_or(&self.dir).to_path_buf();
+        let path = root.unwrap_or(home);
+        info!(path = %path.display(), "fleet: the status reports the free disk of this filesystem");
+        *DISK_PATH.lock().unwrap_or_else(|p| p.into_inner()) = Some(path);
+    }
+}
+
+/// Free bytes (for unprivileged users) of the filesystem the status measures; 0 until the
+/// applier chose it (no Docker engine) or when it cannot be measured.
+pub(crate) fn disk_free_bytes() -> u64 {
+    let path = DISK_PATH.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    path.and_then(|p| free_bytes(&p)).unwrap_or(0)
+}
+
+/// Free bytes (for unprivileged users) of the filesystem holding `path` (`statvfs`).
+fn free_bytes(path: &Path) -> Option<u64> {
+    let stats = nix::sys::statvfs::statvfs(path).ok()?;
+    #[allow(clippy::useless_conversion)] // the field types differ between platforms
+    let (available, fragment) = (
+        u64::from(stats.blocks_available()),
+        u64::from(stats.fragment_size()),
+    );
+    Some(available.saturating_mul(fragment))
+}
+
 /// The status of a group re-adopted at start.
 fn adopted_status(group: &str, serving: &Serving, failed: Option<&Failure>) -> AppStatus {
     let release = serving.release.parse().unwrap_or(EntryHash([0; 32]));
@@ -139,5 +185,19 @@ fn adopted_status(group: &str, serving: &Serving, failed: Option<&Failure>) -> A
         apply_ms: None,
         reason: failed.map(|f| format!("release {} was rolled back: {}", f.version, f.reason)),
         changed_at_ms: now_ms(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn free_disk_is_measured_on_this_machine() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let free = free_bytes(dir.path()).expect("statvfs");
+        assert!(free > 0, "{free}");
+        assert_eq!(free_bytes(&dir.path().join("absent")), None);
+        assert!(free_bytes(Path::new("/")).is_some_and(|f| f > 0));
     }
 }

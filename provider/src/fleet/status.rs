@@ -204,8 +204,7 @@ fn report(p: &Publisher, fleet: FleetId, robot: MemberKey, started: Instant) -> 
         cpu_permille: cpu_permille(),
         memory_used_bytes,
         memory_total_bytes,
-        // Not measured yet (no statvfs without a new dependency).
-        disk_free_bytes: 0,
+        disk_free_bytes: super::adopt::disk_free_bytes(),
         history: p.board.history(&fleet),
     }
 }

@@ -1,6 +1,7 @@
 //! remove_image against the real engine: an image a container uses (running or stopped) is
 //! refused and stays, images_in_use names it; once the container is gone the image is removed,
-//! and removing it again says it is absent.
+//! and removing it again says it is absent. The engine names its data root (where images
+//! take disk), which a robot measures for its status.
 
 use peercompute_runtime::testsupport::unique_name;
 use peercompute_runtime::{RemoveImageError, Removed};
@@ -56,6 +57,21 @@ async fn an_image_is_removed_only_when_no_container_uses_it() {
             fx.runtime.remove_image(&fx.image).await.expect("again"),
             Removed::Absent
         );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_engine_names_its_data_root() {
+    let fx = Fixture::new("data-root").await;
+    within(async {
+        let root = fx
+            .runtime
+            .data_root()
+            .await
+            .expect("info")
+            .expect("the engine names its data root");
+        assert!(root.is_absolute(), "{}", root.display());
     })
     .await;
 }
