@@ -120,8 +120,21 @@ pub fn genesis(name: &str) -> Op {
 /// A release of app `app` for `group`, pinned to a made-up digest.
 pub fn release(group: &str, seq: u64, version: &str) -> Op {
     let image = format!("127.0.0.1:5000/app@sha256:{}", "ab".repeat(32));
-    let mut spec = DeployRequest::new(image, 8080);
-    spec.name = Some("app".into());
+    release_of(group, seq, version, "app", &image, 30)
+}
+
+/// A release of `image` (pinned) as app `app` on port 8080 for `group`, health-checked at
+/// `/healthz` within `timeout_secs`.
+pub fn release_of(
+    group: &str,
+    seq: u64,
+    version: &str,
+    app: &str,
+    image: &str,
+    timeout_secs: u32,
+) -> Op {
+    let mut spec = DeployRequest::new(image.to_owned(), 8080);
+    spec.name = Some(app.into());
     Op::Release(Release {
         group: group.into(),
         seq,
@@ -129,7 +142,7 @@ pub fn release(group: &str, seq: u64, version: &str) -> Op {
         spec,
         health: HealthCheck {
             path: Some("/healthz".into()),
-            timeout_secs: 30,
+            timeout_secs,
         },
     })
 }

@@ -16,18 +16,13 @@
 use std::time::Duration;
 
 use ed25519_dalek::SigningKey;
-use peercompute_fleet::{
-    Entry, FleetId, Grant, HealthCheck, MemberKey, Op, PushResult, Release, Role, SignedEntry,
-};
+use peercompute_fleet::{Entry, FleetId, Grant, MemberKey, Op, PushResult, Role, SignedEntry};
 use peercompute_identity::Identity;
 use peercompute_p2p::fleet_hub::{self, unix_now};
 use peercompute_p2p::{Multiaddr, PeerId};
-use peercompute_tests::fleet::FleetMember;
-use peercompute_tests::fleet_rig::{
-    Rig, Robot, Visitor, WEB_PORT, app_of, fleet_containers, wait_serving,
-};
+use peercompute_tests::fleet::{FleetMember, release_of};
+use peercompute_tests::fleet_rig::{Rig, Robot, Visitor, app_of, fleet_containers, wait_serving};
 use peercompute_tests::within;
-use peercompute_tunnel_proto::DeployRequest;
 
 /// An attacker's (or a member's) in-process node, dialled to one robot, with a verified copy
 /// of the fleet log pulled from the gateway to write on top of.
@@ -97,18 +92,7 @@ impl Forger {
 }
 
 fn release(group: &str, seq: u64, version: &str, image: &str) -> Op {
-    let mut spec = DeployRequest::new(image.to_owned(), WEB_PORT);
-    spec.name = Some("web".into());
-    Op::Release(Release {
-        group: group.into(),
-        seq,
-        version: version.into(),
-        spec,
-        health: HealthCheck {
-            path: Some("/healthz".into()),
-            timeout_secs: 10,
-        },
-    })
+    release_of(group, seq, version, "web", image, 10)
 }
 
 fn refused(result: &PushResult, words: &str, what: &str) {

@@ -12,8 +12,7 @@ use std::time::Duration;
 
 use ed25519_dalek::SigningKey;
 use peercompute_fleet::{
-    FleetId, HealthCheck, Invite, JoinToken, MemberKey, Op, Phase, PushResult, Release, Rollback,
-    SignedEntry,
+    FleetId, Invite, JoinToken, MemberKey, Op, Phase, PushResult, Rollback, SignedEntry,
 };
 use peercompute_identity::Identity;
 use peercompute_p2p::fleet_hub::{self, unix_now};
@@ -21,13 +20,11 @@ use peercompute_p2p::{Multiaddr, PeerId};
 use peercompute_provider::{JoinStatus, Limits};
 use peercompute_runtime::testsupport::{Cleanup, LocalRegistry, unique_name};
 use peercompute_runtime::{DockerRuntime, PinnedImage};
-use peercompute_tests::fleet::{FleetMember, peer_of};
+use peercompute_tests::fleet::{FleetMember, peer_of, release_of};
 use peercompute_tests::fleet_rig::{
-    Visitor, WEB_PORT as PORT, fleet_containers, gateway_spec as spec, wait_join, wait_serving,
-    web_image as image,
+    Visitor, fleet_containers, gateway_spec as spec, wait_join, wait_serving, web_image as image,
 };
 use peercompute_tests::{Alpn, GatewayOptions, TestDaemon, TestGateway, https_client, within};
-use peercompute_tunnel_proto::DeployRequest;
 
 /// The admin's copy of the fleet (a [`FleetMember`]) and the fleet key.
 struct Admin {
@@ -120,18 +117,14 @@ impl Admin {
 }
 
 fn release(seq: u64, version: &str, image: &PinnedImage, timeout_secs: u32) -> Op {
-    let mut spec = DeployRequest::new(image.to_string(), PORT);
-    spec.name = Some("web".into());
-    Op::Release(Release {
-        group: "production".into(),
+    release_of(
+        "production",
         seq,
-        version: version.into(),
-        spec,
-        health: HealthCheck {
-            path: Some("/healthz".into()),
-            timeout_secs,
-        },
-    })
+        version,
+        "web",
+        &image.to_string(),
+        timeout_secs,
+    )
 }
 
 #[tokio::test]
