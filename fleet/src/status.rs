@@ -10,8 +10,8 @@ use crate::sig::{self, Sig};
 
 const STATUS_DOMAIN: &[u8] = b"peercompute-fleet/1 status\0";
 
-/// Where a robot is with one group's release.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// Where a robot is with one group's release (ordered as an apply goes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Phase {
     /// Known, not started (waiting for an earlier apply, or stopped by an e-stop).
     Pending,

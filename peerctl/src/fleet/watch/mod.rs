@@ -34,50 +34,41 @@ pub(crate) use target::{Target, resolve};
 /// How often the gateways are asked (robots push their status on every change).
 const POLL: Duration = Duration::from_millis(250);
 
-/// Where one robot is with the target.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "snake_case")]
+/// Where one robot is with the target: a robot's [`Phase`], or not seen at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum Progress {
     /// The robot never reported a status to a gateway reached.
     NotSeen,
-    /// It has not started the target (it shows an older release, or waits).
-    Pending,
-    Fetching,
-    Starting,
-    Healthy,
-    RolledBack,
-    Failed,
+    /// A phase of the target (`Pending`: it shows an older release, or waits).
+    At(Phase),
 }
 
 impl Progress {
+    pub(crate) const PENDING: Progress = Progress::At(Phase::Pending);
+    pub(crate) const HEALTHY: Progress = Progress::At(Phase::Healthy);
+
+    /// `not seen`, or the phase as people read it (`rolled back`).
     pub(crate) fn word(self) -> &'static str {
         match self {
             Progress::NotSeen => "not seen",
-            Progress::Pending => "pending",
-            Progress::Fetching => "fetching",
-            Progress::Starting => "starting",
-            Progress::Healthy => "healthy",
-            Progress::RolledBack => "rolled back",
-            Progress::Failed => "failed",
+            Progress::At(phase) => phase.as_str(),
         }
     }
 
     pub(crate) fn is_final(self) -> bool {
-        matches!(
-            self,
-            Progress::Healthy | Progress::RolledBack | Progress::Failed
-        )
+        matches!(self, Progress::At(phase) if phase.is_final())
     }
 
-    fn of(phase: Phase) -> Self {
-        match phase {
-            Phase::Pending => Progress::Pending,
-            Phase::Fetching => Progress::Fetching,
-            Phase::Starting => Progress::Starting,
-            Phase::Healthy => Progress::Healthy,
-            Phase::RolledBack => Progress::RolledBack,
-            Phase::Failed => Progress::Failed,
-        }
+    /// Rolled back or failed.
+    pub(crate) fn is_bad(self) -> bool {
+        matches!(self, Progress::At(Phase::RolledBack | Phase::Failed))
+    }
+}
+
+/// In JSON, the word with `_` for spaces: `not_seen`, `rolled_back`.
+impl Serialize for Progress {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.word().replace(' ', "_"))
     }
 }
 
@@ -116,9 +107,9 @@ pub(crate) fn progress(target: &Target, status: Option<&SignedStatus>) -> Seen {
             app.phase.is_final() && app.serving.as_deref() == Some(target.version.as_str());
         if on_target || still_serving {
             let progress = if on_target {
-                Progress::of(app.phase)
+                Progress::At(app.phase)
             } else {
-                Progress::Healthy
+                Progress::HEALTHY
             };
             return Seen {
                 progress,
@@ -137,13 +128,13 @@ pub(crate) fn progress(target: &Target, status: Option<&SignedStatus>) -> Seen {
         });
     match outcome {
         Some(o) => Seen {
-            progress: Progress::of(o.phase),
+            progress: Progress::At(o.phase),
             changed_at_ms: Some(o.at_ms),
             apply_ms: o.apply_ms,
             serving: None,
             reason: None,
         },
-        None => Seen::bare(Progress::Pending),
+        None => Seen::bare(Progress::PENDING),
     }
 }
 
@@ -240,7 +231,7 @@ pub(crate) fn line(c: &Change) -> String {
     if let Some(ms) = c.apply_ms.filter(|_| c.phase.is_final()) {
         notes.push(format!("apply {}", seconds(ms)));
     }
-    if matches!(c.phase, Progress::RolledBack | Progress::Failed) {
+    if c.phase.is_bad() {
         if let Some(serving) = &c.serving {
             notes.push(format!("serving {serving}"));
         }
@@ -379,9 +370,7 @@ fn finish(ctx: &Ctx, target: &Target, tracker: &Tracker, wait: Duration) -> Resu
         });
         println!("{object}");
     }
-    let bad = counts
-        .iter()
-        .any(|(p, _)| matches!(p, Progress::RolledBack | Progress::Failed));
+    let bad = counts.iter().any(|(p, _)| p.is_bad());
     if bad {
         return Err(CliError::new(Kind::Other, summary));
     }

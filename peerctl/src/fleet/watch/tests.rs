@@ -168,11 +168,11 @@ fn a_robots_progress_comes_from_its_status() {
     assert_eq!(p(None), Progress::NotSeen);
     assert_eq!(
         p(Some(&status(vec![], vec![]))),
-        Progress::Pending,
+        Progress::PENDING,
         "no app yet"
     );
     let older = status(vec![app(2, "v2", Phase::Healthy, Some("v2"))], vec![]);
-    assert_eq!(p(Some(&older)), Progress::Pending, "an older release");
+    assert_eq!(p(Some(&older)), Progress::PENDING, "an older release");
     for phase in [
         Phase::Fetching,
         Phase::Starting,
@@ -180,7 +180,7 @@ fn a_robots_progress_comes_from_its_status() {
         Phase::RolledBack,
     ] {
         let s = status(vec![app(3, "v3", phase, Some("v2"))], vec![]);
-        assert_eq!(p(Some(&s)), Progress::of(phase));
+        assert_eq!(p(Some(&s)), Progress::At(phase));
     }
     // Idle on another release but serving the target's version (a rollback's target that
     // it kept after a rolled-back release): nothing to do, healthy.
@@ -188,7 +188,7 @@ fn a_robots_progress_comes_from_its_status() {
     let seen = progress(&t, Some(&kept));
     assert_eq!(
         (seen.progress, seen.apply_ms, seen.reason),
-        (Progress::Healthy, None, None)
+        (Progress::HEALTHY, None, None)
     );
     // Moved on to a newer release: the history says how the target ended, if after the entry.
     let outcome = |at_ms| Outcome {
@@ -201,11 +201,11 @@ fn a_robots_progress_comes_from_its_status() {
     };
     let newer = app(4, "v4", Phase::Fetching, Some("v2"));
     let moved = status(vec![newer.clone()], vec![outcome(NOW * 1000 + 500)]);
-    assert_eq!(p(Some(&moved)), Progress::RolledBack);
+    assert_eq!(p(Some(&moved)), Progress::At(Phase::RolledBack));
     let before = status(vec![newer], vec![outcome(NOW * 1000 - 5000)]);
     assert_eq!(
         p(Some(&before)),
-        Progress::Pending,
+        Progress::PENDING,
         "an outcome before the entry is another apply"
     );
 }
@@ -224,7 +224,7 @@ fn the_tracker_reports_each_change_once_and_knows_when_all_are_final() {
     let now = NOW * 1000 + 400;
     let first = tracker.step(
         &t,
-        &seen(Seen::bare(Progress::Pending), Seen::bare(Progress::NotSeen)),
+        &seen(Seen::bare(Progress::PENDING), Seen::bare(Progress::NotSeen)),
         now,
     );
     let words: Vec<(&str, &str, u64)> = first
@@ -239,7 +239,7 @@ fn the_tracker_reports_each_change_once_and_knows_when_all_are_final() {
         tracker
             .step(
                 &t,
-                &seen(Seen::bare(Progress::Pending), Seen::bare(Progress::NotSeen)),
+                &seen(Seen::bare(Progress::PENDING), Seen::bare(Progress::NotSeen)),
                 now
             )
             .is_empty()
