@@ -210,6 +210,7 @@ impl Daemon {
                 fixed_gateway,
                 runtime: fleet_runtime,
                 firewall: config.firewall,
+                limits: config.deploy.limits,
                 join: config.join.as_ref(),
             },
             &stop,

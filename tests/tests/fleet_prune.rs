@@ -4,7 +4,9 @@
 //! the `peerctl` binary as the admin). Each image is left on the engine only under its pinned
 //! digest, as a robot that pulled it from the registry holds it: after releases v1..v4 the
 //! engine holds v2, v3 and v4, not v1, and the robot's signed status reports the free disk
-//! of the filesystem holding them.
+//! of the filesystem holding them. Then a release asking more CPU than the robot's
+//! limits is refused like a deploy would be: phase failed, the reason naming the limit and
+//! the numbers, its image not even fetched, v4 still serving from the only container.
 
 use std::time::Duration;
 
@@ -12,7 +14,7 @@ use peercompute_p2p::fleet_hub;
 use peercompute_runtime::PinnedImage;
 use peercompute_runtime::testsupport::{ScratchImage, busybox, unique_name};
 use peercompute_tests::fleet::{FleetMember, peer_of};
-use peercompute_tests::fleet_rig::{Rig, WEB_PORT};
+use peercompute_tests::fleet_rig::{Rig, WEB_PORT, fleet_containers};
 use peercompute_tests::within;
 
 /// A web image `version` (answering `version` at `/`, `ok` at `/healthz`) with a layer of its
@@ -104,4 +106,49 @@ async fn a_robot_keeps_the_last_three_releases_images() {
     })
     .await;
     assert!(report.disk_free_bytes > 0, "{report:?}");
+
+    // v5 asks for 8 cores; the robot offers 4 (the default --max-cpu).
+    let v5 = pulled_image(&rig, "v5").await;
+    let image = format!("{}:v5", rig.repository);
+    let port = WEB_PORT.to_string();
+    rig.json(&[
+        "fleet",
+        "release",
+        &image,
+        "--group",
+        "production",
+        "--port",
+        &port,
+        "--name",
+        "web",
+        "--version",
+        "v5",
+        "--cpu",
+        "8",
+        "--health-path",
+        "/healthz",
+        "--json",
+    ])
+    .await;
+    let rows = rig.wait_group_phase("production", "v5", "failed").await;
+    let app = &rows[0]["apps"][0];
+    let reason = app["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("--max-cpu")
+            && reason.contains("asked 8000m CPU")
+            && reason.contains("of 4000m"),
+        "the reason names the limit and the numbers: {app}"
+    );
+    assert_eq!(app["serving"], "v4", "{app}");
+    rig.wait_group_serving("production", "v4", 30).await;
+    assert!(
+        !held(&rig, &v5).await,
+        "a refused release's image is not fetched"
+    );
+    let robot = &rig.robots[0];
+    assert_eq!(
+        fleet_containers(&rig.runtime, &robot.peer).await.len(),
+        1,
+        "nothing was started beside v4"
+    );
 }

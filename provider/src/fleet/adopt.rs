@@ -4,11 +4,12 @@
 //! gives a restarted container a new host port, routes are kept on the current one; and after
 //! a release, images no group keeps any longer are removed (see [`super::applied::prunable`]).
 //! At start the applier also picks where the status measures free disk ([`disk_free_bytes`]).
+//! A release the planner refuses (schema, this robot's limits) is recorded as failed here.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use peercompute_fleet::{AppStatus, EntryHash, FleetId, Phase};
+use peercompute_fleet::{AppStatus, EntryHash, FleetId, Phase, ReleaseRecord};
 use tracing::{info, warn};
 
 use super::applied::{Failure, Serving, prunable};
@@ -128,6 +129,43 @@ impl Applier {
                 Err(e) => warn!(%image, "fleet: cannot remove an image no release keeps: {e}"),
             }
         }
+    }
+}
+
+impl Applier {
+    /// Records a release the planner refused: phase failed with `reason`, nothing started,
+    /// the serving release untouched; not tried again until a newer release or a rollback.
+    pub(crate) fn refuse(
+        &mut self,
+        fleet: FleetId,
+        group: &str,
+        record: &ReleaseRecord,
+        reason: String,
+    ) {
+        let version = record.release.version.clone();
+        warn!(%fleet, %group, %version, "fleet: release refused: {reason}");
+        let applied = self.applied.group_mut(&fleet.to_string(), group);
+        let serving = applied.serving.clone();
+        applied.failed = Some(Failure {
+            release: record.hash.to_string(),
+            version: version.clone(),
+            reason: reason.clone(),
+        });
+        self.save();
+        self.board.set(
+            fleet,
+            AppStatus {
+                group: group.to_owned(),
+                release: record.hash,
+                version,
+                phase: Phase::Failed,
+                serving: serving.as_ref().map(|s| s.version.clone()),
+                url: serving.and_then(|s| s.url),
+                apply_ms: Some(0),
+                reason: Some(reason),
+                changed_at_ms: now_ms(),
+            },
+        );
     }
 }
 

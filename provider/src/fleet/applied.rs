@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use peercompute_runtime::ImagesInUse;
+use peercompute_runtime::{ImagesInUse, Usage};
 use serde::{Deserialize, Serialize};
 
 /// File name under the fleet directory.
@@ -48,6 +48,12 @@ pub(crate) struct Serving {
     /// The URL the gateway gave, once confirmed.
     #[serde(default)]
     pub(crate) url: Option<String>,
+    /// The CPU its container holds, in millicores (0 in files written before it was kept).
+    #[serde(default)]
+    pub(crate) cpu_millis: u32,
+    /// The memory its container holds, in bytes (0 likewise).
+    #[serde(default)]
+    pub(crate) memory_bytes: u64,
 }
 
 /// The last release that did not become healthy.
@@ -142,6 +148,22 @@ impl Applied {
             .collect()
     }
 
+    /// What the serving apps of every group but `group` of `fleet` hold together: what a
+    /// new release of that group must fit beside (the app it replaces does not count).
+    pub(crate) fn usage_except(&self, fleet: &str, group: &str) -> Usage {
+        self.fleets
+            .iter()
+            .flat_map(|(f, groups)| groups.groups.iter().map(move |(g, a)| (f, g, a)))
+            .filter(|(f, g, _)| !(f.as_str() == fleet && g.as_str() == group))
+            .filter_map(|(_, _, a)| a.serving.as_ref())
+            .fold(Usage::default(), |mut sum, s| {
+                sum.cpu_millis += u64::from(s.cpu_millis);
+                sum.memory_bytes = sum.memory_bytes.saturating_add(s.memory_bytes);
+                sum.deploys += 1;
+                sum
+            })
+    }
+
     pub(crate) fn group_mut(&mut self, fleet: &str, group: &str) -> &mut AppliedGroup {
         self.fleets
             .entry(fleet.to_owned())
@@ -187,6 +209,8 @@ mod tests {
             container_id: "c1".into(),
             image: "img".into(),
             url: None,
+            cpu_millis: 500,
+            memory_bytes: 64 << 20,
         });
         applied.save(dir.path()).expect("save");
         assert_eq!(Applied::load(dir.path()).expect("load"), applied);

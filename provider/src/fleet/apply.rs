@@ -17,14 +17,14 @@ use std::time::{Duration, Instant};
 
 use peercompute_fleet::{AppStatus, FleetId, FleetState, MemberKey, Phase, ReleaseRecord};
 use peercompute_identity::PeerId;
-use peercompute_runtime::{ContainerSpec, DockerRuntime, HealthCheck, PinnedImage};
+use peercompute_runtime::{ContainerSpec, DockerRuntime, HealthCheck, Limits, PinnedImage};
 use tracing::{info, warn};
 
 use super::applied::{Applied, Failure, Serving};
-use super::plan::{Action, plan};
+use super::plan::{Action, plan, resources_of};
 use super::status::{StatusBoard, now_ms};
 use crate::config::Firewall;
-use crate::deploy::{DEFAULT_CPU_MILLIS, DEFAULT_MEMORY_BYTES, deployment_env};
+use crate::deploy::deployment_env;
 use crate::tunnel::{RegisterError, TunnelHandle};
 
 /// How long in-flight requests may take to finish on the old container after the switch.
@@ -40,6 +40,8 @@ pub(crate) struct Applier {
     pub(crate) tunnel: Option<TunnelHandle>,
     pub(crate) me: PeerId,
     pub(crate) firewall: Firewall,
+    /// This robot's limits, which releases are admitted against as deploys are.
+    pub(crate) limits: Limits,
     /// The fleet directory (`applied.json`).
     pub(crate) dir: PathBuf,
     pub(crate) applied: Applied,
@@ -82,7 +84,7 @@ impl Applier {
             return;
         };
         let fleet_text = fleet.to_string();
-        let actions = plan(state, &me, &self.applied.fleet(&fleet_text));
+        let actions = plan(state, &me, &fleet_text, &self.applied, &self.limits);
         for action in actions {
             match action {
                 Action::Apply { group, release } => {
@@ -102,6 +104,11 @@ impl Applier {
                     }
                 }
                 Action::Remove { group } => self.remove(fleet, &group).await,
+                Action::Refuse {
+                    group,
+                    release,
+                    reason,
+                } => self.refuse(fleet, &group, &release, reason),
             }
         }
     }
@@ -138,6 +145,7 @@ impl Applier {
         let fleet_text = fleet.to_string();
         let applied = self.applied.group_mut(&fleet_text, group);
         let mut dropped = Vec::new();
+        let spec_resources = resources_of(&release.spec);
         match outcome {
             Ok((container_id, addr, url)) => {
                 info!(%fleet, %group, version = %release.version, %route, ms = ?status.apply_ms, "fleet: release healthy and serving");
@@ -151,6 +159,8 @@ impl Applier {
                     container_id: container_id.clone(),
                     image: release.spec.image.clone(),
                     url,
+                    cpu_millis: spec_resources.cpu_millis,
+                    memory_bytes: spec_resources.memory_bytes,
                 });
                 applied.failed = None;
                 dropped = applied.keep_image(&release.spec.image);
@@ -210,6 +220,7 @@ impl Applier {
             .peer_id()
             .ok_or_else(|| failed("the release's author key is invalid".into()))?;
         let id = new_id();
+        let resources = resources_of(&release.spec);
         let spec = ContainerSpec {
             deployment_id: id.clone(),
             provider: fleet_provider_label(&self.me),
@@ -218,8 +229,8 @@ impl Applier {
             image: pinned.to_string(),
             port: release.spec.port,
             env: deployment_env(&release.spec, &self.me, &id, route),
-            cpu_millis: release.spec.cpu_millis.unwrap_or(DEFAULT_CPU_MILLIS),
-            memory_bytes: release.spec.memory_bytes.unwrap_or(DEFAULT_MEMORY_BYTES),
+            cpu_millis: resources.cpu_millis,
+            memory_bytes: resources.memory_bytes,
         };
         let started = self.runtime.start(&spec).await.map_err(|e| Failed {
             phase: Phase::RolledBack,

@@ -69,6 +69,8 @@ pub(crate) struct FleetParts<'a> {
     pub(crate) fixed_gateway: Option<GatewayP2p>,
     pub(crate) runtime: Option<DockerRuntime>,
     pub(crate) firewall: Firewall,
+    /// This robot's limits: releases are admitted against them as deploys are.
+    pub(crate) limits: peercompute_runtime::Limits,
     /// A token from the config file, saved like `peercomputed join` does.
     pub(crate) join: Option<&'a JoinTokenText>,
 }
@@ -149,6 +151,7 @@ pub(crate) fn start(
                 tunnel: parts.tunnel.cloned(),
                 me: parts.identity.peer_id(),
                 firewall: parts.firewall,
+                limits: parts.limits,
                 dir,
                 applied,
                 board,

@@ -8,10 +8,16 @@
 //! the one serving already, or the one that failed its health gate last (a failed release is
 //! not retried in a loop; a new release or a rollback changes the desired entry). A group
 //! under an emergency stop starts nothing new. Apps of groups this robot left are removed.
+//! A release is admitted like a `deploy` ([`admit`]): its spec passes the same schema checks,
+//! and it must fit this robot's [`Limits`] beside the apps other groups run here (the app it
+//! replaces does not count); one that does not is refused, nothing started.
 
 use peercompute_fleet::{FleetState, MemberKey, ReleaseRecord};
+use peercompute_runtime::{AdmissionError, Limits, Resources, Usage};
+use peercompute_tunnel_proto::DeployRequest;
 
-use super::applied::AppliedFleet;
+use super::applied::Applied;
+use crate::deploy::{DEFAULT_CPU_MILLIS, DEFAULT_MEMORY_BYTES};
 
 /// One step the applier takes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,11 +31,52 @@ pub(crate) enum Action {
     Hold { group: String, reason: String },
     /// This robot is no longer in `group`: stop its app and withdraw its route.
     Remove { group: String },
+    /// `release` is not admitted here (`reason` says why, with the numbers): record it as
+    /// failed, start nothing, keep the serving release.
+    Refuse {
+        group: String,
+        release: Box<ReleaseRecord>,
+        reason: String,
+    },
 }
 
-/// What this robot should do now in one fleet (see the module docs).
-pub(crate) fn plan(state: &FleetState, me: &MemberKey, applied: &AppliedFleet) -> Vec<Action> {
+/// What a release's app holds on this robot: its spec's CPU and memory, or the defaults a
+/// `deploy` gets.
+pub(crate) fn resources_of(spec: &DeployRequest) -> Resources {
+    Resources {
+        cpu_millis: spec.cpu_millis.unwrap_or(DEFAULT_CPU_MILLIS),
+        memory_bytes: spec.memory_bytes.unwrap_or(DEFAULT_MEMORY_BYTES),
+    }
+}
+
+/// Whether a release's `spec` may run here: the schema checks of a `deploy`, then `limits`
+/// against what the apps of the other groups (`others`) hold. The refusal names the limit
+/// and the numbers.
+pub(crate) fn admit(spec: &DeployRequest, limits: &Limits, others: Usage) -> Result<(), String> {
+    spec.validate()
+        .map_err(|e| format!("the release's spec is refused as a deploy would be: {e}"))?;
+    limits.check(others, resources_of(spec)).map_err(|e| {
+        let limit = match e {
+            AdmissionError::TooManyDeploys { .. } => "--max-deploys",
+            AdmissionError::Cpu { .. } => "--max-cpu",
+            AdmissionError::Memory { .. } => "--max-memory",
+            AdmissionError::Empty { .. } | AdmissionError::Duplicate { .. } => "limits",
+        };
+        format!("refused by this robot's {limit}: {e}; nothing was started")
+    })
+}
+
+/// What this robot should do now in fleet `fleet` (see the module docs).
+pub(crate) fn plan(
+    state: &FleetState,
+    me: &MemberKey,
+    fleet: &str,
+    all: &Applied,
+    limits: &Limits,
+) -> Vec<Action> {
     let mine = state.groups_of(me);
+    let this_fleet = all.fleet(fleet);
+    let applied = &this_fleet;
     let mut actions = Vec::new();
     for group in mine {
         let Some(gs) = state.groups.get(group) else {
@@ -56,10 +103,19 @@ pub(crate) fn plan(state: &FleetState, me: &MemberKey, applied: &AppliedFleet) -
         {
             continue;
         }
-        actions.push(Action::Apply {
-            group: group.clone(),
-            release: Box::new(desired.clone()),
-        });
+        let others = all.usage_except(fleet, group);
+        let action = match admit(&desired.release.spec, limits, others) {
+            Ok(()) => Action::Apply {
+                group: group.clone(),
+                release: Box::new(desired.clone()),
+            },
+            Err(reason) => Action::Refuse {
+                group: group.clone(),
+                release: Box::new(desired.clone()),
+                reason,
+            },
+        };
+        actions.push(action);
     }
     for group in applied.groups.keys() {
         let still = mine.contains(group);
@@ -82,9 +138,11 @@ mod tests {
     use peercompute_tunnel_proto::DeployRequest;
 
     use super::*;
-    use crate::fleet::applied::{AppliedGroup, Failure, Serving};
+    use crate::fleet::applied::{AppliedFleet, AppliedGroup, Failure, Serving};
 
     const NOW: u64 = 1_800_000_000;
+    const FLEET: &str = "pcfTest";
+    const M: u64 = 1 << 20;
 
     struct World {
         fleet_key: SigningKey,
@@ -147,7 +205,19 @@ mod tests {
         }
 
         fn plan(&self, applied: &AppliedFleet) -> Vec<Action> {
-            plan(self.log.state().expect("state"), &self.robot, applied)
+            self.plan_within(applied, &Limits::default())
+        }
+
+        fn plan_within(&self, applied: &AppliedFleet, limits: &Limits) -> Vec<Action> {
+            let mut all = Applied::default();
+            all.fleets.insert(FLEET.into(), applied.clone());
+            plan(
+                self.log.state().expect("state"),
+                &self.robot,
+                FLEET,
+                &all,
+                limits,
+            )
         }
     }
 
@@ -173,6 +243,7 @@ mod tests {
                 Action::Apply { group, release } => format!("apply {group} {}", release.hash),
                 Action::Hold { group, .. } => format!("hold {group}"),
                 Action::Remove { group } => format!("remove {group}"),
+                Action::Refuse { group, reason, .. } => format!("refuse {group}: {reason}"),
             })
             .collect()
     }
@@ -271,6 +342,129 @@ mod tests {
         assert_eq!(
             applied_hash(&w.plan(&serving("production", &v1))),
             ["remove production"]
+        );
+    }
+
+    fn spec(cpu_millis: Option<u32>, memory_bytes: Option<u64>) -> DeployRequest {
+        DeployRequest {
+            name: Some("web".into()),
+            cpu_millis,
+            memory_bytes,
+            ..DeployRequest::new(format!("127.0.0.1:5000/web@sha256:{}", "ab".repeat(32)), 80)
+        }
+    }
+
+    #[test]
+    fn admission_table() {
+        let limits = Limits {
+            max_cpu_millis: 2000,
+            max_memory_bytes: 1024 * M,
+            max_deploys: 3,
+        };
+        let used = |cpu_millis, memory_bytes, deploys| Usage {
+            cpu_millis,
+            memory_bytes,
+            deploys,
+        };
+        let mut bad_env = spec(None, None);
+        bad_env.env = vec![peercompute_tunnel_proto::EnvVar {
+            key: "A=B".into(),
+            value: "x".into(),
+        }];
+        let cases: &[(DeployRequest, Usage, Option<&str>)] = &[
+            (spec(None, None), used(0, 0, 0), None),
+            (spec(Some(2000), Some(1024 * M)), used(0, 0, 0), None),
+            (
+                spec(Some(8000), None),
+                used(0, 0, 0),
+                Some("--max-cpu: asked 8000m CPU, 2000m available of 2000m"),
+            ),
+            (
+                spec(None, Some(2048 * M)),
+                used(0, 0, 0),
+                Some("--max-memory: asked 2 GiB memory, 1 GiB available of 1 GiB"),
+            ),
+            (
+                spec(Some(1000), None),
+                used(1500, 0, 1),
+                Some("--max-cpu: asked 1000m CPU, 500m available of 2000m"),
+            ),
+            (
+                spec(None, None),
+                used(0, 0, 3),
+                Some("--max-deploys: this provider already runs 3 of at most 3"),
+            ),
+            (bad_env, used(0, 0, 0), Some("refused as a deploy would be")),
+        ];
+        for (spec, used, refusal) in cases {
+            let got = admit(spec, &limits, *used);
+            match refusal {
+                None => assert_eq!(got, Ok(()), "{spec:?}"),
+                Some(text) => {
+                    let reason = got.expect_err("refused");
+                    assert!(reason.contains(text), "{reason} should say {text}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_release_over_my_limits_is_refused_and_the_serving_one_stays() {
+        let mut w = world(&["production"]);
+        let v1 = w.release("production", 1, "v1");
+        let limits = Limits {
+            max_cpu_millis: 400,
+            ..Limits::default()
+        };
+        // v1 asks the default 500m: refused, nothing applied.
+        let actions = w.plan_within(&serving("production", &v1), &Limits::default());
+        assert!(actions.is_empty(), "v1 serves");
+        let v2 = w.release("production", 2, "v2");
+        let refused = w.plan_within(&serving("production", &v1), &limits);
+        assert_eq!(
+            applied_hash(&refused),
+            [
+                "refuse production: refused by this robot's --max-cpu: asked 500m CPU, 400m available of 400m; nothing was started"
+            ]
+        );
+        let Action::Refuse { release, .. } = &refused[0] else {
+            panic!("{refused:?}");
+        };
+        assert_eq!(release.hash, v2.hash());
+        // Positive control: within the limits, v2 is applied.
+        assert_eq!(
+            applied_hash(&w.plan_within(&serving("production", &v1), &Limits::default())),
+            [format!("apply production {}", v2.hash())]
+        );
+    }
+
+    #[test]
+    fn the_app_being_replaced_does_not_count_but_other_groups_do() {
+        let mut w = world(&["production", "staging"]);
+        let v1 = w.release("production", 1, "v1");
+        let mut applied = serving("production", &v1);
+        applied
+            .groups
+            .get_mut("production")
+            .and_then(|g| g.serving.as_mut())
+            .expect("serving")
+            .cpu_millis = 500;
+        let limits = Limits {
+            max_cpu_millis: 700,
+            ..Limits::default()
+        };
+        let v2 = w.release("production", 2, "v2");
+        assert_eq!(
+            applied_hash(&w.plan_within(&applied, &limits)),
+            [format!("apply production {}", v2.hash())],
+            "v2 replaces v1: v1's 500m is not counted"
+        );
+        w.release("staging", 1, "s1");
+        let actions = applied_hash(&w.plan_within(&applied, &limits));
+        assert!(
+            actions.iter().any(|a| a.starts_with("refuse staging")
+                && a.contains("asked 500m CPU, 200m available of 700m")),
+            "staging must fit beside production's 500m: {actions:?}"
         );
     }
 }
