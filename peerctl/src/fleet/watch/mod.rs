@@ -5,12 +5,12 @@
 //! time counts from. A release entry asks for itself. A rollback entry asks for the earlier
 //! release it made the group's desired one (the state folded up to the rollback says which),
 //! so watching a rollback follows robots applying that earlier release, timed from the
-//! rollback; a robot already serving it (it had kept it after a rolled-back release) has
-//! nothing to do and counts as healthy.
+//! rollback; a robot already serving its version (it had kept it after a rolled-back
+//! release) has nothing to do and counts as healthy.
 //!
 //! Each robot's progress comes from its latest signed status ([`progress`], pure): its app of
-//! the group names the target release → that phase; it names another release but still
-//! serves the target's version while idle → healthy; its history holds an outcome of the
+//! the group names the target release → that phase; for a rollback, it names another
+//! release but still serves the target's version while idle → healthy; its history holds an outcome of the
 //! target since the entry (it moved on since) → that outcome; otherwise pending, or not seen
 //! when the robot never reported. A [`Tracker`] turns successive observations into the
 //! changes printed (pure, like `target`; both tested in `tests`); the loop asks the gateways
@@ -103,8 +103,10 @@ pub(crate) fn progress(target: &Target, status: Option<&SignedStatus>) -> Seen {
     let app = status.report.apps.iter().find(|a| a.group == target.group);
     if let Some(app) = app {
         let on_target = app.release == target.release;
-        let still_serving =
-            app.phase.is_final() && app.serving.as_deref() == Some(target.version.as_str());
+        // Only a rollback's target: a release may reuse an older release's version.
+        let still_serving = target.kind == "rollback"
+            && app.phase.is_final()
+            && app.serving.as_deref() == Some(target.version.as_str());
         if on_target || still_serving {
             let progress = if on_target {
                 Progress::At(app.phase)
@@ -231,13 +233,16 @@ pub(crate) fn line(c: &Change) -> String {
     if let Some(ms) = c.apply_ms.filter(|_| c.phase.is_final()) {
         notes.push(format!("apply {}", seconds(ms)));
     }
-    if c.phase.is_bad() {
-        if let Some(serving) = &c.serving {
-            notes.push(format!("serving {serving}"));
-        }
-        if let Some(reason) = &c.reason {
-            notes.push(short_reason(reason));
-        }
+    if c.phase.is_bad()
+        && let Some(serving) = &c.serving
+    {
+        notes.push(format!("serving {serving}"));
+    }
+    // Why it failed, or why it waits (an emergency stop).
+    if (c.phase.is_bad() || c.phase == Progress::PENDING)
+        && let Some(reason) = &c.reason
+    {
+        notes.push(short_reason(reason));
     }
     if !notes.is_empty() {
         text.push_str(&format!("  ({})", notes.join("; ")));

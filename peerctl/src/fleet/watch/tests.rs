@@ -182,10 +182,16 @@ fn a_robots_progress_comes_from_its_status() {
         let s = status(vec![app(3, "v3", phase, Some("v2"))], vec![]);
         assert_eq!(p(Some(&s)), Progress::At(phase));
     }
-    // Idle on another release but serving the target's version (a rollback's target that
-    // it kept after a rolled-back release): nothing to do, healthy.
+    // Idle on another release but serving the target's version: for a rollback's target
+    // (kept after a rolled-back release) nothing to do, healthy; a release may reuse a
+    // version, so for a release that is still pending.
     let kept = status(vec![app(4, "v4", Phase::RolledBack, Some("v3"))], vec![]);
-    let seen = progress(&t, Some(&kept));
+    assert_eq!(p(Some(&kept)), Progress::PENDING);
+    let rollback = Target {
+        kind: "rollback",
+        ..target()
+    };
+    let seen = progress(&rollback, Some(&kept));
     assert_eq!(
         (seen.progress, seen.apply_ms, seen.reason),
         (Progress::HEALTHY, None, None)
@@ -292,6 +298,23 @@ fn reasons_are_cut_to_one_readable_line() {
     let cut = short_reason(&long);
     assert_eq!(cut.chars().count(), REASON_CHARS);
     assert!(cut.ends_with('…'));
+}
+
+#[test]
+fn a_waiting_robot_says_why() {
+    let t = target();
+    let mut stopped = app(3, "v3", Phase::Pending, Some("v2"));
+    stopped.reason = Some("emergency stop: brakes".into());
+    let seen = progress(&t, Some(&status(vec![stopped], vec![])));
+    let changes = Tracker::default().step(
+        &t,
+        &[(MemberKey([1; 32]), "lekiwi-1".into(), seen)],
+        NOW * 1000,
+    );
+    assert_eq!(
+        line(&changes[0]),
+        "+1.23s  lekiwi-1  pending  v3  (emergency stop: brakes)"
+    );
 }
 
 #[test]
