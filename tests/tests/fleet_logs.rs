@@ -1,11 +1,12 @@
 //! `peerctl fleet logs` with the real parts: a gateway, two `peercomputed` robots joined by
-//! token to group production, a busybox app released to it (pinned by digest from a local registry)
-//! that prints a start line and logs every request, and the `peerctl` binary. The admin gets
-//! the app's lines prefixed with the robot's name (`--grep`, `--since`, `--tail`, `--json` too;
-//! the gateway, asked directly, says it is not a robot); a key with no role
-//! and a viewer of group staging are both refused by the robot itself, the reason named on
-//! stderr and the exit code 3 (every robot refused); the viewer granted production reads; with
-//! one robot stopped the other's lines still come, the stopped one is named, and the exit is 1.
+//! token to group production, a busybox app released to it (pinned by digest from a local
+//! registry) that prints a start line and logs every request, and the `peerctl` binary. The
+//! admin gets the app's lines prefixed with each robot's name (`--grep`, `--since`, `--tail`,
+//! `--app`, `--json` too; the gateway, asked directly, says it is not a robot); a key with no
+//! role and a viewer of group staging are both refused by the robots themselves, the reason
+//! named on stderr and the exit code 3 (every robot refused); the viewer granted production
+//! reads; with one robot stopped the other's lines still come, the stopped one is named, and
+//! the exit is 1.
 
 use std::time::Instant;
 
@@ -138,6 +139,18 @@ async fn a_groups_logs_come_from_its_robots_and_only_for_those_allowed() {
         assert_eq!(row["lines"].as_array().map(Vec::len), Some(1), "{stdout}");
         assert_eq!(row["truncated"], false, "an asked tail is no truncation");
     }
+
+    // --app names the group's app: another name is refused by each robot with what it runs.
+    let other_app = ["fleet", "logs", "--group", "production", "--app", "teleop"];
+    let (code, stdout, stderr) = rig.peerctl(&other_app).await;
+    assert_eq!(code, 3, "{stdout}{stderr}");
+    assert!(
+        stderr.contains("app for group production is web, not teleop"),
+        "{stderr}"
+    );
+    let web_app = ["fleet", "logs", "--group", "production", "--app", "web"];
+    let (code, stdout, stderr) = rig.peerctl(&web_app).await;
+    assert_eq!(code, 0, "{stdout}{stderr}");
 
     // The gateway holds the log but runs no containers: it says so.
     let member = FleetMember::start(&rig.gw.p2p_addr().await, true).await;
