@@ -162,8 +162,8 @@ pub(crate) struct Tracker {
 }
 
 impl Tracker {
-    /// The changes `seen` (robot key, name, progress) brings since the last call; the first
-    /// call reports every robot. `now_ms` times changes a robot did not time itself.
+    /// The changes `seen` (robot key, name, progress) brings since the last call, oldest
+    /// first; the first call reports every robot. `now_ms` times changes a robot did not time itself.
     pub(crate) fn step(
         &mut self,
         target: &Target,
@@ -188,6 +188,8 @@ impl Tracker {
                 reason: s.reason.clone(),
             });
         }
+        // Robots report on their own: print what one poll brought in the order it happened.
+        changes.sort_by_key(|c| c.since_entry_ms);
         changes
     }
 

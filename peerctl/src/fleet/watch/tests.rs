@@ -265,13 +265,15 @@ fn the_tracker_reports_each_change_once_and_knows_when_all_are_final() {
             vec![],
         )),
     );
+    let mut healthy = healthy;
+    healthy.changed_at_ms = Some(NOW * 1000 + 2000);
     let changes = tracker.step(&t, &seen(healthy, rolled), now + 5000);
     let lines: Vec<String> = changes.iter().map(line).collect();
     assert_eq!(
         lines,
         [
-            "+1.23s  lekiwi-1  healthy  v3  (apply 1.10s)",
             "+1.23s  lekiwi-2  rolled back  v3  (apply 1.10s; serving v2; health check: 404)",
+            "+2.00s  lekiwi-1  healthy  v3  (apply 1.10s)",
         ]
     );
     assert!(tracker.done());
@@ -279,7 +281,7 @@ fn the_tracker_reports_each_change_once_and_knows_when_all_are_final() {
         summary(&t, &tracker.counts()),
         "release v3 to production: 1 healthy, 1 rolled back of 2 robots"
     );
-    let json = serde_json::to_value(&changes[1]).expect("json");
+    let json = serde_json::to_value(&changes[0]).expect("json");
     assert_eq!(json["phase"], "rolled_back");
     assert_eq!(json["since_entry_ms"], 1230);
 }
