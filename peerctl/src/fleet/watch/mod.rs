@@ -19,11 +19,12 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use peercompute_fleet::{MemberKey, Phase, SignedStatus};
+use peercompute_fleet::{FleetId, MemberKey, Phase, SignedStatus};
 use serde::Serialize;
 
 use super::Ctx;
 use super::config::Fleets;
+use super::sync::Session;
 use crate::exit::{CliError, Kind};
 
 mod target;
@@ -331,19 +332,46 @@ pub(super) async fn watch(
         target.entry.short(),
         super::render::time(target.at)
     ));
+    let tracker = follow(ctx, &mut session, chosen.id, &target, &robots, wait).await?;
+    finish(ctx, &target, &tracker, wait)
+}
+
+/// Asks the gateways every [`POLL`] and prints each robot's changes until every one is final
+/// or `wait` is over; the tracker tells how it ended.
+async fn follow(
+    ctx: &Ctx,
+    session: &mut Session,
+    fleet: FleetId,
+    target: &Target,
+    robots: &[(MemberKey, String)],
+    wait: Duration,
+) -> Result<Tracker, CliError> {
     let deadline = tokio::time::Instant::now() + wait;
     let mut tracker = Tracker::default();
+    let mut complained = false;
     loop {
-        let statuses = session.statuses(chosen.id).await;
-        session.failed.clear();
+        let statuses = session.statuses(fleet).await;
+        let failed = std::mem::take(&mut session.failed);
+        if statuses.is_empty() && !failed.is_empty() {
+            // No gateway answered this round: robots are not "not seen" for it; ask again.
+            if !complained {
+                ctx.note(&format!("warning: {} (asking again)", failed.join("; ")));
+                complained = true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(POLL).await;
+            continue;
+        }
         let seen: Vec<(MemberKey, String, Seen)> = robots
             .iter()
             .map(|(key, name)| {
                 let status = statuses.iter().find(|s| s.report.robot == *key);
-                (*key, name.clone(), progress(&target, status))
+                (*key, name.clone(), progress(target, status))
             })
             .collect();
-        for change in tracker.step(&target, &seen, now_ms()) {
+        for change in tracker.step(target, &seen, now_ms()) {
             if ctx.json {
                 let text = serde_json::to_string(&change)
                     .map_err(|e| CliError::new(Kind::Other, e.to_string()))?;
@@ -357,7 +385,7 @@ pub(super) async fn watch(
         }
         tokio::time::sleep(POLL).await;
     }
-    finish(ctx, &target, &tracker, wait)
+    Ok(tracker)
 }
 
 /// Prints the summary and turns it into the exit status: 0 only if every robot is healthy.
