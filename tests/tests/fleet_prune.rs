@@ -4,7 +4,8 @@
 //! the `peerctl` binary as the admin). Each image is left on the engine only under its pinned
 //! digest, as a robot that pulled it from the registry holds it: after releases v1..v4 the
 //! engine holds v2, v3 and v4, not v1, and the robot's signed status reports the free disk
-//! of the filesystem holding them. Then a release asking more CPU than the robot's
+//! of the filesystem holding them. v5, which never becomes healthy, is rolled back and its
+//! image removed (no release keeps it). Then a release asking more CPU than the robot's
 //! limits is refused like a deploy would be: phase failed, the reason naming the limit and
 //! the numbers, its image not even fetched, v4 still serving from the only container.
 
@@ -23,19 +24,24 @@ use peercompute_tests::within;
 /// pinned reference (build and registry tags removed, which deletes it: the robot pulls it),
 /// the way a robot holds what it pulled.
 async fn pulled_image(rig: &Rig, version: &str) -> PinnedImage {
+    pulled_web_image(rig, version, true).await
+}
+
+/// [`pulled_image`], healthy (answering `/healthz`) or not.
+async fn pulled_web_image(rig: &Rig, version: &str, healthy: bool) -> PinnedImage {
     let local = format!("{}:1", unique_name(&format!("pc-prune-{version}")));
     rig.cleanup.image(&local);
-    ScratchImage::new(&local)
+    let mut scratch = ScratchImage::new(&local)
         .file("/bin/busybox", busybox().expect("busybox"), 0o755)
         .file("/www/index.html", format!("{version}\n"), 0o644)
-        .file("/www/healthz", "ok\n", 0o644)
         .file("/unique", unique_name("layer"), 0o644)
         .cmd(["/bin/busybox", "httpd", "-f", "-p", "8080", "-h", "/www"])
         .env("PATH", "/bin")
-        .expose(WEB_PORT)
-        .load(&rig.runtime)
-        .await
-        .expect("load the image");
+        .expose(WEB_PORT);
+    if healthy {
+        scratch = scratch.file("/www/healthz", "ok\n", 0o644);
+    }
+    scratch.load(&rig.runtime).await.expect("load the image");
     rig.registry
         .push(&rig.runtime, &local, &rig.repository, version)
         .await
@@ -107,9 +113,26 @@ async fn a_robot_keeps_the_last_three_releases_images() {
     .await;
     assert!(report.disk_free_bytes > 0, "{report:?}");
 
-    // v5 asks for 8 cores; the robot offers 4 (the default --max-cpu).
-    let v5 = pulled_image(&rig, "v5").await;
-    let image = format!("{}:v5", rig.repository);
+    // v5 never becomes healthy: rolled back, v4 serving, and its image (kept by no release)
+    // removed.
+    let v5 = pulled_web_image(&rig, "v5", false).await;
+    rig.release("production", "v5", "3s").await;
+    rig.wait_group_phase("production", "v5", "rolled back")
+        .await;
+    rig.wait_group_serving("production", "v4", 30).await;
+    within(30, "the rolled back v5's image to be removed", async {
+        while held(&rig, &v5).await {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await;
+    for (image, version) in images[1..].iter().zip(["v2", "v3", "v4"]) {
+        assert!(held(&rig, image).await, "{version} is still kept");
+    }
+
+    // v6 asks for 8 cores; the robot offers 4 (the default --max-cpu).
+    let v6 = pulled_image(&rig, "v6").await;
+    let image = format!("{}:v6", rig.repository);
     let port = WEB_PORT.to_string();
     rig.json(&[
         "fleet",
@@ -122,7 +145,7 @@ async fn a_robot_keeps_the_last_three_releases_images() {
         "--name",
         "web",
         "--version",
-        "v5",
+        "v6",
         "--cpu",
         "8",
         "--health-path",
@@ -130,7 +153,7 @@ async fn a_robot_keeps_the_last_three_releases_images() {
         "--json",
     ])
     .await;
-    let rows = rig.wait_group_phase("production", "v5", "failed").await;
+    let rows = rig.wait_group_phase("production", "v6", "failed").await;
     let app = &rows[0]["apps"][0];
     let reason = app["reason"].as_str().unwrap_or_default();
     assert!(
@@ -142,7 +165,7 @@ async fn a_robot_keeps_the_last_three_releases_images() {
     assert_eq!(app["serving"], "v4", "{app}");
     rig.wait_group_serving("production", "v4", 30).await;
     assert!(
-        !held(&rig, &v5).await,
+        !held(&rig, &v6).await,
         "a refused release's image is not fetched"
     );
     let robot = &rig.robots[0];

@@ -144,9 +144,9 @@ impl Applier {
         status.changed_at_ms = now_ms();
         let fleet_text = fleet.to_string();
         let applied = self.applied.group_mut(&fleet_text, group);
-        let mut dropped = Vec::new();
         let spec_resources = resources_of(&release.spec);
-        match outcome {
+        // Images no longer kept for a rollback, to be removed unless something else holds them.
+        let dropped = match outcome {
             Ok((container_id, addr, url)) => {
                 info!(%fleet, %group, version = %release.version, %route, ms = ?status.apply_ms, "fleet: release healthy and serving");
                 status.phase = Phase::Healthy;
@@ -163,8 +163,8 @@ impl Applier {
                     memory_bytes: spec_resources.memory_bytes,
                 });
                 applied.failed = None;
-                dropped = applied.keep_image(&release.spec.image);
                 self.published.insert(container_id, addr);
+                applied.keep_image(&release.spec.image)
             }
             Err(Failed { phase, reason }) => {
                 let phase = if old.is_some() && phase == Phase::RolledBack {
@@ -180,8 +180,10 @@ impl Applier {
                     version: release.version.clone(),
                     reason,
                 });
+                // A release that failed is not kept for a rollback.
+                vec![release.spec.image.clone()]
             }
-        }
+        };
         self.save();
         self.board.set(fleet, status);
         self.prune_images(dropped).await;
