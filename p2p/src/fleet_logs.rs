@@ -70,3 +70,100 @@ async fn read_logs(
         .await
         .map_err(|_| format!("reading the container logs took over {SOURCE_TIMEOUT:?}"))?
 }
+
+#[cfg(test)]
+mod tests {
+    use peercompute_fleet::{FleetLog, Grant, Op, Role};
+    use peercompute_identity::Identity;
+
+    use super::*;
+    use crate::fleet_hub::HubPolicy;
+
+    fn identity() -> Identity {
+        Identity::generate().expect("an identity")
+    }
+
+    fn query(group: &str) -> LogsQuery {
+        LogsQuery {
+            group: group.into(),
+            ..LogsQuery::default()
+        }
+    }
+
+    async fn error_of(hub: &FleetHub, peer: PeerId, fleet: FleetId, q: LogsQuery) -> String {
+        match answer_logs(hub, peer, fleet, q).await {
+            FleetMessage::Error { message } => message,
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn only_keys_allowed_to_view_the_group_reach_a_robots_source() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let policy = HubPolicy {
+            admit: Arc::new(|_| true),
+            accept_new_fleets: true,
+            max_fleets: 2,
+            max_entries: 100,
+        };
+        let (hub, _) = FleetHub::open(dir.path(), policy).expect("hub");
+        let (fleet_key, viewer, stranger) = (identity(), identity(), identity());
+        let fleet = FleetId(fleet_key.public_key_bytes());
+        let mut log = FleetLog::new(fleet);
+        let now = unix_now();
+        let grant = Grant {
+            member: MemberKey(viewer.public_key_bytes()),
+            role: Role::Viewer,
+            groups: vec!["staging".into()],
+            expires_at: None,
+        };
+        for op in [
+            Op::Genesis {
+                name: "lekiwi".into(),
+            },
+            Op::Grant(grant),
+        ] {
+            let entry = log.author(fleet_key.signing_key(), op, now).expect("entry");
+            log.insert(entry.clone(), now).expect("valid");
+            hub.insert(fleet, vec![entry], None);
+        }
+
+        // No source: not a robot, whoever asks.
+        let message = error_of(&hub, viewer.peer_id(), fleet, query("staging")).await;
+        assert!(message.starts_with("not a robot"), "{message}");
+
+        hub.set_log_source(Arc::new(|_, q: LogsQuery| {
+            Box::pin(async move {
+                Ok(LogLines {
+                    lines: vec![format!("{} line", q.group)],
+                    truncated: false,
+                })
+            })
+        }));
+        assert_eq!(
+            answer_logs(&hub, viewer.peer_id(), fleet, query("staging")).await,
+            FleetMessage::Logs {
+                lines: vec!["staging line".into()],
+                truncated: false
+            },
+            "the positive control"
+        );
+        let message = error_of(&hub, viewer.peer_id(), fleet, query("production")).await;
+        assert!(
+            message.contains("group production") && message.contains("may act only in groups"),
+            "{message}"
+        );
+        let message = error_of(&hub, stranger.peer_id(), fleet, query("staging")).await;
+        assert!(
+            message.contains("not a member of the fleet with a role"),
+            "{message}"
+        );
+        let other = FleetId(identity().public_key_bytes());
+        let message = error_of(&hub, viewer.peer_id(), other, query("staging")).await;
+        assert!(message.contains("is not held"), "{message}");
+        let mut big = query("staging");
+        big.grep = Some("x".repeat(peercompute_fleet::MAX_GREP + 1));
+        let message = error_of(&hub, viewer.peer_id(), fleet, big).await;
+        assert!(message.contains("grep text"), "{message}");
+    }
+}
