@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use peercompute_p2p::fleet_hub::{self, FleetHub, ForwardTargets, HubPolicy};
+use peercompute_p2p::fleet_hub::{self, FleetHub, ForwardTargets, HubPolicy, Reach};
 use peercompute_p2p::{Node, PeerId};
 use tracing::{info, warn};
 
@@ -49,6 +49,11 @@ pub(crate) fn start(
     });
     Ok(vec![
         tokio::spawn(fleet_hub::serve(node.clone(), hub.clone())),
-        tokio::spawn(fleet_hub::forward_changes(node.clone(), hub, robots)),
+        tokio::spawn(fleet_hub::forward_changes(
+            node.clone(),
+            hub,
+            robots,
+            Reach::Dial,
+        )),
     ])
 }

@@ -239,9 +239,22 @@ fn unexpected(peer: PeerId, message: FleetMessage) -> HubError {
 /// Who new entries of a fleet are pushed to.
 pub type ForwardTargets = Arc<dyn Fn(&FleetId, &FleetLog) -> Vec<PeerId> + Send + Sync>;
 
-/// Pushes every new entry of a fleet to `targets(fleet, sender)` (the gateway: connected
-/// members; a robot: nobody, the gateway does it). Runs until the hub is dropped.
-pub async fn forward_changes(node: Node, hub: FleetHub, targets: ForwardTargets) {
+/// Which of the targets [`forward_changes`] pushes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reach {
+    /// Every target, dialled when not connected (the gateway: robots keep a connection and a
+    /// relay slot there).
+    Dial,
+    /// Only the targets connected now (a robot: the members it already talks to, on its LAN
+    /// say; the gateway reaches the others).
+    Connected,
+}
+
+/// Pushes every new entry of a fleet to `targets(fleet, log)` but the peer it came from (the
+/// gateway: every member robot; a robot: the members connected to it, [`Reach::Connected`]).
+/// An entry that is not new to a receiver is not forwarded again, so pushes end. Runs until
+/// the hub is dropped.
+pub async fn forward_changes(node: Node, hub: FleetHub, targets: ForwardTargets, reach: Reach) {
     let mut changes = hub.subscribe();
     loop {
         let change = match changes.recv().await {
@@ -265,6 +278,9 @@ pub async fn forward_changes(node: Node, hub: FleetHub, targets: ForwardTargets)
         for peer in peers.into_iter().filter(|p| Some(*p) != change.from) {
             let (node, bytes, fleet) = (node.clone(), bytes.clone(), change.fleet);
             tokio::spawn(async move {
+                if reach == Reach::Connected && node.path(peer).await.is_none() {
+                    return;
+                }
                 if let Err(e) = push_to(&node, peer, fleet, bytes).await {
                     debug!(%peer, "forwarding fleet entries failed: {e}");
                 }

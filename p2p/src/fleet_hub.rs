@@ -513,6 +513,6 @@ pub(crate) async fn receive_pages(
 }
 
 pub use crate::fleet_client::{
-    ForwardTargets, SyncReport, forward_changes, push_to, request_logs, request_statuses,
+    ForwardTargets, Reach, SyncReport, forward_changes, push_to, request_logs, request_statuses,
     send_status, sync_with,
 };

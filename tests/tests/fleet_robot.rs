@@ -22,7 +22,8 @@ use peercompute_runtime::testsupport::{Cleanup, LocalRegistry, unique_name};
 use peercompute_runtime::{DockerRuntime, PinnedImage};
 use peercompute_tests::fleet::{FleetMember, peer_of, release_of};
 use peercompute_tests::fleet_rig::{
-    Visitor, fleet_containers, gateway_spec as spec, wait_join, wait_serving, web_image as image,
+    Rig, Visitor, fleet_containers, gateway_spec as spec, wait_join, wait_serving,
+    web_image as image,
 };
 use peercompute_tests::{Alpn, GatewayOptions, TestDaemon, TestGateway, https_client, within};
 
@@ -287,5 +288,130 @@ async fn a_robot_joins_by_token_and_applies_releases_behind_a_health_gate() {
         fleet_containers(&runtime, &robot_peer).await,
         before,
         "re-adopted, not started again"
+    );
+}
+
+/// A robot passes a new entry straight on to the fleet members connected to it (on its LAN,
+/// say), not only through the gateway: an admin pushes a release to the robot alone, and a
+/// second member connected to the robot gets it from the robot within a second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_robot_forwards_new_entries_to_the_members_connected_to_it() {
+    let rig = Rig::start(&[("production", 1)]).await;
+    let robot = &rig.robots[0];
+    let gateway = rig.gw.p2p_addr().await;
+
+    // A second member, enrolled by the admin, with the log pulled from the gateway.
+    let neighbour = FleetMember::start(&gateway, false).await;
+    let neighbour_id = neighbour.identity.peer_id().to_string();
+    rig.ok(&[
+        "fleet",
+        "enroll",
+        &neighbour_id,
+        "--group",
+        "staging",
+        "--name",
+        "neighbour",
+    ])
+    .await;
+    neighbour.hub.hold(rig.fleet).expect("hold the fleet");
+    within(30, "the neighbour's copy to hold its enrolment", async {
+        loop {
+            let _ = fleet_hub::sync_with(
+                &neighbour.node,
+                peer_of(&gateway),
+                &neighbour.hub,
+                rig.fleet,
+            )
+            .await;
+            let enrolled = neighbour
+                .hub
+                .with_log(&rig.fleet, |l| {
+                    l.state()
+                        .is_some_and(|s| s.members.contains_key(&neighbour.key()))
+                })
+                .unwrap_or(false);
+            if enrolled {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await;
+    // The robot has it too (through the gateway), then the neighbour connects to the robot.
+    within(30, "the robot's copy to hold the enrolment", async {
+        while robot
+            .daemon
+            .daemon
+            .as_ref()
+            .expect("running")
+            .fleet
+            .with_log(&rig.fleet, |l| {
+                l.state()
+                    .is_some_and(|s| s.members.contains_key(&neighbour.key()))
+            })
+            != Some(true)
+        {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    let robot_addr: Multiaddr = robot.daemon.addr().parse().expect("robot address");
+    within(
+        15,
+        "dial the robot",
+        neighbour.node.dial(robot.peer, vec![robot_addr.clone()]),
+    )
+    .await
+    .expect("dial the robot");
+
+    // The admin (the peerctl identity) writes a release and pushes it to the robot only.
+    let admin = Identity::load(rig.admin.path()).expect("the admin's identity");
+    let pusher = FleetMember::start(&gateway, false).await;
+    within(
+        15,
+        "dial the robot",
+        pusher.node.dial(robot.peer, vec![robot_addr]),
+    )
+    .await
+    .expect("dial the robot");
+    let image = format!("{}@sha256:{}", rig.repository, "0".repeat(64));
+    let entry = neighbour
+        .hub
+        .with_log(&rig.fleet, |l| {
+            l.author(
+                admin.signing_key(),
+                release_of("staging", 1, "v1", "web", &image, 10),
+                unix_now(),
+            )
+        })
+        .expect("held")
+        .expect("the admin may release");
+    let mut changes = neighbour.hub.subscribe();
+    let pushed = within(
+        15,
+        "push to the robot",
+        fleet_hub::push_to(
+            &pusher.node,
+            robot.peer,
+            rig.fleet,
+            vec![entry.bytes().to_vec()],
+        ),
+    )
+    .await
+    .expect("pushed");
+    assert_eq!(pushed, vec![PushResult::Stored(entry.hash())]);
+    let change = within(5, "the robot to pass the entry on", async {
+        loop {
+            let change = changes.recv().await.expect("the neighbour's hub runs");
+            if change.entries.contains(&entry.hash()) {
+                return change;
+            }
+        }
+    })
+    .await;
+    assert_eq!(
+        change.from,
+        Some(robot.peer),
+        "it came from the robot, not through the gateway"
     );
 }

@@ -33,9 +33,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ed25519_dalek::SigningKey;
+use peercompute_fleet::MemberKey;
 use peercompute_identity::Identity;
 use peercompute_p2p::Node;
-use peercompute_p2p::fleet_hub::{self, FleetHub, HubPolicy};
+use peercompute_p2p::fleet_hub::{self, FleetHub, ForwardTargets, HubPolicy, Reach};
 use peercompute_runtime::DockerRuntime;
 use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
@@ -123,7 +124,30 @@ pub(crate) fn start(
     };
     let board = status::StatusBoard::load(history::history_path(&dir));
     let node = parts.node.clone();
-    let mut tasks = vec![tokio::spawn(fleet_hub::serve(node.clone(), hub.clone()))];
+    // New entries also go straight to the members connected to this robot (on its LAN, or
+    // an admin's peerctl), not only through the gateway.
+    let me = MemberKey(parts.identity.public_key_bytes());
+    let members: ForwardTargets = Arc::new(move |_, log| {
+        log.state()
+            .map(|s| {
+                s.members
+                    .keys()
+                    .chain(s.grants.keys())
+                    .filter(|k| **k != me)
+                    .filter_map(MemberKey::peer_id)
+                    .collect()
+            })
+            .unwrap_or_default()
+    });
+    let mut tasks = vec![
+        tokio::spawn(fleet_hub::serve(node.clone(), hub.clone())),
+        tokio::spawn(fleet_hub::forward_changes(
+            node.clone(),
+            hub.clone(),
+            members,
+            Reach::Connected,
+        )),
+    ];
     let (join_tx, join) = watch::channel(JoinStatus::NoToken);
     let syncer = sync::Syncer::new(
         node.clone(),
