@@ -129,35 +129,8 @@ pub enum FleetAction {
         after_help = "Examples:\n  peerctl fleet release registry.example.com/lekiwi/teleop@sha256:<64 hex> --group production --port 8080\n  peerctl fleet release registry.example.com/lekiwi/teleop:2.1 --group staging --port 8080 --version 2.1 --health-path /healthz\n  peerctl fleet release 127.0.0.1:5000/app:v3 --group production --port 80 --env RUST_LOG=info --cpu 0.5 --memory 256M\n\nA tag is resolved to its digest through the local Docker engine when the release is made;\nrobots verify the image they pull against it."
     )]
     Release {
-        /// The image, pinned (repo@sha256:<64 hex>) or tagged (resolved to its digest now).
-        image: String,
-        /// The group that runs it.
-        #[arg(long)]
-        group: String,
-        /// Port the container listens on.
-        #[arg(long)]
-        port: u16,
-        /// App name (a DNS label): it answers at <app>-<robot> [default: from the image].
-        #[arg(long)]
-        name: Option<String>,
-        /// The version people name it by [default: v<sequence>].
-        #[arg(long)]
-        version: Option<String>,
-        /// Environment variable KEY=VALUE (repeatable).
-        #[arg(long = "env", value_name = "KEY=VALUE")]
-        env: Vec<String>,
-        /// CPU: millicores (500m) or cores (0.5) [default: the robot's].
-        #[arg(long, value_parser = peercompute_tunnel_proto::parse_cpu)]
-        cpu: Option<u32>,
-        /// Memory, e.g. 256M, 1G [default: the robot's].
-        #[arg(long, value_parser = peercompute_tunnel_proto::parse_memory)]
-        memory: Option<u64>,
-        /// An HTTP path that must answer 2xx [default: the port accepting connections].
-        #[arg(long, value_name = "PATH")]
-        health_path: Option<String>,
-        /// How long the release may take to become healthy before robots roll back.
-        #[arg(long, default_value = "30s", value_parser = duration)]
-        health_timeout: Duration,
+        #[command(flatten)]
+        release: ReleaseArgs,
         /// Print the release as one JSON object (hash, group, seq, version, app, image).
         #[arg(long)]
         json: bool,
@@ -293,6 +266,40 @@ impl FleetCommand {
     }
 }
 
+/// What `fleet release` was given (the image is pinned before the entry is made).
+#[derive(Args, Debug, Clone)]
+pub struct ReleaseArgs {
+    /// The image, pinned (repo@sha256:<64 hex>) or tagged (resolved to its digest now).
+    pub image: String,
+    /// The group that runs it.
+    #[arg(long)]
+    pub group: String,
+    /// Port the container listens on.
+    #[arg(long)]
+    pub port: u16,
+    /// App name (a DNS label): it answers at <app>-<robot> [default: from the image].
+    #[arg(long)]
+    pub name: Option<String>,
+    /// The version people name it by [default: v<sequence>].
+    #[arg(long)]
+    pub version: Option<String>,
+    /// Environment variable KEY=VALUE (repeatable).
+    #[arg(long = "env", value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+    /// CPU: millicores (500m) or cores (0.5) [default: the robot's].
+    #[arg(long, value_parser = peercompute_tunnel_proto::parse_cpu)]
+    pub cpu: Option<u32>,
+    /// Memory, e.g. 256M, 1G [default: the robot's].
+    #[arg(long, value_parser = peercompute_tunnel_proto::parse_memory)]
+    pub memory: Option<u64>,
+    /// An HTTP path that must answer 2xx [default: the port accepting connections].
+    #[arg(long, value_name = "PATH")]
+    pub health_path: Option<String>,
+    /// How long the release may take to become healthy before robots roll back.
+    #[arg(long, default_value = "30s", value_parser = duration)]
+    pub health_timeout: Duration,
+}
+
 /// Durations as people type them: `24h`, `90d`, `30s`, `1h30m`.
 fn duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e}; write a duration like 30s, 24h or 90d"))
@@ -389,14 +396,9 @@ mod tests {
         let cmd =
             parse(&["release", "app@sha256:00", "--group", "g", "--port", "80"]).expect("parses");
         match cmd.action {
-            FleetAction::Release {
-                health_timeout,
-                version,
-                name,
-                ..
-            } => {
-                assert_eq!(health_timeout, Duration::from_secs(30));
-                assert_eq!((version, name), (None, None));
+            FleetAction::Release { release, .. } => {
+                assert_eq!(release.health_timeout, Duration::from_secs(30));
+                assert_eq!((release.version, release.name), (None, None));
             }
             other => panic!("{other:?}"),
         }

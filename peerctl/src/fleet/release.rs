@@ -4,28 +4,12 @@
 //! follow (same as `deploy`: nothing that escapes the sandbox) are checked when the entry is
 //! signed, by [`peercompute_fleet::Entry::validate`].
 
-use std::time::Duration;
-
 use peercompute_fleet::{FleetState, HealthCheck, Op, Release, Rollback};
 use peercompute_runtime::{DockerRuntime, PinnedImage};
 use peercompute_tunnel_proto::{DeployRequest, EnvVar};
 
+pub(crate) use super::cli::ReleaseArgs;
 use crate::exit::{CliError, Kind};
-
-/// What `fleet release` was given, the image already pinned.
-#[derive(Debug, Clone)]
-pub(crate) struct ReleaseArgs {
-    pub(crate) image: String,
-    pub(crate) group: String,
-    pub(crate) port: u16,
-    pub(crate) name: Option<String>,
-    pub(crate) version: Option<String>,
-    pub(crate) env: Vec<String>,
-    pub(crate) cpu: Option<u32>,
-    pub(crate) memory: Option<u64>,
-    pub(crate) health_path: Option<String>,
-    pub(crate) health_timeout: Duration,
-}
 
 fn bad(message: String) -> CliError {
     CliError::new(Kind::BadRequest, message)
@@ -215,7 +199,7 @@ mod tests {
             cpu: None,
             memory: None,
             health_path: Some("/healthz".into()),
-            health_timeout: Duration::from_secs(30),
+            health_timeout: std::time::Duration::from_secs(30),
         }
     }
 

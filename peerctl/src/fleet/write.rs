@@ -184,33 +184,7 @@ pub(super) async fn entry(ctx: &Ctx, action: FleetAction) -> Result<(), CliError
             }
             w.publish(Op::Ungrant { member }).await.map(drop)
         }
-        FleetAction::Release {
-            image,
-            group,
-            port,
-            name,
-            version,
-            env,
-            cpu,
-            memory,
-            health_path,
-            health_timeout,
-            ..
-        } => {
-            let args = ReleaseArgs {
-                image,
-                group,
-                port,
-                name,
-                version,
-                env,
-                cpu,
-                memory,
-                health_path,
-                health_timeout,
-            };
-            publish_release(&w, args).await
-        }
+        FleetAction::Release { release: args, .. } => publish_release(&w, args).await,
         FleetAction::Rollback { group, to } => {
             let op = release::rollback_op(&group, to, &w.state)?;
             w.publish(op).await.map(drop)
