@@ -150,6 +150,7 @@ impl Applier {
             release: record.hash.to_string(),
             version: version.clone(),
             reason: reason.clone(),
+            refused: true,
         });
         self.save();
         self.board.set(

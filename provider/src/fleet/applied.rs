@@ -64,6 +64,10 @@ pub(crate) struct Failure {
     pub(crate) version: String,
     /// What failed and the container's last log lines.
     pub(crate) reason: String,
+    /// Refused by this robot's admission (its limits, beside the other groups' apps) before
+    /// anything started, rather than failed: tried again once it fits.
+    #[serde(default)]
+    pub(crate) refused: bool,
 }
 
 /// One group of one fleet on this robot.

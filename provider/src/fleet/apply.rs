@@ -179,6 +179,7 @@ impl Applier {
                     release: record.hash.to_string(),
                     version: release.version.clone(),
                     reason,
+                    refused: false,
                 });
                 // A release that failed is not kept for a rollback.
                 vec![release.spec.image.clone()]

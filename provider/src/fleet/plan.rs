@@ -97,14 +97,18 @@ pub(crate) fn plan(
         if serving.is_some_and(|s| s.release == desired.hash.to_string()) {
             continue;
         }
-        if current
+        let others = all.usage_except(fleet, group);
+        let admitted = admit(&desired.release.spec, limits, others);
+        let failed = current
             .and_then(|a| a.failed.as_ref())
-            .is_some_and(|f| f.release == desired.hash.to_string())
-        {
+            .filter(|f| f.release == desired.hash.to_string());
+        // A release that failed its health gate is not retried (a newer release or a rollback
+        // moves on); one this robot refused for its limits is, once it fits — the limits were
+        // raised at a restart, or another group's app left — and not refused again meanwhile.
+        if failed.is_some_and(|f| !f.refused || admitted.is_err()) {
             continue;
         }
-        let others = all.usage_except(fleet, group);
-        let action = match admit(&desired.release.spec, limits, others) {
+        let action = match admitted {
             Ok(()) => Action::Apply {
                 group: group.clone(),
                 release: Box::new(desired.clone()),
@@ -320,6 +324,7 @@ mod tests {
             release: v2.hash().to_string(),
             version: "v2".into(),
             reason: "unhealthy".into(),
+            refused: false,
         });
         assert!(w.plan(&applied).is_empty());
         // A newer release is applied again.
@@ -466,5 +471,40 @@ mod tests {
                 && a.contains("asked 500m CPU, 200m available of 700m")),
             "staging must fit beside production's 500m: {actions:?}"
         );
+    }
+
+    #[test]
+    fn a_release_refused_for_my_limits_is_applied_once_it_fits_and_not_refused_again_meanwhile() {
+        let mut w = world(&["production"]);
+        let v1 = w.release("production", 1, "v1");
+        let v2 = w.release("production", 2, "v2");
+        let mut applied = serving("production", &v1);
+        applied.groups.get_mut("production").expect("group").failed = Some(Failure {
+            release: v2.hash().to_string(),
+            version: "v2".into(),
+            reason: "refused by this robot's --max-cpu".into(),
+            refused: true,
+        });
+        let tight = Limits {
+            max_cpu_millis: 400,
+            ..Limits::default()
+        };
+        assert!(
+            w.plan_within(&applied, &tight).is_empty(),
+            "still over the limits: not refused again on every reconcile"
+        );
+        assert_eq!(
+            applied_hash(&w.plan_within(&applied, &Limits::default())),
+            [format!("apply production {}", v2.hash())],
+            "the limits were raised: applied"
+        );
+        // Positive control: the same release failed by its health gate stays failed.
+        applied
+            .groups
+            .get_mut("production")
+            .and_then(|g| g.failed.as_mut())
+            .expect("failed")
+            .refused = false;
+        assert!(w.plan_within(&applied, &Limits::default()).is_empty());
     }
 }
