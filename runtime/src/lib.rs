@@ -32,6 +32,7 @@
 //!     env: vec![],
 //!     cpu_millis: 500,
 //!     memory_bytes: 256 << 20,
+//!     attach: Default::default(),
 //! };
 //! runtime.ensure_image(&spec.image, |p| println!("{} {:?}", p.status, p.current)).await?;
 //! let started = runtime.start(&spec).await?;
@@ -105,8 +106,9 @@ pub use quantity::{QuantityError, format_cpu, format_memory, parse_cpu, parse_me
 pub use ready::{READY_LOG_LINES, ReadyError};
 pub use sandbox::{PUBLISH_IP, SandboxPolicy};
 pub use spec::{
-    ContainerSpec, LABEL_DEPLOYMENT, LABEL_MANAGED, LABEL_NAME, LABEL_OWNER, LABEL_PROVIDER,
-    MAX_ENV_BYTES, MAX_ENV_VARS, MIN_MEMORY_BYTES, SpecError,
+    Attachments, ContainerSpec, DeviceAccess, DeviceBinding, GpuRequest, LABEL_DEPLOYMENT,
+    LABEL_MANAGED, LABEL_NAME, LABEL_OWNER, LABEL_PROVIDER, MAX_ENV_BYTES, MAX_ENV_VARS,
+    MIN_MEMORY_BYTES, SpecError, VolumeBinding,
 };
 pub use status::{ContainerState, ContainerStatus, DeploymentLabels, ManagedContainer};
 pub use usage::ResourceUsage;

@@ -133,6 +133,7 @@ mod tests {
             env: vec![("A".into(), "1".into()), ("B".into(), "x=y".into())],
             cpu_millis: 500,
             memory_bytes: 256 << 20,
+            attach: Default::default(),
         }
     }
 

@@ -16,6 +16,8 @@ pub const LABEL_MANAGED: &str = "peercompute.managed";
 /// one engine; each reconciles only its own containers).
 pub const LABEL_PROVIDER: &str = "peercompute.provider";
 
+use std::path::PathBuf;
+
 /// Most environment variables a container may receive.
 pub const MAX_ENV_VARS: usize = 128;
 /// Most bytes of environment (`KEY=VALUE` summed) a container may receive.
@@ -44,6 +46,93 @@ pub struct ContainerSpec {
     pub cpu_millis: u32,
     /// Memory limit in bytes (no swap on top).
     pub memory_bytes: u64,
+    /// Named volumes, device nodes and GPUs the provider attaches (built by the provider from
+    /// its own grants and volume names, never copied from a request). Empty by default.
+    pub attach: Attachments,
+}
+
+/// What the provider attaches to a container beyond the sandbox: named volumes (never host
+/// paths), device nodes its owner granted, and GPUs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Attachments {
+    /// Named volumes, mounted read-write.
+    pub volumes: Vec<VolumeBinding>,
+    /// Character device nodes, each allowed by one cgroup rule for its own major:minor.
+    pub devices: Vec<DeviceBinding>,
+    /// GPUs through the NVIDIA container runtime.
+    pub gpus: Option<GpuRequest>,
+}
+
+/// One named volume mounted into the container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumeBinding {
+    /// The engine's volume name, `pcv-<24 hex>-<app>-<volume>` (see `volume_name`).
+    pub volume: String,
+    /// Absolute, normalized mount point inside the container (`/var/lib/app`).
+    pub target: String,
+}
+
+/// One host device node mapped into the container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceBinding {
+    /// The node on the host, symlinks already resolved (`/dev/ttyACM0`).
+    pub host_path: PathBuf,
+    /// Where the node appears inside the container, under `/dev/`.
+    pub container_path: String,
+    /// What the device cgroup allows on it.
+    pub access: DeviceAccess,
+    /// The node's group on the host: added to the container's supplementary groups when it
+    /// is not 0, so a non-root app user can open it.
+    pub gid: Option<u32>,
+}
+
+/// Device cgroup permissions for a mapped node (never `m`: no mknod).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DeviceAccess {
+    /// Read only (`r`).
+    R,
+    /// Read and write (`rw`).
+    Rw,
+}
+
+impl DeviceAccess {
+    /// The engine's `CgroupPermissions` string: `r` or `rw`.
+    pub fn cgroup_permissions(self) -> &'static str {
+        match self {
+            DeviceAccess::R => "r",
+            DeviceAccess::Rw => "rw",
+        }
+    }
+}
+
+impl std::fmt::Display for DeviceAccess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.cgroup_permissions())
+    }
+}
+
+impl std::str::FromStr for DeviceAccess {
+    type Err = String;
+
+    /// `r` or `rw`; anything else (`m`, `rwm`, `w`) is refused.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "r" => Ok(DeviceAccess::R),
+            "rw" => Ok(DeviceAccess::Rw),
+            other => Err(format!(
+                "device access {other:?} is not allowed: use \"r\" or \"rw\""
+            )),
+        }
+    }
+}
+
+/// GPUs requested from the NVIDIA container runtime (`device_requests`, driver `nvidia`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GpuRequest {
+    /// Any `n` GPUs.
+    Count(u32),
+    /// These GPUs, by index or UUID (`"0"`, `"GPU-…"`).
+    DeviceIds(Vec<String>),
 }
 
 /// A spec the runtime refuses before contacting the engine.
@@ -191,6 +280,7 @@ mod tests {
             env: vec![("MODE".into(), "prod".into())],
             cpu_millis: 500,
             memory_bytes: 256 << 20,
+            attach: Attachments::default(),
         }
     }
 

@@ -212,6 +212,7 @@ impl Deployments {
             env: deployment_env(req, &self.me, id, name),
             cpu_millis: resources.cpu_millis,
             memory_bytes: resources.memory_bytes,
+            attach: Default::default(),
         };
         let started = runtime
             .start(&spec)

@@ -234,6 +234,7 @@ impl Applier {
             env: deployment_env(&release.spec, &self.me, &id, route),
             cpu_millis: resources.cpu_millis,
             memory_bytes: resources.memory_bytes,
+            attach: Default::default(),
         };
         let started = self.runtime.start(&spec).await.map_err(|e| Failed {
             phase: Phase::RolledBack,

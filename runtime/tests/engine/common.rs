@@ -134,6 +134,7 @@ impl Fixture {
             env: vec![("MODE".to_owned(), mode.to_owned())],
             cpu_millis: 500,
             memory_bytes: 64 << 20,
+            attach: Default::default(),
         }
     }
 

@@ -248,6 +248,7 @@ async fn measure(
             env: Vec::new(),
             cpu_millis: peercompute_provider::DEFAULT_CPU_MILLIS,
             memory_bytes: peercompute_provider::DEFAULT_MEMORY_BYTES,
+            attach: Default::default(),
         };
         let direct = runs::direct(runtime, workload, &spec).await?;
         let mut deployed = runs::deploy(system, workload, &format!("bench-{i}")).await?;

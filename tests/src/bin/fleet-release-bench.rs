@@ -77,6 +77,7 @@ async fn direct(rig: &Rig, image: &str, n: usize) -> Duration {
             env: vec![],
             cpu_millis: peercompute_provider::DEFAULT_CPU_MILLIS,
             memory_bytes: peercompute_provider::DEFAULT_MEMORY_BYTES,
+            attach: Default::default(),
         };
         let http = http.clone();
         async move {
