@@ -107,8 +107,8 @@ pub use ready::{READY_LOG_LINES, ReadyError};
 pub use sandbox::{PUBLISH_IP, SandboxPolicy};
 pub use spec::{
     Attachments, ContainerSpec, DeviceAccess, DeviceBinding, GpuRequest, LABEL_DEPLOYMENT,
-    LABEL_MANAGED, LABEL_NAME, LABEL_OWNER, LABEL_PROVIDER, MAX_ENV_BYTES, MAX_ENV_VARS,
-    MIN_MEMORY_BYTES, SpecError, VolumeBinding,
+    LABEL_MANAGED, LABEL_NAME, LABEL_OWNER, LABEL_PROVIDER, MAX_DEVICES, MAX_ENV_BYTES,
+    MAX_ENV_VARS, MAX_VOLUMES, MIN_MEMORY_BYTES, SpecError, VOLUME_PREFIX, VolumeBinding,
 };
 pub use status::{ContainerState, ContainerStatus, DeploymentLabels, ManagedContainer};
 pub use usage::ResourceUsage;

@@ -1,23 +1,30 @@
 //! The sandbox every container gets, as one pure function from a validated [`ContainerSpec`]
 //! and the provider's [`SandboxPolicy`] to the engine's create body. Nothing a request carries
 //! can loosen it: not privileged, all capabilities dropped, `no-new-privileges`, the engine's
-//! default seccomp profile, no binds/mounts/devices/host namespaces, a pids limit, CPU and
-//! memory limits without swap, an init process, capped json logs, a bounded restart policy,
-//! the sandbox network (see the `network` and `egress` modules), the one port published on
-//! 127.0.0.1 with an ephemeral host port. `masked_paths` and
-//! `readonly_paths` stay unset so the engine's defaults (which hide parts of /proc) apply.
+//! default seccomp profile, no binds, no host namespaces, a pids limit, CPU and memory limits
+//! without swap, an init process, capped json logs, a bounded restart policy, the sandbox
+//! network (see the `network` and `egress` modules), the one port published on 127.0.0.1 with
+//! an ephemeral host port. `masked_paths` and `readonly_paths` stay unset so the engine's
+//! defaults (which hide parts of /proc) apply.
+//!
+//! The provider's [`Attachments`] add exactly three things: named volumes as `volume` mounts
+//! (never `bind` or `tmpfs`, never `binds`/`volumes_from`), device nodes as `devices`
+//! entries (the engine allows each one's own major:minor in the device cgroup, with `r` or `rw`;
+//! `device_cgroup_rules`, which take wildcards, stay unset) plus the nodes' groups in
+//! `group_add`, and GPUs as an NVIDIA `device_requests` entry.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use bollard::models::{
-    ContainerCreateBody, HostConfig, HostConfigLogConfig, PortBinding, RestartPolicy,
-    RestartPolicyNameEnum,
+    ContainerCreateBody, DeviceMapping, DeviceRequest, HostConfig, HostConfigLogConfig, Mount,
+    MountType, PortBinding, RestartPolicy, RestartPolicyNameEnum,
 };
 
 use crate::network::SANDBOX_NETWORK;
 use crate::spec::{
-    ContainerSpec, LABEL_DEPLOYMENT, LABEL_MANAGED, LABEL_NAME, LABEL_OWNER, LABEL_PROVIDER,
+    Attachments, ContainerSpec, GpuRequest, LABEL_DEPLOYMENT, LABEL_MANAGED, LABEL_NAME,
+    LABEL_OWNER, LABEL_PROVIDER,
 };
 
 /// The address container ports are published on.
@@ -104,7 +111,11 @@ pub(crate) fn create_body(spec: &ContainerSpec, policy: &SandboxPolicy) -> Conta
             name: Some(RestartPolicyNameEnum::ON_FAILURE),
             maximum_retry_count: Some(i64::from(policy.restart_max_retries)),
         }),
-        // Left unset on purpose (engine defaults): binds, mounts, devices, volumes_from,
+        mounts: volume_mounts(&spec.attach),
+        devices: device_mappings(&spec.attach),
+        group_add: device_groups(&spec.attach),
+        device_requests: gpu_requests(&spec.attach),
+        // Left unset on purpose (engine defaults): binds, volumes_from, device_cgroup_rules,
         // pid/uts/userns/cgroupns modes, sysctls, masked_paths, readonly_paths.
         ..Default::default()
     };
@@ -118,9 +129,68 @@ pub(crate) fn create_body(spec: &ContainerSpec, policy: &SandboxPolicy) -> Conta
     }
 }
 
+/// One read-write `volume` mount per named volume; `None` when there is none.
+fn volume_mounts(attach: &Attachments) -> Option<Vec<Mount>> {
+    let mounts: Vec<Mount> = attach
+        .volumes
+        .iter()
+        .map(|binding| Mount {
+            typ: Some(MountType::VOLUME),
+            source: Some(binding.volume.clone()),
+            target: Some(binding.target.clone()),
+            read_only: Some(false),
+            ..Default::default()
+        })
+        .collect();
+    (!mounts.is_empty()).then_some(mounts)
+}
+
+/// One mapping per device node, with its cgroup permissions (`r` or `rw`, never `m`).
+fn device_mappings(attach: &Attachments) -> Option<Vec<DeviceMapping>> {
+    let devices: Vec<DeviceMapping> = attach
+        .devices
+        .iter()
+        .map(|device| DeviceMapping {
+            path_on_host: Some(device.host_path.to_string_lossy().into_owned()),
+            path_in_container: Some(device.container_path.clone()),
+            cgroup_permissions: Some(device.access.cgroup_permissions().to_owned()),
+        })
+        .collect();
+    (!devices.is_empty()).then_some(devices)
+}
+
+/// The device nodes' groups (not root's), each once, so a non-root app user can open them.
+fn device_groups(attach: &Attachments) -> Option<Vec<String>> {
+    let mut gids: Vec<u32> = attach
+        .devices
+        .iter()
+        .filter_map(|device| device.gid)
+        .filter(|gid| *gid != 0)
+        .collect();
+    gids.sort_unstable();
+    gids.dedup();
+    (!gids.is_empty()).then(|| gids.iter().map(u32::to_string).collect())
+}
+
+/// The NVIDIA device request for the GPUs asked for.
+fn gpu_requests(attach: &Attachments) -> Option<Vec<DeviceRequest>> {
+    let (count, device_ids) = match attach.gpus.as_ref()? {
+        GpuRequest::Count(n) => (Some(i64::from(*n)), None),
+        GpuRequest::DeviceIds(ids) => (None, Some(ids.clone())),
+    };
+    Some(vec![DeviceRequest {
+        driver: Some("nvidia".to_owned()),
+        count,
+        device_ids,
+        capabilities: Some(vec![vec!["gpu".to_owned()]]),
+        options: None,
+    }])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::spec::{DeviceAccess, DeviceBinding, VolumeBinding};
 
     fn spec() -> ContainerSpec {
         ContainerSpec {
@@ -137,10 +207,53 @@ mod tests {
         }
     }
 
-    #[test]
-    fn every_sandbox_setting_is_present() {
-        let body = create_body(&spec(), &SandboxPolicy::default());
-        let host = body.host_config.expect("host config is always set");
+    fn attached() -> ContainerSpec {
+        ContainerSpec {
+            attach: Attachments {
+                volumes: vec![
+                    VolumeBinding {
+                        volume: format!("pcv-{}-blog-data", "0a".repeat(12)),
+                        target: "/var/lib/app".into(),
+                    },
+                    VolumeBinding {
+                        volume: format!("pcv-{}-blog-cache", "0a".repeat(12)),
+                        target: "/cache".into(),
+                    },
+                ],
+                devices: vec![
+                    DeviceBinding {
+                        host_path: "/dev/ttyACM0".into(),
+                        container_path: "/dev/arm".into(),
+                        access: DeviceAccess::Rw,
+                        gid: Some(20),
+                    },
+                    DeviceBinding {
+                        host_path: "/dev/video0".into(),
+                        container_path: "/dev/video0".into(),
+                        access: DeviceAccess::R,
+                        gid: Some(44),
+                    },
+                    DeviceBinding {
+                        host_path: "/dev/ttyUSB0".into(),
+                        container_path: "/dev/ttyUSB0".into(),
+                        access: DeviceAccess::Rw,
+                        gid: Some(20),
+                    },
+                    DeviceBinding {
+                        host_path: "/dev/rootonly".into(),
+                        container_path: "/dev/rootonly".into(),
+                        access: DeviceAccess::R,
+                        gid: Some(0),
+                    },
+                ],
+                gpus: Some(GpuRequest::Count(1)),
+            },
+            ..spec()
+        }
+    }
+
+    /// What no spec, with or without attachments, can change.
+    fn assert_locked_down(host: &HostConfig) {
         assert_eq!(host.privileged, Some(false));
         assert_eq!(host.cap_drop, Some(vec!["ALL".to_owned()]));
         assert_eq!(host.cap_add, None);
@@ -149,11 +262,120 @@ mod tests {
             Some(vec!["no-new-privileges:true".to_owned()])
         );
         assert_eq!(host.pids_limit, Some(256));
+        assert_eq!(host.init, Some(true));
+        assert_eq!(host.network_mode.as_deref(), Some(SANDBOX_NETWORK));
+        assert_eq!(host.ipc_mode.as_deref(), Some("private"));
+        assert_eq!(host.binds, None);
+        assert_eq!(host.volumes_from, None);
+        assert_eq!(host.volume_driver, None);
+        assert_eq!(host.device_cgroup_rules, None);
+        assert_eq!(host.pid_mode, None);
+        assert_eq!(host.uts_mode, None);
+        assert_eq!(host.userns_mode, None);
+        assert_eq!(host.cgroupns_mode, None);
+        assert_eq!(host.cgroup_parent, None);
+        assert_eq!(host.sysctls, None);
+        assert_eq!(host.tmpfs, None);
+        assert_eq!(host.masked_paths, None);
+        assert_eq!(host.readonly_paths, None);
+    }
+
+    #[test]
+    fn attachments_map_to_volume_mounts_devices_groups_and_gpus_only() {
+        let body = create_body(&attached(), &SandboxPolicy::default());
+        assert_eq!(body.volumes, None);
+        assert_eq!(body.user, None);
+        let host = body.host_config.expect("host config is always set");
+        assert_locked_down(&host);
+        let mounts = host.mounts.expect("volumes are mounted");
+        assert_eq!(
+            mounts,
+            vec![
+                Mount {
+                    typ: Some(MountType::VOLUME),
+                    source: Some(format!("pcv-{}-blog-data", "0a".repeat(12))),
+                    target: Some("/var/lib/app".into()),
+                    read_only: Some(false),
+                    ..Default::default()
+                },
+                Mount {
+                    typ: Some(MountType::VOLUME),
+                    source: Some(format!("pcv-{}-blog-cache", "0a".repeat(12))),
+                    target: Some("/cache".into()),
+                    read_only: Some(false),
+                    ..Default::default()
+                },
+            ]
+        );
+        assert!(mounts.iter().all(|m| m.bind_options.is_none()
+            && m.tmpfs_options.is_none()
+            && m.volume_options.is_none()));
+        let devices = host.devices.expect("devices are mapped");
+        let as_tuples: Vec<(&str, &str, &str)> = devices
+            .iter()
+            .map(|d| {
+                (
+                    d.path_on_host.as_deref().unwrap_or_default(),
+                    d.path_in_container.as_deref().unwrap_or_default(),
+                    d.cgroup_permissions.as_deref().unwrap_or_default(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            as_tuples,
+            [
+                ("/dev/ttyACM0", "/dev/arm", "rw"),
+                ("/dev/video0", "/dev/video0", "r"),
+                ("/dev/ttyUSB0", "/dev/ttyUSB0", "rw"),
+                ("/dev/rootonly", "/dev/rootonly", "r"),
+            ]
+        );
+        // Each non-root group once, root's never.
+        assert_eq!(host.group_add, Some(vec!["20".to_owned(), "44".to_owned()]));
+        assert_eq!(
+            host.device_requests,
+            Some(vec![DeviceRequest {
+                driver: Some("nvidia".into()),
+                count: Some(1),
+                device_ids: None,
+                capabilities: Some(vec![vec!["gpu".into()]]),
+                options: None,
+            }])
+        );
+    }
+
+    #[test]
+    fn gpu_ids_and_empty_attachments() {
+        let mut spec = spec();
+        spec.attach.gpus = Some(GpuRequest::DeviceIds(vec!["0".into(), "2".into()]));
+        let host = create_body(&spec, &SandboxPolicy::default())
+            .host_config
+            .expect("host config is always set");
+        let request = &host.device_requests.expect("GPUs are requested")[0];
+        assert_eq!(request.count, None);
+        assert_eq!(request.device_ids, Some(vec!["0".into(), "2".into()]));
+        assert_eq!(request.driver.as_deref(), Some("nvidia"));
+        assert_eq!(host.mounts, None);
+        assert_eq!(host.devices, None);
+        assert_eq!(host.group_add, None);
+        // A device whose group is root's adds no group.
+        let mut root = attached();
+        root.attach.devices.retain(|d| d.gid == Some(0));
+        let host = create_body(&root, &SandboxPolicy::default())
+            .host_config
+            .expect("host config is always set");
+        assert_eq!(host.group_add, None);
+        assert_eq!(host.devices.map(|d| d.len()), Some(1));
+    }
+
+    #[test]
+    fn every_sandbox_setting_is_present() {
+        let body = create_body(&spec(), &SandboxPolicy::default());
+        let host = body.host_config.expect("host config is always set");
+        assert_locked_down(&host);
         assert_eq!(host.nano_cpus, Some(500_000_000));
         assert_eq!(host.memory, Some(256 << 20));
         assert_eq!(host.memory_swap, host.memory);
-        assert_eq!(host.init, Some(true));
-        assert_eq!(host.network_mode.as_deref(), Some(SANDBOX_NETWORK));
         let log = host.log_config.expect("log config is always set");
         assert_eq!(log.typ.as_deref(), Some("json-file"));
         let log_caps = log.config.expect("log caps are always set");
@@ -176,17 +398,12 @@ mod tests {
                 host_port: Some(String::new())
             }]
         );
-        // Nothing that would widen the sandbox is ever sent.
-        assert_eq!(host.binds, None);
+        // Nothing that would widen the sandbox is ever sent (assert_locked_down), and
+        // without attachments nothing is mounted, mapped or requested either.
         assert_eq!(host.mounts, None);
         assert_eq!(host.devices, None);
-        assert_eq!(host.volumes_from, None);
-        assert_eq!(host.pid_mode, None);
-        assert_eq!(host.uts_mode, None);
-        assert_eq!(host.userns_mode, None);
-        assert_eq!(host.sysctls, None);
-        assert_eq!(host.masked_paths, None);
-        assert_eq!(host.readonly_paths, None);
+        assert_eq!(host.group_add, None);
+        assert_eq!(host.device_requests, None);
     }
 
     #[test]

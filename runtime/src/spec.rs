@@ -1,8 +1,10 @@
 //! What the daemon may ask of the runtime: a [`ContainerSpec`] holds an image, one port, an
-//! environment and CPU/memory limits, and nothing else — there is no field through which a
-//! request could ask for privileges, mounts, devices, capabilities or host namespaces. This
-//! module validates a spec before anything reaches the engine and defines the labels that tie
-//! a container to its deployment.
+//! environment, CPU/memory limits and the provider-built [`Attachments`] (named volumes by
+//! engine name, device nodes its owner granted, GPUs), and nothing else — there is no field
+//! through which a request could ask for privileges, host paths, capabilities or host
+//! namespaces. This module validates a spec before anything reaches the engine (attachments
+//! included: volume names must be ours, mount targets and device paths follow the wire rules)
+//! and defines the labels that tie a container to its deployment.
 
 /// Label carrying the deployment id.
 pub const LABEL_DEPLOYMENT: &str = "peercompute.deployment";
@@ -24,6 +26,16 @@ pub const MAX_ENV_VARS: usize = 128;
 pub const MAX_ENV_BYTES: usize = 32 * 1024;
 /// The engine refuses memory limits under 6 MiB.
 pub const MIN_MEMORY_BYTES: u64 = 6 << 20;
+/// Most named volumes one container may mount.
+pub const MAX_VOLUMES: usize = 8;
+/// Most device nodes one container may be given.
+pub const MAX_DEVICES: usize = 8;
+/// Prefix of every engine volume name this runtime makes (`pcv-<24 hex>-…`).
+pub const VOLUME_PREFIX: &str = "pcv-";
+/// Mount targets a volume may never cover: the engine writes these files itself.
+const RESERVED_TARGETS: [&str; 3] = ["/etc/hosts", "/etc/hostname", "/etc/resolv.conf"];
+/// Trees a volume may never be mounted over or under.
+const RESERVED_TREES: [&str; 3] = ["/proc", "/sys", "/dev"];
 
 /// One container to run, as the daemon asks for it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -178,6 +190,39 @@ pub enum SpecError {
     /// Memory limit below what the engine accepts.
     #[error("memory limit {0} bytes is below the engine's minimum of 6 MiB")]
     Memory(u64),
+    /// A volume name this runtime did not make.
+    #[error(
+        "volume {0:?} is not a provider volume name: expected pcv-<24 hex>-<app>-<volume> (volume_name)"
+    )]
+    VolumeName(String),
+    /// A mount target outside the rules.
+    #[error(
+        "volume mount point {0:?} is invalid: use an absolute, normalized path of at most 255 printable bytes, not /, nothing under /proc, /sys or /dev, not /etc/hosts, /etc/hostname or /etc/resolv.conf, distinct and not nested in another"
+    )]
+    VolumeTarget(String),
+    /// A device host path that is not absolute and normalized.
+    #[error("device host path {0:?} is invalid: use the absolute, resolved path of the node")]
+    DeviceHostPath(String),
+    /// A device container path outside /dev/.
+    #[error(
+        "device path in the container {0:?} is invalid: use a normalized path under /dev/, one per device"
+    )]
+    DeviceContainerPath(String),
+    /// Too many volumes or devices.
+    #[error(
+        "too many attachments ({volumes} volumes, {devices} devices): at most {MAX_VOLUMES} of each"
+    )]
+    TooManyAttachments {
+        /// Volumes given.
+        volumes: usize,
+        /// Devices given.
+        devices: usize,
+    },
+    /// A GPU request for nothing, or with a bad id.
+    #[error(
+        "GPU request {0} is invalid: ask for a count of at least 1 or for ids of letters, digits, - and _"
+    )]
+    Gpu(String),
 }
 
 impl ContainerSpec {
@@ -217,7 +262,7 @@ impl ContainerSpec {
         if self.memory_bytes < MIN_MEMORY_BYTES {
             return Err(SpecError::Memory(self.memory_bytes));
         }
-        Ok(())
+        self.attach.validate()
     }
 
     /// The container name: `peercompute-<name>-<first 12 characters of the deployment id>`.
@@ -226,6 +271,116 @@ impl ContainerSpec {
         let short: String = self.deployment_id.chars().take(12).collect();
         format!("peercompute-{}-{short}", self.name)
     }
+}
+
+impl Attachments {
+    /// Whether nothing is attached.
+    pub fn is_empty(&self) -> bool {
+        self.volumes.is_empty() && self.devices.is_empty() && self.gpus.is_none()
+    }
+
+    /// Re-checks what the provider built (the wire rules were checked on the request already;
+    /// this is the runtime's own line of defence).
+    fn validate(&self) -> Result<(), SpecError> {
+        if self.volumes.len() > MAX_VOLUMES || self.devices.len() > MAX_DEVICES {
+            return Err(SpecError::TooManyAttachments {
+                volumes: self.volumes.len(),
+                devices: self.devices.len(),
+            });
+        }
+        for (i, binding) in self.volumes.iter().enumerate() {
+            if !is_volume_name(&binding.volume) {
+                return Err(SpecError::VolumeName(binding.volume.clone()));
+            }
+            let clash = self.volumes[..i]
+                .iter()
+                .any(|other| nested(&other.target, &binding.target));
+            if !is_volume_target(&binding.target) || clash {
+                return Err(SpecError::VolumeTarget(binding.target.clone()));
+            }
+        }
+        for (i, device) in self.devices.iter().enumerate() {
+            let host = device.host_path.to_str().unwrap_or_default();
+            if !is_normalized_path(host) {
+                return Err(SpecError::DeviceHostPath(
+                    device.host_path.display().to_string(),
+                ));
+            }
+            let path = &device.container_path;
+            let taken = self.devices[..i]
+                .iter()
+                .any(|other| other.container_path == *path);
+            if !path.starts_with("/dev/") || !is_normalized_path(path) || taken {
+                return Err(SpecError::DeviceContainerPath(path.clone()));
+            }
+        }
+        match &self.gpus {
+            Some(GpuRequest::Count(0)) => Err(SpecError::Gpu("count 0".to_owned())),
+            Some(GpuRequest::DeviceIds(ids))
+                if ids.is_empty()
+                    || ids.len() > MAX_DEVICES
+                    || !ids.iter().all(|id| is_gpu_id(id)) =>
+            {
+                Err(SpecError::Gpu(format!("ids {ids:?}")))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// `pcv-<24 lowercase hex>-<rest>`, the rest of `[a-z0-9-]`, at most 128 bytes in all.
+fn is_volume_name(s: &str) -> bool {
+    let Some(rest) = s.strip_prefix(VOLUME_PREFIX) else {
+        return false;
+    };
+    let (hash, tail) = rest.split_at_checked(24).unwrap_or((rest, ""));
+    s.len() <= 128
+        && hash.len() == 24
+        && hash
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        && tail.len() > 1
+        && tail.starts_with('-')
+        && !tail.ends_with('-')
+        && tail
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+/// Absolute, no empty, `.` or `..` component, no trailing `/`, printable ASCII without spaces,
+/// backslashes, `:` or `,` (the engine's own separators), at most 255 bytes, not `/`.
+pub(crate) fn is_normalized_path(s: &str) -> bool {
+    s.len() <= 255
+        && s.len() > 1
+        && s.starts_with('/')
+        && s.bytes()
+            .all(|b| b.is_ascii_graphic() && !b"\\:,".contains(&b))
+        && s[1..]
+            .split('/')
+            .all(|part| !part.is_empty() && part != "." && part != "..")
+}
+
+/// A mount target a volume may take (see [`SpecError::VolumeTarget`]).
+pub(crate) fn is_volume_target(s: &str) -> bool {
+    is_normalized_path(s)
+        && !RESERVED_TARGETS.contains(&s)
+        && !RESERVED_TREES.iter().any(|tree| nested(tree, s))
+}
+
+/// Whether one path is the other or lies under it.
+fn nested(a: &str, b: &str) -> bool {
+    let under = |outer: &str, inner: &str| {
+        inner
+            .strip_prefix(outer)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    };
+    under(a, b) || under(b, a)
+}
+
+fn is_gpu_id(s: &str) -> bool {
+    (1..=64).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 fn is_deployment_id(s: &str) -> bool {
@@ -280,7 +435,19 @@ mod tests {
             env: vec![("MODE".into(), "prod".into())],
             cpu_millis: 500,
             memory_bytes: 256 << 20,
-            attach: Attachments::default(),
+            attach: Attachments {
+                volumes: vec![VolumeBinding {
+                    volume: format!("pcv-{}-blog-data", "0123456789abcdef01234567"),
+                    target: "/var/lib/app".into(),
+                }],
+                devices: vec![DeviceBinding {
+                    host_path: "/dev/ttyACM0".into(),
+                    container_path: "/dev/arm".into(),
+                    access: DeviceAccess::Rw,
+                    gid: Some(20),
+                }],
+                gpus: None,
+            },
         }
     }
 
@@ -288,6 +455,85 @@ mod tests {
     fn a_minimal_spec_is_valid() {
         assert_eq!(valid().validate(), Ok(()));
         assert_eq!(valid().container_name(), "peercompute-blog-d0f1e2d3c4b5");
+    }
+
+    #[test]
+    fn attachments_within_the_rules_are_valid() {
+        let spec = valid();
+        assert!(!spec.attach.is_empty());
+        assert_eq!(spec.validate(), Ok(()));
+        let mut two = valid();
+        two.attach.volumes.push(VolumeBinding {
+            volume: format!("pcv-{}-blog-cache", "0".repeat(24)),
+            target: "/var/lib/app-cache".into(),
+        });
+        two.attach.gpus = Some(GpuRequest::DeviceIds(vec!["0".into(), "GPU-1a2b".into()]));
+        assert_eq!(two.validate(), Ok(()));
+        assert!(
+            ContainerSpec {
+                attach: Attachments::default(),
+                ..valid()
+            }
+            .attach
+            .is_empty()
+        );
+    }
+
+    #[test]
+    fn volume_names_and_mount_points_outside_the_rules_are_refused() {
+        let hash = "0123456789abcdef01234567";
+        let names = [
+            "data".to_owned(),
+            "/var/run/docker.sock".to_owned(),
+            format!("pcv-{}-a", hash.to_uppercase()),
+            format!("pcv-{hash}-"),
+            format!("pcv-{hash}"),
+            format!("pcv-{hash}-../x"),
+            format!("pcv-{hash}-{}", "b".repeat(100)),
+        ];
+        for name in names {
+            let mut spec = valid();
+            spec.attach.volumes[0].volume = name.clone();
+            assert_eq!(spec.validate(), Err(SpecError::VolumeName(name)));
+        }
+        let long = format!("/{}", "a".repeat(255));
+        let targets = [
+            "/",
+            "data",
+            "/data/",
+            "/a//b",
+            "/a/../b",
+            "/a/./b",
+            "/a b",
+            "/x:/y",
+            "/proc",
+            "/sys/fs",
+            "/dev/shm",
+            "/dev",
+            "/etc/resolv.conf",
+            "/etc/hosts",
+            &long,
+        ];
+        for target in targets {
+            let mut spec = valid();
+            spec.attach.volumes[0].target = target.to_owned();
+            assert_eq!(
+                spec.validate(),
+                Err(SpecError::VolumeTarget(target.to_owned())),
+                "{target}"
+            );
+        }
+    }
+
+    #[test]
+    fn device_access_is_r_or_rw_only() {
+        assert_eq!("r".parse(), Ok(DeviceAccess::R));
+        assert_eq!("rw".parse(), Ok(DeviceAccess::Rw));
+        for bad in ["", "w", "m", "rwm", "RW"] {
+            assert!(bad.parse::<DeviceAccess>().is_err(), "{bad:?}");
+        }
+        assert_eq!(DeviceAccess::Rw.to_string(), "rw");
+        assert_eq!(DeviceAccess::R.cgroup_permissions(), "r");
     }
 
     #[test]
@@ -335,6 +581,69 @@ mod tests {
             ),
             (|s| s.cpu_millis = 0, "CPU limit"),
             (|s| s.memory_bytes = (6 << 20) - 1, "minimum of 6 MiB"),
+            (
+                |s| {
+                    let mut again = s.attach.volumes[0].clone();
+                    again.target = "/var/lib/app/db".into();
+                    s.attach.volumes.push(again);
+                },
+                "mount point",
+            ),
+            (
+                |s| {
+                    let again = s.attach.volumes[0].clone();
+                    s.attach.volumes.push(again);
+                },
+                "mount point",
+            ),
+            (
+                |s| s.attach.volumes = vec![s.attach.volumes[0].clone(); 9],
+                "too many attachments",
+            ),
+            (
+                |s| s.attach.devices = vec![s.attach.devices[0].clone(); 9],
+                "too many attachments",
+            ),
+            (
+                |s| s.attach.devices[0].host_path = "ttyACM0".into(),
+                "device host path",
+            ),
+            (
+                |s| s.attach.devices[0].host_path = "/dev/../etc/shadow".into(),
+                "device host path",
+            ),
+            (
+                |s| s.attach.devices[0].container_path = "/etc/arm".into(),
+                "device path in the container",
+            ),
+            (
+                |s| s.attach.devices[0].container_path = "/dev/".into(),
+                "device path in the container",
+            ),
+            (
+                |s| s.attach.devices[0].container_path = "/dev/../arm".into(),
+                "device path in the container",
+            ),
+            (
+                |s| {
+                    let mut again = s.attach.devices[0].clone();
+                    again.host_path = "/dev/ttyACM1".into();
+                    s.attach.devices.push(again);
+                },
+                "device path in the container",
+            ),
+            (
+                |s| s.attach.gpus = Some(GpuRequest::Count(0)),
+                "GPU request",
+            ),
+            (
+                |s| s.attach.gpus = Some(GpuRequest::DeviceIds(vec![])),
+                "GPU request",
+            ),
+            (
+                |s| s.attach.gpus = Some(GpuRequest::DeviceIds(vec!["0,1".into()])),
+                "GPU request",
+            ),
         ];
         for (edit, message) in cases {
             let mut spec = valid();
