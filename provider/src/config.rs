@@ -1,11 +1,15 @@
-//! Provider settings and the parsing of the two address forms users type:
-//! `--gateway [PEERID@]HOST:PORT` and `--expose NAME=HOST:PORT`.
+//! Provider settings and the parsing of the forms users type: `--gateway
+//! [PEERID@]HOST:PORT`, `--expose NAME=HOST:PORT` and the owner's device grants
+//! (`--grant-device name=arm,path=/dev/ttyACM0,…`, `[[devices]]` in the file).
 
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Component, Path, PathBuf};
 use std::str::FromStr;
+use std::time::Duration;
 
+use peercompute_fleet::FleetId;
 use peercompute_identity::{PeerId, parse_peer_id};
+use serde::Deserialize;
 
 /// Where the gateway is and how to authenticate it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -166,11 +170,19 @@ pub struct ProviderConfig {
     /// A fleet join token to enrol with at start (`join` in the config file), like
     /// `peercomputed join`.
     pub join: Option<JoinTokenText>,
+    /// The devices this machine's owner grants (`[[devices]]`, `--grant-device`); empty:
+    /// nothing is granted.
+    pub devices: Vec<DeviceGrant>,
+    /// Bytes all named volumes together may hold (`--max-volumes-size`).
+    pub max_volumes_size: u64,
+    /// How often the volumes' use is measured against their shares (`--volume-check-interval`).
+    pub volume_check_interval: Duration,
 }
 
 impl ProviderConfig {
     /// Defaults of the spec: listen on TCP and QUIC port 9000, mDNS on, relay on, 4000m
-    /// CPU, 4 GB, 10 deployments, 60 s readiness timeout.
+    /// CPU, 4 GB, 10 deployments, 60 s readiness timeout, no device granted, 10 GB of volumes
+    /// measured every 60 s.
     pub fn new(home: PathBuf) -> Self {
         Self {
             home,
@@ -190,8 +202,336 @@ impl ProviderConfig {
             },
             firewall: Firewall::Install,
             join: None,
+            devices: Vec::new(),
+            max_volumes_size: DEFAULT_MAX_VOLUMES_SIZE,
+            volume_check_interval: DEFAULT_VOLUME_CHECK_INTERVAL,
         }
     }
+
+    /// What the flags and the file cannot check one by one: two device grants of one name.
+    pub fn check(&self) -> Result<(), String> {
+        check_grants(&self.devices)
+    }
+
+    /// `--volume-check-interval` (and its key): a duration of at least a second (`60s`, `5m`).
+    pub fn parse_check_interval(s: &str) -> Result<Duration, String> {
+        let d = humantime::parse_duration(s).map_err(|e| format!("`{s}`: {e}"))?;
+        if d < Duration::from_secs(1) {
+            return Err(format!("`{s}` is under one second: give e.g. 60s"));
+        }
+        Ok(d)
+    }
+}
+
+/// Default of `--max-volumes-size`: 10 GB (powers of 1024, like `--max-memory`).
+pub(crate) const DEFAULT_MAX_VOLUMES_SIZE: u64 = 10 << 30;
+/// Default of `--volume-check-interval`.
+pub(crate) const DEFAULT_VOLUME_CHECK_INTERVAL: Duration = Duration::from_secs(60);
+
+/// How a container may use a granted device: the cgroup permissions of its node (never `m`,
+/// so no container creates device nodes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceAccess {
+    /// `r`: read only.
+    Read,
+    /// `rw`: read and write.
+    ReadWrite,
+}
+
+impl DeviceAccess {
+    /// The cgroup permission string (`r`, `rw`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeviceAccess::Read => "r",
+            DeviceAccess::ReadWrite => "rw",
+        }
+    }
+}
+
+/// What a granted device is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeviceKind {
+    /// A character device node (serial port, camera): mapped with a cgroup rule for its
+    /// major:minor alone.
+    Char {
+        /// The node on this machine (`/dev/ttyACM0`, or a `/dev/serial/by-id/…` link resolved
+        /// at each deploy).
+        path: PathBuf,
+        /// Where the container sees it, under `/dev/`.
+        container_path: PathBuf,
+        access: DeviceAccess,
+    },
+    /// NVIDIA GPUs, through the engine's device requests (needs the NVIDIA container runtime).
+    Gpu(GpuSelect),
+}
+
+/// Which GPUs a `gpu` grant hands over.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GpuSelect {
+    /// Any `n` GPUs (`count = n`).
+    Count(u32),
+    /// These GPUs, by index or UUID (`gpu_ids = ["0"]`).
+    Ids(Vec<String>),
+}
+
+/// A fleet named in a grant's `fleets`: its id (`pcf…`), or its name, matched against the
+/// fleets this robot has joined.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FleetRef {
+    Id(FleetId),
+    Name(String),
+}
+
+impl fmt::Display for FleetRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FleetRef::Id(id) => write!(f, "{id}"),
+            FleetRef::Name(name) => f.write_str(name),
+        }
+    }
+}
+
+/// One device the machine's owner grants: a `[[devices]]` entry or a `--grant-device` flag,
+/// checked. Both `peers` and `fleets` empty means nobody may use it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceGrant {
+    /// The name a deploy asks for (`--device arm`): a DNS label of at most 32 characters.
+    pub name: String,
+    pub kind: DeviceKind,
+    /// Peers whose deploys may use it.
+    pub peers: Vec<PeerId>,
+    /// Fleets whose releases may use it.
+    pub fleets: Vec<FleetRef>,
+    /// Whether several running containers may hold it at once (default: no for `char`, yes
+    /// for `gpu`).
+    pub shared: bool,
+}
+
+/// Longest device name.
+pub const MAX_DEVICE_NAME: usize = 32;
+
+/// The keys of one `[[devices]]` entry (and of the `--grant-device` flag), before checking.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct DeviceKeys {
+    name: String,
+    path: Option<String>,
+    container_path: Option<String>,
+    access: Option<String>,
+    #[serde(default)]
+    peers: Vec<String>,
+    #[serde(default)]
+    fleets: Vec<String>,
+    kind: Option<String>,
+    count: Option<u32>,
+    #[serde(default)]
+    gpu_ids: Vec<String>,
+    shared: Option<bool>,
+}
+
+impl DeviceKeys {
+    /// Checks the entry; the message names the device and says what to write instead.
+    pub(crate) fn check(self) -> Result<DeviceGrant, String> {
+        let name = self.name;
+        if name.len() > MAX_DEVICE_NAME {
+            return Err(format!(
+                "device name `{name}` is longer than {MAX_DEVICE_NAME} characters"
+            ));
+        }
+        peercompute_tunnel_proto::validate_name(&name)
+            .map_err(|e| format!("`{name}` cannot be a device name: {e} (e.g. name = \"arm\")"))?;
+        let bad = |what: String| format!("device `{name}`: {what}");
+        let peers = self
+            .peers
+            .iter()
+            .map(|p| parse_peer_id(p).map_err(bad))
+            .collect::<Result<Vec<_>, _>>()?;
+        let fleets = self
+            .fleets
+            .iter()
+            .map(|f| parse_fleet_ref(f).map_err(bad))
+            .collect::<Result<Vec<_>, _>>()?;
+        let kind = match self.kind.as_deref().unwrap_or("char") {
+            "char" => {
+                if self.count.is_some() || !self.gpu_ids.is_empty() {
+                    return Err(bad(
+                        "`count` and `gpu_ids` are for kind = \"gpu\" entries".into()
+                    ));
+                }
+                let path = self.path.ok_or_else(|| {
+                    bad(
+                        "no `path`: give the node on this machine, e.g. path = \"/dev/ttyACM0\""
+                            .into(),
+                    )
+                })?;
+                let path = absolute_path(&path).map_err(|e| bad(format!("path: {e}")))?;
+                let container_path = match self.container_path {
+                    Some(p) => {
+                        absolute_path(&p).map_err(|e| bad(format!("container_path: {e}")))?
+                    }
+                    None if path.starts_with("/dev") => path.clone(),
+                    None => Path::new("/dev").join(&name),
+                };
+                if container_path
+                    .parent()
+                    .is_none_or(|p| !p.starts_with("/dev"))
+                {
+                    return Err(bad(format!(
+                        "container_path `{}` is not under /dev/",
+                        container_path.display()
+                    )));
+                }
+                let access = match self.access.as_deref().unwrap_or("rw") {
+                    "r" => DeviceAccess::Read,
+                    "rw" => DeviceAccess::ReadWrite,
+                    other => {
+                        return Err(bad(format!("access `{other}` is not \"r\" or \"rw\"")));
+                    }
+                };
+                DeviceKind::Char {
+                    path,
+                    container_path,
+                    access,
+                }
+            }
+            "gpu" => {
+                if self.path.is_some() || self.container_path.is_some() || self.access.is_some() {
+                    return Err(bad(
+                        "`path`, `container_path` and `access` are for kind = \"char\" entries; a gpu entry takes count or gpu_ids".into(),
+                    ));
+                }
+                match (self.count, self.gpu_ids.is_empty()) {
+                    (Some(_), false) => {
+                        return Err(bad("give `count` or `gpu_ids`, not both".into()));
+                    }
+                    (Some(0), true) => return Err(bad("count = 0 grants no GPU".into())),
+                    (Some(n), true) => DeviceKind::Gpu(GpuSelect::Count(n)),
+                    (None, true) => DeviceKind::Gpu(GpuSelect::Count(1)),
+                    (None, false) => {
+                        if self.gpu_ids.iter().any(|id| !is_gpu_id(id)) {
+                            return Err(bad(format!(
+                                "gpu_ids {:?}: each is an index (\"0\") or a UUID (\"GPU-…\")",
+                                self.gpu_ids
+                            )));
+                        }
+                        DeviceKind::Gpu(GpuSelect::Ids(self.gpu_ids))
+                    }
+                }
+            }
+            other => return Err(bad(format!("kind `{other}` is not \"char\" or \"gpu\""))),
+        };
+        let shared = self.shared.unwrap_or(matches!(kind, DeviceKind::Gpu(_)));
+        Ok(DeviceGrant {
+            name,
+            kind,
+            peers,
+            fleets,
+            shared,
+        })
+    }
+}
+
+impl FromStr for DeviceGrant {
+    type Err = String;
+
+    /// The `--grant-device` form: `KEY=VALUE` pairs separated by `,`, lists joined by `+`
+    /// (`name=arm,path=/dev/ttyACM0,access=rw,peers=ID1+ID2,fleets=lekiwi`).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut keys = DeviceKeys::default();
+        let mut named = false;
+        for pair in s.split(',') {
+            let (key, value) = pair.split_once('=').ok_or_else(|| {
+                format!("`{pair}` in `{s}` is not KEY=VALUE (e.g. name=arm,path=/dev/ttyACM0,peers=12D3KooW…)")
+            })?;
+            let list = || value.split('+').map(str::to_owned).collect::<Vec<_>>();
+            match key {
+                "name" => (keys.name, named) = (value.to_owned(), true),
+                "path" => keys.path = Some(value.to_owned()),
+                "container_path" => keys.container_path = Some(value.to_owned()),
+                "access" => keys.access = Some(value.to_owned()),
+                "peers" => keys.peers = list(),
+                "fleets" => keys.fleets = list(),
+                "kind" => keys.kind = Some(value.to_owned()),
+                "count" => {
+                    keys.count = Some(
+                        value
+                            .parse()
+                            .map_err(|_| format!("count `{value}` is not a number"))?,
+                    );
+                }
+                "gpu_ids" => keys.gpu_ids = list(),
+                "shared" => {
+                    keys.shared = Some(
+                        value
+                            .parse()
+                            .map_err(|_| format!("shared `{value}` is not true or false"))?,
+                    );
+                }
+                other => {
+                    return Err(format!(
+                        "`{other}` is not a device key: name, path, container_path, access, peers, fleets, kind, count, gpu_ids, shared"
+                    ));
+                }
+            }
+        }
+        if !named {
+            return Err(format!("`{s}` has no name=NAME"));
+        }
+        keys.check()
+    }
+}
+
+/// Refuses two grants of one name.
+pub(crate) fn check_grants(grants: &[DeviceGrant]) -> Result<(), String> {
+    for (i, grant) in grants.iter().enumerate() {
+        if grants[..i].iter().any(|g| g.name == grant.name) {
+            return Err(format!(
+                "device `{}` is granted twice: give each entry its own name",
+                grant.name
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn parse_fleet_ref(s: &str) -> Result<FleetRef, String> {
+    if s.starts_with("pcf")
+        && let Ok(id) = s.parse()
+    {
+        return Ok(FleetRef::Id(id));
+    }
+    if s.trim().is_empty() || s.len() > 64 || s.chars().any(char::is_control) {
+        return Err(format!(
+            "fleets: `{s}` is neither a fleet id (pcf…) nor a fleet name"
+        ));
+    }
+    Ok(FleetRef::Name(s.to_owned()))
+}
+
+/// An absolute, normalized path (no `.`, `..`, `//` or trailing `/`), not `/`.
+fn absolute_path(s: &str) -> Result<PathBuf, String> {
+    let refused =
+        || format!("`{s}` is not an absolute path like /dev/ttyACM0 (no . or .., no trailing /)");
+    let mut rebuilt = String::new();
+    let mut components = Path::new(s).components();
+    if components.next() != Some(Component::RootDir) || s.chars().any(char::is_control) {
+        return Err(refused());
+    }
+    for c in components {
+        let Component::Normal(part) = c else {
+            return Err(refused());
+        };
+        rebuilt.push('/');
+        rebuilt.push_str(&part.to_string_lossy());
+    }
+    if rebuilt.is_empty() || rebuilt != s {
+        return Err(refused());
+    }
+    Ok(PathBuf::from(s))
+}
+
+fn is_gpu_id(s: &str) -> bool {
+    (1..=64).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
 }
 
 #[cfg(test)]
@@ -227,6 +567,158 @@ mod tests {
             "a.b=x:1",
         ] {
             assert!(bad.parse::<Expose>().is_err(), "{bad}");
+        }
+    }
+
+    const PEER: &str = "12D3KooWDu97DyF8V2VLbWMPNhGa1J4PPFVFDxmTTER2dmd6YN4s";
+
+    #[test]
+    fn grant_device_flag_form() {
+        let g: DeviceGrant =
+            format!("name=arm,path=/dev/ttyACM0,access=rw,peers={PEER},fleets=lekiwi")
+                .parse()
+                .expect("a grant");
+        assert_eq!(g.name, "arm");
+        assert_eq!(
+            g.kind,
+            DeviceKind::Char {
+                path: "/dev/ttyACM0".into(),
+                container_path: "/dev/ttyACM0".into(),
+                access: DeviceAccess::ReadWrite,
+            }
+        );
+        assert_eq!(g.peers.len(), 1);
+        assert_eq!(g.fleets, vec![FleetRef::Name("lekiwi".into())]);
+        assert!(!g.shared, "a char device is exclusive by default");
+
+        let g: DeviceGrant = "name=cam,path=/dev/v4l/by-id/usb-cam,access=r,shared=true"
+            .parse()
+            .expect("a grant");
+        let DeviceKind::Char {
+            container_path,
+            access,
+            ..
+        } = &g.kind
+        else {
+            panic!("char: {g:?}");
+        };
+        assert_eq!(
+            container_path,
+            Path::new("/dev/v4l/by-id/usb-cam"),
+            "under /dev: same path"
+        );
+        assert_eq!(*access, DeviceAccess::Read);
+        assert!(g.shared && g.peers.is_empty() && g.fleets.is_empty());
+
+        let g: DeviceGrant = "name=motor,path=/run/motor0".parse().expect("a grant");
+        let DeviceKind::Char { container_path, .. } = &g.kind else {
+            panic!("char: {g:?}");
+        };
+        assert_eq!(
+            container_path,
+            Path::new("/dev/motor"),
+            "outside /dev: /dev/<name>"
+        );
+
+        let g: DeviceGrant = "name=gpu0,kind=gpu,gpu_ids=0+GPU-1a2b"
+            .parse()
+            .expect("a gpu");
+        assert_eq!(
+            g.kind,
+            DeviceKind::Gpu(GpuSelect::Ids(vec!["0".into(), "GPU-1a2b".into()]))
+        );
+        assert!(g.shared, "GPUs are shared by default");
+        let g: DeviceGrant = "name=gpu,kind=gpu".parse().expect("a gpu");
+        assert_eq!(g.kind, DeviceKind::Gpu(GpuSelect::Count(1)));
+
+        let fleet = "pcf".to_owned() + &bs58_of_a_key();
+        let g: DeviceGrant = format!("name=arm,path=/dev/ttyACM0,fleets={fleet}+lekiwi")
+            .parse()
+            .expect("fleet id and name");
+        assert!(matches!(g.fleets[0], FleetRef::Id(_)), "{:?}", g.fleets);
+    }
+
+    fn bs58_of_a_key() -> String {
+        let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]).verifying_key();
+        let id = peercompute_fleet::FleetId(key.to_bytes()).to_string();
+        id.trim_start_matches("pcf").to_owned()
+    }
+
+    #[test]
+    fn grant_device_refusals_say_what_is_wrong() {
+        let cases = [
+            ("path=/dev/ttyACM0", "no name"),
+            ("name=Arm,path=/dev/ttyACM0", "cannot be a device name"),
+            (
+                "name=a-very-long-device-name-of-33-chars,path=/dev/x",
+                "longer than 32",
+            ),
+            ("name=arm", "no `path`"),
+            ("name=arm,path=dev/ttyACM0", "not an absolute path"),
+            ("name=arm,path=/dev/../etc/shadow", "not an absolute path"),
+            ("name=arm,path=/dev/./ttyACM0", "not an absolute path"),
+            ("name=arm,path=/dev/ttyACM0/", "not an absolute path"),
+            ("name=arm,path=/dev//ttyACM0", "not an absolute path"),
+            ("name=arm,path=/", "not an absolute path"),
+            (
+                "name=arm,path=/dev/ttyACM0,container_path=/data/tty",
+                "not under /dev/",
+            ),
+            (
+                "name=arm,path=/dev/ttyACM0,container_path=/dev",
+                "not under /dev/",
+            ),
+            (
+                "name=arm,path=/dev/ttyACM0,access=rwm",
+                "is not \"r\" or \"rw\"",
+            ),
+            ("name=arm,path=/dev/ttyACM0,peers=nobody", "not a peer id"),
+            ("name=arm,path=/dev/ttyACM0,fleets=", "neither a fleet id"),
+            ("name=arm,path=/dev/ttyACM0,kind=block", "kind `block`"),
+            (
+                "name=arm,path=/dev/ttyACM0,count=1",
+                "are for kind = \"gpu\"",
+            ),
+            (
+                "name=gpu,kind=gpu,path=/dev/nvidia0",
+                "are for kind = \"char\"",
+            ),
+            ("name=gpu,kind=gpu,count=0", "grants no GPU"),
+            ("name=gpu,kind=gpu,count=1,gpu_ids=0", "not both"),
+            ("name=gpu,kind=gpu,gpu_ids=0;rm", "gpu_ids"),
+            ("name=arm,path=/dev/ttyACM0,shared=yes", "not true or false"),
+            ("name=arm,path=/dev/ttyACM0,mode=m", "not a device key"),
+            ("name=arm,/dev/ttyACM0", "not KEY=VALUE"),
+        ];
+        for (flag, expected) in cases {
+            match flag.parse::<DeviceGrant>() {
+                Ok(g) => panic!("{flag} was accepted: {g:?}"),
+                Err(e) => assert!(e.contains(expected), "{flag}: {e}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_name_is_granted_once() {
+        let mut config = ProviderConfig::new(PathBuf::from("/h"));
+        config.devices = vec![
+            "name=arm,path=/dev/ttyACM0".parse().expect("grant"),
+            "name=arm,path=/dev/ttyACM1".parse().expect("grant"),
+        ];
+        let err = config.check().expect_err("two grants named arm");
+        assert!(err.contains("`arm` is granted twice"), "{err}");
+        config.devices.pop();
+        config.check().expect("one grant");
+    }
+
+    #[test]
+    fn check_interval_is_at_least_a_second() {
+        assert_eq!(
+            ProviderConfig::parse_check_interval("5m"),
+            Ok(Duration::from_secs(300))
+        );
+        for bad in ["0s", "500ms", "soon"] {
+            assert!(ProviderConfig::parse_check_interval(bad).is_err(), "{bad}");
         }
     }
 }

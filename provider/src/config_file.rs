@@ -1,15 +1,19 @@
 //! The provider's TOML file (`peercomputed run --config FILE`): the same keys as the `run`
 //! flags (`--max-memory` is `max_memory`), in the same forms (`max_cpu = "4"`,
-//! `max_memory = "4GB"`, `ready_timeout = "60s"`). Unknown keys are refused, so a typo never
-//! silently falls back to a default. Flags given on the command line win over the file; see
-//! `deploy/provider.toml` for a documented example.
+//! `max_memory = "4GB"`, `ready_timeout = "60s"`); `--grant-device` is a `[[devices]]` table
+//! each. Unknown keys are refused, so a typo never silently falls back to a default. Flags
+//! given on the command line win over the file; see `deploy/provider.toml` for a documented
+//! example.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::config::{Expose, Firewall, GatewaySpec, JoinTokenText, ProviderConfig};
+use crate::config::{
+    DeviceGrant, DeviceKeys, Expose, Firewall, GatewaySpec, JoinTokenText, ProviderConfig,
+    check_grants,
+};
 
 /// A configuration file that cannot be used; the message names the file and the key.
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +55,10 @@ struct Keys {
     ready_timeout: Option<String>,
     firewall: Option<String>,
     join: Option<String>,
+    #[serde(default)]
+    devices: Vec<DeviceKeys>,
+    max_volumes_size: Option<String>,
+    volume_check_interval: Option<String>,
 }
 
 /// The settings of a provider configuration file, checked. A key that is absent leaves the
@@ -73,6 +81,11 @@ pub struct ProviderFile {
     pub firewall: Option<Firewall>,
     /// A fleet join token (`peercomputed join` at start).
     pub join: Option<JoinTokenText>,
+    /// The `[[devices]]` entries.
+    pub devices: Vec<DeviceGrant>,
+    /// Bytes.
+    pub max_volumes_size: Option<u64>,
+    pub volume_check_interval: Option<Duration>,
 }
 
 impl ProviderFile {
@@ -159,6 +172,26 @@ impl ProviderFile {
                 })
                 .transpose()
                 .map_err(value("join"))?,
+            devices: {
+                let devices = keys
+                    .devices
+                    .into_iter()
+                    .map(DeviceKeys::check)
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(value("devices"))?;
+                check_grants(&devices).map_err(value("devices"))?;
+                devices
+            },
+            max_volumes_size: keys
+                .max_volumes_size
+                .map(|s| peercompute_runtime::parse_memory(&s).map_err(|e| e.to_string()))
+                .transpose()
+                .map_err(value("max_volumes_size"))?,
+            volume_check_interval: keys
+                .volume_check_interval
+                .map(|s| ProviderConfig::parse_check_interval(&s))
+                .transpose()
+                .map_err(value("volume_check_interval"))?,
         })
     }
 
@@ -203,6 +236,15 @@ impl ProviderFile {
         }
         if self.join.is_some() {
             config.join = self.join;
+        }
+        if !self.devices.is_empty() {
+            config.devices = self.devices;
+        }
+        if let Some(v) = self.max_volumes_size {
+            config.max_volumes_size = v;
+        }
+        if let Some(v) = self.volume_check_interval {
+            config.volume_check_interval = v;
         }
     }
 }
@@ -269,6 +311,17 @@ mod tests {
             ("listen = [\"not-a-multiaddr\"]", "listen"),
             ("ready_timeout = \"soon\"", "ready_timeout"),
             ("join = \"pcjoin1.damaged\"", "join"),
+            ("max_volumes_size = \"lots\"", "max_volumes_size"),
+            ("volume_check_interval = \"0s\"", "volume_check_interval"),
+            (
+                "[[devices]]\nname = \"arm\"\npath = \"/dev/tty\"\nmode = \"m\"",
+                "mode",
+            ),
+            ("[[devices]]\nname = \"arm\"\npath = \"tty\"", "devices"),
+            (
+                "[[devices]]\nname = \"arm\"\npath = \"/dev/a\"\n[[devices]]\nname = \"arm\"\npath = \"/dev/b\"",
+                "devices",
+            ),
         ];
         for (text, key) in cases {
             let dir = tempfile::tempdir().expect("tempdir");
@@ -283,5 +336,38 @@ mod tests {
                 "{text}: {err}"
             );
         }
+    }
+
+    #[test]
+    fn volumes_and_devices_keys() {
+        let file = ProviderFile::parse(
+            r#"
+            max_volumes_size = "50GB"
+            volume_check_interval = "5m"
+
+            [[devices]]
+            name = "arm"
+            path = "/dev/ttyACM0"
+            access = "rw"
+            peers = ["12D3KooWDu97DyF8V2VLbWMPNhGa1J4PPFVFDxmTTER2dmd6YN4s"]
+            fleets = ["lekiwi"]
+
+            [[devices]]
+            name = "gpu0"
+            kind = "gpu"
+            count = 1
+            "#,
+        )
+        .unwrap_or_else(|_| panic!("a valid file"));
+        let mut config = ProviderConfig::new(PathBuf::from("/h"));
+        assert_eq!(config.max_volumes_size, 10 << 30, "default 10 GB");
+        assert_eq!(config.volume_check_interval, Duration::from_secs(60));
+        assert!(config.devices.is_empty(), "nothing granted by default");
+        file.apply_to(&mut config);
+        assert_eq!(config.max_volumes_size, 50 << 30);
+        assert_eq!(config.volume_check_interval, Duration::from_secs(300));
+        let names: Vec<_> = config.devices.iter().map(|d| d.name.as_str()).collect();
+        assert_eq!(names, ["arm", "gpu0"]);
+        assert_eq!(config.devices[0].peers.len(), 1);
     }
 }
