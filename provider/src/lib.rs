@@ -26,6 +26,7 @@ mod config;
 mod config_file;
 mod control;
 mod deploy;
+pub mod devices;
 mod fleet;
 mod relay;
 mod tunnel;
