@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{CommandFactory, Parser, Subcommand};
 use peercompute_cli::{ConfigError, LogFormat};
+use peercompute_provider::devices::DeviceGrant;
 use peercompute_provider::{Expose, Firewall, GatewaySpec, ProviderConfig, ProviderFile};
 
 #[derive(Parser, Debug)]
@@ -47,7 +48,7 @@ enum Command {
     /// Serve trusted peers' deploy requests, run their containers and publish them through
     /// the gateway, until SIGTERM / Ctrl-C.
     #[command(
-        after_help = "Examples:\n  peercomputed run --gateway 12D3KooW...@gw.example.com:8443\n  peercomputed run --config /etc/peercompute/provider.toml\n  peercomputed run --gateway 12D3KooW...@gw.example.com:8443 --expose blog=127.0.0.1:8080 --max-memory 2GB\n  peercomputed run --listen /ip4/127.0.0.1/tcp/9000 --no-mdns   # no gateway: deploys run, without a public URL"
+        after_help = "Examples:\n  peercomputed run --gateway 12D3KooW...@gw.example.com:8443\n  peercomputed run --config /etc/peercompute/provider.toml\n  peercomputed run --gateway 12D3KooW...@gw.example.com:8443 --expose blog=127.0.0.1:8080 --max-memory 2GB\n  peercomputed run --listen /ip4/127.0.0.1/tcp/9000 --no-mdns   # no gateway: deploys run, without a public URL\n  peercomputed run --config /etc/peercompute/provider.toml --grant-device name=arm,path=/dev/ttyACM0,access=rw,peers=12D3KooW...,fleets=lekiwi\n  peercomputed run --config /etc/peercompute/provider.toml --max-volumes-size 50GB --volume-check-interval 5m"
     )]
     Run(Box<RunArgs>),
     /// Join a fleet with a join token from `peerctl fleet invite`: the token is checked and
@@ -142,6 +143,27 @@ struct RunArgs {
     /// install].
     #[arg(long, value_name = "install|external|off")]
     firewall: Option<Firewall>,
+    /// Grant a device of this machine to some peers and fleets (repeatable; the file's
+    /// `[[devices]]` table has the same keys): name (what deploys ask for with --device),
+    /// path (the node; a /dev/serial/by-id link is resolved at each deploy), container_path
+    /// [default: path when under /dev, else /dev/NAME], access r|rw [default: rw], peers and
+    /// fleets (lists joined by +; a fleet by name or pcf… id; both empty: nobody), kind
+    /// char|gpu [default: char], count or gpu_ids (gpu), shared true|false (several
+    /// containers at once) [default: false for char, true for gpu]. Nothing is granted by
+    /// default.
+    #[arg(
+        long,
+        value_name = "name=NAME,path=/dev/NODE,access=r|rw,peers=ID+ID,fleets=FLEET"
+    )]
+    grant_device: Vec<DeviceGrant>,
+    /// Bytes all named volumes together may hold, e.g. 10GB, 500M (deploys that would
+    /// exceed it are refused) [default: 10GB].
+    #[arg(long, value_parser = peercompute_runtime::parse_memory)]
+    max_volumes_size: Option<u64>,
+    /// How often volume use is measured; an app whose volume is over its share is stopped,
+    /// e.g. 60s, 5m [default: 60s].
+    #[arg(long, value_parser = ProviderConfig::parse_check_interval)]
+    volume_check_interval: Option<std::time::Duration>,
 }
 
 fn main() -> ExitCode {
@@ -216,6 +238,9 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
                 max_deploys,
                 ready_timeout,
                 firewall,
+                grant_device,
+                max_volumes_size,
+                volume_check_interval,
             } = *args;
             let mut config = ProviderConfig::new(home);
             if let Some(path) = &config_file {
@@ -260,6 +285,18 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
             if let Some(v) = firewall {
                 config.firewall = v;
             }
+            if !grant_device.is_empty() {
+                config.devices = grant_device;
+            }
+            if let Some(v) = max_volumes_size {
+                config.max_volumes_size = v;
+            }
+            if let Some(v) = volume_check_interval {
+                config.volume_check_interval = v;
+            }
+            config
+                .check()
+                .map_err(|e| ConfigError::wrap(anyhow::Error::msg(e)))?;
             peercompute_provider::run(config, peercompute_cli::shutdown_signal())
                 .await
                 .context("provider failed")
@@ -331,6 +368,12 @@ mod tests {
             if ["config", "help", "home", "log_format"].contains(&key) {
                 continue;
             }
+            // `--grant-device` is a `[[devices]]` table each in the file.
+            let key = if key == "grant_device" {
+                "devices"
+            } else {
+                key
+            };
             // A value of the wrong type: a known key fails on its value, an unknown one on
             // its name.
             std::fs::write(&path, format!("{key} = {{}}\n")).expect("write");

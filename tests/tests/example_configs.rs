@@ -8,6 +8,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use peercompute_gateway::{AcmeChallenge, GatewayConfig, TlsMode, TlsSource};
+use peercompute_provider::devices::{DeviceAccess, DeviceKind};
 use peercompute_provider::{ProviderConfig, ProviderFile};
 
 fn repo() -> PathBuf {
@@ -161,13 +162,59 @@ fn provider_example_parses_and_applies() {
     let gateway = file.gateway.clone().expect("the example sets a gateway");
     assert!(gateway.peer.is_some(), "the example pins the gateway's key");
     let mut config = ProviderConfig::new(PathBuf::from("/var/lib/peercomputed"));
-    let defaults = format!("{:?}", config.deploy);
+    let defaults = |c: &ProviderConfig| {
+        format!(
+            "{:?} {} {:?}",
+            c.deploy, c.max_volumes_size, c.volume_check_interval
+        )
+    };
+    let before = defaults(&config);
     file.apply_to(&mut config);
     assert_eq!(config.gateway, Some(gateway));
     assert_eq!(
-        format!("{:?}", config.deploy),
-        defaults,
+        defaults(&config),
+        before,
         "the example's limits are the documented defaults"
+    );
+    assert!(config.devices.is_empty(), "the example grants no device");
+}
+
+/// The commented-out `[[devices]]` tables at the end of the example parse, as the owner would
+/// enable them, and mean what their comments say.
+#[test]
+fn provider_example_device_tables_parse() {
+    let text = read("deploy/provider.toml");
+    let start = text
+        .find("\n# [[devices]]")
+        .expect("the example shows [[devices]] tables");
+    let mut enabled = text[..start].to_owned();
+    for line in text[start..].lines() {
+        enabled.push_str(line.strip_prefix("# ").unwrap_or(line));
+        enabled.push('\n');
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = write_temp(&dir, "devices.toml", &enabled);
+    let file = ProviderFile::from_file(&path).unwrap_or_else(|e| panic!("{e}"));
+    let names: Vec<_> = file.devices.iter().map(|d| d.name.as_str()).collect();
+    assert_eq!(names, ["arm", "cam", "gpu0"]);
+    let [arm, cam, gpu] = &file.devices[..] else {
+        panic!("three grants: {:?}", file.devices);
+    };
+    let DeviceKind::Char {
+        container_path,
+        access,
+        ..
+    } = &arm.kind
+    else {
+        panic!("arm is a char device: {arm:?}");
+    };
+    assert_eq!(container_path, Path::new("/dev/ttyACM0"));
+    assert_eq!(*access, DeviceAccess::ReadWrite);
+    assert!(!arm.shared && arm.peers.len() == 1 && arm.fleets.len() == 1);
+    assert!(cam.shared && cam.peers.is_empty(), "{cam:?}");
+    assert!(
+        matches!(gpu.kind, DeviceKind::Gpu(_)) && gpu.shared,
+        "{gpu:?}"
     );
 }
 
