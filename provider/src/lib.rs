@@ -30,6 +30,7 @@ pub mod devices;
 mod fleet;
 mod relay;
 mod tunnel;
+pub mod volumes;
 
 use std::future::Future;
 use std::path::Path;
