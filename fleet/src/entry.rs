@@ -40,8 +40,13 @@ pub struct Entry {
     pub op: Op,
 }
 
-/// What an entry does.
+/// What an entry does. Its wire form is `release_wire::OpWire` (a release with volumes or
+/// devices travels as a variant of its own).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(
+    into = "crate::release_wire::OpWire",
+    from = "crate::release_wire::OpWire"
+)]
 pub enum Op {
     /// Starts the fleet; signed by the fleet key.
     Genesis { name: String },

@@ -13,6 +13,8 @@
 //!   id), [`EntryHash`].
 //! - `entry`: [`Entry`] and its [`Op`]s (genesis, invite, join, enrol, groups, grants,
 //!   release, rollback, e-stop/resume, revoke) and the rules an entry follows by itself.
+//! - `release_wire`: the postcard form of an [`Op`]; a release with volumes or devices is a
+//!   variant of its own (`ReleaseV2`), so a release without them keeps its bytes.
 //! - `codec`: [`SignedEntry`], the versioned, canonical wire form and its signature.
 //! - `invite`: [`JoinToken`], what a robot joins with, and the join proof.
 //! - `state`: [`FleetState`], the fold, and the authority check ([`Refusal`]).
@@ -43,6 +45,7 @@ pub mod ids;
 mod invite;
 mod log;
 mod logs;
+mod release_wire;
 mod sig;
 mod state;
 mod status;

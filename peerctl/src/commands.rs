@@ -196,6 +196,9 @@ async fn dispatch(
                 env,
                 cpu_millis: cpu,
                 memory_bytes: memory,
+                volumes: Vec::new(),
+                devices: Vec::new(),
+                volume_exclusive: false,
             };
             let request = Request::Deploy(req);
             request

@@ -57,11 +57,13 @@ pub use control_plane::{
     DEFAULT_MAX_SKEW_SECS, DEFAULT_REPLAY_CAPACITY, DeployProgress, DeployRequest, DeployResponse,
     DeployStage, DeploymentState, DeploymentSummary, EnvVar, ErrorCode, ErrorResponse,
     InvalidMessage, ListRequest, ListResponse, LogEntry, LogStream, LogsEnd, LogsRequest,
-    MAX_CONTROL_PLANE_FRAME, MAX_DEPLOYMENT_ID, MAX_ENV_BYTES, MAX_ENV_VARS, MAX_IMAGE_REF,
-    MAX_LOG_TAIL, MAX_SIGNED_PAYLOAD, MessageType, NoUrl, Nonce, ReplayError, ReplayGuard, Request,
-    SIGNATURE_DOMAIN, SignedEnvelope, StatusRequest, StatusResponse, StopRequest, StopResponse,
-    VerifyError, decode_control_plane, decode_request, encode_control_plane, encode_request,
-    signing_message, validate_deployment_id, validate_image_ref,
+    MAX_ATTACH_NAME, MAX_CONTROL_PLANE_FRAME, MAX_DEPLOYMENT_ID, MAX_DEVICES, MAX_ENV_BYTES,
+    MAX_ENV_VARS, MAX_IMAGE_REF, MAX_LOG_TAIL, MAX_MOUNT_PATH, MAX_SIGNED_PAYLOAD, MAX_VOLUMES,
+    MessageType, NoUrl, Nonce, ReplayError, ReplayGuard, Request, SIGNATURE_DOMAIN, SignedEnvelope,
+    StatusRequest, StatusResponse, StopRequest, StopResponse, VerifyError, VolumeMount,
+    decode_control_plane, decode_request, encode_control_plane, encode_request, signing_message,
+    validate_deployment_id, validate_device_name, validate_image_ref, validate_mount_path,
+    validate_volume_name,
 };
 #[cfg(feature = "tokio")]
 pub use io::{ControlReader, IoError, bind_udp, read_stream_header, write_control};

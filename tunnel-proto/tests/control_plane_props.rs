@@ -90,6 +90,9 @@ fn deploy_request() -> impl Strategy<Value = DeployRequest> {
                 env,
                 cpu_millis,
                 memory_bytes,
+                volumes: Vec::new(),
+                devices: Vec::new(),
+                volume_exclusive: false,
             },
         )
 }

@@ -114,6 +114,9 @@ pub(crate) fn release_op(args: ReleaseArgs, state: &FleetState) -> Result<Op, Cl
             env: env_vars(&args.env)?,
             cpu_millis: args.cpu,
             memory_bytes: args.memory,
+            volumes: Vec::new(),
+            devices: Vec::new(),
+            volume_exclusive: false,
         },
         health: HealthCheck {
             path: args.health_path,

@@ -1,7 +1,8 @@
 //! The JSON bodies of control-plane frames. Every struct refuses unknown fields (and serde_json
 //! refuses duplicate ones), so what a peer can ask for is exactly what is written here: there
-//! is no field for privileged mode, capabilities, mounts, devices, namespaces, sysctls, a user
-//! or a working directory. Optional fields may be absent or `null`; times are unix seconds.
+//! is no field for privileged mode, capabilities, host mounts, device paths, namespaces,
+//! sysctls, a user or a working directory (volumes and devices are names the provider
+//! resolves, see `attach`). Optional fields may be absent or `null`; times are unix seconds.
 //! (serde also accepts a struct written as a JSON array of its fields in order; an array
 //! cannot carry more elements than the struct has fields, so it widens nothing.)
 //! The rules beyond types (image syntax, names, env limits) are in `validate`.
@@ -10,6 +11,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use super::attach::validate_attachments;
 use super::validate::{InvalidMessage, validate_env, validate_image_ref};
 use crate::name::validate_name;
 
@@ -53,6 +55,37 @@ pub struct DeployRequest {
     /// Memory limit in bytes (swap included); the provider's default when absent.
     #[serde(default)]
     pub memory_bytes: Option<u64>,
+    /// Named volumes to mount. Absent when empty, so a request without volumes keeps the
+    /// bytes it had before volumes existed (and an older provider still reads it).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<VolumeMount>,
+    /// Devices to map, by the names the provider's owner granted (never paths).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub devices: Vec<String>,
+    /// In a fleet switch, stop the old container before the new one starts, so the two never
+    /// share the volumes.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub volume_exclusive: bool,
+}
+
+/// A named volume a deployment asks for: the provider's volume `name` of this app, mounted
+/// at `path`. The name never becomes a host path: the provider derives the engine's volume
+/// name from the requester, the app and `name`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VolumeMount {
+    /// `[a-z0-9][a-z0-9-]{0,31}`.
+    pub name: String,
+    /// Where it is mounted in the container: absolute and normalized.
+    pub path: String,
+    /// The share of the provider's volume space it asks for; the provider's default when
+    /// absent.
+    #[serde(default)]
+    pub size_bytes: Option<u64>,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 impl DeployRequest {
@@ -65,6 +98,9 @@ impl DeployRequest {
             env: Vec::new(),
             cpu_millis: None,
             memory_bytes: None,
+            volumes: Vec::new(),
+            devices: Vec::new(),
+            volume_exclusive: false,
         }
     }
 
@@ -84,7 +120,7 @@ impl DeployRequest {
         if self.memory_bytes == Some(0) {
             return Err(InvalidMessage::Zero("memory_bytes"));
         }
-        Ok(())
+        validate_attachments(&self.volumes, &self.devices, self.volume_exclusive)
     }
 }
 

@@ -24,17 +24,23 @@
 //! Modules:
 //! - `frame`: message types, the frame codec and its errors.
 //! - `messages`: the JSON bodies.
+//! - `attach`: the rules of a deploy request's volumes and devices (names, never host paths).
 //! - `validate`: the rules a deploy request (image reference, name, env, limits) and the
 //!   deployment ids of other requests must follow.
 //! - `signing`: the signed envelope, its canonical signing encoding and its verification.
 //! - `replay`: the persisted nonce set that refuses replays, also after a restart.
 
+mod attach;
 mod frame;
 mod messages;
 mod replay;
 mod signing;
 mod validate;
 
+pub use attach::{
+    MAX_ATTACH_NAME, MAX_DEVICES, MAX_MOUNT_PATH, MAX_VOLUMES, validate_device_name,
+    validate_mount_path, validate_volume_name,
+};
 pub use frame::{
     CONTROL_PLANE_PROTOCOL, ControlPlaneDecodeError, ControlPlaneEncodeError, ControlPlaneMessage,
     MAX_CONTROL_PLANE_FRAME, MessageType, Request, decode_control_plane, decode_request,
@@ -43,7 +49,7 @@ pub use frame::{
 pub use messages::{
     DeployProgress, DeployRequest, DeployResponse, DeployStage, DeploymentState, DeploymentSummary,
     EnvVar, ErrorCode, ErrorResponse, ListRequest, ListResponse, LogEntry, LogStream, LogsEnd,
-    LogsRequest, NoUrl, StatusRequest, StatusResponse, StopRequest, StopResponse,
+    LogsRequest, NoUrl, StatusRequest, StatusResponse, StopRequest, StopResponse, VolumeMount,
 };
 pub use replay::{DEFAULT_MAX_SKEW_SECS, DEFAULT_REPLAY_CAPACITY, ReplayError, ReplayGuard};
 pub use signing::{

@@ -333,7 +333,9 @@ fn hostile_options_are_refused() {
         r#","binds":["/var/run/docker.sock:/var/run/docker.sock"]"#,
         r#","mounts":[{"type":"bind","source":"/","target":"/host"}]"#,
         r#","volumes":{"/data":{}}"#,
-        r#","devices":["/dev/kvm"]"#,
+        r#","volumes":[{"name":"data","path":"/data","type":"bind"}]"#,
+        r#","volumes":[{"name":"data","path":"/data","source":"/"}]"#,
+        r#","volumes":["/:/host"]"#,
         r#","network_mode":"host""#,
         r#","pid_mode":"host""#,
         r#","ipc_mode":"host""#,
@@ -378,6 +380,24 @@ fn hostile_options_are_refused() {
         (r#","name":"../etc""#.to_owned(), "Name"),
         (r#","name":"UPPER""#.to_owned(), "Name"),
         (r#","cpu_millis":0"#.to_owned(), "Zero"),
+        (r#","devices":["/dev/kvm"]"#.to_owned(), "DevicePath"),
+        (
+            r#","volumes":[{"name":"../etc","path":"/data"}]"#.to_owned(),
+            "VolumeName",
+        ),
+        (
+            r#","volumes":[{"name":"/var/run/docker.sock","path":"/var/run/docker.sock"}]"#
+                .to_owned(),
+            "VolumeName",
+        ),
+        (
+            r#","volumes":[{"name":"data","path":"/proc"}]"#.to_owned(),
+            "MountPath",
+        ),
+        (
+            r#","volume_exclusive":true"#.to_owned(),
+            "ExclusiveWithoutVolumes",
+        ),
     ];
     for (extra, variant) in invalid {
         let got = decode_deploy_json(&deploy_json(&extra));

@@ -55,6 +55,30 @@ pub enum InvalidMessage {
     TailTooLarge { tail: u32, max: u32 },
     #[error("`{0}` is not a finite number")]
     NotFinite(&'static str),
+    #[error("`{name}` is not a volume name: {reason}; use [a-z0-9][a-z0-9-]{{0,31}}")]
+    VolumeName { name: String, reason: &'static str },
+    #[error("`{path}` cannot be a mount path: {reason}")]
+    MountPath { path: String, reason: &'static str },
+    #[error("{count} volumes, at most {max} are allowed")]
+    TooManyVolumes { count: usize, max: usize },
+    #[error("volume `{name}` is given twice")]
+    VolumeDuplicate { name: String },
+    #[error("mount paths `{path}` and `{other}` overlap: volumes need distinct, non-nested paths")]
+    VolumePathsOverlap { path: String, other: String },
+    #[error("volume `{name}` asks for 0 bytes; leave the size out to get the provider's default")]
+    VolumeSizeZero { name: String },
+    #[error("volume_exclusive is set but no volume is asked for")]
+    ExclusiveWithoutVolumes,
+    #[error(
+        "`{name}` is not a device name: ask for a device by the name the provider's owner granted (e.g. --device arm); paths are never accepted"
+    )]
+    DevicePath { name: String },
+    #[error("`{name}` is not a device name: {reason}")]
+    DeviceName { name: String, reason: &'static str },
+    #[error("{count} devices, at most {max} are allowed")]
+    TooManyDevices { count: usize, max: usize },
+    #[error("device `{name}` is given twice")]
+    DeviceDuplicate { name: String },
 }
 
 /// Checks a Docker image reference (see the module docs for the grammar).
