@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use peercompute_fleet::FleetId;
 use peercompute_identity::{PeerId, parse_peer_id};
+use peercompute_runtime::{DeviceAccess, GpuRequest};
 use serde::Deserialize;
 
 /// Where the gateway is and how to authenticate it.
@@ -228,26 +229,6 @@ pub(crate) const DEFAULT_MAX_VOLUMES_SIZE: u64 = 10 << 30;
 /// Default of `--volume-check-interval`.
 pub(crate) const DEFAULT_VOLUME_CHECK_INTERVAL: Duration = Duration::from_secs(60);
 
-/// How a container may use a granted device: the cgroup permissions of its node (never `m`,
-/// so no container creates device nodes).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DeviceAccess {
-    /// `r`: read only.
-    Read,
-    /// `rw`: read and write.
-    ReadWrite,
-}
-
-impl DeviceAccess {
-    /// The cgroup permission string (`r`, `rw`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DeviceAccess::Read => "r",
-            DeviceAccess::ReadWrite => "rw",
-        }
-    }
-}
-
 /// What a granted device is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DeviceKind {
@@ -258,20 +239,12 @@ pub enum DeviceKind {
         /// at each deploy).
         path: PathBuf,
         /// Where the container sees it, under `/dev/`.
-        container_path: PathBuf,
+        container_path: String,
+        /// What the container may do with it (cgroup permissions, never `m`).
         access: DeviceAccess,
     },
     /// NVIDIA GPUs, through the engine's device requests (needs the NVIDIA container runtime).
-    Gpu(GpuSelect),
-}
-
-/// Which GPUs a `gpu` grant hands over.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum GpuSelect {
-    /// Any `n` GPUs (`count = n`).
-    Count(u32),
-    /// These GPUs, by index or UUID (`gpu_ids = ["0"]`).
-    Ids(Vec<String>),
+    Gpu(GpuRequest),
 }
 
 /// A fleet named in a grant's `fleets`: its id (`pcf…`), or its name, matched against the
@@ -381,16 +354,15 @@ impl DeviceKeys {
                         container_path.display()
                     )));
                 }
-                let access = match self.access.as_deref().unwrap_or("rw") {
-                    "r" => DeviceAccess::Read,
-                    "rw" => DeviceAccess::ReadWrite,
-                    other => {
-                        return Err(bad(format!("access `{other}` is not \"r\" or \"rw\"")));
-                    }
-                };
+                let access: DeviceAccess = self
+                    .access
+                    .as_deref()
+                    .unwrap_or("rw")
+                    .parse()
+                    .map_err(bad)?;
                 DeviceKind::Char {
                     path,
-                    container_path,
+                    container_path: container_path.to_string_lossy().into_owned(),
                     access,
                 }
             }
@@ -405,8 +377,8 @@ impl DeviceKeys {
                         return Err(bad("give `count` or `gpu_ids`, not both".into()));
                     }
                     (Some(0), true) => return Err(bad("count = 0 grants no GPU".into())),
-                    (Some(n), true) => DeviceKind::Gpu(GpuSelect::Count(n)),
-                    (None, true) => DeviceKind::Gpu(GpuSelect::Count(1)),
+                    (Some(n), true) => DeviceKind::Gpu(GpuRequest::Count(n)),
+                    (None, true) => DeviceKind::Gpu(GpuRequest::Count(1)),
                     (None, false) => {
                         if self.gpu_ids.iter().any(|id| !is_gpu_id(id)) {
                             return Err(bad(format!(
@@ -414,7 +386,7 @@ impl DeviceKeys {
                                 self.gpu_ids
                             )));
                         }
-                        DeviceKind::Gpu(GpuSelect::Ids(self.gpu_ids))
+                        DeviceKind::Gpu(GpuRequest::DeviceIds(self.gpu_ids))
                     }
                 }
             }
@@ -584,7 +556,7 @@ mod tests {
             DeviceKind::Char {
                 path: "/dev/ttyACM0".into(),
                 container_path: "/dev/ttyACM0".into(),
-                access: DeviceAccess::ReadWrite,
+                access: DeviceAccess::Rw,
             }
         );
         assert_eq!(g.peers.len(), 1);
@@ -603,33 +575,28 @@ mod tests {
             panic!("char: {g:?}");
         };
         assert_eq!(
-            container_path,
-            Path::new("/dev/v4l/by-id/usb-cam"),
+            container_path, "/dev/v4l/by-id/usb-cam",
             "under /dev: same path"
         );
-        assert_eq!(*access, DeviceAccess::Read);
+        assert_eq!(*access, DeviceAccess::R);
         assert!(g.shared && g.peers.is_empty() && g.fleets.is_empty());
 
         let g: DeviceGrant = "name=motor,path=/run/motor0".parse().expect("a grant");
         let DeviceKind::Char { container_path, .. } = &g.kind else {
             panic!("char: {g:?}");
         };
-        assert_eq!(
-            container_path,
-            Path::new("/dev/motor"),
-            "outside /dev: /dev/<name>"
-        );
+        assert_eq!(container_path, "/dev/motor", "outside /dev: /dev/<name>");
 
         let g: DeviceGrant = "name=gpu0,kind=gpu,gpu_ids=0+GPU-1a2b"
             .parse()
             .expect("a gpu");
         assert_eq!(
             g.kind,
-            DeviceKind::Gpu(GpuSelect::Ids(vec!["0".into(), "GPU-1a2b".into()]))
+            DeviceKind::Gpu(GpuRequest::DeviceIds(vec!["0".into(), "GPU-1a2b".into()]))
         );
         assert!(g.shared, "GPUs are shared by default");
         let g: DeviceGrant = "name=gpu,kind=gpu".parse().expect("a gpu");
-        assert_eq!(g.kind, DeviceKind::Gpu(GpuSelect::Count(1)));
+        assert_eq!(g.kind, DeviceKind::Gpu(GpuRequest::Count(1)));
 
         let fleet = "pcf".to_owned() + &bs58_of_a_key();
         let g: DeviceGrant = format!("name=arm,path=/dev/ttyACM0,fleets={fleet}+lekiwi")
@@ -670,7 +637,7 @@ mod tests {
             ),
             (
                 "name=arm,path=/dev/ttyACM0,access=rwm",
-                "is not \"r\" or \"rw\"",
+                "use \"r\" or \"rw\"",
             ),
             ("name=arm,path=/dev/ttyACM0,peers=nobody", "not a peer id"),
             ("name=arm,path=/dev/ttyACM0,fleets=", "neither a fleet id"),

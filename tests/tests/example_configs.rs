@@ -8,8 +8,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use peercompute_gateway::{AcmeChallenge, GatewayConfig, TlsMode, TlsSource};
-use peercompute_provider::devices::{DeviceAccess, DeviceKind};
+use peercompute_provider::devices::DeviceKind;
 use peercompute_provider::{ProviderConfig, ProviderFile};
+use peercompute_runtime::DeviceAccess;
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -208,8 +209,8 @@ fn provider_example_device_tables_parse() {
     else {
         panic!("arm is a char device: {arm:?}");
     };
-    assert_eq!(container_path, Path::new("/dev/ttyACM0"));
-    assert_eq!(*access, DeviceAccess::ReadWrite);
+    assert_eq!(container_path, "/dev/ttyACM0");
+    assert_eq!(*access, DeviceAccess::Rw);
     assert!(!arm.shared && arm.peers.len() == 1 && arm.fleets.len() == 1);
     assert!(cam.shared && cam.peers.is_empty(), "{cam:?}");
     assert!(
