@@ -1,6 +1,8 @@
 //! Container lifecycle on the engine: [`DockerRuntime::start`] creates and starts a
 //! sandboxed container and reads back the 127.0.0.1 port the engine picked;
 //! [`stop`](DockerRuntime::stop) stops and removes it (idempotently);
+//! [`halt`](DockerRuntime::halt) stops it but keeps it and [`resume`](DockerRuntime::resume)
+//! starts it again (a provider halts the users of a volume over its share);
 //! [`addr`](DockerRuntime::addr) reads its current published address again — the engine
 //! picks a new ephemeral port each time the restart policy restarts a container.
 
@@ -116,33 +118,7 @@ impl DockerRuntime {
             tracing::warn!(container = %name, deployment = %spec.deployment_id, %warning, "engine warning on create");
         }
         let id = created.id;
-        let started = async {
-            self.docker
-                .start_container(&id, None)
-                .await
-                .map_err(|source| engine_error("start container", &name, source))?;
-            let inspect = self.inspect(&id).await?;
-            if let Some(addr) = published_addr(&inspect, spec.port) {
-                return Ok(addr);
-            }
-            // No port: it most likely exited already (ports are unbound while it is down).
-            let state = inspect.state.unwrap_or_default();
-            let status = state.status.map(ContainerState::from);
-            if status == Some(ContainerState::Running) {
-                return Err(ContainerError::NotPublished {
-                    container: name.clone(),
-                    port: spec.port,
-                });
-            }
-            Err(ContainerError::Exited {
-                container: name.clone(),
-                state: status.unwrap_or(ContainerState::Unknown),
-                exit_code: state.exit_code,
-                oom_killed: state.oom_killed.unwrap_or(false),
-                logs: self.last_lines(&id, READY_LOG_LINES).await,
-            })
-        }
-        .await;
+        let started = self.start_created(&id, &name, spec.port).await;
         match started {
             Ok(addr) => {
                 tracing::info!(container = %name, deployment = %spec.deployment_id, %addr, "container started");
@@ -157,24 +133,100 @@ impl DockerRuntime {
         }
     }
 
+    /// Starts the created (or halted) container `id` and reads back its published address;
+    /// when it is not published, says why (still running without it, or exited with its
+    /// last log lines).
+    async fn start_created(
+        &self,
+        id: &str,
+        name: &str,
+        port: u16,
+    ) -> Result<SocketAddr, ContainerError> {
+        self.docker
+            .start_container(id, None)
+            .await
+            .map_err(|source| match engine_status(&source) {
+                Some(404) => ContainerError::NotFound {
+                    container: id.to_owned(),
+                },
+                _ => engine_error("start container", name, source),
+            })?;
+        let inspect = self.inspect(id).await?;
+        if let Some(addr) = published_addr(&inspect, port) {
+            return Ok(addr);
+        }
+        // No port: it most likely exited already (ports are unbound while it is down).
+        let state = inspect.state.unwrap_or_default();
+        let status = state.status.map(ContainerState::from);
+        if status == Some(ContainerState::Running) {
+            return Err(ContainerError::NotPublished {
+                container: name.to_owned(),
+                port,
+            });
+        }
+        Err(ContainerError::Exited {
+            container: name.to_owned(),
+            state: status.unwrap_or(ContainerState::Unknown),
+            exit_code: state.exit_code,
+            oom_killed: state.oom_killed.unwrap_or(false),
+            logs: self.last_lines(id, READY_LOG_LINES).await,
+        })
+    }
+
     /// Stops `container` (SIGTERM, then SIGKILL after the policy's grace period) and removes
     /// it with its anonymous volumes. A container that is already gone is not an error.
     pub async fn stop(&self, container: &str) -> Result<(), ContainerError> {
+        match self.halt(container).await {
+            Ok(()) => {}
+            Err(ContainerError::NotFound { .. }) => return Ok(()),
+            Err(err) => return Err(err),
+        }
+        self.remove(container).await
+    }
+
+    /// Stops `container` like [`stop`](Self::stop) but keeps it, with its volumes, its
+    /// labels and its writable layer, so [`resume`](Self::resume) can start it again (the
+    /// restart policy does not restart a container stopped this way). Already stopped is
+    /// fine; a container that does not exist is [`ContainerError::NotFound`].
+    pub async fn halt(&self, container: &str) -> Result<(), ContainerError> {
         let grace = i32::try_from(self.policy.stop_grace.as_secs()).unwrap_or(i32::MAX);
         let options = StopContainerOptions {
             t: Some(grace),
             ..Default::default()
         };
         match self.docker.stop_container(container, Some(options)).await {
-            Ok(()) => {}
+            Ok(()) => {
+                tracing::info!(%container, "container halted");
+                Ok(())
+            }
             Err(source) => match engine_status(&source) {
-                // 304: already stopped; 404: already gone.
-                Some(304) => {}
-                Some(404) => return Ok(()),
-                _ => return Err(engine_error("stop container", container, source)),
+                // 304: already stopped.
+                Some(304) => Ok(()),
+                Some(404) => Err(ContainerError::NotFound {
+                    container: container.to_owned(),
+                }),
+                _ => Err(engine_error("stop container", container, source)),
             },
         }
-        self.remove(container).await
+    }
+
+    /// Starts a container [`halt`](Self::halt)ed before and returns where it is published
+    /// now (the engine picks a new 127.0.0.1 port at each start). Running already is fine.
+    /// If it exits right away, the error carries its last log lines; it is not removed.
+    pub async fn resume(&self, container: &str) -> Result<SocketAddr, ContainerError> {
+        let inspect = self.inspect(container).await?;
+        let port = container_port(&inspect).ok_or_else(|| ContainerError::NotPublished {
+            container: container.to_owned(),
+            port: 0,
+        })?;
+        let name = inspect
+            .name
+            .as_deref()
+            .map_or(container, |n| n.trim_start_matches('/'))
+            .to_owned();
+        let addr = self.start_created(container, &name, port).await?;
+        tracing::info!(%container, %addr, "container resumed");
+        Ok(addr)
     }
 
     /// Force-removes `container` and its anonymous volumes; gone already is fine.
@@ -202,13 +254,7 @@ impl DockerRuntime {
     /// running. Read it again after a restart: the engine picks a new port each time.
     pub async fn addr(&self, container: &str) -> Result<Option<SocketAddr>, ContainerError> {
         let inspect = self.inspect(container).await?;
-        let port = exposed_port(
-            inspect
-                .config
-                .as_ref()
-                .and_then(|c| c.exposed_ports.as_ref()),
-        );
-        Ok(port.and_then(|port| published_addr(&inspect, port)))
+        Ok(container_port(&inspect).and_then(|port| published_addr(&inspect, port)))
     }
 
     pub(crate) async fn inspect(
@@ -237,6 +283,16 @@ pub(crate) fn engine_error(
         target: target.to_owned(),
         source,
     })
+}
+
+/// The container port of an inspected container of ours.
+fn container_port(inspect: &ContainerInspectResponse) -> Option<u16> {
+    exposed_port(
+        inspect
+            .config
+            .as_ref()
+            .and_then(|c| c.exposed_ports.as_ref()),
+    )
 }
 
 /// The container port a container of ours exposes (it exposes exactly one, `PORT/tcp`).

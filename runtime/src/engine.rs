@@ -152,6 +152,17 @@ impl DockerRuntime {
         &self.policy
     }
 
+    /// Whether the engine has the NVIDIA container runtime (`nvidia` among `info().runtimes`),
+    /// without which GPU requests cannot be served.
+    pub async fn gpu_runtime_present(&self) -> Result<bool, EngineError> {
+        let info = self.docker.info().await.map_err(|source| EngineError {
+            operation: "read the system info of",
+            target: "the engine".to_owned(),
+            source,
+        })?;
+        Ok(has_gpu_runtime(&info))
+    }
+
     /// The engine's data root (`DockerRootDir`, e.g. `/var/lib/docker`), where images and
     /// containers take disk; `None` if the engine does not say. The path is the engine's: a
     /// remote or rootless engine's may not exist as such on this host.
@@ -193,6 +204,13 @@ fn missing_sandbox_features(info: &SystemInfo) -> Vec<&'static str> {
     missing
 }
 
+/// Whether `info` lists the NVIDIA container runtime.
+fn has_gpu_runtime(info: &SystemInfo) -> bool {
+    info.runtimes
+        .as_ref()
+        .is_some_and(|runtimes| runtimes.contains_key("nvidia"))
+}
+
 /// Rust's name for a CPU architecture in Go's (image config) vocabulary.
 fn go_arch(rust_arch: &str) -> &str {
     match rust_arch {
@@ -223,6 +241,10 @@ pub(crate) fn engine_message(error: &bollard::errors::Error) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
+
+    use bollard::models::Runtime;
+
     use super::*;
 
     #[test]
@@ -252,6 +274,23 @@ mod tests {
             ..full
         };
         assert_eq!(missing_sandbox_features(&no_seccomp), ["seccomp"]);
+    }
+
+    #[test]
+    fn the_gpu_runtime_is_found_by_name() {
+        let runc = HashMap::from([("runc".to_owned(), Runtime::default())]);
+        let mut info = SystemInfo {
+            runtimes: Some(runc.clone()),
+            ..Default::default()
+        };
+        assert!(!has_gpu_runtime(&info));
+        assert!(!has_gpu_runtime(&SystemInfo::default()));
+        info.runtimes = Some(
+            runc.into_iter()
+                .chain([("nvidia".to_owned(), Runtime::default())])
+                .collect(),
+        );
+        assert!(has_gpu_runtime(&info));
     }
 
     #[test]

@@ -46,12 +46,18 @@
 //!   shared error helpers.
 //! - `spec` — [`ContainerSpec`], its validation and the `peercompute.*` labels.
 //! - `sandbox` — the pure spec → create-body function that applies the [`SandboxPolicy`].
-//! - `container` — start, stop, the current published address.
+//! - `container` — start, stop, halt and resume, the current published address.
 //! - `network` — the sandbox network every container joins (own bridge, containers isolated
 //!   from each other).
 //! - `egress` — the nftables rules that keep containers off this host and private networks.
 //! - `status` — status and list_managed, container states and deployment labels.
 //! - `usage` — CPU and memory figures from a stats sample.
+//! - `volume` — named volumes: [`volume_name`], ensure (labels checked), list, usage, users,
+//!   remove (never forced; in use is [`VolumeError::InUse`]).
+//! - `archive` — a volume's files as a tar stream, out ([`VolumeExport`]) and in, through a
+//!   helper container that is never started.
+//! - `device` — [`probe_device`]: a granted node resolved and checked (character devices
+//!   only, a denylist of host nodes).
 //! - `ready` — wait_ready and its log-carrying [`ReadyError`].
 //! - `logs` — the container's output as a stream of [`LogLine`]s.
 //! - `image` — ensure_image: local, pulled with [`PullProgress`], platform check;
@@ -70,7 +76,9 @@
 //!   busybox, unique names, a local registry, cleanup guard.
 
 mod admission;
+mod archive;
 mod container;
+mod device;
 mod digest;
 mod egress;
 mod engine;
@@ -88,9 +96,12 @@ mod status;
 pub mod testsupport;
 mod time;
 mod usage;
+mod volume;
 
 pub use admission::{Admission, AdmissionError, Limits, Resources, Usage};
+pub use archive::{HELPER_IMAGE, LABEL_HELPER, VolumeExport};
 pub use container::{ContainerError, StartedContainer};
+pub use device::{DeviceError, DeviceKind, ProbedDevice, probe_device};
 pub use digest::{DigestError, PinnedImage};
 pub use egress::{
     BLOCKED_V4, EGRESS_TABLE, EgressError, egress_ruleset, install_egress_firewall,
@@ -112,3 +123,7 @@ pub use spec::{
 };
 pub use status::{ContainerState, ContainerStatus, DeploymentLabels, ManagedContainer};
 pub use usage::ResourceUsage;
+pub use volume::{
+    LABEL_APP, LABEL_SCOPE, LABEL_VOLUME, MANAGED_VOLUME, ManagedVolume, VolumeError, VolumeLabels,
+    VolumeUser, volume_name,
+};

@@ -329,7 +329,7 @@ impl Attachments {
 }
 
 /// `pcv-<24 lowercase hex>-<rest>`, the rest of `[a-z0-9-]`, at most 128 bytes in all.
-fn is_volume_name(s: &str) -> bool {
+pub(crate) fn is_volume_name(s: &str) -> bool {
     let Some(rest) = s.strip_prefix(VOLUME_PREFIX) else {
         return false;
     };

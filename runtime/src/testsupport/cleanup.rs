@@ -1,4 +1,4 @@
-//! [`Cleanup`]: a guard that removes the containers and images a test registered when it is
+//! [`Cleanup`]: a guard that removes the containers, volumes and images a test registered when it is
 //! dropped — at the end of the test or while a failed assertion unwinds — so a failing test
 //! leaves nothing behind on the shared engine.
 
@@ -6,7 +6,7 @@ use std::sync::Mutex;
 
 use bollard::Docker;
 use bollard::query_parameters::{
-    ListContainersOptions, RemoveContainerOptions, RemoveImageOptions,
+    ListContainersOptions, RemoveContainerOptions, RemoveImageOptions, RemoveVolumeOptions,
 };
 
 /// Removes registered containers, then images, on drop. Removal runs on its own thread and
@@ -16,6 +16,7 @@ pub struct Cleanup {
     containers: Mutex<Vec<String>>,
     images: Mutex<Vec<String>>,
     labels: Mutex<Vec<String>>,
+    volumes: Mutex<Vec<String>>,
 }
 
 impl Cleanup {
@@ -32,6 +33,12 @@ impl Cleanup {
     /// Removes `image` (tag or id; force) on drop, after the containers.
     pub fn image(&self, image: &str) {
         lock(&self.images).push(image.to_owned());
+    }
+
+    /// Removes volume `volume` on drop, after the containers (force: a test's volume goes
+    /// even if a helper still holds it).
+    pub fn volume(&self, volume: &str) {
+        lock(&self.volumes).push(volume.to_owned());
     }
 
     /// Removes, on drop, every container carrying label `key=value` (e.g. all containers of
@@ -52,7 +59,8 @@ impl Drop for Cleanup {
         let containers = std::mem::take(&mut *lock(&self.containers));
         let images = std::mem::take(&mut *lock(&self.images));
         let labels = std::mem::take(&mut *lock(&self.labels));
-        if containers.is_empty() && images.is_empty() && labels.is_empty() {
+        let volumes = std::mem::take(&mut *lock(&self.volumes));
+        if containers.is_empty() && images.is_empty() && labels.is_empty() && volumes.is_empty() {
             return;
         }
         let worker = std::thread::spawn(move || {
@@ -66,7 +74,7 @@ impl Drop for Cleanup {
                     return;
                 }
             };
-            runtime.block_on(remove_all(containers, images, labels));
+            runtime.block_on(remove_all(containers, images, labels, volumes));
         });
         if worker.join().is_err() {
             eprintln!("cleanup: the removal thread panicked");
@@ -74,7 +82,12 @@ impl Drop for Cleanup {
     }
 }
 
-async fn remove_all(mut containers: Vec<String>, images: Vec<String>, labels: Vec<String>) {
+async fn remove_all(
+    mut containers: Vec<String>,
+    images: Vec<String>,
+    labels: Vec<String>,
+    volumes: Vec<String>,
+) {
     let docker = match Docker::connect_with_defaults() {
         Ok(docker) => docker,
         Err(error) => {
@@ -110,6 +123,16 @@ async fn remove_all(mut containers: Vec<String>, images: Vec<String>, labels: Ve
                 status_code: 404, ..
             }) => {}
             Err(error) => eprintln!("cleanup: container {container} not removed: {error}"),
+        }
+    }
+    for volume in &volumes {
+        let options = RemoveVolumeOptions { force: true };
+        match docker.remove_volume(volume, Some(options)).await {
+            Ok(()) => {}
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => {}
+            Err(error) => eprintln!("cleanup: volume {volume} not removed: {error}"),
         }
     }
     for image in &images {

@@ -2,11 +2,13 @@
 //! `FROM scratch` out of files given as bytes ([`ScratchImage`], loaded like `docker load`),
 //! take Debian's static busybox as the one binary such images need ([`busybox`]), name
 //! things uniquely so parallel tests never collide ([`unique_name`]), and remove what a test
-//! created even when it panics ([`Cleanup`]), and run a throw-away registry on a loopback
-//! port to test pulls ([`LocalRegistry`]). Used by this crate's tests, by the end-to-end
+//! created even when it panics ([`Cleanup`]), run a throw-away registry on a loopback
+//! port to test pulls ([`LocalRegistry`]), and make device nodes with `mknod` to pass into
+//! containers ([`FakeDevice`]). Used by this crate's tests, by the end-to-end
 //! tests and by the quickstart.
 
 mod cleanup;
+mod device;
 mod image;
 mod registry;
 
@@ -16,6 +18,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use crate::engine::EngineError;
 
 pub use cleanup::Cleanup;
+pub use device::FakeDevice;
 pub use image::{ImageFile, ScratchImage};
 pub use registry::{LocalRegistry, REGISTRY_PATH};
 
@@ -106,6 +109,16 @@ pub enum TestSupportError {
         image: String,
         /// The engine's message.
         detail: String,
+    },
+    /// `mknod` or `chown` of a fake device node failed.
+    #[error(
+        "cannot make or chgrp the device node {path} ({errno}): device tests need root with CAP_MKNOD and a temp dir not mounted nodev (set TMPDIR to one)"
+    )]
+    Mknod {
+        /// The node.
+        path: std::path::PathBuf,
+        /// What the kernel said (EPERM: no CAP_MKNOD).
+        errno: nix::errno::Errno,
     },
     /// Any other engine failure.
     #[error(transparent)]
