@@ -54,6 +54,60 @@ fn every_op_round_trips_through_sign_and_decode() {
     }
 }
 
+/// One release, one spelling: a `ReleaseV2` whose attachments are empty is the same release
+/// as a `Release` and is refused as not canonical (next to its positive control, the same
+/// body as op 7, signed the same way).
+#[test]
+fn a_release_v2_without_attachments_is_not_canonical() {
+    let (w, _, release) = samples();
+    let fk = w.fleet_key.clone();
+    let plain = author(&w, &fk, support::release("production", 5, "v5"));
+    let body = &plain.bytes()[1..plain.bytes().len() - 64];
+    assert_eq!(SignedEntry::decode(&sign_raw(&fk, body)), Ok(plain.clone()));
+    assert_eq!(
+        SignedEntry::decode(&sign_raw(&fk, &as_empty_release_v2(&plain))),
+        Err(DecodeError::NotCanonical)
+    );
+    // `samples()`'s release has every optional field but no attachments: op 7 as well.
+    assert_eq!(release.bytes()[1 + op_offset(release.entry())], 7);
+    let with = author(&w, &fk, release_with_attachments("production", 6, "v6"));
+    assert_eq!(with.bytes()[1 + op_offset(with.entry())], 12);
+    assert_eq!(SignedEntry::decode(with.bytes()), Ok(with.clone()));
+}
+
+/// The attachments follow the wire rules in a fleet too (`volume_exclusive` without volumes,
+/// a device path, a volume named like a path).
+#[test]
+fn a_release_with_bad_attachments_is_refused() {
+    let w = World::new();
+    let fk = w.fleet_key.clone();
+    let Op::Release(good) = release_with_attachments("production", 2, "v2") else {
+        unreachable!()
+    };
+    let bad_specs: [fn(&mut DeployRequest); 3] = [
+        |s| s.volumes.clear(),
+        |s| s.devices = vec!["/dev/kvm".into()],
+        |s| s.volumes[0].name = "../etc".into(),
+    ];
+    for bad in bad_specs {
+        let mut r = good.clone();
+        bad(&mut r.spec);
+        let entry = Entry {
+            fleet: w.log.fleet(),
+            parents: w.log.heads(),
+            clock: w.log.next_clock(),
+            author: member(&fk),
+            at: NOW,
+            op: Op::Release(r.clone()),
+        };
+        assert!(
+            matches!(SignedEntry::sign(entry, &fk), Err(EntryError::Spec(_))),
+            "{:?}",
+            r.spec
+        );
+    }
+}
+
 #[test]
 fn no_single_flipped_byte_passes_as_an_entry() {
     let (_, genesis, release) = samples();

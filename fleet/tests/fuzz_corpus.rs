@@ -120,7 +120,7 @@ fn flip_last(bytes: &[u8]) -> Vec<u8> {
 }
 
 fn entry_seeds() -> Seeds<EntryEnd> {
-    let (mut w, genesis, _) = world();
+    let (mut w, genesis, release) = world();
     let refused = EntryEnd::Refused;
     let mut seeds: Seeds<EntryEnd> = every_op(&mut w)
         .into_iter()
@@ -146,7 +146,19 @@ fn entry_seeds() -> Seeds<EntryEnd> {
     with_parent.parents = vec![EntryHash([7; 32])];
     let with_parent = postcard::to_allocvec(&with_parent).expect("serializes");
     let bytes = genesis.bytes();
+    let fk = w.fleet_key.clone();
+    let release_v2 = author(&w, &fk, release_with_attachments("production", 2, "v2"));
     seeds.extend([
+        seed(
+            "release-v2",
+            release_v2.bytes().to_vec(),
+            EntryEnd::Decoded("release"),
+        ),
+        seed(
+            "release-v2-empty",
+            sign_raw(&w.fleet_key, &as_empty_release_v2(&release)),
+            refused("not_canonical"),
+        ),
         seed("empty", vec![], refused("too_short")),
         seed("version-2", version_2, refused("version")),
         seed(
@@ -163,12 +175,13 @@ fn entry_seeds() -> Seeds<EntryEnd> {
             refused("not_canonical"),
         ),
         seed("trailing-byte", with(&|b| b.push(0)), refused("malformed")),
-        // The op's variant index (before the name's 7 bytes) made 12, past the last variant.
+        // The op's variant index (before the name's 7 bytes) made 13, past the last variant
+        // (ReleaseV2, 12).
         seed(
             "unknown-op",
             with(&|b| {
                 let i = b.len() - 8;
-                b[i] = 12;
+                b[i] = 13;
             }),
             refused("malformed"),
         ),

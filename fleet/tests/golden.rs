@@ -10,7 +10,8 @@
 //! "peercompute-fleet/1 entry\0" | Entry`; its hash is the SHA-256 of all of it. Entry fields
 //! in order: fleet (32) | parents (count | 32 each) | clock | author (32) | at | op. Op
 //! variants: Genesis 0, Invite 1, Join 2, Enroll 3, SetGroups 4, Grant 5, Ungrant 6,
-//! Release 7, Rollback 8, EStop 9, Resume 10, Revoke 11.
+//! Release 7, Rollback 8, EStop 9, Resume 10, Revoke 11, ReleaseV2 12 (a release with volumes,
+//! devices or `volume_exclusive`: its spec continues with those three fields).
 //!
 //! Frame: `length: u32 BE | FleetMessage`; variants Push 0, Ack 1, Pull 2, Entries 3,
 //! StatusRequest 4, Status 5, Error 6, Statuses 7.
@@ -21,7 +22,7 @@ use peercompute_fleet::{
     Entry, EntryHash, FleetId, FleetMessage, HealthCheck, MemberKey, Op, Release, SignedEntry,
     decode_frame, encode_message,
 };
-use peercompute_tunnel_proto::{DeployRequest, EnvVar};
+use peercompute_tunnel_proto::{DeployRequest, EnvVar, VolumeMount};
 use sha2::{Digest, Sha256};
 use support::{NOW, digest, key, member};
 
@@ -72,6 +73,38 @@ const RELEASE: &str = concat!(
     "0605ac8a30d4a5d04fa17ffb32e7a226542bc66eced7add414f95f13d6b5c303",
 );
 const RELEASE_HASH: &str = "2b03908e96d314819b1a615257ac9f44ebcdf8936676a092be612f5673ab9de8";
+
+const RELEASE_V2: &str = concat!(
+    "01",                                                                  // version 1
+    "8a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c",    // fleet: FLEET_KEY
+    "01 9e635564479d0a726b6fe7a1c70ecbbe15e0a699de77bdb93f938cbaa4c99fa3", // parents: [genesis]
+    "01",                                                                  // clock: 1
+    "8139770ea87d175f56a35466c34c7ecccb8d8a91b4ee37a25df60f5b8fc9b394",    // author: DEV_KEY
+    "f8cae2d006",                                                          // at: 1_780_000_120
+    "0c",                                                                  // op: ReleaseV2
+    "0a 70726f64756374696f6e",                                             // group: "production"
+    "02",                                                                  // seq: 2
+    "02 7632",                                                             // version: "v2"
+    // spec.image: as in RELEASE
+    "5a 3132372e302e302e313a353030302f617070407368613235363a",
+    "30313031303130313031303130313031303130313031303130313031303130313031303130313031",
+    "303130313031303130313031303130313031303130313031",
+    "01 03 617070", // spec.name: Some("app")
+    "903f",         // spec.port: 8080
+    "00",           // spec.env: []
+    "00",           // spec.cpu_millis: None
+    "00",           // spec.memory_bytes: None
+    // spec.volumes: [{name: "data", path: "/var/lib/app", size_bytes: Some(2 GiB = 2^31)}]
+    "01 04 64617461 0c 2f7661722f6c69622f617070 01 8080808008",
+    "01 03 61726d", // spec.devices: ["arm"]
+    "01",           // spec.volume_exclusive: true
+    "00",           // health.path: None
+    "1e",           // health.timeout_secs: 30
+    // signature
+    "2269cecd819962045948c11a06a3487566131a6dfbe69df21e586939efba79e0",
+    "dcd3a42cf0875c551f87e76dd6f86505caa40293f906812f973cd18b49fe4d01",
+);
+const RELEASE_V2_HASH: &str = "86b9a2c72f69132ed0d240fc1042ec2d0340b9ea92bdb46cd6ed2ce7707ff547";
 
 const PULL: &str = concat!(
     "00000042",                                                            // length: 66
@@ -158,6 +191,37 @@ fn release() {
         }),
     };
     check_entry(entry, 2, RELEASE, RELEASE_HASH);
+}
+
+#[test]
+fn release_v2() {
+    let mut spec = DeployRequest::new(digest(1), 8080);
+    spec.name = Some("app".into());
+    spec.volumes = vec![VolumeMount {
+        name: "data".into(),
+        path: "/var/lib/app".into(),
+        size_bytes: Some(2 << 30),
+    }];
+    spec.devices = vec!["arm".into()];
+    spec.volume_exclusive = true;
+    let entry = Entry {
+        fleet: FleetId(key_bytes(FLEET_KEY)),
+        parents: vec![GENESIS_HASH.parse().expect("a hash")],
+        clock: 1,
+        author: MemberKey(key_bytes(DEV_KEY)),
+        at: NOW + 120,
+        op: Op::Release(Release {
+            group: "production".into(),
+            seq: 2,
+            version: "v2".into(),
+            spec,
+            health: HealthCheck {
+                path: None,
+                timeout_secs: 30,
+            },
+        }),
+    };
+    check_entry(entry, 2, RELEASE_V2, RELEASE_V2_HASH);
 }
 
 #[test]

@@ -18,7 +18,7 @@ use peercompute_fleet::{
     Entry, EntryHash, FleetId, FleetLog, FleetMessage, Grant, HealthCheck, InsertError, Invite,
     Join, MemberKey, Op, Release, Role, Rollback, Sig, SignedEntry, decode_frame, encode_message,
 };
-use peercompute_tunnel_proto::{DeployRequest, EnvVar};
+use peercompute_tunnel_proto::{DeployRequest, EnvVar, VolumeMount};
 use proptest::collection::{btree_map, btree_set, vec};
 use proptest::prelude::*;
 use rand::SeedableRng;
@@ -59,14 +59,16 @@ fn any_release() -> impl Strategy<Value = Release> {
         env,
         proptest::option::of(1..=u32::MAX),
         proptest::option::of(1..=u64::MAX),
+        attachments(),
     )
-        .prop_map(|(repo, digest, name, port, env, cpu, mem)| {
+        .prop_map(|(repo, digest, name, port, env, cpu, mem, attach)| {
             let mut spec =
                 DeployRequest::new(format!("{repo}@sha256:{}", hex::encode(digest)), port);
             spec.name = Some(name);
             spec.env = env;
             spec.cpu_millis = cpu;
             spec.memory_bytes = mem;
+            (spec.volumes, spec.devices, spec.volume_exclusive) = attach;
             spec
         });
     let health = (proptest::option::of("/[a-z0-9/._-]{0,30}"), 1..=3600u32)
@@ -79,6 +81,26 @@ fn any_release() -> impl Strategy<Value = Release> {
             spec,
             health,
         }
+    })
+}
+
+/// Volumes, devices and `volume_exclusive` as the rules allow them: none half the time (a
+/// release that travels as `Release`), else some (`ReleaseV2`).
+fn attachments() -> impl Strategy<Value = (Vec<VolumeMount>, Vec<String>, bool)> {
+    let volumes = vec((proptest::option::of(1..=u64::MAX), "[a-z]{1,8}"), 0..3).prop_map(|v| {
+        v.into_iter()
+            .enumerate()
+            .map(|(i, (size_bytes, dir))| VolumeMount {
+                name: format!("v{i}"),
+                path: format!("/{dir}{i}"),
+                size_bytes,
+            })
+            .collect::<Vec<_>>()
+    });
+    let devices = btree_set("[a-z][a-z0-9]{0,7}", 0..3).prop_map(|d| d.into_iter().collect());
+    (volumes, devices, any::<bool>()).prop_map(|(volumes, devices, exclusive)| {
+        let exclusive = exclusive && !volumes.is_empty();
+        (volumes, devices, exclusive)
     })
 }
 
@@ -183,6 +205,21 @@ proptest! {
         prop_assert_eq!(SignedEntry::decode(signed.bytes()), Ok(signed.clone()));
         let name = checks::op_name(&signed.entry().op);
         prop_assert_eq!(checks::check_entry(signed.bytes()), checks::EntryEnd::Decoded(name));
+    }
+
+    /// A release travels as `Release` (op 7, the bytes it always had) exactly when it has no
+    /// volumes, devices or `volume_exclusive`, else as `ReleaseV2` (op 12); both round trip.
+    #[test]
+    fn releases_travel_as_v1_or_v2(release in any_release()) {
+        let w = World::new();
+        let plain = release.spec.volumes.is_empty()
+            && release.spec.devices.is_empty()
+            && !release.spec.volume_exclusive;
+        let fk = w.fleet_key.clone();
+        let signed = author(&w, &fk, Op::Release(release));
+        let prefix = op_offset(signed.entry());
+        prop_assert_eq!(signed.bytes()[1 + prefix], if plain { 7 } else { 12 });
+        prop_assert_eq!(SignedEntry::decode(signed.bytes()), Ok(signed.clone()));
     }
 
     #[test]

@@ -149,6 +149,21 @@ pub fn release(group: &str, seq: u64, version: &str) -> Op {
     })
 }
 
+/// A release with a volume, a device and `volume_exclusive` (it travels as `ReleaseV2`).
+pub fn release_with_attachments(group: &str, seq: u64, version: &str) -> Op {
+    let Op::Release(mut r) = release(group, seq, version) else {
+        unreachable!("release() makes a release")
+    };
+    r.spec.volumes = vec![peercompute_tunnel_proto::VolumeMount {
+        name: "data".into(),
+        path: "/var/lib/app".into(),
+        size_bytes: Some(1 << 30),
+    }];
+    r.spec.devices = vec!["arm".into()];
+    r.spec.volume_exclusive = true;
+    Op::Release(r)
+}
+
 pub fn rollback(group: &str, seq: u64, to: Option<&str>) -> Op {
     Op::Rollback(Rollback {
         group: group.into(),
@@ -366,4 +381,40 @@ pub fn every_message(
             truncated: true,
         },
     ]
+}
+
+/// Where the op starts in an entry's postcard body: after fleet, parents, clock, author, at.
+pub fn op_offset(entry: &Entry) -> usize {
+    let head = (
+        entry.fleet,
+        entry.parents.clone(),
+        entry.clock,
+        entry.author,
+        entry.at,
+    );
+    postcard::to_allocvec(&head)
+        .expect("the head serializes")
+        .len()
+}
+
+/// The body of `signed` (a release without attachments, so op 7) rewritten as a `ReleaseV2`
+/// (op 12) whose volumes, devices and `volume_exclusive` are empty: the same release in a
+/// second spelling, which the codec must refuse as not canonical.
+pub fn as_empty_release_v2(signed: &SignedEntry) -> Vec<u8> {
+    let Op::Release(release) = &signed.entry().op else {
+        panic!("not a release")
+    };
+    let body = &signed.bytes()[1..signed.bytes().len() - 64];
+    let op = op_offset(signed.entry());
+    assert_eq!(body[op], 7, "a release without attachments travels as op 7");
+    let health = postcard::to_allocvec(&release.health).expect("health serializes");
+    let spec_end = body.len() - health.len();
+    [
+        &body[..op],
+        &[12],
+        &body[op + 1..spec_end],
+        &[0, 0, 0],
+        &health,
+    ]
+    .concat()
 }
