@@ -1,10 +1,10 @@
 //! Control-plane frames over a libp2p stream.
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use futures::{AsyncReadExt, AsyncWriteExt};
 use peercompute_tunnel_proto::{
     ControlPlaneDecodeError, ControlPlaneEncodeError, ControlPlaneMessage, decode_control_plane,
-    encode_control_plane,
+    decode_import_data, encode_control_plane,
 };
 
 /// Why a frame could not be read or written.
@@ -42,16 +42,41 @@ impl Framed {
             if let Some(msg) = decode_control_plane(&mut self.buf)? {
                 return Ok(Some(msg));
             }
-            let n = self.stream.read(&mut chunk).await?;
-            if n == 0 {
+            if !self.fill(&mut chunk).await? {
                 return if self.buf.is_empty() {
                     Ok(None)
                 } else {
                     Err(FrameError::UnexpectedEof)
                 };
             }
-            self.buf.extend_from_slice(&chunk[..n]);
         }
+    }
+
+    /// The next frame of an import's archive (what a provider reads after a verified
+    /// `VolumeImportRequest`): only `VolumeData` is accepted, anything else is an error.
+    /// `Ok(None)` when the other side closed cleanly between frames. Shares the read buffer
+    /// with [`Framed::read`], so data sent in one write with the request is not lost.
+    pub async fn read_import_data(&mut self) -> Result<Option<Bytes>, FrameError> {
+        let mut chunk = [0u8; 8192];
+        loop {
+            if let Some(data) = decode_import_data(&mut self.buf)? {
+                return Ok(Some(data));
+            }
+            if !self.fill(&mut chunk).await? {
+                return if self.buf.is_empty() {
+                    Ok(None)
+                } else {
+                    Err(FrameError::UnexpectedEof)
+                };
+            }
+        }
+    }
+
+    /// Reads more bytes into the buffer; `false` at the end of the stream.
+    async fn fill(&mut self, chunk: &mut [u8]) -> Result<bool, FrameError> {
+        let n = self.stream.read(chunk).await?;
+        self.buf.extend_from_slice(&chunk[..n]);
+        Ok(n > 0)
     }
 
     /// Writes and flushes one message.

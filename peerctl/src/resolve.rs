@@ -101,6 +101,7 @@ mod tests {
             url: format!("https://{name}.example.com"),
             state: DeploymentState::Running,
             created_at: 0,
+            stopped_reason: None,
         }
     }
 

@@ -11,14 +11,15 @@ use peercompute_tunnel_proto::{
     ControlPlaneMessage, DeployProgress, DeployRequest, DeployResponse, DeployStage,
     DeploymentState, DeploymentSummary, EnvVar, ErrorCode, ErrorResponse, ListRequest,
     ListResponse, LogEntry, LogStream, LogsEnd, LogsRequest, MAX_CONTROL_PLANE_FRAME, Nonce,
-    PeerId, Request, SignedEnvelope, StatusResponse, StopRequest, StopResponse,
+    PeerId, Request, SignedEnvelope, StatusResponse, StopRequest, StopResponse, VolumeEnd,
+    VolumeImportRequest, VolumeInfo, VolumeMount, VolumeUsage, VolumesRequest, VolumesResponse,
     encode_control_plane, encode_request, signing_message,
 };
 
 #[path = "../fuzz/src/control_plane.rs"]
 pub mod checks;
 
-use checks::{CLIENT_ID, PlaneEnd, PlaneReport, check_control_plane};
+use checks::{CLIENT_ID, PlaneEnd, PlaneReport, check_control_plane, check_import_data};
 
 const NOW: u64 = 1_700_000_000;
 
@@ -137,7 +138,44 @@ fn seeds() -> Vec<(&'static str, Vec<u8>, PlaneReport, PlaneReport)> {
         cpu_percent: Some(1.25),
         memory_bytes: Some(12 << 20),
         memory_limit: Some(256 << 20),
+        volumes: Vec::new(),
+        devices: Vec::new(),
+        stopped_reason: None,
     });
+    let ControlPlaneMessage::StatusResponse(plain) = &status else {
+        unreachable!("built just above")
+    };
+    let status_volumes = ControlPlaneMessage::StatusResponse(StatusResponse {
+        state: DeploymentState::Exited,
+        volumes: vec![VolumeUsage {
+            volume: "blog/data".into(),
+            used_bytes: Some(5 << 20),
+            share_bytes: 1 << 30,
+        }],
+        devices: vec!["arm".into()],
+        stopped_reason: Some(
+            "stopped by the provider: volume blog/data uses 2.3 GiB, over its 2 GiB share".into(),
+        ),
+        ..plain.clone()
+    });
+    let mut with_volumes = DeployRequest::new("ghcr.io/acme/notes:1.4", 8080);
+    with_volumes.name = Some("notes".into());
+    with_volumes.volumes = vec![VolumeMount {
+        name: "data".into(),
+        path: "/var/lib/notes".into(),
+        size_bytes: Some(2 << 30),
+    }];
+    with_volumes.devices = vec!["arm".into()];
+    let import = Request::VolumeImport(VolumeImportRequest {
+        volume: "blog/data".into(),
+        size_bytes: 10240,
+        sha256: "5f".repeat(32),
+        share_bytes: Some(2 << 30),
+        replace: false,
+    });
+    let volume_data = msg(ControlPlaneMessage::VolumeData(bytes::Bytes::from_static(
+        b"data/log\0\0\0",
+    )));
     vec![
         (
             "signed-deploy",
@@ -245,6 +283,143 @@ fn seeds() -> Vec<(&'static str, Vec<u8>, PlaneReport, PlaneReport)> {
             r(0, 0, no("json")),
         ),
         (
+            "deploy-volumes",
+            encode_req(&Request::Deploy(with_volumes.clone())),
+            r(0, 0, no("unsigned_request")),
+            r(1, 0, need(0)),
+        ),
+        (
+            "signed-deploy-volumes",
+            msg(ControlPlaneMessage::Signed(signed(
+                &Request::Deploy(with_volumes),
+                8,
+            ))),
+            r(1, 1, need(0)),
+            r(0, 0, no("not_a_request")),
+        ),
+        (
+            "deploy-volume-dotdot",
+            frame(
+                0x10,
+                r#"{"image":"nginx","port":80,"volumes":[{"name":"..","path":"/data"}]}"#,
+            ),
+            r(0, 0, no("unsigned_request")),
+            r(0, 0, no("invalid")),
+        ),
+        (
+            "deploy-volume-docker-sock",
+            frame(
+                0x10,
+                r#"{"image":"nginx","port":80,"volumes":[{"name":"docker.sock","path":"/var/run/docker.sock"}]}"#,
+            ),
+            r(0, 0, no("unsigned_request")),
+            r(0, 0, no("invalid")),
+        ),
+        (
+            "deploy-volume-bind",
+            frame(
+                0x10,
+                r#"{"image":"nginx","port":80,"volumes":[{"name":"x","path":"/x","type":"bind","source":"/"}]}"#,
+            ),
+            r(0, 0, no("unsigned_request")),
+            r(0, 0, no("json")),
+        ),
+        (
+            "deploy-device-path",
+            frame(
+                0x10,
+                r#"{"image":"nginx","port":80,"devices":["/dev/kvm"]}"#,
+            ),
+            r(0, 0, no("unsigned_request")),
+            r(0, 0, no("invalid")),
+        ),
+        (
+            "volume-import-request",
+            encode_req(&import),
+            r(0, 0, no("unsigned_request")),
+            r(1, 0, need(0)),
+        ),
+        (
+            "signed-volume-import",
+            [
+                msg(ControlPlaneMessage::Signed(signed(&import, 9))),
+                volume_data.clone(),
+            ]
+            .concat(),
+            r(2, 1, need(0)),
+            r(0, 0, no("not_a_request")),
+        ),
+        (
+            "signed-volumes",
+            msg(ControlPlaneMessage::Signed(signed(
+                &Request::Volumes(VolumesRequest {}),
+                10,
+            ))),
+            r(1, 1, need(0)),
+            r(0, 0, no("not_a_request")),
+        ),
+        (
+            // A client reads it as an export's bytes; a provider refuses it as a first message
+            // (not signed), and the request decoder refuses it outright.
+            "volume-data-bare",
+            volume_data,
+            r(1, 0, need(0)),
+            r(0, 0, no("not_a_request")),
+        ),
+        (
+            "volume-data-oversized",
+            vec![0x29, 0, 1, 0, 1],
+            r(0, 0, no("too_large")),
+            r(0, 0, no("not_a_request")),
+        ),
+        (
+            "status-response-volumes",
+            msg(status_volumes),
+            r(1, 0, need(0)),
+            r(0, 0, no("not_a_request")),
+        ),
+        (
+            "list-response-stopped",
+            msg(ControlPlaneMessage::ListResponse(ListResponse {
+                deployments: vec![DeploymentSummary {
+                    id: "d-1".into(),
+                    name: "blog".into(),
+                    image: "nginx".into(),
+                    url: "https://blog.apps.example.com".into(),
+                    state: DeploymentState::Exited,
+                    created_at: NOW,
+                    stopped_reason: Some(
+                        "stopped by the provider: volume blog/data is over its share".into(),
+                    ),
+                }],
+            })),
+            r(1, 0, need(0)),
+            r(0, 0, no("not_a_request")),
+        ),
+        (
+            "volumes-response",
+            msg(ControlPlaneMessage::VolumesResponse(VolumesResponse {
+                volumes: vec![VolumeInfo {
+                    volume: "blog/data".into(),
+                    used_bytes: Some(5 << 20),
+                    share_bytes: 1 << 30,
+                    in_use_by: vec!["blog (running)".into()],
+                    created_at: Some(NOW),
+                }],
+            })),
+            r(1, 0, need(0)),
+            r(0, 0, no("not_a_request")),
+        ),
+        (
+            "volume-end",
+            msg(ControlPlaneMessage::VolumeEnd(VolumeEnd {
+                bytes: 10240,
+                sha256: "5f".repeat(32),
+            })),
+            r(1, 0, need(0)),
+            r(0, 0, no("not_a_request")),
+        ),
+        (
             "logs-request",
             encode_req(&logs),
             r(0, 0, no("unsigned_request")),
@@ -301,6 +476,7 @@ fn seeds() -> Vec<(&'static str, Vec<u8>, PlaneReport, PlaneReport)> {
                     url: "https://blog.apps.example.com".into(),
                     state: DeploymentState::Exited,
                     created_at: NOW,
+                    stopped_reason: None,
                 }],
             })),
             r(1, 0, need(0)),
@@ -371,6 +547,43 @@ fn seeds() -> Vec<(&'static str, Vec<u8>, PlaneReport, PlaneReport)> {
             r(0, 0, no("not_a_request")),
         ),
     ]
+}
+
+/// What the import decoder (a provider reading an archive after a signed import request)
+/// makes of some seeds: only `VolumeData` frames pass.
+#[test]
+fn import_decoder_accepts_only_volume_data() {
+    let r = |decoded, end| PlaneReport {
+        decoded,
+        verified: 0,
+        end,
+    };
+    let pinned = [
+        ("volume-data-bare", r(1, PlaneEnd::NeedMore(0))),
+        (
+            "volume-data-oversized",
+            r(0, PlaneEnd::Refused("too_large")),
+        ),
+        (
+            "signed-volume-import",
+            r(0, PlaneEnd::Refused("not_volume_data")),
+        ),
+        ("volume-end", r(0, PlaneEnd::Refused("not_volume_data"))),
+        (
+            "volume-import-request",
+            r(0, PlaneEnd::Refused("not_volume_data")),
+        ),
+        ("unknown-type", r(0, PlaneEnd::Refused("unknown_type"))),
+        ("empty", r(0, PlaneEnd::NeedMore(0))),
+    ];
+    let seeds = seeds();
+    for (name, report) in pinned {
+        let (_, bytes, _, _) = seeds
+            .iter()
+            .find(|(n, ..)| *n == name)
+            .unwrap_or_else(|| panic!("no seed {name}"));
+        assert_eq!(check_import_data(bytes), report, "seed {name}");
+    }
 }
 
 #[test]

@@ -12,10 +12,10 @@ use ed25519_dalek::SigningKey;
 use peercompute_tunnel_proto::{
     ControlPlaneDecodeError, ControlPlaneMessage, DeployProgress, DeployRequest, DeployResponse,
     DeployStage, DeploymentState, DeploymentSummary, EnvVar, ErrorCode, ErrorResponse, ListRequest,
-    ListResponse, LogEntry, LogStream, LogsEnd, LogsRequest, MAX_CONTROL_PLANE_FRAME, MessageType,
-    NoUrl, Nonce, PeerId, ReplayGuard, Request, SignedEnvelope, StatusRequest, StatusResponse,
-    StopRequest, StopResponse, decode_control_plane, decode_request, encode_control_plane,
-    encode_request,
+    ListResponse, LogEntry, LogStream, LogsEnd, LogsRequest, MAX_CONTROL_PLANE_FRAME,
+    MAX_VOLUME_DATA, MessageType, NoUrl, Nonce, PeerId, ReplayGuard, Request, SignedEnvelope,
+    StatusRequest, StatusResponse, StopRequest, StopResponse, decode_control_plane, decode_request,
+    encode_control_plane, encode_request,
 };
 use proptest::collection::vec;
 use proptest::option::of;
@@ -200,6 +200,9 @@ fn status() -> impl Strategy<Value = StatusResponse> {
             cpu_percent: usage.0,
             memory_bytes: usage.1,
             memory_limit: usage.2,
+            volumes: Vec::new(),
+            devices: Vec::new(),
+            stopped_reason: None,
         },
     )
 }
@@ -213,6 +216,7 @@ fn summary() -> impl Strategy<Value = DeploymentSummary> {
             url,
             state,
             created_at,
+            stopped_reason: None,
         },
     )
 }
@@ -378,9 +382,10 @@ proptest! {
         len in (MAX_CONTROL_PLANE_FRAME as u32 + 1)..=u32::MAX,
     ) {
         let prefix = [&[ty.to_u8()][..], &len.to_be_bytes()].concat();
+        let max = if ty == MessageType::VolumeData { MAX_VOLUME_DATA } else { MAX_CONTROL_PLANE_FRAME };
         let too_large = ControlPlaneDecodeError::TooLarge {
             len: len as usize,
-            max: MAX_CONTROL_PLANE_FRAME,
+            max,
         };
         let decoder: Decoder<()> = if ty.is_request() {
             |b| decode_request(b).map(|r| r.map(drop))

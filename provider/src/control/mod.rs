@@ -167,6 +167,13 @@ async fn respond(
             }
             reply(framed, ControlPlaneMessage::LogsEnd(LogsEnd {})).await
         }
+        other => Err(error(
+            ErrorCode::BadRequest,
+            format!(
+                "{} is not served by this provider yet",
+                other.message_type()
+            ),
+        )),
     }
 }
 

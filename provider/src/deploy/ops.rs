@@ -101,6 +101,9 @@ impl Deployments {
             memory_limit: usage
                 .and_then(|u| u.memory_limit_bytes)
                 .or(Some(record.memory_bytes)),
+            volumes: Vec::new(),
+            devices: Vec::new(),
+            stopped_reason: None,
         })
     }
 
@@ -131,6 +134,7 @@ impl Deployments {
                     url: r.url,
                     state,
                     created_at: r.created_at,
+                    stopped_reason: None,
                 }
             })
             .collect();

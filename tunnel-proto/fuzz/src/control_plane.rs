@@ -3,8 +3,9 @@
 //! `tests/control_plane_props.rs` include this file with `#[path]`, so every file of
 //! `corpus/control_plane_frame/` is replayed through the same code by plain `cargo test`.
 //!
-//! The same bytes are fed to both control-plane decoders (the stream decoder and the signed
-//! payload's request decoder), decoding repeatedly from the front of one buffer until the
+//! The same bytes are fed to the three control-plane decoders (the stream decoder, the signed
+//! payload's request decoder, and the import-archive decoder a provider reads `VolumeData`
+//! with after a signed import request), decoding repeatedly from the front of one buffer until the
 //! decoder asks for more bytes or refuses. It must never panic, and:
 //! - every decoded value consumed at least the 5-byte prefix, from the front only;
 //! - re-encoding a decoded value succeeds (unless the canonical JSON outgrows the frame
@@ -17,11 +18,11 @@
 //!
 //! Only `bytes` and the codec crate are used here, so the file compiles in both crates.
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use peercompute_tunnel_proto::{
     ControlPlaneDecodeError, ControlPlaneEncodeError, ControlPlaneMessage, MAX_CONTROL_PLANE_FRAME,
-    PeerId, ReplayGuard, decode_control_plane, decode_request, encode_control_plane,
-    encode_request,
+    PeerId, ReplayGuard, decode_control_plane, decode_import_data, decode_request,
+    encode_control_plane, encode_request,
 };
 
 /// Peer id of the Ed25519 key with the 32-byte seed `[1; 32]`, the signer of the corpus seeds.
@@ -60,13 +61,16 @@ pub fn kind(e: &ControlPlaneDecodeError) -> &'static str {
         ControlPlaneDecodeError::NotARequest(_) => "not_a_request",
         ControlPlaneDecodeError::TruncatedPayload => "truncated_payload",
         ControlPlaneDecodeError::TrailingPayload(_) => "trailing_payload",
+        ControlPlaneDecodeError::NotVolumeData(_) => "not_volume_data",
         ControlPlaneDecodeError::Json { .. } => "json",
         ControlPlaneDecodeError::Invalid { .. } => "invalid",
     }
 }
 
-/// Runs both decoders over `data`: (stream decoder report, request decoder report).
+/// Runs the three decoders over `data`: (stream decoder report, request decoder report); the
+/// import decoder's report is [`check_import_data`]'s.
 pub fn check_control_plane(data: &[u8]) -> (PlaneReport, PlaneReport) {
+    check_import_data(data);
     let signer: PeerId = CLIENT_ID.parse().expect("CLIENT_ID is a valid peer id");
     let stream = check_frames(
         data,
@@ -83,6 +87,15 @@ pub fn check_control_plane(data: &[u8]) -> (PlaneReport, PlaneReport) {
     );
     let requests = check_frames(data, decode_request, encode_request, |_| false);
     (stream, requests)
+}
+
+/// Runs the import-archive decoder over `data`.
+pub fn check_import_data(data: &[u8]) -> PlaneReport {
+    check_frames(data, decode_import_data, encode_volume_data, |_| false)
+}
+
+fn encode_volume_data(data: &Bytes, dst: &mut BytesMut) -> Result<(), ControlPlaneEncodeError> {
+    encode_control_plane(&ControlPlaneMessage::VolumeData(data.clone()), dst)
 }
 
 fn check_frames<T: PartialEq + std::fmt::Debug>(

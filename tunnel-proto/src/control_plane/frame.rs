@@ -7,10 +7,15 @@
 //! the type byte is present and a length above [`MAX_CONTROL_PLANE_FRAME`] as soon as the
 //! 5-byte prefix is, before buffering the body; both return `Ok(None)` without consuming
 //! anything while a frame is incomplete.
+//!
+//! One type is not JSON: `VolumeData` carries raw archive bytes, at most [`MAX_VOLUME_DATA`].
+//! The stream decoder reads it as an answer (an export); a provider reads the archive of an
+//! import with [`decode_import_data`], which accepts nothing else, and only after a signed
+//! `VolumeImportRequest` on the same stream.
 
 use std::fmt;
 
-use bytes::{Buf, BufMut, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -20,6 +25,10 @@ use super::messages::{
 };
 use super::signing::SignedEnvelope;
 use super::validate::{InvalidMessage, validate_deployment_id, validate_finite, validate_tail};
+use super::volumes::{
+    MAX_VOLUME_DATA, VolumeEnd, VolumeExportRequest, VolumeImportRequest, VolumeRemoveRequest,
+    VolumeRemoved, VolumesRequest, VolumesResponse, validate_volume_ref,
+};
 
 /// libp2p protocol name of the control plane.
 pub const CONTROL_PLANE_PROTOCOL: &str = "/peercompute/control/1";
@@ -39,6 +48,10 @@ pub enum MessageType {
     StatusRequest,
     ListRequest,
     LogsRequest,
+    VolumesRequest,
+    VolumeRemoveRequest,
+    VolumeExportRequest,
+    VolumeImportRequest,
     DeployProgress,
     DeployResponse,
     StopResponse,
@@ -46,18 +59,27 @@ pub enum MessageType {
     ListResponse,
     LogEntry,
     LogsEnd,
+    VolumesResponse,
+    VolumeRemoved,
+    /// Raw archive bytes (not JSON), at most [`MAX_VOLUME_DATA`].
+    VolumeData,
+    VolumeEnd,
     Error,
 }
 
 impl MessageType {
     /// Every type, in wire order.
-    pub const ALL: [Self; 14] = [
+    pub const ALL: [Self; 22] = [
         Self::Signed,
         Self::DeployRequest,
         Self::StopRequest,
         Self::StatusRequest,
         Self::ListRequest,
         Self::LogsRequest,
+        Self::VolumesRequest,
+        Self::VolumeRemoveRequest,
+        Self::VolumeExportRequest,
+        Self::VolumeImportRequest,
         Self::DeployProgress,
         Self::DeployResponse,
         Self::StopResponse,
@@ -65,6 +87,10 @@ impl MessageType {
         Self::ListResponse,
         Self::LogEntry,
         Self::LogsEnd,
+        Self::VolumesResponse,
+        Self::VolumeRemoved,
+        Self::VolumeData,
+        Self::VolumeEnd,
         Self::Error,
     ];
 
@@ -77,6 +103,10 @@ impl MessageType {
             Self::StatusRequest => 0x12,
             Self::ListRequest => 0x13,
             Self::LogsRequest => 0x14,
+            Self::VolumesRequest => 0x15,
+            Self::VolumeRemoveRequest => 0x16,
+            Self::VolumeExportRequest => 0x17,
+            Self::VolumeImportRequest => 0x18,
             Self::DeployProgress => 0x20,
             Self::DeployResponse => 0x21,
             Self::StopResponse => 0x22,
@@ -84,6 +114,10 @@ impl MessageType {
             Self::ListResponse => 0x24,
             Self::LogEntry => 0x25,
             Self::LogsEnd => 0x26,
+            Self::VolumesResponse => 0x27,
+            Self::VolumeRemoved => 0x28,
+            Self::VolumeData => 0x29,
+            Self::VolumeEnd => 0x2a,
             Self::Error => 0x2f,
         }
     }
@@ -102,6 +136,10 @@ impl MessageType {
                 | Self::StatusRequest
                 | Self::ListRequest
                 | Self::LogsRequest
+                | Self::VolumesRequest
+                | Self::VolumeRemoveRequest
+                | Self::VolumeExportRequest
+                | Self::VolumeImportRequest
         )
     }
 }
@@ -124,6 +162,12 @@ pub enum ControlPlaneMessage {
     ListResponse(ListResponse),
     LogEntry(LogEntry),
     LogsEnd(LogsEnd),
+    VolumesResponse(VolumesResponse),
+    VolumeRemoved(VolumeRemoved),
+    /// Raw archive bytes of an export (provider → client) or an import (client → provider,
+    /// read with [`decode_import_data`]); at most [`MAX_VOLUME_DATA`].
+    VolumeData(Bytes),
+    VolumeEnd(VolumeEnd),
     Error(ErrorResponse),
 }
 
@@ -135,6 +179,11 @@ pub enum Request {
     Status(StatusRequest),
     List(ListRequest),
     Logs(LogsRequest),
+    Volumes(VolumesRequest),
+    VolumeRemove(VolumeRemoveRequest),
+    VolumeExport(VolumeExportRequest),
+    /// The archive follows on the same stream as `VolumeData` frames.
+    VolumeImport(VolumeImportRequest),
 }
 
 impl Request {
@@ -146,6 +195,10 @@ impl Request {
             Self::Status(_) => MessageType::StatusRequest,
             Self::List(_) => MessageType::ListRequest,
             Self::Logs(_) => MessageType::LogsRequest,
+            Self::Volumes(_) => MessageType::VolumesRequest,
+            Self::VolumeRemove(_) => MessageType::VolumeRemoveRequest,
+            Self::VolumeExport(_) => MessageType::VolumeExportRequest,
+            Self::VolumeImport(_) => MessageType::VolumeImportRequest,
         }
     }
 
@@ -156,11 +209,14 @@ impl Request {
             Self::Stop(StopRequest { id }) | Self::Status(StatusRequest { id }) => {
                 validate_deployment_id(id)
             }
-            Self::List(ListRequest {}) => Ok(()),
+            Self::List(ListRequest {}) | Self::Volumes(VolumesRequest {}) => Ok(()),
             Self::Logs(req) => {
                 validate_deployment_id(&req.id)?;
                 validate_tail(req.tail)
             }
+            Self::VolumeRemove(VolumeRemoveRequest { volume })
+            | Self::VolumeExport(VolumeExportRequest { volume }) => validate_volume_ref(volume),
+            Self::VolumeImport(req) => req.validate(),
         }
     }
 }
@@ -180,6 +236,8 @@ pub enum ControlPlaneDecodeError {
     TruncatedPayload,
     #[error("{0} bytes follow the request in the signed payload")]
     TrailingPayload(usize),
+    #[error("expected the volume archive (VolumeData), got {0}")]
+    NotVolumeData(MessageType),
     #[error("{ty} body is not accepted: {reason}")]
     Json { ty: MessageType, reason: String },
     #[error("invalid {ty}: {source}")]
@@ -229,6 +287,10 @@ pub fn encode_control_plane(
         ControlPlaneMessage::ListResponse(m) => put_frame(MessageType::ListResponse, m, dst),
         ControlPlaneMessage::LogEntry(m) => put_frame(MessageType::LogEntry, m, dst),
         ControlPlaneMessage::LogsEnd(m) => put_frame(MessageType::LogsEnd, m, dst),
+        ControlPlaneMessage::VolumesResponse(m) => put_frame(MessageType::VolumesResponse, m, dst),
+        ControlPlaneMessage::VolumeRemoved(m) => put_frame(MessageType::VolumeRemoved, m, dst),
+        ControlPlaneMessage::VolumeData(data) => put_raw(MessageType::VolumeData, data, dst),
+        ControlPlaneMessage::VolumeEnd(m) => put_frame(MessageType::VolumeEnd, m, dst),
         ControlPlaneMessage::Error(m) => put_frame(MessageType::Error, m, dst),
     }
 }
@@ -244,6 +306,10 @@ pub fn encode_request(req: &Request, dst: &mut BytesMut) -> Result<(), ControlPl
         Request::Status(m) => put_frame(ty, m, dst),
         Request::List(m) => put_frame(ty, m, dst),
         Request::Logs(m) => put_frame(ty, m, dst),
+        Request::Volumes(m) => put_frame(ty, m, dst),
+        Request::VolumeRemove(m) => put_frame(ty, m, dst),
+        Request::VolumeExport(m) => put_frame(ty, m, dst),
+        Request::VolumeImport(m) => put_frame(ty, m, dst),
     }
 }
 
@@ -256,18 +322,35 @@ fn put_frame<T: Serialize>(
         ty,
         reason: e.to_string(),
     })?;
-    if json.len() > MAX_CONTROL_PLANE_FRAME {
+    put_raw(ty, &json, dst)
+}
+
+fn put_raw(
+    ty: MessageType,
+    body: &[u8],
+    dst: &mut BytesMut,
+) -> Result<(), ControlPlaneEncodeError> {
+    let max = max_body(ty);
+    if body.len() > max {
         return Err(ControlPlaneEncodeError::TooLarge {
             ty,
-            len: json.len(),
-            max: MAX_CONTROL_PLANE_FRAME,
+            len: body.len(),
+            max,
         });
     }
-    dst.reserve(PREFIX + json.len());
+    dst.reserve(PREFIX + body.len());
     dst.put_u8(ty.to_u8());
-    dst.put_u32(u32::try_from(json.len()).expect("body length is bounded by the frame maximum"));
-    dst.put_slice(&json);
+    dst.put_u32(u32::try_from(body.len()).expect("body length is bounded by the frame maximum"));
+    dst.put_slice(body);
     Ok(())
+}
+
+/// The largest body a frame of type `ty` may have.
+fn max_body(ty: MessageType) -> usize {
+    match ty {
+        MessageType::VolumeData => MAX_VOLUME_DATA,
+        _ => MAX_CONTROL_PLANE_FRAME,
+    }
 }
 
 /// Decodes one frame of the control-plane stream from the front of `src`, consuming it.
@@ -290,6 +373,10 @@ pub fn decode_control_plane(
         MessageType::ListResponse => ControlPlaneMessage::ListResponse(parse(ty, &body)?),
         MessageType::LogEntry => ControlPlaneMessage::LogEntry(parse(ty, &body)?),
         MessageType::LogsEnd => ControlPlaneMessage::LogsEnd(parse(ty, &body)?),
+        MessageType::VolumesResponse => ControlPlaneMessage::VolumesResponse(parse(ty, &body)?),
+        MessageType::VolumeRemoved => ControlPlaneMessage::VolumeRemoved(parse(ty, &body)?),
+        MessageType::VolumeData => ControlPlaneMessage::VolumeData(body.freeze()),
+        MessageType::VolumeEnd => ControlPlaneMessage::VolumeEnd(parse(ty, &body)?),
         MessageType::Error => ControlPlaneMessage::Error(parse(ty, &body)?),
         request => return Err(ControlPlaneDecodeError::UnsignedRequest(request)),
     };
@@ -308,11 +395,25 @@ pub fn decode_request(src: &mut BytesMut) -> Result<Option<Request>, ControlPlan
         MessageType::StatusRequest => Request::Status(parse(ty, &body)?),
         MessageType::ListRequest => Request::List(parse(ty, &body)?),
         MessageType::LogsRequest => Request::Logs(parse(ty, &body)?),
+        MessageType::VolumesRequest => Request::Volumes(parse(ty, &body)?),
+        MessageType::VolumeRemoveRequest => Request::VolumeRemove(parse(ty, &body)?),
+        MessageType::VolumeExportRequest => Request::VolumeExport(parse(ty, &body)?),
+        MessageType::VolumeImportRequest => Request::VolumeImport(parse(ty, &body)?),
         other => return Err(ControlPlaneDecodeError::NotARequest(other)),
     };
     req.validate()
         .map_err(|source| ControlPlaneDecodeError::Invalid { ty, source })?;
     Ok(Some(req))
+}
+
+/// Decodes one frame of an import's archive from the front of `src`, consuming it: what a
+/// provider reads after a signed `VolumeImportRequest`, and nothing else (any other type is
+/// refused as soon as its byte is seen). `Ok(None)`: more bytes are needed.
+pub fn decode_import_data(src: &mut BytesMut) -> Result<Option<Bytes>, ControlPlaneDecodeError> {
+    let Some((_, body)) = split_frame(src, volume_data_type)? else {
+        return Ok(None);
+    };
+    Ok(Some(body.freeze()))
 }
 
 /// Decodes a signed payload: exactly one whole request frame.
@@ -341,6 +442,14 @@ fn request_type(byte: u8) -> Result<MessageType, ControlPlaneDecodeError> {
     }
 }
 
+fn volume_data_type(byte: u8) -> Result<MessageType, ControlPlaneDecodeError> {
+    match MessageType::from_u8(byte) {
+        Some(MessageType::VolumeData) => Ok(MessageType::VolumeData),
+        Some(ty) => Err(ControlPlaneDecodeError::NotVolumeData(ty)),
+        None => Err(ControlPlaneDecodeError::UnknownType(byte)),
+    }
+}
+
 /// Splits one whole frame off the front of `src`, checking the type byte with `accept` and the
 /// length against the maximum before waiting for (or copying) the body.
 fn split_frame(
@@ -355,11 +464,9 @@ fn split_frame(
         return Ok(None);
     }
     let len = u32::from_be_bytes([src[1], src[2], src[3], src[4]]) as usize;
-    if len > MAX_CONTROL_PLANE_FRAME {
-        return Err(ControlPlaneDecodeError::TooLarge {
-            len,
-            max: MAX_CONTROL_PLANE_FRAME,
-        });
+    let max = max_body(ty);
+    if len > max {
+        return Err(ControlPlaneDecodeError::TooLarge { len, max });
     }
     if src.len() < PREFIX + len {
         return Ok(None);

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::attach::validate_attachments;
 use super::validate::{InvalidMessage, validate_env, validate_image_ref};
+use super::volumes::VolumeUsage;
 use crate::name::validate_name;
 
 /// One environment variable of a deployment. Its `Debug` output hides the value, which often
@@ -259,6 +260,15 @@ pub struct StatusResponse {
     pub memory_bytes: Option<u64>,
     #[serde(default)]
     pub memory_limit: Option<u64>,
+    /// The volumes it mounts, with their use and share; absent when none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<VolumeUsage>,
+    /// The devices mapped into it (by granted name); absent when none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub devices: Vec<String>,
+    /// Why the provider stopped it (e.g. a volume over its share); absent when it did not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped_reason: Option<String>,
 }
 
 /// List this client's deployments on the provider.
@@ -276,6 +286,9 @@ pub struct DeploymentSummary {
     pub url: String,
     pub state: DeploymentState,
     pub created_at: u64,
+    /// Why the provider stopped it (e.g. a volume over its share); absent when it did not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped_reason: Option<String>,
 }
 
 /// Provider → client: the deployments.
@@ -340,6 +353,11 @@ pub enum ErrorCode {
     /// The container runtime failed.
     Runtime,
     Internal,
+    /// A device asked for is not granted to the requester (or not granted at all): the
+    /// message says who can grant it and how.
+    NotGranted,
+    /// The volume is mounted by a deployment (running or stopped): stop it first.
+    InUse,
     #[serde(other)]
     Unknown,
 }

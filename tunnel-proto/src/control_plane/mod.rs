@@ -9,10 +9,12 @@
 //!   │ Signed{provider,nonce,timestamp,payload,signature} ─▶ verify: signer = Noise peer id,
 //!   │   payload = one request frame:                       provider = me, |now-ts| ≤ 5 min,
 //!   │   DeployRequest | StopRequest | StatusRequest        nonce unseen, verify_strict
-//!   │   | ListRequest | LogsRequest
+//!   │   | ListRequest | LogsRequest | Volumes… (see `volumes`)
 //!   │                    ◀─ DeployProgress* (pulling / starting / waiting / registering)
 //!   │                    ◀─ DeployResponse | StopResponse | StatusResponse | ListResponse
 //!   │                    ◀─ LogEntry* LogsEnd
+//!   │                    ◀─ VolumesResponse | VolumeRemoved | VolumeData* VolumeEnd
+//!   │ VolumeData* (only after a signed VolumeImportRequest) ─▶
 //!   │                    ◀─ Error{code,message}   (instead of any answer)
 //! ```
 //!
@@ -28,6 +30,8 @@
 //! - `validate`: the rules a deploy request (image reference, name, env, limits) and the
 //!   deployment ids of other requests must follow.
 //! - `signing`: the signed envelope, its canonical signing encoding and its verification.
+//! - `volumes`: the volume requests and answers (list, remove, export, import) and their
+//!   rules.
 //! - `replay`: the persisted nonce set that refuses replays, also after a restart.
 
 mod attach;
@@ -36,6 +40,7 @@ mod messages;
 mod replay;
 mod signing;
 mod validate;
+mod volumes;
 
 pub use attach::{
     MAX_ATTACH_NAME, MAX_DEVICES, MAX_MOUNT_PATH, MAX_VOLUMES, validate_device_name,
@@ -43,8 +48,8 @@ pub use attach::{
 };
 pub use frame::{
     CONTROL_PLANE_PROTOCOL, ControlPlaneDecodeError, ControlPlaneEncodeError, ControlPlaneMessage,
-    MAX_CONTROL_PLANE_FRAME, MessageType, Request, decode_control_plane, decode_request,
-    encode_control_plane, encode_request,
+    MAX_CONTROL_PLANE_FRAME, MessageType, Request, decode_control_plane, decode_import_data,
+    decode_request, encode_control_plane, encode_request,
 };
 pub use messages::{
     DeployProgress, DeployRequest, DeployResponse, DeployStage, DeploymentState, DeploymentSummary,
@@ -58,6 +63,11 @@ pub use signing::{
 pub use validate::{
     InvalidMessage, MAX_DEPLOYMENT_ID, MAX_ENV_BYTES, MAX_ENV_VARS, MAX_IMAGE_REF, MAX_LOG_TAIL,
     validate_deployment_id, validate_image_ref,
+};
+pub use volumes::{
+    MAX_VOLUME_DATA, VolumeEnd, VolumeExportRequest, VolumeImportRequest, VolumeInfo,
+    VolumeRemoveRequest, VolumeRemoved, VolumeUsage, VolumesRequest, VolumesResponse,
+    validate_sha256, validate_volume_ref,
 };
 
 #[cfg(test)]

@@ -79,6 +79,10 @@ pub enum InvalidMessage {
     TooManyDevices { count: usize, max: usize },
     #[error("device `{name}` is given twice")]
     DeviceDuplicate { name: String },
+    #[error("`{volume}` is not a volume: {reason}")]
+    VolumeRef { volume: String, reason: String },
+    #[error("`{0}` is not a SHA-256: give 64 lowercase hex digits")]
+    Sha256(String),
 }
 
 /// Checks a Docker image reference (see the module docs for the grammar).
