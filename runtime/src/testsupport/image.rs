@@ -44,6 +44,7 @@ pub struct ScratchImage {
     env: Vec<String>,
     ports: Vec<u16>,
     labels: BTreeMap<String, String>,
+    volumes: Vec<String>,
     architecture: Option<String>,
 }
 
@@ -57,6 +58,7 @@ impl ScratchImage {
             env: Vec::new(),
             ports: Vec::new(),
             labels: BTreeMap::new(),
+            volumes: Vec::new(),
             architecture: None,
         }
     }
@@ -92,6 +94,13 @@ impl ScratchImage {
     /// Adds a label (`LABEL`).
     pub fn label(mut self, key: &str, value: &str) -> Self {
         self.labels.insert(key.to_owned(), value.to_owned());
+        self
+    }
+
+    /// Declares a volume (`VOLUME`): the engine gives each container an anonymous volume
+    /// there.
+    pub fn volume(mut self, path: &str) -> Self {
+        self.volumes.push(path.to_owned());
         self
     }
 
@@ -158,7 +167,7 @@ impl ScratchImage {
             .iter()
             .map(|port| (format!("{port}/tcp"), json!({})))
             .collect();
-        let config = json!({
+        let mut config = json!({
             "architecture": architecture,
             "os": "linux",
             "created": "1970-01-01T00:00:00Z",
@@ -171,9 +180,17 @@ impl ScratchImage {
             },
             "rootfs": { "type": "layers", "diff_ids": [diff_id] },
             "history": [{ "created": "1970-01-01T00:00:00Z", "created_by": "peercompute testsupport" }],
-        })
-        .to_string()
-        .into_bytes();
+        });
+        if !self.volumes.is_empty() {
+            // Only when asked, so every other image's config (and digest) stays as it was.
+            let volumes: BTreeMap<&str, serde_json::Value> = self
+                .volumes
+                .iter()
+                .map(|v| (v.as_str(), json!({})))
+                .collect();
+            config["config"]["Volumes"] = json!(volumes);
+        }
+        let config = config.to_string().into_bytes();
         let config_name = format!("{}.json", hex(&Sha256::digest(&config)));
         let manifest = json!([{
             "Config": config_name,

@@ -9,7 +9,10 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use peercompute_runtime::testsupport::{Cleanup, ScratchImage, busybox, unique_name};
-use peercompute_runtime::{ContainerSpec, DockerRuntime, LogStream, StartedContainer};
+use peercompute_runtime::{
+    ContainerSpec, DockerRuntime, LABEL_HELPER, LogStream, StartedContainer, VolumeBinding,
+    VolumeLabels, volume_name,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -69,6 +72,11 @@ silent)
 crash)
     echo "fatal: missing config file /etc/app.conf" >&2
     exit 3 ;;
+script)
+    # The test's shell lines, run at every start (a halted container runs them again).
+    eval "$SCRIPT"
+    echo "script done"
+    serve ;;
 crashonce)
     if [ ! -e /crashed ]; then
         echo "first run: crashing in a second"
@@ -136,6 +144,37 @@ impl Fixture {
             memory_bytes: 64 << 20,
             attach: Default::default(),
         }
+    }
+
+    /// A spec whose container runs the shell lines `script` at each start, then serves.
+    pub(crate) fn script_spec(&self, script: &str) -> ContainerSpec {
+        let mut spec = self.spec("script");
+        spec.env.push(("SCRIPT".to_owned(), script.to_owned()));
+        spec
+    }
+
+    /// Creates a new volume `app`/`volume` in a scope and for a provider of its own (so
+    /// parallel tests never share one), registered for removal; returns its engine name and
+    /// labels.
+    pub(crate) async fn volume(&self, app: &str, volume: &str) -> (String, VolumeLabels) {
+        let labels = VolumeLabels {
+            provider: unique_name("provider-test"),
+            scope: unique_name("peer:test"),
+            app: app.to_owned(),
+            volume: volume.to_owned(),
+        };
+        let name = volume_name(&labels.provider, &labels.scope, app, volume);
+        self.cleanup.volume(&name);
+        // Helpers a failed test left would keep the volume in use.
+        self.cleanup
+            .containers_labelled(LABEL_HELPER, &labels.provider);
+        let created = self
+            .runtime
+            .ensure_volume(&name, &labels)
+            .await
+            .unwrap_or_else(|err| panic!("creating volume {name} failed: {err}"));
+        assert!(created, "volume {name} existed before the test");
+        (name, labels)
     }
 
     /// Starts `spec` and registers the container for removal.
@@ -216,6 +255,14 @@ pub(crate) async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
         .map(|(_, body)| body.to_owned())
         .unwrap_or_default();
     (status, body)
+}
+
+/// Volume `volume` mounted at `target`.
+pub(crate) fn mount(volume: &str, target: &str) -> VolumeBinding {
+    VolumeBinding {
+        volume: volume.to_owned(),
+        target: target.to_owned(),
+    }
 }
 
 /// Runs a test body with [`TEST_TIMEOUT`].

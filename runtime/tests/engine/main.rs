@@ -4,9 +4,11 @@
 //! itself in time and removes what it created through a guard, even when it fails.
 
 mod common;
+mod devices;
 mod images;
 mod lifecycle;
 mod logs;
 mod prune;
 mod readiness;
 mod sandbox;
+mod volumes;
