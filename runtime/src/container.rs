@@ -176,7 +176,7 @@ impl DockerRuntime {
     /// Stops `container` (SIGTERM, then SIGKILL after the policy's grace period) and removes
     /// it with its anonymous volumes. A container that is already gone is not an error.
     pub async fn stop(&self, container: &str) -> Result<(), ContainerError> {
-        match self.halt(container).await {
+        match self.stop_process(container).await {
             Ok(()) => {}
             Err(ContainerError::NotFound { .. }) => return Ok(()),
             Err(err) => return Err(err),
@@ -189,16 +189,20 @@ impl DockerRuntime {
     /// restart policy does not restart a container stopped this way). Already stopped is
     /// fine; a container that does not exist is [`ContainerError::NotFound`].
     pub async fn halt(&self, container: &str) -> Result<(), ContainerError> {
+        self.stop_process(container).await?;
+        tracing::info!(%container, "container halted");
+        Ok(())
+    }
+
+    /// SIGTERM, then SIGKILL after the policy's grace period; stopped already is fine.
+    async fn stop_process(&self, container: &str) -> Result<(), ContainerError> {
         let grace = i32::try_from(self.policy.stop_grace.as_secs()).unwrap_or(i32::MAX);
         let options = StopContainerOptions {
             t: Some(grace),
             ..Default::default()
         };
         match self.docker.stop_container(container, Some(options)).await {
-            Ok(()) => {
-                tracing::info!(%container, "container halted");
-                Ok(())
-            }
+            Ok(()) => Ok(()),
             Err(source) => match engine_status(&source) {
                 // 304: already stopped.
                 Some(304) => Ok(()),
