@@ -10,12 +10,11 @@
 //! probe function so that the table tests need no node.
 
 use std::fmt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use peercompute_fleet::FleetId;
 use peercompute_identity::PeerId;
-use peercompute_runtime::{DeviceBinding, GpuRequest};
+use peercompute_runtime::{DeviceBinding, DeviceError, GpuRequest};
 use tracing::warn;
 
 pub use crate::config::{DeviceGrant, DeviceKind, FleetRef, MAX_DEVICE_NAME};
@@ -298,45 +297,16 @@ impl DeviceGrant {
     }
 }
 
-/// Looks at the node at `path` now: it must be a character device; links are resolved.
+/// Looks at the node at `path` now, through the runtime's probe: a character device not on
+/// its denylist (memory, ports, consoles, ttys), links resolved.
 fn probe_node(path: &Path) -> Result<Node, ProbeError> {
-    let resolved = match std::fs::canonicalize(path) {
-        Ok(p) => p,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(ProbeError::Missing),
-        Err(e) => return Err(ProbeError::Unusable(e.to_string())),
-    };
-    let meta = std::fs::metadata(&resolved).map_err(|e| ProbeError::Unusable(e.to_string()))?;
-    if !meta.file_type().is_char_device() {
-        return Err(ProbeError::Unusable(format!(
-            "{} is not a character device (disks and other files are never passed through)",
-            resolved.display()
-        )));
-    }
-    let (major, minor) = (
-        nix::sys::stat::major(meta.rdev()),
-        nix::sys::stat::minor(meta.rdev()),
-    );
-    if let Some(what) = denied(major, minor) {
-        return Err(ProbeError::Unusable(format!(
-            "{} is {what} ({major}:{minor}), which never leaves the host",
-            resolved.display()
-        )));
-    }
-    Ok(Node {
-        path: resolved,
-        gid: meta.gid(),
-    })
-}
-
-/// Character devices that give a container the host: memory, I/O ports, consoles, ttys.
-fn denied(major: u64, minor: u64) -> Option<&'static str> {
-    match (major, minor) {
-        (1, 1) => Some("/dev/mem"),
-        (1, 2) => Some("/dev/kmem"),
-        (1, 4) => Some("/dev/port"),
-        (5, 1) => Some("the system console"),
-        (4, _) => Some("a virtual terminal"),
-        _ => None,
+    match peercompute_runtime::probe_device(path) {
+        Ok(found) => Ok(Node {
+            path: found.path,
+            gid: found.gid,
+        }),
+        Err(DeviceError::Missing { .. }) => Err(ProbeError::Missing),
+        Err(e) => Err(ProbeError::Unusable(e.to_string())),
     }
 }
 
@@ -590,7 +560,5 @@ mod tests {
                 matches!(probe_node(Path::new("/dev/mem")), Err(ProbeError::Unusable(m)) if m.contains("/dev/mem"))
             );
         }
-        assert_eq!(denied(4, 7), Some("a virtual terminal"));
-        assert_eq!(denied(1, 5), None, "/dev/zero may be granted");
     }
 }
