@@ -72,7 +72,9 @@ pub use io::{ControlReader, IoError, bind_udp, read_stream_header, write_control
 /// The peer id type of signed envelopes (`libp2p-identity`'s, re-exported).
 pub use libp2p_identity::PeerId;
 pub use name::{NameError, validate_name};
-pub use quantity::{QuantityError, format_cpu, format_memory, parse_cpu, parse_memory};
+pub use quantity::{
+    QuantityError, VolumeArgError, format_cpu, format_memory, parse_cpu, parse_memory, parse_volume,
+};
 pub use stream::{MAX_STREAM_HEADER, StreamHeader, StreamKind, decode_stream_header};
 pub use wire::{DecodeError, EncodeError};
 

@@ -7,7 +7,13 @@
 //! `--cpu`/`--memory`) and the provider (its limits, its admission messages, printed with the
 //! same units) share one definition without the client linking the container runtime.
 //!
+//! A volume argument (`NAME:/PATH[:SIZE]`) is parsed here too, with the same sizes.
+//!
 //! [`DeployRequest`]: crate::DeployRequest
+
+use crate::control_plane::{
+    InvalidMessage, VolumeMount, validate_mount_path, validate_volume_name,
+};
 
 /// A CPU or memory quantity that could not be understood. The message quotes the input
 /// and shows the accepted forms.
@@ -133,6 +139,62 @@ pub fn parse_memory(input: &str) -> Result<u64, QuantityError> {
         });
     }
     u64::try_from(bytes).map_err(|_| too_large("memory", input))
+}
+
+/// A `--volume` argument that could not be understood.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VolumeArgError {
+    #[error("--volume {input:?} is not NAME:/PATH or NAME:/PATH:SIZE (e.g. data:/var/lib/app:2G)")]
+    Syntax { input: String },
+    #[error("--volume {input:?}: {source}")]
+    Invalid {
+        input: String,
+        source: InvalidMessage,
+    },
+    #[error("--volume {input:?}: the size: {source}")]
+    Size {
+        input: String,
+        source: QuantityError,
+    },
+}
+
+/// Parses a volume argument: `NAME:/PATH` or `NAME:/PATH:SIZE` (SIZE as [`parse_memory`]
+/// reads it), checked by the wire rules, so a bad one fails before anything is signed.
+///
+/// ```
+/// use peercompute_tunnel_proto::parse_volume;
+/// let v = parse_volume("data:/var/lib/notes:2G").unwrap();
+/// assert_eq!((v.name.as_str(), v.path.as_str(), v.size_bytes), ("data", "/var/lib/notes", Some(2 << 30)));
+/// assert_eq!(parse_volume("data:/data").unwrap().size_bytes, None);
+/// ```
+pub fn parse_volume(input: &str) -> Result<VolumeMount, VolumeArgError> {
+    let mut parts = input.split(':');
+    let (Some(name), Some(path), size, None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(VolumeArgError::Syntax {
+            input: input.to_owned(),
+        });
+    };
+    let invalid = |source| VolumeArgError::Invalid {
+        input: input.to_owned(),
+        source,
+    };
+    validate_volume_name(name).map_err(invalid)?;
+    validate_mount_path(path).map_err(invalid)?;
+    let size_bytes = size
+        .map(|size| {
+            parse_memory(size).map_err(|source| VolumeArgError::Size {
+                input: input.to_owned(),
+                source,
+            })
+        })
+        .transpose()?;
+    Ok(VolumeMount {
+        name: name.to_owned(),
+        path: path.to_owned(),
+        size_bytes,
+    })
 }
 
 /// Prints millicores the way [`parse_cpu`] reads them: `1500m`.
@@ -281,6 +343,55 @@ mod tests {
         assert!(err.to_string().contains("256M"), "{err}");
         let err = parse_cpu("0.0001").expect_err("finer than 1m");
         assert!(err.to_string().contains("finer than 1m"), "{err}");
+    }
+
+    #[test]
+    fn volume_table() {
+        let ok = [
+            ("data:/data", ("data", "/data", None)),
+            (
+                "data:/var/lib/notes:2G",
+                ("data", "/var/lib/notes", Some(2 << 30)),
+            ),
+            ("db-1:/srv/db:512MiB", ("db-1", "/srv/db", Some(512 << 20))),
+        ];
+        for (input, (name, path, size)) in ok {
+            let v = parse_volume(input).unwrap_or_else(|e| panic!("{input}: {e}"));
+            assert_eq!(
+                (v.name.as_str(), v.path.as_str(), v.size_bytes),
+                (name, path, size)
+            );
+        }
+        for (input, kind) in [
+            ("data", "Syntax"),
+            ("", "Syntax"),
+            ("data:/x:1G:extra", "Syntax"),
+            ("../x:/x", "Invalid"),
+            ("/abs:/x", "Invalid"),
+            ("docker.sock:/x", "Invalid"),
+            ("data:relative", "Invalid"),
+            ("data:/proc/x", "Invalid"),
+            ("data:/", "Invalid"),
+            ("data:/x/", "Invalid"),
+            (":/x", "Invalid"),
+            ("data:/x:0", "Size"),
+            ("data:/x:lots", "Size"),
+            ("data:/x:", "Size"),
+        ] {
+            let got = parse_volume(input);
+            assert!(
+                got.as_ref()
+                    .is_err_and(|e| format!("{e:?}").starts_with(kind)),
+                "{input}: {got:?}, expected {kind}"
+            );
+        }
+        let msg = parse_volume("data:/proc/x")
+            .expect_err("refused")
+            .to_string();
+        assert!(
+            msg.contains("/proc") && msg.contains("data:/proc/x"),
+            "{msg}"
+        );
     }
 
     #[test]
