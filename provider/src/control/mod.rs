@@ -1,10 +1,12 @@
 //! The control protocol server (`/peercompute/control/1`): accepts streams from peers,
 //! refuses untrusted ones before anything else, verifies the signed request (signature,
 //! target, freshness, replay — persisted), validates it and hands it to the deployment
-//! manager, streaming progress and logs back. Every failure becomes one protocol `Error` a
+//! manager, streaming progress and logs back. `volumes` serves the volume requests (list,
+//! remove, and the export and import streams). Every failure becomes one protocol `Error` a
 //! person can act on.
 
 mod replay;
+mod volumes;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -167,13 +169,14 @@ async fn respond(
             }
             reply(framed, ControlPlaneMessage::LogsEnd(LogsEnd {})).await
         }
-        other => Err(error(
-            ErrorCode::BadRequest,
-            format!(
-                "{} is not served by this provider yet",
-                other.message_type()
-            ),
-        )),
+        Request::Volumes(_) => volumes::list(&peer, framed, deployments).await,
+        Request::VolumeRemove(req) => {
+            volumes::remove(&peer, &req.volume, framed, deployments).await
+        }
+        Request::VolumeExport(req) => {
+            volumes::export(&peer, &req.volume, framed, deployments).await
+        }
+        Request::VolumeImport(req) => volumes::import(&peer, req, framed, deployments).await,
     }
 }
 

@@ -6,13 +6,19 @@
 //!
 //! - `state`: the persisted records; `ops`: stop, status, list, logs; `publish`: the route
 //!   at the gateway and the URL it gives; `reconcile`: what the daemon does at start with the
-//!   containers Docker still has.
+//!   containers Docker still has; `attach`: granted devices and named volumes, decided before
+//!   any container exists; `enforce`: the periodic check that halts the users of a volume
+//!   over its share.
 
+mod attach;
+mod enforce;
 mod ops;
 mod publish;
 mod reconcile;
 mod state;
+mod volume_ops;
 
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -26,7 +32,10 @@ use peercompute_tunnel_proto::{
 use tokio::sync::mpsc;
 use tracing::info;
 
+use crate::devices::DeviceGrants;
 use crate::tunnel::TunnelHandle;
+use crate::volumes::{VolumeSettings, Volumes};
+pub(crate) use attach::volume_error;
 pub(crate) use ops::log_stream;
 pub use reconcile::ReconcileReport;
 pub use state::StateError;
@@ -56,6 +65,27 @@ pub(crate) struct Deployments {
     me: PeerId,
     ready_timeout: Duration,
     firewall: Firewall,
+    /// The daemon's one volume ledger (the fleet shares it).
+    volumes: Arc<Volumes>,
+    /// What the machine's owner grants.
+    devices: DeviceGrants,
+    /// Where imports are spooled and checked (`<home>/state/spool`).
+    spool_dir: std::path::PathBuf,
+}
+
+/// What [`Deployments::open_parts`] needs.
+#[derive(Debug)]
+pub(crate) struct DeployParts<'a> {
+    pub(crate) state_dir: &'a Path,
+    pub(crate) runtime: Option<DockerRuntime>,
+    pub(crate) tunnel: Option<TunnelHandle>,
+    pub(crate) me: PeerId,
+    pub(crate) settings: &'a DeploySettings,
+    pub(crate) firewall: Firewall,
+    /// `--max-volumes-size`, `--volume-check-interval`.
+    pub(crate) volumes: VolumeSettings,
+    /// The owner's device grants.
+    pub(crate) devices: DeviceGrants,
 }
 
 pub(crate) fn error(code: ErrorCode, message: impl Into<String>) -> ErrorResponse {
@@ -72,23 +102,52 @@ pub(crate) fn now_secs() -> u64 {
 }
 
 impl Deployments {
+    /// [`open_parts`](Self::open_parts) with the default volume settings and no device
+    /// granted (lib.rs moves to `open_parts`; this goes then).
+    #[allow(dead_code)] // only until lib.rs has moved
     pub(crate) fn open(
-        state_dir: &std::path::Path,
+        state_dir: &Path,
         runtime: Option<DockerRuntime>,
         tunnel: Option<TunnelHandle>,
         me: PeerId,
         settings: &DeploySettings,
         firewall: Firewall,
     ) -> Result<Self, StateError> {
-        Ok(Self {
+        Self::open_parts(DeployParts {
+            state_dir,
             runtime,
             tunnel,
-            admission: Mutex::new(Admission::new(settings.limits)),
-            store: Arc::new(Mutex::new(Store::open(state_dir)?)),
             me,
-            ready_timeout: settings.ready_timeout,
+            settings,
             firewall,
+            volumes: VolumeSettings {
+                max_bytes: crate::config::DEFAULT_MAX_VOLUMES_SIZE,
+                check_interval: crate::config::DEFAULT_VOLUME_CHECK_INTERVAL,
+            },
+            devices: DeviceGrants::default(),
         })
+    }
+
+    /// Opens the deployments and the volume ledger of `state_dir`.
+    pub(crate) fn open_parts(parts: DeployParts<'_>) -> Result<Self, StateError> {
+        let volumes = Volumes::open(parts.state_dir, &parts.me, parts.volumes)?;
+        Ok(Self {
+            runtime: parts.runtime,
+            tunnel: parts.tunnel,
+            admission: Mutex::new(Admission::new(parts.settings.limits)),
+            store: Arc::new(Mutex::new(Store::open(parts.state_dir)?)),
+            me: parts.me,
+            ready_timeout: parts.settings.ready_timeout,
+            firewall: parts.firewall,
+            volumes: Arc::new(volumes),
+            devices: parts.devices,
+            spool_dir: parts.state_dir.join("spool"),
+        })
+    }
+
+    /// The volume ledger, shared with the fleet.
+    pub(crate) fn volumes(&self) -> Arc<Volumes> {
+        self.volumes.clone()
     }
 
     fn runtime(&self) -> Result<&DockerRuntime, ErrorResponse> {
@@ -150,26 +209,39 @@ impl Deployments {
         self.admission()
             .admit(&id, resources)
             .map_err(|e| error(ErrorCode::LimitExceeded, e.to_string()))?;
-        let result = self
-            .deploy_admitted(runtime, owner, &id, &name, &req, resources, &progress)
-            .await;
+        let result = match self.reserve_attachments(&owner, &name, &req) {
+            Ok(reserved) => {
+                let admitted = Admitted {
+                    id: &id,
+                    name: &name,
+                    resources,
+                    reserved: &reserved,
+                };
+                self.deploy_admitted(runtime, owner, admitted, &req, &progress)
+                    .await
+            }
+            Err(e) => Err(e),
+        };
         if result.is_err() {
             self.admission().release(&id);
         }
         result
     }
 
-    #[allow(clippy::too_many_arguments)]
     async fn deploy_admitted(
         &self,
         runtime: &DockerRuntime,
         owner: PeerId,
-        id: &str,
-        name: &str,
+        admitted: Admitted<'_>,
         req: &DeployRequest,
-        resources: Resources,
         progress: &mpsc::Sender<DeployProgress>,
     ) -> Result<DeployResponse, ErrorResponse> {
+        let Admitted {
+            id,
+            name,
+            resources,
+            reserved,
+        } = admitted;
         let say = |stage, message: String| {
             let _ = progress.try_send(DeployProgress {
                 stage,
@@ -196,8 +268,19 @@ impl Deployments {
                 });
             })
             .await
-            .map_err(image_error)?;
+            .map_err(image_error)
+            .inspect_err(|_| self.volumes.cancel(&reserved.grants))?;
 
+        if !req.volumes.is_empty() {
+            say(
+                DeployStage::Starting,
+                attach::volumes_message(&reserved.grants),
+            );
+        }
+        let attach = self
+            .attach(runtime, reserved, req)
+            .await
+            .inspect_err(|_| self.volumes.cancel(&reserved.grants))?;
         say(
             DeployStage::Starting,
             "starting a sandboxed container".into(),
@@ -212,7 +295,7 @@ impl Deployments {
             env: deployment_env(req, &self.me, id, name),
             cpu_millis: resources.cpu_millis,
             memory_bytes: resources.memory_bytes,
-            attach: Default::default(),
+            attach,
         };
         let started = runtime
             .start(&spec)
@@ -229,6 +312,9 @@ impl Deployments {
             memory_bytes: resources.memory_bytes,
             url: String::new(),
             created_at: now_secs(),
+            volumes: reserved.grants.iter().map(|g| g.name.clone()).collect(),
+            devices: req.devices.clone(),
+            stopped_reason: None,
         };
         // Recorded before anything can fail, so a crash from here on leaves no orphan.
         let saved = self.store().put(record.clone());
@@ -290,6 +376,14 @@ impl Deployments {
             no_url,
         })
     }
+}
+
+/// A deploy past admission: its id, name, resources, devices and volume shares.
+struct Admitted<'a> {
+    id: &'a str,
+    name: &'a str,
+    resources: Resources,
+    reserved: &'a attach::Reserved,
 }
 
 /// The request's environment plus what the app may want to show about where it runs

@@ -5,7 +5,7 @@ use peercompute_identity::PeerId;
 use peercompute_runtime::{ContainerState, LogSource, LogStream as RuntimeLogs};
 use peercompute_tunnel_proto::{
     DeploymentState, DeploymentSummary, ErrorCode, ErrorResponse, ListResponse, StatusResponse,
-    StopResponse,
+    StopResponse, VolumeUsage,
 };
 use tracing::info;
 
@@ -52,6 +52,7 @@ impl Deployments {
             .await
             .map_err(|e| error(ErrorCode::Runtime, e.to_string()))?;
         self.admission().release(id);
+        self.volumes.clear_halted(&record.container_id);
         self.store()
             .remove(id)
             .map_err(|e| error(ErrorCode::Internal, e.to_string()))?;
@@ -101,10 +102,27 @@ impl Deployments {
             memory_limit: usage
                 .and_then(|u| u.memory_limit_bytes)
                 .or(Some(record.memory_bytes)),
-            volumes: Vec::new(),
-            devices: Vec::new(),
-            stopped_reason: None,
+            volumes: self.volume_usage(&record.volumes),
+            devices: record.devices.clone(),
+            stopped_reason: record
+                .stopped_reason
+                .clone()
+                .or_else(|| self.volumes.stopped_reason(&record.container_id)),
         })
+    }
+
+    /// The use and share of the volumes a deployment mounts (engine names), as last measured.
+    fn volume_usage(&self, names: &[String]) -> Vec<VolumeUsage> {
+        let ledger = self.volumes.snapshot();
+        names
+            .iter()
+            .filter_map(|n| ledger.get(n))
+            .map(|e| VolumeUsage {
+                volume: e.id.label(),
+                used_bytes: e.used_bytes,
+                share_bytes: e.share_bytes,
+            })
+            .collect()
     }
 
     pub(crate) async fn list(&self, owner: &PeerId) -> Result<ListResponse, ErrorResponse> {
@@ -134,7 +152,7 @@ impl Deployments {
                     url: r.url,
                     state,
                     created_at: r.created_at,
-                    stopped_reason: None,
+                    stopped_reason: r.stopped_reason,
                 }
             })
             .collect();

@@ -2,7 +2,8 @@
 //! removed a container, Docker restarted). Reconcile by label: running containers of known
 //! deployments are re-adopted and their routes re-registered; managed containers nobody
 //! recorded are removed (no orphans); records whose container is gone are dropped and
-//! reported.
+//! reported. Named volumes are never touched here: removing a container (even an orphan)
+//! leaves them, and the volume ledger is brought in line with the volumes' labels.
 
 use peercompute_runtime::{ContainerState, Resources};
 use tracing::{info, warn};
@@ -24,6 +25,9 @@ impl Deployments {
         let Some(runtime) = &self.runtime else {
             return report;
         };
+        self.volumes
+            .rebuild_from_engine(runtime, super::now_secs())
+            .await;
         let managed = match runtime.list_managed().await {
             Ok(m) => m,
             Err(e) => {

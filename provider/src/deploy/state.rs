@@ -24,6 +24,15 @@ pub(crate) struct Record {
     pub(crate) url: String,
     /// Unix seconds.
     pub(crate) created_at: u64,
+    /// Engine names of the named volumes it mounts (absent in files from before volumes).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) volumes: Vec<String>,
+    /// Names of the granted devices it holds.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) devices: Vec<String>,
+    /// Why the provider halted it (a volume over its share); the container is kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) stopped_reason: Option<String>,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -41,6 +50,8 @@ pub enum StateError {
     Corrupt { path: PathBuf, reason: String },
     #[error("cannot save deployments to {path}: {source}")]
     Write { path: PathBuf, source: io::Error },
+    #[error(transparent)]
+    Volumes(#[from] crate::volumes::LedgerFileError),
 }
 
 /// The in-memory table and its file.
@@ -114,6 +125,27 @@ impl Store {
         })
     }
 
+    /// Sets (or clears) why deployment `id` was halted, and saves; `Ok(false)` when there
+    /// is no such deployment or nothing changed.
+    pub(crate) fn set_stopped_reason(
+        &mut self,
+        id: &str,
+        reason: Option<String>,
+    ) -> Result<bool, StateError> {
+        let Some(record) = self.records.get_mut(id) else {
+            return Ok(false);
+        };
+        if record.stopped_reason == reason {
+            return Ok(false);
+        }
+        let previous = std::mem::replace(&mut record.stopped_reason, reason);
+        self.save().map(|()| true).inspect_err(|_| {
+            if let Some(r) = self.records.get_mut(id) {
+                r.stopped_reason = previous;
+            }
+        })
+    }
+
     /// Removes, then saves.
     pub(crate) fn remove(&mut self, id: &str) -> Result<Option<Record>, StateError> {
         let removed = self.records.remove(id);
@@ -151,6 +183,9 @@ mod tests {
             memory_bytes: 1 << 28,
             url: "https://x".into(),
             created_at: 1,
+            volumes: Vec::new(),
+            devices: Vec::new(),
+            stopped_reason: None,
         }
     }
 
@@ -193,5 +228,46 @@ mod tests {
         );
         let store = Store::open(dir.path()).expect("reopen");
         assert_eq!(store.get("a").map(|r| r.url.as_str()), Some("https://a.x"));
+    }
+
+    #[test]
+    fn a_halt_reason_is_kept_across_reopen_and_old_files_still_parse() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut store = Store::open(dir.path()).expect("open");
+        store
+            .put(Record {
+                volumes: vec!["pcv-x-app-a-data".into()],
+                ..record("a")
+            })
+            .expect("put");
+        let reason = "stopped by the provider: volume app-a/data uses 6 MiB, over its 4 MiB share";
+        assert!(
+            store
+                .set_stopped_reason("a", Some(reason.into()))
+                .expect("save")
+        );
+        assert!(
+            !store
+                .set_stopped_reason("a", Some(reason.into()))
+                .expect("same")
+        );
+        assert!(!store.set_stopped_reason("gone", None).expect("gone"));
+        let store = Store::open(dir.path()).expect("reopen");
+        assert_eq!(
+            store.get("a").and_then(|r| r.stopped_reason.as_deref()),
+            Some(reason)
+        );
+        // A file written before volumes existed.
+        std::fs::write(
+            dir.path().join("deployments.json"),
+            br#"{"deployments":{"b":{"id":"b","name":"n","image":"i","owner":"o","container_id":"c","port":1,"cpu_millis":1,"memory_bytes":1,"url":"","created_at":1}}}"#,
+        )
+        .expect("write");
+        let store = Store::open(dir.path()).expect("old file");
+        assert!(
+            store
+                .get("b")
+                .is_some_and(|r| r.volumes.is_empty() && r.stopped_reason.is_none())
+        );
     }
 }

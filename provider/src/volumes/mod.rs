@@ -5,22 +5,35 @@
 //!
 //! - `ledger`: the shares and last measured use of every volume, and admission (pure).
 //! - `store`: the ledger's file, `<home>/state/volumes.json`.
+//! - `transfer`: import and export — the spool, the checks of an imported archive.
 //!
 //! [`Volumes`] is the one ledger of a daemon, shared by the deploy path and the fleet.
 
 mod ledger;
 mod store;
+mod transfer;
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
+use peercompute_identity::PeerId;
+use peercompute_runtime::{
+    DockerRuntime, VolumeBinding, VolumeError, VolumeLabels, format_memory, volume_name,
+};
+use peercompute_tunnel_proto::VolumeMount;
+use tracing::{debug, info, warn};
+
 pub use ledger::{Ask, DEFAULT_SHARE_BYTES, Entry, Grant, Ledger, Rebuilt, Refusal, VolumeId};
 use store::LedgerFile;
 pub use store::LedgerFileError;
+pub use transfer::{
+    ArchiveRefusal, ArchiveSummary, MAX_ENTRIES, Spool, SpoolError, check_archive, free_bytes,
+};
 
 /// The scope of a client's deploys.
-pub fn peer_scope(owner: &peercompute_identity::PeerId) -> String {
+pub fn peer_scope(owner: &PeerId) -> String {
     format!("peer:{owner}")
 }
 
@@ -38,19 +51,30 @@ pub struct VolumeSettings {
     pub check_interval: Duration,
 }
 
-/// The daemon's volume ledger and its limits.
+/// The daemon's volume ledger, its limits, and the containers the check halted.
 #[derive(Debug)]
 pub struct Volumes {
     file: Mutex<LedgerFile>,
     settings: VolumeSettings,
+    /// This daemon's peer id: the `peercompute.provider` label of its volumes.
+    provider: String,
+    /// Container id → why the volume check halted it (shown by status and ls; the fleet
+    /// records it as the apply's failure).
+    halted: Mutex<BTreeMap<String, String>>,
 }
 
 impl Volumes {
     /// Opens `<state_dir>/volumes.json` (empty when absent).
-    pub fn open(state_dir: &Path, settings: VolumeSettings) -> Result<Self, LedgerFileError> {
+    pub fn open(
+        state_dir: &Path,
+        provider: &PeerId,
+        settings: VolumeSettings,
+    ) -> Result<Self, LedgerFileError> {
         Ok(Self {
             file: Mutex::new(LedgerFile::open(state_dir)?),
             settings,
+            provider: provider.to_string(),
+            halted: Mutex::new(BTreeMap::new()),
         })
     }
 
@@ -62,9 +86,34 @@ impl Volumes {
         self.file.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    fn halted(&self) -> MutexGuard<'_, BTreeMap<String, String>> {
+        self.halted.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// A copy of the ledger as it is now.
     pub fn snapshot(&self) -> Ledger {
         self.file().ledger.clone()
+    }
+
+    /// The engine name of `app/volume` in `scope` on this daemon.
+    pub fn engine_name(&self, scope: &str, app: &str, volume: &str) -> String {
+        volume_name(&self.provider, scope, app, volume)
+    }
+
+    /// What a request's mounts ask for, in `scope`, for `app`.
+    pub fn asks(&self, scope: &str, app: &str, mounts: &[VolumeMount]) -> Vec<Ask> {
+        mounts
+            .iter()
+            .map(|m| Ask {
+                name: self.engine_name(scope, app, &m.name),
+                id: VolumeId {
+                    scope: scope.to_owned(),
+                    app: app.to_owned(),
+                    volume: m.name.clone(),
+                },
+                size_bytes: m.size_bytes,
+            })
+            .collect()
     }
 
     /// Admits `asks` under `--max-volumes-size` and records their shares at once (so two
@@ -78,37 +127,155 @@ impl Volumes {
     }
 
     /// Gives back the shares of grants whose volumes were never created.
-    pub fn cancel(&self, grants: &[Grant]) -> Result<(), LedgerFileError> {
-        self.file().change(|l| l.ungrant_new(grants))
+    pub fn cancel(&self, grants: &[Grant]) {
+        if let Err(e) = self.file().change(|l| l.ungrant_new(grants)) {
+            warn!("{e}");
+        }
     }
 
-    /// Records what the engine measured (`None`: it could not say).
-    pub fn measured(&self, usage: &[(String, Option<u64>)]) -> Result<(), LedgerFileError> {
-        self.file().change(|l| {
-            for (name, used) in usage {
+    /// Creates (or reuses, labels matching) the engine volumes of `grants` and returns the
+    /// mounts for the container, in the order of `mounts` (the same order `asks` had). A
+    /// volume of that name with other labels is refused and logged as a collision.
+    pub async fn create(
+        &self,
+        runtime: &DockerRuntime,
+        grants: &[Grant],
+        mounts: &[VolumeMount],
+    ) -> Result<Vec<VolumeBinding>, VolumeError> {
+        let mut bindings = Vec::with_capacity(grants.len());
+        for (grant, mount) in grants.iter().zip(mounts) {
+            let labels = VolumeLabels {
+                provider: self.provider.clone(),
+                scope: grant.id.scope.clone(),
+                app: grant.id.app.clone(),
+                volume: grant.id.volume.clone(),
+            };
+            runtime.ensure_volume(&grant.name, &labels).await?;
+            bindings.push(VolumeBinding {
+                volume: grant.name.clone(),
+                target: mount.path.clone(),
+            });
+        }
+        Ok(bindings)
+    }
+
+    /// At start: finds this daemon's volumes by their labels, measures them, and brings the
+    /// ledger in line (a lost `volumes.json` is rebuilt; shares of known volumes are kept).
+    /// Also removes helper containers a crash left, and warns when the maximum is more than
+    /// the engine's disk has free.
+    pub async fn rebuild_from_engine(&self, runtime: &DockerRuntime, now: u64) {
+        match runtime.remove_stale_helpers(&self.provider).await {
+            Ok(0) => {}
+            Ok(n) => info!("removed {n} volume helper container(s) left by a crash"),
+            Err(e) => warn!("cannot remove stale volume helpers: {e}"),
+        }
+        let listed = match runtime.list_volumes(&self.provider).await {
+            Ok(listed) => listed,
+            Err(e) => {
+                warn!("cannot list this provider's volumes; their shares stay as saved: {e}");
+                return;
+            }
+        };
+        let mut found = Vec::with_capacity(listed.len());
+        for v in listed {
+            let used = runtime.volume_usage(&v.name).await.ok().flatten();
+            let id = VolumeId {
+                scope: v.labels.scope,
+                app: v.labels.app,
+                volume: v.labels.volume,
+            };
+            found.push((v.name, id, used));
+        }
+        match self.file().change(|l| l.rebuild(found, now)) {
+            Ok(r) => {
+                for name in &r.added {
+                    info!(volume = %name, "volume found by its labels, not in volumes.json: its share is 1 GiB (or what it uses)");
+                }
+                for name in &r.dropped {
+                    warn!(volume = %name, "volume in volumes.json is gone from the engine (removed by hand?): forgotten");
+                }
+            }
+            Err(e) => warn!("{e}"),
+        }
+        self.warn_if_disk_smaller(runtime).await;
+    }
+
+    /// The quota is soft: say so when the disk could not hold the maximum.
+    async fn warn_if_disk_smaller(&self, runtime: &DockerRuntime) {
+        let Ok(Some(root)) = runtime.data_root().await else {
+            return;
+        };
+        let Some(free) = free_bytes(&root) else {
+            return;
+        };
+        let max = self.settings.max_bytes;
+        if max > free {
+            warn!(
+                "--max-volumes-size is {} but the engine's disk ({}) has {} free: volumes may fill it before their shares are reached",
+                format_memory(max),
+                root.display(),
+                format_memory(free)
+            );
+        }
+    }
+
+    /// Measures every volume in the ledger and records it; returns the volumes over their
+    /// share, with the message their users are halted with.
+    pub async fn measure(&self, runtime: &DockerRuntime) -> Vec<(String, String)> {
+        let names: Vec<String> = self.snapshot().iter().map(|(n, _)| n.clone()).collect();
+        let mut usage = Vec::with_capacity(names.len());
+        for name in names {
+            match runtime.volume_usage(&name).await {
+                Ok(used) => usage.push((name, used)),
+                Err(e) => debug!(volume = %name, "cannot measure: {e}"),
+            }
+        }
+        let mut file = self.file();
+        if let Err(e) = file.change(|l| {
+            for (name, used) in &usage {
                 l.measured(name, *used);
             }
-        })
+        }) {
+            warn!("{e}");
+        }
+        file.ledger
+            .over_share()
+            .into_iter()
+            .map(|(name, e)| (name.clone(), over_share_reason(e)))
+            .collect()
+    }
+
+    /// Remembers that the check halted `container` and why.
+    pub fn mark_halted(&self, container: &str, reason: &str) {
+        self.halted()
+            .insert(container.to_owned(), reason.to_owned());
+    }
+
+    /// Why the volume check halted `container`, if it did.
+    pub fn stopped_reason(&self, container: &str) -> Option<String> {
+        self.halted().get(container).cloned()
+    }
+
+    /// Forgets a halted container (removed, or resumed by a redeploy).
+    pub fn clear_halted(&self, container: &str) {
+        self.halted().remove(container);
     }
 
     /// Drops a removed volume.
     pub fn forget(&self, name: &str) -> Result<Option<Entry>, LedgerFileError> {
         self.file().change(|l| l.forget(name))
     }
+}
 
-    /// Raises a volume's share (an import with `--share`).
-    pub fn raise_share(&self, name: &str, share_bytes: u64) -> Result<(), LedgerFileError> {
-        self.file().change(|l| l.raise_share(name, share_bytes))
-    }
-
-    /// Brings the ledger in line with the volumes the engine has (at start).
-    pub fn rebuild(
-        &self,
-        found: Vec<(String, VolumeId, Option<u64>)>,
-        now: u64,
-    ) -> Result<Rebuilt, LedgerFileError> {
-        self.file().change(|l| l.rebuild(found, now))
-    }
+/// "stopped by the provider: volume blog/data uses 2.3 GiB, over its 2 GiB share; export it
+/// or redeploy with a larger :SIZE".
+pub fn over_share_reason(e: &Entry) -> String {
+    format!(
+        "stopped by the provider: volume {} uses {}, over its {} share; export it or redeploy with a larger :SIZE",
+        e.id.label(),
+        format_memory(e.used_bytes.unwrap_or(0)),
+        format_memory(e.share_bytes)
+    )
 }
 
 /// Why [`Volumes::reserve`] refused.

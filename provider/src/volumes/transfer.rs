@@ -1,0 +1,300 @@
+//! Moving a volume's data in and out as a tar of `data/…` entries (the shape the runtime's
+//! helper container reads and writes).
+//!
+//! An import never reaches the engine unchecked: the bytes are spooled to
+//! `<home>/state/spool/<random>.tar` (0600, removed whatever happens), counted against the
+//! size the signed request fixed and hashed, then the archive is read entry by entry with
+//! the `tar` crate. Only regular files, directories and symlinks that stay inside the
+//! volume pass; every path starts `data/`, none is absolute or climbs with `..`; no
+//! setuid, setgid or sticky bit; no hard link, device or fifo; at most [`MAX_ENTRIES`]
+//! entries, and the files' total within the volume's share.
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Component, Path, PathBuf};
+
+use peercompute_tunnel_proto::format_memory;
+use sha2::{Digest, Sha256};
+
+/// Most entries an imported archive may hold.
+pub const MAX_ENTRIES: u64 = 1_000_000;
+
+/// The one top-level directory of a volume archive.
+const ROOT: &str = "data";
+
+/// Why an imported archive was refused.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ArchiveRefusal {
+    #[error("the archive is not a readable tar: {0}")]
+    Unreadable(String),
+    #[error(
+        "`{path}` is outside data/: a volume archive holds only data/… (as `peerctl volumes export` writes it)"
+    )]
+    OutsideData { path: String },
+    #[error("`{path}` is absolute or climbs with `..`: refused")]
+    BadPath { path: String },
+    #[error("`{path}` is a {kind}: a volume archive holds only files, directories and symlinks")]
+    Kind { path: String, kind: &'static str },
+    #[error("`{path}` has the setuid, setgid or sticky bit (mode {mode:o}): refused")]
+    Mode { path: String, mode: u32 },
+    #[error(
+        "`{path}` is a symlink to `{target}`, which leaves the volume: only relative links inside it are kept"
+    )]
+    Link { path: String, target: String },
+    #[error("the archive has more than {MAX_ENTRIES} entries")]
+    TooManyEntries,
+    #[error(
+        "the archive's files hold {} , over the volume's share of {}: import with a larger --share",
+        format_memory(*.bytes), format_memory(*.share)
+    )]
+    OverShare { bytes: u64, share: u64 },
+}
+
+/// What a checked archive holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ArchiveSummary {
+    pub entries: u64,
+    /// The regular files' bytes.
+    pub file_bytes: u64,
+}
+
+/// Reads the whole archive and refuses it at the first entry that breaks a rule.
+pub fn check_archive(reader: impl Read, share: u64) -> Result<ArchiveSummary, ArchiveRefusal> {
+    let unreadable = |e: io::Error| ArchiveRefusal::Unreadable(e.to_string());
+    let mut archive = tar::Archive::new(reader);
+    let mut summary = ArchiveSummary {
+        entries: 0,
+        file_bytes: 0,
+    };
+    for entry in archive.entries().map_err(unreadable)? {
+        let entry = entry.map_err(unreadable)?;
+        summary.entries += 1;
+        if summary.entries > MAX_ENTRIES {
+            return Err(ArchiveRefusal::TooManyEntries);
+        }
+        let path = entry.path().map_err(unreadable)?.into_owned();
+        let shown = path.display().to_string();
+        let depth = in_volume_depth(&path).ok_or_else(|| ArchiveRefusal::BadPath {
+            path: shown.clone(),
+        })?;
+        let top = path.components().find(|c| *c != Component::CurDir);
+        if top != Some(Component::Normal(ROOT.as_ref())) {
+            return Err(ArchiveRefusal::OutsideData { path: shown });
+        }
+        let header = entry.header();
+        let mode = header.mode().map_err(unreadable)?;
+        if mode & 0o7000 != 0 {
+            return Err(ArchiveRefusal::Mode { path: shown, mode });
+        }
+        match header.entry_type() {
+            tar::EntryType::Regular | tar::EntryType::Continuous => {
+                summary.file_bytes = summary.file_bytes.saturating_add(entry.size());
+                if summary.file_bytes > share {
+                    return Err(ArchiveRefusal::OverShare {
+                        bytes: summary.file_bytes,
+                        share,
+                    });
+                }
+            }
+            tar::EntryType::Directory => {}
+            tar::EntryType::Symlink => {
+                let target = entry
+                    .link_name()
+                    .map_err(unreadable)?
+                    .map(|t| t.into_owned())
+                    .unwrap_or_default();
+                // The link resolves from its own directory: one level above the link.
+                if !link_stays_inside(depth.saturating_sub(1), &target) {
+                    return Err(ArchiveRefusal::Link {
+                        path: shown,
+                        target: target.display().to_string(),
+                    });
+                }
+            }
+            other => {
+                return Err(ArchiveRefusal::Kind {
+                    path: shown,
+                    kind: kind_name(other),
+                });
+            }
+        }
+    }
+    Ok(summary)
+}
+
+/// How deep below `data` a path is (`data` itself: 0, `data/a`: 1), or `None` when it is
+/// absolute or has `..` (`Path` already folds `.` components away).
+fn in_volume_depth(path: &Path) -> Option<usize> {
+    let mut parts = path.components().peekable();
+    if parts.peek() == Some(&Component::CurDir) {
+        parts.next();
+    }
+    let mut depth = 0usize;
+    for part in parts {
+        match part {
+            Component::Normal(_) => depth += 1,
+            _ => return None,
+        }
+    }
+    depth.checked_sub(1)
+}
+
+/// Whether a symlink in a directory `dir_depth` levels below `data` that points at `target`
+/// resolves inside `data` (never absolute, never above it).
+fn link_stays_inside(dir_depth: usize, target: &Path) -> bool {
+    if target.as_os_str().is_empty() {
+        return false;
+    }
+    let mut depth = dir_depth;
+    for part in target.components() {
+        match part {
+            Component::Normal(_) => depth += 1,
+            Component::CurDir => {}
+            Component::ParentDir => match depth.checked_sub(1) {
+                Some(d) => depth = d,
+                None => return false,
+            },
+            Component::RootDir | Component::Prefix(_) => return false,
+        }
+    }
+    true
+}
+
+fn kind_name(t: tar::EntryType) -> &'static str {
+    match t {
+        tar::EntryType::Link => "hard link",
+        tar::EntryType::Char => "character device",
+        tar::EntryType::Block => "block device",
+        tar::EntryType::Fifo => "fifo",
+        tar::EntryType::GNUSparse => "sparse file",
+        _ => "special entry",
+    }
+}
+
+/// Why spooling stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum SpoolError {
+    #[error("cannot spool the import to {path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("the import sent more than the {declared} bytes its signed request announced")]
+    TooLong { declared: u64 },
+    #[error("the import ended after {got} of the {declared} bytes its signed request announced")]
+    TooShort { got: u64, declared: u64 },
+    #[error("the import's SHA-256 is {got}, not the {declared} its signed request announced")]
+    Digest { got: String, declared: String },
+}
+
+/// An import on its way to disk: counted, hashed, and removed when dropped.
+#[derive(Debug)]
+pub struct Spool {
+    path: PathBuf,
+    file: Option<File>,
+    declared: u64,
+    written: u64,
+    hasher: Sha256,
+}
+
+impl Spool {
+    /// Creates `<dir>/<random>.tar` (0600, never an existing file) for `declared` bytes.
+    pub fn create(dir: &Path, declared: u64) -> Result<Self, SpoolError> {
+        let name: [u8; 12] = rand::random();
+        let path = dir.join(format!("{}.tar", hex::encode(name)));
+        let io = |source| SpoolError::Io {
+            path: path.clone(),
+            source,
+        };
+        std::fs::create_dir_all(dir).map_err(io)?;
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(io)?;
+        Ok(Self {
+            path,
+            file: Some(file),
+            declared,
+            written: 0,
+            hasher: Sha256::new(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Appends a chunk; refused once the total passes the declared size.
+    pub fn write(&mut self, chunk: &[u8]) -> Result<(), SpoolError> {
+        let total = self.written.saturating_add(chunk.len() as u64);
+        if total > self.declared {
+            return Err(SpoolError::TooLong {
+                declared: self.declared,
+            });
+        }
+        let file = self.file.as_mut().ok_or_else(|| SpoolError::Io {
+            path: self.path.clone(),
+            source: io::Error::other("the spool file is already closed"),
+        })?;
+        file.write_all(chunk).map_err(|source| SpoolError::Io {
+            path: self.path.clone(),
+            source,
+        })?;
+        self.hasher.update(chunk);
+        self.written = total;
+        Ok(())
+    }
+
+    /// Closes the file and checks size and SHA-256 (lowercase hex) against the request.
+    pub fn finish(&mut self, declared_sha256: &str) -> Result<(), SpoolError> {
+        if let Some(file) = self.file.take() {
+            file.sync_all().map_err(|source| SpoolError::Io {
+                path: self.path.clone(),
+                source,
+            })?;
+        }
+        if self.written != self.declared {
+            return Err(SpoolError::TooShort {
+                got: self.written,
+                declared: self.declared,
+            });
+        }
+        let got = hex::encode(self.hasher.clone().finalize());
+        if !got.eq_ignore_ascii_case(declared_sha256) {
+            return Err(SpoolError::Digest {
+                got,
+                declared: declared_sha256.to_owned(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The spooled archive, for reading.
+    pub fn open(&self) -> Result<File, SpoolError> {
+        File::open(&self.path).map_err(|source| SpoolError::Io {
+            path: self.path.clone(),
+            source,
+        })
+    }
+}
+
+impl Drop for Spool {
+    fn drop(&mut self) {
+        self.file.take();
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Free bytes (for unprivileged users) of the filesystem holding `path` (`statvfs`).
+pub fn free_bytes(path: &Path) -> Option<u64> {
+    let stats = nix::sys::statvfs::statvfs(path).ok()?;
+    #[allow(clippy::useless_conversion)] // the field types differ between platforms
+    let (available, fragment) = (
+        u64::from(stats.blocks_available()),
+        u64::from(stats.fragment_size()),
+    );
+    Some(available.saturating_mul(fragment))
+}
+
+#[cfg(test)]
+mod tests;

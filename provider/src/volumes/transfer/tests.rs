@@ -1,0 +1,237 @@
+use super::*;
+
+/// One raw entry: path and link name are written into the header bytes as given (the
+/// builder's own checks would refuse the hostile ones).
+struct Raw {
+    path: &'static str,
+    kind: tar::EntryType,
+    mode: u32,
+    data: Vec<u8>,
+    link: &'static str,
+}
+
+fn file(path: &'static str, data: &[u8]) -> Raw {
+    Raw {
+        path,
+        kind: tar::EntryType::Regular,
+        mode: 0o644,
+        data: data.to_vec(),
+        link: "",
+    }
+}
+
+fn dir(path: &'static str) -> Raw {
+    Raw {
+        path,
+        kind: tar::EntryType::Directory,
+        mode: 0o755,
+        data: Vec::new(),
+        link: "",
+    }
+}
+
+fn link(path: &'static str, target: &'static str) -> Raw {
+    Raw {
+        path,
+        kind: tar::EntryType::Symlink,
+        mode: 0o777,
+        data: Vec::new(),
+        link: target,
+    }
+}
+
+fn archive(entries: &[Raw]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for e in entries {
+        let mut header = tar::Header::new_gnu();
+        {
+            let gnu = header.as_gnu_mut().expect("gnu header");
+            gnu.name[..e.path.len()].copy_from_slice(e.path.as_bytes());
+            gnu.linkname[..e.link.len()].copy_from_slice(e.link.as_bytes());
+        }
+        header.set_entry_type(e.kind);
+        header.set_mode(e.mode);
+        header.set_size(e.data.len() as u64);
+        header.set_cksum();
+        out.extend_from_slice(header.as_bytes());
+        out.extend_from_slice(&e.data);
+        out.resize(out.len().div_ceil(512) * 512, 0);
+    }
+    out.extend_from_slice(&[0; 1024]);
+    out
+}
+
+fn check(entries: &[Raw], share: u64) -> Result<ArchiveSummary, ArchiveRefusal> {
+    check_archive(archive(entries).as_slice(), share)
+}
+
+#[test]
+fn a_volume_archive_passes() {
+    let ok = check(
+        &[
+            dir("data/"),
+            file("data/log", b"one\ntwo\n"),
+            dir("data/sub/"),
+            file("./data/sub/x", b"x"),
+            link("data/sub/up", "../log"),
+            link("data/here", "sub/./x"),
+        ],
+        1 << 20,
+    )
+    .expect("passes");
+    assert_eq!(
+        ok,
+        ArchiveSummary {
+            entries: 6,
+            file_bytes: 9
+        }
+    );
+}
+
+#[test]
+fn hostile_archives_are_refused_at_the_entry_that_breaks_a_rule() {
+    let cases: Vec<(Vec<Raw>, &str)> = vec![
+        (vec![file("../etc/passwd", b"x")], "climbs"),
+        (vec![file("data/../../x", b"x")], "climbs"),
+        (vec![file("/etc/passwd", b"x")], "absolute"),
+        (vec![file("etc/passwd", b"x")], "outside data/"),
+        (vec![file("datax/f", b"x")], "outside data/"),
+        (vec![link("data/l", "/etc/shadow")], "leaves the volume"),
+        (vec![link("data/l", "../x")], "leaves the volume"),
+        (vec![link("data/a/l", "../../x")], "leaves the volume"),
+        (vec![link("data/l", "")], "leaves the volume"),
+        (
+            vec![Raw {
+                mode: 0o4755,
+                ..file("data/su", b"x")
+            }],
+            "setuid",
+        ),
+        (
+            vec![Raw {
+                mode: 0o2755,
+                ..file("data/sg", b"x")
+            }],
+            "setuid",
+        ),
+        (
+            vec![Raw {
+                mode: 0o1777,
+                ..dir("data/t/")
+            }],
+            "setuid",
+        ),
+        (
+            vec![Raw {
+                kind: tar::EntryType::Link,
+                link: "data/log",
+                ..file("data/hard", b"")
+            }],
+            "hard link",
+        ),
+        (
+            vec![Raw {
+                kind: tar::EntryType::Char,
+                ..file("data/null", b"")
+            }],
+            "character device",
+        ),
+        (
+            vec![Raw {
+                kind: tar::EntryType::Block,
+                ..file("data/sda", b"")
+            }],
+            "block device",
+        ),
+        (
+            vec![Raw {
+                kind: tar::EntryType::Fifo,
+                ..file("data/p", b"")
+            }],
+            "fifo",
+        ),
+        (
+            vec![file("data/a", &[1; 600]), file("data/b", &[2; 500])],
+            "over the volume's share",
+        ),
+    ];
+    for (entries, want) in cases {
+        let err = check(&entries, 1024).expect_err(want);
+        assert!(err.to_string().contains(want), "{err} (wanted {want})");
+    }
+    let err = check_archive(&b"not a tar at all, just text"[..], 1 << 20);
+    assert!(err.is_err(), "{err:?}");
+}
+
+#[test]
+fn links_resolve_from_their_own_directory() {
+    assert!(link_stays_inside(0, Path::new("log")));
+    assert!(link_stays_inside(1, Path::new("../log")));
+    assert!(!link_stays_inside(0, Path::new("../log")));
+    assert!(link_stays_inside(2, Path::new("../../a/../b")));
+    assert!(!link_stays_inside(2, Path::new("../../../b")));
+    assert!(!link_stays_inside(5, Path::new("/data/x")));
+    assert_eq!(in_volume_depth(Path::new("data")), Some(0));
+    assert_eq!(in_volume_depth(Path::new("./data/a/b")), Some(2));
+    assert_eq!(in_volume_depth(Path::new("data/./a")), Some(1));
+    assert_eq!(in_volume_depth(Path::new("data/../a")), None);
+    assert_eq!(in_volume_depth(Path::new("")), None);
+}
+
+#[test]
+fn the_spool_counts_hashes_and_is_always_removed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spool_dir = dir.path().join("spool");
+    let body = b"hello volume";
+    let sha = hex::encode(Sha256::digest(body));
+
+    let mut spool = Spool::create(&spool_dir, body.len() as u64).expect("create");
+    let path = spool.path().to_owned();
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&path).expect("exists").permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600);
+    spool.write(&body[..5]).expect("part");
+    spool.write(&body[5..]).expect("rest");
+    spool.finish(&sha).expect("size and digest match");
+    let mut read = String::new();
+    spool
+        .open()
+        .expect("open")
+        .read_to_string(&mut read)
+        .expect("read");
+    assert_eq!(read.as_bytes(), body);
+    drop(spool);
+    assert!(!path.exists(), "removed when done");
+
+    // More than announced: refused at the chunk that passes it.
+    let mut spool = Spool::create(&spool_dir, 4).expect("create");
+    let path = spool.path().to_owned();
+    assert!(matches!(
+        spool.write(b"12345"),
+        Err(SpoolError::TooLong { declared: 4 })
+    ));
+    drop(spool);
+    assert!(!path.exists(), "removed after a refusal");
+
+    // Less than announced, or another digest.
+    let mut spool = Spool::create(&spool_dir, 5).expect("create");
+    spool.write(b"1234").expect("write");
+    assert!(matches!(
+        spool.finish(&sha),
+        Err(SpoolError::TooShort {
+            got: 4,
+            declared: 5
+        })
+    ));
+    drop(spool);
+    let mut spool = Spool::create(&spool_dir, body.len() as u64).expect("create");
+    spool.write(b"hello VOLUME").expect("write");
+    assert!(matches!(spool.finish(&sha), Err(SpoolError::Digest { .. })));
+    drop(spool);
+    assert_eq!(
+        std::fs::read_dir(&spool_dir).expect("dir").count(),
+        0,
+        "nothing left in the spool"
+    );
+}
