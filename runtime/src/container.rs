@@ -47,6 +47,15 @@ pub enum ContainerError {
         /// The id or name asked for.
         container: String,
     },
+    /// GPUs were asked for and the engine has no NVIDIA container runtime; the container
+    /// was removed again.
+    #[error(
+        "container {container} asks for GPUs and this engine has no NVIDIA container runtime: install nvidia-container-toolkit, or deploy without GPUs"
+    )]
+    NoGpuRuntime {
+        /// The container name.
+        container: String,
+    },
     /// The engine started the container but did not publish its port.
     #[error("container {container} runs but its port {port}/tcp is not published on 127.0.0.1")]
     NotPublished {
@@ -149,6 +158,11 @@ impl DockerRuntime {
                 Some(404) => ContainerError::NotFound {
                     container: id.to_owned(),
                 },
+                _ if engine_message(&source).contains("could not select device driver") => {
+                    ContainerError::NoGpuRuntime {
+                        container: name.to_owned(),
+                    }
+                }
                 _ => engine_error("start container", name, source),
             })?;
         let inspect = self.inspect(id).await?;

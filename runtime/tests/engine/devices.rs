@@ -7,7 +7,7 @@
 use bytes::Bytes;
 use futures_util::stream;
 use peercompute_runtime::testsupport::FakeDevice;
-use peercompute_runtime::{DeviceAccess, DeviceBinding, probe_device};
+use peercompute_runtime::{ContainerError, DeviceAccess, DeviceBinding, GpuRequest, probe_device};
 
 use crate::common::{Fixture, engine, mount, within};
 
@@ -195,6 +195,36 @@ async fn a_granted_device_works_and_nothing_else_is_reachable() {
             Some(extra) => assert_eq!(extra, ["c 240:7 r"]),
             None => eprintln!("cgroup v2 host: devices.list not checked (the checks inside ran)"),
         }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn gpus_without_the_nvidia_runtime_are_refused_and_leave_no_container() {
+    let fx = Fixture::new("gpu").await;
+    within(async {
+        let info = engine().info().await.expect("engine info");
+        let has_nvidia = info
+            .runtimes
+            .unwrap_or_default()
+            .contains_key("nvidia");
+        let present = fx.runtime.gpu_runtime_present().await.expect("info");
+        assert_eq!(present, has_nvidia);
+        if present {
+            eprintln!("this engine has the NVIDIA runtime: the refusal is not checked here");
+            return;
+        }
+        let mut spec = fx.spec("serve");
+        spec.attach.gpus = Some(GpuRequest::Count(1));
+        let refused = fx.runtime.start(&spec).await;
+        assert!(
+            matches!(&refused, Err(ContainerError::NoGpuRuntime { container }) if *container == spec.container_name()),
+            "{refused:?}"
+        );
+        let left = engine()
+            .inspect_container(&spec.container_name(), None)
+            .await;
+        assert!(left.is_err(), "the container was left behind");
     })
     .await;
 }
