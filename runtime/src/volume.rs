@@ -36,8 +36,12 @@ pub const LABEL_VOLUME: &str = "peercompute.volume";
 /// `pcv-<first 24 hex digits of SHA-256(provider "\n" scope)>-<app>-<volume>`. The scope is
 /// hashed so names stay short and carry no peer id; the provider is hashed in because several
 /// daemons may share one engine and each must keep its own data. `app` and `volume` must
-/// already follow the wire rules (a DNS label; `[a-z0-9][a-z0-9-]{0,31}`). The labels, not
-/// the name, are authoritative: [`DockerRuntime::ensure_volume`] checks them all.
+/// already follow the wire rules (a DNS label; `[a-z0-9][a-z0-9-]{0,31}`), so the name fits
+/// the engine's rule for volume names (`[a-zA-Z0-9][a-zA-Z0-9_.-]+`) and is at most 125 bytes
+/// (4 + 24 + 1 + 63 + 1 + 32; the engine only needs it to be one path component). Since `-`
+/// may occur in both parts, app `a-b` volume `c` and app `a` volume `b-c` share a name: the
+/// labels, not the name, are authoritative, and [`DockerRuntime::ensure_volume`] checks them
+/// all, so such a pair is refused as a collision rather than shared.
 pub fn volume_name(provider: &str, scope: &str, app: &str, volume: &str) -> String {
     let digest = Sha256::digest(format!("{provider}\n{scope}").as_bytes());
     let hash: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
