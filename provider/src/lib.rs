@@ -11,6 +11,7 @@
 //!   replay checks, dispatch, streamed progress and logs.
 //! - [`deploy`](crate::deploy): deployments — admission, image, sandboxed start, readiness,
 //!   route registration, persisted state, reconciliation at start.
+//! - [`devices`]: the devices this machine's owner grants, and who may use them.
 //! - [`fleet`](crate::fleet): the robot's side of a fleet — its copy of the fleet log kept in
 //!   step with the gateway, the join with a token, the reconciler that applies releases
 //!   (health-gated switch, rollback) and the signed status it reports.
@@ -125,12 +126,20 @@ impl Daemon {
         let state_dir = config.home.join("state");
         let replay = control::ReplayStore::open(&state_dir)?;
 
+        let mut gpu_runtime = false;
         let runtime = match DockerRuntime::connect().await {
             Ok(rt) => {
                 if let Err(e) = rt.ensure_sandbox_network().await {
                     warn!("{e}; deploy requests will fail until this is fixed");
                 }
                 egress_firewall(config.firewall).await;
+                gpu_runtime = match rt.gpu_runtime_present().await {
+                    Ok(present) => present,
+                    Err(e) => {
+                        warn!("{e}; GPU grants are refused until peercomputed restarts");
+                        false
+                    }
+                };
                 Some(rt)
             }
             Err(e) => {
@@ -171,15 +180,22 @@ impl Daemon {
                 });
             }
         }
+        let devices = devices::DeviceGrants::new(config.devices.clone(), gpu_runtime);
+        devices.warn_at_start();
         let fleet_runtime = runtime.clone();
-        let deployments = deploy::Deployments::open(
-            &state_dir,
+        let deployments = deploy::Deployments::open_parts(deploy::DeployParts {
+            state_dir: &state_dir,
             runtime,
-            tunnel.clone(),
+            tunnel: tunnel.clone(),
             me,
-            &config.deploy,
-            config.firewall,
-        )?;
+            settings: &config.deploy,
+            firewall: config.firewall,
+            volumes: volumes::VolumeSettings {
+                max_bytes: config.max_volumes_size,
+                check_interval: config.volume_check_interval,
+            },
+            devices: devices.clone(),
+        })?;
         let reconciled = deployments.reconcile().await;
 
         let node = Node::start(
@@ -213,6 +229,8 @@ impl Daemon {
                 runtime: fleet_runtime,
                 firewall: config.firewall,
                 limits: config.deploy.limits,
+                devices,
+                volumes: deployments.volumes(),
                 join: config.join.as_ref(),
             },
             &stop,
@@ -232,6 +250,7 @@ impl Daemon {
                     control::serve(node, ctx.clone()),
                     ctx.deployments
                         .follow_ports(std::time::Duration::from_secs(3)),
+                    ctx.deployments.check_volumes(),
                 );
             }
         });

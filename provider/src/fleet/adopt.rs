@@ -76,6 +76,54 @@ impl Applier {
         }
     }
 
+    /// Records as failed the serving releases whose container the volume check halted (its
+    /// volume over its share): not applied again until a newer release or a rollback, the
+    /// reason shown by `fleet status`; its route is withdrawn.
+    pub(crate) async fn record_volume_halts(&mut self) {
+        let mut withdrawn = Vec::new();
+        for (fleet, groups) in &mut self.applied.fleets {
+            for (group, applied) in &mut groups.groups {
+                let Some(serving) = &applied.serving else {
+                    continue;
+                };
+                let Some(reason) = self.volumes.stopped_reason(&serving.container_id) else {
+                    continue;
+                };
+                if applied
+                    .failed
+                    .as_ref()
+                    .is_some_and(|f| f.release == serving.release)
+                {
+                    continue;
+                }
+                warn!(%fleet, %group, version = %serving.version, "fleet: {reason}");
+                applied.failed = Some(Failure {
+                    release: serving.release.clone(),
+                    version: serving.version.clone(),
+                    reason: reason.clone(),
+                    refused: false,
+                });
+                if let Ok(fleet_id) = fleet.parse::<FleetId>() {
+                    self.board.update(fleet_id, group, |a| {
+                        a.phase = Phase::Failed;
+                        a.reason = Some(reason);
+                        a.changed_at_ms = now_ms();
+                    });
+                }
+                withdrawn.push(serving.route.clone());
+            }
+        }
+        if withdrawn.is_empty() {
+            return;
+        }
+        self.save();
+        if let Some(tunnel) = &self.tunnel {
+            for route in withdrawn {
+                tunnel.unregister(&route).await;
+            }
+        }
+    }
+
     /// Docker gives a restarted container a new port: keep each route on the current one.
     pub(crate) async fn follow_ports(&mut self) {
         let Some(tunnel) = self.tunnel.clone() else {

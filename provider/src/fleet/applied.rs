@@ -54,6 +54,13 @@ pub(crate) struct Serving {
     /// The memory its container holds, in bytes (0 likewise).
     #[serde(default)]
     pub(crate) memory_bytes: u64,
+    /// The owner-granted devices its container holds, by grant name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) devices: Vec<String>,
+    /// How long the app was down when this release replaced the previous one exclusively
+    /// (`volume_exclusive`, or an unshared device): old one halted → new one healthy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) gap_ms: Option<u64>,
 }
 
 /// The last release that did not become healthy.
@@ -154,12 +161,28 @@ impl Applied {
 
     /// What the serving apps of every group but `group` of `fleet` hold together: what a
     /// new release of that group must fit beside (the app it replaces does not count).
-    pub(crate) fn usage_except(&self, fleet: &str, group: &str) -> Usage {
+    /// The releases serving every group but `group` of `fleet`, in any fleet.
+    fn serving_except<'a>(
+        &'a self,
+        fleet: &'a str,
+        group: &'a str,
+    ) -> impl Iterator<Item = &'a Serving> + 'a {
         self.fleets
             .iter()
             .flat_map(|(f, groups)| groups.groups.iter().map(move |(g, a)| (f, g, a)))
-            .filter(|(f, g, _)| !(f.as_str() == fleet && g.as_str() == group))
+            .filter(move |(f, g, _)| !(f.as_str() == fleet && g.as_str() == group))
             .filter_map(|(_, _, a)| a.serving.as_ref())
+    }
+
+    /// The device grants the apps of every other group hold.
+    pub(crate) fn devices_except(&self, fleet: &str, group: &str) -> Vec<String> {
+        self.serving_except(fleet, group)
+            .flat_map(|s| s.devices.iter().cloned())
+            .collect()
+    }
+
+    pub(crate) fn usage_except(&self, fleet: &str, group: &str) -> Usage {
+        self.serving_except(fleet, group)
             .fold(Usage::default(), |mut sum, s| {
                 sum.cpu_millis += u64::from(s.cpu_millis);
                 sum.memory_bytes = sum.memory_bytes.saturating_add(s.memory_bytes);
@@ -215,6 +238,8 @@ mod tests {
             url: None,
             cpu_millis: 500,
             memory_bytes: 64 << 20,
+            devices: vec!["arm".into()],
+            gap_ms: Some(840),
         });
         applied.save(dir.path()).expect("save");
         assert_eq!(Applied::load(dir.path()).expect("load"), applied);

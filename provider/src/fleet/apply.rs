@@ -9,23 +9,37 @@
 //! healthy is stopped, the old one keeps serving, and the reason (what failed and the last log
 //! lines) is recorded in `applied.json` and the status. Fleet containers carry the provider
 //! label `<peer id>/fleet`, so the deployments' reconciliation leaves them alone.
+//!
+//! Attachments: a release's named volumes live in the scope `fleet:<fleet id>`, keyed by app,
+//! so every release of the app (by any admin) mounts the same data; its devices are the
+//! owner's grants to the fleet. By default both containers of a switch mount the volumes.
+//! With `volume_exclusive`, or an unshared device, the switch is exclusive: the old container
+//! is halted (kept) before the new one starts; healthy → the route moves and the old one is
+//! stopped; not healthy → the new one is stopped and the old one resumed and re-registered.
+//! The gap (halt → healthy, or → resumed) is logged and recorded. Stopping a container or
+//! leaving a group never removes a volume.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use peercompute_fleet::{AppStatus, FleetId, FleetState, MemberKey, Phase, ReleaseRecord};
 use peercompute_identity::PeerId;
-use peercompute_runtime::{ContainerSpec, DockerRuntime, HealthCheck, Limits, PinnedImage};
+use peercompute_runtime::{
+    Attachments, ContainerSpec, DockerRuntime, HealthCheck, Limits, PinnedImage,
+};
 use tracing::{info, warn};
 
 use super::applied::{Applied, Failure, Serving};
-use super::plan::{Action, plan, resources_of};
+use super::plan::{Action, Rules, plan, resources_of};
 use super::status::{StatusBoard, now_ms};
 use crate::config::Firewall;
 use crate::deploy::deployment_env;
+use crate::devices::{DeviceGrants, Requester};
 use crate::tunnel::{RegisterError, TunnelHandle};
+use crate::volumes::Volumes;
 
 /// How long in-flight requests may take to finish on the old container after the switch.
 pub(crate) const DRAIN: Duration = Duration::from_secs(2);
@@ -42,6 +56,10 @@ pub(crate) struct Applier {
     pub(crate) firewall: Firewall,
     /// This robot's limits, which releases are admitted against as deploys are.
     pub(crate) limits: Limits,
+    /// The devices this machine's owner grants.
+    pub(crate) devices: DeviceGrants,
+    /// The daemon's volume ledger (shared with the deployments).
+    pub(crate) volumes: Arc<Volumes>,
     /// The fleet directory (`applied.json`).
     pub(crate) dir: PathBuf,
     pub(crate) applied: Applied,
@@ -56,16 +74,36 @@ pub(crate) fn fleet_provider_label(me: &PeerId) -> String {
 }
 
 /// Why one step of an apply failed.
-struct Failed {
-    phase: Phase,
-    reason: String,
+pub(super) struct Failed {
+    pub(super) phase: Phase,
+    pub(super) reason: String,
+    /// Refused before anything started (devices, volume space): tried again once admitted.
+    pub(super) refused: bool,
 }
 
 fn failed(reason: String) -> Failed {
     Failed {
         phase: Phase::Failed,
         reason,
+        refused: false,
     }
+}
+
+fn rolled_back(reason: String) -> Failed {
+    Failed {
+        phase: Phase::RolledBack,
+        reason,
+        refused: false,
+    }
+}
+
+/// A release serving after a switch.
+pub(super) struct Switched {
+    pub(super) container: String,
+    pub(super) addr: SocketAddr,
+    pub(super) url: Option<String>,
+    /// How long the app was down, when the switch was exclusive.
+    pub(super) gap: Option<Duration>,
 }
 
 impl Applier {
@@ -84,11 +122,19 @@ impl Applier {
             return;
         };
         let fleet_text = fleet.to_string();
-        let actions = plan(state, &me, &fleet_text, &self.applied, &self.limits);
+        let rules = Rules {
+            limits: &self.limits,
+            devices: &self.devices,
+        };
+        let actions = plan(state, &me, &fleet_text, &self.applied, rules);
         for action in actions {
             match action {
                 Action::Apply { group, release } => {
-                    self.apply(fleet, &group, &release, &robot).await;
+                    let requester = Requester::Fleet {
+                        id: fleet,
+                        name: state.name.clone(),
+                    };
+                    self.apply(&requester, &group, &release, &robot).await;
                 }
                 Action::Hold { group, reason } => {
                     let already = self.board.get(&fleet, &group).is_some_and(|a| {
@@ -113,7 +159,17 @@ impl Applier {
         }
     }
 
-    async fn apply(&mut self, fleet: FleetId, group: &str, record: &ReleaseRecord, robot: &str) {
+    async fn apply(
+        &mut self,
+        requester: &Requester,
+        group: &str,
+        record: &ReleaseRecord,
+        robot: &str,
+    ) {
+        let Requester::Fleet { id: fleet, .. } = requester else {
+            return;
+        };
+        let fleet = *fleet;
         let release = &record.release;
         let begun = Instant::now();
         let route = format!("{}-{robot}", release.app());
@@ -135,9 +191,19 @@ impl Applier {
             changed_at_ms: now_ms(),
         };
         self.board.set(fleet, status.clone());
-        let outcome = self.start_healthy(fleet, group, record, &route).await;
-        let outcome = match outcome {
-            Ok((container, addr)) => self.switch(&route, &container, addr, old.as_ref()).await,
+        let outcome = match self.attachments(requester, record).await {
+            Ok((attach, exclusive)) => {
+                self.exclusive_switch(
+                    fleet,
+                    group,
+                    record,
+                    &route,
+                    attach,
+                    exclusive,
+                    old.as_ref(),
+                )
+                .await
+            }
             Err(e) => Err(e),
         };
         status.apply_ms = Some(u64::try_from(begun.elapsed().as_millis()).unwrap_or(u64::MAX));
@@ -147,9 +213,20 @@ impl Applier {
         let spec_resources = resources_of(&release.spec);
         // Images no longer kept for a rollback, to be removed unless something else holds them.
         let dropped = match outcome {
-            Ok((container_id, addr, url)) => {
+            Ok(Switched {
+                container: container_id,
+                addr,
+                url,
+                gap,
+            }) => {
                 info!(%fleet, %group, version = %release.version, %route, ms = ?status.apply_ms, "fleet: release healthy and serving");
                 status.phase = Phase::Healthy;
+                status.reason = gap.map(|g| {
+                    format!(
+                        "exclusive switch: the app was down {} ms (the old container halted before the new one started)",
+                        g.as_millis()
+                    )
+                });
                 status.serving = Some(release.version.clone());
                 status.url = url.clone();
                 applied.serving = Some(Serving {
@@ -161,12 +238,18 @@ impl Applier {
                     url,
                     cpu_millis: spec_resources.cpu_millis,
                     memory_bytes: spec_resources.memory_bytes,
+                    devices: release.spec.devices.clone(),
+                    gap_ms: gap.map(|g| u64::try_from(g.as_millis()).unwrap_or(u64::MAX)),
                 });
                 applied.failed = None;
                 self.published.insert(container_id, addr);
                 applied.keep_image(&release.spec.image)
             }
-            Err(Failed { phase, reason }) => {
+            Err(Failed {
+                phase,
+                reason,
+                refused,
+            }) => {
                 let phase = if old.is_some() && phase == Phase::RolledBack {
                     Phase::RolledBack
                 } else {
@@ -179,7 +262,7 @@ impl Applier {
                     release: record.hash.to_string(),
                     version: release.version.clone(),
                     reason,
-                    refused: false,
+                    refused,
                 });
                 // A release that failed is not kept for a rollback.
                 vec![release.spec.image.clone()]
@@ -191,12 +274,13 @@ impl Applier {
     }
 
     /// Fetch, start beside the old one, wait until healthy: the new container and address.
-    async fn start_healthy(
+    pub(super) async fn start_healthy(
         &self,
         fleet: FleetId,
         group: &str,
         record: &ReleaseRecord,
         route: &str,
+        attach: Attachments,
     ) -> Result<(String, SocketAddr), Failed> {
         let release = &record.release;
         let pinned = PinnedImage::parse(&release.spec.image)
@@ -234,12 +318,13 @@ impl Applier {
             env: deployment_env(&release.spec, &self.me, &id, route),
             cpu_millis: resources.cpu_millis,
             memory_bytes: resources.memory_bytes,
-            attach: Default::default(),
+            attach,
         };
-        let started = self.runtime.start(&spec).await.map_err(|e| Failed {
-            phase: Phase::RolledBack,
-            reason: format!("starting the container failed: {e}"),
-        })?;
+        let started = self
+            .runtime
+            .start(&spec)
+            .await
+            .map_err(|e| rolled_back(format!("starting the container failed: {e}")))?;
         let check = HealthCheck {
             path: release.health.path.clone(),
             settle: if release.health.path.is_some() {
@@ -260,21 +345,21 @@ impl Applier {
             }
             Err(e) => {
                 let _ = self.runtime.stop(&started.id).await;
-                Err(Failed {
-                    phase: Phase::RolledBack,
-                    reason: format!("the new container never became healthy: {e}"),
-                })
+                Err(rolled_back(format!(
+                    "the new container never became healthy: {e}"
+                )))
             }
         }
     }
 
     /// Moves the route to the new container, drains and stops the old one.
-    async fn switch(
+    pub(super) async fn switch(
         &self,
         route: &str,
         container: &str,
         addr: SocketAddr,
         old: Option<&Serving>,
+        halted: bool,
     ) -> Result<(String, SocketAddr, Option<String>), Failed> {
         let mut url = None;
         if let Some(tunnel) = &self.tunnel {
@@ -291,10 +376,7 @@ impl Applier {
                     {
                         spawn_register(tunnel, &old.route, *old_addr);
                     }
-                    return Err(Failed {
-                        phase: Phase::RolledBack,
-                        reason: format!("the gateway refused the route: {e}"),
-                    });
+                    return Err(rolled_back(format!("the gateway refused the route: {e}")));
                 }
                 Ok(Err(e)) => warn!(%route, "fleet: the route is not confirmed: {e}"),
                 Err(_) => {
@@ -309,7 +391,9 @@ impl Applier {
                 tunnel.unregister(&old.route).await;
             }
             if old.container_id != container {
-                tokio::time::sleep(DRAIN).await;
+                if !halted {
+                    tokio::time::sleep(DRAIN).await;
+                }
                 if let Err(e) = self.runtime.stop(&old.container_id).await {
                     warn!(container = %old.container_id, "fleet: cannot stop the old container: {e}");
                 }

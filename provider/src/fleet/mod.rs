@@ -7,6 +7,8 @@
 //! - `plan`: the pure planner, fleet state × what runs here → actions.
 //! - `apply`: the applier — pinned image, new container beside the old, health gate, route
 //!   switch, drain, stop; or keep the old one and record why.
+//! - `attach`: a release's volumes (scope `fleet:<id>`) and granted devices, and the
+//!   exclusive switch (old container halted first; resumed if the new one fails).
 //! - `adopt`: at start, the serving containers re-adopted; routes kept on a restarted
 //!   container's new port.
 //! - `applied`: what runs here, persisted in `applied.json` so a restart re-adopts it.
@@ -20,6 +22,7 @@
 mod adopt;
 mod applied;
 mod apply;
+mod attach;
 mod history;
 mod join;
 mod logs;
@@ -72,6 +75,10 @@ pub(crate) struct FleetParts<'a> {
     pub(crate) firewall: Firewall,
     /// This robot's limits: releases are admitted against them as deploys are.
     pub(crate) limits: peercompute_runtime::Limits,
+    /// The devices this machine's owner grants (releases ask for them by name).
+    pub(crate) devices: crate::devices::DeviceGrants,
+    /// The daemon's volume ledger, shared with the deployments.
+    pub(crate) volumes: Arc<crate::volumes::Volumes>,
     /// A token from the config file, saved like `peercomputed join` does.
     pub(crate) join: Option<&'a JoinTokenText>,
 }
@@ -176,6 +183,8 @@ pub(crate) fn start(
                 me: parts.identity.peer_id(),
                 firewall: parts.firewall,
                 limits: parts.limits,
+                devices: parts.devices,
+                volumes: parts.volumes,
                 dir,
                 applied,
                 board,
@@ -223,6 +232,7 @@ async fn reconcile(hub: FleetHub, mut applier: apply::Applier, mut stop: watch::
                 applier.reconcile(fleet, &state).await;
             }
         }
+        applier.record_volume_halts().await;
         applier.follow_ports().await;
         tokio::select! {
             r = changes.recv() => {

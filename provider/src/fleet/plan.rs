@@ -10,7 +10,10 @@
 //! under an emergency stop starts nothing new. Apps of groups this robot left are removed.
 //! A release is admitted like a `deploy` ([`admit`]): its spec passes the same schema checks,
 //! and it must fit this robot's [`Limits`] beside the apps other groups run here (the app it
-//! replaces does not count); one that does not is refused, nothing started.
+//! replaces does not count), and the devices it names must be granted to the fleet by this
+//! machine's owner, present, and not held by another group's app when unshared; one that
+//! does not is refused, nothing started. (Volume space is admitted by the applier, which
+//! reserves it.)
 
 use peercompute_fleet::{FleetState, MemberKey, ReleaseRecord};
 use peercompute_runtime::{AdmissionError, Limits, Resources, Usage};
@@ -18,6 +21,7 @@ use peercompute_tunnel_proto::DeployRequest;
 
 use super::applied::Applied;
 use crate::deploy::{DEFAULT_CPU_MILLIS, DEFAULT_MEMORY_BYTES};
+use crate::devices::{DeviceGrants, Requester};
 
 /// One step the applier takes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,13 +53,35 @@ pub(crate) fn resources_of(spec: &DeployRequest) -> Resources {
     }
 }
 
+/// What this robot admits releases against.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Rules<'a> {
+    pub(crate) limits: &'a Limits,
+    pub(crate) devices: &'a DeviceGrants,
+}
+
 /// Whether a release's `spec` may run here: the schema checks of a `deploy`, then `limits`
-/// against what the apps of the other groups (`others`) hold. The refusal names the limit
-/// and the numbers.
-pub(crate) fn admit(spec: &DeployRequest, limits: &Limits, others: Usage) -> Result<(), String> {
+/// against what the apps of the other groups (`others`) hold, then the devices it names
+/// (granted to `fleet`, present, and, when unshared, not among `held` by other groups). The
+/// refusal names the limit and the numbers, or says who can grant the device.
+pub(crate) fn admit(
+    spec: &DeployRequest,
+    rules: Rules<'_>,
+    others: Usage,
+    fleet: &Requester,
+    held: &[String],
+) -> Result<(), String> {
     spec.validate()
         .map_err(|e| format!("the release's spec is refused as a deploy would be: {e}"))?;
-    limits.check(others, resources_of(spec)).map_err(|e| {
+    let refused = |e: crate::devices::DeviceRefusal| {
+        format!("refused by this robot: {e}; nothing was started")
+    };
+    let devices = rules
+        .devices
+        .authorize(fleet, &spec.devices)
+        .map_err(refused)?;
+    DeviceGrants::check_free(&devices, held.iter().map(String::as_str)).map_err(refused)?;
+    rules.limits.check(others, resources_of(spec)).map_err(|e| {
         let limit = match e {
             AdmissionError::TooManyDeploys { .. } => "--max-deploys",
             AdmissionError::Cpu { .. } => "--max-cpu",
@@ -72,9 +98,13 @@ pub(crate) fn plan(
     me: &MemberKey,
     fleet: &str,
     all: &Applied,
-    limits: &Limits,
+    rules: Rules<'_>,
 ) -> Vec<Action> {
     let mine = state.groups_of(me);
+    let requester = Requester::Fleet {
+        id: state.fleet,
+        name: state.name.clone(),
+    };
     let this_fleet = all.fleet(fleet);
     let applied = &this_fleet;
     let mut actions = Vec::new();
@@ -98,7 +128,8 @@ pub(crate) fn plan(
             continue;
         }
         let others = all.usage_except(fleet, group);
-        let admitted = admit(&desired.release.spec, limits, others);
+        let held = all.devices_except(fleet, group);
+        let admitted = admit(&desired.release.spec, rules, others, &requester, &held);
         let failed = current
             .and_then(|a| a.failed.as_ref())
             .filter(|f| f.release == desired.hash.to_string());
@@ -215,12 +246,16 @@ mod tests {
         fn plan_within(&self, applied: &AppliedFleet, limits: &Limits) -> Vec<Action> {
             let mut all = Applied::default();
             all.fleets.insert(FLEET.into(), applied.clone());
+            let devices = DeviceGrants::default();
             plan(
                 self.log.state().expect("state"),
                 &self.robot,
                 FLEET,
                 &all,
-                limits,
+                Rules {
+                    limits,
+                    devices: &devices,
+                },
             )
         }
     }
@@ -359,6 +394,84 @@ mod tests {
         }
     }
 
+    /// Devices are admitted for the fleet (by name or id) as the owner granted them; an
+    /// unshared one another group's app holds is refused; nothing else is named.
+    #[test]
+    fn device_admission_table() {
+        let lekiwi = FleetId(key(1).verifying_key().to_bytes());
+        let grants = DeviceGrants::new(
+            [
+                "name=arm,path=/dev/null,fleets=lekiwi".to_owned(),
+                format!("name=cam,path=/dev/zero,shared=true,fleets={lekiwi}"),
+                "name=gone,path=/dev/pc-unplugged,fleets=lekiwi".to_owned(),
+                "name=other,path=/dev/null,fleets=warehouse".to_owned(),
+            ]
+            .iter()
+            .map(|g| g.parse().expect("a grant"))
+            .collect(),
+            false,
+        );
+        let limits = Limits::default();
+        let rules = Rules {
+            limits: &limits,
+            devices: &grants,
+        };
+        let fleet = |name: &str| Requester::Fleet {
+            id: lekiwi,
+            name: name.into(),
+        };
+        let with = |names: &[&str]| DeployRequest {
+            devices: names.iter().map(|n| (*n).to_owned()).collect(),
+            ..spec(None, None)
+        };
+        // (devices asked, the fleet's name, held by other groups, the refusal)
+        type Case<'a> = (&'a [&'a str], &'a str, &'a [&'a str], Option<&'a str>);
+        let cases: &[Case<'_>] = &[
+            (&["arm"], "lekiwi", &[], None),
+            (&["cam"], "renamed", &["cam"], None),
+            (&["arm", "cam"], "lekiwi", &["cam"], None),
+            (
+                &["arm"],
+                "lekiwi",
+                &["arm"],
+                Some("device `arm` is in use by another running container and is not shared"),
+            ),
+            (
+                &["leg"],
+                "lekiwi",
+                &[],
+                Some("grants no device named `leg`"),
+            ),
+            (
+                &["other"],
+                "lekiwi",
+                &[],
+                Some("device `other` is not granted to you (fleet lekiwi, pcf"),
+            ),
+            (
+                &["gone"],
+                "lekiwi",
+                &[],
+                Some("(/dev/pc-unplugged) is not present"),
+            ),
+        ];
+        for (names, name, held, refusal) in cases {
+            let held: Vec<String> = held.iter().map(|h| (*h).to_owned()).collect();
+            let got = admit(&with(names), rules, Usage::default(), &fleet(name), &held);
+            match refusal {
+                None => assert_eq!(got, Ok(()), "{names:?}"),
+                Some(text) => {
+                    let reason = got.expect_err("refused");
+                    assert!(
+                        reason.contains(text) && reason.ends_with("nothing was started"),
+                        "{reason} should say {text}"
+                    );
+                    assert!(!reason.contains("warehouse"), "{reason}");
+                }
+            }
+        }
+    }
+
     #[test]
     fn admission_table() {
         let limits = Limits {
@@ -401,8 +514,17 @@ mod tests {
             ),
             (bad_env, used(0, 0, 0), Some("refused as a deploy would be")),
         ];
+        let none = DeviceGrants::default();
+        let rules = Rules {
+            limits: &limits,
+            devices: &none,
+        };
+        let fleet = Requester::Fleet {
+            id: FleetId([9; 32]),
+            name: "f".into(),
+        };
         for (spec, used, refusal) in cases {
-            let got = admit(spec, &limits, *used);
+            let got = admit(spec, rules, *used, &fleet, &[]);
             match refusal {
                 None => assert_eq!(got, Ok(()), "{spec:?}"),
                 Some(text) => {
