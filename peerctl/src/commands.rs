@@ -1,7 +1,5 @@
 //! One function per command: build the request, send it, print the answer.
 
-use std::time::Duration;
-
 use peercompute_identity::{AddOutcome, Identity, TrustStore, resolve_home};
 use peercompute_tunnel_proto::{
     ControlPlaneMessage, DeployRequest, EnvVar, ListRequest, LogStream, LogsRequest, Request,
@@ -45,6 +43,7 @@ pub(crate) fn wants_json(command: &Command) -> bool {
         | Command::Logs { json, .. }
         | Command::Peers(PeersCommand::List { json })
         | Command::Gateways(GatewaysCommand::List { json }) => *json,
+        Command::Volumes(volumes) => volumes.wants_json(),
         Command::Fleet(fleet) => fleet.wants_json(),
         _ => false,
     }
@@ -62,6 +61,7 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
             | Command::Ls { .. }
             | Command::Status { .. }
             | Command::Logs { .. }
+            | Command::Volumes(_)
             | Command::Stop { .. } => places()?
                 .gateways()
                 .iter()
@@ -174,6 +174,7 @@ async fn dispatch(
             env,
             cpu,
             memory,
+            attach,
             json,
         } => {
             let env = env
@@ -196,10 +197,11 @@ async fn dispatch(
                 env,
                 cpu_millis: cpu,
                 memory_bytes: memory,
-                volumes: Vec::new(),
-                devices: Vec::new(),
-                volume_exclusive: false,
+                volumes: attach.volumes,
+                devices: attach.devices,
+                volume_exclusive: attach.volume_exclusive,
             };
+            let asked = Attached::of(&req);
             let request = Request::Deploy(req);
             request
                 .validate()
@@ -218,7 +220,7 @@ async fn dispatch(
                     Ok(ControlPlaneMessage::DeployResponse(r)) => {
                         progress.finish();
                         if json {
-                            return print_json(&r);
+                            return print_json(&asked.add_to(&r).map_err(other)?);
                         }
                         eprintln!(
                             "deployed {} ({}) as {} on {}",
@@ -282,6 +284,12 @@ async fn dispatch(
                 "{}",
                 output::table(&["ID", "NAME", "STATE", "IMAGE", "CREATED", "URL"], &rows)
             );
+            // Why the provider stopped some: after the table (which scripts parse), on stderr.
+            for d in &list.deployments {
+                if let Some(reason) = &d.stopped_reason {
+                    eprintln!("{}: {reason}", d.name);
+                }
+            }
             Ok(())
         }
         Command::Status { id, peer, json } => {
@@ -297,30 +305,7 @@ async fn dispatch(
             if json {
                 return print_json(&s);
             }
-            let mut rows = vec![
-                vec!["id".into(), s.id.clone()],
-                vec!["name".into(), s.name.clone()],
-                vec!["state".into(), output::state(s.state)],
-                vec!["image".into(), s.image.clone()],
-                vec!["url".into(), s.url.clone()],
-                vec![
-                    "uptime".into(),
-                    s.uptime_secs
-                        .map_or("-".into(), |u| output::duration(Duration::from_secs(u))),
-                ],
-                vec!["restarts".into(), s.restarts.to_string()],
-                vec![
-                    "cpu".into(),
-                    s.cpu_percent.map_or("-".into(), |c| format!("{c:.1}%")),
-                ],
-            ];
-            let mem = match (s.memory_bytes, s.memory_limit) {
-                (Some(m), Some(l)) => format!("{} / {}", output::bytes(m), output::bytes(l)),
-                (Some(m), None) => output::bytes(m),
-                _ => "-".into(),
-            };
-            rows.push(vec!["memory".into(), mem]);
-            rows.push(vec!["created".into(), output::age(s.created_at)]);
+            let rows = output::status_rows(&s);
             let text = output::table(&["FIELD", "VALUE"], &rows);
             // Skip the header line: a key/value listing reads better without it.
             print!("{}", text.split_once('\n').map_or("", |(_, rest)| rest));
@@ -351,6 +336,11 @@ async fn dispatch(
                 }
                 other => Err(unexpected(&other)),
             }
+        }
+        Command::Volumes(cmd) => {
+            cmd.precheck()?;
+            let client = connect(cmd.peer().to_owned()).await?;
+            peerctl::volumes::run(&client, cmd).await
         }
         Command::Completions { .. } => {
             unreachable!("main prints completions before the runtime starts")
@@ -439,6 +429,36 @@ async fn resolve_on(client: &Client, peer: &str, arg: &str) -> Result<String> {
             }
             Err(e)
         }
+    }
+}
+
+/// The volumes and devices a deploy asked for, added to its `--json` answer (the provider's
+/// answer does not repeat them).
+struct Attached {
+    volumes: Vec<peercompute_tunnel_proto::VolumeMount>,
+    devices: Vec<String>,
+}
+
+impl Attached {
+    fn of(req: &DeployRequest) -> Self {
+        Self {
+            volumes: req.volumes.clone(),
+            devices: req.devices.clone(),
+        }
+    }
+
+    /// `r` as JSON, with `volumes` and `devices` when there are any.
+    fn add_to(&self, r: &impl serde::Serialize) -> serde_json::Result<serde_json::Value> {
+        let mut value = serde_json::to_value(r)?;
+        if let Some(object) = value.as_object_mut() {
+            if !self.volumes.is_empty() {
+                object.insert("volumes".into(), serde_json::to_value(&self.volumes)?);
+            }
+            if !self.devices.is_empty() {
+                object.insert("devices".into(), serde_json::to_value(&self.devices)?);
+            }
+        }
+        Ok(value)
     }
 }
 

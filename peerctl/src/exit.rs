@@ -29,6 +29,11 @@ pub enum Kind {
     Image,
     /// The request itself is wrong (8).
     BadRequest,
+    /// A device asked for is not granted to you (3, like trust: only the provider's owner can
+    /// change it).
+    NotGranted,
+    /// The volume is mounted by a deployment (8, like a bad request: stop it first).
+    InUse,
 }
 
 impl Kind {
@@ -36,17 +41,17 @@ impl Kind {
         match self {
             Self::Other => 1,
             Self::Usage | Self::Ambiguous => 2,
-            Self::Trust => 3,
+            Self::Trust | Self::NotGranted => 3,
             Self::Unreachable => 4,
             Self::Limit => 5,
             Self::NotFound => 6,
             Self::Image => 7,
-            Self::BadRequest => 8,
+            Self::BadRequest | Self::InUse => 8,
         }
     }
 
     /// The kind's name in JSON errors: `other`, `usage`, `ambiguous`, `trust`, `unreachable`,
-    /// `limit`, `not_found`, `image`, `bad_request`.
+    /// `limit`, `not_found`, `image`, `bad_request`, `not_granted`, `in_use`.
     pub fn name(self) -> &'static str {
         match self {
             Self::Other => "other",
@@ -58,6 +63,8 @@ impl Kind {
             Self::NotFound => "not_found",
             Self::Image => "image",
             Self::BadRequest => "bad_request",
+            Self::NotGranted => "not_granted",
+            Self::InUse => "in_use",
         }
     }
 
@@ -72,6 +79,8 @@ impl Kind {
             ErrorCode::NotFound => Self::NotFound,
             ErrorCode::ImageNotFound | ErrorCode::ImagePlatform => Self::Image,
             ErrorCode::BadRequest => Self::BadRequest,
+            ErrorCode::NotGranted => Self::NotGranted,
+            ErrorCode::InUse => Self::InUse,
             _ => Self::Other,
         }
     }
@@ -186,6 +195,8 @@ mod tests {
             Kind::NotFound,
             Kind::Image,
             Kind::BadRequest,
+            Kind::NotGranted,
+            Kind::InUse,
         ]
         .into_iter()
         .map(|k| (k.name(), k.exit_code()))
@@ -202,8 +213,13 @@ mod tests {
                 ("not_found", 6),
                 ("image", 7),
                 ("bad_request", 8),
+                ("not_granted", 3),
+                ("in_use", 8),
             ]
         );
+        assert_eq!(Kind::of(ErrorCode::NotGranted), Kind::NotGranted);
+        assert_eq!(Kind::of(ErrorCode::InUse), Kind::InUse);
+        assert_eq!(Kind::of(ErrorCode::Unknown), Kind::Other);
     }
 
     #[test]

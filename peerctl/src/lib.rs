@@ -10,6 +10,8 @@
 //!   unique id prefix or name (as Docker does), from the provider's list.
 //! - [`fleet`](crate::fleet): `peerctl fleet …` — the client's verified copy of its fleets'
 //!   logs, entries authored and checked locally, exchanged with the gateways.
+//! - [`volumes`](crate::volumes): `peerctl volumes …` (list, remove, export, import a
+//!   provider's named volumes) and the `--volume`/`--device` flags of deploys and releases.
 //! - [`exit`](crate::exit): the error kinds users meet, each with its own exit code, printed
 //!   as a line or (with `--json`) as one JSON object.
 
@@ -19,6 +21,7 @@ pub mod fleet;
 pub mod output;
 pub mod places;
 pub mod resolve;
+pub mod volumes;
 
 pub use client::{Client, ClientOptions};
 pub use exit::{CliError, Kind};

@@ -14,7 +14,7 @@ use peerctl::{CliError, Kind};
     name = "peerctl",
     version,
     about = "Peer Compute client: trust providers and run containers on them, each with a public HTTPS URL",
-    after_help = "Examples:\n  peerctl init\n  peerctl peers add 12D3KooW... --addr /ip4/192.168.1.20/tcp/9000 --name homebox\n  peerctl gateways add 12D3KooW...@/ip4/203.0.113.7/udp/4001/quic-v1\n  peerctl deploy nginx:1.27 --peer homebox --port 80 --name blog\n  peerctl ls --peer homebox\n  peerctl logs blog --peer homebox -f\n  peerctl stop a1b2 --peer homebox\n  peerctl completions bash > /etc/bash_completion.d/peerctl\n\nDeployments are named by full id, a unique id prefix, or name (status, logs, stop).\n\nExit codes: 0 done, 1 other failure, 2 usage (bad arguments, ambiguous deployment),\n3 trust, 4 provider unreachable, 5 provider limits, 6 not found, 7 image, 8 bad request.\nWith --json, an error is one JSON object on stderr: {\"error\",\"kind\",\"exit_code\"}."
+    after_help = "Examples:\n  peerctl init\n  peerctl peers add 12D3KooW... --addr /ip4/192.168.1.20/tcp/9000 --name homebox\n  peerctl gateways add 12D3KooW...@/ip4/203.0.113.7/udp/4001/quic-v1\n  peerctl deploy nginx:1.27 --peer homebox --port 80 --name blog\n  peerctl ls --peer homebox\n  peerctl logs blog --peer homebox -f\n  peerctl stop a1b2 --peer homebox\n  peerctl completions bash > /etc/bash_completion.d/peerctl\n\nDeployments are named by full id, a unique id prefix, or name (status, logs, stop).\n\nExit codes: 0 done, 1 other failure, 2 usage (bad arguments, ambiguous deployment),\n3 trust or device not granted, 4 provider unreachable, 5 provider limits, 6 not found,\n7 image, 8 bad request or volume in use.\nWith --json, an error is one JSON object on stderr: {\"error\",\"kind\",\"exit_code\"}."
 )]
 pub(crate) struct Cli {
     /// Home directory (identity, trusted peers) [default: $PEERCOMPUTE_HOME or ~/.peercompute].
@@ -82,7 +82,7 @@ pub(crate) enum Command {
     Gateways(GatewaysCommand),
     /// Run an image on a trusted provider and print its public URL.
     #[command(
-        after_help = "Examples:\n  peerctl deploy nginx:1.27 --peer homebox --port 80 --name blog\n  peerctl deploy ghcr.io/acme/api:2.1 --peer homebox --port 8080 --env RUST_LOG=info --cpu 0.5 --memory 512M\n  URL=$(peerctl deploy nginx:1.27 --peer homebox)\n  peerctl deploy nginx:1.27 --peer homebox --json | jq -r .url"
+        after_help = "Examples:\n  peerctl deploy nginx:1.27 --peer homebox --port 80 --name blog\n  peerctl deploy ghcr.io/acme/api:2.1 --peer homebox --port 8080 --env RUST_LOG=info --cpu 0.5 --memory 512M\n  URL=$(peerctl deploy nginx:1.27 --peer homebox)\n  peerctl deploy nginx:1.27 --peer homebox --json | jq -r .url\n  peerctl deploy ghcr.io/acme/notes:1.4 --peer homebox --port 8080 --volume data:/var/lib/notes:2G\n  peerctl deploy 127.0.0.1:5000/teleop:v3 --peer robot1 --device arm --device cam\n\nA volume keeps its data across redeploys of the same app name (`peerctl volumes ls` lists\nthem); a device is one the provider's owner granted you by name."
     )]
     Deploy {
         /// Image reference, e.g. nginx:1.27 or ghcr.io/acme/api:2.1.
@@ -104,7 +104,10 @@ pub(crate) enum Command {
         /// Memory, e.g. 256M, 1G [default: 256M].
         #[arg(long, value_parser = peercompute_tunnel_proto::parse_memory)]
         memory: Option<u64>,
-        /// Print the result as one JSON object (id, name, url, peer, image, status), no progress.
+        #[command(flatten)]
+        attach: peerctl::volumes::AttachArgs,
+        /// Print the result as one JSON object (id, name, url, peer, image, status, and the
+        /// volumes and devices asked for), no progress.
         #[arg(long)]
         json: bool,
     },
@@ -119,7 +122,8 @@ pub(crate) enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Show one deployment: state, image, uptime, restarts, CPU and memory.
+    /// Show one deployment: state, image, uptime, restarts, CPU, memory, volumes, devices
+    /// and why the provider stopped it.
     #[command(
         after_help = "Examples:\n  peerctl status blog --peer homebox\n  peerctl status a1b2 --peer homebox\n  peerctl status blog --peer homebox --json | jq .memory_bytes"
     )]
@@ -161,6 +165,12 @@ pub(crate) enum Command {
         #[arg(long, help = PEER_HELP)]
         peer: String,
     },
+    /// Your named volumes on a provider: list, remove, export and import them.
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  peerctl volumes ls --peer homebox\n  peerctl volumes export blog/data --peer homebox > blog-data.tar\n  peerctl volumes import blog/data --peer vps < blog-data.tar\n  peerctl volumes rm blog/data --peer homebox"
+    )]
+    Volumes(peerctl::volumes::VolumesCommand),
     /// Run a fleet of robots: signed releases to groups, roles, enrolment, status, audit log.
     #[command(
         after_help = "Examples:\n  peerctl fleet create lekiwi\n  peerctl fleet invite --group production --name-prefix lekiwi --expires 24h --uses 10\n  peerctl fleet release 127.0.0.1:5000/teleop:v3 --group production --port 8080 --health-path /healthz\n  peerctl fleet rollback --group production\n  peerctl fleet status --group production\n  peerctl fleet log --verify\n\nThe client keeps a verified copy of each fleet's log in <home>/fleets and exchanges entries\nwith the gateways of `peerctl gateways` (robots sync with their gateway)."
@@ -271,6 +281,130 @@ fn main() -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("peerctl").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn deploy_takes_volumes_devices_and_exclusive() {
+        let cli = parse(&[
+            "deploy",
+            "ghcr.io/acme/notes:1.4",
+            "--peer",
+            "homebox",
+            "--volume",
+            "data:/var/lib/notes:2G",
+            "--volume",
+            "cache:/cache",
+            "--device",
+            "arm",
+            "--device",
+            "cam",
+            "--volume-exclusive",
+        ])
+        .expect("parses");
+        let Command::Deploy { attach, .. } = cli.command else {
+            panic!("not a deploy")
+        };
+        let volumes: Vec<_> = attach
+            .volumes
+            .iter()
+            .map(|v| (v.name.as_str(), v.path.as_str(), v.size_bytes))
+            .collect();
+        assert_eq!(
+            volumes,
+            [
+                ("data", "/var/lib/notes", Some(2 << 30)),
+                ("cache", "/cache", None)
+            ]
+        );
+        assert_eq!(attach.devices, ["arm", "cam"]);
+        assert!(attach.volume_exclusive);
+        let Command::Deploy { attach, .. } = parse(&["deploy", "nginx", "--peer", "p"])
+            .expect("parses")
+            .command
+        else {
+            panic!("not a deploy")
+        };
+        assert!(attach.volumes.is_empty() && attach.devices.is_empty() && !attach.volume_exclusive);
+    }
+
+    /// Bad volume and device arguments fail on the command line, before anything is signed,
+    /// with the rule's own words.
+    #[test]
+    fn bad_attachments_are_refused_while_parsing() {
+        for (flag, value, words) in [
+            ("--device", "/dev/kvm", "paths are never accepted"),
+            ("--device", "ARM", "not a device name"),
+            (
+                "--volume",
+                "/var/run/docker.sock:/var/run/docker.sock",
+                "not a volume name",
+            ),
+            ("--volume", "../etc:/data", "not a volume name"),
+            ("--volume", "data:/proc/self", "/proc"),
+            ("--volume", "data:relative", "not absolute"),
+            ("--volume", "data", "NAME:/PATH"),
+            ("--volume", "data:/x:0", "zero"),
+        ] {
+            let err = parse(&["deploy", "nginx", "--peer", "p", flag, value]).expect_err("refused");
+            let text = err.to_string();
+            assert!(text.contains(words), "{flag} {value}: {text}");
+            assert_eq!(err.exit_code(), 2, "{flag} {value}");
+        }
+    }
+
+    #[test]
+    fn volumes_subcommands_parse() {
+        let cli = parse(&["volumes", "ls", "--peer", "homebox", "--json"]).expect("parses");
+        let Command::Volumes(cmd) = cli.command else {
+            panic!("not volumes")
+        };
+        assert!(cmd.wants_json());
+        assert_eq!(cmd.peer(), "homebox");
+        let cli = parse(&[
+            "volumes",
+            "import",
+            "blog/data",
+            "--peer",
+            "vps",
+            "--share",
+            "2G",
+            "--replace",
+            "--file",
+            "a.tar",
+        ])
+        .expect("parses");
+        let Command::Volumes(peerctl::volumes::VolumesCommand::Import {
+            volume,
+            share,
+            replace,
+            file,
+            ..
+        }) = cli.command
+        else {
+            panic!("not an import")
+        };
+        assert_eq!(
+            (volume.as_str(), share, replace, file),
+            ("blog/data", Some(2 << 30), true, Some("a.tar".into()))
+        );
+        assert!(
+            parse(&["volumes", "rm", "blog/data"]).is_err(),
+            "--peer is required"
+        );
+        // A volume that is not APP/NAME is refused before connecting.
+        let Command::Volumes(cmd) = parse(&["volumes", "rm", "blog", "--peer", "p"])
+            .expect("parses")
+            .command
+        else {
+            panic!("not volumes")
+        };
+        let err = cmd.precheck().expect_err("not APP/NAME");
+        assert_eq!(err.kind, Kind::BadRequest);
+        assert!(err.message.contains("APP/NAME"), "{}", err.message);
+    }
 
     #[test]
     fn every_subcommand_has_examples_and_every_flag_a_description() {

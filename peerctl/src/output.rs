@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use peercompute_tunnel_proto::{DeployProgress, DeployStage, DeploymentState};
+use peercompute_tunnel_proto::{DeployProgress, DeployStage, DeploymentState, StatusResponse};
 
 /// Renders rows as left-aligned columns separated by two spaces, no borders and no trailing
 /// blanks (`comfy-table` with no terminal detection: the same text on a terminal, in a pipe
@@ -71,6 +71,52 @@ pub fn bytes(n: u64) -> String {
     } else {
         format!("{v:.1} {}", UNITS[unit])
     }
+}
+
+/// The FIELD/VALUE rows of `peerctl status`: one row per volume (use / share), the devices
+/// and, when the provider stopped the deployment, why.
+pub fn status_rows(s: &StatusResponse) -> Vec<Vec<String>> {
+    let row = |k: &str, v: String| vec![k.to_owned(), v];
+    let mut rows = vec![
+        row("id", s.id.clone()),
+        row("name", s.name.clone()),
+        row("state", state(s.state)),
+    ];
+    if let Some(reason) = &s.stopped_reason {
+        rows.push(row("stopped", reason.clone()));
+    }
+    rows.extend([
+        row("image", s.image.clone()),
+        row("url", s.url.clone()),
+        row(
+            "uptime",
+            s.uptime_secs
+                .map_or("-".into(), |u| duration(Duration::from_secs(u))),
+        ),
+        row("restarts", s.restarts.to_string()),
+        row(
+            "cpu",
+            s.cpu_percent.map_or("-".into(), |c| format!("{c:.1}%")),
+        ),
+    ]);
+    let mem = match (s.memory_bytes, s.memory_limit) {
+        (Some(m), Some(l)) => format!("{} / {}", bytes(m), bytes(l)),
+        (Some(m), None) => bytes(m),
+        _ => "-".into(),
+    };
+    rows.push(row("memory", mem));
+    for v in &s.volumes {
+        let used = v.used_bytes.map_or_else(|| "-".into(), bytes);
+        rows.push(row(
+            "volume",
+            format!("{}  {used} / {} share", v.volume, bytes(v.share_bytes)),
+        ));
+    }
+    if !s.devices.is_empty() {
+        rows.push(row("devices", s.devices.join(", ")));
+    }
+    rows.push(row("created", age(s.created_at)));
+    rows
 }
 
 /// Deploy progress on stderr: on a terminal an `indicatif` line redrawn in place (a byte bar
@@ -210,6 +256,57 @@ mod tests {
         });
         assert!(progress.bar.is_none());
         progress.finish();
+    }
+
+    #[test]
+    fn status_shows_volumes_devices_and_the_stopped_reason() {
+        let mut s = StatusResponse {
+            id: "a1b2".into(),
+            name: "notes".into(),
+            image: "ghcr.io/acme/notes:1.4".into(),
+            url: "https://notes.example.com".into(),
+            state: DeploymentState::Exited,
+            created_at: 0,
+            started_at: None,
+            uptime_secs: None,
+            restarts: 0,
+            cpu_percent: None,
+            memory_bytes: None,
+            memory_limit: Some(256 << 20),
+            volumes: Vec::new(),
+            devices: Vec::new(),
+            stopped_reason: None,
+        };
+        let keys = |s: &StatusResponse| -> Vec<String> {
+            status_rows(s).into_iter().map(|r| r[0].clone()).collect()
+        };
+        assert_eq!(
+            keys(&s),
+            [
+                "id", "name", "state", "image", "url", "uptime", "restarts", "cpu", "memory",
+                "created"
+            ]
+        );
+        s.volumes = vec![peercompute_tunnel_proto::VolumeUsage {
+            volume: "notes/data".into(),
+            used_bytes: Some(3 << 20),
+            share_bytes: 2 << 30,
+        }];
+        s.devices = vec!["arm".into(), "cam".into()];
+        s.stopped_reason =
+            Some("stopped by the provider: volume notes/data is over its share".into());
+        let rows = status_rows(&s);
+        let find = |k: &str| rows.iter().find(|r| r[0] == k).map(|r| r[1].clone());
+        assert_eq!(
+            find("volume").as_deref(),
+            Some("notes/data  3.0 MiB / 2.0 GiB share")
+        );
+        assert_eq!(find("devices").as_deref(), Some("arm, cam"));
+        assert_eq!(
+            find("stopped").as_deref(),
+            Some("stopped by the provider: volume notes/data is over its share")
+        );
+        assert_eq!(rows[3][0], "stopped", "the reason follows the state");
     }
 
     #[test]

@@ -126,7 +126,7 @@ pub enum FleetAction {
     },
     /// Release an image to a group: every robot of the group runs it once healthy.
     #[command(
-        after_help = "Examples:\n  peerctl fleet release registry.example.com/lekiwi/teleop@sha256:<64 hex> --group production --port 8080\n  peerctl fleet release registry.example.com/lekiwi/teleop:2.1 --group staging --port 8080 --version 2.1 --health-path /healthz\n  peerctl fleet release 127.0.0.1:5000/app:v3 --group production --port 80 --env RUST_LOG=info --cpu 0.5 --memory 256M\n\nA tag is resolved to its digest through the local Docker engine when the release is made;\nrobots verify the image they pull against it."
+        after_help = "Examples:\n  peerctl fleet release registry.example.com/lekiwi/teleop@sha256:<64 hex> --group production --port 8080\n  peerctl fleet release registry.example.com/lekiwi/teleop:2.1 --group staging --port 8080 --version 2.1 --health-path /healthz\n  peerctl fleet release 127.0.0.1:5000/app:v3 --group production --port 80 --env RUST_LOG=info --cpu 0.5 --memory 256M\n  peerctl fleet release 127.0.0.1:5000/teleop:v4 --group production --port 8080 --device arm --volume maps:/var/lib/teleop:2G --volume-exclusive\n\nA volume is kept per fleet and app across releases and rollbacks (rollbacks do not roll\ndata back: `peerctl volumes export` before a release). Robots older than volumes refuse a\nrelease with volumes or devices: upgrade them first.\n\nA tag is resolved to its digest through the local Docker engine when the release is made;\nrobots verify the image they pull against it."
     )]
     Release {
         #[command(flatten)]
@@ -298,6 +298,8 @@ pub struct ReleaseArgs {
     /// How long the release may take to become healthy before robots roll back.
     #[arg(long, default_value = "30s", value_parser = duration)]
     pub health_timeout: Duration,
+    #[command(flatten)]
+    pub attach: crate::volumes::AttachArgs,
 }
 
 /// Durations as people type them: `24h`, `90d`, `30s`, `1h30m`.
@@ -399,8 +401,47 @@ mod tests {
             FleetAction::Release { release, .. } => {
                 assert_eq!(release.health_timeout, Duration::from_secs(30));
                 assert_eq!((release.version, release.name), (None, None));
+                assert!(release.attach.volumes.is_empty() && release.attach.devices.is_empty());
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn release_takes_volumes_and_devices() {
+        let cmd = parse(&[
+            "release",
+            "app@sha256:00",
+            "--group",
+            "g",
+            "--port",
+            "80",
+            "--volume",
+            "data:/var/lib/app:2G",
+            "--volume",
+            "cache:/cache",
+            "--device",
+            "arm",
+            "--volume-exclusive",
+        ])
+        .expect("parses");
+        let FleetAction::Release { release, .. } = cmd.action else {
+            panic!("not a release")
+        };
+        let a = release.attach;
+        assert_eq!(a.volumes.len(), 2);
+        assert_eq!(a.volumes[0].size_bytes, Some(2 << 30));
+        assert_eq!(
+            (a.devices.as_slice(), a.volume_exclusive),
+            (&["arm".to_owned()][..], true)
+        );
+        let base = ["release", "app@sha256:00", "--group", "g", "--port", "80"];
+        let err = parse(&[&base[..], &["--device", "/dev/kvm"]].concat()).expect_err("a path");
+        assert!(
+            err.to_string().contains("paths are never accepted"),
+            "{err}"
+        );
+        let err = parse(&[&base[..], &["--volume", "/srv:/data"]].concat()).expect_err("a bind");
+        assert!(err.to_string().contains("not a volume name"), "{err}");
     }
 }

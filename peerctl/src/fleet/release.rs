@@ -114,9 +114,9 @@ pub(crate) fn release_op(args: ReleaseArgs, state: &FleetState) -> Result<Op, Cl
             env: env_vars(&args.env)?,
             cpu_millis: args.cpu,
             memory_bytes: args.memory,
-            volumes: Vec::new(),
-            devices: Vec::new(),
-            volume_exclusive: false,
+            volumes: args.attach.volumes,
+            devices: args.attach.devices,
+            volume_exclusive: args.attach.volume_exclusive,
         },
         health: HealthCheck {
             path: args.health_path,
@@ -203,6 +203,7 @@ mod tests {
             memory: None,
             health_path: Some("/healthz".into()),
             health_timeout: std::time::Duration::from_secs(30),
+            attach: Default::default(),
         }
     }
 
@@ -217,6 +218,23 @@ mod tests {
         assert_eq!(r.app(), "teleop");
         assert_eq!(r.health.timeout_secs, 30);
         assert_eq!(r.spec.env.len(), 1);
+    }
+
+    #[test]
+    fn a_release_carries_its_volumes_and_devices() {
+        let image = format!("127.0.0.1:5000/teleop@sha256:{}", "0f".repeat(32));
+        let mut a = args(&image);
+        a.attach.volumes = vec![
+            peercompute_tunnel_proto::parse_volume("maps:/var/lib/teleop:2G").expect("a volume"),
+        ];
+        a.attach.devices = vec!["arm".into()];
+        a.attach.volume_exclusive = true;
+        let Op::Release(r) = release_op(a, &state()).expect("op") else {
+            panic!("not a release");
+        };
+        assert_eq!(r.spec.volumes[0].path, "/var/lib/teleop");
+        assert_eq!(r.spec.devices, ["arm"]);
+        assert!(r.spec.volume_exclusive);
     }
 
     #[test]
