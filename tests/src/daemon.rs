@@ -20,6 +20,8 @@ pub struct TestDaemon {
     pub daemon: Option<Daemon>,
     gateway: Option<GatewaySpec>,
     limits: Limits,
+    /// Applied to the configuration at every start (restarts too).
+    settings: fn(&mut ProviderConfig),
 }
 
 impl TestDaemon {
@@ -37,6 +39,24 @@ impl TestDaemon {
             port: gw.tunnel.port(),
         };
         Self::start_custom(home, gateway, limits, |_| {}).await
+    }
+
+    /// Like [`start`](Self::start), with `settings` applied to the configuration at this
+    /// start and at every restart (volume limits, device grants).
+    pub async fn start_with_settings(
+        home: tempfile::TempDir,
+        gw: &TestGateway,
+        limits: Limits,
+        settings: fn(&mut ProviderConfig),
+    ) -> Self {
+        let gateway = GatewaySpec {
+            peer: Some(gw.peer_id),
+            host: gw.tunnel.ip().to_string(),
+            port: gw.tunnel.port(),
+        };
+        let mut daemon = Self::start_with(home, Some(gateway), limits, settings).await;
+        daemon.settings = settings;
+        daemon
     }
 
     /// A daemon with no gateway configured: deployments run without a public URL.
@@ -82,6 +102,7 @@ impl TestDaemon {
             daemon: Some(daemon),
             gateway,
             limits,
+            settings: |_| {},
         }
     }
 
@@ -121,6 +142,19 @@ impl TestDaemon {
         format!("{}", daemon.listen_addrs.first().expect("a listen address"))
     }
 
+    /// The engine name of volume `app/volume` of `client`'s deploys on this daemon, removed
+    /// (with its data) when the test ends.
+    pub fn volume(&self, client: &PeerId, app: &str, volume: &str) -> String {
+        let name = peercompute_runtime::volume_name(
+            &self.peer_id.to_string(),
+            &peercompute_provider::volumes::peer_scope(client),
+            app,
+            volume,
+        );
+        self._cleanup.volume(&name);
+        name
+    }
+
     /// Trusts a client (what `peerctl --home <provider home> peers add` does).
     pub fn trust(&self, client: &PeerId) {
         let mut store = TrustStore::open(self.home.path()).expect("provider trust store");
@@ -151,7 +185,8 @@ impl TestDaemon {
     pub async fn start_again(&mut self, addr: &str) {
         assert!(self.daemon.is_none(), "stop the daemon first");
         let home = self.home.path().to_path_buf();
-        let daemon = Self::launch(home, self.gateway.clone(), self.limits, addr, |_| {}).await;
+        let daemon =
+            Self::launch(home, self.gateway.clone(), self.limits, addr, self.settings).await;
         self.daemon = Some(daemon);
     }
 }

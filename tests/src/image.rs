@@ -1,6 +1,9 @@
 //! A web image for deploy tests, built `FROM scratch` with Debian's static busybox — no
 //! registry needed. `busybox httpd -vv` logs every request to stderr, which is what the logs
-//! tests wait for; `/cgi-bin/status` prints the container's own `/proc/self/status`.
+//! tests wait for; `/cgi-bin/status` prints the container's own `/proc/self/status`. For the
+//! volume tests: `/cgi-bin/append` appends one line to `/data/log` and answers the line
+//! count, `/cgi-bin/log` answers `/data/log`, and `/cgi-bin/fill?N` writes N MiB to
+//! `/data/fill`.
 
 use peercompute_runtime::DockerRuntime;
 use peercompute_runtime::testsupport::{Cleanup, ScratchImage, busybox, unique_name};
@@ -23,6 +26,27 @@ exec busybox httpd -f -vv -p 8080 -h /www
 
 const STATUS_CGI: &str = "#!/bin/busybox sh\necho 'Content-Type: text/plain'\necho\nexec busybox cat /proc/self/status\n";
 
+const APPEND_CGI: &str = r#"#!/bin/busybox sh
+echo 'Content-Type: text/plain'
+echo
+echo "request at $(busybox date +%s.%N) by $$" >> /data/log
+busybox wc -l < /data/log
+"#;
+
+const LOG_CGI: &str = r#"#!/bin/busybox sh
+echo 'Content-Type: text/plain'
+echo
+busybox cat /data/log 2>/dev/null
+"#;
+
+const FILL_CGI: &str = r#"#!/bin/busybox sh
+echo 'Content-Type: text/plain'
+echo
+busybox dd if=/dev/urandom of=/data/fill bs=1048576 count="$QUERY_STRING" 2>/dev/null
+busybox sync
+echo filled
+"#;
+
 /// A loaded test image, removed (with its containers) when dropped.
 #[derive(Debug)]
 pub struct TestImage {
@@ -44,6 +68,9 @@ impl TestImage {
             .file("/entry.sh", ENTRY, 0o755)
             .file("/www/index.html", "hello from the container\n", 0o644)
             .file("/www/cgi-bin/status", STATUS_CGI, 0o755)
+            .file("/www/cgi-bin/append", APPEND_CGI, 0o755)
+            .file("/www/cgi-bin/log", LOG_CGI, 0o755)
+            .file("/www/cgi-bin/fill", FILL_CGI, 0o755)
             .cmd(["/entry.sh"])
             .env("PATH", "/bin")
             .expose(TEST_PORT)

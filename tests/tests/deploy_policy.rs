@@ -1,6 +1,6 @@
 //! What the provider refuses, and what it keeps: trust on both sides, admission limits,
-//! replayed / tampered / hostile requests (refused before any Docker call), and re-adoption of
-//! running deployments after a daemon restart.
+//! replayed / tampered / hostile requests (refused before any Docker call, volume and device
+//! tricks included), and re-adoption of running deployments after a daemon restart.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -234,6 +234,21 @@ async fn replayed_tampered_and_hostile_requests_are_refused_before_docker() {
         r#""sysctls":{"net.ipv4.ip_forward":"1"}"#,
         r#""workdir":"/proc/self/fd/3""#,
         r#""security_opt":["seccomp=unconfined"]"#,
+        // Bind-mount tricks through named volumes: names are [a-z0-9-] only, paths are
+        // normalized and absolute, and a volume has no other field.
+        r#""volumes":[{"name":"../etc","path":"/data"}]"#,
+        r#""volumes":[{"name":"/var/run/docker.sock","path":"/s"}]"#,
+        r#""volumes":[{"name":"/etc","path":"/host-etc"}]"#,
+        r#""volumes":[{"name":"docker.sock","path":"/s"}]"#,
+        r#""volumes":[{"name":"data:/x","path":"/data"}]"#,
+        r#""volumes":[{"name":"data","path":"/data","type":"bind"}]"#,
+        r#""volumes":[{"name":"data","path":"/data","source":"/"}]"#,
+        r#""volumes":[{"name":"data","path":"/var/run/docker.sock","bind":"/var/run/docker.sock"}]"#,
+        r#""volumes":[{"name":"data","path":"/proc"}]"#,
+        r#""volumes":[{"name":"data","path":"data"}]"#,
+        r#""volumes":[{"name":"data","path":"/a/../etc"}]"#,
+        r#""volumes":{"/data":{}}"#,
+        r#""devices":["../../dev/sda"]"#,
     ];
     for field in hostile {
         let json = format!(r#"{{"image":"{}","port":{TEST_PORT},{field}}}"#, image.tag);
