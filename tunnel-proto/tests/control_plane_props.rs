@@ -14,8 +14,10 @@ use peercompute_tunnel_proto::{
     DeployStage, DeploymentState, DeploymentSummary, EnvVar, ErrorCode, ErrorResponse, ListRequest,
     ListResponse, LogEntry, LogStream, LogsEnd, LogsRequest, MAX_CONTROL_PLANE_FRAME,
     MAX_VOLUME_DATA, MessageType, NoUrl, Nonce, PeerId, ReplayGuard, Request, SignedEnvelope,
-    StatusRequest, StatusResponse, StopRequest, StopResponse, decode_control_plane, decode_request,
-    encode_control_plane, encode_request,
+    StatusRequest, StatusResponse, StopRequest, StopResponse, VolumeEnd, VolumeExportRequest,
+    VolumeImportRequest, VolumeInfo, VolumeMount, VolumeRemoveRequest, VolumeRemoved, VolumeUsage,
+    VolumesRequest, VolumesResponse, decode_control_plane, decode_request, encode_control_plane,
+    encode_request,
 };
 use proptest::collection::vec;
 use proptest::option::of;
@@ -81,20 +83,53 @@ fn deploy_request() -> impl Strategy<Value = DeployRequest> {
         env(),
         of(1..=u32::MAX),
         of(1..=u64::MAX),
+        attachments(),
     )
         .prop_map(
-            |(image, name, port, env, cpu_millis, memory_bytes)| DeployRequest {
-                image,
-                name,
-                port,
-                env,
-                cpu_millis,
-                memory_bytes,
-                volumes: Vec::new(),
-                devices: Vec::new(),
-                volume_exclusive: false,
+            |(image, name, port, env, cpu_millis, memory_bytes, (volumes, devices, exclusive))| {
+                DeployRequest {
+                    image,
+                    name,
+                    port,
+                    env,
+                    cpu_millis,
+                    memory_bytes,
+                    volume_exclusive: exclusive && !volumes.is_empty(),
+                    volumes,
+                    devices,
+                }
             },
         )
+}
+
+/// Volumes (distinct names, distinct non-nested paths) and devices (distinct DNS labels) as
+/// the rules allow them, none about half the time.
+fn attachments() -> impl Strategy<Value = (Vec<VolumeMount>, Vec<String>, bool)> {
+    let volumes = vec((of(1..=u64::MAX), "[a-z0-9_.-]{1,20}"), 0..=8).prop_map(|v| {
+        v.into_iter()
+            .enumerate()
+            .map(|(i, (size_bytes, dir))| VolumeMount {
+                name: format!("v{i}-x"),
+                path: format!("/srv{i}/{}", dir.replace('.', "d")),
+                size_bytes,
+            })
+            .collect::<Vec<_>>()
+    });
+    let devices = proptest::collection::btree_set("[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?", 0..=8)
+        .prop_map(|d| d.into_iter().collect::<Vec<_>>());
+    (
+        prop_oneof![Just(Vec::new()), volumes],
+        prop_oneof![Just(Vec::new()), devices],
+        any::<bool>(),
+    )
+}
+
+fn volume_ref() -> impl Strategy<Value = String> {
+    "[a-z0-9]([a-z0-9-]{0,20}[a-z0-9])?/[a-z0-9][a-z0-9-]{0,31}"
+}
+
+fn sha256() -> impl Strategy<Value = String> {
+    "[0-9a-f]{64}"
 }
 
 fn request() -> impl Strategy<Value = Request> {
@@ -105,6 +140,25 @@ fn request() -> impl Strategy<Value = Request> {
         Just(Request::List(ListRequest {})),
         (id(), any::<bool>(), of(0..=100_000u32))
             .prop_map(|(id, follow, tail)| Request::Logs(LogsRequest { id, follow, tail })),
+        Just(Request::Volumes(VolumesRequest {})),
+        volume_ref().prop_map(|volume| Request::VolumeRemove(VolumeRemoveRequest { volume })),
+        volume_ref().prop_map(|volume| Request::VolumeExport(VolumeExportRequest { volume })),
+        (
+            volume_ref(),
+            1..=u64::MAX,
+            sha256(),
+            of(1..=u64::MAX),
+            any::<bool>()
+        )
+            .prop_map(|(volume, size_bytes, sha256, share_bytes, replace)| {
+                Request::VolumeImport(VolumeImportRequest {
+                    volume,
+                    size_bytes,
+                    sha256,
+                    share_bytes,
+                    replace,
+                })
+            }),
     ]
 }
 
@@ -142,6 +196,8 @@ fn error_code() -> impl Strategy<Value = ErrorCode> {
         Just(ErrorCode::ImagePlatform),
         Just(ErrorCode::Runtime),
         Just(ErrorCode::Internal),
+        Just(ErrorCode::NotGranted),
+        Just(ErrorCode::InUse),
         Just(ErrorCode::Unknown),
     ]
 }
@@ -186,39 +242,91 @@ fn status() -> impl Strategy<Value = StatusResponse> {
         any::<u32>(),
     );
     let usage = (of(finite()), of(any::<u64>()), of(any::<u64>()));
-    (id(), text(20), text(30), text(30), state(), times, usage).prop_map(
-        |(id, name, image, url, state, times, usage)| StatusResponse {
-            id,
-            name,
-            image,
-            url,
-            state,
-            created_at: times.0,
-            started_at: times.1,
-            uptime_secs: times.2,
-            restarts: times.3,
-            cpu_percent: usage.0,
-            memory_bytes: usage.1,
-            memory_limit: usage.2,
-            volumes: Vec::new(),
-            devices: Vec::new(),
-            stopped_reason: None,
-        },
+    let extra = (
+        vec(usage_of_volume(), 0..3),
+        vec(text(10), 0..3),
+        opt_text(60),
+    );
+    (
+        id(),
+        text(20),
+        text(30),
+        text(30),
+        state(),
+        times,
+        (usage, extra),
     )
+        .prop_map(
+            |(id, name, image, url, state, times, (usage, extra))| StatusResponse {
+                id,
+                name,
+                image,
+                url,
+                state,
+                created_at: times.0,
+                started_at: times.1,
+                uptime_secs: times.2,
+                restarts: times.3,
+                cpu_percent: usage.0,
+                memory_bytes: usage.1,
+                memory_limit: usage.2,
+                volumes: extra.0,
+                devices: extra.1,
+                stopped_reason: extra.2,
+            },
+        )
+}
+
+fn usage_of_volume() -> impl Strategy<Value = VolumeUsage> {
+    (text(20), of(any::<u64>()), any::<u64>()).prop_map(|(volume, used_bytes, share_bytes)| {
+        VolumeUsage {
+            volume,
+            used_bytes,
+            share_bytes,
+        }
+    })
 }
 
 fn summary() -> impl Strategy<Value = DeploymentSummary> {
-    (id(), text(20), text(30), text(30), state(), any::<u64>()).prop_map(
-        |(id, name, image, url, state, created_at)| DeploymentSummary {
-            id,
-            name,
-            image,
-            url,
-            state,
-            created_at,
-            stopped_reason: None,
-        },
+    (
+        id(),
+        text(20),
+        text(30),
+        text(30),
+        state(),
+        any::<u64>(),
+        opt_text(40),
     )
+        .prop_map(
+            |(id, name, image, url, state, created_at, stopped_reason)| DeploymentSummary {
+                id,
+                name,
+                image,
+                url,
+                state,
+                created_at,
+                stopped_reason,
+            },
+        )
+}
+
+fn volume_info() -> impl Strategy<Value = VolumeInfo> {
+    (
+        text(20),
+        of(any::<u64>()),
+        any::<u64>(),
+        vec(text(20), 0..3),
+        of(any::<u64>()),
+    )
+        .prop_map(
+            |(volume, used_bytes, share_bytes, in_use_by, created_at)| VolumeInfo {
+                volume,
+                used_bytes,
+                share_bytes,
+                in_use_by,
+                created_at,
+            },
+        )
 }
 
 fn message() -> impl Strategy<Value = ControlPlaneMessage> {
@@ -280,6 +388,13 @@ fn message() -> impl Strategy<Value = ControlPlaneMessage> {
                 }
             )),
         Just(ControlPlaneMessage::LogsEnd(LogsEnd {})),
+        vec(volume_info(), 0..4)
+            .prop_map(|volumes| ControlPlaneMessage::VolumesResponse(VolumesResponse { volumes })),
+        text(30).prop_map(|volume| ControlPlaneMessage::VolumeRemoved(VolumeRemoved { volume })),
+        vec(any::<u8>(), 0..600).prop_map(|b| ControlPlaneMessage::VolumeData(b.into())),
+        (any::<u64>(), text(70)).prop_map(|(bytes, sha256)| ControlPlaneMessage::VolumeEnd(
+            VolumeEnd { bytes, sha256 }
+        )),
         (error_code(), text(60)).prop_map(|(code, message)| ControlPlaneMessage::Error(
             ErrorResponse { code, message }
         )),

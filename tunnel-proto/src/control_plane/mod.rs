@@ -72,3 +72,5 @@ pub use volumes::{
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod volume_tests;

@@ -7,7 +7,7 @@ use bytes::{BufMut, BytesMut};
 
 use super::*;
 
-fn frame(ty: u8, json: &str) -> BytesMut {
+pub(super) fn frame(ty: u8, json: &str) -> BytesMut {
     let mut b = BytesMut::new();
     b.put_u8(ty);
     b.put_u32(json.len() as u32);
@@ -171,7 +171,7 @@ fn requests() -> Vec<Request> {
     ]
 }
 
-fn with_attachments() -> DeployRequest {
+pub(super) fn with_attachments() -> DeployRequest {
     DeployRequest {
         name: Some("notes".into()),
         volumes: vec![VolumeMount {
@@ -211,154 +211,6 @@ fn golden_frame() {
     let mut buf = BytesMut::new();
     encode_control_plane(&ControlPlaneMessage::LogsEnd(LogsEnd {}), &mut buf).expect("encode");
     assert_eq!(&buf[..], b"\x26\x00\x00\x00\x02{}");
-}
-
-/// A deploy request with volumes and devices: the fields follow the old ones, in order; a
-/// request without them keeps its old bytes (pinned by `golden_frame` and the corpus seeds).
-#[test]
-fn golden_deploy_with_attachments() {
-    let mut buf = BytesMut::new();
-    encode_request(&Request::Deploy(with_attachments()), &mut buf).expect("encode");
-    let json = concat!(
-        r#"{"image":"ghcr.io/acme/notes:1.4","name":"notes","port":8080,"env":[],"#,
-        r#""cpu_millis":null,"memory_bytes":null,"#,
-        r#""volumes":[{"name":"data","path":"/var/lib/notes","size_bytes":2147483648}],"#,
-        r#""devices":["arm","cam"],"volume_exclusive":true}"#,
-    );
-    assert_eq!(buf[0], 0x10);
-    assert_eq!(&buf[1..5], &(json.len() as u32).to_be_bytes());
-    assert_eq!(std::str::from_utf8(&buf[5..]), Ok(json));
-    let mut plain = BytesMut::new();
-    encode_request(
-        &Request::Deploy(DeployRequest::new("nginx", 80)),
-        &mut plain,
-    )
-    .expect("encode");
-    assert_eq!(
-        std::str::from_utf8(&plain[5..]),
-        Ok(
-            r#"{"image":"nginx","name":null,"port":80,"env":[],"cpu_millis":null,"memory_bytes":null}"#
-        )
-    );
-}
-
-#[test]
-fn volume_data_is_raw_and_bounded() {
-    let mut buf = BytesMut::new();
-    let data = ControlPlaneMessage::VolumeData(bytes::Bytes::from_static(b"tar"));
-    encode_control_plane(&data, &mut buf).expect("encode");
-    assert_eq!(&buf[..], b"\x29\x00\x00\x00\x03tar");
-    let too_big = ControlPlaneMessage::VolumeData(bytes::Bytes::from(vec![0; MAX_VOLUME_DATA + 1]));
-    assert!(matches!(
-        encode_control_plane(&too_big, &mut BytesMut::new()),
-        Err(ControlPlaneEncodeError::TooLarge {
-            ty: MessageType::VolumeData,
-            ..
-        })
-    ));
-    // The length is refused from the prefix alone, before the body arrives.
-    let mut over = BytesMut::from(&[0x29, 0, 1, 0, 1][..]);
-    assert_eq!(
-        decode_control_plane(&mut over.clone()),
-        Err(ControlPlaneDecodeError::TooLarge {
-            len: MAX_VOLUME_DATA + 1,
-            max: MAX_VOLUME_DATA
-        })
-    );
-    assert_eq!(
-        decode_import_data(&mut over),
-        Err(ControlPlaneDecodeError::TooLarge {
-            len: MAX_VOLUME_DATA + 1,
-            max: MAX_VOLUME_DATA
-        })
-    );
-}
-
-#[test]
-fn import_data_accepts_only_volume_data() {
-    let mut buf = BytesMut::new();
-    for chunk in [&b"abc"[..], b"", b"de"] {
-        encode_control_plane(
-            &ControlPlaneMessage::VolumeData(bytes::Bytes::copy_from_slice(chunk)),
-            &mut buf,
-        )
-        .expect("encode");
-    }
-    let mut got = Vec::new();
-    while let Some(chunk) = decode_import_data(&mut buf).expect("decodes") {
-        got.push(chunk);
-    }
-    assert_eq!(got, [&b"abc"[..], b"", b"de"]);
-    // Partial: nothing consumed.
-    let mut partial = BytesMut::from(&[0x29, 0, 0, 0, 4, b'a'][..]);
-    assert_eq!(decode_import_data(&mut partial), Ok(None));
-    assert_eq!(partial.len(), 6);
-    // Every other type is refused from its byte alone.
-    for ty in MessageType::ALL {
-        if ty != MessageType::VolumeData {
-            assert_eq!(
-                decode_import_data(&mut BytesMut::from(&[ty.to_u8()][..])),
-                Err(ControlPlaneDecodeError::NotVolumeData(ty))
-            );
-        }
-    }
-    assert_eq!(
-        decode_import_data(&mut frame(0x18, "{}")),
-        Err(ControlPlaneDecodeError::NotVolumeData(
-            MessageType::VolumeImportRequest
-        ))
-    );
-    assert_eq!(
-        decode_import_data(&mut BytesMut::from(&[0x7f][..])),
-        Err(ControlPlaneDecodeError::UnknownType(0x7f))
-    );
-}
-
-#[test]
-fn volume_requests_are_validated_on_decode() {
-    for (ty, json) in [
-        (0x16, r#"{"volume":"../etc"}"#),
-        (0x17, r#"{"volume":"blog"}"#),
-        (0x17, r#"{"volume":"/var/lib/docker/volumes/x"}"#),
-        (
-            0x18,
-            r#"{"volume":"blog/data","size_bytes":0,"sha256":"00"}"#,
-        ),
-    ] {
-        let got = decode_request(&mut frame(ty, json));
-        assert!(
-            matches!(got, Err(ControlPlaneDecodeError::Invalid { .. })),
-            "{json}: {got:?}"
-        );
-    }
-    let got = decode_request(&mut frame(0x15, r#"{"all":true}"#));
-    assert!(
-        matches!(got, Err(ControlPlaneDecodeError::Json { .. })),
-        "{got:?}"
-    );
-    // Volume requests travel signed only.
-    assert_eq!(
-        decode_control_plane(&mut frame(0x18, "{}")),
-        Err(ControlPlaneDecodeError::UnsignedRequest(
-            MessageType::VolumeImportRequest
-        ))
-    );
-}
-
-/// Old clients read the new error codes as `Unknown` (and so exit with the generic code).
-#[test]
-fn new_error_codes_spell_and_old_ones_read_unknown() {
-    for (code, json) in [
-        (ErrorCode::NotGranted, "\"not_granted\""),
-        (ErrorCode::InUse, "\"in_use\""),
-    ] {
-        assert_eq!(serde_json::to_string(&code).expect("json"), json);
-        assert_eq!(serde_json::from_str::<ErrorCode>(json).expect("json"), code);
-    }
-    assert_eq!(
-        serde_json::from_str::<ErrorCode>("\"from_the_future\"").expect("json"),
-        ErrorCode::Unknown
-    );
 }
 
 #[test]
