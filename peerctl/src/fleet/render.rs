@@ -173,13 +173,14 @@ fn what(op: &Op, names: &Names) -> String {
         Op::Grant(g) => grant_text(g, names),
         Op::Ungrant { member } => format!("role of {} taken away", names.show(member)),
         Op::Release(r) => format!(
-            "release {} {} to {} (seq {}): {} port {}",
+            "release {} {} to {} (seq {}): {} port {}{}",
             r.app(),
             r.version,
             r.group,
             r.seq,
             r.spec.image,
-            r.spec.port
+            r.spec.port,
+            attachments_text(&r.spec)
         ),
         Op::Rollback(r) => format!(
             "rollback of {} to {} (seq {})",
@@ -191,6 +192,31 @@ fn what(op: &Op, names: &Names) -> String {
         Op::Resume { groups } => format!("resume of {}", groups_text(groups)),
         Op::Revoke { member, reason } => format!("{} revoked: {reason}", names.show(member)),
     }
+}
+
+/// `, volumes data:/var/lib/app (2.0 GiB), devices arm, exclusive` (empty without any).
+fn attachments_text(spec: &peercompute_tunnel_proto::DeployRequest) -> String {
+    let mut out = String::new();
+    if !spec.volumes.is_empty() {
+        let volumes: Vec<String> = spec
+            .volumes
+            .iter()
+            .map(|v| {
+                let size = v
+                    .size_bytes
+                    .map_or_else(String::new, |b| format!(" ({})", crate::output::bytes(b)));
+                format!("{}:{}{size}", v.name, v.path)
+            })
+            .collect();
+        out.push_str(&format!(", volumes {}", volumes.join(" ")));
+    }
+    if !spec.devices.is_empty() {
+        out.push_str(&format!(", devices {}", spec.devices.join(" ")));
+    }
+    if spec.volume_exclusive {
+        out.push_str(", exclusive");
+    }
+    out
 }
 
 fn grant_text(g: &Grant, names: &Names) -> String {

@@ -108,6 +108,7 @@ fn log_rows_name_authors_with_their_role_then() {
         "{}",
         rows[4].what
     );
+    assert!(rows[4].what.ends_with("port 80"), "{}", rows[4].what);
     assert_eq!(rows[4].hash.len(), 12);
     let table = log_table(&rows);
     let header = table.lines().next().expect("header");
@@ -142,4 +143,20 @@ fn members_list_robots_then_keys_with_roles() {
 #[test]
 fn time_is_rfc3339_utc() {
     assert_eq!(time(0), "1970-01-01T00:00:00Z");
+}
+
+#[test]
+fn a_release_names_its_volumes_and_devices() {
+    let mut spec = DeployRequest::new("r/app@sha256:00", 80);
+    spec.volumes = vec![
+        peercompute_tunnel_proto::parse_volume("data:/var/lib/app:2G").expect("volume"),
+        peercompute_tunnel_proto::parse_volume("cache:/cache").expect("volume"),
+    ];
+    spec.devices = vec!["arm".into(), "cam".into()];
+    spec.volume_exclusive = true;
+    assert_eq!(
+        attachments_text(&spec),
+        ", volumes data:/var/lib/app (2.0 GiB) cache:/cache, devices arm cam, exclusive"
+    );
+    assert_eq!(attachments_text(&DeployRequest::new("r/app", 80)), "");
 }
