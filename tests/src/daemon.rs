@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use peercompute_identity::{Identity, PeerId, TrustStore};
 use peercompute_provider::{Daemon, GatewaySpec, Limits, ProviderConfig};
+use peercompute_tunnel_proto::{ControlPlaneMessage, Request};
 use peerctl::{Client, ClientOptions};
 
 use crate::gateway::TestGateway;
@@ -155,6 +156,22 @@ impl TestDaemon {
         name
     }
 
+    /// The containers this daemon runs, running or not (other tests run their own daemons
+    /// on the same engine).
+    pub async fn managed_count(&self) -> usize {
+        let runtime = peercompute_runtime::DockerRuntime::connect()
+            .await
+            .expect("docker");
+        let me = self.peer_id.to_string();
+        runtime
+            .list_managed()
+            .await
+            .expect("list")
+            .iter()
+            .filter(|c| c.labels.get(peercompute_runtime::LABEL_PROVIDER) == Some(&me))
+            .count()
+    }
+
     /// Trusts a client (what `peerctl --home <provider home> peers add` does).
     pub fn trust(&self, client: &PeerId) {
         let mut store = TrustStore::open(self.home.path()).expect("provider trust store");
@@ -246,6 +263,20 @@ impl TestClient {
 impl Default for TestClient {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+/// Sends `request` through `client` and returns the final answer (deploy progress skipped).
+pub async fn answer(
+    client: &Client,
+    request: &Request,
+) -> Result<ControlPlaneMessage, peerctl::CliError> {
+    let mut framed = client.send(request).await?;
+    loop {
+        match Client::next(&mut framed).await? {
+            ControlPlaneMessage::DeployProgress(_) => continue,
+            other => return Ok(other),
+        }
     }
 }
 

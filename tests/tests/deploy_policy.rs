@@ -6,9 +6,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use ed25519_dalek::Signer;
 use peercompute_provider::Limits;
-use peercompute_runtime::DockerRuntime;
 use peercompute_tests::{
-    Alpn, TEST_PORT, TestClient, TestDaemon, TestImage, deploy_world as world, https_client, within,
+    Alpn, TEST_PORT, TestClient, TestDaemon, TestImage, answer, deploy_world as world,
+    https_client, within,
 };
 use peercompute_tunnel_proto::{
     ControlPlaneMessage, DeployRequest, Nonce, Request, SignedEnvelope, signing_message,
@@ -19,33 +19,6 @@ fn deploy_req(image: &TestImage, name: &str) -> Request {
     let mut req = DeployRequest::new(image.tag.clone(), TEST_PORT);
     req.name = Some(name.to_owned());
     Request::Deploy(req)
-}
-
-/// Sends `request` and returns the final answer (progress skipped).
-async fn answer(
-    client: &Client,
-    request: &Request,
-) -> Result<ControlPlaneMessage, peerctl::CliError> {
-    let mut framed = client.send(request).await?;
-    loop {
-        match Client::next(&mut framed).await? {
-            ControlPlaneMessage::DeployProgress(_) => continue,
-            other => return Ok(other),
-        }
-    }
-}
-
-/// Containers run by `daemon` (other tests run their own daemons on the same engine).
-async fn managed_count(daemon: &TestDaemon) -> usize {
-    let runtime = DockerRuntime::connect().await.expect("docker");
-    let me = daemon.peer_id.to_string();
-    runtime
-        .list_managed()
-        .await
-        .expect("list")
-        .iter()
-        .filter(|c| c.labels.get(peercompute_runtime::LABEL_PROVIDER) == Some(&me))
-        .count()
 }
 
 fn now() -> u64 {
@@ -61,7 +34,7 @@ async fn trust_must_be_mutual_and_each_refusal_says_who_must_add_whom() {
     // The client trusts the provider, the provider does not trust the client.
     let client = TestClient::new();
     client.trust(&daemon);
-    let before = managed_count(&daemon).await;
+    let before = daemon.managed_count().await;
     let conn = client.connect(&daemon).await.expect("reachable");
     let err = answer(&conn, &deploy_req(&image, "untrusted"))
         .await
@@ -85,7 +58,7 @@ async fn trust_must_be_mutual_and_each_refusal_says_who_must_add_whom() {
         err.message
     );
     assert_eq!(
-        managed_count(&daemon).await,
+        daemon.managed_count().await,
         before,
         "no container for an untrusted client"
     );
@@ -149,7 +122,7 @@ async fn replayed_tampered_and_hostile_requests_are_refused_before_docker() {
     daemon.trust(&client.peer_id());
     let conn = client.connect(&daemon).await.expect("reachable");
     let key = client.identity.signing_key().clone();
-    let before = managed_count(&daemon).await;
+    let before = daemon.managed_count().await;
 
     // A valid signed List, sent twice: the second is a replay.
     let list = SignedEnvelope::sign(
@@ -272,7 +245,7 @@ async fn replayed_tampered_and_hostile_requests_are_refused_before_docker() {
         assert_eq!(err.kind, Kind::BadRequest, "{field}: {}", err.message);
     }
     assert_eq!(
-        managed_count(&daemon).await,
+        daemon.managed_count().await,
         before,
         "no container was created by any refused request"
     );

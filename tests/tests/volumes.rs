@@ -12,10 +12,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use peercompute_identity::TrustStore;
 use peercompute_provider::{Limits, ProviderConfig};
-use peercompute_runtime::DockerRuntime;
 use peercompute_tests::{
-    Alpn, GatewayOptions, TEST_PORT, TestClient, TestDaemon, TestGateway, TestImage, https_client,
-    within,
+    Alpn, GatewayOptions, TEST_PORT, TestClient, TestDaemon, TestGateway, TestImage, answer,
+    https_client, within,
 };
 use peercompute_tunnel_proto::{
     ControlPlaneMessage, DeployRequest, DeployResponse, MAX_VOLUME_DATA, Request, StatusRequest,
@@ -30,20 +29,6 @@ const MIB: u64 = 1 << 20;
 fn small_volumes(config: &mut ProviderConfig) {
     config.max_volumes_size = 8 * MIB;
     config.volume_check_interval = Duration::from_secs(1);
-}
-
-/// Sends `request` and returns the final answer (progress skipped).
-async fn answer(
-    client: &Client,
-    request: &Request,
-) -> Result<ControlPlaneMessage, peerctl::CliError> {
-    let mut framed = client.send(request).await?;
-    loop {
-        match Client::next(&mut framed).await? {
-            ControlPlaneMessage::DeployProgress(_) => continue,
-            other => return Ok(other),
-        }
-    }
 }
 
 fn deploy_req(image: &TestImage, name: &str, volume: &str, size: u64) -> Request {
@@ -105,19 +90,6 @@ async fn routes_back(daemon: &TestDaemon, n: usize) {
         tunnel.wait_for(|s| matches!(s, peercompute_provider::TunnelStatus::Connected { registered, .. } if *registered >= n)),
     )
     .await;
-}
-
-/// Containers run by `daemon` (other tests run their own daemons on the same engine).
-async fn managed_count(daemon: &TestDaemon) -> usize {
-    let runtime = DockerRuntime::connect().await.expect("docker");
-    let me = daemon.peer_id.to_string();
-    runtime
-        .list_managed()
-        .await
-        .expect("list")
-        .iter()
-        .filter(|c| c.labels.get(peercompute_runtime::LABEL_PROVIDER) == Some(&me))
-        .count()
 }
 
 async fn export(client: &Client, volume: &str) -> (Vec<u8>, VolumeEnd) {
@@ -238,7 +210,7 @@ async fn volumes_keep_data_stay_per_client_are_bounded_and_move_between_provider
 
     // 2 + 2 MiB held: a 4 MiB volume fits exactly; writing 6 MiB into it halts its app.
     let hog = deploy(&a, &deploy_req(&image, "hog", "fill", 4 * MIB)).await;
-    let before = managed_count(&d1).await;
+    let before = d1.managed_count().await;
     let web = https_client(&gw, &["hog"], Alpn::H1);
     // The halt may cut this answer short.
     let _ = web.get(gw.url("hog", "/cgi-bin/fill?6")).send().await;
@@ -270,7 +242,7 @@ async fn volumes_keep_data_stay_per_client_are_bounded_and_move_between_provider
         "{:?}",
         halted.volumes
     );
-    assert_eq!(managed_count(&d1).await, before, "halted, not removed");
+    assert_eq!(d1.managed_count().await, before, "halted, not removed");
     let ControlPlaneMessage::ListResponse(ls) = answer(&a, &Request::List(Default::default()))
         .await
         .expect("ls")
@@ -285,7 +257,7 @@ async fn volumes_keep_data_stay_per_client_are_bounded_and_move_between_provider
     assert_eq!(listed.stopped_reason.as_deref(), Some(reason));
 
     // Nothing left: a new volume is refused with the numbers, before any container exists.
-    let before = managed_count(&d1).await;
+    let before = d1.managed_count().await;
     let err = answer(&a, &deploy_req(&image, "extra", "x", MIB))
         .await
         .expect_err("no room");
@@ -299,7 +271,7 @@ async fn volumes_keep_data_stay_per_client_are_bounded_and_move_between_provider
         "{}",
         err.message
     );
-    assert_eq!(managed_count(&d1).await, before);
+    assert_eq!(d1.managed_count().await, before);
 
     // Export from the first provider, import into a second, deploy there: same bytes.
     let (tar, end) = export(&a, "notes/data").await;
