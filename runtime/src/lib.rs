@@ -16,6 +16,12 @@
 //! [`logs`](DockerRuntime::logs), [`stop`](DockerRuntime::stop), and after a daemon restart
 //! [`list_managed`](DockerRuntime::list_managed) to reconcile by label.
 //!
+//! A spec may carry [`Attachments`] the provider built from its own grants: named volumes
+//! ([`volume_name`], [`DockerRuntime::ensure_volume`] first), device nodes its owner granted
+//! ([`probe_device`] → [`ProbedDevice::binding`]) and GPUs. They widen the sandbox by exactly
+//! those resources: a volume mount, a device with a cgroup rule for its own number, the node's
+//! group; never a host path, a capability or privileged mode.
+//!
 //! ```no_run
 //! # async fn deploy() -> Result<(), Box<dyn std::error::Error>> {
 //! use std::time::Duration;
