@@ -22,12 +22,12 @@ use bollard::Docker;
 use bollard::models::{ContainerCreateBody, HostConfig, Mount, MountType};
 use bollard::query_parameters::{
     CreateContainerOptions, CreateImageOptions, DownloadFromContainerOptions,
-    ListContainersOptions, RemoveContainerOptions, UploadToContainerOptions,
+    RemoveContainerOptions, UploadToContainerOptions,
 };
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt, TryStreamExt};
 
-use crate::engine::{DockerRuntime, engine_status};
+use crate::engine::{DockerRuntime, all_containers_where, engine_status};
 use crate::spec::{LABEL_PROVIDER, is_volume_name};
 use crate::volume::{VolumeError, volume_engine_error};
 
@@ -191,14 +191,7 @@ impl DockerRuntime {
     /// Removes the helper containers of `provider` left by a crash in the middle of an export
     /// or import; returns how many. Call once at start.
     pub async fn remove_stale_helpers(&self, provider: &str) -> Result<usize, VolumeError> {
-        let options = ListContainersOptions {
-            all: true,
-            filters: Some(HashMap::from([(
-                "label".to_owned(),
-                vec![format!("{LABEL_HELPER}={provider}")],
-            )])),
-            ..Default::default()
-        };
+        let options = all_containers_where("label", format!("{LABEL_HELPER}={provider}"));
         let stale = self
             .docker
             .list_containers(Some(options))

@@ -222,6 +222,22 @@ fn go_arch(rust_arch: &str) -> &str {
     }
 }
 
+/// Options that list every container, running or not, matching one engine filter
+/// (`label` → `key=value`, `volume` → a volume name).
+pub(crate) fn all_containers_where(
+    filter: &str,
+    value: String,
+) -> bollard::query_parameters::ListContainersOptions {
+    bollard::query_parameters::ListContainersOptions {
+        all: true,
+        filters: Some(std::collections::HashMap::from([(
+            filter.to_owned(),
+            vec![value],
+        )])),
+        ..Default::default()
+    }
+}
+
 /// The HTTP status of an engine refusal, if the engine answered at all.
 pub(crate) fn engine_status(error: &bollard::errors::Error) -> Option<u16> {
     match error {

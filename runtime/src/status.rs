@@ -10,11 +10,11 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::SystemTime;
 
 use bollard::models::{ContainerStateStatusEnum, ContainerSummaryStateEnum};
-use bollard::query_parameters::{ListContainersOptions, StatsOptions};
+use bollard::query_parameters::StatsOptions;
 use futures_util::StreamExt;
 
 use crate::container::{ContainerError, engine_error, exposed_port, published_addr};
-use crate::engine::DockerRuntime;
+use crate::engine::{DockerRuntime, all_containers_where};
 use crate::spec::{LABEL_DEPLOYMENT, LABEL_MANAGED, LABEL_NAME, LABEL_OWNER};
 use crate::time::parse_rfc3339;
 use crate::usage::ResourceUsage;
@@ -199,14 +199,7 @@ impl DockerRuntime {
 
     /// Every container labelled `peercompute.managed=true`, running or not.
     pub async fn list_managed(&self) -> Result<Vec<ManagedContainer>, ContainerError> {
-        let options = ListContainersOptions {
-            all: true,
-            filters: Some(HashMap::from([(
-                "label".to_owned(),
-                vec![format!("{LABEL_MANAGED}=true")],
-            )])),
-            ..Default::default()
-        };
+        let options = all_containers_where("label", format!("{LABEL_MANAGED}=true"));
         let summaries = self
             .docker
             .list_containers(Some(options))

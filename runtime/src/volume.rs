@@ -16,10 +16,12 @@ use std::path::{Path, PathBuf};
 use std::time::UNIX_EPOCH;
 
 use bollard::models::{Volume, VolumeCreateRequest};
-use bollard::query_parameters::{ListContainersOptions, ListVolumesOptions, RemoveVolumeOptions};
+use bollard::query_parameters::{ListVolumesOptions, RemoveVolumeOptions};
 use sha2::{Digest, Sha256};
 
-use crate::engine::{DockerRuntime, EngineError, engine_message, engine_status};
+use crate::engine::{
+    DockerRuntime, EngineError, all_containers_where, engine_message, engine_status,
+};
 use crate::spec::{LABEL_DEPLOYMENT, LABEL_MANAGED, LABEL_PROVIDER, VOLUME_PREFIX, is_volume_name};
 use crate::status::ContainerState;
 
@@ -278,14 +280,7 @@ impl DockerRuntime {
 
     /// The containers (running or not, ours or not) that mount volume `name`.
     pub async fn volume_users(&self, name: &str) -> Result<Vec<VolumeUser>, VolumeError> {
-        let options = ListContainersOptions {
-            all: true,
-            filters: Some(HashMap::from([(
-                "volume".to_owned(),
-                vec![name.to_owned()],
-            )])),
-            ..Default::default()
-        };
+        let options = all_containers_where("volume", name.to_owned());
         let summaries = self
             .docker
             .list_containers(Some(options))
