@@ -57,11 +57,11 @@ impl std::fmt::Debug for VolumeExport {
 impl Stream for VolumeExport {
     type Item = Result<Bytes, VolumeError>;
 
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let volume = self.volume.clone();
-        self.inner.as_mut().poll_next(cx).map(|item| {
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        this.inner.as_mut().poll_next(cx).map(|item| {
             item.map(|chunk| {
-                chunk.map_err(|source| volume_engine_error("export volume", &volume, source))
+                chunk.map_err(|source| volume_engine_error("export volume", &this.volume, source))
             })
         })
     }
