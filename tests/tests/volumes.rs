@@ -133,6 +133,27 @@ async fn import(client: &Client, volume: &str, tar: &[u8], share: u64) -> Volume
     }
 }
 
+/// A one-file ustar archive with `path` written as is (no builder would write `..`).
+fn raw_tar(path: &str, data: &[u8]) -> Vec<u8> {
+    let mut header = [0u8; 512];
+    header[..path.len()].copy_from_slice(path.as_bytes());
+    header[100..107].copy_from_slice(b"0000644");
+    header[108..115].copy_from_slice(b"0000000");
+    header[116..123].copy_from_slice(b"0000000");
+    header[124..135].copy_from_slice(format!("{:011o}", data.len()).as_bytes());
+    header[136..147].copy_from_slice(b"00000000000");
+    header[156] = b'0';
+    header[257..263].copy_from_slice(b"ustar\0");
+    header[263..265].copy_from_slice(b"00");
+    header[148..156].copy_from_slice(b"        ");
+    let sum: u32 = header.iter().map(|b| u32::from(*b)).sum();
+    header[148..155].copy_from_slice(format!("{sum:06o}\0").as_bytes());
+    let mut out = header.to_vec();
+    out.extend_from_slice(data);
+    out.resize(out.len().div_ceil(512) * 512 + 1024, 0);
+    out
+}
+
 #[tokio::test]
 async fn volumes_keep_data_stay_per_client_are_bounded_and_move_between_providers() {
     let (home1, p1) = TestDaemon::identity();
@@ -303,6 +324,39 @@ async fn volumes_keep_data_stay_per_client_are_bounded_and_move_between_provider
         err.message.contains("already holds data"),
         "{}",
         err.message
+    );
+    // An archive that climbs out of the volume: refused after its data is read (size and
+    // SHA-256 match), no volume made, nothing left in the spool.
+    let evil = raw_tar("data/../../etc/cron.d/x", b"* * * * * root id\n");
+    let request = Request::VolumeImport(VolumeImportRequest {
+        volume: "evil/data".into(),
+        size_bytes: evil.len() as u64,
+        sha256: hex::encode(Sha256::digest(&evil)),
+        share_bytes: Some(MIB),
+        replace: false,
+    });
+    let mut framed = a2.send(&request).await.expect("import sent");
+    framed
+        .write(&ControlPlaneMessage::VolumeData(Bytes::from(evil)))
+        .await
+        .expect("data sent");
+    let err = Client::next(&mut framed).await.expect_err("climbs out");
+    assert_eq!(err.kind, peerctl::Kind::BadRequest, "{}", err.message);
+    assert!(err.message.contains("climbs with `..`"), "{}", err.message);
+    let ControlPlaneMessage::VolumesResponse(ls) =
+        answer(&a2, &Request::Volumes(Default::default()))
+            .await
+            .expect("volumes ls")
+    else {
+        panic!("expected the volumes");
+    };
+    let names: Vec<&str> = ls.volumes.iter().map(|v| v.volume.as_str()).collect();
+    assert_eq!(names, ["moved/data"]);
+    let spool = d2.home.path().join("state/spool");
+    assert_eq!(
+        std::fs::read_dir(&spool).map_or(0, |d| d.count()),
+        0,
+        "spool emptied"
     );
     deploy(&a2, &deploy_req(&image, "moved", "data", 2 * MIB)).await;
     let moved = get(&gw, "moved", "/cgi-bin/log").await;

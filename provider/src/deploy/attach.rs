@@ -120,3 +120,21 @@ pub(super) fn volumes_message(grants: &[Grant]) -> String {
         .collect();
     format!("attaching volumes {}", list.join(", "))
 }
+
+/// What a client should know about how its request's volumes behave here.
+pub(super) fn notes(req: &DeployRequest) -> Vec<String> {
+    let mut notes = Vec::new();
+    if !req.volumes.is_empty() && req.name.is_none() {
+        notes.push(
+            "the volumes belong to the app's name, which was generated for this deploy: deploy again with --name to keep using them"
+                .to_owned(),
+        );
+    }
+    if req.volume_exclusive {
+        notes.push(
+            "--volume-exclusive only matters for fleet releases: a deploy never runs two containers of one app"
+                .to_owned(),
+        );
+    }
+    notes
+}

@@ -271,6 +271,9 @@ impl Deployments {
             .map_err(image_error)
             .inspect_err(|_| self.volumes.cancel(&reserved.grants))?;
 
+        for note in attach::notes(req) {
+            say(DeployStage::Starting, note);
+        }
         if !req.volumes.is_empty() {
             say(
                 DeployStage::Starting,

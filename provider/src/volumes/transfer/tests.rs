@@ -235,3 +235,30 @@ fn the_spool_counts_hashes_and_is_always_removed() {
         "nothing left in the spool"
     );
 }
+
+#[test]
+fn cut_or_corrupted_archives_are_refused_without_panicking() {
+    let good = archive(&[
+        dir("data/"),
+        file("data/log", &[b'x'; 700]),
+        link("data/l", "log"),
+    ]);
+    for cut in 0..good.len() {
+        let _ = check_archive(&good[..cut], 1 << 20);
+    }
+    // Every byte flipped in turn (headers, checksums, sizes, link names).
+    for i in 0..good.len().min(2048) {
+        let mut bad = good.clone();
+        bad[i] ^= 0xa5;
+        let _ = check_archive(bad.as_slice(), 1 << 20);
+    }
+    // A size field claiming more than the share, with no data behind it.
+    let mut huge = tar::Header::new_gnu();
+    huge.as_gnu_mut().expect("gnu").name[..6].copy_from_slice(b"data/x");
+    huge.set_entry_type(tar::EntryType::Regular);
+    huge.set_mode(0o644);
+    huge.set_size(1 << 40);
+    huge.set_cksum();
+    let err = check_archive(huge.as_bytes().as_slice(), 1 << 20).expect_err("over share");
+    assert!(matches!(err, ArchiveRefusal::OverShare { .. }), "{err}");
+}
