@@ -102,32 +102,6 @@ pub(crate) fn now_secs() -> u64 {
 }
 
 impl Deployments {
-    /// [`open_parts`](Self::open_parts) with the default volume settings and no device
-    /// granted (lib.rs moves to `open_parts`; this goes then).
-    #[allow(dead_code)] // only until lib.rs has moved
-    pub(crate) fn open(
-        state_dir: &Path,
-        runtime: Option<DockerRuntime>,
-        tunnel: Option<TunnelHandle>,
-        me: PeerId,
-        settings: &DeploySettings,
-        firewall: Firewall,
-    ) -> Result<Self, StateError> {
-        Self::open_parts(DeployParts {
-            state_dir,
-            runtime,
-            tunnel,
-            me,
-            settings,
-            firewall,
-            volumes: VolumeSettings {
-                max_bytes: crate::config::DEFAULT_MAX_VOLUMES_SIZE,
-                check_interval: crate::config::DEFAULT_VOLUME_CHECK_INTERVAL,
-            },
-            devices: DeviceGrants::default(),
-        })
-    }
-
     /// Opens the deployments and the volume ledger of `state_dir`.
     pub(crate) fn open_parts(parts: DeployParts<'_>) -> Result<Self, StateError> {
         let volumes = Volumes::open(parts.state_dir, &parts.me, parts.volumes)?;
