@@ -4,7 +4,8 @@
 //! new one starts, and the gap is reported) appends `v2`, and a rollback to v1 starts v1 again,
 //! which appends once more — every write is still there, because the volume lives in the
 //! fleet's scope, keyed by app, not in a container. Rollbacks do not roll data back. Then v3
-//! asks for a device the robot's owner never granted: refused before anything starts.
+//! asks for a device the robot's owner never granted: refused before anything starts; v4,
+//! exclusive and never healthy, is removed and v1, halted for the switch, resumed.
 
 use peercompute_runtime::PinnedImage;
 use peercompute_runtime::testsupport::{ScratchImage, busybox, unique_name};
@@ -15,10 +16,16 @@ use peercompute_tests::within;
 /// `/data` (`/` answers the version, `/log` every start so far), pushed to the rig's
 /// registry and pinned.
 async fn logging_image(rig: &Rig, version: &str) -> PinnedImage {
+    // v4 never becomes healthy: it takes /healthz away.
+    let health = if version == "v4" {
+        "rm -f /data/healthz"
+    } else {
+        "echo ok > /data/healthz"
+    };
     let local = format!("{}:1", unique_name(&format!("pc-fleet-vol-{version}")));
     rig.cleanup.image(&local);
     let start = format!(
-        "echo {version} >> /data/log && echo {version} > /data/index.html && echo ok > /data/healthz && exec busybox httpd -f -p {WEB_PORT} -h /data"
+        "echo {version} >> /data/log && echo {version} > /data/index.html && {health} && exec busybox httpd -f -p {WEB_PORT} -h /data"
     );
     ScratchImage::new(&local)
         .file("/bin/busybox", busybox().expect("busybox"), 0o755)
@@ -41,6 +48,7 @@ async fn logging_image(rig: &Rig, version: &str) -> PinnedImage {
 
 /// `peerctl fleet release` of `version` with the volume `data:/data` (and `extra` flags).
 async fn release(rig: &Rig, version: &str, extra: &[&str]) {
+    let timeout = if version == "v4" { "3s" } else { "30s" };
     let image = format!("{}:{version}", rig.repository);
     let port = WEB_PORT.to_string();
     let mut args = vec![
@@ -58,7 +66,7 @@ async fn release(rig: &Rig, version: &str, extra: &[&str]) {
         "--health-path",
         "/healthz",
         "--health-timeout",
-        "30s",
+        timeout,
         "--volume",
         "data:/data:64M",
         "--json",
@@ -70,20 +78,17 @@ async fn release(rig: &Rig, version: &str, extra: &[&str]) {
 #[tokio::test]
 async fn a_fleet_apps_volume_keeps_every_releases_writes_across_a_rollback() {
     let rig = Rig::start(&[("production", 1)]).await;
-    for version in ["v1", "v2", "v3"] {
+    for version in ["v1", "v2", "v3", "v4"] {
         logging_image(&rig, version).await;
     }
     let robot = &rig.robots[0];
     let log_url = rig.gw.url(&format!("web-{}", robot.name), "/log");
     let log = || async {
-        rig.client
-            .get(&log_url)
-            .send()
-            .await
-            .expect("GET /log")
-            .text()
-            .await
-            .expect("body")
+        match rig.client.get(&log_url).send().await {
+            Ok(r) if r.status().is_success() => r.text().await.unwrap_or_default(),
+            Ok(r) => format!("HTTP {}", r.status()),
+            Err(e) => format!("GET /log: {e}"),
+        }
     };
 
     release(&rig, "v1", &[]).await;
@@ -135,4 +140,38 @@ async fn a_fleet_apps_volume_keeps_every_releases_writes_across_a_rollback() {
     assert_eq!(app["serving"], "v1", "{app}");
     assert_eq!(fleet_containers(&rig.runtime, &robot.peer).await.len(), 1);
     assert_eq!(log().await, "v1\nv2\nv1\n", "v3 never started");
+
+    // v4, exclusive, never healthy: v1 is halted, v4 starts (and writes), fails its health
+    // gate and is removed, and v1 is resumed and serves again at its URL.
+    release(&rig, "v4", &["--volume-exclusive"]).await;
+    let rows = rig
+        .wait_group_phase("production", "v4", "rolled back")
+        .await;
+    let app = app_of(&serde_json::Value::Array(rows), &robot.name).expect("the robot's row");
+    let reason = app["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("never became healthy")
+            && reason.contains("the serving release was halted for the switch and resumed after"),
+        "{app}"
+    );
+    assert_eq!(app["serving"], "v1", "{app}");
+    // v4's write stays (rollbacks do not roll data back); v1's container, resumed, starts its
+    // program again (one more `v1`), is the only one left and answers at the robot's URL (its
+    // route re-registered on its new port).
+    let mut last = String::new();
+    let resumed = within(30, "v1 resumed and answering", async {
+        loop {
+            let one = fleet_containers(&rig.runtime, &robot.peer).await.len() == 1;
+            last = log().await;
+            if one && last == "v1\nv2\nv1\nv4\nv1\n" {
+                return true;
+            }
+            if last.lines().count() > 5 {
+                return false;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    })
+    .await;
+    assert!(resumed, "the log: {last:?}");
 }
