@@ -15,7 +15,7 @@ use peercompute_runtime::DockerRuntime;
 use peercompute_runtime::testsupport::{Cleanup, FakeDevice, ScratchImage, busybox, unique_name};
 use peercompute_tests::fleet_rig::gateway_spec;
 use peercompute_tests::{
-    Alpn, GatewayOptions, TEST_PORT, TestClient, TestDaemon, TestGateway, https_client,
+    Alpn, GatewayOptions, TEST_PORT, TestClient, TestDaemon, TestGateway, answer, https_client,
 };
 use peercompute_tunnel_proto::{
     ControlPlaneMessage, DeployRequest, Nonce, Request, SignedEnvelope, signing_message,
@@ -56,32 +56,6 @@ async fn device_image(runtime: &DockerRuntime, cleanup: &Cleanup) -> String {
         .await
         .expect("load the device image");
     tag
-}
-
-/// Sends `request` and returns the final answer (progress skipped).
-async fn answer(
-    client: &Client,
-    request: &Request,
-) -> Result<ControlPlaneMessage, peerctl::CliError> {
-    let mut framed = client.send(request).await?;
-    loop {
-        match Client::next(&mut framed).await? {
-            ControlPlaneMessage::DeployProgress(_) => continue,
-            other => return Ok(other),
-        }
-    }
-}
-
-/// Containers run by `daemon`, running or not.
-async fn managed_count(runtime: &DockerRuntime, daemon: &TestDaemon) -> usize {
-    let me = daemon.peer_id.to_string();
-    runtime
-        .list_managed()
-        .await
-        .expect("list")
-        .iter()
-        .filter(|c| c.labels.get(peercompute_runtime::LABEL_PROVIDER) == Some(&me))
-        .count()
 }
 
 fn now() -> u64 {
@@ -164,7 +138,7 @@ async fn granted_devices_are_mapped_and_everything_else_is_refused_before_a_cont
         ),
     ];
     for (who, request, expected) in &refusals {
-        let before = managed_count(&runtime, &daemon).await;
+        let before = daemon.managed_count().await;
         let err = answer(who, request)
             .await
             .expect_err("the request is refused");
@@ -189,14 +163,14 @@ async fn granted_devices_are_mapped_and_everything_else_is_refused_before_a_cont
             );
         }
         assert_eq!(
-            managed_count(&runtime, &daemon).await,
+            daemon.managed_count().await,
             before,
             "{request:?}: no container was created"
         );
     }
     // A raw path, signed by hand (peerctl refuses it before signing): the provider refuses it
     // too, before any container exists.
-    let before = managed_count(&runtime, &daemon).await;
+    let before = daemon.managed_count().await;
     let json =
         format!(r#"{{"image":"{image}","port":{TEST_PORT},"name":"kvm","devices":["/dev/kvm"]}}"#);
     let mut payload = vec![0x10];
@@ -231,7 +205,7 @@ async fn granted_devices_are_mapped_and_everything_else_is_refused_before_a_cont
         err.message
     );
     assert_eq!(
-        managed_count(&runtime, &daemon).await,
+        daemon.managed_count().await,
         before,
         "no container for a path"
     );
