@@ -5,11 +5,13 @@
 //! their operations to [`DockerRuntime`] in their own `impl` blocks; this one also holds
 //! the error helpers they share.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bollard::Docker;
 use bollard::models::SystemInfo;
 
+use crate::df::DfCache;
 use crate::sandbox::SandboxPolicy;
 
 /// The engine's local socket when `DOCKER_HOST` is not set.
@@ -81,6 +83,8 @@ pub struct DockerRuntime {
     pub(crate) policy: SandboxPolicy,
     platform: Platform,
     endpoint: String,
+    /// The engine's last `system df` answer, shared by clones (see the `df` module).
+    pub(crate) df_cache: Arc<tokio::sync::Mutex<DfCache>>,
 }
 
 impl DockerRuntime {
@@ -134,6 +138,7 @@ impl DockerRuntime {
             policy,
             platform,
             endpoint,
+            df_cache: Arc::default(),
         })
     }
 

@@ -60,6 +60,8 @@
 //! - `usage` — CPU and memory figures from a stats sample.
 //! - `volume` — named volumes: [`volume_name`], ensure (labels checked), list, usage, users,
 //!   remove (never forced; in use is [`VolumeError::InUse`]).
+//! - `df` — the engine's own volume sizes (`system df`, either answer shape), for daemons
+//!   that cannot read the volumes' directories.
 //! - `archive` — a volume's files as a tar stream, out ([`VolumeExport`]) and in, through a
 //!   helper container that is never started.
 //! - `device` — [`probe_device`]: a granted node resolved and checked (character devices
@@ -85,6 +87,7 @@ mod admission;
 mod archive;
 mod container;
 mod device;
+mod df;
 mod digest;
 mod egress;
 mod engine;

@@ -13,7 +13,7 @@
 use std::collections::{HashMap, HashSet};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::time::UNIX_EPOCH;
+use std::time::{Instant, UNIX_EPOCH};
 
 use bollard::models::{Volume, VolumeCreateRequest};
 use bollard::query_parameters::{ListVolumesOptions, RemoveVolumeOptions};
@@ -252,30 +252,49 @@ impl DockerRuntime {
         Ok(volumes)
     }
 
-    /// The bytes volume `name` takes on disk (allocated blocks, hard links counted once),
-    /// measured by walking its directory on this host; `None` when that directory cannot be
-    /// read here (a remote or rootless engine). Not the engine's `system df`: on API 1.41
-    /// that computes every container's size too, and bollard 0.21 reads only the newer
-    /// (1.52+) shape of its answer.
+    /// The bytes volume `name` takes on disk: measured by walking its directory on this host
+    /// (allocated blocks, hard links counted once) when this process may read it, else as the
+    /// engine measures it ([`engine_volume_usage`](Self::engine_volume_usage): a remote
+    /// engine, or a daemon that is not root). `None`: unknown.
     pub async fn volume_usage(&self, name: &str) -> Result<Option<u64>, VolumeError> {
         let volume = self
             .docker
             .inspect_volume(name)
             .await
             .map_err(|source| volume_engine_error("inspect volume", name, source))?;
-        if volume.driver != "local" || !volume.mountpoint.starts_with('/') {
-            return Ok(None);
+        if volume.driver == "local" && volume.mountpoint.starts_with('/') {
+            let root = PathBuf::from(volume.mountpoint);
+            let walked = tokio::task::spawn_blocking(move || disk_usage(&root)).await;
+            match walked {
+                Ok(Ok(bytes)) => return Ok(Some(bytes)),
+                Ok(Err(error)) => {
+                    tracing::debug!(volume = %name, %error, "volume directory not readable here; asking the engine")
+                }
+                Err(error) => tracing::warn!(volume = %name, %error, "measuring a volume failed"),
+            }
         }
-        let root = PathBuf::from(volume.mountpoint);
-        let measured = tokio::task::spawn_blocking(move || disk_usage(&root))
-            .await
-            .ok()
-            .and_then(|walked| {
-                walked
-                    .inspect_err(|error| tracing::debug!(volume = %name, %error, "volume not measurable on this host"))
-                    .ok()
-            });
-        Ok(measured)
+        self.engine_volume_usage(name).await
+    }
+
+    /// The size of volume `name` as the engine measures it (`system df`: the files' apparent
+    /// sizes), from an answer at most `DF_MAX_AGE` (10 s) old, so one round of checks asks
+    /// once. `None` when the engine does not say (-1, not listed, or the call failed, which is
+    /// logged). On API 1.41 the engine sizes every container for this call too.
+    pub async fn engine_volume_usage(&self, name: &str) -> Result<Option<u64>, VolumeError> {
+        let mut cache = self.df_cache.lock().await;
+        let now = Instant::now();
+        if cache.fresh(now).is_none() {
+            match crate::df::volume_sizes(self.endpoint()).await {
+                Ok(sizes) => cache.store(now, sizes),
+                Err(error) => {
+                    tracing::warn!(volume = %name, %error, "the engine's system df failed: volume use unknown");
+                    return Ok(None);
+                }
+            }
+        }
+        Ok(cache
+            .fresh(now)
+            .and_then(|sizes| sizes.get(name).copied().flatten()))
     }
 
     /// The containers (running or not, ours or not) that mount volume `name`.

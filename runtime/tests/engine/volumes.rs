@@ -307,7 +307,18 @@ async fn usage_follows_what_the_app_wrote() {
             .expect("usage")
             .expect("measurable on this host");
         assert!((5 << 20..6 << 20).contains(&used), "{used} bytes");
-        eprintln!("volume_usage after writing 5 MiB: {used} bytes");
+        // The engine's own measure (what a daemon that is not root gets) agrees.
+        let engine_says = fx
+            .runtime
+            .engine_volume_usage(&volume)
+            .await
+            .expect("usage")
+            .expect("the engine sizes local volumes");
+        assert!(
+            (5 << 20..6 << 20).contains(&engine_says),
+            "{engine_says} bytes"
+        );
+        eprintln!("after writing 5 MiB: {used} bytes walked, {engine_says} bytes by system df");
     })
     .await;
 }
