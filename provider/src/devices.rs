@@ -25,14 +25,20 @@ pub enum Requester {
     /// A deploy, signed by this peer.
     Peer(PeerId),
     /// A fleet release: the fleet's id and its name (as its genesis entry says).
-    Fleet { id: FleetId, name: String },
+    /// `name_shared`: another fleet this machine joined has the same name, so a grant naming
+    /// the fleet by name is ambiguous and does not count (by id it does).
+    Fleet {
+        id: FleetId,
+        name: String,
+        name_shared: bool,
+    },
 }
 
 impl fmt::Display for Requester {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Requester::Peer(peer) => write!(f, "{peer}"),
-            Requester::Fleet { id, name } => write!(f, "fleet {name}, {id}"),
+            Requester::Fleet { id, name, .. } => write!(f, "fleet {name}, {id}"),
         }
     }
 }
@@ -72,6 +78,15 @@ pub enum DeviceRefusal {
         "device `{0}` is a GPU and this provider has no NVIDIA container runtime: it cannot pass GPUs to containers (its owner installs nvidia-container-toolkit and restarts peercomputed)"
     )]
     NoGpuRuntime(String),
+    /// Granted to a fleet name that several fleets joined here share.
+    #[error(
+        "device `{device}` is granted to the fleet name `{name}`, which more than one fleet joined by this machine has: the provider's owner names the fleet by its id ({id}) in `fleets` of its [[devices]] entry `{device}`"
+    )]
+    AmbiguousFleet {
+        device: String,
+        name: String,
+        id: String,
+    },
     /// Two GPU grants in one request.
     #[error("devices `{0}` and `{1}` are both GPU grants: ask for one of them")]
     TwoGpus(String, String),
@@ -88,7 +103,9 @@ impl DeviceRefusal {
     pub fn not_granted(&self) -> bool {
         matches!(
             self,
-            DeviceRefusal::Unknown(_) | DeviceRefusal::NotGranted { .. }
+            DeviceRefusal::Unknown(_)
+                | DeviceRefusal::NotGranted { .. }
+                | DeviceRefusal::AmbiguousFleet { .. }
         )
     }
 }
@@ -173,6 +190,20 @@ impl DeviceGrants {
                 .iter()
                 .find(|g| &g.name == name)
                 .ok_or_else(|| DeviceRefusal::Unknown(name.clone()))?;
+            if let Requester::Fleet {
+                id,
+                name: fleet_name,
+                name_shared: true,
+            } = who
+                && !grant.allows(who)
+                && grant.fleets.contains(&FleetRef::Name(fleet_name.clone()))
+            {
+                return Err(DeviceRefusal::AmbiguousFleet {
+                    device: name.clone(),
+                    name: fleet_name.clone(),
+                    id: id.to_string(),
+                });
+            }
             if !grant.allows(who) {
                 let (what, key) = match who {
                     Requester::Peer(_) => ("peer id", "peers"),
@@ -289,9 +320,13 @@ impl DeviceGrant {
     fn allows(&self, who: &Requester) -> bool {
         match who {
             Requester::Peer(peer) => self.peers.contains(peer),
-            Requester::Fleet { id, name } => self.fleets.iter().any(|f| match f {
+            Requester::Fleet {
+                id,
+                name,
+                name_shared,
+            } => self.fleets.iter().any(|f| match f {
                 FleetRef::Id(granted) => granted == id,
-                FleetRef::Name(granted) => granted == name,
+                FleetRef::Name(granted) => !name_shared && granted == name,
             }),
         }
     }
@@ -397,6 +432,7 @@ mod tests {
         let by_id = Requester::Fleet {
             id: fleet_id(1),
             name: "other-name".into(),
+            name_shared: false,
         };
         let ok = ask(&g, &by_id, &["cam"]).expect("cam is granted to the fleet's id");
         assert_eq!(
@@ -414,6 +450,7 @@ mod tests {
         let by_name = Requester::Fleet {
             id: fleet_id(2),
             name: "lekiwi".into(),
+            name_shared: false,
         };
         let ok = ask(&g, &by_name, &["arm", "arm"]).expect("arm is granted to lekiwi by name");
         assert_eq!(ok.devices.len(), 1, "a name asked twice maps once");
@@ -429,6 +466,7 @@ mod tests {
         let other_fleet = Requester::Fleet {
             id: fleet_id(3),
             name: "warehouse".into(),
+            name_shared: false,
         };
         let cases: Vec<(&Requester, Vec<&str>, String)> = vec![
             (
@@ -481,6 +519,26 @@ mod tests {
     }
 
     #[test]
+    fn a_fleet_name_two_joined_fleets_share_grants_nothing() {
+        let g = grants(false);
+        let shared = |id| Requester::Fleet {
+            id: fleet_id(id),
+            name: "lekiwi".into(),
+            name_shared: true,
+        };
+        let err = ask(&g, &shared(2), &["arm"]).expect_err("ambiguous name");
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "device `arm` is granted to the fleet name `lekiwi`, which more than one fleet joined by this machine has: the provider's owner names the fleet by its id ({}) in `fleets` of its [[devices]] entry `arm`",
+                fleet_id(2)
+            )
+        );
+        assert!(err.not_granted());
+        ask(&g, &shared(1), &["cam"]).expect("a grant by id still holds");
+    }
+
+    #[test]
     fn gpus_need_the_nvidia_runtime_and_come_one_grant_at_a_time() {
         let alice = Requester::Peer(peer(ALICE));
         let g = grants(true);
@@ -513,6 +571,7 @@ mod tests {
         let by_id = Requester::Fleet {
             id: fleet_id(1),
             name: "lekiwi".into(),
+            name_shared: false,
         };
         let shared = ask(&g, &by_id, &["cam"]).expect("cam");
         assert_eq!(DeviceGrants::check_free(&shared, ["cam"]), Ok(()), "shared");

@@ -60,6 +60,8 @@ pub(crate) struct Applier {
     pub(crate) devices: DeviceGrants,
     /// The daemon's volume ledger (shared with the deployments).
     pub(crate) volumes: Arc<Volumes>,
+    /// The name of every fleet this robot holds (device grants may name a fleet by name).
+    pub(crate) fleet_names: Vec<(FleetId, String)>,
     /// The fleet directory (`applied.json`).
     pub(crate) dir: PathBuf,
     pub(crate) applied: Applied,
@@ -126,14 +128,19 @@ impl Applier {
             limits: &self.limits,
             devices: &self.devices,
         };
-        let actions = plan(state, &me, &fleet_text, &self.applied, rules);
+        // A grant naming the fleet by name is ambiguous when another joined fleet has it too.
+        let requester = Requester::Fleet {
+            id: fleet,
+            name: state.name.clone(),
+            name_shared: self
+                .fleet_names
+                .iter()
+                .any(|(id, name)| *id != fleet && *name == state.name),
+        };
+        let actions = plan(state, &me, &fleet_text, &self.applied, rules, &requester);
         for action in actions {
             match action {
                 Action::Apply { group, release } => {
-                    let requester = Requester::Fleet {
-                        id: fleet,
-                        name: state.name.clone(),
-                    };
                     self.apply(&requester, &group, &release, &robot).await;
                 }
                 Action::Hold { group, reason } => {

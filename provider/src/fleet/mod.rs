@@ -185,6 +185,7 @@ pub(crate) fn start(
                 limits: parts.limits,
                 devices: parts.devices,
                 volumes: parts.volumes,
+                fleet_names: Vec::new(),
                 dir,
                 applied,
                 board,
@@ -226,11 +227,14 @@ async fn reconcile(hub: FleetHub, mut applier: apply::Applier, mut stop: watch::
     let mut tick = tokio::time::interval(RECONCILE_EVERY);
     tick.reset();
     loop {
-        for fleet in hub.fleet_ids() {
-            let state = hub.with_log(&fleet, |l| l.state().cloned()).flatten();
-            if let Some(state) = state {
-                applier.reconcile(fleet, &state).await;
-            }
+        let states: Vec<_> = hub
+            .fleet_ids()
+            .into_iter()
+            .filter_map(|fleet| hub.with_log(&fleet, |l| l.state().cloned()).flatten())
+            .collect();
+        applier.fleet_names = states.iter().map(|s| (s.fleet, s.name.clone())).collect();
+        for state in &states {
+            applier.reconcile(state.fleet, state).await;
         }
         applier.record_volume_halts().await;
         applier.follow_ports().await;

@@ -92,19 +92,17 @@ pub(crate) fn admit(
     })
 }
 
-/// What this robot should do now in fleet `fleet` (see the module docs).
+/// What this robot should do now in fleet `fleet` (see the module docs); `requester` is the
+/// fleet as device grants see it.
 pub(crate) fn plan(
     state: &FleetState,
     me: &MemberKey,
     fleet: &str,
     all: &Applied,
     rules: Rules<'_>,
+    requester: &Requester,
 ) -> Vec<Action> {
     let mine = state.groups_of(me);
-    let requester = Requester::Fleet {
-        id: state.fleet,
-        name: state.name.clone(),
-    };
     let this_fleet = all.fleet(fleet);
     let applied = &this_fleet;
     let mut actions = Vec::new();
@@ -129,7 +127,7 @@ pub(crate) fn plan(
         }
         let others = all.usage_except(fleet, group);
         let held = all.devices_except(fleet, group);
-        let admitted = admit(&desired.release.spec, rules, others, &requester, &held);
+        let admitted = admit(&desired.release.spec, rules, others, requester, &held);
         let failed = current
             .and_then(|a| a.failed.as_ref())
             .filter(|f| f.release == desired.hash.to_string());
@@ -247,8 +245,14 @@ mod tests {
             let mut all = Applied::default();
             all.fleets.insert(FLEET.into(), applied.clone());
             let devices = DeviceGrants::default();
+            let state = self.log.state().expect("state");
+            let requester = Requester::Fleet {
+                id: state.fleet,
+                name: state.name.clone(),
+                name_shared: false,
+            };
             plan(
-                self.log.state().expect("state"),
+                state,
                 &self.robot,
                 FLEET,
                 &all,
@@ -256,6 +260,7 @@ mod tests {
                     limits,
                     devices: &devices,
                 },
+                &requester,
             )
         }
     }
@@ -419,6 +424,7 @@ mod tests {
         let fleet = |name: &str| Requester::Fleet {
             id: lekiwi,
             name: name.into(),
+            name_shared: false,
         };
         let with = |names: &[&str]| DeployRequest {
             devices: names.iter().map(|n| (*n).to_owned()).collect(),
@@ -522,6 +528,7 @@ mod tests {
         let fleet = Requester::Fleet {
             id: FleetId([9; 32]),
             name: "f".into(),
+            name_shared: false,
         };
         for (spec, used, refusal) in cases {
             let got = admit(spec, rules, *used, &fleet, &[]);
