@@ -1,7 +1,10 @@
 //! Control-plane frames over a libp2p stream.
 
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
 use bytes::{Bytes, BytesMut};
-use futures::{AsyncReadExt, AsyncWriteExt};
+use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use peercompute_tunnel_proto::{
     ControlPlaneDecodeError, ControlPlaneEncodeError, ControlPlaneMessage, decode_control_plane,
     decode_import_data, encode_control_plane,
@@ -86,6 +89,69 @@ impl Framed {
         self.stream.write_all(&out).await?;
         self.stream.flush().await?;
         Ok(())
+    }
+
+    /// Writes and flushes one message unless the other side answers first: returns `Some`
+    /// with its message (the write is then abandoned, perhaps half sent) as soon as one
+    /// arrives. For a sender streaming data the other side may refuse midway (an import over
+    /// its share): that side answers and stops reading, so a plain write would wait forever
+    /// for flow-control credit that never comes.
+    pub async fn write_unless_answered(
+        &mut self,
+        msg: &ControlPlaneMessage,
+    ) -> Result<Option<ControlPlaneMessage>, FrameError> {
+        let mut out = BytesMut::new();
+        encode_control_plane(msg, &mut out)?;
+        let mut written = 0;
+        let mut read_open = true;
+        let mut chunk = [0u8; 8192];
+        std::future::poll_fn(|cx| {
+            if read_open {
+                match self.poll_answer(cx, &mut chunk) {
+                    Poll::Ready(Ok(Some(answer))) => return Poll::Ready(Ok(Some(answer))),
+                    Poll::Ready(Ok(None)) => read_open = false,
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Pending => {}
+                }
+            }
+            while written < out.len() {
+                match Pin::new(&mut self.stream).poll_write(cx, &out[written..]) {
+                    Poll::Ready(Ok(0)) => {
+                        return Poll::Ready(Err(FrameError::Io(
+                            std::io::ErrorKind::WriteZero.into(),
+                        )));
+                    }
+                    Poll::Ready(Ok(n)) => written += n,
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e.into())),
+                    Poll::Pending => return Poll::Pending,
+                }
+            }
+            Pin::new(&mut self.stream)
+                .poll_flush(cx)
+                .map(|r| r.map(|()| None).map_err(FrameError::from))
+        })
+        .await
+    }
+
+    /// Reads whatever the other side has sent, without waiting: `Ready(Some)` a whole message,
+    /// `Ready(None)` its side is closed (what it sent is kept in the buffer), `Pending` nothing
+    /// whole yet (the waker is registered).
+    fn poll_answer(
+        &mut self,
+        cx: &mut Context<'_>,
+        chunk: &mut [u8],
+    ) -> Poll<Result<Option<ControlPlaneMessage>, FrameError>> {
+        loop {
+            if let Some(msg) = decode_control_plane(&mut self.buf)? {
+                return Poll::Ready(Ok(Some(msg)));
+            }
+            match Pin::new(&mut self.stream).poll_read(cx, chunk) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Ok(None)),
+                Poll::Ready(Ok(n)) => self.buf.extend_from_slice(&chunk[..n]),
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e.into())),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
     }
 
     /// Closes our side of the stream.

@@ -408,15 +408,34 @@ async fn import(
     let mut framed = client.send(&request).await?;
     let bar = transfer_bar(Some(archive.size), json);
     let sent = send_archive(&mut framed, &mut archive, &bar).await;
-    // Whether the stream broke or not, the provider's answer says why (an early refusal
-    // arrives as an Error while we are still sending).
-    let answer = Client::next(&mut framed).await;
+    // An early refusal (over the share, not empty, in use) arrives while we are still sending;
+    // otherwise the answer follows the last frame. Even when the stream broke, read it: the
+    // provider's reason says more than the broken stream.
+    let (answer, sent) = match sent {
+        Ok(Some(early)) => (Ok(Some(early)), Ok(())),
+        Ok(None) => (framed.read().await, Ok(())),
+        Err(e) => (framed.read().await, Err(e)),
+    };
     bar.abandon();
     let end = match (answer, sent) {
-        (Ok(ControlPlaneMessage::VolumeEnd(end)), Ok(())) => end,
-        (Ok(ControlPlaneMessage::VolumeEnd(_)), Err(e)) | (Err(_), Err(e)) => return Err(e),
-        (Ok(other), _) => return Err(unexpected(&other)),
-        (Err(e), _) => return Err(e),
+        (Ok(Some(ControlPlaneMessage::Error(e))), _) => {
+            return Err(CliError::new(Kind::of(e.code), e.message));
+        }
+        (Ok(Some(ControlPlaneMessage::VolumeEnd(end))), Ok(())) => end,
+        (_, Err(e)) => return Err(e),
+        (Ok(Some(other)), Ok(())) => return Err(unexpected(&other)),
+        (Ok(None), Ok(())) => {
+            return Err(CliError::new(
+                Kind::Other,
+                "the provider closed the stream without an answer",
+            ));
+        }
+        (Err(e), Ok(())) => {
+            return Err(CliError::new(
+                Kind::Other,
+                format!("bad answer from the provider: {e}"),
+            ));
+        }
     };
     check_end(&end, archive.size, &archive.sha256, "wrote", "sent")?;
     if !json {
@@ -429,7 +448,13 @@ async fn import(
     report_end(&volume, end.bytes, &end.sha256, json, false)
 }
 
-async fn send_archive(framed: &mut Framed, archive: &mut Archive, bar: &ProgressBar) -> Result<()> {
+/// Streams the archive; stops early, returning the provider's message, when it answers before
+/// the end (a refusal: it then reads no more).
+async fn send_archive(
+    framed: &mut Framed,
+    archive: &mut Archive,
+    bar: &ProgressBar,
+) -> Result<Option<ControlPlaneMessage>> {
     let mut buf = vec![0; MAX_VOLUME_DATA];
     let mut sent = 0u64;
     while sent < archive.size {
@@ -443,14 +468,18 @@ async fn send_archive(framed: &mut Framed, archive: &mut Archive, bar: &Progress
             ));
         }
         let n = n.min(usize::try_from(archive.size - sent).unwrap_or(usize::MAX));
-        framed
-            .write(&ControlPlaneMessage::VolumeData(buf[..n].to_vec().into()))
+        let data = ControlPlaneMessage::VolumeData(buf[..n].to_vec().into());
+        let early = framed
+            .write_unless_answered(&data)
             .await
             .map_err(|e| CliError::new(Kind::Unreachable, format!("the transfer broke: {e}")))?;
+        if early.is_some() {
+            return Ok(early);
+        }
         sent += n as u64;
         bar.set_position(sent);
     }
-    Ok(())
+    Ok(None)
 }
 
 /// A byte bar on stderr (a counter when the total is unknown); hidden with `json` or off a
