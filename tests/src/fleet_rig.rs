@@ -31,36 +31,54 @@ pub async fn web_image(
     version: &str,
     healthy: bool,
 ) -> PinnedImage {
+    push_image(runtime, registry, cleanup, repository, version, |scratch| {
+        let scratch = scratch
+            .file("/bin/busybox", busybox().expect("busybox"), 0o755)
+            .file("/www/index.html", format!("{version}\n"), 0o644)
+            .cmd([
+                "/bin/busybox",
+                "httpd",
+                "-f",
+                "-v",
+                "-p",
+                "8080",
+                "-h",
+                "/www",
+            ])
+            .env("PATH", "/bin")
+            .expose(WEB_PORT);
+        if healthy {
+            scratch.file("/www/healthz", "ok\n", 0o644)
+        } else {
+            scratch
+        }
+    })
+    .await
+}
+
+/// Builds the image `build` makes of an empty scratch image (under a unique local tag), pushes
+/// it to the registry as `repository:version` and pins it; every tag is removed at the end.
+pub async fn push_image(
+    runtime: &DockerRuntime,
+    registry: &LocalRegistry,
+    cleanup: &Cleanup,
+    repository: &str,
+    version: &str,
+    build: impl FnOnce(ScratchImage) -> ScratchImage,
+) -> PinnedImage {
     let local = format!("{}:1", unique_name(&format!("pc-fleet-{version}")));
     cleanup.image(&local);
-    let mut scratch = ScratchImage::new(&local)
-        .file("/bin/busybox", busybox().expect("busybox"), 0o755)
-        .file("/www/index.html", format!("{version}\n"), 0o644)
-        .cmd([
-            "/bin/busybox",
-            "httpd",
-            "-f",
-            "-v",
-            "-p",
-            "8080",
-            "-h",
-            "/www",
-        ])
-        .env("PATH", "/bin")
-        .expose(WEB_PORT);
-    if healthy {
-        scratch = scratch.file("/www/healthz", "ok\n", 0o644);
-    }
-    scratch.load(runtime).await.expect("load the image");
+    build(ScratchImage::new(&local))
+        .load(runtime)
+        .await
+        .expect("load the image");
     registry
         .push(runtime, &local, repository, version)
         .await
         .expect("push the image");
-    cleanup.image(&format!("{repository}:{version}"));
-    let pinned = runtime
-        .resolve_digest(&format!("{repository}:{version}"))
-        .await
-        .expect("resolve");
+    let tagged = format!("{repository}:{version}");
+    cleanup.image(&tagged);
+    let pinned = runtime.resolve_digest(&tagged).await.expect("resolve");
     cleanup.image(&pinned.to_string());
     pinned
 }
@@ -316,6 +334,24 @@ impl Rig {
             &self.repository,
             version,
             healthy,
+        )
+        .await
+    }
+
+    /// An image of the test's own making (`build` fills an empty scratch image) in the
+    /// registry as `repository:version`, pinned.
+    pub async fn push(
+        &self,
+        version: &str,
+        build: impl FnOnce(ScratchImage) -> ScratchImage,
+    ) -> PinnedImage {
+        push_image(
+            &self.runtime,
+            &self.registry,
+            &self.cleanup,
+            &self.repository,
+            version,
+            build,
         )
         .await
     }

@@ -14,7 +14,7 @@ use peercompute_identity::TrustStore;
 use peercompute_provider::{Limits, ProviderConfig};
 use peercompute_tests::{
     Alpn, GatewayOptions, TEST_PORT, TestClient, TestDaemon, TestGateway, TestImage, answer,
-    https_client, within,
+    https_client, peerctl_bin, run_peerctl, within,
 };
 use peercompute_tunnel_proto::{
     ControlPlaneMessage, DeployRequest, DeployResponse, MAX_VOLUME_DATA, Request, StatusRequest,
@@ -133,6 +133,27 @@ async fn import(client: &Client, volume: &str, tar: &[u8], share: u64) -> Volume
     }
 }
 
+/// Runs peerctl like `run_peerctl`, with stdout as bytes (an exported archive).
+async fn run_peerctl_bytes(home: &std::path::Path, args: &[&str]) -> (i32, Vec<u8>, String) {
+    let out = within(
+        60,
+        "peerctl",
+        tokio::process::Command::new(peerctl_bin())
+            .arg("--home")
+            .arg(home)
+            .arg("--no-mdns")
+            .args(args)
+            .output(),
+    )
+    .await
+    .expect("run peerctl");
+    (
+        out.status.code().unwrap_or(-1),
+        out.stdout,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// A one-file ustar archive with `path` written as is (no builder would write `..`).
 fn raw_tar(path: &str, data: &[u8]) -> Vec<u8> {
     let mut header = [0u8; 512];
@@ -195,10 +216,10 @@ async fn volumes_keep_data_stay_per_client_are_bounded_and_move_between_provider
     let err = answer(&a, &rm).await.expect_err("in use");
     assert_eq!(err.kind.exit_code(), 8, "{err:?}");
     assert!(
-        err.message
-            .contains("volume notes/data is mounted by deployment")
-            && err.message.contains(&first.id)
-            && err.message.contains("(running): stop it first"),
+        err.message.contains(&format!(
+            "volume notes/data is mounted by deployment {} (running): stop it first",
+            first.id
+        )),
         "{}",
         err.message
     );
@@ -276,6 +297,23 @@ async fn volumes_keep_data_stay_per_client_are_bounded_and_move_between_provider
         .find(|d| d.id == hog.id)
         .expect("hog listed");
     assert_eq!(listed.stopped_reason.as_deref(), Some(reason));
+    // What `peerctl volumes ls` shows: alice's volumes only, the halted one with its user.
+    let (code, out, err) = run_peerctl(
+        alice.home.path(),
+        &["volumes", "ls", "--peer", "prov", "--json"],
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    let ls: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    let volumes: Vec<&str> = ls
+        .as_array()
+        .expect("an array")
+        .iter()
+        .filter_map(|v| v["volume"].as_str())
+        .collect();
+    assert_eq!(volumes, ["hog/fill", "notes/data"], "{out}");
+    assert_eq!(ls[0]["share_bytes"], 4 * MIB, "{out}");
+    assert_eq!(ls[0]["in_use_by"][0], "hog (halted)", "{out}");
 
     // Nothing left: a new volume is refused with the numbers, before any container exists.
     let before = d1.managed_count().await;
@@ -298,6 +336,18 @@ async fn volumes_keep_data_stay_per_client_are_bounded_and_move_between_provider
     let (tar, end) = export(&a, "notes/data").await;
     assert_eq!(end.bytes, tar.len() as u64);
     assert_eq!(end.sha256, hex::encode(Sha256::digest(&tar)));
+    // The same through peerctl: the archive on stdout, `sha256 <hex> <bytes>` on stderr.
+    let (code, out, err) = run_peerctl_bytes(
+        alice.home.path(),
+        &["volumes", "export", "notes/data", "--peer", "prov"],
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(hex::encode(Sha256::digest(&out)), end.sha256, "{err}");
+    assert!(
+        err.contains(&format!("sha256 {} {}", end.sha256, end.bytes)),
+        "{err}"
+    );
     stop(&a, &third.id).await;
     let d2 = TestDaemon::start_with_settings(home2, &gw, Limits::default(), small_volumes).await;
     // The gateway keeps `notes` for the first provider: the data moves to app `moved`.

@@ -52,9 +52,9 @@ impl Deployments {
             })
     }
 
-    /// "deployment a1b2 (running)" or, for a container that is not a deployment of this
-    /// client's (a fleet's), its container name.
-    fn describe_user(&self, user: &VolumeUser) -> String {
+    /// Who mounts a volume: `deployment a1b2 (running)` in messages, `blog (running)` in
+    /// listings; a container that is not a deployment here (a fleet's) by its container name.
+    fn describe_user(&self, user: &VolumeUser, by_name: bool) -> String {
         let state = match user.state {
             ContainerState::Running | ContainerState::Restarting => "running",
             ContainerState::Exited | ContainerState::Created => {
@@ -70,7 +70,13 @@ impl Deployments {
             .store()
             .all()
             .find(|r| r.container_id == user.container_id)
-            .map(|r| format!("deployment {} `{}`", r.id, r.name));
+            .map(|r| {
+                if by_name {
+                    r.name.clone()
+                } else {
+                    format!("deployment {}", r.id)
+                }
+            });
         let who = record.unwrap_or_else(|| format!("container {}", user.container_name));
         format!("{who} ({state})")
     }
@@ -101,7 +107,7 @@ impl Deployments {
                 .users(runtime, &name)
                 .await?
                 .iter()
-                .map(|u| self.describe_user(u))
+                .map(|u| self.describe_user(u, true))
                 .collect();
             volumes.push(VolumeInfo {
                 volume: entry.id.label(),
@@ -128,7 +134,7 @@ impl Deployments {
                 ErrorCode::InUse,
                 format!(
                     "volume {volume} is mounted by {}: stop it first",
-                    self.describe_user(user)
+                    self.describe_user(user, false)
                 ),
             ));
         }
@@ -258,7 +264,7 @@ impl Deployments {
                 ErrorCode::InUse,
                 format!(
                     "volume {label} is mounted by {}: stop it first to replace its data",
-                    self.describe_user(user)
+                    self.describe_user(user, false)
                 ),
             ));
         }
