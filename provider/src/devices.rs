@@ -9,8 +9,10 @@
 //! except for looking at the device node (it may come and go: USB), which goes through a
 //! probe function so that the table tests need no node.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use peercompute_fleet::FleetId;
 use peercompute_identity::PeerId;
@@ -140,11 +142,24 @@ pub enum ProbeError {
     Unusable(String),
 }
 
-/// The owner's grants and whether GPUs can be passed at all.
+/// Who runs containers holding devices: the deployments and the fleet keep their own
+/// records, and each tells the other (through [`DeviceGrants::publish_held`]) which grants its
+/// running containers hold, so an unshared device is held by one container of either.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Holder {
+    /// Deploys (`peerctl deploy`).
+    Deploys,
+    /// Fleet releases.
+    Fleet,
+}
+
+/// The owner's grants and whether GPUs can be passed at all. Clones share what each
+/// [`Holder`] published.
 #[derive(Debug, Clone, Default)]
 pub struct DeviceGrants {
     grants: Vec<DeviceGrant>,
     gpu_runtime: bool,
+    held: Arc<Mutex<BTreeMap<Holder, Vec<String>>>>,
 }
 
 impl DeviceGrants {
@@ -153,7 +168,29 @@ impl DeviceGrants {
         Self {
             grants,
             gpu_runtime,
+            held: Arc::default(),
         }
+    }
+
+    /// Records the grant names `holder`'s running containers hold now (replacing what it
+    /// published before).
+    pub fn publish_held(&self, holder: Holder, names: Vec<String>) {
+        self.held
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(holder, names);
+    }
+
+    /// The grant names the other holders published: with a path's own, what
+    /// [`check_free`](Self::check_free) takes.
+    pub fn held_by_others(&self, me: Holder) -> Vec<String> {
+        self.held
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|(h, _)| **h != me)
+            .flat_map(|(_, names)| names.iter().cloned())
+            .collect()
     }
 
     /// The grants, as configured.
@@ -575,6 +612,29 @@ mod tests {
         };
         let shared = ask(&g, &by_id, &["cam"]).expect("cam");
         assert_eq!(DeviceGrants::check_free(&shared, ["cam"]), Ok(()), "shared");
+    }
+
+    #[test]
+    fn deploys_and_the_fleet_see_each_others_holds() {
+        let g = grants(false);
+        let fleet_side = g.clone();
+        fleet_side.publish_held(Holder::Fleet, vec!["arm".into()]);
+        assert_eq!(g.held_by_others(Holder::Deploys), vec!["arm".to_owned()]);
+        assert!(
+            g.held_by_others(Holder::Fleet).is_empty(),
+            "its own holds are its own"
+        );
+        let alice = Requester::Peer(peer(ALICE));
+        let ok = ask(&g, &alice, &["arm"]).expect("granted");
+        assert_eq!(
+            DeviceGrants::check_free(
+                &ok,
+                g.held_by_others(Holder::Deploys).iter().map(String::as_str)
+            ),
+            Err(DeviceRefusal::InUse("arm".into()))
+        );
+        fleet_side.publish_held(Holder::Fleet, Vec::new());
+        assert!(g.held_by_others(Holder::Deploys).is_empty(), "released");
     }
 
     #[test]

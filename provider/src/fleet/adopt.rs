@@ -15,6 +15,7 @@ use tracing::{info, warn};
 use super::applied::{Failure, Serving, prunable};
 use super::apply::{Applier, fleet_provider_label, spawn_register};
 use super::status::now_ms;
+use crate::devices::Holder;
 
 impl Applier {
     /// At start: re-adopts serving containers (their routes registered again), forgets those
@@ -74,6 +75,8 @@ impl Applier {
         if changed {
             self.save();
         }
+        self.devices
+            .publish_held(Holder::Fleet, self.applied.devices());
     }
 
     /// Records as failed the serving releases whose container the volume check halted (its

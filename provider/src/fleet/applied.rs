@@ -174,6 +174,16 @@ impl Applied {
             .filter_map(|(_, _, a)| a.serving.as_ref())
     }
 
+    /// The device grants every serving app holds.
+    pub(crate) fn devices(&self) -> Vec<String> {
+        self.fleets
+            .values()
+            .flat_map(|f| f.groups.values())
+            .filter_map(|g| g.serving.as_ref())
+            .flat_map(|s| s.devices.iter().cloned())
+            .collect()
+    }
+
     /// The device grants the apps of every other group hold.
     pub(crate) fn devices_except(&self, fleet: &str, group: &str) -> Vec<String> {
         self.serving_except(fleet, group)

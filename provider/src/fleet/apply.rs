@@ -37,7 +37,7 @@ use super::plan::{Action, Rules, plan, resources_of};
 use super::status::{StatusBoard, now_ms};
 use crate::config::Firewall;
 use crate::deploy::deployment_env;
-use crate::devices::{DeviceGrants, Requester};
+use crate::devices::{DeviceGrants, Holder, Requester};
 use crate::tunnel::{RegisterError, TunnelHandle};
 use crate::volumes::Volumes;
 
@@ -109,10 +109,14 @@ pub(super) struct Switched {
 }
 
 impl Applier {
+    /// Saves `applied.json` and tells the deployments which devices the fleet's serving
+    /// containers hold (every change of what serves goes through here).
     pub(super) fn save(&self) {
         if let Err(e) = self.applied.save(&self.dir) {
             warn!("fleet: {e}");
         }
+        self.devices
+            .publish_held(Holder::Fleet, self.applied.devices());
     }
 
     /// Plans and carries out what `state` asks of this robot.

@@ -21,7 +21,7 @@ use peercompute_tunnel_proto::DeployRequest;
 
 use super::applied::Applied;
 use crate::deploy::{DEFAULT_CPU_MILLIS, DEFAULT_MEMORY_BYTES};
-use crate::devices::{DeviceGrants, Requester};
+use crate::devices::{DeviceGrants, Holder, Requester};
 
 /// One step the applier takes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -126,7 +126,8 @@ pub(crate) fn plan(
             continue;
         }
         let others = all.usage_except(fleet, group);
-        let held = all.devices_except(fleet, group);
+        let mut held = all.devices_except(fleet, group);
+        held.extend(rules.devices.held_by_others(Holder::Fleet));
         let admitted = admit(&desired.release.spec, rules, others, requester, &held);
         let failed = current
             .and_then(|a| a.failed.as_ref())
@@ -242,9 +243,17 @@ mod tests {
         }
 
         fn plan_within(&self, applied: &AppliedFleet, limits: &Limits) -> Vec<Action> {
+            self.plan_with(applied, limits, &DeviceGrants::default())
+        }
+
+        fn plan_with(
+            &self,
+            applied: &AppliedFleet,
+            limits: &Limits,
+            devices: &DeviceGrants,
+        ) -> Vec<Action> {
             let mut all = Applied::default();
             all.fleets.insert(FLEET.into(), applied.clone());
-            let devices = DeviceGrants::default();
             let state = self.log.state().expect("state");
             let requester = Requester::Fleet {
                 id: state.fleet,
@@ -256,10 +265,7 @@ mod tests {
                 &self.robot,
                 FLEET,
                 &all,
-                Rules {
-                    limits,
-                    devices: &devices,
-                },
+                Rules { limits, devices },
                 &requester,
             )
         }
@@ -397,6 +403,45 @@ mod tests {
             memory_bytes,
             ..DeployRequest::new(format!("127.0.0.1:5000/web@sha256:{}", "ab".repeat(32)), 80)
         }
+    }
+
+    /// An unshared device a deployment holds (published by the deploy path) is refused to a
+    /// release; once the deployment lets it go, the release is applied.
+    #[test]
+    fn a_device_a_deployment_holds_is_refused_to_a_release() {
+        let mut w = world(&["production"]);
+        let grants = DeviceGrants::new(
+            vec!["name=arm,path=/dev/null,fleets=f".parse().expect("a grant")],
+            false,
+        );
+        let entry = w.write(Op::Release(Release {
+            group: "production".into(),
+            seq: 1,
+            version: "v1".into(),
+            spec: DeployRequest {
+                name: Some("web".into()),
+                devices: vec!["arm".into()],
+                ..DeployRequest::new(format!("127.0.0.1:5000/web@sha256:{}", "ab".repeat(32)), 80)
+            },
+            health: HealthCheck {
+                path: None,
+                timeout_secs: 10,
+            },
+        }));
+        grants.publish_held(Holder::Deploys, vec!["arm".into()]);
+        let limits = Limits::default();
+        let actions = applied_hash(&w.plan_with(&AppliedFleet::default(), &limits, &grants));
+        assert_eq!(actions.len(), 1, "{actions:?}");
+        assert!(
+            actions[0]
+                .starts_with("refuse production: refused by this robot: device `arm` is in use"),
+            "{actions:?}"
+        );
+        grants.publish_held(Holder::Deploys, Vec::new());
+        assert_eq!(
+            applied_hash(&w.plan_with(&AppliedFleet::default(), &limits, &grants)),
+            vec![format!("apply production {}", entry.hash())]
+        );
     }
 
     /// Devices are admitted for the fleet (by name or id) as the owner granted them; an
