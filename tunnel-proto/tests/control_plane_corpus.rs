@@ -397,6 +397,12 @@ fn seeds() -> Vec<(&'static str, Vec<u8>, PlaneReport, PlaneReport)> {
             r(0, 0, no("not_a_request")),
         ),
         (
+            "volume-data-empty",
+            vec![0x29, 0, 0, 0, 0],
+            r(1, 0, need(0)),
+            r(0, 0, no("not_a_request")),
+        ),
+        (
             "volumes-response",
             msg(ControlPlaneMessage::VolumesResponse(VolumesResponse {
                 volumes: vec![VolumeInfo {
@@ -569,6 +575,10 @@ fn import_decoder_accepts_only_volume_data() {
             r(0, PlaneEnd::Refused("not_volume_data")),
         ),
         ("volume-end", r(0, PlaneEnd::Refused("not_volume_data"))),
+        (
+            "volume-data-empty",
+            r(0, PlaneEnd::Refused("empty_volume_data")),
+        ),
         (
             "volume-import-request",
             r(0, PlaneEnd::Refused("not_volume_data")),

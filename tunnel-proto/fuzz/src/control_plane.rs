@@ -62,6 +62,7 @@ pub fn kind(e: &ControlPlaneDecodeError) -> &'static str {
         ControlPlaneDecodeError::TruncatedPayload => "truncated_payload",
         ControlPlaneDecodeError::TrailingPayload(_) => "trailing_payload",
         ControlPlaneDecodeError::NotVolumeData(_) => "not_volume_data",
+        ControlPlaneDecodeError::EmptyVolumeData => "empty_volume_data",
         ControlPlaneDecodeError::Json { .. } => "json",
         ControlPlaneDecodeError::Invalid { .. } => "invalid",
     }

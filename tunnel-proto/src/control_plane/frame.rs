@@ -238,6 +238,8 @@ pub enum ControlPlaneDecodeError {
     TrailingPayload(usize),
     #[error("expected the volume archive (VolumeData), got {0}")]
     NotVolumeData(MessageType),
+    #[error("an empty VolumeData frame: an archive is sent in frames of at least one byte")]
+    EmptyVolumeData,
     #[error("{ty} body is not accepted: {reason}")]
     Json { ty: MessageType, reason: String },
     #[error("invalid {ty}: {source}")]
@@ -408,8 +410,14 @@ pub fn decode_request(src: &mut BytesMut) -> Result<Option<Request>, ControlPlan
 
 /// Decodes one frame of an import's archive from the front of `src`, consuming it: what a
 /// provider reads after a signed `VolumeImportRequest`, and nothing else (any other type is
-/// refused as soon as its byte is seen). `Ok(None)`: more bytes are needed.
+/// refused as soon as its byte is seen). An empty frame is refused too: it carries nothing,
+/// and would only keep a transfer (and what the provider holds for it) alive. `Ok(None)`:
+/// more bytes are needed.
 pub fn decode_import_data(src: &mut BytesMut) -> Result<Option<Bytes>, ControlPlaneDecodeError> {
+    if src.len() >= PREFIX && src[0] == MessageType::VolumeData.to_u8() && src[1..PREFIX] == [0; 4]
+    {
+        return Err(ControlPlaneDecodeError::EmptyVolumeData);
+    }
     let Some((_, body)) = split_frame(src, volume_data_type)? else {
         return Ok(None);
     };

@@ -72,7 +72,7 @@ fn volume_data_is_raw_and_bounded() {
 #[test]
 fn import_data_accepts_only_volume_data() {
     let mut buf = BytesMut::new();
-    for chunk in [&b"abc"[..], b"", b"de"] {
+    for chunk in [&b"abc"[..], b"de"] {
         encode_control_plane(
             &ControlPlaneMessage::VolumeData(bytes::Bytes::copy_from_slice(chunk)),
             &mut buf,
@@ -83,7 +83,18 @@ fn import_data_accepts_only_volume_data() {
     while let Some(chunk) = decode_import_data(&mut buf).expect("decodes") {
         got.push(chunk);
     }
-    assert_eq!(got, [&b"abc"[..], b"", b"de"]);
+    assert_eq!(got, [&b"abc"[..], b"de"]);
+    // An empty frame carries nothing and is refused (a stream of them would keep an import
+    // alive forever); the stream decoder, reading an export, still takes it.
+    let empty = [0x29, 0, 0, 0, 0];
+    assert_eq!(
+        decode_import_data(&mut BytesMut::from(&empty[..])),
+        Err(ControlPlaneDecodeError::EmptyVolumeData)
+    );
+    assert_eq!(
+        decode_control_plane(&mut BytesMut::from(&empty[..])),
+        Ok(Some(ControlPlaneMessage::VolumeData(bytes::Bytes::new())))
+    );
     // Partial: nothing consumed.
     let mut partial = BytesMut::from(&[0x29, 0, 0, 0, 4, b'a'][..]);
     assert_eq!(decode_import_data(&mut partial), Ok(None));
