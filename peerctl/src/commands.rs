@@ -247,7 +247,7 @@ async fn dispatch(
                     Ok(other) => return Err(unexpected(&other)),
                     Err(e) => {
                         progress.finish();
-                        return Err(e);
+                        return Err(peerctl::volumes::explain_old_provider(e));
                     }
                 }
             }

@@ -169,6 +169,35 @@ impl VolumesCommand {
 
 /// Runs a volume command against `client` (connected to the command's `--peer`).
 pub async fn run(client: &Client, command: VolumesCommand) -> Result<()> {
+    run_one(client, command).await.map_err(explain_old_provider)
+}
+
+/// An older provider's refusal of the fields and messages it does not know, with what to do
+/// about it; any other error as it is.
+pub fn explain_old_provider(e: CliError) -> CliError {
+    const NEW_FIELDS: [&str; 3] = ["`volumes`", "`devices`", "`volume_exclusive`"];
+    const NEW_TYPES: [&str; 4] = ["0x15", "0x16", "0x17", "0x18"];
+    let old = e.kind == Kind::BadRequest
+        && (NEW_FIELDS
+            .iter()
+            .any(|f| e.message.contains(&format!("unknown field {f}")))
+            || NEW_TYPES.iter().any(|t| {
+                e.message
+                    .contains(&format!("unknown control-plane message type {t}"))
+            }));
+    if !old {
+        return e;
+    }
+    CliError::new(
+        e.kind,
+        format!(
+            "{}: this provider's peercomputed is older than volumes and devices; its operator must upgrade it",
+            e.message
+        ),
+    )
+}
+
+async fn run_one(client: &Client, command: VolumesCommand) -> Result<()> {
     match command {
         VolumesCommand::Ls { json, .. } => ls(client, json).await,
         VolumesCommand::Rm { volume, .. } => {
@@ -542,6 +571,26 @@ mod tests {
         assert_eq!(err.kind, Kind::BadRequest);
         let err = Archive::open(Some(&dir.path().join("missing.tar"))).expect_err("missing");
         assert!(err.message.contains("missing.tar"), "{}", err.message);
+    }
+
+    #[test]
+    fn an_old_providers_refusal_says_to_upgrade_it() {
+        for message in [
+            "bad request: invalid DeployRequest body: unknown field `volumes`, expected one of `image`",
+            "bad request: unknown control-plane message type 0x17",
+        ] {
+            let e = explain_old_provider(CliError::new(Kind::BadRequest, message));
+            assert!(e.message.starts_with(message), "{}", e.message);
+            assert!(e.message.contains("must upgrade it"), "{}", e.message);
+            assert_eq!(e.kind, Kind::BadRequest);
+        }
+        for (kind, message) in [
+            (Kind::BadRequest, "bad request: unknown field `privileged`"),
+            (Kind::Other, "unknown field `volumes`"),
+        ] {
+            let e = explain_old_provider(CliError::new(kind, message));
+            assert_eq!(e.message, message);
+        }
     }
 
     #[test]
