@@ -2,7 +2,10 @@
 //! Two fake nodes made with `mknod` stand for hardware: `arm` (the numbers of `/dev/zero`,
 //! 1:5) is granted read-write to one client, `cam` (those of `/dev/null`, 1:3) is on the host
 //! but granted to nobody. A deploy asking for `arm` gets exactly that node (16 zero bytes read,
-//! a write accepted) with no capability; `cam` is absent inside. Refused before any container
+//! a write accepted) with no capability; `cam` is absent inside. Both have numbers Docker's
+//! default device rules allow, so a third node, `motor` (240:7, a major with no driver and no
+//! default rule), granted read-only, shows the cgroup rule itself: opening it for reading
+//! passes the cgroup (the kernel then finds no driver), for writing it is refused. Refused before any container
 //! is created, each with the message saying who can change it: an ungranted name (also `cam`,
 //! present but granted to nobody), a trusted peer `arm` is not granted to, a GPU grant on an
 //! engine without the NVIDIA runtime, and a raw path (signed by hand: peerctl refuses it
@@ -30,7 +33,7 @@ fn cgi(body: &str) -> String {
 /// A web image whose CGI scripts look at the devices from inside: `/cgi-bin/arm` reads 16
 /// bytes of `/dev/arm` (hex), says whether it is a character device and writes to it (the
 /// fake nodes have numbers Docker's default device rules allow, so `r` against `rw` cannot be
-/// told apart here; the runtime's tests check the permissions built), `/cgi-bin/cam` says whether `/dev/cam` exists
+/// told apart with them: `/cgi-bin/motor` does, on a node with an unassigned major), `/cgi-bin/cam` says whether `/dev/cam` exists
 /// and lists `/dev`, `/cgi-bin/status` prints the process's status (capabilities).
 async fn device_image(runtime: &DockerRuntime, cleanup: &Cleanup) -> String {
     let tag = format!("{}:1", unique_name("pc-e2e-devices"));
@@ -46,6 +49,11 @@ async fn device_image(runtime: &DockerRuntime, cleanup: &Cleanup) -> String {
         .file(
             "/www/cgi-bin/cam",
             cgi("if [ -e /dev/cam ]; then echo cam-present; else echo cam-absent; fi\nbusybox ls /dev"),
+            0o755,
+        )
+        .file(
+            "/www/cgi-bin/motor",
+            cgi("busybox cat /dev/motor 2>&1\n( echo x > /dev/motor ) 2>&1"),
             0o755,
         )
         .file("/www/cgi-bin/status", cgi("busybox cat /proc/self/status"), 0o755)
@@ -76,6 +84,8 @@ async fn granted_devices_are_mapped_and_everything_else_is_refused_before_a_cont
     let arm = FakeDevice::char("arm", 1, 5)
         .unwrap_or_else(|e| panic!("this test makes device nodes (root, CAP_MKNOD): {e}"));
     let cam = FakeDevice::char("cam", 1, 3).unwrap_or_else(|e| panic!("{e}"));
+    // 240:7 is a major reserved for local use: no driver, and not in Docker's default rules.
+    let motor = FakeDevice::char("motor", 240, 7).unwrap_or_else(|e| panic!("{e}"));
     let runtime = DockerRuntime::connect().await.expect("a Docker engine");
     let cleanup = Cleanup::new();
     let image = device_image(&runtime, &cleanup).await;
@@ -92,6 +102,11 @@ async fn granted_devices_are_mapped_and_everything_else_is_refused_before_a_cont
         format!(
             "name=arm,path={},container_path=/dev/arm,access=rw,peers={}",
             arm.path().display(),
+            client.peer_id()
+        ),
+        format!(
+            "name=motor,path={},container_path=/dev/motor,access=r,peers={}",
+            motor.path().display(),
             client.peer_id()
         ),
         format!("name=gpu0,kind=gpu,count=1,peers={}", client.peer_id()),
@@ -211,7 +226,7 @@ async fn granted_devices_are_mapped_and_everything_else_is_refused_before_a_cont
     );
 
     // The granted device, inside: zeros read, a write accepted, no capability.
-    match answer(&conn, &deploy(&image, "robot", &["arm"])).await {
+    match answer(&conn, &deploy(&image, "robot", &["arm", "motor"])).await {
         Ok(ControlPlaneMessage::DeployResponse(_)) => {}
         other => panic!("deploy with arm: {other:?}"),
     }
@@ -234,6 +249,14 @@ async fn granted_devices_are_mapped_and_everything_else_is_refused_before_a_cont
             && read.contains("arm-is-char")
             && read.contains("write-ok"),
         "/dev/arm is the granted node: it reads as /dev/zero and takes writes: {read}"
+    );
+    // The cgroup rule is for that node and that access only: motor (granted `r`) may be
+    // opened for reading (the kernel then finds no driver: ENXIO), not for writing (EPERM).
+    let motor_seen = get("/cgi-bin/motor").await;
+    assert!(
+        motor_seen.contains("No such device or address")
+            && motor_seen.contains("can't create /dev/motor: Operation not permitted"),
+        "read allowed, write refused by the device cgroup: {motor_seen}"
     );
     let seen = get("/cgi-bin/cam").await;
     assert!(
