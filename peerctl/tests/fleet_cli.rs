@@ -139,8 +139,22 @@ fn a_fleet_kept_locally_from_create_to_verify() {
         (Some(1), Some("v1"))
     );
     assert_eq!(v1["app"], "teleop");
+    assert!(v1.get("volumes").is_none() && v1.get("devices").is_none());
     let v2 = ok(&home, &[&args[..], &["--health-path", "/healthz"]].concat());
     assert!(v2.starts_with("v2 teleop "), "{v2}");
+    // With a volume and a device (a ReleaseV2 entry); exclusive without a volume is refused.
+    let attach = ["--volume", "maps:/var/lib/teleop:2G", "--device", "arm"];
+    let v3 = json(&ok(
+        &home,
+        &[&args[..], &attach, &["--volume-exclusive", "--json"]].concat(),
+    ));
+    assert_eq!(v3["version"], "v3");
+    assert_eq!(v3["volumes"][0]["path"], "/var/lib/teleop");
+    assert_eq!(v3["volumes"][0]["size_bytes"], 2u64 << 30);
+    assert_eq!(v3["devices"][0], "arm");
+    assert_eq!(v3["volume_exclusive"], true);
+    let err = fails(&home, &[&args[..], &["--volume-exclusive"]].concat(), 8);
+    assert!(err.contains("volume_exclusive"), "{err}");
     let err = fails(
         &home,
         &[
@@ -191,7 +205,8 @@ fn a_fleet_kept_locally_from_create_to_verify() {
     assert_eq!(
         ops,
         [
-            "genesis", "grant", "invite", "enroll", "grant", "release", "release", "rollback"
+            "genesis", "grant", "invite", "enroll", "grant", "release", "release", "release",
+            "rollback"
         ]
     );
     assert_eq!(log[2]["author"], me.as_str());
@@ -199,6 +214,10 @@ fn a_fleet_kept_locally_from_create_to_verify() {
     let table = ok(&home, &["fleet", "log", "--verify"]);
     assert!(
         table.contains("release teleop v2 to production (seq 2)"),
+        "{table}"
+    );
+    assert!(
+        table.contains("volumes maps:/var/lib/teleop (2.0 GiB), devices arm, exclusive"),
         "{table}"
     );
 

@@ -131,7 +131,8 @@ pub enum FleetAction {
     Release {
         #[command(flatten)]
         release: ReleaseArgs,
-        /// Print the release as one JSON object (hash, group, seq, version, app, image).
+        /// Print the release as one JSON object (hash, group, seq, version, app, image, and
+        /// volumes, devices, volume_exclusive when given).
         #[arg(long)]
         json: bool,
     },

@@ -262,14 +262,25 @@ async fn publish_release(w: &Writer<'_>, mut args: ReleaseArgs) -> Result<(), Cl
         return Ok(());
     };
     if w.ctx.json {
-        return print_json(&json!({
+        let mut out = json!({
             "hash": entry.hash().to_string(),
             "group": r.group,
             "seq": r.seq,
             "version": r.version,
             "app": r.app(),
             "image": r.spec.image,
-        }));
+        });
+        // Only when asked for, so a release without them prints what it always did.
+        if !r.spec.volumes.is_empty() {
+            out["volumes"] = json!(r.spec.volumes);
+        }
+        if !r.spec.devices.is_empty() {
+            out["devices"] = json!(r.spec.devices);
+        }
+        if r.spec.volume_exclusive {
+            out["volume_exclusive"] = json!(true);
+        }
+        return print_json(&out);
     }
     println!("{} {} {}", r.version, r.app(), entry.hash());
     Ok(())
