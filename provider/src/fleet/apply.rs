@@ -202,7 +202,7 @@ impl Applier {
             changed_at_ms: now_ms(),
         };
         self.board.set(fleet, status.clone());
-        let outcome = match self.attachments(requester, record).await {
+        let outcome = match self.attachments(requester, group, record).await {
             Ok((attach, exclusive)) => {
                 self.exclusive_switch(
                     fleet,

@@ -16,14 +16,18 @@ use tracing::{info, warn};
 use super::applied::Serving;
 use super::apply::{Applier, Failed, Switched, spawn_register};
 use super::status::now_ms;
-use crate::devices::Requester;
+use crate::devices::{DeviceGrants, Holder, Requester};
 use crate::volumes::{ReserveError, fleet_scope};
 
 impl Applier {
-    /// The attachments of `record`'s spec, and whether its switch must be exclusive.
+    /// The attachments of `record`'s spec for `group`, and whether its switch must be
+    /// exclusive. Its unshared devices must not be held by another group's app or a
+    /// deployment; from here on they count as the fleet's (published), so a deploy cannot take
+    /// them while this release starts.
     pub(super) async fn attachments(
         &self,
         requester: &Requester,
+        group: &str,
         record: &ReleaseRecord,
     ) -> Result<(Attachments, bool), Failed> {
         let spec = &record.release.spec;
@@ -40,6 +44,15 @@ impl Applier {
         let Requester::Fleet { id, .. } = requester else {
             return Err(refused("a fleet release without its fleet".into()));
         };
+        let mut held = self.applied.devices_except(&id.to_string(), group);
+        held.extend(self.devices.held_by_others(Holder::Fleet));
+        DeviceGrants::check_free(&devices, held.iter().map(String::as_str))
+            .map_err(|e| refused(e.to_string()))?;
+        if !spec.devices.is_empty() {
+            let mut holds = self.applied.devices();
+            holds.extend(spec.devices.iter().cloned());
+            self.devices.publish_held(Holder::Fleet, holds);
+        }
         let volumes = if spec.volumes.is_empty() {
             Vec::new()
         } else {
