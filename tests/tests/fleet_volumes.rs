@@ -8,7 +8,7 @@
 //! exclusive and never healthy, is removed and v1, halted for the switch, resumed.
 
 use peercompute_runtime::PinnedImage;
-use peercompute_runtime::testsupport::{ScratchImage, busybox, unique_name};
+use peercompute_runtime::testsupport::busybox;
 use peercompute_tests::fleet_rig::{Rig, WEB_PORT, app_of, fleet_containers, wait_serving};
 use peercompute_tests::within;
 
@@ -22,28 +22,17 @@ async fn logging_image(rig: &Rig, version: &str) -> PinnedImage {
     } else {
         "echo ok > /data/healthz"
     };
-    let local = format!("{}:1", unique_name(&format!("pc-fleet-vol-{version}")));
-    rig.cleanup.image(&local);
     let start = format!(
         "echo {version} >> /data/log && echo {version} > /data/index.html && {health} && exec busybox httpd -f -p {WEB_PORT} -h /data"
     );
-    ScratchImage::new(&local)
-        .file("/bin/busybox", busybox().expect("busybox"), 0o755)
-        .cmd(["/bin/busybox", "sh", "-c", &start])
-        .env("PATH", "/bin")
-        .expose(WEB_PORT)
-        .load(&rig.runtime)
-        .await
-        .expect("load the image");
-    rig.registry
-        .push(&rig.runtime, &local, &rig.repository, version)
-        .await
-        .expect("push the image");
-    let tagged = format!("{}:{version}", rig.repository);
-    rig.cleanup.image(&tagged);
-    let pinned = rig.runtime.resolve_digest(&tagged).await.expect("resolve");
-    rig.cleanup.image(&pinned.to_string());
-    pinned
+    rig.push(version, |scratch| {
+        scratch
+            .file("/bin/busybox", busybox().expect("busybox"), 0o755)
+            .cmd(["/bin/busybox", "sh", "-c", &start])
+            .env("PATH", "/bin")
+            .expose(WEB_PORT)
+    })
+    .await
 }
 
 /// `peerctl fleet release` of `version` with the volume `data:/data` (and `extra` flags).
