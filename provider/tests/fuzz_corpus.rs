@@ -26,6 +26,10 @@ const PINNED: &[(&str, Option<&str>)] = &[
     ("symlink-absolute", Some("leaves the volume")),
     ("truncated-header", Some("not a readable tar")),
     ("over-share", Some("over the volume's share")),
+    ("pax-sparse-1.0", Some("GNU.sparse.")),
+    ("pax-sparse-0.1", Some("GNU.sparse.")),
+    ("pax-xattr-capability", Some("SCHILY.xattr.security.capability")),
+    ("pax-long-name", None),
 ];
 
 #[test]

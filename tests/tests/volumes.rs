@@ -402,6 +402,34 @@ async fn volumes_keep_data_stay_per_client_are_bounded_and_move_between_provider
     };
     let names: Vec<&str> = ls.volumes.iter().map(|v| v.volume.as_str()).collect();
     assert_eq!(names, ["moved/data"]);
+    // An import abandoned before its data: its share comes back (the rest of the 8 MiB).
+    let request = Request::VolumeImport(VolumeImportRequest {
+        volume: "ghost/data".into(),
+        size_bytes: 4096,
+        sha256: "0".repeat(64),
+        share_bytes: Some(6 * MIB),
+        replace: false,
+    });
+    let mut framed = a2.send(&request).await.expect("import sent");
+    framed
+        .write(&ControlPlaneMessage::VolumeData(Bytes::new()))
+        .await
+        .expect("sent");
+    let err = Client::next(&mut framed).await.expect_err("empty frame");
+    assert!(
+        err.message.contains("empty VolumeData frame"),
+        "{}",
+        err.message
+    );
+    let ControlPlaneMessage::VolumesResponse(ls) =
+        answer(&a2, &Request::Volumes(Default::default()))
+            .await
+            .expect("volumes ls")
+    else {
+        panic!("expected the volumes");
+    };
+    let names: Vec<&str> = ls.volumes.iter().map(|v| v.volume.as_str()).collect();
+    assert_eq!(names, ["moved/data"], "no share held for ghost/data");
     let spool = d2.home.path().join("state/spool");
     assert_eq!(
         std::fs::read_dir(&spool).map_or(0, |d| d.count()),

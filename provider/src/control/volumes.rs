@@ -82,15 +82,20 @@ pub(super) async fn import(
 ) -> Result<(), ErrorResponse> {
     let mut import = deployments.import_begin(peer, request).await?;
     let declared = import.declared();
+    // At least 64 KiB/s on average, plus a minute: a slow trickle cannot hold the share
+    // (and the spool) for ever.
+    let deadline =
+        tokio::time::Instant::now() + Duration::from_secs(60 + declared / MAX_VOLUME_DATA as u64);
     let mut got = 0u64;
     while got < declared {
-        let frame = tokio::time::timeout(IMPORT_IDLE, framed.read_import_data())
+        let wait = IMPORT_IDLE.min(deadline.saturating_duration_since(tokio::time::Instant::now()));
+        let frame = tokio::time::timeout(wait, framed.read_import_data())
             .await
             .map_err(|_| {
                 error(
                     ErrorCode::BadRequest,
                     format!(
-                        "the import stalled after {got} of {declared} bytes (nothing for 30 s); the volume is untouched"
+                        "the import stalled after {got} of {declared} bytes (nothing for 30 s, or slower than 64 KiB/s); the volume is untouched"
                     ),
                 )
             })?
@@ -103,10 +108,13 @@ pub(super) async fn import(
                 ),
             ));
         };
-        import
-            .spool
-            .write(&chunk)
-            .map_err(|e| error(ErrorCode::BadRequest, e.to_string()))?;
+        if chunk.is_empty() {
+            return Err(error(
+                ErrorCode::BadRequest,
+                "an empty VolumeData frame: each carries part of the archive; the volume is untouched",
+            ));
+        }
+        import.write(&chunk)?;
         got += chunk.len() as u64;
     }
     let (bytes, sha256) = deployments.import_finish(import).await?;

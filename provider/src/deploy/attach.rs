@@ -48,7 +48,7 @@ impl Deployments {
             .volumes
             .reserve(&asks, now_secs())
             .map_err(|e| match e {
-                ReserveError::Refused(r @ Refusal::Space { .. }) => {
+                ReserveError::Refused(r @ (Refusal::Space { .. } | Refusal::TooMany { .. })) => {
                     error(ErrorCode::LimitExceeded, r.to_string())
                 }
                 ReserveError::Refused(r @ Refusal::Collision { .. }) => {

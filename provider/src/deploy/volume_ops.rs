@@ -3,6 +3,8 @@
 //! volume, and to this one it does not exist. Removal is never forced: a volume any
 //! container mounts (running or halted) is refused, naming the deployment.
 
+use std::sync::Arc;
+
 use futures::StreamExt;
 use peercompute_identity::PeerId;
 use peercompute_runtime::{ContainerState, DockerRuntime, VolumeExport, VolumeUser};
@@ -13,24 +15,49 @@ use peercompute_tunnel_proto::{
 use tracing::{info, warn};
 
 use super::{Deployments, error, now_secs, volume_error};
-use crate::volumes::{Ask, Entry, Grant, Spool, VolumeId, check_archive, free_bytes, peer_scope};
+use crate::volumes::{
+    Ask, Entry, Grant, Spool, VolumeId, Volumes, check_archive, free_bytes, peer_scope,
+};
 
-/// An import admitted before any of its data is read.
+/// An import admitted before any of its data is read. Until it is finished, dropping it
+/// (the client went away, stalled, sent too much) gives a new volume's share back and
+/// removes the spool.
 #[derive(Debug)]
 pub(crate) struct Import {
-    pub(crate) spool: Spool,
+    spool: Option<Spool>,
     /// `app/name`.
     label: String,
     grant: Grant,
     request: VolumeImportRequest,
     /// The volume exists on the engine and is replaced (unused, `--replace`).
     replace_existing: bool,
+    volumes: Arc<Volumes>,
+    done: bool,
 }
 
 impl Import {
-    /// Bytes the client still has to send.
+    /// Bytes the client has to send.
     pub(crate) fn declared(&self) -> u64 {
         self.request.size_bytes
+    }
+
+    /// Appends a chunk of the archive to the spool.
+    pub(crate) fn write(&mut self, chunk: &[u8]) -> Result<(), ErrorResponse> {
+        let spool = self
+            .spool
+            .as_mut()
+            .ok_or_else(|| error(ErrorCode::Internal, "the import's spool is closed"))?;
+        spool
+            .write(chunk)
+            .map_err(|e| error(ErrorCode::BadRequest, e.to_string()))
+    }
+}
+
+impl Drop for Import {
+    fn drop(&mut self) {
+        if !self.done {
+            self.volumes.cancel(std::slice::from_ref(&self.grant));
+        }
     }
 }
 
@@ -188,26 +215,23 @@ impl Deployments {
             .reserve(std::slice::from_ref(&ask), now_secs())
             .map_err(|e| error(ErrorCode::LimitExceeded, e.to_string()))?
             .remove(0);
-        let checked = self.import_checks(runtime, &grant, &request).await;
-        match checked {
-            Ok(replace_existing) => match Spool::create(&self.spool_dir, request.size_bytes) {
-                Ok(spool) => Ok(Import {
-                    spool,
-                    label,
-                    grant,
-                    request,
-                    replace_existing,
-                }),
-                Err(e) => {
-                    self.volumes.cancel(std::slice::from_ref(&grant));
-                    Err(error(ErrorCode::Internal, e.to_string()))
-                }
-            },
-            Err(e) => {
-                self.volumes.cancel(std::slice::from_ref(&grant));
-                Err(e)
-            }
-        }
+        // From here on, dropping `import` gives the share back.
+        let mut import = Import {
+            spool: None,
+            label,
+            grant,
+            request,
+            replace_existing: false,
+            volumes: self.volumes.clone(),
+            done: false,
+        };
+        import.replace_existing = self
+            .import_checks(runtime, &import.grant, &import.request)
+            .await?;
+        let spool = Spool::create(&self.spool_dir, import.request.size_bytes)
+            .map_err(|e| error(ErrorCode::Internal, e.to_string()))?;
+        import.spool = Some(spool);
+        Ok(import)
     }
 
     /// Returns whether an existing volume is to be replaced.
@@ -234,6 +258,18 @@ impl Deployments {
                 ErrorCode::LimitExceeded,
                 format!(
                     "the archive is {} and this provider has {} of disk free (it keeps a copy while checking it): free some space or import a smaller archive",
+                    format_memory(request.size_bytes),
+                    format_memory(free)
+                ),
+            ));
+        }
+        let root = runtime.data_root().await.ok().flatten();
+        let engine_free = root.as_deref().and_then(free_bytes);
+        if let Some(free) = engine_free.filter(|f| request.size_bytes > *f) {
+            return Err(error(
+                ErrorCode::LimitExceeded,
+                format!(
+                    "the archive is {} and the engine's disk has {} free: the provider's owner must free some space first",
                     format_memory(request.size_bytes),
                     format_memory(free)
                 ),
@@ -272,76 +308,126 @@ impl Deployments {
     }
 
     /// After the data: size and SHA-256 as signed, the archive's entries, then into the
-    /// volume. The volume is untouched until everything checked out; the spool is removed
-    /// whatever happens (when `import` drops).
+    /// volume. The volume is untouched until everything checked out (a replaced volume's
+    /// old data is kept in the spool until the new data is in, and put back if it fails);
+    /// the spool is removed whatever happens.
     pub(crate) async fn import_finish(
         &self,
         mut import: Import,
     ) -> Result<(u64, String), ErrorResponse> {
         let result = self.import_checked(&mut import).await;
-        if result.is_err() {
-            self.volumes.cancel(std::slice::from_ref(&import.grant));
-        }
+        import.done = result.is_ok();
         result
     }
 
     async fn import_checked(&self, import: &mut Import) -> Result<(u64, String), ErrorResponse> {
         let runtime = self.runtime()?;
-        let bad = |e: String| error(ErrorCode::BadRequest, e);
-        import
+        let spool = import
             .spool
-            .finish(&import.request.sha256)
-            .map_err(|e| bad(e.to_string()))?;
-        let file = import.spool.open().map_err(|e| bad(e.to_string()))?;
-        let share = import.grant.share_bytes;
-        let summary = tokio::task::spawn_blocking(move || check_archive(file, share))
-            .await
-            .map_err(|e| {
-                error(
-                    ErrorCode::Internal,
-                    format!("the archive check stopped: {e}"),
-                )
-            })?
-            .map_err(|e| {
-                bad(format!(
-                    "import refused, volume {} untouched: {e}",
-                    import.label
-                ))
-            })?;
+            .take()
+            .ok_or_else(|| error(ErrorCode::Internal, "the import's spool is closed"))?;
+        let (sha256, share) = (import.request.sha256.clone(), import.grant.share_bytes);
+        // Hashing is done; fsync and the entry walk are blocking work.
+        let (spool, checked) = tokio::task::spawn_blocking(move || {
+            let mut spool = spool;
+            let checked = spool
+                .finish(&sha256)
+                .map_err(|e| e.to_string())
+                .and_then(|()| spool.open().map_err(|e| e.to_string()))
+                .and_then(|file| check_archive(file, share).map_err(|e| e.to_string()));
+            (spool, checked)
+        })
+        .await
+        .map_err(|e| {
+            error(
+                ErrorCode::Internal,
+                format!("the archive check stopped: {e}"),
+            )
+        })?;
+        let summary = checked.map_err(|e| {
+            error(
+                ErrorCode::BadRequest,
+                format!("import refused, volume {} untouched: {e}", import.label),
+            )
+        })?;
         let name = import.grant.name.clone();
-        if import.replace_existing {
-            // Verified: only now is the old data cleared (the volume is unused, checked).
-            runtime.remove_volume(&name).await.map_err(volume_error)?;
+        let backup = if import.replace_existing {
+            Some(self.keep_old_data(runtime, &name).await?)
+        } else {
+            None
+        };
+        let written = self.fill_volume(runtime, &import.grant, spool.path()).await;
+        if let (Err(e), Some(backup)) = (&written, &backup) {
+            warn!(volume = %name, "the replacing import failed ({}); putting the old data back", e.message);
+            if let Err(again) = self
+                .fill_volume(runtime, &import.grant, backup.path())
+                .await
+            {
+                warn!(volume = %name, "the old data could not be put back: {}", again.message);
+            }
         }
-        let mounts = [peercompute_tunnel_proto::VolumeMount {
-            name: import.grant.id.volume.clone(),
-            path: "/data".into(),
-            size_bytes: None,
-        }];
-        self.volumes
-            .create(runtime, std::slice::from_ref(&import.grant), &mounts)
-            .await
-            .map_err(volume_error)?;
-        let file = tokio::fs::File::open(import.spool.path())
-            .await
-            .map_err(|e| {
-                error(
-                    ErrorCode::Internal,
-                    format!("cannot read the spooled import: {e}"),
-                )
-            })?;
-        runtime
-            .import_volume(&name, file_chunks(file))
-            .await
-            .map_err(|e| {
-                warn!(volume = %name, "import failed after its checks: {e}");
-                volume_error(e)
-            })?;
+        written?;
         info!(volume = %import.label, entries = summary.entries, bytes = import.request.size_bytes, "volume imported");
         Ok((
             import.request.size_bytes,
             import.request.sha256.to_ascii_lowercase(),
         ))
+    }
+
+    /// Copies an unused volume's data into the spool directory before it is replaced.
+    async fn keep_old_data(
+        &self,
+        runtime: &DockerRuntime,
+        name: &str,
+    ) -> Result<Spool, ErrorResponse> {
+        let internal = |e: String| error(ErrorCode::Internal, e);
+        let mut backup =
+            Spool::create(&self.spool_dir, u64::MAX).map_err(|e| internal(e.to_string()))?;
+        let mut old = runtime.export_volume(name).await.map_err(volume_error)?;
+        while let Some(chunk) = old.next().await {
+            let chunk = chunk.map_err(volume_error)?;
+            backup.write(&chunk).map_err(|e| {
+                internal(format!(
+                    "cannot keep a copy of the data being replaced, so nothing was replaced: {e}"
+                ))
+            })?;
+        }
+        Ok(backup)
+    }
+
+    /// Empties volume `grant` (when it exists) and writes the archive at `tar` into it.
+    async fn fill_volume(
+        &self,
+        runtime: &DockerRuntime,
+        grant: &Grant,
+        tar: &std::path::Path,
+    ) -> Result<(), ErrorResponse> {
+        match runtime.remove_volume(&grant.name).await {
+            Ok(()) | Err(peercompute_runtime::VolumeError::NotFound { .. }) => {}
+            Err(e) => return Err(volume_error(e)),
+        }
+        let mounts = [peercompute_tunnel_proto::VolumeMount {
+            name: grant.id.volume.clone(),
+            path: "/data".into(),
+            size_bytes: None,
+        }];
+        self.volumes
+            .create(runtime, std::slice::from_ref(grant), &mounts)
+            .await
+            .map_err(volume_error)?;
+        let file = tokio::fs::File::open(tar).await.map_err(|e| {
+            error(
+                ErrorCode::Internal,
+                format!("cannot read the spooled import: {e}"),
+            )
+        })?;
+        runtime
+            .import_volume(&grant.name, file_chunks(file))
+            .await
+            .map_err(|e| {
+                warn!(volume = %grant.name, "import failed after its checks: {e}");
+                volume_error(e)
+            })
     }
 }
 

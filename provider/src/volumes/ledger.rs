@@ -15,6 +15,9 @@ use serde::{Deserialize, Serialize};
 
 /// The share of a volume asked without `:SIZE`.
 pub const DEFAULT_SHARE_BYTES: u64 = 1 << 30;
+/// Most volumes one scope (a client, a fleet) may keep on a provider: volumes outlive their
+/// deployments, and each is measured at every check.
+pub const MAX_VOLUMES_PER_SCOPE: usize = 64;
 
 /// Who a volume belongs to and what it is called there: `peer:<id>` or `fleet:<id>`, the
 /// app, and the volume's name in the request.
@@ -93,6 +96,11 @@ pub enum Refusal {
         available_bytes: u64,
         max_bytes: u64,
     },
+    /// The scope keeps [`MAX_VOLUMES_PER_SCOPE`] volumes already.
+    #[error(
+        "volumes: you keep {held} volumes on this provider, at most {MAX_VOLUMES_PER_SCOPE}: remove some with `peerctl volumes rm APP/NAME` (`peerctl volumes ls` lists them)"
+    )]
+    TooMany { held: usize },
     /// The engine name is held by a volume of another scope (a hash collision, or labels
     /// edited by hand): never mount someone else's data.
     #[error(
@@ -186,6 +194,13 @@ impl Ledger {
                 share_bytes,
                 new: known.is_none(),
             });
+        }
+        let new = grants.iter().filter(|g| g.new).count();
+        if let Some(first) = asks.first().filter(|_| new > 0) {
+            let held = self.of_scope(&first.id.scope).count();
+            if held + new > MAX_VOLUMES_PER_SCOPE {
+                return Err(Refusal::TooMany { held });
+            }
         }
         let others = self.held_bytes().saturating_sub(reused);
         let available_bytes = max_bytes.saturating_sub(others);
@@ -450,6 +465,26 @@ mod tests {
                 (got, want) => panic!("case {i}: got {got:?}, want {want:?}"),
             }
         }
+    }
+
+    #[test]
+    fn a_scope_keeps_at_most_64_volumes() {
+        let mut l = Ledger::default();
+        for i in 0..MAX_VOLUMES_PER_SCOPE {
+            let grants = l
+                .admit(&[ask(&format!("v{i}"), ("app", "v"), Some(1))], 10 * GIB)
+                .expect("fits");
+            l.grant(&grants, 1);
+        }
+        let err = l
+            .admit(&[ask("one-more", ("app", "w"), Some(1))], 10 * GIB)
+            .expect_err("too many");
+        assert_eq!(err, Refusal::TooMany { held: 64 });
+        // Reusing one is fine, and another scope is not counted.
+        assert!(l.admit(&[ask("v3", ("app", "v"), None)], 10 * GIB).is_ok());
+        let mut theirs = ask("b1", ("app", "v"), Some(1));
+        theirs.id.scope = "peer:B".into();
+        assert!(l.admit(&[theirs], 10 * GIB).is_ok());
     }
 
     #[test]

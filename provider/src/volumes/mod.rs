@@ -25,7 +25,10 @@ use peercompute_runtime::{
 use peercompute_tunnel_proto::VolumeMount;
 use tracing::{debug, info, warn};
 
-pub use ledger::{Ask, DEFAULT_SHARE_BYTES, Entry, Grant, Ledger, Rebuilt, Refusal, VolumeId};
+pub use ledger::{
+    Ask, DEFAULT_SHARE_BYTES, Entry, Grant, Ledger, MAX_VOLUMES_PER_SCOPE, Rebuilt, Refusal,
+    VolumeId,
+};
 use store::LedgerFile;
 pub use store::LedgerFileError;
 pub use transfer::{

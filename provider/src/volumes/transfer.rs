@@ -4,10 +4,12 @@
 //! An import never reaches the engine unchecked: the bytes are spooled to
 //! `<home>/state/spool/<random>.tar` (0600, removed whatever happens), counted against the
 //! size the signed request fixed and hashed, then the archive is read entry by entry with
-//! the `tar` crate. Only regular files, directories and symlinks that stay inside the
-//! volume pass; every path starts `data/`, none is absolute or climbs with `..`; no
-//! setuid, setgid or sticky bit; no hard link, device or fifo; at most [`MAX_ENTRIES`]
-//! entries, and the files' total within the volume's share.
+//! the `tar` crate. Only regular files, directories and relative symlinks that do not
+//! climb out lexically pass; every path starts `data/`, none is absolute or climbs with `..`;
+//! no setuid, setgid or sticky bit; no hard link, device, fifo, sparse or contiguous file; PAX
+//! records only from a closed list (the engine honours `GNU.sparse.*` and `SCHILY.xattr.*`,
+//! which this reader ignores: a sparse record would turn a small archive into a huge file);
+//! at most [`MAX_ENTRIES`] entries, and the files' total within the volume's share.
 
 use std::fs::File;
 use std::io::{self, Read, Write};
@@ -19,6 +21,12 @@ use sha2::{Digest, Sha256};
 
 /// Most entries an imported archive may hold.
 pub const MAX_ENTRIES: u64 = 1_000_000;
+
+/// The PAX records an entry may carry (what Go's archive/tar writes for long names, large
+/// ids and sub-second times); anything else is refused.
+const PAX_KEYS: [&str; 10] = [
+    "path", "linkpath", "size", "uid", "gid", "uname", "gname", "mtime", "atime", "ctime",
+];
 
 /// The one top-level directory of a volume archive.
 const ROOT: &str = "data";
@@ -42,6 +50,10 @@ pub enum ArchiveRefusal {
         "`{path}` is a symlink to `{target}`, which leaves the volume: only relative links inside it are kept"
     )]
     Link { path: String, target: String },
+    #[error(
+        "`{path}` carries the PAX record `{key}`: only path, size, owner and time records are accepted"
+    )]
+    Pax { path: String, key: String },
     #[error("the archive has more than {MAX_ENTRIES} entries")]
     TooManyEntries,
     #[error(
@@ -68,7 +80,7 @@ pub fn check_archive(reader: impl Read, share: u64) -> Result<ArchiveSummary, Ar
         file_bytes: 0,
     };
     for entry in archive.entries().map_err(unreadable)? {
-        let entry = entry.map_err(unreadable)?;
+        let mut entry = entry.map_err(unreadable)?;
         summary.entries += 1;
         if summary.entries > MAX_ENTRIES {
             return Err(ArchiveRefusal::TooManyEntries);
@@ -82,13 +94,22 @@ pub fn check_archive(reader: impl Read, share: u64) -> Result<ArchiveSummary, Ar
         if top != Some(Component::Normal(ROOT.as_ref())) {
             return Err(ArchiveRefusal::OutsideData { path: shown });
         }
+        if let Some(records) = entry.pax_extensions().map_err(unreadable)? {
+            for record in records {
+                let record = record.map_err(unreadable)?;
+                let key = String::from_utf8_lossy(record.key_bytes()).into_owned();
+                if !PAX_KEYS.contains(&key.as_str()) {
+                    return Err(ArchiveRefusal::Pax { path: shown, key });
+                }
+            }
+        }
         let header = entry.header();
         let mode = header.mode().map_err(unreadable)?;
         if mode & 0o7000 != 0 {
             return Err(ArchiveRefusal::Mode { path: shown, mode });
         }
         match header.entry_type() {
-            tar::EntryType::Regular | tar::EntryType::Continuous => {
+            tar::EntryType::Regular => {
                 summary.file_bytes = summary.file_bytes.saturating_add(entry.size());
                 if summary.file_bytes > share {
                     return Err(ArchiveRefusal::OverShare {
@@ -168,6 +189,7 @@ fn kind_name(t: tar::EntryType) -> &'static str {
         tar::EntryType::Block => "block device",
         tar::EntryType::Fifo => "fifo",
         tar::EntryType::GNUSparse => "sparse file",
+        tar::EntryType::Continuous => "contiguous file",
         _ => "special entry",
     }
 }

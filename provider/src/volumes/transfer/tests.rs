@@ -154,6 +154,13 @@ fn hostile_archives_are_refused_at_the_entry_that_breaks_a_rule() {
             vec![file("data/a", &[1; 600]), file("data/b", &[2; 500])],
             "over the volume's share",
         ),
+        (
+            vec![Raw {
+                kind: tar::EntryType::Continuous,
+                ..file("data/c", b"x")
+            }],
+            "contiguous file",
+        ),
     ];
     for (entries, want) in cases {
         let err = check(&entries, 1024).expect_err(want);
@@ -237,7 +244,7 @@ fn the_spool_counts_hashes_and_is_always_removed() {
 }
 
 #[test]
-fn cut_or_corrupted_archives_are_refused_without_panicking() {
+fn cut_or_corrupted_archives_never_panic_the_check() {
     let good = archive(&[
         dir("data/"),
         file("data/log", &[b'x'; 700]),
@@ -261,4 +268,50 @@ fn cut_or_corrupted_archives_are_refused_without_panicking() {
     huge.set_cksum();
     let err = check_archive(huge.as_bytes().as_slice(), 1 << 20).expect_err("over share");
     assert!(matches!(err, ArchiveRefusal::OverShare { .. }), "{err}");
+}
+
+/// A PAX header entry (`x`) carrying `records`, for the entry that follows.
+fn pax(records: &[(&str, &str)]) -> Raw {
+    let mut body = Vec::new();
+    for (k, v) in records {
+        let line = format!(" {k}={v}\n");
+        // The length counts itself: find the fixed point.
+        let mut len = line.len() + 1;
+        while format!("{len}{line}").len() != len {
+            len += 1;
+        }
+        body.extend_from_slice(format!("{len}{line}").as_bytes());
+    }
+    Raw {
+        path: "data/PaxHeader",
+        kind: tar::EntryType::XHeader,
+        mode: 0o644,
+        data: body,
+        link: "",
+    }
+}
+
+#[test]
+fn pax_records_outside_the_closed_list_are_refused() {
+    // What Go writes for a long name or a large id passes.
+    check(
+        &[
+            pax(&[("path", "data/a-long-name"), ("uid", "4294967294")]),
+            file("data/x", b"x"),
+        ],
+        1 << 20,
+    )
+    .expect("path and uid records pass");
+    for key in [
+        "GNU.sparse.realsize",
+        "GNU.sparse.map",
+        "SCHILY.xattr.security.capability",
+        "LIBARCHIVE.xattr.user.x",
+    ] {
+        let err = check(&[pax(&[(key, "1")]), file("data/x", b"x")], 1 << 20).expect_err(key);
+        assert!(
+            matches!(&err, ArchiveRefusal::Pax { key: k, .. } if k == key),
+            "{key}: {err}"
+        );
+    }
 }
