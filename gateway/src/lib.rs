@@ -25,6 +25,7 @@
 
 mod allow;
 mod config;
+mod events;
 mod fleet;
 mod host;
 mod metrics;

@@ -7,6 +7,7 @@ use peercompute_identity::PeerId;
 
 use crate::allow::Allowlist;
 use crate::config::GatewayConfig;
+use crate::events::Events;
 use crate::metrics::Metrics;
 use crate::names::NameStore;
 use crate::ratelimit::RateLimits;
@@ -23,6 +24,8 @@ pub(crate) struct Shared {
     pub(crate) allow: Allowlist,
     pub(crate) limits: RateLimits,
     pub(crate) metrics: Metrics,
+    /// What happened to providers, names, certificates and limits, for the admin API.
+    pub(crate) events: Events,
     /// HTTP-01 answers and the registration hook of `--tls acme` (inert otherwise).
     pub(crate) acme: AcmeHooks,
     draining: AtomicBool,
@@ -47,6 +50,7 @@ impl Shared {
             allow,
             limits,
             metrics: Metrics::new(),
+            events: Events::default(),
             acme,
             draining: AtomicBool::new(false),
             p2p_addrs: std::sync::OnceLock::new(),

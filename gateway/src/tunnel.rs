@@ -16,6 +16,7 @@ use rustls::pki_types::CertificateDer;
 use tokio::sync::watch;
 use tracing::{Instrument, info, info_span, warn};
 
+use crate::events::EventKind;
 use crate::registry::Route;
 use crate::state::Shared;
 use crate::tls::{CertStore, TunnelResolver, certified_key};
@@ -165,7 +166,7 @@ async fn serve_tunnel(
         }
     };
     let mut reader = ControlReader::new(recv);
-    let version = match tokio::time::timeout(HANDSHAKE_TIMEOUT, reader.next()).await {
+    let (version, agent) = match tokio::time::timeout(HANDSHAKE_TIMEOUT, reader.next()).await {
         Ok(Ok(Some(ControlMessage::Hello {
             min_version,
             max_version,
@@ -173,7 +174,7 @@ async fn serve_tunnel(
         }))) => match negotiate_version(min_version, max_version) {
             Some(v) => {
                 info!(%agent, version = v, "provider connected");
-                v
+                (v, agent)
             }
             None => {
                 let message = format!(
@@ -205,6 +206,11 @@ async fn serve_tunnel(
     }
 
     shared.metrics.tunnels.inc();
+    shared.events.publish(EventKind::ProviderConnected {
+        peer: peer.to_string(),
+        agent,
+        remote: conn.remote_address().to_string(),
+    });
     let mut owned: Vec<String> = Vec::new();
     let mut announced_shutdown = *shutdown.borrow();
     if announced_shutdown {
@@ -212,7 +218,7 @@ async fn serve_tunnel(
     }
     let mut allowlist = shared.allow.changes();
     let mut allowlist_open = true;
-    loop {
+    let reason = loop {
         tokio::select! {
             changed = allowlist.changed(), if allowlist_open => {
                 allowlist_open = changed.is_ok();
@@ -223,7 +229,8 @@ async fn serve_tunnel(
                         "provider {peer} was removed from this gateway's allowlist; ask its operator to add it again with --allow-provider {peer}"
                     );
                     go_away(&conn, &mut send, GoAwayCode::NotAllowed, &message).await;
-                    break;
+                    shared.events.publish(EventKind::ProviderRevoked { peer: peer.to_string() });
+                    break "removed from the allowlist".to_owned();
                 }
             }
             msg = reader.next() => {
@@ -242,26 +249,27 @@ async fn serve_tunnel(
                     Ok(Some(ControlMessage::Pong { .. })) => None,
                     Ok(Some(ControlMessage::GoAway { code, message })) => {
                         info!(?code, %message, "provider is leaving");
-                        break;
+                        break format!("the provider left ({code:?}): {message}");
                     }
-                    Ok(None) => break,
+                    Ok(None) => break "the provider closed its control stream".to_owned(),
                     Ok(Some(other)) => {
                         let message = format!("unexpected message from a provider: {other:?}");
                         go_away(&conn, &mut send, GoAwayCode::ProtocolError, &message).await;
-                        break;
+                        break message;
                     }
                     Err(e) => {
-                        if conn.close_reason().is_none() {
-                            let message = format!("bad control frame: {e}");
-                            go_away(&conn, &mut send, GoAwayCode::ProtocolError, &message).await;
+                        if let Some(closed) = conn.close_reason() {
+                            break format!("connection lost: {closed}");
                         }
-                        break;
+                        let message = format!("bad control frame: {e}");
+                        go_away(&conn, &mut send, GoAwayCode::ProtocolError, &message).await;
+                        break message;
                     }
                 };
                 if let Some(reply) = reply
-                    && write_control(&mut send, &reply).await.is_err()
+                    && let Err(e) = write_control(&mut send, &reply).await
                 {
-                    break;
+                    break format!("cannot write to its control stream: {e}");
                 }
             }
             changed = shutdown.changed(), if !announced_shutdown => {
@@ -272,14 +280,18 @@ async fn serve_tunnel(
                 }
             }
         }
-    }
+    };
     for name in &owned {
         if shared.registry.disconnect(name, conn.stable_id()) {
             info!(route = %name, "route offline");
         }
     }
     shared.metrics.tunnels.dec();
-    info!(reason = ?conn.close_reason(), "provider disconnected");
+    info!(%reason, "provider disconnected");
+    shared.events.publish(EventKind::ProviderDisconnected {
+        peer: peer.to_string(),
+        reason,
+    });
 }
 
 fn shutdown_msg() -> ControlMessage {
@@ -298,6 +310,11 @@ fn register(
 ) -> ControlMessage {
     let refuse = |code, reason: String| {
         warn!(route = %name, %reason, "registration refused");
+        shared.events.publish(EventKind::NameRefused {
+            name: name.to_owned(),
+            peer: peer.to_string(),
+            reason: reason.clone(),
+        });
         ControlMessage::Refused {
             name: name.to_owned(),
             code,
@@ -334,6 +351,10 @@ fn register(
     let url = shared.config.public_url(name);
     info!(route = %name, %url, "registered");
     shared.acme.name_registered(name);
+    shared.events.publish(EventKind::NameRegistered {
+        name: name.to_owned(),
+        peer: peer.to_string(),
+    });
     ControlMessage::Registered {
         name: name.to_owned(),
         url,
