@@ -3,7 +3,9 @@
 //! deploy, since USB devices come and go), accepts only character devices (a block device is
 //! a disk, and a disk is never passed through), and refuses the nodes that would open the
 //! host itself whatever the owner wrote: memory (`mem`, `kmem`, `port`), the kernel log, the
-//! consoles and virtual terminals, and other sessions' terminals. What remains is mapped with
+//! consoles and virtual terminals, other sessions' terminals, the character faces of disks
+//! and flash (sg, bsg, NVMe, mtd), watchdogs, the TPM and misc control nodes (by their fixed
+//! numbers, and by what sysfs says the node is). What remains is mapped with
 //! a device-cgroup rule for its own major:minor only (see the `sandbox` module).
 
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
@@ -125,7 +127,8 @@ pub fn probe_device(path: &Path) -> Result<ProbedDevice, DeviceError> {
     }
     let rdev = meta.rdev();
     let (major, minor) = (nix::sys::stat::major(rdev), nix::sys::stat::minor(rdev));
-    if let Some(what) = denied(major, minor) {
+    let sysfs = SysfsIdentity::of(major, minor);
+    if let Some(what) = denied(major, minor).or_else(|| sysfs.denied()) {
         return Err(DeviceError::Denied {
             path: resolved,
             major,
@@ -142,14 +145,26 @@ pub fn probe_device(path: &Path) -> Result<ProbedDevice, DeviceError> {
     })
 }
 
-/// Why the character device `major:minor` is never passed through, if it is not.
+/// Why the character device `major:minor` is never passed through, if it is not, by its
+/// fixed Linux numbers (Documentation/admin-guide/devices.txt). Nodes with dynamic numbers
+/// (watchdogN, bsg, NVMe, most misc devices) are recognised by [`SysfsIdentity`] instead.
 fn denied(major: u64, minor: u64) -> Option<&'static str> {
     match (major, minor) {
         (1, 1) => Some("mem: physical memory"),
         (1, 2) => Some("kmem: kernel memory"),
         (1, 4) => Some("port: I/O ports"),
         (1, 11) => Some("kmsg: the kernel log"),
-        (4, _) => Some("a virtual console or legacy terminal"),
+        // Minors 64 and up of major 4 are the board's serial ports (ttyS*): those may be granted.
+        (4, 0..=63) => Some("a virtual console"),
+        (7, _) => Some("vcs: a virtual console's screen memory"),
+        (10, 130) => Some("watchdog: an app holding it open can reboot the host"),
+        (10, 223) => Some("uinput: input events injected into the host's session"),
+        (10, 231) => Some("snapshot: the host's hibernation image"),
+        (10, 236) => Some("mapper/control: the host's device mapper"),
+        (10, 237) => Some("loop-control: the host's loop devices"),
+        (21, _) => Some("sg: raw SCSI access to a disk"),
+        (90, _) => Some("mtd: raw access to the board's flash memory"),
+        (202, _) => Some("msr: CPU model-specific registers"),
         (5, 0) => Some("tty: the controlling terminal"),
         (5, 1) => Some("console: the system console"),
         (5, 2) => Some("ptmx: the host's pseudo-terminal multiplexer"),
@@ -158,9 +173,66 @@ fn denied(major: u64, minor: u64) -> Option<&'static str> {
     }
 }
 
+/// What sysfs says a character device is: its subsystem (`tty`, `video4linux`, `watchdog`,
+/// …) and, for misc devices, its name. Read at each probe from `/sys/dev/char/MAJ:MIN`; both
+/// are `None` when sysfs has no entry (a node whose numbers no driver claims).
+#[derive(Debug, Default, PartialEq, Eq)]
+struct SysfsIdentity {
+    subsystem: Option<String>,
+    devname: Option<String>,
+}
+
+impl SysfsIdentity {
+    fn of(major: u64, minor: u64) -> Self {
+        let dir = PathBuf::from(format!("/sys/dev/char/{major}:{minor}"));
+        let subsystem = std::fs::read_link(dir.join("subsystem"))
+            .ok()
+            .and_then(|link| Some(link.file_name()?.to_string_lossy().into_owned()));
+        let devname = std::fs::read_to_string(dir.join("uevent"))
+            .ok()
+            .and_then(|uevent| {
+                uevent
+                    .lines()
+                    .find_map(|line| line.strip_prefix("DEVNAME=").map(str::to_owned))
+            });
+        Self { subsystem, devname }
+    }
+
+    /// Why this device is never passed through, if it is not: the character faces of disks
+    /// and flash, watchdogs, the host's TPM and console memory, and misc control nodes.
+    fn denied(&self) -> Option<&'static str> {
+        let by_subsystem = match self.subsystem.as_deref()? {
+            "scsi_generic" => Some("sg: raw SCSI access to a disk"),
+            "bsg" => Some("bsg: raw block-layer access to a disk"),
+            "nvme" | "nvme-generic" => Some("raw NVMe access to a disk"),
+            "mtd" | "ubi" => Some("raw access to the board's flash memory"),
+            "watchdog" => Some("watchdog: an app holding it open can reboot the host"),
+            "tpm" | "tpmrm" => Some("the host's TPM (its keys and measurements)"),
+            "ipmi" => Some("IPMI: the machine's management controller"),
+            "usbmon" => Some("usbmon: every USB transfer of the host"),
+            "msr" => Some("msr: CPU model-specific registers"),
+            "vc" => Some("a virtual console's screen memory"),
+            _ => None,
+        };
+        by_subsystem.or_else(|| match self.devname.as_deref()? {
+            "watchdog" => Some("watchdog: an app holding it open can reboot the host"),
+            "uinput" => Some("uinput: input events injected into the host's session"),
+            "loop-control" | "mapper/control" | "btrfs-control" => {
+                Some("a control node of the host's storage")
+            }
+            "snapshot" => Some("snapshot: the host's hibernation image"),
+            "nvram" => Some("nvram: the firmware's settings"),
+            "cpu_dma_latency" | "vga_arbiter" | "userfaultfd" => {
+                Some("a host-wide kernel control node")
+            }
+            _ => None,
+        })
+    }
+}
+
 fn kind_of(major: u64) -> DeviceKind {
     match major {
-        166 | 188 | 204 => DeviceKind::Serial,
+        4 | 166 | 188 | 204 => DeviceKind::Serial,
         81 => DeviceKind::Video,
         195 | 226 => DeviceKind::Gpu,
         _ => DeviceKind::Other,
@@ -179,7 +251,12 @@ mod tests {
             (1, 4),
             (1, 11),
             (4, 0),
-            (4, 64),
+            (4, 63),
+            (7, 1),
+            (10, 130),
+            (10, 237),
+            (21, 0),
+            (90, 0),
             (5, 0),
             (5, 1),
             (5, 2),
@@ -197,8 +274,56 @@ mod tests {
             (81, 0),
             (226, 128),
             (10, 232),
+            (4, 64),
+            (4, 65),
         ] {
             assert_eq!(denied(major, minor), None, "{major}:{minor}");
+        }
+    }
+
+    #[test]
+    fn sysfs_identities_denied_and_allowed() {
+        let id = |subsystem: &str, devname: &str| SysfsIdentity {
+            subsystem: Some(subsystem.into()),
+            devname: Some(devname.into()),
+        };
+        for denied in [
+            id("scsi_generic", "sg0"),
+            id("bsg", "bsg/0:0:0:0"),
+            id("nvme-generic", "ng0n1"),
+            id("nvme", "nvme0"),
+            id("watchdog", "watchdog0"),
+            id("misc", "watchdog"),
+            id("misc", "uinput"),
+            id("misc", "btrfs-control"),
+            id("mtd", "mtd0"),
+            id("tpmrm", "tpmrm0"),
+            id("vc", "vcs1"),
+        ] {
+            assert!(denied.denied().is_some(), "{denied:?}");
+        }
+        for allowed in [
+            id("tty", "ttyACM0"),
+            id("tty", "ttyS1"),
+            id("video4linux", "video0"),
+            id("drm", "dri/renderD128"),
+            id("misc", "kvm"),
+            id("misc", "net/tun"),
+            id("mem", "zero"),
+            id("hidraw", "hidraw0"),
+            id("i2c-dev", "i2c-1"),
+            SysfsIdentity::default(),
+        ] {
+            assert_eq!(allowed.denied(), None, "{allowed:?}");
+        }
+        // On this host: /dev/zero is mem/zero, and a virtual console's screen memory is vc.
+        assert_eq!(
+            SysfsIdentity::of(1, 5),
+            id("mem", "zero"),
+            "sysfs names /dev/zero"
+        );
+        if Path::new("/sys/dev/char/7:1").exists() {
+            assert!(SysfsIdentity::of(7, 1).denied().is_some());
         }
     }
 
