@@ -5,10 +5,12 @@
 //! which appends once more — every write is still there, because the volume lives in the
 //! fleet's scope, keyed by app, not in a container. Rollbacks do not roll data back. Then v3
 //! asks for a device the robot's owner never granted: refused before anything starts; v4,
-//! exclusive and never healthy, is removed and v1, halted for the switch, resumed.
+//! exclusive and never healthy, is removed and v1, halted for the switch, resumed. Last, the
+//! robot leaves the group: the app stops, the volume stays.
 
 use peercompute_runtime::PinnedImage;
 use peercompute_runtime::testsupport::busybox;
+use peercompute_runtime::volume_name;
 use peercompute_tests::fleet_rig::{Rig, WEB_PORT, app_of, fleet_containers, wait_serving};
 use peercompute_tests::within;
 
@@ -71,6 +73,10 @@ async fn a_fleet_apps_volume_keeps_every_releases_writes_across_a_rollback() {
         logging_image(&rig, version).await;
     }
     let robot = &rig.robots[0];
+    // The app's volume, in the fleet's scope: removed when the test ends (robots first).
+    let scope = format!("fleet:{}", rig.fleet);
+    let volume = volume_name(&robot.peer.to_string(), &scope, "web", "data");
+    rig.cleanup.volume(&volume);
     let log_url = rig.gw.url(&format!("web-{}", robot.name), "/log");
     let log = || async {
         match rig.client.get(&log_url).send().await {
@@ -163,4 +169,24 @@ async fn a_fleet_apps_volume_keeps_every_releases_writes_across_a_rollback() {
     })
     .await;
     assert!(resumed, "the log: {last:?}");
+
+    // The robot leaves the group: its app stops, its volume stays (with its labels).
+    rig.ok(&["fleet", "set-groups", &robot.name, "staging"])
+        .await;
+    within(60, "the app to stop", async {
+        while !fleet_containers(&rig.runtime, &robot.peer).await.is_empty() {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    })
+    .await;
+    let kept = rig
+        .runtime
+        .list_volumes(&robot.peer.to_string())
+        .await
+        .expect("list volumes");
+    assert!(
+        kept.iter()
+            .any(|v| v.name == volume && v.labels.scope == scope && v.labels.app == "web"),
+        "leaving a group keeps the volume: {kept:?}"
+    );
 }
