@@ -18,7 +18,7 @@ use peercompute_fleet::{
     Entry, EntryHash, FleetId, FleetLog, FleetMessage, Grant, HealthCheck, InsertError, Invite,
     Join, MemberKey, Op, Release, Role, Rollback, Sig, SignedEntry, decode_frame, encode_message,
 };
-use peercompute_tunnel_proto::{DeployRequest, EnvVar, VolumeMount};
+use peercompute_tunnel_proto::{DeployRequest, EnvVar, MIN_VOLUME_SHARE, VolumeMount};
 use proptest::collection::{btree_map, btree_set, vec};
 use proptest::prelude::*;
 use rand::SeedableRng;
@@ -87,7 +87,14 @@ fn any_release() -> impl Strategy<Value = Release> {
 /// Volumes, devices and `volume_exclusive` as the rules allow them: none half the time (a
 /// release that travels as `Release`), else some (`ReleaseV2`).
 fn attachments() -> impl Strategy<Value = (Vec<VolumeMount>, Vec<String>, bool)> {
-    let volumes = vec((proptest::option::of(1..=u64::MAX), "[a-z]{1,8}"), 0..3).prop_map(|v| {
+    let volumes = vec(
+        (
+            proptest::option::of(MIN_VOLUME_SHARE..=u64::MAX),
+            "[a-z]{1,8}",
+        ),
+        0..3,
+    )
+    .prop_map(|v| {
         v.into_iter()
             .enumerate()
             .map(|(i, (size_bytes, dir))| VolumeMount {

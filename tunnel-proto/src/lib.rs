@@ -59,13 +59,14 @@ pub use control_plane::{
     InvalidMessage, ListRequest, ListResponse, LogEntry, LogStream, LogsEnd, LogsRequest,
     MAX_ATTACH_NAME, MAX_CONTROL_PLANE_FRAME, MAX_DEPLOYMENT_ID, MAX_DEVICES, MAX_ENV_BYTES,
     MAX_ENV_VARS, MAX_IMAGE_REF, MAX_LOG_TAIL, MAX_MOUNT_PATH, MAX_SIGNED_PAYLOAD, MAX_VOLUME_DATA,
-    MAX_VOLUMES, MessageType, NoUrl, Nonce, ReplayError, ReplayGuard, Request, SIGNATURE_DOMAIN,
-    SignedEnvelope, StatusRequest, StatusResponse, StopRequest, StopResponse, VerifyError,
-    VolumeEnd, VolumeExportRequest, VolumeImportRequest, VolumeInfo, VolumeMount,
+    MAX_VOLUMES, MIN_VOLUME_SHARE, MessageType, NoUrl, Nonce, ReplayError, ReplayGuard, Request,
+    SIGNATURE_DOMAIN, SignedEnvelope, StatusRequest, StatusResponse, StopRequest, StopResponse,
+    VerifyError, VolumeEnd, VolumeExportRequest, VolumeImportRequest, VolumeInfo, VolumeMount,
     VolumeRemoveRequest, VolumeRemoved, VolumeUsage, VolumesRequest, VolumesResponse,
     decode_control_plane, decode_import_data, decode_request, encode_control_plane, encode_request,
     signing_message, validate_deployment_id, validate_device_name, validate_image_ref,
-    validate_mount_path, validate_sha256, validate_volume_name, validate_volume_ref,
+    validate_mount_path, validate_sha256, validate_share, validate_volume_name,
+    validate_volume_ref,
 };
 #[cfg(feature = "tokio")]
 pub use io::{ControlReader, IoError, bind_udp, read_stream_header, write_control};

@@ -12,7 +12,7 @@
 //! [`DeployRequest`]: crate::DeployRequest
 
 use crate::control_plane::{
-    InvalidMessage, VolumeMount, validate_mount_path, validate_volume_name,
+    InvalidMessage, VolumeMount, validate_mount_path, validate_share, validate_volume_name,
 };
 
 /// A CPU or memory quantity that could not be understood. The message quotes the input
@@ -190,6 +190,9 @@ pub fn parse_volume(input: &str) -> Result<VolumeMount, VolumeArgError> {
             })
         })
         .transpose()?;
+    if let Some(bytes) = size_bytes {
+        validate_share(name, bytes).map_err(invalid)?;
+    }
     Ok(VolumeMount {
         name: name.to_owned(),
         path: path.to_owned(),
@@ -375,6 +378,8 @@ mod tests {
             ("data:/x/", "Invalid"),
             (":/x", "Invalid"),
             ("data:/x:0", "Size"),
+            ("data:/x:512K", "Invalid"),
+            ("data:/my data", "Invalid"),
             ("data:/x:lots", "Size"),
             ("data:/x:", "Size"),
         ] {

@@ -13,11 +13,11 @@ use peercompute_tunnel_proto::{
     ControlPlaneDecodeError, ControlPlaneMessage, DeployProgress, DeployRequest, DeployResponse,
     DeployStage, DeploymentState, DeploymentSummary, EnvVar, ErrorCode, ErrorResponse, ListRequest,
     ListResponse, LogEntry, LogStream, LogsEnd, LogsRequest, MAX_CONTROL_PLANE_FRAME,
-    MAX_VOLUME_DATA, MessageType, NoUrl, Nonce, PeerId, ReplayGuard, Request, SignedEnvelope,
-    StatusRequest, StatusResponse, StopRequest, StopResponse, VolumeEnd, VolumeExportRequest,
-    VolumeImportRequest, VolumeInfo, VolumeMount, VolumeRemoveRequest, VolumeRemoved, VolumeUsage,
-    VolumesRequest, VolumesResponse, decode_control_plane, decode_request, encode_control_plane,
-    encode_request,
+    MAX_VOLUME_DATA, MIN_VOLUME_SHARE, MessageType, NoUrl, Nonce, PeerId, ReplayGuard, Request,
+    SignedEnvelope, StatusRequest, StatusResponse, StopRequest, StopResponse, VolumeEnd,
+    VolumeExportRequest, VolumeImportRequest, VolumeInfo, VolumeMount, VolumeRemoveRequest,
+    VolumeRemoved, VolumeUsage, VolumesRequest, VolumesResponse, decode_control_plane,
+    decode_request, encode_control_plane, encode_request,
 };
 use proptest::collection::vec;
 use proptest::option::of;
@@ -105,7 +105,11 @@ fn deploy_request() -> impl Strategy<Value = DeployRequest> {
 /// Volumes (distinct names, distinct non-nested paths) and devices (distinct DNS labels) as
 /// the rules allow them, none about half the time.
 fn attachments() -> impl Strategy<Value = (Vec<VolumeMount>, Vec<String>, bool)> {
-    let volumes = vec((of(1..=u64::MAX), "[a-z0-9_.-]{1,20}"), 0..=8).prop_map(|v| {
+    let volumes = vec(
+        (of(MIN_VOLUME_SHARE..=u64::MAX), "[a-z0-9_.-]{1,20}"),
+        0..=8,
+    )
+    .prop_map(|v| {
         v.into_iter()
             .enumerate()
             .map(|(i, (size_bytes, dir))| VolumeMount {
@@ -147,7 +151,7 @@ fn request() -> impl Strategy<Value = Request> {
             volume_ref(),
             1..=u64::MAX,
             sha256(),
-            of(1..=u64::MAX),
+            of(MIN_VOLUME_SHARE..=u64::MAX),
             any::<bool>()
         )
             .prop_map(|(volume, size_bytes, sha256, share_bytes, replace)| {

@@ -125,6 +125,18 @@ pub(crate) fn release_op(args: ReleaseArgs, state: &FleetState) -> Result<Op, Cl
     }))
 }
 
+/// What a release with volumes or devices means for robots older than them: they refuse its
+/// entry (a new kind, `ReleaseV2`) and so every later one, e-stop included. `None` for a
+/// release without them (old robots read it as ever).
+pub(crate) fn old_robots_note(
+    spec: &peercompute_tunnel_proto::DeployRequest,
+) -> Option<&'static str> {
+    let attached = !spec.volumes.is_empty() || !spec.devices.is_empty() || spec.volume_exclusive;
+    attached.then_some(
+        "note: robots older than volumes and devices refuse this release and then stop following the fleet log (e-stop, rollbacks and revocations included) until upgraded: upgrade every robot first",
+    )
+}
+
 /// The rollback entry's op.
 pub(crate) fn rollback_op(
     group: &str,
@@ -235,6 +247,15 @@ mod tests {
         assert_eq!(r.spec.volumes[0].path, "/var/lib/teleop");
         assert_eq!(r.spec.devices, ["arm"]);
         assert!(r.spec.volume_exclusive);
+    }
+
+    #[test]
+    fn only_a_release_with_attachments_warns_about_old_robots() {
+        let mut spec = peercompute_tunnel_proto::DeployRequest::new("app@sha256:00", 80);
+        assert_eq!(old_robots_note(&spec), None);
+        spec.devices = vec!["arm".into()];
+        let note = old_robots_note(&spec).expect("a note");
+        assert!(note.contains("e-stop"), "{note}");
     }
 
     #[test]

@@ -257,6 +257,11 @@ async fn publish_release(w: &Writer<'_>, mut args: ReleaseArgs) -> Result<(), Cl
     }
     args.image = pinned;
     let op = release::release_op(args, &w.state)?;
+    if let Op::Release(r) = &op
+        && let Some(note) = release::old_robots_note(&r.spec)
+    {
+        w.ctx.note(note);
+    }
     let entry = w.publish(op).await?;
     let Op::Release(r) = &entry.entry().op else {
         return Ok(());

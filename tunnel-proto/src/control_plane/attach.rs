@@ -2,7 +2,9 @@
 //! can name a host path. A volume name is `[a-z0-9][a-z0-9-]{0,31}`, so `..`, `/`,
 //! `docker.sock` and `:` are refused by construction; the provider derives the engine's
 //! volume name from it, never uses it as a path. A mount path is absolute and normalized and
-//! stays out of `/proc`, `/sys`, `/dev` and the files the engine manages in `/etc`. A device
+//! stays out of `/proc`, `/sys`, `/dev` and the files the engine manages in `/etc`; it is
+//! printable ASCII without spaces, `\`, `:` or `,` (the runtime's rule for mount targets).
+//! A volume's share is at least [`MIN_VOLUME_SHARE`]. A device
 //! is asked for by the name the provider's owner granted (a DNS label), never by its path.
 
 use super::messages::VolumeMount;
@@ -16,6 +18,9 @@ pub const MAX_DEVICES: usize = 8;
 pub const MAX_ATTACH_NAME: usize = 32;
 /// Longest mount path, in bytes.
 pub const MAX_MOUNT_PATH: usize = 255;
+/// Smallest share a volume may ask for (1 MiB): an empty volume already takes a few KiB of
+/// disk, so a smaller share would be over its share before the app wrote anything.
+pub const MIN_VOLUME_SHARE: u64 = 1 << 20;
 
 /// Trees a volume may not be mounted in or over (the kernel's and the engine's).
 const FORBIDDEN_TREES: [&str; 3] = ["/proc", "/sys", "/dev"];
@@ -37,10 +42,8 @@ pub(crate) fn validate_attachments(
     for (i, volume) in volumes.iter().enumerate() {
         validate_volume_name(&volume.name)?;
         validate_mount_path(&volume.path)?;
-        if volume.size_bytes == Some(0) {
-            return Err(InvalidMessage::VolumeSizeZero {
-                name: volume.name.clone(),
-            });
+        if let Some(bytes) = volume.size_bytes {
+            validate_share(&volume.name, bytes)?;
         }
         for earlier in &volumes[..i] {
             if earlier.name == volume.name {
@@ -76,6 +79,18 @@ pub(crate) fn validate_attachments(
     Ok(())
 }
 
+/// Checks a volume's share: at least [`MIN_VOLUME_SHARE`].
+pub fn validate_share(volume: &str, bytes: u64) -> Result<(), InvalidMessage> {
+    if bytes < MIN_VOLUME_SHARE {
+        return Err(InvalidMessage::VolumeShareTooSmall {
+            volume: volume.to_owned(),
+            bytes,
+            min: MIN_VOLUME_SHARE,
+        });
+    }
+    Ok(())
+}
+
 /// Checks a volume name: `[a-z0-9][a-z0-9-]{0,31}`.
 pub fn validate_volume_name(name: &str) -> Result<(), InvalidMessage> {
     name_problem(name, false).map_or(Ok(()), |reason| {
@@ -106,11 +121,13 @@ fn mount_path_problem(path: &str) -> Option<&'static str> {
     if path.len() > MAX_MOUNT_PATH {
         return Some("it is longer than 255 bytes");
     }
-    if path.chars().any(char::is_control) {
-        return Some("it contains a control character");
-    }
-    if path.contains(':') {
-        return Some("it contains `:`");
+    // The runtime re-checks every target with this same rule (printable ASCII without space,
+    // backslash, `:` or `,`), so a path the wire accepts never fails after the pull.
+    if !path
+        .bytes()
+        .all(|b| b.is_ascii_graphic() && !b"\\:,".contains(&b))
+    {
+        return Some("only printable ASCII without spaces, `\\`, `:` or `,` is allowed");
     }
     if path.ends_with('/') {
         return Some("it ends with `/`");
@@ -209,7 +226,8 @@ mod tests {
             vec![volume("a", "/etc/app"), volume("b", "/devices")],
             vec![volume("a", "/proc2"), volume("b", "/system")],
             vec![volume("a", "/etc/hosts.d")],
-            vec![sized(1)],
+            vec![sized(MIN_VOLUME_SHARE)],
+            vec![volume("a", "/srv/a_b.c-d~e@f+g=h")],
             eight.to_vec(),
         ];
         for volumes in ok {
@@ -264,7 +282,12 @@ mod tests {
                 "VolumePathsOverlap",
             ),
             (nine.clone(), "TooManyVolumes"),
-            (vec![sized(0)], "VolumeSizeZero"),
+            (vec![sized(0)], "VolumeShareTooSmall"),
+            (vec![sized(MIN_VOLUME_SHARE - 1)], "VolumeShareTooSmall"),
+            (vec![volume("data", "/srv/my app")], "MountPath"),
+            (vec![volume("data", "/srv/a\\b")], "MountPath"),
+            (vec![volume("data", "/srv/a,b")], "MountPath"),
+            (vec![volume("data", "/srv/caf\u{e9}")], "MountPath"),
         ];
         for (volumes, variant) in refused {
             let got = check(&volumes, &[], false);

@@ -43,8 +43,8 @@ mod validate;
 mod volumes;
 
 pub use attach::{
-    MAX_ATTACH_NAME, MAX_DEVICES, MAX_MOUNT_PATH, MAX_VOLUMES, validate_device_name,
-    validate_mount_path, validate_volume_name,
+    MAX_ATTACH_NAME, MAX_DEVICES, MAX_MOUNT_PATH, MAX_VOLUMES, MIN_VOLUME_SHARE,
+    validate_device_name, validate_mount_path, validate_share, validate_volume_name,
 };
 pub use frame::{
     CONTROL_PLANE_PROTOCOL, ControlPlaneDecodeError, ControlPlaneEncodeError, ControlPlaneMessage,

@@ -65,8 +65,14 @@ pub enum InvalidMessage {
     VolumeDuplicate { name: String },
     #[error("mount paths `{path}` and `{other}` overlap: volumes need distinct, non-nested paths")]
     VolumePathsOverlap { path: String, other: String },
-    #[error("volume `{name}` asks for 0 bytes; leave the size out to get the provider's default")]
-    VolumeSizeZero { name: String },
+    #[error(
+        "volume `{volume}` asks for a share of {bytes} bytes, at least {min} (1M) are needed; leave the size out to get the provider's default"
+    )]
+    VolumeShareTooSmall {
+        volume: String,
+        bytes: u64,
+        min: u64,
+    },
     #[error("volume_exclusive is set but no volume is asked for")]
     ExclusiveWithoutVolumes,
     #[error(

@@ -166,3 +166,98 @@ fn new_error_codes_spell_and_old_ones_read_unknown() {
         ErrorCode::Unknown
     );
 }
+
+/// `StatusResponse` and `DeploymentSummary` as peerctl before volumes read them (52fbcfc,
+/// `deny_unknown_fields`): what an old client makes of a new provider's answers.
+mod before_volumes {
+    use serde::Deserialize;
+
+    use super::DeploymentState;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    pub(super) struct StatusResponse {
+        pub id: String,
+        pub name: String,
+        pub image: String,
+        pub url: String,
+        pub state: DeploymentState,
+        pub created_at: u64,
+        #[serde(default)]
+        pub started_at: Option<u64>,
+        #[serde(default)]
+        pub uptime_secs: Option<u64>,
+        pub restarts: u32,
+        #[serde(default)]
+        pub cpu_percent: Option<f64>,
+        #[serde(default)]
+        pub memory_bytes: Option<u64>,
+        #[serde(default)]
+        pub memory_limit: Option<u64>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    pub(super) struct DeploymentSummary {
+        pub id: String,
+        pub name: String,
+        pub image: String,
+        pub url: String,
+        pub state: DeploymentState,
+        pub created_at: u64,
+    }
+}
+
+/// An old peerctl reads a new provider's `status` and `ls` answers while a deployment has no
+/// volume, device or stop reason (the fields are then absent), and fails on them otherwise:
+/// a deliberate, documented break ("upgrade peerctl before the providers"), pinned here so it
+/// cannot grow unnoticed.
+#[test]
+fn old_clients_read_answers_without_the_new_fields_only() {
+    let status = StatusResponse {
+        id: "d-1".into(),
+        name: "blog".into(),
+        image: "nginx:1.27".into(),
+        url: "https://blog.example.com".into(),
+        state: DeploymentState::Running,
+        created_at: 1,
+        started_at: None,
+        uptime_secs: None,
+        restarts: 0,
+        cpu_percent: Some(1.5),
+        memory_bytes: None,
+        memory_limit: None,
+        volumes: Vec::new(),
+        devices: Vec::new(),
+        stopped_reason: None,
+    };
+    let plain = serde_json::to_string(&status).expect("json");
+    assert!(serde_json::from_str::<before_volumes::StatusResponse>(&plain).is_ok());
+    let with_device = StatusResponse {
+        devices: vec!["arm".into()],
+        ..status
+    };
+    let json = serde_json::to_string(&with_device).expect("json");
+    let err = serde_json::from_str::<before_volumes::StatusResponse>(&json).expect_err("new");
+    assert!(err.to_string().contains("unknown field `devices`"), "{err}");
+
+    let summary = DeploymentSummary {
+        id: "d-1".into(),
+        name: "blog".into(),
+        image: "nginx:1.27".into(),
+        url: "https://blog.example.com".into(),
+        state: DeploymentState::Exited,
+        created_at: 1,
+        stopped_reason: None,
+    };
+    let plain = serde_json::to_string(&summary).expect("json");
+    assert!(serde_json::from_str::<before_volumes::DeploymentSummary>(&plain).is_ok());
+    let stopped = DeploymentSummary {
+        stopped_reason: Some("over its share".into()),
+        ..summary
+    };
+    let json = serde_json::to_string(&stopped).expect("json");
+    assert!(serde_json::from_str::<before_volumes::DeploymentSummary>(&json).is_err());
+}

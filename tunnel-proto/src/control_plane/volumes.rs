@@ -16,7 +16,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::attach::validate_volume_name;
+use super::attach::{validate_share, validate_volume_name};
 use super::validate::InvalidMessage;
 use crate::name::validate_name;
 
@@ -150,8 +150,8 @@ impl VolumeImportRequest {
         if self.size_bytes == 0 {
             return Err(InvalidMessage::Zero("size_bytes"));
         }
-        if self.share_bytes == Some(0) {
-            return Err(InvalidMessage::Zero("share_bytes"));
+        if let Some(bytes) = self.share_bytes {
+            validate_share(&self.volume, bytes)?;
         }
         Ok(())
     }
@@ -236,7 +236,7 @@ mod tests {
                     share_bytes: Some(0),
                     ..ok.clone()
                 },
-                "Zero",
+                "VolumeShareTooSmall",
             ),
             (
                 VolumeImportRequest {
