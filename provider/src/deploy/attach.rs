@@ -5,7 +5,8 @@
 //! names never come from the request: the engine name is derived from the scope
 //! (`peer:<owner id>`), the app (the deployment's name) and the volume's name.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::MutexGuard;
 
 use peercompute_identity::PeerId;
 use peercompute_runtime::{Attachments, DockerRuntime, VolumeError};
@@ -13,7 +14,7 @@ use peercompute_tunnel_proto::{DeployRequest, ErrorCode, ErrorResponse};
 use tracing::warn;
 
 use super::{Deployments, error, now_secs};
-use crate::devices::{AuthorizedDevices, DeviceGrants, DeviceRefusal, Requester};
+use crate::devices::{AuthorizedDevices, DeviceGrants, DeviceRefusal, Holder, Requester};
 use crate::volumes::{Grant, Refusal, ReserveError, peer_scope};
 
 /// Devices authorized and volume shares reserved for one deploy.
@@ -25,9 +26,12 @@ pub(super) struct Reserved {
 
 impl Deployments {
     /// Authorizes the devices and admits the volumes of `req` (app `name`) for `owner`.
+    /// The devices are held from here until [`Deployments::settle_devices`] (the deploy
+    /// recorded or failed).
     pub(super) fn reserve_attachments(
         &self,
         owner: &PeerId,
+        id: &str,
         name: &str,
         req: &DeployRequest,
     ) -> Result<Reserved, ErrorResponse> {
@@ -35,14 +39,20 @@ impl Deployments {
             .devices
             .authorize(&Requester::Peer(*owner), &req.devices)
             .map_err(device_error)?;
-        let held: BTreeSet<String> = self
-            .store()
-            .all()
-            .filter(|r| r.stopped_reason.is_none())
-            .flat_map(|r| r.devices.iter().cloned())
-            .collect();
-        DeviceGrants::check_free(&devices, held.iter().map(String::as_str))
-            .map_err(device_error)?;
+        {
+            // Under one lock: what deployments and the fleet hold, what deploys in flight
+            // hold, and this deploy's claim.
+            let mut in_flight = self.devices_in_flight();
+            let mut held: BTreeSet<String> = self.held_devices();
+            held.extend(in_flight.values().flatten().cloned());
+            held.extend(self.devices.held_by_others(Holder::Deploys));
+            DeviceGrants::check_free(&devices, held.iter().map(String::as_str))
+                .map_err(device_error)?;
+            if !req.devices.is_empty() {
+                in_flight.insert(id.to_owned(), req.devices.clone());
+            }
+        }
+        self.publish_devices();
         let asks = self.volumes.asks(&peer_scope(owner), name, &req.volumes);
         let grants = self
             .volumes
@@ -56,8 +66,38 @@ impl Deployments {
                     error(ErrorCode::BadRequest, r.to_string())
                 }
                 ReserveError::Save(e) => error(ErrorCode::Internal, e.to_string()),
-            })?;
+            })
+            .inspect_err(|_| self.settle_devices(id))?;
         Ok(Reserved { devices, grants })
+    }
+
+    /// The grant names that running deployments hold (a halted one holds nothing).
+    fn held_devices(&self) -> BTreeSet<String> {
+        self.store()
+            .all()
+            .filter(|r| r.stopped_reason.is_none())
+            .flat_map(|r| r.devices.iter().cloned())
+            .collect()
+    }
+
+    fn devices_in_flight(&self) -> MutexGuard<'_, BTreeMap<String, Vec<String>>> {
+        self.devices_in_flight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Tells the fleet which grants deploys hold (running deployments and deploys in flight).
+    pub(super) fn publish_devices(&self) {
+        let mut held = self.held_devices();
+        held.extend(self.devices_in_flight().values().flatten().cloned());
+        self.devices
+            .publish_held(Holder::Deploys, held.into_iter().collect());
+    }
+
+    /// Deploy `id` is recorded or failed: its claim in flight ends.
+    pub(super) fn settle_devices(&self, id: &str) {
+        self.devices_in_flight().remove(id);
+        self.publish_devices();
     }
 
     /// Creates the volumes (labels checked) and returns what the container gets.
@@ -137,4 +177,85 @@ pub(super) fn notes(req: &DeployRequest) -> Vec<String> {
         );
     }
     notes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{DeviceGrant, DeviceKind, Firewall};
+    use crate::deploy::{DeployParts, DeploySettings};
+    use crate::volumes::VolumeSettings;
+    use peercompute_identity::Identity;
+    use peercompute_runtime::{DeviceAccess, Limits};
+
+    /// Deployments with no engine, and `arm` (/dev/null, unshared) granted to `peer`.
+    fn deployments(dir: &std::path::Path, peer: PeerId) -> Deployments {
+        let grant = DeviceGrant {
+            name: "arm".into(),
+            kind: DeviceKind::Char {
+                path: "/dev/null".into(),
+                container_path: "/dev/arm".into(),
+                access: DeviceAccess::Rw,
+            },
+            peers: vec![peer],
+            fleets: Vec::new(),
+            shared: false,
+        };
+        let me = Identity::generate().expect("id").peer_id();
+        Deployments::open_parts(DeployParts {
+            state_dir: dir,
+            runtime: None,
+            tunnel: None,
+            me,
+            settings: &DeploySettings {
+                limits: Limits::default(),
+                ready_timeout: std::time::Duration::from_secs(1),
+            },
+            firewall: Firewall::Off,
+            volumes: VolumeSettings {
+                max_bytes: 1 << 30,
+                check_interval: std::time::Duration::from_secs(60),
+            },
+            devices: DeviceGrants::new(vec![grant], false),
+        })
+        .expect("open")
+    }
+
+    #[test]
+    fn an_unshared_device_is_held_by_one_deploy_or_release_at_a_time() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let peer = Identity::generate().expect("id").peer_id();
+        let d = deployments(dir.path(), peer);
+        let mut req = DeployRequest::new("img:1", 8080);
+        req.devices = vec!["arm".into()];
+
+        // In flight: a second deploy asking for it is refused until the first settles.
+        d.reserve_attachments(&peer, "d1", "one", &req)
+            .expect("first");
+        let err = d
+            .reserve_attachments(&peer, "d2", "two", &req)
+            .expect_err("held in flight");
+        assert_eq!(err.code, ErrorCode::InUse, "{}", err.message);
+        // The fleet sees the deploy's hold.
+        assert_eq!(d.devices.held_by_others(Holder::Fleet), ["arm"]);
+        d.settle_devices("d1");
+        assert!(d.devices.held_by_others(Holder::Fleet).is_empty());
+
+        // A fleet release holding it: deploys are refused.
+        d.devices.publish_held(Holder::Fleet, vec!["arm".into()]);
+        let err = d
+            .reserve_attachments(&peer, "d3", "three", &req)
+            .expect_err("held by the fleet");
+        assert_eq!(err.code, ErrorCode::InUse, "{}", err.message);
+        d.devices.publish_held(Holder::Fleet, Vec::new());
+        d.reserve_attachments(&peer, "d4", "four", &req)
+            .expect("free again");
+
+        // Someone the owner did not grant it to.
+        let stranger = Identity::generate().expect("id").peer_id();
+        let err = d
+            .reserve_attachments(&stranger, "d5", "five", &req)
+            .expect_err("not granted");
+        assert_eq!(err.code, ErrorCode::NotGranted, "{}", err.message);
+    }
 }

@@ -76,6 +76,9 @@ impl Deployments {
                 halted.push(user.container_id);
             }
         }
+        if !halted.is_empty() {
+            self.publish_devices();
+        }
         halted
     }
 }

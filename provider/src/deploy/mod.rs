@@ -71,6 +71,8 @@ pub(crate) struct Deployments {
     devices: DeviceGrants,
     /// Where imports are spooled and checked (`<home>/state/spool`).
     spool_dir: std::path::PathBuf,
+    /// Deploy id → the devices it asked for, from admission until it is recorded or fails.
+    devices_in_flight: Mutex<std::collections::BTreeMap<String, Vec<String>>>,
 }
 
 /// What [`Deployments::open_parts`] needs.
@@ -116,6 +118,7 @@ impl Deployments {
             volumes: Arc::new(volumes),
             devices: parts.devices,
             spool_dir: parts.state_dir.join("spool"),
+            devices_in_flight: Mutex::default(),
         })
     }
 
@@ -183,7 +186,7 @@ impl Deployments {
         self.admission()
             .admit(&id, resources)
             .map_err(|e| error(ErrorCode::LimitExceeded, e.to_string()))?;
-        let result = match self.reserve_attachments(&owner, &name, &req) {
+        let result = match self.reserve_attachments(&owner, &id, &name, &req) {
             Ok(reserved) => {
                 let admitted = Admitted {
                     id: &id,
@@ -199,6 +202,7 @@ impl Deployments {
         if result.is_err() {
             self.admission().release(&id);
         }
+        self.settle_devices(&id);
         result
     }
 

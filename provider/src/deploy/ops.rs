@@ -56,6 +56,7 @@ impl Deployments {
         self.store()
             .remove(id)
             .map_err(|e| error(ErrorCode::Internal, e.to_string()))?;
+        self.publish_devices();
         info!(deployment = %id, name = %record.name, "stopped and removed");
         Ok(StopResponse {
             id: id.to_owned(),

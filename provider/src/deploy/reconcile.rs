@@ -95,6 +95,7 @@ impl Deployments {
             info!(deployment = %record.id, name = %record.name, "re-adopted running container");
             report.adopted.push(record.id);
         }
+        self.publish_devices();
         report
     }
 }
