@@ -203,17 +203,9 @@ impl Applier {
         };
         self.board.set(fleet, status.clone());
         let outcome = match self.attachments(requester, group, record).await {
-            Ok((attach, exclusive)) => {
-                self.exclusive_switch(
-                    fleet,
-                    group,
-                    record,
-                    &route,
-                    attach,
-                    exclusive,
-                    old.as_ref(),
-                )
-                .await
+            Ok(prepared) => {
+                self.exclusive_switch(fleet, group, record, &route, prepared, old.as_ref())
+                    .await
             }
             Err(e) => Err(e),
         };

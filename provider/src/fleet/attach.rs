@@ -19,6 +19,12 @@ use super::status::now_ms;
 use crate::devices::{DeviceGrants, Holder, Requester};
 use crate::volumes::{ReserveError, fleet_scope};
 
+/// What a release attaches, and whether its switch must be exclusive.
+pub(super) struct Prepared {
+    attach: Attachments,
+    exclusive: bool,
+}
+
 impl Applier {
     /// The attachments of `record`'s spec for `group`, and whether its switch must be
     /// exclusive. Its unshared devices must not be held by another group's app or a
@@ -29,7 +35,7 @@ impl Applier {
         requester: &Requester,
         group: &str,
         record: &ReleaseRecord,
-    ) -> Result<(Attachments, bool), Failed> {
+    ) -> Result<Prepared, Failed> {
         let spec = &record.release.spec;
         let refused = |reason: String| Failed {
             phase: Phase::Failed,
@@ -84,29 +90,27 @@ impl Applier {
                 }
             }
         };
-        Ok((
-            Attachments {
+        Ok(Prepared {
+            attach: Attachments {
                 volumes,
                 devices: devices.devices,
                 gpus: devices.gpus,
             },
             exclusive,
-        ))
+        })
     }
 
-    /// Starts `record` and switches the route to it. Exclusive (`exclusive` and an old
+    /// Starts `record` and switches the route to it. Exclusive (`exclusive` set and an old
     /// container serving): halt the old one first; on failure stop the new one, resume the old
     /// one and point the route back at it. The gap is logged and returned (on failure, it is
     /// in the reason).
-    #[allow(clippy::too_many_arguments)]
     pub(super) async fn exclusive_switch(
         &mut self,
         fleet: FleetId,
         group: &str,
         record: &ReleaseRecord,
         route: &str,
-        attach: Attachments,
-        exclusive: bool,
+        Prepared { attach, exclusive }: Prepared,
         old: Option<&Serving>,
     ) -> Result<Switched, Failed> {
         let halted = match old {
