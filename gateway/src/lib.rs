@@ -39,6 +39,7 @@ mod server;
 mod state;
 mod tls;
 mod tunnel;
+mod tunnels;
 
 use std::future::Future;
 use std::net::SocketAddr;

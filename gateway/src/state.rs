@@ -13,6 +13,7 @@ use crate::names::NameStore;
 use crate::ratelimit::RateLimits;
 use crate::registry::Registry;
 use crate::tls::acme::Hooks as AcmeHooks;
+use crate::tunnels::Tunnels;
 
 /// Shared gateway state.
 #[derive(Debug)]
@@ -26,6 +27,8 @@ pub(crate) struct Shared {
     pub(crate) metrics: Metrics,
     /// What happened to providers, names, certificates and limits, for the admin API.
     pub(crate) events: Events,
+    /// Connected providers, one entry per live tunnel.
+    pub(crate) tunnels: Tunnels,
     /// HTTP-01 answers and the registration hook of `--tls acme` (inert otherwise).
     pub(crate) acme: AcmeHooks,
     draining: AtomicBool,
@@ -51,6 +54,7 @@ impl Shared {
             limits,
             metrics: Metrics::new(),
             events: Events::default(),
+            tunnels: Tunnels::default(),
             acme,
             draining: AtomicBool::new(false),
             p2p_addrs: std::sync::OnceLock::new(),

@@ -20,6 +20,7 @@ use crate::events::EventKind;
 use crate::registry::Route;
 use crate::state::Shared;
 use crate::tls::{CertStore, TunnelResolver, certified_key};
+use crate::tunnels::{Kick, TunnelInfo};
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often idle upstream streams past their timeout are closed (checkout skips them anyway).
@@ -29,6 +30,12 @@ const SWEEP_EVERY: Duration = Duration::from_secs(1);
 const ALLOWLIST_CHECK_EVERY: Duration = Duration::from_millis(500);
 /// Longest wait to hand a GoAway to a provider before closing its connection anyway.
 const GO_AWAY_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
+/// GoAway code of a tunnel the gateway operator ended (gateway-local: `Other` on the wire, so
+/// the provider reconnects with backoff like after any GoAway it does not know).
+pub(crate) const OPERATOR_DISCONNECT: GoAwayCode = GoAwayCode::Other(6);
+/// Refusal code of a name the gateway operator released (gateway-local: `Other` on the wire).
+/// The provider drops a refused name and does not register it again.
+pub(crate) const OPERATOR_RELEASE: RefuseCode = RefuseCode::Other(4);
 
 /// Builds the QUIC server configuration: TLS 1.3, ALPN, mandatory Ed25519 client certs,
 /// bounded windows and stream counts.
@@ -208,10 +215,11 @@ async fn serve_tunnel(
     shared.metrics.tunnels.inc();
     shared.events.publish(EventKind::ProviderConnected {
         peer: peer.to_string(),
-        agent,
+        agent: agent.clone(),
         remote: conn.remote_address().to_string(),
     });
-    let mut owned: Vec<String> = Vec::new();
+    let (info, mut kicks) = TunnelInfo::new(peer, agent, version, conn.clone());
+    shared.tunnels.insert(info.clone());
     let mut announced_shutdown = *shutdown.borrow();
     if announced_shutdown {
         let _ = write_control(&mut send, &shutdown_msg()).await;
@@ -236,13 +244,14 @@ async fn serve_tunnel(
             msg = reader.next() => {
                 let reply = match msg {
                     Ok(Some(ControlMessage::Register { name })) => {
+                        let mut owned = info.routes.lock().unwrap_or_else(|p| p.into_inner());
                         Some(register(&shared, &conn, peer, &name, &mut owned))
                     }
                     Ok(Some(ControlMessage::Unregister { name })) => {
                         if shared.registry.unregister(&name, conn.stable_id()) {
                             info!(route = %name, "unregistered");
                         }
-                        owned.retain(|n| *n != name);
+                        info.routes.lock().unwrap_or_else(|p| p.into_inner()).retain(|n| *n != name);
                         None
                     }
                     Ok(Some(ControlMessage::Ping { nonce })) => Some(ControlMessage::Pong { nonce }),
@@ -272,6 +281,24 @@ async fn serve_tunnel(
                     break format!("cannot write to its control stream: {e}");
                 }
             }
+            Some(kick) = kicks.recv() => match kick {
+                Kick::Disconnect(reason) => {
+                    go_away(&conn, &mut send, OPERATOR_DISCONNECT, &reason).await;
+                    break format!("disconnected by the gateway operator: {reason}");
+                }
+                Kick::Released(name) => {
+                    info!(route = %name, "released by the gateway operator");
+                    info.routes.lock().unwrap_or_else(|p| p.into_inner()).retain(|n| *n != name);
+                    let refused = ControlMessage::Refused {
+                        name,
+                        code: OPERATOR_RELEASE,
+                        reason: "released by the gateway operator".to_owned(),
+                    };
+                    if let Err(e) = write_control(&mut send, &refused).await {
+                        break format!("cannot write to its control stream: {e}");
+                    }
+                }
+            },
             changed = shutdown.changed(), if !announced_shutdown => {
                 announced_shutdown = true;
                 if changed.is_ok() {
@@ -281,7 +308,8 @@ async fn serve_tunnel(
             }
         }
     };
-    for name in &owned {
+    shared.tunnels.remove(info.id());
+    for name in info.routes().iter() {
         if shared.registry.disconnect(name, conn.stable_id()) {
             info!(route = %name, "route offline");
         }

@@ -1,0 +1,159 @@
+//! The table of connected providers: one entry per live tunnel, for the admin API to list and
+//! to steer (disconnect a provider, take a released name away from it).
+//!
+//! Entries are keyed by the QUIC connection's `stable_id`, like the
+//! [`Registry`](crate::registry::Registry)'s routes: a provider that reconnects gets a new
+//! entry, and the old connection's exit removes only its own. Each entry carries a small
+//! channel into its tunnel's loop; [`Kick`]s sent there are carried out by the tunnel itself,
+//! which is the only writer of its control stream.
+
+#![allow(
+    dead_code,
+    reason = "read and steered by the admin API (issue 12, next step)"
+)]
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use dashmap::DashMap;
+use peercompute_identity::PeerId;
+use tokio::sync::mpsc;
+
+/// Kicks a tunnel's loop can have waiting; more are refused (the operator retries).
+pub(crate) const KICK_CAPACITY: usize = 4;
+
+/// What the gateway operator asks of a live tunnel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Kick {
+    /// End the tunnel with this reason (GoAway, then close). The provider reconnects later.
+    Disconnect(String),
+    /// The operator released this name: tell the provider it no longer has it (an unsolicited
+    /// `Refused`, after which the provider stops asking for it) and forget it here.
+    Released(String),
+}
+
+/// How a provider reached the gateway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Transport {
+    Quic,
+}
+
+impl Transport {
+    /// The name shown in the API and in metric labels.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::Quic => "quic",
+        }
+    }
+}
+
+/// One connected provider.
+#[derive(Debug)]
+#[cfg_attr(
+    not(test),
+    allow(
+        dead_code,
+        reason = "fields read by the admin API (issue 12, next step)"
+    )
+)]
+pub(crate) struct TunnelInfo {
+    pub(crate) peer: PeerId,
+    /// The `agent` of its Hello (e.g. `peercomputed/0.9.0`).
+    pub(crate) agent: String,
+    /// The tunnel protocol version agreed in Welcome.
+    pub(crate) version: u16,
+    pub(crate) remote: SocketAddr,
+    pub(crate) since: SystemTime,
+    pub(crate) transport: Transport,
+    /// For RTT (`conn.rtt()`) and wire bytes (`conn.stats()`), read when asked.
+    pub(crate) conn: quinn::Connection,
+    /// Names this tunnel registered and still holds, in registration order.
+    pub(crate) routes: Mutex<Vec<String>>,
+    kick: mpsc::Sender<Kick>,
+}
+
+impl TunnelInfo {
+    /// A new entry and the receiving end of its kick channel, for the tunnel's loop.
+    pub(crate) fn new(
+        peer: PeerId,
+        agent: String,
+        version: u16,
+        conn: quinn::Connection,
+    ) -> (Arc<Self>, mpsc::Receiver<Kick>) {
+        let (kick, kicks) = mpsc::channel(KICK_CAPACITY);
+        let info = Self {
+            peer,
+            agent,
+            version,
+            remote: conn.remote_address(),
+            since: SystemTime::now(),
+            transport: Transport::Quic,
+            conn,
+            routes: Mutex::new(Vec::new()),
+            kick,
+        };
+        (Arc::new(info), kicks)
+    }
+
+    /// The connection's `stable_id`, this entry's key.
+    pub(crate) fn id(&self) -> usize {
+        self.conn.stable_id()
+    }
+
+    /// A copy of the names this tunnel holds.
+    pub(crate) fn routes(&self) -> Vec<String> {
+        self.routes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Hands `kick` to the tunnel's loop without waiting. False when the loop has ended or
+    /// already has [`KICK_CAPACITY`] kicks waiting.
+    pub(crate) fn kick(&self, kick: Kick) -> bool {
+        self.kick.try_send(kick).is_ok()
+    }
+}
+
+/// `stable_id` → connected provider.
+#[derive(Debug, Default)]
+pub(crate) struct Tunnels(DashMap<usize, Arc<TunnelInfo>>);
+
+impl Tunnels {
+    pub(crate) fn insert(&self, info: Arc<TunnelInfo>) {
+        self.0.insert(info.id(), info);
+    }
+
+    /// Removes the entry of connection `stable_id` (and no other).
+    pub(crate) fn remove(&self, stable_id: usize) -> Option<Arc<TunnelInfo>> {
+        self.0.remove(&stable_id).map(|(_, info)| info)
+    }
+
+    /// Every connected provider, oldest connection first.
+    pub(crate) fn list(&self) -> Vec<Arc<TunnelInfo>> {
+        let mut all: Vec<_> = self.0.iter().map(|e| e.value().clone()).collect();
+        all.sort_by_key(|t| (t.since, t.id()));
+        all
+    }
+
+    /// The live tunnels of `peer` (usually one; two while a reconnect overlaps the old one).
+    pub(crate) fn of_peer(&self, peer: &PeerId) -> Vec<Arc<TunnelInfo>> {
+        self.list()
+            .into_iter()
+            .filter(|t| t.peer == *peer)
+            .collect()
+    }
+
+    /// The tunnels that hold `name` right now.
+    pub(crate) fn holding(&self, name: &str) -> Vec<Arc<TunnelInfo>> {
+        self.list()
+            .into_iter()
+            .filter(|t| t.routes().iter().any(|n| n == name))
+            .collect()
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.0.len()
+    }
+}
