@@ -40,19 +40,7 @@ impl Framed {
 
     /// The next message; `Ok(None)` when the other side closed cleanly between messages.
     pub async fn read(&mut self) -> Result<Option<ControlPlaneMessage>, FrameError> {
-        let mut chunk = [0u8; 8192];
-        loop {
-            if let Some(msg) = decode_control_plane(&mut self.buf)? {
-                return Ok(Some(msg));
-            }
-            if !self.fill(&mut chunk).await? {
-                return if self.buf.is_empty() {
-                    Ok(None)
-                } else {
-                    Err(FrameError::UnexpectedEof)
-                };
-            }
-        }
+        self.read_with(decode_control_plane).await
     }
 
     /// The next frame of an import's archive (what a provider reads after a verified
@@ -60,10 +48,18 @@ impl Framed {
     /// `Ok(None)` when the other side closed cleanly between frames. Shares the read buffer
     /// with [`Framed::read`], so data sent in one write with the request is not lost.
     pub async fn read_import_data(&mut self) -> Result<Option<Bytes>, FrameError> {
+        self.read_with(decode_import_data).await
+    }
+
+    /// The next frame `decode` accepts, reading until it is whole.
+    async fn read_with<T>(
+        &mut self,
+        decode: fn(&mut BytesMut) -> Result<Option<T>, ControlPlaneDecodeError>,
+    ) -> Result<Option<T>, FrameError> {
         let mut chunk = [0u8; 8192];
         loop {
-            if let Some(data) = decode_import_data(&mut self.buf)? {
-                return Ok(Some(data));
+            if let Some(value) = decode(&mut self.buf)? {
+                return Ok(Some(value));
             }
             if !self.fill(&mut chunk).await? {
                 return if self.buf.is_empty() {
