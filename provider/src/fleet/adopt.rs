@@ -6,7 +6,7 @@
 //! At start the applier also picks where the status measures free disk ([`disk_free_bytes`]).
 //! A release the planner refuses (schema, this robot's limits) is recorded as failed here.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Mutex;
 
 use peercompute_fleet::{AppStatus, EntryHash, FleetId, Phase, ReleaseRecord};
@@ -16,6 +16,7 @@ use super::applied::{Failure, Serving, prunable};
 use super::apply::{Applier, fleet_provider_label, spawn_register};
 use super::status::now_ms;
 use crate::devices::Holder;
+use crate::volumes::free_bytes;
 
 impl Applier {
     /// At start: re-adopts serving containers (their routes registered again), forgets those
@@ -251,17 +252,6 @@ pub(crate) fn disk_free_bytes() -> u64 {
     path.and_then(|p| free_bytes(&p)).unwrap_or(0)
 }
 
-/// Free bytes (for unprivileged users) of the filesystem holding `path` (`statvfs`).
-fn free_bytes(path: &Path) -> Option<u64> {
-    let stats = nix::sys::statvfs::statvfs(path).ok()?;
-    #[allow(clippy::useless_conversion)] // the field types differ between platforms
-    let (available, fragment) = (
-        u64::from(stats.blocks_available()),
-        u64::from(stats.fragment_size()),
-    );
-    Some(available.saturating_mul(fragment))
-}
-
 /// The status of a group re-adopted at start.
 fn adopted_status(group: &str, serving: &Serving, failed: Option<&Failure>) -> AppStatus {
     let release = serving.release.parse().unwrap_or(EntryHash([0; 32]));
@@ -288,6 +278,6 @@ mod tests {
         let free = free_bytes(dir.path()).expect("statvfs");
         assert!(free > 0, "{free}");
         assert_eq!(free_bytes(&dir.path().join("absent")), None);
-        assert!(free_bytes(Path::new("/")).is_some_and(|f| f > 0));
+        assert!(free_bytes(std::path::Path::new("/")).is_some_and(|f| f > 0));
     }
 }
