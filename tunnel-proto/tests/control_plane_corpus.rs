@@ -82,6 +82,21 @@ fn msg(m: ControlPlaneMessage) -> Vec<u8> {
     encode(&m)
 }
 
+/// A list answer with one exited deployment, stopped by the provider for `reason`.
+fn list(reason: Option<&str>) -> Vec<u8> {
+    msg(ControlPlaneMessage::ListResponse(ListResponse {
+        deployments: vec![DeploymentSummary {
+            id: "d-1".into(),
+            name: "blog".into(),
+            image: "nginx".into(),
+            url: "https://blog.apps.example.com".into(),
+            state: DeploymentState::Exited,
+            created_at: NOW,
+            stopped_reason: reason.map(str::to_owned),
+        }],
+    }))
+}
+
 /// (name, bytes, stream decoder report, request decoder report)
 fn seeds() -> Vec<(&'static str, Vec<u8>, PlaneReport, PlaneReport)> {
     let r = |decoded, verified, end| PlaneReport {
@@ -380,19 +395,9 @@ fn seeds() -> Vec<(&'static str, Vec<u8>, PlaneReport, PlaneReport)> {
         ),
         (
             "list-response-stopped",
-            msg(ControlPlaneMessage::ListResponse(ListResponse {
-                deployments: vec![DeploymentSummary {
-                    id: "d-1".into(),
-                    name: "blog".into(),
-                    image: "nginx".into(),
-                    url: "https://blog.apps.example.com".into(),
-                    state: DeploymentState::Exited,
-                    created_at: NOW,
-                    stopped_reason: Some(
-                        "stopped by the provider: volume blog/data is over its share".into(),
-                    ),
-                }],
-            })),
+            list(Some(
+                "stopped by the provider: volume blog/data is over its share",
+            )),
             r(1, 0, need(0)),
             r(0, 0, no("not_a_request")),
         ),
@@ -474,17 +479,7 @@ fn seeds() -> Vec<(&'static str, Vec<u8>, PlaneReport, PlaneReport)> {
         ),
         (
             "list-response",
-            msg(ControlPlaneMessage::ListResponse(ListResponse {
-                deployments: vec![DeploymentSummary {
-                    id: "d-1".into(),
-                    name: "blog".into(),
-                    image: "nginx".into(),
-                    url: "https://blog.apps.example.com".into(),
-                    state: DeploymentState::Exited,
-                    created_at: NOW,
-                    stopped_reason: None,
-                }],
-            })),
+            list(None),
             r(1, 0, need(0)),
             r(0, 0, no("not_a_request")),
         ),
