@@ -1,6 +1,7 @@
-//! Name ownership: a route name belongs to the first provider key that registered it, for
-//! good. The table lives in `<state-dir>/names.json`, written atomically on every new claim,
-//! so neither a gateway restart nor a provider reconnect lets another key take a name.
+//! Name ownership: a route name belongs to the first provider key that registered it until the
+//! gateway operator releases it. The table lives in `<state-dir>/names.json`, written atomically
+//! on every new claim and release, so neither a gateway restart nor a provider reconnect lets
+//! another key take a name; after a release, the next key that registers the name gets it.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -75,18 +76,51 @@ impl NameStore {
             None => {}
         }
         owners.insert(name.to_owned(), peer);
+        if let Err(e) = self.save(&owners) {
+            owners.remove(name);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Releases `name`: returns its previous owner, or None when nobody owned it. The table on
+    /// disk is rewritten first; if that fails the name stays owned.
+    #[allow(dead_code, reason = "called by the operator's release (next commit)")]
+    pub(crate) fn release(&self, name: &str) -> Result<Option<String>, NameStoreError> {
+        let mut owners = self.owners.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(owner) = owners.remove(name) else {
+            return Ok(None);
+        };
+        if let Err(e) = self.save(&owners) {
+            owners.insert(name.to_owned(), owner);
+            return Err(e);
+        }
+        Ok(Some(owner))
+    }
+
+    /// Every owned name and its owner's peer id, sorted by name.
+    #[allow(dead_code, reason = "listed by the admin API (issue 12, next step)")]
+    pub(crate) fn owners(&self) -> Vec<(String, String)> {
+        let owners = self.owners.lock().unwrap_or_else(|p| p.into_inner());
+        owners.iter().map(|(n, o)| (n.clone(), o.clone())).collect()
+    }
+
+    /// The owner of `name`, if any.
+    #[allow(dead_code, reason = "shown by the admin API (issue 12, next step)")]
+    pub(crate) fn owner(&self, name: &str) -> Option<String> {
+        let owners = self.owners.lock().unwrap_or_else(|p| p.into_inner());
+        owners.get(name).cloned()
+    }
+
+    fn save(&self, owners: &BTreeMap<String, String>) -> Result<(), NameStoreError> {
         let file = NamesFile {
             owners: owners.clone(),
         };
         let bytes = serde_json::to_vec_pretty(&file).expect("a map of strings always serialises");
-        if let Err(source) = write_atomic(&self.path, &bytes, 0o600) {
-            owners.remove(name);
-            return Err(NameStoreError::Write {
-                path: self.path.clone(),
-                source,
-            });
-        }
-        Ok(())
+        write_atomic(&self.path, &bytes, 0o600).map_err(|source| NameStoreError::Write {
+            path: self.path.clone(),
+            source,
+        })
     }
 }
 
@@ -114,6 +148,48 @@ mod tests {
         let reopened = NameStore::open(dir.path()).expect("reopen");
         assert!(reopened.claim("blog", &mallory).is_err());
         reopened.claim("blog", &alice).expect("owner keeps it");
+    }
+
+    #[test]
+    fn release_frees_the_name_for_the_next_key_and_survives_reopen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (alice, bob) = (peer(), peer());
+        let store = NameStore::open(dir.path()).expect("open");
+        store.claim("blog", &alice).expect("alice claims");
+        store.claim("shop", &alice).expect("alice claims");
+        assert_eq!(
+            store.release("blog").expect("release"),
+            Some(alice.to_string())
+        );
+        assert_eq!(store.release("blog").expect("again"), None);
+        assert_eq!(store.release("never-owned").expect("unknown"), None);
+        drop(store);
+        let reopened = NameStore::open(dir.path()).expect("reopen");
+        assert_eq!(
+            reopened.owners(),
+            vec![("shop".to_owned(), alice.to_string())]
+        );
+        assert_eq!(reopened.owner("blog"), None);
+        reopened
+            .claim("blog", &bob)
+            .expect("bob takes the released name");
+        assert_eq!(reopened.owner("blog"), Some(bob.to_string()));
+        assert!(reopened.claim("blog", &alice).is_err());
+    }
+
+    #[test]
+    fn a_release_that_cannot_be_saved_keeps_the_owner() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let state = dir.path().join("state");
+        std::fs::create_dir(&state).expect("mkdir");
+        let alice = peer();
+        let store = NameStore::open(&state).expect("open");
+        store.claim("blog", &alice).expect("claim");
+        // With the state directory gone the atomic write cannot create its temporary file.
+        std::fs::remove_dir_all(&state).expect("remove state dir");
+        let err = store.release("blog").expect_err("cannot save");
+        assert!(matches!(err, NameStoreError::Write { .. }), "{err}");
+        assert_eq!(store.owner("blog"), Some(alice.to_string()));
     }
 
     #[test]
