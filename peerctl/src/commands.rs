@@ -338,9 +338,9 @@ async fn dispatch(
             }
         }
         Command::Volumes(cmd) => {
-            cmd.precheck()?;
+            let prepared = cmd.prepare()?;
             let client = connect(cmd.peer().to_owned()).await?;
-            peerctl::volumes::run(&client, cmd).await
+            peerctl::volumes::run(&client, cmd, prepared).await
         }
         Command::Completions { .. } => {
             unreachable!("main prints completions before the runtime starts")

@@ -401,7 +401,7 @@ mod tests {
         else {
             panic!("not volumes")
         };
-        let err = cmd.precheck().expect_err("not APP/NAME");
+        let err = cmd.prepare().expect_err("not APP/NAME");
         assert_eq!(err.kind, Kind::BadRequest);
         assert!(err.message.contains("APP/NAME"), "{}", err.message);
     }

@@ -142,8 +142,21 @@ impl VolumesCommand {
         }
     }
 
-    /// Checks what can be checked before connecting (volume syntax, terminals, the file).
-    pub fn precheck(&self) -> Result<()> {
+    /// Does what needs no provider, before connecting: checks the volume's syntax and the
+    /// terminals, and for an import reads and hashes the archive (spooling stdin), so a long
+    /// spool never keeps a connection idle.
+    pub fn prepare(&self) -> Result<Prepared> {
+        self.precheck()?;
+        match self {
+            Self::Import { file, .. } => Ok(Prepared {
+                archive: Some(Archive::open(file.as_deref())?),
+            }),
+            _ => Ok(Prepared { archive: None }),
+        }
+    }
+
+    /// Checks the volume's syntax and the terminals.
+    fn precheck(&self) -> Result<()> {
         let volume = match self {
             Self::Ls { .. } => return Ok(()),
             Self::Rm { volume, .. } | Self::Export { volume, .. } | Self::Import { volume, .. } => {
@@ -167,9 +180,17 @@ impl VolumesCommand {
     }
 }
 
+/// What [`VolumesCommand::prepare`] made ready: an import's archive, hashed.
+#[derive(Debug)]
+pub struct Prepared {
+    archive: Option<Archive>,
+}
+
 /// Runs a volume command against `client` (connected to the command's `--peer`).
-pub async fn run(client: &Client, command: VolumesCommand) -> Result<()> {
-    run_one(client, command).await.map_err(explain_old_provider)
+pub async fn run(client: &Client, command: VolumesCommand, prepared: Prepared) -> Result<()> {
+    run_one(client, command, prepared)
+        .await
+        .map_err(explain_old_provider)
 }
 
 /// An older provider's refusal of the fields and messages it does not know, with what to do
@@ -197,7 +218,7 @@ pub fn explain_old_provider(e: CliError) -> CliError {
     )
 }
 
-async fn run_one(client: &Client, command: VolumesCommand) -> Result<()> {
+async fn run_one(client: &Client, command: VolumesCommand, prepared: Prepared) -> Result<()> {
     match command {
         VolumesCommand::Ls { json, .. } => ls(client, json).await,
         VolumesCommand::Rm { volume, .. } => {
@@ -217,11 +238,12 @@ async fn run_one(client: &Client, command: VolumesCommand) -> Result<()> {
             volume,
             share,
             replace,
-            file,
             json,
             ..
         } => {
-            let archive = Archive::open(file.as_deref())?;
+            let archive = prepared.archive.ok_or_else(|| {
+                CliError::new(Kind::Other, "internal: the archive was not prepared")
+            })?;
             import(client, volume, share, replace, archive, json).await
         }
     }
