@@ -17,6 +17,7 @@ use tracing::{info, warn};
 use super::{Deployments, error, now_secs, volume_error};
 use crate::volumes::{
     Ask, Entry, Grant, Spool, VolumeId, Volumes, check_archive, free_bytes, peer_scope,
+    rewrite_archive,
 };
 
 /// An import admitted before any of its data is read. Until it is finished, dropping it
@@ -253,11 +254,11 @@ impl Deployments {
             ));
         }
         let free = free_bytes(self.spool_dir.parent().unwrap_or(&self.spool_dir));
-        if let Some(free) = free.filter(|f| request.size_bytes.saturating_mul(2) > *f) {
+        if let Some(free) = free.filter(|f| request.size_bytes.saturating_mul(3) > *f) {
             return Err(error(
                 ErrorCode::LimitExceeded,
                 format!(
-                    "the archive is {} and this provider has {} of disk free (it keeps a copy while checking it): free some space or import a smaller archive",
+                    "the archive is {} and this provider has {} of disk free (it keeps two copies while checking it): free some space or import a smaller archive",
                     format_memory(request.size_bytes),
                     format_memory(free)
                 ),
@@ -327,15 +328,24 @@ impl Deployments {
             .take()
             .ok_or_else(|| error(ErrorCode::Internal, "the import's spool is closed"))?;
         let (sha256, share) = (import.request.sha256.clone(), import.grant.share_bytes);
-        // Hashing is done; fsync and the entry walk are blocking work.
-        let (spool, checked) = tokio::task::spawn_blocking(move || {
-            let mut spool = spool;
+        // Hashing is done; fsync, the entry walk and the rewrite are blocking work. The engine
+        // gets the archive as rewritten here, never the client's bytes.
+        let clean = Spool::create(&self.spool_dir, u64::MAX)
+            .map_err(|e| error(ErrorCode::Internal, e.to_string()))?;
+        let (spool, clean, checked) = tokio::task::spawn_blocking(move || {
+            let (mut spool, mut clean) = (spool, clean);
             let checked = spool
                 .finish(&sha256)
                 .map_err(|e| e.to_string())
                 .and_then(|()| spool.open().map_err(|e| e.to_string()))
-                .and_then(|file| check_archive(file, share).map_err(|e| e.to_string()));
-            (spool, checked)
+                .and_then(|file| check_archive(file, share).map_err(|e| e.to_string()))
+                .and_then(|summary| {
+                    let file = spool.open().map_err(|e| e.to_string())?;
+                    rewrite_archive(file, &mut clean)
+                        .map(|_| summary)
+                        .map_err(|e| format!("cannot rewrite the checked archive: {e}"))
+                });
+            (spool, clean, checked)
         })
         .await
         .map_err(|e| {
@@ -344,6 +354,7 @@ impl Deployments {
                 format!("the archive check stopped: {e}"),
             )
         })?;
+        drop(spool);
         let summary = checked.map_err(|e| {
             error(
                 ErrorCode::BadRequest,
@@ -356,7 +367,7 @@ impl Deployments {
         } else {
             None
         };
-        let written = self.fill_volume(runtime, &import.grant, spool.path()).await;
+        let written = self.fill_volume(runtime, &import.grant, clean.path()).await;
         if let (Err(e), Some(backup)) = (&written, &backup) {
             warn!(volume = %name, "the replacing import failed ({}); putting the old data back", e.message);
             if let Err(again) = self

@@ -33,6 +33,7 @@ use store::LedgerFile;
 pub use store::LedgerFileError;
 pub use transfer::{
     ArchiveRefusal, ArchiveSummary, MAX_ENTRIES, Spool, SpoolError, check_archive, free_bytes,
+    rewrite_archive,
 };
 
 /// The scope of a client's deploys.

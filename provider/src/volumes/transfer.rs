@@ -9,7 +9,9 @@
 //! no setuid, setgid or sticky bit; no hard link, device, fifo, sparse or contiguous file; PAX
 //! records only from a closed list (the engine honours `GNU.sparse.*` and `SCHILY.xattr.*`,
 //! which this reader ignores: a sparse record would turn a small archive into a huge file);
-//! at most [`MAX_ENTRIES`] entries, and the files' total within the volume's share.
+//! at most [`MAX_ENTRIES`] entries, and the files' total within the volume's share. An
+//! archive that passed is written again by [`rewrite_archive`] with headers built here, and
+//! only that copy reaches the engine.
 
 use std::fs::File;
 use std::io::{self, Read, Write};
@@ -142,6 +144,52 @@ pub fn check_archive(reader: impl Read, share: u64) -> Result<ArchiveSummary, Ar
         }
     }
     Ok(summary)
+}
+
+/// Writes the entries of an archive that passed [`check_archive`] again, as plain GNU
+/// headers built here (long names as GNU long-name records, no PAX record, only the type,
+/// path, link, mode, owner, time and data), so the engine reads exactly what the check read:
+/// no header variant the two parsers could read differently reaches it.
+pub fn rewrite_archive(reader: impl Read, writer: impl Write) -> io::Result<u64> {
+    let mut archive = tar::Archive::new(reader);
+    let mut out = tar::Builder::new(writer);
+    let mut entries = 0u64;
+    for entry in archive.entries()? {
+        let mut entry = entry?;
+        let path = entry.path()?.into_owned();
+        let old = entry.header().clone();
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(old.entry_type());
+        header.set_mode(old.mode()?);
+        // Owner and time as given; an empty field (some writers leave them blank) is 0.
+        header.set_uid(old.uid().unwrap_or(0));
+        header.set_gid(old.gid().unwrap_or(0));
+        header.set_mtime(old.mtime().unwrap_or(0));
+        match old.entry_type() {
+            tar::EntryType::Regular | tar::EntryType::Directory => {
+                header.set_size(entry.size());
+                out.append_data(&mut header, &path, &mut entry)?;
+            }
+            tar::EntryType::Symlink => {
+                let target = entry
+                    .link_name()?
+                    .map(|t| t.into_owned())
+                    .unwrap_or_default();
+                header.set_size(0);
+                out.append_link(&mut header, &path, &target)?;
+            }
+            other => {
+                return Err(io::Error::other(format!(
+                    "`{}` is a {}: not rewritten",
+                    path.display(),
+                    kind_name(other)
+                )));
+            }
+        }
+        entries += 1;
+    }
+    out.into_inner()?.flush()?;
+    Ok(entries)
 }
 
 /// How deep below `data` a path is (`data` itself: 0, `data/a`: 1), or `None` when it is
@@ -297,6 +345,20 @@ impl Spool {
             path: self.path.clone(),
             source,
         })
+    }
+}
+
+impl Write for Spool {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        Spool::write(self, buf).map_err(io::Error::other)?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self.file.as_mut() {
+            Some(file) => file.flush(),
+            None => Ok(()),
+        }
     }
 }
 

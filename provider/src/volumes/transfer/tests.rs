@@ -315,3 +315,63 @@ fn pax_records_outside_the_closed_list_are_refused() {
         );
     }
 }
+
+#[test]
+fn a_checked_archive_is_rewritten_with_the_same_entries_and_no_pax() {
+    let long = "data/a-name-longer-than-the-hundred-bytes-of-a-plain-header/and-then-some-more/and-more/file.txt";
+    let mut input = archive(&[
+        dir("data/"),
+        file("data/log", b"one\ntwo\n"),
+        link("data/l", "log"),
+    ]);
+    // A GNU long name, as Go writes it, for one more file.
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_size(3);
+    h.set_mode(0o600);
+    h.set_uid(1000);
+    h.set_gid(1000);
+    b.append_data(&mut h, long, &b"abc"[..]).expect("long name");
+    let long_tar = b.into_inner().expect("tar");
+    input.truncate(input.len() - 1024);
+    input.extend_from_slice(&long_tar);
+    check_archive(input.as_slice(), 1 << 20).expect("passes");
+
+    let mut out = Vec::new();
+    assert_eq!(
+        rewrite_archive(input.as_slice(), &mut out).expect("rewritten"),
+        4
+    );
+    check_archive(out.as_slice(), 1 << 20).expect("still passes");
+    let mut seen = Vec::new();
+    for entry in tar::Archive::new(out.as_slice())
+        .entries()
+        .expect("entries")
+    {
+        let mut entry = entry.expect("entry");
+        assert!(entry.pax_extensions().expect("pax").is_none());
+        let mut body = Vec::new();
+        entry.read_to_end(&mut body).expect("body");
+        let h = entry.header();
+        seen.push((
+            entry.path().expect("path").display().to_string(),
+            h.entry_type(),
+            h.uid().expect("uid"),
+            body,
+        ));
+    }
+    assert_eq!(
+        seen[1],
+        (
+            "data/log".into(),
+            tar::EntryType::Regular,
+            0,
+            b"one\ntwo\n".to_vec()
+        )
+    );
+    assert_eq!(seen[2].1, tar::EntryType::Symlink);
+    assert_eq!(
+        seen[3],
+        (long.into(), tar::EntryType::Regular, 1000, b"abc".to_vec())
+    );
+}
