@@ -11,7 +11,7 @@ use peercompute_provider::volumes::check_archive;
 const SHARE: u64 = 1 << 20;
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    if let Ok(summary) = check_archive(data, SHARE) {
+    if let Ok(summary) = check_archive(std::io::Cursor::new(data), SHARE) {
         assert!(summary.file_bytes <= SHARE);
     }
 });

@@ -32,8 +32,8 @@ pub use ledger::{
 use store::LedgerFile;
 pub use store::LedgerFileError;
 pub use transfer::{
-    ArchiveRefusal, ArchiveSummary, MAX_ENTRIES, Spool, SpoolError, check_archive, free_bytes,
-    rewrite_archive,
+    ArchiveRefusal, ArchiveSummary, MAX_ENTRIES, MAX_EXTENSION_HEADER, Spool, SpoolError,
+    check_archive, free_bytes, rewrite_archive,
 };
 
 /// The scope of a client's deploys.

@@ -14,7 +14,7 @@
 //! only that copy reaches the engine.
 
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Component, Path, PathBuf};
 
@@ -23,6 +23,8 @@ use sha2::{Digest, Sha256};
 
 /// Most entries an imported archive may hold.
 pub const MAX_ENTRIES: u64 = 1_000_000;
+/// Largest GNU long-name or PAX header accepted (Go's reader caps them at 1 MiB).
+pub const MAX_EXTENSION_HEADER: u64 = 64 * 1024;
 
 /// The PAX records an entry may carry (what Go's archive/tar writes for long names, large
 /// ids and sub-second times); anything else is refused.
@@ -56,6 +58,20 @@ pub enum ArchiveRefusal {
         "`{path}` carries the PAX record `{key}`: only path, size, owner and time records are accepted"
     )]
     Pax { path: String, key: String },
+    #[error(
+        "a long-name or PAX header of {bytes} bytes: at most {MAX_EXTENSION_HEADER} are accepted"
+    )]
+    ExtensionTooLarge { bytes: u64 },
+    #[error(
+        "`{path}` carries the PAX record `{key}` twice: refused (readers disagree on which one counts)"
+    )]
+    PaxRepeated { path: String, key: String },
+    #[error("`{path}` is a {kind} with a size of {size} bytes: such entries have no content")]
+    HeaderOnlyWithSize {
+        path: String,
+        kind: &'static str,
+        size: u64,
+    },
     #[error("the archive has more than {MAX_ENTRIES} entries")]
     TooManyEntries,
     #[error(
@@ -73,9 +89,45 @@ pub struct ArchiveSummary {
     pub file_bytes: u64,
 }
 
-/// Reads the whole archive and refuses it at the first entry that breaks a rule.
-pub fn check_archive(reader: impl Read, share: u64) -> Result<ArchiveSummary, ArchiveRefusal> {
+/// Reads the whole archive and refuses it at the first entry that breaks a rule. Two passes:
+/// the first reads the headers raw and refuses a long-name or PAX header over
+/// [`MAX_EXTENSION_HEADER`] (the reader would hold it in memory whole), the second checks
+/// every entry.
+pub fn check_archive<R: Read + Seek>(
+    mut reader: R,
+    share: u64,
+) -> Result<ArchiveSummary, ArchiveRefusal> {
     let unreadable = |e: io::Error| ArchiveRefusal::Unreadable(e.to_string());
+    {
+        let mut raw = tar::Archive::new(&mut reader);
+        for entry in raw.entries().map_err(unreadable)?.raw(true) {
+            let entry = entry.map_err(unreadable)?;
+            let t = entry.header().entry_type();
+            let extension = t.is_gnu_longname()
+                || t.is_gnu_longlink()
+                || t.is_pax_local_extensions()
+                || t.is_pax_global_extensions();
+            if extension && entry.size() > MAX_EXTENSION_HEADER {
+                return Err(ArchiveRefusal::ExtensionTooLarge {
+                    bytes: entry.size(),
+                });
+            }
+            // A file larger than the share on its own: refused before skipping its data.
+            if t.is_file() && entry.size() > share {
+                return Err(ArchiveRefusal::OverShare {
+                    bytes: entry.size(),
+                    share,
+                });
+            }
+            if t.is_pax_global_extensions() {
+                return Err(ArchiveRefusal::Kind {
+                    path: String::from_utf8_lossy(&entry.path_bytes()).into_owned(),
+                    kind: "global PAX header",
+                });
+            }
+        }
+    }
+    reader.seek(SeekFrom::Start(0)).map_err(unreadable)?;
     let mut archive = tar::Archive::new(reader);
     let mut summary = ArchiveSummary {
         entries: 0,
@@ -97,12 +149,17 @@ pub fn check_archive(reader: impl Read, share: u64) -> Result<ArchiveSummary, Ar
             return Err(ArchiveRefusal::OutsideData { path: shown });
         }
         if let Some(records) = entry.pax_extensions().map_err(unreadable)? {
+            let mut keys = Vec::new();
             for record in records {
                 let record = record.map_err(unreadable)?;
                 let key = String::from_utf8_lossy(record.key_bytes()).into_owned();
                 if !PAX_KEYS.contains(&key.as_str()) {
                     return Err(ArchiveRefusal::Pax { path: shown, key });
                 }
+                if keys.contains(&key) {
+                    return Err(ArchiveRefusal::PaxRepeated { path: shown, key });
+                }
+                keys.push(key);
             }
         }
         let header = entry.header();
@@ -119,6 +176,18 @@ pub fn check_archive(reader: impl Read, share: u64) -> Result<ArchiveSummary, Ar
                         share,
                     });
                 }
+            }
+            tar::EntryType::Directory | tar::EntryType::Symlink if entry.size() != 0 => {
+                let kind = if header.entry_type().is_dir() {
+                    "directory"
+                } else {
+                    "symlink"
+                };
+                return Err(ArchiveRefusal::HeaderOnlyWithSize {
+                    path: shown,
+                    kind,
+                    size: entry.size(),
+                });
             }
             tar::EntryType::Directory => {}
             tar::EntryType::Symlink => {
@@ -166,9 +235,13 @@ pub fn rewrite_archive(reader: impl Read, writer: impl Write) -> io::Result<u64>
         header.set_gid(old.gid().unwrap_or(0));
         header.set_mtime(old.mtime().unwrap_or(0));
         match old.entry_type() {
-            tar::EntryType::Regular | tar::EntryType::Directory => {
+            tar::EntryType::Regular => {
                 header.set_size(entry.size());
                 out.append_data(&mut header, &path, &mut entry)?;
+            }
+            tar::EntryType::Directory => {
+                header.set_size(0);
+                out.append_data(&mut header, &path, io::empty())?;
             }
             tar::EntryType::Symlink => {
                 let target = entry

@@ -62,7 +62,7 @@ fn archive(entries: &[Raw]) -> Vec<u8> {
 }
 
 fn check(entries: &[Raw], share: u64) -> Result<ArchiveSummary, ArchiveRefusal> {
-    check_archive(archive(entries).as_slice(), share)
+    check_archive(std::io::Cursor::new(archive(entries)), share)
 }
 
 #[test]
@@ -156,6 +156,17 @@ fn hostile_archives_are_refused_at_the_entry_that_breaks_a_rule() {
         ),
         (
             vec![Raw {
+                data: vec![0; 512],
+                ..dir("data/d/")
+            }],
+            "with a size",
+        ),
+        (
+            vec![pax(&[("size", "1"), ("size", "0")]), file("data/x", b"x")],
+            "twice",
+        ),
+        (
+            vec![Raw {
                 kind: tar::EntryType::Continuous,
                 ..file("data/c", b"x")
             }],
@@ -166,7 +177,10 @@ fn hostile_archives_are_refused_at_the_entry_that_breaks_a_rule() {
         let err = check(&entries, 1024).expect_err(want);
         assert!(err.to_string().contains(want), "{err} (wanted {want})");
     }
-    let err = check_archive(&b"not a tar at all, just text"[..], 1 << 20);
+    let err = check_archive(
+        std::io::Cursor::new(&b"not a tar at all, just text"[..]),
+        1 << 20,
+    );
     assert!(err.is_err(), "{err:?}");
 }
 
@@ -251,13 +265,13 @@ fn cut_or_corrupted_archives_never_panic_the_check() {
         link("data/l", "log"),
     ]);
     for cut in 0..good.len() {
-        let _ = check_archive(&good[..cut], 1 << 20);
+        let _ = check_archive(std::io::Cursor::new(&good[..cut]), 1 << 20);
     }
     // Every byte flipped in turn (headers, checksums, sizes, link names).
     for i in 0..good.len().min(2048) {
         let mut bad = good.clone();
         bad[i] ^= 0xa5;
-        let _ = check_archive(bad.as_slice(), 1 << 20);
+        let _ = check_archive(std::io::Cursor::new(bad.as_slice()), 1 << 20);
     }
     // A size field claiming more than the share, with no data behind it.
     let mut huge = tar::Header::new_gnu();
@@ -266,7 +280,8 @@ fn cut_or_corrupted_archives_never_panic_the_check() {
     huge.set_mode(0o644);
     huge.set_size(1 << 40);
     huge.set_cksum();
-    let err = check_archive(huge.as_bytes().as_slice(), 1 << 20).expect_err("over share");
+    let err = check_archive(std::io::Cursor::new(huge.as_bytes().as_slice()), 1 << 20)
+        .expect_err("over share");
     assert!(matches!(err, ArchiveRefusal::OverShare { .. }), "{err}");
 }
 
@@ -335,14 +350,14 @@ fn a_checked_archive_is_rewritten_with_the_same_entries_and_no_pax() {
     let long_tar = b.into_inner().expect("tar");
     input.truncate(input.len() - 1024);
     input.extend_from_slice(&long_tar);
-    check_archive(input.as_slice(), 1 << 20).expect("passes");
+    check_archive(std::io::Cursor::new(input.as_slice()), 1 << 20).expect("passes");
 
     let mut out = Vec::new();
     assert_eq!(
         rewrite_archive(input.as_slice(), &mut out).expect("rewritten"),
         4
     );
-    check_archive(out.as_slice(), 1 << 20).expect("still passes");
+    check_archive(std::io::Cursor::new(out.as_slice()), 1 << 20).expect("still passes");
     let mut seen = Vec::new();
     for entry in tar::Archive::new(out.as_slice())
         .entries()
