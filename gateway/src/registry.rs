@@ -72,6 +72,16 @@ impl Registry {
         removed
     }
 
+    /// The operator released `name`: whoever serves it stops (its pool is closed) and it is
+    /// not reported offline either. True when a provider was serving it.
+    pub(crate) fn remove_any(&self, name: &str) -> bool {
+        self.offline.remove(name);
+        self.routes
+            .remove(name)
+            .map(|(_, route)| route.pool.close())
+            .is_some()
+    }
+
     /// Whether `name`'s provider dropped without withdrawing it.
     pub(crate) fn is_offline(&self, name: &str) -> bool {
         self.offline.contains_key(name)

@@ -7,11 +7,6 @@
 //! channel into its tunnel's loop; [`Kick`]s sent there are carried out by the tunnel itself,
 //! which is the only writer of its control stream.
 
-#![allow(
-    dead_code,
-    reason = "read and steered by the admin API (issue 12, next step)"
-)]
-
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
@@ -41,6 +36,10 @@ pub(crate) enum Transport {
 
 impl Transport {
     /// The name shown in the API and in metric labels.
+    #[cfg_attr(
+        not(test),
+        expect(dead_code, reason = "read by the admin API (issue 12, next step)")
+    )]
     pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::Quic => "quic",
@@ -62,6 +61,10 @@ pub(crate) struct TunnelInfo {
     /// The `agent` of its Hello (e.g. `peercomputed/0.9.0`).
     pub(crate) agent: String,
     /// The tunnel protocol version agreed in Welcome.
+    #[cfg_attr(
+        not(test),
+        expect(dead_code, reason = "read by the admin API (issue 12, next step)")
+    )]
     pub(crate) version: u16,
     pub(crate) remote: SocketAddr,
     pub(crate) since: SystemTime,
@@ -109,6 +112,14 @@ impl TunnelInfo {
             .clone()
     }
 
+    /// Forgets `name` (withdrawn by the provider or released by the operator).
+    pub(crate) fn forget(&self, name: &str) {
+        self.routes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|n| n != name);
+    }
+
     /// Hands `kick` to the tunnel's loop without waiting. False when the loop has ended or
     /// already has [`KICK_CAPACITY`] kicks waiting.
     pub(crate) fn kick(&self, kick: Kick) -> bool {
@@ -153,6 +164,10 @@ impl Tunnels {
             .collect()
     }
 
+    #[cfg_attr(
+        not(test),
+        expect(dead_code, reason = "read by the admin API (issue 12, next step)")
+    )]
     pub(crate) fn len(&self) -> usize {
         self.0.len()
     }
