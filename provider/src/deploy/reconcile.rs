@@ -25,6 +25,13 @@ impl Deployments {
         let Some(runtime) = &self.runtime else {
             return report;
         };
+        let (files, bytes) = crate::volumes::sweep_spool(&self.spool_dir);
+        if files > 0 {
+            info!(
+                files,
+                bytes, "removed the spool files of imports a crash interrupted"
+            );
+        }
         self.volumes
             .rebuild_from_engine(runtime, super::now_secs())
             .await;

@@ -368,13 +368,24 @@ impl Deployments {
             None
         };
         let written = self.fill_volume(runtime, &import.grant, clean.path()).await;
-        if let (Err(e), Some(backup)) = (&written, &backup) {
+        if let (Err(e), Some(backup)) = (&written, backup) {
             warn!(volume = %name, "the replacing import failed ({}); putting the old data back", e.message);
             if let Err(again) = self
                 .fill_volume(runtime, &import.grant, backup.path())
                 .await
             {
-                warn!(volume = %name, "the old data could not be put back: {}", again.message);
+                let kept = format!("{name}.replaced-{}.tar", now_secs());
+                let place = backup
+                    .keep_as(&kept)
+                    .map_or_else(|k| format!("lost: {k}"), |p| p.display().to_string());
+                warn!(volume = %name, %place, "the old data could not be put back: {}", again.message);
+                return Err(error(
+                    ErrorCode::Runtime,
+                    format!(
+                        "the import failed ({}) and the old data could not be put back ({}); the provider's owner finds it at {place}",
+                        e.message, again.message
+                    ),
+                ));
             }
         }
         written?;

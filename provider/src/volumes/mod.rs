@@ -33,7 +33,7 @@ use store::LedgerFile;
 pub use store::LedgerFileError;
 pub use transfer::{
     ArchiveRefusal, ArchiveSummary, MAX_ENTRIES, MAX_EXTENSION_HEADER, Spool, SpoolError,
-    check_archive, free_bytes, rewrite_archive,
+    check_archive, free_bytes, rewrite_archive, sweep_spool,
 };
 
 /// The scope of a client's deploys.
@@ -234,13 +234,19 @@ impl Volumes {
                 Err(e) => debug!(volume = %name, "cannot measure: {e}"),
             }
         }
+        self.record_usage(&usage)
+    }
+
+    /// Records measurements and returns the volumes over their share, with the message their
+    /// users are halted with. The figures are kept in memory even when `volumes.json` cannot
+    /// be saved (a full disk is exactly when the check must still halt).
+    pub fn record_usage(&self, usage: &[(String, Option<u64>)]) -> Vec<(String, String)> {
         let mut file = self.file();
-        if let Err(e) = file.change(|l| {
-            for (name, used) in &usage {
-                l.measured(name, *used);
-            }
-        }) {
-            warn!("{e}");
+        for (name, used) in usage {
+            file.ledger.measured(name, *used);
+        }
+        if let Err(e) = file.save() {
+            warn!("{e}; the measurements are kept in memory");
         }
         file.ledger
             .over_share()
@@ -289,4 +295,43 @@ pub enum ReserveError {
     Refused(#[from] Refusal),
     #[error(transparent)]
     Save(#[from] LedgerFileError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_disk_does_not_stop_the_check_from_finding_volumes_over_their_share() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let state = dir.path().join("state");
+        let me = peercompute_identity::Identity::generate()
+            .expect("id")
+            .peer_id();
+        let volumes = Volumes::open(
+            &state,
+            &me,
+            VolumeSettings {
+                max_bytes: 1 << 30,
+                check_interval: Duration::from_secs(1),
+            },
+        )
+        .expect("open");
+        let mount = VolumeMount {
+            name: "data".into(),
+            path: "/data".into(),
+            size_bytes: Some(4 << 20),
+        };
+        let asks = volumes.asks("peer:A", "blog", &[mount]);
+        volumes.reserve(&asks, 1).expect("fits");
+        // Nothing can be saved any more: a file where the state directory was.
+        std::fs::remove_dir_all(&state).expect("remove");
+        std::fs::write(&state, b"full").expect("block");
+        let over = volumes.record_usage(&[(asks[0].name.clone(), Some(6 << 20))]);
+        assert_eq!(over.len(), 1, "{over:?}");
+        assert_eq!(
+            over[0].1,
+            "stopped by the provider: volume blog/data uses 6 MiB, over its 4 MiB share; export it or redeploy with a larger :SIZE"
+        );
+    }
 }

@@ -332,6 +332,8 @@ pub enum SpoolError {
 #[derive(Debug)]
 pub struct Spool {
     path: PathBuf,
+    /// Kept on purpose ([`Spool::keep_as`]): not removed on drop.
+    kept: bool,
     file: Option<File>,
     declared: u64,
     written: u64,
@@ -356,6 +358,7 @@ impl Spool {
             .map_err(io)?;
         Ok(Self {
             path,
+            kept: false,
             file: Some(file),
             declared,
             written: 0,
@@ -421,6 +424,39 @@ impl Spool {
     }
 }
 
+impl Spool {
+    /// Keeps the file under `name` in the same directory (the only copy of data that could
+    /// not be put back): it is then neither removed on drop nor swept at start.
+    pub fn keep_as(mut self, name: &str) -> io::Result<PathBuf> {
+        self.file.take();
+        let to = self.path.with_file_name(name);
+        std::fs::rename(&self.path, &to)?;
+        self.kept = true;
+        Ok(to)
+    }
+}
+
+/// Removes the spool files a crash left in `dir` (no import is in flight at start); files
+/// kept on purpose (`*.replaced-*.tar`) stay. Returns how many and their bytes.
+pub fn sweep_spool(dir: &Path) -> (usize, u64) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return (0, 0);
+    };
+    let (mut files, mut bytes) = (0, 0u64);
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !name.ends_with(".tar") || name.contains(".replaced-") {
+            continue;
+        }
+        let size = entry.metadata().map_or(0, |m| m.len());
+        if std::fs::remove_file(entry.path()).is_ok() {
+            files += 1;
+            bytes += size;
+        }
+    }
+    (files, bytes)
+}
+
 impl Write for Spool {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         Spool::write(self, buf).map_err(io::Error::other)?;
@@ -438,6 +474,9 @@ impl Write for Spool {
 impl Drop for Spool {
     fn drop(&mut self) {
         self.file.take();
+        if self.kept {
+            return;
+        }
         let _ = std::fs::remove_file(&self.path);
     }
 }

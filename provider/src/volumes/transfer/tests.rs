@@ -390,3 +390,21 @@ fn a_checked_archive_is_rewritten_with_the_same_entries_and_no_pax() {
         (long.into(), tar::EntryType::Regular, 1000, b"abc".to_vec())
     );
 }
+
+#[test]
+fn a_crash_leaves_spool_files_that_the_start_sweeps_but_kept_data_stays() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spool = dir.path().join("spool");
+    let mut left = Spool::create(&spool, 3).expect("create");
+    left.write(b"abc").expect("write");
+    // As a crash would leave it: never dropped.
+    std::mem::forget(left);
+    let mut backup = Spool::create(&spool, 3).expect("create");
+    backup.write(b"old").expect("write");
+    let kept = backup
+        .keep_as("pcv-x-blog-data.replaced-1.tar")
+        .expect("kept");
+    assert_eq!(sweep_spool(&spool), (1, 3));
+    assert_eq!(std::fs::read(&kept).expect("still there"), b"old");
+    assert_eq!(sweep_spool(&dir.path().join("absent")), (0, 0));
+}
