@@ -12,6 +12,8 @@
 //! - [`tunnel`](crate::tunnel): QUIC listener, provider authentication, control stream.
 //! - [`registry`](crate::registry) (live routes) and [`names`](crate::names) (persistent name
 //!   ownership); [`allow`](crate::allow): which providers may connect.
+//! - [`tunnels`](crate::tunnels): the connected providers, and the operator's kicks (disconnect,
+//!   name released); [`events`](crate::events): the numbered event bus for the admin API.
 //! - [`tls`](crate::tls): `--tls auto` (`tls/auto.rs`: dev CA for local names, ACME for public
 //!   ones), dev CA / PEM files / ACME (`tls/acme/`: DNS-01 over RFC 2136, HTTP-01,
 //!   TLS-ALPN-01, renewal and hot swap) behind SNI resolvers.

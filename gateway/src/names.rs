@@ -108,10 +108,6 @@ impl NameStore {
     }
 
     /// The owner of `name`, if any.
-    #[cfg_attr(
-        not(test),
-        expect(dead_code, reason = "shown by the admin API (issue 12, next step)")
-    )]
     pub(crate) fn owner(&self, name: &str) -> Option<String> {
         let owners = self.owners.lock().unwrap_or_else(|p| p.into_inner());
         owners.get(name).cloned()

@@ -289,6 +289,7 @@ async fn serve_tunnel(
                 Kick::Released(name) => {
                     info!(route = %name, "released by the gateway operator");
                     info.forget(&name);
+                    released_again(&shared, &conn, peer, &name);
                     let refused = ControlMessage::Refused {
                         name,
                         code: OPERATOR_RELEASE,
@@ -320,6 +321,17 @@ async fn serve_tunnel(
         peer: peer.to_string(),
         reason,
     });
+}
+
+/// A Register of `name` this tunnel handled between the operator's release and its kick claimed
+/// the name again: undo it, since the provider drops the name on the Refused that follows.
+fn released_again(shared: &Shared, conn: &quinn::Connection, peer: PeerId, name: &str) {
+    shared.registry.unregister(name, conn.stable_id());
+    if shared.names.owner(name) == Some(peer.to_string())
+        && let Err(e) = shared.names.release(name)
+    {
+        warn!(route = %name, "cannot release the name again: {e}");
+    }
 }
 
 fn shutdown_msg() -> ControlMessage {
@@ -675,19 +687,34 @@ mod tests {
         assert_eq!(info.routes(), vec!["shop".to_owned()]);
         assert_eq!(gw.shared.release_name("blog").expect("again"), None);
 
+        // A kick that finds the name registered again by this tunnel (a Register that was on
+        // its way during the release) undoes that registration too.
+        assert!(info.kick(Kick::Released("shop".into())));
+        let refused = provider.next().await.expect("refused");
+        assert!(
+            matches!(&refused, Some(ControlMessage::Refused { name, .. }) if name == "shop"),
+            "{refused:?}"
+        );
+        until("the route is gone", || {
+            gw.shared.registry.lookup("shop").is_none()
+        })
+        .await;
+        assert_eq!(gw.shared.names.owner("shop"), None);
+        assert!(info.routes().is_empty());
+
         // The name is free: another key takes it.
         let mut bob = Provider::connect(&gw).await;
         bob.register("blog").await;
         assert_eq!(gw.shared.names.owner("blog"), Some(bob.peer.to_string()));
 
-        // The first provider's exit leaves bob's route and marks only "shop" offline.
+        // The first provider's exit leaves bob's route alone; it held nothing any more.
         provider.conn.close(0u32.into(), b"bye");
         until("the first tunnel is gone", || {
             gw.shared.tunnels.of_peer(&provider.peer).is_empty()
         })
         .await;
         assert!(gw.shared.registry.lookup("blog").is_some());
-        assert!(gw.shared.registry.is_offline("shop"));
+        assert!(!gw.shared.registry.is_offline("shop"));
     }
 
     #[tokio::test]
