@@ -1,6 +1,7 @@
 //! The ledger's file, `<home>/state/volumes.json`, rewritten atomically (0600) after every
 //! change, so a crash at any instant leaves a file that parses. A missing file is an empty
-//! ledger: the start rebuilds it from the engine's volume labels anyway.
+//! ledger, and so is a damaged one (set aside as `volumes.json.corrupt-<time>`): the start
+//! rebuilds it from the engine's volume labels anyway.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -9,15 +10,17 @@ use peercompute_identity::write_atomic;
 
 use super::ledger::Ledger;
 
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 /// Why the ledger could not be read or written.
 #[derive(Debug, thiserror::Error)]
 pub enum LedgerFileError {
     #[error("cannot read {path}: {source}")]
     Read { path: PathBuf, source: io::Error },
-    #[error(
-        "{path} is corrupt ({reason}); move it away and restart: the volumes are found again from their labels (their shares go back to 1 GiB, or what they use)"
-    )]
-    Corrupt { path: PathBuf, reason: String },
     #[error("cannot save volume shares to {path}: {source}")]
     Write { path: PathBuf, source: io::Error },
 }
@@ -33,10 +36,21 @@ impl LedgerFile {
     pub(crate) fn open(state_dir: &Path) -> Result<Self, LedgerFileError> {
         let path = state_dir.join("volumes.json");
         let ledger = match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| LedgerFileError::Corrupt {
-                path: path.clone(),
-                reason: e.to_string(),
-            })?,
+            Ok(bytes) => match serde_json::from_slice(&bytes) {
+                Ok(ledger) => ledger,
+                // The volumes' labels rebuild it at start: a damaged file must not keep the
+                // daemon (deploys, the fleet, an e-stop) down. Kept aside for the owner.
+                Err(e) => {
+                    let aside = path.with_extension(format!("json.corrupt-{}", now()));
+                    let moved = std::fs::rename(&path, &aside);
+                    tracing::warn!(
+                        "{path} is corrupt ({e}); moved to {aside} ({moved:?}): the volumes are found again from their labels, their shares reset to 1 GiB (or what they use)",
+                        path = path.display(),
+                        aside = aside.display()
+                    );
+                    Ledger::default()
+                }
+            },
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ledger::default(),
             Err(source) => return Err(LedgerFileError::Read { path, source }),
         };
@@ -84,7 +98,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn survives_reopen_and_refuses_corruption() {
+    fn survives_reopen_and_sets_a_damaged_file_aside() {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut file = LedgerFile::open(dir.path()).expect("open empty");
         let ask = Ask {
@@ -111,8 +125,15 @@ mod tests {
             Some(5 << 20)
         );
         std::fs::write(dir.path().join("volumes.json"), b"{\"volumes\":").expect("write");
-        let err = LedgerFile::open(dir.path()).expect_err("corrupt");
-        assert!(err.to_string().contains("corrupt"), "{err}");
+        let again = LedgerFile::open(dir.path()).expect("a damaged file does not stop the start");
+        assert_eq!(again.ledger, Ledger::default());
+        let aside: Vec<String> = std::fs::read_dir(dir.path())
+            .expect("dir")
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("volumes.json.corrupt-"))
+            .collect();
+        assert_eq!(aside.len(), 1, "kept aside for the owner");
     }
 
     #[test]
