@@ -447,6 +447,10 @@ mod tests {
     }
 
     fn start_gateway() -> Gateway {
+        start_gateway_with(Allowlist::new(true, &[], None).expect("allowlist"))
+    }
+
+    fn start_gateway_with(allow: Allowlist) -> Gateway {
         let dir = tempfile::tempdir().expect("tempdir");
         let identity = Identity::generate().expect("identity");
         let (cert, key) = self_signed_cert(&identity, &[]).expect("cert");
@@ -465,7 +469,7 @@ mod tests {
             config,
             identity.peer_id(),
             NameStore::open(dir.path()).expect("names"),
-            Allowlist::new(true, &[], None).expect("allowlist"),
+            allow,
             AcmeHooks::default(),
         );
         let (stop, stop_rx) = watch::channel(false);
@@ -488,8 +492,11 @@ mod tests {
 
     impl Provider {
         async fn connect(gw: &Gateway) -> Self {
-            let identity = Identity::generate().expect("identity");
-            let (cert, key) = self_signed_cert(&identity, &[]).expect("cert");
+            Self::connect_as(gw, &Identity::generate().expect("identity")).await
+        }
+
+        async fn connect_as(gw: &Gateway, identity: &Identity) -> Self {
+            let (cert, key) = self_signed_cert(identity, &[]).expect("cert");
             let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(
                 rustls::crypto::ring::default_provider(),
             ))
@@ -767,5 +774,32 @@ mod tests {
             ),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[tokio::test]
+    async fn a_provider_removed_from_the_allowlist_is_revoked_and_published() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("providers");
+        let identity = Identity::generate().expect("identity");
+        std::fs::write(&file, format!("{}\n", identity.peer_id())).expect("write");
+        let gw = start_gateway_with(Allowlist::new(false, &[], Some(file.clone())).expect("list"));
+        let mut provider = Provider::connect_as(&gw, &identity).await;
+        provider.register("blog").await;
+        let mut events = gw.shared.events.subscribe();
+
+        std::fs::write(&file, "# nobody\n").expect("rewrite");
+        let peer = provider.peer.to_string();
+        assert_eq!(
+            event(&mut events).await,
+            EventKind::ProviderRevoked { peer: peer.clone() }
+        );
+        assert_eq!(
+            event(&mut events).await,
+            EventKind::ProviderDisconnected {
+                peer,
+                reason: "removed from the allowlist".into()
+            }
+        );
+        assert!(gw.shared.tunnels.list().is_empty());
     }
 }
