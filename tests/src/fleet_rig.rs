@@ -10,7 +10,7 @@ use std::time::Duration;
 use futures_util::future::join_all;
 use peercompute_fleet::FleetId;
 use peercompute_p2p::PeerId;
-use peercompute_provider::{GatewaySpec, JoinStatus, JoinTokenText, Limits};
+use peercompute_provider::{GatewaySpec, JoinStatus, JoinTokenText, Limits, ProviderConfig};
 use peercompute_runtime::testsupport::{
     Cleanup, LocalRegistry, ScratchImage, busybox, unique_name,
 };
@@ -231,6 +231,15 @@ impl Rig {
     /// (`(group, robots)`; robots are named `<group>-…`) and starts its robots with the token
     /// in their configuration, then waits until every robot has joined.
     pub async fn start(groups: &[(&str, usize)]) -> Rig {
+        Self::start_with(groups, |_| {}).await
+    }
+
+    /// [`start`](Self::start) with `settings` applied to every robot's configuration at its
+    /// first start (device grants, volume limits); a restarted robot does not get them again.
+    pub async fn start_with(
+        groups: &[(&str, usize)],
+        settings: impl Fn(&mut ProviderConfig) + Clone + Send + 'static,
+    ) -> Rig {
         let gw = TestGateway::start(GatewayOptions {
             p2p: true,
             open: true,
@@ -292,9 +301,11 @@ impl Rig {
                 let spec = gateway_spec(&rig.gw);
                 let token = JoinTokenText(token.clone());
                 let group = (*group).to_owned();
+                let settings = settings.clone();
                 starting.push(async move {
                     let daemon = TestDaemon::start_custom(home, spec, Limits::default(), |c| {
-                        c.join = Some(token)
+                        c.join = Some(token);
+                        settings(c);
                     })
                     .await;
                     (daemon, peer, group)
