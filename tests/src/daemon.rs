@@ -296,6 +296,12 @@ pub async fn deploy_world(limits: Limits) -> (TestGateway, TestDaemon, crate::Te
 
 /// Runs `peerctl --home HOME --no-mdns ARGS…` (60 s at most): exit code, stdout, stderr.
 pub async fn run_peerctl(home: &std::path::Path, args: &[&str]) -> (i32, String, String) {
+    let (code, out, err) = run_peerctl_bytes(home, args).await;
+    (code, String::from_utf8_lossy(&out).into_owned(), err)
+}
+
+/// [`run_peerctl`] with stdout as bytes (an exported archive).
+pub async fn run_peerctl_bytes(home: &std::path::Path, args: &[&str]) -> (i32, Vec<u8>, String) {
     let out = crate::within(
         60,
         "peerctl",
@@ -310,7 +316,7 @@ pub async fn run_peerctl(home: &std::path::Path, args: &[&str]) -> (i32, String,
     .expect("run peerctl");
     (
         out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
+        out.stdout,
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }

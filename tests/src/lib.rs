@@ -43,7 +43,9 @@ use std::time::Duration;
 
 pub use backend::{Backend, WsBackend, download_sha256};
 pub use client::{Alpn, https_client, https_client_from, raw_tls, raw_tls_alpn};
-pub use daemon::{TestClient, TestDaemon, answer, deploy_world, peerctl_bin, run_peerctl};
+pub use daemon::{
+    TestClient, TestDaemon, answer, deploy_world, peerctl_bin, run_peerctl, run_peerctl_bytes,
+};
 pub use gateway::{DOMAIN, GatewayOptions, TestGateway};
 pub use image::{TEST_PORT, TestImage};
 pub use provider::TestProvider;

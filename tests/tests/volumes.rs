@@ -14,7 +14,7 @@ use peercompute_identity::TrustStore;
 use peercompute_provider::{Limits, ProviderConfig};
 use peercompute_tests::{
     Alpn, GatewayOptions, TEST_PORT, TestClient, TestDaemon, TestGateway, TestImage, answer,
-    https_client, peerctl_bin, run_peerctl, within,
+    https_client, run_peerctl, run_peerctl_bytes, within,
 };
 use peercompute_tunnel_proto::{
     ControlPlaneMessage, DeployRequest, DeployResponse, MAX_VOLUME_DATA, Request, StatusRequest,
@@ -131,27 +131,6 @@ async fn import(client: &Client, volume: &str, tar: &[u8], share: u64) -> Volume
         Ok(ControlPlaneMessage::VolumeEnd(end)) => end,
         other => panic!("expected the end of the import, got {other:?}"),
     }
-}
-
-/// Runs peerctl like `run_peerctl`, with stdout as bytes (an exported archive).
-async fn run_peerctl_bytes(home: &std::path::Path, args: &[&str]) -> (i32, Vec<u8>, String) {
-    let out = within(
-        60,
-        "peerctl",
-        tokio::process::Command::new(peerctl_bin())
-            .arg("--home")
-            .arg(home)
-            .arg("--no-mdns")
-            .args(args)
-            .output(),
-    )
-    .await
-    .expect("run peerctl");
-    (
-        out.status.code().unwrap_or(-1),
-        out.stdout,
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 /// A one-file ustar archive with `path` written as is (no builder would write `..`).
