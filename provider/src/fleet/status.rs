@@ -192,7 +192,7 @@ pub(crate) async fn publish(p: Publisher, mut stop: watch::Receiver<bool>) {
 
 fn report(p: &Publisher, fleet: FleetId, robot: MemberKey, started: Instant) -> StatusReport {
     let log_len = p.hub.with_log(&fleet, |l| l.len()).unwrap_or(0);
-    let (memory_used_bytes, memory_total_bytes) = memory();
+    let (memory_used_bytes, memory_total_bytes) = peercompute_ops::machine::memory();
     StatusReport {
         fleet,
         robot,
@@ -201,45 +201,12 @@ fn report(p: &Publisher, fleet: FleetId, robot: MemberKey, started: Instant) -> 
         uptime_secs: started.elapsed().as_secs(),
         log_len: u64::try_from(log_len).unwrap_or(u64::MAX),
         apps: p.board.apps(&fleet),
-        cpu_permille: cpu_permille(),
+        cpu_permille: peercompute_ops::machine::cpu_permille(),
         memory_used_bytes,
         memory_total_bytes,
         disk_free_bytes: super::adopt::disk_free_bytes(),
         history: p.board.history(&fleet),
     }
-}
-
-/// The 1-minute load average per core, in per mille (Linux; 0 elsewhere).
-fn cpu_permille() -> u32 {
-    let load: f64 = std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0.0);
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let permille = load / cores as f64 * 1000.0;
-    permille.clamp(0.0, f64::from(u32::MAX)) as u32
-}
-
-/// (used, total) memory in bytes from `/proc/meminfo` (Linux; zeros elsewhere).
-fn memory() -> (u64, u64) {
-    let Ok(text) = std::fs::read_to_string("/proc/meminfo") else {
-        return (0, 0);
-    };
-    let field = |name: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|rest| {
-                rest.trim()
-                    .trim_end_matches("kB")
-                    .trim()
-                    .parse::<u64>()
-                    .ok()
-            })
-            .map_or(0, |kb| kb.saturating_mul(1024))
-    };
-    let total = field("MemTotal:");
-    let available = field("MemAvailable:");
-    (total.saturating_sub(available), total)
 }
 
 #[cfg(test)]
@@ -310,12 +277,5 @@ mod tests {
         let board = StatusBoard::load(path);
         board.set(fleet, app("production", Phase::Healthy));
         assert_eq!(board.history(&fleet), history);
-    }
-
-    #[test]
-    fn machine_figures_are_sane() {
-        let (used, total) = memory();
-        assert!(used <= total, "{used} > {total}");
-        let _ = cpu_permille();
     }
 }
