@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use peercompute_tunnel_proto::{
-    ControlMessage, ControlReader, GoAwayCode, MAX_VERSION, MIN_VERSION, write_control,
+    ControlMessage, ControlReader, GoAwayCode, MAX_VERSION, MIN_VERSION, RefuseCode, write_control,
 };
 use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
@@ -14,6 +14,13 @@ use super::{ClientState, Command, RegisterError, splice};
 
 const PING_EVERY: Duration = Duration::from_secs(15);
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The gateway's code for a tunnel its operator ended (`gateway/src/tunnel.rs`,
+/// `OPERATOR_DISCONNECT`): the provider reconnects after its backoff, as for any lost tunnel.
+const OPERATOR_DISCONNECT: GoAwayCode = GoAwayCode::Other(6);
+/// The gateway's code for a name its operator released: the provider drops it and does not
+/// register it again.
+const OPERATOR_RELEASE: RefuseCode = RefuseCode::Other(4);
 
 /// How a session ended.
 #[derive(Debug)]
@@ -62,6 +69,9 @@ pub(crate) fn describe_close(e: &quinn::ConnectionError) -> String {
             let code = u16::try_from(close.error_code.into_inner()).map(GoAwayCode::from_u16);
             match code {
                 Ok(GoAwayCode::NotAllowed) => format!("not allowed: {reason}"),
+                Ok(OPERATOR_DISCONNECT) => {
+                    format!("disconnected by the gateway operator: {reason}")
+                }
                 Ok(code) => format!("closed by the gateway ({code:?}): {reason}"),
                 Err(_) => format!("closed by the gateway: {reason}"),
             }
@@ -279,7 +289,11 @@ fn on_control(msg: ControlMessage, state: &mut ClientState) -> Option<ControlMes
             None
         }
         ControlMessage::Refused { name, code, reason } => {
-            warn!(route = %name, ?code, "the gateway refused `{name}`: {reason}");
+            if code == OPERATOR_RELEASE {
+                warn!(route = %name, "`{name}` was released by the gateway operator: {reason}");
+            } else {
+                warn!(route = %name, ?code, "the gateway refused `{name}`: {reason}");
+            }
             state.desired.remove(&name);
             state
                 .routes
@@ -299,7 +313,11 @@ fn on_control(msg: ControlMessage, state: &mut ClientState) -> Option<ControlMes
         ControlMessage::Pong { .. } => None,
         ControlMessage::GoAway { code, message } => {
             // Drain: keep serving streams already open; the connection closes soon.
-            info!(?code, "the gateway is going away: {message}");
+            if code == OPERATOR_DISCONNECT {
+                info!("disconnected by the gateway operator: {message}");
+            } else {
+                info!(?code, "the gateway is going away: {message}");
+            }
             None
         }
         other => {
@@ -339,5 +357,23 @@ mod tests {
         assert_eq!(got.addrs[0].to_string(), "/ip4/10.1.2.3/tcp/4001");
         assert!(gateway_p2p(&id, &[], "10.1.2.3").is_none());
         assert!(gateway_p2p("not-an-id", &addrs, "10.1.2.3").is_none());
+    }
+
+    #[test]
+    fn an_operator_disconnect_is_named_and_reconnects() {
+        let close = |code: GoAwayCode, reason: &'static [u8]| {
+            quinn::ConnectionError::ApplicationClosed(quinn::ApplicationClose {
+                error_code: code.to_u16().into(),
+                reason: reason.into(),
+            })
+        };
+        let e = close(OPERATOR_DISCONNECT, b"maintenance window");
+        assert_eq!(
+            describe_close(&e),
+            "disconnected by the gateway operator: maintenance window"
+        );
+        assert!(matches!(end_for(&e), SessionEnd::Lost(_)));
+        let e = close(GoAwayCode::NotAllowed, b"revoked");
+        assert!(matches!(end_for(&e), SessionEnd::Refused(_)));
     }
 }
