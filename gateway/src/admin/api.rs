@@ -1,0 +1,208 @@
+//! The `/api/v1` handlers (and the three probes that predate them). Each is an
+//! `#[utoipa::path]` item, so the router and the OpenAPI document come from the same code.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use peercompute_identity::PeerId;
+
+use super::AdminState;
+use super::model::{
+    CertView, DisconnectRequest, DisconnectedView, ErrorView, ProviderView, ReleasedView,
+    RouteView, TrafficTickView, TrafficView,
+};
+
+/// The reason sent to a provider when the operator gives none.
+pub(crate) const DEFAULT_REASON: &str = "disconnected by the operator";
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (
+        status,
+        Json(ErrorView {
+            error: message.into(),
+        }),
+    )
+        .into_response()
+}
+
+/// Liveness: the process answers.
+#[utoipa::path(get, path = "/healthz", tag = "probes",
+    responses((status = 200, description = "`ok`", body = String, content_type = "text/plain")))]
+pub(crate) async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+/// Readiness: 503 while draining at shutdown.
+#[utoipa::path(get, path = "/readyz", tag = "probes", responses(
+    (status = 200, description = "ready, with the number of routes online", body = String, content_type = "text/plain"),
+    (status = 503, description = "draining", body = String, content_type = "text/plain")))]
+pub(crate) async fn readyz(State(st): State<Arc<AdminState>>) -> Response {
+    if st.shared.is_draining() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response();
+    }
+    format!("ready: {} routes online\n", st.shared.registry.len()).into_response()
+}
+
+/// Prometheus / OpenMetrics text.
+#[utoipa::path(get, path = "/metrics", tag = "probes", security(("bearer" = [])), responses(
+    (status = 200, description = "OpenMetrics text", body = String,
+     content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8"),
+    (status = 401, description = "token missing or unknown")))]
+pub(crate) async fn metrics(State(st): State<Arc<AdminState>>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        st.shared.metrics.encode(),
+    )
+        .into_response()
+}
+
+/// Connected providers, oldest connection first.
+#[utoipa::path(get, path = "/api/v1/providers", tag = "providers", security(("bearer" = [])),
+    responses((status = 200, body = [ProviderView]), (status = 401, description = "token missing or unknown")))]
+pub(crate) async fn providers(State(st): State<Arc<AdminState>>) -> Json<Vec<ProviderView>> {
+    Json(
+        st.shared
+            .providers()
+            .into_iter()
+            .map(ProviderView::from)
+            .collect(),
+    )
+}
+
+/// Ends every tunnel of a provider with a reason. The provider reconnects after its backoff:
+/// this is not a revocation (remove the key from the allowlist file for that).
+#[utoipa::path(post, path = "/api/v1/providers/{peer_id}/disconnect", tag = "providers",
+    security(("bearer" = [])),
+    params(("peer_id" = String, Path, description = "the provider's peer id")),
+    request_body(content = DisconnectRequest, content_type = "application/json"),
+    responses(
+        (status = 202, body = DisconnectedView, description = "the tunnels were asked to close"),
+        (status = 400, body = ErrorView, description = "not a peer id, or a malformed body"),
+        (status = 401, description = "token missing or unknown"),
+        (status = 403, description = "a read token"),
+        (status = 404, body = ErrorView, description = "not connected")))]
+pub(crate) async fn disconnect(
+    State(st): State<Arc<AdminState>>,
+    Path(peer_id): Path<String>,
+    body: Result<Json<DisconnectRequest>, JsonRejection>,
+) -> Response {
+    let Ok(peer) = peer_id.parse::<PeerId>() else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("{peer_id:?} is not a peer id (see GET /api/v1/providers)"),
+        );
+    };
+    let request = match body {
+        Ok(Json(r)) => r,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.body_text()),
+    };
+    let reason = request
+        .reason
+        .filter(|r| !r.trim().is_empty())
+        .unwrap_or_else(|| DEFAULT_REASON.to_owned());
+    let tunnels = st.shared.disconnect_provider(&peer, &reason);
+    if tunnels == 0 {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("provider {peer_id} is not connected"),
+        );
+    }
+    tracing::info!(provider = %peer_id, tunnels, "provider disconnected by the operator");
+    (
+        StatusCode::ACCEPTED,
+        Json(DisconnectedView {
+            peer_id,
+            tunnels,
+            reason,
+        }),
+    )
+        .into_response()
+}
+
+/// Names that are owned, served or offline, sorted by name.
+#[utoipa::path(get, path = "/api/v1/routes", tag = "routes", security(("bearer" = [])),
+    responses((status = 200, body = [RouteView]), (status = 401, description = "token missing or unknown")))]
+pub(crate) async fn routes(State(st): State<Arc<AdminState>>) -> Json<Vec<RouteView>> {
+    Json(
+        st.shared
+            .routes()
+            .into_iter()
+            .map(RouteView::from)
+            .collect(),
+    )
+}
+
+/// Releases a name's ownership. Visitors get 404 for it; a provider serving it is told it lost
+/// it and stops registering it. The next key that registers the name owns it.
+#[utoipa::path(delete, path = "/api/v1/names/{name}", tag = "routes", security(("bearer" = [])),
+    params(("name" = String, Path, description = "the name (subdomain)")),
+    responses(
+        (status = 200, body = ReleasedView),
+        (status = 401, description = "token missing or unknown"),
+        (status = 403, description = "a read token"),
+        (status = 404, body = ErrorView, description = "nobody owns the name"),
+        (status = 500, body = ErrorView, description = "names.json could not be saved; the owner stays")))]
+pub(crate) async fn release(
+    State(st): State<Arc<AdminState>>,
+    Path(name): Path<String>,
+) -> Response {
+    match st.shared.release_name(&name) {
+        Ok(Some(r)) => Json(ReleasedView {
+            released: name,
+            previous_owner: r.previous_owner,
+            was_online: r.was_online,
+        })
+        .into_response(),
+        Ok(None) => error(
+            StatusCode::NOT_FOUND,
+            format!("nobody owns {name:?} (see GET /api/v1/routes)"),
+        ),
+        Err(e) => {
+            tracing::error!(route = %name, error = %e, "releasing a name failed");
+            error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+        }
+    }
+}
+
+/// Served certificates: names, issuer, expiry, next renewal, last error.
+#[utoipa::path(get, path = "/api/v1/certificates", tag = "certificates", security(("bearer" = [])),
+    responses((status = 200, body = [CertView]), (status = 401, description = "token missing or unknown")))]
+pub(crate) async fn certificates(State(st): State<Arc<AdminState>>) -> Json<Vec<CertView>> {
+    Json(
+        st.shared
+            .certificates()
+            .into_iter()
+            .map(CertView::from)
+            .collect(),
+    )
+}
+
+/// The last minute of per-second traffic per route (the event stream's `traffic` messages
+/// continue it).
+#[utoipa::path(get, path = "/api/v1/traffic", tag = "traffic", security(("bearer" = [])),
+    responses((status = 200, body = TrafficView), (status = 401, description = "token missing or unknown")))]
+pub(crate) async fn traffic(State(st): State<Arc<AdminState>>) -> Json<TrafficView> {
+    let ticks = st.shared.traffic.ticks();
+    Json(TrafficView {
+        ticks: ticks.iter().map(|t| TrafficTickView::from(&**t)).collect(),
+    })
+}
+
+/// This document (OpenAPI 3.1).
+#[utoipa::path(get, path = "/api/v1/openapi.json", tag = "meta", security(("bearer" = [])),
+    responses((status = 200, description = "the OpenAPI document", body = Object),
+              (status = 401, description = "token missing or unknown")))]
+pub(crate) async fn openapi(State(st): State<Arc<AdminState>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        st.openapi.get().cloned().unwrap_or_default(),
+    )
+        .into_response()
+}

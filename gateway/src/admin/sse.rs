@@ -1,0 +1,152 @@
+//! `GET /api/v1/events`: the live stream of the event bus ([`crate::events`]) and the
+//! per-second traffic ticks, as Server-Sent Events.
+//!
+//! The stream opens with a `snapshot` message (the last [`SNAPSHOT`] events as a JSON array,
+//! its `id` the newest one's number) — or, with a `Last-Event-ID` header, with every kept event
+//! after that number, each as its own message. Then each event goes out as `id: SEQ`,
+//! `event: TYPE`, `data: JSON`, and each traffic tick as `event: traffic` (no id: ticks are
+//! not resumable). A subscriber that fell behind the bus, or asked to resume from events no
+//! longer kept, gets `event: lagged` with `{"missed": N}` and should re-fetch the lists. A
+//! comment line every 15 s keeps proxies from closing an idle stream.
+//!
+//! The subscription is taken before the snapshot is read, and events already sent are
+//! skipped by number, so nothing is lost or repeated in between.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use futures_util::Stream;
+use tokio::sync::broadcast::Receiver;
+use tokio::sync::broadcast::error::RecvError;
+
+use super::AdminState;
+use super::model::TrafficTickView;
+use crate::events::Event;
+use crate::traffic::TrafficTick;
+
+/// Events in the opening snapshot.
+pub(crate) const SNAPSHOT: usize = 50;
+/// Interval of the keep-alive comment.
+pub(crate) const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+struct Feed {
+    events: Receiver<Arc<Event>>,
+    ticks: Receiver<Arc<TrafficTick>>,
+    /// The highest event number sent so far.
+    sent: u64,
+    /// Messages to send before reading the channels again.
+    queued: std::collections::VecDeque<SseEvent>,
+}
+
+fn message(event: &Event) -> SseEvent {
+    let data = serde_json::to_string(event).unwrap_or_else(|_| "{}".to_owned());
+    let kind = serde_json::to_value(event)
+        .ok()
+        .and_then(|v| v.get("type").and_then(|t| t.as_str()).map(str::to_owned))
+        .unwrap_or_else(|| "event".to_owned());
+    SseEvent::default()
+        .id(event.seq.to_string())
+        .event(kind)
+        .data(data)
+}
+
+fn lagged(missed: u64) -> SseEvent {
+    SseEvent::default()
+        .event("lagged")
+        .data(format!("{{\"missed\":{missed}}}"))
+}
+
+/// The messages that open a stream.
+fn opening(st: &AdminState, last_event_id: Option<u64>) -> (Vec<SseEvent>, u64) {
+    let events = &st.shared.events;
+    match last_event_id {
+        // A number from before a restart (numbers start again at 1) gets a fresh snapshot.
+        Some(after) if after <= events.last_seq() => {
+            let kept = events.recent_since(after);
+            let mut out = Vec::with_capacity(kept.len() + 1);
+            let first = kept.first().map_or(events.last_seq() + 1, |e| e.seq);
+            if first > after + 1 {
+                out.push(lagged(first - after - 1));
+            }
+            let sent = kept.last().map_or(after, |e| e.seq);
+            out.extend(kept.iter().map(|e| message(e)));
+            (out, sent)
+        }
+        _ => {
+            let kept = events.recent_since(0);
+            let tail = &kept[kept.len().saturating_sub(SNAPSHOT)..];
+            let sent = tail.last().map_or(events.last_seq(), |e| e.seq);
+            let tail: Vec<&Event> = tail.iter().map(|e| &**e).collect();
+            let data = serde_json::to_string(&tail).unwrap_or_else(|_| "[]".to_owned());
+            let snapshot = SseEvent::default()
+                .id(sent.to_string())
+                .event("snapshot")
+                .data(data);
+            (vec![snapshot], sent)
+        }
+    }
+}
+
+/// The live event stream.
+#[utoipa::path(get, path = "/api/v1/events", tag = "events", security(("bearer" = [])),
+    params(("Last-Event-ID" = Option<u64>, Header, description = "resume after this event number")),
+    responses(
+        (status = 200, content_type = "text/event-stream", body = String, description =
+            "Server-Sent Events: `snapshot` (data: array of events), then one message per event \
+             (`id`: its number, `event`: its type, `data`: the event as JSON with `seq`, `at_unix_ms`, \
+             `type` and the type's fields), `traffic` (data: TrafficTickView) every second, and \
+             `lagged` (data: {\"missed\": N}) when events were missed"),
+        (status = 401, description = "token missing or unknown")))]
+pub(crate) async fn events(
+    State(st): State<Arc<AdminState>>,
+    headers: HeaderMap,
+) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
+    let last_event_id = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    // Subscribe first: an event published while the opening is built is both kept and sent,
+    // and `sent` drops the repeat.
+    let events = st.shared.events.subscribe();
+    let ticks = st.shared.traffic.subscribe_ticks();
+    let (opening, sent) = opening(&st, last_event_id);
+    let feed = Feed {
+        events,
+        ticks,
+        sent,
+        queued: opening.into(),
+    };
+    let stream = futures_util::stream::unfold(feed, |mut feed| async move {
+        loop {
+            if let Some(next) = feed.queued.pop_front() {
+                return Some((Ok(next), feed));
+            }
+            tokio::select! {
+                got = feed.events.recv() => match got {
+                    Ok(event) if event.seq <= feed.sent => continue,
+                    Ok(event) => {
+                        feed.sent = event.seq;
+                        return Some((Ok(message(&event)), feed));
+                    }
+                    Err(RecvError::Lagged(n)) => return Some((Ok(lagged(n)), feed)),
+                    Err(RecvError::Closed) => return None,
+                },
+                got = feed.ticks.recv() => match got {
+                    Ok(tick) => {
+                        let data = serde_json::to_string(&TrafficTickView::from(&*tick))
+                            .unwrap_or_else(|_| "{}".to_owned());
+                        return Some((Ok(SseEvent::default().event("traffic").data(data)), feed));
+                    }
+                    // A missed tick is not worth a message: the next one comes in a second.
+                    Err(RecvError::Lagged(_)) => continue,
+                    Err(RecvError::Closed) => return None,
+                },
+            }
+        }
+    });
+    Sse::new(stream).keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
+}
