@@ -3,6 +3,7 @@
 //! (`--grant-device name=arm,path=/dev/ttyACM0,…`, `[[devices]]` in the file).
 
 use std::fmt;
+use std::net::SocketAddr;
 use std::path::{Component, Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
@@ -87,6 +88,47 @@ fn split_host_port(s: &str) -> Option<(String, u16)> {
 /// The default control-plane listen addresses: TCP and QUIC (hole punching works best over
 /// UDP) on port 9000.
 pub const DEFAULT_LISTEN: [&str; 2] = ["/ip4/0.0.0.0/tcp/9000", "/ip4/0.0.0.0/udp/9000/quic-v1"];
+
+/// Where the admin listener (`/healthz`, `/readyz`, `/metrics`, `/api/v1/status`) listens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AdminListen {
+    /// [`DEFAULT_ADMIN_LISTEN`]; when that port is taken (another daemon on this host) the
+    /// daemon warns and runs on without it.
+    #[default]
+    Default,
+    /// This address; failing to bind it is an error.
+    At(SocketAddr),
+    /// No admin listener.
+    Off,
+}
+
+/// The admin listener's default address: loopback only.
+pub const DEFAULT_ADMIN_LISTEN: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9181);
+
+impl AdminListen {
+    /// The address to bind, `None` when off.
+    pub fn addr(self) -> Option<SocketAddr> {
+        match self {
+            AdminListen::Default => Some(DEFAULT_ADMIN_LISTEN),
+            AdminListen::At(a) => Some(a),
+            AdminListen::Off => None,
+        }
+    }
+}
+
+impl FromStr for AdminListen {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s == "off" {
+            return Ok(AdminListen::Off);
+        }
+        s.parse().map(AdminListen::At).map_err(|_| {
+            format!("`{s}` is not IP:PORT or `off` (e.g. 127.0.0.1:9181, or 127.0.0.1:0 for any free port)")
+        })
+    }
+}
 
 /// Who keeps containers off this host and its private networks (the egress firewall of the
 /// sandbox network, `peercompute_runtime::install_egress_firewall`).
@@ -178,6 +220,14 @@ pub struct ProviderConfig {
     pub max_volumes_size: u64,
     /// How often the volumes' use is measured against their shares (`--volume-check-interval`).
     pub volume_check_interval: Duration,
+    /// The admin listener (`--admin-listen`).
+    pub admin_listen: AdminListen,
+    /// Bearer tokens for the admin API (`--admin-token-file`); required when the admin
+    /// listener is not on loopback. `/healthz` and `/readyz` stay open.
+    pub admin_token_file: Option<PathBuf>,
+    /// The Docker engine to use (`unix:///path`, `tcp://host:port`); `None`: `DOCKER_HOST`,
+    /// else the local socket.
+    pub docker_endpoint: Option<String>,
 }
 
 impl ProviderConfig {
@@ -206,12 +256,24 @@ impl ProviderConfig {
             devices: Vec::new(),
             max_volumes_size: DEFAULT_MAX_VOLUMES_SIZE,
             volume_check_interval: DEFAULT_VOLUME_CHECK_INTERVAL,
+            admin_listen: AdminListen::Default,
+            admin_token_file: None,
+            docker_endpoint: None,
         }
     }
 
     /// What the flags and the file cannot check one by one: two device grants of one name.
     pub fn check(&self) -> Result<(), String> {
-        check_grants(&self.devices)
+        check_grants(&self.devices)?;
+        if let Some(addr) = self.admin_listen.addr()
+            && !addr.ip().is_loopback()
+            && self.admin_token_file.is_none()
+        {
+            return Err(format!(
+                "the admin listener on {addr} would be reachable from other machines without a token: pass --admin-token-file FILE (lines `read TOKEN`, chmod 600), or listen on 127.0.0.1"
+            ));
+        }
+        Ok(())
     }
 
     /// `--volume-check-interval` (and its key): a duration of at least a second (`60s`, `5m`).

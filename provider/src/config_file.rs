@@ -11,8 +11,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::config::{
-    DeviceGrant, DeviceKeys, Expose, Firewall, GatewaySpec, JoinTokenText, ProviderConfig,
-    check_grants,
+    AdminListen, DeviceGrant, DeviceKeys, Expose, Firewall, GatewaySpec, JoinTokenText,
+    ProviderConfig, check_grants,
 };
 
 /// A configuration file that cannot be used; the message names the file and the key.
@@ -59,6 +59,8 @@ struct Keys {
     devices: Vec<DeviceKeys>,
     max_volumes_size: Option<String>,
     volume_check_interval: Option<String>,
+    admin_listen: Option<String>,
+    admin_token_file: Option<PathBuf>,
 }
 
 /// The settings of a provider configuration file, checked. A key that is absent leaves the
@@ -86,6 +88,8 @@ pub struct ProviderFile {
     /// Bytes.
     pub max_volumes_size: Option<u64>,
     pub volume_check_interval: Option<Duration>,
+    pub admin_listen: Option<AdminListen>,
+    pub admin_token_file: Option<PathBuf>,
 }
 
 impl ProviderFile {
@@ -192,6 +196,12 @@ impl ProviderFile {
                 .map(|s| ProviderConfig::parse_check_interval(&s))
                 .transpose()
                 .map_err(value("volume_check_interval"))?,
+            admin_listen: keys
+                .admin_listen
+                .map(|s| s.parse())
+                .transpose()
+                .map_err(value("admin_listen"))?,
+            admin_token_file: keys.admin_token_file,
         })
     }
 
@@ -246,6 +256,12 @@ impl ProviderFile {
         if let Some(v) = self.volume_check_interval {
             config.volume_check_interval = v;
         }
+        if let Some(v) = self.admin_listen {
+            config.admin_listen = v;
+        }
+        if self.admin_token_file.is_some() {
+            config.admin_token_file = self.admin_token_file;
+        }
     }
 }
 
@@ -272,6 +288,8 @@ mod tests {
             max_memory = "2GB"
             max_deploys = 3
             ready_timeout = "90s"
+            admin_listen = "127.0.0.1:0"
+            admin_token_file = "/etc/peercompute/admin-tokens"
             "#,
         )
         .unwrap_or_else(|_| panic!("a valid file"));
@@ -289,6 +307,14 @@ mod tests {
         assert_eq!(config.deploy.limits.max_memory_bytes, 2 << 30);
         assert_eq!(config.deploy.limits.max_deploys, 3);
         assert_eq!(config.deploy.ready_timeout, Duration::from_secs(90));
+        assert_eq!(
+            config.admin_listen,
+            AdminListen::At("127.0.0.1:0".parse().expect("addr"))
+        );
+        assert!(config.admin_token_file.is_some());
+        let off = ProviderFile::parse("admin_listen = \"off\"\n").unwrap_or_else(|_| panic!("off"));
+        assert_eq!(off.admin_listen, Some(AdminListen::Off));
+        assert!(ProviderFile::parse("admin_listen = \"9181\"\n").is_err());
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! node takes signed requests from trusted peers, the Docker runtime runs the images, and a
 //! QUIC tunnel it dials out to the gateway carries visitors' requests to the containers.
 //!
+//! - [`admin`](crate::admin): the admin listener — health, readiness, metrics, status.
 //! - [`backoff`](crate::backoff): the retry delays of the tunnel and the relay keeper.
 //! - [`config`](crate::config): settings and the `[PEERID@]HOST:PORT` / `NAME=HOST:PORT` forms.
 //! - [`config_file`](crate::config_file): the TOML file of `run --config`, same keys as the flags.
@@ -22,6 +23,7 @@
 //! The binary parses flags and calls [`run`]; tests call [`Daemon::start`] or
 //! [`start_tunnel`] directly.
 
+mod admin;
 mod backoff;
 mod config;
 mod config_file;
@@ -44,7 +46,11 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
-pub use config::{DEFAULT_LISTEN, Expose, Firewall, GatewaySpec, JoinTokenText, ProviderConfig};
+pub use admin::ADDR_FILE as ADMIN_ADDR_FILE;
+pub use config::{
+    AdminListen, DEFAULT_ADMIN_LISTEN, DEFAULT_LISTEN, Expose, Firewall, GatewaySpec,
+    JoinTokenText, ProviderConfig,
+};
 pub use config_file::{ConfigFileError, ProviderFile};
 pub use control::ReplayStoreError;
 pub use deploy::{
@@ -105,6 +111,9 @@ pub struct Daemon {
     pub fleet: peercompute_p2p::fleet_hub::FleetHub,
     /// Where the join with a saved token is ([`JoinStatus::NoToken`] without one).
     pub join: watch::Receiver<JoinStatus>,
+    /// Where the admin listener listens (`None`: off, or the default port was taken).
+    pub admin_addr: Option<std::net::SocketAddr>,
+    admin_task: Option<JoinHandle<()>>,
     fleet_tasks: Vec<JoinHandle<()>>,
     stop: watch::Sender<bool>,
     tunnel_task: Option<JoinHandle<()>>,
@@ -124,10 +133,21 @@ impl Daemon {
         info!(peer_id = %me, "provider starting");
         let trust = TrustWatcher::open(&config.home)?;
         let state_dir = config.home.join("state");
+        let admin_tokens = admin::load_tokens(config.admin_token_file.as_deref())?;
+        let admin_listener = admin::bind(config.admin_listen).await?;
+        let telemetry = Arc::new(admin::Telemetry::default());
         let replay = control::ReplayStore::open(&state_dir)?;
 
         let mut gpu_runtime = false;
-        let runtime = match DockerRuntime::connect().await {
+        let connected = match &config.docker_endpoint {
+            Some(endpoint) => {
+                DockerRuntime::connect_to(endpoint, peercompute_runtime::SandboxPolicy::default())
+                    .await
+            }
+            None => DockerRuntime::connect().await,
+        };
+        let mut docker_error = None;
+        let runtime = match connected {
             Ok(rt) => {
                 if let Err(e) = rt.ensure_sandbox_network().await {
                     warn!("{e}; deploy requests will fail until this is fixed");
@@ -146,9 +166,13 @@ impl Daemon {
                 warn!(
                     "{e}; deploy requests will be refused until Docker is available and peercomputed restarts"
                 );
+                docker_error = Some(e.to_string());
                 None
             }
         };
+        let admin_runtime = runtime
+            .clone()
+            .ok_or_else(|| docker_error.unwrap_or_default());
         let (stop, stop_rx) = watch::channel(false);
         let (tunnel, tunnel_task) = match config.gateway.clone() {
             Some(gateway) => {
@@ -195,6 +219,7 @@ impl Daemon {
                 check_interval: config.volume_check_interval,
             },
             devices: devices.clone(),
+            telemetry: telemetry.clone(),
         })?;
         let reconciled = deployments.reconcile().await;
 
@@ -254,6 +279,27 @@ impl Daemon {
                 );
             }
         });
+        let admin = match admin_listener {
+            Some(listener) => Some(
+                admin::start(
+                    admin::AdminParts {
+                        listener,
+                        home: config.home.clone(),
+                        me,
+                        telemetry,
+                        relay: relay.clone(),
+                        tunnel: tunnel.clone(),
+                        ctx: ctx.clone(),
+                        tokens: admin_tokens,
+                        runtime: admin_runtime,
+                        firewall: config.firewall,
+                    },
+                    stop.subscribe(),
+                )
+                .await?,
+            ),
+            None => None,
+        };
         info!(
             ?listen_addrs,
             "control plane ready: clients add this provider with `peerctl peers add {me} --addr <listen address>`"
@@ -267,6 +313,8 @@ impl Daemon {
             reconciled,
             fleet,
             join,
+            admin_addr: admin.as_ref().map(|a| a.addr),
+            admin_task: admin.map(|a| a.task),
             fleet_tasks,
             stop,
             tunnel_task,
@@ -290,6 +338,9 @@ impl Daemon {
         if let Some(task) = self.tunnel_task.take() {
             let _ = task.await;
         }
+        if let Some(task) = self.admin_task.take() {
+            let _ = task.await;
+        }
     }
 
     /// Like a crash: every task stops at once, nothing is said to anyone.
@@ -302,6 +353,9 @@ impl Daemon {
             task.abort();
         }
         if let Some(task) = self.tunnel_task.take() {
+            task.abort();
+        }
+        if let Some(task) = self.admin_task.take() {
             task.abort();
         }
     }

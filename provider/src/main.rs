@@ -7,7 +7,11 @@ use anyhow::Context;
 use clap::{CommandFactory, Parser, Subcommand};
 use peercompute_cli::{ConfigError, LogFormat};
 use peercompute_provider::devices::DeviceGrant;
-use peercompute_provider::{Expose, Firewall, GatewaySpec, ProviderConfig, ProviderFile};
+use peercompute_provider::{
+    AdminListen, Expose, Firewall, GatewaySpec, ProviderConfig, ProviderFile,
+};
+
+mod status_cmd;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -77,6 +81,17 @@ enum Command {
         /// Remove the rules (containers can then reach this host and its LAN).
         #[arg(long)]
         remove: bool,
+    },
+    /// Show the running daemon's readiness (tunnel, Docker, firewall), relay, deployments,
+    /// deploy counts and machine, from its admin listener. Exits 1 when no daemon runs, 3
+    /// when it runs but is not ready.
+    #[command(
+        after_help = "Examples:\n  peercomputed status\n  peercomputed --home /var/lib/peercomputed status --json\n  peercomputed status || echo \"exit $?: 1 not running, 3 not ready\"\n\nWith --admin-token-file on the daemon, put a token in PEERCOMPUTE_ADMIN_TOKEN."
+    )]
+    Status {
+        /// Print the daemon's answer as JSON (the same document as GET /api/v1/status).
+        #[arg(long)]
+        json: bool,
     },
     /// Print a shell completion script to stdout.
     #[command(
@@ -164,6 +179,15 @@ struct RunArgs {
     /// e.g. 60s, 5m [default: 60s].
     #[arg(long, value_parser = ProviderConfig::parse_check_interval)]
     volume_check_interval: Option<std::time::Duration>,
+    /// Where the admin listener serves /healthz, /readyz, /metrics and /api/v1/status (what
+    /// `peercomputed status` reads), or `off`. Off loopback it needs --admin-token-file
+    /// [default: 127.0.0.1:9181; if that port is taken the daemon runs on without it].
+    #[arg(long, value_name = "IP:PORT|off")]
+    admin_listen: Option<AdminListen>,
+    /// Bearer tokens for the admin listener, one `read TOKEN` or `admin TOKEN` per line
+    /// (chmod 600; re-read when it changes). /healthz and /readyz stay open.
+    #[arg(long, value_name = "FILE")]
+    admin_token_file: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -172,6 +196,9 @@ fn main() -> ExitCode {
     peercompute_cli::init_logging(cli.log_format, peercompute_cli::DAEMON_LOG_FILTER);
     if let Command::Completions { shell } = cli.command {
         return peercompute_cli::print_completions(shell, Cli::command());
+    }
+    if let Command::Status { json } = cli.command {
+        return status_cmd::main(cli.home, json);
     }
     let result = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt.block_on(async_main(cli)),
@@ -184,7 +211,9 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
     let home = peercompute_identity::resolve_home(cli.home)
         .map_err(|e| ConfigError::wrap(anyhow::Error::msg(e)))?;
     match cli.command {
-        Command::Completions { .. } => unreachable!("handled before the runtime starts"),
+        Command::Completions { .. } | Command::Status { .. } => {
+            unreachable!("handled before the runtime starts")
+        }
         Command::Firewall { print, remove } => {
             if print {
                 print!("{}", peercompute_runtime::egress_ruleset());
@@ -241,6 +270,8 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
                 grant_device,
                 max_volumes_size,
                 volume_check_interval,
+                admin_listen,
+                admin_token_file,
             } = *args;
             let mut config = ProviderConfig::new(home);
             if let Some(path) = &config_file {
@@ -293,6 +324,12 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
             }
             if let Some(v) = volume_check_interval {
                 config.volume_check_interval = v;
+            }
+            if let Some(v) = admin_listen {
+                config.admin_listen = v;
+            }
+            if admin_token_file.is_some() {
+                config.admin_token_file = admin_token_file;
             }
             config
                 .check()

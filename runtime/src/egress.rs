@@ -143,6 +143,16 @@ pub async fn remove_egress_firewall() -> Result<bool, EgressError> {
     }
 }
 
+/// Whether the egress rules are in place now (`nft list table`); needs the same privileges as
+/// installing them.
+pub async fn egress_firewall_present() -> Result<bool, EgressError> {
+    match nft(&["list", "table", "inet", EGRESS_TABLE], "").await {
+        Ok(()) => Ok(true),
+        Err(EgressError::Refused(e)) if e.contains("No such file or directory") => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

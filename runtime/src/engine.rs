@@ -142,6 +142,21 @@ impl DockerRuntime {
         })
     }
 
+    /// Whether the engine still answers a ping within `timeout` (readiness probes).
+    pub async fn ping(&self, timeout: Duration) -> Result<(), ConnectError> {
+        match tokio::time::timeout(timeout, self.docker.ping()).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(source)) => Err(ConnectError::Unreachable {
+                endpoint: self.endpoint.clone(),
+                source,
+            }),
+            Err(_) => Err(ConnectError::Timeout {
+                endpoint: self.endpoint.clone(),
+                timeout,
+            }),
+        }
+    }
+
     /// Where the engine was found.
     pub fn endpoint(&self) -> &str {
         &self.endpoint

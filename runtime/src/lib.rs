@@ -113,8 +113,8 @@ pub use container::{ContainerError, StartedContainer};
 pub use device::{DeviceError, DeviceKind, ProbedDevice, probe_device};
 pub use digest::{DigestError, PinnedImage};
 pub use egress::{
-    BLOCKED_V4, EGRESS_TABLE, EgressError, egress_ruleset, install_egress_firewall,
-    remove_egress_firewall,
+    BLOCKED_V4, EGRESS_TABLE, EgressError, egress_firewall_present, egress_ruleset,
+    install_egress_firewall, remove_egress_firewall,
 };
 pub use engine::{ConnectError, DEFAULT_ENDPOINT, DockerRuntime, EngineError, Platform};
 pub use health::{HealthCheck, HealthError, HealthReport, ProbeFailure, Unhealthy};

@@ -217,6 +217,7 @@ mod tests {
                 check_interval: std::time::Duration::from_secs(60),
             },
             devices: DeviceGrants::new(vec![grant], false),
+            telemetry: Default::default(),
         })
         .expect("open")
     }

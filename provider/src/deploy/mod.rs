@@ -32,6 +32,7 @@ use peercompute_tunnel_proto::{
 use tokio::sync::mpsc;
 use tracing::info;
 
+use crate::admin::Telemetry;
 use crate::devices::DeviceGrants;
 use crate::tunnel::TunnelHandle;
 use crate::volumes::{VolumeSettings, Volumes};
@@ -73,6 +74,8 @@ pub(crate) struct Deployments {
     spool_dir: std::path::PathBuf,
     /// Deploy id → the devices it asked for, from admission until it is recorded or fails.
     devices_in_flight: Mutex<std::collections::BTreeMap<String, Vec<String>>>,
+    /// Deploy outcomes, durations and pulled bytes, for the admin metrics.
+    telemetry: Arc<Telemetry>,
 }
 
 /// What [`Deployments::open_parts`] needs.
@@ -88,6 +91,7 @@ pub(crate) struct DeployParts<'a> {
     pub(crate) volumes: VolumeSettings,
     /// The owner's device grants.
     pub(crate) devices: DeviceGrants,
+    pub(crate) telemetry: Arc<Telemetry>,
 }
 
 pub(crate) fn error(code: ErrorCode, message: impl Into<String>) -> ErrorResponse {
@@ -119,7 +123,22 @@ impl Deployments {
             devices: parts.devices,
             spool_dir: parts.state_dir.join("spool"),
             devices_in_flight: Mutex::default(),
+            telemetry: parts.telemetry,
         })
+    }
+
+    /// Deployments by state (`running`, or `halted` by the provider), read from the store.
+    pub(crate) fn state_counts(&self) -> std::collections::BTreeMap<&'static str, u64> {
+        let mut counts = std::collections::BTreeMap::from([("running", 0), ("halted", 0)]);
+        for record in self.store().all() {
+            let state = if record.stopped_reason.is_some() {
+                "halted"
+            } else {
+                "running"
+            };
+            *counts.entry(state).or_default() += 1;
+        }
+        counts
     }
 
     /// The volume ledger, shared with the fleet.
@@ -144,8 +163,24 @@ impl Deployments {
         self.admission.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Runs a deploy for `owner`, reporting progress on `progress`.
+    /// Runs a deploy for `owner`, reporting progress on `progress`; its outcome and duration
+    /// are counted.
     pub(crate) async fn deploy(
+        &self,
+        owner: PeerId,
+        req: DeployRequest,
+        progress: mpsc::Sender<DeployProgress>,
+    ) -> Result<DeployResponse, ErrorResponse> {
+        let started = std::time::Instant::now();
+        let result = self.deploy_counted(owner, req, progress).await;
+        self.telemetry.deploy_done(
+            result.as_ref().map(|_| ()).map_err(|e| e.code),
+            started.elapsed(),
+        );
+        result
+    }
+
+    async fn deploy_counted(
         &self,
         owner: PeerId,
         req: DeployRequest,
@@ -234,8 +269,19 @@ impl Deployments {
             format!("looking for image {}", req.image),
         );
         let pull_progress = progress.clone();
+        let telemetry = self.telemetry.clone();
+        // Each layer's size, counted once when the engine says it is downloaded.
+        let mut sizes = std::collections::HashMap::<String, u64>::new();
         runtime
             .ensure_image(&req.image, move |p| {
+                if let (Some(layer), Some(total)) = (&p.layer, p.total) {
+                    sizes.insert(layer.clone(), total);
+                }
+                if p.status == "Download complete"
+                    && let Some(total) = p.layer.as_ref().and_then(|l| sizes.remove(l))
+                {
+                    telemetry.pulled(total);
+                }
                 // Dropped when the client reads slowly: progress is advisory.
                 let _ = pull_progress.try_send(DeployProgress {
                     stage: DeployStage::Pulling,

@@ -160,6 +160,11 @@ impl TunnelHandle {
         self.status.borrow().clone()
     }
 
+    /// The status as a watch, for whoever follows its changes (the admin metrics).
+    pub fn status_watch(&self) -> watch::Receiver<TunnelStatus> {
+        self.status.clone()
+    }
+
     /// Waits until the status satisfies `pred` (e.g. connected), or the client stopped.
     pub async fn wait_for(&self, pred: impl Fn(&TunnelStatus) -> bool) -> TunnelStatus {
         let mut rx = self.status.clone();
