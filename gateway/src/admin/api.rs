@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::rejection::JsonRejection;
+use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -81,7 +81,8 @@ pub(crate) async fn providers(State(st): State<Arc<AdminState>>) -> Json<Vec<Pro
 #[utoipa::path(post, path = "/api/v1/providers/{peer_id}/disconnect", tag = "providers",
     security(("bearer" = [])),
     params(("peer_id" = String, Path, description = "the provider's peer id")),
-    request_body(content = DisconnectRequest, content_type = "application/json"),
+    request_body(content = Option<DisconnectRequest>, content_type = "application/json",
+        description = "optional; an empty body sends the default reason"),
     responses(
         (status = 202, body = DisconnectedView, description = "the tunnels were asked to close"),
         (status = 400, body = ErrorView, description = "not a peer id, or a malformed body"),
@@ -91,7 +92,7 @@ pub(crate) async fn providers(State(st): State<Arc<AdminState>>) -> Json<Vec<Pro
 pub(crate) async fn disconnect(
     State(st): State<Arc<AdminState>>,
     Path(peer_id): Path<String>,
-    body: Result<Json<DisconnectRequest>, JsonRejection>,
+    body: Bytes,
 ) -> Response {
     let Ok(peer) = peer_id.parse::<PeerId>() else {
         return error(
@@ -99,9 +100,19 @@ pub(crate) async fn disconnect(
             format!("{peer_id:?} is not a peer id (see GET /api/v1/providers)"),
         );
     };
-    let request = match body {
-        Ok(Json(r)) => r,
-        Err(e) => return error(StatusCode::BAD_REQUEST, e.body_text()),
+    // An empty body means the default reason.
+    let request = if body.iter().all(u8::is_ascii_whitespace) {
+        DisconnectRequest::default()
+    } else {
+        match serde_json::from_slice::<DisconnectRequest>(&body) {
+            Ok(r) => r,
+            Err(e) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!("the body must be {{\"reason\": \"...\"}} or empty: {e}"),
+                );
+            }
+        }
     };
     let reason = request
         .reason
