@@ -12,7 +12,10 @@
 //!
 //! Outside CI the install test is skipped, loudly, when cargo-deb is missing or we are not
 //! root; with `CI` set it always runs. It reuses the static build of the packaging test
-//! (target/static) and adds one ordinary release build (target/release).
+//! (target/static) for the tarball. The packages hold the debug build `scripts/test` made
+//! (`scripts/package --deb-profile dev`): what is under test is the packaging, and a second cold
+//! release build beside the static one cost CI about ten minutes on two cores.
+//! `PEERCOMPUTE_DEB_TEST_PROFILE=release` packages a release build instead, as users get it.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
@@ -221,11 +224,15 @@ fn debs_install_into_a_throwaway_root_and_the_tarball_runs() {
     );
 }
 
-/// Runs the one documented command into `dist`; every file it printed is in SHA256SUMS.
+/// Runs the documented command into `dist` (with the test's profile for the packages); every
+/// file it printed is in SHA256SUMS.
 fn package(dist: &Path) -> Built {
+    let profile =
+        std::env::var("PEERCOMPUTE_DEB_TEST_PROFILE").unwrap_or_else(|_| "dev".to_string());
     let out = run(Command::new(repo().join("scripts/package"))
         .arg("--out")
         .arg(dist)
+        .args(["--deb-profile", &profile])
         .stderr(Stdio::inherit()));
     let built: Vec<PathBuf> = text(&out.stdout).lines().map(PathBuf::from).collect();
     let sums = std::fs::read_to_string(dist.join("SHA256SUMS")).expect("SHA256SUMS");
