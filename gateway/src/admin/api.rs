@@ -5,15 +5,17 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{Extension, Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use peercompute_identity::PeerId;
+use peercompute_ops::tokens::Role;
 
 use super::AdminState;
+use super::auth::Access;
 use super::model::{
     CertView, DisconnectRequest, DisconnectedView, ErrorView, ProviderView, ReleasedView,
-    RouteView, TrafficTickView, TrafficView,
+    RouteView, TrafficTickView, TrafficView, WhoamiView,
 };
 
 /// The reason sent to a provider when the operator gives none.
@@ -203,6 +205,20 @@ pub(crate) async fn traffic(State(st): State<Arc<AdminState>>) -> Json<TrafficVi
     let ticks = st.shared.traffic.ticks();
     Json(TrafficView {
         ticks: ticks.iter().map(|t| TrafficTickView::from(&**t)).collect(),
+    })
+}
+
+/// What the presented token may do, for the dashboard to show or hide its controls.
+#[utoipa::path(get, path = "/api/v1/whoami", tag = "meta", security(("bearer" = [])),
+    responses((status = 200, body = WhoamiView), (status = 401, description = "token missing or unknown")))]
+pub(crate) async fn whoami(Extension(access): Extension<Access>) -> Json<WhoamiView> {
+    Json(WhoamiView {
+        role: match access.role {
+            Role::Admin => "admin",
+            Role::Read => "read",
+        }
+        .to_owned(),
+        tokens_required: access.tokens_required,
     })
 }
 

@@ -109,8 +109,20 @@ fn is_json(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"))
 }
 
+/// What the caller may do, handed to the handlers (`GET /api/v1/whoami`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Access {
+    /// `Admin` too when no token file is configured (loopback only).
+    pub(super) role: Role,
+    pub(super) tokens_required: bool,
+}
+
 /// The middleware: answers the refusals itself, passes the rest on.
-pub(super) async fn guard(State(st): State<Arc<AdminState>>, req: Request, next: Next) -> Response {
+pub(super) async fn guard(
+    State(st): State<Arc<AdminState>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
     let headers = req.headers();
     let role = st.tokens.as_ref().map(|tokens| {
         headers
@@ -125,7 +137,13 @@ pub(super) async fn guard(State(st): State<Arc<AdminState>>, req: Request, next:
         json: is_json(headers),
     };
     match verdict(facts) {
-        Verdict::Pass => next.run(req).await,
+        Verdict::Pass => {
+            req.extensions_mut().insert(Access {
+                role: role.map_or(Role::Admin, |r| r.unwrap_or(Role::Read)),
+                tokens_required: role.is_some(),
+            });
+            next.run(req).await
+        }
         Verdict::Misdirected => (
             StatusCode::MISDIRECTED_REQUEST,
             "this admin listener answers to an IP address, localhost or an --admin-host name\n",

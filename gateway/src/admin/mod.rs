@@ -52,6 +52,7 @@ fn api_router() -> OpenApiRouter<Arc<AdminState>> {
         .routes(routes!(api::certificates))
         .routes(routes!(api::traffic))
         .routes(routes!(sse::events))
+        .routes(routes!(api::whoami))
         .routes(routes!(api::openapi))
 }
 
@@ -156,6 +157,7 @@ mod tests {
                 "/api/v1/providers/{peer_id}/disconnect",
                 "/api/v1/routes",
                 "/api/v1/traffic",
+                "/api/v1/whoami",
                 "/healthz",
                 "/metrics",
                 "/readyz",

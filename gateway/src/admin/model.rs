@@ -243,3 +243,12 @@ pub(crate) struct ErrorView {
     /// What went wrong and what to do.
     pub(crate) error: String,
 }
+
+/// `GET /api/v1/whoami`.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct WhoamiView {
+    /// `admin` (may release and disconnect) or `read`.
+    pub(crate) role: String,
+    /// Whether this listener asks for a token (`--admin-token-file`).
+    pub(crate) tokens_required: bool,
+}
