@@ -7,6 +7,8 @@
 //! - [`provider`]: [`TestProvider`] — identity, tunnel, register, graceful stop or crash (abort).
 //! - [`daemon`]: [`TestDaemon`] — the whole provider daemon (libp2p control plane, Docker,
 //!   tunnel) on 127.0.0.1, and [`TestClient`], a peerctl identity with its own trust file.
+//! - [`docker_proxy`]: a forwarder in front of the Docker socket that a test stops, so the
+//!   engine stops answering for one daemon only.
 //! - [`fleet`]: [`fleet::FleetMember`] — a libp2p node with its own fleet hub, dialled to a
 //!   gateway (an admin's copy or a robot's log, in-process).
 //! - [`fleet_rig`]: robots joined by token, web images pinned by digest in a local registry,
@@ -26,6 +28,7 @@ pub mod acme;
 pub mod backend;
 pub mod client;
 pub mod daemon;
+pub mod docker_proxy;
 pub mod fleet;
 pub mod fleet_rig;
 pub mod gateway;
