@@ -73,8 +73,23 @@ pub struct GatewayConfig {
     /// Plain HTTP, redirecting to HTTPS. `None` disables it.
     pub http_listen: Option<SocketAddr>,
     pub tunnel_listen: SocketAddr,
-    /// Health, readiness and metrics. `None` disables it.
+    /// Health, readiness, metrics, the admin API and the dashboard. `None` disables it.
     pub admin_listen: Option<SocketAddr>,
+    /// Bearer tokens of the admin API, one per line (`read TOKEN` / `admin TOKEN`). Required
+    /// when `admin_listen` is not a loopback address.
+    pub admin_token_file: Option<PathBuf>,
+    /// Host names the admin listener answers to besides IP literals and `localhost` (against
+    /// DNS rebinding, other `Host` values get 421).
+    pub admin_host: Vec<String>,
+    /// Access log: a file path, or `-` for standard output. `None`: no access log.
+    pub access_log: Option<PathBuf>,
+    /// The access log is rotated when it reaches this size (`PATH.1` … `PATH.N`).
+    pub access_log_max_bytes: u64,
+    /// Rotated access logs kept.
+    pub access_log_keep: usize,
+    /// Most routes with their own `route` label in the metrics; later names share
+    /// `route="other"`.
+    pub metrics_max_routes: usize,
     /// Port printed in public URLs when HTTPS is not served on 443.
     pub public_port: Option<u16>,
     /// Certificate source; `auto` resolves by [`GatewayConfig::tls_choice`].
@@ -169,6 +184,12 @@ impl Default for GatewayConfig {
             http_listen: Some(SocketAddr::from(([0, 0, 0, 0], 80))),
             tunnel_listen: SocketAddr::from(([0, 0, 0, 0], 8443)),
             admin_listen: Some(SocketAddr::from(([127, 0, 0, 1], 9180))),
+            admin_token_file: None,
+            admin_host: Vec::new(),
+            access_log: None,
+            access_log_max_bytes: 100 * 1024 * 1024,
+            access_log_keep: 5,
+            metrics_max_routes: 500,
             public_port: None,
             tls: TlsMode::Auto,
             cert: None,
@@ -283,6 +304,7 @@ impl GatewayConfig {
                 "relay_max_circuit_bytes and relay_max_circuit_duration must be more than 0, relay_reservation_duration at least 2s".into(),
             ));
         }
+        self.validate_admin()?;
         if !self.open && self.allow_providers.is_empty() && self.allow_providers_file.is_none() {
             return Err(ConfigError::Invalid(
                 "no provider could connect: pass --allow-provider PEERID (repeatable), \
@@ -317,6 +339,37 @@ impl GatewayConfig {
             dev_ca: &dev_ca,
             cert: self.cert.as_deref(),
         })
+    }
+
+    /// The admin listener off loopback needs tokens; the access log needs room to rotate.
+    fn validate_admin(&mut self) -> Result<(), ConfigError> {
+        if let Some(addr) = self.admin_listen
+            && !addr.ip().is_loopback()
+            && self.admin_token_file.is_none()
+        {
+            return Err(ConfigError::Invalid(format!(
+                "--admin-listen {addr} is not loopback: give --admin-token-file FILE \
+                 (lines `read TOKEN` / `admin TOKEN`)"
+            )));
+        }
+        for host in &mut self.admin_host {
+            match crate::host::normalize_host(host) {
+                Some(name) if !host.contains(':') => *host = name,
+                _ => {
+                    return Err(ConfigError::Invalid(format!(
+                        "--admin-host {host:?} is not a host name (give it without a port)"
+                    )));
+                }
+            }
+        }
+        if self.access_log.is_some()
+            && (self.access_log_max_bytes < 1024 || self.access_log_keep == 0)
+        {
+            return Err(ConfigError::Invalid(
+                "access_log_max_bytes must be at least 1024 and access_log_keep at least 1".into(),
+            ));
+        }
+        Ok(())
     }
 
     fn http_listener_on(&self) -> bool {
@@ -458,6 +511,69 @@ mod tests {
             port.public_url("blog"),
             "https://blog.apps.example.com:8443"
         );
+    }
+
+    #[test]
+    fn admin_off_loopback_needs_a_token_file() {
+        let base = GatewayConfig {
+            domain: "apps.example.com".into(),
+            open: true,
+            tls: TlsMode::Dev,
+            ..GatewayConfig::default()
+        };
+        let open = GatewayConfig {
+            admin_listen: Some(SocketAddr::from(([0, 0, 0, 0], 9180))),
+            ..base.clone()
+        };
+        assert_eq!(
+            open.clone()
+                .validate()
+                .expect_err("no token file")
+                .to_string(),
+            "--admin-listen 0.0.0.0:9180 is not loopback: give --admin-token-file FILE \
+             (lines `read TOKEN` / `admin TOKEN`)"
+        );
+        let with_tokens = GatewayConfig {
+            admin_token_file: Some("/etc/peercompute/admin-tokens".into()),
+            ..open
+        };
+        assert!(with_tokens.validate().is_ok());
+        let v6_loopback = GatewayConfig {
+            admin_listen: Some("[::1]:9180".parse().expect("addr")),
+            ..base.clone()
+        };
+        assert!(v6_loopback.validate().is_ok(), "loopback needs no tokens");
+        let bad_host = GatewayConfig {
+            admin_host: vec!["Admin.Example.com:9180".into()],
+            ..base.clone()
+        };
+        let err = bad_host.validate().expect_err("port").to_string();
+        assert!(err.contains("--admin-host"), "{err}");
+        let tiny_log = GatewayConfig {
+            access_log: Some("-".into()),
+            access_log_keep: 0,
+            ..base.clone()
+        };
+        assert!(tiny_log.validate().is_err());
+
+        let cfg: GatewayConfig = toml::from_str(
+            "domain = \"apps.example.com\"\nopen = true\nadmin_listen = \"0.0.0.0:9180\"\n\
+             admin_token_file = \"/etc/t\"\nadmin_host = [\"GW.example.com.\"]\n\
+             access_log = \"/var/log/gw.log\"\naccess_log_max_bytes = 4096\n\
+             access_log_keep = 2\nmetrics_max_routes = 3\n",
+        )
+        .expect("parse");
+        let cfg = cfg.validate().expect("valid");
+        assert_eq!(cfg.admin_host, vec!["gw.example.com".to_owned()]);
+        assert_eq!(
+            (
+                cfg.access_log_max_bytes,
+                cfg.access_log_keep,
+                cfg.metrics_max_routes
+            ),
+            (4096, 2, 3)
+        );
+        assert_eq!(GatewayConfig::default().metrics_max_routes, 500);
     }
 
     #[test]

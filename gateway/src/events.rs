@@ -33,10 +33,6 @@ pub(crate) struct Event {
 /// What happened. Serialised with a `type` field naming the variant in snake_case.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
-#[expect(
-    dead_code,
-    reason = "certificate, rate-limit and release events come with the rest of issue 12"
-)]
 pub(crate) enum EventKind {
     ProviderConnected {
         peer: String,
@@ -132,30 +128,18 @@ impl Events {
     }
 
     /// A receiver of every event published from now on.
-    #[cfg_attr(
-        not(test),
-        expect(dead_code, reason = "read by the admin API (issue 12, next step)")
-    )]
     pub(crate) fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
         self.tx.subscribe()
     }
 
     /// The kept events numbered after `seq`, oldest first (all kept ones for 0). Events older
     /// than the ring are gone: compare the first one's `seq` with `seq + 1` to notice a gap.
-    #[cfg_attr(
-        not(test),
-        expect(dead_code, reason = "read by the admin API (issue 12, next step)")
-    )]
     pub(crate) fn recent_since(&self, seq: u64) -> Vec<Arc<Event>> {
         let recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
         recent.iter().filter(|e| e.seq > seq).cloned().collect()
     }
 
     /// The last number handed out (0 before the first event).
-    #[cfg_attr(
-        not(test),
-        expect(dead_code, reason = "read by the admin API (issue 12, next step)")
-    )]
     pub(crate) fn last_seq(&self) -> u64 {
         self.seq.load(Ordering::Relaxed)
     }

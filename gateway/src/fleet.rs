@@ -17,11 +17,12 @@ const MAX_FLEETS: usize = 1000;
 /// Most entries kept per fleet.
 const MAX_ENTRIES: usize = 100_000;
 
-/// Opens the fleet logs and starts serving and forwarding them on `node`.
+/// Opens the fleet logs and starts serving and forwarding them on `node`. Returns the hub
+/// (for the admin API's fleet view) and the tasks.
 pub(crate) fn start(
     state_dir: &std::path::Path,
     node: &Node,
-) -> Result<Vec<tokio::task::JoinHandle<()>>, GatewayError> {
+) -> Result<(FleetHub, Vec<tokio::task::JoinHandle<()>>), GatewayError> {
     let policy = HubPolicy {
         // Entries are verified one by one and streams are bounded: any peer may offer them.
         admit: Arc::new(|_| true),
@@ -47,13 +48,14 @@ pub(crate) fn start(
             })
             .unwrap_or_default()
     });
-    Ok(vec![
+    let tasks = vec![
         tokio::spawn(fleet_hub::serve(node.clone(), hub.clone())),
         tokio::spawn(fleet_hub::forward_changes(
             node.clone(),
-            hub,
+            hub.clone(),
             robots,
             Reach::Dial,
         )),
-    ])
+    ];
+    Ok((hub, tasks))
 }

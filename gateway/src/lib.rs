@@ -13,18 +13,25 @@
 //! - [`registry`](crate::registry) (live routes) and [`names`](crate::names) (persistent name
 //!   ownership); [`allow`](crate::allow): which providers may connect.
 //! - [`tunnels`](crate::tunnels): the connected providers, and the operator's kicks (disconnect,
-//!   name released); [`events`](crate::events): the numbered event bus for the admin API.
+//!   name released); [`events`](crate::events): the numbered event bus for the admin API;
+//!   [`traffic`](crate::traffic): per-app and per-tunnel counters, the `route` metric labels
+//!   (capped) and the per-second ticks of the dashboard.
 //! - [`tls`](crate::tls): `--tls auto` (`tls/auto.rs`: dev CA for local names, ACME for public
 //!   ones), dev CA / PEM files / ACME (`tls/acme/`: DNS-01 over RFC 2136, HTTP-01,
-//!   TLS-ALPN-01, renewal and hot swap) behind SNI resolvers.
-//! - [`plain`](crate::plain): the port-80 redirect (and HTTP-01 answers) and the admin
-//!   listener; [`metrics`](crate::metrics).
-//! - [`config`](crate::config): every setting, from flags or TOML.
+//!   TLS-ALPN-01, renewal and hot swap) behind SNI resolvers; `tls/status.rs`: what the
+//!   operator sees of each certificate.
+//! - [`plain`](crate::plain): the port-80 redirect (and HTTP-01 answers);
+//!   [`admin`](crate::admin): the admin listener (health, metrics, the JSON API, the event
+//!   stream, the dashboard); [`metrics`](crate::metrics).
+//! - [`config`](crate::config): every setting, from flags or TOML;
+//!   [`access_log`](crate::access_log): the optional JSON-lines access log.
 //! - `fleet`: the fleets' logs, held as a member without keys — verified, stored, pushed on
 //!   to robots — and robots' signed statuses (on the p2p node).
 //!
 //! The binary parses flags and calls [`run`] with listeners it bound, so tests bind port 0.
 
+pub mod access_log;
+mod admin;
 mod allow;
 mod config;
 mod events;
@@ -40,6 +47,7 @@ mod registry;
 mod server;
 mod state;
 mod tls;
+mod traffic;
 mod tunnel;
 mod tunnels;
 
@@ -95,6 +103,13 @@ pub enum GatewayError {
     Quic(std::io::Error),
     #[error("p2p meeting point (--p2p-listen): {0}")]
     P2p(String),
+    #[error("cannot open the access log {path}: {source} (check --access-log)")]
+    AccessLog {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    AdminTokens(#[from] peercompute_ops::tokens::TokenFileError),
 }
 
 /// Sockets the gateway serves on, bound by the caller.
@@ -192,9 +207,11 @@ pub async fn run(
     )?;
     let choice = config.tls_choice();
     info!("{}", config.tls_line());
+    let mut served_leaf = None;
     let (cert_store, visitor_tls, acme) = match choice.source {
         TlsSource::Dev => {
             let (_, chain, key) = tls::ensure_dev_certs(&config.state_dir, &config.domain)?;
+            served_leaf = chain.first().and_then(tls::status::Leaf::parse);
             let store = tls::CertStore::new(tls::certified_key(chain, &key)?);
             (store.clone(), server::visitor_tls(store, false), None)
         }
@@ -204,6 +221,7 @@ pub async fn run(
                 _ => unreachable!("validate() requires --cert and --key with --tls files"),
             };
             let (chain, key) = tls::load_pem_files(cert, key)?;
+            served_leaf = chain.first().and_then(tls::status::Leaf::parse);
             let store = tls::CertStore::new(tls::certified_key(chain, &key)?);
             (store.clone(), server::visitor_tls(store, false), None)
         }
@@ -226,12 +244,47 @@ pub async fn run(
         Some((prepared, hooks)) => (Some(prepared), hooks),
         None => (None, tls::acme::Hooks::default()),
     };
-    let shared = state::Shared::new(config, identity.peer_id(), names, allow, acme_hooks);
+    let access_log = match &config.access_log {
+        Some(path) => Some(
+            access_log::AccessLog::open(path, config.access_log_max_bytes, config.access_log_keep)
+                .map_err(|source| GatewayError::AccessLog {
+                    path: path.clone(),
+                    source,
+                })?,
+        ),
+        None => None,
+    };
+    let shared = state::Shared::new(
+        config,
+        identity.peer_id(),
+        names,
+        allow,
+        acme_hooks,
+        access_log,
+    );
+    if let Some(leaf) = served_leaf {
+        let source = match choice.source {
+            TlsSource::Files => "files",
+            _ => "dev",
+        };
+        shared
+            .certs
+            .served(&shared.config.domain, source, &leaf, None);
+    }
+    // A bad token file is a start error, before anything is served.
+    let admin = match listeners.admin {
+        Some(l) => Some((l, admin::router(shared.clone())?)),
+        None => None,
+    };
     let (stop_tx, stop_rx) = watch::channel(false);
     let acme_task = acme.map(|prepared| prepared.spawn(shared.clone(), stop_rx.clone()));
     let p2p_node = p2p::start(&identity, &shared).await?;
     let fleet_tasks = match &p2p_node {
-        Some(node) => fleet::start(&shared.config.state_dir, node)?,
+        Some(node) => {
+            let (hub, tasks) = fleet::start(&shared.config.state_dir, node)?;
+            let _ = shared.fleet.set(hub);
+            tasks
+        }
         None => Vec::new(),
     };
     info!(
@@ -262,14 +315,10 @@ pub async fn run(
             stop_rx.clone(),
         ));
     }
-    if let Some(l) = listeners.admin {
-        tasks.spawn(plain::serve_plain(
-            l,
-            shared.clone(),
-            plain::admin,
-            stop_rx.clone(),
-        ));
+    if let Some((l, router)) = admin {
+        tasks.spawn(admin::serve(l, router, stop_rx.clone()));
     }
+    tasks.spawn(traffic::sample_loop(shared.clone(), stop_rx.clone()));
     let purge_shared = shared.clone();
     let mut purge_stop = stop_rx.clone();
     tasks.spawn(async move {

@@ -52,6 +52,8 @@ enum Command {
         peercompute-gateway run --domain apps.example.com --allow-provider 12D3KooW...    # ACME, per-name certificates via HTTP-01\n  \
         peercompute-gateway run --domain apps.example.com --dns-server ns1.example.com:53 --dns-tsig-key /etc/peercompute/acme.key --allow-providers-file /etc/peercompute/providers.txt    # wildcard via DNS-01\n  \
         peercompute-gateway run --domain apps.localhost --https-listen 127.0.0.1:8443 --no-http --open    # local dev CA\n  \
+        peercompute-gateway run --domain apps.example.com --allow-provider 12D3KooW... --admin-listen 0.0.0.0:9180 --admin-token-file /etc/peercompute/admin-tokens --admin-host gw.example.com    # admin API and dashboard off loopback\n  \
+        peercompute-gateway run --domain apps.example.com --allow-provider 12D3KooW... --access-log /var/log/peercompute/access.log --access-log-keep 10\n  \
         peercompute-gateway run --config /etc/peercompute/gateway.toml")]
     Run(Box<RunArgs>),
     /// Print a shell completion script to stdout.
@@ -91,9 +93,30 @@ struct RunArgs {
     /// QUIC tunnel listener (UDP) [default: 0.0.0.0:8443].
     #[arg(long)]
     tunnel_listen: Option<SocketAddr>,
-    /// Health, readiness and Prometheus metrics [default: 127.0.0.1:9180].
+    /// Health, readiness, Prometheus metrics, the admin API and the dashboard [default:
+    /// 127.0.0.1:9180]; off loopback it needs --admin-token-file.
     #[arg(long)]
     admin_listen: Option<SocketAddr>,
+    /// Admin API bearer tokens, one per line: `read TOKEN` or `admin TOKEN` (chmod 600).
+    #[arg(long, value_name = "FILE")]
+    admin_token_file: Option<PathBuf>,
+    /// Host name the admin listener answers to besides IP literals and localhost, repeatable
+    /// (other Host headers get 421, against DNS rebinding).
+    #[arg(long = "admin-host", value_name = "NAME")]
+    admin_host: Vec<String>,
+    /// Write an access log (JSON lines) to PATH, or to standard output with `-` [default: off].
+    #[arg(long, value_name = "PATH|-")]
+    access_log: Option<PathBuf>,
+    /// Rotate the access log at this size [default: 104857600].
+    #[arg(long, value_name = "BYTES")]
+    access_log_max_bytes: Option<u64>,
+    /// Rotated access logs kept (PATH.1 … PATH.N) [default: 5].
+    #[arg(long, value_name = "N")]
+    access_log_keep: Option<usize>,
+    /// Most apps with their own `route` label in /metrics; later ones share route="other"
+    /// [default: 500].
+    #[arg(long, value_name = "N")]
+    metrics_max_routes: Option<usize>,
     /// Port printed in public URLs when HTTPS is not reachable on 443.
     #[arg(long)]
     public_port: Option<u16>,
@@ -204,6 +227,9 @@ impl RunArgs {
             grace_period,
             upstream_timeout,
             max_connections,
+            access_log_max_bytes,
+            access_log_keep,
+            metrics_max_routes,
             relay_max_reservations,
             relay_reservation_duration,
             relay_max_circuit_duration,
@@ -258,6 +284,17 @@ impl RunArgs {
             if flag.is_some() {
                 *field = flag;
             }
+        }
+        for (flag, field) in [
+            (self.admin_token_file, &mut cfg.admin_token_file),
+            (self.access_log, &mut cfg.access_log),
+        ] {
+            if flag.is_some() {
+                *field = flag;
+            }
+        }
+        if !self.admin_host.is_empty() {
+            cfg.admin_host = self.admin_host;
         }
         if self.allow_providers_file.is_some() {
             cfg.allow_providers_file = self.allow_providers_file;

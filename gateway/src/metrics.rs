@@ -1,7 +1,13 @@
 //! Prometheus metrics of the gateway, served on the admin listener at `/metrics`.
+//!
+//! The gateway's own series are named `peercompute_gateway_*`; collectors read at scrape time
+//! add the per-app series ([`crate::traffic`]) and certificate expiry ([`crate::tls::status`]).
+//! The top-level registry is unprefixed, for the shared `process_*` and
+//! `peercompute_build_info` series.
 
 use std::sync::atomic::AtomicU64;
 
+use prometheus_client::collector::Collector;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -24,6 +30,12 @@ pub(crate) struct DirectionLabel {
     pub(crate) direction: &'static str,
 }
 
+/// How a provider's tunnel is carried (`quic` today).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct TransportLabel {
+    pub(crate) transport: &'static str,
+}
+
 /// One ACME-managed certificate, by the first name it covers.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct CertLabel {
@@ -40,7 +52,12 @@ pub(crate) struct Metrics {
     pub(crate) requests: Family<StatusLabel, Counter>,
     pub(crate) rate_limited: Family<KindLabel, Counter>,
     pub(crate) bytes: Family<DirectionLabel, Counter<u64, AtomicU64>>,
+    /// The `upload` series of `bytes`, held so the request path skips the family's lookup.
+    pub(crate) bytes_upload: Counter<u64, AtomicU64>,
+    /// The `download` series of `bytes`.
+    pub(crate) bytes_download: Counter<u64, AtomicU64>,
     pub(crate) tunnels: Gauge,
+    pub(crate) tunnels_by_transport: Family<TransportLabel, Gauge>,
     pub(crate) tunnels_refused: Counter,
     pub(crate) streams_open: Gauge,
     pub(crate) rate_limit_keys: Gauge,
@@ -52,16 +69,35 @@ pub(crate) struct Metrics {
 }
 
 impl Metrics {
-    pub(crate) fn new() -> Self {
-        let mut registry = Registry::with_prefix("peercompute_gateway");
+    /// The gateway's metrics plus `collectors` (named under the `peercompute_gateway_`
+    /// prefix).
+    pub(crate) fn new(collectors: Vec<Box<dyn Collector>>) -> Self {
+        let mut top = Registry::default();
+        peercompute_ops::process::register(&mut top);
+        peercompute_ops::build::register(&mut top, "peercompute-gateway");
+        let registry = top.sub_registry_with_prefix("peercompute_gateway");
+        let bytes = Family::<DirectionLabel, Counter<u64, AtomicU64>>::default();
+        let bytes_upload = bytes
+            .get_or_create(&DirectionLabel {
+                direction: "upload",
+            })
+            .clone();
+        let bytes_download = bytes
+            .get_or_create(&DirectionLabel {
+                direction: "download",
+            })
+            .clone();
         let m = Self {
             connections_open: Gauge::default(),
             connections_total: Counter::default(),
             connections_refused: Counter::default(),
             requests: Family::default(),
             rate_limited: Family::default(),
-            bytes: Family::default(),
+            bytes,
+            bytes_upload,
+            bytes_download,
             tunnels: Gauge::default(),
+            tunnels_by_transport: Family::default(),
             tunnels_refused: Counter::default(),
             streams_open: Gauge::default(),
             rate_limit_keys: Gauge::default(),
@@ -72,6 +108,9 @@ impl Metrics {
             acme_failures: Family::default(),
             registry: Registry::default(),
         };
+        for collector in collectors {
+            registry.register_collector(collector);
+        }
         registry.register(
             "connections_open",
             "Visitor connections open now",
@@ -106,6 +145,11 @@ impl Metrics {
             "tunnels",
             "Provider tunnels connected now",
             m.tunnels.clone(),
+        );
+        registry.register(
+            "tunnels_by_transport",
+            "Provider tunnels connected now, by transport",
+            m.tunnels_by_transport.clone(),
         );
         registry.register(
             "tunnels_refused",
@@ -147,7 +191,7 @@ impl Metrics {
             "ACME orders that failed (retried with backoff)",
             m.acme_failures.clone(),
         );
-        Self { registry, ..m }
+        Self { registry: top, ..m }
     }
 
     /// Text exposition format.

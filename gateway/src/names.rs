@@ -98,10 +98,6 @@ impl NameStore {
     }
 
     /// Every owned name and its owner's peer id, sorted by name.
-    #[cfg_attr(
-        not(test),
-        expect(dead_code, reason = "listed by the admin API (issue 12, next step)")
-    )]
     pub(crate) fn owners(&self) -> Vec<(String, String)> {
         let owners = self.owners.lock().unwrap_or_else(|p| p.into_inner());
         owners.iter().map(|(n, o)| (n.clone(), o.clone())).collect()

@@ -1,5 +1,5 @@
-//! Small plain-HTTP/1.1 listeners: the redirect to HTTPS (port 80, which first answers ACME
-//! HTTP-01 challenges) and the admin endpoint (`/healthz`, `/readyz`, `/metrics`).
+//! The plain-HTTP/1.1 listener of port 80: ACME HTTP-01 answers, else the redirect to HTTPS.
+//! (The admin listener is [`crate::admin`].)
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -83,27 +83,4 @@ pub(crate) fn redirect(req: &Request<Incoming>, shared: &Shared) -> Response<Pro
         resp.headers_mut().insert(header::LOCATION, v);
     }
     resp
-}
-
-/// Admin endpoint.
-pub(crate) fn admin(req: &Request<Incoming>, shared: &Shared) -> Response<ProxyBody> {
-    match req.uri().path() {
-        "/healthz" => text(StatusCode::OK, "ok\n"),
-        "/readyz" if shared.is_draining() => text(StatusCode::SERVICE_UNAVAILABLE, "draining\n"),
-        "/readyz" => text(
-            StatusCode::OK,
-            format!("ready: {} routes online\n", shared.registry.len()),
-        ),
-        "/metrics" => {
-            let mut resp = text(StatusCode::OK, shared.metrics.encode());
-            resp.headers_mut().insert(
-                header::CONTENT_TYPE,
-                header::HeaderValue::from_static(
-                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                ),
-            );
-            resp
-        }
-        _ => text(StatusCode::NOT_FOUND, "try /healthz, /readyz or /metrics\n"),
-    }
 }

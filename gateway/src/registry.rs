@@ -7,12 +7,13 @@
 //! no request is ever sent on a stream opened for an earlier registration.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use dashmap::DashMap;
 use peercompute_identity::PeerId;
 
 use crate::proxy::UpstreamPool;
+use crate::traffic::TrafficCell;
 
 /// One live route.
 #[derive(Debug, Clone)]
@@ -21,14 +22,25 @@ pub(crate) struct Route {
     pub(crate) peer: PeerId,
     /// Idle upstream streams of this registration.
     pub(crate) pool: Arc<UpstreamPool>,
+    /// The name's traffic counters (or the shared `other` ones past the cap).
+    pub(crate) traffic: Arc<TrafficCell>,
+    /// The tunnel's traffic counters.
+    pub(crate) tunnel_traffic: Arc<TrafficCell>,
 }
 
 impl Route {
-    pub(crate) fn new(conn: quinn::Connection, peer: PeerId) -> Self {
+    pub(crate) fn new(
+        conn: quinn::Connection,
+        peer: PeerId,
+        traffic: Arc<TrafficCell>,
+        tunnel_traffic: Arc<TrafficCell>,
+    ) -> Self {
         Self {
             conn,
             peer,
             pool: Arc::default(),
+            traffic,
+            tunnel_traffic,
         }
     }
 }
@@ -38,7 +50,8 @@ impl Route {
 #[derive(Debug, Default)]
 pub(crate) struct Registry {
     routes: DashMap<String, Route>,
-    offline: DashMap<String, ()>,
+    /// name → when its provider dropped.
+    offline: DashMap<String, SystemTime>,
 }
 
 impl Registry {
@@ -67,7 +80,7 @@ impl Registry {
     pub(crate) fn disconnect(&self, name: &str, stable_id: usize) -> bool {
         let removed = self.unregister(name, stable_id);
         if removed {
-            self.offline.insert(name.to_owned(), ());
+            self.offline.insert(name.to_owned(), SystemTime::now());
         }
         removed
     }
@@ -85,6 +98,16 @@ impl Registry {
     /// Whether `name`'s provider dropped without withdrawing it.
     pub(crate) fn is_offline(&self, name: &str) -> bool {
         self.offline.contains_key(name)
+    }
+
+    /// When `name`'s provider dropped without withdrawing it (`None`: online or unknown).
+    pub(crate) fn offline_since(&self, name: &str) -> Option<SystemTime> {
+        self.offline.get(name).map(|t| *t)
+    }
+
+    /// Names whose provider dropped without withdrawing them.
+    pub(crate) fn offline_names(&self) -> Vec<String> {
+        self.offline.iter().map(|e| e.key().clone()).collect()
     }
 
     /// Number of names served by `peer` right now.

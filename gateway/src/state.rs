@@ -1,10 +1,14 @@
 //! The state every part of the gateway shares, built once by [`crate::run`].
 
-use std::sync::Arc;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant, SystemTime};
 
 use peercompute_identity::PeerId;
+use peercompute_p2p::fleet_hub::FleetHub;
 
+use crate::access_log::AccessLog;
 use crate::allow::Allowlist;
 use crate::config::GatewayConfig;
 use crate::events::{EventKind, Events};
@@ -13,6 +17,8 @@ use crate::names::{NameStore, NameStoreError};
 use crate::ratelimit::RateLimits;
 use crate::registry::Registry;
 use crate::tls::acme::Hooks as AcmeHooks;
+use crate::tls::status::{CertCollector, CertInfo, CertStatus};
+use crate::traffic::{Traffic, TrafficCollector, TrafficTotals};
 use crate::tunnels::{Kick, Tunnels};
 
 /// Characters of an operator's disconnect reason that are sent to the provider (the rest is cut).
@@ -25,6 +31,41 @@ pub(crate) struct Released {
     pub(crate) previous_owner: String,
     /// Whether a provider was serving the name when it was released.
     pub(crate) was_online: bool,
+}
+
+/// A connected provider, as the admin API lists it.
+#[derive(Debug, Clone)]
+pub(crate) struct ProviderSnapshot {
+    pub(crate) peer: String,
+    pub(crate) agent: String,
+    pub(crate) protocol_version: u16,
+    pub(crate) remote: SocketAddr,
+    pub(crate) connected_since: SystemTime,
+    pub(crate) transport: &'static str,
+    /// QUIC's current round-trip estimate.
+    pub(crate) rtt: Duration,
+    pub(crate) routes: Vec<String>,
+    /// Requests this tunnel carried (all its names).
+    pub(crate) traffic: TrafficTotals,
+    /// UDP payload bytes received from / sent to the provider (QUIC overhead included).
+    pub(crate) wire_rx_bytes: u64,
+    pub(crate) wire_tx_bytes: u64,
+}
+
+/// A name, as the admin API lists it.
+#[derive(Debug, Clone)]
+pub(crate) struct RouteSnapshot {
+    pub(crate) name: String,
+    /// The key that owns it (`None`: served or offline but not in names.json).
+    pub(crate) owner: Option<String>,
+    /// Peers of the tunnels holding it.
+    pub(crate) providers: Vec<String>,
+    pub(crate) online: bool,
+    /// When its provider dropped without withdrawing it (`None` while online or withdrawn).
+    pub(crate) last_seen: Option<SystemTime>,
+    pub(crate) req_per_s_1m: f64,
+    /// Zero for names sharing `route="other"` (past `--metrics-max-routes`).
+    pub(crate) traffic: TrafficTotals,
 }
 
 /// Shared gateway state.
@@ -41,6 +82,14 @@ pub(crate) struct Shared {
     pub(crate) events: Events,
     /// Connected providers, one entry per live tunnel.
     pub(crate) tunnels: Tunnels,
+    /// Per-app counters, the per-second ticks and rate-limit episodes.
+    pub(crate) traffic: Arc<Traffic>,
+    /// The served certificates, for the admin API and the expiry gauge.
+    pub(crate) certs: Arc<CertStatus>,
+    /// The fleets' logs and robots' statuses, when the p2p meeting point runs.
+    pub(crate) fleet: OnceLock<FleetHub>,
+    /// `--access-log`, when on.
+    pub(crate) access_log: Option<AccessLog>,
     /// HTTP-01 answers and the registration hook of `--tls acme` (inert otherwise).
     pub(crate) acme: AcmeHooks,
     draining: AtomicBool,
@@ -55,8 +104,15 @@ impl Shared {
         names: NameStore,
         allow: Allowlist,
         acme: AcmeHooks,
+        access_log: Option<AccessLog>,
     ) -> Arc<Self> {
         let limits = RateLimits::new(config.rate_limit, config.rate_limit_ip);
+        let traffic = Arc::new(Traffic::new(config.metrics_max_routes));
+        let certs = Arc::<CertStatus>::default();
+        let metrics = Metrics::new(vec![
+            Box::new(TrafficCollector(traffic.clone())),
+            Box::new(CertCollector(certs.clone())),
+        ]);
         Arc::new(Self {
             config,
             peer_id,
@@ -64,9 +120,13 @@ impl Shared {
             names,
             allow,
             limits,
-            metrics: Metrics::new(),
+            metrics,
             events: Events::default(),
             tunnels: Tunnels::default(),
+            traffic,
+            certs,
+            fleet: OnceLock::new(),
+            access_log,
             acme,
             draining: AtomicBool::new(false),
             p2p_addrs: std::sync::OnceLock::new(),
@@ -77,15 +137,12 @@ impl Shared {
     /// 404 for it, and a provider still holding it is told it lost it (an unsolicited `Refused`,
     /// after which it stops registering it). The next key that registers the name owns it.
     /// `Ok(None)` when nobody owned it.
-    #[cfg_attr(
-        not(test),
-        expect(dead_code, reason = "called by the admin API (issue 12, next step)")
-    )]
     pub(crate) fn release_name(&self, name: &str) -> Result<Option<Released>, NameStoreError> {
         let Some(previous_owner) = self.names.release(name)? else {
             return Ok(None);
         };
         let was_online = self.registry.remove_any(name);
+        self.traffic.release(name);
         for tunnel in self.tunnels.holding(name) {
             // Forgotten here even when its loop is too busy for the kick, so a later exit of
             // that tunnel does not mark the name offline.
@@ -112,10 +169,6 @@ impl Shared {
     /// The operator ends every tunnel of `peer` with `reason` (sent in the GoAway; the provider
     /// reconnects after its backoff unless it is also removed from the allowlist). Returns how
     /// many tunnels were asked to close; 0 when `peer` is not connected.
-    #[cfg_attr(
-        not(test),
-        expect(dead_code, reason = "called by the admin API (issue 12, next step)")
-    )]
     pub(crate) fn disconnect_provider(&self, peer: &PeerId, reason: &str) -> usize {
         // The reason travels in the GoAway and the QUIC close frame: keep it short.
         let reason = match reason.char_indices().nth(MAX_DISCONNECT_REASON) {
@@ -127,6 +180,76 @@ impl Shared {
             .iter()
             .filter(|t| t.kick(Kick::Disconnect(reason.to_owned())))
             .count()
+    }
+
+    /// Every connected provider with its traffic, RTT and wire bytes, oldest connection first.
+    pub(crate) fn providers(&self) -> Vec<ProviderSnapshot> {
+        self.tunnels
+            .list()
+            .iter()
+            .map(|t| ProviderSnapshot {
+                peer: t.peer.to_string(),
+                agent: t.agent.clone(),
+                protocol_version: t.version,
+                remote: t.remote,
+                connected_since: t.since,
+                transport: t.transport.as_str(),
+                rtt: t.conn.rtt(),
+                routes: t.routes(),
+                traffic: t.traffic.counts().totals(),
+                wire_rx_bytes: t.conn.stats().udp_rx.bytes,
+                wire_tx_bytes: t.conn.stats().udp_tx.bytes,
+            })
+            .collect()
+    }
+
+    /// Every name that is owned, served or offline, sorted by name.
+    pub(crate) fn routes(&self) -> Vec<RouteSnapshot> {
+        let now = Instant::now();
+        let mut owners: std::collections::BTreeMap<String, Option<String>> = self
+            .names
+            .owners()
+            .into_iter()
+            .map(|(name, owner)| (name, Some(owner)))
+            .collect();
+        for name in self
+            .registry
+            .names()
+            .into_iter()
+            .chain(self.registry.offline_names())
+        {
+            owners.entry(name).or_insert(None);
+        }
+        let mut serving: std::collections::HashMap<String, Vec<String>> = Default::default();
+        for tunnel in self.tunnels.list() {
+            for name in tunnel.routes() {
+                serving
+                    .entry(name)
+                    .or_default()
+                    .push(tunnel.peer.to_string());
+            }
+        }
+        owners
+            .into_iter()
+            .map(|(name, owner)| RouteSnapshot {
+                online: self.registry.lookup(&name).is_some(),
+                last_seen: self.registry.offline_since(&name),
+                providers: serving.remove(&name).unwrap_or_default(),
+                req_per_s_1m: self.traffic.req_per_s_1m(&name, now),
+                traffic: self
+                    .traffic
+                    .counts(&name)
+                    .map(|c| c.totals())
+                    .unwrap_or_default(),
+                name,
+                owner,
+            })
+            .collect()
+    }
+
+    /// Every served (or wanted) certificate.
+    pub(crate) fn certificates(&self) -> Vec<CertInfo> {
+        self.certs.list()
     }
 
     pub(crate) fn start_draining(&self) {

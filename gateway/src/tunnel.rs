@@ -17,10 +17,11 @@ use tokio::sync::watch;
 use tracing::{Instrument, info, info_span, warn};
 
 use crate::events::EventKind;
+use crate::metrics::TransportLabel;
 use crate::registry::Route;
 use crate::state::Shared;
 use crate::tls::{CertStore, TunnelResolver, certified_key};
-use crate::tunnels::{Kick, TunnelInfo};
+use crate::tunnels::{Kick, Transport, TunnelInfo};
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often idle upstream streams past their timeout are closed (checkout skips them anyway).
@@ -213,6 +214,14 @@ async fn serve_tunnel(
     }
 
     shared.metrics.tunnels.inc();
+    let by_transport = TransportLabel {
+        transport: Transport::Quic.as_str(),
+    };
+    shared
+        .metrics
+        .tunnels_by_transport
+        .get_or_create(&by_transport)
+        .inc();
     shared.events.publish(EventKind::ProviderConnected {
         peer: peer.to_string(),
         agent: agent.clone(),
@@ -245,7 +254,7 @@ async fn serve_tunnel(
                 let reply = match msg {
                     Ok(Some(ControlMessage::Register { name })) => {
                         let mut owned = info.routes.lock().unwrap_or_else(|p| p.into_inner());
-                        Some(register(&shared, &conn, peer, &name, &mut owned))
+                        Some(register(&shared, &info, &name, &mut owned))
                     }
                     Ok(Some(ControlMessage::Unregister { name })) => {
                         if shared.registry.unregister(&name, conn.stable_id()) {
@@ -316,6 +325,11 @@ async fn serve_tunnel(
         }
     }
     shared.metrics.tunnels.dec();
+    shared
+        .metrics
+        .tunnels_by_transport
+        .get_or_create(&by_transport)
+        .dec();
     info!(%reason, "provider disconnected");
     shared.events.publish(EventKind::ProviderDisconnected {
         peer: peer.to_string(),
@@ -341,13 +355,14 @@ fn shutdown_msg() -> ControlMessage {
     }
 }
 
+/// Handles `Register { name }` from tunnel `info`, whose names `owned` the caller holds locked.
 fn register(
     shared: &Shared,
-    conn: &quinn::Connection,
-    peer: PeerId,
+    info: &TunnelInfo,
     name: &str,
     owned: &mut Vec<String>,
 ) -> ControlMessage {
+    let peer = info.peer;
     let refuse = |code, reason: String| {
         warn!(route = %name, %reason, "registration refused");
         shared.events.publish(EventKind::NameRefused {
@@ -384,7 +399,13 @@ fn register(
             ),
         };
     }
-    shared.registry.insert(name, Route::new(conn.clone(), peer));
+    let route = Route::new(
+        info.conn.clone(),
+        peer,
+        shared.traffic.cell_for(name),
+        info.traffic.clone(),
+    );
+    shared.registry.insert(name, route);
     if !owned.iter().any(|n| n == name) {
         owned.push(name.to_owned());
     }
@@ -471,6 +492,7 @@ mod tests {
             NameStore::open(dir.path()).expect("names"),
             allow,
             AcmeHooks::default(),
+            None,
         );
         let (stop, stop_rx) = watch::channel(false);
         tokio::spawn(accept_loop(endpoint, shared.clone(), stop_rx));

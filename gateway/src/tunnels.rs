@@ -15,6 +15,8 @@ use dashmap::DashMap;
 use peercompute_identity::PeerId;
 use tokio::sync::mpsc;
 
+use crate::traffic::TrafficCell;
+
 /// Kicks a tunnel's loop can have waiting; more are refused (the operator retries).
 pub(crate) const KICK_CAPACITY: usize = 4;
 
@@ -36,10 +38,6 @@ pub(crate) enum Transport {
 
 impl Transport {
     /// The name shown in the API and in metric labels.
-    #[cfg_attr(
-        not(test),
-        expect(dead_code, reason = "read by the admin API (issue 12, next step)")
-    )]
     pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::Quic => "quic",
@@ -49,22 +47,11 @@ impl Transport {
 
 /// One connected provider.
 #[derive(Debug)]
-#[cfg_attr(
-    not(test),
-    allow(
-        dead_code,
-        reason = "fields read by the admin API (issue 12, next step)"
-    )
-)]
 pub(crate) struct TunnelInfo {
     pub(crate) peer: PeerId,
     /// The `agent` of its Hello (e.g. `peercomputed/0.9.0`).
     pub(crate) agent: String,
     /// The tunnel protocol version agreed in Welcome.
-    #[cfg_attr(
-        not(test),
-        expect(dead_code, reason = "read by the admin API (issue 12, next step)")
-    )]
     pub(crate) version: u16,
     pub(crate) remote: SocketAddr,
     pub(crate) since: SystemTime,
@@ -73,6 +60,8 @@ pub(crate) struct TunnelInfo {
     pub(crate) conn: quinn::Connection,
     /// Names this tunnel registered and still holds, in registration order.
     pub(crate) routes: Mutex<Vec<String>>,
+    /// Requests carried by this tunnel, all names together.
+    pub(crate) traffic: Arc<TrafficCell>,
     kick: mpsc::Sender<Kick>,
 }
 
@@ -94,6 +83,7 @@ impl TunnelInfo {
             transport: Transport::Quic,
             conn,
             routes: Mutex::new(Vec::new()),
+            traffic: Arc::default(),
             kick,
         };
         (Arc::new(info), kicks)
@@ -164,10 +154,7 @@ impl Tunnels {
             .collect()
     }
 
-    #[cfg_attr(
-        not(test),
-        expect(dead_code, reason = "read by the admin API (issue 12, next step)")
-    )]
+    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.0.len()
     }

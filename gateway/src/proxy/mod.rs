@@ -5,9 +5,11 @@
 //!
 //! Errors are classified here, once, into the status a visitor sees: 400 (no usable host),
 //! 404 (no such app: the provider is never contacted), 429 (rate limit, with Retry-After),
-//! 502 (provider offline or the tunnel broke), 504 (no response head in time).
+//! 502 (provider offline or the tunnel broke), 504 (no response head in time). Requests to
+//! registered names are also counted per app and per tunnel ([`crate::traffic`]).
 
 mod headers;
+mod log;
 mod pool;
 mod upstream;
 
@@ -15,6 +17,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -23,13 +26,15 @@ use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::{Body as _, Incoming};
 use hyper_util::rt::TokioIo;
+use peercompute_identity::PeerId;
 use tracing::debug;
 
+use crate::events::EventKind;
 use crate::host::{HostRoute, request_host, route_for};
-use crate::metrics::DirectionLabel;
 use crate::ratelimit::{Limited, retry_after_secs};
 use crate::registry::Route;
 use crate::state::Shared;
+use crate::traffic::{ErrorKind, TrafficCell};
 use upstream::{Exchange, Replay};
 
 pub(crate) use headers::strip_hop_by_hop;
@@ -46,81 +51,136 @@ pub(crate) async fn handle(
     shared: Arc<Shared>,
     client: SocketAddr,
 ) -> Result<Response<ProxyBody>, Infallible> {
-    let response = route_request(req, &shared, client).await;
-    shared.metrics.request(response.status().as_u16());
+    let pending = shared
+        .access_log
+        .as_ref()
+        .map(|_| log::Pending::start(&req, client));
+    let bytes_in = pending.as_ref().map(log::Pending::bytes_in);
+    let (response, counted) = route_request(req, &shared, client, bytes_in).await;
+    let status = response.status().as_u16();
+    shared.metrics.request(status);
+    if let Some(counted) = &counted {
+        counted.route.record_status(status);
+        if let Some(tunnel) = &counted.tunnel {
+            tunnel.record_status(status);
+        }
+    }
+    let response = match (pending, &shared.access_log) {
+        (Some(pending), Some(access_log)) => {
+            let (route, provider) = match counted {
+                Some(c) => (Some(c.name), c.provider.map(|p| p.to_string())),
+                None => (None, None),
+            };
+            pending.attach(response, access_log.clone(), route, provider)
+        }
+        _ => response,
+    };
     Ok(response)
 }
 
+/// The traffic cells a request to a registered name counts in.
+struct Counted {
+    name: String,
+    route: Arc<TrafficCell>,
+    /// `None` when no tunnel serves the name (offline).
+    tunnel: Option<Arc<TrafficCell>>,
+    provider: Option<PeerId>,
+}
+
+impl Counted {
+    fn of(name: String, route: &Route) -> Self {
+        Self {
+            name,
+            route: route.traffic.clone(),
+            tunnel: Some(route.tunnel_traffic.clone()),
+            provider: Some(route.peer),
+        }
+    }
+
+    fn error(&self, kind: ErrorKind) {
+        self.route.record_error(kind);
+        if let Some(tunnel) = &self.tunnel {
+            tunnel.record_error(kind);
+        }
+    }
+}
+
+/// Routes and forwards `req`; `bytes_in` counts its body for the access log.
 async fn route_request(
     req: Request<Incoming>,
     shared: &Arc<Shared>,
     client: SocketAddr,
-) -> Response<ProxyBody> {
+    bytes_in: Option<Arc<AtomicU64>>,
+) -> (Response<ProxyBody>, Option<Counted>) {
     if req.uri().to_string().len() > MAX_URI_BYTES {
-        return text(StatusCode::URI_TOO_LONG, "request URI too long\n");
+        return (
+            text(StatusCode::URI_TOO_LONG, "request URI too long\n"),
+            None,
+        );
     }
     if req.method() == Method::CONNECT {
-        return text(StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not supported\n");
+        let resp = text(StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not supported\n");
+        return (resp, None);
     }
     let Some(host) = request_host(&req) else {
-        return text(
+        let resp = text(
             StatusCode::BAD_REQUEST,
             "missing, duplicated or conflicting Host / :authority\n",
         );
+        return (resp, None);
     };
     let name = match route_for(&host, &shared.config.domain) {
         HostRoute::App(name) => name,
         HostRoute::Apex => {
-            return text(
+            let resp = text(
                 StatusCode::NOT_FOUND,
                 "this is a Peer Compute gateway; apps answer at https://<name>.<domain>\n",
             );
+            return (resp, None);
         }
-        HostRoute::Foreign => {
-            return text(
-                StatusCode::NOT_FOUND,
-                format!("no app is published at {host}\n"),
-            );
-        }
+        HostRoute::Foreign => return (not_found(&host), None),
     };
     if let Err(limited) = shared.limits.check(&host, client.ip()) {
-        let (kind, wait) = match limited {
-            Limited::Host(w) => ("host", w),
-            Limited::Ip(w) => ("ip", w),
-        };
-        shared
-            .metrics
-            .rate_limited
-            .get_or_create(&crate::metrics::KindLabel { kind })
-            .inc();
-        let mut resp = text(
-            StatusCode::TOO_MANY_REQUESTS,
-            format!("rate limit exceeded ({kind}); retry later\n"),
-        );
-        resp.headers_mut().insert(
-            header::RETRY_AFTER,
-            header::HeaderValue::from(retry_after_secs(wait)),
-        );
-        return resp;
+        return rate_limited(shared, name, limited);
     }
     let Some(route) = shared.registry.lookup(&name) else {
-        return if shared.registry.is_offline(&name) {
-            text(
-                StatusCode::BAD_GATEWAY,
-                format!("the provider serving {host} is offline\n"),
-            )
-        } else {
-            text(
-                StatusCode::NOT_FOUND,
-                format!("no app is published at {host}\n"),
-            )
+        if !shared.registry.is_offline(&name) {
+            return (not_found(&host), None);
+        }
+        // An offline name was registered, so it has (or shares) a cell: bounded.
+        let counted = Counted {
+            route: shared.traffic.cell_for(&name),
+            tunnel: None,
+            provider: None,
+            name,
         };
+        counted.error(ErrorKind::Offline);
+        let resp = text(
+            StatusCode::BAD_GATEWAY,
+            format!("the provider serving {host} is offline\n"),
+        );
+        return (resp, Some(counted));
     };
+    let counted = Counted::of(name, &route);
     let started = Instant::now();
-    let response = match forward(req, route, &name, &host, client, shared).await {
-        Ok(resp) => resp,
+    let target = Target {
+        name: &counted.name,
+        host: &host,
+        client,
+        bytes_in,
+    };
+    let response = match forward(req, route, target, shared).await {
+        Ok(resp) => {
+            let elapsed = started.elapsed();
+            counted.route.observe_head(elapsed);
+            if let Some(tunnel) = &counted.tunnel {
+                tunnel.observe_head(elapsed);
+            }
+            resp
+        }
         Err(e) => {
-            debug!(route = %name, "proxy error: {e}");
+            debug!(route = %counted.name, "proxy error: {e}");
+            counted.error(e.kind());
             e.into_response(&host)
         }
     };
@@ -128,7 +188,53 @@ async fn route_request(
         .metrics
         .latency
         .observe(started.elapsed().as_secs_f64());
-    response
+    (response, Some(counted))
+}
+
+/// 429 with Retry-After. A registered name's host limit starts a rate-limit episode (one
+/// event until it has been quiet for a while); per-IP limits are only counted.
+fn rate_limited(
+    shared: &Shared,
+    name: String,
+    limited: Limited,
+) -> (Response<ProxyBody>, Option<Counted>) {
+    let (kind, wait) = match limited {
+        Limited::Host(w) => ("host", w),
+        Limited::Ip(w) => ("ip", w),
+    };
+    shared
+        .metrics
+        .rate_limited
+        .get_or_create(&crate::metrics::KindLabel { kind })
+        .inc();
+    // The 429 path is cold: a lookup here costs the request path nothing.
+    let registered = shared.registry.lookup(&name);
+    if registered.is_some()
+        && matches!(limited, Limited::Host(_))
+        && shared.traffic.rate_limited(&name, Instant::now())
+    {
+        shared.events.publish(EventKind::RateLimitStarted {
+            route: name.clone(),
+            kind: kind.to_owned(),
+        });
+    }
+    let counted = registered.map(|route| Counted::of(name, &route));
+    let mut resp = text(
+        StatusCode::TOO_MANY_REQUESTS,
+        format!("rate limit exceeded ({kind}); retry later\n"),
+    );
+    resp.headers_mut().insert(
+        header::RETRY_AFTER,
+        header::HeaderValue::from(retry_after_secs(wait)),
+    );
+    (resp, counted)
+}
+
+fn not_found(host: &str) -> Response<ProxyBody> {
+    text(
+        StatusCode::NOT_FOUND,
+        format!("no app is published at {host}\n"),
+    )
 }
 
 /// Why a proxied request failed.
@@ -147,6 +253,14 @@ enum ProxyError {
 }
 
 impl ProxyError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            Self::Open(_) | Self::Tunnel(_) => ErrorKind::Unreachable,
+            Self::Timeout(_) => ErrorKind::Timeout,
+            Self::BadBody { .. } => ErrorKind::BadBody,
+        }
+    }
+
     fn into_response(self, host: &str) -> Response<ProxyBody> {
         match self {
             Self::Timeout(t) => text(
@@ -175,14 +289,27 @@ impl ProxyError {
     }
 }
 
+/// Where a request goes, and who sent it.
+struct Target<'a> {
+    name: &'a str,
+    host: &'a str,
+    client: SocketAddr,
+    /// Counts the request body for the access log (when it is on).
+    bytes_in: Option<Arc<AtomicU64>>,
+}
+
 async fn forward(
     mut req: Request<Incoming>,
     route: Route,
-    name: &str,
-    host: &str,
-    client: SocketAddr,
+    target: Target<'_>,
     shared: &Arc<Shared>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
+    let Target {
+        name,
+        host,
+        client,
+        bytes_in,
+    } = target;
     let upgrade = req.version() == Version::HTTP_11 && headers::is_upgrade_request(req.headers());
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
 
@@ -193,19 +320,23 @@ async fn forward(
     parts.uri = origin_form(&parts.uri);
     parts.version = Version::HTTP_11;
     let replay = Replay::of(&parts.method, body.is_end_stream());
-    let up_counter = shared
-        .metrics
-        .bytes
-        .get_or_create(&DirectionLabel {
-            direction: "upload",
-        })
-        .clone();
+    let up = (
+        shared.metrics.bytes_upload.clone(),
+        route.traffic.clone(),
+        route.tunnel_traffic.clone(),
+    );
     let body_error: Arc<OnceLock<String>> = Arc::default();
     let failed = body_error.clone();
     let body = body
         .map_frame(move |f| {
             if let Some(d) = f.data_ref() {
-                up_counter.inc_by(d.len() as u64);
+                let n = d.len() as u64;
+                up.0.inc_by(n);
+                up.1.add_in(n);
+                up.2.add_in(n);
+                if let Some(logged) = &bytes_in {
+                    logged.fetch_add(n, Ordering::Relaxed);
+                }
             }
             f
         })
@@ -267,17 +398,18 @@ async fn forward(
 
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers, false);
-    let down_counter = shared
-        .metrics
-        .bytes
-        .get_or_create(&DirectionLabel {
-            direction: "download",
-        })
-        .clone();
+    let down = (
+        shared.metrics.bytes_download.clone(),
+        route.traffic.clone(),
+        route.tunnel_traffic.clone(),
+    );
     let body = body
         .map_frame(move |f| {
             if let Some(d) = f.data_ref() {
-                down_counter.inc_by(d.len() as u64);
+                let n = d.len() as u64;
+                down.0.inc_by(n);
+                down.1.add_out(n);
+                down.2.add_out(n);
             }
             f
         })

@@ -14,6 +14,7 @@ pub(crate) mod acme;
 mod auto;
 mod dev;
 mod files;
+pub(crate) mod status;
 
 use std::collections::HashMap;
 use std::fmt;

@@ -1,5 +1,6 @@
 //! The certificate manager task: orders what is missing, renews what is due, retries with
-//! backoff, swaps new certificates into the [`CertStore`], keeps `/metrics` current.
+//! backoff, swaps new certificates into the [`CertStore`], keeps `/metrics` and the operator's
+//! certificate view current and publishes certificate issued / renewed / failed events.
 //!
 //! One task, one order at a time. Failures never end the task: they are logged, counted and
 //! retried, and the certificate in service stays until a valid successor is installed.
@@ -18,9 +19,11 @@ use super::schedule::{HourlyCap, ari_pick, backoff, renew_at};
 use super::solver::Solver;
 use super::store::{CertFiles, Certified};
 use super::{Mode, Settings};
+use crate::events::EventKind;
 use crate::metrics::CertLabel;
 use crate::state::Shared;
 use crate::tls::CertStore;
+use crate::tls::status::Leaf;
 
 /// Longest one order may take, DNS propagation included.
 const ORDER_TIMEOUT: Duration = Duration::from_secs(300);
@@ -229,6 +232,22 @@ impl Manager {
                 m.due = renew_at(cert.not_before, cert.not_after);
                 m.failures = 0;
                 m.ari_check = Some(SystemTime::now());
+                let not_after = humantime::format_rfc3339_seconds(cert.not_after).to_string();
+                let certificate = key.to_owned();
+                shared.events.publish(if m.current.is_some() {
+                    EventKind::CertificateRenewed {
+                        certificate,
+                        not_after,
+                    }
+                } else {
+                    EventKind::CertificateIssued {
+                        certificate,
+                        not_after,
+                    }
+                });
+                if let Some(leaf) = cert.key.cert.first().and_then(Leaf::parse) {
+                    shared.certs.served(key, "acme", &leaf, Some(m.due));
+                }
                 m.current = Some(cert);
                 shared.metrics.acme_issued.get_or_create(&label).inc();
                 self.refresh_gauges(shared);
@@ -238,6 +257,11 @@ impl Manager {
                 let delay = backoff(self.settings.retry_initial, m.failures);
                 m.due = SystemTime::now() + delay;
                 shared.metrics.acme_failures.get_or_create(&label).inc();
+                shared.certs.failed(key, &e.to_string(), m.due);
+                shared.events.publish(EventKind::CertificateFailed {
+                    certificate: key.to_owned(),
+                    error: e.to_string(),
+                });
                 if is_account_gone(&e) {
                     // The server forgot us (a reset test CA, a deactivated account): register
                     // again on the next attempt.
@@ -357,10 +381,17 @@ impl Manager {
                 })
     }
 
+    /// The expiry gauges and the operator's view of every managed certificate.
     fn refresh_gauges(&self, shared: &Shared) {
         let now = SystemTime::now();
         for (key, m) in &self.certs {
-            let Some(c) = &m.current else { continue };
+            let Some(c) = &m.current else {
+                shared.certs.pending(key, &m.names, m.due);
+                continue;
+            };
+            if let Some(leaf) = c.key.cert.first().and_then(Leaf::parse) {
+                shared.certs.still_served(key, "acme", &leaf, m.due);
+            }
             let days = match c.not_after.duration_since(now) {
                 Ok(left) => left.as_secs_f64() / 86_400.0,
                 Err(past) => -past.duration().as_secs_f64() / 86_400.0,
