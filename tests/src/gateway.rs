@@ -30,6 +30,16 @@ pub struct GatewayOptions {
     pub p2p: bool,
     pub relay_max_circuit_bytes: u64,
     pub relay_reservation_duration: Duration,
+    /// `--admin-token-file`.
+    pub admin_token_file: Option<PathBuf>,
+    /// `--admin-host` names.
+    pub admin_host: Vec<String>,
+    /// `--metrics-max-routes`.
+    pub metrics_max_routes: usize,
+    /// `--access-log` with its rotation size and count.
+    pub access_log: Option<PathBuf>,
+    pub access_log_max_bytes: u64,
+    pub access_log_keep: usize,
 }
 
 impl Default for GatewayOptions {
@@ -47,6 +57,12 @@ impl Default for GatewayOptions {
             p2p: false,
             relay_max_circuit_bytes: 16 * 1024 * 1024,
             relay_reservation_duration: Duration::from_secs(3600),
+            admin_token_file: None,
+            admin_host: Vec::new(),
+            metrics_max_routes: 500,
+            access_log: None,
+            access_log_max_bytes: 100 * 1024 * 1024,
+            access_log_keep: 5,
         }
     }
 }
@@ -115,6 +131,12 @@ impl TestGateway {
             },
             relay_max_circuit_bytes: options.relay_max_circuit_bytes,
             relay_reservation_duration: options.relay_reservation_duration,
+            admin_token_file: options.admin_token_file.clone(),
+            admin_host: options.admin_host.clone(),
+            metrics_max_routes: options.metrics_max_routes,
+            access_log: options.access_log.clone(),
+            access_log_max_bytes: options.access_log_max_bytes,
+            access_log_keep: options.access_log_keep,
             ..GatewayConfig::default()
         };
         let listeners = Listeners {
