@@ -18,6 +18,10 @@
 //! - [`acme`]: bind9 and pebble as child processes, and a gateway with `--tls acme`.
 //! - [`procfs`]: machine and process figures from `/proc`, for the benchmark programs.
 //! - [`world`]: [`publish`] — gateway + admitted provider + backend published under a name.
+//! - [`admin`]: the gateway's admin API from outside: a client with an optional bearer token,
+//!   an SSE reader for `/api/v1/events`, a backend answering chosen statuses, token files.
+//! - [`browser`]: a headless Chromium over WebDriver (fantoccini + chromedriver) for the
+//!   dashboard test; console errors, screenshots and a not-blank check.
 //! - [`client`]: HTTPS clients that trust the gateway's dev CA and resolve any
 //!   `*.<domain>` to the gateway, over HTTP/1.1 or HTTP/2; raw TLS sockets for abuse tests.
 //!
@@ -25,7 +29,9 @@
 //! tunnel status), never from sleeping; every wait has a timeout.
 
 pub mod acme;
+pub mod admin;
 pub mod backend;
+pub mod browser;
 pub mod client;
 pub mod daemon;
 pub mod docker_proxy;

@@ -1,0 +1,179 @@
+//! The admin API's OpenAPI document, as a live gateway serves it: it validates
+//! (`python3 -m openapi_spec_validator`), it lists exactly the operations below, and the
+//! gateway's real answers validate against the schemas it gives for them
+//! (`tests/scripts/validate_openapi.py`, JSON Schema 2020-12).
+
+use std::path::Path;
+use std::process::Command;
+
+use peercompute_tests::admin::AdminClient;
+use peercompute_tests::{Alpn, GatewayOptions, Published, https_client, publish};
+use serde_json::{Value, json};
+
+/// Every operation of the admin listener: (path template, methods).
+const OPERATIONS: &[(&str, &[&str])] = &[
+    ("/api/v1/certificates", &["get"]),
+    ("/api/v1/events", &["get"]),
+    ("/api/v1/names/{name}", &["delete"]),
+    ("/api/v1/openapi.json", &["get"]),
+    ("/api/v1/providers", &["get"]),
+    ("/api/v1/providers/{peer_id}/disconnect", &["post"]),
+    ("/api/v1/routes", &["get"]),
+    ("/api/v1/traffic", &["get"]),
+    ("/api/v1/whoami", &["get"]),
+    ("/healthz", &["get"]),
+    ("/metrics", &["get"]),
+    ("/readyz", &["get"]),
+];
+
+fn python(args: &[&str]) -> (bool, String) {
+    let out = Command::new("python3")
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("python3: {e}: run scripts/prerequisites"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if text.contains("No module named") {
+        panic!(
+            "{text}\nrun scripts/prerequisites (installs openapi-spec-validator and jsonschema)"
+        );
+    }
+    (out.status.success(), text)
+}
+
+#[tokio::test]
+async fn the_document_validates_lists_every_operation_and_matches_the_answers() {
+    let Published {
+        gw,
+        provider,
+        backend: _backend,
+    } = publish(GatewayOptions::default(), "app").await;
+    let visitor = https_client(&gw, &["app"], Alpn::H1);
+    for _ in 0..3 {
+        visitor.get(gw.url("app", "/")).send().await.expect("visit");
+    }
+    let admin = AdminClient::new(gw.admin);
+    let doc = admin.get_json("/api/v1/openapi.json").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let doc_path = dir.path().join("openapi.json");
+    std::fs::write(&doc_path, serde_json::to_vec_pretty(&doc).expect("json")).expect("write");
+
+    // 1. A valid OpenAPI 3.1 document.
+    assert!(
+        doc["openapi"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("3.1")),
+        "{}",
+        doc["openapi"]
+    );
+    let (ok, out) = python(&[
+        "-m",
+        "openapi_spec_validator",
+        doc_path.to_str().expect("utf-8"),
+    ]);
+    assert!(ok, "openapi_spec_validator: {out}");
+
+    // 2. Exactly the operations the gateway serves.
+    let listed: Vec<(String, Vec<String>)> = doc["paths"]
+        .as_object()
+        .expect("paths")
+        .iter()
+        .map(|(p, item)| {
+            let mut methods: Vec<String> = item
+                .as_object()
+                .expect("path item")
+                .keys()
+                .filter(|k| ["get", "post", "put", "delete", "patch"].contains(&k.as_str()))
+                .cloned()
+                .collect();
+            methods.sort();
+            (p.clone(), methods)
+        })
+        .collect();
+    let want: Vec<(String, Vec<String>)> = OPERATIONS
+        .iter()
+        .map(|(p, m)| ((*p).to_owned(), m.iter().map(|s| (*s).to_owned()).collect()))
+        .collect();
+    assert_eq!(listed, want);
+
+    // 3. Real answers match their schemas.
+    let peer = provider.identity.peer_id().to_string();
+    let unknown = peercompute_tests::TestProvider::identity()
+        .peer_id()
+        .to_string();
+    let mut answers = Vec::new();
+    for path in [
+        "/api/v1/providers",
+        "/api/v1/routes",
+        "/api/v1/certificates",
+        "/api/v1/traffic",
+        "/api/v1/whoami",
+    ] {
+        answers.push(json!({"path": path, "method": "get", "status": 200,
+            "body": admin.get_json(path).await}));
+    }
+    let mut record = |path: &str, method: &str, (status, body): (http::StatusCode, Value)| {
+        answers
+            .push(json!({"path": path, "method": method, "status": status.as_u16(), "body": body}));
+    };
+    let names = "/api/v1/names/{name}";
+    record(names, "delete", admin.delete("/api/v1/names/nobody").await);
+    record(names, "delete", admin.delete("/api/v1/names/app").await);
+    let disconnect = "/api/v1/providers/{peer_id}/disconnect";
+    record(
+        disconnect,
+        "post",
+        admin
+            .post(
+                &format!("/api/v1/providers/{unknown}/disconnect"),
+                &json!({}),
+            )
+            .await,
+    );
+    record(
+        disconnect,
+        "post",
+        admin
+            .post("/api/v1/providers/x/disconnect", &json!({}))
+            .await,
+    );
+    record(
+        disconnect,
+        "post",
+        admin
+            .post(
+                &format!("/api/v1/providers/{peer}/disconnect"),
+                &json!({"reason": "test"}),
+            )
+            .await,
+    );
+    let statuses: Vec<u64> = answers
+        .iter()
+        .filter_map(|a| a["status"].as_u64())
+        .collect();
+    assert_eq!(statuses, [200, 200, 200, 200, 200, 404, 200, 404, 400, 202]);
+    let answers_path = dir.path().join("answers.json");
+    std::fs::write(&answers_path, serde_json::to_vec(&answers).expect("json")).expect("write");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/validate_openapi.py");
+    let (ok, out) = python(&[
+        script.to_str().expect("utf-8"),
+        doc_path.to_str().expect("utf-8"),
+        answers_path.to_str().expect("utf-8"),
+    ]);
+    println!("{out}");
+    assert!(ok, "answers do not match the document:\n{out}");
+
+    // The check can fail: a wrong body is caught.
+    let wrong = json!([{"path": "/api/v1/whoami", "method": "get", "status": 200,
+        "body": {"role": 5}}]);
+    std::fs::write(&answers_path, wrong.to_string()).expect("write");
+    let (ok, out) = python(&[
+        script.to_str().expect("utf-8"),
+        doc_path.to_str().expect("utf-8"),
+        answers_path.to_str().expect("utf-8"),
+    ]);
+    assert!(!ok && out.contains("tokens_required"), "{out}");
+}
