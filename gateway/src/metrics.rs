@@ -8,12 +8,16 @@
 use std::sync::atomic::AtomicU64;
 
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric as _};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+
+use crate::access_log::AccessLog;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct StatusLabel {
@@ -40,6 +44,22 @@ pub(crate) struct TransportLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct CertLabel {
     pub(crate) certificate: String,
+}
+
+/// `access_log_dropped_total`: access-log lines dropped because the writer fell behind.
+#[derive(Debug)]
+pub(crate) struct AccessLogDropped(pub(crate) AccessLog);
+
+impl Collector for AccessLogDropped {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let metric = encoder.encode_descriptor(
+            "access_log_dropped",
+            "Access-log lines dropped because the writer fell behind",
+            None,
+            MetricType::Counter,
+        )?;
+        ConstCounter::new(self.0.dropped()).encode(metric)
+    }
 }
 
 /// Every metric the gateway exports.

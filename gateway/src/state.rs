@@ -7,12 +7,13 @@ use std::time::{Duration, Instant, SystemTime};
 
 use peercompute_identity::PeerId;
 use peercompute_p2p::fleet_hub::FleetHub;
+use prometheus_client::collector::Collector;
 
 use crate::access_log::AccessLog;
 use crate::allow::Allowlist;
 use crate::config::GatewayConfig;
 use crate::events::{EventKind, Events};
-use crate::metrics::Metrics;
+use crate::metrics::{AccessLogDropped, Metrics};
 use crate::names::{NameStore, NameStoreError};
 use crate::ratelimit::RateLimits;
 use crate::registry::Registry;
@@ -109,10 +110,14 @@ impl Shared {
         let limits = RateLimits::new(config.rate_limit, config.rate_limit_ip);
         let traffic = Arc::new(Traffic::new(config.metrics_max_routes));
         let certs = Arc::<CertStatus>::default();
-        let metrics = Metrics::new(vec![
+        let mut collectors: Vec<Box<dyn Collector>> = vec![
             Box::new(TrafficCollector(traffic.clone())),
             Box::new(CertCollector(certs.clone())),
-        ]);
+        ];
+        if let Some(log) = &access_log {
+            collectors.push(Box::new(AccessLogDropped(log.clone())));
+        }
+        let metrics = Metrics::new(collectors);
         Arc::new(Self {
             config,
             peer_id,
