@@ -257,6 +257,7 @@ impl Daemon {
                 devices,
                 volumes: deployments.volumes(),
                 join: config.join.as_ref(),
+                telemetry: telemetry.clone(),
             },
             &stop,
         )?;

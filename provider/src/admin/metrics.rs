@@ -2,7 +2,8 @@
 //! `/api/v1/status`.
 //!
 //! Counted as things happen, in [`Telemetry`] (shared by the deployments and the tunnel
-//! watcher): `deploys_total{outcome}` (`ok` or the error code), `deploy_duration_seconds`,
+//! watcher): `deploys_total{outcome}` (`ok`, the error code of a refused deploy, or
+//! `release_failed` / `release_rolled_back` for a fleet release), `deploy_duration_seconds`,
 //! `image_pull_bytes_total` (each layer's final size in a pull's progress),
 //! `tunnel_reconnects_total`. Read at scrape time by [`StateCollector`]: the machine
 //! (`machine_cpu_ratio`, `machine_memory_bytes{state}`, `machine_disk_bytes{state}` of the
@@ -75,6 +76,13 @@ impl Telemetry {
                 .and_then(|v| v.as_str().map(str::to_owned))
                 .unwrap_or_else(|| "unknown".into()),
         };
+        self.record(&label, elapsed);
+    }
+
+    /// A deploy or a fleet release ended with `outcome` (`ok`, an error code,
+    /// `release_failed`, `release_rolled_back`) after `elapsed`.
+    pub(crate) fn record(&self, outcome: &str, elapsed: Duration) {
+        let label = outcome.to_owned();
         self.deploys
             .get_or_create(&vec![("outcome", label.clone())])
             .inc();

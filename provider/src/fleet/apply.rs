@@ -68,6 +68,8 @@ pub(crate) struct Applier {
     pub(crate) board: StatusBoard,
     /// Where each serving container was last published (Docker moves it on a restart).
     pub(crate) published: HashMap<String, SocketAddr>,
+    /// Release outcomes and durations, counted with the deploys.
+    pub(crate) telemetry: Arc<crate::admin::Telemetry>,
 }
 
 /// The label fleet containers carry instead of the bare peer id.
@@ -210,6 +212,12 @@ impl Applier {
             Err(e) => Err(e),
         };
         status.apply_ms = Some(u64::try_from(begun.elapsed().as_millis()).unwrap_or(u64::MAX));
+        let label = match &outcome {
+            Ok(_) => "ok",
+            Err(f) if old.is_some() && f.phase == Phase::RolledBack => "release_rolled_back",
+            Err(_) => "release_failed",
+        };
+        self.telemetry.record(label, begun.elapsed());
         status.changed_at_ms = now_ms();
         let fleet_text = fleet.to_string();
         let applied = self.applied.group_mut(&fleet_text, group);

@@ -81,6 +81,8 @@ pub(crate) struct FleetParts<'a> {
     pub(crate) volumes: Arc<crate::volumes::Volumes>,
     /// A token from the config file, saved like `peercomputed join` does.
     pub(crate) join: Option<&'a JoinTokenText>,
+    /// Release outcomes and durations, for the admin metrics.
+    pub(crate) telemetry: Arc<crate::admin::Telemetry>,
 }
 
 /// Why the fleet agent could not start.
@@ -185,6 +187,7 @@ pub(crate) fn start(
                 limits: parts.limits,
                 devices: parts.devices,
                 volumes: parts.volumes,
+                telemetry: parts.telemetry,
                 fleet_names: Vec::new(),
                 dir,
                 applied,
