@@ -19,7 +19,8 @@
 //! - [`procfs`]: machine and process figures from `/proc`, for the benchmark programs.
 //! - [`world`]: [`publish`] — gateway + admitted provider + backend published under a name.
 //! - [`admin`]: the gateway's admin API from outside: a client with an optional bearer token,
-//!   an SSE reader for `/api/v1/events`, a backend answering chosen statuses, token files.
+//!   an SSE reader for `/api/v1/events`, a backend answering chosen statuses, token files;
+//!   [`event_log`]: that stream read in the background, each message stamped on arrival.
 //! - [`browser`]: a headless Chromium over WebDriver (fantoccini + chromedriver) for the
 //!   dashboard test; console errors, screenshots and a not-blank check.
 //! - [`client`]: HTTPS clients that trust the gateway's dev CA and resolve any
@@ -35,6 +36,7 @@ pub mod browser;
 pub mod client;
 pub mod daemon;
 pub mod docker_proxy;
+pub mod event_log;
 pub mod fleet;
 pub mod fleet_rig;
 pub mod gateway;
