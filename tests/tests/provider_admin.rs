@@ -5,7 +5,9 @@
 //! within 7 s and `status` exits 3; when it answers again, 200. The Grafana dashboard
 //! (`deploy/grafana/peercompute.json`) is checked against the same live scrapes: every metric
 //! name its queries use is in the gateway's or the provider's `/metrics` after a deploy and
-//! some traffic. One gateway and one daemon for all of it.
+//! some traffic. The daemon runs with `--admin-token-file`: without the token `/metrics` and
+//! `/api/v1/status` answer 401 with an empty body, the probes stay open, and `status` sends
+//! `PEERCOMPUTE_ADMIN_TOKEN`. One gateway and one daemon for all of it.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -17,8 +19,21 @@ use peercompute_tests::{
     run_peerctl, within,
 };
 
+/// A read token of the daemon's `--admin-token-file`.
+const TOKEN: &str = "test-read-token-0123456789abcdefghijkl";
+
+/// GET with the read token.
 async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let resp = reqwest::get(format!("http://{addr}{path}"))
+    get_as(addr, path, Some(TOKEN)).await
+}
+
+async fn get_as(addr: SocketAddr, path: &str, token: Option<&str>) -> (u16, String) {
+    let mut req = reqwest::Client::new().get(format!("http://{addr}{path}"));
+    if let Some(token) = token {
+        req = req.bearer_auth(token);
+    }
+    let resp = req
+        .send()
         .await
         .unwrap_or_else(|e| panic!("GET {path}: {e}"));
     let code = resp.status().as_u16();
@@ -35,6 +50,7 @@ async fn status(home: &std::path::Path, args: &[&str]) -> (i32, String) {
             .arg(home)
             .arg("status")
             .args(args)
+            .env("PEERCOMPUTE_ADMIN_TOKEN", TOKEN)
             .output(),
     )
     .await
@@ -129,6 +145,14 @@ async fn metrics_status_and_readiness_follow_the_daemon() {
     .await;
     let image = TestImage::load().await;
     let endpoint = proxy.endpoint();
+    let tokens = tempfile::tempdir().expect("token dir");
+    let token_file = tokens.path().join("admin-tokens");
+    std::fs::write(&token_file, format!("# the test's\nread {TOKEN}\n")).expect("token file");
+    std::fs::set_permissions(
+        &token_file,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .expect("chmod 600");
     let gateway = GatewaySpec {
         peer: Some(gw.peer_id),
         host: gw.tunnel.ip().to_string(),
@@ -137,6 +161,7 @@ async fn metrics_status_and_readiness_follow_the_daemon() {
     let daemon = TestDaemon::start_custom(home, gateway, Limits::default(), move |c| {
         c.admin_listen = AdminListen::At("127.0.0.1:0".parse().expect("addr"));
         c.docker_endpoint = Some(endpoint);
+        c.admin_token_file = Some(token_file);
     })
     .await;
     let admin = daemon
@@ -148,7 +173,17 @@ async fn metrics_status_and_readiness_follow_the_daemon() {
     let written = std::fs::read_to_string(home.join("state/admin.addr")).expect("admin.addr");
     assert_eq!(written.trim(), admin.to_string());
 
-    assert_eq!(get(admin, "/healthz").await.0, 200);
+    assert_eq!(get_as(admin, "/healthz", None).await.0, 200);
+    assert_eq!(get_as(admin, "/readyz", None).await.0, 200);
+    for path in ["/metrics", "/api/v1/status"] {
+        for token in [None, Some("wrong-token-0123456789abcdefghijklmnop")] {
+            assert_eq!(
+                get_as(admin, path, token).await,
+                (401, String::new()),
+                "{path}"
+            );
+        }
+    }
     let (_, body) = readyz_turns(admin, 200, 10).await;
     assert!(body.contains("tunnel: ok connected"), "{body}");
 
