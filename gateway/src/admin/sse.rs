@@ -25,7 +25,7 @@ use tokio::sync::broadcast::error::RecvError;
 
 use super::AdminState;
 use super::model::TrafficTickView;
-use crate::events::Event;
+use crate::events::{Event, Events};
 use crate::traffic::TrafficTick;
 
 /// Events in the opening snapshot.
@@ -61,8 +61,7 @@ fn lagged(missed: u64) -> SseEvent {
 }
 
 /// The messages that open a stream.
-fn opening(st: &AdminState, last_event_id: Option<u64>) -> (Vec<SseEvent>, u64) {
-    let events = &st.shared.events;
+fn opening(events: &Events, last_event_id: Option<u64>) -> (Vec<SseEvent>, u64) {
     match last_event_id {
         // A number from before a restart (numbers start again at 1) gets a fresh snapshot.
         Some(after) if after <= events.last_seq() => {
@@ -113,7 +112,7 @@ pub(crate) async fn events(
     // and `sent` drops the repeat.
     let events = st.shared.events.subscribe();
     let ticks = st.shared.traffic.subscribe_ticks();
-    let (opening, sent) = opening(&st, last_event_id);
+    let (opening, sent) = opening(&st.shared.events, last_event_id);
     let feed = Feed {
         events,
         ticks,
@@ -149,4 +148,64 @@ pub(crate) async fn events(
         }
     });
     Sse::new(stream).keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::EventKind;
+
+    fn publish(events: &Events, n: usize) {
+        for i in 0..n {
+            events.publish(EventKind::NameReleased {
+                name: format!("n{i}"),
+                owner: "o".into(),
+            });
+        }
+    }
+
+    /// The wire text of `msgs`, as a client reads it.
+    fn wire(msgs: Vec<SseEvent>) -> String {
+        msgs.into_iter().map(|m| format!("{m:?}")).collect()
+    }
+
+    #[test]
+    fn a_fresh_stream_opens_with_the_last_events_as_one_snapshot() {
+        let events = Events::default();
+        publish(&events, SNAPSHOT + 7);
+        let (msgs, sent) = opening(&events, None);
+        assert_eq!(msgs.len(), 1);
+        assert_eq!(sent, (SNAPSHOT + 7) as u64);
+        let text = wire(msgs);
+        assert!(text.contains("snapshot"), "{text}");
+        assert!(
+            !text.contains("\\\"seq\\\":7,"),
+            "older than the snapshot: {text}"
+        );
+        assert!(text.contains("\\\"seq\\\":8,"), "{text}");
+        let (msgs, sent) = opening(&Events::default(), None);
+        assert_eq!((msgs.len(), sent), (1, 0), "empty bus: an empty snapshot");
+    }
+
+    #[test]
+    fn resume_replays_after_the_id_and_reports_a_gap() {
+        let events = Events::default();
+        publish(&events, 10);
+        let (msgs, sent) = opening(&events, Some(7));
+        assert_eq!((msgs.len(), sent), (3, 10));
+        let (msgs, sent) = opening(&events, Some(10));
+        assert_eq!((msgs.len(), sent), (0, 10), "up to date");
+        // 300 published, 256 kept: resuming from 2 misses 3..=44.
+        publish(&events, 290);
+        let (msgs, sent) = opening(&events, Some(2));
+        assert_eq!(sent, 300);
+        let text = wire(msgs);
+        assert!(
+            text.contains("lagged") && text.contains("\\\"missed\\\":42"),
+            "{text}"
+        );
+        // An id from before a restart (larger than any here): a fresh snapshot.
+        let (msgs, _) = opening(&events, Some(10_000));
+        assert!(wire(msgs).contains("snapshot"));
+    }
 }
