@@ -32,6 +32,19 @@ async fn lines_at_least(path: &Path, n: usize) -> Vec<serde_json::Value> {
     }
 }
 
+/// GET `url` carrying a secret in the Authorization and Cookie headers; asserts a 200.
+async fn get_with_secrets(client: &reqwest::Client, url: &str) -> reqwest::Response {
+    let resp = client
+        .get(url)
+        .header("authorization", "Bearer hdr-s3cret")
+        .header("cookie", "session=c00kie-s3cret")
+        .send()
+        .await
+        .expect("GET blog");
+    assert_eq!(resp.status(), 200);
+    resp
+}
+
 #[tokio::test]
 async fn lines_have_every_field_no_secrets_and_rotate() {
     let dir = tempfile::tempdir().expect("log dir");
@@ -47,14 +60,7 @@ async fn lines_have_every_field_no_secrets_and_rotate() {
     )
     .await;
     let client = https_client(&world.gw, &["blog"], Alpn::H1);
-    let resp = client
-        .get(world.gw.url("blog", "/echo?token=qs-s3cret&x=1"))
-        .header("authorization", "Bearer hdr-s3cret")
-        .header("cookie", "session=c00kie-s3cret")
-        .send()
-        .await
-        .expect("GET blog");
-    assert_eq!(resp.status(), 200);
+    let resp = get_with_secrets(&client, &world.gw.url("blog", "/echo?token=qs-s3cret&x=1")).await;
     let body = resp.bytes().await.expect("body");
     let lines = lines_at_least(&path, 1).await;
     let line = &lines[0];
@@ -86,18 +92,10 @@ async fn lines_have_every_field_no_secrets_and_rotate() {
 
     // About 200 bytes a line: 60 requests fill the file past 4 KiB several times over.
     for i in 0..60 {
-        let resp = client
-            .get(
-                world
-                    .gw
-                    .url("blog", &format!("/echo?token=qs-s3cret&i={i}")),
-            )
-            .header("authorization", "Bearer hdr-s3cret")
-            .header("cookie", "session=c00kie-s3cret")
-            .send()
-            .await
-            .expect("GET blog");
-        assert_eq!(resp.status(), 200);
+        let url = world
+            .gw
+            .url("blog", &format!("/echo?token=qs-s3cret&i={i}"));
+        get_with_secrets(&client, &url).await;
     }
     let rotated = dir.path().join("access.log.2");
     let started = Instant::now();

@@ -234,6 +234,14 @@ pub(crate) fn relay_state(s: &RelayStatus) -> &'static str {
     }
 }
 
+/// Every state with 1 for `now` and 0 for the others.
+fn one_hot<'a>(states: &[&'a str], now: &str) -> Vec<(&'a str, f64)> {
+    states
+        .iter()
+        .map(|s| (*s, if *s == now { 1.0 } else { 0.0 }))
+        .collect()
+}
+
 fn gauge(
     encoder: &mut DescriptorEncoder,
     name: &str,
@@ -302,17 +310,12 @@ impl Collector for StateCollector {
             &counts,
         )?;
         if let Some(status) = shared.tunnel_status() {
-            let now = tunnel_state(&status);
-            let one_hot: Vec<(&str, f64)> = TUNNEL_STATES
-                .iter()
-                .map(|s| (*s, if *s == now { 1.0 } else { 0.0 }))
-                .collect();
             labelled(
                 e,
                 "tunnel_state",
                 "The gateway tunnel's state (1 for the current one)",
                 "state",
-                &one_hot,
+                &one_hot(&TUNNEL_STATES, tunnel_state(&status)),
             )?;
             gauge(
                 e,
@@ -322,16 +325,12 @@ impl Collector for StateCollector {
             )?;
         }
         let relay = relay_state(&shared.relay.borrow());
-        let one_hot: Vec<(&str, f64)> = RELAY_STATES
-            .iter()
-            .map(|s| (*s, if *s == relay { 1.0 } else { 0.0 }))
-            .collect();
         labelled(
             e,
             "relay_state",
             "The relay slot's state at the gateway (1 for the current one)",
             "state",
-            &one_hot,
+            &one_hot(&RELAY_STATES, relay),
         )?;
         let probes = shared.probes();
         gauge(
