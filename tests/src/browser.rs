@@ -187,6 +187,22 @@ impl Browser {
         .await
     }
 
+    /// Waits up to `secs` for the text of `css` to satisfy `pred`; returns it. Re-finds the
+    /// element each time, since the page re-renders its regions.
+    pub async fn wait_text(&self, css: &str, secs: u64, pred: impl Fn(&str) -> bool) -> String {
+        crate::within(secs, css, async {
+            loop {
+                if let Some(t) = self.text(css).await
+                    && pred(&t)
+                {
+                    return t;
+                }
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+        })
+        .await
+    }
+
     /// The text of `css`, if it matches.
     pub async fn text(&self, css: &str) -> Option<String> {
         self.client

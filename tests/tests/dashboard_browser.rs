@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 use peercompute_provider::TunnelStatus;
-use peercompute_tests::admin::StatusBackend;
+use peercompute_tests::admin::{self, StatusBackend};
 use peercompute_tests::browser::{self, Browser};
 use peercompute_tests::{Alpn, GatewayOptions, TestGateway, TestProvider, https_client, within};
 
@@ -128,11 +128,10 @@ async fn dashboard_shows_live_state_and_disconnects() {
         "disconnect_click_to_tunnel_end_ms={}",
         t_click.elapsed().as_millis()
     );
-    let event = b
-        .wait_for("#events li[data-type=provider_disconnected]", 3)
-        .await;
-    let text = event.text().await.expect("event text");
-    assert!(text.contains("browser test"), "{text}");
+    b.wait_text("#events li[data-type=provider_disconnected]", 3, |t| {
+        t.contains("browser test")
+    })
+    .await;
 
     // Screenshot, not blank.
     let path = browser::artifacts_dir().join("dashboard.png");
@@ -149,5 +148,54 @@ async fn dashboard_shows_live_state_and_disconnects() {
     let errors = b.errors().await;
     assert!(errors.is_empty(), "console errors: {errors:?}");
     p2.stop().await;
+
+    // With a token file: the page asks for the token, refuses a wrong one, then loads.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let good = admin::token("admin");
+    let tokens = admin::token_file(dir.path(), &[format!("admin {good}")]);
+    let locked = TestGateway::start(GatewayOptions {
+        admin_token_file: Some(tokens),
+        open: true,
+        ..GatewayOptions::default()
+    })
+    .await;
+    b.client
+        .goto(&format!("http://{}/", locked.admin))
+        .await
+        .expect("open the locked dashboard");
+    let field = b.wait_for("#login:not([hidden]) #token", 10).await;
+    field.send_keys(&admin::token("wrong")).await.expect("type");
+    b.wait_for("#token-ok", 2)
+        .await
+        .click()
+        .await
+        .expect("click");
+    b.wait_text("#login:not([hidden]) #login-error", 5, |t| !t.is_empty())
+        .await;
+    b.wait_for("#token", 2)
+        .await
+        .send_keys(&good)
+        .await
+        .expect("type");
+    b.wait_for("#token-ok", 2)
+        .await
+        .click()
+        .await
+        .expect("click");
+    b.wait_for("#main:not([hidden]) #certificates tbody tr", 10)
+        .await;
+    b.wait_for("#conn.live", 5).await;
+    assert_eq!(b.text("#role").await.as_deref(), Some("admin token"));
+    // The 401s of the wrong token are the browser's network log, not page errors.
+    let errors: Vec<String> = b
+        .errors()
+        .await
+        .into_iter()
+        .filter(|e| !e.contains("401"))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "console errors with a token file: {errors:?}"
+    );
     let _ = b.client.close().await;
 }
