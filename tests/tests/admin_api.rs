@@ -4,7 +4,11 @@
 
 use std::time::{Duration, Instant};
 
+use ed25519_dalek::SigningKey;
+use peercompute_fleet::{AppStatus, Op, Phase, SignedStatus, StatusReport};
+use peercompute_p2p::fleet_hub::{self, unix_now};
 use peercompute_tests::admin::{AdminClient, StatusBackend};
+use peercompute_tests::fleet::FleetMember;
 use peercompute_tests::{Alpn, GatewayOptions, TestGateway, TestProvider, https_client, within};
 use serde_json::{Value, json};
 
@@ -266,4 +270,90 @@ async fn operators_list_release_and_disconnect() {
     );
     drop(p1);
     drop(p3);
+}
+
+/// The fleets of the p2p meeting point, as the dashboard's fleet page reads them: the log's
+/// members (name, groups) and a robot's signed status (release per group, phase, last seen).
+#[tokio::test]
+async fn fleets_and_robots_from_the_meeting_point() {
+    let gw = TestGateway::start(GatewayOptions {
+        p2p: true,
+        open: true,
+        ..GatewayOptions::default()
+    })
+    .await;
+    let admin_api = AdminClient::new(gw.admin);
+    assert_eq!(admin_api.get_json("/api/v1/fleets").await, json!([]));
+    let gateway = gw.p2p_addr().await;
+    let admin = FleetMember::start(&gateway, true).await;
+    let fleet = admin.found(&SigningKey::from_bytes(&[7; 32]), "lekiwi");
+    let admin_key = admin.identity.signing_key().clone();
+    let robot = FleetMember::start(&gateway, false).await;
+    admin.write(
+        fleet,
+        &admin_key,
+        Op::Enroll {
+            member: robot.key(),
+            name: "lekiwi-1".into(),
+            groups: vec!["production".into()],
+        },
+    );
+    within(
+        15,
+        "admin sync",
+        fleet_hub::sync_with(&admin.node, gw.peer_id, &admin.hub, fleet),
+    )
+    .await
+    .expect("sync");
+    let report = StatusReport {
+        fleet,
+        robot: robot.key(),
+        at_ms: unix_now() * 1000,
+        agent: "peercomputed/test".into(),
+        uptime_secs: 1,
+        log_len: 3,
+        apps: vec![AppStatus {
+            group: "production".into(),
+            release: admin.hub.with_log(&fleet, |l| l.heads()[0]).expect("held"),
+            version: "v1".into(),
+            phase: Phase::Healthy,
+            serving: Some("v1".into()),
+            url: None,
+            apply_ms: Some(10),
+            reason: None,
+            changed_at_ms: unix_now() * 1000,
+        }],
+        cpu_permille: 0,
+        memory_used_bytes: 0,
+        memory_total_bytes: 0,
+        disk_free_bytes: 0,
+        history: Vec::new(),
+    };
+    let status = SignedStatus::sign(report, robot.identity.signing_key());
+    fleet_hub::send_status(&robot.node, gw.peer_id, status)
+        .await
+        .expect("status sent");
+
+    let fleets = eventually(&admin_api, "/api/v1/fleets", |v| v[0]["reporting"] == 1).await;
+    assert_eq!(fleets[0]["fleet_id"], fleet.to_string());
+    assert_eq!(fleets[0]["name"], "lekiwi");
+    assert_eq!(fleets[0]["robots"], 1, "{fleets}");
+    let robots = admin_api
+        .get_json(&format!("/api/v1/fleets/{fleet}/robots"))
+        .await;
+    let r = find(&robots, "robot", &robot.key().to_string()).expect("the robot listed");
+    assert_eq!(r["name"], "lekiwi-1");
+    assert_eq!(r["groups"], json!(["production"]));
+    assert_eq!(r["health"], "healthy", "{r}");
+    assert_eq!(r["apps"][0]["version"], "v1");
+    assert!(r["last_seen"].as_str().is_some(), "{r}");
+    assert_eq!(
+        robots.as_array().map(Vec::len),
+        Some(1),
+        "admins are not robots: {robots}"
+    );
+    let missing = admin_api
+        .send(http::Method::GET, "/api/v1/fleets/nope/robots")
+        .await;
+    assert_eq!(missing.status(), 404);
 }

@@ -14,6 +14,8 @@ use serde_json::{Value, json};
 const OPERATIONS: &[(&str, &[&str])] = &[
     ("/api/v1/certificates", &["get"]),
     ("/api/v1/events", &["get"]),
+    ("/api/v1/fleets", &["get"]),
+    ("/api/v1/fleets/{fleet_id}/robots", &["get"]),
     ("/api/v1/names/{name}", &["delete"]),
     ("/api/v1/openapi.json", &["get"]),
     ("/api/v1/providers", &["get"]),
@@ -111,6 +113,7 @@ async fn the_document_validates_lists_every_operation_and_matches_the_answers() 
         "/api/v1/certificates",
         "/api/v1/traffic",
         "/api/v1/whoami",
+        "/api/v1/fleets",
     ] {
         answers.push(json!({"path": path, "method": "get", "status": 200,
             "body": admin.get_json(path).await}));
@@ -119,6 +122,12 @@ async fn the_document_validates_lists_every_operation_and_matches_the_answers() 
         answers
             .push(json!({"path": path, "method": method, "status": status.as_u16(), "body": body}));
     };
+    let robots = admin
+        .send(http::Method::GET, "/api/v1/fleets/nope/robots")
+        .await;
+    let status = robots.status();
+    let body: Value = serde_json::from_str(&robots.text().await.expect("body")).expect("json");
+    record("/api/v1/fleets/{fleet_id}/robots", "get", (status, body));
     let names = "/api/v1/names/{name}";
     record(names, "delete", admin.delete("/api/v1/names/nobody").await);
     record(names, "delete", admin.delete("/api/v1/names/app").await);
@@ -154,7 +163,10 @@ async fn the_document_validates_lists_every_operation_and_matches_the_answers() 
         .iter()
         .filter_map(|a| a["status"].as_u64())
         .collect();
-    assert_eq!(statuses, [200, 200, 200, 200, 200, 404, 200, 404, 400, 202]);
+    assert_eq!(
+        statuses,
+        [200, 200, 200, 200, 200, 200, 404, 404, 200, 404, 400, 202]
+    );
     let answers_path = dir.path().join("answers.json");
     std::fs::write(&answers_path, serde_json::to_vec(&answers).expect("json")).expect("write");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/validate_openapi.py");

@@ -189,11 +189,37 @@ function renderEvents() {
   $("events").replaceChildren(...items);
 }
 
+function renderFleets(fleets) {
+  $("fleets-section").hidden = fleets.length === 0;
+  const blocks = fleets.map(({ fleet, robots }) =>
+    h("div", { class: "fleet", "data-fleet": fleet.fleet_id },
+      h("h3", {}, (fleet.name || "(unnamed)") + " ",
+        h("span", { class: "count" }, fleet.robots + " robots, " + fleet.reporting + " reporting, groups: " + (fleet.groups.join(", ") || "–"))),
+      h("table", {},
+        h("thead", {}, h("tr", {}, ["Robot", "Name", "Groups", "Health", "Releases", "Last seen"].map((t) => h("th", {}, t)))),
+        h("tbody", {}, robots.map((r) =>
+          h("tr", { "data-robot": r.robot },
+            h("td", { class: "mono", title: r.robot }, short(r.robot)),
+            h("td", {}, r.name || "–"),
+            h("td", {}, r.groups.join(", ") || "–"),
+            h("td", { class: r.health === "healthy" ? "on" : r.health === "degraded" ? "off" : "" }, r.health),
+            h("td", {}, r.apps.map((a) => a.group + ": " + a.version + " (" + a.phase + ")").join("; ") || "–"),
+            h("td", {}, r.last_seen ? ago(r.last_seen) + " ago" : "never")))))));
+  $("fleets").replaceChildren(...blocks);
+}
+
 // ---- loading ---------------------------------------------------------------------------------
 
 async function loadProviders() { state.providers = await api("GET", "/api/v1/providers"); renderProviders(); }
 async function loadRoutes() { state.routes = await api("GET", "/api/v1/routes"); renderRoutes(); }
 async function loadCertificates() { state.certificates = await api("GET", "/api/v1/certificates"); renderCertificates(); }
+
+async function loadFleets() {
+  const fleets = await api("GET", "/api/v1/fleets");
+  const withRobots = await Promise.all(fleets.map(async (fleet) =>
+    ({ fleet, robots: await api("GET", "/api/v1/fleets/" + encodeURIComponent(fleet.fleet_id) + "/robots") })));
+  renderFleets(withRobots);
+}
 
 async function loadTraffic() {
   const t = await api("GET", "/api/v1/traffic");
@@ -212,7 +238,7 @@ async function loadAll() {
   state.role = who.role;
   $("role").textContent = who.tokens_required ? who.role + " token" : "";
   await loadTraffic();
-  await Promise.all([loadProviders(), loadRoutes(), loadCertificates()]);
+  await Promise.all([loadProviders(), loadRoutes(), loadCertificates(), loadFleets()]);
 }
 
 // Coalesces the refreshes a burst of events asks for.
@@ -395,5 +421,7 @@ document.addEventListener("DOMContentLoaded", () => {
   $("token-ok").addEventListener("click", useToken);
   $("token").addEventListener("keydown", (e) => { if (e.key === "Enter") useToken(); });
   setInterval(() => { if (!$("main").hidden) refresh(loadRoutes); }, 10000);
+  // Robots' statuses are not on the event stream: the fleets are polled.
+  setInterval(() => { if (!$("main").hidden) refresh(loadFleets); }, 5000);
   start();
 });

@@ -6,6 +6,7 @@
 //!   undocumented; [`model`]: their JSON bodies; [`sse`]: `GET /api/v1/events`.
 //! - [`auth`]: Host check, bearer tokens (`--admin-token-file`), read-only tokens, JSON-only
 //!   mutations.
+//! - [`fleet`]: the fleets held by the p2p meeting point and their robots.
 //! - [`dashboard`]: the embedded page at `/`.
 //!
 //! Served by [`peercompute_ops::serve::serve_admin`] (header timeout, connection cap, drain).
@@ -13,6 +14,7 @@
 mod api;
 mod auth;
 mod dashboard;
+mod fleet;
 mod model;
 mod sse;
 
@@ -52,6 +54,8 @@ fn api_router() -> OpenApiRouter<Arc<AdminState>> {
         .routes(routes!(api::certificates))
         .routes(routes!(api::traffic))
         .routes(routes!(sse::events))
+        .routes(routes!(fleet::fleets))
+        .routes(routes!(fleet::robots))
         .routes(routes!(api::whoami))
         .routes(routes!(api::openapi))
 }
@@ -151,6 +155,8 @@ mod tests {
             [
                 "/api/v1/certificates",
                 "/api/v1/events",
+                "/api/v1/fleets",
+                "/api/v1/fleets/{fleet_id}/robots",
                 "/api/v1/names/{name}",
                 "/api/v1/openapi.json",
                 "/api/v1/providers",
