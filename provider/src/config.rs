@@ -225,6 +225,9 @@ pub struct ProviderConfig {
     /// Bearer tokens for the admin API (`--admin-token-file`); required when the admin
     /// listener is not on loopback. `/healthz` and `/readyz` stay open.
     pub admin_token_file: Option<PathBuf>,
+    /// Host names the admin listener answers to besides IP literals and `localhost`
+    /// (`--admin-host`); other `Host` headers get 421, against DNS rebinding.
+    pub admin_host: Vec<String>,
     /// The Docker engine to use (`unix:///path`, `tcp://host:port`); `None`: `DOCKER_HOST`,
     /// else the local socket.
     pub docker_endpoint: Option<String>,
@@ -258,6 +261,7 @@ impl ProviderConfig {
             volume_check_interval: DEFAULT_VOLUME_CHECK_INTERVAL,
             admin_listen: AdminListen::Default,
             admin_token_file: None,
+            admin_host: Vec::new(),
             docker_endpoint: None,
         }
     }

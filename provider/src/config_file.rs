@@ -61,6 +61,8 @@ struct Keys {
     volume_check_interval: Option<String>,
     admin_listen: Option<String>,
     admin_token_file: Option<PathBuf>,
+    #[serde(default)]
+    admin_host: Vec<String>,
 }
 
 /// The settings of a provider configuration file, checked. A key that is absent leaves the
@@ -90,6 +92,7 @@ pub struct ProviderFile {
     pub volume_check_interval: Option<Duration>,
     pub admin_listen: Option<AdminListen>,
     pub admin_token_file: Option<PathBuf>,
+    pub admin_host: Vec<String>,
 }
 
 impl ProviderFile {
@@ -202,6 +205,7 @@ impl ProviderFile {
                 .transpose()
                 .map_err(value("admin_listen"))?,
             admin_token_file: keys.admin_token_file,
+            admin_host: keys.admin_host,
         })
     }
 
@@ -262,6 +266,9 @@ impl ProviderFile {
         if self.admin_token_file.is_some() {
             config.admin_token_file = self.admin_token_file;
         }
+        if !self.admin_host.is_empty() {
+            config.admin_host = self.admin_host;
+        }
     }
 }
 
@@ -290,6 +297,7 @@ mod tests {
             ready_timeout = "90s"
             admin_listen = "127.0.0.1:0"
             admin_token_file = "/etc/peercompute/admin-tokens"
+            admin_host = ["robot1.lan"]
             "#,
         )
         .unwrap_or_else(|_| panic!("a valid file"));
@@ -312,6 +320,7 @@ mod tests {
             AdminListen::At("127.0.0.1:0".parse().expect("addr"))
         );
         assert!(config.admin_token_file.is_some());
+        assert_eq!(config.admin_host, ["robot1.lan"]);
         let off = ProviderFile::parse("admin_listen = \"off\"\n").unwrap_or_else(|_| panic!("off"));
         assert_eq!(off.admin_listen, Some(AdminListen::Off));
         assert!(ProviderFile::parse("admin_listen = \"9181\"\n").is_err());

@@ -292,6 +292,7 @@ impl Daemon {
                         tunnel: tunnel.clone(),
                         ctx: ctx.clone(),
                         tokens: admin_tokens,
+                        hosts: config.admin_host.clone(),
                         runtime: admin_runtime,
                         firewall: config.firewall,
                     },

@@ -188,6 +188,11 @@ struct RunArgs {
     /// (chmod 600; re-read when it changes). /healthz and /readyz stay open.
     #[arg(long, value_name = "FILE")]
     admin_token_file: Option<PathBuf>,
+    /// Host name the admin listener answers to besides IP addresses and localhost,
+    /// repeatable (e.g. the name Prometheus scrapes it by); other Host headers get 421,
+    /// against DNS rebinding.
+    #[arg(long, value_name = "NAME")]
+    admin_host: Vec<String>,
 }
 
 fn main() -> ExitCode {
@@ -272,6 +277,7 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
                 volume_check_interval,
                 admin_listen,
                 admin_token_file,
+                admin_host,
             } = *args;
             let mut config = ProviderConfig::new(home);
             if let Some(path) = &config_file {
@@ -330,6 +336,9 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
             }
             if admin_token_file.is_some() {
                 config.admin_token_file = admin_token_file;
+            }
+            if !admin_host.is_empty() {
+                config.admin_host = admin_host;
             }
             config
                 .check()

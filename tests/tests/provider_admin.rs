@@ -7,7 +7,7 @@
 //! name its queries use is in the gateway's or the provider's `/metrics` after a deploy and
 //! some traffic. The daemon runs with `--admin-token-file`: without the token `/metrics` and
 //! `/api/v1/status` answer 401 with an empty body, the probes stay open, and `status` sends
-//! `PEERCOMPUTE_ADMIN_TOKEN`. One gateway and one daemon for all of it.
+//! `PEERCOMPUTE_ADMIN_TOKEN`; a foreign `Host` gets 421. One gateway and one daemon for all of it.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -183,6 +183,19 @@ async fn metrics_status_and_readiness_follow_the_daemon() {
                 "{path}"
             );
         }
+    }
+    // A name that is not this listener's (DNS rebinding) gets 421, even with the token; the
+    // probes answer whatever the name.
+    let http = reqwest::Client::new();
+    for (path, want) in [("/api/v1/status", 421), ("/metrics", 421), ("/readyz", 200)] {
+        let resp = http
+            .get(format!("http://{admin}{path}"))
+            .header("host", "evil.example")
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .expect("GET with a foreign Host");
+        assert_eq!(resp.status().as_u16(), want, "{path}");
     }
     let (_, body) = readyz_turns(admin, 200, 10).await;
     assert!(body.contains("tunnel: ok connected"), "{body}");

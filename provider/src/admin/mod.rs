@@ -6,8 +6,10 @@
 //!
 //! Probes never touch the engine on a request: a task pings Docker every [`DOCKER_EVERY`]
 //! (at most [`DOCKER_TIMEOUT`] each) and lists the firewall table every [`FIREWALL_EVERY`];
-//! the handlers read their last results. With `--admin-token-file`, everything but
-//! `/healthz` and `/readyz` needs a bearer token (any role: this API only reads).
+//! the handlers read their last results. Everything but `/healthz` and `/readyz` answers only
+//! to a `Host` that is an IP address, `localhost` or an `--admin-host` name (421 otherwise:
+//! DNS rebinding would let any web page read a token-less loopback listener), and with
+//! `--admin-token-file` only with a bearer token (any role: this API only reads).
 //!
 //! - `health`: readiness from the probes' results (pure).
 //! - `metrics`: the counted series ([`Telemetry`]) and the ones read at scrape time.
@@ -91,6 +93,8 @@ pub(crate) struct Shared {
     pub(crate) tunnel: Option<TunnelHandle>,
     pub(crate) ctx: Arc<ControlContext>,
     pub(crate) tokens: Option<Tokens>,
+    /// `--admin-host` names.
+    pub(crate) hosts: Vec<String>,
     docker: Mutex<DockerProbe>,
     firewall: Mutex<FirewallProbe>,
 }
@@ -132,6 +136,7 @@ pub(crate) struct AdminParts {
     pub(crate) tunnel: Option<TunnelHandle>,
     pub(crate) ctx: Arc<ControlContext>,
     pub(crate) tokens: Option<Tokens>,
+    pub(crate) hosts: Vec<String>,
     /// The engine, or why there was none at start.
     pub(crate) runtime: Result<DockerRuntime, String>,
     pub(crate) firewall: Firewall,
@@ -176,6 +181,7 @@ pub(crate) async fn start(
         tunnel: parts.tunnel,
         ctx: parts.ctx,
         tokens: parts.tokens,
+        hosts: parts.hosts,
         docker: Mutex::new(docker),
         firewall: Mutex::new(firewall),
     });
@@ -318,19 +324,28 @@ struct AppState {
     registry: Arc<Registry>,
 }
 
-/// With a token file, everything but the probes needs a known bearer token; 401 with an empty
-/// body otherwise.
+/// Everything but the probes: a `Host` naming this listener (421 otherwise), and with a
+/// token file a known bearer token (401 with an empty body otherwise).
 async fn auth(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    if let Some(tokens) = &state.shared.tokens
-        && !matches!(req.uri().path(), "/healthz" | "/readyz")
-    {
+    if matches!(req.uri().path(), "/healthz" | "/readyz") {
+        return next.run(req).await;
+    }
+    let shared = &state.shared;
+    if !peercompute_ops::hosts::host_allowed(req.headers().get(header::HOST), &shared.hosts) {
+        return StatusCode::MISDIRECTED_REQUEST.into_response();
+    }
+    if let Some(tokens) = &shared.tokens {
         let known = req
             .headers()
             .get(header::AUTHORIZATION)
             .and_then(|h| tokens.check(h))
             .is_some();
         if !known {
-            return StatusCode::UNAUTHORIZED.into_response();
+            return (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, "Bearer")],
+            )
+                .into_response();
         }
     }
     next.run(req).await
