@@ -120,6 +120,9 @@ impl TestDaemon {
         config.mdns = false;
         config.deploy.limits = limits;
         config.deploy.ready_timeout = Duration::from_secs(20);
+        // Parallel test processes never race for the default admin port.
+        config.admin_listen =
+            peercompute_provider::AdminListen::At("127.0.0.1:0".parse().expect("addr"));
         tweak(&mut config);
         let daemon = crate::within(30, "provider daemon start", Daemon::start(config))
             .await
