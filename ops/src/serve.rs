@@ -29,13 +29,18 @@ pub const DRAIN: Duration = Duration::from_secs(2);
 
 /// Serves `router` on `listener` until `shutdown` turns true (or its sender is dropped), then
 /// drains the open connections for at most [`DRAIN`].
-pub async fn serve_admin(
+pub async fn serve_admin(listener: TcpListener, router: Router, shutdown: watch::Receiver<bool>) {
+    serve_capped(listener, router, shutdown, MAX_CONNECTIONS).await;
+}
+
+async fn serve_capped(
     listener: TcpListener,
     router: Router,
     mut shutdown: watch::Receiver<bool>,
+    max_connections: usize,
 ) {
     let router = router.layer(axum::middleware::map_response(no_store));
-    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let permits = Arc::new(Semaphore::new(max_connections));
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut conns = JoinSet::new();
     loop {
@@ -147,6 +152,30 @@ mod tests {
             .expect("stops")
             .expect("join");
         assert!(TcpStream::connect(addr).await.is_err(), "listener closed");
+    }
+
+    #[tokio::test]
+    async fn connections_beyond_the_cap_wait_for_one_to_close() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let router = Router::new().route("/hello", get(|| async { "hi\n" }));
+        let (_tx, rx) = watch::channel(false);
+        tokio::spawn(serve_capped(listener, router, rx, 2));
+        let idle1 = TcpStream::connect(addr).await.expect("connect");
+        let _idle2 = TcpStream::connect(addr).await.expect("connect");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let third = tokio::spawn(get_raw(addr, "/hello"));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            !third.is_finished(),
+            "a third connection was served past a cap of 2"
+        );
+        drop(idle1);
+        let resp = tokio::time::timeout(Duration::from_secs(5), third)
+            .await
+            .expect("served once a connection closed")
+            .expect("join");
+        assert!(resp.starts_with("http/1.1 200"), "{resp}");
     }
 
     #[tokio::test]
