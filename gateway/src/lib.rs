@@ -108,6 +108,8 @@ pub enum GatewayError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("admin listener (--admin-listen): {0}")]
+    Admin(std::io::Error),
     #[error(transparent)]
     AdminTokens(#[from] peercompute_ops::tokens::TokenFileError),
 }
@@ -200,37 +202,26 @@ fn serve_admin_apart(
     listener: TcpListener,
     router: axum::Router,
     stop: watch::Receiver<bool>,
-) -> tokio::sync::oneshot::Receiver<()> {
-    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+) -> Result<tokio::sync::oneshot::Receiver<()>, GatewayError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(GatewayError::Admin)?;
     // Re-registered with the admin runtime's own reactor, not the main one's.
-    let listener = match listener.into_std() {
-        Ok(l) => l,
-        Err(e) => {
-            warn!("admin listener unusable, not serving it: {e}");
-            return done_rx;
-        }
+    let listener = {
+        let _inside = runtime.enter();
+        TcpListener::from_std(listener.into_std().map_err(GatewayError::Admin)?)
+            .map_err(GatewayError::Admin)?
     };
-    let spawned = std::thread::Builder::new()
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
         .name("admin".into())
         .spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build();
-            match runtime {
-                Ok(rt) => rt.block_on(async move {
-                    match TcpListener::from_std(listener) {
-                        Ok(l) => admin::serve(l, router, stop).await,
-                        Err(e) => warn!("admin listener unusable, not serving it: {e}"),
-                    }
-                }),
-                Err(e) => warn!("cannot start the admin runtime, not serving it: {e}"),
-            }
+            runtime.block_on(admin::serve(listener, router, stop));
             let _ = done_tx.send(());
-        });
-    if let Err(e) = spawned {
-        warn!("cannot start the admin thread, not serving the admin listener: {e}");
-    }
-    done_rx
+        })
+        .map_err(GatewayError::Admin)?;
+    Ok(done_rx)
 }
 
 /// Runs the gateway until `shutdown` resolves, then drains and returns.
@@ -319,6 +310,10 @@ pub async fn run(
         None => None,
     };
     let (stop_tx, stop_rx) = watch::channel(false);
+    let admin_done = match admin {
+        Some((l, router)) => Some(serve_admin_apart(l, router, stop_rx.clone())?),
+        None => None,
+    };
     let acme_task = acme.map(|prepared| prepared.spawn(shared.clone(), stop_rx.clone()));
     let p2p_node = p2p::start(&identity, &shared).await?;
     let fleet_tasks = match &p2p_node {
@@ -357,7 +352,6 @@ pub async fn run(
             stop_rx.clone(),
         ));
     }
-    let admin_done = admin.map(|(l, router)| serve_admin_apart(l, router, stop_rx.clone()));
     tasks.spawn(traffic::sample_loop(shared.clone(), stop_rx.clone()));
     let purge_shared = shared.clone();
     let mut purge_stop = stop_rx.clone();

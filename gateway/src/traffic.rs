@@ -204,6 +204,7 @@ pub(crate) struct TrafficTotals {
     pub(crate) status_4xx: u64,
     pub(crate) status_5xx: u64,
     /// Requests the app never answered (offline, unreachable, timeout, malformed body).
+    /// Each is also counted in its status class (the gateway's own 502, 504 or 400).
     pub(crate) errors: u64,
     /// Request body bytes, visitor → app.
     pub(crate) bytes_in: u64,
@@ -282,7 +283,7 @@ pub(crate) struct Traffic {
     sampler: Mutex<Sampler>,
     ticks: broadcast::Sender<Arc<TrafficTick>>,
     /// Routes refused by their host limit, and the last refusal.
-    limited: Mutex<HashMap<String, Instant>>,
+    limited: DashMap<String, Instant>,
 }
 
 impl Traffic {
@@ -296,7 +297,7 @@ impl Traffic {
             insert: Mutex::new(()),
             sampler: Mutex::default(),
             ticks: broadcast::channel(TICK_CHANNEL).0,
-            limited: Mutex::default(),
+            limited: DashMap::new(),
         }
     }
 
@@ -305,6 +306,11 @@ impl Traffic {
     pub(crate) fn cell_for(&self, name: &str) -> Arc<TrafficCell> {
         if let Some(cell) = self.cells.get(name) {
             return cell.clone();
+        }
+        // Full: no lock (offline names past the cap come here on every request).
+        if self.cells.len() >= self.cap {
+            self.folded.store(true, Relaxed);
+            return self.other.clone();
         }
         let _guard = self.insert.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(cell) = self.cells.get(name) {
@@ -366,8 +372,13 @@ impl Traffic {
     /// an episode (the caller publishes `rate_limit_started`); [`Traffic::sample`] ends it
     /// after [`LIMIT_QUIET`] without another.
     pub(crate) fn rate_limited(&self, name: &str, now: Instant) -> bool {
-        let mut limited = self.limited.lock().unwrap_or_else(|p| p.into_inner());
-        limited.insert(name.to_owned(), now).is_none()
+        // During a flood every refusal comes here: update in place, allocate only when an
+        // episode starts.
+        if let Some(mut last) = self.limited.get_mut(name) {
+            *last = now;
+            return false;
+        }
+        self.limited.insert(name.to_owned(), now).is_none()
     }
 
     /// One sampler step at `now`: the tick of the second that ended (also broadcast and kept),
@@ -420,16 +431,21 @@ impl Traffic {
         // Err only means nobody is watching.
         let _ = self.ticks.send(tick.clone());
 
-        let mut limited = self.limited.lock().unwrap_or_else(|p| p.into_inner());
-        let mut ended: Vec<String> = limited
+        let mut ended: Vec<String> = self
+            .limited
             .iter()
-            .filter(|(_, last)| now.saturating_duration_since(**last) >= LIMIT_QUIET)
-            .map(|(name, _)| name.clone())
+            .filter(|e| now.saturating_duration_since(*e.value()) >= LIMIT_QUIET)
+            .map(|e| e.key().clone())
             .collect();
         ended.sort();
-        for name in &ended {
-            limited.remove(name);
-        }
+        // A refusal since the scan keeps its episode going.
+        ended.retain(|name| {
+            self.limited
+                .remove_if(name, |_, last| {
+                    now.saturating_duration_since(*last) >= LIMIT_QUIET
+                })
+                .is_some()
+        });
         (tick, ended)
     }
 

@@ -181,6 +181,7 @@ async fn serve_tunnel(
             agent,
         }))) => match negotiate_version(min_version, max_version) {
             Some(v) => {
+                let agent = clean_agent(&agent);
                 info!(%agent, version = v, "provider connected");
                 (v, agent)
             }
@@ -346,6 +347,19 @@ fn released_again(shared: &Shared, conn: &quinn::Connection, peer: PeerId, name:
     {
         warn!(route = %name, "cannot release the name again: {e}");
     }
+}
+
+/// Longest provider `agent` kept: it is copied into events, API answers and the dashboard.
+const MAX_AGENT: usize = 200;
+
+/// The provider's `agent` as shown to the operator: printable ASCII, at most [`MAX_AGENT`]
+/// characters (others become `?`).
+fn clean_agent(agent: &str) -> String {
+    agent
+        .chars()
+        .take(MAX_AGENT)
+        .map(|c| if c.is_ascii_graphic() || c == ' ' { c } else { '?' })
+        .collect()
 }
 
 fn shutdown_msg() -> ControlMessage {
@@ -592,6 +606,13 @@ mod tests {
             assert!(Instant::now() < deadline, "timed out waiting until {what}");
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+    }
+
+    #[test]
+    fn agents_are_cut_and_printable() {
+        assert_eq!(clean_agent("peercomputed/0.1.0"), "peercomputed/0.1.0");
+        assert_eq!(clean_agent("a\u{1b}[31mb\né"), "a?[31mb??");
+        assert_eq!(clean_agent(&"x".repeat(70_000)).len(), MAX_AGENT);
     }
 
     #[tokio::test]
