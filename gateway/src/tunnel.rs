@@ -358,7 +358,13 @@ fn clean_agent(agent: &str) -> String {
     agent
         .chars()
         .take(MAX_AGENT)
-        .map(|c| if c.is_ascii_graphic() || c == ' ' { c } else { '?' })
+        .map(|c| {
+            if c.is_ascii_graphic() || c == ' ' {
+                c
+            } else {
+                '?'
+            }
+        })
         .collect()
 }
 
