@@ -200,6 +200,21 @@ async fn operators_list_release_and_disconnect() {
         find(&routes, "name", "blog").expect("blog")["owner"],
         p3_id.as_str()
     );
+    // A reconnect does not bring the released name back to its old provider.
+    let (status, _) = admin
+        .post(&format!("/api/v1/providers/{p1_id}/disconnect"), &json!({}))
+        .await;
+    assert_eq!(status, 202);
+    within(20, "p1 reconnects", p1.registered(0, 2)).await;
+    let providers = eventually(&admin, "/api/v1/providers", |v| {
+        find(v, "peer_id", &p1_id).is_some()
+    })
+    .await;
+    assert_eq!(
+        find(&providers, "peer_id", &p1_id).expect("p1")["routes"],
+        json!([])
+    );
+    assert_eq!(get("blog", "/").await, 200, "still p3's");
 
     // Disconnect p2 with a reason: the event carries it and the provider comes back.
     let path = format!("/api/v1/providers/{p2_id}/disconnect");
