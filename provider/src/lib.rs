@@ -125,6 +125,7 @@ pub struct Daemon {
 impl Daemon {
     /// Starts everything: identity, Docker, tunnel, reconciliation, libp2p control plane.
     pub async fn start(config: ProviderConfig) -> Result<Self, ProviderError> {
+        config.check().map_err(ProviderError::Config)?;
         let (identity, created) = identity(&config.home)?;
         if created {
             info!(home = %config.home.display(), "created a new provider identity");

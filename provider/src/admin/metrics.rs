@@ -51,6 +51,8 @@ pub(crate) struct Telemetry {
     tunnel_reconnects: Counter,
     /// Unix seconds of the current tunnel connection; 0 when not connected.
     connected_since: AtomicU64,
+    /// The last session number seen (0: none yet).
+    seen_session: AtomicU64,
 }
 
 impl Default for Telemetry {
@@ -62,6 +64,7 @@ impl Default for Telemetry {
             image_pull_bytes: Counter::default(),
             tunnel_reconnects: Counter::default(),
             connected_since: AtomicU64::new(0),
+            seen_session: AtomicU64::new(0),
         }
     }
 }
@@ -100,15 +103,18 @@ impl Telemetry {
         self.image_pull_bytes.inc_by(bytes);
     }
 
-    /// The tunnel's status changed from `old` to `new`.
-    pub(crate) fn tunnel_changed(&self, old: Option<u64>, new: &TunnelStatus) {
+    /// The tunnel's status is now `new`. Reconnects are counted from the session number, which
+    /// counts connections since the start, so changes the watcher did not see still count.
+    pub(crate) fn tunnel_changed(&self, new: &TunnelStatus) {
         match new {
             TunnelStatus::Connected { session, .. } => {
-                if old != Some(*session) {
-                    if *session > 1 {
-                        self.tunnel_reconnects.inc();
-                    }
+                let seen = self.seen_session.swap(*session, Ordering::Relaxed);
+                if *session != seen {
                     self.connected_since.store(unix_now(), Ordering::Relaxed);
+                }
+                let counted = seen.max(1);
+                if *session > counted {
+                    self.tunnel_reconnects.inc_by(*session - counted);
                 }
             }
             _ => self.connected_since.store(0, Ordering::Relaxed),
@@ -171,18 +177,33 @@ pub(crate) struct Machine {
     pub(crate) disk_path: PathBuf,
 }
 
-/// Reads the machine; the CPU ratio is over the time since the previous reading.
+/// Reads the machine. The CPU ratio is the one [`MachineReader::sample_cpu`] last measured
+/// (the probe loop, every few seconds), so scrapers and `status` do not shorten each other's
+/// window.
 #[derive(Debug)]
 pub(crate) struct MachineReader {
     cpu: CpuSampler,
+    /// The last ratio, as `f64` bits.
+    cpu_ratio: AtomicU64,
     disk_path: PathBuf,
 }
 
 impl MachineReader {
     pub(crate) fn new(disk_path: PathBuf) -> Self {
         let cpu = CpuSampler::new();
-        let _ = cpu.sample();
-        Self { cpu, disk_path }
+        let first = cpu.sample().unwrap_or(0.0);
+        Self {
+            cpu,
+            cpu_ratio: AtomicU64::new(first.to_bits()),
+            disk_path,
+        }
+    }
+
+    /// Measures the CPU ratio since the previous call.
+    pub(crate) fn sample_cpu(&self) {
+        if let Some(r) = self.cpu.sample() {
+            self.cpu_ratio.store(r.to_bits(), Ordering::Relaxed);
+        }
     }
 
     pub(crate) fn read(&self) -> Machine {
@@ -190,7 +211,7 @@ impl MachineReader {
         let (disk_free_bytes, disk_total_bytes) =
             peercompute_ops::machine::disk(&self.disk_path).unwrap_or((0, 0));
         Machine {
-            cpu_ratio: self.cpu.sample().unwrap_or(0.0),
+            cpu_ratio: f64::from_bits(self.cpu_ratio.load(Ordering::Relaxed)),
             memory_used_bytes,
             memory_total_bytes,
             disk_free_bytes,
@@ -277,7 +298,7 @@ impl Collector for StateCollector {
         gauge(
             e,
             "machine_cpu_ratio",
-            "Busy share of all CPUs since the previous scrape (0 to 1)",
+            "Busy share of all CPUs over the last few seconds (0 to 1)",
             m.cpu_ratio,
         )?;
         labelled(
@@ -371,13 +392,20 @@ mod tests {
             session,
             registered: 0,
         };
-        t.tunnel_changed(None, &connected(1));
+        t.tunnel_changed(&connected(1));
         assert!(t.connected_since().is_some());
-        t.tunnel_changed(Some(1), &connected(1));
-        t.tunnel_changed(Some(1), &TunnelStatus::Connecting);
+        t.tunnel_changed(&connected(1));
+        t.tunnel_changed(&TunnelStatus::Connecting);
         assert!(t.connected_since().is_none());
-        t.tunnel_changed(Some(1), &connected(2));
+        t.tunnel_changed(&connected(2));
         assert_eq!(t.tunnel_reconnects.get(), 1);
+        // Two reconnects the watcher did not see in between still count.
+        t.tunnel_changed(&connected(4));
+        assert_eq!(t.tunnel_reconnects.get(), 3);
+        // First seen at session 3: the two before it count too.
+        let late = Telemetry::default();
+        late.tunnel_changed(&connected(3));
+        assert_eq!(late.tunnel_reconnects.get(), 2);
 
         let mut registry = Registry::with_prefix("peercompute_provider");
         t.register(&mut registry);

@@ -241,14 +241,26 @@ async fn ping(rt: &DockerRuntime) -> DockerProbe {
     }
 }
 
+/// How long `nft list` may take (a held xtables lock, a netlink stall) before the firewall
+/// counts as unknown; the child is killed.
+const FIREWALL_TIMEOUT: Duration = Duration::from_secs(5);
+
 async fn probe_firewall(mode: Firewall) -> FirewallProbe {
-    match mode {
-        Firewall::Install => match peercompute_runtime::egress_firewall_present().await {
-            Ok(true) => FirewallProbe::Installed,
-            Ok(false) => FirewallProbe::Missing,
-            Err(e) => FirewallProbe::Unknown(e.to_string()),
-        },
-        other => FirewallProbe::NotChecked(other),
+    if mode != Firewall::Install {
+        return FirewallProbe::NotChecked(mode);
+    }
+    match tokio::time::timeout(
+        FIREWALL_TIMEOUT,
+        peercompute_runtime::egress_firewall_present(),
+    )
+    .await
+    {
+        Ok(Ok(true)) => FirewallProbe::Installed,
+        Ok(Ok(false)) => FirewallProbe::Missing,
+        Ok(Err(e)) => FirewallProbe::Unknown(e.to_string()),
+        Err(_) => FirewallProbe::Unknown(format!(
+            "`nft list table` did not answer within {FIREWALL_TIMEOUT:?}"
+        )),
     }
 }
 
@@ -266,16 +278,15 @@ async fn probe_loop(
     docker_tick.tick().await;
     firewall_tick.tick().await;
     let mut tunnel = shared.tunnel.as_ref().map(TunnelHandle::status_watch);
-    let mut session = None;
     if let Some(rx) = &tunnel {
         let now = rx.borrow().clone();
-        shared.telemetry.tunnel_changed(session, &now);
-        session = session_of(&now);
+        shared.telemetry.tunnel_changed(&now);
     }
     loop {
         tokio::select! {
             _ = stop.changed() => return,
             _ = docker_tick.tick() => {
+                shared.machine.sample_cpu();
                 if let Some(rt) = &runtime {
                     let now = ping(rt).await;
                     let mut docker = shared.docker.lock().unwrap_or_else(|p| p.into_inner());
@@ -301,20 +312,12 @@ async fn probe_loop(
                 match (changed, &tunnel) {
                     (Ok(()), Some(rx)) => {
                         let now = rx.borrow().clone();
-                        shared.telemetry.tunnel_changed(session, &now);
-                        session = session_of(&now).or(session);
+                        shared.telemetry.tunnel_changed(&now);
                     }
                     _ => tunnel = None,
                 }
             }
         }
-    }
-}
-
-fn session_of(s: &TunnelStatus) -> Option<u64> {
-    match s {
-        TunnelStatus::Connected { session, .. } => Some(*session),
-        _ => None,
     }
 }
 
