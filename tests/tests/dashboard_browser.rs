@@ -133,6 +133,27 @@ async fn dashboard_shows_live_state_and_disconnects() {
     })
     .await;
 
+    // Release: confirm; the event shows and visitors get 404.
+    b.wait_for("#routes tr[data-route=blog] button.release", 2)
+        .await
+        .click()
+        .await
+        .expect("click Release");
+    b.wait_for("#confirm[open]", 2).await;
+    b.client
+        .find(fantoccini::Locator::Css("#confirm-ok"))
+        .await
+        .expect("OK button")
+        .click()
+        .await
+        .expect("click OK");
+    b.wait_text("#events li[data-type=name_released]", 3, |t| {
+        t.contains("blog")
+    })
+    .await;
+    let status = visitor.get(&url).send().await.expect("visit").status();
+    assert_eq!(status, 404, "blog released from the page");
+
     // Screenshot, not blank.
     let path = browser::artifacts_dir().join("dashboard.png");
     let png = b.screenshot(&path).await;
