@@ -420,7 +420,7 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("peercompute_provider_tunnel_reconnects_total 1"),
+            text.contains("peercompute_provider_tunnel_reconnects_total 3"),
             "{text}"
         );
     }
