@@ -148,6 +148,8 @@ impl Shared {
         };
         let was_online = self.registry.remove_any(name);
         self.traffic.release(name);
+        // A per-name ACME certificate leaves the operator's view with its owner.
+        self.certs.remove(&format!("{name}.{}", self.config.domain));
         for tunnel in self.tunnels.holding(name) {
             // Forgotten here even when its loop is too busy for the kick, so a later exit of
             // that tunnel does not mark the name offline.

@@ -274,4 +274,16 @@ async fn certificate_issued_and_failed_are_delivered_in_time() {
             .as_str()
             .is_some_and(|t| t.ends_with('Z'))
     );
+    // Listed while owned; released, it leaves the operator's view (it stays on disk).
+    let admin = AdminClient::new(gw.ports.admin);
+    let listed = |certs: &serde_json::Value| {
+        certs
+            .as_array()
+            .is_some_and(|c| c.iter().any(|c| c["certificate"] == host.as_str()))
+    };
+    assert!(listed(&admin.get_json("/api/v1/certificates").await));
+    let (status, body) = admin.delete("/api/v1/names/blog").await;
+    assert_eq!(status, 200, "{body}");
+    let certs = admin.get_json("/api/v1/certificates").await;
+    assert!(!listed(&certs), "{certs:#}");
 }

@@ -119,6 +119,12 @@ impl CertStatus {
         });
     }
 
+    /// Forgets `certificate` (a per-name certificate whose name was released).
+    pub(crate) fn remove(&self, certificate: &str) {
+        let mut map = self.0.write().unwrap_or_else(|p| p.into_inner());
+        map.remove(certificate);
+    }
+
     /// Every certificate, by name.
     pub(crate) fn list(&self) -> Vec<CertInfo> {
         let map = self.0.read().unwrap_or_else(|p| p.into_inner());
@@ -231,6 +237,8 @@ mod tests {
         assert_eq!(status.list()[1].last_error.as_deref(), Some("rate limited"));
         status.served("blog.apps.test", "acme", &facts, Some(later));
         assert_eq!(status.list()[1].last_error, None);
+        status.remove("blog.apps.test");
+        assert_eq!(status.list().len(), 1);
         assert!(Leaf::parse(&CertificateDer::from(vec![1, 2, 3])).is_none());
     }
 }

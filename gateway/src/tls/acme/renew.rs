@@ -381,10 +381,25 @@ impl Manager {
                 })
     }
 
+    /// Whether `host`'s certificate belongs to someone: always in wildcard mode and for the
+    /// apex; a per-name certificate while its name has an owner.
+    fn owned(&self, host: &str, shared: &Shared) -> bool {
+        self.settings.mode == Mode::Wildcard
+            || host == self.settings.domain
+            || host
+                .strip_suffix(&format!(".{}", self.settings.domain))
+                .is_some_and(|label| shared.names.owner(label).is_some())
+    }
+
     /// The expiry gauges and the operator's view of every managed certificate.
     fn refresh_gauges(&self, shared: &Shared) {
         let now = SystemTime::now();
         for (key, m) in &self.certs {
+            if !self.owned(key, shared) {
+                // Released: the certificate stays on disk, but it is nobody's any more.
+                shared.certs.remove(key);
+                continue;
+            }
             let Some(c) = &m.current else {
                 shared.certs.pending(key, &m.names, m.due);
                 continue;
