@@ -133,6 +133,18 @@ async fn dashboard_shows_live_state_and_disconnects() {
     })
     .await;
 
+    // Screenshot, not blank.
+    let path = browser::artifacts_dir().join("dashboard.png");
+    let png = b.screenshot(&path).await;
+    let (colours, differing) = browser::png_variety(&png);
+    println!(
+        "screenshot {} ({} bytes): {colours} colours, {:.1} % differ from the corner",
+        path.display(),
+        png.len(),
+        differing * 100.0
+    );
+    assert!(colours >= 8 && differing >= 0.05, "blank screenshot?");
+
     // Release: confirm; the event shows and visitors get 404.
     b.wait_for("#routes tr[data-route=blog] button.release", 2)
         .await
@@ -153,18 +165,12 @@ async fn dashboard_shows_live_state_and_disconnects() {
     .await;
     let status = visitor.get(&url).send().await.expect("visit").status();
     assert_eq!(status, 404, "blog released from the page");
-
-    // Screenshot, not blank.
-    let path = browser::artifacts_dir().join("dashboard.png");
-    let png = b.screenshot(&path).await;
-    let (colours, differing) = browser::png_variety(&png);
-    println!(
-        "screenshot {} ({} bytes): {colours} colours, {:.1} % differ from the corner",
-        path.display(),
-        png.len(),
-        differing * 100.0
-    );
-    assert!(colours >= 8 && differing >= 0.05, "blank screenshot?");
+    within(3, "blog to leave the routes table", async {
+        while b.text("#routes tr[data-route=blog]").await.is_some() {
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    })
+    .await;
 
     let errors = b.errors().await;
     assert!(errors.is_empty(), "console errors: {errors:?}");
