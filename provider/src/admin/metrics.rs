@@ -7,7 +7,8 @@
 //! `image_pull_bytes_total` (each layer's final size in a pull's progress),
 //! `tunnel_reconnects_total`. Read at scrape time by [`StateCollector`]: the machine
 //! (`machine_cpu_ratio`, `machine_memory_bytes{state}`, `machine_disk_bytes{state}` of the
-//! engine's data root), `deployments{state}`, `tunnel_state{state}` (one-hot),
+//! engine's data root), `deployments{state}` (the container's state as the engine last
+//! listed it, `halted`, `missing` or `unknown`), `tunnel_state{state}` (one-hot),
 //! `tunnel_connected_since_timestamp_seconds`, `relay_state{state}`, `docker_up`,
 //! `firewall_installed`.
 
@@ -322,11 +323,14 @@ impl Collector for StateCollector {
             ],
         )?;
         let counts = shared.deployment_counts();
-        let counts: Vec<(&str, f64)> = counts.iter().map(|(k, v)| (*k, *v as f64)).collect();
+        let counts: Vec<(&str, f64)> = counts
+            .iter()
+            .map(|(k, v)| (k.as_str(), *v as f64))
+            .collect();
         labelled(
             e,
             "deployments",
-            "Deployments this provider keeps, by state",
+            "Deployments this provider keeps, by their container's state (halted: by the provider)",
             "state",
             &counts,
         )?;

@@ -6,7 +6,9 @@
 //!
 //! Probes never touch the engine on a request: a task pings Docker every [`DOCKER_EVERY`]
 //! (at most [`DOCKER_TIMEOUT`] each) and lists the firewall table every [`FIREWALL_EVERY`];
-//! the handlers read their last results. Everything but `/healthz` and `/readyz` answers only
+//! the handlers read their last results. Only `/metrics` and `/api/v1/status` list this
+//! provider's containers (at most once per [`LIST_EVERY`], [`DOCKER_TIMEOUT`] at most, and
+//! only while the last ping answered), for the deployments' states. Everything but `/healthz` and `/readyz` answers only
 //! to a `Host` that is an IP address, `localhost` or an `--admin-host` name (421 otherwise:
 //! DNS rebinding would let any web page read a token-less loopback listener), and with
 //! `--admin-token-file` only with a bearer token (any role: this API only reads).
@@ -17,7 +19,7 @@
 mod health;
 mod metrics;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -51,6 +53,8 @@ pub(crate) use metrics::{MachineReader, Telemetry};
 pub(crate) const DOCKER_EVERY: Duration = Duration::from_secs(5);
 /// How long a ping may take before the engine counts as down.
 pub(crate) const DOCKER_TIMEOUT: Duration = Duration::from_secs(2);
+/// How old a container listing may be before a scrape lists again.
+pub(crate) const LIST_EVERY: Duration = Duration::from_secs(1);
 /// How often the firewall table is looked for.
 pub(crate) const FIREWALL_EVERY: Duration = Duration::from_secs(30);
 
@@ -97,7 +101,14 @@ pub(crate) struct Shared {
     pub(crate) hosts: Vec<String>,
     docker: Mutex<DockerProbe>,
     firewall: Mutex<FirewallProbe>,
+    /// The engine, for the container listing of `deployments{state}`.
+    runtime: Option<DockerRuntime>,
+    /// This provider's containers (id → state) as the engine last listed them, and when.
+    containers: Mutex<Listing>,
 }
+
+/// Container id → state, and when the engine said so.
+type Listing = (Option<HashMap<String, String>>, Option<std::time::Instant>);
 
 impl Shared {
     pub(crate) fn tunnel_status(&self) -> Option<TunnelStatus> {
@@ -120,8 +131,28 @@ impl Shared {
         }
     }
 
-    pub(crate) fn deployment_counts(&self) -> BTreeMap<&'static str, u64> {
-        self.ctx.deployments.state_counts()
+    pub(crate) fn deployment_counts(&self) -> BTreeMap<String, u64> {
+        let engine = self.containers.lock().unwrap_or_else(|p| p.into_inner());
+        self.ctx.deployments.state_counts(engine.0.as_ref())
+    }
+
+    /// Lists this provider's containers again, for a scrape or a status answer, unless that
+    /// was done within [`LIST_EVERY`] or the engine is not answering (then the last listing
+    /// stands). At most [`DOCKER_TIMEOUT`].
+    pub(crate) async fn refresh_containers(&self) {
+        let Some(rt) = &self.runtime else { return };
+        let fresh = {
+            let listed = self.containers.lock().unwrap_or_else(|p| p.into_inner());
+            listed.1.is_some_and(|at| at.elapsed() < LIST_EVERY)
+        };
+        let up = *self.docker.lock().unwrap_or_else(|p| p.into_inner()) == DockerProbe::Up;
+        if fresh || !up {
+            return;
+        }
+        if let Some(listed) = list_containers(rt, &self.me).await {
+            *self.containers.lock().unwrap_or_else(|p| p.into_inner()) =
+                (Some(listed), Some(std::time::Instant::now()));
+        }
     }
 }
 
@@ -184,6 +215,8 @@ pub(crate) async fn start(
         hosts: parts.hosts,
         docker: Mutex::new(docker),
         firewall: Mutex::new(firewall),
+        runtime: parts.runtime.as_ref().ok().cloned(),
+        containers: Mutex::new((None, None)),
     });
     let mut registry = Registry::default();
     peercompute_ops::build::register(&mut registry, "peercomputed");
@@ -232,6 +265,23 @@ fn write_addr_file(path: &Path, addr: SocketAddr) {
             path.display()
         );
     }
+}
+
+/// This provider's deployment containers (id → state), or `None` when the engine does not
+/// list them within [`DOCKER_TIMEOUT`].
+async fn list_containers(rt: &DockerRuntime, me: &PeerId) -> Option<HashMap<String, String>> {
+    let me = me.to_string();
+    let listed = tokio::time::timeout(DOCKER_TIMEOUT, rt.list_managed())
+        .await
+        .ok()?
+        .ok()?;
+    Some(
+        listed
+            .into_iter()
+            .filter(|c| c.labels.get(peercompute_runtime::LABEL_PROVIDER) == Some(&me))
+            .map(|c| (c.id, c.state.to_string()))
+            .collect(),
+    )
 }
 
 async fn ping(rt: &DockerRuntime) -> DockerProbe {
@@ -289,6 +339,7 @@ async fn probe_loop(
                 shared.machine.sample_cpu();
                 if let Some(rt) = &runtime {
                     let now = ping(rt).await;
+
                     let mut docker = shared.docker.lock().unwrap_or_else(|p| p.into_inner());
                     if *docker != now {
                         match &now {
@@ -380,6 +431,7 @@ async fn readyz(State(state): State<AppState>, headers: HeaderMap) -> Response {
 }
 
 async fn metrics_text(State(state): State<AppState>) -> Response {
+    state.shared.refresh_containers().await;
     let mut text = String::new();
     match prometheus_client::encoding::text::encode(&mut text, &state.registry) {
         Ok(()) => (
@@ -405,7 +457,7 @@ pub(crate) struct StatusDoc {
     /// `None` when no gateway is configured.
     pub(crate) tunnel: Option<TunnelDoc>,
     pub(crate) relay: RelayDoc,
-    pub(crate) deployments: BTreeMap<&'static str, u64>,
+    pub(crate) deployments: BTreeMap<String, u64>,
     /// Deploys by outcome since the daemon started.
     pub(crate) deploys: BTreeMap<String, u64>,
     pub(crate) machine: metrics::Machine,
@@ -487,5 +539,6 @@ pub(crate) fn status_doc(shared: &Shared) -> StatusDoc {
 }
 
 async fn status(State(state): State<AppState>) -> axum::Json<StatusDoc> {
+    state.shared.refresh_containers().await;
     axum::Json(status_doc(&state.shared))
 }

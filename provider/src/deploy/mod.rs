@@ -127,16 +127,27 @@ impl Deployments {
         })
     }
 
-    /// Deployments by state (`running`, or `halted` by the provider), read from the store.
-    pub(crate) fn state_counts(&self) -> std::collections::BTreeMap<&'static str, u64> {
-        let mut counts = std::collections::BTreeMap::from([("running", 0), ("halted", 0)]);
+    /// Deployments by state: `halted` when the provider stopped it (a volume over its share),
+    /// else its container's state as the engine last listed it (`running`, `exited`,
+    /// `restarting`, …), `missing` when the engine has no such container, `unknown` while the
+    /// engine has not been listed.
+    pub(crate) fn state_counts(
+        &self,
+        engine: Option<&std::collections::HashMap<String, String>>,
+    ) -> std::collections::BTreeMap<String, u64> {
+        let mut counts = std::collections::BTreeMap::from([("running".to_owned(), 0)]);
         for record in self.store().all() {
             let state = if record.stopped_reason.is_some() {
                 "halted"
             } else {
-                "running"
+                match engine {
+                    Some(states) => states
+                        .get(&record.container_id)
+                        .map_or("missing", String::as_str),
+                    None => "unknown",
+                }
             };
-            *counts.entry(state).or_default() += 1;
+            *counts.entry(state.to_owned()).or_default() += 1;
         }
         counts
     }
