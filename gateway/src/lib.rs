@@ -198,30 +198,48 @@ pub fn dev_tls(state_dir: &Path, domain: &str) -> Result<PathBuf, GatewayError> 
 /// with `admin-events-bench` (debug build, 1000 visitor connections, 2 busy cores): event
 /// emitted→delivered p99 68 ms on the shared runtime, 22 ms apart. The receiver resolves when
 /// the listener has stopped.
-fn serve_admin_apart(
+async fn serve_admin_apart(
     listener: TcpListener,
     router: axum::Router,
     stop: watch::Receiver<bool>,
 ) -> Result<tokio::sync::oneshot::Receiver<()>, GatewayError> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(GatewayError::Admin)?;
-    // Re-registered with the admin runtime's own reactor, not the main one's.
-    let listener = {
-        let _inside = runtime.enter();
-        TcpListener::from_std(listener.into_std().map_err(GatewayError::Admin)?)
-            .map_err(GatewayError::Admin)?
-    };
+    let listener = listener.into_std().map_err(GatewayError::Admin)?;
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()
         .name("admin".into())
         .spawn(move || {
-            runtime.block_on(admin::serve(listener, router, stop));
+            // Built and dropped on this thread (never inside `run`'s async context); the
+            // listener is re-registered with this runtime's own reactor.
+            let started = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .and_then(|runtime| {
+                    let listener = {
+                        let _inside = runtime.enter();
+                        TcpListener::from_std(listener)?
+                    };
+                    Ok((runtime, listener))
+                });
+            match started {
+                Ok((runtime, listener)) => {
+                    let _ = ready_tx.send(Ok(()));
+                    runtime.block_on(admin::serve(listener, router, stop));
+                }
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                }
+            }
             let _ = done_tx.send(());
         })
         .map_err(GatewayError::Admin)?;
-    Ok(done_rx)
+    match ready_rx.await {
+        Ok(Ok(())) => Ok(done_rx),
+        Ok(Err(e)) => Err(GatewayError::Admin(e)),
+        Err(_) => Err(GatewayError::Admin(std::io::Error::other(
+            "the admin thread ended while starting",
+        ))),
+    }
 }
 
 /// Runs the gateway until `shutdown` resolves, then drains and returns.
@@ -311,7 +329,7 @@ pub async fn run(
     };
     let (stop_tx, stop_rx) = watch::channel(false);
     let admin_done = match admin {
-        Some((l, router)) => Some(serve_admin_apart(l, router, stop_rx.clone())?),
+        Some((l, router)) => Some(serve_admin_apart(l, router, stop_rx.clone()).await?),
         None => None,
     };
     let acme_task = acme.map(|prepared| prepared.spawn(shared.clone(), stop_rx.clone()));

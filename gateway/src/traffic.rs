@@ -54,6 +54,9 @@ const TICK_CHANNEL: usize = 8;
 /// The request-rate window: snapshots every 10 s, the oldest at most 60–70 s old.
 const WINDOW_EVERY: Duration = Duration::from_secs(10);
 const WINDOW_SLOTS: usize = 7;
+/// A name's cell is dropped (its series end, its slot under the cap is free) after this long
+/// without traffic once no live route holds it: withdrawn or long-offline names.
+pub(crate) const EVICT_IDLE: Duration = Duration::from_secs(3600);
 /// Label of the cell shared by names past the cap.
 pub(crate) const OTHER: &str = "other";
 
@@ -261,6 +264,8 @@ struct History {
     last: Counts,
     /// Counts every [`WINDOW_EVERY`], oldest first, for the last minute's request rate.
     window: VecDeque<(Instant, Counts)>,
+    /// The last tick with traffic (or when the sampler first saw the route).
+    last_active: Instant,
 }
 
 #[derive(Debug, Default)]
@@ -397,6 +402,7 @@ impl Traffic {
             .routes
             .retain(|name, _| name == OTHER || self.cells.contains_key(name));
         let mut routes = Vec::new();
+        let mut idle = Vec::new();
         for (name, counts) in named {
             let history = sampler
                 .routes
@@ -404,6 +410,7 @@ impl Traffic {
                 .or_insert_with(|| History {
                     last: Counts::default(),
                     window: VecDeque::from([(now, Counts::default())]),
+                    last_active: now,
                 });
             let delta = counts.since(&history.last);
             history.last = counts;
@@ -418,7 +425,24 @@ impl Traffic {
                 history.window.push_back((now, counts));
             }
             if delta.total_requests() > 0 || delta.bytes_in > 0 || delta.bytes_out > 0 {
+                history.last_active = now;
                 routes.push(RouteTick::new(name, delta.totals()));
+            } else if name != OTHER
+                && now.saturating_duration_since(history.last_active) >= EVICT_IDLE
+            {
+                idle.push(name);
+            }
+        }
+        // A cell only the table holds (no live route, no request in flight) that has been idle
+        // this long gives its slot back; checked under the table's shard lock, so a
+        // registration either got it before (and it stays) or creates a new one after.
+        for name in idle {
+            if self
+                .cells
+                .remove_if(&name, |_, cell| Arc::strong_count(cell) == 1)
+                .is_some()
+            {
+                sampler.routes.remove(&name);
             }
         }
         routes.sort_by(|a, b| a.route.cmp(&b.route));

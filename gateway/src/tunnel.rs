@@ -223,13 +223,14 @@ async fn serve_tunnel(
         .tunnels_by_transport
         .get_or_create(&by_transport)
         .inc();
+    let (info, mut kicks) = TunnelInfo::new(peer, agent.clone(), version, conn.clone());
+    // Listed before it is announced: a client reacting to the event finds it.
+    shared.tunnels.insert(info.clone());
     shared.events.publish(EventKind::ProviderConnected {
         peer: peer.to_string(),
-        agent: agent.clone(),
+        agent,
         remote: conn.remote_address().to_string(),
     });
-    let (info, mut kicks) = TunnelInfo::new(peer, agent, version, conn.clone());
-    shared.tunnels.insert(info.clone());
     let mut announced_shutdown = *shutdown.borrow();
     if announced_shutdown {
         let _ = write_control(&mut send, &shutdown_msg()).await;

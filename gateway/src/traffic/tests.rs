@@ -209,3 +209,25 @@ fn the_exposition_of_one_route() {
         assert!(text.contains(line), "missing {line:?} in\n{text}");
     }
 }
+
+#[test]
+fn idle_cells_without_a_route_give_their_slot_back() {
+    let traffic = Traffic::new(2);
+    let a = traffic.cell_for("a");
+    let b = traffic.cell_for("b");
+    let t0 = Instant::now();
+    traffic.sample(t0, 0);
+    a.record_status(200);
+    traffic.sample(t0 + Duration::from_secs(1), 0);
+    // a's route is gone (withdrawn); b's is still registered.
+    drop(a);
+    let later = t0 + Duration::from_secs(1) + EVICT_IDLE;
+    traffic.sample(later - Duration::from_secs(1), 0);
+    assert!(traffic.counts("a").is_some(), "not idle long enough yet");
+    traffic.sample(later, 0);
+    assert!(traffic.counts("a").is_none(), "evicted");
+    assert!(traffic.counts("b").is_some(), "held by a live route");
+    let c = traffic.cell_for("c");
+    assert!(!Arc::ptr_eq(&c, &traffic.other), "the freed slot is reused");
+    drop(b);
+}
