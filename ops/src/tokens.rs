@@ -6,7 +6,7 @@
 //! `[A-Za-z0-9._~-]`. The file is refused when it is readable or writable by group or others,
 //! when it holds no token, or when a line is malformed (its number is named). Only the SHA-256
 //! digests of the tokens are kept, and a presented token is compared against every digest in
-//! constant time. The file is looked at again (its mtime, size and inode) at most every
+//! constant time. The file is looked at again (its mtime, ctime, size and inode) at most every
 //! [`RECHECK`], and re-read when it changed, so a removed token stops working within a second.
 //! A file that became unreadable or malformed denies every token until it is fixed: failing
 //! closed is the only safe answer when the operator meant to remove one. `Debug` prints the
@@ -89,8 +89,22 @@ struct Entries(Vec<(Digest32, Role)>);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Stamp {
     mtime: Option<SystemTime>,
+    /// Status change time in nanoseconds: an in-place rewrite with a token of the same length
+    /// within one coarse mtime tick still changes it.
+    ctime_ns: (i64, i64),
     len: u64,
     ino: u64,
+}
+
+impl Stamp {
+    fn of(meta: &fs::Metadata) -> Self {
+        Self {
+            mtime: meta.modified().ok(),
+            ctime_ns: (meta.ctime(), meta.ctime_nsec()),
+            len: meta.len(),
+            ino: meta.ino(),
+        }
+    }
 }
 
 struct Loaded {
@@ -197,11 +211,7 @@ fn bearer(value: &HeaderValue) -> Option<&[u8]> {
 
 fn stamp_of(path: &Path) -> std::io::Result<Stamp> {
     let meta = fs::metadata(path)?;
-    Ok(Stamp {
-        mtime: meta.modified().ok(),
-        len: meta.len(),
-        ino: meta.ino(),
-    })
+    Ok(Stamp::of(&meta))
 }
 
 fn read_file(path: &Path) -> Result<(Stamp, Entries), TokenFileError> {
@@ -218,11 +228,7 @@ fn read_file(path: &Path) -> Result<(Stamp, Entries), TokenFileError> {
         });
     }
     let text = fs::read_to_string(path).map_err(read_err)?;
-    let stamp = Stamp {
-        mtime: meta.modified().ok(),
-        len: meta.len(),
-        ino: meta.ino(),
-    };
+    let stamp = Stamp::of(&meta);
     let entries = parse(&text).map_err(|(line, problem)| TokenFileError::Line {
         path: path.to_owned(),
         line,

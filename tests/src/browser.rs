@@ -83,8 +83,11 @@ async fn start_driver() -> (Child, String) {
     let mut last = String::new();
     for _ in 0..3 {
         let port = free_port();
+        // Its own process group, so dropping the Browser ends Chromium too (chromedriver's
+        // children would outlive a SIGKILL of chromedriver alone).
         let mut child = Command::new(CHROMEDRIVER)
             .arg(format!("--port={port}"))
+            .process_group(0)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -99,6 +102,17 @@ async fn start_driver() -> (Child, String) {
         let _ = child.kill().await;
     }
     panic!("{last} (3 attempts)");
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        if let Some(pid) = self._driver.id().and_then(|p| i32::try_from(p).ok()) {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
 }
 
 impl Browser {

@@ -273,6 +273,27 @@ async fn operators_list_release_and_disconnect() {
     let next = resumed.next().await.expect("a replayed event");
     assert_eq!(next.id, Some((first + 1).to_string()), "{next:?}");
 
+    // Event streams are capped (16 with the two above): the next gets 503, probes still answer.
+    let mut open = Vec::new();
+    for _ in 0..14 {
+        open.push(admin.events(None).await);
+    }
+    let refused = admin.send(http::Method::GET, "/api/v1/events").await;
+    assert_eq!(refused.status(), 503);
+    assert_eq!(refused.headers()["retry-after"], "5");
+    assert_eq!(
+        admin.send(http::Method::GET, "/healthz").await.status(),
+        200
+    );
+    assert_eq!(
+        admin
+            .send(http::Method::GET, "/api/v1/routes")
+            .await
+            .status(),
+        200
+    );
+    drop(open);
+
     // Every API answer is no-store; unknown paths 404.
     let resp = admin.send(http::Method::GET, "/api/v1/providers").await;
     assert_eq!(resp.headers()["cache-control"], "no-store");

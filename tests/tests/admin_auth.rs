@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use http::Method;
 use peercompute_gateway::{GatewayConfig, Listeners, TlsMode};
 use peercompute_tests::admin::{AdminClient, token, token_file};
-use peercompute_tests::{GatewayOptions, TestGateway, TestProvider};
+use peercompute_tests::{GatewayOptions, TestGateway, TestProvider, within};
 
 /// Every log line of this test binary, to look for tokens in.
 #[derive(Clone, Default)]
@@ -216,7 +216,9 @@ async fn tokens_roles_hosts_and_start_errors() {
         assert_eq!(status("/healthz").await, 200, "{host} /healthz");
     }
 
-    // A token removed from the file stops working within 1 s.
+    // A token removed from the file stops working within 1 s, and its open stream ends.
+    let mut stream = reader.events(None).await;
+    stream.until(5, |m| m.event == "snapshot").await;
     std::fs::write(&tokens, format!("admin {admin_token}\n")).expect("rewrite tokens");
     let removed = Instant::now();
     loop {
@@ -231,6 +233,14 @@ async fn tokens_roles_hosts_and_start_errors() {
     }
     println!(
         "removed token refused after {} ms",
+        removed.elapsed().as_millis()
+    );
+    within(3, "the revoked token's stream to end", async {
+        while stream.next().await.is_some() {}
+    })
+    .await;
+    println!(
+        "its event stream ended after {} ms",
         removed.elapsed().as_millis()
     );
     assert_eq!(

@@ -107,7 +107,7 @@ function renderProviders() {
       h("td", { class: "num" }, p.rtt_ms.toFixed(1) + " ms"),
       h("td", {}, p.routes.join(", ") || "–"),
       h("td", { class: "num requests" }, p.requests),
-      h("td", { class: "num" }, p.errors + p.status_5xx),
+      h("td", { class: "num", title: p.errors + " not answered by the app (counted in 5xx or 4xx too)" }, p.status_5xx),
       h("td", { class: "num" }, bytes(p.bytes_in) + " / " + bytes(p.bytes_out)),
       h("td", {},
         state.role === "admin"
@@ -238,7 +238,9 @@ async function loadAll() {
   state.role = who.role;
   $("role").textContent = who.tokens_required ? who.role + " token" : "";
   await loadTraffic();
-  await Promise.all([loadProviders(), loadRoutes(), loadCertificates(), loadFleets()]);
+  await Promise.all([loadProviders(), loadRoutes(), loadCertificates()]);
+  // The fleet table is extra: its failure must not keep the page from showing.
+  loadFleets().catch(report);
 }
 
 // Coalesces the refreshes a burst of events asks for.
@@ -266,8 +268,6 @@ function applyTick(tick) {
       route.status_5xx += r.status_5xx;
       route.bytes_in += r.bytes_in;
       route.bytes_out += r.bytes_out;
-      if (r.p50_ms !== null) route.p50_ms = r.p50_ms;
-      if (r.p99_ms !== null) route.p99_ms = r.p99_ms;
     }
     const s = state.series.get(r.route) || [];
     s.push(r.requests);
@@ -293,10 +293,15 @@ function onEvent(type, data, id) {
 }
 
 // Server-Sent Events over fetch: blocks separated by a blank line, fields "name: value".
+// One stream at a time: a new start() or the login form ends the previous one.
+let generation = 0;
+let streamCtl = null;
+
 async function stream() {
   const hs = headers({ Accept: "text/event-stream" });
   if (state.lastId) hs["Last-Event-ID"] = state.lastId;
-  const resp = await fetch("/api/v1/events", { headers: hs });
+  streamCtl = new AbortController();
+  const resp = await fetch("/api/v1/events", { headers: hs, signal: streamCtl.signal });
   if (resp.status === 401) throw new Unauthorized();
   if (!resp.ok || !resp.body) throw new Error("event stream: " + resp.status);
   setConn("live", "live");
@@ -338,13 +343,15 @@ function report(err) {
 }
 
 // Runs the stream for as long as the page is open; after a drop it re-fetches and resumes.
-async function live() {
-  for (let attempt = 0; ; attempt++) {
+async function live(gen) {
+  for (let attempt = 0; gen === generation; attempt++) {
     try {
       if (attempt > 0) await loadAll();
       await stream();
+      if (gen !== generation) return;
       setConn("down", "reconnecting…");
     } catch (err) {
+      if (gen !== generation) return;
       if (err instanceof Unauthorized) return showLogin("the token was not accepted");
       setConn("down", "reconnecting…");
     }
@@ -390,6 +397,8 @@ function alertError(err) {
 }
 
 function showLogin(message) {
+  generation++;
+  if (streamCtl) streamCtl.abort();
   $("main").hidden = true;
   $("login").hidden = false;
   $("login-error").textContent = message || "";
@@ -407,7 +416,9 @@ async function start() {
   }
   $("login").hidden = true;
   $("main").hidden = false;
-  live();
+  generation++;
+  if (streamCtl) streamCtl.abort();
+  live(generation);
 }
 
 function useToken() {

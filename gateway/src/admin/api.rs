@@ -55,12 +55,22 @@ pub(crate) async fn readyz(State(st): State<Arc<AdminState>>) -> Response {
      content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8"),
     (status = 401, description = "token missing or unknown")))]
 pub(crate) async fn metrics(State(st): State<Arc<AdminState>>) -> Response {
+    // Encoding 500 routes takes tens of milliseconds: off the admin runtime, so event streams
+    // keep flowing during a scrape.
+    let text = tokio::task::spawn_blocking(move || st.shared.metrics.encode()).await;
+    let Ok(text) = text else {
+        return (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "metrics encoding failed\n",
+        )
+            .into_response();
+    };
     (
         [(
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        st.shared.metrics.encode(),
+        text,
     )
         .into_response()
 }
@@ -90,7 +100,8 @@ pub(crate) async fn providers(State(st): State<Arc<AdminState>>) -> Json<Vec<Pro
         (status = 400, body = ErrorView, description = "not a peer id, or a malformed body"),
         (status = 401, description = "token missing or unknown"),
         (status = 403, description = "a read token"),
-        (status = 404, body = ErrorView, description = "not connected")))]
+        (status = 404, body = ErrorView, description = "not connected"),
+        (status = 503, body = ErrorView, description = "connected but its tunnel has earlier requests waiting; retry")))]
 pub(crate) async fn disconnect(
     State(st): State<Arc<AdminState>>,
     Path(peer_id): Path<String>,
@@ -122,6 +133,12 @@ pub(crate) async fn disconnect(
         .unwrap_or_else(|| DEFAULT_REASON.to_owned());
     let tunnels = st.shared.disconnect_provider(&peer, &reason);
     if tunnels == 0 {
+        if !st.shared.tunnels.of_peer(&peer).is_empty() {
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("provider {peer_id} is busy with earlier requests; retry in a moment"),
+            );
+        }
         return error(
             StatusCode::NOT_FOUND,
             format!("provider {peer_id} is not connected"),

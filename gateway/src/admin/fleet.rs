@@ -5,7 +5,6 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, UNIX_EPOCH};
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -15,7 +14,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::AdminState;
-use super::model::{ErrorView, rfc3339};
+use super::model::{ErrorView, rfc3339_ms};
 
 /// A fleet held here.
 #[derive(Debug, Serialize, ToSchema)]
@@ -180,7 +179,7 @@ pub(crate) async fn robots(
             apps: Vec::new(),
         });
         view.health = health(&apps).to_owned();
-        view.last_seen = Some(rfc3339(UNIX_EPOCH + Duration::from_millis(r.at_ms)));
+        view.last_seen = Some(rfc3339_ms(r.at_ms));
         view.agent = Some(r.agent.clone());
         view.apps = apps;
     }

@@ -39,6 +39,8 @@ pub(crate) struct AdminState {
     pub(crate) tokens: Option<Tokens>,
     /// The OpenAPI document as JSON, written once the router is built.
     pub(crate) openapi: OnceLock<String>,
+    /// Slots for open event streams ([`sse::MAX_STREAMS`]).
+    pub(crate) streams: Arc<tokio::sync::Semaphore>,
 }
 
 /// The API's routes and their document, before state and middleware.
@@ -103,6 +105,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Result<Router, TokenFileError> {
         shared,
         tokens,
         openapi: OnceLock::new(),
+        streams: Arc::new(tokio::sync::Semaphore::new(sse::MAX_STREAMS)),
     });
     let (api, doc) = api_router().split_for_parts();
     let json = doc

@@ -2,7 +2,7 @@
 //! their conversion from the gateway's own snapshots ([`crate::state`], [`crate::traffic`],
 //! [`crate::tls::status`]). Times are RFC 3339 strings in UTC; durations are milliseconds.
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -11,9 +11,22 @@ use crate::state::{ProviderSnapshot, RouteSnapshot};
 use crate::tls::status::CertInfo;
 use crate::traffic::{RouteTick, TrafficTick, TrafficTotals};
 
-/// RFC 3339, UTC, millisecond precision.
+/// The last instant RFC 3339 can write (9999-12-31T23:59:59.999Z).
+const LAST_RFC3339: Duration = Duration::from_millis(253_402_300_799_999);
+
+/// RFC 3339, UTC, millisecond precision. Total: times past year 9999 (a peer's clock can say
+/// anything) are written as the last representable instant, before 1970 as the epoch.
 pub(crate) fn rfc3339(t: SystemTime) -> String {
-    humantime::format_rfc3339_millis(t).to_string()
+    let since = t
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .min(LAST_RFC3339);
+    humantime::format_rfc3339_millis(UNIX_EPOCH + since).to_string()
+}
+
+/// [`rfc3339`] of Unix milliseconds from a peer.
+pub(crate) fn rfc3339_ms(ms: u64) -> String {
+    rfc3339(UNIX_EPOCH + Duration::from_millis(ms.min(LAST_RFC3339.as_millis() as u64)))
 }
 
 /// Request counts, bytes and latency of a provider, a route, or a route during one second.
@@ -22,7 +35,8 @@ pub(crate) struct Figures {
     pub(crate) requests: u64,
     pub(crate) status_4xx: u64,
     pub(crate) status_5xx: u64,
-    /// Requests the app never answered (offline, unreachable, timeout, malformed body).
+    /// Requests the app never answered (offline, unreachable, timeout, malformed body). Each
+    /// is also counted in its status class (the gateway's own 502, 504 or 400).
     pub(crate) errors: u64,
     /// Request body bytes, visitor → app.
     pub(crate) bytes_in: u64,
@@ -251,4 +265,20 @@ pub(crate) struct WhoamiView {
     pub(crate) role: String,
     /// Whether this listener asks for a token (`--admin-token-file`).
     pub(crate) tokens_required: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_from_peers_never_fail_to_format() {
+        assert_eq!(rfc3339_ms(u64::MAX), "9999-12-31T23:59:59.999Z");
+        assert_eq!(rfc3339_ms(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339_ms(1_700_000_000_123), "2023-11-14T22:13:20.123Z");
+        assert_eq!(
+            rfc3339(UNIX_EPOCH - Duration::from_secs(5)),
+            "1970-01-01T00:00:00.000Z"
+        );
+    }
 }

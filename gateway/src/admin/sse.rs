@@ -17,9 +17,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
-use futures_util::Stream;
+use axum::response::{IntoResponse, Response};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::sync::broadcast::Receiver;
 use tokio::sync::broadcast::error::RecvError;
 
@@ -32,8 +33,20 @@ use crate::traffic::TrafficTick;
 pub(crate) const SNAPSHOT: usize = 50;
 /// Interval of the keep-alive comment.
 pub(crate) const KEEP_ALIVE: Duration = Duration::from_secs(15);
+/// Open event streams at most, so streams cannot hold every connection of the listener
+/// ([`peercompute_ops::serve::MAX_CONNECTIONS`]) and starve the probes and the API.
+pub(crate) const MAX_STREAMS: usize = 16;
+/// How often an open stream checks that its token is still in the file.
+const RECHECK: Duration = Duration::from_secs(1);
 
 struct Feed {
+    /// The listener and the `Authorization` the stream was opened with, looked at again every
+    /// [`RECHECK`]: a token removed from the file ends its open streams too.
+    st: Arc<AdminState>,
+    authorization: Option<HeaderValue>,
+    recheck: tokio::time::Interval,
+    /// One of [`MAX_STREAMS`], given back when the stream ends.
+    _slot: OwnedSemaphorePermit,
     events: Receiver<Arc<Event>>,
     ticks: Receiver<Arc<TrafficTick>>,
     /// The highest event number sent so far.
@@ -99,11 +112,17 @@ fn opening(events: &Events, last_event_id: Option<u64>) -> (Vec<SseEvent>, u64) 
              (`id`: its number, `event`: its type, `data`: the event as JSON with `seq`, `at_unix_ms`, \
              `type` and the type's fields), `traffic` (data: TrafficTickView) every second, and \
              `lagged` (data: {\"missed\": N}) when events were missed"),
-        (status = 401, description = "token missing or unknown")))]
-pub(crate) async fn events(
-    State(st): State<Arc<AdminState>>,
-    headers: HeaderMap,
-) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
+        (status = 401, description = "token missing or unknown"),
+        (status = 503, description = "too many open event streams; retry after Retry-After seconds")))]
+pub(crate) async fn events(State(st): State<Arc<AdminState>>, headers: HeaderMap) -> Response {
+    let Ok(slot) = st.streams.clone().try_acquire_owned() else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, "5")],
+            format!("{MAX_STREAMS} event streams are open already; retry later\n"),
+        )
+            .into_response();
+    };
     let last_event_id = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
@@ -113,7 +132,13 @@ pub(crate) async fn events(
     let events = st.shared.events.subscribe();
     let ticks = st.shared.traffic.subscribe_ticks();
     let (opening, sent) = opening(&st.shared.events, last_event_id);
+    let mut recheck = tokio::time::interval(RECHECK);
+    recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let feed = Feed {
+        authorization: headers.get(header::AUTHORIZATION).cloned(),
+        st: st.clone(),
+        recheck,
+        _slot: slot,
         events,
         ticks,
         sent,
@@ -122,9 +147,15 @@ pub(crate) async fn events(
     let stream = futures_util::stream::unfold(feed, |mut feed| async move {
         loop {
             if let Some(next) = feed.queued.pop_front() {
-                return Some((Ok(next), feed));
+                return Some((Ok::<_, Infallible>(next), feed));
             }
             tokio::select! {
+                _ = feed.recheck.tick() => {
+                    if let Some(tokens) = &feed.st.tokens {
+                        // Gone from the file: the stream ends (the page then asks again).
+                        feed.authorization.as_ref().and_then(|a| tokens.check(a))?;
+                    }
+                }
                 got = feed.events.recv() => match got {
                     Ok(event) if event.seq <= feed.sent => continue,
                     Ok(event) => {
@@ -147,7 +178,9 @@ pub(crate) async fn events(
             }
         }
     });
-    Sse::new(stream).keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
+    Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
+        .into_response()
 }
 
 #[cfg(test)]
