@@ -9,7 +9,9 @@
 //!
 //! What is never logged: [`Entry`] has no header fields, so `Authorization`, `Cookie` and
 //! their kin cannot leak by construction; the query string is cut off ([`path_only`]),
-//! because tokens hide there too.
+//! because tokens hide there too. A path is logged up to [`MAX_PATH_BYTES`] (then `…`), so
+//! the queue holds at most about 10 MB whatever visitors send. [`AccessLog::close`] flushes
+//! and waits for the writer at shutdown.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
@@ -17,7 +19,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
+use std::sync::mpsc::{
+    Receiver, RecvTimeoutError, Sender, SyncSender, TrySendError, channel, sync_channel,
+};
 use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
@@ -27,6 +31,11 @@ use tracing::warn;
 pub const QUEUE: usize = 8192;
 /// How often buffered lines reach the file.
 const FLUSH_EVERY: Duration = Duration::from_secs(1);
+/// The longest path logged; longer ones are cut (at a character boundary) and end in `…`.
+pub const MAX_PATH_BYTES: usize = 1024;
+/// The most rotated files kept, whatever the configuration says (each rotation renames them
+/// all).
+pub const MAX_KEEP: usize = 100;
 
 /// One visitor request, as logged.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,7 +83,7 @@ impl Entry {
             time: humantime::format_rfc3339_millis(self.time).to_string(),
             route: self.route.as_deref(),
             method: &self.method,
-            path: path_only(&self.path),
+            path: &capped(path_only(&self.path)),
             status: self.status,
             bytes_in: self.bytes_in,
             bytes_out: self.bytes_out,
@@ -88,17 +97,37 @@ impl Entry {
     }
 }
 
+/// `path` cut to [`MAX_PATH_BYTES`] (at a character boundary, marked with `…`).
+fn capped(path: &str) -> std::borrow::Cow<'_, str> {
+    if path.len() <= MAX_PATH_BYTES {
+        return path.into();
+    }
+    let mut end = MAX_PATH_BYTES;
+    while !path.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &path[..end]).into()
+}
+
 /// A request target without its query string or fragment: `/a/b?token=x` → `/a/b`.
 pub fn path_only(target: &str) -> &str {
     let end = target.find(['?', '#']).unwrap_or(target.len());
     &target[..end]
 }
 
+/// What the writer thread is sent.
+#[derive(Debug)]
+enum Message {
+    Line(String),
+    /// Flush, say so on the sender, and stop.
+    Close(Sender<()>),
+}
+
 /// The sending side of the access log; cheap to clone. The writer thread stops, flushing
-/// everything, when the last clone is dropped.
+/// everything, at [`AccessLog::close`] or when the last clone is dropped.
 #[derive(Debug, Clone)]
 pub struct AccessLog {
-    tx: SyncSender<String>,
+    tx: SyncSender<Message>,
     dropped: Arc<AtomicU64>,
 }
 
@@ -124,7 +153,7 @@ impl AccessLog {
 
     /// Queues `entry`; never blocks. A full queue drops the line and counts it.
     pub fn record(&self, entry: &Entry) {
-        match self.tx.try_send(entry.to_line()) {
+        match self.tx.try_send(Message::Line(entry.to_line())) {
             Ok(()) => {}
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
                 self.dropped.fetch_add(1, Ordering::Relaxed);
@@ -135,6 +164,30 @@ impl AccessLog {
     /// Lines dropped because the writer fell behind (or stopped), since the start.
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Flushes what is queued and stops the writer, waiting at most `timeout` (at shutdown,
+    /// so the last second of lines is not lost with the process). Lines recorded afterwards
+    /// are dropped and counted. Returns whether the writer finished in time.
+    pub fn close(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let (done, finished) = channel();
+        let mut message = Message::Close(done);
+        loop {
+            match self.tx.try_send(message) {
+                Ok(()) => break,
+                Err(TrySendError::Disconnected(_)) => return true,
+                Err(TrySendError::Full(m)) => {
+                    if Instant::now() >= deadline {
+                        return false;
+                    }
+                    message = m;
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            }
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        finished.recv_timeout(left).is_ok()
     }
 }
 
@@ -160,13 +213,17 @@ impl Sink {
 }
 
 /// The writer thread: lines as they come, a flush every [`FLUSH_EVERY`] and at the end.
-fn write_lines(rx: Receiver<String>, mut sink: Sink) {
+fn write_lines(rx: Receiver<Message>, mut sink: Sink) {
     let mut last_flush = Instant::now();
     let mut failing = false;
+    let mut closed = None;
     loop {
-        let line = rx.recv_timeout(FLUSH_EVERY);
-        let result = match &line {
-            Ok(line) => sink.write_line(line),
+        let result = match rx.recv_timeout(FLUSH_EVERY) {
+            Ok(Message::Line(line)) => sink.write_line(&line),
+            Ok(Message::Close(done)) => {
+                closed = Some(done);
+                break;
+            }
             Err(RecvTimeoutError::Timeout) => Ok(()),
             Err(RecvTimeoutError::Disconnected) => break,
         };
@@ -191,6 +248,9 @@ fn write_lines(rx: Receiver<String>, mut sink: Sink) {
     if let Err(e) = sink.flush() {
         warn!("the access log cannot be flushed: {e}");
     }
+    if let Some(done) = closed {
+        let _ = done.send(());
+    }
 }
 
 /// A file rotated by size.
@@ -211,7 +271,7 @@ impl Rotating {
             out: BufWriter::new(file),
             size,
             max_bytes,
-            keep,
+            keep: keep.min(MAX_KEEP),
         })
     }
 
@@ -343,7 +403,7 @@ mod tests {
                 .contains("\"/one\"")
         );
 
-        let (tx, _rx) = sync_channel(1);
+        let (tx, _rx) = sync_channel::<Message>(1);
         let full = AccessLog {
             tx,
             dropped: Arc::new(AtomicU64::new(0)),
@@ -352,6 +412,37 @@ mod tests {
         full.record(&entry("/b"));
         full.record(&entry("/c"));
         assert_eq!(full.dropped(), 2);
+    }
+
+    #[test]
+    fn close_writes_everything_queued_and_later_lines_count_as_dropped() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("a.log");
+        let log = AccessLog::open(&path, 1 << 20, 1).expect("open");
+        for _ in 0..100 {
+            log.record(&entry("/x"));
+        }
+        assert!(
+            log.close(Duration::from_secs(5)),
+            "the writer did not finish"
+        );
+        let text = std::fs::read_to_string(&path).expect("read");
+        assert_eq!(text.lines().count(), 100);
+        log.record(&entry("/late"));
+        assert_eq!(log.dropped(), 1);
+        assert!(log.close(Duration::from_secs(1)), "closing twice is fine");
+    }
+
+    #[test]
+    fn long_paths_are_cut_at_a_character_boundary() {
+        let long = format!("/{}", "é".repeat(1000));
+        let line = entry(&long).to_line();
+        let v: serde_json::Value = serde_json::from_str(&line).expect("json");
+        let logged = v["path"].as_str().expect("path");
+        assert!(logged.ends_with('…'), "{logged}");
+        assert!(logged.len() <= MAX_PATH_BYTES + '…'.len_utf8());
+        assert!(long.starts_with(logged.trim_end_matches('…')));
+        assert_eq!(capped("/short"), "/short");
     }
 
     #[test]
