@@ -16,7 +16,7 @@ use std::fmt;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use axum::http::HeaderValue;
@@ -110,7 +110,7 @@ impl Stamp {
 struct Loaded {
     stamp: Option<Stamp>,
     /// `None`: the file changed into something refused; every token is denied.
-    entries: Option<Entries>,
+    entries: Option<Arc<Entries>>,
     checked: Instant,
 }
 
@@ -139,7 +139,7 @@ impl Tokens {
             path,
             loaded: Mutex::new(Loaded {
                 stamp: Some(stamp),
-                entries: Some(entries),
+                entries: Some(Arc::new(entries)),
                 checked: Instant::now(),
             }),
         })
@@ -171,28 +171,40 @@ impl Tokens {
     }
 
     /// The entries in force, re-reading the file when it changed since the last look.
-    fn current(&self) -> Option<Entries> {
+    fn current(&self) -> Option<Arc<Entries>> {
+        // The lock is held only to read and write the cache; the stat and the read happen
+        // outside it, by the one caller whose turn it is (others keep using the cache).
+        let (due, known, cached) = {
+            let mut loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
+            let due = loaded.checked.elapsed() >= RECHECK;
+            if due {
+                loaded.checked = Instant::now();
+            }
+            (due, loaded.stamp, loaded.entries.clone())
+        };
+        if !due {
+            return cached;
+        }
+        let stamp = stamp_of(&self.path).ok();
+        if stamp.is_some() && stamp == known {
+            return cached;
+        }
+        let read = read_file(&self.path);
         let mut loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
-        if loaded.checked.elapsed() >= RECHECK {
-            loaded.checked = Instant::now();
-            let stamp = stamp_of(&self.path).ok();
-            if stamp.is_none() || stamp != loaded.stamp {
-                match read_file(&self.path) {
-                    Ok((stamp, entries)) => {
-                        loaded.stamp = Some(stamp);
-                        if loaded.entries.is_none() {
-                            tracing::info!(path = %self.path.display(), "admin token file accepted again");
-                        }
-                        loaded.entries = Some(entries);
-                    }
-                    Err(e) => {
-                        if loaded.entries.is_some() {
-                            tracing::warn!(error = %e, "admin token file refused: every token is denied until it is fixed");
-                        }
-                        loaded.stamp = stamp;
-                        loaded.entries = None;
-                    }
+        match read {
+            Ok((stamp, entries)) => {
+                loaded.stamp = Some(stamp);
+                if loaded.entries.is_none() {
+                    tracing::info!(path = %self.path.display(), "admin token file accepted again");
                 }
+                loaded.entries = Some(Arc::new(entries));
+            }
+            Err(e) => {
+                if loaded.entries.is_some() {
+                    tracing::warn!(error = %e, "admin token file refused: every token is denied until it is fixed");
+                }
+                loaded.stamp = stamp;
+                loaded.entries = None;
             }
         }
         loaded.entries.clone()
