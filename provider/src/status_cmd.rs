@@ -120,8 +120,10 @@ async fn get(addr: std::net::SocketAddr) -> anyhow::Result<(hyper::StatusCode, B
 
 /// The document as two columns.
 fn table(doc: &Value) -> String {
+    // Strings come from the gateway and the relay too: no control characters (ANSI and OSC
+    // escapes) reach the terminal.
     let s = |v: &Value| match v {
-        Value::String(s) => s.clone(),
+        Value::String(s) => printable(s),
         Value::Null => "-".into(),
         other => other.to_string(),
     };
@@ -234,6 +236,13 @@ fn table(doc: &Value) -> String {
     out
 }
 
+/// `text` with every control character shown as `?`.
+fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
+}
+
 /// `3m`, `2h`: how long ago `unix` seconds was.
 fn ago(unix: u64) -> String {
     let now = std::time::SystemTime::now()
@@ -254,7 +263,7 @@ mod tests {
                        {"name": "docker", "ok": false, "detail": "timed out"}],
             "tunnel": {"state": "connected", "gateway": "127.0.0.1:8443", "session": 2,
                        "registered": 1, "connected_since": null, "reason": null},
-            "relay": {"state": "reserved", "detail": "/ip4/1.2.3.4/tcp/1"},
+            "relay": {"state": "failed", "detail": "refused\u{1b}]0;pwned\u{7}\u{1b}[2J"},
             "deployments": {"halted": 0, "running": 2},
             "deploys": {"ok": 3},
             "machine": {"cpu_ratio": 0.25, "memory_used_bytes": 1073741824u64,
@@ -266,7 +275,7 @@ mod tests {
             "ready        NO",
             "  docker     FAIL  timed out",
             "tunnel       connected, to 127.0.0.1:8443, connection 2, 1 names",
-            "relay        reserved /ip4/1.2.3.4/tcp/1",
+            "relay        failed refused?]0;pwned??[2J",
             "deployments  halted 0, running 2",
             "deploys      ok 3",
             "cpu          25%",

@@ -7,7 +7,8 @@
 //! name its queries use is in the gateway's or the provider's `/metrics` after a deploy and
 //! some traffic. The daemon runs with `--admin-token-file`: without the token `/metrics` and
 //! `/api/v1/status` answer 401 with an empty body, the probes stay open, and `status` sends
-//! `PEERCOMPUTE_ADMIN_TOKEN`; a foreign `Host` gets 421. One gateway and one daemon for all of it.
+//! `PEERCOMPUTE_ADMIN_TOKEN`; a foreign `Host` gets 421; the listener is on 0.0.0.0, so
+//! `/readyz` without the token says only `ready`. One gateway and one daemon for all of it.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -159,7 +160,8 @@ async fn metrics_status_and_readiness_follow_the_daemon() {
         port: gw.tunnel.port(),
     };
     let daemon = TestDaemon::start_custom(home, gateway, Limits::default(), move |c| {
-        c.admin_listen = AdminListen::At("127.0.0.1:0".parse().expect("addr"));
+        // Off loopback, as an exposed listener (the token file is then required).
+        c.admin_listen = AdminListen::At("0.0.0.0:0".parse().expect("addr"));
         c.docker_endpoint = Some(endpoint);
         c.admin_token_file = Some(token_file);
     })
@@ -172,9 +174,16 @@ async fn metrics_status_and_readiness_follow_the_daemon() {
     let home = daemon.home.path().to_path_buf();
     let written = std::fs::read_to_string(home.join("state/admin.addr")).expect("admin.addr");
     assert_eq!(written.trim(), admin.to_string());
+    let admin = SocketAddr::from(([127, 0, 0, 1], admin.port()));
 
     assert_eq!(get_as(admin, "/healthz", None).await.0, 200);
-    assert_eq!(get_as(admin, "/readyz", None).await.0, 200);
+    // Without a token an exposed listener's /readyz says only whether it is ready.
+    let (_, body) = readyz_turns(admin, 200, 10).await;
+    assert!(body.contains("tunnel: ok connected"), "{body}");
+    assert_eq!(
+        get_as(admin, "/readyz", None).await,
+        (200, "ready\n".into())
+    );
     for path in ["/metrics", "/api/v1/status"] {
         for token in [None, Some("wrong-token-0123456789abcdefghijklmnop")] {
             assert_eq!(

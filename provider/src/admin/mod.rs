@@ -99,6 +99,8 @@ pub(crate) struct Shared {
     pub(crate) tokens: Option<Tokens>,
     /// `--admin-host` names.
     pub(crate) hosts: Vec<String>,
+    /// The listener is on loopback: `/readyz` names its checks to anyone.
+    loopback: bool,
     docker: Mutex<DockerProbe>,
     firewall: Mutex<FirewallProbe>,
     /// The engine, for the container listing of `deployments{state}`.
@@ -213,6 +215,7 @@ pub(crate) async fn start(
         ctx: parts.ctx,
         tokens: parts.tokens,
         hosts: parts.hosts,
+        loopback: addr.ip().is_loopback(),
         docker: Mutex::new(docker),
         firewall: Mutex::new(firewall),
         runtime: parts.runtime.as_ref().ok().cloned(),
@@ -416,13 +419,27 @@ fn wants_json(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.contains("application/json"))
 }
 
+/// `/readyz`: 200 or 503. The checks' details (gateway address, refusal reasons, engine
+/// errors) are for loopback listeners and token holders; anyone else reaching an exposed
+/// listener (a load balancer's probe) reads only `ready` or `not ready`.
 async fn readyz(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let r = readiness(&state.shared.probes());
+    let shared = &state.shared;
+    let mut r = readiness(&shared.probes());
     let code = if r.ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
+    let details = shared.loopback
+        || shared.tokens.as_ref().is_some_and(|t| {
+            headers
+                .get(header::AUTHORIZATION)
+                .and_then(|h| t.check(h))
+                .is_some()
+        });
+    if !details {
+        r.checks.clear();
+    }
     if wants_json(&headers) {
         (code, axum::Json(r)).into_response()
     } else {
