@@ -286,12 +286,23 @@ impl FleetHub {
         results
     }
 
-    /// Keeps a robot's status if it verifies and is newer than the one held.
+    /// Keeps a robot's status if it verifies, its robot is a member of a fleet held here, and
+    /// it is newer than the one held. Statuses of strangers are dropped: any peer reaching the
+    /// hub could otherwise fill it with keys of its own making, shown as robots of the fleet.
     pub fn record_status(&self, status: SignedStatus) -> bool {
         if !status.verify() {
             return false;
         }
-        let key = (status.report.fleet, status.report.robot);
+        let (fleet, robot) = (status.report.fleet, status.report.robot);
+        let member = self
+            .with_log(&fleet, |log| {
+                log.state().is_some_and(|s| s.members.contains_key(&robot))
+            })
+            .unwrap_or(false);
+        if !member {
+            return false;
+        }
+        let key = (fleet, robot);
         let mut statuses = self
             .inner
             .statuses
@@ -516,3 +527,78 @@ pub use crate::fleet_client::{
     ForwardTargets, Reach, SyncReport, forward_changes, push_to, request_logs, request_statuses,
     send_status, sync_with,
 };
+
+#[cfg(test)]
+mod tests {
+    use peercompute_fleet::{FleetLog, Op, StatusReport};
+    use peercompute_identity::Identity;
+
+    use super::*;
+
+    fn report(fleet: FleetId, robot: &Identity, at_ms: u64) -> SignedStatus {
+        let report = StatusReport {
+            fleet,
+            robot: MemberKey(robot.public_key_bytes()),
+            at_ms,
+            agent: "test".into(),
+            uptime_secs: 1,
+            log_len: 2,
+            apps: vec![],
+            cpu_permille: 0,
+            memory_used_bytes: 0,
+            memory_total_bytes: 0,
+            disk_free_bytes: 0,
+            history: vec![],
+        };
+        SignedStatus::sign(report, robot.signing_key())
+    }
+
+    #[test]
+    fn statuses_are_kept_only_for_members_of_a_held_fleet_and_only_when_newer() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let policy = HubPolicy {
+            admit: Arc::new(|_| true),
+            accept_new_fleets: true,
+            max_fleets: 2,
+            max_entries: 100,
+        };
+        let (hub, _) = FleetHub::open(dir.path(), policy).expect("hub");
+        let (fleet_key, robot, stranger) = (
+            Identity::generate().expect("identity"),
+            Identity::generate().expect("identity"),
+            Identity::generate().expect("identity"),
+        );
+        let fleet = FleetId(fleet_key.public_key_bytes());
+
+        // Not held yet: nobody's status is kept.
+        assert!(!hub.record_status(report(fleet, &robot, 10)));
+
+        let mut log = FleetLog::new(fleet);
+        let now = unix_now();
+        for op in [
+            Op::Genesis {
+                name: "lekiwi".into(),
+            },
+            Op::Enroll {
+                member: MemberKey(robot.public_key_bytes()),
+                name: "r1".into(),
+                groups: vec!["production".into()],
+            },
+        ] {
+            let entry = log.author(fleet_key.signing_key(), op, now).expect("entry");
+            log.insert(entry.clone(), now).expect("valid");
+            hub.insert(fleet, vec![entry], None);
+        }
+
+        assert!(hub.record_status(report(fleet, &robot, 10)));
+        assert!(!hub.record_status(report(fleet, &robot, 9)), "older");
+        // A stranger's signed status, even one from the far future, is not a robot of the fleet.
+        assert!(!hub.record_status(report(fleet, &stranger, u64::MAX)));
+        let mut forged = report(fleet, &robot, 11);
+        forged.report.at_ms = 12;
+        assert!(!hub.record_status(forged), "signature no longer matches");
+        let held = hub.statuses(&fleet);
+        assert_eq!(held.len(), 1);
+        assert_eq!(held[0].report.at_ms, 10);
+    }
+}
