@@ -110,11 +110,11 @@ impl AdminClient {
         (status, json_or_null(resp).await)
     }
 
-    /// Subscribes to `/api/v1/events` (resuming after `last_event_id`).
-    pub async fn events(&self, last_event_id: Option<u64>) -> SseReader {
+    /// Subscribes to `/api/v1/events` (resuming after `last_event_id`, an `id` as sent).
+    pub async fn events(&self, last_event_id: Option<&str>) -> SseReader {
         let mut b = self.request(Method::GET, "/api/v1/events");
         if let Some(id) = last_event_id {
-            b = b.header("last-event-id", id.to_string());
+            b = b.header("last-event-id", id);
         }
         // The stream outlives the client's overall timeout: use a client without one.
         let resp = b
@@ -151,6 +151,11 @@ pub struct SseMessage {
 }
 
 impl SseMessage {
+    /// The event number of an `id` of `BOOT-SEQ`.
+    pub fn seq(&self) -> Option<u64> {
+        self.id.as_deref()?.split_once('-')?.1.parse().ok()
+    }
+
     pub fn json(&self) -> Value {
         serde_json::from_str(&self.data).unwrap_or_else(|e| panic!("{e}: {}", self.data))
     }

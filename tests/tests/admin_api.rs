@@ -264,18 +264,20 @@ async fn operators_list_release_and_disconnect() {
     p2.stop().await;
 
     // Resume: Last-Event-ID replays what came after it.
-    let first = connected
-        .id
-        .as_deref()
-        .and_then(|i| i.parse::<u64>().ok())
-        .expect("id");
-    let mut resumed = admin.events(Some(first)).await;
+    let first = connected.seq().expect("id BOOT-SEQ");
+    let mut resumed = admin.events(connected.id.as_deref()).await;
     let next = resumed.next().await.expect("a replayed event");
-    assert_eq!(next.id, Some((first + 1).to_string()), "{next:?}");
+    assert_eq!(next.seq(), Some(first + 1), "{next:?}");
+    let mut other_run = admin.events(Some("1-1")).await;
+    let fresh = other_run.next().await.expect("a message");
+    assert_eq!(
+        fresh.event, "snapshot",
+        "an id of another run gets a fresh snapshot"
+    );
 
-    // Event streams are capped (16 with the two above): the next gets 503, probes still answer.
+    // Event streams are capped (16 with the three above): the next gets 503, probes still answer.
     let mut open = Vec::new();
-    for _ in 0..14 {
+    for _ in 0..13 {
         open.push(admin.events(None).await);
     }
     let refused = admin.send(http::Method::GET, "/api/v1/events").await;

@@ -39,6 +39,8 @@ pub(crate) struct AdminState {
     pub(crate) tokens: Option<Tokens>,
     /// The OpenAPI document as JSON, written once the router is built.
     pub(crate) openapi: OnceLock<String>,
+    /// This run's start (Unix ms), the first half of event stream ids.
+    pub(crate) boot: u64,
     /// Slots for open event streams ([`sse::MAX_STREAMS`]).
     pub(crate) streams: Arc<tokio::sync::Semaphore>,
 }
@@ -105,6 +107,9 @@ pub(crate) fn router(shared: Arc<Shared>) -> Result<Router, TokenFileError> {
         shared,
         tokens,
         openapi: OnceLock::new(),
+        boot: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
         streams: Arc::new(tokio::sync::Semaphore::new(sse::MAX_STREAMS)),
     });
     let (api, doc) = api_router().split_for_parts();

@@ -1,8 +1,9 @@
 //! `GET /api/v1/events`: the live stream of the event bus ([`crate::events`]) and the
 //! per-second traffic ticks, as Server-Sent Events.
 //!
-//! The stream opens with a `snapshot` message (the last [`SNAPSHOT`] events as a JSON array,
-//! its `id` the newest one's number) — or, with a `Last-Event-ID` header, with every kept event
+//! Message ids are `BOOT-SEQ`: the gateway run (its start, Unix ms) and the event's number,
+//! which starts again at 1 in each run. The stream opens with a `snapshot` message (the last
+//! [`SNAPSHOT`] events as a JSON array, its `id` the newest one's) — or, with a `Last-Event-ID` header, with every kept event
 //! after that number, each as its own message. Then each event goes out as `id: SEQ`,
 //! `event: TYPE`, `data: JSON`, and each traffic tick as `event: traffic` (no id: ticks are
 //! not resumable). A subscriber that fell behind the bus, or asked to resume from events no
@@ -55,14 +56,14 @@ struct Feed {
     queued: std::collections::VecDeque<SseEvent>,
 }
 
-fn message(event: &Event) -> SseEvent {
+fn message(event: &Event, boot: u64) -> SseEvent {
     let data = serde_json::to_string(event).unwrap_or_else(|_| "{}".to_owned());
     let kind = serde_json::to_value(event)
         .ok()
         .and_then(|v| v.get("type").and_then(|t| t.as_str()).map(str::to_owned))
         .unwrap_or_else(|| "event".to_owned());
     SseEvent::default()
-        .id(event.seq.to_string())
+        .id(format!("{boot}-{}", event.seq))
         .event(kind)
         .data(data)
 }
@@ -73,8 +74,16 @@ fn lagged(missed: u64) -> SseEvent {
         .data(format!("{{\"missed\":{missed}}}"))
 }
 
+/// The event number to resume after, from a `Last-Event-ID` of `BOOT-SEQ`; `None` (a fresh
+/// snapshot) when it is malformed or from another run of the gateway, whose numbers meant
+/// other events.
+fn resume_point(last_event_id: &str, boot: u64) -> Option<u64> {
+    let (b, seq) = last_event_id.trim().split_once('-')?;
+    (b.parse::<u64>().ok()? == boot).then(|| seq.parse().ok())?
+}
+
 /// The messages that open a stream.
-fn opening(events: &Events, last_event_id: Option<u64>) -> (Vec<SseEvent>, u64) {
+fn opening(events: &Events, last_event_id: Option<u64>, boot: u64) -> (Vec<SseEvent>, u64) {
     match last_event_id {
         // A number from before a restart (numbers start again at 1) gets a fresh snapshot.
         Some(after) if after <= events.last_seq() => {
@@ -85,7 +94,7 @@ fn opening(events: &Events, last_event_id: Option<u64>) -> (Vec<SseEvent>, u64) 
                 out.push(lagged(first - after - 1));
             }
             let sent = kept.last().map_or(after, |e| e.seq);
-            out.extend(kept.iter().map(|e| message(e)));
+            out.extend(kept.iter().map(|e| message(e, boot)));
             (out, sent)
         }
         _ => {
@@ -95,7 +104,7 @@ fn opening(events: &Events, last_event_id: Option<u64>) -> (Vec<SseEvent>, u64) 
             let tail: Vec<&Event> = tail.iter().map(|e| &**e).collect();
             let data = serde_json::to_string(&tail).unwrap_or_else(|_| "[]".to_owned());
             let snapshot = SseEvent::default()
-                .id(sent.to_string())
+                .id(format!("{boot}-{sent}"))
                 .event("snapshot")
                 .data(data);
             (vec![snapshot], sent)
@@ -105,11 +114,11 @@ fn opening(events: &Events, last_event_id: Option<u64>) -> (Vec<SseEvent>, u64) 
 
 /// The live event stream.
 #[utoipa::path(get, path = "/api/v1/events", tag = "events", security(("bearer" = [])),
-    params(("Last-Event-ID" = Option<u64>, Header, description = "resume after this event number")),
+    params(("Last-Event-ID" = Option<String>, Header, description = "resume after this event id (`BOOT-SEQ`, as sent)")),
     responses(
         (status = 200, content_type = "text/event-stream", body = String, description =
             "Server-Sent Events: `snapshot` (data: array of events), then one message per event \
-             (`id`: its number, `event`: its type, `data`: the event as JSON with `seq`, `at_unix_ms`, \
+             (`id`: `BOOT-SEQ`, the gateway run and the event's number, `event`: its type, `data`: the event as JSON with `seq`, `at_unix_ms`, \
              `type` and the type's fields), `traffic` (data: TrafficTickView) every second, and \
              `lagged` (data: {\"missed\": N}) when events were missed"),
         (status = 401, description = "token missing or unknown"),
@@ -126,12 +135,12 @@ pub(crate) async fn events(State(st): State<Arc<AdminState>>, headers: HeaderMap
     let last_event_id = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
+        .and_then(|v| resume_point(v, st.boot));
     // Subscribe first: an event published while the opening is built is both kept and sent,
     // and `sent` drops the repeat.
     let events = st.shared.events.subscribe();
     let ticks = st.shared.traffic.subscribe_ticks();
-    let (opening, sent) = opening(&st.shared.events, last_event_id);
+    let (opening, sent) = opening(&st.shared.events, last_event_id, st.boot);
     let mut recheck = tokio::time::interval(RECHECK);
     recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let feed = Feed {
@@ -160,7 +169,7 @@ pub(crate) async fn events(State(st): State<Arc<AdminState>>, headers: HeaderMap
                     Ok(event) if event.seq <= feed.sent => continue,
                     Ok(event) => {
                         feed.sent = event.seq;
-                        return Some((Ok(message(&event)), feed));
+                        return Some((Ok(message(&event, feed.st.boot)), feed));
                     }
                     Err(RecvError::Lagged(n)) => return Some((Ok(lagged(n)), feed)),
                     Err(RecvError::Closed) => return None,
@@ -206,7 +215,7 @@ mod tests {
     fn a_fresh_stream_opens_with_the_last_events_as_one_snapshot() {
         let events = Events::default();
         publish(&events, SNAPSHOT + 7);
-        let (msgs, sent) = opening(&events, None);
+        let (msgs, sent) = opening(&events, None, 0);
         assert_eq!(msgs.len(), 1);
         assert_eq!(sent, (SNAPSHOT + 7) as u64);
         let text = wire(msgs);
@@ -216,21 +225,30 @@ mod tests {
             "older than the snapshot: {text}"
         );
         assert!(text.contains("\\\"seq\\\":8,"), "{text}");
-        let (msgs, sent) = opening(&Events::default(), None);
+        let (msgs, sent) = opening(&Events::default(), None, 0);
         assert_eq!((msgs.len(), sent), (1, 0), "empty bus: an empty snapshot");
+    }
+
+    #[test]
+    fn resume_only_within_the_same_run() {
+        assert_eq!(resume_point("17-5", 17), Some(5));
+        assert_eq!(resume_point(" 17-5 ", 17), Some(5));
+        assert_eq!(resume_point("16-5", 17), None, "another run");
+        assert_eq!(resume_point("5", 17), None);
+        assert_eq!(resume_point("17-x", 17), None);
     }
 
     #[test]
     fn resume_replays_after_the_id_and_reports_a_gap() {
         let events = Events::default();
         publish(&events, 10);
-        let (msgs, sent) = opening(&events, Some(7));
+        let (msgs, sent) = opening(&events, Some(7), 0);
         assert_eq!((msgs.len(), sent), (3, 10));
-        let (msgs, sent) = opening(&events, Some(10));
+        let (msgs, sent) = opening(&events, Some(10), 0);
         assert_eq!((msgs.len(), sent), (0, 10), "up to date");
         // 300 published, 256 kept: resuming from 2 misses 3..=44.
         publish(&events, 290);
-        let (msgs, sent) = opening(&events, Some(2));
+        let (msgs, sent) = opening(&events, Some(2), 0);
         assert_eq!(sent, 300);
         let text = wire(msgs);
         assert!(
@@ -238,7 +256,7 @@ mod tests {
             "{text}"
         );
         // An id from before a restart (larger than any here): a fresh snapshot.
-        let (msgs, _) = opening(&events, Some(10_000));
+        let (msgs, _) = opening(&events, Some(10_000), 0);
         assert!(wire(msgs).contains("snapshot"));
     }
 }
