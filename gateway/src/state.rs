@@ -22,6 +22,9 @@ use crate::tls::status::{CertCollector, CertInfo, CertStatus};
 use crate::traffic::{Traffic, TrafficCollector, TrafficTotals};
 use crate::tunnels::{Kick, Tunnels};
 
+/// How long a released name's previous owner is refused it (unless another key took it).
+pub(crate) const RELEASE_HOLD: Duration = Duration::from_secs(24 * 3600);
+
 /// Characters of an operator's disconnect reason that are sent to the provider (the rest is cut).
 pub(crate) const MAX_DISCONNECT_REASON: usize = 200;
 
@@ -91,6 +94,9 @@ pub(crate) struct Shared {
     pub(crate) fleet: OnceLock<FleetHub>,
     /// `--access-log`, when on.
     pub(crate) access_log: Option<AccessLog>,
+    /// Released names → (previous owner, when): that owner may not take the name back on its
+    /// own (a reconnect or restart re-registering it) for [`RELEASE_HOLD`]. Not persisted.
+    released: std::sync::Mutex<std::collections::HashMap<String, (String, Instant)>>,
     /// HTTP-01 answers and the registration hook of `--tls acme` (inert otherwise).
     pub(crate) acme: AcmeHooks,
     draining: AtomicBool,
@@ -132,6 +138,7 @@ impl Shared {
             certs,
             fleet: OnceLock::new(),
             access_log,
+            released: Default::default(),
             acme,
             draining: AtomicBool::new(false),
             p2p_addrs: std::sync::OnceLock::new(),
@@ -146,6 +153,10 @@ impl Shared {
         let Some(previous_owner) = self.names.release(name)? else {
             return Ok(None);
         };
+        self.released
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.to_owned(), (previous_owner.clone(), Instant::now()));
         let was_online = self.registry.remove_any(name);
         self.traffic.release(name);
         // A per-name ACME certificate leaves the operator's view with its owner.
@@ -257,6 +268,21 @@ impl Shared {
     /// Every served (or wanted) certificate.
     pub(crate) fn certificates(&self) -> Vec<CertInfo> {
         self.certs.list()
+    }
+
+    /// Whether `peer` owned `name` until the operator released it (within [`RELEASE_HOLD`]),
+    /// so its Register is refused rather than quietly undoing the release.
+    pub(crate) fn released_from(&self, name: &str, peer: &PeerId) -> bool {
+        let released = self.released.lock().unwrap_or_else(|p| p.into_inner());
+        released
+            .get(name)
+            .is_some_and(|(owner, at)| at.elapsed() < RELEASE_HOLD && *owner == peer.to_string())
+    }
+
+    /// `name` has a new owner: the hold on its previous one ends.
+    pub(crate) fn claimed(&self, name: &str) {
+        let mut released = self.released.lock().unwrap_or_else(|p| p.into_inner());
+        released.remove(name);
     }
 
     pub(crate) fn start_draining(&self) {

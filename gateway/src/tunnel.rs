@@ -408,6 +408,12 @@ fn register(
             ),
         );
     }
+    if shared.released_from(name, &peer) {
+        return refuse(
+            OPERATOR_RELEASE,
+            "released by the gateway operator; this key may not take it back".into(),
+        );
+    }
     if let Err(e) = shared.names.claim(name, &peer) {
         return match e {
             crate::names::NameStoreError::Owned { .. } => refuse(
@@ -427,6 +433,7 @@ fn register(
         info.traffic.clone(),
     );
     shared.registry.insert(name, route);
+    shared.claimed(name);
     if !owned.iter().any(|n| n == name) {
         owned.push(name.to_owned());
     }

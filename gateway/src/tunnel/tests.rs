@@ -296,10 +296,26 @@ async fn the_operator_releases_a_name_and_the_provider_is_told() {
     assert_eq!(gw.shared.names.owner("shop"), None);
     assert!(info.routes().is_empty());
 
-    // The name is free: another key takes it.
+    // Its previous owner cannot take it back on its own (a reconnect re-registering it)...
+    let again = ControlMessage::Register {
+        name: "blog".into(),
+    };
+    write_control(&mut provider.send, &again)
+        .await
+        .expect("register again");
+    let refused = provider.next().await.expect("refused");
+    assert!(
+        matches!(&refused, Some(ControlMessage::Refused { name, code, .. })
+            if name == "blog" && *code == OPERATOR_RELEASE),
+        "{refused:?}"
+    );
+    assert_eq!(gw.shared.names.owner("blog"), None);
+
+    // ...but the name is free: another key takes it, which ends the hold.
     let mut bob = Provider::connect(&gw).await;
     bob.register("blog").await;
     assert_eq!(gw.shared.names.owner("blog"), Some(bob.peer.to_string()));
+    assert!(!gw.shared.released_from("blog", &provider.peer));
 
     // The first provider's exit leaves bob's route alone; it held nothing any more.
     provider.conn.close(0u32.into(), b"bye");
