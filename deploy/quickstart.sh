@@ -7,7 +7,7 @@
 #   --once        exit (and clean up) right after the URL answered once — for CI
 #   --keep-state  keep .quickstart/ identities between runs (default: kept anyway; use
 #                 `rm -rf .quickstart` for a fresh start)
-# Ports (override with env): HTTPS_PORT=8443 TUNNEL_PORT=7443 (UDP) ADMIN_PORT=9181 P2P_PORT=9000
+# Ports (override with env): HTTPS_PORT=8443 TUNNEL_PORT=7443 (UDP) ADMIN_PORT=9180 P2P_PORT=9000
 #   GATEWAY_P2P_PORT=4001 (the gateway's relay/rendezvous, TCP and UDP)
 set -euo pipefail
 
@@ -26,7 +26,7 @@ cd "$ROOT"
 DOMAIN=apps.localhost
 HTTPS_PORT=${HTTPS_PORT:-8443}
 TUNNEL_PORT=${TUNNEL_PORT:-7443}
-ADMIN_PORT=${ADMIN_PORT:-9181}
+ADMIN_PORT=${ADMIN_PORT:-9180}
 P2P_PORT=${P2P_PORT:-9000}
 GATEWAY_P2P_PORT=${GATEWAY_P2P_PORT:-4001}
 STATE=$ROOT/.quickstart
@@ -157,6 +157,8 @@ cat <<EOF
                       (import it in the browser's certificate settings, or accept the warning).
                       The page shows which provider served it, the headers the container saw
                       (X-Forwarded-For, Forwarded, …) and a live WebSocket counter.
+  Gateway dashboard:  http://127.0.0.1:$ADMIN_PORT/ (providers, apps and their traffic, live;
+                      its API is described at http://127.0.0.1:$ADMIN_PORT/api/v1/openapi.json)
 
   Try:                $BIN/peerctl --home $CLIENT_HOME ls --peer local
                       $BIN/peerctl --home $CLIENT_HOME logs $DEPLOYED_ID --peer local -f
