@@ -317,6 +317,14 @@ async fn metrics_status_and_readiness_follow_the_daemon() {
     assert!(out.contains("NO"), "{out}");
     let (_, metrics) = get(admin, "/metrics").await;
     assert_eq!(value(&metrics, "peercompute_provider_docker_up"), Some(0.0));
+    assert_eq!(
+        value(
+            &metrics,
+            "peercompute_provider_deployments{state=\"unknown\"}"
+        ),
+        Some(1.0),
+        "{metrics}"
+    );
 
     proxy.start_again();
     let (took, body) = readyz_turns(admin, 200, 7).await;

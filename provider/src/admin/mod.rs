@@ -342,7 +342,10 @@ async fn probe_loop(
                 shared.machine.sample_cpu();
                 if let Some(rt) = &runtime {
                     let now = ping(rt).await;
-
+                    if now != DockerProbe::Up {
+                        // The engine can no longer vouch for its containers: `unknown`.
+                        *shared.containers.lock().unwrap_or_else(|p| p.into_inner()) = (None, None);
+                    }
                     let mut docker = shared.docker.lock().unwrap_or_else(|p| p.into_inner());
                     if *docker != now {
                         match &now {
