@@ -216,6 +216,18 @@ async fn dashboard_shows_live_state_and_disconnects() {
         .await;
     b.wait_for("#conn.live", 5).await;
     assert_eq!(b.text("#role").await.as_deref(), Some("admin token"));
+    // The API link fetches the document with the token (a plain link would get a bare 401).
+    b.wait_for("#api-link", 2)
+        .await
+        .click()
+        .await
+        .expect("click API");
+    within(5, "the OpenAPI document in a new tab", async {
+        while b.client.windows().await.map_or(0, |w| w.len()) < 2 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
     // The 401s of the wrong token are the browser's network log, not page errors.
     let errors: Vec<String> = b
         .errors()

@@ -430,7 +430,19 @@ function useToken() {
   start();
 }
 
+// Behind a token file a plain link would get a bare 401: fetch the document with the token.
+async function openApiDocument(e) {
+  if (!state.token) return;
+  e.preventDefault();
+  try {
+    const doc = await api("GET", "/api/v1/openapi.json");
+    const url = URL.createObjectURL(new Blob([JSON.stringify(doc, null, 2)], { type: "application/json" }));
+    window.open(url, "_blank", "noopener");
+  } catch (err) { alertError(err); }
+}
+
 document.addEventListener("DOMContentLoaded", () => {
+  $("api-link").addEventListener("click", openApiDocument);
   $("token-ok").addEventListener("click", useToken);
   $("token").addEventListener("keydown", (e) => { if (e.key === "Enter") useToken(); });
   setInterval(() => { if (!$("main").hidden) refresh(loadRoutes); }, 10000);
