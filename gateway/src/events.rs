@@ -20,7 +20,7 @@ const CHANNEL_CAPACITY: usize = 1024;
 const RECENT: usize = 256;
 
 /// One numbered event.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub(crate) struct Event {
     /// 1, 2, 3… in publishing order, for this gateway process.
     pub(crate) seq: u64,
@@ -31,7 +31,7 @@ pub(crate) struct Event {
 }
 
 /// What happened. Serialised with a `type` field naming the variant in snake_case.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub(crate) enum EventKind {
     ProviderConnected {
@@ -224,5 +224,25 @@ mod tests {
         assert_eq!(json["seq"], 1);
         assert_eq!(json["agent"], "peercomputed/1");
         assert!(json["at_unix_ms"].as_u64().expect("ms") > 1_600_000_000_000);
+    }
+
+    #[test]
+    fn the_schema_names_every_kind_and_the_common_fields() {
+        // Event refers to EventKind as a component: both are registered in the document.
+        let json = |s: utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>| {
+            serde_json::to_string(&s).expect("schema json")
+        };
+        let event = json(<Event as utoipa::PartialSchema>::schema());
+        assert!(event.contains("#/components/schemas/EventKind"), "{event}");
+        assert!(event.contains("at_unix_ms"), "{event}");
+        let kind = json(<EventKind as utoipa::PartialSchema>::schema());
+        for field in [
+            "provider_connected",
+            "certificate_failed",
+            "rate_limit_ended",
+            "route",
+        ] {
+            assert!(kind.contains(field), "{field} missing from {kind}");
+        }
     }
 }
