@@ -217,6 +217,22 @@ impl Browser {
         .await
     }
 
+    /// Clicks `css`, finding it again when the page re-rendered it between finding and clicking
+    /// (a stale element), for up to `secs`.
+    pub async fn click(&self, css: &str, secs: u64) {
+        crate::within(secs, css, async {
+            loop {
+                if let Ok(e) = self.client.find(Locator::Css(css)).await
+                    && e.click().await.is_ok()
+                {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+        })
+        .await;
+    }
+
     /// The text of `css`, if it matches.
     pub async fn text(&self, css: &str) -> Option<String> {
         self.client

@@ -102,24 +102,14 @@ async fn dashboard_shows_live_state_and_disconnects() {
 
     // Disconnect: confirm with a reason; the provider's tunnel ends within 2 s.
     let button = format!("{row} button.disconnect");
-    b.wait_for(&button, 2)
-        .await
-        .click()
-        .await
-        .expect("click Disconnect");
+    b.click(&button, 2).await;
     let reason = b.wait_for("#confirm[open] #confirm-reason", 2).await;
     reason
         .send_keys("browser test")
         .await
         .expect("type a reason");
     let t_click = Instant::now();
-    b.client
-        .find(fantoccini::Locator::Css("#confirm-ok"))
-        .await
-        .expect("OK button")
-        .click()
-        .await
-        .expect("click OK");
+    b.click("#confirm-ok", 2).await;
     within(
         2,
         "the provider to see its tunnel end",
@@ -149,19 +139,10 @@ async fn dashboard_shows_live_state_and_disconnects() {
     assert!(colours >= 8 && differing >= 0.05, "blank screenshot?");
 
     // Release: confirm; the event shows and visitors get 404.
-    b.wait_for("#routes tr[data-route=blog] button.release", 2)
-        .await
-        .click()
-        .await
-        .expect("click Release");
+    b.click("#routes tr[data-route=blog] button.release", 2)
+        .await;
     b.wait_for("#confirm[open]", 2).await;
-    b.client
-        .find(fantoccini::Locator::Css("#confirm-ok"))
-        .await
-        .expect("OK button")
-        .click()
-        .await
-        .expect("click OK");
+    b.click("#confirm-ok", 2).await;
     b.wait_text("#events li[data-type=name_released]", 3, |t| {
         t.contains("blog")
     })
@@ -195,11 +176,7 @@ async fn dashboard_shows_live_state_and_disconnects() {
         .expect("open the locked dashboard");
     let field = b.wait_for("#login:not([hidden]) #token", 10).await;
     field.send_keys(&admin::token("wrong")).await.expect("type");
-    b.wait_for("#token-ok", 2)
-        .await
-        .click()
-        .await
-        .expect("click");
+    b.click("#token-ok", 2).await;
     b.wait_text("#login:not([hidden]) #login-error", 5, |t| !t.is_empty())
         .await;
     b.wait_for("#token", 2)
@@ -207,21 +184,13 @@ async fn dashboard_shows_live_state_and_disconnects() {
         .send_keys(&good)
         .await
         .expect("type");
-    b.wait_for("#token-ok", 2)
-        .await
-        .click()
-        .await
-        .expect("click");
+    b.click("#token-ok", 2).await;
     b.wait_for("#main:not([hidden]) #certificates tbody tr", 10)
         .await;
     b.wait_for("#conn.live", 5).await;
     assert_eq!(b.text("#role").await.as_deref(), Some("admin token"));
     // The API link fetches the document with the token (a plain link would get a bare 401).
-    b.wait_for("#api-link", 2)
-        .await
-        .click()
-        .await
-        .expect("click API");
+    b.click("#api-link", 2).await;
     within(5, "the OpenAPI document in a new tab", async {
         while b.client.windows().await.map_or(0, |w| w.len()) < 2 {
             tokio::time::sleep(Duration::from_millis(50)).await;
