@@ -362,12 +362,13 @@ impl GatewayConfig {
                 }
             }
         }
+        let max_keep = crate::access_log::MAX_KEEP;
         if self.access_log.is_some()
-            && (self.access_log_max_bytes < 1024 || self.access_log_keep == 0)
+            && (self.access_log_max_bytes < 1024 || !(1..=max_keep).contains(&self.access_log_keep))
         {
-            return Err(ConfigError::Invalid(
-                "access_log_max_bytes must be at least 1024 and access_log_keep at least 1".into(),
-            ));
+            return Err(ConfigError::Invalid(format!(
+                "access_log_max_bytes must be at least 1024 and access_log_keep from 1 to {max_keep}"
+            )));
         }
         Ok(())
     }

@@ -392,6 +392,10 @@ pub async fn run(
     shared.start_draining();
     let _ = stop_tx.send(true);
     let _ = https.await;
+    if let Some(log) = shared.access_log.clone() {
+        // Writes the last queued lines before the process exits (bounded).
+        let _ = tokio::task::spawn_blocking(move || log.close(Duration::from_secs(2))).await;
+    }
     if let Some(done) = admin_done {
         // Its own drain is bounded (2 s); the port is free once it returns.
         let _ = tokio::time::timeout(Duration::from_secs(5), done).await;

@@ -105,7 +105,13 @@ fn admin_off_loopback_needs_a_token_file() {
         access_log_keep: 0,
         ..base.clone()
     };
-    assert!(tiny_log.validate().is_err());
+    assert!(tiny_log.clone().validate().is_err());
+    let many = GatewayConfig {
+        access_log_keep: crate::access_log::MAX_KEEP + 1,
+        ..tiny_log
+    };
+    let err = many.validate().expect_err("too many kept").to_string();
+    assert!(err.contains("access_log_keep from 1 to"), "{err}");
 
     let cfg: GatewayConfig = toml::from_str(
         "domain = \"apps.example.com\"\nopen = true\nadmin_listen = \"0.0.0.0:9180\"\n\

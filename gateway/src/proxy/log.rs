@@ -33,7 +33,8 @@ impl Pending {
             time: SystemTime::now(),
             started: Instant::now(),
             method: req.method().to_string(),
-            path: logged_path(req.uri().path()),
+            // Cut to a bounded length by the logger.
+            path: req.uri().path().to_owned(),
             client,
             bytes_in: Arc::default(),
         }
@@ -90,17 +91,6 @@ impl Pending {
     }
 }
 
-/// Longest path written to the log: a queued line stays small whatever visitors send.
-const MAX_PATH: usize = 1024;
-
-/// `path` cut to [`MAX_PATH`] bytes, with `…` when cut (a URI path is ASCII).
-fn logged_path(path: &str) -> String {
-    match path.get(..MAX_PATH) {
-        Some(head) if head.len() < path.len() => format!("{head}…"),
-        _ => path.to_owned(),
-    }
-}
-
 /// A line that is recorded when dropped, that is when the response body is done with.
 struct Line {
     entry: Entry,
@@ -114,20 +104,5 @@ impl Drop for Line {
         self.entry.bytes_in = self.bytes_in.load(Relaxed);
         self.entry.duration = self.started.elapsed();
         self.log.record(&self.entry);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn long_paths_are_cut() {
-        assert_eq!(logged_path("/a/b"), "/a/b");
-        let long = format!("/{}", "x".repeat(5000));
-        let cut = logged_path(&long);
-        assert!(cut.ends_with('…'));
-        assert_eq!(cut.len(), MAX_PATH + '…'.len_utf8());
-        assert_eq!(logged_path(&long[..MAX_PATH]), &long[..MAX_PATH]);
     }
 }
