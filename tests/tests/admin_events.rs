@@ -177,12 +177,29 @@ async fn every_provider_name_and_limit_event_is_delivered_in_time() {
     println!("rate_limit_ended after the last 429: {quiet:.0} ms");
     assert!((4_000.0..8_000.0).contains(&quiet), "{quiet}");
 
-    // Every message carried its number; numbers only grow.
-    let seqs: Vec<u64> = log
+    // Every event carried an id BOOT-SEQ: one boot for the run, numbers only grow.
+    let events: Vec<Seen> = log
         .all()
-        .iter()
-        .filter_map(|s| s.msg.id.as_deref()?.parse().ok())
+        .into_iter()
+        .filter(|s| !matches!(s.msg.event.as_str(), "snapshot" | "traffic"))
         .collect();
+    let boots: std::collections::BTreeSet<String> = events
+        .iter()
+        .map(|s| {
+            let id = s
+                .msg
+                .id
+                .clone()
+                .unwrap_or_else(|| panic!("no id: {:?}", s.msg));
+            id.split_once('-').expect("BOOT-SEQ").0.to_owned()
+        })
+        .collect();
+    assert_eq!(boots.len(), 1, "{boots:?}");
+    let seqs: Vec<u64> = events
+        .iter()
+        .map(|s| s.msg.seq().expect("a number"))
+        .collect();
+    assert!(seqs.len() >= 10, "{seqs:?}");
     assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
     drop(provider_b);
 }
