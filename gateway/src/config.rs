@@ -85,10 +85,11 @@ pub struct GatewayConfig {
     pub access_log: Option<PathBuf>,
     /// The access log is rotated when it reaches this size (`PATH.1` … `PATH.N`).
     pub access_log_max_bytes: u64,
-    /// Rotated access logs kept.
+    /// Rotated access logs kept (1 to 100).
     pub access_log_keep: usize,
     /// Most routes with their own `route` label in the metrics; later names share
-    /// `route="other"`.
+    /// `route="other"` (0: every app does). A cell idle for an hour with no live route gives
+    /// its slot back.
     pub metrics_max_routes: usize,
     /// Port printed in public URLs when HTTPS is not served on 443.
     pub public_port: Option<u16>,

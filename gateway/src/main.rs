@@ -110,11 +110,11 @@ struct RunArgs {
     /// Rotate the access log at this size [default: 104857600].
     #[arg(long, value_name = "BYTES")]
     access_log_max_bytes: Option<u64>,
-    /// Rotated access logs kept (PATH.1 … PATH.N) [default: 5].
+    /// Rotated access logs kept (PATH.1 … PATH.N), 1 to 100 [default: 5].
     #[arg(long, value_name = "N")]
     access_log_keep: Option<usize>,
     /// Most apps with their own `route` label in /metrics; later ones share route="other"
-    /// [default: 500].
+    /// (0: no per-app labels at all) [default: 500].
     #[arg(long, value_name = "N")]
     metrics_max_routes: Option<usize>,
     /// Port printed in public URLs when HTTPS is not reachable on 443.
