@@ -159,6 +159,22 @@ async fn the_document_validates_lists_every_operation_and_matches_the_answers() 
             )
             .await,
     );
+    // The events so far (connect, register, release, disconnect), each against `Event`.
+    let snapshot = admin
+        .events(None)
+        .await
+        .until(5, |m| m.event == "snapshot")
+        .await
+        .json();
+    let snapshot = snapshot.as_array().expect("array");
+    let kinds: Vec<&str> = snapshot.iter().filter_map(|e| e["type"].as_str()).collect();
+    for kind in ["provider_connected", "name_registered", "name_released"] {
+        assert!(kinds.contains(&kind), "{kind} in {kinds:?}");
+    }
+    let events: Vec<Value> = snapshot
+        .iter()
+        .map(|e| json!({"schema": "Event", "body": e}))
+        .collect();
     let statuses: Vec<u64> = answers
         .iter()
         .filter_map(|a| a["status"].as_u64())
@@ -167,6 +183,7 @@ async fn the_document_validates_lists_every_operation_and_matches_the_answers() 
         statuses,
         [200, 200, 200, 200, 200, 200, 404, 404, 200, 404, 400, 202]
     );
+    answers.extend(events);
     let answers_path = dir.path().join("answers.json");
     std::fs::write(&answers_path, serde_json::to_vec(&answers).expect("json")).expect("write");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/validate_openapi.py");
@@ -180,7 +197,8 @@ async fn the_document_validates_lists_every_operation_and_matches_the_answers() 
 
     // The check can fail: a wrong body is caught.
     let wrong = json!([{"path": "/api/v1/whoami", "method": "get", "status": 200,
-        "body": {"role": 5}}]);
+        "body": {"role": 5}},
+        {"schema": "Event", "body": {"seq": 1, "at_unix_ms": 1, "type": "provider_connected"}}]);
     std::fs::write(&answers_path, wrong.to_string()).expect("write");
     let (ok, out) = python(&[
         script.to_str().expect("utf-8"),
@@ -188,4 +206,8 @@ async fn the_document_validates_lists_every_operation_and_matches_the_answers() 
         answers_path.to_str().expect("utf-8"),
     ]);
     assert!(!ok && out.contains("tokens_required"), "{out}");
+    assert!(
+        !out.contains("components/schemas/Event: ok"),
+        "an event without its fields: {out}"
+    );
 }

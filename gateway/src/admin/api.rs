@@ -170,7 +170,8 @@ pub(crate) async fn routes(State(st): State<Arc<AdminState>>) -> Json<Vec<RouteV
 }
 
 /// Releases a name's ownership. Visitors get 404 for it; a provider serving it is told it lost
-/// it and stops registering it. The next key that registers the name owns it.
+/// it and stops registering it. Any other key that registers the name then owns it; the
+/// previous owner's key is refused it for 24 h (until a gateway restart).
 #[utoipa::path(delete, path = "/api/v1/names/{name}", tag = "routes", security(("bearer" = [])),
     params(("name" = String, Path, description = "the name (subdomain)")),
     responses(

@@ -116,8 +116,8 @@ fn opening(events: &Events, last_event_id: Option<u64>, boot: u64) -> (Vec<SseEv
 #[utoipa::path(get, path = "/api/v1/events", tag = "events", security(("bearer" = [])),
     params(("Last-Event-ID" = Option<String>, Header, description = "resume after this event id (`BOOT-SEQ`, as sent)")),
     responses(
-        (status = 200, content_type = "text/event-stream", body = String, description =
-            "Server-Sent Events: `snapshot` (data: array of events), then one message per event \
+        (status = 200, content_type = "text/event-stream", body = Event, description =
+            "Server-Sent Events; the schema is that of one event's `data`. `snapshot` (data: array of events), then one message per event \
              (`id`: `BOOT-SEQ`, the gateway run and the event's number, `event`: its type, `data`: the event as JSON with `seq`, `at_unix_ms`, \
              `type` and the type's fields), `traffic` (data: TrafficTickView) every second, and \
              `lagged` (data: {\"missed\": N}) when events were missed"),
