@@ -279,6 +279,24 @@ impl Shared {
             .is_some_and(|(owner, at)| at.elapsed() < RELEASE_HOLD && *owner == peer.to_string())
     }
 
+    /// The operator lifts the hold on `name` (a release by mistake): its previous owner may
+    /// register it again (the provider has dropped it, so its operator re-exposes the app).
+    /// Returns that previous owner; `None` when nothing was held.
+    #[cfg_attr(
+        not(test),
+        allow(
+            dead_code,
+            reason = "for an admin API endpoint (review-12 L33, B's choice)"
+        )
+    )]
+    pub(crate) fn lift_hold(&self, name: &str) -> Option<String> {
+        let mut released = self.released.lock().unwrap_or_else(|p| p.into_inner());
+        released
+            .remove(name)
+            .filter(|(_, at)| at.elapsed() < RELEASE_HOLD)
+            .map(|(owner, _)| owner)
+    }
+
     /// `name` has a new owner: the hold on its previous one ends.
     pub(crate) fn claimed(&self, name: &str) {
         let mut released = self.released.lock().unwrap_or_else(|p| p.into_inner());

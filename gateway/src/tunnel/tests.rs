@@ -310,6 +310,10 @@ async fn the_operator_releases_a_name_and_the_provider_is_told() {
         "{refused:?}"
     );
     assert_eq!(gw.shared.names.owner("blog"), None);
+    // An operator may lift the hold (a release by mistake).
+    assert_eq!(gw.shared.lift_hold("blog"), Some(provider.peer.to_string()));
+    assert!(!gw.shared.released_from("blog", &provider.peer));
+    assert_eq!(gw.shared.lift_hold("blog"), None);
 
     // ...but the name is free: another key takes it, which ends the hold.
     let mut bob = Provider::connect(&gw).await;
