@@ -336,6 +336,7 @@ async fn fleets_and_robots_from_the_meeting_point() {
             groups: vec!["production".into()],
         },
     );
+    let mut stream = admin_api.events(None).await;
     within(
         15,
         "admin sync",
@@ -343,6 +344,16 @@ async fn fleets_and_robots_from_the_meeting_point() {
     )
     .await
     .expect("sync");
+    let change = stream
+        .until(5, |m| {
+            m.event == "fleet" && m.data.contains(&fleet.to_string())
+        })
+        .await;
+    assert!(
+        change.json()["entries"].as_u64().is_some_and(|n| n >= 1),
+        "{}",
+        change.data
+    );
     let report = StatusReport {
         fleet,
         robot: robot.key(),

@@ -284,6 +284,7 @@ function applyTick(tick) {
 function onEvent(type, data, id) {
   if (id) state.lastId = id;
   if (type === "traffic") return applyTick(JSON.parse(data));
+  if (type === "fleet") { refresh(loadFleets); return; }
   if (type === "lagged") { refresh(loadAll); return; }
   const list = type === "snapshot" ? JSON.parse(data) : [JSON.parse(data)];
   state.events = state.events.concat(list).slice(-EVENTS_KEPT);
@@ -446,7 +447,7 @@ document.addEventListener("DOMContentLoaded", () => {
   $("token-ok").addEventListener("click", useToken);
   $("token").addEventListener("keydown", (e) => { if (e.key === "Enter") useToken(); });
   setInterval(() => { if (!$("main").hidden) refresh(loadRoutes); }, 10000);
-  // Robots' statuses are not on the event stream: the fleets are polled.
-  setInterval(() => { if (!$("main").hidden) refresh(loadFleets); }, 5000);
+  // New log entries come as "fleet" messages; robots' statuses are not on the stream: polled.
+  setInterval(() => { if (!$("main").hidden && !$("fleets-section").hidden) refresh(loadFleets); }, 3000);
   start();
 });

@@ -8,7 +8,9 @@
 //! `event: TYPE`, `data: JSON`, and each traffic tick as `event: traffic` (no id: ticks are
 //! not resumable). A subscriber that fell behind the bus, or asked to resume from events no
 //! longer kept, gets `event: lagged` with `{"missed": N}` and should re-fetch the lists. A
-//! comment line every 15 s keeps proxies from closing an idle stream.
+//! comment line every 15 s keeps proxies from closing an idle stream. With the p2p meeting
+//! point, `event: fleet` (`{"fleet": ID, "entries": N}`, no id) tells of new entries in a
+//! fleet's log (a release, an enrolment), so the fleet page re-reads at once.
 //!
 //! The subscription is taken before the snapshot is read, and events already sent are
 //! skipped by number, so nothing is lost or repeated in between.
@@ -29,6 +31,7 @@ use super::AdminState;
 use super::model::TrafficTickView;
 use crate::events::{Event, Events};
 use crate::traffic::TrafficTick;
+use peercompute_p2p::fleet_hub::FleetChange;
 
 /// Events in the opening snapshot.
 pub(crate) const SNAPSHOT: usize = 50;
@@ -50,6 +53,8 @@ struct Feed {
     _slot: OwnedSemaphorePermit,
     events: Receiver<Arc<Event>>,
     ticks: Receiver<Arc<TrafficTick>>,
+    /// New entries in the fleets' logs (releases, enrolments), when the meeting point runs.
+    fleets: Option<Receiver<FleetChange>>,
     /// The highest event number sent so far.
     sent: u64,
     /// Messages to send before reading the channels again.
@@ -72,6 +77,16 @@ fn lagged(missed: u64) -> SseEvent {
     SseEvent::default()
         .event("lagged")
         .data(format!("{{\"missed\":{missed}}}"))
+}
+
+/// The next change of the fleets' logs; never resolves without a meeting point.
+async fn next_fleet_change(
+    fleets: &mut Option<Receiver<FleetChange>>,
+) -> Result<FleetChange, RecvError> {
+    match fleets {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// The event number to resume after, from a `Last-Event-ID` of `BOOT-SEQ`; `None` (a fresh
@@ -140,6 +155,7 @@ pub(crate) async fn events(State(st): State<Arc<AdminState>>, headers: HeaderMap
     // and `sent` drops the repeat.
     let events = st.shared.events.subscribe();
     let ticks = st.shared.traffic.subscribe_ticks();
+    let fleets = st.shared.fleet.get().map(|hub| hub.subscribe());
     let (opening, sent) = opening(&st.shared.events, last_event_id, st.boot);
     let mut recheck = tokio::time::interval(RECHECK);
     recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -150,6 +166,7 @@ pub(crate) async fn events(State(st): State<Arc<AdminState>>, headers: HeaderMap
         _slot: slot,
         events,
         ticks,
+        fleets,
         sent,
         queued: opening.into(),
     };
@@ -183,6 +200,21 @@ pub(crate) async fn events(State(st): State<Arc<AdminState>>, headers: HeaderMap
                     // A missed tick is not worth a message: the next one comes in a second.
                     Err(RecvError::Lagged(_)) => continue,
                     Err(RecvError::Closed) => return None,
+                },
+                got = next_fleet_change(&mut feed.fleets) => match got {
+                    Ok(change) => {
+                        let data = serde_json::json!({
+                            "fleet": change.fleet.to_string(),
+                            "entries": change.entries.len(),
+                        });
+                        return Some((Ok(SseEvent::default().event("fleet").data(data.to_string())), feed));
+                    }
+                    // Missed changes: one message still tells the page to re-read the fleets.
+                    Err(RecvError::Lagged(_)) => {
+                        let data = serde_json::json!({"fleet": null, "entries": 0}).to_string();
+                        return Some((Ok(SseEvent::default().event("fleet").data(data)), feed));
+                    }
+                    Err(RecvError::Closed) => feed.fleets = None,
                 },
             }
         }
