@@ -261,6 +261,22 @@ async fn operators_list_release_and_disconnect() {
     assert_eq!(resp.status(), 202);
     let body: Value = serde_json::from_str(&resp.text().await.expect("body")).expect("json");
     assert_eq!(body["reason"], "disconnected by the operator");
+    // A release by mistake: lifting the hold lets the previous owner register the name again.
+    let (status, body) = admin.delete("/api/v1/names/shop").await;
+    assert_eq!(
+        (status.as_u16(), &body["previous_owner"]),
+        (200, &json!(p2_id)),
+        "{body}"
+    );
+    let (status, body) = admin.delete("/api/v1/names/shop/hold").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body, json!({"name": "shop", "previous_owner": p2_id}));
+    let (status, _) = admin.delete("/api/v1/names/shop/hold").await;
+    assert_eq!(status, 404, "lifted once");
+    p2.register("shop", backend.addr)
+        .await
+        .expect("the previous owner registers shop again");
+    assert_eq!(get("shop", "/").await, 200);
     p2.stop().await;
 
     // Resume: Last-Event-ID replays what came after it.

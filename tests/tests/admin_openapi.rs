@@ -17,6 +17,7 @@ const OPERATIONS: &[(&str, &[&str])] = &[
     ("/api/v1/fleets", &["get"]),
     ("/api/v1/fleets/{fleet_id}/robots", &["get"]),
     ("/api/v1/names/{name}", &["delete"]),
+    ("/api/v1/names/{name}/hold", &["delete"]),
     ("/api/v1/openapi.json", &["get"]),
     ("/api/v1/providers", &["get"]),
     ("/api/v1/providers/{peer_id}/disconnect", &["post"]),
@@ -131,6 +132,9 @@ async fn the_document_validates_lists_every_operation_and_matches_the_answers() 
     let names = "/api/v1/names/{name}";
     record(names, "delete", admin.delete("/api/v1/names/nobody").await);
     record(names, "delete", admin.delete("/api/v1/names/app").await);
+    let hold = "/api/v1/names/{name}/hold";
+    record(hold, "delete", admin.delete("/api/v1/names/app/hold").await);
+    record(hold, "delete", admin.delete("/api/v1/names/app/hold").await);
     let disconnect = "/api/v1/providers/{peer_id}/disconnect";
     record(
         disconnect,
@@ -181,7 +185,9 @@ async fn the_document_validates_lists_every_operation_and_matches_the_answers() 
         .collect();
     assert_eq!(
         statuses,
-        [200, 200, 200, 200, 200, 200, 404, 404, 200, 404, 400, 202]
+        [
+            200, 200, 200, 200, 200, 200, 404, 404, 200, 200, 404, 404, 400, 202
+        ]
     );
     answers.extend(events);
     let answers_path = dir.path().join("answers.json");

@@ -14,8 +14,8 @@ use peercompute_ops::tokens::Role;
 use super::AdminState;
 use super::auth::Access;
 use super::model::{
-    CertView, DisconnectRequest, DisconnectedView, ErrorView, ProviderView, ReleasedView,
-    RouteView, TrafficTickView, TrafficView, WhoamiView,
+    CertView, DisconnectRequest, DisconnectedView, ErrorView, HoldLiftedView, ProviderView,
+    ReleasedView, RouteView, TrafficTickView, TrafficView, WhoamiView,
 };
 
 /// The reason sent to a provider when the operator gives none.
@@ -199,6 +199,35 @@ pub(crate) async fn release(
             tracing::error!(route = %name, error = %e, "releasing a name failed");
             error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
         }
+    }
+}
+
+/// Lifts the 24 h hold a release puts on the name's previous owner (a release by mistake): that
+/// key may register the name again (its provider dropped it: re-expose the app there).
+#[utoipa::path(delete, path = "/api/v1/names/{name}/hold", tag = "routes", security(("bearer" = [])),
+    params(("name" = String, Path, description = "the released name")),
+    responses(
+        (status = 200, body = HoldLiftedView),
+        (status = 401, description = "token missing or unknown"),
+        (status = 403, description = "a read token"),
+        (status = 404, body = ErrorView, description = "no hold on the name")))]
+pub(crate) async fn lift_hold(
+    State(st): State<Arc<AdminState>>,
+    Path(name): Path<String>,
+) -> Response {
+    match st.shared.lift_hold(&name) {
+        Some(previous_owner) => {
+            tracing::info!(route = %name, owner = %previous_owner, "hold on a released name lifted");
+            Json(HoldLiftedView {
+                name,
+                previous_owner,
+            })
+            .into_response()
+        }
+        None => error(
+            StatusCode::NOT_FOUND,
+            format!("no hold on {name:?}: it was not released in the last 24 h, or is owned again"),
+        ),
     }
 }
 

@@ -55,6 +55,7 @@ fn api_router() -> OpenApiRouter<Arc<AdminState>> {
         .routes(routes!(api::disconnect))
         .routes(routes!(api::routes))
         .routes(routes!(api::release))
+        .routes(routes!(api::lift_hold))
         .routes(routes!(api::certificates))
         .routes(routes!(api::traffic))
         .routes(routes!(sse::events))
@@ -166,6 +167,7 @@ mod tests {
                 "/api/v1/fleets",
                 "/api/v1/fleets/{fleet_id}/robots",
                 "/api/v1/names/{name}",
+                "/api/v1/names/{name}/hold",
                 "/api/v1/openapi.json",
                 "/api/v1/providers",
                 "/api/v1/providers/{peer_id}/disconnect",

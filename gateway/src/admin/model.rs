@@ -182,6 +182,14 @@ pub(crate) struct ReleasedView {
     pub(crate) was_online: bool,
 }
 
+/// What `DELETE /api/v1/names/{name}/hold` did.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct HoldLiftedView {
+    pub(crate) name: String,
+    /// The key that may register the name again.
+    pub(crate) previous_owner: String,
+}
+
 /// The body of `POST /api/v1/providers/{peer_id}/disconnect`.
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
