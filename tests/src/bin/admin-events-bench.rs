@@ -234,8 +234,14 @@ fn visitors(
                             let _ = r.bytes().await;
                             served.fetch_add(1, Ordering::Relaxed);
                         }
-                        _ => {
-                            failed.fetch_add(1, Ordering::Relaxed);
+                        other => {
+                            // The first few failures say what they were.
+                            if failed.fetch_add(1, Ordering::Relaxed) < 3 {
+                                match other {
+                                    Ok(r) => eprintln!("visitor failure: HTTP {}", r.status()),
+                                    Err(e) => eprintln!("visitor failure: {e}"),
+                                }
+                            }
                         }
                     }
                 }
