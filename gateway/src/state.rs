@@ -282,13 +282,6 @@ impl Shared {
     /// The operator lifts the hold on `name` (a release by mistake): its previous owner may
     /// register it again (the provider has dropped it, so its operator re-exposes the app).
     /// Returns that previous owner; `None` when nothing was held.
-    #[cfg_attr(
-        not(test),
-        allow(
-            dead_code,
-            reason = "for an admin API endpoint (review-12 L33, B's choice)"
-        )
-    )]
     pub(crate) fn lift_hold(&self, name: &str) -> Option<String> {
         let mut released = self.released.lock().unwrap_or_else(|p| p.into_inner());
         released
