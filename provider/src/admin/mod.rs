@@ -423,8 +423,9 @@ fn wants_json(headers: &HeaderMap) -> bool {
 }
 
 /// `/readyz`: 200 or 503. The checks' details (gateway address, refusal reasons, engine
-/// errors) are for loopback listeners and token holders; anyone else reaching an exposed
-/// listener (a load balancer's probe) reads only `ready` or `not ready`.
+/// errors) are for loopback listeners and token holders, and only by a `Host` naming this
+/// listener; anyone else (a load balancer's probe on an exposed listener, a page rebinding
+/// its name to 127.0.0.1) reads only `ready` or `not ready`.
 async fn readyz(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let shared = &state.shared;
     let mut r = readiness(&shared.probes());
@@ -433,13 +434,16 @@ async fn readyz(State(state): State<AppState>, headers: HeaderMap) -> Response {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    let details = shared.loopback
-        || shared.tokens.as_ref().is_some_and(|t| {
-            headers
-                .get(header::AUTHORIZATION)
-                .and_then(|h| t.check(h))
-                .is_some()
-        });
+    // A foreign Host (a DNS-rebinding page) gets the bare answer even on loopback.
+    let named = peercompute_ops::hosts::host_allowed(headers.get(header::HOST), &shared.hosts);
+    let details = named
+        && (shared.loopback
+            || shared.tokens.as_ref().is_some_and(|t| {
+                headers
+                    .get(header::AUTHORIZATION)
+                    .and_then(|h| t.check(h))
+                    .is_some()
+            }));
     if !details {
         r.checks.clear();
     }
