@@ -9,6 +9,7 @@
 //! always runs.
 
 use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -228,6 +229,14 @@ fn scratch_images_build_run_and_serve() {
     created.networks.push(network.clone());
     let gateway = format!("pc-test-gw-{tag}");
     created.containers.push(gateway.clone());
+    // An admin listener off loopback (0.0.0.0 in the container) needs a token file, readable by
+    // the image's user alone (the gateway refuses to start otherwise).
+    let tokens_dir = tempfile::tempdir().expect("tempdir");
+    let tokens = tokens_dir.path().join("admin-tokens");
+    std::fs::write(&tokens, format!("read {}\n", "r".repeat(40))).expect("token file");
+    std::fs::set_permissions(&tokens, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    std::os::unix::fs::chown(&tokens, Some(65534), Some(65534)).expect("chown to the image's user");
+    let tokens_mount = format!("{}:/etc/peercompute-admin-tokens:ro", tokens.display());
     docker(&[
         "run",
         "-d",
@@ -237,6 +246,8 @@ fn scratch_images_build_run_and_serve() {
         &network,
         "--network-alias",
         "gw",
+        "-v",
+        &tokens_mount,
         "--read-only",
         "--cap-drop",
         "ALL",
@@ -256,6 +267,8 @@ fn scratch_images_build_run_and_serve() {
         // Reachable from the provider's container, to publish it back through the tunnel.
         "--admin-listen",
         "0.0.0.0:9180",
+        "--admin-token-file",
+        "/etc/peercompute-admin-tokens",
     ]);
     let mut gateway_logs = Logs::follow(&gateway);
     let running = gateway_logs.wait_for("gateway running", READY);
