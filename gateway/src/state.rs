@@ -188,15 +188,11 @@ impl Shared {
     /// reconnects after its backoff unless it is also removed from the allowlist). Returns how
     /// many tunnels were asked to close; 0 when `peer` is not connected.
     pub(crate) fn disconnect_provider(&self, peer: &PeerId, reason: &str) -> usize {
-        // The reason travels in the GoAway and the QUIC close frame: keep it short.
-        let reason = match reason.char_indices().nth(MAX_DISCONNECT_REASON) {
-            Some((end, _)) => &reason[..end],
-            None => reason,
-        };
+        let reason = disconnect_reason(reason);
         self.tunnels
             .of_peer(peer)
             .iter()
-            .filter(|t| t.kick(Kick::Disconnect(reason.to_owned())))
+            .filter(|t| t.kick(Kick::Disconnect(reason.clone())))
             .count()
     }
 
@@ -302,5 +298,35 @@ impl Shared {
 
     pub(crate) fn is_draining(&self) -> bool {
         self.draining.load(Ordering::SeqCst)
+    }
+}
+
+/// The operator's disconnect reason as it travels in the GoAway, the QUIC close frame, the
+/// event and both sides' logs: at most [`MAX_DISCONNECT_REASON`] characters, control
+/// characters (a newline would forge a log line) turned into spaces.
+fn disconnect_reason(reason: &str) -> String {
+    reason
+        .chars()
+        .take(MAX_DISCONNECT_REASON)
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
+
+#[cfg(test)]
+mod disconnect_reason_tests {
+    use super::*;
+
+    #[test]
+    fn reasons_are_cut_and_lose_control_characters() {
+        assert_eq!(disconnect_reason("maintenance"), "maintenance");
+        assert_eq!(
+            disconnect_reason("line\nforged=1\r\u{1b}[31m"),
+            "line forged=1  [31m"
+        );
+        let long = "é".repeat(MAX_DISCONNECT_REASON + 5);
+        assert_eq!(
+            disconnect_reason(&long).chars().count(),
+            MAX_DISCONNECT_REASON
+        );
     }
 }
