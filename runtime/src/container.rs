@@ -247,6 +247,13 @@ impl DockerRuntime {
         Ok(addr)
     }
 
+    /// Kills `container` at once (SIGKILL, no grace) and removes it with its anonymous
+    /// volumes, in one engine call, so no restart policy can bring it back (an emergency
+    /// stop). Named volumes are kept. Gone already is fine.
+    pub async fn kill_now(&self, container: &str) -> Result<(), ContainerError> {
+        self.remove(container).await
+    }
+
     /// Force-removes `container` and its anonymous volumes; gone already is fine.
     pub(crate) async fn remove(&self, container: &str) -> Result<(), ContainerError> {
         let options = RemoveContainerOptions {

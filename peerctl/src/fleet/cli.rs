@@ -148,6 +148,36 @@ pub enum FleetAction {
         #[arg(long, value_name = "VERSION")]
         to: Option<String>,
     },
+    /// Emergency stop: every robot of the groups kills their apps at once and starts
+    /// nothing of them until `fleet resume` (admins and operators).
+    #[command(
+        after_help = "Examples:\n  peerctl fleet estop --group production --reason \"arm collided\"\n  peerctl fleet estop --group production,staging --reason drill --json\n  peerctl fleet estop --reason \"stop everything released\"\n\nWithout --group, every group that has a release is stopped. The entry goes to the\ngateways reached; robots kill their containers (no grace period) as soon as it reaches\nthem, and one that was offline does so before it starts anything. `fleet status` shows\nthe reason. Apps come back with `peerctl fleet resume`."
+    )]
+    Estop {
+        /// The groups to stop (comma-separated or repeated) [default: every group with a
+        /// release].
+        #[arg(long = "group", value_name = "G[,G..]", value_delimiter = ',')]
+        groups: Vec<String>,
+        /// Why (shown by `fleet status` and `fleet log`).
+        #[arg(long, value_name = "TEXT")]
+        reason: String,
+        /// Print {"hash","op","groups","reason","authored_at_ms","gateways"} as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Lift an emergency stop: the robots start the groups' current releases again.
+    #[command(
+        after_help = "Examples:\n  peerctl fleet resume --group production\n  peerctl fleet resume --json\n\nWithout --group, every group with a release is resumed."
+    )]
+    Resume {
+        /// The groups to resume (comma-separated or repeated) [default: every group with a
+        /// release].
+        #[arg(long = "group", value_name = "G[,G..]", value_delimiter = ',')]
+        groups: Vec<String>,
+        /// Print {"hash","op","groups","authored_at_ms","gateways"} as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
     /// List the fleet's robots and the keys holding a role.
     #[command(
         after_help = "Examples:\n  peerctl fleet members\n  peerctl fleet members --json | jq -r '.[] | select(.groups | index(\"production\")) | .name'"
@@ -256,6 +286,8 @@ impl FleetCommand {
             | FleetAction::List { json }
             | FleetAction::Invite { json, .. }
             | FleetAction::Release { json, .. }
+            | FleetAction::Estop { json, .. }
+            | FleetAction::Resume { json, .. }
             | FleetAction::Members { json }
             | FleetAction::Log { json, .. }
             | FleetAction::Logs { json, .. }
@@ -392,6 +424,30 @@ mod tests {
         assert!(err.to_string().contains("admin, developer"), "{err}");
         let err = parse(&["invite", "--group", "g", "--expires", "soon"]).expect_err("bad");
         assert!(err.to_string().contains("like 30s"), "{err}");
+    }
+
+    #[test]
+    fn estop_needs_a_reason_and_takes_groups() {
+        let cmd =
+            parse(&["estop", "--group", "a,b", "--reason", "drill", "--json"]).expect("parses");
+        assert!(cmd.wants_json());
+        match cmd.action {
+            FleetAction::Estop { groups, reason, .. } => {
+                assert_eq!(
+                    (groups.as_slice(), reason.as_str()),
+                    (&["a".to_owned(), "b".to_owned()][..], "drill")
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            parse(&["estop", "--group", "a"]).is_err(),
+            "a reason is required"
+        );
+        let cmd = parse(&["resume"]).expect("parses");
+        assert!(
+            matches!(cmd.action, FleetAction::Resume { ref groups, json: false } if groups.is_empty())
+        );
     }
 
     #[test]

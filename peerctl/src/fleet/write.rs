@@ -189,6 +189,14 @@ pub(super) async fn entry(ctx: &Ctx, action: FleetAction) -> Result<(), CliError
             let op = release::rollback_op(&group, to, &w.state)?;
             w.publish(op).await.map(drop)
         }
+        FleetAction::Estop { groups, reason, .. } => {
+            let groups = normalize_groups(&groups);
+            stop_or_resume(&w, Op::EStop { groups, reason }).await
+        }
+        FleetAction::Resume { groups, .. } => {
+            let groups = normalize_groups(&groups);
+            stop_or_resume(&w, Op::Resume { groups }).await
+        }
         FleetAction::Create { .. }
         | FleetAction::List { .. }
         | FleetAction::Members { .. }
@@ -288,6 +296,45 @@ async fn publish_release(w: &Writer<'_>, mut args: ReleaseArgs) -> Result<(), Cl
         return print_json(&out);
     }
     println!("{} {} {}", r.version, r.app(), entry.hash());
+    Ok(())
+}
+
+/// `fleet estop` / `fleet resume`: the entry published, then what it covers.
+async fn stop_or_resume(w: &Writer<'_>, op: Op) -> Result<(), CliError> {
+    let authored_at_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let entry = w.publish(op).await?;
+    let gateways: Vec<String> = w.session.reached.iter().map(ToString::to_string).collect();
+    let (name, groups, reason) = match &entry.entry().op {
+        Op::EStop { groups, reason } => ("e-stop", groups, Some(reason)),
+        Op::Resume { groups } => ("resume", groups, None),
+        _ => return Ok(()),
+    };
+    if w.ctx.json {
+        let mut out = json!({
+            "hash": entry.hash().to_string(),
+            "op": name,
+            "groups": groups,
+            "authored_at_ms": authored_at_ms,
+            "gateways": gateways,
+        });
+        if let Some(reason) = reason {
+            out["reason"] = json!(reason);
+        }
+        return print_json(&out);
+    }
+    let scope = if groups.is_empty() {
+        "every group with a release".to_owned()
+    } else {
+        groups.join(", ")
+    };
+    let reached = if gateways.is_empty() {
+        "no gateway reached yet".to_owned()
+    } else {
+        format!("sent to {} gateway(s)", gateways.len())
+    };
+    println!("{name} of {scope}: {} ({reached})", entry.hash());
     Ok(())
 }
 

@@ -150,17 +150,7 @@ impl Applier {
                     self.apply(&requester, &group, &release, &robot).await;
                 }
                 Action::Hold { group, reason } => {
-                    let already = self.board.get(&fleet, &group).is_some_and(|a| {
-                        a.phase == Phase::Pending && a.reason.as_deref() == Some(reason.as_str())
-                    });
-                    if !already {
-                        info!(%fleet, %group, %reason, "fleet: emergency stop in force; starting nothing");
-                        self.board.update(fleet, &group, |a| {
-                            a.phase = Phase::Pending;
-                            a.reason = Some(format!("emergency stop: {reason}"));
-                            a.changed_at_ms = now_ms();
-                        });
-                    }
+                    self.hold_stopped(fleet, state, &group, &reason).await;
                 }
                 Action::Remove { group } => self.remove(fleet, &group).await,
                 Action::Refuse {

@@ -9,6 +9,8 @@
 //!   switch, drain, stop; or keep the old one and record why.
 //! - `attach`: a release's volumes (scope `fleet:<id>`) and granted devices, and the
 //!   exclusive switch (old container halted first; resumed if the new one fails).
+//! - `estop`: an emergency stop in force kills the group's containers at once (its own task,
+//!   woken by every new entry; also run from the on-disk log before anything starts).
 //! - `adopt`: at start, the serving containers re-adopted; routes kept on a restarted
 //!   container's new port.
 //! - `applied`: what runs here, persisted in `applied.json` so a restart re-adopts it.
@@ -23,6 +25,7 @@ mod adopt;
 mod applied;
 mod apply;
 mod attach;
+mod estop;
 mod history;
 mod join;
 mod logs;
@@ -194,6 +197,13 @@ pub(crate) fn start(
                 board,
                 published: HashMap::new(),
             };
+            tasks.push(tokio::spawn(estop::run(
+                hub.clone(),
+                applier.runtime.clone(),
+                applier.tunnel.clone(),
+                applier.me,
+                stop.subscribe(),
+            )));
             tasks.push(tokio::spawn(reconcile(
                 hub.clone(),
                 applier,
@@ -226,6 +236,8 @@ fn save_configured_token(dir: &Path, token: &JoinTokenText, key: &SigningKey) {
 /// The reconciler: at start, then on every new entry and every [`RECONCILE_EVERY`].
 async fn reconcile(hub: FleetHub, mut applier: apply::Applier, mut stop: watch::Receiver<bool>) {
     let mut changes = hub.subscribe();
+    // An e-stop in the on-disk log is enforced before anything is adopted or started.
+    estop::enforce(&hub, &applier.runtime, applier.tunnel.as_ref(), &applier.me).await;
     applier.adopt().await;
     let mut tick = tokio::time::interval(RECONCILE_EVERY);
     tick.reset();

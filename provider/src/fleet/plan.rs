@@ -361,6 +361,54 @@ mod tests {
     }
 
     #[test]
+    fn an_emergency_stop_kills_the_groups_containers_found_by_label() {
+        use std::collections::HashMap;
+
+        use crate::fleet::estop::stop_plan;
+        let mut w = world(&["production", "staging"]);
+        w.release("production", 1, "v1");
+        let labels = |provider: &str, name: &str| {
+            HashMap::from([
+                (
+                    peercompute_runtime::LABEL_PROVIDER.to_owned(),
+                    provider.to_owned(),
+                ),
+                (peercompute_runtime::LABEL_NAME.to_owned(), name.to_owned()),
+            ])
+        };
+        let running = vec![
+            ("mine".to_owned(), labels("me/fleet", "web-r1")),
+            ("a deploy".to_owned(), labels("me", "web-r1")),
+            ("other app".to_owned(), labels("me/fleet", "cam-r1")),
+        ];
+        let plan_now = |w: &World| {
+            let state = w.log.state().expect("state");
+            stop_plan(std::slice::from_ref(state), &w.robot, "me/fleet", &running)
+        };
+        assert!(plan_now(&w).is_empty(), "no stop yet");
+        w.write(Op::EStop {
+            groups: vec!["staging".into()],
+            reason: "drill".into(),
+        });
+        assert!(plan_now(&w).is_empty(), "staging runs nothing here");
+        w.write(Op::EStop {
+            groups: vec!["production".into()],
+            reason: "arm hit a wall".into(),
+        });
+        let kills = plan_now(&w);
+        assert_eq!(kills.len(), 1, "{kills:?}");
+        assert_eq!(
+            (kills[0].container.as_str(), kills[0].route.as_str()),
+            ("mine", "web-r1")
+        );
+        assert_eq!(kills[0].reason, "arm hit a wall");
+        w.write(Op::Resume {
+            groups: vec!["production".into()],
+        });
+        assert!(plan_now(&w).is_empty(), "resumed");
+    }
+
+    #[test]
     fn a_release_that_failed_its_health_gate_is_not_retried() {
         let mut w = world(&["production"]);
         let v1 = w.release("production", 1, "v1");

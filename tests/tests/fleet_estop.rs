@@ -1,0 +1,161 @@
+//! Emergency stop through the gateway, end to end with the real parts: one gateway, three
+//! `peercomputed` daemons (one Docker engine) joined by token, two in production and one in
+//! staging, a local registry, and the `peerctl` binary.
+//!
+//! Both groups serve v1 → `peerctl fleet estop --group production --reason test` → the time
+//! from spawning the command to the last production container gone (the engine polled every
+//! 20 ms) is at most 1000 ms, printed; staging keeps serving; `fleet status` shows the stop
+//! and its reason; a release v2 to production starts nothing while stopped; a production
+//! robot's daemon restarted while stopped starts nothing; `fleet resume` → production serves
+//! v2.
+
+use std::time::{Duration, Instant};
+
+use peercompute_tests::fleet_rig::{Rig, app_of, fleet_containers, serves};
+use peercompute_tests::{peerctl_bin, within};
+
+/// The production robots that still have a fleet container.
+async fn production_left(rig: &Rig) -> Vec<String> {
+    let mut left = Vec::new();
+    for robot in rig.group("production") {
+        if !fleet_containers(&rig.runtime, &robot.peer).await.is_empty() {
+            left.push(robot.name.clone());
+        }
+    }
+    left
+}
+
+/// Asserts for `secs` that no production robot runs a fleet container (checked every 200 ms).
+async fn production_stays_stopped(rig: &Rig, secs: u64, when: &str) {
+    let until = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < until {
+        let left = production_left(rig).await;
+        assert!(left.is_empty(), "{when}: {left:?} started a container");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_estop_kills_the_groups_apps_within_a_second_and_resume_brings_them_back() {
+    let begun = Instant::now();
+    let mut rig = Rig::start(&[("production", 2), ("staging", 1)]).await;
+    rig.image("v1", true).await;
+    rig.image("v2", true).await;
+    rig.release("production", "v1", "30s").await;
+    rig.release("staging", "v1", "30s").await;
+    rig.wait_group_serving("production", "v1", 90).await;
+    rig.wait_group_serving("staging", "v1", 90).await;
+    assert!(
+        production_left(&rig).await.len() == 2,
+        "both production robots run v1"
+    );
+
+    // The e-stop, with the binary: spawn → the last production container gone.
+    let spawned = Instant::now();
+    let estop = tokio::process::Command::new(peerctl_bin())
+        .arg("--home")
+        .arg(rig.admin.path())
+        .arg("--no-mdns")
+        .args([
+            "fleet",
+            "estop",
+            "--group",
+            "production",
+            "--reason",
+            "test",
+            "--json",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn peerctl");
+    let stopped = within(10, "the production containers to go", async {
+        loop {
+            if production_left(&rig).await.is_empty() {
+                return spawned.elapsed();
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    let out = within(30, "peerctl fleet estop", estop.wait_with_output())
+        .await
+        .expect("peerctl fleet estop ran");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    eprintln!(
+        "e-stop: spawn of `peerctl fleet estop` → last production container gone: {} ms",
+        stopped.as_millis()
+    );
+    assert!(out.status.success(), "peerctl fleet estop: {stderr}");
+    let printed: serde_json::Value = serde_json::from_str(&stdout).expect("estop --json");
+    assert_eq!(printed["op"], "e-stop", "{printed}");
+    assert_eq!(printed["groups"], serde_json::json!(["production"]));
+    assert_eq!(printed["reason"], "test");
+    assert!(
+        stopped <= Duration::from_millis(1000),
+        "the e-stop took {} ms (at most 1000 ms)",
+        stopped.as_millis()
+    );
+
+    // Staging keeps serving; production answers no more.
+    for robot in rig.group("staging") {
+        assert!(
+            serves(&rig.client, &robot.url, "v1").await,
+            "{}",
+            robot.name
+        );
+        assert!(!fleet_containers(&rig.runtime, &robot.peer).await.is_empty());
+    }
+    for robot in rig.group("production") {
+        assert!(
+            !serves(&rig.client, &robot.url, "v1").await,
+            "{}",
+            robot.name
+        );
+    }
+
+    // The status says why.
+    let names: Vec<String> = rig.group("production").map(|r| r.name.clone()).collect();
+    rig.wait_status(20, "the stop in the status", |s| {
+        names.iter().all(|n| {
+            app_of(s, n).is_some_and(|a| {
+                a["phase"] == "pending"
+                    && a["reason"]
+                        .as_str()
+                        .is_some_and(|r| r.contains("emergency stop: test"))
+            })
+        })
+    })
+    .await;
+
+    // A new release to production starts nothing while stopped.
+    rig.release("production", "v2", "30s").await;
+    production_stays_stopped(&rig, 3, "a release during the stop").await;
+
+    // A production robot's daemon restarted while stopped starts nothing.
+    let robot = rig
+        .robots
+        .iter_mut()
+        .find(|r| r.group == "production")
+        .expect("a production robot");
+    robot.daemon.restart().await;
+    production_stays_stopped(&rig, 4, "a daemon restarted during the stop").await;
+
+    // Resume: production serves the current release, v2.
+    let resumed = rig
+        .json(&["fleet", "resume", "--group", "production", "--json"])
+        .await;
+    assert_eq!(resumed["op"], "resume", "{resumed}");
+    rig.wait_group_serving("production", "v2", 60).await;
+    for robot in rig.group("staging") {
+        assert!(
+            serves(&rig.client, &robot.url, "v1").await,
+            "{}",
+            robot.name
+        );
+    }
+    eprintln!("fleet_estop: {} s in all", begun.elapsed().as_secs());
+}
