@@ -7,7 +7,8 @@
 //! 20 ms) is at most 1000 ms, printed; staging keeps serving; `fleet status` shows the stop
 //! and its reason; a release v2 to production starts nothing while stopped; a production
 //! robot's daemon restarted while stopped starts nothing; `fleet resume` → production serves
-//! v2.
+//! v2. Then a production robot's daemon is stopped (its container keeps running), production
+//! is stopped again, and the robot, started again, kills its app once it syncs; resume → v2.
 
 use std::time::{Duration, Instant};
 
@@ -157,5 +158,44 @@ async fn an_estop_kills_the_groups_apps_within_a_second_and_resume_brings_them_b
             robot.name
         );
     }
+
+    // A robot offline during a stop kills its app when it comes back.
+    let offline = rig
+        .robots
+        .iter()
+        .position(|r| r.group == "production")
+        .expect("a production robot");
+    let addr = rig.robots[offline].daemon.stop().await;
+    assert!(
+        !fleet_containers(&rig.runtime, &rig.robots[offline].peer)
+            .await
+            .is_empty(),
+        "its container outlives the daemon"
+    );
+    rig.ok(&[
+        "fleet",
+        "estop",
+        "--group",
+        "production",
+        "--reason",
+        "drill",
+    ])
+    .await;
+    rig.robots[offline].daemon.start_again(&addr).await;
+    let back = Instant::now();
+    let peer = rig.robots[offline].peer;
+    within(20, "the offline robot to kill its app", async {
+        while !fleet_containers(&rig.runtime, &peer).await.is_empty() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    eprintln!(
+        "e-stop: a robot offline during the stop killed its app {} ms after its daemon started",
+        back.elapsed().as_millis()
+    );
+    production_stays_stopped(&rig, 2, "after the offline robot came back").await;
+    rig.ok(&["fleet", "resume", "--group", "production"]).await;
+    rig.wait_group_serving("production", "v2", 60).await;
     eprintln!("fleet_estop: {} s in all", begun.elapsed().as_secs());
 }
