@@ -2,16 +2,19 @@
 //! for a group it is in, the group's fleet containers are killed at once (SIGKILL, no grace,
 //! all in parallel) and removed, so no restart policy (not even the engine's after a
 //! reboot) brings them back; their routes are withdrawn. The planner starts nothing of a
-//! stopped group until a later resume ([`super::plan`] holds it), and on resume the
-//! reconciler applies the group's release again.
+//! stopped group until a later resume ([`super::plan`] holds it); the hold forgets what
+//! served (and a failure the stop may have caused), so on resume the reconciler applies the
+//! group's current release again.
 //!
 //! The enforcer is a task of its own beside the reconciler, woken by the hub's change
 //! subscription, so an apply in flight does not delay a stop. It selects containers by label
 //! (this robot's fleet provider label and the route `<app>-<robot>` of the group's apps), not
-//! from `applied.json`, so a container an apply has just created is caught too. At daemon
-//! start the reconciler runs it once from the on-disk log before it adopts or starts anything.
-
+//! from `applied.json`, so a container an apply has just created is caught too; while a stop
+//! is in force it looks again every [`RECHECK`], so one an apply in flight starts later dies
+//! within that. At daemon start the reconciler runs it once from the on-disk log before it
+//! adopts or starts anything.
 use std::collections::HashMap;
+use std::time::Duration;
 
 use futures::future::join_all;
 use peercompute_fleet::{AppStatus, EntryHash, FleetId, FleetState, MemberKey, Phase};
@@ -24,6 +27,11 @@ use tracing::{info, warn};
 use super::apply::{Applier, fleet_provider_label};
 use super::status::now_ms;
 use crate::tunnel::TunnelHandle;
+
+/// How often the enforcer looks again while a stop is in force.
+const RECHECK: Duration = Duration::from_millis(250);
+/// How long it sleeps without a stop when nothing changes.
+const IDLE: Duration = Duration::from_secs(3600);
 
 /// One container to stop now.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,25 +105,23 @@ fn states(hub: &FleetHub) -> Vec<FleetState> {
 }
 
 /// Kills (in parallel) every fleet container of a stopped group and withdraws its route;
-/// returns how many were killed.
+/// how many were killed, or `None` when no stop is in force here.
 pub(crate) async fn enforce(
     hub: &FleetHub,
     runtime: &DockerRuntime,
     tunnel: Option<&TunnelHandle>,
     me: &PeerId,
-) -> usize {
-    let Some(member) = MemberKey::from_peer_id(me) else {
-        return 0;
-    };
+) -> Option<usize> {
+    let member = MemberKey::from_peer_id(me)?;
     let states = states(hub);
     if states.iter().all(|s| stopped_routes(s, &member).is_empty()) {
-        return 0;
+        return None;
     }
     let managed = match runtime.list_managed().await {
         Ok(m) => m,
         Err(e) => {
             warn!("fleet: emergency stop: cannot list containers: {e}");
-            return 0;
+            return Some(0);
         }
     };
     let running: Vec<_> = managed.into_iter().map(|m| (m.id, m.labels)).collect();
@@ -135,10 +141,11 @@ pub(crate) async fn enforce(
         }
     }))
     .await;
-    count
+    Some(count)
 }
 
-/// The enforcer task: once at start, then on every change of the hub's logs.
+/// The enforcer task: once at start, then on every change of the hub's logs, and every
+/// [`RECHECK`] while a stop is in force (a container an apply in flight starts meanwhile).
 pub(crate) async fn run(
     hub: FleetHub,
     runtime: DockerRuntime,
@@ -148,8 +155,12 @@ pub(crate) async fn run(
 ) {
     let mut changes = hub.subscribe();
     loop {
-        enforce(&hub, &runtime, tunnel.as_ref(), &me).await;
+        let in_force = enforce(&hub, &runtime, tunnel.as_ref(), &me)
+            .await
+            .is_some();
+        let recheck = if in_force { RECHECK } else { IDLE };
         tokio::select! {
+            _ = tokio::time::sleep(recheck) => {}
             r = changes.recv() => {
                 if matches!(r, Err(broadcast::error::RecvError::Closed)) {
                     return;
@@ -171,6 +182,11 @@ impl Applier {
         group: &str,
         reason: &str,
     ) {
+        let applied = self.applied.group_mut(&fleet.to_string(), group);
+        // An apply the stop cut short is not a failed release: resume tries it again.
+        if applied.failed.take().is_some() {
+            self.save();
+        }
         let applied = self.applied.group_mut(&fleet.to_string(), group);
         if let Some(serving) = applied.serving.take() {
             info!(%fleet, %group, route = %serving.route, "fleet: emergency stop: the serving app stays stopped until a resume");
