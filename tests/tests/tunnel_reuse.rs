@@ -1,6 +1,7 @@
 //! Upstream stream reuse: the gateway keeps the QUIC stream (and so the provider's connection
 //! to the app) open between requests, across visitors, and still answers every request when
-//! the app closes its keep-alive connections on its own.
+//! the app closes its keep-alive connections on its own, or drops a fresh connection
+//! unanswered (an idempotent request without a body goes once more on another fresh stream).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -11,7 +12,7 @@ use peercompute_tests::{
     publish, within,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 
 /// GET `url`, expecting 200; the body (the backend's `/echo` of what it received).
 async fn echo(client: &reqwest::Client, url: String) -> String {
@@ -64,13 +65,8 @@ async fn closing_app() -> (SocketAddr, Arc<AtomicUsize>) {
         while let Ok((mut tcp, _)) = listener.accept().await {
             count.fetch_add(1, Ordering::SeqCst);
             tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut buf = [0u8; 4096];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match tcp.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
+                if !read_head(&mut tcp).await {
+                    return;
                 }
                 // Any request body is small and already read (or ignored): answer and close.
                 let _ = tcp
@@ -82,18 +78,37 @@ async fn closing_app() -> (SocketAddr, Arc<AtomicUsize>) {
     (addr, accepted)
 }
 
-#[tokio::test]
-async fn an_app_that_closes_connections_silently_still_answers_every_request() {
+/// Reads from `tcp` until the end of a request head; false when the connection ended first.
+async fn read_head(tcp: &mut TcpStream) -> bool {
+    let mut head = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match tcp.read(&mut buf).await {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    true
+}
+
+/// A gateway, a provider publishing `app` as `app`, and a visitor client for it.
+async fn serve(app: SocketAddr) -> (TestGateway, TestProvider, reqwest::Client) {
     let id = TestProvider::identity();
     let gw = TestGateway::start(GatewayOptions {
         allow: vec![id.peer_id()],
         ..GatewayOptions::default()
     })
     .await;
-    let (app, accepted) = closing_app().await;
     let provider = TestProvider::start(id, &gw);
     provider.register("app", app).await.expect("register");
     let client = https_client(&gw, &["app"], Alpn::H1);
+    (gw, provider, client)
+}
+
+#[tokio::test]
+async fn an_app_that_closes_connections_silently_still_answers_every_request() {
+    let (app, accepted) = closing_app().await;
+    let (gw, _provider, client) = serve(app).await;
     const N: usize = 15;
     for i in 0..N {
         let resp = within(10, "GET", client.get(gw.url("app", "/")).send())
@@ -117,6 +132,78 @@ async fn an_app_that_closes_connections_silently_still_answers_every_request() {
         2 * N,
         "one connection per request"
     );
+}
+
+/// What [`dropping_app`] saw, and what it is to do.
+#[derive(Default)]
+struct Seen {
+    /// Request heads read, dropped ones included.
+    heads: AtomicUsize,
+    /// Connections still to drop unanswered once their request head has arrived.
+    drop_next: AtomicUsize,
+}
+
+/// An app that reads each connection's request head and then drops the connection without a
+/// byte of answer (while `drop_next` > 0), or answers 200 `ok` with `connection: close` — so
+/// the gateway never pools a stream and every first attempt is on a fresh one. Like an app
+/// whose listen queue overflowed under a burst of new connections: its kernel resets some of
+/// them as the request arrives (seen as visitor 502s in `admin-events-bench` before the retry).
+async fn dropping_app() -> (SocketAddr, Arc<Seen>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let seen = Arc::new(Seen::default());
+    let app = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            let app = app.clone();
+            tokio::spawn(async move {
+                if !read_head(&mut tcp).await {
+                    return;
+                }
+                app.heads.fetch_add(1, Ordering::SeqCst);
+                let take = |n: usize| n.checked_sub(1);
+                if app
+                    .drop_next
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, take)
+                    .is_ok()
+                {
+                    return;
+                }
+                let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok";
+                let _ = tcp.write_all(answer).await;
+            });
+        }
+    });
+    (addr, seen)
+}
+
+/// Sends `req` with the app dropping its next `drop` connections: the status, the body and
+/// how many times the request reached the app.
+async fn attempts(seen: &Seen, drop: usize, req: reqwest::RequestBuilder) -> (u16, String, usize) {
+    seen.drop_next.store(drop, Ordering::SeqCst);
+    let before = seen.heads.load(Ordering::SeqCst);
+    let resp = within(10, "request", req.send()).await.expect("request");
+    let status = resp.status().as_u16();
+    let body = resp.text().await.expect("body");
+    seen.drop_next.store(0, Ordering::SeqCst);
+    (status, body, seen.heads.load(Ordering::SeqCst) - before)
+}
+
+#[tokio::test]
+async fn a_get_dropped_unanswered_on_a_fresh_stream_goes_once_more_and_a_post_never() {
+    let (app, seen) = dropping_app().await;
+    let (gw, _provider, client) = serve(app).await;
+    let url = gw.url("app", "/");
+    for i in 0..3 {
+        let (status, body, heads) = attempts(&seen, 1, client.get(&url)).await;
+        assert_eq!((status, body.as_str()), (200, "ok"), "GET {i}: not retried");
+        assert_eq!(heads, 2, "GET {i}: dropped once, answered once");
+    }
+    let (status, _, heads) = attempts(&seen, 2, client.get(&url)).await;
+    assert_eq!((status, heads), (502, 2), "a GET goes out at most twice");
+    // A request with a body may have reached the app: it is never replayed.
+    let (status, _, heads) = attempts(&seen, 1, client.post(&url).body("x=1")).await;
+    assert_eq!((status, heads), (502, 1), "a POST goes out once");
 }
 
 /// Sends `raw` on a fresh visitor TLS connection and returns everything the gateway answers

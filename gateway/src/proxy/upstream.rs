@@ -8,10 +8,14 @@
 //! the forwarding headers set in [`super::headers`] are the source of truth.
 //!
 //! Retry rule: a request goes out at most twice, and the second time only on a fresh stream
-//! after a *reused* one failed before any response head — either hyper handed the request back
-//! unsent (the stream had closed while idle), or the request is idempotent and has no body, so
-//! replaying it is safe (RFC 9110 §9.2.2; the app closed its keep-alive connection while the
-//! request was on its way). A request whose body may have been partly sent is never retried.
+//! after the first one failed before any response head, when either hyper handed the request
+//! back unsent (the stream had closed while idle), or the request is idempotent and has no
+//! body, so replaying it is safe (RFC 9110 §9.2.2), and the first stream was a *reused* one
+//! (the app closed its keep-alive connection while the request was on its way) or a fresh one
+//! that the provider closed before a complete response head (the app's connection was reset or
+//! closed unanswered: under a burst of new connections an app's listen queue overflows and its
+//! kernel resets some of them). A request whose body may have been partly sent is never
+//! retried, nor one whose fresh stream timed out or carried a malformed answer.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -55,22 +59,29 @@ impl Exchange<'_> {
         replay: Replay,
     ) -> Result<(Response<Incoming>, Upstream), ProxyError> {
         let timeout = self.shared.config.upstream_timeout;
-        let mut req = req;
-        if let Some(mut sender) = self.route.pool.checkout(Instant::now()) {
-            let replay = replay.prepare(&req);
-            match tokio::time::timeout(timeout, sender.try_send_request(req)).await {
-                Err(_) => return Err(ProxyError::Timeout(timeout)),
-                Ok(Ok(resp)) => return Ok((resp, sender)),
-                Ok(Err(mut e)) => {
-                    req = match (e.take_message(), replay) {
-                        (Some(unsent), _) => unsent,
-                        (None, Some(parts)) => Request::from_parts(parts, empty()),
-                        (None, None) => return Err(ProxyError::Tunnel(e.into_error().to_string())),
-                    };
-                    debug!(route = %self.name, "reused stream failed ({}); retrying on a fresh one", e.error());
-                }
+        let head = replay.prepare(&req);
+        let (mut sender, reused) = match self.route.pool.checkout(Instant::now()) {
+            Some(sender) => (sender, true),
+            None => (self.open().await?, false),
+        };
+        let mut e = match tokio::time::timeout(timeout, sender.try_send_request(req)).await {
+            Err(_) => return Err(ProxyError::Timeout(timeout)),
+            Ok(Ok(resp)) => return Ok((resp, sender)),
+            Ok(Err(e)) => e,
+        };
+        let req = match (e.take_message(), head) {
+            (Some(unsent), _) => unsent,
+            (None, Some(parts)) if reused || e.error().is_incomplete_message() => {
+                Request::from_parts(parts, empty())
             }
-        }
+            _ => return Err(ProxyError::Tunnel(e.into_error().to_string())),
+        };
+        debug!(
+            route = %self.name,
+            reused,
+            "stream failed before a response ({}); retrying on a fresh one",
+            e.error()
+        );
         let mut sender = self.open().await?;
         let resp = tokio::time::timeout(timeout, sender.send_request(req))
             .await
@@ -142,7 +153,7 @@ impl Replay {
         }
     }
 
-    /// A copy of the head to send again (only taken when the request goes on a reused stream).
+    /// A copy of the head to send again.
     fn prepare<B>(self, req: &Request<B>) -> Option<request::Parts> {
         if self == Self::Never {
             return None;
