@@ -151,7 +151,7 @@ pub enum FleetAction {
     /// Emergency stop: every robot of the groups kills their apps at once and starts
     /// nothing of them until `fleet resume` (admins and operators).
     #[command(
-        after_help = "Examples:\n  peerctl fleet estop --group production --reason \"arm collided\"\n  peerctl fleet estop --group production,staging --reason drill --json\n  peerctl fleet estop --reason \"stop everything released\"\n\nWithout --group, every group that has a release is stopped. The entry goes to the\ngateways reached; robots kill their containers (no grace period) as soon as it reaches\nthem, and one that was offline does so before it starts anything. `fleet status` shows\nthe reason. Apps come back with `peerctl fleet resume`."
+        after_help = "Examples:\n  peerctl fleet estop --group production --reason \"arm collided\"\n  peerctl fleet estop --group production,staging --reason drill --json\n  peerctl fleet estop --reason \"stop everything released\"\n\nWithout --group, every group that has a release is stopped. The entry goes to the\ngateways reached; robots kill their containers (no grace period) as soon as it reaches\nthem; one that was offline does so when it next syncs, and a stop already in a robot's\ncopy is enforced before its daemon starts anything. `fleet status` shows the reason. Apps come back with `peerctl fleet resume`."
     )]
     Estop {
         /// The groups to stop (comma-separated or repeated) [default: every group with a

@@ -13,7 +13,7 @@
 //! - `local`: the local copy (`<home>/fleets/`, a `FleetHub` root) and writing to it.
 //! - `sync`: reaching the gateways: anti-entropy, pushes, robot statuses.
 //! - `write`: the commands that add entries (create, invite, enroll, set-groups, grant,
-//!   ungrant, release, rollback).
+//!   ungrant, release, rollback, estop, resume).
 //! - `release`: the release and rollback ops from what was typed (image pinning, defaults).
 //! - `read`: list, members, log (and `--verify`), status.
 //! - `logs`: `logs`, the group's container logs fanned out to its robots.
