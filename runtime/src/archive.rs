@@ -67,6 +67,18 @@ impl Stream for VolumeExport {
     }
 }
 
+impl VolumeExport {
+    /// Ends the export (read to the end or not) and removes its helper container before
+    /// returning, where dropping it would remove the helper in the background.
+    async fn close(mut self) {
+        // The engine holds the container while the download is open: end it first.
+        self.inner = Box::pin(futures_util::stream::empty());
+        if let Some(helper) = self.helper.take() {
+            helper.remove().await;
+        }
+    }
+}
+
 impl Drop for VolumeExport {
     fn drop(&mut self) {
         if let Some(helper) = self.helper.take() {
@@ -169,7 +181,8 @@ impl DockerRuntime {
                 None => break,
             }
         }
-        drop(export);
+        // Awaited: a peek leaves no helper behind (one being removed still lists).
+        export.close().await;
         let mut archive = tar::Archive::new(std::io::Cursor::new(head));
         let entries = archive
             .entries()
