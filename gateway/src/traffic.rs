@@ -200,52 +200,31 @@ impl Counts {
     }
 }
 
-/// A route's or a provider's traffic, as the admin API shows it.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+/// A route's or a provider's traffic, as the admin API shows it (its schema is `Figures`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, utoipa::ToSchema)]
+#[schema(as = Figures)]
 pub(crate) struct TrafficTotals {
     pub(crate) requests: u64,
     pub(crate) status_4xx: u64,
     pub(crate) status_5xx: u64,
-    /// Requests the app never answered (offline, unreachable, timeout, malformed body).
-    /// Each is also counted in its status class (the gateway's own 502, 504 or 400).
+    /// Requests the app never answered (offline, unreachable, timeout, malformed body). Each
+    /// is also counted in its status class (the gateway's own 502, 504 or 400).
     pub(crate) errors: u64,
     /// Request body bytes, visitor → app.
     pub(crate) bytes_in: u64,
     /// Response body bytes, app → visitor.
     pub(crate) bytes_out: u64,
+    /// Response-head latency quantiles, milliseconds (null before the first request).
     pub(crate) p50_ms: Option<f64>,
     pub(crate) p99_ms: Option<f64>,
 }
 
-/// One route's traffic during one second of a [`TrafficTick`]: [`TrafficTotals`]' figures,
-/// flat (the admin API's model nests them).
+/// One route's traffic during one second of a [`TrafficTick`] (flat in JSON).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub(crate) struct RouteTick {
     pub(crate) route: String,
-    pub(crate) requests: u64,
-    pub(crate) status_4xx: u64,
-    pub(crate) status_5xx: u64,
-    pub(crate) errors: u64,
-    pub(crate) bytes_in: u64,
-    pub(crate) bytes_out: u64,
-    pub(crate) p50_ms: Option<f64>,
-    pub(crate) p99_ms: Option<f64>,
-}
-
-impl RouteTick {
-    fn new(route: String, t: TrafficTotals) -> Self {
-        Self {
-            route,
-            requests: t.requests,
-            status_4xx: t.status_4xx,
-            status_5xx: t.status_5xx,
-            errors: t.errors,
-            bytes_in: t.bytes_in,
-            bytes_out: t.bytes_out,
-            p50_ms: t.p50_ms,
-            p99_ms: t.p99_ms,
-        }
-    }
+    #[serde(flatten)]
+    pub(crate) traffic: TrafficTotals,
 }
 
 /// The traffic of the last second, per route. Routes with no request and no byte in that
@@ -426,7 +405,10 @@ impl Traffic {
             }
             if delta.total_requests() > 0 || delta.bytes_in > 0 || delta.bytes_out > 0 {
                 history.last_active = now;
-                routes.push(RouteTick::new(name, delta.totals()));
+                routes.push(RouteTick {
+                    route: name,
+                    traffic: delta.totals(),
+                });
             } else if name != OTHER
                 && now.saturating_duration_since(history.last_active) >= EVICT_IDLE
             {

@@ -30,37 +30,7 @@ pub(crate) fn rfc3339_ms(ms: u64) -> String {
 }
 
 /// Request counts, bytes and latency of a provider, a route, or a route during one second.
-#[derive(Debug, Serialize, ToSchema)]
-pub(crate) struct Figures {
-    pub(crate) requests: u64,
-    pub(crate) status_4xx: u64,
-    pub(crate) status_5xx: u64,
-    /// Requests the app never answered (offline, unreachable, timeout, malformed body). Each
-    /// is also counted in its status class (the gateway's own 502, 504 or 400).
-    pub(crate) errors: u64,
-    /// Request body bytes, visitor → app.
-    pub(crate) bytes_in: u64,
-    /// Response body bytes, app → visitor.
-    pub(crate) bytes_out: u64,
-    /// Response-head latency quantiles, milliseconds (null before the first request).
-    pub(crate) p50_ms: Option<f64>,
-    pub(crate) p99_ms: Option<f64>,
-}
-
-impl From<&TrafficTotals> for Figures {
-    fn from(t: &TrafficTotals) -> Self {
-        Self {
-            requests: t.requests,
-            status_4xx: t.status_4xx,
-            status_5xx: t.status_5xx,
-            errors: t.errors,
-            bytes_in: t.bytes_in,
-            bytes_out: t.bytes_out,
-            p50_ms: t.p50_ms,
-            p99_ms: t.p99_ms,
-        }
-    }
-}
+pub(crate) type Figures = TrafficTotals;
 
 /// A connected provider (one live tunnel).
 #[derive(Debug, Serialize, ToSchema)]
@@ -100,7 +70,7 @@ impl From<ProviderSnapshot> for ProviderView {
             transport: p.transport.to_owned(),
             rtt_ms: p.rtt.as_secs_f64() * 1000.0,
             routes: p.routes,
-            traffic: Figures::from(&p.traffic),
+            traffic: p.traffic.clone(),
             wire_rx_bytes: p.wire_rx_bytes,
             wire_tx_bytes: p.wire_tx_bytes,
         }
@@ -134,7 +104,7 @@ impl From<RouteSnapshot> for RouteView {
             online: r.online,
             last_seen: r.last_seen.map(rfc3339),
             req_per_s_1m: r.req_per_s_1m,
-            traffic: Figures::from(&r.traffic),
+            traffic: r.traffic.clone(),
         }
     }
 }
@@ -239,16 +209,7 @@ impl From<&RouteTick> for RouteTickView {
     fn from(r: &RouteTick) -> Self {
         Self {
             route: r.route.clone(),
-            traffic: Figures {
-                requests: r.requests,
-                status_4xx: r.status_4xx,
-                status_5xx: r.status_5xx,
-                errors: r.errors,
-                bytes_in: r.bytes_in,
-                bytes_out: r.bytes_out,
-                p50_ms: r.p50_ms,
-                p99_ms: r.p99_ms,
-            },
+            traffic: r.traffic.clone(),
         }
     }
 }

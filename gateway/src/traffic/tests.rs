@@ -143,7 +143,12 @@ fn ticks_carry_the_last_second_and_the_rate_covers_the_minute() {
         assert_eq!(tick.routes.len(), 1, "the idle route is left out");
         let r = &tick.routes[0];
         assert_eq!(
-            (r.route.as_str(), r.requests, r.status_4xx, r.bytes_out),
+            (
+                r.route.as_str(),
+                r.traffic.requests,
+                r.traffic.status_4xx,
+                r.traffic.bytes_out,
+            ),
             ("blog", 6, 1, 100)
         );
     }
