@@ -7,6 +7,11 @@
 //! image does not exist, the registry cannot be reached, no variant for this host — a pull that
 //! stops making progress is abandoned, and an image built for another CPU architecture or OS is
 //! refused before it could fail inside a container with "exec format error".
+//!
+//! Images pinned by a *peer* digest (fetched from other fleet members, not a registry) are
+//! looked up through the `peer` submodule's [`PeerImages`] record by
+//! [`DockerRuntime::pinned_local`], which also accepts a `RepoDigests` match; that module also
+//! saves and loads images as `docker save` archives.
 
 use std::time::Duration;
 
@@ -19,6 +24,10 @@ use crate::digest::{
 };
 use crate::engine::{DockerRuntime, EngineError, Platform, engine_message, engine_status};
 use crate::spec::is_image_reference;
+
+mod peer;
+
+pub use peer::{PEER_IMAGES_FILE, PeerImages, TransferError};
 
 /// How long a pull may go without a progress event before it is abandoned.
 const PULL_STALL_TIMEOUT: Duration = Duration::from_secs(120);
