@@ -82,6 +82,16 @@ pub enum Op {
 }
 
 impl Op {
+    /// An emergency stop of `groups` (empty: every group, those released later too). Build
+    /// e-stops with this rather than a struct literal: the op is about to gain a field
+    /// (`everything`, for `peerctl fleet estop --all`).
+    pub fn estop(groups: Vec<String>, reason: impl Into<String>) -> Op {
+        Op::EStop {
+            groups,
+            reason: reason.into(),
+        }
+    }
+
     /// The op's name as people read it in the log (`release`, `e-stop`, …). No wildcard: a
     /// new op must be named here.
     pub fn kind(&self) -> &'static str {

@@ -65,7 +65,7 @@ pub use logs::{
     DEFAULT_LOG_TAIL, LogWindow, LogsQuery, MAX_GREP, MAX_LOG_BYTES, MAX_LOG_LINE, MAX_LOG_TAIL,
 };
 pub use sig::Sig;
-pub use state::{FleetState, GroupState, InviteState, Member, Refusal, ReleaseRecord};
+pub use state::{FleetState, GroupState, InviteState, Member, Refusal, ReleaseRecord, Stop};
 pub use status::{
     AppStatus, MAX_HISTORY, MAX_HISTORY_PER_GROUP, Outcome, Phase, SignedStatus, StatusReport,
 };

@@ -47,8 +47,11 @@ pub struct GroupState {
     pub current: Option<usize>,
     /// The entry that last changed `current` (a release or a rollback).
     pub changed_by: Option<EntryHash>,
-    /// An emergency stop in force: its reason.
+    /// The reason of the stop in force for this group, fleet-wide stops included. Kept while
+    /// readers move to [`FleetState::stop_for`], which also says which entry stopped it.
     pub stopped: Option<String>,
+    /// The stops naming this group that no resume in their future has lifted, in fold order.
+    pub stops: Vec<Stop>,
 }
 
 impl GroupState {
@@ -56,6 +59,21 @@ impl GroupState {
     pub fn desired(&self) -> Option<&ReleaseRecord> {
         self.current.and_then(|i| self.releases.get(i))
     }
+}
+
+/// An emergency stop in force.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stop {
+    /// Why, as its author wrote it.
+    pub reason: String,
+    /// The e-stop entry.
+    pub by: EntryHash,
+    /// It also stops what robots run outside the fleet (`peerctl fleet estop --all`).
+    pub everything: bool,
+    /// The e-stop entry's Lamport clock: with `by`, its place in the fold.
+    pub clock: u64,
+    /// The e-stop entry's time (Unix seconds).
+    pub at: u64,
 }
 
 /// Why an entry is refused.
@@ -111,6 +129,8 @@ pub enum Refusal {
     NameTaken(String),
     #[error("{0} is not a member")]
     UnknownMember(MemberKey),
+    #[error("the fleet key cannot be revoked; rotate it instead")]
+    RootKey,
 }
 
 /// The fleet as the log describes it.
@@ -123,6 +143,9 @@ pub struct FleetState {
     pub invites: BTreeMap<EntryHash, InviteState>,
     pub groups: BTreeMap<String, GroupState>,
     pub revoked: BTreeMap<MemberKey, String>,
+    /// Fleet-wide stops (an e-stop naming no group) no resume has lifted, in fold order: they
+    /// cover every group, those released later too.
+    pub stops_all: Vec<Stop>,
 }
 
 impl FleetState {
@@ -136,7 +159,31 @@ impl FleetState {
             invites: BTreeMap::new(),
             groups: BTreeMap::new(),
             revoked: BTreeMap::new(),
+            stops_all: Vec::new(),
         }
+    }
+
+    /// The stop in force for `group`: the latest of the fleet-wide stops and the group's own.
+    pub fn stop_for(&self, group: &str) -> Option<&Stop> {
+        let own = self.groups.get(group).and_then(|g| g.stops.last());
+        match (self.stopped_all(), own) {
+            (Some(all), Some(own)) => Some(if (own.clock, own.by) > (all.clock, all.by) {
+                own
+            } else {
+                all
+            }),
+            (all, own) => all.or(own),
+        }
+    }
+
+    /// The fleet-wide stop in force (the latest), if any.
+    pub fn stopped_all(&self) -> Option<&Stop> {
+        self.stops_all.last()
+    }
+
+    /// A stop in force that also covers what robots run outside the fleet (`everything`).
+    pub fn stopped_everything(&self) -> Option<&Stop> {
+        self.stops_all.iter().rev().find(|s| s.everything)
     }
 
     /// The role `key` holds at time `at`, and its groups (empty = all). The fleet key is an
@@ -179,8 +226,32 @@ impl FleetState {
         self.members.get(member).map_or(&[], |m| &m.groups)
     }
 
-    /// Checks `entry` against this state and applies it.
+    /// Checks `entry` against this state and applies it, as if every entry folded so far were
+    /// in its causal past (true when it builds on every head).
     pub fn apply(&mut self, hash: EntryHash, entry: &Entry) -> Result<(), Refusal> {
+        self.apply_with(hash, entry, &|_| true)
+    }
+
+    /// Checks `entry` against this state and applies it. `in_past(h)` says whether entry `h`
+    /// is an ancestor of `entry`: a resume lifts only the stops in its causal past, so a stop
+    /// concurrent with a resume stays in force on every member (fail-safe).
+    pub fn apply_with(
+        &mut self,
+        hash: EntryHash,
+        entry: &Entry,
+        in_past: &dyn Fn(&EntryHash) -> bool,
+    ) -> Result<(), Refusal> {
+        self.check_and_apply(hash, entry, in_past)?;
+        self.mirror_stops();
+        Ok(())
+    }
+
+    fn check_and_apply(
+        &mut self,
+        hash: EntryHash,
+        entry: &Entry,
+        in_past: &dyn Fn(&EntryHash) -> bool,
+    ) -> Result<(), Refusal> {
         if entry.fleet != self.fleet {
             return Err(Refusal::WrongFleet {
                 expected: self.fleet,
@@ -248,8 +319,8 @@ impl FleetState {
             } => {
                 may(&[Admin], "enrol robots")?;
                 in_scope(groups)?;
+                self.not_revoked(member)?;
                 self.check_name(member, name)?;
-                self.revoked.remove(member);
                 self.members.insert(
                     *member,
                     Member {
@@ -274,7 +345,7 @@ impl FleetState {
             Op::Grant(grant) => {
                 may(&[Admin], "grant roles")?;
                 in_scope(&[])?;
-                self.revoked.remove(&grant.member);
+                self.not_revoked(&grant.member)?;
                 self.grants.insert(grant.member, grant.clone());
                 Ok(())
             }
@@ -289,6 +360,9 @@ impl FleetState {
             Op::Revoke { member, reason } => {
                 may(&[Admin], "revoke keys")?;
                 in_scope(&[])?;
+                if member.0 == self.fleet.0 {
+                    return Err(Refusal::RootKey);
+                }
                 self.grants.remove(member);
                 self.members.remove(member);
                 self.revoked.insert(*member, reason.clone());
@@ -307,27 +381,59 @@ impl FleetState {
             Op::EStop { groups, reason } => {
                 may(&[Admin, Operator], "stop")?;
                 in_scope(groups)?;
-                for group in self.named_or_all(groups) {
-                    self.groups.entry(group).or_default().stopped = Some(reason.clone());
+                let stop = Stop {
+                    reason: reason.clone(),
+                    by: hash,
+                    everything: false,
+                    clock: entry.clock,
+                    at: entry.at,
+                };
+                for group in groups {
+                    let gs = self.groups.entry(group.clone()).or_default();
+                    gs.stops.push(stop.clone());
+                }
+                if groups.is_empty() {
+                    self.stops_all.push(stop);
                 }
                 Ok(())
             }
             Op::Resume { groups } => {
                 may(&[Admin, Operator], "resume")?;
                 in_scope(groups)?;
-                for group in self.named_or_all(groups) {
-                    self.groups.entry(group).or_default().stopped = None;
+                let lift = |stops: &mut Vec<Stop>| stops.retain(|s| !in_past(&s.by));
+                if groups.is_empty() {
+                    lift(&mut self.stops_all);
+                    self.groups.values_mut().for_each(|gs| lift(&mut gs.stops));
+                }
+                for group in groups {
+                    if let Some(gs) = self.groups.get_mut(group) {
+                        lift(&mut gs.stops);
+                    }
                 }
                 Ok(())
             }
         }
     }
 
-    fn named_or_all(&self, groups: &[String]) -> Vec<String> {
-        if groups.is_empty() {
-            self.groups.keys().cloned().collect()
-        } else {
-            groups.to_vec()
+    /// Refuses a key revoked for good (rotation is the way back).
+    fn not_revoked(&self, key: &MemberKey) -> Result<(), Refusal> {
+        if self.revoked.contains_key(key) {
+            return Err(Refusal::Revoked(*key));
+        }
+        Ok(())
+    }
+
+    /// Keeps `GroupState.stopped` (the reason of the stop in force) in step with the stops.
+    fn mirror_stops(&mut self) {
+        let reasons: Vec<(String, Option<String>)> = self
+            .groups
+            .keys()
+            .map(|g| (g.clone(), self.stop_for(g).map(|s| s.reason.clone())))
+            .collect();
+        for (group, reason) in reasons {
+            if let Some(gs) = self.groups.get_mut(&group) {
+                gs.stopped = reason;
+            }
         }
     }
 
