@@ -7,6 +7,10 @@
 //!   loop task; a cloneable [`Node`] handle dials peers, reserves relay slots, registers and
 //!   looks up peers at a rendezvous server, reports how a peer was reached and opens or
 //!   accepts streams.
+//! - `event_loop`: the task that owns the swarm and dispatches its events to `dialing` (dial
+//!   and hole-punch bookkeeping, sans-IO, `now` passed in), `rendezvous_match` (rendezvous
+//!   replies), `relay_slots` (relay-slot revocation) and `listening` (listen addresses, relay
+//!   reservations); `command`: what a [`Node`] handle asks of it.
 //! - `gated`: a behaviour offered only to admitted peers (the gateway's rendezvous server).
 //! - [`path`]: what kind of path a connection is (direct LAN / public, hole punched, relayed).
 //! - [`framed`]: control-plane frames (`type | length | JSON`, codec in
@@ -19,6 +23,8 @@
 //! - `fleet`: fleet exchange frames (`/peercompute/fleet/1`, codec in `peercompute-fleet`) on a
 //!   libp2p stream, the length checked before the body is buffered.
 
+mod command;
+mod dialing;
 mod event_loop;
 mod fleet;
 mod fleet_client;
@@ -26,8 +32,11 @@ pub mod fleet_hub;
 mod fleet_logs;
 mod framed;
 mod gated;
+mod listening;
 mod node;
 pub mod path;
+mod relay_slots;
+mod rendezvous_match;
 
 pub use fleet::{FleetStream, FleetStreamError, fleet_protocol};
 pub use framed::{FrameError, Framed};
