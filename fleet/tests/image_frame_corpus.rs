@@ -8,7 +8,7 @@
 #![cfg(any())]
 
 #[path = "../fuzz/src/image_frame.rs"]
-mod image_frame;
+pub mod image_frame;
 
 use std::fs;
 use std::panic::catch_unwind;

@@ -11,7 +11,7 @@
 //! checked before the body is buffered, and blob bytes are read and written raw right after
 //! `BlobStart`, with nothing read ahead.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::SeekFrom;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -54,11 +54,16 @@ pub struct BlobSource {
     pub size: u64,
 }
 
+/// An image's manifest bytes and its blobs with their sizes.
+type Listing = (Vec<u8>, Vec<(BlobDigest, u64)>);
+
 #[derive(Debug, Default)]
 struct Shelf {
     /// Manifest digest → (manifest bytes, blobs with sizes).
-    images: HashMap<BlobDigest, (Vec<u8>, Vec<(BlobDigest, u64)>)>,
+    images: HashMap<BlobDigest, Listing>,
     blobs: HashMap<BlobDigest, BlobSource>,
+    /// The blobs each peer received whole.
+    sent: HashMap<PeerId, HashSet<BlobDigest>>,
 }
 
 /// The images a node serves (cheap to clone; shared with the service).
@@ -82,7 +87,27 @@ impl ImageShelf {
         shelf.images.contains_key(digest)
     }
 
-    fn image(&self, digest: &BlobDigest) -> Option<(Vec<u8>, Vec<(BlobDigest, u64)>)> {
+    /// How many blobs of the image `digest` `peer` has received whole from this node, and
+    /// how many the image has (for a releaser to tell when the robots are served).
+    pub fn sent_to(&self, peer: &PeerId, digest: &BlobDigest) -> (usize, usize) {
+        let shelf = self.inner.lock().expect("the shelf lock is never poisoned");
+        let Some((_, blobs)) = shelf.images.get(digest) else {
+            return (0, 0);
+        };
+        let sent = shelf.sent.get(peer);
+        let done = blobs
+            .iter()
+            .filter(|(d, _)| sent.is_some_and(|s| s.contains(d)))
+            .count();
+        (done, blobs.len())
+    }
+
+    fn mark_sent(&self, peer: PeerId, blob: BlobDigest) {
+        let mut shelf = self.inner.lock().expect("the shelf lock is never poisoned");
+        shelf.sent.entry(peer).or_default().insert(blob);
+    }
+
+    fn image(&self, digest: &BlobDigest) -> Option<Listing> {
         let shelf = self.inner.lock().expect("the shelf lock is never poisoned");
         shelf.images.get(digest).cloned()
     }
@@ -318,6 +343,7 @@ async fn answer(
                     continue;
                 }
                 send_blob(stream, &source, offset).await?;
+                shelf.mark_sent(peer, digest);
             }
             other => {
                 let message = format!("cannot start an exchange with {}", other.name());
@@ -477,6 +503,11 @@ mod tests {
         let (found, owners) = shelf.blob(&layer).expect("a blob");
         assert_eq!((found.size, owners), (2048, vec![manifest]));
         assert!(shelf.blob(&manifest).is_none(), "a manifest is not a blob");
+        let peer = PeerId::random();
+        assert_eq!(shelf.sent_to(&peer, &manifest), (0, 2));
+        shelf.mark_sent(peer, layer);
+        assert_eq!(shelf.sent_to(&peer, &manifest), (1, 2));
+        assert_eq!(shelf.sent_to(&PeerId::random(), &manifest), (0, 2));
     }
 
     #[test]

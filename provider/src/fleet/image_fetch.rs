@@ -1,0 +1,568 @@
+//! Getting a release's image onto this robot when it is pinned by a peer digest (plan §5).
+//! [`ImageFetcher::ensure`] first looks on the host (`RepoDigests` or the peer-image record).
+//! Otherwise it asks the fleet's connected peers and the release's author in parallel for the
+//! image (`Want`): LAN peers first, then the author, then the rest. The first answer whose
+//! manifest hashes to the pinned digest and is canonical wins, and every peer that has it is a
+//! source. Each blob is downloaded into `<fleet dir>/images/blobs/sha256/<hex>.partial`
+//! (resumed from its length), hashed while it streams and renamed only when its sha256 is
+//! the one the manifest names; a peer that sends a wrong blob is dropped and the next source
+//! asked. Then a `docker load` archive is written from the blobs and loaded, the engine must
+//! report the manifest's config digest as the image id, and `peer-images.json` records
+//! `digest → id`. The container is started by that id. When no peer has the image the
+//! registry is tried (today's pull): the registry is the last resort for a peer digest, and
+//! the first path for a registry digest, which no peer can prove.
+//!
+//! The verified blobs and manifests stay on disk, and [`ImageFetcher::shelf`] serves them to
+//! other members (robots on a LAN fetch from each other).
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use peercompute_fleet::{BlobDigest, FleetId, ImageMessage, MemberKey};
+use peercompute_p2p::fleet_hub::FleetHub;
+use peercompute_p2p::{
+    BlobSource, ImageShelf, ImageStream, ImageStreamError, Node, PathKind, PeerId, image_protocol,
+};
+use peercompute_runtime::{
+    Descriptor, DockerRuntime, ImageInfo, PEER_IMAGES_FILE, PeerImages, PeerManifest, PinnedImage,
+    write_save_archive,
+};
+use sha2::{Digest as _, Sha256};
+use tokio::io::AsyncWriteExt;
+use tracing::{info, warn};
+
+/// How long a peer may take to answer `Want` (or to be dialled, for the author).
+const ASK_TIMEOUT: Duration = Duration::from_secs(5);
+/// Progress is reported at most this often.
+const PROGRESS_EVERY: Duration = Duration::from_secs(1);
+/// Read size while a blob streams.
+const CHUNK: usize = 256 * 1024;
+
+/// Why a peer-pinned image could not be fetched.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum FetchError {
+    #[error("no fleet peer has the image {digest} (asked {asked}: {reasons})")]
+    NoPeerHasIt {
+        digest: String,
+        asked: usize,
+        reasons: String,
+    },
+    #[error("every peer that had the image {digest} failed: {reasons}")]
+    AllSourcesFailed { digest: String, reasons: String },
+    #[error("{0}")]
+    Local(String),
+}
+
+/// What a source did wrong, or why it could not finish.
+enum BlobFailure {
+    /// It sent bytes that are not the blob (dropped as a source).
+    Bad(String),
+    /// It could not finish (kept: the `.partial` file resumes with the next source).
+    Unfinished(String),
+}
+
+/// Fetches peer-pinned images and keeps the verified blobs to serve them.
+pub(crate) struct ImageFetcher {
+    node: Node,
+    hub: FleetHub,
+    dir: PathBuf,
+    record: Mutex<PeerImages>,
+    shelf: ImageShelf,
+}
+
+impl ImageFetcher {
+    /// A fetcher keeping its files under `fleet_dir` (`images/`, `peer-images.json`); the
+    /// images verified earlier go back on the shelf.
+    pub(crate) fn new(node: Node, hub: FleetHub, fleet_dir: &Path) -> Self {
+        let fetcher = ImageFetcher {
+            node,
+            hub,
+            dir: fleet_dir.join("images"),
+            record: Mutex::new(PeerImages::open(&fleet_dir.join(PEER_IMAGES_FILE))),
+            shelf: ImageShelf::default(),
+        };
+        fetcher.restock();
+        fetcher
+    }
+
+    /// The images this robot serves to other members.
+    pub(crate) fn shelf(&self) -> ImageShelf {
+        self.shelf.clone()
+    }
+
+    fn blob_path(&self, digest: &str) -> PathBuf {
+        self.dir
+            .join("blobs/sha256")
+            .join(digest.trim_start_matches("sha256:"))
+    }
+
+    fn manifest_path(&self, digest: &str) -> PathBuf {
+        self.dir
+            .join("manifests")
+            .join(digest.trim_start_matches("sha256:"))
+    }
+
+    /// Puts every stored image whose blobs are all present on the shelf.
+    fn restock(&self) {
+        let Ok(entries) = std::fs::read_dir(self.dir.join("manifests")) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let digest = format!("sha256:{}", entry.file_name().to_string_lossy());
+            match std::fs::read(entry.path())
+                .map_err(|e| e.to_string())
+                .and_then(|bytes| PeerManifest::parse(&bytes, &digest).map_err(|e| e.to_string()))
+            {
+                Ok(manifest) => self.shelve(&manifest),
+                Err(error) => warn!(%digest, %error, "a stored image manifest is unusable"),
+            }
+        }
+    }
+
+    fn shelve(&self, manifest: &PeerManifest) {
+        let mut blobs = Vec::new();
+        for blob in manifest.blobs() {
+            let path = self.blob_path(&blob.digest);
+            let (Ok(digest), true) = (blob.digest.parse::<BlobDigest>(), path.is_file()) else {
+                return;
+            };
+            blobs.push((
+                digest,
+                BlobSource {
+                    path,
+                    offset: 0,
+                    size: blob.size,
+                },
+            ));
+        }
+        if let Ok(digest) = manifest.digest.parse() {
+            self.shelf.add(digest, manifest.bytes.clone(), blobs);
+        }
+    }
+
+    /// Makes sure the image `pinned` names is on the host and returns it (start the
+    /// container from `info.id`): local, else from fleet peers, else from the registry.
+    /// `progress` gets "from 12D3…xyz: 412/900 MB" at most once a second.
+    pub(crate) async fn ensure(
+        &self,
+        runtime: &DockerRuntime,
+        fleet: FleetId,
+        pinned: &PinnedImage,
+        author: MemberKey,
+        mut progress: impl FnMut(String) + Send,
+    ) -> Result<ImageInfo, String> {
+        let record = self.record_snapshot();
+        if let Some(info) = runtime
+            .pinned_local(pinned, Some(&record))
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            return Ok(info);
+        }
+        let from_peers = match self
+            .fetch(runtime, fleet, pinned, author, &mut progress)
+            .await
+        {
+            Ok(()) => {
+                let record = self.record_snapshot();
+                match runtime.pinned_local(pinned, Some(&record)).await {
+                    Ok(Some(info)) => return Ok(info),
+                    Ok(None) => "the loaded image is gone from the engine".to_owned(),
+                    Err(e) => e.to_string(),
+                }
+            }
+            Err(e) => e.to_string(),
+        };
+        info!(image = %pinned, reason = %from_peers, "not from peers; trying the registry");
+        runtime
+            .ensure_pinned(pinned, |_| {})
+            .await
+            .map_err(|e| format!("{from_peers}; registry: {e}"))
+    }
+
+    /// What a container of `pinned` starts from: the image id for a peer-pinned image (the
+    /// engine knows no peer digest), else the pinned reference as ever.
+    pub(crate) fn start_reference(&self, pinned: &PinnedImage, info: &ImageInfo) -> String {
+        let record = self
+            .record
+            .lock()
+            .expect("the record lock is never poisoned");
+        if record.image_id(pinned.digest()).is_some() {
+            info.id.clone()
+        } else {
+            pinned.to_string()
+        }
+    }
+
+    fn record_snapshot(&self) -> PeerImages {
+        self.record
+            .lock()
+            .expect("the record lock is never poisoned")
+            .clone()
+    }
+
+    /// Fetches, verifies and loads the image from peers.
+    async fn fetch(
+        &self,
+        runtime: &DockerRuntime,
+        fleet: FleetId,
+        pinned: &PinnedImage,
+        author: MemberKey,
+        progress: &mut (impl FnMut(String) + Send),
+    ) -> Result<(), FetchError> {
+        let digest = pinned.digest().to_owned();
+        let wanted: BlobDigest = digest
+            .parse()
+            .map_err(|e: peercompute_fleet::BadDigest| FetchError::Local(e.to_string()))?;
+        let candidates = self.candidates(fleet, author).await;
+        let (manifest, mut sources, refusals) = self.ask_all(&candidates, wanted, &digest).await;
+        let Some(manifest) = manifest else {
+            return Err(FetchError::NoPeerHasIt {
+                digest,
+                asked: candidates.len(),
+                reasons: if refusals.is_empty() {
+                    "no fleet peer is connected".to_owned()
+                } else {
+                    refusals.join("; ")
+                },
+            });
+        };
+        let total: u64 = manifest.blobs().iter().map(|b| b.size).sum();
+        let mut meter = Meter::new(total);
+        let mut failures = Vec::new();
+        for blob in manifest.blobs() {
+            let path = self.blob_path(&blob.digest);
+            if path.is_file() {
+                meter.done += blob.size;
+                continue;
+            }
+            loop {
+                let before = meter.done;
+                let Some(&peer) = sources.first() else {
+                    return Err(FetchError::AllSourcesFailed {
+                        digest,
+                        reasons: failures.join("; "),
+                    });
+                };
+                match self
+                    .download(peer, &blob, &path, &mut meter, progress)
+                    .await
+                {
+                    Ok(()) => break,
+                    Err(BlobFailure::Bad(why)) => {
+                        meter.done = before;
+                        warn!(%peer, blob = %blob.digest, %why, "a peer sent a bad blob; dropping it as a source");
+                        failures.push(format!("{peer}: {why}"));
+                        sources.remove(0);
+                    }
+                    Err(BlobFailure::Unfinished(why)) => {
+                        meter.done = before;
+                        failures.push(format!("{peer}: {why}"));
+                        sources.rotate_left(1);
+                        if failures.len() > 4 * candidates.len().max(1) {
+                            return Err(FetchError::AllSourcesFailed {
+                                digest,
+                                reasons: failures.join("; "),
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        self.load(runtime, pinned, &manifest).await
+    }
+
+    /// Fleet peers to ask, best first: connected LAN peers, the author, the others connected.
+    async fn candidates(&self, fleet: FleetId, author: MemberKey) -> Vec<PeerId> {
+        let me = self.node.peer_id();
+        let keys: Vec<MemberKey> = self
+            .hub
+            .with_log(&fleet, |log| {
+                log.state()
+                    .map(|s| s.members.keys().chain(s.grants.keys()).copied().collect())
+                    .unwrap_or_default()
+            })
+            .unwrap_or_default();
+        let author = author.peer_id();
+        let mut lan = Vec::new();
+        let mut other = Vec::new();
+        for peer in keys.iter().filter_map(MemberKey::peer_id) {
+            if peer == me || Some(peer) == author || lan.contains(&peer) || other.contains(&peer) {
+                continue;
+            }
+            match self.node.path(peer).await.map(|p| p.kind) {
+                Some(PathKind::DirectLan) => lan.push(peer),
+                Some(_) => other.push(peer),
+                None => {}
+            }
+        }
+        lan.extend(author.filter(|a| *a != me));
+        lan.extend(other);
+        lan
+    }
+
+    /// Asks every candidate for the image at once: the first valid manifest, the peers that
+    /// have it (in candidate order) and the refusals.
+    async fn ask_all(
+        &self,
+        candidates: &[PeerId],
+        wanted: BlobDigest,
+        digest: &str,
+    ) -> (Option<PeerManifest>, Vec<PeerId>, Vec<String>) {
+        let asks = candidates.iter().map(|&peer| async move {
+            let answer = tokio::time::timeout(ASK_TIMEOUT, self.want(peer, wanted)).await;
+            (
+                peer,
+                answer.unwrap_or_else(|_| Err("no answer in time".to_owned())),
+            )
+        });
+        let answers = futures::future::join_all(asks).await;
+        let (mut manifest, mut sources, mut refusals) = (None, Vec::new(), Vec::new());
+        for (peer, answer) in answers {
+            match answer.and_then(|bytes| {
+                PeerManifest::parse(&bytes, digest).map_err(|e| format!("a bad manifest: {e}"))
+            }) {
+                Ok(m) => {
+                    manifest.get_or_insert(m);
+                    sources.push(peer);
+                }
+                Err(why) => refusals.push(format!("{peer}: {why}")),
+            }
+        }
+        (manifest, sources, refusals)
+    }
+
+    async fn open(&self, peer: PeerId) -> Result<ImageStream, String> {
+        let stream = self
+            .node
+            .control()
+            .open_stream(peer, image_protocol())
+            .await
+            .map_err(|e| format!("no image stream: {e}"))?;
+        Ok(ImageStream::new(stream))
+    }
+
+    /// The manifest bytes `peer` has for `digest`.
+    async fn want(&self, peer: PeerId, digest: BlobDigest) -> Result<Vec<u8>, String> {
+        let mut stream = self.open(peer).await?;
+        let wire = |e: ImageStreamError| e.to_string();
+        stream
+            .write(&ImageMessage::Want { digest })
+            .await
+            .map_err(wire)?;
+        let answer = stream.read().await.map_err(wire)?;
+        stream.close().await;
+        match answer {
+            Some(ImageMessage::Have { manifest, .. }) => Ok(manifest),
+            Some(ImageMessage::NotHere) => Err("does not have it".to_owned()),
+            Some(ImageMessage::Error { message }) => Err(message),
+            Some(other) => Err(format!("answered {}", other.name())),
+            None => Err("closed the stream".to_owned()),
+        }
+    }
+
+    /// Downloads `blob` from `peer` into `path` (through `<path>.partial`, resumed).
+    async fn download(
+        &self,
+        peer: PeerId,
+        blob: &Descriptor,
+        path: &Path,
+        meter: &mut Meter,
+        progress: &mut (impl FnMut(String) + Send),
+    ) -> Result<(), BlobFailure> {
+        let unfinished = |e: String| BlobFailure::Unfinished(e);
+        let local = |e: std::io::Error| BlobFailure::Unfinished(format!("on this robot: {e}"));
+        let partial = path.with_extension("partial");
+        if let Some(dir) = partial.parent() {
+            tokio::fs::create_dir_all(dir).await.map_err(local)?;
+        }
+        let mut hasher = Sha256::new();
+        let mut offset = 0u64;
+        if let Ok(bytes) = tokio::fs::read(&partial).await
+            && (bytes.len() as u64) <= blob.size
+        {
+            hasher.update(&bytes);
+            offset = bytes.len() as u64;
+        }
+        let mut file = tokio::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&partial)
+            .await
+            .map_err(local)?;
+        file.set_len(offset).await.map_err(local)?;
+        let digest: BlobDigest = blob
+            .digest
+            .parse()
+            .map_err(|e: peercompute_fleet::BadDigest| BlobFailure::Bad(e.to_string()))?;
+        let mut stream = self.open(peer).await.map_err(unfinished)?;
+        let wire = |e: ImageStreamError| BlobFailure::Unfinished(e.to_string());
+        stream
+            .write(&ImageMessage::Blob { digest, offset })
+            .await
+            .map_err(wire)?;
+        match stream.read().await.map_err(wire)? {
+            Some(ImageMessage::BlobStart { size }) if size == blob.size - offset => {}
+            Some(ImageMessage::BlobStart { size }) => {
+                return Err(BlobFailure::Bad(format!(
+                    "announced {size} bytes from offset {offset} of a {}-byte blob",
+                    blob.size
+                )));
+            }
+            other => {
+                let what = other.map_or("nothing", |m| m.name());
+                return Err(unfinished(format!(
+                    "answered {what} for blob {}",
+                    blob.digest
+                )));
+            }
+        }
+        meter.done += offset;
+        let mut left = blob.size - offset;
+        let mut buf = vec![0u8; CHUNK];
+        while left > 0 {
+            let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+            let n = stream.read_raw(&mut buf[..want]).await.map_err(wire)?;
+            if n == 0 {
+                return Err(unfinished(format!("the stream ended {left} bytes short")));
+            }
+            hasher.update(&buf[..n]);
+            file.write_all(&buf[..n]).await.map_err(local)?;
+            left -= n as u64;
+            meter.done += n as u64;
+            meter.tick(peer, progress);
+        }
+        stream.close().await;
+        file.sync_all().await.map_err(local)?;
+        let found = format!("sha256:{}", hex::encode(hasher.finalize()));
+        if found != blob.digest {
+            let _ = tokio::fs::remove_file(&partial).await;
+            return Err(BlobFailure::Bad(format!(
+                "blob {} hashed to {found}",
+                blob.digest
+            )));
+        }
+        tokio::fs::rename(&partial, path).await.map_err(local)?;
+        Ok(())
+    }
+
+    /// Writes the load archive from the verified blobs, loads it, records and shelves it.
+    async fn load(
+        &self,
+        runtime: &DockerRuntime,
+        pinned: &PinnedImage,
+        manifest: &PeerManifest,
+    ) -> Result<(), FetchError> {
+        let local = |e: String| FetchError::Local(e);
+        let config = tokio::fs::read(self.blob_path(&manifest.config.digest))
+            .await
+            .map_err(|e| local(format!("reading the verified config: {e}")))?;
+        let archive = self.dir.join(format!(
+            "load-{}.tar",
+            manifest.digest.trim_start_matches("sha256:")
+        ));
+        let tag = format!(
+            "{}:peer-{}",
+            pinned.repository(),
+            &manifest.digest.trim_start_matches("sha256:")[..12]
+        );
+        let blobs = self.dir.join("blobs/sha256");
+        let (m, a) = (manifest.clone(), archive.clone());
+        tokio::task::spawn_blocking(move || {
+            let file = std::fs::File::create(&a)?;
+            let open = |d: &Descriptor| {
+                std::fs::File::open(blobs.join(d.digest.trim_start_matches("sha256:")))
+            };
+            let out = write_save_archive(std::io::BufWriter::new(file), &m, &config, &[tag], open)
+                .map_err(std::io::Error::other)?;
+            out.into_inner().map_err(|e| e.into_error())?.sync_all()
+        })
+        .await
+        .map_err(|e| local(format!("writing the load archive: {e}")))?
+        .map_err(|e| local(format!("writing the load archive: {e}")))?;
+        let loaded = runtime.load_image(&archive, &manifest.config.digest).await;
+        let _ = tokio::fs::remove_file(&archive).await;
+        loaded.map_err(|e| local(e.to_string()))?;
+        tokio::fs::create_dir_all(self.dir.join("manifests"))
+            .await
+            .map_err(|e| local(e.to_string()))?;
+        tokio::fs::write(self.manifest_path(&manifest.digest), &manifest.bytes)
+            .await
+            .map_err(|e| local(e.to_string()))?;
+        self.record
+            .lock()
+            .expect("the record lock is never poisoned")
+            .record(&manifest.digest, &manifest.config.digest)
+            .map_err(|e| local(e.to_string()))?;
+        self.shelve(manifest);
+        info!(image = %pinned, id = %manifest.config.digest, "image fetched from peers, verified and loaded");
+        Ok(())
+    }
+}
+
+/// Bytes done of the whole image, and when progress was last reported.
+struct Meter {
+    done: u64,
+    total: u64,
+    last: Option<Instant>,
+}
+
+impl Meter {
+    fn new(total: u64) -> Self {
+        Meter {
+            done: 0,
+            total,
+            last: None,
+        }
+    }
+
+    fn tick(&mut self, peer: PeerId, progress: &mut impl FnMut(String)) {
+        let now = Instant::now();
+        if self.last.is_some_and(|t| now - t < PROGRESS_EVERY) && self.done < self.total {
+            return;
+        }
+        self.last = Some(now);
+        progress(progress_line(&peer.to_string(), self.done, self.total));
+    }
+}
+
+/// "from 12D3…xyz: 412/900 MB".
+fn progress_line(peer: &str, done: u64, total: u64) -> String {
+    let short = match (peer.get(..4), peer.get(peer.len().saturating_sub(3)..)) {
+        (Some(head), Some(tail)) if peer.len() > 8 => format!("{head}…{tail}"),
+        _ => peer.to_owned(),
+    };
+    let mb = |b: u64| b / 1_000_000;
+    format!("from {short}: {}/{} MB", mb(done), mb(total))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_names_the_peer_briefly_and_counts_megabytes() {
+        let peer = "12D3KooWGzBsgmrnAYwPJ4pBaEacvYeWrPWR9d2rSdnh6NPEtbTL";
+        assert_eq!(
+            progress_line(peer, 412_000_000, 900_500_000),
+            "from 12D3…bTL: 412/900 MB"
+        );
+        assert_eq!(progress_line("short", 0, 0), "from short: 0/0 MB");
+    }
+
+    #[test]
+    fn progress_is_reported_at_most_once_a_second_but_always_at_the_end() {
+        let mut lines = Vec::new();
+        let mut meter = Meter::new(100);
+        let peer = PeerId::random();
+        for done in [10, 20, 30] {
+            meter.done = done;
+            meter.tick(peer, &mut |l| lines.push(l));
+        }
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        meter.done = 100;
+        meter.tick(peer, &mut |l| lines.push(l));
+        assert_eq!(lines.len(), 2, "the last tick reports");
+    }
+}
