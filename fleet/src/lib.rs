@@ -60,7 +60,7 @@ pub use entry::{
 };
 pub use ids::{EntryHash, FleetId, IdError, MemberKey};
 pub use invite::{JoinToken, MAX_TOKEN_LEN, ParsedToken, TokenError};
-pub use log::{FleetLog, InsertError, Inserted, MAX_FUTURE_SECS};
+pub use log::{FleetLog, InsertError, Inserted, MAX_FUTURE_SECS, Prepared};
 pub use logs::{
     DEFAULT_LOG_TAIL, LogWindow, LogsQuery, MAX_GREP, MAX_LOG_BYTES, MAX_LOG_LINE, MAX_LOG_TAIL,
 };

@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::codec::SignedEntry;
 use crate::entry::Op;
-use crate::ids::{EntryHash, FleetId};
+use crate::ids::{EntryHash, FleetId, MemberKey};
 use crate::state::{FleetState, Refusal};
 
 /// How far in the future an entry's time may be, against the receiver's clock.
@@ -58,6 +58,51 @@ pub struct FleetLog {
     order: BTreeSet<(u64, EntryHash)>,
     heads: BTreeSet<EntryHash>,
     state: Option<FleetState>,
+    /// Every stored `Revoke`, by the key it revokes: that key's entries which are not its
+    /// ancestors are void (stored, forwarded, skipped by the fold).
+    revokes: BTreeMap<MemberKey, Vec<EntryHash>>,
+}
+
+/// An entry checked against a log by [`FleetLog::prepare`], not yet part of it: the caller
+/// makes it durable, then hands it to [`FleetLog::commit`] (which cannot fail). Preparing
+/// borrows the log, so nothing is cloned but the state an entry changes.
+#[derive(Debug)]
+#[must_use = "a prepared entry is not in the log until it is committed"]
+pub struct Prepared {
+    hash: EntryHash,
+    next: Next,
+}
+
+#[derive(Debug)]
+enum Next {
+    /// Already held: committing does nothing.
+    Duplicate,
+    /// A new entry and the state after it (built on every head, or the genesis).
+    Folded(SignedEntry, Box<FleetState>),
+    /// A new entry concurrent with others: the log is refolded when it is committed.
+    Refold(SignedEntry),
+}
+
+impl Prepared {
+    pub fn hash(&self) -> EntryHash {
+        self.hash
+    }
+
+    /// What committing it does.
+    pub fn inserted(&self) -> Inserted {
+        match self.next {
+            Next::Duplicate => Inserted::Duplicate,
+            _ => Inserted::New,
+        }
+    }
+
+    /// The entry, when it is new.
+    pub fn entry(&self) -> Option<&SignedEntry> {
+        match &self.next {
+            Next::Duplicate => None,
+            Next::Folded(signed, _) | Next::Refold(signed) => Some(signed),
+        }
+    }
 }
 
 impl FleetLog {
@@ -69,6 +114,7 @@ impl FleetLog {
             order: BTreeSet::new(),
             heads: BTreeSet::new(),
             state: None,
+            revokes: BTreeMap::new(),
         }
     }
 
@@ -158,9 +204,20 @@ impl FleetLog {
     /// Verifies `signed` against this log and stores it (see the module docs). `now` is the
     /// receiver's clock in Unix seconds.
     pub fn insert(&mut self, signed: SignedEntry, now: u64) -> Result<Inserted, InsertError> {
+        let prepared = self.prepare(signed, now)?;
+        let inserted = prepared.inserted();
+        self.commit(prepared);
+        Ok(inserted)
+    }
+
+    /// Every check of [`FleetLog::insert`], without changing the log.
+    pub fn prepare(&self, signed: SignedEntry, now: u64) -> Result<Prepared, InsertError> {
         let hash = signed.hash();
         if self.entries.contains_key(&hash) {
-            return Ok(Inserted::Duplicate);
+            return Ok(Prepared {
+                hash,
+                next: Next::Duplicate,
+            });
         }
         let entry = signed.entry();
         let refused = |refusal| InsertError::Refused { hash, refusal };
@@ -170,7 +227,9 @@ impl FleetLog {
                 found: entry.fleet,
             }));
         }
-        if entry.at > now.saturating_add(MAX_FUTURE_SECS) {
+        // A robot whose clock lags must still take a stop; every other op keeps the check.
+        let exempt = matches!(entry.op, Op::EStop { .. });
+        if !exempt && entry.at > now.saturating_add(MAX_FUTURE_SECS) {
             return Err(InsertError::FromTheFuture {
                 hash,
                 ahead: entry.at - now,
@@ -180,9 +239,11 @@ impl FleetLog {
             if self.state.is_some() || entry.author.0 != self.fleet.0 {
                 return Err(refused(Refusal::Genesis));
             }
-            self.state = Some(FleetState::genesis(self.fleet, name));
-            self.store(signed);
-            return Ok(Inserted::New);
+            let state = FleetState::genesis(self.fleet, name);
+            return Ok(Prepared {
+                hash,
+                next: Next::Folded(signed, Box::new(state)),
+            });
         }
         let missing: Vec<EntryHash> = entry
             .parents
@@ -215,18 +276,84 @@ impl FleetLog {
             self.fold_where(|h| ancestors.contains(h))
         };
         let mut state = past.ok_or(refused(Refusal::Genesis))?;
+        // On every head, every folded entry is in the entry's past.
         state.apply(hash, entry).map_err(refused)?;
-        let concurrent = !on_every_head;
-        self.store(signed);
-        // With concurrent branches, the state is the fold of everything in canonical order;
-        // an entry a concurrent one overrides (two releases with one sequence number) stays
-        // in the log, skipped by the fold — on every member alike.
-        self.state = if concurrent {
-            self.fold_where(|_| true)
+        if !on_every_head {
+            return Ok(Prepared {
+                hash,
+                next: Next::Refold(signed),
+            });
+        }
+        // A key with a revoke in the log writes only void entries from then on (a revoke
+        // the fold skipped, as when two admins revoke each other, still voids).
+        let next = if self.revokes.contains_key(&entry.author) {
+            self.state.clone().ok_or(refused(Refusal::Genesis))?
         } else {
-            Some(state)
+            state
         };
-        Ok(Inserted::New)
+        Ok(Prepared {
+            hash,
+            next: Next::Folded(signed, Box::new(next)),
+        })
+    }
+
+    /// Adds a prepared entry. Prepare and commit against the same log, with nothing
+    /// committed in between.
+    pub fn commit(&mut self, prepared: Prepared) {
+        match prepared.next {
+            Next::Duplicate => {}
+            Next::Folded(signed, state) => {
+                self.store(signed);
+                self.state = Some(*state);
+            }
+            Next::Refold(signed) => {
+                self.store(signed);
+                // With concurrent branches, the state is the fold of everything in canonical
+                // order; an entry a concurrent one overrides (two releases with one sequence
+                // number) stays in the log, skipped by the fold — on every member alike.
+                self.state = self.fold_where(|_| true);
+            }
+        }
+    }
+
+    /// Is `a` an ancestor of `b` (or `b` itself)? A walk down from `b` that stops below `a`'s
+    /// clock.
+    fn is_ancestor(&self, a: &EntryHash, b: &EntryHash) -> bool {
+        let Some(floor) = self.entries.get(a).map(|e| e.entry().clock) else {
+            return false;
+        };
+        let mut seen = BTreeSet::new();
+        let mut stack = vec![*b];
+        while let Some(hash) = stack.pop() {
+            if hash == *a {
+                return true;
+            }
+            let Some(e) = self.entries.get(&hash) else {
+                continue;
+            };
+            if e.entry().clock <= floor || !seen.insert(hash) {
+                continue;
+            }
+            stack.extend(e.entry().parents.iter().copied());
+        }
+        false
+    }
+
+    /// Entries among those `include` selects that a revoke voids: written by a revoked key
+    /// and not an ancestor of its revoke.
+    fn voided_where(&self, include: &impl Fn(&EntryHash) -> bool) -> BTreeSet<EntryHash> {
+        let mut voided = BTreeSet::new();
+        for (key, revokes) in &self.revokes {
+            for revoke in revokes.iter().filter(|r| include(r)) {
+                let past = self.ancestors(std::slice::from_ref(revoke));
+                let void = self
+                    .entries
+                    .iter()
+                    .filter(|(h, e)| e.entry().author == *key && !past.contains(h) && include(h));
+                voided.extend(void.map(|(h, _)| *h));
+            }
+        }
+        voided
     }
 
     /// Every entry at or below `heads`.
@@ -246,8 +373,16 @@ impl FleetLog {
     /// Folds the entries `include` selects, in canonical order. Entries the state refuses at
     /// their place are skipped, as on every other member.
     fn fold_where(&self, include: impl Fn(&EntryHash) -> bool) -> Option<FleetState> {
+        let voided = if self.revokes.is_empty() {
+            BTreeSet::new()
+        } else {
+            self.voided_where(&include)
+        };
         let mut state: Option<FleetState> = None;
         for (_, hash) in self.order.iter().filter(|(_, h)| include(h)) {
+            if voided.contains(hash) {
+                continue;
+            }
             let entry = self.entries[hash].entry();
             match (&mut state, &entry.op) {
                 (None, Op::Genesis { name }) => {
@@ -255,7 +390,7 @@ impl FleetLog {
                 }
                 (None, _) => {}
                 (Some(s), _) => {
-                    let _ = s.apply(*hash, entry);
+                    let _ = s.apply_with(*hash, entry, &|h| self.is_ancestor(h, hash));
                 }
             }
         }
@@ -269,6 +404,11 @@ impl FleetLog {
         }
         self.heads.insert(hash);
         self.order.insert((signed.entry().clock, hash));
+        if let Op::Revoke { member, .. } = &signed.entry().op
+            && member.0 != self.fleet.0
+        {
+            self.revokes.entry(*member).or_default().push(hash);
+        }
         self.entries.insert(hash, signed);
     }
 }

@@ -117,16 +117,14 @@ impl FleetStore {
 
     /// Verifies `entry` against the log and, when new, writes it to disk.
     pub fn insert(&mut self, entry: SignedEntry, now: u64) -> Result<Inserted, StoreError> {
-        let mut next = self.log.clone();
-        let hash = entry.hash();
-        let bytes = entry.bytes().to_vec();
-        let inserted = next.insert(entry, now)?;
-        if inserted == Inserted::New {
-            let path = self.path_of(&hash);
-            peercompute_identity::write_atomic(&path, &bytes, 0o644)
+        let prepared = self.log.prepare(entry, now)?;
+        if let Some(signed) = prepared.entry() {
+            let path = self.path_of(&prepared.hash());
+            peercompute_identity::write_atomic(&path, signed.bytes(), 0o644)
                 .map_err(|source| StoreError::Write { path, source })?;
         }
-        self.log = next;
+        let inserted = prepared.inserted();
+        self.log.commit(prepared);
         Ok(inserted)
     }
 }

@@ -2,7 +2,8 @@
 //! form and frames, arbitrary bytes never panic the decoders (the fuzz targets' checks,
 //! included below), and the fold does not depend on the order entries arrive in — a random
 //! history with concurrent branches, inserted in any order, gives the state and heads of the
-//! canonical order. Branches that conflict (two releases of one group at once) converge too:
+//! canonical order, stops, resumes and revokes of people's keys included (a resume lifts only
+//! the stops in its past, a revoke voids its key's concurrent entries). Branches that conflict (two releases of one group at once) converge too:
 //! `concurrent_releases_of_one_group_converge_whatever_the_order` (it failed while authority
 //! was judged against whatever a member had seen, rather than the entry's causal past).
 
@@ -174,7 +175,7 @@ fn op() -> impl Strategy<Value = Op> {
                 to_version,
             })
         ),
-        (groups(0), text()).prop_map(|(groups, reason)| Op::EStop { groups, reason }),
+        (groups(0), text()).prop_map(|(groups, reason)| Op::estop(groups, reason)),
         groups(0).prop_map(|groups| Op::Resume { groups }),
         (member_key(), text()).prop_map(|(member, reason)| Op::Revoke { member, reason }),
     ]
@@ -340,7 +341,7 @@ impl Branch {
         });
         let actor = self.actor(who);
         let pick = |v: &[SigningKey]| (!v.is_empty()).then(|| v[usize::from(x) % v.len()].clone());
-        let op = match kind % 10 {
+        let op = match kind % 13 {
             0 | 1 => release(group, seq, &format!("v{}-{seq}-{x}", self.tag)),
             2 => rollback(group, seq, None),
             3 => {
@@ -385,10 +386,22 @@ impl Branch {
                     reason: "lost".into(),
                 }
             }
-            8 => Op::EStop {
+            8 => Op::estop(vec![group.to_owned()], "stop"),
+            10 => Op::Resume {
                 groups: vec![group.to_owned()],
-                reason: "stop".into(),
             },
+            11 => Op::estop(vec![], "stop everything"),
+            12 => {
+                // A person's key (the developer, the operator, or one this branch granted):
+                // its entries on the other branch become void.
+                let mut people = vec![key(11), key(13)];
+                people.extend(self.devs.iter().cloned());
+                let person = &people[usize::from(x) % people.len()];
+                Op::Revoke {
+                    member: member(person),
+                    reason: "lost".into(),
+                }
+            }
             _ => {
                 let Some(robot) = self.new_key(1) else { return };
                 let token = self.w.invite(&[group], 1, NOW + 3600);
