@@ -40,6 +40,15 @@ pub(crate) enum Command {
         peer: PeerId,
         reply: oneshot::Sender<Option<PeerPath>>,
     },
+    /// Refuse (or allow again) every connection of a peer; blocking closes its connections.
+    Block {
+        peer: PeerId,
+        block: bool,
+        reply: oneshot::Sender<()>,
+    },
+    LanPeers {
+        reply: oneshot::Sender<Vec<(PeerId, Vec<Multiaddr>)>>,
+    },
     Shutdown {
         reply: oneshot::Sender<()>,
     },

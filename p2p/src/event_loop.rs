@@ -3,23 +3,23 @@
 //! punching, sans-IO), [`RendezvousMatch`] (rendezvous replies) and [`RelaySlots`] (relay
 //! slot revocation). Relay reservations and listen addresses are kept here.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::time::Duration;
 
 use futures::StreamExt;
 use libp2p::core::ConnectedPoint;
-use libp2p::core::transport::ListenerId;
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::dial_opts::DialOpts;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, dcutr, identify, mdns, ping, relay, rendezvous};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{broadcast, mpsc};
 use tracing::{debug, info};
 
 pub(crate) use crate::command::Command;
 use crate::command::Reply;
 use crate::dialing::{DialAction, DialBook, ReplyId};
+use crate::lan::{LanPeers, PeerEvent};
 use crate::listening::Listening;
 use crate::node::{AdmitFn, NodeError};
 use crate::path::{PathKind, is_relayed};
@@ -28,6 +28,7 @@ use crate::rendezvous_match::RendezvousMatch;
 
 #[derive(NetworkBehaviour)]
 pub(crate) struct Behaviour {
+    pub(crate) blocked: libp2p::allow_block_list::Behaviour<libp2p::allow_block_list::BlockedPeers>,
     pub(crate) limits: libp2p::connection_limits::Behaviour,
     pub(crate) identify: identify::Behaviour,
     pub(crate) ping: ping::Behaviour,
@@ -52,7 +53,8 @@ pub(crate) struct EventLoop {
     dial_replies: HashMap<ReplyId, Reply<()>>,
     next_reply: u64,
     rendezvous: RendezvousMatch,
-    found_on_lan: HashSet<(PeerId, Multiaddr)>,
+    lan: LanPeers,
+    peer_events: broadcast::Sender<PeerEvent>,
     circuits: HashMap<PeerId, Vec<Multiaddr>>,
     relay_slots: RelaySlots,
 }
@@ -61,21 +63,21 @@ impl EventLoop {
     pub(crate) fn new(
         swarm: libp2p::Swarm<Behaviour>,
         commands: mpsc::Receiver<Command>,
-        listen: watch::Sender<Vec<Multiaddr>>,
-        bound: Vec<(ListenerId, Multiaddr)>,
-        announce_listen: bool,
+        listening: Listening,
         hole_punch_wait: Duration,
         keep: Option<AdmitFn>,
+        peer_events: broadcast::Sender<PeerEvent>,
     ) -> Self {
         Self {
             swarm,
             commands,
-            listening: Listening::new(listen, bound, announce_listen),
+            listening,
             dials: DialBook::new(hole_punch_wait),
             dial_replies: HashMap::new(),
             next_reply: 0,
             rendezvous: RendezvousMatch::default(),
-            found_on_lan: HashSet::new(),
+            lan: LanPeers::default(),
+            peer_events,
             circuits: HashMap::new(),
             relay_slots: RelaySlots::new(keep),
         }
@@ -189,6 +191,18 @@ impl EventLoop {
             Command::Path { peer, reply } => {
                 let _ = reply.send(self.dials.path(&peer));
             }
+            Command::Block { peer, block, reply } => {
+                let list = &mut self.swarm.behaviour_mut().blocked;
+                if block {
+                    list.block_peer(peer);
+                } else {
+                    list.unblock_peer(peer);
+                }
+                let _ = reply.send(());
+            }
+            Command::LanPeers { reply } => {
+                let _ = reply.send(self.lan.peers());
+            }
             Command::Shutdown { .. } => unreachable!("handled by the event loop"),
         }
     }
@@ -242,7 +256,7 @@ impl EventLoop {
                     ConnectedPoint::Dialer { address, .. } => address,
                     ConnectedPoint::Listener { send_back_addr, .. } => send_back_addr,
                 };
-                let lan = self.found_on_lan.contains(&(peer_id, address.clone()));
+                let lan = self.lan.contains(&peer_id, &address);
                 let (kind, actions) = self.dials.connected(
                     peer_id,
                     connection_id,
@@ -255,12 +269,17 @@ impl EventLoop {
                     info!(peer = %peer_id, %address, "hole punched: direct connection");
                 }
                 self.act(actions);
+                let _ = self.peer_events.send(PeerEvent::Connected {
+                    peer: peer_id,
+                    kind,
+                });
             }
             SwarmEvent::ConnectionClosed { connection_id, .. } => {
                 let (gone, actions) = self.dials.closed(connection_id);
                 self.act(actions);
                 if let Some((peer, true)) = gone {
                     self.last_connection_closed(peer);
+                    let _ = self.peer_events.send(PeerEvent::Disconnected { peer });
                 }
             }
             SwarmEvent::OutgoingConnectionError {
@@ -290,8 +309,16 @@ impl EventLoop {
             BehaviourEvent::Mdns(mdns::Event::Discovered(found)) => {
                 for (peer, addr) in found {
                     debug!(%peer, %addr, "found on the LAN");
-                    self.found_on_lan.insert((peer, addr.clone()));
-                    self.swarm.add_peer_address(peer, addr);
+                    self.swarm.add_peer_address(peer, addr.clone());
+                    if let Some(event) = self.lan.discovered(peer, addr) {
+                        let _ = self.peer_events.send(event);
+                    }
+                }
+            }
+            BehaviourEvent::Mdns(mdns::Event::Expired(gone)) => {
+                for (peer, addr) in gone {
+                    debug!(%peer, %addr, "no longer announced on the LAN");
+                    self.lan.expired(&peer, &addr);
                 }
             }
             BehaviourEvent::Ping(ping::Event {

@@ -403,6 +403,10 @@ async fn answer(
     let Some(first) = stream.read().await? else {
         return Ok(());
     };
+    if let Some(message) = crate::fleet_revoked::refusal(hub, &peer, &first) {
+        debug!(%peer, "{message}");
+        return stream.write(&FleetMessage::Error { message }).await;
+    }
     match first {
         FleetMessage::Push { fleet, entries } => {
             // Pages of one push share the stream: each is acknowledged before the next.

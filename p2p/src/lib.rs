@@ -11,6 +11,9 @@
 //!   and hole-punch bookkeeping, sans-IO, `now` passed in), `rendezvous_match` (rendezvous
 //!   replies), `relay_slots` (relay-slot revocation) and `listening` (listen addresses, relay
 //!   reservations); `command`: what a [`Node`] handle asks of it.
+//! - `lan`: peers mDNS found on the LAN and the [`PeerEvent`]s a node publishes.
+//! - `fleet_revoked`: the keys held fleets revoked ([`FleetHub::revoked_peers`](fleet_hub::FleetHub::revoked_peers))
+//!   and [`block_revoked`], which keeps a robot's block list equal to them.
 //! - `gated`: a behaviour offered only to admitted peers (the gateway's rendezvous server).
 //! - [`path`]: what kind of path a connection is (direct LAN / public, hole punched, relayed).
 //! - [`framed`]: control-plane frames (`type | length | JSON`, codec in
@@ -30,8 +33,10 @@ mod fleet;
 mod fleet_client;
 pub mod fleet_hub;
 mod fleet_logs;
+mod fleet_revoked;
 mod framed;
 mod gated;
+mod lan;
 mod listening;
 mod node;
 pub mod path;
@@ -39,7 +44,9 @@ mod relay_slots;
 mod rendezvous_match;
 
 pub use fleet::{FleetStream, FleetStreamError, fleet_protocol};
+pub use fleet_revoked::block_revoked;
 pub use framed::{FrameError, Framed};
+pub use lan::PeerEvent;
 pub use libp2p::multiaddr::Protocol;
 pub use libp2p::{Multiaddr, PeerId, StreamProtocol};
 pub use node::{

@@ -5,6 +5,7 @@
 //! client, DCUtR and the rendezvous client; a gateway also runs the relay server (with an
 //! admission check) and the rendezvous server.
 
+use std::collections::HashSet;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,9 +17,10 @@ use libp2p::{
     yamux,
 };
 use peercompute_identity::Identity;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use crate::event_loop::{Behaviour, Command, EventLoop};
+use crate::lan::{MDNS_QUERY_INTERVAL, MDNS_TTL, PEER_EVENTS, PeerEvent};
 use crate::path::PeerPath;
 
 /// The control protocol id, `/peercompute/control/1`.
@@ -161,6 +163,9 @@ pub struct Node {
     control: libp2p_stream::Control,
     commands: mpsc::Sender<Command>,
     listen: watch::Receiver<Vec<Multiaddr>>,
+    peer_events: broadcast::Sender<PeerEvent>,
+    /// The peers [`Node::block`] blocked, for [`Node::is_blocked`].
+    blocked: Arc<std::sync::RwLock<HashSet<PeerId>>>,
 }
 
 impl fmt::Debug for Node {
@@ -217,11 +222,17 @@ impl Node {
             .with_behaviour(|key, relay_client| {
                 let peer_id = key.public().to_peer_id();
                 let mdns = if mdns_on {
-                    mdns::tokio::Behaviour::new(mdns::Config::default(), peer_id).ok()
+                    let config = mdns::Config {
+                        ttl: MDNS_TTL,
+                        query_interval: MDNS_QUERY_INTERVAL,
+                        ..mdns::Config::default()
+                    };
+                    mdns::tokio::Behaviour::new(config, peer_id).ok()
                 } else {
                     None
                 };
                 Behaviour {
+                    blocked: Default::default(),
                     limits: libp2p::connection_limits::Behaviour::new(
                         libp2p::connection_limits::ConnectionLimits::default()
                             .with_max_established(Some(max_connections))
@@ -314,15 +325,15 @@ impl Node {
                 swarm.add_external_address(addr.clone());
             }
         }
+        let (peer_events, _) = broadcast::channel(PEER_EVENTS);
         tokio::spawn(
             EventLoop::new(
                 swarm,
                 rx,
-                listen_tx,
-                bound,
-                announce_listen,
+                crate::listening::Listening::new(listen_tx, bound, announce_listen),
                 config.hole_punch_wait,
                 config.relay_server.map(|r| r.keep),
+                peer_events.clone(),
             )
             .run(),
         );
@@ -331,6 +342,8 @@ impl Node {
             control,
             commands,
             listen,
+            peer_events,
+            blocked: Arc::default(),
         })
     }
 
@@ -416,6 +429,57 @@ impl Node {
     /// is registered at.
     pub async fn announced_circuits(&self, peer: PeerId) -> Vec<Multiaddr> {
         self.ask(|reply| Command::Circuits { peer, reply })
+            .await
+            .unwrap_or_default()
+    }
+
+    /// Refuses every connection of `peer` from now on and closes those it has (a key the
+    /// fleet revoked).
+    pub async fn block(&self, peer: PeerId) -> Result<(), NodeError> {
+        self.blocked_set().insert(peer);
+        self.ask(|reply| Command::Block {
+            peer,
+            block: true,
+            reply,
+        })
+        .await
+    }
+
+    /// Lets `peer` connect again.
+    pub async fn unblock(&self, peer: PeerId) -> Result<(), NodeError> {
+        self.blocked_set().remove(&peer);
+        self.ask(|reply| Command::Block {
+            peer,
+            block: false,
+            reply,
+        })
+        .await
+    }
+
+    /// Whether `peer` is blocked (a stream it opened just before the block is refused by
+    /// the services that check this).
+    pub fn is_blocked(&self, peer: &PeerId) -> bool {
+        self.blocked
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(peer)
+    }
+
+    fn blocked_set(&self) -> std::sync::RwLockWriteGuard<'_, HashSet<PeerId>> {
+        self.blocked.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// What happens to peers from now on: found on the LAN (mDNS), connected, disconnected.
+    /// A subscriber that falls more than 64 events behind is told it lagged; the LAN table
+    /// is then in [`Node::lan_peers`].
+    pub fn peer_events(&self) -> broadcast::Receiver<PeerEvent> {
+        self.peer_events.subscribe()
+    }
+
+    /// The peers mDNS announced on the LAN now, with their addresses (records expire after
+    /// a minute unless announced again).
+    pub async fn lan_peers(&self) -> Vec<(PeerId, Vec<Multiaddr>)> {
+        self.ask(|reply| Command::LanPeers { reply })
             .await
             .unwrap_or_default()
     }

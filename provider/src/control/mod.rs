@@ -1,5 +1,6 @@
 //! The control protocol server (`/peercompute/control/1`): accepts streams from peers,
-//! refuses untrusted ones before anything else, verifies the signed request (signature,
+//! refuses keys a held fleet revoked (the node's block list) and untrusted ones before
+//! anything else, verifies the signed request (signature,
 //! target, freshness, replay — persisted), validates it and hands it to the deployment
 //! manager, streaming progress and logs back. `volumes` serves the volume requests (list,
 //! remove, and the export and import streams). Every failure becomes one protocol `Error` a
@@ -57,9 +58,11 @@ pub(crate) async fn serve(node: Node, ctx: Arc<ControlContext>) {
             continue;
         };
         let ctx = ctx.clone();
+        // Blocked: a held fleet revoked this key (a stream opened just before the block).
+        let revoked = node.is_blocked(&peer);
         tokio::spawn(
             async move {
-                handle(peer, Framed::new(stream), &ctx).await;
+                handle(peer, revoked, Framed::new(stream), &ctx).await;
                 drop(permit);
             }
             .instrument(info_span!("control", %peer)),
@@ -67,8 +70,19 @@ pub(crate) async fn serve(node: Node, ctx: Arc<ControlContext>) {
     }
 }
 
-async fn handle(peer: PeerId, mut framed: Framed, ctx: &ControlContext) {
-    if let Err(e) = respond(peer, &mut framed, ctx).await {
+async fn handle(peer: PeerId, revoked: bool, mut framed: Framed, ctx: &ControlContext) {
+    let answer = if revoked {
+        Err(error(
+            ErrorCode::NotTrusted,
+            format!(
+                "provider {} refuses you ({peer}): a fleet it belongs to revoked your key",
+                ctx.me
+            ),
+        ))
+    } else {
+        respond(peer, &mut framed, ctx).await
+    };
+    if let Err(e) = answer {
         info!(code = ?e.code, "refused: {}", e.message);
         let _ = framed.write(&ControlPlaneMessage::Error(e)).await;
     }

@@ -66,6 +66,8 @@ pub(crate) struct Syncer {
     /// A token refused for good (its text), not tried again.
     refused_token: Option<String>,
     join: watch::Sender<JoinStatus>,
+    /// Rounds that synced every held fleet with some peer (or held none).
+    synced: watch::Sender<u32>,
 }
 
 impl Syncer {
@@ -88,7 +90,18 @@ impl Syncer {
             complaints: Complaints::default(),
             refused_token: None,
             join,
+            synced: watch::channel(0).0,
         }
+    }
+
+    /// How many rounds have finished that synced every held fleet with at least one peer
+    /// (or held none); 0 until the first. The reconciler's boot gate waits on it.
+    #[allow(
+        dead_code,
+        reason = "the reconciler's boot gate (provider/src/fleet/mod.rs, WP-C) calls it"
+    )]
+    pub(crate) fn synced(&self) -> watch::Receiver<u32> {
+        self.synced.subscribe()
     }
 
     fn me(&self) -> MemberKey {
@@ -97,6 +110,12 @@ impl Syncer {
 
     /// Runs rounds until `stop` turns true.
     pub(crate) async fn run(mut self, mut stop: watch::Receiver<bool>) {
+        // Keys a held fleet revoked are refused at the node from now on (and on every change).
+        let blocker = tokio::spawn(peercompute_p2p::block_revoked(
+            self.node.clone(),
+            self.hub.clone(),
+        ));
+        let _blocker = AbortOnDrop(blocker);
         let mut session = 0u64;
         let mut next = tokio::time::Instant::now();
         let mut retry = RETRY_FIRST;
@@ -157,14 +176,21 @@ impl Syncer {
         // keeper's QUIC-first one, could leave the gateway connection on TCP, and the
         // gateway would then observe no UDP address of ours for hole punching.)
         let held = !self.hub.fleet_ids().is_empty();
+        let mut synced = !held;
         if let Some(gw) = gateway.as_ref().filter(|_| held) {
             if self.dial(gw.peer, gw.addrs.clone(), "dial").await {
+                let mut all = true;
                 for fleet in self.hub.fleet_ids() {
-                    ok &= self.sync(gw.peer, fleet).await;
+                    all &= self.sync(gw.peer, fleet).await;
                 }
+                ok &= all;
+                synced |= all;
             } else {
                 ok = false;
             }
+        }
+        if synced {
+            self.synced.send_modify(|n| *n += 1);
         }
         ok & self.try_join(gateway.as_ref()).await
     }
@@ -362,6 +388,15 @@ impl Syncer {
                 },
             ),
         }
+    }
+}
+
+/// Aborts a task when dropped (the syncer's helpers end with it).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
