@@ -533,13 +533,14 @@ pub use crate::fleet_client::{
 };
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use peercompute_fleet::{FleetLog, Op, StatusReport};
     use peercompute_identity::Identity;
 
     use super::*;
 
-    fn report(fleet: FleetId, robot: &Identity, at_ms: u64) -> SignedStatus {
+    /// A signed status of `robot` in `fleet` at `at_ms`, with nothing running.
+    pub(crate) fn report(fleet: FleetId, robot: &Identity, at_ms: u64) -> SignedStatus {
         let report = StatusReport {
             fleet,
             robot: MemberKey(robot.public_key_bytes()),

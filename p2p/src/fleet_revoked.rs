@@ -103,7 +103,7 @@ pub async fn block_revoked(node: Node, hub: FleetHub) {
 mod tests {
     use std::sync::Arc;
 
-    use peercompute_fleet::{FleetLog, Op, SignedStatus, StatusReport};
+    use peercompute_fleet::{FleetLog, Op};
     use peercompute_identity::Identity;
 
     use super::*;
@@ -191,21 +191,7 @@ mod tests {
         assert!(refusal(&hub, &peer(r2), &pull(fleet)).is_some());
         assert!(refusal(&hub, &peer(r2), &pull(other)).is_none());
         assert!(refusal(&hub, &peer(r1), &pull(fleet)).is_none());
-        let status = StatusReport {
-            fleet,
-            robot: key(r2),
-            at_ms: 1,
-            agent: "test".into(),
-            uptime_secs: 1,
-            log_len: 1,
-            apps: vec![],
-            cpu_permille: 0,
-            memory_used_bytes: 0,
-            memory_total_bytes: 0,
-            disk_free_bytes: 0,
-            history: vec![],
-        };
-        let status = FleetMessage::Status(SignedStatus::sign(status, r2.signing_key()));
+        let status = FleetMessage::Status(crate::fleet_hub::tests::report(fleet, r2, 1));
         assert!(refusal(&hub, &peer(r2), &status).is_some());
     }
 }
