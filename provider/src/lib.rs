@@ -259,6 +259,7 @@ impl Daemon {
                 volumes: deployments.volumes(),
                 join: config.join.as_ref(),
                 telemetry: telemetry.clone(),
+                deploys: deployments.estop_handle(),
             },
             &stop,
         )?;

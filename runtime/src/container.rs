@@ -3,20 +3,26 @@
 //! [`stop`](DockerRuntime::stop) stops and removes it (idempotently);
 //! [`halt`](DockerRuntime::halt) stops it but keeps it and [`resume`](DockerRuntime::resume)
 //! starts it again (a provider halts the users of a volume over its share);
+//! [`kill_now`](DockerRuntime::kill_now) SIGKILLs it and keeps it, after
+//! [`set_restart_policy`](DockerRuntime::set_restart_policy) made sure nothing restarts it
+//! (an emergency stop);
 //! [`addr`](DockerRuntime::addr) reads its current published address again — the engine
 //! picks a new ephemeral port each time the restart policy restarts a container.
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 
-use bollard::models::ContainerInspectResponse;
+use bollard::models::{
+    ContainerInspectResponse, ContainerUpdateBody, RestartPolicy, RestartPolicyNameEnum,
+};
 use bollard::query_parameters::{
-    CreateContainerOptions, InspectContainerOptions, RemoveContainerOptions, StopContainerOptions,
+    CreateContainerOptions, InspectContainerOptions, KillContainerOptions, RemoveContainerOptions,
+    StopContainerOptions,
 };
 
 use crate::engine::{DockerRuntime, EngineError, engine_message, engine_status};
 use crate::logs::format_log_lines;
 use crate::ready::READY_LOG_LINES;
-use crate::sandbox::{PUBLISH_IP, create_body, port_key};
+use crate::sandbox::{PUBLISH_IP, create_body, on_failure, port_key};
 use crate::spec::{ContainerSpec, SpecError};
 use crate::status::ContainerState;
 
@@ -86,6 +92,16 @@ pub enum ContainerError {
     /// Any other engine failure.
     #[error(transparent)]
     Engine(#[from] EngineError),
+}
+
+/// What the engine does when a container exits (see
+/// [`DockerRuntime::set_restart_policy`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RestartAfter {
+    /// Never restarted (`no`): an emergency-stopped container stays down.
+    Never,
+    /// Restarted after a failure, a bounded number of times (`on-failure`, the sandbox's).
+    Failure,
 }
 
 /// A container that was started.
@@ -247,11 +263,51 @@ impl DockerRuntime {
         Ok(addr)
     }
 
-    /// Kills `container` at once (SIGKILL, no grace) and removes it with its anonymous
-    /// volumes, in one engine call, so no restart policy can bring it back (an emergency
-    /// stop). Named volumes are kept. Gone already is fine.
+    /// Kills `container` at once (SIGKILL, no grace) and keeps it, with its volumes, labels
+    /// and writable layer (an emergency stop). Set its restart policy to
+    /// [`RestartAfter::Never`] first ([`set_restart_policy`](Self::set_restart_policy)), so
+    /// nothing (not even the engine after a reboot) starts it again. Not running, or gone
+    /// already, is fine.
     pub async fn kill_now(&self, container: &str) -> Result<(), ContainerError> {
-        self.remove(container).await
+        let options = KillContainerOptions {
+            signal: "SIGKILL".to_owned(),
+        };
+        match self.docker.kill_container(container, Some(options)).await {
+            Ok(()) => Ok(()),
+            // 404: gone; 409: not running.
+            Err(source) if matches!(engine_status(&source), Some(404 | 409)) => Ok(()),
+            Err(source) => Err(engine_error("kill container", container, source)),
+        }
+    }
+
+    /// Changes what the engine does when `container` exits: [`RestartAfter::Never`] before an
+    /// emergency stop kills it, [`RestartAfter::Failure`] (the sandbox's policy) before it is
+    /// started again. A container that does not exist is [`ContainerError::NotFound`].
+    pub async fn set_restart_policy(
+        &self,
+        container: &str,
+        policy: RestartAfter,
+    ) -> Result<(), ContainerError> {
+        let restart_policy = match policy {
+            RestartAfter::Never => RestartPolicy {
+                name: Some(RestartPolicyNameEnum::NO),
+                maximum_retry_count: None,
+            },
+            RestartAfter::Failure => on_failure(&self.policy),
+        };
+        let body = ContainerUpdateBody {
+            restart_policy: Some(restart_policy),
+            ..Default::default()
+        };
+        self.docker
+            .update_container(container, body)
+            .await
+            .map_err(|source| match engine_status(&source) {
+                Some(404) => ContainerError::NotFound {
+                    container: container.to_owned(),
+                },
+                _ => engine_error("update container", container, source),
+            })
     }
 
     /// Force-removes `container` and its anonymous volumes; gone already is fine.

@@ -70,6 +70,9 @@
 //! - `logs` — the container's output as a stream of [`LogLine`]s.
 //! - `image` — ensure_image: local, pulled with [`PullProgress`], platform check;
 //!   resolve_digest and ensure_pinned, which verifies the pulled image's digest.
+//! - `oci` — pure: the canonical peer manifest (uncompressed OCI manifest from the config bytes
+//!   and layer diff_ids: the digest any holder of the image can recompute), reading a `docker save` archive
+//!   ([`SaveIndex`]) and writing the one `docker load` takes.
 //! - `digest` — pure: [`PinnedImage`] (`repo@sha256:…`, parsed strictly), the image reference
 //!   grammar, matching `RepoDigests` against a pin.
 //! - `health` — wait_healthy against a [`HealthCheck`] (HTTP 2xx or port accepting, for a
@@ -95,6 +98,7 @@ mod health;
 mod image;
 mod logs;
 mod network;
+mod oci;
 mod prune;
 mod quantity;
 mod ready;
@@ -109,7 +113,7 @@ mod volume;
 
 pub use admission::{Admission, AdmissionError, Limits, Resources, Usage};
 pub use archive::{HELPER_IMAGE, LABEL_HELPER, VolumeExport};
-pub use container::{ContainerError, StartedContainer};
+pub use container::{ContainerError, RestartAfter, StartedContainer};
 pub use device::{DeviceError, DeviceKind, ProbedDevice, probe_device};
 pub use digest::{DigestError, PinnedImage};
 pub use egress::{
@@ -118,17 +122,23 @@ pub use egress::{
 };
 pub use engine::{ConnectError, DEFAULT_ENDPOINT, DockerRuntime, EngineError, Platform};
 pub use health::{HealthCheck, HealthError, HealthReport, ProbeFailure, Unhealthy};
-pub use image::{ImageError, ImageInfo, PullProgress};
+pub use image::{ImageError, ImageInfo, PEER_IMAGES_FILE, PeerImages, PullProgress, TransferError};
 pub use logs::{LogLine, LogSource, LogStream};
 pub use network::{NetworkError, SANDBOX_BRIDGE, SANDBOX_NETWORK};
+pub use oci::{
+    ArchiveRange, CONFIG_MEDIA_TYPE, Descriptor, LAYER_MEDIA_TYPE, MANIFEST_MEDIA_TYPE,
+    MAX_CONFIG_BYTES, MAX_LAYERS, MAX_MANIFEST_BYTES, OciError, PeerManifest, SaveIndex,
+    is_sha256_digest, peer_manifest, sha256_digest, write_save_archive,
+};
 pub use prune::{ImagesInUse, RemoveImageError, Removed};
 pub use quantity::{QuantityError, format_cpu, format_memory, parse_cpu, parse_memory};
 pub use ready::{READY_LOG_LINES, ReadyError};
 pub use sandbox::{PUBLISH_IP, SandboxPolicy};
 pub use spec::{
     Attachments, ContainerSpec, DeviceAccess, DeviceBinding, GpuRequest, LABEL_DEPLOYMENT,
-    LABEL_MANAGED, LABEL_NAME, LABEL_OWNER, LABEL_PROVIDER, MAX_DEVICES, MAX_ENV_BYTES,
-    MAX_ENV_VARS, MAX_VOLUMES, MIN_MEMORY_BYTES, SpecError, VOLUME_PREFIX, VolumeBinding,
+    LABEL_FLEET_GROUP, LABEL_MANAGED, LABEL_NAME, LABEL_OWNER, LABEL_PROVIDER, MAX_DEVICES,
+    MAX_ENV_BYTES, MAX_ENV_VARS, MAX_VOLUMES, MIN_MEMORY_BYTES, SpecError, VOLUME_PREFIX,
+    VolumeBinding,
 };
 pub use status::{ContainerState, ContainerStatus, DeploymentLabels, ManagedContainer};
 pub use usage::ResourceUsage;

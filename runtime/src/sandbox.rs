@@ -23,8 +23,8 @@ use bollard::models::{
 
 use crate::network::SANDBOX_NETWORK;
 use crate::spec::{
-    Attachments, ContainerSpec, GpuRequest, LABEL_DEPLOYMENT, LABEL_MANAGED, LABEL_NAME,
-    LABEL_OWNER, LABEL_PROVIDER,
+    Attachments, ContainerSpec, GpuRequest, LABEL_DEPLOYMENT, LABEL_FLEET_GROUP, LABEL_MANAGED,
+    LABEL_NAME, LABEL_OWNER, LABEL_PROVIDER,
 };
 
 /// The address container ports are published on.
@@ -59,13 +59,25 @@ impl Default for SandboxPolicy {
 
 /// The labels a container of `spec` carries.
 pub(crate) fn labels(spec: &ContainerSpec) -> HashMap<String, String> {
-    HashMap::from([
+    let mut labels = HashMap::from([
         (LABEL_DEPLOYMENT.to_owned(), spec.deployment_id.clone()),
         (LABEL_OWNER.to_owned(), spec.owner.clone()),
         (LABEL_PROVIDER.to_owned(), spec.provider.clone()),
         (LABEL_NAME.to_owned(), spec.name.clone()),
         (LABEL_MANAGED.to_owned(), "true".to_owned()),
-    ])
+    ]);
+    if let Some(group) = &spec.attach.fleet_group {
+        labels.insert(LABEL_FLEET_GROUP.to_owned(), group.clone());
+    }
+    labels
+}
+
+/// The bounded restart policy every container starts with.
+pub(crate) fn on_failure(policy: &SandboxPolicy) -> RestartPolicy {
+    RestartPolicy {
+        name: Some(RestartPolicyNameEnum::ON_FAILURE),
+        maximum_retry_count: Some(i64::from(policy.restart_max_retries)),
+    }
 }
 
 /// The engine's key for the container port: `8080/tcp`.
@@ -107,10 +119,7 @@ pub(crate) fn create_body(spec: &ContainerSpec, policy: &SandboxPolicy) -> Conta
                 ("max-file".to_owned(), policy.log_max_files.to_string()),
             ])),
         }),
-        restart_policy: Some(RestartPolicy {
-            name: Some(RestartPolicyNameEnum::ON_FAILURE),
-            maximum_retry_count: Some(i64::from(policy.restart_max_retries)),
-        }),
+        restart_policy: Some(on_failure(policy)),
         mounts: volume_mounts(&spec.attach),
         devices: device_mappings(&spec.attach),
         group_add: device_groups(&spec.attach),
@@ -247,6 +256,7 @@ mod tests {
                     },
                 ],
                 gpus: Some(GpuRequest::Count(1)),
+                fleet_group: Some("pcfTest/production".into()),
             },
             ..spec()
         }
@@ -423,6 +433,16 @@ mod tests {
         );
         assert_eq!(labels.get(LABEL_NAME).map(String::as_str), Some("blog"));
         assert_eq!(labels.get(LABEL_MANAGED).map(String::as_str), Some("true"));
+        assert_eq!(labels.get(LABEL_FLEET_GROUP), None, "not a fleet container");
+        let fleet = create_body(&attached(), &SandboxPolicy::default());
+        assert_eq!(
+            fleet
+                .labels
+                .expect("labels")
+                .get(LABEL_FLEET_GROUP)
+                .map(String::as_str),
+            Some("pcfTest/production")
+        );
         assert_eq!(body.cmd, None);
         assert_eq!(body.entrypoint, None);
         assert_eq!(body.user, None);

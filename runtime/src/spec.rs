@@ -14,6 +14,9 @@ pub const LABEL_OWNER: &str = "peercompute.owner";
 pub const LABEL_NAME: &str = "peercompute.name";
 /// Label set to `true` on every container this runtime creates.
 pub const LABEL_MANAGED: &str = "peercompute.managed";
+/// Label carrying a fleet container's group, `<fleet id>/<group>` (an emergency stop selects
+/// the containers to kill by it).
+pub const LABEL_FLEET_GROUP: &str = "peercompute.fleet-group";
 /// Label: peer id of the provider daemon that runs the container (several daemons may share
 /// one engine; each reconciles only its own containers).
 pub const LABEL_PROVIDER: &str = "peercompute.provider";
@@ -73,6 +76,9 @@ pub struct Attachments {
     pub devices: Vec<DeviceBinding>,
     /// GPUs through the NVIDIA container runtime.
     pub gpus: Option<GpuRequest>,
+    /// The fleet group the container serves, `<fleet id>/<group>` (a label,
+    /// [`LABEL_FLEET_GROUP`]); `None` outside fleets.
+    pub fleet_group: Option<String>,
 }
 
 /// One named volume mounted into the container.
@@ -195,6 +201,9 @@ pub enum SpecError {
         "volume {0:?} is not a provider volume name: expected pcv-<24 hex>-<app>-<volume> (volume_name)"
     )]
     VolumeName(String),
+    /// A fleet group label that is empty, over 256 bytes or holds control characters.
+    #[error("fleet group {0:?} is invalid: 1-256 bytes, no control characters")]
+    FleetGroup(String),
     /// A mount target outside the rules.
     #[error(
         "volume mount point {0:?} is invalid: use an absolute, normalized path of at most 255 printable bytes, not /, nothing under /proc, /sys or /dev, not /etc/hosts, /etc/hostname or /etc/resolv.conf, distinct and not nested in another"
@@ -313,6 +322,11 @@ impl Attachments {
             if !path.starts_with("/dev/") || !is_normalized_path(path) || taken {
                 return Err(SpecError::DeviceContainerPath(path.clone()));
             }
+        }
+        if let Some(group) = &self.fleet_group
+            && (group.is_empty() || group.len() > 256 || group.chars().any(char::is_control))
+        {
+            return Err(SpecError::FleetGroup(group.clone()));
         }
         match &self.gpus {
             Some(GpuRequest::Count(0)) => Err(SpecError::Gpu("count 0".to_owned())),
@@ -447,6 +461,7 @@ mod tests {
                     gid: Some(20),
                 }],
                 gpus: None,
+                fleet_group: Some("pcfTest/production".into()),
             },
         }
     }
@@ -455,6 +470,20 @@ mod tests {
     fn a_minimal_spec_is_valid() {
         assert_eq!(valid().validate(), Ok(()));
         assert_eq!(valid().container_name(), "peercompute-blog-d0f1e2d3c4b5");
+    }
+
+    #[test]
+    fn a_fleet_group_label_is_bounded_and_printable() {
+        for (group, ok) in [
+            ("pcfTest/production", true),
+            ("", false),
+            ("a\nb", false),
+            (&"g".repeat(257) as &str, false),
+        ] {
+            let mut spec = valid();
+            spec.attach.fleet_group = Some(group.to_owned());
+            assert_eq!(spec.validate().is_ok(), ok, "{group:?}");
+        }
     }
 
     #[test]

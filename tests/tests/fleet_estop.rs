@@ -3,27 +3,65 @@
 //! staging, a local registry, and the `peerctl` binary.
 //!
 //! Both groups serve v1 → `peerctl fleet estop --group production --reason test` → the time
-//! from spawning the command to the last production container gone (the engine polled every
-//! 20 ms) is at most 1000 ms, printed; staging keeps serving; `fleet status` shows the stop
-//! and its reason; a release v2 to production starts nothing while stopped; a production
-//! robot's daemon restarted while stopped starts nothing; `fleet resume` → production serves
-//! v2. Then a production robot's daemon is stopped (its container keeps running), production
-//! is stopped again, and the robot, started again, kills its app once it syncs; resume → v2.
+//! from spawning the command to the last production container down (the engine polled every
+//! 20 ms) is at most 1000 ms, printed; the containers are kept, with restart policy `no`;
+//! staging keeps serving; `fleet status` shows the stop and its reason; a release v2 to
+//! production starts nothing while stopped; a production robot's daemon restarted while
+//! stopped starts nothing; `fleet resume` → production serves v2. Then a production robot's
+//! daemon is stopped (its container keeps running), production is stopped again, and the
+//! robot, started again, kills its app once it syncs; resume → the same container serves v2.
 
 use std::time::{Duration, Instant};
 
+use peercompute_p2p::PeerId;
+use peercompute_runtime::{ContainerState, DockerRuntime, LABEL_PROVIDER};
 use peercompute_tests::fleet_rig::{Rig, app_of, fleet_containers, serves};
 use peercompute_tests::{peerctl_bin, within};
 
-/// The production robots that still have a fleet container.
+/// The fleet containers of robot `peer` that run (or are about to: restarting, created).
+async fn running_containers(runtime: &DockerRuntime, peer: &PeerId) -> Vec<String> {
+    let label = format!("{peer}/fleet");
+    runtime
+        .list_managed()
+        .await
+        .expect("list containers")
+        .into_iter()
+        .filter(|m| m.labels.get(LABEL_PROVIDER) == Some(&label))
+        .filter(|m| !matches!(m.state, ContainerState::Exited | ContainerState::Dead))
+        .map(|m| m.id)
+        .collect()
+}
+
+/// The production robots that still run a fleet container.
 async fn production_left(rig: &Rig) -> Vec<String> {
     let mut left = Vec::new();
     for robot in rig.group("production") {
-        if !fleet_containers(&rig.runtime, &robot.peer).await.is_empty() {
+        if !running_containers(&rig.runtime, &robot.peer)
+            .await
+            .is_empty()
+        {
             left.push(robot.name.clone());
         }
     }
     left
+}
+
+/// The engine's restart policy of `container` (`no`, `on-failure`, …).
+async fn restart_policy(container: &str) -> String {
+    let docker = bollard::Docker::connect_with_local_defaults().expect("docker");
+    let inspect = docker
+        .inspect_container(
+            container,
+            None::<bollard::query_parameters::InspectContainerOptions>,
+        )
+        .await
+        .expect("inspect");
+    inspect
+        .host_config
+        .and_then(|h| h.restart_policy)
+        .and_then(|p| p.name)
+        .map(|n| n.to_string())
+        .unwrap_or_default()
 }
 
 /// Asserts for `secs` that no production robot runs a fleet container (checked every 200 ms).
@@ -100,6 +138,12 @@ async fn an_estop_kills_the_groups_apps_within_a_second_and_resume_brings_them_b
         "the e-stop took {} ms (at most 1000 ms)",
         stopped.as_millis()
     );
+    // Kept, and nothing restarts them.
+    for robot in rig.group("production") {
+        let kept = fleet_containers(&rig.runtime, &robot.peer).await;
+        assert_eq!(kept.len(), 1, "{}: {kept:?}", robot.name);
+        assert_eq!(restart_policy(&kept[0]).await, "no", "{}", robot.name);
+    }
 
     // Staging keeps serving; production answers no more.
     for robot in rig.group("staging") {
@@ -165,13 +209,17 @@ async fn an_estop_kills_the_groups_apps_within_a_second_and_resume_brings_them_b
         .iter()
         .position(|r| r.group == "production")
         .expect("a production robot");
+    let peer = rig.robots[offline].peer;
+    // After its drain the old v1 container goes: one container serves.
+    within(20, "the switch to v2 to end", async {
+        while running_containers(&rig.runtime, &peer).await.len() != 1 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
     let addr = rig.robots[offline].daemon.stop().await;
-    assert!(
-        !fleet_containers(&rig.runtime, &rig.robots[offline].peer)
-            .await
-            .is_empty(),
-        "its container outlives the daemon"
-    );
+    let serving = running_containers(&rig.runtime, &peer).await;
+    assert_eq!(serving.len(), 1, "its container outlives the daemon");
     rig.ok(&[
         "fleet",
         "estop",
@@ -183,9 +231,8 @@ async fn an_estop_kills_the_groups_apps_within_a_second_and_resume_brings_them_b
     .await;
     rig.robots[offline].daemon.start_again(&addr).await;
     let back = Instant::now();
-    let peer = rig.robots[offline].peer;
     within(20, "the offline robot to kill its app", async {
-        while !fleet_containers(&rig.runtime, &peer).await.is_empty() {
+        while !running_containers(&rig.runtime, &peer).await.is_empty() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     })
@@ -197,5 +244,11 @@ async fn an_estop_kills_the_groups_apps_within_a_second_and_resume_brings_them_b
     production_stays_stopped(&rig, 2, "after the offline robot came back").await;
     rig.ok(&["fleet", "resume", "--group", "production"]).await;
     rig.wait_group_serving("production", "v2", 60).await;
+    assert_eq!(
+        running_containers(&rig.runtime, &peer).await,
+        serving,
+        "resume started the kept container again"
+    );
+    assert_eq!(restart_policy(&serving[0]).await, "on-failure");
     eprintln!("fleet_estop: {} s in all", begun.elapsed().as_secs());
 }

@@ -116,6 +116,7 @@ impl Deployments {
             volumes,
             devices: reserved.devices.devices.clone(),
             gpus: reserved.devices.gpus.clone(),
+            fleet_group: None,
         })
     }
 }

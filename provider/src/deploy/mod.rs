@@ -8,10 +8,12 @@
 //!   at the gateway and the URL it gives; `reconcile`: what the daemon does at start with the
 //!   containers Docker still has; `attach`: granted devices and named volumes, decided before
 //!   any container exists; `enforce`: the periodic check that halts the users of a volume
-//!   over its share.
+//!   over its share; `estop`: a fleet's `estop --all` halts them all (kept) and refuses new
+//!   deploys until resume.
 
 mod attach;
 mod enforce;
+mod estop;
 mod ops;
 mod publish;
 mod reconcile;
@@ -37,6 +39,7 @@ use crate::devices::DeviceGrants;
 use crate::tunnel::TunnelHandle;
 use crate::volumes::{VolumeSettings, Volumes};
 pub(crate) use attach::volume_error;
+pub(crate) use estop::DeployHalt;
 pub(crate) use ops::log_stream;
 pub use reconcile::ReconcileReport;
 pub use state::StateError;
@@ -76,6 +79,8 @@ pub(crate) struct Deployments {
     devices_in_flight: Mutex<std::collections::BTreeMap<String, Vec<String>>>,
     /// Deploy outcomes, durations and pulled bytes, for the admin metrics.
     telemetry: Arc<Telemetry>,
+    /// A fleet's `estop --all` in force here (its reason): new deploys are refused.
+    estop: estop::InForce,
 }
 
 /// What [`Deployments::open_parts`] needs.
@@ -124,6 +129,7 @@ impl Deployments {
             spool_dir: parts.state_dir.join("spool"),
             devices_in_flight: Mutex::default(),
             telemetry: parts.telemetry,
+            estop: estop::InForce::default(),
         })
     }
 
@@ -198,6 +204,7 @@ impl Deployments {
         progress: mpsc::Sender<DeployProgress>,
     ) -> Result<DeployResponse, ErrorResponse> {
         let runtime = self.runtime()?;
+        self.refuse_while_stopped()?;
         if self.firewall == Firewall::Install {
             // Before every start: cheap, and it puts back rules a `nft flush ruleset` removed.
             peercompute_runtime::install_egress_firewall()

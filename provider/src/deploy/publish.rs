@@ -93,7 +93,7 @@ impl Deployments {
     }
 }
 
-fn record_url(store: &Arc<Mutex<Store>>, id: &str, name: &str, url: &str) {
+pub(super) fn record_url(store: &Arc<Mutex<Store>>, id: &str, name: &str, url: &str) {
     let saved = store
         .lock()
         .unwrap_or_else(|p| p.into_inner())

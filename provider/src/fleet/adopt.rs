@@ -1,5 +1,6 @@
 //! The applier at start and between releases: a restarted daemon re-adopts the containers
-//! `applied.json` says are serving (their routes registered again), applies again what Docker
+//! `applied.json` says are serving (their routes registered again), starts again one that is
+//! down (a power cut), keeps a stopped group's container down, applies again what Docker
 //! lost, and removes fleet containers no release records (a crash mid-apply); as Docker
 //! gives a restarted container a new host port, routes are kept on the current one; and after
 //! a release, images no group keeps any longer are removed (see [`super::applied::prunable`]).
@@ -9,20 +10,23 @@
 use std::path::PathBuf;
 use std::sync::Mutex;
 
-use peercompute_fleet::{AppStatus, EntryHash, FleetId, Phase, ReleaseRecord};
+use peercompute_fleet::{AppStatus, EntryHash, FleetId, FleetState, Phase, ReleaseRecord};
 use tracing::{info, warn};
 
 use super::applied::{Failure, Serving, prunable};
 use super::apply::{Applier, fleet_provider_label, spawn_register};
+use super::estop::stop_for;
 use super::status::now_ms;
 use crate::devices::Holder;
 use crate::volumes::free_bytes;
 
 impl Applier {
-    /// At start: re-adopts serving containers (their routes registered again), forgets those
-    /// Docker no longer has (so they are applied again), removes fleet containers nobody
-    /// recorded (a crash mid-apply).
-    pub(crate) async fn adopt(&mut self) {
+    /// At start, after the e-stops on disk were enforced: re-adopts serving containers (their
+    /// routes registered again); starts again a serving container that is down (a power cut
+    /// killed it), or forgets it when Docker lost it (so it is applied again); keeps a stopped
+    /// group's container killed and marks it stopped; removes fleet containers nobody recorded
+    /// (a crash mid-apply).
+    pub(crate) async fn adopt(&mut self, states: &[FleetState]) {
         self.choose_disk().await;
         let label = fleet_provider_label(&self.me);
         let managed = match self.runtime.list_managed().await {
@@ -35,31 +39,62 @@ impl Applier {
         let mut keep = Vec::new();
         let mut changed = false;
         for (fleet, groups) in &mut self.applied.fleets {
+            let fleet_id = fleet.parse::<FleetId>().ok();
+            let state = states.iter().find(|s| Some(s.fleet) == fleet_id);
             for (group, applied) in &mut groups.groups {
-                let Some(serving) = &applied.serving else {
+                let Some(serving) = &mut applied.serving else {
                     continue;
                 };
                 let found = managed.iter().find(|m| m.id == serving.container_id);
-                match found.and_then(|m| m.addr) {
+                if found.is_some() {
+                    keep.push(serving.container_id.clone());
+                }
+                if let Some(reason) = state.and_then(|s| stop_for(s, group)) {
+                    // Killed by the enforcer just before; kept for the resume.
+                    if serving.stopped.is_none() {
+                        serving.stopped = Some(reason.to_owned());
+                        changed = true;
+                    }
+                    continue;
+                }
+                if serving.stopped.is_some() {
+                    // Resumed while this daemon was down: the reconciler starts it.
+                    continue;
+                }
+                let mut addr = found.and_then(|m| m.addr);
+                if addr.is_none() && found.is_some() {
+                    match self.runtime.resume(&serving.container_id).await {
+                        Ok(now) => {
+                            info!(%fleet, %group, version = %serving.version, "fleet: the serving container was down (power cut?); started it again");
+                            addr = Some(now);
+                        }
+                        Err(e) => {
+                            warn!(%fleet, %group, version = %serving.version, "fleet: the serving container does not start again ({e}); applying the release again");
+                            let _ = self.runtime.stop(&serving.container_id).await;
+                        }
+                    }
+                }
+                match addr {
                     Some(addr) => {
-                        keep.push(serving.container_id.clone());
-                        if let Ok(fleet_id) = fleet.parse::<FleetId>() {
+                        if let Some(fleet_id) = fleet_id {
                             self.board.set(
                                 fleet_id,
                                 adopted_status(group, serving, applied.failed.as_ref()),
                             );
                         }
                         info!(%fleet, %group, version = %serving.version, route = %serving.route, "fleet: re-adopted the serving container");
-                        if let Some(tunnel) = &self.tunnel {
-                            spawn_register(tunnel, &serving.route, addr);
+                        if let Some(fleet_id) = fleet_id {
+                            let id = &serving.container_id;
+                            self.routes
+                                .register(fleet_id, group, id, &serving.route, addr);
                         }
                         self.published.insert(serving.container_id.clone(), addr);
                     }
                     None => {
-                        warn!(%fleet, %group, version = %serving.version, "fleet: the serving container is gone or stopped; applying the release again");
-                        if let Some(m) = found {
-                            let _ = self.runtime.stop(&m.id).await;
+                        if found.is_none() {
+                            warn!(%fleet, %group, version = %serving.version, "fleet: the serving container is gone; applying the release again");
                         }
+                        keep.retain(|k| *k != serving.container_id);
                         applied.serving = None;
                         changed = true;
                     }

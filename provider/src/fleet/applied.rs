@@ -61,6 +61,10 @@ pub(crate) struct Serving {
     /// (`volume_exclusive`, or an unshared device): old one halted → new one healthy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) gap_ms: Option<u64>,
+    /// Why an emergency stop killed its container (kept, restart policy `no`): the stop's
+    /// reason. Cleared when a resume starts the container again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) stopped: Option<String>,
 }
 
 /// The last release that did not become healthy.
@@ -250,6 +254,7 @@ mod tests {
             memory_bytes: 64 << 20,
             devices: vec!["arm".into()],
             gap_ms: Some(840),
+            stopped: Some("drill".into()),
         });
         applied.save(dir.path()).expect("save");
         assert_eq!(Applied::load(dir.path()).expect("load"), applied);

@@ -70,6 +70,10 @@ pub(crate) struct Applier {
     pub(crate) published: HashMap<String, SocketAddr>,
     /// Release outcomes and durations, counted with the deploys.
     pub(crate) telemetry: Arc<crate::admin::Telemetry>,
+    /// Set by the e-stop enforcer: an apply of a group that comes under a stop ends at once.
+    pub(crate) cancel: super::estop::Cancel,
+    /// Registers serving routes in the background; their URLs come back to `record_url`.
+    pub(crate) routes: super::routes::RouteSink,
 }
 
 /// The label fleet containers carry instead of the bare peer id.
@@ -143,7 +147,20 @@ impl Applier {
                 .iter()
                 .any(|(id, name)| *id != fleet && *name == state.name),
         };
-        let actions = plan(state, &me, &fleet_text, &self.applied, rules, &requester);
+        let mut actions = plan(state, &me, &fleet_text, &self.applied, rules, &requester);
+        // After a resume, the planner looks again: the release may have moved on meanwhile.
+        if actions.iter().any(|a| matches!(a, Action::Resume { .. })) {
+            for action in std::mem::take(&mut actions) {
+                if let Action::Resume { group } = action {
+                    self.resume_stopped(fleet, &group).await;
+                }
+            }
+            let rules = Rules {
+                limits: &self.limits,
+                devices: &self.devices,
+            };
+            actions = plan(state, &me, &fleet_text, &self.applied, rules, &requester);
+        }
         for action in actions {
             match action {
                 Action::Apply { group, release } => {
@@ -153,6 +170,7 @@ impl Applier {
                     self.hold_stopped(fleet, state, &group, &reason).await;
                 }
                 Action::Remove { group } => self.remove(fleet, &group).await,
+                Action::Resume { group } => self.resume_stopped(fleet, &group).await,
                 Action::Refuse {
                     group,
                     release,
@@ -194,12 +212,22 @@ impl Applier {
             changed_at_ms: now_ms(),
         };
         self.board.set(fleet, status.clone());
-        let outcome = match self.attachments(requester, group, record).await {
-            Ok(prepared) => {
-                self.exclusive_switch(fleet, group, record, &route, prepared, old.as_ref())
-                    .await
+        let stopped = self.cancel.stopped(format!("{fleet}/{group}"));
+        let applying = async {
+            match self.attachments(requester, group, record).await {
+                Ok(prepared) => {
+                    self.exclusive_switch(fleet, group, record, &route, prepared, old.as_ref())
+                        .await
+                }
+                Err(e) => Err(e),
             }
-            Err(e) => Err(e),
+        };
+        let outcome = tokio::select! {
+            outcome = applying => outcome,
+            () = stopped => {
+                self.cancelled(fleet, group, record, old.as_ref()).await;
+                return;
+            }
         };
         status.apply_ms = Some(u64::try_from(begun.elapsed().as_millis()).unwrap_or(u64::MAX));
         let label = match &outcome {
@@ -241,6 +269,7 @@ impl Applier {
                     memory_bytes: spec_resources.memory_bytes,
                     devices: release.spec.devices.clone(),
                     gap_ms: gap.map(|g| u64::try_from(g.as_millis()).unwrap_or(u64::MAX)),
+                    stopped: None,
                 });
                 applied.failed = None;
                 self.published.insert(container_id, addr);
@@ -354,8 +383,12 @@ impl Applier {
     }
 
     /// Moves the route to the new container, drains and stops the old one.
+    /// Without a connected tunnel the route is registered in the background
+    /// ([`RouteSink`](super::routes::RouteSink)) and the switch goes on at once: the release
+    /// serves here with no public URL until the gateway confirms it.
     pub(super) async fn switch(
         &self,
+        (fleet, group): (FleetId, &str),
         route: &str,
         container: &str,
         addr: SocketAddr,
@@ -363,7 +396,11 @@ impl Applier {
         halted: bool,
     ) -> Result<(String, SocketAddr, Option<String>), Failed> {
         let mut url = None;
-        if let Some(tunnel) = &self.tunnel {
+        let offline = self.tunnel.is_some() && !self.routes.connected();
+        if offline {
+            info!(%route, "fleet: the gateway is not connected; serving here, the route registers when the tunnel is up");
+            self.routes.register(fleet, group, container, route, addr);
+        } else if let Some(tunnel) = &self.tunnel {
             let ip = addr.ip().to_string();
             match tokio::time::timeout(SWITCH_TIMEOUT, tunnel.register(route, &ip, addr.port()))
                 .await
@@ -381,7 +418,8 @@ impl Applier {
                 }
                 Ok(Err(e)) => warn!(%route, "fleet: the route is not confirmed: {e}"),
                 Err(_) => {
-                    warn!(%route, "fleet: the gateway has not confirmed the route yet; it registers when the tunnel is up")
+                    warn!(%route, "fleet: the gateway has not confirmed the route yet; it registers when the tunnel is up");
+                    self.routes.register(fleet, group, container, route, addr);
                 }
             }
         }
@@ -400,11 +438,9 @@ impl Applier {
                 }
             }
         }
-        Ok((
-            container.to_owned(),
-            addr,
-            url.or_else(|| old.and_then(|o| o.url.clone())),
-        ))
+        // Offline, the old URL is not claimed: the gateway confirms the new one later.
+        let kept = old.filter(|_| !offline).and_then(|o| o.url.clone());
+        Ok((container.to_owned(), addr, url.or(kept)))
     }
 
     async fn remove(&mut self, fleet: FleetId, group: &str) {

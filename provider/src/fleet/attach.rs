@@ -95,6 +95,7 @@ impl Applier {
                 volumes,
                 devices: devices.devices,
                 gpus: devices.gpus,
+                fleet_group: Some(format!("{id}/{group}")),
             },
             exclusive,
         })
@@ -134,8 +135,15 @@ impl Applier {
             .await;
         let switched = match started {
             Ok((container, addr)) => {
-                self.switch(route, &container, addr, old, halted.is_some())
-                    .await
+                self.switch(
+                    (fleet, group),
+                    route,
+                    &container,
+                    addr,
+                    old,
+                    halted.is_some(),
+                )
+                .await
             }
             Err(e) => Err(e),
         };

@@ -11,6 +11,8 @@
 //!   exclusive switch (old container halted first; resumed if the new one fails).
 //! - `estop`: an emergency stop in force kills the group's containers at once (its own task,
 //!   woken by every new entry; also run from the on-disk log before anything starts).
+//! - `routes`: serving routes registered in the background (an apply never waits for a
+//!   gateway that is not connected); the URL recorded once the gateway confirms it.
 //! - `adopt`: at start, the serving containers re-adopted; routes kept on a restarted
 //!   container's new port.
 //! - `applied`: what runs here, persisted in `applied.json` so a restart re-adopts it.
@@ -30,6 +32,7 @@ mod history;
 mod join;
 mod logs;
 mod plan;
+mod routes;
 mod status;
 mod sync;
 
@@ -44,7 +47,7 @@ use peercompute_identity::Identity;
 use peercompute_p2p::Node;
 use peercompute_p2p::fleet_hub::{self, FleetHub, ForwardTargets, HubPolicy, Reach};
 use peercompute_runtime::DockerRuntime;
-use tokio::sync::{broadcast, watch};
+use tokio::sync::{broadcast, mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
@@ -86,6 +89,8 @@ pub(crate) struct FleetParts<'a> {
     pub(crate) join: Option<&'a JoinTokenText>,
     /// Release outcomes and durations, for the admin metrics.
     pub(crate) telemetry: Arc<crate::admin::Telemetry>,
+    /// The machine's deployments, which an `estop --all` halts too.
+    pub(crate) deploys: crate::deploy::DeployHalt,
 }
 
 /// Why the fleet agent could not start.
@@ -182,6 +187,7 @@ pub(crate) fn start(
     match parts.runtime {
         Some(runtime) => {
             hub.set_log_source(logs::source(runtime.clone(), hub.clone(), dir.clone()));
+            let (routes, confirmed) = routes::RouteSink::new(parts.tunnel.cloned());
             let applier = apply::Applier {
                 runtime,
                 tunnel: parts.tunnel.cloned(),
@@ -196,17 +202,22 @@ pub(crate) fn start(
                 applied,
                 board,
                 published: HashMap::new(),
+                cancel: estop::Cancel::new(),
+                routes,
             };
             tasks.push(tokio::spawn(estop::run(
                 hub.clone(),
                 applier.runtime.clone(),
                 applier.tunnel.clone(),
                 applier.me,
+                applier.cancel.clone(),
+                Some(parts.deploys.clone()),
                 stop.subscribe(),
             )));
             tasks.push(tokio::spawn(reconcile(
                 hub.clone(),
                 applier,
+                confirmed,
                 stop.subscribe(),
             )));
         }
@@ -234,11 +245,23 @@ fn save_configured_token(dir: &Path, token: &JoinTokenText, key: &SigningKey) {
 }
 
 /// The reconciler: at start, then on every new entry and every [`RECONCILE_EVERY`].
-async fn reconcile(hub: FleetHub, mut applier: apply::Applier, mut stop: watch::Receiver<bool>) {
+async fn reconcile(
+    hub: FleetHub,
+    mut applier: apply::Applier,
+    mut confirmed: mpsc::Receiver<routes::Confirmed>,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut changes = hub.subscribe();
     // An e-stop in the on-disk log is enforced before anything is adopted or started.
-    estop::enforce(&hub, &applier.runtime, applier.tunnel.as_ref(), &applier.me).await;
-    applier.adopt().await;
+    estop::enforce(
+        &hub,
+        &applier.runtime,
+        applier.tunnel.as_ref(),
+        &applier.me,
+        None,
+    )
+    .await;
+    applier.adopt(&estop::states(&hub)).await;
     let mut tick = tokio::time::interval(RECONCILE_EVERY);
     tick.reset();
     loop {
@@ -253,14 +276,22 @@ async fn reconcile(hub: FleetHub, mut applier: apply::Applier, mut stop: watch::
         }
         applier.record_volume_halts().await;
         applier.follow_ports().await;
-        tokio::select! {
-            r = changes.recv() => {
-                if matches!(r, Err(broadcast::error::RecvError::Closed)) {
-                    return;
+        loop {
+            tokio::select! {
+                r = changes.recv() => {
+                    if matches!(r, Err(broadcast::error::RecvError::Closed)) {
+                        return;
+                    }
                 }
+                _ = tick.tick() => {}
+                Some(url) = confirmed.recv() => {
+                    // A URL only: recorded, no new plan needed.
+                    applier.record_url(url);
+                    continue;
+                }
+                _ = stop.changed() => return,
             }
-            _ = tick.tick() => {}
-            _ = stop.changed() => return,
+            break;
         }
     }
 }

@@ -7,7 +7,8 @@
 //! ([`GroupState::desired`](peercompute_fleet::GroupState::desired)) is applied unless it is
 //! the one serving already, or the one that failed its health gate last (a failed release is
 //! not retried in a loop; a new release or a rollback changes the desired entry). A group
-//! under an emergency stop starts nothing new. Apps of groups this robot left are removed.
+//! under an emergency stop starts nothing new ([`Action::Hold`]); once resumed, the container
+//! the stop kept is started again first ([`Action::Resume`]), then the planner looks again. Apps of groups this robot left are removed.
 //! A release is admitted like a `deploy` ([`admit`]): its spec passes the same schema checks,
 //! and it must fit this robot's [`Limits`] beside the apps other groups run here (the app it
 //! replaces does not count), and the devices it names must be granted to the fleet by this
@@ -20,6 +21,7 @@ use peercompute_runtime::{AdmissionError, Limits, Resources, Usage};
 use peercompute_tunnel_proto::DeployRequest;
 
 use super::applied::Applied;
+use super::estop::stop_for;
 use crate::deploy::{DEFAULT_CPU_MILLIS, DEFAULT_MEMORY_BYTES};
 use crate::devices::{DeviceGrants, Holder, Requester};
 
@@ -33,6 +35,9 @@ pub(crate) enum Action {
     },
     /// The group is under an emergency stop: nothing new starts (`reason` from the log).
     Hold { group: String, reason: String },
+    /// The group's stop was lifted and its serving container was kept stopped: start it again
+    /// (or, when it is gone, forget it so its release is applied again).
+    Resume { group: String },
     /// This robot is no longer in `group`: stop its app and withdraw its route.
     Remove { group: String },
     /// `release` is not admitted here (`reason` says why, with the numbers): record it as
@@ -107,21 +112,28 @@ pub(crate) fn plan(
     let applied = &this_fleet;
     let mut actions = Vec::new();
     for group in mine {
+        // A fleet-wide stop covers groups with no release yet too.
+        if let Some(reason) = stop_for(state, group) {
+            actions.push(Action::Hold {
+                group: group.clone(),
+                reason: reason.to_owned(),
+            });
+            continue;
+        }
         let Some(gs) = state.groups.get(group) else {
             continue;
         };
-        if let Some(reason) = &gs.stopped {
-            actions.push(Action::Hold {
+        let current = applied.groups.get(group);
+        let serving = current.and_then(|a| a.serving.as_ref());
+        if serving.is_some_and(|s| s.stopped.is_some()) {
+            actions.push(Action::Resume {
                 group: group.clone(),
-                reason: reason.clone(),
             });
             continue;
         }
         let Some(desired) = gs.desired() else {
             continue;
         };
-        let current = applied.groups.get(group);
-        let serving = current.and_then(|a| a.serving.as_ref());
         if serving.is_some_and(|s| s.release == desired.hash.to_string()) {
             continue;
         }
@@ -292,6 +304,7 @@ mod tests {
             .map(|a| match a {
                 Action::Apply { group, release } => format!("apply {group} {}", release.hash),
                 Action::Hold { group, .. } => format!("hold {group}"),
+                Action::Resume { group } => format!("resume {group}"),
                 Action::Remove { group } => format!("remove {group}"),
                 Action::Refuse { group, reason, .. } => format!("refuse {group}: {reason}"),
             })
@@ -346,10 +359,7 @@ mod tests {
     fn an_emergency_stop_starts_nothing_new() {
         let mut w = world(&["production"]);
         w.release("production", 1, "v1");
-        w.write(Op::EStop {
-            groups: vec!["production".into()],
-            reason: "arm hit a wall".into(),
-        });
+        w.write(Op::estop(vec!["production".into()], "arm hit a wall"));
         assert_eq!(
             applied_hash(&w.plan(&AppliedFleet::default())),
             ["hold production"]
@@ -358,6 +368,35 @@ mod tests {
             groups: vec!["production".into()],
         });
         assert!(applied_hash(&w.plan(&AppliedFleet::default()))[0].starts_with("apply"));
+        // The container the stop kept is started again first, whatever the release.
+        let mut kept = AppliedFleet::default();
+        kept.groups.insert(
+            "production".into(),
+            AppliedGroup {
+                serving: Some(Serving {
+                    release: "an older release".into(),
+                    stopped: Some("arm hit a wall".into()),
+                    ..Serving::default()
+                }),
+                ..AppliedGroup::default()
+            },
+        );
+        assert_eq!(applied_hash(&w.plan(&kept)), ["resume production"]);
+        w.write(Op::estop(vec!["production".into()], "again"));
+        assert_eq!(applied_hash(&w.plan(&kept)), ["hold production"]);
+    }
+
+    #[test]
+    fn a_fleet_wide_stop_covers_groups_released_later() {
+        let mut w = world(&["production", "staging"]);
+        w.release("production", 1, "v1");
+        w.write(Op::estop(Vec::new(), "all hands"));
+        let held = ["hold production", "hold staging"];
+        assert_eq!(applied_hash(&w.plan(&AppliedFleet::default())), held);
+        w.release("staging", 1, "s1");
+        assert_eq!(applied_hash(&w.plan(&AppliedFleet::default())), held);
+        w.write(Op::Resume { groups: Vec::new() });
+        assert_eq!(w.plan(&AppliedFleet::default()).len(), 2, "both applied");
     }
 
     #[test]
@@ -376,36 +415,55 @@ mod tests {
                 (peercompute_runtime::LABEL_NAME.to_owned(), name.to_owned()),
             ])
         };
+        let fleet = w.log.state().expect("state").fleet;
+        let grouped = |group: &str, name: &str| {
+            let mut l = labels("me/fleet", name);
+            l.insert(
+                peercompute_runtime::LABEL_FLEET_GROUP.to_owned(),
+                format!("{fleet}/{group}"),
+            );
+            l
+        };
         let running = vec![
             ("mine".to_owned(), labels("me/fleet", "web-r1")),
             ("a deploy".to_owned(), labels("me", "web-r1")),
             ("other app".to_owned(), labels("me/fleet", "cam-r1")),
+            ("labelled".to_owned(), grouped("production", "new-r1")),
+            ("staging's".to_owned(), grouped("staging", "web-r1")),
         ];
         let plan_now = |w: &World| {
             let state = w.log.state().expect("state");
             stop_plan(std::slice::from_ref(state), &w.robot, "me/fleet", &running)
         };
         assert!(plan_now(&w).is_empty(), "no stop yet");
-        w.write(Op::EStop {
-            groups: vec!["staging".into()],
-            reason: "drill".into(),
-        });
-        assert!(plan_now(&w).is_empty(), "staging runs nothing here");
-        w.write(Op::EStop {
-            groups: vec!["production".into()],
-            reason: "arm hit a wall".into(),
-        });
+        w.write(Op::estop(vec!["staging".into()], "drill"));
+        let ids = |kills: Vec<crate::fleet::estop::StopAction>| {
+            kills.into_iter().map(|k| k.container).collect::<Vec<_>>()
+        };
+        assert_eq!(
+            ids(plan_now(&w)),
+            ["staging's"],
+            "staging has no release: only its labelled container, not web-r1 by route"
+        );
+        w.write(Op::estop(vec!["production".into()], "arm hit a wall"));
         let kills = plan_now(&w);
-        assert_eq!(kills.len(), 1, "{kills:?}");
+        assert_eq!(kills.len(), 3, "{kills:?}");
         assert_eq!(
             (kills[0].container.as_str(), kills[0].route.as_str()),
-            ("mine", "web-r1")
+            ("mine", "web-r1"),
+            "matched by route (no group label)"
+        );
+        assert_eq!(
+            (kills[1].container.as_str(), kills[1].route.as_str()),
+            ("labelled", "new-r1"),
+            "matched by its group label, whatever its app"
         );
         assert_eq!(kills[0].reason, "arm hit a wall");
+        assert_eq!(kills[2].reason, "drill");
         w.write(Op::Resume {
             groups: vec!["production".into()],
         });
-        assert!(plan_now(&w).is_empty(), "resumed");
+        assert_eq!(ids(plan_now(&w)), ["staging's"], "production resumed");
     }
 
     #[test]

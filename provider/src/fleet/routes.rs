@@ -1,0 +1,130 @@
+//! The routes of serving containers at the gateway, registered in the background so that an
+//! apply, a re-adoption at start or a resume never waits for a gateway that is not connected
+//! (a release applied offline serves on this robot at once). The tunnel client registers the
+//! route when it connects (no redeploy); the URL the gateway gives then comes back here and
+//! is recorded in `applied.json` and in the group's status, which is republished: "running,
+//! no public URL yet" becomes the URL.
+
+use std::net::SocketAddr;
+
+use peercompute_fleet::FleetId;
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+use super::apply::Applier;
+use super::status::now_ms;
+use crate::tunnel::{TunnelHandle, TunnelStatus};
+
+/// Confirmations waiting for the reconciler.
+const CONFIRMED_QUEUE: usize = 64;
+
+/// The gateway confirmed a serving container's route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Confirmed {
+    pub(crate) fleet: FleetId,
+    pub(crate) group: String,
+    pub(crate) container: String,
+    pub(crate) url: String,
+}
+
+/// Registers routes in the background and reports their URLs to the reconciler.
+#[derive(Debug, Clone)]
+pub(crate) struct RouteSink {
+    tunnel: Option<TunnelHandle>,
+    confirmed: mpsc::Sender<Confirmed>,
+}
+
+impl RouteSink {
+    /// A sink for `tunnel` (none: no gateway configured, nothing is registered) and the
+    /// receiver of its confirmations.
+    pub(crate) fn new(tunnel: Option<TunnelHandle>) -> (Self, mpsc::Receiver<Confirmed>) {
+        let (confirmed, rx) = mpsc::channel(CONFIRMED_QUEUE);
+        (RouteSink { tunnel, confirmed }, rx)
+    }
+
+    /// Whether the tunnel to the gateway is up now.
+    pub(crate) fn connected(&self) -> bool {
+        self.tunnel
+            .as_ref()
+            .is_some_and(|t| matches!(t.status(), TunnelStatus::Connected { .. }))
+    }
+
+    /// Points `route` at `container`'s `addr`; once the gateway confirms (now, or when the
+    /// tunnel next connects) its URL is recorded for `group` of `fleet`.
+    pub(crate) fn register(
+        &self,
+        fleet: FleetId,
+        group: &str,
+        container: &str,
+        route: &str,
+        addr: SocketAddr,
+    ) {
+        let Some(tunnel) = self.tunnel.clone() else {
+            return;
+        };
+        let confirmed = self.confirmed.clone();
+        let (group, container, route) = (group.to_owned(), container.to_owned(), route.to_owned());
+        tokio::spawn(async move {
+            match tunnel
+                .register(&route, &addr.ip().to_string(), addr.port())
+                .await
+            {
+                Ok(url) => {
+                    let _ = confirmed
+                        .send(Confirmed {
+                            fleet,
+                            group,
+                            container,
+                            url,
+                        })
+                        .await;
+                }
+                Err(e) => warn!(%route, "fleet: no public URL: {e}"),
+            }
+        });
+    }
+}
+
+impl Applier {
+    /// Records a confirmed URL if `container` still serves its group (else it is stale).
+    pub(crate) fn record_url(&mut self, c: Confirmed) {
+        let applied = self.applied.group_mut(&c.fleet.to_string(), &c.group);
+        let Some(serving) = applied
+            .serving
+            .as_mut()
+            .filter(|s| s.container_id == c.container)
+        else {
+            return;
+        };
+        if serving.url.as_deref() == Some(c.url.as_str()) {
+            return;
+        }
+        info!(fleet = %c.fleet, group = %c.group, url = %c.url, "fleet: the gateway published the route");
+        serving.url = Some(c.url.clone());
+        self.save();
+        self.board.update(c.fleet, &c.group, |a| {
+            a.url = Some(c.url);
+            a.changed_at_ms = now_ms();
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn without_a_gateway_nothing_is_registered_and_it_is_not_connected() {
+        let (sink, mut rx) = RouteSink::new(None);
+        assert!(!sink.connected());
+        sink.register(
+            FleetId([1; 32]),
+            "production",
+            "c1",
+            "web-r1",
+            "127.0.0.1:1".parse().expect("addr"),
+        );
+        drop(sink);
+        assert_eq!(rx.recv().await, None, "no confirmation ever comes");
+    }
+}
