@@ -520,7 +520,12 @@ mod tests {
         assert!(slots.take(a).is_none(), "a fifth stream of one peer");
         assert!(slots.take(b).is_some(), "another peer is not held back");
         drop(held);
-        assert!(slots.take(a).is_some());
-        assert!(slots.0.lock().expect("lock").get(&a) == Some(&1));
+        let again = slots.take(a).expect("slots given back");
+        assert_eq!(slots.0.lock().expect("lock").get(&a), Some(&1));
+        drop(again);
+        assert!(
+            slots.0.lock().expect("lock").is_empty(),
+            "no count left behind"
+        );
     }
 }

@@ -17,7 +17,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use peercompute_fleet::{BlobDigest, FleetId, ImageMessage, MemberKey};
 use peercompute_p2p::fleet_hub::FleetHub;
@@ -28,16 +28,14 @@ use peercompute_runtime::{
     Descriptor, DockerRuntime, ImageInfo, PEER_IMAGES_FILE, PeerImages, PeerManifest, PinnedImage,
     write_save_archive,
 };
-use sha2::{Digest as _, Sha256};
-use tokio::io::AsyncWriteExt;
 use tracing::{info, warn};
+
+mod download;
+
+use download::{BlobFailure, Meter, download};
 
 /// How long a peer may take to answer `Want` (or to be dialled, for the author).
 const ASK_TIMEOUT: Duration = Duration::from_secs(5);
-/// Progress is reported at most this often.
-const PROGRESS_EVERY: Duration = Duration::from_secs(1);
-/// Read size while a blob streams.
-const CHUNK: usize = 256 * 1024;
 
 /// Why a peer-pinned image could not be fetched.
 #[derive(Debug, thiserror::Error)]
@@ -52,14 +50,6 @@ pub(crate) enum FetchError {
     AllSourcesFailed { digest: String, reasons: String },
     #[error("{0}")]
     Local(String),
-}
-
-/// What a source did wrong, or why it could not finish.
-enum BlobFailure {
-    /// It sent bytes that are not the blob (dropped as a source).
-    Bad(String),
-    /// It could not finish (kept: the `.partial` file resumes with the next source).
-    Unfinished(String),
 }
 
 /// Fetches peer-pinned images and keeps the verified blobs to serve them.
@@ -245,10 +235,21 @@ impl ImageFetcher {
                         reasons: failures.join("; "),
                     });
                 };
-                match self
-                    .download(peer, &blob, &path, &mut meter, progress)
-                    .await
-                {
+                let stream = match self.open(peer).await {
+                    Ok(stream) => stream,
+                    Err(why) => {
+                        failures.push(format!("{peer}: {why}"));
+                        sources.rotate_left(1);
+                        if failures.len() > 4 * candidates.len().max(1) {
+                            return Err(FetchError::AllSourcesFailed {
+                                digest,
+                                reasons: failures.join("; "),
+                            });
+                        }
+                        continue;
+                    }
+                };
+                match download(stream, peer, &blob, &path, &mut meter, progress).await {
                     Ok(()) => break,
                     Err(BlobFailure::Bad(why)) => {
                         meter.done = before;
@@ -362,91 +363,6 @@ impl ImageFetcher {
         }
     }
 
-    /// Downloads `blob` from `peer` into `path` (through `<path>.partial`, resumed).
-    async fn download(
-        &self,
-        peer: PeerId,
-        blob: &Descriptor,
-        path: &Path,
-        meter: &mut Meter,
-        progress: &mut (impl FnMut(String) + Send),
-    ) -> Result<(), BlobFailure> {
-        let unfinished = |e: String| BlobFailure::Unfinished(e);
-        let local = |e: std::io::Error| BlobFailure::Unfinished(format!("on this robot: {e}"));
-        let partial = path.with_extension("partial");
-        if let Some(dir) = partial.parent() {
-            tokio::fs::create_dir_all(dir).await.map_err(local)?;
-        }
-        let mut hasher = Sha256::new();
-        let mut offset = 0u64;
-        if let Ok(bytes) = tokio::fs::read(&partial).await
-            && (bytes.len() as u64) <= blob.size
-        {
-            hasher.update(&bytes);
-            offset = bytes.len() as u64;
-        }
-        let mut file = tokio::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&partial)
-            .await
-            .map_err(local)?;
-        file.set_len(offset).await.map_err(local)?;
-        let digest: BlobDigest = blob
-            .digest
-            .parse()
-            .map_err(|e: peercompute_fleet::BadDigest| BlobFailure::Bad(e.to_string()))?;
-        let mut stream = self.open(peer).await.map_err(unfinished)?;
-        let wire = |e: ImageStreamError| BlobFailure::Unfinished(e.to_string());
-        stream
-            .write(&ImageMessage::Blob { digest, offset })
-            .await
-            .map_err(wire)?;
-        match stream.read().await.map_err(wire)? {
-            Some(ImageMessage::BlobStart { size }) if size == blob.size - offset => {}
-            Some(ImageMessage::BlobStart { size }) => {
-                return Err(BlobFailure::Bad(format!(
-                    "announced {size} bytes from offset {offset} of a {}-byte blob",
-                    blob.size
-                )));
-            }
-            other => {
-                let what = other.map_or("nothing", |m| m.name());
-                return Err(unfinished(format!(
-                    "answered {what} for blob {}",
-                    blob.digest
-                )));
-            }
-        }
-        meter.done += offset;
-        let mut left = blob.size - offset;
-        let mut buf = vec![0u8; CHUNK];
-        while left > 0 {
-            let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
-            let n = stream.read_raw(&mut buf[..want]).await.map_err(wire)?;
-            if n == 0 {
-                return Err(unfinished(format!("the stream ended {left} bytes short")));
-            }
-            hasher.update(&buf[..n]);
-            file.write_all(&buf[..n]).await.map_err(local)?;
-            left -= n as u64;
-            meter.done += n as u64;
-            meter.tick(peer, progress);
-        }
-        stream.close().await;
-        file.sync_all().await.map_err(local)?;
-        let found = format!("sha256:{}", hex::encode(hasher.finalize()));
-        if found != blob.digest {
-            let _ = tokio::fs::remove_file(&partial).await;
-            return Err(BlobFailure::Bad(format!(
-                "blob {} hashed to {found}",
-                blob.digest
-            )));
-        }
-        tokio::fs::rename(&partial, path).await.map_err(local)?;
-        Ok(())
-    }
-
     /// Writes the load archive from the verified blobs, loads it, records and shelves it.
     async fn load(
         &self,
@@ -498,71 +414,5 @@ impl ImageFetcher {
         self.shelve(manifest);
         info!(image = %pinned, id = %manifest.config.digest, "image fetched from peers, verified and loaded");
         Ok(())
-    }
-}
-
-/// Bytes done of the whole image, and when progress was last reported.
-struct Meter {
-    done: u64,
-    total: u64,
-    last: Option<Instant>,
-}
-
-impl Meter {
-    fn new(total: u64) -> Self {
-        Meter {
-            done: 0,
-            total,
-            last: None,
-        }
-    }
-
-    fn tick(&mut self, peer: PeerId, progress: &mut impl FnMut(String)) {
-        let now = Instant::now();
-        if self.last.is_some_and(|t| now - t < PROGRESS_EVERY) && self.done < self.total {
-            return;
-        }
-        self.last = Some(now);
-        progress(progress_line(&peer.to_string(), self.done, self.total));
-    }
-}
-
-/// "from 12D3…xyz: 412/900 MB".
-fn progress_line(peer: &str, done: u64, total: u64) -> String {
-    let short = match (peer.get(..4), peer.get(peer.len().saturating_sub(3)..)) {
-        (Some(head), Some(tail)) if peer.len() > 8 => format!("{head}…{tail}"),
-        _ => peer.to_owned(),
-    };
-    let mb = |b: u64| b / 1_000_000;
-    format!("from {short}: {}/{} MB", mb(done), mb(total))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn progress_names_the_peer_briefly_and_counts_megabytes() {
-        let peer = "12D3KooWGzBsgmrnAYwPJ4pBaEacvYeWrPWR9d2rSdnh6NPEtbTL";
-        assert_eq!(
-            progress_line(peer, 412_000_000, 900_500_000),
-            "from 12D3…bTL: 412/900 MB"
-        );
-        assert_eq!(progress_line("short", 0, 0), "from short: 0/0 MB");
-    }
-
-    #[test]
-    fn progress_is_reported_at_most_once_a_second_but_always_at_the_end() {
-        let mut lines = Vec::new();
-        let mut meter = Meter::new(100);
-        let peer = PeerId::random();
-        for done in [10, 20, 30] {
-            meter.done = done;
-            meter.tick(peer, &mut |l| lines.push(l));
-        }
-        assert_eq!(lines.len(), 1, "{lines:?}");
-        meter.done = 100;
-        meter.tick(peer, &mut |l| lines.push(l));
-        assert_eq!(lines.len(), 2, "the last tick reports");
     }
 }
