@@ -1,6 +1,12 @@
-//! Keeping this robot's fleet logs in step with the gateway, and joining with a saved token.
+//! Keeping this robot's fleet logs in step with the gateway and with fleet peers on the LAN,
+//! and joining with a saved token.
 //!
-//! A round (on every tunnel (re)connect, when the gateway's libp2p address changes, and every
+//! LAN: a peer mDNS announces (or that connects) whose key is a member or grantee of a held
+//! fleet is dialled, and synced with as soon as it is connected; every [`LAN_SYNC_EVERY`]
+//! one connected fleet peer in turn is synced with (`lan`). A robot with no gateway syncs
+//! this way only. Anti-entropy heals what a lost push missed (a partition, a robot away).
+//!
+//! A gateway round (on every tunnel (re)connect, when the gateway's libp2p address changes, and every
 //! [`SYNC_EVERY`]): dial the gateway, run anti-entropy (`sync_with`, both ways) for every
 //! fleet held; then, if a join token is saved and this robot is not yet a member, hold its
 //! fleet, fetch the log (from the gateway and the token's bootstrap peers), write the `Join`
@@ -18,11 +24,17 @@ use peercompute_p2p::{Multiaddr, Node, PeerId};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
+mod lan;
+
 use super::join::{JoinStatus, author_join, bootstrap_peers, join_name, load_token};
 use crate::tunnel::{GatewayP2p, TunnelHandle, TunnelStatus};
 
 /// How often the logs are synced without any other reason.
 pub(crate) const SYNC_EVERY: Duration = Duration::from_secs(30);
+/// How often one connected fleet peer is synced with. An exchange that finds nothing new
+/// is one small round trip, so this is cheap; it bounds how long a robot back from a
+/// partition lacks what was pushed meanwhile.
+pub(crate) const LAN_SYNC_EVERY: Duration = Duration::from_secs(3);
 const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
 /// Dials retried after an immediate failure, and the pause before each.
 const DIAL_RETRIES: usize = 4;
@@ -68,6 +80,7 @@ pub(crate) struct Syncer {
     join: watch::Sender<JoinStatus>,
     /// Rounds that synced every held fleet with some peer (or held none).
     synced: watch::Sender<u32>,
+    lan: lan::LanMembers,
 }
 
 impl Syncer {
@@ -91,6 +104,7 @@ impl Syncer {
             refused_token: None,
             join,
             synced: watch::channel(0).0,
+            lan: lan::LanMembers::default(),
         }
     }
 
@@ -116,6 +130,9 @@ impl Syncer {
             self.hub.clone(),
         ));
         let _blocker = AbortOnDrop(blocker);
+        let mut events = self.node.peer_events();
+        let mut lan_tick = tokio::time::interval(LAN_SYNC_EVERY);
+        lan_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut session = 0u64;
         let mut next = tokio::time::Instant::now();
         let mut retry = RETRY_FIRST;
@@ -146,6 +163,20 @@ impl Syncer {
                         let last = self.gateway.borrow().clone();
                         self.gateway = watch::channel(last).1;
                     }
+                }
+                event = events.recv() => {
+                    tokio::select! {
+                        () = self.on_peer_event(event) => {}
+                        _ = stop.changed() => return,
+                    }
+                    continue;
+                }
+                _ = lan_tick.tick() => {
+                    tokio::select! {
+                        () = self.lan_round() => {}
+                        _ = stop.changed() => return,
+                    }
+                    continue;
                 }
                 _ = stop.changed() => return,
             }

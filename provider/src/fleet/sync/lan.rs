@@ -1,0 +1,171 @@
+//! Which peers a robot keeps its fleet logs in step with besides the gateway: the members and
+//! grantees of the fleets it holds that are connected to it (found on the LAN by mDNS, or an
+//! admin's peerctl), taken in turn for the periodic anti-entropy: [`LanMembers`] is the pure
+//! bookkeeping, the `Syncer` methods below dial and sync.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use peercompute_fleet::{FleetId, MemberKey};
+use peercompute_p2p::fleet_hub::{FleetHub, sync_with};
+use peercompute_p2p::{Multiaddr, PeerEvent, PeerId};
+use tokio::sync::broadcast;
+use tracing::{debug, info};
+
+use super::Syncer;
+
+/// A LAN dial answers in milliseconds, or the peer is gone.
+const LAN_DIAL_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The held fleets `peer` is a member or grantee of (and not revoked in).
+pub(crate) fn shared_fleets(hub: &FleetHub, peer: &PeerId) -> Vec<FleetId> {
+    let Some(key) = MemberKey::from_peer_id(peer) else {
+        return Vec::new();
+    };
+    hub.fleet_ids()
+        .into_iter()
+        .filter(|fleet| {
+            hub.with_log(fleet, |log| {
+                log.state().is_some_and(|s| {
+                    (s.members.contains_key(&key) || s.grants.contains_key(&key))
+                        && !s.revoked.contains_key(&key)
+                })
+            })
+            .unwrap_or(false)
+        })
+        .collect()
+}
+
+/// The fleet peers connected now, and whose turn the next periodic sync is.
+#[derive(Debug, Default)]
+pub(crate) struct LanMembers {
+    connected: BTreeSet<PeerId>,
+    turn: usize,
+}
+
+impl LanMembers {
+    /// A connection to a fleet peer is up; true the first time (sync with it now).
+    pub(crate) fn connected(&mut self, peer: PeerId) -> bool {
+        self.connected.insert(peer)
+    }
+
+    pub(crate) fn disconnected(&mut self, peer: &PeerId) {
+        self.connected.remove(peer);
+    }
+
+    pub(crate) fn is_connected(&self, peer: &PeerId) -> bool {
+        self.connected.contains(peer)
+    }
+
+    /// The next connected peer in turn (each gets its turn before any gets a second).
+    pub(crate) fn next(&mut self) -> Option<PeerId> {
+        if self.connected.is_empty() {
+            return None;
+        }
+        let peer = self.connected.iter().nth(self.turn % self.connected.len());
+        self.turn = self.turn.wrapping_add(1);
+        peer.copied()
+    }
+}
+
+impl Syncer {
+    /// A fleet peer found on the LAN is dialled; one that connects is synced with.
+    pub(super) async fn on_peer_event(
+        &mut self,
+        event: Result<PeerEvent, broadcast::error::RecvError>,
+    ) {
+        match event {
+            Ok(PeerEvent::Lan { peer, addrs }) => self.dial_fleet_peer(peer, addrs),
+            Ok(PeerEvent::Connected { peer, .. }) => {
+                if !shared_fleets(&self.hub, &peer).is_empty() && self.lan.connected(peer) {
+                    self.sync_peer(peer).await;
+                }
+            }
+            Ok(PeerEvent::Disconnected { peer }) => self.lan.disconnected(&peer),
+            // Missed events: the LAN table has every peer found; the next round dials them.
+            Err(broadcast::error::RecvError::Lagged(n)) => {
+                debug!("fleet sync: {n} peer events missed; looking at the LAN again");
+            }
+            Err(broadcast::error::RecvError::Closed) => {}
+        }
+    }
+
+    /// Dials `peer` in the background when it is a fleet peer not connected yet; its
+    /// `Connected` event brings the sync.
+    fn dial_fleet_peer(&self, peer: PeerId, addrs: Vec<Multiaddr>) {
+        if self.lan.is_connected(&peer) || shared_fleets(&self.hub, &peer).is_empty() {
+            return;
+        }
+        let node = self.node.clone();
+        tokio::spawn(async move {
+            match tokio::time::timeout(LAN_DIAL_TIMEOUT, node.dial(peer, addrs)).await {
+                Ok(Ok(())) => debug!(%peer, "fleet peer on the LAN reached"),
+                Ok(Err(e)) => debug!(%peer, "cannot reach a fleet peer on the LAN: {e}"),
+                Err(_) => debug!(%peer, "a fleet peer on the LAN did not answer in time"),
+            }
+        });
+    }
+
+    /// The periodic LAN step: dial fleet peers mDNS knows that are not connected (a robot
+    /// enrolled since it was announced), then sync with one connected fleet peer in turn.
+    pub(super) async fn lan_round(&mut self) {
+        for (peer, addrs) in self.node.lan_peers().await {
+            if self.lan.is_connected(&peer) || shared_fleets(&self.hub, &peer).is_empty() {
+                continue;
+            }
+            if self.node.path(peer).await.is_some() {
+                // Connected before it was a fleet peer (its enrolment came later).
+                self.lan.connected(peer);
+            } else {
+                self.dial_fleet_peer(peer, addrs);
+            }
+        }
+        if let Some(peer) = self.lan.next() {
+            self.sync_peer(peer).await;
+        }
+    }
+
+    /// Anti-entropy with a fleet peer for every held fleet it shares; a sync of them all
+    /// counts as a synced round when that is every held fleet.
+    async fn sync_peer(&mut self, peer: PeerId) {
+        let fleets = shared_fleets(&self.hub, &peer);
+        let mut all = !fleets.is_empty();
+        for fleet in &fleets {
+            match sync_with(&self.node, peer, &self.hub, *fleet).await {
+                Ok(report) => {
+                    if report.received + report.sent > 0 {
+                        info!(%fleet, %peer, received = report.received, sent = report.sent, "fleet log synced with a fleet peer");
+                    }
+                }
+                Err(e) => {
+                    debug!(%fleet, %peer, "fleet sync with a fleet peer failed: {e}");
+                    all = false;
+                }
+            }
+        }
+        if all && fleets.len() == self.hub.fleet_ids().len() {
+            self.synced.send_modify(|n| *n += 1);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peers_take_turns_and_leave() {
+        let mut lan = LanMembers::default();
+        assert_eq!(lan.next(), None);
+        let (a, b) = (PeerId::random(), PeerId::random());
+        assert!(lan.connected(a));
+        assert!(!lan.connected(a), "a second connection is not new");
+        assert!(lan.connected(b));
+        let picks: BTreeSet<PeerId> = (0..2).filter_map(|_| lan.next()).collect();
+        assert_eq!(picks, BTreeSet::from([a, b]), "each in turn");
+        lan.disconnected(&a);
+        assert!(!lan.is_connected(&a));
+        assert_eq!(lan.next(), Some(b));
+        assert_eq!(lan.next(), Some(b));
+    }
+}
