@@ -24,6 +24,7 @@
 //!   [`LogWindow`], the selection a robot answers it with.
 //! - `status`: [`SignedStatus`], a robot's signed report of what it runs.
 //! - `wire`: [`FleetMessage`], the exchange protocol members speak, and its frames.
+//! - `image_wire`: the `/peercompute/image/1` exchange (Want/Have/Blob), sans-IO frames.
 //! - `store` (feature `fs`): [`FleetStore`], a log kept as one atomic file per entry — the
 //!   only part that touches files, a thin shell over [`FleetLog`].
 //!
@@ -42,6 +43,7 @@
 mod codec;
 mod entry;
 pub mod ids;
+mod image_wire;
 mod invite;
 mod log;
 mod logs;
@@ -59,6 +61,10 @@ pub use entry::{
     MAX_HEALTH_TIMEOUT_SECS, MAX_PARENTS, MAX_TEXT, Op, Release, Role, Rollback, normalize_groups,
 };
 pub use ids::{EntryHash, FleetId, IdError, MemberKey};
+pub use image_wire::{
+    BadDigest, BlobDigest, IMAGE_PROTOCOL, ImageMessage, ImageWireError, MAX_IMAGE_BLOBS,
+    MAX_IMAGE_FRAME, decode_image_body, decode_image_frame, encode_image_message, image_body_len,
+};
 pub use invite::{JoinToken, MAX_TOKEN_LEN, ParsedToken, TokenError};
 pub use log::{FleetLog, InsertError, Inserted, MAX_FUTURE_SECS, Prepared};
 pub use logs::{
