@@ -343,3 +343,71 @@ async fn wait_served(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Cursor;
+
+    use peercompute_runtime::{Descriptor, peer_manifest, sha256_digest, write_save_archive};
+
+    use super::*;
+
+    /// A `docker save` archive of a one-layer image, and its peer manifest.
+    fn archive_file() -> (tempfile::NamedTempFile, PeerManifest) {
+        let layer = b"a layer tar stands here".repeat(100);
+        let layer = Descriptor {
+            digest: sha256_digest(&layer),
+            size: layer.len() as u64,
+        };
+        let config = format!(
+            r#"{{"architecture":"amd64","os":"linux","rootfs":{{"type":"layers","diff_ids":["{}"]}}}}"#,
+            layer.digest
+        )
+        .into_bytes();
+        let manifest = peer_manifest(&config, std::slice::from_ref(&layer)).expect("manifest");
+        let bytes = b"a layer tar stands here".repeat(100);
+        let tar = write_save_archive(Vec::new(), &manifest, &config, &[], |_| {
+            Ok(Cursor::new(bytes.clone()))
+        })
+        .expect("archive");
+        let file = tempfile::NamedTempFile::new().expect("temp file");
+        std::fs::write(file.path(), tar).expect("write");
+        (file, manifest)
+    }
+
+    #[tokio::test]
+    async fn an_archive_is_pinned_by_its_peer_digest_and_shelved_without_an_engine() {
+        let (file, manifest) = archive_file();
+        let source = ImageSourceArgs {
+            image_archive: Some(file.path().to_owned()),
+            ..ImageSourceArgs::default()
+        };
+        let pinned = pin_release_image("registry.example/lab/app:dev", &source)
+            .await
+            .expect("pinned");
+        assert_eq!(
+            pinned.image,
+            format!("registry.example/lab/app@{}", manifest.digest)
+        );
+        assert!(
+            pinned
+                .note
+                .as_deref()
+                .is_some_and(|n| n.contains("served from the archive")),
+            "{:?}",
+            pinned.note
+        );
+        let served = pinned.served.expect("served from here");
+        assert_eq!(served.digest.to_string(), manifest.digest);
+        assert!(served.shelf.has(&served.digest));
+
+        let missing = ImageSourceArgs {
+            image_archive: Some(file.path().with_extension("gone")),
+            ..ImageSourceArgs::default()
+        };
+        let err = pin_release_image("lab/app", &missing)
+            .await
+            .expect_err("no file");
+        assert_eq!(err.kind, Kind::Image);
+    }
+}
