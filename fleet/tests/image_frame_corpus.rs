@@ -4,9 +4,6 @@
 //! each seed's outcome is pinned. `PEERCOMPUTE_WRITE_SEEDS=1 cargo test -p peercompute-fleet
 //! --test image_frame_corpus` rewrites the seed files.
 
-// Compiled once fleet/src/lib.rs exports `image_wire` (requested from A); D removes this line.
-#![cfg(any())]
-
 #[path = "../fuzz/src/image_frame.rs"]
 pub mod image_frame;
 
