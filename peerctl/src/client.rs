@@ -120,14 +120,15 @@ pub(crate) async fn dial_gateway(
     })
 }
 
-/// Starts a libp2p node for talking to gateways only: no listening socket, no mDNS.
-pub(crate) async fn start_bare_node(identity: &Identity) -> Result<Node, CliError> {
+/// A node for fleet commands: no listening socket; with `lan`, mDNS looks for the fleet's
+/// robots on the LAN (it asks at once, and robots answer within milliseconds).
+pub(crate) async fn start_fleet_node(identity: &Identity, lan: bool) -> Result<Node, CliError> {
     Node::start(
         identity,
         NodeConfig {
             listen: Vec::new(),
-            mdns: false,
-            max_connections: 8,
+            mdns: lan,
+            max_connections: if lan { 64 } else { 8 },
             ..NodeConfig::default()
         },
     )

@@ -1,22 +1,39 @@
-//! Talking to the gateways (`peerctl gateways`): they are the fleet's always-on
-//! store-and-forward members. Before a write, the local copy is brought in step with each
-//! reachable gateway (anti-entropy both ways: robots' joins and other members' entries come
-//! back, entries written offline go out); after it, the new entry is pushed. A gateway that
-//! cannot be reached is reported, never fatal: the entry stays in the local copy and goes out
-//! with the next command that reaches one.
+//! Talking to the gateways (`peerctl gateways`) and to the fleet's robots on this LAN. The
+//! gateways are the fleet's always-on store-and-forward members. Before a write, the local
+//! copy is brought in step with each reachable gateway (anti-entropy both ways: robots' joins
+//! and other members' entries come back, entries written offline go out) — or with a robot
+//! on the LAN when no gateway answers; after it, the new entry is pushed to every gateway and
+//! every robot reached on the LAN at once (`lan`: mDNS within `--lan-wait`, and the addresses
+//! remembered in `<home>/lan-peers.json`). A gateway that cannot be reached is reported, never
+//! fatal: the entry stays in the local copy and goes out with the next command that reaches
+//! one. With robots on the LAN reached, gateways get no longer than the LAN wait (a cut WAN
+//! must not hold an e-stop back).
 
+mod lan;
+
+use std::collections::BTreeSet;
+use std::path::Path;
 use std::time::Duration;
 
-use peercompute_fleet::{FleetId, PushResult, SignedEntry, SignedStatus};
+use peercompute_fleet::{FleetId, MemberKey, PushResult, SignedEntry, SignedStatus};
 use peercompute_identity::Identity;
 use peercompute_p2p::fleet_hub::{push_to, request_statuses, sync_with};
 use peercompute_p2p::{Multiaddr, Node, PeerId};
 
-use crate::client::{dial_gateway, start_bare_node};
+use crate::client::{dial_gateway, start_fleet_node};
 use crate::exit::CliError;
 use crate::places::Places;
 
 use super::local::Local;
+
+#[allow(
+    unreachable_pub,
+    reason = "flattened into FleetCommand (cli.rs, A) and re-exported from fleet/mod.rs"
+)]
+pub use lan::LanArgs;
+
+/// How long a LAN anti-entropy exchange may take before the write goes on without it.
+const LAN_SYNC_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The gateways this client knows, as (peer id, addresses).
 pub(crate) fn configured(places: &Places) -> Vec<(PeerId, Vec<Multiaddr>)> {
@@ -33,6 +50,8 @@ pub(crate) struct Session {
     node: Option<Node>,
     /// Reached gateways.
     pub(crate) reached: Vec<PeerId>,
+    /// Robots of the fleet reached on the LAN.
+    pub(crate) lan: Vec<PeerId>,
     /// One line per gateway that could not be used.
     pub(crate) failed: Vec<String>,
     /// One line per exchange that brought or sent entries.
@@ -45,12 +64,14 @@ impl Session {
         Self {
             node: None,
             reached: Vec::new(),
+            lan: Vec::new(),
             failed: Vec::new(),
             notes: Vec::new(),
         }
     }
 
-    /// Dials every gateway within `timeout` and syncs `fleet` with each one reached.
+    /// Dials every gateway within `timeout` and syncs `fleet` with each one reached, and
+    /// reaches the fleet's robots on the LAN (default [`LanArgs`]).
     pub(crate) async fn open(
         identity: &Identity,
         gateways: &[(PeerId, Vec<Multiaddr>)],
@@ -58,61 +79,178 @@ impl Session {
         fleet: FleetId,
         timeout: Duration,
     ) -> Result<Self, CliError> {
+        Self::open_with(
+            identity,
+            gateways,
+            local,
+            fleet,
+            timeout,
+            &LanArgs::default(),
+        )
+        .await
+    }
+
+    /// [`Session::open`] with the LAN flags given.
+    pub(crate) async fn open_with(
+        identity: &Identity,
+        gateways: &[(PeerId, Vec<Multiaddr>)],
+        local: &Local,
+        fleet: FleetId,
+        timeout: Duration,
+        lan: &LanArgs,
+    ) -> Result<Self, CliError> {
         let mut session = Self::offline();
-        if gateways.is_empty() {
+        let members = if lan.no_lan {
+            BTreeSet::new()
+        } else {
+            fleet_robots(local, &fleet, identity)
+        };
+        if gateways.is_empty() && members.is_empty() {
             return Ok(session);
         }
-        let node = start_bare_node(identity).await?;
-        let deadline = tokio::time::Instant::now() + timeout;
-        for (gw, addrs) in gateways {
-            if let Err(why) = dial_gateway(&node, *gw, addrs, deadline).await {
-                session.failed.push(why);
-                continue;
-            }
-            match sync_with(&node, *gw, &local.hub, fleet).await {
-                Ok(report) => {
-                    if report.received + report.sent > 0 {
-                        session.notes.push(format!(
-                            "gateway {gw}: {} entr{} received, {} sent",
-                            report.received,
-                            plural(report.received),
-                            report.sent
-                        ));
-                    }
-                    for reason in report.refused {
-                        session
-                            .notes
-                            .push(format!("gateway {gw}: an entry was refused: {reason}"));
-                    }
-                    session.reached.push(*gw);
+        let node = start_fleet_node(identity, !members.is_empty()).await?;
+        let start = tokio::time::Instant::now();
+        let home = home_of(local, &fleet);
+        let (lan_reached, gateways_done) = {
+            let gateway_syncs = sync_gateways(&node, gateways, local, fleet, start + timeout);
+            let lan_reach = async {
+                if members.is_empty() {
+                    return Vec::new();
                 }
-                Err(e) => session.failed.push(format!("gateway {gw}: {e}")),
+                lan::reach_members(&node, &home, &members, lan.lan_wait).await
+            };
+            tokio::pin!(gateway_syncs, lan_reach);
+            let mut lan_reached = None;
+            let mut gateways_done = None;
+            while gateways_done.is_none() {
+                // Robots on the LAN reached: the gateways get until the LAN wait is over.
+                let cut_off = lan_reached
+                    .as_ref()
+                    .is_some_and(|r: &Vec<PeerId>| !r.is_empty());
+                tokio::select! {
+                    done = &mut gateway_syncs => gateways_done = Some(done),
+                    r = &mut lan_reach, if lan_reached.is_none() => lan_reached = Some(r),
+                    () = tokio::time::sleep_until(start + lan.lan_wait), if cut_off => break,
+                }
+            }
+            let lan_reached = match lan_reached {
+                Some(r) => r,
+                None => lan_reach.await,
+            };
+            (lan_reached, gateways_done)
+        };
+        match gateways_done {
+            Some(done) => session.absorb(done),
+            None => session.failed.push(format!(
+                "no gateway answered within {:?}; the robots on the LAN have it",
+                lan.lan_wait
+            )),
+        }
+        session.lan = lan_reached;
+        if session.reached.is_empty()
+            && let Some(robot) = session.lan.first().copied()
+        {
+            let synced =
+                tokio::time::timeout(LAN_SYNC_TIMEOUT, sync_with(&node, robot, &local.hub, fleet))
+                    .await;
+            match synced {
+                Ok(Ok(report)) => session.note_sync(&format!("robot {robot} (LAN)"), report),
+                Ok(Err(e)) => session.failed.push(format!("robot {robot} (LAN): {e}")),
+                Err(_) => session.failed.push(format!(
+                    "robot {robot} (LAN): no sync within {LAN_SYNC_TIMEOUT:?}"
+                )),
             }
         }
         session.node = Some(node);
         Ok(session)
     }
 
-    /// Pushes `entry` to every gateway reached; one line per gateway saying what happened.
+    fn absorb(
+        &mut self,
+        done: Vec<(
+            PeerId,
+            Result<peercompute_p2p::fleet_hub::SyncReport, String>,
+        )>,
+    ) {
+        for (gw, outcome) in done {
+            match outcome {
+                Ok(report) => {
+                    self.note_sync(&format!("gateway {gw}"), report);
+                    self.reached.push(gw);
+                }
+                Err(e) => self.failed.push(e),
+            }
+        }
+    }
+
+    fn note_sync(&mut self, who: &str, report: peercompute_p2p::fleet_hub::SyncReport) {
+        if report.received + report.sent > 0 {
+            self.notes.push(format!(
+                "{who}: {} entr{} received, {} sent",
+                report.received,
+                plural(report.received),
+                report.sent
+            ));
+        }
+        for reason in report.refused {
+            self.notes
+                .push(format!("{who}: an entry was refused: {reason}"));
+        }
+    }
+
+    /// Where a write went, in words: "sent to 3 robots on the LAN; no gateway reached".
+    #[allow(
+        dead_code,
+        reason = "write.rs (A) prints it in place of \"no gateway reached\""
+    )]
+    pub(crate) fn reach_summary(&self) -> String {
+        let gateways = match self.reached.len() {
+            0 => "no gateway reached".to_owned(),
+            1 => "1 gateway reached".to_owned(),
+            n => format!("{n} gateways reached"),
+        };
+        match self.lan.len() {
+            0 => gateways,
+            1 => format!("sent to 1 robot on the LAN; {gateways}"),
+            n => format!("sent to {n} robots on the LAN; {gateways}"),
+        }
+    }
+
+    /// Pushes `entry` to every gateway and every LAN robot reached, all at once; one line
+    /// per peer saying what happened.
     pub(crate) async fn push(&self, fleet: FleetId, entry: &SignedEntry) -> Vec<String> {
         let Some(node) = &self.node else {
             return Vec::new();
         };
-        let mut lines = Vec::new();
-        for gw in &self.reached {
-            let bytes = vec![entry.bytes().to_vec()];
-            let line = match push_to(node, *gw, fleet, bytes).await {
-                Ok(results) => match results.first() {
-                    Some(PushResult::Stored(_)) => format!("sent to gateway {gw}"),
-                    Some(PushResult::Duplicate(_)) => format!("gateway {gw} already had it"),
-                    Some(PushResult::Refused { reason }) => {
-                        format!("gateway {gw} refused it: {reason}")
+        let targets = self
+            .reached
+            .iter()
+            .map(|p| (*p, format!("gateway {p}")))
+            .chain(self.lan.iter().map(|p| (*p, format!("robot {p} (LAN)"))));
+        let pushes: Vec<_> = targets
+            .map(|(peer, who)| {
+                let bytes = vec![entry.bytes().to_vec()];
+                let node = node.clone();
+                tokio::spawn(async move {
+                    match push_to(&node, peer, fleet, bytes).await {
+                        Ok(results) => match results.first() {
+                            Some(PushResult::Stored(_)) => format!("sent to {who}"),
+                            Some(PushResult::Duplicate(_)) => format!("{who} already had it"),
+                            Some(PushResult::Refused { reason }) => {
+                                format!("{who} refused it: {reason}")
+                            }
+                            None => format!("{who} did not answer for it"),
+                        },
+                        Err(e) => format!("cannot send it to {who}: {e}"),
                     }
-                    None => format!("gateway {gw} did not answer for it"),
-                },
-                Err(e) => format!("cannot send it to gateway {gw}: {e}"),
-            };
-            lines.push(line);
+                })
+            })
+            .collect();
+        let mut lines = Vec::new();
+        for push in pushes {
+            if let Ok(line) = push.await {
+                lines.push(line);
+            }
         }
         lines
     }
@@ -134,6 +272,58 @@ impl Session {
         all.retain(|s| seen.insert(s.report.robot));
         all
     }
+}
+
+/// Dials every gateway (until `deadline`) and syncs `fleet` with each one reached.
+async fn sync_gateways(
+    node: &Node,
+    gateways: &[(PeerId, Vec<Multiaddr>)],
+    local: &Local,
+    fleet: FleetId,
+    deadline: tokio::time::Instant,
+) -> Vec<(
+    PeerId,
+    Result<peercompute_p2p::fleet_hub::SyncReport, String>,
+)> {
+    let mut done = Vec::new();
+    for (gw, addrs) in gateways {
+        if let Err(why) = dial_gateway(node, *gw, addrs, deadline).await {
+            done.push((*gw, Err(why)));
+            continue;
+        }
+        let synced = sync_with(node, *gw, &local.hub, fleet)
+            .await
+            .map_err(|e| format!("gateway {gw}: {e}"));
+        done.push((*gw, synced));
+    }
+    done
+}
+
+/// The peer ids of the fleet's robots (members) but this client.
+fn fleet_robots(local: &Local, fleet: &FleetId, me: &Identity) -> BTreeSet<PeerId> {
+    let me = MemberKey(me.public_key_bytes());
+    local
+        .hub
+        .with_log(fleet, |log| {
+            log.state()
+                .map(|s| {
+                    s.members
+                        .keys()
+                        .filter(|k| **k != me)
+                        .filter_map(MemberKey::peer_id)
+                        .collect()
+                })
+                .unwrap_or_default()
+        })
+        .unwrap_or_default()
+}
+
+/// The client's home: `<home>/fleets/<fleet>` is the fleet's local copy.
+fn home_of(local: &Local, fleet: &FleetId) -> std::path::PathBuf {
+    let dir = local.dir_of(fleet);
+    dir.parent()
+        .and_then(Path::parent)
+        .map_or_else(|| dir.clone(), Path::to_path_buf)
 }
 
 fn plural(n: usize) -> &'static str {
