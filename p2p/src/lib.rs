@@ -11,6 +11,9 @@
 //!   and hole-punch bookkeeping, sans-IO, `now` passed in), `rendezvous_match` (rendezvous
 //!   replies), `relay_slots` (relay-slot revocation) and `listening` (listen addresses, relay
 //!   reservations); `command`: what a [`Node`] handle asks of it.
+//! - `image_service`: serving peer-pinned images (`/peercompute/image/1`) to members and
+//!   grantees of a held fleet, for digests of its recent releases only; 4 streams per peer,
+//!   16 in all.
 //! - `lan`: peers mDNS found on the LAN and the [`PeerEvent`]s a node publishes.
 //! - `fleet_revoked`: the keys held fleets revoked ([`FleetHub::revoked_peers`](fleet_hub::FleetHub::revoked_peers))
 //!   and [`block_revoked`], which keeps a robot's block list equal to them.
@@ -36,6 +39,7 @@ mod fleet_logs;
 mod fleet_revoked;
 mod framed;
 mod gated;
+mod image_service;
 mod lan;
 mod listening;
 mod node;
@@ -46,6 +50,11 @@ mod rendezvous_match;
 pub use fleet::{FleetStream, FleetStreamError, fleet_protocol};
 pub use fleet_revoked::block_revoked;
 pub use framed::{FrameError, Framed};
+pub use image_service::{
+    BlobSource, ImageAuthorizer, ImageShelf, ImageStream, ImageStreamError, MAX_STREAMS,
+    MAX_STREAMS_PER_PEER, SERVED_RELEASES, fleet_authorizer, image_protocol, may_fetch_image,
+    serve_images,
+};
 pub use lan::PeerEvent;
 pub use libp2p::multiaddr::Protocol;
 pub use libp2p::{Multiaddr, PeerId, StreamProtocol};
