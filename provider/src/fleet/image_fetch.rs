@@ -25,8 +25,7 @@ use peercompute_p2p::{
     BlobSource, ImageShelf, ImageStream, ImageStreamError, Node, PathKind, PeerId, image_protocol,
 };
 use peercompute_runtime::{
-    Descriptor, DockerRuntime, ImageInfo, PEER_IMAGES_FILE, PeerImages, PeerManifest, PinnedImage,
-    write_save_archive,
+    DockerRuntime, ImageInfo, PEER_IMAGES_FILE, PeerImages, PeerManifest, PinnedImage,
 };
 use tracing::{info, warn};
 
@@ -363,7 +362,8 @@ impl ImageFetcher {
         }
     }
 
-    /// Writes the load archive from the verified blobs, loads it, records and shelves it.
+    /// Loads the image from the verified blobs (the archive streamed to the engine), records
+    /// and shelves it.
     async fn load(
         &self,
         runtime: &DockerRuntime,
@@ -371,35 +371,15 @@ impl ImageFetcher {
         manifest: &PeerManifest,
     ) -> Result<(), FetchError> {
         let local = |e: String| FetchError::Local(e);
-        let config = tokio::fs::read(self.blob_path(&manifest.config.digest))
-            .await
-            .map_err(|e| local(format!("reading the verified config: {e}")))?;
-        let archive = self.dir.join(format!(
-            "load-{}.tar",
-            manifest.digest.trim_start_matches("sha256:")
-        ));
         let tag = format!(
             "{}:peer-{}",
             pinned.repository(),
             &manifest.digest.trim_start_matches("sha256:")[..12]
         );
-        let blobs = self.dir.join("blobs/sha256");
-        let (m, a) = (manifest.clone(), archive.clone());
-        tokio::task::spawn_blocking(move || {
-            let file = std::fs::File::create(&a)?;
-            let open = |d: &Descriptor| {
-                std::fs::File::open(blobs.join(d.digest.trim_start_matches("sha256:")))
-            };
-            let out = write_save_archive(std::io::BufWriter::new(file), &m, &config, &[tag], open)
-                .map_err(std::io::Error::other)?;
-            out.into_inner().map_err(|e| e.into_error())?.sync_all()
-        })
-        .await
-        .map_err(|e| local(format!("writing the load archive: {e}")))?
-        .map_err(|e| local(format!("writing the load archive: {e}")))?;
-        let loaded = runtime.load_image(&archive, &manifest.config.digest).await;
-        let _ = tokio::fs::remove_file(&archive).await;
-        loaded.map_err(|e| local(e.to_string()))?;
+        runtime
+            .load_blobs(manifest, &self.dir.join("blobs/sha256"), &[tag])
+            .await
+            .map_err(|e| local(e.to_string()))?;
         tokio::fs::create_dir_all(self.dir.join("manifests"))
             .await
             .map_err(|e| local(e.to_string()))?;

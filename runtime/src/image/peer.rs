@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bollard::query_parameters::ImportImageOptions;
+use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -19,6 +20,7 @@ use super::ImageError;
 use crate::digest::PinnedImage;
 use crate::engine::{DockerRuntime, engine_message};
 use crate::image::ImageInfo;
+use crate::oci::{Descriptor, PeerManifest, write_save_archive};
 
 /// The record's file name inside the fleet directory.
 pub const PEER_IMAGES_FILE: &str = "peer-images.json";
@@ -32,12 +34,12 @@ const LOAD_CHUNK: usize = 1 << 20;
 pub enum TransferError {
     #[error("exporting image {image} from the engine failed: {detail}")]
     Export { image: String, detail: String },
-    #[error("loading the image archive {archive} into the engine failed: {detail}")]
-    Load { archive: PathBuf, detail: String },
+    #[error("loading {archive} into the engine failed: {detail}")]
+    Load { archive: String, detail: String },
     #[error(
         "the engine loaded {archive} but holds no image {expected}: the archive is not the image it claims to be"
     )]
-    WrongImage { archive: PathBuf, expected: String },
+    WrongImage { archive: String, expected: String },
     #[error("{what} {path}: {source}")]
     File {
         what: &'static str,
@@ -171,10 +173,6 @@ impl DockerRuntime {
     /// Streams the `docker load` archive at `archive` into the engine, then checks it now
     /// holds `expected_id` (the config digest the archive was built from).
     pub async fn load_image(&self, archive: &Path, expected_id: &str) -> Result<(), TransferError> {
-        let load_error = |detail: String| TransferError::Load {
-            archive: archive.to_owned(),
-            detail,
-        };
         let file = tokio::fs::File::open(archive)
             .await
             .map_err(|source| TransferError::File {
@@ -188,11 +186,70 @@ impl DockerRuntime {
                 Ok(0) => None,
                 Ok(n) => {
                     buf.truncate(n);
-                    Some((Ok(bytes::Bytes::from(buf)), file))
+                    Some((Ok(Bytes::from(buf)), file))
                 }
                 Err(e) => Some((Err(e), file)),
             }
         });
+        self.load_stream(body, &archive.display().to_string(), expected_id)
+            .await
+    }
+
+    /// Loads the image `manifest` names from its verified blob files (`<blobs>/<hex>`, the
+    /// config's among them), tagged `tags`: the `docker load` archive is built as the engine
+    /// reads it, so nothing but the blobs is written to disk. Then the engine must hold the
+    /// config digest as image id.
+    pub async fn load_blobs(
+        &self,
+        manifest: &PeerManifest,
+        blobs: &Path,
+        tags: &[String],
+    ) -> Result<(), TransferError> {
+        let what = format!("the blobs of {}", manifest.digest);
+        let path_of = |digest: &str| blobs.join(digest.trim_start_matches("sha256:"));
+        let config_path = path_of(&manifest.config.digest);
+        let config = tokio::fs::read(&config_path)
+            .await
+            .map_err(|source| TransferError::File {
+                what: "reading",
+                path: config_path,
+                source,
+            })?;
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<io::Result<Bytes>>(4);
+        let (manifest_copy, tags, blobs) = (manifest.clone(), tags.to_vec(), blobs.to_owned());
+        let writer = tokio::task::spawn_blocking(move || {
+            let open = |d: &Descriptor| {
+                std::fs::File::open(blobs.join(d.digest.trim_start_matches("sha256:")))
+            };
+            let sink = ChannelWriter::new(tx.clone());
+            let written = write_save_archive(sink, &manifest_copy, &config, &tags, open)
+                .map_err(io::Error::other)
+                .and_then(|mut sink| io::Write::flush(&mut sink));
+            if let Err(e) = written {
+                // The engine sees the stream fail and refuses the archive.
+                let _ = tx.blocking_send(Err(e));
+            }
+        });
+        let body = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
+        let loaded = self.load_stream(body, &what, &manifest.config.digest).await;
+        writer.await.map_err(|e| TransferError::Load {
+            archive: what.clone(),
+            detail: format!("building the archive: {e}"),
+        })?;
+        loaded
+    }
+
+    /// Streams a `docker load` archive into the engine and checks the image id it yields.
+    async fn load_stream(
+        &self,
+        body: impl futures_util::Stream<Item = io::Result<Bytes>> + Send + 'static,
+        what: &str,
+        expected_id: &str,
+    ) -> Result<(), TransferError> {
+        let load_error = |detail: String| TransferError::Load {
+            archive: what.to_owned(),
+            detail,
+        };
         let options = ImportImageOptions {
             quiet: true,
             ..Default::default()
@@ -219,11 +276,56 @@ impl DockerRuntime {
         match self.inspect_local(expected_id).await {
             Ok(Some(inspect)) if inspect.id.as_deref() == Some(expected_id) => Ok(()),
             Ok(_) => Err(TransferError::WrongImage {
-                archive: archive.to_owned(),
+                archive: what.to_owned(),
                 expected: expected_id.to_owned(),
             }),
             Err(e) => Err(load_error(e.to_string())),
         }
+    }
+}
+
+/// A `Write` (for the blocking archive builder) that sends [`LOAD_CHUNK`]-sized chunks down
+/// a bounded channel to the engine's request body.
+struct ChannelWriter {
+    tx: tokio::sync::mpsc::Sender<io::Result<Bytes>>,
+    buf: Vec<u8>,
+}
+
+impl ChannelWriter {
+    fn new(tx: tokio::sync::mpsc::Sender<io::Result<Bytes>>) -> Self {
+        ChannelWriter {
+            tx,
+            buf: Vec::with_capacity(LOAD_CHUNK),
+        }
+    }
+
+    fn send(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = Bytes::from(std::mem::replace(
+            &mut self.buf,
+            Vec::with_capacity(LOAD_CHUNK),
+        ));
+        self.tx
+            .blocking_send(Ok(chunk))
+            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the engine stopped reading"))
+    }
+}
+
+impl io::Write for ChannelWriter {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let room = LOAD_CHUNK - self.buf.len();
+        let n = room.min(data.len());
+        self.buf.extend_from_slice(&data[..n]);
+        if self.buf.len() == LOAD_CHUNK {
+            self.send()?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.send()
     }
 }
 
