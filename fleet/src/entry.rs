@@ -73,8 +73,14 @@ pub enum Op {
     Release(Release),
     /// Returns a group to an earlier release.
     Rollback(Rollback),
-    /// Stops every app of the groups (applied by robots in the fleet-offline issue).
-    EStop { groups: Vec<String>, reason: String },
+    /// Stops every app of the groups: robots kill their containers at once and start nothing
+    /// of them until a resume. No group: every group, those released later too. `everything`
+    /// (no group only) also halts what robots run outside the fleet.
+    EStop {
+        groups: Vec<String>,
+        reason: String,
+        everything: bool,
+    },
     /// Lifts an emergency stop.
     Resume { groups: Vec<String> },
     /// Revokes a key: its later entries are refused, and it is no longer a member.
@@ -82,13 +88,22 @@ pub enum Op {
 }
 
 impl Op {
-    /// An emergency stop of `groups` (empty: every group, those released later too). Build
-    /// e-stops with this rather than a struct literal: the op is about to gain a field
-    /// (`everything`, for `peerctl fleet estop --all`).
+    /// An emergency stop of `groups` (empty: every group, those released later too).
     pub fn estop(groups: Vec<String>, reason: impl Into<String>) -> Op {
         Op::EStop {
             groups,
             reason: reason.into(),
+            everything: false,
+        }
+    }
+
+    /// An emergency stop of every group and of what robots run outside the fleet
+    /// (`peerctl fleet estop --all`).
+    pub fn estop_everything(reason: impl Into<String>) -> Op {
+        Op::EStop {
+            groups: Vec::new(),
+            reason: reason.into(),
+            everything: true,
         }
     }
 
@@ -270,6 +285,8 @@ pub enum EntryError {
     NoUses,
     #[error("a sequence number starts at 1")]
     SeqZero,
+    #[error("an e-stop of everything names no group (it covers them all)")]
+    EverythingWithGroups,
 }
 
 impl Entry {
@@ -321,8 +338,15 @@ impl Op {
                     .as_deref()
                     .map_or(Ok(()), |v| text("version", v))
             }
-            Op::EStop { groups: g, reason } => {
+            Op::EStop {
+                groups: g,
+                reason,
+                everything,
+            } => {
                 groups(g, false)?;
+                if *everything && !g.is_empty() {
+                    return Err(EntryError::EverythingWithGroups);
+                }
                 text("reason", reason)
             }
             Op::Resume { groups: g } => groups(g, false),

@@ -18,6 +18,7 @@
 //! - `codec`: [`SignedEntry`], the versioned, canonical wire form and its signature.
 //! - `invite`: [`JoinToken`], what a robot joins with, and the join proof.
 //! - `state`: [`FleetState`], the fold, and the authority check ([`Refusal`]).
+//! - `stops`: [`Stop`], the emergency stops in force and how e-stops and resumes fold.
 //! - `log`: [`FleetLog`], the verified set of entries, its heads and canonical order.
 //! - `sig`: the signatures every part shares, each with its own domain.
 //! - `logs`: [`LogsQuery`], a member's request for a group's container logs, and
@@ -51,6 +52,7 @@ mod release_wire;
 mod sig;
 mod state;
 mod status;
+mod stops;
 #[cfg(feature = "fs")]
 mod store;
 mod wire;
@@ -71,10 +73,11 @@ pub use logs::{
     DEFAULT_LOG_TAIL, LogWindow, LogsQuery, MAX_GREP, MAX_LOG_BYTES, MAX_LOG_LINE, MAX_LOG_TAIL,
 };
 pub use sig::Sig;
-pub use state::{FleetState, GroupState, InviteState, Member, Refusal, ReleaseRecord, Stop};
+pub use state::{FleetState, GroupState, InviteState, Member, Refusal, ReleaseRecord};
 pub use status::{
     AppStatus, MAX_HISTORY, MAX_HISTORY_PER_GROUP, Outcome, Phase, SignedStatus, StatusReport,
 };
+pub use stops::Stop;
 #[cfg(feature = "fs")]
 pub use store::{BadEntry, FleetStore, LoadReport, StoreError};
 pub use wire::{

@@ -7,7 +7,13 @@
 //!  Op variants 0..=11 as they always were; Release (7) carries SpecV1:
 //!    image | name | port | env | cpu_millis | memory_bytes
 //!  ReleaseV2 (12) carries SpecV2 = SpecV1 | volumes | devices | volume_exclusive
+//!  EStopV2 (13): groups | reason | everything
 //! ```
+//!
+//! An e-stop without `everything` is written as `EStop` (9) with the bytes it always had; one
+//! with it as `EStopV2`, which older robots refuse rather than take for a stop of the fleet's
+//! apps only. An `EStopV2` whose `everything` is false decodes but re-encodes as `EStop`, so
+//! the codec's canonical-form check refuses it, as for releases.
 //!
 //! A release without volumes, devices or `volume_exclusive` is written as `Release` with the
 //! bytes it always had (old robots keep reading it, every existing hash stays); any other is
@@ -57,6 +63,11 @@ pub(crate) enum OpWire {
         reason: String,
     },
     ReleaseV2(ReleaseWire<SpecV2>),
+    EStopV2 {
+        groups: Vec<String>,
+        reason: String,
+        everything: bool,
+    },
 }
 
 /// [`Release`] with its spec in a fixed wire form.
@@ -117,7 +128,20 @@ impl From<Op> for OpWire {
             Op::Ungrant { member } => OpWire::Ungrant { member },
             Op::Release(release) => release_to_wire(release),
             Op::Rollback(rollback) => OpWire::Rollback(rollback),
-            Op::EStop { groups, reason } => OpWire::EStop { groups, reason },
+            Op::EStop {
+                groups,
+                reason,
+                everything: false,
+            } => OpWire::EStop { groups, reason },
+            Op::EStop {
+                groups,
+                reason,
+                everything: true,
+            } => OpWire::EStopV2 {
+                groups,
+                reason,
+                everything: true,
+            },
             Op::Resume { groups } => OpWire::Resume { groups },
             Op::Revoke { member, reason } => OpWire::Revoke { member, reason },
         }
@@ -144,7 +168,20 @@ impl From<OpWire> for Op {
             OpWire::Ungrant { member } => Op::Ungrant { member },
             OpWire::Release(release) => Op::Release(release.map_spec(SpecV1::into_request)),
             OpWire::Rollback(rollback) => Op::Rollback(rollback),
-            OpWire::EStop { groups, reason } => Op::EStop { groups, reason },
+            OpWire::EStop { groups, reason } => Op::EStop {
+                groups,
+                reason,
+                everything: false,
+            },
+            OpWire::EStopV2 {
+                groups,
+                reason,
+                everything,
+            } => Op::EStop {
+                groups,
+                reason,
+                everything,
+            },
             OpWire::Resume { groups } => Op::Resume { groups },
             OpWire::Revoke { member, reason } => Op::Revoke { member, reason },
             OpWire::ReleaseV2(release) => Op::Release(release.map_spec(SpecV2::into_request)),

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use crate::entry::{Entry, Grant, Invite, Op, Release, Role, Rollback};
 use crate::ids::{EntryHash, FleetId, MemberKey};
 use crate::invite::verify_join_proof;
+use crate::stops::Stop;
 
 /// A robot of the fleet.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,9 +48,6 @@ pub struct GroupState {
     pub current: Option<usize>,
     /// The entry that last changed `current` (a release or a rollback).
     pub changed_by: Option<EntryHash>,
-    /// The reason of the stop in force for this group, fleet-wide stops included. Kept while
-    /// readers move to [`FleetState::stop_for`], which also says which entry stopped it.
-    pub stopped: Option<String>,
     /// The stops naming this group that no resume in their future has lifted, in fold order.
     pub stops: Vec<Stop>,
 }
@@ -59,21 +57,6 @@ impl GroupState {
     pub fn desired(&self) -> Option<&ReleaseRecord> {
         self.current.and_then(|i| self.releases.get(i))
     }
-}
-
-/// An emergency stop in force.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Stop {
-    /// Why, as its author wrote it.
-    pub reason: String,
-    /// The e-stop entry.
-    pub by: EntryHash,
-    /// It also stops what robots run outside the fleet (`peerctl fleet estop --all`).
-    pub everything: bool,
-    /// The e-stop entry's Lamport clock: with `by`, its place in the fold.
-    pub clock: u64,
-    /// The e-stop entry's time (Unix seconds).
-    pub at: u64,
 }
 
 /// Why an entry is refused.
@@ -163,29 +146,6 @@ impl FleetState {
         }
     }
 
-    /// The stop in force for `group`: the latest of the fleet-wide stops and the group's own.
-    pub fn stop_for(&self, group: &str) -> Option<&Stop> {
-        let own = self.groups.get(group).and_then(|g| g.stops.last());
-        match (self.stopped_all(), own) {
-            (Some(all), Some(own)) => Some(if (own.clock, own.by) > (all.clock, all.by) {
-                own
-            } else {
-                all
-            }),
-            (all, own) => all.or(own),
-        }
-    }
-
-    /// The fleet-wide stop in force (the latest), if any.
-    pub fn stopped_all(&self) -> Option<&Stop> {
-        self.stops_all.last()
-    }
-
-    /// A stop in force that also covers what robots run outside the fleet (`everything`).
-    pub fn stopped_everything(&self) -> Option<&Stop> {
-        self.stops_all.iter().rev().find(|s| s.everything)
-    }
-
     /// The role `key` holds at time `at`, and its groups (empty = all). The fleet key is an
     /// admin of every group.
     pub fn role_at(&self, key: &MemberKey, at: u64) -> Result<(Role, &[String]), Refusal> {
@@ -236,17 +196,6 @@ impl FleetState {
     /// is an ancestor of `entry`: a resume lifts only the stops in its causal past, so a stop
     /// concurrent with a resume stays in force on every member (fail-safe).
     pub fn apply_with(
-        &mut self,
-        hash: EntryHash,
-        entry: &Entry,
-        in_past: &dyn Fn(&EntryHash) -> bool,
-    ) -> Result<(), Refusal> {
-        self.check_and_apply(hash, entry, in_past)?;
-        self.mirror_stops();
-        Ok(())
-    }
-
-    fn check_and_apply(
         &mut self,
         hash: EntryHash,
         entry: &Entry,
@@ -378,38 +327,20 @@ impl FleetState {
                 in_scope(std::slice::from_ref(&rollback.group))?;
                 self.apply_rollback(hash, rollback)
             }
-            Op::EStop { groups, reason } => {
+            Op::EStop {
+                groups,
+                reason,
+                everything,
+            } => {
                 may(&[Admin, Operator], "stop")?;
                 in_scope(groups)?;
-                let stop = Stop {
-                    reason: reason.clone(),
-                    by: hash,
-                    everything: false,
-                    clock: entry.clock,
-                    at: entry.at,
-                };
-                for group in groups {
-                    let gs = self.groups.entry(group.clone()).or_default();
-                    gs.stops.push(stop.clone());
-                }
-                if groups.is_empty() {
-                    self.stops_all.push(stop);
-                }
+                self.stop(hash, entry, groups, reason, *everything);
                 Ok(())
             }
             Op::Resume { groups } => {
                 may(&[Admin, Operator], "resume")?;
                 in_scope(groups)?;
-                let lift = |stops: &mut Vec<Stop>| stops.retain(|s| !in_past(&s.by));
-                if groups.is_empty() {
-                    lift(&mut self.stops_all);
-                    self.groups.values_mut().for_each(|gs| lift(&mut gs.stops));
-                }
-                for group in groups {
-                    if let Some(gs) = self.groups.get_mut(group) {
-                        lift(&mut gs.stops);
-                    }
-                }
+                self.resume(groups, in_past);
                 Ok(())
             }
         }
@@ -421,20 +352,6 @@ impl FleetState {
             return Err(Refusal::Revoked(*key));
         }
         Ok(())
-    }
-
-    /// Keeps `GroupState.stopped` (the reason of the stop in force) in step with the stops.
-    fn mirror_stops(&mut self) {
-        let reasons: Vec<(String, Option<String>)> = self
-            .groups
-            .keys()
-            .map(|g| (g.clone(), self.stop_for(g).map(|s| s.reason.clone())))
-            .collect();
-        for (group, reason) in reasons {
-            if let Some(gs) = self.groups.get_mut(&group) {
-                gs.stopped = reason;
-            }
-        }
     }
 
     fn check_name(&self, member: &MemberKey, name: &str) -> Result<(), Refusal> {

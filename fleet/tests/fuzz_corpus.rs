@@ -20,7 +20,7 @@ use checks::{
     op_name,
 };
 use peercompute_fleet::{
-    EntryHash, FleetMessage, JoinToken, MAX_ENTRY_BYTES, MAX_FLEET_FRAME, MAX_TOKEN_LEN,
+    EntryHash, FleetMessage, JoinToken, MAX_ENTRY_BYTES, MAX_FLEET_FRAME, MAX_TOKEN_LEN, Op,
     SignedEntry, encode_message,
 };
 use support::*;
@@ -148,7 +148,22 @@ fn entry_seeds() -> Seeds<EntryEnd> {
     let bytes = genesis.bytes();
     let fk = w.fleet_key.clone();
     let release_v2 = author(&w, &fk, release_with_attachments("production", 2, "v2"));
+    let estop_v2 = author(&w, &fk, Op::estop_everything("fire drill"));
+    // The same stop with `everything` false: op 9's stop in a second spelling.
+    let estop_v2_plain = {
+        let b = estop_v2.bytes();
+        let mut body = b[1..b.len() - 64].to_vec();
+        let flag = body.len() - 1;
+        body[flag] = 0;
+        sign_raw(&fk, &body)
+    };
     seeds.extend([
+        seed(
+            "estop-v2",
+            estop_v2.bytes().to_vec(),
+            EntryEnd::Decoded("e-stop"),
+        ),
+        seed("estop-v2-plain", estop_v2_plain, refused("not_canonical")),
         seed(
             "release-v2",
             release_v2.bytes().to_vec(),

@@ -11,7 +11,9 @@
 //! in order: fleet (32) | parents (count | 32 each) | clock | author (32) | at | op. Op
 //! variants: Genesis 0, Invite 1, Join 2, Enroll 3, SetGroups 4, Grant 5, Ungrant 6,
 //! Release 7, Rollback 8, EStop 9, Resume 10, Revoke 11, ReleaseV2 12 (a release with volumes,
-//! devices or `volume_exclusive`: its spec continues with those three fields).
+//! devices or `volume_exclusive`: its spec continues with those three fields), EStopV2 13 (an
+//! e-stop of everything: `groups | reason | everything`; an e-stop without it keeps the bytes
+//! of 9, which `estop` below pins).
 //!
 //! Frame: `length: u32 BE | FleetMessage`; variants Push 0, Ack 1, Pull 2, Entries 3,
 //! StatusRequest 4, Status 5, Error 6, Statuses 7.
@@ -105,6 +107,40 @@ const RELEASE_V2: &str = concat!(
     "dcd3a42cf0875c551f87e76dd6f86505caa40293f906812f973cd18b49fe4d01",
 );
 const RELEASE_V2_HASH: &str = "86b9a2c72f69132ed0d240fc1042ec2d0340b9ea92bdb46cd6ed2ce7707ff547";
+
+/// An e-stop of one group, as every e-stop was written before `everything` existed.
+const ESTOP: &str = concat!(
+    "01",                                                                  // version 1
+    "8a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c",    // fleet: FLEET_KEY
+    "01 9e635564479d0a726b6fe7a1c70ecbbe15e0a699de77bdb93f938cbaa4c99fa3", // parents: [genesis]
+    "01",                                                                  // clock: 1
+    "8a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c",    // author: FLEET_KEY
+    "b4cbe2d006",                                                          // at: 1_780_000_180
+    "09",                                                                  // op: EStop
+    "01 0a 70726f64756374696f6e",                                          // groups: ["production"]
+    "0e 61726d2068697420612077616c6c", // reason: "arm hit a wall"
+    // signature
+    "09ff25b0c010d4aec2bf6b9207db8c3ef1158bf589bc5a529999b03f2ff87b5a",
+    "ee0ffd0f6ca12df4d845384de05e0f35f5aa44ff0faa5de6f98753be799a380c",
+);
+const ESTOP_HASH: &str = "0949113bb7fd4e2c57fbbcc60c7fe30de538fe216953e3d6682ab29cc2b9a042";
+
+const ESTOP_V2: &str = concat!(
+    "01",                                                                  // version 1
+    "8a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c",    // fleet: FLEET_KEY
+    "01 9e635564479d0a726b6fe7a1c70ecbbe15e0a699de77bdb93f938cbaa4c99fa3", // parents: [genesis]
+    "01",                                                                  // clock: 1
+    "8a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c",    // author: FLEET_KEY
+    "f0cbe2d006",                                                          // at: 1_780_000_240
+    "0d",                                                                  // op: EStopV2
+    "00",                                                                  // groups: []
+    "0a 66697265206472696c6c",                                             // reason: "fire drill"
+    "01",                                                                  // everything: true
+    // signature
+    "de40f1b43ab7ee3923a9807fbd97af8ef316d99d269e981f4b0356df6bacad3a",
+    "1d9db2530be669887518d20e53a79c54d0d03e25df3e1304a58e99cb1b07a30f",
+);
+const ESTOP_V2_HASH: &str = "9dee3a71d5114cc88bcea750dcc4a6b0b238033c8206619dce9ba33bc8730efa";
 
 const PULL: &str = concat!(
     "00000042",                                                            // length: 66
@@ -222,6 +258,45 @@ fn release_v2() {
         }),
     };
     check_entry(entry, 2, RELEASE_V2, RELEASE_V2_HASH);
+}
+
+fn on_genesis(at: u64, op: Op) -> Entry {
+    Entry {
+        fleet: FleetId(key_bytes(FLEET_KEY)),
+        parents: vec![GENESIS_HASH.parse().expect("a hash")],
+        clock: 1,
+        author: MemberKey(key_bytes(FLEET_KEY)),
+        at,
+        op,
+    }
+}
+
+#[test]
+fn estop() {
+    let op = Op::estop(vec!["production".into()], "arm hit a wall");
+    check_entry(on_genesis(NOW + 180, op), 1, ESTOP, ESTOP_HASH);
+}
+
+#[test]
+fn estop_v2() {
+    let op = Op::estop_everything("fire drill");
+    check_entry(on_genesis(NOW + 240, op), 1, ESTOP_V2, ESTOP_V2_HASH);
+}
+
+/// An `EStopV2` that does not stop everything has a canonical form elsewhere (variant 9):
+/// refused, so one stop has one encoding and one hash.
+#[test]
+fn an_estop_v2_without_everything_is_not_canonical() {
+    let wire = bytes_of(ESTOP_V2);
+    let mut body = wire[1..wire.len() - 64].to_vec();
+    let flag = body.len() - 1;
+    assert_eq!(body[flag], 1);
+    body[flag] = 0;
+    let r = SignedEntry::decode(&support::sign_raw(&key(1), &body));
+    assert_eq!(r, Err(peercompute_fleet::DecodeError::NotCanonical));
+    // Positive control: the same bytes with the flag set, signed the same way, decode.
+    body[flag] = 1;
+    SignedEntry::decode(&support::sign_raw(&key(1), &body)).expect("canonical");
 }
 
 #[test]

@@ -176,6 +176,7 @@ fn op() -> impl Strategy<Value = Op> {
             })
         ),
         (groups(0), text()).prop_map(|(groups, reason)| Op::estop(groups, reason)),
+        text().prop_map(Op::estop_everything),
         groups(0).prop_map(|groups| Op::Resume { groups }),
         (member_key(), text()).prop_map(|(member, reason)| Op::Revoke { member, reason }),
     ]
@@ -536,7 +537,7 @@ fn a_history_has_concurrent_branches() {
     assert_eq!(state.groups["production"].releases.len(), 4);
     assert_eq!(state.members.len(), 1);
     assert_eq!(state.grants.len(), 4);
-    assert!(state.groups.values().all(|g| g.stopped.is_none()));
+    assert!(state.groups.keys().all(|g| state.stop_for(g).is_none()));
 }
 
 /// Inserts `entries` in order into a fresh log, leaving out those it refuses (as a member does).

@@ -265,10 +265,7 @@ pub fn every_op(w: &mut World) -> Vec<(SigningKey, Op)> {
             },
         }),
         rollback("production", 4, Some("v1")),
-        Op::EStop {
-            groups: groups(&["production"]),
-            reason: "arm hit the wall".into(),
-        },
+        Op::estop(groups(&["production"]), "arm hit the wall"),
         Op::Resume { groups: vec![] },
         Op::Revoke {
             member: member(&key(21)),

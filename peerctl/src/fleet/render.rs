@@ -188,7 +188,14 @@ fn what(op: &Op, names: &Names) -> String {
             r.to_version.as_deref().unwrap_or("the previous release"),
             r.seq
         ),
-        Op::EStop { groups, reason } => format!("e-stop of {}: {reason}", groups_text(groups)),
+        Op::EStop {
+            everything: true,
+            reason,
+            ..
+        } => format!("e-stop of everything (fleet and non-fleet apps): {reason}"),
+        Op::EStop { groups, reason, .. } => {
+            format!("e-stop of {}: {reason}", groups_text(groups))
+        }
         Op::Resume { groups } => format!("resume of {}", groups_text(groups)),
         Op::Revoke { member, reason } => format!("{} revoked: {reason}", names.show(member)),
     }

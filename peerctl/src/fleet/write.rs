@@ -191,7 +191,7 @@ pub(super) async fn entry(ctx: &Ctx, action: FleetAction) -> Result<(), CliError
         }
         FleetAction::Estop { groups, reason, .. } => {
             let groups = normalize_groups(&groups);
-            stop_or_resume(&w, Op::EStop { groups, reason }).await
+            stop_or_resume(&w, Op::estop(groups, reason)).await
         }
         FleetAction::Resume { groups, .. } => {
             let groups = normalize_groups(&groups);
@@ -307,7 +307,7 @@ async fn stop_or_resume(w: &Writer<'_>, op: Op) -> Result<(), CliError> {
     let entry = w.publish(op).await?;
     let gateways: Vec<String> = w.session.reached.iter().map(ToString::to_string).collect();
     let (name, groups, reason) = match &entry.entry().op {
-        Op::EStop { groups, reason } => ("e-stop", groups, Some(reason)),
+        Op::EStop { groups, reason, .. } => ("e-stop", groups, Some(reason)),
         Op::Resume { groups } => ("resume", groups, None),
         _ => return Ok(()),
     };
