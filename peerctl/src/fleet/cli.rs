@@ -151,30 +151,50 @@ pub enum FleetAction {
     /// Emergency stop: every robot of the groups kills their apps at once and starts
     /// nothing of them until `fleet resume` (admins and operators).
     #[command(
-        after_help = "Examples:\n  peerctl fleet estop --group production --reason \"arm collided\"\n  peerctl fleet estop --group production,staging --reason drill --json\n  peerctl fleet estop --reason \"stop everything released\"\n\nWithout --group, every group that has a release is stopped. The entry goes to the\ngateways reached; robots kill their containers (no grace period) as soon as it reaches\nthem; one that was offline does so when it next syncs, and a stop already in a robot's\ncopy is enforced before its daemon starts anything. `fleet status` shows the reason. Apps come back with `peerctl fleet resume`."
+        after_help = "Examples:\n  peerctl fleet estop --group production --reason \"arm collided\"\n  peerctl fleet estop --group production,staging --reason drill --json\n  peerctl fleet estop --reason \"stop every fleet app\"\n  peerctl fleet estop --all --reason \"fire alarm\"\n\nWithout --group, every group is stopped, groups released later too. --all also halts what\nthe robots run outside the fleet (`peerctl deploy`), and needs a role over every group.\nThe entry goes to the gateways reached; robots kill their containers (no grace period) as\nsoon as it reaches them; one that was offline does so when it next syncs, and a stop\nalready in a robot's copy is enforced before its daemon starts anything. A stop written\nwhile someone resumes stays in force (a resume lifts only the stops it has seen).\n`fleet status` shows the reason. Apps come back with `peerctl fleet resume`."
     )]
     Estop {
-        /// The groups to stop (comma-separated or repeated) [default: every group with a
-        /// release].
+        /// The groups to stop (comma-separated or repeated) [default: every group, those
+        /// released later too].
         #[arg(long = "group", value_name = "G[,G..]", value_delimiter = ',')]
         groups: Vec<String>,
         /// Why (shown by `fleet status` and `fleet log`).
         #[arg(long, value_name = "TEXT")]
         reason: String,
-        /// Print {"hash","op","groups","reason","authored_at_ms","gateways"} as one JSON object.
+        /// Also halt the robots' deployments outside the fleet (needs a role over every
+        /// group; robots older than this release refuse the entry).
+        #[arg(long, conflicts_with = "groups")]
+        all: bool,
+        /// Print {"hash","op","groups","everything","reason","authored_at_ms","gateways"} as
+        /// one JSON object.
         #[arg(long)]
         json: bool,
     },
     /// Lift an emergency stop: the robots start the groups' current releases again.
     #[command(
-        after_help = "Examples:\n  peerctl fleet resume --group production\n  peerctl fleet resume --json\n\nWithout --group, every group with a release is resumed."
+        after_help = "Examples:\n  peerctl fleet resume --group production\n  peerctl fleet resume --json\n\nWithout --group, every stop is lifted (a stop of every group, and --all, need this).\nA resume lifts only the stops this copy holds: sync first if someone else stopped."
     )]
     Resume {
-        /// The groups to resume (comma-separated or repeated) [default: every group with a
-        /// release].
+        /// The groups to resume (comma-separated or repeated) [default: every stop].
         #[arg(long = "group", value_name = "G[,G..]", value_delimiter = ',')]
         groups: Vec<String>,
         /// Print {"hash","op","groups","authored_at_ms","gateways"} as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a robot's or a person's key for good (admins): every member refuses its
+    /// entries, statuses and connections, and gateways drop its tunnel and names.
+    #[command(
+        after_help = "Examples:\n  peerctl fleet revoke lekiwi-2 --reason \"stolen from the lab\"\n  peerctl fleet revoke 12D3KooW... --reason \"laptop lost\" --json\n\nRevocation is permanent: the key cannot be enrolled or granted again (a new key can).\nEntries the key wrote that the revoke had not seen are void on every member. A gateway\ncuts the key only if it took part in this fleet (it wrote an entry here, or sent the\ngateway a status of this fleet), so a fleet cannot revoke strangers. `fleet members` and\n`fleet status` show the revoked key with the reason."
+    )]
+    Revoke {
+        #[arg(value_name = "NAME|PEERID", help = MEMBER_HELP)]
+        member: String,
+        /// Why (shown by `fleet members`, `fleet status` and `fleet log`).
+        #[arg(long, value_name = "TEXT")]
+        reason: String,
+        /// Print {"hash","op","member","name","reason","authored_at_ms","gateways"} as one
+        /// JSON object.
         #[arg(long)]
         json: bool,
     },
@@ -288,6 +308,7 @@ impl FleetCommand {
             | FleetAction::Release { json, .. }
             | FleetAction::Estop { json, .. }
             | FleetAction::Resume { json, .. }
+            | FleetAction::Revoke { json, .. }
             | FleetAction::Members { json }
             | FleetAction::Log { json, .. }
             | FleetAction::Logs { json, .. }

@@ -157,3 +157,23 @@ fn release_takes_volumes_and_devices() {
     let err = parse(&[&base[..], &["--volume", "/srv:/data"]].concat()).expect_err("a bind");
     assert!(err.to_string().contains("not a volume name"), "{err}");
 }
+
+#[test]
+fn estop_all_takes_no_group_and_revoke_needs_a_reason() {
+    let cmd = parse(&["estop", "--all", "--reason", "fire"]).expect("parses");
+    assert!(matches!(cmd.action, FleetAction::Estop { all: true, .. }));
+    let err = parse(&["estop", "--all", "--group", "a", "--reason", "x"]).expect_err("both");
+    assert!(err.to_string().contains("cannot be used with"), "{err}");
+    let cmd = parse(&["revoke", "lekiwi-2", "--reason", "stolen", "--json"]).expect("parses");
+    assert!(cmd.wants_json());
+    match cmd.action {
+        FleetAction::Revoke { member, reason, .. } => {
+            assert_eq!((member.as_str(), reason.as_str()), ("lekiwi-2", "stolen"));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        parse(&["revoke", "lekiwi-2"]).is_err(),
+        "a reason is required"
+    );
+}

@@ -13,7 +13,8 @@
 //! - `local`: the local copy (`<home>/fleets/`, a `FleetHub` root) and writing to it.
 //! - `sync`: reaching the gateways: anti-entropy, pushes, robot statuses.
 //! - `write`: the commands that add entries (create, invite, enroll, set-groups, grant,
-//!   ungrant, release, rollback, estop, resume).
+//!   ungrant, release, rollback, and the stop ones below).
+//! - `stop`: estop (`--all`), resume and revoke: the entry published, then what it covers.
 //! - `release`: the release and rollback ops from what was typed (image pinning, defaults).
 //! - `read`: list, members, log (and `--verify`), status.
 //! - `logs`: `logs`, the group's container logs fanned out to its robots.
@@ -29,6 +30,7 @@ mod metrics;
 mod read;
 mod release;
 mod render;
+mod stop;
 mod sync;
 mod watch;
 mod write;

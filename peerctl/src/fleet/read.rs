@@ -191,6 +191,8 @@ struct StatusRow {
     apps: Vec<AppRow>,
     /// The robot's clock when it reported, Unix milliseconds; null when never seen.
     last_seen_ms: Option<u64>,
+    /// Revoked for good, with the reason (its statuses are no longer kept).
+    revoked: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -243,8 +245,10 @@ pub(super) async fn status(ctx: &Ctx, group: Option<&str>) -> Result<(), CliErro
                 groups: m.groups.clone(),
                 apps: status.map(apps).unwrap_or_default(),
                 last_seen_ms: status.map(|s| s.report.at_ms),
+                revoked: None,
             }
         })
+        .chain(revoked_rows(&local, &chosen, group.is_none()))
         .collect();
     if ctx.json {
         return print_json(&rows);
@@ -263,6 +267,30 @@ pub(super) async fn status(ctx: &Ctx, group: Option<&str>) -> Result<(), CliErro
         output::table(&["NAME", "GROUPS", "RELEASE", "PHASE", "LAST SEEN"], &cells)
     );
     Ok(())
+}
+
+/// The revoked robots, named as `fleet members` names them (shown without a group filter).
+fn revoked_rows(local: &Local, chosen: &Chosen, all: bool) -> Vec<StatusRow> {
+    if !all {
+        return Vec::new();
+    }
+    let rows = local
+        .hub
+        .with_log(&chosen.id, |log| member_rows(log, None))
+        .unwrap_or_default();
+    rows.into_iter()
+        .filter(|r| r.kind == "robot")
+        .filter_map(|r| {
+            Some(StatusRow {
+                revoked: Some(r.revoked?),
+                name: r.name,
+                peer_id: r.peer_id,
+                groups: Vec::new(),
+                apps: Vec::new(),
+                last_seen_ms: None,
+            })
+        })
+        .collect()
 }
 
 fn apps(status: &SignedStatus) -> Vec<AppRow> {
@@ -288,6 +316,15 @@ fn status_cells(row: &StatusRow) -> Vec<String> {
             row.apps.iter().map(f).collect::<Vec<_>>().join("; ")
         }
     };
+    if let Some(reason) = &row.revoked {
+        return vec![
+            row.name.clone(),
+            "-".to_owned(),
+            "-".to_owned(),
+            format!("revoked: {reason}"),
+            "-".to_owned(),
+        ];
+    }
     vec![
         row.name.clone(),
         row.groups.join(","),
@@ -310,10 +347,23 @@ mod tests {
             groups: vec!["production".into()],
             apps: Vec::new(),
             last_seen_ms: None,
+            revoked: None,
         };
         assert_eq!(
             status_cells(&row),
             ["lekiwi-1", "production", "-", "-", "never seen"]
+        );
+        let gone = StatusRow {
+            name: "lekiwi-2".into(),
+            peer_id: "12D3KooW".into(),
+            groups: Vec::new(),
+            apps: Vec::new(),
+            last_seen_ms: None,
+            revoked: Some("stolen".into()),
+        };
+        assert_eq!(
+            status_cells(&gone),
+            ["lekiwi-2", "-", "-", "revoked: stolen", "-"]
         );
         let row = StatusRow {
             apps: vec![AppRow {

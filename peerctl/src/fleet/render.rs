@@ -43,8 +43,10 @@ pub(crate) struct MemberRow {
     /// The groups the role acts on; empty for every group.
     pub(crate) role_groups: Vec<String>,
     pub(crate) role_expires_at: Option<u64>,
-    /// Enrolled, joined or granted at (Unix seconds).
+    /// Enrolled, joined or granted at (Unix seconds); for a revoked key, when it was revoked.
     pub(crate) since: u64,
+    /// Revoked for good, with the reason (the row then shows no groups and no role).
+    pub(crate) revoked: Option<String>,
 }
 
 /// `2026-12-06T18:20:00Z`.
@@ -63,6 +65,17 @@ impl Names {
         if let Some(state) = log.state() {
             for m in state.members.values() {
                 names.insert(m.key, m.name.clone());
+            }
+        }
+        // Keys no longer members (revoked) keep the name they were enrolled or joined with.
+        for e in log.iter() {
+            let named = match &e.entry().op {
+                Op::Enroll { member, name, .. } => Some((*member, name)),
+                Op::Join(join) => Some((e.entry().author, &join.name)),
+                _ => None,
+            };
+            if let Some((key, name)) = named {
+                names.entry(key).or_insert_with(|| name.clone());
             }
         }
         if let Some(me) = me {
@@ -298,6 +311,7 @@ pub(crate) fn member_rows(log: &FleetLog, me: Option<MemberKey>) -> Vec<MemberRo
                 .unwrap_or_default(),
             role_expires_at: grant_of(&m.key).and_then(|g| g.expires_at),
             since: m.since,
+            revoked: None,
         })
         .collect();
     robots.sort_by(|a, b| a.name.cmp(&b.name));
@@ -314,9 +328,57 @@ pub(crate) fn member_rows(log: &FleetLog, me: Option<MemberKey>) -> Vec<MemberRo
             role_groups: g.groups.clone(),
             role_expires_at: g.expires_at,
             since: granted_at.get(&g.member).copied().unwrap_or_default(),
+            revoked: None,
         });
     robots.extend(people);
+    robots.extend(revoked_rows(log, &names));
     robots
+}
+
+/// One row per revoked key: the name it had (from its enrolment or join), when and why.
+fn revoked_rows(log: &FleetLog, names: &Names) -> Vec<MemberRow> {
+    let Some(state) = log.state() else {
+        return Vec::new();
+    };
+    let mut named: BTreeMap<MemberKey, String> = BTreeMap::new();
+    let mut revoked_at: BTreeMap<MemberKey, u64> = BTreeMap::new();
+    for e in log.iter() {
+        match &e.entry().op {
+            Op::Enroll { member, name, .. } => {
+                named.insert(*member, name.clone());
+            }
+            Op::Join(join) => {
+                named.insert(e.entry().author, join.name.clone());
+            }
+            Op::Revoke { member, .. } => {
+                revoked_at.entry(*member).or_insert(e.entry().at);
+            }
+            _ => {}
+        }
+    }
+    state
+        .revoked
+        .iter()
+        .map(|(key, reason)| MemberRow {
+            name: named
+                .get(key)
+                .cloned()
+                .or_else(|| names.name(key).map(str::to_owned))
+                .unwrap_or_else(|| "-".to_owned()),
+            peer_id: key.to_string(),
+            kind: if named.contains_key(key) {
+                "robot"
+            } else {
+                "person"
+            },
+            groups: Vec::new(),
+            role: None,
+            role_groups: Vec::new(),
+            role_expires_at: None,
+            since: revoked_at.get(key).copied().unwrap_or_default(),
+            revoked: Some(reason.clone()),
+        })
+        .collect()
 }
 
 /// The members as a table: NAME, PEER ID, GROUPS, ROLE, SINCE.
@@ -332,7 +394,10 @@ pub(crate) fn members_table(rows: &[MemberRow]) -> String {
                 } else {
                     r.groups.join(",")
                 },
-                r.role.clone().unwrap_or_else(|| "-".to_owned()),
+                match &r.revoked {
+                    Some(reason) => format!("revoked: {reason}"),
+                    None => r.role.clone().unwrap_or_else(|| "-".to_owned()),
+                },
                 time(r.since),
             ]
         })

@@ -160,3 +160,30 @@ fn a_release_names_its_volumes_and_devices() {
     );
     assert_eq!(attachments_text(&DeployRequest::new("r/app", 80)), "");
 }
+
+#[test]
+fn a_revoked_robot_stays_listed_with_its_name_and_reason() {
+    let (mut log, _, admin, _) = fleet();
+    let revoke = Op::Revoke {
+        member: member(&key(3)),
+        reason: "stolen from the lab".into(),
+    };
+    let e = log.author(&admin, revoke, T0 + 40).expect("valid entry");
+    log.insert(e, T0 + 40).expect("accepted");
+    let rows = member_rows(&log, Some(member(&admin)));
+    let revoked: Vec<&MemberRow> = rows.iter().filter(|r| r.revoked.is_some()).collect();
+    assert_eq!(revoked.len(), 1, "{rows:?}");
+    let row = revoked[0];
+    assert_eq!(
+        (row.name.as_str(), row.kind, row.since, row.role.as_deref()),
+        ("lekiwi-1", "robot", T0 + 40, None)
+    );
+    assert_eq!(row.revoked.as_deref(), Some("stolen from the lab"));
+    assert_eq!(rows.iter().filter(|r| r.name == "lekiwi-1").count(), 1);
+    let table = members_table(&rows);
+    assert!(table.contains("revoked: stolen from the lab"), "{table}");
+    let log_rows = log_rows(&log, None);
+    let last = log_rows.last().expect("rows");
+    assert_eq!(last.op, "revoke");
+    assert_eq!(last.what, "lekiwi-1 revoked: stolen from the lab");
+}

@@ -14,6 +14,7 @@ use serde_json::json;
 use super::config::{Chosen, Fleets};
 use super::local::{Local, fleets_dir, now};
 use super::release::{self, ReleaseArgs};
+use super::stop;
 use super::sync::Session;
 use super::{Ctx, FleetAction, print_json};
 use crate::exit::{CliError, Kind};
@@ -90,19 +91,19 @@ pub(super) async fn create(
 
 /// One write in progress: the fleet synced with the gateways reached, its state, and who
 /// signs.
-struct Writer<'a> {
-    ctx: &'a Ctx,
+pub(super) struct Writer<'a> {
+    pub(super) ctx: &'a Ctx,
     local: Local,
-    session: Session,
+    pub(super) session: Session,
     chosen: Chosen,
     me: Identity,
-    state: FleetState,
+    pub(super) state: FleetState,
 }
 
 impl Writer<'_> {
     /// Authors `op` with the client identity, stores it locally, pushes it to the gateways
     /// reached, and says where it went.
-    async fn publish(&self, op: Op) -> Result<SignedEntry, CliError> {
+    pub(super) async fn publish(&self, op: Op) -> Result<SignedEntry, CliError> {
         let (ctx, chosen) = (self.ctx, &self.chosen);
         let entry = self.local.write(chosen.id, self.me.signing_key(), op)?;
         let pushed = self.session.push(chosen.id, &entry).await;
@@ -116,7 +117,7 @@ impl Writer<'_> {
         Ok(entry)
     }
 
-    fn member(&self, arg: &str) -> Result<MemberKey, CliError> {
+    pub(super) fn member(&self, arg: &str) -> Result<MemberKey, CliError> {
         resolve_member(&self.state, arg)
     }
 }
@@ -189,14 +190,24 @@ pub(super) async fn entry(ctx: &Ctx, action: FleetAction) -> Result<(), CliError
             let op = release::rollback_op(&group, to, &w.state)?;
             w.publish(op).await.map(drop)
         }
-        FleetAction::Estop { groups, reason, .. } => {
-            let groups = normalize_groups(&groups);
-            stop_or_resume(&w, Op::estop(groups, reason)).await
+        FleetAction::Estop {
+            groups,
+            reason,
+            all,
+            ..
+        } => {
+            let op = if all {
+                Op::estop_everything(reason)
+            } else {
+                Op::estop(normalize_groups(&groups), reason)
+            };
+            stop::stop_or_resume(&w, op).await
         }
         FleetAction::Resume { groups, .. } => {
             let groups = normalize_groups(&groups);
-            stop_or_resume(&w, Op::Resume { groups }).await
+            stop::stop_or_resume(&w, Op::Resume { groups }).await
         }
+        FleetAction::Revoke { member, reason, .. } => stop::revoke(&w, &member, reason).await,
         FleetAction::Create { .. }
         | FleetAction::List { .. }
         | FleetAction::Members { .. }
@@ -296,45 +307,6 @@ async fn publish_release(w: &Writer<'_>, mut args: ReleaseArgs) -> Result<(), Cl
         return print_json(&out);
     }
     println!("{} {} {}", r.version, r.app(), entry.hash());
-    Ok(())
-}
-
-/// `fleet estop` / `fleet resume`: the entry published, then what it covers.
-async fn stop_or_resume(w: &Writer<'_>, op: Op) -> Result<(), CliError> {
-    let authored_at_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-    let entry = w.publish(op).await?;
-    let gateways: Vec<String> = w.session.reached.iter().map(ToString::to_string).collect();
-    let (name, groups, reason) = match &entry.entry().op {
-        Op::EStop { groups, reason, .. } => ("e-stop", groups, Some(reason)),
-        Op::Resume { groups } => ("resume", groups, None),
-        _ => return Ok(()),
-    };
-    if w.ctx.json {
-        let mut out = json!({
-            "hash": entry.hash().to_string(),
-            "op": name,
-            "groups": groups,
-            "authored_at_ms": authored_at_ms,
-            "gateways": gateways,
-        });
-        if let Some(reason) = reason {
-            out["reason"] = json!(reason);
-        }
-        return print_json(&out);
-    }
-    let scope = if groups.is_empty() {
-        "every group with a release".to_owned()
-    } else {
-        groups.join(", ")
-    };
-    let reached = if gateways.is_empty() {
-        "no gateway reached yet".to_owned()
-    } else {
-        format!("sent to {} gateway(s)", gateways.len())
-    };
-    println!("{name} of {scope}: {} ({reached})", entry.hash());
     Ok(())
 }
 
