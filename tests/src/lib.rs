@@ -7,6 +7,11 @@
 //! - [`provider`]: [`TestProvider`] — identity, tunnel, register, graceful stop or crash (abort).
 //! - [`daemon`]: [`TestDaemon`] — the whole provider daemon (libp2p control plane, Docker,
 //!   tunnel) on 127.0.0.1, and [`TestClient`], a peerctl identity with its own trust file.
+//! - [`docker_events`]: the engine's container events (create, start, die) with its own
+//!   `timeNano`, for latency figures.
+//! - [`site`]: [`site::SiteWorld`] — a gateway, and robots and a laptop on a site LAN in network
+//!   namespaces, the WAN cuttable, hosts isolable (robots' container ports mirrored into their
+//!   namespaces by `netns::port_mirror`).
 //! - [`docker_proxy`]: a forwarder in front of the Docker socket that a test stops, so the
 //!   engine stops answering for one daemon only.
 //! - [`fleet`]: [`fleet::FleetMember`] — a libp2p node with its own fleet hub, dialled to a
@@ -35,6 +40,7 @@ pub mod backend;
 pub mod browser;
 pub mod client;
 pub mod daemon;
+pub mod docker_events;
 pub mod docker_proxy;
 pub mod event_log;
 pub mod fleet;
@@ -46,6 +52,7 @@ pub mod nat;
 pub mod netns;
 pub mod procfs;
 pub mod provider;
+pub mod site;
 pub mod world;
 
 use std::future::Future;

@@ -34,6 +34,7 @@
 //! Names and subnets never collide between concurrent test processes: see the `slot` module.
 
 mod host;
+pub mod port_mirror;
 pub mod sh;
 mod slot;
 

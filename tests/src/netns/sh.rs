@@ -38,7 +38,7 @@ pub fn ip(netns: Option<&str>, args: &[&str]) -> String {
 }
 
 /// Loads an nftables ruleset into `netns`.
-pub(super) fn nft(netns: &str, ruleset: &str) {
+pub fn nft(netns: &str, ruleset: &str) {
     let mut child = Command::new("ip")
         .args(["netns", "exec", netns, "nft", "-f", "-"])
         .stdin(Stdio::piped())

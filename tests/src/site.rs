@@ -1,0 +1,324 @@
+//! A robot site for the offline-fleet tests: [`SiteWorld`] is a gateway on a public host and a
+//! site LAN behind a NAT router with robots `r1..rN` (real `peercomputed` binaries, joined to
+//! one fleet by token) and a laptop (the real `peerctl` binary, the fleet's admin), built from
+//! [`crate::netns`]. The WAN can be cut and healed (an nftables table on the router), and one
+//! host can be taken off the LAN and put back (its router-side link down / up).
+//!
+//! The robots share the one Docker engine, which publishes container ports on 127.0.0.1 of the
+//! root namespace; each robot gets a [`PortMirror`] so that it reaches (and health-checks) its
+//! own containers from its namespace.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use peercompute_identity::{Identity, PeerId};
+
+use crate::daemon::{peerctl_bin, workspace_bin};
+use crate::nat::{HTTPS_PORT, P2P_PORT, TUNNEL_PORT};
+use crate::netns::port_mirror::PortMirror;
+use crate::netns::{Host, NatKind, World};
+use crate::{gateway::DOMAIN, within};
+
+/// One robot of the site.
+#[derive(Debug)]
+pub struct SiteRobot {
+    pub host: Host,
+    pub home: tempfile::TempDir,
+    pub peer: PeerId,
+    /// `<peer>/fleet`: the provider label of its fleet containers.
+    pub label: String,
+    pub log: PathBuf,
+    child: tokio::process::Child,
+    _mirror: PortMirror,
+}
+
+impl SiteRobot {
+    /// The hashes of the entries in its copy of `fleet`'s log, sorted.
+    pub fn log_hashes(&self, fleet: &str) -> Vec<String> {
+        entry_hashes(&self.home.path().join("fleet").join(fleet).join("entries"))
+    }
+}
+
+/// See the module docs. Dropping it stops every process and deletes the namespaces.
+#[derive(Debug)]
+pub struct SiteWorld {
+    // Dropped first: processes before their namespaces.
+    pub robots: Vec<SiteRobot>,
+    _gateway: tokio::process::Child,
+    pub gw_host: Host,
+    pub laptop: Host,
+    /// The laptop's peerctl home: identity, the gateway, the fleet (its admin).
+    pub laptop_home: tempfile::TempDir,
+    pub gateway_state: tempfile::TempDir,
+    /// The fleet's id (`pcf…`).
+    pub fleet: String,
+    router: Host,
+    world: World,
+}
+
+/// The group every robot of the site joins.
+pub const GROUP: &str = "floor";
+
+impl SiteWorld {
+    /// Builds the world, starts the gateway, creates the fleet on the laptop, and starts
+    /// `robots` robots joined to it (in [`GROUP`]); returns once the laptop lists them all as
+    /// members.
+    pub async fn start(robots: usize) -> SiteWorld {
+        let world = World::new();
+        let gw_host = world.public_host("gw");
+        let site = world.nat_site("site", NatKind::EndpointIndependent);
+        let router = site.router().clone();
+        let laptop = site.host("laptop");
+        let hosts: Vec<Host> = (1..=robots).map(|i| site.host(&format!("r{i}"))).collect();
+        drop(site);
+
+        let homes: Vec<(tempfile::TempDir, PeerId)> = hosts
+            .iter()
+            .map(|_| {
+                let home = tempfile::tempdir().expect("robot home");
+                let (id, _) = Identity::load_or_create(home.path()).expect("identity");
+                (home, id.peer_id())
+            })
+            .collect();
+        let gateway_state = tempfile::tempdir().expect("gateway state");
+        let (gw_identity, _) =
+            peercompute_gateway::identity(gateway_state.path()).expect("gateway identity");
+        peercompute_gateway::dev_tls(gateway_state.path(), DOMAIN).expect("dev tls");
+        let gateway = start_gateway(&gw_host, gateway_state.path(), homes.iter().map(|h| h.1));
+        let gw_id = gw_identity.peer_id();
+
+        let laptop_home = tempfile::tempdir().expect("laptop home");
+        let mut w = SiteWorld {
+            robots: Vec::new(),
+            _gateway: gateway,
+            gw_host,
+            laptop,
+            laptop_home,
+            gateway_state,
+            fleet: String::new(),
+            router,
+            world,
+        };
+        w.ok(&["init"]).await;
+        let gw_p2p = format!("{gw_id}@/ip4/{}/udp/{P2P_PORT}/quic-v1", w.gw_host.ip());
+        w.ok(&["gateways", "add", &gw_p2p]).await;
+        let created = w.json(&["fleet", "create", "site", "--json"]).await;
+        w.fleet = created["fleet_id"].as_str().expect("fleet_id").to_owned();
+        let invite = w
+            .json(&[
+                "fleet",
+                "invite",
+                "--group",
+                GROUP,
+                "--name-prefix",
+                "r",
+                "--uses",
+                &robots.to_string(),
+                "--json",
+            ])
+            .await;
+        let token = invite["token"].as_str().expect("token").to_owned();
+        let gateway_arg = format!("{gw_id}@{}:{TUNNEL_PORT}", w.gw_host.ip());
+        for (host, (home, peer)) in hosts.into_iter().zip(homes) {
+            let joined = tokio::process::Command::new(workspace_bin("peercomputed"))
+                .arg("--home")
+                .arg(home.path())
+                .args(["join", &token])
+                .output()
+                .await
+                .expect("peercomputed join runs");
+            assert!(joined.status.success(), "join: {joined:?}");
+            let log = home.path().join("provider.log");
+            let ip = host.ip();
+            let child = host
+                .command(workspace_bin("peercomputed"))
+                .arg("--home")
+                .arg(home.path())
+                .args(["run", "--gateway", &gateway_arg])
+                .args(["--listen", &format!("/ip4/{ip}/tcp/0")])
+                .args(["--listen", &format!("/ip4/{ip}/udp/0/quic-v1")])
+                .args(["--firewall", "off", "--admin-listen", "off"])
+                .env("RUST_LOG", "info,peercompute_p2p=debug")
+                .stderr(std::fs::File::create(&log).expect("log"))
+                .kill_on_drop(true)
+                .spawn()
+                .expect("peercomputed starts");
+            let label = format!("{peer}/fleet");
+            let mirror = PortMirror::start(&host, peercompute_runtime::LABEL_PROVIDER, &label);
+            w.robots.push(SiteRobot {
+                host,
+                home,
+                peer,
+                label,
+                log,
+                child,
+                _mirror: mirror,
+            });
+        }
+        let want = robots;
+        within(60, "every robot to join the fleet", async {
+            loop {
+                let (code, out, _) = w.peerctl(&["fleet", "members", "--json"]).await;
+                let joined = serde_json::from_str::<serde_json::Value>(&out)
+                    .ok()
+                    .and_then(|v| v.as_array().cloned())
+                    .map_or(0, |rows| {
+                        rows.iter()
+                            .filter(|r| r["groups"].to_string().contains(GROUP))
+                            .count()
+                    });
+                if code == 0 && joined >= want {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        })
+        .await;
+        w
+    }
+
+    /// Runs `peerctl --home <laptop> ARGS…` on the laptop: exit code, stdout, stderr.
+    pub async fn peerctl(&self, args: &[&str]) -> (i32, String, String) {
+        let out = within(60, &format!("peerctl {args:?}"), async {
+            self.peerctl_command(args)
+                .output()
+                .await
+                .expect("peerctl runs")
+        })
+        .await;
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// The laptop's `peerctl ARGS…` command, not started (to time it or run it alongside).
+    pub fn peerctl_command(&self, args: &[&str]) -> tokio::process::Command {
+        let mut cmd = self.laptop.command(peerctl_bin());
+        cmd.arg("--home")
+            .arg(self.laptop_home.path())
+            .args(args)
+            .kill_on_drop(true);
+        cmd
+    }
+
+    /// peerctl on the laptop, insisting on success; its stdout.
+    pub async fn ok(&self, args: &[&str]) -> String {
+        let (code, stdout, stderr) = self.peerctl(args).await;
+        assert_eq!(code, 0, "peerctl {args:?}: {stderr}");
+        stdout
+    }
+
+    /// peerctl on the laptop, its stdout parsed as JSON.
+    pub async fn json(&self, args: &[&str]) -> serde_json::Value {
+        let stdout = self.ok(args).await;
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}"))
+    }
+
+    /// The hashes of the laptop's copy of the fleet's log, sorted.
+    pub fn laptop_log_hashes(&self) -> Vec<String> {
+        entry_hashes(
+            &self
+                .laptop_home
+                .path()
+                .join("fleets")
+                .join(&self.fleet)
+                .join("entries"),
+        )
+    }
+
+    /// Cuts the site's WAN: the router drops everything to and from `wan`.
+    pub fn cut_wan(&self) {
+        crate::netns::sh::nft(
+            self.router.netns().expect("a router has a namespace"),
+            "table inet pc_cut {
+    chain forward { type filter hook forward priority -10; policy accept; iifname \"wan\" drop; oifname \"wan\" drop; }
+    chain input { type filter hook input priority -10; policy accept; iifname \"wan\" drop; }
+    chain output { type filter hook output priority -10; policy accept; oifname \"wan\" drop; }
+}
+",
+        );
+    }
+
+    /// Heals the WAN cut by [`SiteWorld::cut_wan`].
+    pub fn heal_wan(&self) {
+        self.router
+            .run("nft", &["delete", "table", "inet", "pc_cut"]);
+    }
+
+    /// Takes `host` off the site's LAN (its router-side link down).
+    pub fn isolate(&self, host: &Host) {
+        self.router
+            .run("ip", &["link", "set", &lan_port(host), "down"]);
+    }
+
+    /// Puts `host` back on the LAN.
+    pub fn rejoin(&self, host: &Host) {
+        self.router
+            .run("ip", &["link", "set", &lan_port(host), "up"]);
+    }
+
+    /// The world the site lives in.
+    pub fn world(&self) -> &World {
+        &self.world
+    }
+}
+
+impl Drop for SiteWorld {
+    fn drop(&mut self) {
+        for r in &mut self.robots {
+            let _ = r.child.start_kill();
+        }
+    }
+}
+
+/// The router-side port of a LAN host: `h<n>` for `10.x.k.n`.
+fn lan_port(host: &Host) -> String {
+    format!("h{}", host.ip().octets()[3])
+}
+
+/// The entry hashes under `dir` (`<hash>.entry` files), sorted.
+fn entry_hashes(dir: &Path) -> Vec<String> {
+    let mut hashes: Vec<String> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| {
+                    e.file_name()
+                        .to_str()
+                        .and_then(|n| n.strip_suffix(".entry"))
+                        .map(str::to_owned)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    hashes.sort();
+    hashes
+}
+
+/// Starts `peercompute-gateway` on `host`, admitting `providers`.
+fn start_gateway(
+    host: &Host,
+    state: &Path,
+    providers: impl Iterator<Item = PeerId>,
+) -> tokio::process::Child {
+    let ip = host.ip();
+    let log = std::fs::File::create(state.join("gateway.log")).expect("log");
+    let mut cmd = host.command(workspace_bin("peercompute-gateway"));
+    cmd.args(["run", "--domain", DOMAIN, "--state-dir"])
+        .arg(state)
+        .args(["--https-listen", &format!("{ip}:{HTTPS_PORT}"), "--no-http"])
+        .args(["--tunnel-listen", &format!("{ip}:{TUNNEL_PORT}")])
+        .args(["--admin-listen", "127.0.0.1:9180"])
+        .args(["--public-port", &HTTPS_PORT.to_string()])
+        .args(["--rate-limit", "0", "--rate-limit-ip", "0"])
+        .args(["--p2p-listen", &format!("/ip4/{ip}/tcp/{P2P_PORT}")])
+        .args(["--p2p-listen", &format!("/ip4/{ip}/udp/{P2P_PORT}/quic-v1")])
+        .env("RUST_LOG", "info")
+        .stderr(log)
+        .kill_on_drop(true);
+    for p in providers {
+        cmd.args(["--allow-provider", &p.to_string()]);
+    }
+    cmd.spawn().expect("gateway starts")
+}

@@ -1,0 +1,223 @@
+//! A fleet that keeps working with its WAN cut (issue 13), in network namespaces: a gateway on
+//! a public host, robots r1..r3 (real `peercomputed`) and a laptop (real `peerctl`, the fleet's
+//! admin) on a site LAN behind a NAT router (see `peercompute_tests::site`). One Docker engine
+//! is shared; its container events (with the engine's own clock) are what the test asserts on.
+//!
+//! - WAN cut: `peerctl fleet estop` from the laptop stops every robot's container within 1 s
+//!   of its spawn (engine `die` events; measured and printed), and resume starts them again;
+//! - a robot off the LAN during a stop applies it when it is back, before starting anything;
+//! - partition of 5 s while the laptop releases v2 on the LAN: after healing, every robot's
+//!   copy of the log equals the laptop's within 10 s, and v2 is created once per robot.
+
+use std::time::{Duration, Instant, SystemTime};
+
+use peercompute_runtime::DockerRuntime;
+use peercompute_runtime::testsupport::{Cleanup, LocalRegistry, unique_name};
+use peercompute_tests::docker_events::{ContainerEvent, DockerEvents, of, unix_nanos};
+use peercompute_tests::fleet_rig::{WEB_PORT, app_of, web_image};
+use peercompute_tests::site::{GROUP, SiteWorld};
+use peercompute_tests::within;
+
+/// Releases `version` of the site's web image to the group (no wait for the robots).
+async fn release(site: &SiteWorld, repository: &str, version: &str) {
+    let image = format!("{repository}:{version}");
+    site.ok(&[
+        "fleet",
+        "release",
+        &image,
+        "--group",
+        GROUP,
+        "--port",
+        &WEB_PORT.to_string(),
+        "--name",
+        "web",
+        "--version",
+        version,
+        "--health-path",
+        "/healthz",
+        "--health-timeout",
+        "30s",
+        "--json",
+    ])
+    .await;
+}
+
+/// Waits until every robot has `action` for its containers after the `from`-th event.
+async fn each_robot(
+    site: &SiteWorld,
+    events: &DockerEvents,
+    from: usize,
+    action: &str,
+    secs: u64,
+) -> Vec<ContainerEvent> {
+    let labels: Vec<String> = site.robots.iter().map(|r| r.label.clone()).collect();
+    let all = events
+        .wait_for(secs, &format!("a {action} on every robot"), |e| {
+            labels.iter().all(|l| !of(e, from, l, action).is_empty())
+        })
+        .await;
+    labels
+        .iter()
+        .map(|l| of(&all, from, l, action)[0].clone())
+        .collect()
+}
+
+/// Runs `peerctl fleet estop` on the laptop; the ms from its spawn to the last robot's
+/// container `die` (engine clock).
+async fn estop_latency(site: &SiteWorld, events: &DockerEvents, robots: &[usize]) -> f64 {
+    let from = events.all().len();
+    let labels: Vec<String> = robots
+        .iter()
+        .map(|i| site.robots[*i].label.clone())
+        .collect();
+    let spawned = SystemTime::now();
+    let started = Instant::now();
+    let mut cmd = site.peerctl_command(&["fleet", "estop", "--reason", "site test", "--json"]);
+    let child = cmd.output();
+    let dies = async {
+        events
+            .wait_for(10, "every robot's container to die", |e| {
+                labels.iter().all(|l| !of(e, from, l, "die").is_empty())
+            })
+            .await
+    };
+    let (out, all) = tokio::join!(child, dies);
+    let out = out.expect("peerctl runs");
+    assert!(out.status.success(), "estop: {out:?}");
+    eprintln!(
+        "estop: {}\n{}",
+        String::from_utf8_lossy(&out.stdout).trim(),
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    let last = labels
+        .iter()
+        .map(|l| of(&all, from, l, "die")[0].at_nanos)
+        .max()
+        .expect("robots");
+    let ms = (last - unix_nanos(spawned)) as f64 / 1e6;
+    eprintln!(
+        "e-stop over the LAN, WAN cut: spawn -> last die {ms:.0} ms (peerctl exited after {:?})",
+        started.elapsed()
+    );
+    ms
+}
+
+#[tokio::test]
+async fn with_the_wan_cut_the_laptop_stops_and_resumes_the_robots_and_logs_converge() {
+    let t0 = Instant::now();
+    let runtime = DockerRuntime::connect().await.expect("a Docker engine");
+    let registry = LocalRegistry::start().await.expect("a local registry");
+    let cleanup = Cleanup::new();
+    let repository = format!(
+        "{}/peercompute/{}",
+        registry.host(),
+        unique_name("site-web")
+    );
+    web_image(&runtime, &registry, &cleanup, &repository, "v1", true).await;
+    web_image(&runtime, &registry, &cleanup, &repository, "v2", true).await;
+
+    let site = SiteWorld::start(3).await;
+    for r in &site.robots {
+        cleanup.containers_labelled(peercompute_runtime::LABEL_PROVIDER, &r.label);
+    }
+    let events = DockerEvents::start(peercompute_runtime::LABEL_PROVIDER).await;
+    eprintln!("site up with 3 robots joined: {:?}", t0.elapsed());
+
+    // v1 everywhere, with the WAN up; healthy as the laptop sees it.
+    let from = events.all().len();
+    release(&site, &repository, "v1").await;
+    each_robot(&site, &events, from, "start", 60).await;
+    within(60, "3 robots healthy on v1", async {
+        loop {
+            let (code, out, _) = site.peerctl(&["fleet", "status", "--json"]).await;
+            let status: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
+            let healthy = status.as_array().map_or(0, |rows| {
+                rows.iter()
+                    .filter(|r| {
+                        r["name"]
+                            .as_str()
+                            .and_then(|n| app_of(&status, n))
+                            .is_some_and(|a| a["version"] == "v1" && a["phase"] == "healthy")
+                    })
+                    .count()
+            });
+            if code == 0 && healthy == 3 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    })
+    .await;
+    eprintln!("v1 healthy on 3 robots: {:?}", t0.elapsed());
+
+    // WAN cut: the stop goes over the LAN only.
+    site.cut_wan();
+    let ms = estop_latency(&site, &events, &[0, 1, 2]).await;
+    assert!(
+        ms <= 1000.0,
+        "e-stop took {ms:.0} ms from spawn to the last die"
+    );
+    let from = events.all().len();
+    site.ok(&["fleet", "resume", "--json"]).await;
+    each_robot(&site, &events, from, "start", 30).await;
+
+    // r3 off the LAN during a stop: it stops when back, before it starts anything.
+    let r3 = &site.robots[2];
+    site.isolate(&r3.host);
+    estop_latency(&site, &events, &[0, 1]).await;
+    let from = events.all().len();
+    site.rejoin(&r3.host);
+    let all = events
+        .wait_for(20, "r3's container to die after rejoining", |e| {
+            !of(e, from, &r3.label, "die").is_empty()
+        })
+        .await;
+    let r3_events: Vec<&ContainerEvent> = all[from..]
+        .iter()
+        .filter(|e| e.provider == r3.label)
+        .collect();
+    assert_eq!(
+        r3_events[0].action, "die",
+        "r3 started something first: {r3_events:?}"
+    );
+    let from = events.all().len();
+    site.ok(&["fleet", "resume", "--json"]).await;
+    each_robot(&site, &events, from, "start", 30).await;
+
+    // A partition of 5 s while the laptop releases v2 on the LAN (WAN still cut).
+    let from = events.all().len();
+    site.isolate(&r3.host);
+    release(&site, &repository, "v2").await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    site.rejoin(&r3.host);
+    let healed = Instant::now();
+    let laptop = site.laptop_log_hashes();
+    within(10, "every robot's log to equal the laptop's", async {
+        loop {
+            if site
+                .robots
+                .iter()
+                .all(|r| r.log_hashes(&site.fleet) == laptop)
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    eprintln!("partition healed: logs equal after {:?}", healed.elapsed());
+    each_robot(&site, &events, from, "start", 60).await;
+    let all = events.all();
+    for r in &site.robots {
+        let creates = of(&all, from, &r.label, "create");
+        assert_eq!(
+            creates.len(),
+            1,
+            "{}: v2 created {} times",
+            r.peer,
+            creates.len()
+        );
+    }
+    site.heal_wan();
+    eprintln!("whole test: {:?}", t0.elapsed());
+}
