@@ -118,8 +118,8 @@ impl LanCache {
 }
 
 /// Reaches the fleet's robots on the LAN: `members` remembered in the cache are dialled at
-/// once, the others as mDNS announces them within `wait`. Returns the robots reached, and
-/// remembers their addresses.
+/// once, the others as mDNS announces them within `wait`. Returns (at the latest when `wait`
+/// is over) the robots reached, and remembers their addresses.
 pub(crate) async fn reach_members(
     node: &Node,
     home: &Path,
@@ -175,9 +175,11 @@ pub(crate) async fn reach_members(
             }
         }
     }
+    // A robot on the LAN answers within the wait; a dial still pending then (a remembered
+    // robot that is away) must not hold the write back: it is left to finish on its own.
     let mut reached = BTreeSet::new();
     for dial in dials {
-        if let Ok((peer, true)) = dial.await {
+        if let Ok(Ok((peer, true))) = tokio::time::timeout_at(deadline, dial).await {
             reached.insert(peer);
         }
     }
