@@ -5,6 +5,7 @@
 //! with a [`Refusal`] that says why.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use crate::entry::{Entry, Grant, Invite, Op, Release, Role, Rollback};
 use crate::ids::{EntryHash, FleetId, MemberKey};
@@ -43,7 +44,9 @@ pub struct ReleaseRecord {
 pub struct GroupState {
     /// The highest sequence number seen (releases and rollbacks).
     pub seq: u64,
-    pub releases: Vec<ReleaseRecord>,
+    /// Shared between copies of the state (a copy is made per insert, to check an entry
+    /// before it is stored): only a release of this group copies the list.
+    pub releases: Arc<Vec<ReleaseRecord>>,
     /// Index into `releases` of the desired release.
     pub current: Option<usize>,
     /// The entry that last changed `current` (a release or a rollback).
@@ -449,7 +452,7 @@ impl FleetState {
         self.check_seq(&release.group, release.seq)?;
         let group = self.groups.entry(release.group.clone()).or_default();
         group.seq = release.seq;
-        group.releases.push(ReleaseRecord {
+        Arc::make_mut(&mut group.releases).push(ReleaseRecord {
             hash,
             author: entry.author,
             at: entry.at,
