@@ -6,8 +6,11 @@
 //! slots do not each poll it: one timer calls [`Allowlist::refresh`], and whoever holds a
 //! [`Allowlist::changes`] receiver re-checks its peer with [`Allowlist::allows_cached`] when the
 //! list changed (revocation).
+//!
+//! On top of the list, a deny set ([`Allowlist::deny`], kept by the fleet follower from the
+//! fleets' revocations) refuses a key whatever the flags and the file say, `--open` included.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::SystemTime;
@@ -22,7 +25,9 @@ pub(crate) struct Allowlist {
     open: bool,
     fixed: HashSet<PeerId>,
     file: Option<AllowFile>,
-    /// Bumped whenever a refresh changed the file's set.
+    /// Keys refused whatever else says (revoked in a fleet), with why.
+    denied: Mutex<HashMap<PeerId, String>>,
+    /// Bumped whenever a refresh changed the file's set, or the deny set changed.
     changes: watch::Sender<u64>,
 }
 
@@ -62,8 +67,48 @@ impl Allowlist {
             open,
             fixed,
             file,
+            denied: Mutex::new(HashMap::new()),
             changes: watch::Sender::new(0),
         })
+    }
+
+    /// Refuses `peer` from now on, whatever the flags and the file say; live tunnels and relay
+    /// slots of it are told through [`Allowlist::changes`]. Returns whether it was new.
+    pub(crate) fn deny(&self, peer: PeerId, reason: &str) -> bool {
+        let fresh = self
+            .denied
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(peer, reason.to_owned())
+            .is_none();
+        if fresh {
+            self.changes.send_modify(|n| *n += 1);
+        }
+        fresh
+    }
+
+    /// Lifts a [`Allowlist::deny`]; the flags and the file decide again. Returns whether it was
+    /// denied.
+    pub(crate) fn undeny(&self, peer: &PeerId) -> bool {
+        let was = self
+            .denied
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(peer)
+            .is_some();
+        if was {
+            self.changes.send_modify(|n| *n += 1);
+        }
+        was
+    }
+
+    /// Why `peer` is denied, when it is.
+    pub(crate) fn denied(&self, peer: &PeerId) -> Option<String> {
+        self.denied
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(peer)
+            .cloned()
     }
 
     /// Tells when the list changed (a counter); check peers again with
@@ -80,6 +125,9 @@ impl Allowlist {
 
     /// Whether `peer` was allowed at the last [`Allowlist::refresh`].
     pub(crate) fn allows_cached(&self, peer: &PeerId) -> bool {
+        if self.denied(peer).is_some() {
+            return false;
+        }
         if self.open || self.fixed.contains(peer) {
             return true;
         }
@@ -215,6 +263,30 @@ mod tests {
         list.refresh();
         assert!(!changes.has_changed().expect("sender alive"));
         assert!(!list.allows_cached(&a));
+    }
+
+    #[test]
+    fn a_denied_key_is_refused_even_when_open_and_subscribers_hear_of_it() {
+        let a = Identity::generate().expect("id").peer_id();
+        let b = Identity::generate().expect("id").peer_id();
+        let list = Allowlist::new(true, &[a.to_string()], None).expect("open list");
+        let mut changes = list.changes();
+        assert!(list.allows(&a) && list.allows(&b));
+        assert!(list.deny(a, "revoked in fleet lab: stolen"));
+        assert!(changes.has_changed().expect("sender alive"));
+        changes.mark_unchanged();
+        assert!(!list.allows(&a) && !list.allows_cached(&a));
+        assert!(list.allows(&b), "only the denied key");
+        assert_eq!(
+            list.denied(&a).as_deref(),
+            Some("revoked in fleet lab: stolen")
+        );
+        assert!(!list.deny(a, "again"), "not new");
+        assert!(!changes.has_changed().expect("sender alive"));
+        assert!(list.undeny(&a));
+        assert!(changes.has_changed().expect("sender alive"));
+        assert!(list.allows(&a));
+        assert!(!list.undeny(&a));
     }
 
     #[test]

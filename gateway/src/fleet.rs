@@ -2,7 +2,8 @@
 //! fleets that use it (`<state dir>/fleets`), verifies every entry exactly as a robot does —
 //! so it stores and forwards, and can neither forge nor alter an entry — pushes each new
 //! entry at once to the fleet's robots, and keeps the latest signed status of each robot for
-//! `peerctl fleet status`.
+//! `peerctl fleet status`. A key a fleet revokes loses its tunnel, relay slot and names here
+//! when it took part in that fleet (`fleet_follow`).
 
 use std::sync::Arc;
 
@@ -11,18 +12,21 @@ use peercompute_p2p::{Node, PeerId};
 use tracing::{info, warn};
 
 use crate::GatewayError;
+use crate::state::Shared;
 
 /// Most fleets one gateway holds.
 const MAX_FLEETS: usize = 1000;
 /// Most entries kept per fleet.
 const MAX_ENTRIES: usize = 100_000;
 
-/// Opens the fleet logs and starts serving and forwarding them on `node`. Returns the hub
-/// (for the admin API's fleet view) and the tasks.
+/// Opens the fleet logs and starts serving and forwarding them on `node`, and following their
+/// revocations (`fleet_follow`). Returns the hub (for the admin API's fleet view) and the
+/// tasks.
 pub(crate) fn start(
-    state_dir: &std::path::Path,
+    shared: &Arc<Shared>,
     node: &Node,
 ) -> Result<(FleetHub, Vec<tokio::task::JoinHandle<()>>), GatewayError> {
+    let state_dir = &shared.config.state_dir;
     let policy = HubPolicy {
         // Entries are verified one by one and streams are bounded: any peer may offer them.
         admit: Arc::new(|_| true),
@@ -55,6 +59,11 @@ pub(crate) fn start(
             hub.clone(),
             robots,
             Reach::Dial,
+        )),
+        tokio::spawn(crate::fleet_follow::follow(
+            hub.clone(),
+            shared.clone(),
+            state_dir.join("fleets"),
         )),
     ];
     Ok((hub, tasks))

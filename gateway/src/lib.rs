@@ -36,6 +36,7 @@ mod allow;
 mod config;
 mod events;
 mod fleet;
+mod fleet_follow;
 mod host;
 mod metrics;
 mod names;
@@ -336,7 +337,7 @@ pub async fn run(
     let p2p_node = p2p::start(&identity, &shared).await?;
     let fleet_tasks = match &p2p_node {
         Some(node) => {
-            let (hub, tasks) = fleet::start(&shared.config.state_dir, node)?;
+            let (hub, tasks) = fleet::start(&shared, node)?;
             let _ = shared.fleet.set(hub);
             tasks
         }
