@@ -231,6 +231,9 @@ pub struct ProviderConfig {
     /// The Docker engine to use (`unix:///path`, `tcp://host:port`); `None`: `DOCKER_HOST`,
     /// else the local socket.
     pub docker_endpoint: Option<String>,
+    /// How long a robot holding a fleet log waits at start for one sync with any peer before
+    /// it starts the fleet's apps from its own copy (`--offline-start-wait`); 0: no wait.
+    pub offline_start_wait: Duration,
 }
 
 impl ProviderConfig {
@@ -263,6 +266,7 @@ impl ProviderConfig {
             admin_token_file: None,
             admin_host: Vec::new(),
             docker_endpoint: None,
+            offline_start_wait: DEFAULT_OFFLINE_START_WAIT,
         }
     }
 
@@ -288,7 +292,23 @@ impl ProviderConfig {
         }
         Ok(d)
     }
+
+    /// `--offline-start-wait` (and its key): a duration up to 10 minutes (`10s`, `0s`).
+    pub fn parse_start_wait(s: &str) -> Result<Duration, String> {
+        let d = humantime::parse_duration(s).map_err(|e| format!("`{s}`: {e}"))?;
+        if d > MAX_OFFLINE_START_WAIT {
+            return Err(format!(
+                "`{s}` is over 10 minutes: give e.g. 10s, or 0s for no wait"
+            ));
+        }
+        Ok(d)
+    }
 }
+
+/// Default of `--offline-start-wait`.
+pub(crate) const DEFAULT_OFFLINE_START_WAIT: Duration = Duration::from_secs(10);
+/// Most of `--offline-start-wait`.
+const MAX_OFFLINE_START_WAIT: Duration = Duration::from_secs(600);
 
 /// Default of `--max-volumes-size`: 10 GB (powers of 1024, like `--max-memory`).
 pub(crate) const DEFAULT_MAX_VOLUMES_SIZE: u64 = 10 << 30;

@@ -59,6 +59,7 @@ struct Keys {
     devices: Vec<DeviceKeys>,
     max_volumes_size: Option<String>,
     volume_check_interval: Option<String>,
+    offline_start_wait: Option<String>,
     admin_listen: Option<String>,
     admin_token_file: Option<PathBuf>,
     #[serde(default)]
@@ -90,6 +91,7 @@ pub struct ProviderFile {
     /// Bytes.
     pub max_volumes_size: Option<u64>,
     pub volume_check_interval: Option<Duration>,
+    pub offline_start_wait: Option<Duration>,
     pub admin_listen: Option<AdminListen>,
     pub admin_token_file: Option<PathBuf>,
     pub admin_host: Vec<String>,
@@ -199,6 +201,11 @@ impl ProviderFile {
                 .map(|s| ProviderConfig::parse_check_interval(&s))
                 .transpose()
                 .map_err(value("volume_check_interval"))?,
+            offline_start_wait: keys
+                .offline_start_wait
+                .map(|s| ProviderConfig::parse_start_wait(&s))
+                .transpose()
+                .map_err(value("offline_start_wait"))?,
             admin_listen: keys
                 .admin_listen
                 .map(|s| s.parse())
@@ -259,6 +266,9 @@ impl ProviderFile {
         }
         if let Some(v) = self.volume_check_interval {
             config.volume_check_interval = v;
+        }
+        if let Some(v) = self.offline_start_wait {
+            config.offline_start_wait = v;
         }
         if let Some(v) = self.admin_listen {
             config.admin_listen = v;
@@ -348,6 +358,7 @@ mod tests {
             ("join = \"pcjoin1.damaged\"", "join"),
             ("max_volumes_size = \"lots\"", "max_volumes_size"),
             ("volume_check_interval = \"0s\"", "volume_check_interval"),
+            ("offline_start_wait = \"2h\"", "offline_start_wait"),
             (
                 "[[devices]]\nname = \"arm\"\npath = \"/dev/tty\"\nmode = \"m\"",
                 "mode",
@@ -404,5 +415,21 @@ mod tests {
         let names: Vec<_> = config.devices.iter().map(|d| d.name.as_str()).collect();
         assert_eq!(names, ["arm", "gpu0"]);
         assert_eq!(config.devices[0].peers.len(), 1);
+    }
+
+    #[test]
+    fn offline_start_wait_key() {
+        let mut config = ProviderConfig::new(PathBuf::from("/h"));
+        assert_eq!(
+            config.offline_start_wait,
+            Duration::from_secs(10),
+            "default"
+        );
+        for (text, secs) in [("\"0s\"", 0), ("\"90s\"", 90)] {
+            ProviderFile::parse(&format!("offline_start_wait = {text}"))
+                .unwrap_or_else(|_| panic!("{text} is valid"))
+                .apply_to(&mut config);
+            assert_eq!(config.offline_start_wait, Duration::from_secs(secs));
+        }
     }
 }

@@ -260,6 +260,7 @@ impl Daemon {
                 join: config.join.as_ref(),
                 telemetry: telemetry.clone(),
                 deploys: deployments.estop_handle(),
+                offline_start_wait: config.offline_start_wait,
             },
             &stop,
         )?;

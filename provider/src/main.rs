@@ -52,7 +52,7 @@ enum Command {
     /// Serve trusted peers' deploy requests, run their containers and publish them through
     /// the gateway, until SIGTERM / Ctrl-C.
     #[command(
-        after_help = "Examples:\n  peercomputed run --gateway 12D3KooW...@gw.example.com:8443\n  peercomputed run --config /etc/peercompute/provider.toml\n  peercomputed run --gateway 12D3KooW...@gw.example.com:8443 --expose blog=127.0.0.1:8080 --max-memory 2GB\n  peercomputed run --listen /ip4/127.0.0.1/tcp/9000 --no-mdns   # no gateway: deploys run, without a public URL\n  peercomputed run --config /etc/peercompute/provider.toml --grant-device name=arm,path=/dev/ttyACM0,access=rw,peers=12D3KooW...,fleets=lekiwi\n  peercomputed run --config /etc/peercompute/provider.toml --max-volumes-size 50GB --volume-check-interval 5m"
+        after_help = "Examples:\n  peercomputed run --gateway 12D3KooW...@gw.example.com:8443\n  peercomputed run --config /etc/peercompute/provider.toml\n  peercomputed run --gateway 12D3KooW...@gw.example.com:8443 --expose blog=127.0.0.1:8080 --max-memory 2GB\n  peercomputed run --listen /ip4/127.0.0.1/tcp/9000 --no-mdns   # no gateway: deploys run, without a public URL\n  peercomputed run --config /etc/peercompute/provider.toml --grant-device name=arm,path=/dev/ttyACM0,access=rw,peers=12D3KooW...,fleets=lekiwi\n  peercomputed run --config /etc/peercompute/provider.toml --max-volumes-size 50GB --volume-check-interval 5m\n  peercomputed run --config /etc/peercompute/provider.toml --offline-start-wait 30s   # fleet robot on a flaky uplink"
     )]
     Run(Box<RunArgs>),
     /// Join a fleet with a join token from `peerctl fleet invite`: the token is checked and
@@ -179,6 +179,11 @@ struct RunArgs {
     /// e.g. 60s, 5m [default: 60s].
     #[arg(long, value_parser = ProviderConfig::parse_check_interval)]
     volume_check_interval: Option<std::time::Duration>,
+    /// How long a fleet robot waits at start for one sync of its fleet log with any peer
+    /// (gateway or LAN) before it starts the fleet's apps from its own copy, so a stop issued
+    /// while it was off is seen first; e.g. 10s, 0s for no wait [default: 10s].
+    #[arg(long, value_parser = ProviderConfig::parse_start_wait)]
+    offline_start_wait: Option<std::time::Duration>,
     /// Where the admin listener serves /healthz, /readyz, /metrics and /api/v1/status (what
     /// `peercomputed status` reads), or `off`. Off loopback it needs --admin-token-file
     /// [default: 127.0.0.1:9181; if that port is taken the daemon runs on without it].
@@ -275,6 +280,7 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
                 grant_device,
                 max_volumes_size,
                 volume_check_interval,
+                offline_start_wait,
                 admin_listen,
                 admin_token_file,
                 admin_host,
@@ -330,6 +336,9 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
             }
             if let Some(v) = volume_check_interval {
                 config.volume_check_interval = v;
+            }
+            if let Some(v) = offline_start_wait {
+                config.offline_start_wait = v;
             }
             if let Some(v) = admin_listen {
                 config.admin_listen = v;

@@ -10,10 +10,17 @@
 //! stopped starts nothing; `fleet resume` → production serves v2. Then a production robot's
 //! daemon is stopped (its container keeps running), production is stopped again, and the
 //! robot, started again, kills its app once it syncs; resume → the same container serves v2.
+//!
+//! Offline (one robot): under a stop in its log, a reboot with no network starts nothing; after
+//! a power cut (daemon stopped, containers SIGKILLed) it starts its release with no network
+//! within 20 s (boot sync gate 2 s); a release while its tunnel is down (the log over libp2p)
+//! is healthy (no URL) well before the old 20 s switch timeout, and gets its URL when the
+//! gateway is back, with no redeploy.
 
 use std::time::{Duration, Instant};
 
 use peercompute_p2p::PeerId;
+use peercompute_provider::{AdminListen, Daemon, GatewaySpec, ProviderConfig};
 use peercompute_runtime::{ContainerState, DockerRuntime, LABEL_PROVIDER};
 use peercompute_tests::fleet_rig::{Rig, app_of, fleet_containers, serves};
 use peercompute_tests::{peerctl_bin, within};
@@ -251,4 +258,159 @@ async fn an_estop_kills_the_groups_apps_within_a_second_and_resume_brings_them_b
     );
     assert_eq!(restart_policy(&serving[0]).await, "on-failure");
     eprintln!("fleet_estop: {} s in all", begun.elapsed().as_secs());
+}
+
+/// Starts robot `i`'s daemon again (it must be stopped) with its tunnel pointed at a port
+/// nobody answers on and its gateway libp2p address `p2p` (empty: none): no network for the
+/// fleet but what `p2p` gives. The boot sync gate waits `wait`.
+async fn start_cut_off(rig: &mut Rig, i: usize, p2p: Vec<peercompute_p2p::Multiaddr>, wait: u64) {
+    let dead = std::net::UdpSocket::bind("127.0.0.1:0").expect("a free port");
+    let port = dead.local_addr().expect("addr").port();
+    drop(dead);
+    let robot = &mut rig.robots[i];
+    let mut config = ProviderConfig::new(robot.daemon.home.path().to_path_buf());
+    config.gateway = Some(GatewaySpec {
+        peer: Some(rig.gw.peer_id),
+        host: "127.0.0.1".into(),
+        port,
+    });
+    config.gateway_p2p = p2p;
+    config.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().expect("multiaddr")];
+    config.mdns = false;
+    config.offline_start_wait = Duration::from_secs(wait);
+    config.admin_listen = AdminListen::At("127.0.0.1:0".parse().expect("addr"));
+    let daemon = within(30, "the cut-off daemon to start", Daemon::start(config))
+        .await
+        .expect("the daemon starts");
+    robot.daemon.daemon = Some(daemon);
+}
+
+/// Stops robot `i`'s daemon (containers keep running).
+async fn shut(rig: &mut Rig, i: usize) {
+    if let Some(d) = rig.robots[i].daemon.daemon.take() {
+        d.shutdown().await;
+    }
+}
+
+/// What robot `peer`'s one running fleet container answers at `/`, on this host.
+async fn answers_locally(runtime: &DockerRuntime, peer: &PeerId) -> Option<String> {
+    let label = format!("{peer}/fleet");
+    let managed = runtime.list_managed().await.ok()?;
+    let addr = managed
+        .into_iter()
+        .filter(|m| m.labels.get(LABEL_PROVIDER) == Some(&label))
+        .find_map(|m| m.addr)?;
+    let body = reqwest::get(format!("http://{addr}/"))
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    Some(body.trim().to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_robot_with_no_network_starts_its_release_after_a_power_cut_and_nothing_under_a_stop() {
+    let begun = Instant::now();
+    let mut rig = Rig::start(&[("production", 1)]).await;
+    rig.image("v1", true).await;
+    rig.image("v2", true).await;
+    rig.release("production", "v1", "30s").await;
+    rig.wait_group_serving("production", "v1", 90).await;
+    let peer = rig.robots[0].peer;
+
+    // A stop the robot has in its log, then a reboot with no network: nothing starts.
+    rig.ok(&[
+        "fleet",
+        "estop",
+        "--group",
+        "production",
+        "--reason",
+        "drill",
+    ])
+    .await;
+    within(10, "the stop to reach the robot", async {
+        while !running_containers(&rig.runtime, &peer).await.is_empty() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    let addr = rig.robots[0].daemon.stop().await;
+    start_cut_off(&mut rig, 0, Vec::new(), 2).await;
+    production_stays_stopped(&rig, 4, "a reboot with no network under a stop").await;
+    shut(&mut rig, 0).await;
+    rig.robots[0].daemon.start_again(&addr).await;
+    rig.ok(&["fleet", "resume", "--group", "production"]).await;
+    rig.wait_group_serving("production", "v1", 60).await;
+
+    // Power cut: the daemon and its containers die; it comes back with no network at all.
+    let addr = rig.robots[0].daemon.stop().await;
+    let docker = bollard::Docker::connect_with_local_defaults().expect("docker");
+    for id in running_containers(&rig.runtime, &peer).await {
+        docker
+            .kill_container(&id, None::<bollard::query_parameters::KillContainerOptions>)
+            .await
+            .expect("kill");
+    }
+    assert!(running_containers(&rig.runtime, &peer).await.is_empty());
+    let booted = Instant::now();
+    start_cut_off(&mut rig, 0, Vec::new(), 2).await;
+    let runtime = rig.runtime.clone();
+    within(20, "the release to run with no network", async {
+        while answers_locally(&runtime, &peer).await.as_deref() != Some("v1") {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    eprintln!(
+        "offline reboot: daemon start → v1 answering on the robot, no network: {} ms (boot sync gate 2 s)",
+        booted.elapsed().as_millis()
+    );
+
+    // A release while the tunnel is down (the log comes over libp2p): it serves at once,
+    // healthy with no URL, and the URL comes when the tunnel is back, without a redeploy.
+    shut(&mut rig, 0).await;
+    let p2p = rig.gw.p2p_addr().await;
+    start_cut_off(&mut rig, 0, vec![p2p], 10).await;
+    let name = rig.robots[0].name.clone();
+    rig.wait_status(30, "v1 healthy", |s| {
+        app_of(s, &name).is_some_and(|a| a["version"] == "v1" && a["phase"] == "healthy")
+    })
+    .await;
+    let released = Instant::now();
+    rig.release("production", "v2", "30s").await;
+    // (`fleet status --json` carries no URL yet: asked of peerctl's owner.)
+    rig.wait_status(30, "v2 healthy", |s| {
+        app_of(s, &name).is_some_and(|a| a["version"] == "v2" && a["phase"] == "healthy")
+    })
+    .await;
+    let took = released.elapsed();
+    eprintln!(
+        "release with the tunnel down: healthy (no public URL) {} ms after `fleet release` returned",
+        took.as_millis()
+    );
+    assert!(
+        took < Duration::from_secs(15),
+        "the switch waited for the gateway: {} ms",
+        took.as_millis()
+    );
+    assert_eq!(
+        answers_locally(&runtime, &peer).await.as_deref(),
+        Some("v2")
+    );
+    let serving = running_containers(&runtime, &peer).await;
+    // The gateway back (this daemon's tunnel is configured right again): the same container
+    // gets its public URL, and the status carries it.
+    shut(&mut rig, 0).await;
+    rig.robots[0].daemon.start_again(&addr).await;
+    rig.wait_group_serving("production", "v2", 30).await;
+    assert_eq!(
+        running_containers(&runtime, &peer).await,
+        serving,
+        "no redeploy"
+    );
+    eprintln!(
+        "fleet_estop offline: {} s in all",
+        begun.elapsed().as_secs()
+    );
 }

@@ -49,7 +49,11 @@ impl Applier {
                 if found.is_some() {
                     keep.push(serving.container_id.clone());
                 }
-                if let Some(reason) = state.and_then(|s| stop_for(s, group)) {
+                let label = format!("{fleet}/{group}");
+                let stopped = state
+                    .and_then(|s| stop_for(s, group))
+                    .or_else(|| self.cancel.is_stopped(&label).then_some("emergency stop"));
+                if let Some(reason) = stopped {
                     // Killed by the enforcer just before; kept for the resume.
                     if serving.stopped.is_none() {
                         serving.stopped = Some(reason.to_owned());
@@ -68,6 +72,12 @@ impl Applier {
                             info!(%fleet, %group, version = %serving.version, "fleet: the serving container was down (power cut?); started it again");
                             addr = Some(now);
                         }
+                        // A stop came meanwhile and the enforcer killed it: kept, stopped.
+                        Err(_) if self.cancel.is_stopped(&label) => {
+                            serving.stopped = Some("emergency stop".into());
+                            changed = true;
+                            continue;
+                        }
                         Err(e) => {
                             warn!(%fleet, %group, version = %serving.version, "fleet: the serving container does not start again ({e}); applying the release again");
                             let _ = self.runtime.stop(&serving.container_id).await;
@@ -77,10 +87,13 @@ impl Applier {
                 match addr {
                     Some(addr) => {
                         if let Some(fleet_id) = fleet_id {
-                            self.board.set(
-                                fleet_id,
-                                adopted_status(group, serving, applied.failed.as_ref()),
-                            );
+                            let mut status =
+                                adopted_status(group, serving, applied.failed.as_ref());
+                            // Shown again once the gateway confirms the route (`record_url`).
+                            if !self.routes.connected() {
+                                status.url = None;
+                            }
+                            self.board.set(fleet_id, status);
                         }
                         info!(%fleet, %group, version = %serving.version, route = %serving.route, "fleet: re-adopted the serving container");
                         if let Some(fleet_id) = fleet_id {

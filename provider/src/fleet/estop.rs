@@ -65,6 +65,11 @@ impl Cancel {
         });
     }
 
+    /// Whether `label`'s group is stopped now (as the enforcer last saw it).
+    pub(crate) fn is_stopped(&self, label: &str) -> bool {
+        self.0.borrow().iter().any(|l| l == label)
+    }
+
     /// Resolves once `label`'s group is stopped.
     pub(crate) fn stopped(&self, label: String) -> impl Future<Output = ()> + use<> {
         let mut rx = self.0.subscribe();
@@ -203,6 +208,7 @@ pub(crate) async fn enforce(
     tunnel: Option<&TunnelHandle>,
     me: &PeerId,
     deploys: Option<&DeployHalt>,
+    cancel: &Cancel,
 ) -> Vec<String> {
     let Some(member) = MemberKey::from_peer_id(me) else {
         return Vec::new();
@@ -223,6 +229,9 @@ pub(crate) async fn enforce(
         .flat_map(|s| stopped_groups(s, &member))
         .map(|s| s.label)
         .collect();
+    // Published before the kills: an apply in flight ends, and adopt and resume see the
+    // stop before they see its effect.
+    cancel.set(labels.clone());
     if labels.is_empty() {
         return labels;
     }
@@ -273,9 +282,16 @@ pub(crate) async fn run(
 ) {
     let mut changes = hub.subscribe();
     loop {
-        let stopped = enforce(&hub, &runtime, tunnel.as_ref(), &me, deploys.as_ref()).await;
+        let stopped = enforce(
+            &hub,
+            &runtime,
+            tunnel.as_ref(),
+            &me,
+            deploys.as_ref(),
+            &cancel,
+        )
+        .await;
         let recheck = if stopped.is_empty() { IDLE } else { RECHECK };
-        cancel.set(stopped);
         tokio::select! {
             _ = tokio::time::sleep(recheck) => {}
             r = changes.recv() => {
@@ -431,6 +447,10 @@ impl Applier {
                         changed_at_ms: now_ms(),
                     },
                 );
+            }
+            Err(e) if self.cancel.is_stopped(&format!("{fleet}/{group}")) => {
+                // Stopped again while it started (the enforcer killed it): kept, still stopped.
+                info!(%fleet, %group, "fleet: stopped again while resuming ({e})");
             }
             Err(e) => {
                 warn!(%fleet, %group, container = %id, "fleet: resumed, but the stopped container does not start ({e}); applying the release again");

@@ -91,6 +91,8 @@ pub(crate) struct FleetParts<'a> {
     pub(crate) telemetry: Arc<crate::admin::Telemetry>,
     /// The machine's deployments, which an `estop --all` halts too.
     pub(crate) deploys: crate::deploy::DeployHalt,
+    /// `--offline-start-wait`: the boot sync gate's limit.
+    pub(crate) offline_start_wait: Duration,
 }
 
 /// Why the fleet agent could not start.
@@ -175,6 +177,7 @@ pub(crate) fn start(
         parts.tunnel.cloned(),
         join_tx,
     );
+    let synced = syncer.synced();
     tasks.push(tokio::spawn(syncer.run(stop.subscribe())));
     let publisher = status::Publisher {
         node,
@@ -214,9 +217,14 @@ pub(crate) fn start(
                 Some(parts.deploys.clone()),
                 stop.subscribe(),
             )));
+            let gate = BootGate {
+                synced,
+                wait: parts.offline_start_wait,
+            };
             tasks.push(tokio::spawn(reconcile(
                 hub.clone(),
                 applier,
+                gate,
                 confirmed,
                 stop.subscribe(),
             )));
@@ -244,23 +252,67 @@ fn save_configured_token(dir: &Path, token: &JoinTokenText, key: &SigningKey) {
     }
 }
 
-/// The reconciler: at start, then on every new entry and every [`RECONCILE_EVERY`].
+/// The boot sync gate: at start, before anything is adopted or started, wait up to `wait`
+/// for one sync round with any peer, so an e-stop (or a release) issued while this robot
+/// was off is in its copy first.
+struct BootGate {
+    /// Rounds that synced every held fleet with some peer ([`sync::Syncer::synced`]).
+    synced: watch::Receiver<u32>,
+    wait: Duration,
+}
+
+impl BootGate {
+    async fn pass(mut self, hub: &FleetHub) {
+        if hub.fleet_ids().is_empty() || self.wait.is_zero() {
+            return;
+        }
+        let begun = std::time::Instant::now();
+        match tokio::time::timeout(self.wait, self.synced.wait_for(|n| *n > 0)).await {
+            Ok(Ok(_)) => {
+                info!(
+                    ms = begun.elapsed().as_millis(),
+                    "fleet: log synced with a peer; starting the fleet's apps"
+                )
+            }
+            Ok(Err(_)) => {}
+            Err(_) => warn!(
+                "fleet: no peer synced within {:?} (--offline-start-wait); starting the fleet's apps from this robot's own copy of the log",
+                self.wait
+            ),
+        }
+    }
+}
+
+/// The reconciler: at start (log from disk → e-stops enforced → boot sync gate → adopt),
+/// then on every new entry and every [`RECONCILE_EVERY`].
 async fn reconcile(
     hub: FleetHub,
     mut applier: apply::Applier,
+    gate: BootGate,
     mut confirmed: mpsc::Receiver<routes::Confirmed>,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut changes = hub.subscribe();
+    let enforce = async |applier: &apply::Applier| {
+        let tunnel = applier.tunnel.as_ref();
+        estop::enforce(
+            &hub,
+            &applier.runtime,
+            tunnel,
+            &applier.me,
+            None,
+            &applier.cancel,
+        )
+        .await;
+    };
     // An e-stop in the on-disk log is enforced before anything is adopted or started.
-    estop::enforce(
-        &hub,
-        &applier.runtime,
-        applier.tunnel.as_ref(),
-        &applier.me,
-        None,
-    )
-    .await;
+    enforce(&applier).await;
+    tokio::select! {
+        () = gate.pass(&hub) => {}
+        _ = stop.changed() => return,
+    }
+    // The gate's sync may have brought a stop; adopt checks stops first.
+    enforce(&applier).await;
     applier.adopt(&estop::states(&hub)).await;
     let mut tick = tokio::time::interval(RECONCILE_EVERY);
     tick.reset();

@@ -96,12 +96,18 @@ impl Applier {
         else {
             return;
         };
-        if serving.url.as_deref() == Some(c.url.as_str()) {
+        if serving.url.as_deref() != Some(c.url.as_str()) {
+            serving.url = Some(c.url.clone());
+            self.save();
+        }
+        let shown = self
+            .board
+            .get(&c.fleet, &c.group)
+            .is_some_and(|a| a.url.as_deref() == Some(c.url.as_str()));
+        if shown {
             return;
         }
         info!(fleet = %c.fleet, group = %c.group, url = %c.url, "fleet: the gateway published the route");
-        serving.url = Some(c.url.clone());
-        self.save();
         self.board.update(c.fleet, &c.group, |a| {
             a.url = Some(c.url);
             a.changed_at_ms = now_ms();
