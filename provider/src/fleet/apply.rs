@@ -74,6 +74,8 @@ pub(crate) struct Applier {
     pub(crate) cancel: super::estop::Cancel,
     /// Registers serving routes in the background; their URLs come back to `record_url`.
     pub(crate) routes: super::routes::RouteSink,
+    /// Fetches peer-pinned images from fleet members (and serves the ones verified here).
+    pub(crate) images: Arc<super::image_fetch::ImageFetcher>,
 }
 
 /// The label fleet containers carry instead of the bare peer id.
@@ -315,12 +317,17 @@ impl Applier {
         let release = &record.release;
         let pinned = PinnedImage::parse(&release.spec.image)
             .map_err(|e| failed(format!("the release's image is not pinned: {e}")))?;
-        self.runtime
-            .ensure_pinned(&pinned, |_| {})
+        let board = self.board.clone();
+        let info = self
+            .images
+            .ensure(&self.runtime, fleet, &pinned, record.author, |line| {
+                board.update(fleet, group, |a| a.reason = Some(line));
+            })
             .await
             .map_err(|e| failed(format!("fetching the image failed: {e}")))?;
         self.board.update(fleet, group, |a| {
             a.phase = Phase::Starting;
+            a.reason = None;
             a.changed_at_ms = now_ms();
         });
         if self.firewall == Firewall::Install {
@@ -343,7 +350,7 @@ impl Applier {
             provider: fleet_provider_label(&self.me),
             owner: owner.to_string(),
             name: route.to_owned(),
-            image: pinned.to_string(),
+            image: self.images.start_reference(&pinned, &info),
             port: release.spec.port,
             env: deployment_env(&release.spec, &self.me, &id, route),
             cpu_millis: resources.cpu_millis,

@@ -11,6 +11,10 @@
 //!   exclusive switch (old container halted first; resumed if the new one fails).
 //! - `estop`: an emergency stop in force kills the group's containers at once (its own task,
 //!   woken by every new entry; also run from the on-disk log before anything starts).
+//! - `image_fetch`: a release pinned by a peer digest is fetched from fleet members (LAN
+//!   first, then the author), every blob verified while it streams, loaded, recorded in
+//!   `peer-images.json`; the verified blobs are served to other members
+//!   (`/peercompute/image/1`).
 //! - `routes`: serving routes registered in the background (an apply never waits for a
 //!   gateway that is not connected); the URL recorded once the gateway confirms it.
 //! - `adopt`: at start, the serving containers re-adopted; routes kept on a restarted
@@ -29,6 +33,7 @@ mod apply;
 mod attach;
 mod estop;
 mod history;
+mod image_fetch;
 mod join;
 mod logs;
 mod plan;
@@ -180,7 +185,7 @@ pub(crate) fn start(
     let synced = syncer.synced();
     tasks.push(tokio::spawn(syncer.run(stop.subscribe())));
     let publisher = status::Publisher {
-        node,
+        node: node.clone(),
         hub: hub.clone(),
         key,
         board: board.clone(),
@@ -190,6 +195,16 @@ pub(crate) fn start(
     match parts.runtime {
         Some(runtime) => {
             hub.set_log_source(logs::source(runtime.clone(), hub.clone(), dir.clone()));
+            let images = Arc::new(image_fetch::ImageFetcher::new(
+                node.clone(),
+                hub.clone(),
+                &dir,
+            ));
+            tasks.push(tokio::spawn(peercompute_p2p::serve_images(
+                node.clone(),
+                images.shelf(),
+                peercompute_p2p::fleet_authorizer(hub.clone()),
+            )));
             let (routes, confirmed) = routes::RouteSink::new(parts.tunnel.cloned());
             let applier = apply::Applier {
                 runtime,
@@ -207,6 +222,7 @@ pub(crate) fn start(
                 published: HashMap::new(),
                 cancel: estop::Cancel::new(),
                 routes,
+                images,
             };
             tasks.push(tokio::spawn(estop::run(
                 hub.clone(),
