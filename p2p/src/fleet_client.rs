@@ -12,7 +12,7 @@ use tracing::{debug, info};
 
 use crate::fleet::{FleetStream, fleet_protocol};
 use crate::fleet_hub::{
-    EXCHANGE_TIMEOUT, FleetHub, HubError, LogLines, decode_entries, send_pages,
+    EXCHANGE_TIMEOUT, FleetHub, HubError, LogLines, MAX_PULL_BYTES, decode_entries, send_pages,
 };
 use crate::node::Node;
 
@@ -63,10 +63,18 @@ pub async fn sync_with(
             return Err(HubError::Remote { peer, message });
         }
         let mut received = Vec::new();
+        let mut bytes = 0usize;
         let mut next = first;
         loop {
             match next {
                 Some(FleetMessage::Entries { entries, more }) => {
+                    bytes += entries.iter().map(Vec::len).sum::<usize>();
+                    if bytes > MAX_PULL_BYTES {
+                        return Err(HubError::Unexpected {
+                            peer,
+                            what: "more than 64 MiB of entries in one exchange".into(),
+                        });
+                    }
                     received.extend(entries);
                     if !more {
                         break;

@@ -37,6 +37,8 @@ pub(crate) const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(15);
 const MAX_CONCURRENT_STREAMS: usize = 64;
 /// Most pages one pull answer may take (a log of 20 × 4096 entries).
 const MAX_PAGES: usize = 4096;
+/// Most bytes of entries one exchange may bring (a peer cannot make us buffer more).
+pub(crate) const MAX_PULL_BYTES: usize = 64 * 1024 * 1024;
 
 /// Limits of a hub.
 #[derive(Clone)]
@@ -409,8 +411,9 @@ async fn answer(
     }
     match first {
         FleetMessage::Push { fleet, entries } => {
-            // Pages of one push share the stream: each is acknowledged before the next.
-            let (mut fleet, mut entries) = (fleet, entries);
+            // Pages of one push share the stream: each is acknowledged before the next. They
+            // are all of the first page's fleet (the one the revocation check saw).
+            let mut entries = entries;
             loop {
                 let (ok, mut results) = decode_entries(&entries);
                 results.extend(hub.insert(fleet, ok, Some(peer)));
@@ -419,7 +422,11 @@ async fn answer(
                     Some(FleetMessage::Push {
                         fleet: f,
                         entries: e,
-                    }) => (fleet, entries) = (f, e),
+                    }) if f == fleet => entries = e,
+                    Some(FleetMessage::Push { .. }) => {
+                        let message = "a push's pages must all be of one fleet".to_owned();
+                        return stream.write(&FleetMessage::Error { message }).await;
+                    }
                     _ => return Ok(()),
                 }
             }
@@ -507,9 +514,18 @@ pub(crate) async fn receive_pages(
     stream: &mut FleetStream,
 ) -> Result<Vec<Vec<u8>>, FleetStreamError> {
     let mut all = Vec::new();
+    let mut bytes = 0usize;
     for _ in 0..MAX_PAGES {
         match stream.read().await? {
             Some(FleetMessage::Entries { entries, more }) => {
+                bytes += entries.iter().map(Vec::len).sum::<usize>();
+                if bytes > MAX_PULL_BYTES {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        "more than 64 MiB of entries in one exchange",
+                    )
+                    .into());
+                }
                 all.extend(entries);
                 if !more {
                     return Ok(all);

@@ -2,11 +2,13 @@
 //! node's block list equal to that set (a robot refuses a revoked key's connections, so
 //! nothing of it reaches the hub, the control protocol or the tunnel's peers).
 //!
-//! A revoke lives in one fleet's log; a robot holds only the fleets it joined, so a key
-//! revoked in any of them is blocked at the node. A gateway, which holds strangers' fleets,
-//! does not block at the node (one fleet could otherwise cut a peer off from all others): its
-//! hub refuses a revoked key per fleet ([`FleetHub::is_revoked_in`]) and its follower acts on
-//! its allowlist.
+//! A revoke lives in one fleet's log, and may name any key. So a key is blocked at the node
+//! only when it took part in the fleet that revoked it (it authored an entry of that log: its
+//! join, a release, a stop) — as the gateway's consent rule, otherwise an admin of one fleet
+//! a robot holds could cut that robot off from another fleet's members or from its gateway.
+//! Every revoked key is refused per fleet by the hub ([`FleetHub::is_revoked_in`]). A gateway,
+//! which holds strangers' fleets, does not block at the node: its follower acts on its
+//! allowlist.
 
 use std::collections::BTreeSet;
 
@@ -19,14 +21,26 @@ use crate::fleet_hub::FleetHub;
 use crate::node::Node;
 
 impl FleetHub {
-    /// Every peer a fleet held here has revoked.
+    /// Every peer a fleet held here has revoked after it took part in that fleet (it
+    /// authored an entry of its log): the keys to block at the node.
     pub fn revoked_peers(&self) -> BTreeSet<PeerId> {
         let mut out = BTreeSet::new();
         for fleet in self.fleet_ids() {
             self.with_log(&fleet, |log| {
-                if let Some(state) = log.state() {
-                    out.extend(state.revoked.keys().filter_map(MemberKey::peer_id));
+                let Some(state) = log.state() else {
+                    return;
+                };
+                if state.revoked.is_empty() {
+                    return;
                 }
+                let authors: BTreeSet<MemberKey> = log.iter().map(|e| e.entry().author).collect();
+                out.extend(
+                    state
+                        .revoked
+                        .keys()
+                        .filter(|k| authors.contains(k))
+                        .filter_map(MemberKey::peer_id),
+                );
             });
         }
         out
@@ -127,6 +141,7 @@ mod tests {
             .map(|_| Identity::generate().expect("identity"))
             .collect();
         let (admin, r1, r2, other_admin) = (&ids[0], &ids[1], &ids[2], &ids[3]);
+        let stranger = Identity::generate().expect("identity");
         let (fleet, other) = (FleetId(key(admin).0), FleetId(key(other_admin).0));
         let peer = |i: &Identity| key(i).peer_id().expect("peer id");
         let now = unix_now();
@@ -166,6 +181,22 @@ mod tests {
         );
         assert!(hub.revoked_peers().is_empty());
         assert!(!hub.is_revoked(&peer(r2)));
+        // r2 takes part: an operator, it writes a stop and a resume.
+        write(
+            fleet,
+            admin,
+            vec![Op::Grant(peercompute_fleet::Grant {
+                member: key(r2),
+                role: peercompute_fleet::Role::Operator,
+                groups: Vec::new(),
+                expires_at: None,
+            })],
+        );
+        write(
+            fleet,
+            r2,
+            vec![Op::estop(vec![], "drill"), Op::Resume { groups: vec![] }],
+        );
 
         write(
             fleet,
@@ -176,6 +207,21 @@ mod tests {
             }],
         );
         assert_eq!(hub.revoked_peers(), BTreeSet::from([peer(r2)]));
+        // A key that never took part (enrolled by the admin, say the gateway's or another
+        // fleet's robot) is refused in this fleet but not blocked at the node.
+        write(
+            fleet,
+            admin,
+            vec![
+                enroll(&stranger, "s"),
+                Op::Revoke {
+                    member: key(&stranger),
+                    reason: "not ours".into(),
+                },
+            ],
+        );
+        assert_eq!(hub.revoked_peers(), BTreeSet::from([peer(r2)]));
+        assert!(hub.is_revoked_in(&fleet, &peer(&stranger)));
         assert!(hub.is_revoked(&peer(r2)));
         assert!(!hub.is_revoked(&peer(r1)));
         assert!(hub.is_revoked_in(&fleet, &peer(r2)));

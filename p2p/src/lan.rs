@@ -18,6 +18,11 @@ pub(crate) const MDNS_QUERY_INTERVAL: Duration = Duration::from_secs(15);
 /// with [`Node::lan_peers`](crate::Node::lan_peers).
 pub(crate) const PEER_EVENTS: usize = 64;
 
+/// Most peers, and addresses per peer, the LAN table keeps (a host flooding mDNS answers
+/// with made-up peers must not grow it without bound; records expire after a minute).
+const MAX_LAN_PEERS: usize = 256;
+const MAX_ADDRS_PER_PEER: usize = 8;
+
 /// Something that happened to a peer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PeerEvent {
@@ -38,7 +43,13 @@ pub(crate) struct LanPeers {
 impl LanPeers {
     /// Records an announced address; returns the peer's event when the address is new.
     pub(crate) fn discovered(&mut self, peer: PeerId, addr: Multiaddr) -> Option<PeerEvent> {
+        if !self.found.contains_key(&peer) && self.found.len() >= MAX_LAN_PEERS {
+            return None;
+        }
         let addrs = self.found.entry(peer).or_default();
+        if addrs.len() >= MAX_ADDRS_PER_PEER && !addrs.contains(&addr) {
+            return None;
+        }
         addrs.insert(addr).then(|| PeerEvent::Lan {
             peer,
             addrs: addrs.iter().cloned().collect(),
@@ -106,5 +117,19 @@ mod tests {
         assert_eq!(lan.peers(), vec![(p, vec![b.clone()])]);
         lan.expired(&p, &b);
         assert!(lan.peers().is_empty());
+    }
+
+    #[test]
+    fn the_table_is_bounded() {
+        let mut lan = LanPeers::default();
+        let p = PeerId::random();
+        for port in 0..20 {
+            lan.discovered(p, addr(&format!("/ip4/10.0.0.2/tcp/{port}")));
+        }
+        assert_eq!(lan.peers()[0].1.len(), MAX_ADDRS_PER_PEER);
+        for _ in 0..MAX_LAN_PEERS + 10 {
+            lan.discovered(PeerId::random(), addr("/ip4/10.0.0.3/tcp/1"));
+        }
+        assert_eq!(lan.peers().len(), MAX_LAN_PEERS);
     }
 }

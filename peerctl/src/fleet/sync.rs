@@ -52,6 +52,8 @@ pub(crate) struct Session {
     pub(crate) reached: Vec<PeerId>,
     /// Robots of the fleet reached on the LAN.
     pub(crate) lan: Vec<PeerId>,
+    /// Every robot of the fleet (a push also goes to those connected by then).
+    robots: BTreeSet<PeerId>,
     /// One line per gateway that could not be used.
     pub(crate) failed: Vec<String>,
     /// One line per exchange that brought or sent entries.
@@ -65,6 +67,7 @@ impl Session {
             node: None,
             reached: Vec::new(),
             lan: Vec::new(),
+            robots: BTreeSet::new(),
             failed: Vec::new(),
             notes: Vec::new(),
         }
@@ -147,6 +150,7 @@ impl Session {
             )),
         }
         session.lan = lan_reached;
+        session.robots = members;
         if session.reached.is_empty()
             && let Some(robot) = session.lan.first().copied()
         {
@@ -222,11 +226,18 @@ impl Session {
         let Some(node) = &self.node else {
             return Vec::new();
         };
+        // Robots whose connection came up after the LAN wait get it too.
+        let mut robots: Vec<PeerId> = self.lan.clone();
+        for peer in &self.robots {
+            if !robots.contains(peer) && node.path(*peer).await.is_some() {
+                robots.push(*peer);
+            }
+        }
         let targets = self
             .reached
             .iter()
             .map(|p| (*p, format!("gateway {p}")))
-            .chain(self.lan.iter().map(|p| (*p, format!("robot {p} (LAN)"))));
+            .chain(robots.iter().map(|p| (*p, format!("robot {p} (LAN)"))));
         let pushes: Vec<_> = targets
             .map(|(peer, who)| {
                 let bytes = vec![entry.bytes().to_vec()];
@@ -285,16 +296,25 @@ async fn sync_gateways(
     PeerId,
     Result<peercompute_p2p::fleet_hub::SyncReport, String>,
 )> {
+    // All at once: an unreachable first gateway must not eat the others' time.
+    let tasks: Vec<_> = gateways
+        .iter()
+        .map(|(gw, addrs)| {
+            let (node, hub, gw, addrs) = (node.clone(), local.hub.clone(), *gw, addrs.clone());
+            tokio::spawn(async move {
+                dial_gateway(&node, gw, &addrs, deadline).await?;
+                sync_with(&node, gw, &hub, fleet)
+                    .await
+                    .map_err(|e| format!("gateway {gw}: {e}"))
+            })
+        })
+        .collect();
     let mut done = Vec::new();
-    for (gw, addrs) in gateways {
-        if let Err(why) = dial_gateway(node, *gw, addrs, deadline).await {
-            done.push((*gw, Err(why)));
-            continue;
-        }
-        let synced = sync_with(node, *gw, &local.hub, fleet)
+    for ((gw, _), task) in gateways.iter().zip(tasks) {
+        let outcome = task
             .await
-            .map_err(|e| format!("gateway {gw}: {e}"));
-        done.push((*gw, synced));
+            .unwrap_or_else(|e| Err(format!("gateway {gw}: {e}")));
+        done.push((*gw, outcome));
     }
     done
 }

@@ -110,10 +110,6 @@ impl Syncer {
 
     /// How many rounds have finished that synced every held fleet with at least one peer
     /// (or held none); 0 until the first. The reconciler's boot gate waits on it.
-    #[allow(
-        dead_code,
-        reason = "the reconciler's boot gate (provider/src/fleet/mod.rs, WP-C) calls it"
-    )]
     pub(crate) fn synced(&self) -> watch::Receiver<u32> {
         self.synced.subscribe()
     }

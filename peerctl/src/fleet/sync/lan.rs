@@ -176,11 +176,26 @@ pub(crate) async fn reach_members(
         }
     }
     // A robot on the LAN answers within the wait; a dial still pending then (a remembered
-    // robot that is away) must not hold the write back: it is left to finish on its own.
+    // robot that is away) must not hold the write back when others answered: it is left to
+    // finish on its own (a push still goes to it if it is connected by then). When none
+    // answered in time, the pending dials are awaited (each bounded): a slow LAN is better
+    // than reaching nobody.
     let mut reached = BTreeSet::new();
-    for dial in dials {
-        if let Ok(Ok((peer, true))) = tokio::time::timeout_at(deadline, dial).await {
-            reached.insert(peer);
+    let mut pending = Vec::new();
+    for mut dial in dials {
+        match tokio::time::timeout_at(deadline, &mut dial).await {
+            Ok(Ok((peer, true))) => {
+                reached.insert(peer);
+            }
+            Ok(_) => {}
+            Err(_) => pending.push(dial),
+        }
+    }
+    if reached.is_empty() {
+        for dial in pending {
+            if let Ok((peer, true)) = dial.await {
+                reached.insert(peer);
+            }
         }
     }
     // Remember what mDNS announced now (not stale cached addresses of robots not reached).
