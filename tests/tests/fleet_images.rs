@@ -1,0 +1,187 @@
+//! Images from peers, no registry needed (issue 13), with the real parts: a robot daemon
+//! fetches a release pinned by a peer digest (an image no registry holds) from fleet members
+//! connected to it over libp2p, verifies every blob and the manifest, loads it and runs it
+//! behind the gateway; a member that serves altered bytes under the same digest is refused
+//! by hash and dropped. (The release made and served by `peerctl fleet release
+//! --image-source` is tested here once its flags are in peerctl.)
+//!
+//! The robot shares the test's Docker engine, so the image is also in the engine already; the
+//! robot proves its own fetch through its `peer-images.json` record and what each member sent.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use peercompute_fleet::BlobDigest;
+use peercompute_identity::Identity;
+use peercompute_p2p::{BlobSource, ImageShelf, Multiaddr, Node, NodeConfig, PeerId, serve_images};
+use peercompute_runtime::testsupport::{ScratchImage, busybox, unique_name};
+use peercompute_runtime::{DockerRuntime, PeerImages, SaveIndex};
+use peercompute_tests::fleet_rig::{Rig, WEB_PORT, wait_serving};
+use peercompute_tests::within;
+
+/// A busybox web image answering `version` at `/` and `/healthz`, loaded into the engine
+/// under `tag` only (pushed nowhere).
+async fn local_web_image(runtime: &DockerRuntime, tag: &str, version: &str) {
+    ScratchImage::new(tag)
+        .file("/bin/busybox", busybox().expect("busybox"), 0o755)
+        .file("/www/index.html", format!("{version}\n"), 0o644)
+        .file("/www/healthz", "ok\n", 0o644)
+        .cmd(["/bin/busybox", "httpd", "-f", "-p", "8080", "-h", "/www"])
+        .env("PATH", "/bin")
+        .expose(WEB_PORT)
+        .load(runtime)
+        .await
+        .expect("load the image");
+}
+
+/// `docker save` of `image` into `path`, indexed.
+async fn save(runtime: &DockerRuntime, image: &str, path: &std::path::Path) -> SaveIndex {
+    runtime
+        .export_image(image, path)
+        .await
+        .expect("docker save");
+    SaveIndex::read(std::fs::File::open(path).expect("open")).expect("index")
+}
+
+/// A fleet member serving `index`'s image from `archive` to anyone who asks, connected to the
+/// robot; its node and shelf.
+async fn member_serving(
+    who: &Identity,
+    index: &SaveIndex,
+    archive: &std::path::Path,
+    robot: PeerId,
+    robot_addrs: &[Multiaddr],
+) -> (Node, ImageShelf) {
+    let node = Node::start(
+        who,
+        NodeConfig {
+            mdns: false,
+            ..NodeConfig::default()
+        },
+    )
+    .await
+    .expect("a node");
+    let shelf = ImageShelf::default();
+    let blobs = index
+        .manifest
+        .blobs()
+        .iter()
+        .map(|b| {
+            let range = index.ranges[&b.digest];
+            let source = BlobSource {
+                path: archive.to_owned(),
+                offset: range.offset,
+                size: range.size,
+            };
+            (b.digest.parse().expect("a digest"), source)
+        })
+        .collect();
+    let digest: BlobDigest = index.manifest.digest.parse().expect("a digest");
+    shelf.add(digest, index.manifest.bytes.clone(), blobs);
+    tokio::spawn(serve_images(
+        node.clone(),
+        shelf.clone(),
+        Arc::new(|_: &PeerId, _: &BlobDigest| Ok(())),
+    ));
+    within(10, "dial the robot", node.dial(robot, robot_addrs.to_vec()))
+        .await
+        .expect("dialled");
+    (node, shelf)
+}
+
+/// The other half of "on a LAN, robots fetch from each other": the image comes from fleet
+/// members connected to the robot (not the releaser), one of which lies (the same peer
+/// digest, a layer's bytes altered). The robot asks the liar first, refuses its layer by
+/// hash, drops it and completes from the honest member.
+#[tokio::test]
+async fn a_robot_fetches_from_connected_members_and_drops_the_one_that_lies() {
+    let started = Instant::now();
+    let rig = Rig::start(&[("lab", 1)]).await;
+    let robot = &rig.robots[0];
+    let robot_addrs = robot
+        .daemon
+        .daemon
+        .as_ref()
+        .expect("running")
+        .listen_addrs
+        .clone();
+    let port = WEB_PORT.to_string();
+
+    let image = format!("{}-peer:{}", rig.repository, unique_name("m1"));
+    rig.cleanup.image(&image);
+    local_web_image(&rig.runtime, &image, "m1").await;
+    let honest_archive = tempfile::NamedTempFile::new().expect("archive file");
+    let index = save(&rig.runtime, &image, honest_archive.path()).await;
+    let lying_archive = tempfile::NamedTempFile::new().expect("archive file");
+    let mut bytes = std::fs::read(honest_archive.path()).expect("read");
+    let layer = index.manifest.layers.last().expect("a layer").clone();
+    let range = index.ranges[&layer.digest];
+    bytes[(range.offset + range.size / 2) as usize] ^= 0xff;
+    std::fs::write(lying_archive.path(), &bytes).expect("write");
+
+    // Two viewers of the fleet; the liar's key sorts first, so the robot asks it first.
+    let mut keys: Vec<Identity> = (0..2).map(|_| Identity::generate().expect("key")).collect();
+    keys.sort_by_key(Identity::public_key_bytes);
+    let (liar, honest) = (&keys[0], &keys[1]);
+    for who in [liar, honest] {
+        rig.ok(&[
+            "fleet",
+            "grant",
+            &who.peer_id().to_string(),
+            "--role",
+            "viewer",
+        ])
+        .await;
+    }
+    let (liar_node, liar_shelf) =
+        member_serving(liar, &index, lying_archive.path(), robot.peer, &robot_addrs).await;
+    let (honest_node, honest_shelf) = member_serving(
+        honest,
+        &index,
+        honest_archive.path(),
+        robot.peer,
+        &robot_addrs,
+    )
+    .await;
+
+    // Released by the peer digest as it is: peerctl needs no engine or archive for that.
+    let pinned = format!(
+        "{}@{}",
+        image.rsplit_once(':').expect("a tag").0,
+        index.manifest.digest
+    );
+    let (code, _, stderr) = rig
+        .peerctl(&[
+            "fleet",
+            "release",
+            &pinned,
+            "--group",
+            "lab",
+            "--port",
+            &port,
+            "--name",
+            "web",
+            "--version",
+            "m1",
+            "--health-path",
+            "/healthz",
+        ])
+        .await;
+    assert_eq!(code, 0, "release: {stderr}");
+    wait_serving(&rig.client, &robot.url, "m1", 60).await;
+
+    let digest: BlobDigest = index.manifest.digest.parse().expect("a digest");
+    let blobs = index.manifest.blobs().len();
+    // The liar sent every blob (its config is right, its layer is not); the honest member
+    // sent only the layer the robot refused from the liar.
+    assert_eq!(liar_shelf.sent_to(&robot.peer, &digest), (blobs, blobs));
+    assert_eq!(honest_shelf.sent_to(&robot.peer, &digest), (1, blobs));
+    let record = PeerImages::open(&robot.daemon.home.path().join("fleet/peer-images.json"));
+    assert_eq!(
+        record.image_id(&index.manifest.digest),
+        Some(index.manifest.config.digest.as_str())
+    );
+    liar_node.shutdown().await;
+    honest_node.shutdown().await;
+    println!("fleet_images (members): {:?}", started.elapsed());
+}
