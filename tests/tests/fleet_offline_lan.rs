@@ -7,7 +7,9 @@
 //!   of its spawn (engine `die` events; measured and printed), and resume starts them again;
 //! - a robot off the LAN during a stop applies it when it is back, before starting anything;
 //! - partition of 5 s while the laptop releases v2 on the LAN: after healing, every robot's
-//!   copy of the log equals the laptop's within 10 s, and v2 is created once per robot.
+//!   copy of the log equals the laptop's within 10 s, and v2 is created once per robot;
+//! - revoking r3 from the laptop (WAN still cut): r1 and r2 refuse its connections (their
+//!   logs say so) within 5 s.
 
 use std::time::{Duration, Instant, SystemTime};
 
@@ -218,6 +220,37 @@ async fn with_the_wan_cut_the_laptop_stops_and_resumes_the_robots_and_logs_conve
             creates.len()
         );
     }
+
+    // Revoking r3 from the laptop over the LAN: r1 and r2 cut it off at their nodes.
+    let revoked = Instant::now();
+    site.ok(&[
+        "fleet",
+        "revoke",
+        &r3.peer.to_string(),
+        "--reason",
+        "site test",
+    ])
+    .await;
+    within(5, "r1 and r2 to refuse r3's connections", async {
+        loop {
+            let cut = site.robots[..2].iter().all(|r| {
+                std::fs::read_to_string(&r.log).is_ok_and(|log| {
+                    log.lines().any(|l| {
+                        l.contains("revoked by the fleet") && l.contains(&r3.peer.to_string())
+                    })
+                })
+            });
+            if cut {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    eprintln!(
+        "revoke of r3: blocked on r1 and r2 within {:?} of the command",
+        revoked.elapsed()
+    );
     site.heal_wan();
     eprintln!("whole test: {:?}", t0.elapsed());
 }
