@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Subcommand};
+use clap::{Args, Subcommand, ValueEnum};
 
 /// `peerctl fleet [--fleet NAME|ID] <action>`.
 #[derive(Args, Debug)]
@@ -126,7 +126,7 @@ pub enum FleetAction {
     },
     /// Release an image to a group: every robot of the group runs it once healthy.
     #[command(
-        after_help = "Examples:\n  peerctl fleet release registry.example.com/lekiwi/teleop@sha256:<64 hex> --group production --port 8080\n  peerctl fleet release registry.example.com/lekiwi/teleop:2.1 --group staging --port 8080 --version 2.1 --health-path /healthz\n  peerctl fleet release 127.0.0.1:5000/app:v3 --group production --port 80 --env RUST_LOG=info --cpu 0.5 --memory 256M\n  peerctl fleet release 127.0.0.1:5000/teleop:v4 --group production --port 8080 --device arm --volume maps:/var/lib/teleop:2G --volume-exclusive\n\nA volume is kept per fleet and app across releases and rollbacks (rollbacks do not roll\ndata back: `peerctl volumes export` before a release). Robots older than volumes refuse a\nrelease with volumes or devices: upgrade them first.\n\nA tag is resolved to its digest through the local Docker engine when the release is made;\nrobots verify the image they pull against it."
+        after_help = "Examples:\n  peerctl fleet release registry.example.com/lekiwi/teleop@sha256:<64 hex> --group production --port 8080\n  peerctl fleet release registry.example.com/lekiwi/teleop:2.1 --group staging --port 8080 --version 2.1 --health-path /healthz\n  peerctl fleet release 127.0.0.1:5000/app:v3 --group production --port 80 --env RUST_LOG=info --cpu 0.5 --memory 256M\n  peerctl fleet release 127.0.0.1:5000/teleop:v4 --group production --port 8080 --device arm --volume maps:/var/lib/teleop:2G --volume-exclusive\n  peerctl fleet release app:dev --group lab --port 8080 --image-source peers\n  peerctl fleet release lab/app --image-archive app.tar --group lab --port 8080 --serve-for 30m\n\nA volume is kept per fleet and app across releases and rollbacks (rollbacks do not roll\ndata back: `peerctl volumes export` before a release). Robots older than volumes refuse a\nrelease with volumes or devices: upgrade them first.\n\nA tag is resolved to its digest through the local Docker engine when the release is made;\nrobots verify the image they pull against it.\n\nAn image no registry holds (--image-source auto finds none, or peers) is pinned by its peer\ndigest (its canonical OCI manifest, which any holder can recompute) and served from here to the\ngroup's robots: `fleet release` returns once every robot reached has fetched it, or after\n--serve-for (default 10m), or on Ctrl-C. Robots that have it serve each other; a robot verifies\nevery blob and the manifest against the digest before loading it."
     )]
     Release {
         #[command(flatten)]
@@ -354,6 +354,37 @@ pub struct ReleaseArgs {
     pub health_timeout: Duration,
     #[command(flatten)]
     pub attach: crate::volumes::AttachArgs,
+    #[command(flatten)]
+    pub source: ImageSourceArgs,
+}
+
+/// Where robots get a release's image.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ImageSource {
+    /// The registry's digest when the registry answers, else the peer digest (served from here).
+    #[default]
+    Auto,
+    /// Only a registry: the digest it reports for the tag.
+    Registry,
+    /// Fleet peers: the peer digest of the local image (or --image-archive), served from here.
+    Peers,
+}
+
+/// `fleet release` options for images no registry holds (flattened into `ReleaseArgs`).
+#[derive(Args, Debug, Clone, Default)]
+pub struct ImageSourceArgs {
+    /// Where robots get the image: auto (the registry when it has the tag, else fleet peers),
+    /// registry, or peers.
+    #[arg(long, value_enum, default_value_t = ImageSource::Auto, value_name = "SOURCE")]
+    pub image_source: ImageSource,
+    /// Serve the image from this `docker save` archive (no Docker engine needed); the image
+    /// argument then only names the repository. Implies --image-source peers.
+    #[arg(long, value_name = "FILE")]
+    pub image_archive: Option<PathBuf>,
+    /// How long to serve a peer-pinned image at most; `fleet release` returns earlier once
+    /// every robot of the group reached has fetched it.
+    #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = duration)]
+    pub serve_for: Duration,
 }
 
 /// Durations as people type them: `24h`, `90d`, `30s`, `1h30m`.

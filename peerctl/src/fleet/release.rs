@@ -11,6 +11,10 @@ use peercompute_tunnel_proto::{DeployRequest, EnvVar};
 pub(crate) use super::cli::ReleaseArgs;
 use crate::exit::{CliError, Kind};
 
+mod serve;
+
+pub(crate) use serve::{pin_release_image, start_serving};
+
 fn bad(message: String) -> CliError {
     CliError::new(Kind::BadRequest, message)
 }
@@ -40,7 +44,7 @@ pub(crate) async fn pin(image: &str) -> Result<String, CliError> {
 }
 
 /// The repository part of a reference (`registry:5000/app:v1` → `registry:5000/app`).
-fn repository_of(image: &str) -> &str {
+pub(crate) fn repository_of(image: &str) -> &str {
     let image = image.split_once('@').map_or(image, |(repo, _)| repo);
     match image.rsplit_once(':') {
         Some((repo, tag)) if !tag.contains('/') => repo,
@@ -216,6 +220,7 @@ mod tests {
             health_path: Some("/healthz".into()),
             health_timeout: std::time::Duration::from_secs(30),
             attach: Default::default(),
+            source: Default::default(),
         }
     }
 

@@ -268,13 +268,32 @@ async fn invite(
     Ok(())
 }
 
-/// `fleet release`: the image pinned, the next sequence of the group, then published.
+/// `fleet release`: the image pinned (from a registry, or by its peer digest and then served
+/// from here while the robots fetch it), the next sequence of the group, then published.
 async fn publish_release(w: &Writer<'_>, mut args: ReleaseArgs) -> Result<(), CliError> {
-    let pinned = release::pin(&args.image).await?;
-    if pinned != args.image {
-        w.ctx.note(&format!("{} resolved to {pinned}", args.image));
+    let pinned = release::pin_release_image(&args.image, &args.source).await?;
+    if let Some(note) = &pinned.note {
+        w.ctx.note(note);
     }
-    args.image = pinned;
+    args.image = pinned.image;
+    let serve_for = args.source.serve_for;
+    let group = args.group.trim().to_ascii_lowercase();
+    // Serving starts (and the robots are reached) before the entry goes out, so a robot that
+    // gets it finds the image's source connected.
+    let serving = match pinned.served {
+        Some(served) => Some(
+            release::start_serving(
+                &w.ctx.identity()?,
+                &w.ctx.gateways,
+                &w.state,
+                &group,
+                served,
+                |line| w.ctx.note(line),
+            )
+            .await?,
+        ),
+        None => None,
+    };
     let op = release::release_op(args, &w.state)?;
     if let Op::Release(r) = &op
         && let Some(note) = release::old_robots_note(&r.spec)
@@ -304,9 +323,13 @@ async fn publish_release(w: &Writer<'_>, mut args: ReleaseArgs) -> Result<(), Cl
         if r.spec.volume_exclusive {
             out["volume_exclusive"] = json!(true);
         }
-        return print_json(&out);
+        print_json(&out)?;
+    } else {
+        println!("{} {} {}", r.version, r.app(), entry.hash());
     }
-    println!("{} {} {}", r.version, r.app(), entry.hash());
+    if let Some(serving) = serving {
+        serving.wait(serve_for, |line| w.ctx.note(line)).await?;
+    }
     Ok(())
 }
 
