@@ -16,12 +16,17 @@
 //! within 20 s (boot sync gate 2 s); a release while its tunnel is down (the log over libp2p)
 //! is healthy (no URL) well before the old 20 s switch timeout, and gets its URL when the
 //! gateway is back, with no redeploy.
+//!
+//! F5 (one robot behind a Docker socket proxy): the engine connection cut for 2 s while a
+//! release waits in its health gate → the release rolls back with its reason in the status,
+//! v1 serves, and exactly one container is left.
 
 use std::time::{Duration, Instant};
 
 use peercompute_p2p::PeerId;
 use peercompute_provider::{AdminListen, Daemon, GatewaySpec, ProviderConfig};
 use peercompute_runtime::{ContainerState, DockerRuntime, LABEL_PROVIDER};
+use peercompute_tests::docker_proxy::DockerProxy;
 use peercompute_tests::fleet_rig::{Rig, app_of, fleet_containers, serves};
 use peercompute_tests::{peerctl_bin, within};
 
@@ -413,4 +418,55 @@ async fn a_robot_with_no_network_starts_its_release_after_a_power_cut_and_nothin
         "fleet_estop offline: {} s in all",
         begun.elapsed().as_secs()
     );
+}
+
+/// F5: the robot's connection to the Docker engine is cut while a release is being applied
+/// (its health gate running) and restored 2 s later: the apply rolls back with the reason in
+/// the status, the old release keeps serving, and no container is left behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_engine_cut_mid_apply_leaves_no_orphan_and_the_apply_rolls_back() {
+    let begun = Instant::now();
+    let mut proxy = DockerProxy::start();
+    let endpoint = proxy.endpoint();
+    let rig = Rig::start_with(&[("production", 1)], move |c| {
+        c.docker_endpoint = Some(endpoint.clone());
+    })
+    .await;
+    rig.image("v1", true).await;
+    rig.image("v2", false).await;
+    rig.release("production", "v1", "30s").await;
+    rig.wait_group_serving("production", "v1", 90).await;
+    let (peer, name) = (rig.robots[0].peer, rig.robots[0].name.clone());
+
+    // v2 never answers its health check: the apply waits in its gate for up to 8 s.
+    rig.release("production", "v2", "8s").await;
+    rig.wait_status(30, "v2 starting", |s| {
+        app_of(s, &name).is_some_and(|a| a["version"] == "v2" && a["phase"] == "starting")
+    })
+    .await;
+    proxy.stop();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    proxy.start_again();
+
+    let status = rig
+        .wait_status(40, "v2 rolled back", |s| {
+            app_of(s, &name).is_some_and(|a| a["version"] == "v2" && a["phase"] == "rolled back")
+        })
+        .await;
+    let app = app_of(&status, &name).expect("the robot's app");
+    eprintln!("F5: v2 ended rolled back: {}", app["reason"]);
+    assert!(
+        app["reason"].as_str().is_some_and(|r| !r.is_empty()),
+        "{app}"
+    );
+    assert_eq!(app["serving"], "v1", "{app}");
+    within(20, "no container left but v1's", async {
+        while fleet_containers(&rig.runtime, &peer).await.len() != 1 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    assert_eq!(running_containers(&rig.runtime, &peer).await.len(), 1);
+    assert!(serves(&rig.client, &rig.robots[0].url, "v1").await);
+    eprintln!("fleet_estop F5: {} s in all", begun.elapsed().as_secs());
 }

@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 
 use peercompute_fleet::{AppStatus, EntryHash, FleetId, FleetState, Phase, ReleaseRecord};
+use peercompute_runtime::ManagedContainer;
 use tracing::{info, warn};
 
 use super::applied::{Failure, Serving, prunable};
@@ -28,7 +29,6 @@ impl Applier {
     /// (a crash mid-apply).
     pub(crate) async fn adopt(&mut self, states: &[FleetState]) {
         self.choose_disk().await;
-        let label = fleet_provider_label(&self.me);
         let managed = match self.runtime.list_managed().await {
             Ok(m) => m,
             Err(e) => {
@@ -36,7 +36,6 @@ impl Applier {
                 return;
             }
         };
-        let mut keep = Vec::new();
         let mut changed = false;
         for (fleet, groups) in &mut self.applied.fleets {
             let fleet_id = fleet.parse::<FleetId>().ok();
@@ -46,9 +45,6 @@ impl Applier {
                     continue;
                 };
                 let found = managed.iter().find(|m| m.id == serving.container_id);
-                if found.is_some() {
-                    keep.push(serving.container_id.clone());
-                }
                 let label = format!("{fleet}/{group}");
                 let stopped = state
                     .and_then(|s| stop_for(s, group))
@@ -107,25 +103,56 @@ impl Applier {
                         if found.is_none() {
                             warn!(%fleet, %group, version = %serving.version, "fleet: the serving container is gone; applying the release again");
                         }
-                        keep.retain(|k| *k != serving.container_id);
                         applied.serving = None;
                         changed = true;
                     }
                 }
             }
         }
-        for m in &managed {
-            let ours = m.labels.get(peercompute_runtime::LABEL_PROVIDER) == Some(&label);
-            if ours && !keep.contains(&m.id) {
-                warn!(container = %m.name, "fleet: removing a container no release records");
-                let _ = self.runtime.stop(&m.id).await;
-            }
-        }
+        self.untidy = !self.remove_unrecorded(&managed).await;
         if changed {
             self.save();
         }
         self.devices
             .publish_held(Holder::Fleet, self.applied.devices());
+    }
+
+    /// Removes this robot's fleet containers that no group records as serving (a crash, or
+    /// an engine connection cut, mid-apply left them); whether every one went.
+    async fn remove_unrecorded(&self, managed: &[ManagedContainer]) -> bool {
+        let label = fleet_provider_label(&self.me);
+        let recorded: Vec<&str> = self
+            .applied
+            .fleets
+            .values()
+            .flat_map(|f| f.groups.values())
+            .filter_map(|g| g.serving.as_ref())
+            .map(|s| s.container_id.as_str())
+            .collect();
+        let mut tidy = true;
+        for m in managed {
+            let ours = m.labels.get(peercompute_runtime::LABEL_PROVIDER) == Some(&label);
+            if ours && !recorded.contains(&m.id.as_str()) {
+                warn!(container = %m.name, "fleet: removing a container no release records");
+                if let Err(e) = self.runtime.stop(&m.id).await {
+                    warn!(container = %m.name, "fleet: cannot remove it yet: {e}");
+                    tidy = false;
+                }
+            }
+        }
+        tidy
+    }
+
+    /// Between reconciler passes: [`remove_unrecorded`](Self::remove_unrecorded) from a fresh
+    /// listing; `untidy` stays set (the reconciler looks again soon) while one is left.
+    pub(crate) async fn sweep(&mut self) {
+        self.untidy = match self.runtime.list_managed().await {
+            Ok(managed) => !self.remove_unrecorded(&managed).await,
+            Err(e) => {
+                warn!("fleet: cannot list containers to remove leftovers: {e}");
+                true
+            }
+        };
     }
 
     /// Records as failed the serving releases whose container the volume check halted (its

@@ -74,6 +74,9 @@ pub(crate) struct Applier {
     pub(crate) cancel: super::estop::Cancel,
     /// Registers serving routes in the background; their URLs come back to `record_url`.
     pub(crate) routes: super::routes::RouteSink,
+    /// A leftover container could not be removed (the engine did not answer): the
+    /// reconciler sweeps again soon.
+    pub(crate) untidy: bool,
     /// Fetches peer-pinned images from fleet members (and serves the ones verified here).
     pub(crate) images: Arc<super::image_fetch::ImageFetcher>,
 }

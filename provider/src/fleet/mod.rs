@@ -68,6 +68,8 @@ const MAX_FLEETS: usize = 4;
 const MAX_ENTRIES: usize = 50_000;
 /// How often the reconciler looks again without a new entry (ports, retries).
 const RECONCILE_EVERY: Duration = Duration::from_secs(30);
+/// How soon it looks again while a leftover container could not be removed.
+const RETRY_SWEEP: Duration = Duration::from_secs(2);
 
 /// The fleet directory of a provider home.
 pub fn fleet_dir(home: &Path) -> PathBuf {
@@ -223,6 +225,7 @@ pub(crate) fn start(
                 cancel: estop::Cancel::new(),
                 routes,
                 images,
+                untidy: false,
             };
             tasks.push(tokio::spawn(estop::run(
                 hub.clone(),
@@ -344,6 +347,7 @@ async fn reconcile(
         }
         applier.record_volume_halts().await;
         applier.follow_ports().await;
+        applier.sweep().await;
         loop {
             tokio::select! {
                 r = changes.recv() => {
@@ -352,6 +356,7 @@ async fn reconcile(
                     }
                 }
                 _ = tick.tick() => {}
+                () = tokio::time::sleep(RETRY_SWEEP), if applier.untidy => {}
                 Some(url) = confirmed.recv() => {
                     // A URL only: recorded, no new plan needed.
                     applier.record_url(url);
