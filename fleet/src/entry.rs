@@ -10,6 +10,7 @@ use peercompute_tunnel_proto::{DeployRequest, InvalidMessage, validate_name};
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{EntryHash, FleetId, MemberKey};
+use crate::rotation::RotationProof;
 use crate::sig::Sig;
 
 /// Most parents one entry names (concurrent heads merged at once).
@@ -85,6 +86,11 @@ pub enum Op {
     Resume { groups: Vec<String> },
     /// Revokes a key: its later entries are refused, and it is no longer a member.
     Revoke { member: MemberKey, reason: String },
+    /// Moves a member's name, groups and grant to a new key the old one vouched for; the old
+    /// key is retired (see `rotation`).
+    RotateMember(RotationProof),
+    /// The current root hands the fleet to a new root key, which proves it is held.
+    RotateRoot { new: MemberKey, possession: Sig },
 }
 
 impl Op {
@@ -123,6 +129,8 @@ impl Op {
             Op::EStop { .. } => "e-stop",
             Op::Resume { .. } => "resume",
             Op::Revoke { .. } => "revoke",
+            Op::RotateMember(_) => "rotate-member",
+            Op::RotateRoot { .. } => "rotate-root",
         }
     }
 }
@@ -287,6 +295,8 @@ pub enum EntryError {
     SeqZero,
     #[error("an e-stop of everything names no group (it covers them all)")]
     EverythingWithGroups,
+    #[error("a key cannot be rotated to itself")]
+    SameKey,
 }
 
 impl Entry {
@@ -351,6 +361,8 @@ impl Op {
             }
             Op::Resume { groups: g } => groups(g, false),
             Op::Revoke { reason, .. } => text("reason", reason),
+            Op::RotateMember(proof) if proof.old == proof.new => Err(EntryError::SameKey),
+            Op::RotateMember(_) | Op::RotateRoot { .. } => Ok(()),
         }
     }
 }

@@ -12,7 +12,9 @@
 //! - [`ids`]: [`FleetId`] (the fleet key), [`MemberKey`] (a member's key, shown as its peer
 //!   id), [`EntryHash`].
 //! - `entry`: [`Entry`] and its [`Op`]s (genesis, invite, join, enrol, groups, grants,
-//!   release, rollback, e-stop/resume, revoke) and the rules an entry follows by itself.
+//!   release, rollback, e-stop/resume, revoke, key rotation) and the rules an entry follows
+//!   by itself.
+//! - `rotation`: [`RotationProof`], a key vouching for its successor, and the root's chain.
 //! - `release_wire`: the postcard form of an [`Op`]; a release with volumes or devices is a
 //!   variant of its own (`ReleaseV2`), so a release without them keeps its bytes.
 //! - `codec`: [`SignedEntry`], the versioned, canonical wire form and its signature.
@@ -49,8 +51,10 @@ mod invite;
 mod log;
 mod logs;
 mod release_wire;
+mod rotation;
 mod sig;
 mod state;
+mod state_keys;
 mod status;
 mod stops;
 #[cfg(feature = "fs")]
@@ -72,6 +76,7 @@ pub use log::{FleetLog, InsertError, Inserted, MAX_FUTURE_SECS, Prepared};
 pub use logs::{
     DEFAULT_LOG_TAIL, LogWindow, LogsQuery, MAX_GREP, MAX_LOG_BYTES, MAX_LOG_LINE, MAX_LOG_TAIL,
 };
+pub use rotation::{RotationProof, RotationTokenError, root_possession};
 pub use sig::Sig;
 pub use state::{FleetState, GroupState, InviteState, Member, Refusal, ReleaseRecord};
 pub use status::{

@@ -59,8 +59,15 @@ pub struct FleetLog {
     heads: BTreeSet<EntryHash>,
     state: Option<FleetState>,
     /// Every stored `Revoke`, by the key it revokes: that key's entries which are not its
-    /// ancestors are void (stored, forwarded, skipped by the fold).
+    /// ancestors are void (stored, forwarded, skipped by the fold) when the revoke is
+    /// effective (see `effective_revokes`).
     revokes: BTreeMap<MemberKey, Vec<EntryHash>>,
+    /// Each entry's time floor: the time its children may not be before. An entry's `at`,
+    /// but an e-stop's is its parents' floor (its own time may be far ahead).
+    floor: BTreeMap<EntryHash, u64>,
+    /// The genesis key and every key a stored `RotateRoot` of one of them named: their
+    /// revokes (and rotations) always void.
+    roots: BTreeSet<MemberKey>,
 }
 
 /// An entry checked against a log by [`FleetLog::prepare`], not yet part of it: the caller
@@ -115,6 +122,8 @@ impl FleetLog {
             heads: BTreeSet::new(),
             state: None,
             revokes: BTreeMap::new(),
+            floor: BTreeMap::new(),
+            roots: BTreeSet::from([MemberKey(fleet.0)]),
         }
     }
 
@@ -142,12 +151,14 @@ impl FleetLog {
             .unwrap_or(0)
     }
 
-    /// The latest time among the heads (a new entry's time must not be before it).
+    /// The latest time among the heads (a new entry's time must not be before it). An
+    /// e-stop's own time does not count (it may come from a clock far ahead, and is exempt
+    /// from [`MAX_FUTURE_SECS`]): its children need only be as late as its parents.
     pub fn latest_time(&self) -> u64 {
         self.heads
             .iter()
-            .filter_map(|h| self.entries.get(h))
-            .map(|e| e.entry().at)
+            .filter_map(|h| self.floor.get(h))
+            .copied()
             .max()
             .unwrap_or(0)
     }
@@ -255,9 +266,8 @@ impl FleetLog {
             return Err(InsertError::MissingParents { hash, missing });
         }
         let parents = entry.parents.iter().filter_map(|p| self.entries.get(p));
-        let (max_clock, max_at) = parents.fold((0, 0), |(c, t), p| {
-            (c.max(p.entry().clock), t.max(p.entry().at))
-        });
+        let max_clock = parents.map(|p| p.entry().clock).max().unwrap_or(0);
+        let max_at = self.floor_of(&entry.parents);
         if entry.clock != max_clock + 1 {
             return Err(InsertError::Clock(hash));
         }
@@ -284,9 +294,14 @@ impl FleetLog {
                 next: Next::Refold(signed),
             });
         }
-        // A key with a revoke in the log writes only void entries from then on (a revoke
-        // the fold skipped, as when two admins revoke each other, still voids).
-        let next = if self.revokes.contains_key(&entry.author) {
+        // A key with an effective revoke in the log writes only void entries from then on
+        // (even when the fold skipped that revoke).
+        let revoked_here = self.revokes.contains_key(&entry.author)
+            && self
+                .effective_revokes(&|_| true)
+                .iter()
+                .any(|(key, _)| *key == entry.author);
+        let next = if revoked_here {
             self.state.clone().ok_or(refused(Refusal::Genesis))?
         } else {
             state
@@ -339,21 +354,61 @@ impl FleetLog {
         false
     }
 
-    /// Entries among those `include` selects that a revoke voids: written by a revoked key
-    /// and not an ancestor of its revoke.
-    fn voided_where(&self, include: &impl Fn(&EntryHash) -> bool) -> BTreeSet<EntryHash> {
+    /// The time floor below `parents` (the latest of theirs).
+    fn floor_of(&self, parents: &[EntryHash]) -> u64 {
+        parents
+            .iter()
+            .filter_map(|p| self.floor.get(p))
+            .copied()
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// The entries `revokes` void among those `include` selects: written by the revoked key
+    /// and not an ancestor of the revoke.
+    fn voided_by(
+        &self,
+        revokes: &[(MemberKey, EntryHash)],
+        include: &impl Fn(&EntryHash) -> bool,
+    ) -> BTreeSet<EntryHash> {
         let mut voided = BTreeSet::new();
-        for (key, revokes) in &self.revokes {
-            for revoke in revokes.iter().filter(|r| include(r)) {
-                let past = self.ancestors(std::slice::from_ref(revoke));
-                let void = self
-                    .entries
-                    .iter()
-                    .filter(|(h, e)| e.entry().author == *key && !past.contains(h) && include(h));
-                voided.extend(void.map(|(h, _)| *h));
-            }
+        for (key, revoke) in revokes {
+            let past = self.ancestors(std::slice::from_ref(revoke));
+            let void = self
+                .entries
+                .iter()
+                .filter(|(h, e)| e.entry().author == *key && !past.contains(h) && include(h));
+            voided.extend(void.map(|(h, _)| *h));
         }
         voided
+    }
+
+    /// The stored revokes and member rotations (among those `include` selects) that void: a
+    /// root's always (it cannot be revoked, and only it may revoke an admin), an admin's
+    /// unless a root's voids it. A revoked admin's back-dated revoke therefore voids nothing.
+    fn effective_revokes(
+        &self,
+        include: &impl Fn(&EntryHash) -> bool,
+    ) -> Vec<(MemberKey, EntryHash)> {
+        let author = |h: &EntryHash| self.entries.get(h).map(|e| e.entry().author);
+        let all: Vec<(MemberKey, EntryHash)> = self
+            .revokes
+            .iter()
+            .flat_map(|(key, hashes)| hashes.iter().map(move |h| (*key, *h)))
+            .filter(|(_, h)| include(h))
+            .collect();
+        let (by_root, by_admins): (Vec<_>, Vec<_>) = all
+            .into_iter()
+            .partition(|(_, h)| author(h).is_some_and(|a| self.roots.contains(&a)));
+        let void = self.voided_by(&by_root, include);
+        let mut effective = by_root;
+        effective.extend(by_admins.into_iter().filter(|(_, h)| !void.contains(h)));
+        effective
+    }
+
+    /// Entries among those `include` selects that an effective revoke voids.
+    fn voided_where(&self, include: &impl Fn(&EntryHash) -> bool) -> BTreeSet<EntryHash> {
+        self.voided_by(&self.effective_revokes(include), include)
     }
 
     /// Every entry at or below `heads`.
@@ -399,15 +454,29 @@ impl FleetLog {
 
     fn store(&mut self, signed: SignedEntry) {
         let hash = signed.hash();
+        let floor = match signed.entry().op {
+            Op::EStop { .. } => self.floor_of(&signed.entry().parents),
+            _ => signed.entry().at,
+        };
+        self.floor.insert(hash, floor);
         for parent in &signed.entry().parents {
             self.heads.remove(parent);
         }
         self.heads.insert(hash);
         self.order.insert((signed.entry().clock, hash));
-        if let Op::Revoke { member, .. } = &signed.entry().op
-            && member.0 != self.fleet.0
-        {
-            self.revokes.entry(*member).or_default().push(hash);
+        // A rotated member key is retired as a revoked one is: its entries concurrent with
+        // the rotation are void.
+        match &signed.entry().op {
+            Op::Revoke { member, .. } if !self.roots.contains(member) => {
+                self.revokes.entry(*member).or_default().push(hash);
+            }
+            Op::RotateMember(proof) => {
+                self.revokes.entry(proof.old).or_default().push(hash);
+            }
+            Op::RotateRoot { new, .. } if self.roots.contains(&signed.entry().author) => {
+                self.roots.insert(*new);
+            }
+            _ => {}
         }
         self.entries.insert(hash, signed);
     }

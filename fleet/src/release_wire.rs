@@ -8,6 +8,8 @@
 //!    image | name | port | env | cpu_millis | memory_bytes
 //!  ReleaseV2 (12) carries SpecV2 = SpecV1 | volumes | devices | volume_exclusive
 //!  EStopV2 (13): groups | reason | everything
+//!  RotateMember (14): old | new | vouch | possession
+//!  RotateRoot (15): new | possession
 //! ```
 //!
 //! An e-stop without `everything` is written as `EStop` (9) with the bytes it always had; one
@@ -27,6 +29,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::entry::{Grant, HealthCheck, Invite, Join, Op, Release, Rollback};
 use crate::ids::MemberKey;
+use crate::rotation::RotationProof;
+use crate::sig::Sig;
 
 /// [`Op`] as postcard writes it: the variants in wire order (never reorder, only append).
 #[derive(Clone, Serialize, Deserialize)]
@@ -67,6 +71,11 @@ pub(crate) enum OpWire {
         groups: Vec<String>,
         reason: String,
         everything: bool,
+    },
+    RotateMember(RotationProof),
+    RotateRoot {
+        new: MemberKey,
+        possession: Sig,
     },
 }
 
@@ -144,6 +153,8 @@ impl From<Op> for OpWire {
             },
             Op::Resume { groups } => OpWire::Resume { groups },
             Op::Revoke { member, reason } => OpWire::Revoke { member, reason },
+            Op::RotateMember(proof) => OpWire::RotateMember(proof),
+            Op::RotateRoot { new, possession } => OpWire::RotateRoot { new, possession },
         }
     }
 }
@@ -184,6 +195,8 @@ impl From<OpWire> for Op {
             },
             OpWire::Resume { groups } => Op::Resume { groups },
             OpWire::Revoke { member, reason } => Op::Revoke { member, reason },
+            OpWire::RotateMember(proof) => Op::RotateMember(proof),
+            OpWire::RotateRoot { new, possession } => Op::RotateRoot { new, possession },
             OpWire::ReleaseV2(release) => Op::Release(release.map_spec(SpecV2::into_request)),
         }
     }

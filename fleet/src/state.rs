@@ -9,7 +9,6 @@ use std::sync::Arc;
 
 use crate::entry::{Entry, Grant, Invite, Op, Release, Role, Rollback};
 use crate::ids::{EntryHash, FleetId, MemberKey};
-use crate::invite::verify_join_proof;
 use crate::stops::Stop;
 
 /// A robot of the fleet.
@@ -117,6 +116,18 @@ pub enum Refusal {
     UnknownMember(MemberKey),
     #[error("the fleet key cannot be revoked; rotate it instead")]
     RootKey,
+    #[error("{0} is an admin: only the fleet key may revoke an admin")]
+    AdminByRootOnly(MemberKey),
+    #[error("{old} was rotated to {new}: sign with the new key")]
+    Retired { old: MemberKey, new: MemberKey },
+    #[error("the rotation proof does not verify: the token was forged or damaged")]
+    BadRotationProof,
+    #[error(
+        "{0} already has a place in the fleet (member, role, revoked or retired): rotate to a fresh key"
+    )]
+    KeyInUse(MemberKey),
+    #[error("only the fleet's current root key may hand the fleet to a new root")]
+    RootOnly,
 }
 
 /// The fleet as the log describes it.
@@ -132,6 +143,10 @@ pub struct FleetState {
     /// Fleet-wide stops (an e-stop naming no group) no resume has lifted, in fold order: they
     /// cover every group, those released later too.
     pub stops_all: Vec<Stop>,
+    /// The fleet's root key now: the genesis key until a `RotateRoot`.
+    pub root: MemberKey,
+    /// Keys rotated away (members' and roots'), each with the key that replaced it.
+    pub retired: BTreeMap<MemberKey, MemberKey>,
 }
 
 impl FleetState {
@@ -146,18 +161,18 @@ impl FleetState {
             groups: BTreeMap::new(),
             revoked: BTreeMap::new(),
             stops_all: Vec::new(),
+            root: MemberKey(fleet.0),
+            retired: BTreeMap::new(),
         }
     }
 
-    /// The role `key` holds at time `at`, and its groups (empty = all). The fleet key is an
-    /// admin of every group.
+    /// The role `key` holds at time `at`, and its groups (empty = all). The root key (the
+    /// fleet key, or the key it was rotated to) is an admin of every group.
     pub fn role_at(&self, key: &MemberKey, at: u64) -> Result<(Role, &[String]), Refusal> {
-        if key.0 == self.fleet.0 {
+        if *key == self.root {
             return Ok((Role::Admin, &[]));
         }
-        if self.revoked.contains_key(key) {
-            return Err(Refusal::Revoked(*key));
-        }
+        self.not_revoked(key)?;
         let grant = self.grants.get(key).ok_or(Refusal::NotAuthorized(*key))?;
         if let Some(expired_at) = grant.expires_at.filter(|&t| at > t) {
             return Err(Refusal::GrantExpired {
@@ -312,8 +327,12 @@ impl FleetState {
             Op::Revoke { member, reason } => {
                 may(&[Admin], "revoke keys")?;
                 in_scope(&[])?;
-                if member.0 == self.fleet.0 {
+                if *member == self.root {
                     return Err(Refusal::RootKey);
+                }
+                let admin = self.grants.get(member).is_some_and(|g| g.role == Admin);
+                if admin && entry.author != self.root {
+                    return Err(Refusal::AdminByRootOnly(*member));
                 }
                 self.grants.remove(member);
                 self.members.remove(member);
@@ -346,18 +365,32 @@ impl FleetState {
                 self.resume(groups, in_past);
                 Ok(())
             }
+            Op::RotateMember(proof) => {
+                may(&[Admin], "rotate keys")?;
+                in_scope(self.groups_of(&proof.old))?;
+                self.apply_rotate_member(proof)
+            }
+            Op::RotateRoot { new, possession } => {
+                self.apply_rotate_root(&entry.author, new, possession)
+            }
         }
     }
 
-    /// Refuses a key revoked for good (rotation is the way back).
-    fn not_revoked(&self, key: &MemberKey) -> Result<(), Refusal> {
+    /// Refuses a key revoked for good (rotation is the way back) or rotated away.
+    pub(crate) fn not_revoked(&self, key: &MemberKey) -> Result<(), Refusal> {
+        if let Some(new) = self.retired.get(key) {
+            return Err(Refusal::Retired {
+                old: *key,
+                new: *new,
+            });
+        }
         if self.revoked.contains_key(key) {
             return Err(Refusal::Revoked(*key));
         }
         Ok(())
     }
 
-    fn check_name(&self, member: &MemberKey, name: &str) -> Result<(), Refusal> {
+    pub(crate) fn check_name(&self, member: &MemberKey, name: &str) -> Result<(), Refusal> {
         let taken = self
             .members
             .values()
@@ -365,67 +398,6 @@ impl FleetState {
         if taken {
             return Err(Refusal::NameTaken(name.to_owned()));
         }
-        Ok(())
-    }
-
-    fn apply_join(
-        &mut self,
-        hash: EntryHash,
-        entry: &Entry,
-        join: &crate::entry::Join,
-    ) -> Result<(), Refusal> {
-        debug_assert_ne!(hash, join.invite);
-        if self.revoked.contains_key(&entry.author) {
-            return Err(Refusal::Revoked(entry.author));
-        }
-        if self.members.contains_key(&entry.author) {
-            return Err(Refusal::AlreadyMember(entry.author));
-        }
-        let state = self
-            .invites
-            .get(&join.invite)
-            .ok_or(Refusal::UnknownInvite(join.invite))?;
-        if !verify_join_proof(
-            &state.invite.invite_key,
-            self.fleet,
-            join.invite,
-            &entry.author,
-            &join.proof,
-        ) {
-            return Err(Refusal::BadJoinProof);
-        }
-        if entry.at > state.invite.expires_at {
-            return Err(Refusal::InviteExpired {
-                expired_at: state.invite.expires_at,
-            });
-        }
-        if state.used >= state.invite.uses {
-            return Err(Refusal::InviteUsedUp {
-                uses: state.invite.uses,
-            });
-        }
-        if let Some(prefix) = &state.invite.name_prefix
-            && !join.name.starts_with(&format!("{prefix}-"))
-        {
-            return Err(Refusal::NamePrefix {
-                name: join.name.clone(),
-                prefix: prefix.clone(),
-            });
-        }
-        self.check_name(&entry.author, &join.name)?;
-        let groups = state.invite.groups.clone();
-        if let Some(state) = self.invites.get_mut(&join.invite) {
-            state.used += 1;
-        }
-        self.members.insert(
-            entry.author,
-            Member {
-                key: entry.author,
-                name: join.name.clone(),
-                groups,
-                since: entry.at,
-            },
-        );
         Ok(())
     }
 

@@ -7,13 +7,6 @@ mod support;
 use peercompute_fleet::{InsertError, Op, Refusal, Role};
 use support::*;
 
-fn refusal(r: Result<impl std::fmt::Debug, InsertError>) -> Refusal {
-    match r {
-        Err(InsertError::Refused { refusal, .. }) => refusal,
-        other => panic!("expected a refusal, got {other:?}"),
-    }
-}
-
 fn desired_version(w: &World, group: &str) -> Option<String> {
     let state = w.log.state()?;
     Some(state.groups.get(group)?.desired()?.release.version.clone())

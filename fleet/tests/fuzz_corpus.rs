@@ -190,13 +190,13 @@ fn entry_seeds() -> Seeds<EntryEnd> {
             refused("not_canonical"),
         ),
         seed("trailing-byte", with(&|b| b.push(0)), refused("malformed")),
-        // The op's variant index (before the name's 7 bytes) made 13, past the last variant
-        // (ReleaseV2, 12).
+        // The op's variant index (before the name's 7 bytes) made 16, past the last variant
+        // (RotateRoot, 15).
         seed(
             "unknown-op",
             with(&|b| {
                 let i = b.len() - 8;
-                b[i] = 13;
+                b[i] = 16;
             }),
             refused("malformed"),
         ),

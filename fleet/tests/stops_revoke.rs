@@ -12,13 +12,6 @@ use peercompute_fleet::{
 };
 use support::*;
 
-fn refusal(r: Result<impl std::fmt::Debug, InsertError>) -> Refusal {
-    match r {
-        Err(InsertError::Refused { refusal, .. }) => refusal,
-        other => panic!("expected a refusal, got {other:?}"),
-    }
-}
-
 fn groups(g: &[&str]) -> Vec<String> {
     g.iter().map(|s| s.to_string()).collect()
 }
@@ -33,15 +26,6 @@ fn fork(w: &World) -> World {
         fleet_key: w.fleet_key.clone(),
         log: w.log.clone(),
     }
-}
-
-/// Inserts `entries` in order into a copy of `base`, each one required to go in.
-fn insert_all(base: &FleetLog, entries: &[&SignedEntry]) -> FleetLog {
-    let mut log = base.clone();
-    for e in entries {
-        log.insert((*e).clone(), LATER).expect("accepted");
-    }
-    log
 }
 
 #[test]

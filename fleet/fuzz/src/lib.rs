@@ -32,7 +32,7 @@ pub fn op_name(op: &Op) -> &'static str {
 }
 
 /// Every name [`op_name`] gives.
-pub const OP_NAMES: [&str; 12] = [
+pub const OP_NAMES: [&str; 14] = [
     "genesis",
     "invite",
     "join",
@@ -45,6 +45,8 @@ pub const OP_NAMES: [&str; 12] = [
     "e-stop",
     "resume",
     "revoke",
+    "rotate-member",
+    "rotate-root",
 ];
 
 /// A stable name for each kind of entry decode error (postcard's messages are not pinned).

@@ -7,7 +7,7 @@
 use ed25519_dalek::SigningKey;
 use peercompute_fleet::{
     Entry, FleetId, FleetLog, Grant, HealthCheck, InsertError, Invite, Join, JoinToken, MemberKey,
-    Op, Release, Role, Rollback, SignedEntry,
+    Op, Release, Role, Rollback, RotationProof, SignedEntry, root_possession,
 };
 use peercompute_tunnel_proto::DeployRequest;
 
@@ -271,6 +271,11 @@ pub fn every_op(w: &mut World) -> Vec<(SigningKey, Op)> {
             member: member(&key(21)),
             reason: "stolen".into(),
         },
+        Op::RotateMember(RotationProof::new(&key(11), &key(12))),
+        Op::RotateRoot {
+            new: member(&key(30)),
+            possession: root_possession(&key(30), w.log.fleet()),
+        },
     ];
     let join = Op::Join(Join {
         invite: parsed.entry.hash(),
@@ -414,4 +419,21 @@ pub fn as_empty_release_v2(signed: &SignedEntry) -> Vec<u8> {
         &health,
     ]
     .concat()
+}
+
+/// The refusal `r` must be.
+pub fn refusal(r: Result<impl std::fmt::Debug, InsertError>) -> peercompute_fleet::Refusal {
+    match r {
+        Err(InsertError::Refused { refusal, .. }) => refusal,
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+/// Inserts `entries` in order into a copy of `base`, each one required to go in.
+pub fn insert_all(base: &FleetLog, entries: &[&SignedEntry]) -> FleetLog {
+    let mut log = base.clone();
+    for e in entries {
+        log.insert((*e).clone(), LATER).expect("accepted");
+    }
+    log
 }

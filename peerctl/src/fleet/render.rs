@@ -211,6 +211,13 @@ fn what(op: &Op, names: &Names) -> String {
         }
         Op::Resume { groups } => format!("resume of {}", groups_text(groups)),
         Op::Revoke { member, reason } => format!("{} revoked: {reason}", names.show(member)),
+        Op::RotateMember(p) => format!(
+            "key of {} rotated: {} → {}",
+            names.show(&p.new),
+            p.old,
+            p.new
+        ),
+        Op::RotateRoot { new, .. } => format!("fleet root key rotated to {new}"),
     }
 }
 

@@ -99,10 +99,10 @@ pub(super) async fn revoke(w: &Writer<'_>, member: &str, reason: String) -> Resu
             format!("{key} is already revoked ({earlier}); revocation is permanent"),
         ));
     }
-    if key.0 == w.state.fleet.0 {
+    if key == w.state.root {
         return Err(CliError::new(
             Kind::BadRequest,
-            "the fleet key cannot be revoked: it is the fleet's root of trust".to_owned(),
+            "the fleet's root key cannot be revoked: it is the fleet's root of trust; hand the fleet to a new root with `peerctl fleet rotate-root`".to_owned(),
         ));
     }
     let name = w.state.members.get(&key).map(|m| m.name.clone());

@@ -75,7 +75,7 @@ pub(crate) async fn pin_release_image(
     }
     let runtime = DockerRuntime::connect().await.map_err(|e| {
         image_error(format!(
-            "reading {image} needs the local Docker engine ({e}); or serve a `docker save` archive with --image-archive FILE"
+            "reading {image} needs the local Docker engine ({e}); or pin it yourself: `docker buildx imagetools inspect {image}` prints the digest, then release {repository}@sha256:<digest>; or serve a `docker save` archive with --image-archive FILE"
         ))
     })?;
     let why = if source.image_source == ImageSource::Auto {
