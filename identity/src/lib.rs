@@ -5,6 +5,7 @@
 //!
 //! - [`key`]: loading, creating and protecting `<home>/identity.key` (PKCS#8 PEM, mode 0600),
 //!   and deriving the peer id.
+//! - `pending`: a key rotation in progress (`identity.key.next`) and the switch to it.
 //! - [`home`]: where a participant's files live (`--home`, `$PEERCOMPUTE_HOME`, `~/.peercompute`).
 //! - [`cert`]: a self-signed X.509 certificate carrying the Ed25519 key, for QUIC/TLS.
 //! - [`verify`]: rustls verifiers that authenticate the remote side by the Ed25519 key in its
@@ -18,6 +19,7 @@ mod cert;
 mod fsutil;
 mod home;
 mod key;
+mod pending;
 mod trust;
 mod verify;
 
@@ -27,6 +29,9 @@ pub use home::{HOME_ENV, resolve_home};
 pub use key::{Identity, IdentityError, KEY_FILE};
 pub use libp2p_identity::PeerId;
 pub use multiaddr::Multiaddr;
+pub use pending::{
+    Finished, NEXT_KEY_FILE, finish_rotation, load_or_create_next, next_key_path, pending_next,
+};
 pub use trust::{AddOutcome, TRUST_FILE, TrustError, TrustStore, TrustWatcher, TrustedPeer};
 pub use verify::{AnyEd25519ClientVerifier, PinnedPeerServerVerifier};
 
