@@ -36,7 +36,7 @@ fn print_json(value: &impl serde::Serialize) -> Result<()> {
 /// Whether the command was asked for JSON output (its errors then print as JSON too).
 pub(crate) fn wants_json(command: &Command) -> bool {
     match command {
-        Command::Id { json }
+        Command::Id { json, .. }
         | Command::Deploy { json, .. }
         | Command::Ls { json, .. }
         | Command::Status { json, .. }
@@ -155,7 +155,8 @@ async fn dispatch(
             println!("{}", id.peer_id());
             Ok(())
         }
-        Command::Id { json } => {
+        Command::Id { json, rotate: true } => peerctl::fleet::id_rotate(&home, json),
+        Command::Id { json, .. } => {
             let peer_id = identity()?.peer_id();
             if json {
                 return print_line_json(&serde_json::json!({ "peer_id": peer_id.to_string() }));

@@ -61,12 +61,17 @@ pub(crate) enum Command {
     Init,
     /// Print your peer id (give it to providers so they can trust you).
     #[command(
-        after_help = "Examples:\n  peerctl id\n  peerctl id --json | jq -r .peer_id\n  ssh provider-host peerctl peers add \"$(peerctl id)\""
+        after_help = "Examples:\n  peerctl id\n  peerctl id --json | jq -r .peer_id\n  ssh provider-host peerctl peers add \"$(peerctl id)\"\n  peerctl id --rotate\n\nWith --rotate, the new key waits in identity.key.next; peerctl switches to it at its first\nfleet command after a fleet accepted the rotation (the old key is kept as\nidentity.key.retired-<time>). Trust given to your old peer id by providers does not move:\nask them to trust the new one."
     )]
     Id {
-        /// Print {"peer_id": "…"} on one line (for scripts).
+        /// Print {"peer_id": "…"} on one line (for scripts); with --rotate,
+        /// {"token","old_peer_id","new_peer_id","made_now"}.
         #[arg(long)]
         json: bool,
+        /// Make your next key (once) and print the rotation token an admin publishes with
+        /// `peerctl fleet rotate-member`: your roles move to the new key.
+        #[arg(long)]
+        rotate: bool,
     },
     /// Manage the peers you trust.
     #[command(

@@ -276,3 +276,143 @@ fn status_needs_a_gateway_and_says_how_to_add_one() {
     let err = fails(home, &["fleet", "--fleet", &id, "log"], 6);
     assert!(err.contains("peerctl gateways add"), "{err}");
 }
+
+/// Key rotation, kept locally: a robot's key moved by `fleet rotate-member` with the token
+/// its owner made (`id --rotate`, as `peercomputed rotate-key` does on a robot); the admin's
+/// own key rotated and switched to; the root handed to a new key, twice.
+#[test]
+fn keys_rotate_locally_member_admin_and_root() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let home = dir.path().join("admin");
+    let robot_home = dir.path().join("robot");
+    let admin_old = ok(&home, &["init"]).trim().to_owned();
+    let robot_old = ok(&robot_home, &["init"]).trim().to_owned();
+    ok(&home, &["fleet", "create", "lekiwi"]);
+    ok(
+        &home,
+        &[
+            "fleet",
+            "enroll",
+            &robot_old,
+            "--name",
+            "lekiwi-1",
+            "--group",
+            "production",
+        ],
+    );
+
+    // The robot's token: asking twice gives the same one.
+    let t1 = json(&ok(&robot_home, &["id", "--rotate", "--json"]));
+    let t2 = json(&ok(&robot_home, &["id", "--rotate", "--json"]));
+    assert_eq!(t1["token"], t2["token"]);
+    assert_eq!(
+        (t1["made_now"].as_bool(), t2["made_now"].as_bool()),
+        (Some(true), Some(false))
+    );
+    assert_eq!(t1["old_peer_id"], robot_old.as_str());
+    let robot_new = t1["new_peer_id"].as_str().expect("new id").to_owned();
+    let token = t1["token"].as_str().expect("token");
+
+    let err = fails(&home, &["fleet", "rotate-member", "pcjoin1.abc"], 8);
+    assert!(err.contains("not a rotation token"), "{err}");
+    let forged = format!("{}A", &token[..token.len() - 1]);
+    let err = fails(&home, &["fleet", "rotate-member", &forged], 8);
+    assert!(
+        err.contains("does not verify") || err.contains("damaged"),
+        "{err}"
+    );
+
+    let out = json(&ok(&home, &["fleet", "rotate-member", token, "--json"]));
+    assert_eq!(out["op"], "rotate-member");
+    assert_eq!(out["name"], "lekiwi-1");
+    assert_eq!(
+        (out["old"].as_str(), out["new"].as_str()),
+        (Some(robot_old.as_str()), Some(robot_new.as_str()))
+    );
+    let err = fails(&home, &["fleet", "rotate-member", token], 8);
+    assert!(err.contains("already rotated"), "{err}");
+    let members = json(&ok(&home, &["fleet", "members", "--json"]));
+    let row = members
+        .as_array()
+        .expect("rows")
+        .iter()
+        .find(|m| m["name"] == "lekiwi-1")
+        .expect("lekiwi-1 listed");
+    assert_eq!(row["peer_id"], robot_new.as_str());
+    assert_eq!(row["groups"][0], "production");
+
+    // The admin rotates its own key: peerctl switches to it at once and keeps its role.
+    let mine = json(&ok(&home, &["id", "--rotate", "--json"]));
+    let admin_new = mine["new_peer_id"].as_str().expect("new id").to_owned();
+    ok(
+        &home,
+        &[
+            "fleet",
+            "rotate-member",
+            mine["token"].as_str().expect("token"),
+        ],
+    );
+    assert_eq!(ok(&home, &["id"]).trim(), admin_new);
+    let kept = std::fs::read_dir(&home)
+        .expect("home")
+        .filter_map(Result::ok)
+        .any(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("identity.key.retired-")
+        });
+    assert!(kept, "the old key is kept");
+    ok(
+        &home,
+        &[
+            "fleet",
+            "estop",
+            "--group",
+            "production",
+            "--reason",
+            "drill",
+        ],
+    );
+    let log = json(&ok(&home, &["fleet", "log", "--json"]));
+    let last = log.as_array().and_then(|a| a.last()).expect("entries");
+    assert_eq!(last["op"], "e-stop");
+    assert_ne!(admin_old, admin_new);
+
+    // The root, twice; the first root is then refused as the signer.
+    let key0 = home.join("fleets").join("lekiwi.key");
+    let r1 = json(&ok(&home, &["fleet", "rotate-root", "--json"]));
+    assert_eq!(r1["op"], "rotate-root");
+    let key1 = std::path::PathBuf::from(r1["new_key"].as_str().expect("path"));
+    assert!(key1.exists() && key0.exists());
+    let key2 = dir.path().join("lekiwi-2.key");
+    let r2 = json(&ok(
+        &home,
+        &[
+            "fleet",
+            "rotate-root",
+            "--new-key",
+            key2.to_str().expect("utf-8"),
+            "--json",
+        ],
+    ));
+    assert_eq!(r2["old_root"], r1["new_root"]);
+    let err = fails(
+        &home,
+        &[
+            "fleet",
+            "rotate-root",
+            "--new-key",
+            key2.to_str().expect("utf-8"),
+        ],
+        8,
+    );
+    assert!(err.contains("never overwritten"), "{err}");
+    // Point this client back at the first root key: it may no longer sign.
+    let fleets_file = home.join("fleets.json");
+    let text = std::fs::read_to_string(&fleets_file).expect("fleets.json");
+    let text = text.replace(key2.to_str().expect("utf-8"), key0.to_str().expect("utf-8"));
+    std::fs::write(&fleets_file, text).expect("write");
+    let err = fails(&home, &["fleet", "rotate-root"], 3);
+    assert!(err.contains("was rotated to"), "{err}");
+    ok(&home, &["fleet", "log", "--verify"]);
+}

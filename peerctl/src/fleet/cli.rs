@@ -198,6 +198,31 @@ pub enum FleetAction {
         #[arg(long)]
         json: bool,
     },
+    /// Move a member's key to a new one it vouched for (admins): its name, groups and role
+    /// follow, and the old key is retired.
+    #[command(
+        after_help = "Examples:\n  peerctl fleet rotate-member pcrotate1.AAAB...\n  peerctl fleet rotate-member \"$(ssh lekiwi-2 peercomputed rotate-key --json | jq -r .token)\" --json\n\nThe token comes from `peercomputed rotate-key` on a robot (or `peerctl id --rotate` for a\nperson): the old key vouches for the new one, and the new one proves it is held. A robot\nswitches to its new key as soon as the entry reaches it (the daemon restarts itself and\nkeeps its containers); its name, groups and URL stay. The old key is refused from then on\nby every member, and a gateway drops it once the new key has connected. Entries the old\nkey wrote that the rotation had not seen are void."
+    )]
+    RotateMember {
+        /// The rotation token (pcrotate1.…).
+        #[arg(value_name = "TOKEN")]
+        token: String,
+        /// Print {"hash","op","name","old","new","gateways"} as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Hand the fleet to a new root key, signed by the current one (its holder only).
+    #[command(
+        after_help = "Examples:\n  peerctl fleet rotate-root\n  peerctl fleet rotate-root --new-key /media/usb/lekiwi-2027.key --json\n\nThe current root key is the one `fleet create` saved (fleet list shows where). A new key\nis made and saved at --new-key [default: beside the old one, lekiwi-<unix>.key], and this\nclient records it as the fleet's key. From the entry on, every member refuses entries\nsigned by the old root: archive or destroy it. The fleet id does not change. Rotate before\nthe old key is lost or exposed: a leaked root is total."
+    )]
+    RotateRoot {
+        /// Where to save the new root key (must not exist).
+        #[arg(long, value_name = "FILE")]
+        new_key: Option<PathBuf>,
+        /// Print {"hash","op","old_root","new_root","new_key","gateways"} as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
     /// List the fleet's robots and the keys holding a role.
     #[command(
         after_help = "Examples:\n  peerctl fleet members\n  peerctl fleet members --json | jq -r '.[] | select(.groups | index(\"production\")) | .name'"
@@ -309,6 +334,8 @@ impl FleetCommand {
             | FleetAction::Estop { json, .. }
             | FleetAction::Resume { json, .. }
             | FleetAction::Revoke { json, .. }
+            | FleetAction::RotateMember { json, .. }
+            | FleetAction::RotateRoot { json, .. }
             | FleetAction::Members { json }
             | FleetAction::Log { json, .. }
             | FleetAction::Logs { json, .. }

@@ -15,6 +15,7 @@
 //! - `write`: the commands that add entries (create, invite, enroll, set-groups, grant,
 //!   ungrant, release, rollback, and the stop ones below).
 //! - `stop`: estop (`--all`), resume and revoke: the entry published, then what it covers.
+//! - `rotate`: rotate-member (a key vouched for by its predecessor) and rotate-root.
 //! - `release`: the release and rollback ops from what was typed (image pinning, defaults).
 //! - `read`: list, members, log (and `--verify`), status.
 //! - `logs`: `logs`, the group's container logs fanned out to its robots.
@@ -30,6 +31,7 @@ mod metrics;
 mod read;
 mod release;
 mod render;
+mod rotate;
 mod stop;
 mod sync;
 mod watch;
@@ -42,6 +44,7 @@ pub use cli::{FleetAction, FleetCommand};
 use peercompute_fleet::MemberKey;
 use peercompute_identity::{Identity, IdentityError};
 use peercompute_p2p::{Multiaddr, PeerId};
+pub use rotate::id_rotate;
 
 use crate::exit::{CliError, Kind};
 use crate::places::Places;
@@ -49,7 +52,7 @@ use crate::places::Places;
 /// What every fleet command works with.
 #[derive(Debug)]
 pub(crate) struct Ctx {
-    home: PathBuf,
+    pub(crate) home: PathBuf,
     timeout: Duration,
     json: bool,
     fleet_arg: Option<String>,
@@ -82,7 +85,7 @@ impl Ctx {
     }
 
     /// The client's key as a fleet member, when it has an identity.
-    fn me(&self) -> Option<MemberKey> {
+    pub(crate) fn me(&self) -> Option<MemberKey> {
         Identity::load(&self.home)
             .ok()
             .map(|id| MemberKey(id.public_key_bytes()))
@@ -131,6 +134,9 @@ pub async fn run(home: &Path, command: FleetCommand, timeout: Duration) -> Resul
         fleet_arg: command.fleet,
         gateways: sync::configured(&places),
     };
+    if let Ok(local) = local::Local::open(home) {
+        rotate::finish_own_rotation(home, &local)?;
+    }
     match command.action {
         FleetAction::Create {
             name, fleet_key, ..

@@ -14,9 +14,9 @@ use serde_json::json;
 use super::config::{Chosen, Fleets};
 use super::local::{Local, fleets_dir, now};
 use super::release::{self, ReleaseArgs};
-use super::stop;
 use super::sync::Session;
 use super::{Ctx, FleetAction, print_json};
+use super::{rotate, stop};
 use crate::exit::{CliError, Kind};
 
 fn bad(message: String) -> CliError {
@@ -93,9 +93,9 @@ pub(super) async fn create(
 /// signs.
 pub(super) struct Writer<'a> {
     pub(super) ctx: &'a Ctx,
-    local: Local,
+    pub(super) local: Local,
     pub(super) session: Session,
-    chosen: Chosen,
+    pub(super) chosen: Chosen,
     me: Identity,
     pub(super) state: FleetState,
 }
@@ -104,8 +104,17 @@ impl Writer<'_> {
     /// Authors `op` with the client identity, stores it locally, pushes it to the gateways
     /// reached, and says where it went.
     pub(super) async fn publish(&self, op: Op) -> Result<SignedEntry, CliError> {
+        self.publish_as(self.me.signing_key(), op).await
+    }
+
+    /// [`Writer::publish`] signed by `key` (the fleet's root key for a root rotation).
+    pub(super) async fn publish_as(
+        &self,
+        key: &ed25519_dalek::SigningKey,
+        op: Op,
+    ) -> Result<SignedEntry, CliError> {
         let (ctx, chosen) = (self.ctx, &self.chosen);
-        let entry = self.local.write(chosen.id, self.me.signing_key(), op)?;
+        let entry = self.local.write(chosen.id, key, op)?;
         let pushed = self.session.push(chosen.id, &entry).await;
         ctx.note(&format!(
             "entry {} written to fleet {} (local copy: {})",
@@ -208,6 +217,8 @@ pub(super) async fn entry(ctx: &Ctx, action: FleetAction) -> Result<(), CliError
             stop::stop_or_resume(&w, Op::Resume { groups }).await
         }
         FleetAction::Revoke { member, reason, .. } => stop::revoke(&w, &member, reason).await,
+        FleetAction::RotateMember { token, .. } => rotate::rotate_member(&w, &token).await,
+        FleetAction::RotateRoot { new_key, .. } => rotate::rotate_root(&w, new_key).await,
         FleetAction::Create { .. }
         | FleetAction::List { .. }
         | FleetAction::Members { .. }
