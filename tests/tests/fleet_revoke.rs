@@ -7,9 +7,11 @@
 //! longer owned by it and its URL stops answering, it cannot come back, `fleet status` and
 //! `fleet members` show it revoked with the reason, and r1 keeps serving. A second fleet that
 //! enrols r1's key (which never took part in it) and revokes it does not cut r1 at the
-//! gateway. Then forged and replayed ops pushed to the gateway with raw keys: an e-stop by a
-//! developer, by a non-member, by a revoked operator, another fleet's entry, and an old e-stop
-//! replayed after its resume — each refused (or a duplicate) with its reason, and r1 serves on.
+//! gateway. Then forged and replayed ops pushed to the gateway with raw keys: a resume by a
+//! developer and by a non-member, a revoke of r1 by a developer and by a revoked operator, an
+//! e-stop by a developer, by a non-member, by a revoked operator, another fleet's entry, and
+//! an old e-stop replayed after its resume — each refused (or a duplicate) with its reason; a
+//! status signed with the revoked robot's key is not kept; and r1 serves on.
 
 use std::time::{Duration, Instant};
 
@@ -260,7 +262,34 @@ async fn a_revoked_robot_loses_its_tunnel_and_names_and_forged_ops_are_refused()
         .expect("a fleet id");
     pusher.refresh().await;
     let stop = || Op::estop(vec!["production".into()], "forged");
+    let resume = || Op::Resume {
+        groups: vec!["production".into()],
+    };
+    let revoke_r1 = || Op::Revoke {
+        member: MemberKey::from_peer_id(&r1.peer).expect("an ed25519 peer id"),
+        reason: "forged".into(),
+    };
     let attacks = [
+        (
+            "a resume by a developer",
+            pusher.forge(rig.fleet, &dev, resume()),
+            "developer may not resume",
+        ),
+        (
+            "a resume by a non-member",
+            pusher.forge(rig.fleet, &outsider, resume()),
+            "not a member of the fleet",
+        ),
+        (
+            "a revoke of r1 by a developer",
+            pusher.forge(rig.fleet, &dev, revoke_r1()),
+            "developer may not revoke keys",
+        ),
+        (
+            "a revoke of r1 by the revoked operator",
+            pusher.forge(rig.fleet, &ops, revoke_r1()),
+            "was revoked",
+        ),
         (
             "an e-stop by a developer",
             pusher.forge(rig.fleet, &dev, stop()),
@@ -285,6 +314,40 @@ async fn a_revoked_robot_loses_its_tunnel_and_names_and_forged_ops_are_refused()
     for (what, entry, words) in &attacks {
         refused(&pusher.push(entry.bytes().to_vec()).await, words, what);
     }
+
+    // A status signed by the revoked robot's own key (its disk read by a thief), claiming the
+    // newest time: the gateway does not keep it.
+    let statuses = |rig: &Rig| {
+        let node = pusher.member.node.clone();
+        let (gateway, fleet) = (rig.gw.peer_id, rig.fleet);
+        async move {
+            let asked = fleet_hub::request_statuses(&node, gateway, fleet);
+            within(15, "statuses from the gateway", asked)
+                .await
+                .expect("the gateway answers")
+        }
+    };
+    let mut forged = statuses(&rig)
+        .await
+        .first()
+        .expect("r1 reports")
+        .report
+        .clone();
+    let r2_key = Identity::load(r2.daemon.home.path()).expect("r2's key");
+    forged.robot = MemberKey(r2_key.public_key_bytes());
+    forged.agent = "forged".into();
+    forged.at_ms = u64::MAX / 2;
+    let forged = peercompute_fleet::SignedStatus::sign(forged, r2_key.signing_key());
+    assert!(forged.verify(), "a well-signed status");
+    let sent = fleet_hub::send_status(&pusher.member.node, rig.gw.peer_id, forged);
+    within(15, "the forged status sent", sent)
+        .await
+        .expect("the gateway answers");
+    let held = statuses(&rig).await;
+    assert!(
+        held.iter().all(|s| s.report.agent != "forged"),
+        "the revoked robot's status is not kept"
+    );
 
     // A real stop and its resume, then the stop replayed: a duplicate, nothing stops.
     let stopped = rig
