@@ -19,6 +19,9 @@
 //! - [`tunnel`](crate::tunnel): the tunnel client — reconnects, re-registers, splices streams.
 //! - [`relay`](crate::relay): a relay slot and a rendezvous registration at the gateway's
 //!   libp2p meeting point, so clients reach this provider behind NAT by its peer id.
+//! - [`rotate`](crate::rotate): `rotate-key` (the next key and its rotation token) and the
+//!   switch to it once a fleet log retired the current key ([`finish_pending`], at start;
+//!   [`run`] ends with [`Ended::KeyRotated`] when the entry arrives while it runs).
 //!
 //! The binary parses flags and calls [`run`]; tests call [`Daemon::start`] or
 //! [`start_tunnel`] directly.
@@ -32,6 +35,7 @@ mod deploy;
 pub mod devices;
 mod fleet;
 mod relay;
+mod rotate;
 mod tunnel;
 pub mod volumes;
 
@@ -61,6 +65,10 @@ pub use fleet::{
 };
 pub use peercompute_runtime::Limits;
 pub use relay::RelayStatus;
+pub use rotate::{
+    NEXT_KEY_FILE, RotateError, RotationRequest, Switch, finish_pending,
+    request as request_rotation,
+};
 pub use tunnel::{
     GatewayP2p, RegisterError, TlsSetupError, TunnelHandle, TunnelSettings, TunnelStatus,
     start_tunnel,
@@ -83,6 +91,8 @@ pub enum ProviderError {
     Node(#[from] peercompute_p2p::NodeError),
     #[error(transparent)]
     Fleet(#[from] FleetAgentError),
+    #[error(transparent)]
+    Rotate(#[from] RotateError),
     #[error("{0}")]
     Config(String),
     #[error(
@@ -111,6 +121,9 @@ pub struct Daemon {
     pub fleet: peercompute_p2p::fleet_hub::FleetHub,
     /// Where the join with a saved token is ([`JoinStatus::NoToken`] without one).
     pub join: watch::Receiver<JoinStatus>,
+    /// The new peer id once a held fleet log retired this key for the pending next key
+    /// (`rotate-key`); [`run`] then stops and ends with [`Ended::KeyRotated`].
+    pub rotated: watch::Receiver<Option<peercompute_identity::PeerId>>,
     /// Where the admin listener listens (`None`: off, or the default port was taken).
     pub admin_addr: Option<std::net::SocketAddr>,
     admin_task: Option<JoinHandle<()>>,
@@ -244,6 +257,7 @@ impl Daemon {
         let fleet::FleetAgent {
             hub: fleet,
             join,
+            rotated,
             tasks: fleet_tasks,
         } = fleet::start(
             fleet::FleetParts {
@@ -318,6 +332,7 @@ impl Daemon {
             reconciled,
             fleet,
             join,
+            rotated,
             admin_addr: admin.as_ref().map(|a| a.addr),
             admin_task: admin.map(|a| a.task),
             fleet_tasks,
@@ -399,19 +414,67 @@ fn start_relay(
     Ok((rx, task))
 }
 
-/// Runs the daemon until `shutdown` resolves.
+/// How [`run`] ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ended {
+    /// `shutdown` resolved.
+    Stopped,
+    /// A fleet log retired this key for the pending next one: the daemon stopped (containers
+    /// keep running) and switched keys; the caller starts it again (`peercomputed`
+    /// re-executes itself), and the boot path adopts the containers.
+    KeyRotated { new: peercompute_identity::PeerId },
+}
+
+/// How long the stop before a key switch may take (tunnel GoAway, relay, listeners).
+const ROTATION_STOP: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Runs the daemon until `shutdown` resolves, or until its key is rotated. First thing, a
+/// key switch the fleet log already allows is done ([`finish_pending`]).
 pub async fn run(
     config: ProviderConfig,
     shutdown: impl Future<Output = ()>,
-) -> Result<(), ProviderError> {
+) -> Result<Ended, ProviderError> {
     if config.gateway.is_none() && config.listen.is_empty() {
         return Err(ProviderError::NothingToDo);
     }
+    match finish_pending(&config.home)? {
+        Switch::Switched { old, new } => match old {
+            Some(old) => info!(%old, %new, "key rotated: now running as {new}"),
+            None => {
+                info!(%new, "key rotated: an interrupted switch finished, now running as {new}")
+            }
+        },
+        Switch::Pending { next } => info!(
+            %next,
+            "a key rotation is pending: this daemon switches to {next} once a fleet admin ran `peerctl fleet rotate-member` with its token"
+        ),
+        Switch::Nothing => {}
+    }
+    let home = config.home.clone();
     let daemon = Daemon::start(config).await?;
-    shutdown.await;
-    info!("shutting down (containers keep running and are re-adopted at the next start)");
-    daemon.shutdown().await;
-    Ok(())
+    let mut rotated = daemon.rotated.clone();
+    let new = tokio::select! {
+        () = shutdown => None,
+        Ok(new) = rotated.wait_for(Option::is_some) => *new,
+    };
+    let Some(new) = new else {
+        info!("shutting down (containers keep running and are re-adopted at the next start)");
+        daemon.shutdown().await;
+        return Ok(Ended::Stopped);
+    };
+    info!(%new, "key rotated: switching to {new} (containers keep running)");
+    if tokio::time::timeout(ROTATION_STOP, daemon.shutdown())
+        .await
+        .is_err()
+    {
+        warn!("the daemon took over {ROTATION_STOP:?} to stop; switching keys anyway");
+    }
+    match finish_pending(&home)? {
+        Switch::Switched { .. } => Ok(Ended::KeyRotated { new }),
+        other => Err(ProviderError::Config(format!(
+            "the key rotation to {new} could not be finished ({other:?}); restart peercomputed"
+        ))),
+    }
 }
 
 /// Puts the containers' egress firewall in place as `firewall` says, and says what holds.

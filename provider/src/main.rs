@@ -69,6 +69,18 @@ enum Command {
         #[arg(long, value_name = "NAME")]
         name: Option<String>,
     },
+    /// Make this robot's next key and print its rotation token for a fleet admin (`peerctl
+    /// fleet rotate-member TOKEN`); the daemon switches to the new key by itself once the
+    /// admin's entry reaches it (it restarts in place; containers keep running). Run again,
+    /// it prints the same token.
+    #[command(
+        after_help = "Examples:\n  peercomputed rotate-key\n  sudo -u peercompute peercomputed --home /var/lib/peercomputed rotate-key --json | jq -r .token\n\nThen, on an admin's machine: peerctl fleet rotate-member <token>\nThe new key waits in <home>/identity.key.next (mode 0600) until then; the old one is kept as\nidentity.key.retired-<unix time> after the switch. Works whether or not the daemon runs."
+    )]
+    RotateKey {
+        /// Print {"token","old_peer_id","new_peer_id"} as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
     /// Install the nftables rules that keep containers off this host and its private
     /// networks (needs root; lasts until reboot). `run` does this itself when it can.
     #[command(
@@ -247,6 +259,7 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Join { token, name } => join(&home, &token, name.as_deref()),
+        Command::RotateKey { json } => rotate_key(&home, json),
         Command::Init | Command::Id => {
             let (identity, created) = match cli.command {
                 Command::Init => peercompute_provider::identity(&home)?,
@@ -352,11 +365,67 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
             config
                 .check()
                 .map_err(|e| ConfigError::wrap(anyhow::Error::msg(e)))?;
-            peercompute_provider::run(config, peercompute_cli::shutdown_signal())
+            let ended = peercompute_provider::run(config, peercompute_cli::shutdown_signal())
                 .await
-                .context("provider failed")
+                .context("provider failed")?;
+            match ended {
+                peercompute_provider::Ended::Stopped => Ok(()),
+                peercompute_provider::Ended::KeyRotated { new } => Err(restart_in_place(&new)),
+            }
         }
     }
+}
+
+/// `peercomputed rotate-key`: the next key and its token, and what to do with it.
+fn rotate_key(home: &std::path::Path, json: bool) -> anyhow::Result<()> {
+    let request =
+        peercompute_provider::request_rotation(home).context("cannot prepare the key rotation")?;
+    if json {
+        let doc = serde_json::json!({
+            "token": request.token,
+            "old_peer_id": request.old.to_string(),
+            "new_peer_id": request.new.to_string(),
+        });
+        println!("{doc}");
+        return Ok(());
+    }
+    println!("{}", request.token);
+    eprintln!(
+        "{} the next key {} in {} (this robot is {} until the switch).",
+        if request.created { "made" } else { "reusing" },
+        request.new,
+        home.join(peercompute_provider::NEXT_KEY_FILE).display(),
+        request.old
+    );
+    eprintln!(
+        "Give this token to a fleet admin: peerctl fleet rotate-member <token>\nOnce the entry reaches this robot the daemon switches to the new key by itself (it restarts in place; containers keep running, its name and URL stay). Not running now? It switches at its next start."
+    );
+    Ok(())
+}
+
+/// After a key switch: the same binary with the same arguments, in place of this process
+/// (containers keep running; its boot path adopts them). Returns only when exec failed.
+fn restart_in_place(new: &peercompute_identity::PeerId) -> anyhow::Error {
+    use std::os::unix::process::CommandExt;
+    let exe = match std::env::current_exe() {
+        Ok(exe) => exe,
+        Err(e) => {
+            return anyhow::Error::from(e).context(format!(
+                "switched to the new key {new}, but cannot find this program to restart it: restart peercomputed by hand"
+            ));
+        }
+    };
+    tracing::info!(peer_id = %new, exe = %exe.display(), "restarting in place with the new key");
+    let error = std::process::Command::new(&exe)
+        .args(std::env::args_os().skip(1))
+        .exec();
+    tracing::error!(
+        "switched to the new key {new}, but restarting {} failed: {error}; restart peercomputed by hand",
+        exe.display()
+    );
+    anyhow::Error::from(error).context(format!(
+        "switched to the new key {new}; restart peercomputed by hand"
+    ))
 }
 
 /// `peercomputed join`: checks and saves the token, says what happens next.

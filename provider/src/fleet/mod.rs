@@ -115,6 +115,9 @@ pub enum FleetAgentError {
 pub(crate) struct FleetAgent {
     pub(crate) hub: FleetHub,
     pub(crate) join: watch::Receiver<JoinStatus>,
+    /// Set (to the new peer id) when a held log retires this robot's key for its pending
+    /// next key (`crate::rotate::watch`).
+    pub(crate) rotated: watch::Receiver<Option<peercompute_identity::PeerId>>,
     pub(crate) tasks: Vec<JoinHandle<()>>,
 }
 
@@ -186,6 +189,14 @@ pub(crate) fn start(
     );
     let synced = syncer.synced();
     tasks.push(tokio::spawn(syncer.run(stop.subscribe())));
+    let (rotated_tx, rotated) = watch::channel(None);
+    tasks.push(tokio::spawn(crate::rotate::watch(
+        hub.clone(),
+        parts.home.to_owned(),
+        me,
+        rotated_tx,
+        stop.subscribe(),
+    )));
     let publisher = status::Publisher {
         node: node.clone(),
         hub: hub.clone(),
@@ -253,7 +264,12 @@ pub(crate) fn start(
         ),
     }
     info!(fleets = hub.fleet_ids().len(), "fleet agent ready");
-    Ok(FleetAgent { hub, join, tasks })
+    Ok(FleetAgent {
+        hub,
+        join,
+        rotated,
+        tasks,
+    })
 }
 
 /// Saves the config file's token unless it is the one saved already (then the join, or its
