@@ -47,6 +47,8 @@ pub struct SiteWorld {
     _gateway: tokio::process::Child,
     pub gw_host: Host,
     pub laptop: Host,
+    /// A LAN host with nothing on it yet (for [`SiteWorld::start_gatewayless_robot`]).
+    pub spare: Host,
     /// The laptop's peerctl home: identity, the gateway, the fleet (its admin).
     pub laptop_home: tempfile::TempDir,
     pub gateway_state: tempfile::TempDir,
@@ -69,6 +71,7 @@ impl SiteWorld {
         let site = world.nat_site("site", NatKind::EndpointIndependent);
         let router = site.router().clone();
         let laptop = site.host("laptop");
+        let spare = site.host("spare");
         let hosts: Vec<Host> = (1..=robots).map(|i| site.host(&format!("r{i}"))).collect();
         drop(site);
 
@@ -93,6 +96,7 @@ impl SiteWorld {
             _gateway: gateway,
             gw_host,
             laptop,
+            spare,
             laptop_home,
             gateway_state,
             fleet: String::new(),
@@ -104,56 +108,11 @@ impl SiteWorld {
         w.ok(&["gateways", "add", &gw_p2p]).await;
         let created = w.json(&["fleet", "create", "site", "--json"]).await;
         w.fleet = created["fleet_id"].as_str().expect("fleet_id").to_owned();
-        let invite = w
-            .json(&[
-                "fleet",
-                "invite",
-                "--group",
-                GROUP,
-                "--name-prefix",
-                "r",
-                "--uses",
-                &robots.to_string(),
-                "--json",
-            ])
-            .await;
-        let token = invite["token"].as_str().expect("token").to_owned();
+        let token = w.invite(robots).await;
         let gateway_arg = format!("{gw_id}@{}:{TUNNEL_PORT}", w.gw_host.ip());
         for (host, (home, peer)) in hosts.into_iter().zip(homes) {
-            let joined = tokio::process::Command::new(workspace_bin("peercomputed"))
-                .arg("--home")
-                .arg(home.path())
-                .args(["join", &token])
-                .output()
-                .await
-                .expect("peercomputed join runs");
-            assert!(joined.status.success(), "join: {joined:?}");
-            let log = home.path().join("provider.log");
-            let ip = host.ip();
-            let child = host
-                .command(workspace_bin("peercomputed"))
-                .arg("--home")
-                .arg(home.path())
-                .args(["run", "--gateway", &gateway_arg])
-                .args(["--listen", &format!("/ip4/{ip}/tcp/0")])
-                .args(["--listen", &format!("/ip4/{ip}/udp/0/quic-v1")])
-                .args(["--firewall", "off", "--admin-listen", "off"])
-                .env("RUST_LOG", "info,peercompute_p2p=debug")
-                .stderr(std::fs::File::create(&log).expect("log"))
-                .kill_on_drop(true)
-                .spawn()
-                .expect("peercomputed starts");
-            let label = format!("{peer}/fleet");
-            let mirror = PortMirror::start(&host, peercompute_runtime::LABEL_PROVIDER, &label);
-            w.robots.push(SiteRobot {
-                host,
-                home,
-                peer,
-                label,
-                log,
-                child,
-                _mirror: mirror,
-            });
+            let robot = start_robot(host, home, peer, &token, Some(&gateway_arg)).await;
+            w.robots.push(robot);
         }
         let want = robots;
         within(60, "every robot to join the fleet", async {
@@ -175,6 +134,34 @@ impl SiteWorld {
         })
         .await;
         w
+    }
+
+    /// Starts a robot on the spare host with `token` and no gateway at all (it can only reach
+    /// the fleet over the LAN); returns its index in `robots`.
+    pub async fn start_gatewayless_robot(&mut self, token: &str) -> usize {
+        let home = tempfile::tempdir().expect("robot home");
+        let (id, _) = Identity::load_or_create(home.path()).expect("identity");
+        let robot = start_robot(self.spare.clone(), home, id.peer_id(), token, None).await;
+        self.robots.push(robot);
+        self.robots.len() - 1
+    }
+
+    /// A join token of [`GROUP`] for `uses` robots (named `r-…`), from the laptop.
+    pub async fn invite(&self, uses: usize) -> String {
+        let invite = self
+            .json(&[
+                "fleet",
+                "invite",
+                "--group",
+                GROUP,
+                "--name-prefix",
+                "r",
+                "--uses",
+                &uses.to_string(),
+                "--json",
+            ])
+            .await;
+        invite["token"].as_str().expect("token").to_owned()
     }
 
     /// Runs `peerctl --home <laptop> ARGS…` on the laptop: exit code, stdout, stderr.
@@ -270,6 +257,52 @@ impl Drop for SiteWorld {
         for r in &mut self.robots {
             let _ = r.child.start_kill();
         }
+    }
+}
+
+/// Saves `token` in `home` (`peercomputed join`) and starts `peercomputed run` on `host`,
+/// through `gateway` when given, with its container ports mirrored into its namespace.
+async fn start_robot(
+    host: Host,
+    home: tempfile::TempDir,
+    peer: PeerId,
+    token: &str,
+    gateway: Option<&str>,
+) -> SiteRobot {
+    let joined = tokio::process::Command::new(workspace_bin("peercomputed"))
+        .arg("--home")
+        .arg(home.path())
+        .args(["join", token])
+        .output()
+        .await
+        .expect("peercomputed join runs");
+    assert!(joined.status.success(), "join: {joined:?}");
+    let log = home.path().join("provider.log");
+    let ip = host.ip();
+    let mut cmd = host.command(workspace_bin("peercomputed"));
+    cmd.arg("--home")
+        .arg(home.path())
+        .arg("run")
+        .args(["--listen", &format!("/ip4/{ip}/tcp/0")])
+        .args(["--listen", &format!("/ip4/{ip}/udp/0/quic-v1")])
+        .args(["--firewall", "off", "--admin-listen", "off"])
+        .env("RUST_LOG", "info,peercompute_p2p=debug")
+        .stderr(std::fs::File::create(&log).expect("log"))
+        .kill_on_drop(true);
+    if let Some(gateway) = gateway {
+        cmd.args(["--gateway", gateway]);
+    }
+    let child = cmd.spawn().expect("peercomputed starts");
+    let label = format!("{peer}/fleet");
+    let mirror = PortMirror::start(&host, peercompute_runtime::LABEL_PROVIDER, &label);
+    SiteRobot {
+        host,
+        home,
+        peer,
+        label,
+        log,
+        child,
+        _mirror: mirror,
     }
 }
 

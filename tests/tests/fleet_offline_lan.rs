@@ -9,7 +9,8 @@
 //! - partition of 5 s while the laptop releases v2 on the LAN: after healing, every robot's
 //!   copy of the log equals the laptop's within 10 s, and v2 is created once per robot;
 //! - revoking r3 from the laptop (WAN still cut): r1 and r2 refuse its connections (their
-//!   logs say so) within 5 s.
+//!   logs say so) within 5 s;
+//! - a robot started with no gateway joins by token over the LAN and the laptop lists it.
 
 use std::time::{Duration, Instant, SystemTime};
 
@@ -118,7 +119,7 @@ async fn with_the_wan_cut_the_laptop_stops_and_resumes_the_robots_and_logs_conve
     web_image(&runtime, &registry, &cleanup, &repository, "v1", true).await;
     web_image(&runtime, &registry, &cleanup, &repository, "v2", true).await;
 
-    let site = SiteWorld::start(3).await;
+    let mut site = SiteWorld::start(3).await;
     for r in &site.robots {
         cleanup.containers_labelled(peercompute_runtime::LABEL_PROVIDER, &r.label);
     }
@@ -250,6 +251,32 @@ async fn with_the_wan_cut_the_laptop_stops_and_resumes_the_robots_and_logs_conve
     eprintln!(
         "revoke of r3: blocked on r1 and r2 within {:?} of the command",
         revoked.elapsed()
+    );
+
+    // A robot with no gateway at all joins over the LAN (WAN still cut): it fetches the log
+    // from the robots there, and the laptop lists it.
+    let token = site.invite(1).await;
+    let joining = Instant::now();
+    let r4 = site.start_gatewayless_robot(&token).await;
+    let r4_peer = site.robots[r4].peer.to_string();
+    let listed = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let (code, out, _) = site.peerctl(&["fleet", "members", "--json"]).await;
+            if code == 0 && out.contains(&r4_peer) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    })
+    .await;
+    assert!(
+        listed.is_ok(),
+        "the gateway-less robot was not listed within 10 s; its log:\n{}",
+        std::fs::read_to_string(&site.robots[r4].log).unwrap_or_default()
+    );
+    eprintln!(
+        "gateway-less robot joined over the LAN in {:?}",
+        joining.elapsed()
     );
     site.heal_wan();
     eprintln!("whole test: {:?}", t0.elapsed());

@@ -9,8 +9,9 @@
 //! A gateway round (on every tunnel (re)connect, when the gateway's libp2p address changes, and every
 //! [`SYNC_EVERY`]): dial the gateway, run anti-entropy (`sync_with`, both ways) for every
 //! fleet held; then, if a join token is saved and this robot is not yet a member, hold its
-//! fleet, fetch the log (from the gateway and the token's bootstrap peers), write the `Join`
-//! entry, store it (which checks it like every member will) and sync again to send it. Every
+//! fleet, fetch the log (from fleet robots mDNS found on the LAN first, else from the gateway
+//! and the token's bootstrap peers), write the `Join` entry, store it (which checks it like
+//! every member will) and sync again to send it (LAN peers first). Every
 //! step is bounded; a failure is logged once per kind until it changes or clears.
 
 use std::collections::HashMap;
@@ -222,38 +223,34 @@ impl Syncer {
         ok & self.try_join(gateway.as_ref()).await
     }
 
+    /// Whether `fleet`'s log is held here with a state (its creation entry at least).
+    fn holds_log(&self, fleet: FleetId) -> bool {
+        self.hub
+            .with_log(&fleet, |l| l.state().is_some())
+            .unwrap_or(false)
+    }
+
     async fn dial(&mut self, peer: PeerId, addrs: Vec<Multiaddr>, kind: &'static str) -> bool {
-        // Another task (the relay keeper) may be dialing the same peer: libp2p then cancels
-        // this dial at once; a moment later the connection is up.
-        // QUIC first, as the relay keeper dials: the gateway then observes our UDP address.
-        let addrs = peercompute_p2p::quic_first(&addrs)
-            .into_iter()
-            .next()
-            .unwrap_or(addrs);
-        let mut outcome =
-            tokio::time::timeout(DIAL_TIMEOUT, self.node.dial(peer, addrs.clone())).await;
-        for _ in 0..DIAL_RETRIES {
-            if !matches!(outcome, Ok(Err(_))) {
-                break;
-            }
-            tokio::time::sleep(DIAL_RETRY_PAUSE).await;
-            outcome = tokio::time::timeout(DIAL_TIMEOUT, self.node.dial(peer, addrs.clone())).await;
-        }
+        let outcome = dial_retrying(self.node.clone(), peer, addrs).await;
+        self.dial_outcome(kind, outcome)
+    }
+
+    /// The outcome of a background dial (see `join_step`), once it ends.
+    async fn dialled(&mut self, peer: PeerId, dial: &mut AbortOnDrop<Result<(), String>>) -> bool {
+        let outcome = (&mut dial.0)
+            .await
+            .unwrap_or_else(|e| Err(format!("fleet: the dial of {peer} ended: {e}")));
+        self.dial_outcome("join-dial", outcome)
+    }
+
+    fn dial_outcome(&mut self, kind: &'static str, outcome: Result<(), String>) -> bool {
         match outcome {
-            Ok(Ok(())) => {
+            Ok(()) => {
                 self.complaints.clear(kind);
                 true
             }
-            Ok(Err(e)) => {
-                self.complaints
-                    .fail(kind, format!("fleet: cannot reach {peer} to sync: {e}"));
-                false
-            }
-            Err(_) => {
-                self.complaints.fail(
-                    kind,
-                    format!("fleet: {peer} did not answer within {DIAL_TIMEOUT:?}; syncing later"),
-                );
+            Err(message) => {
+                self.complaints.fail(kind, message);
                 false
             }
         }
@@ -331,18 +328,41 @@ impl Syncer {
             self.complaints.fail("hold", reason.clone());
             return (false, JoinStatus::Waiting { reason });
         }
-        let mut peers: Vec<(PeerId, Vec<Multiaddr>)> = gateway
+        let mut remote: Vec<(PeerId, Vec<Multiaddr>)> = gateway
             .map(|g| (g.peer, g.addrs.clone()))
             .into_iter()
             .collect();
-        peers.extend(
+        remote.extend(
             bootstrap_peers(&token)
                 .into_iter()
                 .map(|(p, a)| (p, vec![a])),
         );
-        for (peer, addrs) in &peers {
-            if self.dial(*peer, addrs.clone(), "join-dial").await {
+        // The gateway and bootstrap peers are dialled in the background while robots on the
+        // LAN are asked: those answer in milliseconds, where a gateway behind a cut WAN takes
+        // its whole dial timeout.
+        let mut dials: Vec<_> = remote
+            .iter()
+            .map(|(peer, addrs)| {
+                let dial = dial_retrying(self.node.clone(), *peer, addrs.clone());
+                (*peer, AbortOnDrop(tokio::spawn(dial)))
+            })
+            .collect();
+        let lan = self
+            .lan_join_log(fleet, &remote, || {
+                dials.iter().all(|(_, d)| d.0.is_finished())
+            })
+            .await;
+        let from_lan = self.holds_log(fleet);
+        let mut reached = Vec::new();
+        for (peer, dial) in &mut dials {
+            // The log came from the LAN: the join is not held back by a slow dial, which is
+            // awaited only to send the join once it is written.
+            if from_lan {
+                break;
+            }
+            if self.dialled(*peer, dial).await {
                 self.sync(*peer, fleet).await;
+                reached.push(*peer);
             }
         }
         if let Some(joined) = member(&self.hub) {
@@ -396,10 +416,17 @@ impl Syncer {
         match self.hub.insert(fleet, vec![entry], None).first() {
             Some(PushResult::Stored(_) | PushResult::Duplicate(_)) => {
                 self.complaints.clear("join");
-                info!(%fleet, %name, "joined the fleet; sending the join to the gateway");
+                info!(%fleet, %name, "joined the fleet; sending the join to its peers");
                 let mut sent = false;
-                for (peer, _) in &peers {
+                for (peer, _) in &lan {
                     sent |= self.sync(*peer, fleet).await;
+                }
+                // When the log came from the LAN the join is out there already, and the
+                // gateway's dial (still running, perhaps) no longer holds it back.
+                for (peer, dial) in &mut dials {
+                    if reached.contains(peer) || (from_lan && self.dialled(*peer, dial).await) {
+                        sent |= self.sync(*peer, fleet).await;
+                    }
                 }
                 (sent, JoinStatus::Joined { fleet, name })
             }
@@ -418,10 +445,37 @@ impl Syncer {
     }
 }
 
-/// Aborts a task when dropped (the syncer's helpers end with it).
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
+/// Dials `peer`, again after an immediate failure ([`DIAL_RETRIES`]); each try bounded by
+/// [`DIAL_TIMEOUT`]. The error is the message to log.
+async fn dial_retrying(node: Node, peer: PeerId, addrs: Vec<Multiaddr>) -> Result<(), String> {
+    // Another task (the relay keeper) may be dialing the same peer: libp2p then cancels
+    // this dial at once; a moment later the connection is up.
+    // QUIC first, as the relay keeper dials: the gateway then observes our UDP address.
+    let addrs = peercompute_p2p::quic_first(&addrs)
+        .into_iter()
+        .next()
+        .unwrap_or(addrs);
+    let mut outcome = tokio::time::timeout(DIAL_TIMEOUT, node.dial(peer, addrs.clone())).await;
+    for _ in 0..DIAL_RETRIES {
+        if !matches!(outcome, Ok(Err(_))) {
+            break;
+        }
+        tokio::time::sleep(DIAL_RETRY_PAUSE).await;
+        outcome = tokio::time::timeout(DIAL_TIMEOUT, node.dial(peer, addrs.clone())).await;
+    }
+    match outcome {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(format!("fleet: cannot reach {peer} to sync: {e}")),
+        Err(_) => Err(format!(
+            "fleet: {peer} did not answer within {DIAL_TIMEOUT:?}; syncing later"
+        )),
+    }
+}
 
-impl Drop for AbortOnDrop {
+/// Aborts a task when dropped (the syncer's helpers end with it).
+struct AbortOnDrop<T = ()>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
     fn drop(&mut self) {
         self.0.abort();
     }

@@ -16,6 +16,12 @@ use super::Syncer;
 
 /// A LAN dial answers in milliseconds, or the peer is gone.
 const LAN_DIAL_TIMEOUT: Duration = Duration::from_secs(3);
+/// Most LAN peers a robot that is joining fetches the log from in one round.
+const MAX_LAN_JOIN_PEERS: usize = 4;
+/// While joining: how often the LAN is looked at again (mDNS may not have answered yet), and
+/// for how long at most while the gateway's dial is pending.
+const LAN_JOIN_POLL: Duration = Duration::from_millis(200);
+const LAN_JOIN_WAIT: Duration = Duration::from_secs(10);
 
 /// The held fleets `peer` is a member or grantee of (and not revoked in).
 pub(crate) fn shared_fleets(hub: &FleetHub, peer: &PeerId) -> Vec<FleetId> {
@@ -123,6 +129,61 @@ impl Syncer {
         if let Some(peer) = self.lan.next() {
             self.sync_peer(peer).await;
         }
+    }
+
+    /// Before this robot joined: asks the LAN for `fleet`'s log (see [`Self::lan_join_peers`])
+    /// until it is held here, or the dials of the `remote` peers are over (`dials_done`), or
+    /// [`LAN_JOIN_WAIT`]; the LAN peers that synced.
+    pub(super) async fn lan_join_log(
+        &mut self,
+        fleet: FleetId,
+        remote: &[(PeerId, Vec<Multiaddr>)],
+        dials_done: impl Fn() -> bool,
+    ) -> Vec<(PeerId, Vec<Multiaddr>)> {
+        let deadline = tokio::time::Instant::now() + LAN_JOIN_WAIT;
+        let mut lan: Vec<(PeerId, Vec<Multiaddr>)> = Vec::new();
+        loop {
+            let known: Vec<_> = remote.iter().chain(&lan).cloned().collect();
+            lan.extend(self.lan_join_peers(&known).await);
+            if self.holds_log(fleet)
+                || lan.len() >= MAX_LAN_JOIN_PEERS
+                || dials_done()
+                || tokio::time::Instant::now() >= deadline
+            {
+                return lan;
+            }
+            tokio::time::sleep(LAN_JOIN_POLL).await;
+        }
+    }
+
+    /// Before this robot joined: peers mDNS found (at most [`MAX_LAN_JOIN_PEERS`], not in
+    /// `known`) that hold the token's fleet and synced it with us; the Join then goes to them
+    /// too.
+    pub(super) async fn lan_join_peers(
+        &mut self,
+        known: &[(PeerId, Vec<Multiaddr>)],
+    ) -> Vec<(PeerId, Vec<Multiaddr>)> {
+        let mut synced = Vec::new();
+        let fleets = self.hub.fleet_ids();
+        for (peer, addrs) in self.node.lan_peers().await {
+            if synced.len() >= MAX_LAN_JOIN_PEERS || known.iter().any(|(p, _)| *p == peer) {
+                continue;
+            }
+            let dialled =
+                tokio::time::timeout(LAN_DIAL_TIMEOUT, self.node.dial(peer, addrs.clone()));
+            if !matches!(dialled.await, Ok(Ok(()))) {
+                continue;
+            }
+            let mut any = false;
+            for fleet in &fleets {
+                any |= sync_with(&self.node, peer, &self.hub, *fleet).await.is_ok();
+            }
+            if any {
+                info!(%peer, "fleet log fetched from a robot on the LAN (joining)");
+                synced.push((peer, addrs));
+            }
+        }
+        synced
     }
 
     /// Anti-entropy with a fleet peer for every held fleet it shares; a sync of them all
