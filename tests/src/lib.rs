@@ -45,6 +45,7 @@ pub mod docker_proxy;
 pub mod event_log;
 pub mod fleet;
 pub mod fleet_rig;
+mod fleet_rig_admin;
 pub mod gateway;
 pub mod image;
 pub mod lines;

@@ -23,36 +23,12 @@ use peercompute_tests::fleet::FleetMember;
 use peercompute_tests::fleet_rig::{Rig, rows, serves, wait_serving};
 use peercompute_tests::{peerctl_bin, within};
 
-/// The peer ids with a tunnel, as the admin API lists them.
-async fn providers(rig: &Rig) -> Vec<String> {
-    let body = rig.gw.admin_get("/api/v1/providers").await;
-    let list: serde_json::Value = serde_json::from_str(&body).expect("providers JSON");
-    list.as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|p| p["peer_id"].as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// The owner of route `name` in the admin API, when it has one.
-async fn owner_of(rig: &Rig, name: &str) -> Option<String> {
-    let body = rig.gw.admin_get("/api/v1/routes").await;
-    let routes: serde_json::Value = serde_json::from_str(&body).expect("routes JSON");
-    routes.as_array().and_then(|a| {
-        a.iter()
-            .find(|r| r["name"] == name)
-            .and_then(|r| r["owner"].as_str().map(str::to_owned))
-    })
-}
-
 /// Checks for `secs` (every 100 ms) that `peer` keeps its tunnel and `url` serves v1.
 async fn keeps_serving(rig: &Rig, peer: &str, url: &str, secs: u64, when: &str) {
     let until = Instant::now() + Duration::from_secs(secs);
     while Instant::now() < until {
         assert!(
-            providers(rig).await.iter().any(|p| p == peer),
+            rig.providers().await.iter().any(|p| p == peer),
             "{when}: {peer} lost its tunnel"
         );
         assert!(serves(&rig.client, url, "v1").await, "{when}: {url}");
@@ -142,9 +118,9 @@ async fn a_revoked_robot_loses_its_tunnel_and_names_and_forged_ops_are_refused()
     let (r1, r2) = (&rig.robots[0], &rig.robots[1]);
     let (r1_id, r2_id) = (r1.peer.to_string(), r2.peer.to_string());
     let r2_route = format!("web-{}", r2.name);
-    assert!(providers(&rig).await.contains(&r2_id), "r2 has a tunnel");
+    assert!(rig.providers().await.contains(&r2_id), "r2 has a tunnel");
     assert_eq!(
-        owner_of(&rig, &r2_route).await.as_deref(),
+        rig.owner_of(&r2_route).await.as_deref(),
         Some(r2_id.as_str())
     );
 
@@ -161,7 +137,7 @@ async fn a_revoked_robot_loses_its_tunnel_and_names_and_forged_ops_are_refused()
         .expect("spawn peerctl");
     let gone = within(10, "r2's tunnel to go", async {
         loop {
-            if !providers(&rig).await.contains(&r2_id) {
+            if !rig.providers().await.contains(&r2_id) {
                 return spawned.elapsed();
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -190,7 +166,7 @@ async fn a_revoked_robot_loses_its_tunnel_and_names_and_forged_ops_are_refused()
 
     // Its name is released, its URL answers no more, and r1 serves on.
     within(5, "r2's name to be released", async {
-        while owner_of(&rig, &r2_route).await.as_deref() == Some(r2_id.as_str()) {
+        while rig.owner_of(&r2_route).await.as_deref() == Some(r2_id.as_str()) {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     })
@@ -380,7 +356,7 @@ async fn a_revoked_robot_loses_its_tunnel_and_names_and_forged_ops_are_refused()
     )
     .await;
     assert!(
-        !providers(&rig).await.contains(&r2_id),
+        !rig.providers().await.contains(&r2_id),
         "the revoked robot never came back"
     );
     eprintln!(
