@@ -9,6 +9,8 @@
 //!
 //! On top of the list, a deny set ([`Allowlist::deny`], kept by the fleet follower from the
 //! fleets' revocations) refuses a key whatever the flags and the file say, `--open` included.
+//! Aliases ([`Allowlist::alias`], from the fleets' key rotations) admit a key wherever the key
+//! it replaced is admitted, so a robot that rotated its key needs no allowlist edit.
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -19,6 +21,9 @@ use tokio::sync::watch;
 
 use peercompute_identity::{PeerId, parse_peer_id};
 
+/// Most rotations an alias is followed back through.
+const MAX_ALIAS_CHAIN: usize = 16;
+
 /// The provider allowlist.
 #[derive(Debug)]
 pub(crate) struct Allowlist {
@@ -27,6 +32,8 @@ pub(crate) struct Allowlist {
     file: Option<AllowFile>,
     /// Keys refused whatever else says (revoked in a fleet), with why.
     denied: Mutex<HashMap<PeerId, String>>,
+    /// A rotated key → the key it replaced: admitted wherever that one is listed.
+    aliases: Mutex<HashMap<PeerId, PeerId>>,
     /// Bumped whenever a refresh changed the file's set, or the deny set changed.
     changes: watch::Sender<u64>,
 }
@@ -68,6 +75,7 @@ impl Allowlist {
             fixed,
             file,
             denied: Mutex::new(HashMap::new()),
+            aliases: Mutex::new(HashMap::new()),
             changes: watch::Sender::new(0),
         })
     }
@@ -102,6 +110,25 @@ impl Allowlist {
         was
     }
 
+    /// Admits `new` wherever `old` is listed (the flags, the file, or an alias of its own: a
+    /// key rotated twice). The deny set still wins: denying `old` does not deny `new`.
+    /// Returns whether the alias was new.
+    pub(crate) fn alias(&self, new: PeerId, old: PeerId) -> bool {
+        if new == old {
+            return false;
+        }
+        let fresh = self
+            .aliases
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(new, old)
+            != Some(old);
+        if fresh {
+            self.changes.send_modify(|n| *n += 1);
+        }
+        fresh
+    }
+
     /// Why `peer` is denied, when it is.
     pub(crate) fn denied(&self, peer: &PeerId) -> Option<String> {
         self.denied
@@ -128,16 +155,38 @@ impl Allowlist {
         if self.denied(peer).is_some() {
             return false;
         }
-        if self.open || self.fixed.contains(peer) {
+        if self.open {
             return true;
         }
-        self.file.as_ref().is_some_and(|file| {
-            file.cache
+        // Follows aliases back through at most this many rotations (a loop ends there too).
+        let mut key = *peer;
+        for _ in 0..MAX_ALIAS_CHAIN {
+            if self.listed(&key) {
+                return true;
+            }
+            match self
+                .aliases
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .1
-                .contains(peer)
-        })
+                .get(&key)
+            {
+                Some(old) => key = *old,
+                None => return false,
+            }
+        }
+        false
+    }
+
+    /// Whether the flags or the file (as last read) name `peer`.
+    fn listed(&self, peer: &PeerId) -> bool {
+        self.fixed.contains(peer)
+            || self.file.as_ref().is_some_and(|file| {
+                file.cache
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .1
+                    .contains(peer)
+            })
     }
 
     /// Re-reads the file if its modification time changed; tells [`Allowlist::changes`]
@@ -287,6 +336,43 @@ mod tests {
         assert!(changes.has_changed().expect("sender alive"));
         assert!(list.allows(&a));
         assert!(!list.undeny(&a));
+    }
+
+    #[test]
+    fn a_rotated_key_is_admitted_wherever_the_old_one_is_listed_and_not_denied_with_it() {
+        let [old, mid, new, stranger] =
+            [(); 4].map(|()| Identity::generate().expect("id").peer_id());
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("allow.txt");
+        std::fs::write(&path, format!("{old}\n")).expect("write");
+        let list = Allowlist::new(false, &[], Some(path.clone())).expect("file list");
+        let mut changes = list.changes();
+        assert!(!list.allows(&mid));
+        assert!(list.alias(mid, old));
+        assert!(changes.has_changed().expect("sender alive"));
+        changes.mark_unchanged();
+        assert!(!list.alias(mid, old), "not new");
+        assert!(!changes.has_changed().expect("sender alive"));
+        // Rotated twice: followed back to the listed key.
+        list.alias(new, mid);
+        assert!(list.allows(&mid) && list.allows(&new));
+        assert!(!list.allows(&stranger));
+        // The old key denied (the new one connected): the new ones stay admitted.
+        list.deny(old, "rotated");
+        assert!(!list.allows(&old));
+        assert!(list.allows(&new));
+        // The old key dropped from the file: its successors go with it.
+        std::fs::write(&path, "# nobody\n").expect("rewrite");
+        touch_ahead(&path, 5);
+        assert!(!list.allows(&new));
+        // A loop of aliases ends.
+        list.alias(old, new);
+        assert!(!list.allows(&stranger) && !list.allows(&new));
+        // Fixed ids count as listed too.
+        let fixed = Allowlist::new(false, &[old.to_string()], None).expect("list");
+        fixed.alias(new, old);
+        assert!(fixed.allows(&new));
+        assert!(!fixed.alias(old, old), "a key is no alias of itself");
     }
 
     #[test]

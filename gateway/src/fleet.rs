@@ -63,6 +63,7 @@ pub(crate) fn start(
         tokio::spawn(crate::fleet_follow::follow(
             hub.clone(),
             shared.clone(),
+            node.clone(),
             state_dir.join("fleets"),
         )),
     ];

@@ -97,6 +97,33 @@ impl NameStore {
         Ok(Some(owner))
     }
 
+    /// Moves every name `old` owns to `new` in one write (a key rotation: the robot keeps its
+    /// names under its new key). Returns the names moved, sorted; none when `old` owns none.
+    /// If the table cannot be saved nothing moves.
+    pub(crate) fn transfer(
+        &self,
+        old: &PeerId,
+        new: &PeerId,
+    ) -> Result<Vec<String>, NameStoreError> {
+        let (old, new) = (old.to_string(), new.to_string());
+        let mut owners = self.owners.lock().unwrap_or_else(|p| p.into_inner());
+        let moved: Vec<String> = owners
+            .iter()
+            .filter(|(_, owner)| **owner == old)
+            .map(|(name, _)| name.clone())
+            .collect();
+        if moved.is_empty() || old == new {
+            return Ok(Vec::new());
+        }
+        let mut next = owners.clone();
+        for name in &moved {
+            next.insert(name.clone(), new.clone());
+        }
+        self.save(&next)?;
+        *owners = next;
+        Ok(moved)
+    }
+
     /// Every owned name and its owner's peer id, sorted by name.
     pub(crate) fn owners(&self) -> Vec<(String, String)> {
         let owners = self.owners.lock().unwrap_or_else(|p| p.into_inner());
@@ -187,6 +214,44 @@ mod tests {
         let err = store.release("blog").expect_err("cannot save");
         assert!(matches!(err, NameStoreError::Write { .. }), "{err}");
         assert_eq!(store.owner("blog"), Some(alice.to_string()));
+    }
+
+    #[test]
+    fn a_transfer_moves_every_name_of_the_old_key_at_once_and_survives_reopen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (old, new, other) = (peer(), peer(), peer());
+        let store = NameStore::open(dir.path()).expect("open");
+        store.claim("web-r1", &old).expect("claim");
+        store.claim("api-r1", &old).expect("claim");
+        store.claim("shop", &other).expect("claim");
+        assert_eq!(
+            store.transfer(&old, &new).expect("transfer"),
+            ["api-r1", "web-r1"]
+        );
+        assert_eq!(
+            store.transfer(&old, &new).expect("again"),
+            Vec::<String>::new()
+        );
+        assert!(store.claim("web-r1", &old).is_err(), "the old key lost it");
+        store.claim("web-r1", &new).expect("the new key owns it");
+        drop(store);
+        let reopened = NameStore::open(dir.path()).expect("reopen");
+        assert_eq!(reopened.owner("api-r1"), Some(new.to_string()));
+        assert_eq!(reopened.owner("shop"), Some(other.to_string()));
+    }
+
+    #[test]
+    fn a_transfer_that_cannot_be_saved_moves_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let state = dir.path().join("state");
+        std::fs::create_dir(&state).expect("mkdir");
+        let (old, new) = (peer(), peer());
+        let store = NameStore::open(&state).expect("open");
+        store.claim("web-r1", &old).expect("claim");
+        std::fs::remove_dir_all(&state).expect("remove state dir");
+        let err = store.transfer(&old, &new).expect_err("cannot save");
+        assert!(matches!(err, NameStoreError::Write { .. }), "{err}");
+        assert_eq!(store.owner("web-r1"), Some(old.to_string()));
     }
 
     #[test]
