@@ -52,6 +52,9 @@ pub(crate) struct Session {
     pub(crate) reached: Vec<PeerId>,
     /// Robots of the fleet reached on the LAN.
     pub(crate) lan: Vec<PeerId>,
+    /// The LAN search still running when a gateway was reached first ([`Session::push`]
+    /// awaits it for the robots).
+    lan_pending: std::sync::Mutex<Option<tokio::task::JoinHandle<Vec<PeerId>>>>,
     /// Every robot of the fleet (a push also goes to those connected by then).
     robots: BTreeSet<PeerId>,
     /// One line per gateway that could not be used.
@@ -67,6 +70,7 @@ impl Session {
             node: None,
             reached: Vec::new(),
             lan: Vec::new(),
+            lan_pending: std::sync::Mutex::new(None),
             robots: BTreeSet::new(),
             failed: Vec::new(),
             notes: Vec::new(),
@@ -113,18 +117,21 @@ impl Session {
         }
         let node = start_fleet_node(identity, !members.is_empty()).await?;
         let start = tokio::time::Instant::now();
-        let home = home_of(local, &fleet);
-        let (lan_reached, gateways_done) = {
-            let gateway_syncs = sync_gateways(&node, gateways, local, fleet, start + timeout);
-            let lan_reach = async {
+        let mut lan_reach = {
+            let (node, home, members) = (node.clone(), home_of(local, &fleet), members.clone());
+            let wait = lan.lan_wait;
+            tokio::spawn(async move {
                 if members.is_empty() {
                     return Vec::new();
                 }
-                lan::reach_members(&node, &home, &members, lan.lan_wait).await
-            };
-            tokio::pin!(gateway_syncs, lan_reach);
-            let mut lan_reached = None;
-            let mut gateways_done = None;
+                lan::reach_members(&node, &home, &members, wait).await
+            })
+        };
+        let mut lan_reached = None;
+        let mut gateways_done = None;
+        {
+            let gateway_syncs = sync_gateways(&node, gateways, local, fleet, start + timeout);
+            tokio::pin!(gateway_syncs);
             while gateways_done.is_none() {
                 // Robots on the LAN reached: the gateways get until the LAN wait is over.
                 let cut_off = lan_reached
@@ -132,16 +139,13 @@ impl Session {
                     .is_some_and(|r: &Vec<PeerId>| !r.is_empty());
                 tokio::select! {
                     done = &mut gateway_syncs => gateways_done = Some(done),
-                    r = &mut lan_reach, if lan_reached.is_none() => lan_reached = Some(r),
+                    r = &mut lan_reach, if lan_reached.is_none() => {
+                        lan_reached = Some(r.unwrap_or_default());
+                    }
                     () = tokio::time::sleep_until(start + lan.lan_wait), if cut_off => break,
                 }
             }
-            let lan_reached = match lan_reached {
-                Some(r) => r,
-                None => lan_reach.await,
-            };
-            (lan_reached, gateways_done)
-        };
+        }
         match gateways_done {
             Some(done) => session.absorb(done),
             None => session.failed.push(format!(
@@ -149,7 +153,15 @@ impl Session {
                 lan.lan_wait
             )),
         }
-        session.lan = lan_reached;
+        // With a gateway reached the write goes on at once: the LAN search keeps running and
+        // a push waits for it only for the robots (a WAN robot must not wait for mDNS).
+        match lan_reached {
+            Some(reached) => session.lan = reached,
+            None if !session.reached.is_empty() => {
+                session.lan_pending = std::sync::Mutex::new(Some(lan_reach));
+            }
+            None => session.lan = lan_reach.await.unwrap_or_default(),
+        }
         session.robots = members;
         if session.reached.is_empty()
             && let Some(robot) = session.lan.first().copied()
@@ -226,19 +238,44 @@ impl Session {
         let Some(node) = &self.node else {
             return Vec::new();
         };
-        // Robots whose connection came up after the LAN wait get it too.
+        let gateways = self.reached.iter().map(|p| (*p, format!("gateway {p}")));
+        let mut pushes = Self::push_each(node, fleet, entry, gateways.collect());
+        // Then the robots: those the LAN search reaches (awaited now if still running), and
+        // those whose connection came up after the LAN wait.
+        let pending = self
+            .lan_pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
         let mut robots: Vec<PeerId> = self.lan.clone();
+        if let Some(search) = pending {
+            robots.extend(search.await.unwrap_or_default());
+        }
         for peer in &self.robots {
             if !robots.contains(peer) && node.path(*peer).await.is_some() {
                 robots.push(*peer);
             }
         }
-        let targets = self
-            .reached
-            .iter()
-            .map(|p| (*p, format!("gateway {p}")))
-            .chain(robots.iter().map(|p| (*p, format!("robot {p} (LAN)"))));
-        let pushes: Vec<_> = targets
+        let robots = robots.iter().map(|p| (*p, format!("robot {p} (LAN)")));
+        pushes.extend(Self::push_each(node, fleet, entry, robots.collect()));
+        let mut lines = Vec::new();
+        for push in pushes {
+            if let Ok(line) = push.await {
+                lines.push(line);
+            }
+        }
+        lines
+    }
+
+    /// Starts a push of `entry` to each target; each task ends with a line saying how it went.
+    fn push_each(
+        node: &Node,
+        fleet: FleetId,
+        entry: &SignedEntry,
+        targets: Vec<(PeerId, String)>,
+    ) -> Vec<tokio::task::JoinHandle<String>> {
+        targets
+            .into_iter()
             .map(|(peer, who)| {
                 let bytes = vec![entry.bytes().to_vec()];
                 let node = node.clone();
@@ -256,14 +293,7 @@ impl Session {
                     }
                 })
             })
-            .collect();
-        let mut lines = Vec::new();
-        for push in pushes {
-            if let Ok(line) = push.await {
-                lines.push(line);
-            }
-        }
-        lines
+            .collect()
     }
 
     /// The statuses every reached gateway holds for `fleet`, the newest per robot.
