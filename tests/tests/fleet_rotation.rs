@@ -1,0 +1,420 @@
+//! Key rotation, end to end with the real parts: a gateway whose allowlist names the robot's
+//! key, a robot running the real `peercomputed` binary (joined by token, serving v1 of a
+//! release from a local registry through the gateway), and the real `peerctl` binary.
+//!
+//! `peercomputed rotate-key --json` → token → `peerctl fleet rotate-member TOKEN` → the gateway
+//! pushes the entry to the robot's old key, the robot switches keys and re-executes itself →
+//! the same URL answers v1 again from the same container (no Docker `create` event), within a
+//! measured time; the gateway lists the new peer id and not the old, owns the name under the
+//! new key and admits it by alias (only the old key is on its allowlist). An entry signed by
+//! the old key pushed raw is refused (rotated), and so is a tunnel with the old identity. Then
+//! `peerctl fleet rotate-root --new-key FILE`: a grant signed by the old root pushed raw is
+//! refused.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use ed25519_dalek::SigningKey;
+use peercompute_fleet::{Entry, FleetId, Grant, MemberKey, Op, PushResult, Role, SignedEntry};
+use peercompute_identity::{Identity, PeerId};
+use peercompute_p2p::fleet_hub::{self, unix_now};
+use peercompute_runtime::testsupport::{Cleanup, LocalRegistry, unique_name};
+use peercompute_runtime::{DockerRuntime, LABEL_PROVIDER};
+use peercompute_tests::daemon::workspace_bin;
+use peercompute_tests::docker_events::DockerEvents;
+use peercompute_tests::fleet::FleetMember;
+use peercompute_tests::fleet_rig::{WEB_PORT, fleet_containers, serves, wait_serving, web_image};
+use peercompute_tests::{
+    Alpn, GatewayOptions, TestDaemon, TestGateway, TestProvider, https_client, peerctl_bin,
+    run_peerctl, within,
+};
+
+/// The switch (rotate-member spawned → the URL answers through the new key's tunnel, the old
+/// one gone) must take no longer than this.
+const SWITCH_BOUND: Duration = Duration::from_secs(3);
+
+/// `peerctl --home <admin> ARGS…`, insisting on success; stdout as JSON when `--json` is in
+/// the arguments, else as a string.
+async fn admin(home: &Path, args: &[&str]) -> serde_json::Value {
+    let (code, stdout, stderr) = run_peerctl(home, args).await;
+    assert_eq!(code, 0, "peerctl {args:?}: {stderr}");
+    if args.contains(&"--json") {
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}"))
+    } else {
+        serde_json::Value::String(stdout)
+    }
+}
+
+/// The peer ids with a tunnel, as the admin API lists them.
+async fn providers(gw: &TestGateway) -> Vec<String> {
+    let list: serde_json::Value =
+        serde_json::from_str(&gw.admin_get("/api/v1/providers").await).expect("providers JSON");
+    let peers = list.as_array().into_iter().flatten();
+    peers
+        .filter_map(|p| p["peer_id"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// The owner of route `name` in the admin API.
+async fn owner_of(gw: &TestGateway, name: &str) -> Option<String> {
+    let routes: serde_json::Value =
+        serde_json::from_str(&gw.admin_get("/api/v1/routes").await).expect("routes JSON");
+    let found = routes
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|r| r["name"] == name);
+    found.and_then(|r| r["owner"].as_str().map(str::to_owned))
+}
+
+/// `peercomputed join TOKEN`, then `peercomputed run` through `gw` (its stderr in
+/// `<home>/provider.log`), killed when dropped.
+async fn start_robot(home: &Path, gw: &TestGateway, token: &str) -> tokio::process::Child {
+    let joined = tokio::process::Command::new(workspace_bin("peercomputed"))
+        .arg("--home")
+        .arg(home)
+        .args(["join", token])
+        .output()
+        .await
+        .expect("peercomputed join runs");
+    assert!(joined.status.success(), "join: {joined:?}");
+    let gateway = format!("{}@{}", gw.peer_id, gw.tunnel);
+    tokio::process::Command::new(workspace_bin("peercomputed"))
+        .arg("--home")
+        .arg(home)
+        .args(["run", "--gateway", &gateway])
+        .args(["--listen", "/ip4/127.0.0.1/tcp/0", "--no-mdns"])
+        .args(["--firewall", "off", "--admin-listen", "off"])
+        .env("PEERCOMPUTE_LOG_FORMAT", "text")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(home.join("provider.log")).expect("log file"))
+        .kill_on_drop(true)
+        .spawn()
+        .expect("peercomputed run starts")
+}
+
+/// The robot's name once `fleet members` lists its key.
+async fn joined_name(admin_home: &Path, peer: &PeerId) -> String {
+    within(60, "the robot to join", async {
+        loop {
+            let (code, stdout, _) = run_peerctl(admin_home, &["fleet", "members", "--json"]).await;
+            let members: serde_json::Value = serde_json::from_str(&stdout).unwrap_or_default();
+            let row = members
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|m| m["peer_id"] == peer.to_string().as_str() && m["name"].is_string());
+            if let (0, Some(row)) = (code, row) {
+                return row["name"].as_str().expect("a name").to_owned();
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await
+}
+
+/// `op` signed by `key` on the heads of a fresh copy of the gateway's log of `fleet`, pushed
+/// raw to the gateway: its answer.
+async fn push_signed(
+    member: &FleetMember,
+    gw: &TestGateway,
+    fleet: FleetId,
+    key: &SigningKey,
+    op: Op,
+) -> PushResult {
+    member.hub.hold(fleet).expect("hold");
+    let synced = fleet_hub::sync_with(&member.node, gw.peer_id, &member.hub, fleet);
+    within(15, "a copy of the log", synced)
+        .await
+        .expect("synced");
+    let (parents, clock) = member
+        .hub
+        .with_log(&fleet, |l| (l.heads(), l.next_clock()))
+        .expect("held");
+    let author = MemberKey(key.verifying_key().to_bytes());
+    let entry = Entry {
+        fleet,
+        parents,
+        clock,
+        author,
+        at: unix_now(),
+        op,
+    };
+    let bytes = SignedEntry::sign(entry, key)
+        .expect("well-formed")
+        .bytes()
+        .to_vec();
+    let pushed = fleet_hub::push_to(&member.node, gw.peer_id, fleet, vec![bytes]);
+    let results = within(15, "the push", pushed).await.expect("an answer");
+    results.into_iter().next().expect("one result")
+}
+
+fn assert_rotated_away(result: &PushResult, what: &str) {
+    match result {
+        PushResult::Refused { reason } if reason.contains("was rotated to") => {
+            eprintln!("refused as expected, {what}: {reason}");
+        }
+        other => panic!("{what} must be refused as rotated: {other:?}"),
+    }
+}
+
+/// The retired key file the switch left in the robot's home.
+fn retired_key(home: &Path) -> PathBuf {
+    let found = std::fs::read_dir(home)
+        .expect("robot home")
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("identity.key.retired-"))
+        });
+    found.expect("the old key kept as identity.key.retired-<unix>")
+}
+
+/// A gateway admitting only the robot's key, a fleet made by the admin's peerctl, and the
+/// robot (the real binary) serving v1 through the gateway.
+struct Serving {
+    // Dropped first: the daemon is killed before its containers are removed.
+    robot: tokio::process::Child,
+    _cleanup: Cleanup,
+    gw: TestGateway,
+    runtime: DockerRuntime,
+    _registry: LocalRegistry,
+    admin_home: tempfile::TempDir,
+    fleet: FleetId,
+    home: tempfile::TempDir,
+    old: PeerId,
+    /// The robot's name in the fleet, its route and URL, and a client that reaches it.
+    name: String,
+    route: String,
+    url: String,
+    client: reqwest::Client,
+    /// The container serving v1.
+    container: Vec<String>,
+}
+
+impl Serving {
+    async fn start() -> Serving {
+        let (home, old) = TestDaemon::identity();
+        // Only the robot's old key is on the allowlist: the new one gets in by alias.
+        let gw = TestGateway::start(GatewayOptions {
+            p2p: true,
+            allow: vec![old],
+            ..GatewayOptions::default()
+        })
+        .await;
+        let runtime = DockerRuntime::connect().await.expect("a Docker engine");
+        let registry = LocalRegistry::start().await.expect("a local registry");
+        let cleanup = Cleanup::new();
+        cleanup.containers_labelled(LABEL_PROVIDER, &format!("{old}/fleet"));
+        let repository = format!("{}/peercompute/{}", registry.host(), unique_name("rotate"));
+        web_image(&runtime, &registry, &cleanup, &repository, "v1", true).await;
+
+        let admin_home = tempfile::tempdir().expect("admin home");
+        let adm = admin_home.path();
+        admin(adm, &["init"]).await;
+        admin(adm, &["gateways", "add", &gw.p2p_addr().await.to_string()]).await;
+        let created = admin(adm, &["fleet", "create", "lekiwi", "--json"]).await;
+        let fleet = created["fleet_id"]
+            .as_str()
+            .expect("id")
+            .parse()
+            .expect("id");
+        let invite = "fleet invite --group production --name-prefix production --json";
+        let invite = admin(adm, &invite.split(' ').collect::<Vec<_>>()).await;
+        let token = invite["token"].as_str().expect("token");
+        let robot = start_robot(home.path(), &gw, token).await;
+        let name = joined_name(adm, &old).await;
+        // One line: the web app v1 on its port, health-gated on /healthz.
+        let release = format!(
+            "fleet release {repository}:v1 --group production --port {WEB_PORT} --name web --version v1 --health-path /healthz --json"
+        );
+        admin(adm, &release.split(' ').collect::<Vec<_>>()).await;
+        let route = format!("web-{name}");
+        let client = https_client(&gw, &[&route], Alpn::H1);
+        let url = gw.url(&route, "/");
+        wait_serving(&client, &url, "v1", 90).await;
+        let container = fleet_containers(&runtime, &old).await;
+        assert_eq!(container.len(), 1, "one container serves v1: {container:?}");
+        Serving {
+            robot,
+            _cleanup: cleanup,
+            gw,
+            runtime,
+            _registry: registry,
+            admin_home,
+            fleet,
+            home,
+            old,
+            name,
+            route,
+            url,
+            client,
+            container,
+        }
+    }
+
+    /// `peercomputed rotate-key --json` on the robot's home.
+    async fn rotate_key(&self) -> serde_json::Value {
+        let out = tokio::process::Command::new(workspace_bin("peercomputed"))
+            .arg("--home")
+            .arg(self.home.path())
+            .args(["rotate-key", "--json"])
+            .output()
+            .await
+            .expect("peercomputed rotate-key runs");
+        assert!(out.status.success(), "rotate-key: {out:?}");
+        serde_json::from_slice(&out.stdout).expect("rotate-key --json prints JSON")
+    }
+
+    /// Polls (every 10 ms) until the URL answers v1 while the gateway lists `new` and not the
+    /// old key: the time since `spawned`, and how long the URL failed meanwhile (from the
+    /// start of the first failed request to the first success after it).
+    async fn wait_switch(&self, spawned: Instant, new: &PeerId) -> (Duration, Option<Duration>) {
+        let (new, old) = (new.to_string(), self.old.to_string());
+        let mut failing_since = None;
+        let mut outage = None;
+        within(30, "the URL to answer through the new key", async {
+            loop {
+                let asked = Instant::now();
+                if !serves(&self.client, &self.url, "v1").await {
+                    failing_since.get_or_insert(asked);
+                } else {
+                    if let Some(since) = failing_since.take() {
+                        outage = Some(outage.unwrap_or_default() + since.elapsed());
+                    }
+                    let listed = providers(&self.gw).await;
+                    if listed.contains(&new) && !listed.contains(&old) {
+                        return (spawned.elapsed(), outage);
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_robot_rotates_its_key_and_keeps_its_url_and_container_then_the_root_rotates() {
+    let begun = Instant::now();
+    let mut s = Serving::start().await;
+    let adm = s.admin_home.path();
+    eprintln!(
+        "rotation: robot serving v1 after {:.1} s",
+        begun.elapsed().as_secs_f64()
+    );
+
+    // The robot makes its next key; asked twice, it gives the same token.
+    let asked = s.rotate_key().await;
+    assert_eq!(s.rotate_key().await, asked, "rotate-key is idempotent");
+    assert_eq!(asked["old_peer_id"], s.old.to_string().as_str());
+    let new: PeerId = asked["new_peer_id"]
+        .as_str()
+        .expect("new")
+        .parse()
+        .expect("id");
+    let token = asked["token"].as_str().expect("token");
+
+    // The admin publishes it (the binary, spawned): the robot switches by itself.
+    let events = DockerEvents::start(LABEL_PROVIDER).await;
+    let spawned = Instant::now();
+    let rotate_member = tokio::process::Command::new(peerctl_bin())
+        .arg("--home")
+        .arg(adm)
+        .arg("--no-mdns")
+        .args(["fleet", "rotate-member", token, "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn peerctl");
+    let (switched, outage) = s.wait_switch(spawned, &new).await;
+    let out = within(
+        30,
+        "peerctl fleet rotate-member",
+        rotate_member.wait_with_output(),
+    )
+    .await
+    .expect("peerctl ran");
+    assert!(out.status.success(), "rotate-member: {out:?}");
+    let rotated: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(rotated["op"], "rotate-member", "{rotated}");
+    assert_eq!(rotated["name"], s.name.as_str(), "{rotated}");
+    assert_eq!(rotated["new"], new.to_string().as_str(), "{rotated}");
+    eprintln!(
+        "rotation: spawn of `peerctl fleet rotate-member` → the URL answers v1 through {new}'s tunnel and the old key is gone from /api/v1/providers: {} ms; the URL failed for {} ms of it (polled every 10 ms)",
+        switched.as_millis(),
+        outage.unwrap_or_default().as_millis()
+    );
+    assert!(
+        switched <= SWITCH_BOUND,
+        "the switch took {} ms (at most {} ms)",
+        switched.as_millis(),
+        SWITCH_BOUND.as_millis()
+    );
+    let running = s.robot.try_wait().expect("wait").is_none();
+    assert!(running, "the daemon runs on (re-executed in place)");
+    let log = std::fs::read_to_string(s.home.path().join("provider.log")).expect("robot log");
+    assert!(
+        log.contains(&format!("key rotated: switching to {new}")),
+        "{log}"
+    );
+
+    // Same container, no new one; the key files; the name owned by the new key.
+    let now_serving = fleet_containers(&s.runtime, &s.old).await;
+    assert_eq!(now_serving, s.container, "the same container");
+    let created: Vec<_> = events
+        .all()
+        .into_iter()
+        .filter(|e| e.action == "create")
+        .collect();
+    assert!(created.is_empty(), "no container created: {created:?}");
+    assert_eq!(Identity::load(s.home.path()).expect("key").peer_id(), new);
+    let next_file = s.home.path().join(peercompute_identity::NEXT_KEY_FILE);
+    assert!(!next_file.exists(), "the next key became the identity");
+    let old_identity = Identity::load_file(&retired_key(s.home.path())).expect("old key");
+    assert_eq!(old_identity.peer_id(), s.old);
+    assert_eq!(owner_of(&s.gw, &s.route).await, Some(new.to_string()));
+
+    // The old key: its tunnel refused, its entries refused.
+    let mut impostor = TestProvider::start(old_identity.clone(), &s.gw);
+    let reason = impostor.refused().await;
+    assert!(reason.contains("not allowed"), "{reason}");
+    eprintln!("refused as expected, a tunnel with the old key: {reason}");
+    impostor.stop().await;
+    let member = FleetMember::start(&s.gw.p2p_addr().await, true).await;
+    let stop = Op::estop(vec!["production".into()], "forged");
+    let result = push_signed(&member, &s.gw, s.fleet, old_identity.signing_key(), stop).await;
+    assert_rotated_away(&result, "an e-stop signed by the robot's old key");
+
+    // The root rotates; a grant signed by the old root is refused.
+    let listed = admin(adm, &["fleet", "list", "--json"]).await;
+    let old_root_path = listed[0]["fleet_key"]
+        .as_str()
+        .expect("the fleet key's path");
+    let old_root = Identity::load_file(Path::new(old_root_path)).expect("old root");
+    let new_root_path = adm.join("lekiwi-next.key");
+    let new_root_arg = new_root_path.to_str().expect("utf-8 path");
+    let root = admin(
+        adm,
+        &["fleet", "rotate-root", "--new-key", new_root_arg, "--json"],
+    )
+    .await;
+    assert_eq!(root["op"], "rotate-root", "{root}");
+    let grant = Op::Grant(Grant {
+        member: MemberKey(Identity::generate().expect("id").public_key_bytes()),
+        role: Role::Developer,
+        groups: vec![],
+        expires_at: None,
+    });
+    let result = push_signed(&member, &s.gw, s.fleet, old_root.signing_key(), grant).await;
+    assert_rotated_away(&result, "a grant signed by the old root");
+    assert!(serves(&s.client, &s.url, "v1").await, "the robot serves on");
+    eprintln!(
+        "fleet_rotation: {:.1} s in all",
+        begun.elapsed().as_secs_f64()
+    );
+}
