@@ -10,6 +10,9 @@
 //! the old key pushed raw is refused (rotated), and so is a tunnel with the old identity. Then
 //! `peerctl fleet rotate-root --new-key FILE`: a grant signed by the old root pushed raw is
 //! refused.
+//!
+//! A robot that is off when its rotation is published starts with its old key (its copy of the
+//! log does not hold the rotation), syncs, switches and serves through the new key.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -68,8 +71,7 @@ async fn owner_of(gw: &TestGateway, name: &str) -> Option<String> {
     found.and_then(|r| r["owner"].as_str().map(str::to_owned))
 }
 
-/// `peercomputed join TOKEN`, then `peercomputed run` through `gw` (its stderr in
-/// `<home>/provider.log`), killed when dropped.
+/// `peercomputed join TOKEN`, then [`run_robot`].
 async fn start_robot(home: &Path, gw: &TestGateway, token: &str) -> tokio::process::Child {
     let joined = tokio::process::Command::new(workspace_bin("peercomputed"))
         .arg("--home")
@@ -79,6 +81,11 @@ async fn start_robot(home: &Path, gw: &TestGateway, token: &str) -> tokio::proce
         .await
         .expect("peercomputed join runs");
     assert!(joined.status.success(), "join: {joined:?}");
+    run_robot(home, gw, "provider.log")
+}
+
+/// `peercomputed run` through `gw` (its stderr in `<home>/<log>`), killed when dropped.
+fn run_robot(home: &Path, gw: &TestGateway, log: &str) -> tokio::process::Child {
     let gateway = format!("{}@{}", gw.peer_id, gw.tunnel);
     tokio::process::Command::new(workspace_bin("peercomputed"))
         .arg("--home")
@@ -89,7 +96,7 @@ async fn start_robot(home: &Path, gw: &TestGateway, token: &str) -> tokio::proce
         .env("PEERCOMPUTE_LOG_FORMAT", "text")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(std::fs::File::create(home.join("provider.log")).expect("log file"))
+        .stderr(std::fs::File::create(home.join(log)).expect("log file"))
         .kill_on_drop(true)
         .spawn()
         .expect("peercomputed run starts")
@@ -415,6 +422,70 @@ async fn a_robot_rotates_its_key_and_keeps_its_url_and_container_then_the_root_r
     assert!(serves(&s.client, &s.url, "v1").await, "the robot serves on");
     eprintln!(
         "fleet_rotation: {:.1} s in all",
+        begun.elapsed().as_secs_f64()
+    );
+}
+
+/// SIGTERM to the robot's daemon, and its exit (0).
+async fn stop_robot(robot: &mut tokio::process::Child) {
+    let pid = robot.id().expect("running");
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(pid).expect("a pid"));
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
+    let status = within(20, "the daemon to stop", robot.wait())
+        .await
+        .expect("exit");
+    assert!(
+        status.success(),
+        "peercomputed exits 0 on SIGTERM: {status}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_robot_that_was_off_during_its_rotation_switches_when_it_comes_back() {
+    let begun = Instant::now();
+    let mut s = Serving::start().await;
+    let asked = s.rotate_key().await;
+    let new: PeerId = asked["new_peer_id"]
+        .as_str()
+        .expect("new")
+        .parse()
+        .expect("id");
+    stop_robot(&mut s.robot).await;
+
+    // Published while the robot is off: the gateway moves the name to the new key at once
+    // (the robot took part in the fleet), and nobody serves it.
+    let token = asked["token"].as_str().expect("token");
+    admin(s.admin_home.path(), &["fleet", "rotate-member", token]).await;
+    within(5, "the name to move to the new key", async {
+        while owner_of(&s.gw, &s.route).await != Some(new.to_string()) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(!serves(&s.client, &s.url, "v1").await, "nobody serves it");
+
+    // It starts with its old key (its copy of the log does not hold the rotation), syncs, and
+    // switches; its container is adopted again.
+    let events = DockerEvents::start(LABEL_PROVIDER).await;
+    let started = Instant::now();
+    s.robot = run_robot(s.home.path(), &s.gw, "provider-again.log");
+    let (switched, _) = s.wait_switch(started, &new).await;
+    eprintln!(
+        "rotation while off: daemon started → the URL answers v1 through {new}'s tunnel: {} ms",
+        switched.as_millis()
+    );
+    let log = std::fs::read_to_string(s.home.path().join("provider-again.log")).expect("log");
+    assert!(
+        log.contains(&format!("key rotated: switching to {new}")),
+        "{log}"
+    );
+    assert_eq!(Identity::load(s.home.path()).expect("key").peer_id(), new);
+    let now_serving = fleet_containers(&s.runtime, &s.old).await;
+    assert_eq!(now_serving, s.container, "the same container");
+    let creates = events.all().into_iter().filter(|e| e.action == "create");
+    assert_eq!(creates.count(), 0, "no container created");
+    eprintln!(
+        "fleet_rotation (off): {:.1} s in all",
         begun.elapsed().as_secs_f64()
     );
 }
