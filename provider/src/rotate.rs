@@ -162,11 +162,22 @@ pub(crate) async fn watch(
     mut stop: watch::Receiver<bool>,
 ) {
     let mut changes = hub.subscribe();
+    let mut warned = false;
     loop {
-        if let Some(new) = rotated_here(&hub, &home, &me) {
-            info!(peer_id = %new, "key rotated: switching to {new}");
-            rotated.send_replace(Some(new));
-            return;
+        match rotated_here(&hub, &home, &me) {
+            Seen::Nothing => {}
+            Seen::Switch(new) => {
+                info!(peer_id = %new, "key rotated: switching to {new}");
+                rotated.send_replace(Some(new));
+                return;
+            }
+            Seen::Elsewhere { fleet, to } if !warned => {
+                warned = true;
+                warn!(
+                    "fleet {fleet} rotated this robot's key to {to}, but this robot does not hold that key (its pending {NEXT_KEY_FILE} is another or none): the fleet refuses this key from now on; run `peercomputed rotate-key` and have an admin publish its token from this robot's home"
+                );
+            }
+            Seen::Elsewhere { .. } => {}
         }
         tokio::select! {
             r = changes.recv() => {
@@ -179,23 +190,46 @@ pub(crate) async fn watch(
     }
 }
 
-/// The pending next key's peer id when a held log retired `me` for it.
-fn rotated_here(hub: &FleetHub, home: &Path, me: &MemberKey) -> Option<PeerId> {
+/// What the held logs say of this robot's key.
+enum Seen {
+    /// Not retired.
+    Nothing,
+    /// Retired for the pending next key: switch to it.
+    Switch(PeerId),
+    /// Retired for a key this robot does not hold.
+    Elsewhere { fleet: String, to: MemberKey },
+}
+
+/// Whether a held log retired `me`, and for which key; the next key's file is read only then.
+fn rotated_here(hub: &FleetHub, home: &Path, me: &MemberKey) -> Seen {
+    let retired: Vec<(String, MemberKey)> = hub
+        .fleet_ids()
+        .iter()
+        .filter_map(|fleet| {
+            hub.with_log(fleet, |log| {
+                let state = log.state()?;
+                Some((state.name.clone(), *state.retired.get(me)?))
+            })
+            .flatten()
+        })
+        .collect();
+    let Some((fleet, to)) = retired.first().cloned() else {
+        return Seen::Nothing;
+    };
     let next = match pending_key(home) {
-        Ok(Some(next)) => next,
-        Ok(None) => return None,
+        Ok(next) => next,
         Err(e) => {
-            warn!("a key rotation may be pending but {NEXT_KEY_FILE} cannot be read: {e}");
-            return None;
+            warn!("this key was rotated but {NEXT_KEY_FILE} cannot be read: {e}");
+            None
         }
     };
-    let named = hub.fleet_ids().iter().any(|fleet| {
-        hub.with_log(fleet, |log| {
-            log.state().is_some_and(|s| rotated_to(s, me, &next))
-        })
-        .unwrap_or(false)
-    });
-    named.then(|| next.peer_id()).flatten()
+    match next {
+        Some(next) if retired.iter().any(|(_, to)| *to == next) => match next.peer_id() {
+            Some(peer) => Seen::Switch(peer),
+            None => Seen::Nothing,
+        },
+        _ => Seen::Elsewhere { fleet, to },
+    }
 }
 
 #[cfg(test)]

@@ -189,3 +189,51 @@ fn a_next_key_without_any_identity_becomes_the_identity() {
     );
     assert_eq!(files(home.path()), ["identity.key"]);
 }
+
+/// What the running daemon's watch sees, over a hub opened on the robot's fleet directory.
+fn seen(home: &Path) -> Seen {
+    let policy = peercompute_p2p::fleet_hub::HubPolicy {
+        admit: std::sync::Arc::new(|_| true),
+        accept_new_fleets: false,
+        max_fleets: 4,
+        max_entries: 1000,
+    };
+    let (hub, _) = FleetHub::open(&crate::fleet::fleet_dir(home), policy).expect("hub");
+    let me = Identity::load(home).expect("identity");
+    rotated_here(&hub, home, &MemberKey(me.public_key_bytes()))
+}
+
+#[test]
+fn the_running_daemon_switches_only_for_its_own_pending_key() {
+    // Enrolled, not rotated: nothing (and the next key's file is not even read).
+    let home = tempfile::tempdir().expect("home");
+    let (current, _) = Identity::load_or_create(home.path()).expect("identity");
+    fleet_with(home.path(), current.signing_key(), None);
+    assert!(matches!(seen(home.path()), Seen::Nothing));
+
+    // Rotated to its pending next key: switch to it.
+    let home = tempfile::tempdir().expect("home");
+    let req = request(home.path()).expect("request");
+    let (current, _) = Identity::load_or_create(home.path()).expect("identity");
+    let next = Identity::load_file(&home.path().join(NEXT_KEY_FILE)).expect("next");
+    fleet_with(home.path(), current.signing_key(), Some(next.signing_key()));
+    assert!(matches!(seen(home.path()), Seen::Switch(peer) if peer == req.new));
+
+    // Rotated to a key it does not hold: no switch, said once.
+    let home = tempfile::tempdir().expect("home");
+    request(home.path()).expect("request");
+    let (current, _) = Identity::load_or_create(home.path()).expect("identity");
+    let other = Identity::generate().expect("other");
+    fleet_with(
+        home.path(),
+        current.signing_key(),
+        Some(other.signing_key()),
+    );
+    match seen(home.path()) {
+        Seen::Elsewhere { fleet, to } => {
+            assert_eq!(fleet, "lab");
+            assert_eq!(to.peer_id(), Some(other.peer_id()));
+        }
+        _ => panic!("rotated elsewhere"),
+    }
+}
