@@ -471,8 +471,12 @@ pub async fn run(
     }
     match finish_pending(&home)? {
         Switch::Switched { .. } => Ok(Ended::KeyRotated { new }),
-        other => Err(ProviderError::Config(format!(
-            "the key rotation to {new} could not be finished ({other:?}); restart peercomputed"
+        Switch::Pending { .. } => Err(ProviderError::Config(format!(
+            "the key rotation to {new} was not found in the fleet logs on disk when switching; restart peercomputed (it switches at start once its log holds the rotation)"
+        ))),
+        Switch::Nothing => Err(ProviderError::Config(format!(
+            "the key rotation to {new} cannot be finished: {} is gone (someone moved it?); restart peercomputed, and run `peercomputed rotate-key` again if the fleet still needs a new key",
+            home.join(NEXT_KEY_FILE).display()
         ))),
     }
 }
