@@ -13,6 +13,8 @@
 //! - [`deploy`](crate::deploy): deployments — admission, image, sandboxed start, readiness,
 //!   route registration, persisted state, reconciliation at start.
 //! - [`devices`]: the devices this machine's owner grants, and who may use them.
+//! - [`label`](crate::label): the provider label on this daemon's containers and volumes —
+//!   its first peer id, kept in `<home>/provider-label`, so a key rotation never orphans them.
 //! - [`fleet`](crate::fleet): the robot's side of a fleet — its copy of the fleet log kept in
 //!   step with the gateway, the join with a token, the reconciler that applies releases
 //!   (health-gated switch, rollback) and the signed status it reports.
@@ -34,6 +36,7 @@ mod control;
 mod deploy;
 pub mod devices;
 mod fleet;
+mod label;
 mod relay;
 mod rotate;
 mod tunnel;
@@ -63,6 +66,7 @@ pub use deploy::{
 pub use fleet::{
     AppliedError, FleetAgentError, JoinError, JoinSaved, JoinStatus, fleet_dir, save_token,
 };
+pub use label::{LABEL_FILE as PROVIDER_LABEL_FILE, LabelError};
 pub use peercompute_runtime::Limits;
 pub use relay::RelayStatus;
 pub use rotate::{
@@ -93,6 +97,8 @@ pub enum ProviderError {
     Fleet(#[from] FleetAgentError),
     #[error(transparent)]
     Rotate(#[from] RotateError),
+    #[error(transparent)]
+    Label(#[from] LabelError),
     #[error("{0}")]
     Config(String),
     #[error(
@@ -110,6 +116,9 @@ pub fn identity(home: &Path) -> Result<(Identity, bool), ProviderError> {
 #[derive(Debug)]
 pub struct Daemon {
     pub peer_id: peercompute_identity::PeerId,
+    /// The `peercompute.provider` label of this daemon's containers and volumes: its first
+    /// peer id, which a key rotation does not change (`<home>/provider-label`).
+    pub label: peercompute_identity::PeerId,
     /// Where the control plane listens (real ports).
     pub listen_addrs: Vec<Multiaddr>,
     pub tunnel: Option<TunnelHandle>,
@@ -144,7 +153,12 @@ impl Daemon {
             info!(home = %config.home.display(), "created a new provider identity");
         }
         let me = identity.peer_id();
-        info!(peer_id = %me, "provider starting");
+        let label = label::load_or_create(&config.home, &me)?;
+        if label == me {
+            info!(peer_id = %me, "provider starting");
+        } else {
+            info!(peer_id = %me, %label, "provider starting (its containers and volumes keep the label of its first key)");
+        }
         let trust = TrustWatcher::open(&config.home)?;
         let state_dir = config.home.join("state");
         let admin_tokens = admin::load_tokens(config.admin_token_file.as_deref())?;
@@ -226,6 +240,7 @@ impl Daemon {
             runtime,
             tunnel: tunnel.clone(),
             me,
+            label,
             settings: &config.deploy,
             firewall: config.firewall,
             volumes: volumes::VolumeSettings {
@@ -263,6 +278,7 @@ impl Daemon {
             fleet::FleetParts {
                 home: &config.home,
                 identity: &identity,
+                label,
                 node: &node,
                 tunnel: tunnel.as_ref(),
                 fixed_gateway,
@@ -304,6 +320,7 @@ impl Daemon {
                         listener,
                         home: config.home.clone(),
                         me,
+                        label,
                         telemetry,
                         relay: relay.clone(),
                         tunnel: tunnel.clone(),
@@ -325,6 +342,7 @@ impl Daemon {
         );
         Ok(Self {
             peer_id: me,
+            label,
             listen_addrs,
             tunnel,
             relay,
@@ -436,6 +454,12 @@ pub async fn run(
 ) -> Result<Ended, ProviderError> {
     if config.gateway.is_none() && config.listen.is_empty() {
         return Err(ProviderError::NothingToDo);
+    }
+    // Before a switch, so an install from before the label file keeps the peer id its
+    // containers carry even when its first start under this version switches keys.
+    if Identity::path_in(&config.home).exists() {
+        let current = Identity::load(&config.home)?.peer_id();
+        label::load_or_create(&config.home, &current)?;
     }
     match finish_pending(&config.home)? {
         Switch::Switched { old, new } => match old {

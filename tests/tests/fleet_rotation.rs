@@ -13,6 +13,12 @@
 //!
 //! A robot that is off when its rotation is published starts with its old key (its copy of the
 //! log does not hold the rotation), syncs, switches and serves through the new key.
+//!
+//! Its containers and volumes keep the provider label of its first key (`<home>/provider-label`;
+//! Docker cannot relabel): after the rotation a plain `peerctl deploy` made before it is still
+//! adopted, listed to its owner, served and counted; an e-stop's enforcer kills the fleet
+//! container by that label; a resume, and a new release (a new container), mount the volume the
+//! app wrote before the rotation, every write still there.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -22,15 +28,17 @@ use ed25519_dalek::SigningKey;
 use peercompute_fleet::{Entry, FleetId, Grant, MemberKey, Op, PushResult, Role, SignedEntry};
 use peercompute_identity::{Identity, PeerId};
 use peercompute_p2p::fleet_hub::{self, unix_now};
-use peercompute_runtime::testsupport::{Cleanup, LocalRegistry, unique_name};
-use peercompute_runtime::{DockerRuntime, LABEL_PROVIDER};
+use peercompute_runtime::testsupport::{Cleanup, LocalRegistry, busybox, unique_name};
+use peercompute_runtime::{DockerRuntime, LABEL_PROVIDER, volume_name};
 use peercompute_tests::daemon::workspace_bin;
 use peercompute_tests::docker_events::DockerEvents;
 use peercompute_tests::fleet::FleetMember;
-use peercompute_tests::fleet_rig::{WEB_PORT, fleet_containers, serves, wait_serving, web_image};
+use peercompute_tests::fleet_rig::{
+    WEB_PORT, fleet_containers, push_image, serves, wait_serving, web_image,
+};
 use peercompute_tests::{
-    Alpn, GatewayOptions, TestDaemon, TestGateway, TestProvider, https_client, peerctl_bin,
-    run_peerctl, within,
+    Alpn, GatewayOptions, TestClient, TestDaemon, TestGateway, TestProvider, https_client,
+    peerctl_bin, run_peerctl, within,
 };
 
 /// The switch (rotate-member spawned → the URL answers through the new key's tunnel, the old
@@ -72,7 +80,12 @@ async fn owner_of(gw: &TestGateway, name: &str) -> Option<String> {
 }
 
 /// `peercomputed join TOKEN`, then [`run_robot`].
-async fn start_robot(home: &Path, gw: &TestGateway, token: &str) -> tokio::process::Child {
+async fn start_robot(
+    home: &Path,
+    gw: &TestGateway,
+    token: &str,
+    admin_listen: &str,
+) -> tokio::process::Child {
     let joined = tokio::process::Command::new(workspace_bin("peercomputed"))
         .arg("--home")
         .arg(home)
@@ -81,18 +94,24 @@ async fn start_robot(home: &Path, gw: &TestGateway, token: &str) -> tokio::proce
         .await
         .expect("peercomputed join runs");
     assert!(joined.status.success(), "join: {joined:?}");
-    run_robot(home, gw, "provider.log")
+    run_robot(home, gw, "provider.log", admin_listen)
 }
 
-/// `peercomputed run` through `gw` (its stderr in `<home>/<log>`), killed when dropped.
-fn run_robot(home: &Path, gw: &TestGateway, log: &str) -> tokio::process::Child {
+/// `peercomputed run` through `gw` (its stderr in `<home>/<log>`; its admin listener on
+/// `admin_listen`, or `off`), killed when dropped.
+fn run_robot(
+    home: &Path,
+    gw: &TestGateway,
+    log: &str,
+    admin_listen: &str,
+) -> tokio::process::Child {
     let gateway = format!("{}@{}", gw.peer_id, gw.tunnel);
     tokio::process::Command::new(workspace_bin("peercomputed"))
         .arg("--home")
         .arg(home)
         .args(["run", "--gateway", &gateway])
         .args(["--listen", "/ip4/127.0.0.1/tcp/0", "--no-mdns"])
-        .args(["--firewall", "off", "--admin-listen", "off"])
+        .args(["--firewall", "off", "--admin-listen", admin_listen])
         .env("PEERCOMPUTE_LOG_FORMAT", "text")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -181,15 +200,48 @@ fn retired_key(home: &Path) -> PathBuf {
     found.expect("the old key kept as identity.key.retired-<unix>")
 }
 
+/// What the robot of [`Serving`] runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Setup {
+    /// The web image v1; no admin listener.
+    Web,
+    /// [`logging_image`] v1 with the volume `data:/data`; the admin listener on 127.0.0.1:0.
+    Volume,
+}
+
+/// A web image `version` that appends its version to `/data/log` (the volume) as it starts and
+/// serves `/data` (`/` answers the version, `/log` every start so far).
+async fn logging_image(
+    runtime: &DockerRuntime,
+    registry: &LocalRegistry,
+    cleanup: &Cleanup,
+    repository: &str,
+    version: &str,
+) {
+    let start = format!(
+        "echo {version} >> /data/log && echo {version} > /data/index.html && echo ok > /data/healthz && exec busybox httpd -f -p {WEB_PORT} -h /data"
+    );
+    push_image(runtime, registry, cleanup, repository, version, |scratch| {
+        scratch
+            .file("/bin/busybox", busybox().expect("busybox"), 0o755)
+            .cmd(["/bin/busybox", "sh", "-c", &start])
+            .env("PATH", "/bin")
+            .expose(WEB_PORT)
+    })
+    .await;
+}
+
 /// A gateway admitting only the robot's key, a fleet made by the admin's peerctl, and the
 /// robot (the real binary) serving v1 through the gateway.
 struct Serving {
     // Dropped first: the daemon is killed before its containers are removed.
     robot: tokio::process::Child,
-    _cleanup: Cleanup,
+    cleanup: Cleanup,
     gw: TestGateway,
     runtime: DockerRuntime,
-    _registry: LocalRegistry,
+    registry: LocalRegistry,
+    /// Where the release's images are (`<repository>:v1`).
+    repository: String,
     admin_home: tempfile::TempDir,
     fleet: FleetId,
     home: tempfile::TempDir,
@@ -204,7 +256,7 @@ struct Serving {
 }
 
 impl Serving {
-    async fn start() -> Serving {
+    async fn start(setup: Setup) -> Serving {
         let (home, old) = TestDaemon::identity();
         // Only the robot's old key is on the allowlist: the new one gets in by alias.
         let gw = TestGateway::start(GatewayOptions {
@@ -218,26 +270,41 @@ impl Serving {
         let cleanup = Cleanup::new();
         cleanup.containers_labelled(LABEL_PROVIDER, &format!("{old}/fleet"));
         let repository = format!("{}/peercompute/{}", registry.host(), unique_name("rotate"));
-        web_image(&runtime, &registry, &cleanup, &repository, "v1", true).await;
+        let (volume, admin_listen) = match setup {
+            Setup::Web => {
+                web_image(&runtime, &registry, &cleanup, &repository, "v1", true).await;
+                ("", "off")
+            }
+            Setup::Volume => {
+                logging_image(&runtime, &registry, &cleanup, &repository, "v1").await;
+                // Plain deployments carry the bare peer id.
+                cleanup.containers_labelled(LABEL_PROVIDER, &old.to_string());
+                (" --volume data:/data:64M", "127.0.0.1:0")
+            }
+        };
 
         let admin_home = tempfile::tempdir().expect("admin home");
         let adm = admin_home.path();
         admin(adm, &["init"]).await;
         admin(adm, &["gateways", "add", &gw.p2p_addr().await.to_string()]).await;
         let created = admin(adm, &["fleet", "create", "lekiwi", "--json"]).await;
-        let fleet = created["fleet_id"]
+        let fleet: FleetId = created["fleet_id"]
             .as_str()
             .expect("id")
             .parse()
             .expect("id");
+        if setup == Setup::Volume {
+            let scope = format!("fleet:{fleet}");
+            cleanup.volume(&volume_name(&old.to_string(), &scope, "web", "data"));
+        }
         let invite = "fleet invite --group production --name-prefix production --json";
         let invite = admin(adm, &invite.split(' ').collect::<Vec<_>>()).await;
         let token = invite["token"].as_str().expect("token");
-        let robot = start_robot(home.path(), &gw, token).await;
+        let robot = start_robot(home.path(), &gw, token, admin_listen).await;
         let name = joined_name(adm, &old).await;
         // One line: the web app v1 on its port, health-gated on /healthz.
         let release = format!(
-            "fleet release {repository}:v1 --group production --port {WEB_PORT} --name web --version v1 --health-path /healthz --json"
+            "fleet release {repository}:v1 --group production --port {WEB_PORT} --name web --version v1 --health-path /healthz --json{volume}"
         );
         admin(adm, &release.split(' ').collect::<Vec<_>>()).await;
         let route = format!("web-{name}");
@@ -248,10 +315,11 @@ impl Serving {
         assert_eq!(container.len(), 1, "one container serves v1: {container:?}");
         Serving {
             robot,
-            _cleanup: cleanup,
+            cleanup,
             gw,
             runtime,
-            _registry: registry,
+            registry,
+            repository,
             admin_home,
             fleet,
             home,
@@ -266,15 +334,7 @@ impl Serving {
 
     /// `peercomputed rotate-key --json` on the robot's home.
     async fn rotate_key(&self) -> serde_json::Value {
-        let out = tokio::process::Command::new(workspace_bin("peercomputed"))
-            .arg("--home")
-            .arg(self.home.path())
-            .args(["rotate-key", "--json"])
-            .output()
-            .await
-            .expect("peercomputed rotate-key runs");
-        assert!(out.status.success(), "rotate-key: {out:?}");
-        serde_json::from_slice(&out.stdout).expect("rotate-key --json prints JSON")
+        peercomputed_json(self.home.path(), "rotate-key").await
     }
 
     /// Polls (every 10 ms) until the URL answers v1 while the gateway lists `new` and not the
@@ -308,7 +368,7 @@ impl Serving {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_robot_rotates_its_key_and_keeps_its_url_and_container_then_the_root_rotates() {
     let begun = Instant::now();
-    let mut s = Serving::start().await;
+    let mut s = Serving::start(Setup::Web).await;
     let adm = s.admin_home.path();
     eprintln!(
         "rotation: robot serving v1 after {:.1} s",
@@ -319,11 +379,7 @@ async fn a_robot_rotates_its_key_and_keeps_its_url_and_container_then_the_root_r
     let asked = s.rotate_key().await;
     assert_eq!(s.rotate_key().await, asked, "rotate-key is idempotent");
     assert_eq!(asked["old_peer_id"], s.old.to_string().as_str());
-    let new: PeerId = asked["new_peer_id"]
-        .as_str()
-        .expect("new")
-        .parse()
-        .expect("id");
+    let new = new_key(&asked);
     let token = asked["token"].as_str().expect("token");
 
     // The admin publishes it (the binary, spawned): the robot switches by itself.
@@ -443,13 +499,9 @@ async fn stop_robot(robot: &mut tokio::process::Child) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_robot_that_was_off_during_its_rotation_switches_when_it_comes_back() {
     let begun = Instant::now();
-    let mut s = Serving::start().await;
+    let mut s = Serving::start(Setup::Web).await;
     let asked = s.rotate_key().await;
-    let new: PeerId = asked["new_peer_id"]
-        .as_str()
-        .expect("new")
-        .parse()
-        .expect("id");
+    let new = new_key(&asked);
     stop_robot(&mut s.robot).await;
 
     // Published while the robot is off: the gateway moves the name to the new key at once
@@ -468,7 +520,7 @@ async fn a_robot_that_was_off_during_its_rotation_switches_when_it_comes_back() 
     // switches; its container is adopted again.
     let events = DockerEvents::start(LABEL_PROVIDER).await;
     let started = Instant::now();
-    s.robot = run_robot(s.home.path(), &s.gw, "provider-again.log");
+    s.robot = run_robot(s.home.path(), &s.gw, "provider-again.log", "off");
     let (switched, _) = s.wait_switch(started, &new).await;
     eprintln!(
         "rotation while off: daemon started → the URL answers v1 through {new}'s tunnel: {} ms",
@@ -486,6 +538,203 @@ async fn a_robot_that_was_off_during_its_rotation_switches_when_it_comes_back() 
     assert_eq!(creates.count(), 0, "no container created");
     eprintln!(
         "fleet_rotation (off): {:.1} s in all",
+        begun.elapsed().as_secs_f64()
+    );
+}
+
+/// The control-plane address the robot's daemon logged last (`control plane ready …
+/// /ip4/127.0.0.1/tcp/PORT`) in `log`, and how many times it logged one (a daemon that
+/// re-executed itself writes to the same file).
+fn control_addr(log: &str) -> (Option<String>, usize) {
+    let ready: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("control plane ready"))
+        .collect();
+    let addr = ready.last().and_then(|line| {
+        let at = line.find("/ip4/127.0.0.1/tcp/")?;
+        let addr: String = line[at..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || "/.".contains(*c))
+            .collect();
+        Some(addr)
+    });
+    (addr, ready.len())
+}
+
+/// The new peer id `rotate-key --json` printed.
+fn new_key(asked: &serde_json::Value) -> PeerId {
+    let new = asked["new_peer_id"].as_str().expect("new_peer_id");
+    new.parse().expect("a peer id")
+}
+
+/// `peercomputed --home HOME COMMAND --json`, insisting on success: its JSON.
+async fn peercomputed_json(home: &Path, command: &str) -> serde_json::Value {
+    let out = tokio::process::Command::new(workspace_bin("peercomputed"))
+        .arg("--home")
+        .arg(home)
+        .args([command, "--json"])
+        .output()
+        .await
+        .expect("peercomputed runs");
+    assert!(out.status.success(), "{command}: {out:?}");
+    serde_json::from_slice(&out.stdout).expect("--json prints JSON")
+}
+
+/// Whether the engine runs container `id` now.
+async fn running(runtime: &DockerRuntime, id: &str) -> bool {
+    let managed = runtime.list_managed().await.expect("list containers");
+    let found = managed.into_iter().find(|m| m.id == id);
+    found.is_some_and(|m| m.state == peercompute_runtime::ContainerState::Running)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_rotation_the_robot_keeps_its_deployment_its_estop_and_its_volume() {
+    let begun = Instant::now();
+    let s = Serving::start(Setup::Volume).await;
+    let (adm, home) = (s.admin_home.path(), s.home.path());
+    let log_url = s.gw.url(&s.route, "/log");
+    let volume_log = || async {
+        let got = s.client.get(&log_url).send().await.expect("GET /log");
+        got.text().await.expect("body")
+    };
+    assert_eq!(volume_log().await, "v1\n");
+
+    // A plain deployment beside the fleet's app, by a client the robot trusts.
+    let client = TestClient::new();
+    let cl = client.home.path();
+    web_image(
+        &s.runtime,
+        &s.registry,
+        &s.cleanup,
+        &s.repository,
+        "plain",
+        true,
+    )
+    .await;
+    admin(home, &["peers", "add", &client.peer_id().to_string()]).await;
+    let log = std::fs::read_to_string(home.join("provider.log")).expect("robot log");
+    let addr = control_addr(&log).0.expect("the robot's control address");
+    let peers_add = ["peers", "add", &s.old.to_string(), "--addr", &addr];
+    admin(cl, &[&peers_add[..], &["--name", "box"]].concat()).await;
+    let image = format!("{}:plain", s.repository);
+    let port = WEB_PORT.to_string();
+    let deploy = ["deploy", &image, "--peer", "box", "--port", &port];
+    let deployed = admin(cl, &[&deploy[..], &["--name", "plain", "--json"]].concat()).await;
+    let id = deployed["id"].as_str().expect("id").to_owned();
+    let plain_client = https_client(&s.gw, &["plain"], Alpn::H1);
+    let plain_url = s.gw.url("plain", "/");
+    wait_serving(&plain_client, &plain_url, "plain", 30).await;
+    let plain_container = s
+        .runtime
+        .list_managed()
+        .await
+        .expect("list containers")
+        .into_iter()
+        .find(|m| m.deployment.as_ref().is_some_and(|d| d.deployment_id == id))
+        .expect("the plain deployment's container")
+        .id;
+
+    // The rotation: the robot switches keys and re-executes itself.
+    let asked = s.rotate_key().await;
+    let new = new_key(&asked);
+    let token = asked["token"].as_str().expect("token");
+    let spawned = Instant::now();
+    admin(adm, &["fleet", "rotate-member", token]).await;
+    let (switched, _) = s.wait_switch(spawned, &new).await;
+    eprintln!("labels: rotated to {new} in {} ms", switched.as_millis());
+    let label_file = home.join(peercompute_provider::PROVIDER_LABEL_FILE);
+    let label = std::fs::read_to_string(&label_file).expect("provider-label");
+    assert_eq!(
+        label.trim(),
+        s.old.to_string(),
+        "the label is the first key"
+    );
+
+    // The plain deployment: adopted (not dropped, its container not removed as an orphan),
+    // listed to its owner by the new key, served at its URL, counted running by the admin API.
+    let addr = within(10, "the re-executed daemon's control plane", async {
+        loop {
+            let log = std::fs::read_to_string(home.join("provider.log")).expect("log");
+            if let (Some(addr), 2..) = control_addr(&log) {
+                return addr;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    let peers_add = ["peers", "add", &new.to_string(), "--addr", &addr];
+    admin(cl, &[&peers_add[..], &["--name", "box2"]].concat()).await;
+    let listed = admin(cl, &["ls", "--peer", "box2", "--json"]).await;
+    let row = listed
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|d| d["id"] == id.as_str());
+    let row = row.unwrap_or_else(|| panic!("the robot lists {id} after the rotation: {listed}"));
+    assert_eq!(row["state"], "running", "{row}");
+    assert!(
+        running(&s.runtime, &plain_container).await,
+        "same container"
+    );
+    wait_serving(&plain_client, &plain_url, "plain", 10).await;
+    // `peercomputed status`: the admin API's count of the deployments by their containers.
+    let status = peercomputed_json(home, "status").await;
+    assert_eq!(status["peer_id"], new.to_string().as_str(), "{status}");
+    assert_eq!(status["deployments"]["running"], 1, "{status}");
+    let log = std::fs::read_to_string(home.join("provider.log")).expect("log");
+    for never in ["removing an orphan container", "dropping the deployment"] {
+        assert!(!log.contains(never), "{never}: {log}");
+    }
+
+    // An e-stop: the enforcer kills the fleet container by its (old) label.
+    let stopped = Instant::now();
+    let estop = "fleet estop --group production --reason test";
+    admin(adm, &estop.split(' ').collect::<Vec<_>>()).await;
+    within(10, "the fleet container killed", async {
+        while running(&s.runtime, &s.container[0]).await {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    eprintln!(
+        "labels: e-stop after the rotation: the fleet container down {} ms after peerctl was run",
+        stopped.elapsed().as_millis()
+    );
+    let log = std::fs::read_to_string(home.join("provider.log")).expect("log");
+    let killed = format!("container={} ", s.container[0]);
+    let by_enforcer = log
+        .lines()
+        .any(|l| l.contains("container killed (kept until resume)") && l.contains(&killed));
+    assert!(by_enforcer, "the enforcer found it by label: {log}");
+    assert!(running(&s.runtime, &plain_container).await, "a group stop");
+
+    // Resume: the kept container starts on its volume; then v2, a new container, mounts the
+    // same volume (made before the rotation): every write is there.
+    admin(adm, &["fleet", "resume", "--group", "production"]).await;
+    wait_serving(&s.client, &s.url, "v1", 20).await;
+    assert_eq!(volume_log().await, "v1\nv1\n");
+    logging_image(&s.runtime, &s.registry, &s.cleanup, &s.repository, "v2").await;
+    let release = format!(
+        "fleet release {}:v2 --group production --port {WEB_PORT} --name web --version v2 --health-path /healthz --volume data:/data:64M --json",
+        s.repository
+    );
+    admin(adm, &release.split(' ').collect::<Vec<_>>()).await;
+    wait_serving(&s.client, &s.url, "v2", 30).await;
+    assert_eq!(volume_log().await, "v1\nv1\nv2\n", "the same volume");
+    let kept = s
+        .runtime
+        .list_volumes(&s.old.to_string())
+        .await
+        .expect("volumes");
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    let made = s
+        .runtime
+        .list_volumes(&new.to_string())
+        .await
+        .expect("volumes");
+    assert!(made.is_empty(), "no volume under the new key: {made:?}");
+    eprintln!(
+        "fleet_rotation (labels): {:.1} s in all",
         begun.elapsed().as_secs_f64()
     );
 }

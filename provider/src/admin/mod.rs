@@ -91,6 +91,8 @@ pub(crate) fn load_tokens(path: Option<&Path>) -> Result<Option<Tokens>, Provide
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) me: PeerId,
+    /// The provider label of this daemon's containers (`crate::label`), not its peer id.
+    label: PeerId,
     pub(crate) telemetry: Arc<Telemetry>,
     pub(crate) machine: MachineReader,
     pub(crate) relay: watch::Receiver<RelayStatus>,
@@ -151,7 +153,7 @@ impl Shared {
         if fresh || !up {
             return;
         }
-        if let Some(listed) = list_containers(rt, &self.me).await {
+        if let Some(listed) = list_containers(rt, &self.label).await {
             *self.containers.lock().unwrap_or_else(|p| p.into_inner()) =
                 (Some(listed), Some(std::time::Instant::now()));
         }
@@ -164,6 +166,8 @@ pub(crate) struct AdminParts {
     pub(crate) listener: TcpListener,
     pub(crate) home: PathBuf,
     pub(crate) me: PeerId,
+    /// The provider label of this daemon's containers (`crate::label`).
+    pub(crate) label: PeerId,
     pub(crate) telemetry: Arc<Telemetry>,
     pub(crate) relay: watch::Receiver<RelayStatus>,
     pub(crate) tunnel: Option<TunnelHandle>,
@@ -208,6 +212,7 @@ pub(crate) async fn start(
     };
     let shared = Arc::new(Shared {
         me: parts.me,
+        label: parts.label,
         telemetry: parts.telemetry,
         machine: MachineReader::new(disk_path),
         relay: parts.relay,
@@ -270,10 +275,11 @@ fn write_addr_file(path: &Path, addr: SocketAddr) {
     }
 }
 
-/// This provider's deployment containers (id → state), or `None` when the engine does not
-/// list them within [`DOCKER_TIMEOUT`].
-async fn list_containers(rt: &DockerRuntime, me: &PeerId) -> Option<HashMap<String, String>> {
-    let me = me.to_string();
+/// This provider's deployment containers (id → state): those carrying its provider `label`
+/// (which a key rotation does not change), or `None` when the engine does not list them
+/// within [`DOCKER_TIMEOUT`].
+async fn list_containers(rt: &DockerRuntime, label: &PeerId) -> Option<HashMap<String, String>> {
+    let label = label.to_string();
     let listed = tokio::time::timeout(DOCKER_TIMEOUT, rt.list_managed())
         .await
         .ok()?
@@ -281,7 +287,7 @@ async fn list_containers(rt: &DockerRuntime, me: &PeerId) -> Option<HashMap<Stri
     Some(
         listed
             .into_iter()
-            .filter(|c| c.labels.get(peercompute_runtime::LABEL_PROVIDER) == Some(&me))
+            .filter(|c| c.labels.get(peercompute_runtime::LABEL_PROVIDER) == Some(&label))
             .map(|c| (c.id, c.state.to_string()))
             .collect(),
     )

@@ -208,6 +208,7 @@ mod tests {
             runtime: None,
             tunnel: None,
             me,
+            label: me,
             settings: &DeploySettings {
                 limits: Limits::default(),
                 ready_timeout: std::time::Duration::from_secs(1),

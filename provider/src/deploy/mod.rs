@@ -67,6 +67,8 @@ pub(crate) struct Deployments {
     /// Shared with the registration tasks, which record URLs as gateways confirm them.
     store: Arc<Mutex<Store>>,
     me: PeerId,
+    /// The provider label of the containers (`crate::label`): stable across key rotations.
+    label: PeerId,
     ready_timeout: Duration,
     firewall: Firewall,
     /// The daemon's one volume ledger (the fleet shares it).
@@ -90,6 +92,8 @@ pub(crate) struct DeployParts<'a> {
     pub(crate) runtime: Option<DockerRuntime>,
     pub(crate) tunnel: Option<TunnelHandle>,
     pub(crate) me: PeerId,
+    /// The daemon's provider label (`crate::label`): on its containers and volumes.
+    pub(crate) label: PeerId,
     pub(crate) settings: &'a DeploySettings,
     pub(crate) firewall: Firewall,
     /// `--max-volumes-size`, `--volume-check-interval`.
@@ -115,13 +119,14 @@ pub(crate) fn now_secs() -> u64 {
 impl Deployments {
     /// Opens the deployments and the volume ledger of `state_dir`.
     pub(crate) fn open_parts(parts: DeployParts<'_>) -> Result<Self, StateError> {
-        let volumes = Volumes::open(parts.state_dir, &parts.me, parts.volumes)?;
+        let volumes = Volumes::open(parts.state_dir, &parts.label, parts.volumes)?;
         Ok(Self {
             runtime: parts.runtime,
             tunnel: parts.tunnel,
             admission: Mutex::new(Admission::new(parts.settings.limits)),
             store: Arc::new(Mutex::new(Store::open(parts.state_dir)?)),
             me: parts.me,
+            label: parts.label,
             ready_timeout: parts.settings.ready_timeout,
             firewall: parts.firewall,
             volumes: Arc::new(volumes),
@@ -332,7 +337,7 @@ impl Deployments {
         );
         let spec = ContainerSpec {
             deployment_id: id.to_owned(),
-            provider: self.me.to_string(),
+            provider: self.label.to_string(),
             owner: owner.to_string(),
             name: name.to_owned(),
             image: req.image.clone(),

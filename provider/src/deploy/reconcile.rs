@@ -43,11 +43,12 @@ impl Deployments {
             }
         };
         let records: Vec<_> = self.store().all().cloned().collect();
-        let me = self.me.to_string();
-        // Several daemons may share one engine: only our own containers are ours to judge.
+        // Several daemons may share one engine: only our own containers are ours to judge. Ours
+        // carry our provider label, which a key rotation does not change (`crate::label`).
+        let label = self.label.to_string();
         let managed: Vec<_> = managed
             .into_iter()
-            .filter(|m| m.labels.get(peercompute_runtime::LABEL_PROVIDER) == Some(&me))
+            .filter(|m| m.labels.get(peercompute_runtime::LABEL_PROVIDER) == Some(&label))
             .collect();
         for container in &managed {
             let known = container.deployment.as_ref().and_then(|d| {

@@ -120,7 +120,7 @@ impl Applier {
     /// Removes this robot's fleet containers that no group records as serving (a crash, or
     /// an engine connection cut, mid-apply left them); whether every one went.
     async fn remove_unrecorded(&self, managed: &[ManagedContainer]) -> bool {
-        let label = fleet_provider_label(&self.me);
+        let label = fleet_provider_label(&self.label);
         let recorded: Vec<&str> = self
             .applied
             .fleets

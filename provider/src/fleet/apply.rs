@@ -8,7 +8,8 @@
 //! finish on the old container for [`DRAIN`] → stop the old one. A release that never becomes
 //! healthy is stopped, the old one keeps serving, and the reason (what failed and the last log
 //! lines) is recorded in `applied.json` and the status. Fleet containers carry the provider
-//! label `<peer id>/fleet`, so the deployments' reconciliation leaves them alone.
+//! label `<label>/fleet` (`label`: the robot's first peer id, kept across key rotations,
+//! `crate::label`), so the deployments' reconciliation leaves them alone.
 //!
 //! Attachments: a release's named volumes live in the scope `fleet:<fleet id>`, keyed by app,
 //! so every release of the app (by any admin) mounts the same data; its devices are the
@@ -52,7 +53,10 @@ const PORT_SETTLE: Duration = Duration::from_secs(1);
 pub(crate) struct Applier {
     pub(crate) runtime: DockerRuntime,
     pub(crate) tunnel: Option<TunnelHandle>,
+    /// This robot's key: its member key, its statuses, the containers' environment.
     pub(crate) me: PeerId,
+    /// The provider label of its containers (`crate::label`): stable across key rotations.
+    pub(crate) label: PeerId,
     pub(crate) firewall: Firewall,
     /// This robot's limits, which releases are admitted against as deploys are.
     pub(crate) limits: Limits,
@@ -81,9 +85,10 @@ pub(crate) struct Applier {
     pub(crate) images: Arc<super::image_fetch::ImageFetcher>,
 }
 
-/// The label fleet containers carry instead of the bare peer id.
-pub(crate) fn fleet_provider_label(me: &PeerId) -> String {
-    format!("{me}/fleet")
+/// The provider label fleet containers carry (`label` is the daemon's provider label,
+/// `crate::label`, not its current peer id), so deployments' reconciliation leaves them alone.
+pub(crate) fn fleet_provider_label(label: &PeerId) -> String {
+    format!("{label}/fleet")
 }
 
 /// Why one step of an apply failed.
@@ -120,6 +125,14 @@ pub(super) struct Switched {
 }
 
 impl Applier {
+    /// This robot's key and provider label, for the e-stop enforcer.
+    pub(crate) fn robot(&self) -> super::estop::Robot {
+        super::estop::Robot {
+            me: self.me,
+            label: self.label,
+        }
+    }
+
     /// Saves `applied.json` and tells the deployments which devices the fleet's serving
     /// containers hold (every change of what serves goes through here).
     pub(super) fn save(&self) {
@@ -350,7 +363,7 @@ impl Applier {
         let resources = resources_of(&release.spec);
         let spec = ContainerSpec {
             deployment_id: id.clone(),
-            provider: fleet_provider_label(&self.me),
+            provider: fleet_provider_label(&self.label),
             owner: owner.to_string(),
             name: route.to_owned(),
             image: self.images.start_reference(&pinned, &info),

@@ -40,6 +40,15 @@ use super::status::now_ms;
 use crate::deploy::DeployHalt;
 use crate::tunnel::TunnelHandle;
 
+/// Who this robot is to the enforcer: its key (`me`: its member key in the logs) and the
+/// provider label its fleet containers carry (`label`: its first key, which a key rotation
+/// does not change, `crate::label`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Robot {
+    pub(crate) me: PeerId,
+    pub(crate) label: PeerId,
+}
+
 /// How often the enforcer looks again while a stop is in force.
 const RECHECK: Duration = Duration::from_millis(250);
 /// How long it sleeps without a stop when nothing changes.
@@ -206,11 +215,11 @@ pub(crate) async fn enforce(
     hub: &FleetHub,
     runtime: &DockerRuntime,
     tunnel: Option<&TunnelHandle>,
-    me: &PeerId,
+    robot: &Robot,
     deploys: Option<&DeployHalt>,
     cancel: &Cancel,
 ) -> Vec<String> {
-    let Some(member) = MemberKey::from_peer_id(me) else {
+    let Some(member) = MemberKey::from_peer_id(&robot.me) else {
         return Vec::new();
     };
     let states = states(hub);
@@ -247,7 +256,12 @@ pub(crate) async fn enforce(
         .filter(|m| !matches!(m.state, ContainerState::Exited | ContainerState::Dead))
         .map(|m| (m.id, m.labels))
         .collect();
-    let actions = stop_plan(&states, &member, &fleet_provider_label(me), &running);
+    let actions = stop_plan(
+        &states,
+        &member,
+        &fleet_provider_label(&robot.label),
+        &running,
+    );
     join_all(actions.into_iter().map(|a| async move {
         let withdraw = async {
             if let Some(tunnel) = tunnel {
@@ -275,7 +289,7 @@ pub(crate) async fn run(
     hub: FleetHub,
     runtime: DockerRuntime,
     tunnel: Option<TunnelHandle>,
-    me: PeerId,
+    robot: Robot,
     cancel: Cancel,
     deploys: Option<DeployHalt>,
     mut stop: watch::Receiver<bool>,
@@ -286,7 +300,7 @@ pub(crate) async fn run(
             &hub,
             &runtime,
             tunnel.as_ref(),
-            &me,
+            &robot,
             deploys.as_ref(),
             &cancel,
         )
@@ -354,7 +368,7 @@ impl Applier {
     ) {
         warn!(%fleet, %group, version = %record.release.version, "fleet: emergency stop: the apply in flight is cancelled");
         let label = format!("{fleet}/{group}");
-        let mine = fleet_provider_label(&self.me);
+        let mine = fleet_provider_label(&self.label);
         let managed = match self.runtime.list_managed().await {
             Ok(managed) => managed,
             Err(e) => {

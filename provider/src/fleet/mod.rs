@@ -80,6 +80,8 @@ pub fn fleet_dir(home: &Path) -> PathBuf {
 pub(crate) struct FleetParts<'a> {
     pub(crate) home: &'a Path,
     pub(crate) identity: &'a Identity,
+    /// The daemon's provider label (`crate::label`): on its fleet containers.
+    pub(crate) label: peercompute_identity::PeerId,
     pub(crate) node: &'a Node,
     pub(crate) tunnel: Option<&'a TunnelHandle>,
     /// `--gateway-p2p`, resolved; else the tunnel's Welcome tells.
@@ -223,6 +225,7 @@ pub(crate) fn start(
                 runtime,
                 tunnel: parts.tunnel.cloned(),
                 me: parts.identity.peer_id(),
+                label: parts.label,
                 firewall: parts.firewall,
                 limits: parts.limits,
                 devices: parts.devices,
@@ -242,7 +245,7 @@ pub(crate) fn start(
                 hub.clone(),
                 applier.runtime.clone(),
                 applier.tunnel.clone(),
-                applier.me,
+                applier.robot(),
                 applier.cancel.clone(),
                 Some(parts.deploys.clone()),
                 stop.subscribe(),
@@ -334,7 +337,7 @@ async fn reconcile(
             &hub,
             &applier.runtime,
             tunnel,
-            &applier.me,
+            &applier.robot(),
             None,
             &applier.cancel,
         )

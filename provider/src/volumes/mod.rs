@@ -60,7 +60,8 @@ pub struct VolumeSettings {
 pub struct Volumes {
     file: Mutex<LedgerFile>,
     settings: VolumeSettings,
-    /// This daemon's peer id: the `peercompute.provider` label of its volumes.
+    /// This daemon's provider label (its first peer id, kept across key rotations): the
+    /// `peercompute.provider` label of its volumes and the seed of their engine names.
     provider: String,
     /// Container id → why the volume check halted it (shown by status and ls; the fleet
     /// records it as the apply's failure).
@@ -68,7 +69,8 @@ pub struct Volumes {
 }
 
 impl Volumes {
-    /// Opens `<state_dir>/volumes.json` (empty when absent).
+    /// Opens `<state_dir>/volumes.json` (empty when absent); `provider` is the daemon's
+    /// provider label, which must not change with its key (the volumes' names derive from it).
     pub fn open(
         state_dir: &Path,
         provider: &PeerId,
