@@ -12,8 +12,12 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use peercompute_identity::{Identity, PeerId};
+use peercompute_runtime::DockerRuntime;
+use peercompute_runtime::testsupport::{Cleanup, LocalRegistry, unique_name};
 
 use crate::daemon::{peerctl_bin, workspace_bin};
+use crate::docker_events::{ContainerEvent, DockerEvents, of};
+use crate::fleet_rig::{WEB_PORT, app_of, web_image};
 use crate::nat::{HTTPS_PORT, P2P_PORT, TUNNEL_PORT};
 use crate::netns::port_mirror::PortMirror;
 use crate::netns::{Host, NatKind, World};
@@ -52,6 +56,8 @@ pub struct SiteWorld {
     /// The laptop's peerctl home: identity, the gateway, the fleet (its admin).
     pub laptop_home: tempfile::TempDir,
     pub gateway_state: tempfile::TempDir,
+    /// The CA of the gateway's (dev) certificate.
+    pub gateway_ca: PathBuf,
     /// The fleet's id (`pcf…`).
     pub fleet: String,
     router: Host,
@@ -60,6 +66,41 @@ pub struct SiteWorld {
 
 /// The group every robot of the site joins.
 pub const GROUP: &str = "floor";
+
+/// Web images (`fleet_rig::web_image`, healthy) in a local registry, for the site's releases.
+#[derive(Debug)]
+pub struct SiteImages {
+    pub runtime: DockerRuntime,
+    pub registry: LocalRegistry,
+    /// Removes the images, and the containers of the labels given to it, when dropped.
+    pub cleanup: Cleanup,
+    /// `<registry>/peercompute/<unique>`.
+    pub repository: String,
+}
+
+impl SiteImages {
+    /// Starts the registry and pushes `versions` of the web image.
+    pub async fn start(prefix: &str, versions: &[&str]) -> SiteImages {
+        let runtime = DockerRuntime::connect().await.expect("a Docker engine");
+        let registry = LocalRegistry::start().await.expect("a local registry");
+        let cleanup = Cleanup::new();
+        let repository = format!("{}/peercompute/{}", registry.host(), unique_name(prefix));
+        for version in versions {
+            web_image(&runtime, &registry, &cleanup, &repository, version, true).await;
+        }
+        SiteImages {
+            runtime,
+            registry,
+            cleanup,
+            repository,
+        }
+    }
+
+    /// `<repository>:<version>`.
+    pub fn image(&self, version: &str) -> String {
+        format!("{}:{version}", self.repository)
+    }
+}
 
 impl SiteWorld {
     /// Builds the world, starts the gateway, creates the fleet on the laptop, and starts
@@ -86,7 +127,8 @@ impl SiteWorld {
         let gateway_state = tempfile::tempdir().expect("gateway state");
         let (gw_identity, _) =
             peercompute_gateway::identity(gateway_state.path()).expect("gateway identity");
-        peercompute_gateway::dev_tls(gateway_state.path(), DOMAIN).expect("dev tls");
+        let gateway_ca =
+            peercompute_gateway::dev_tls(gateway_state.path(), DOMAIN).expect("dev tls");
         let gateway = start_gateway(&gw_host, gateway_state.path(), homes.iter().map(|h| h.1));
         let gw_id = gw_identity.peer_id();
 
@@ -99,6 +141,7 @@ impl SiteWorld {
             spare,
             laptop_home,
             gateway_state,
+            gateway_ca,
             fleet: String::new(),
             router,
             world,
@@ -144,6 +187,102 @@ impl SiteWorld {
         let robot = start_robot(self.spare.clone(), home, id.peer_id(), token, None).await;
         self.robots.push(robot);
         self.robots.len() - 1
+    }
+
+    /// `fleet release IMAGE --group floor --name web --version VERSION --json …` (health at
+    /// `/healthz`, 30 s) from the laptop, with `extra` arguments; insists on success; stdout.
+    pub async fn release(&self, image: &str, version: &str, extra: &[&str]) -> String {
+        let port = WEB_PORT.to_string();
+        let mut args = vec![
+            "fleet",
+            "release",
+            image,
+            "--group",
+            GROUP,
+            "--port",
+            &port,
+            "--name",
+            "web",
+            "--version",
+            version,
+            "--health-path",
+            "/healthz",
+            "--health-timeout",
+            "30s",
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        self.ok(&args).await
+    }
+
+    /// Each robot's first `action` container event after the `from`-th (at most `secs`).
+    pub async fn each_robot(
+        &self,
+        events: &DockerEvents,
+        from: usize,
+        action: &str,
+        secs: u64,
+    ) -> Vec<ContainerEvent> {
+        let labels: Vec<String> = self.robots.iter().map(|r| r.label.clone()).collect();
+        let what = format!("a {action} on every robot");
+        let waited = events.wait_for(secs + 1, &what, |e| {
+            labels.iter().all(|l| !of(e, from, l, action).is_empty())
+        });
+        let Ok(all) = tokio::time::timeout(Duration::from_secs(secs), waited).await else {
+            self.print_logs();
+            panic!("timed out after {secs}s waiting for {what} (robot logs above)");
+        };
+        labels
+            .iter()
+            .map(|l| of(&all, from, l, action)[0].clone())
+            .collect()
+    }
+
+    /// Prints every robot's log lines but the debug ones (when a wait failed).
+    pub fn print_logs(&self) {
+        for r in &self.robots {
+            eprintln!("---- robot {} ({})", r.peer, r.host.ip());
+            let log = std::fs::read_to_string(&r.log).unwrap_or_default();
+            for line in log.lines().filter(|l| !l.contains(" DEBUG ")) {
+                eprintln!("{line}");
+            }
+        }
+    }
+
+    /// Asserts that every robot created exactly one container after the `from`-th event
+    /// (`what` names the release, for the message).
+    pub fn assert_created_once(&self, events: &DockerEvents, from: usize, what: &str) {
+        let all = events.all();
+        for r in &self.robots {
+            let creates = of(&all, from, &r.label, "create").len();
+            assert_eq!(creates, 1, "{}: {what} created {creates} times", r.peer);
+        }
+    }
+
+    /// Polls `fleet status --json` on the laptop until every robot reports `version` healthy
+    /// (at most `secs`); the status.
+    pub async fn wait_healthy(&self, version: &str, secs: u64) -> serde_json::Value {
+        let want = self.robots.len();
+        within(secs, &format!("every robot healthy on {version}"), async {
+            loop {
+                let (code, out, _) = self.peerctl(&["fleet", "status", "--json"]).await;
+                let status: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
+                let healthy = status.as_array().map_or(0, |rows| {
+                    rows.iter()
+                        .filter_map(|r| r["name"].as_str())
+                        .filter(|n| {
+                            app_of(&status, n)
+                                .is_some_and(|a| a["version"] == version && a["phase"] == "healthy")
+                        })
+                        .count()
+                });
+                if code == 0 && healthy == want {
+                    return status;
+                }
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        })
+        .await
     }
 
     /// A join token of [`GROUP`] for `uses` robots (named `r-…`), from the laptop.
@@ -213,6 +352,28 @@ impl SiteWorld {
                 .join(&self.fleet)
                 .join("entries"),
         )
+    }
+
+    /// GETs `https://<route>.<domain>/` through the gateway from the laptop (over the WAN):
+    /// the body when it answers 2xx within 5 s.
+    pub async fn visit(&self, route: &str) -> Option<String> {
+        let host = format!("{route}.{DOMAIN}");
+        let out = self
+            .laptop
+            .command("curl")
+            .args(["-sS", "--fail", "--max-time", "5", "--cacert"])
+            .arg(&self.gateway_ca)
+            .args([
+                "--resolve",
+                &format!("{host}:{HTTPS_PORT}:{}", self.gw_host.ip()),
+            ])
+            .arg(format!("https://{host}:{HTTPS_PORT}/"))
+            .output()
+            .await
+            .ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
     /// Cuts the site's WAN: the router drops everything to and from `wan`.

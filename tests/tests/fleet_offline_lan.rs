@@ -14,56 +14,9 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
-use peercompute_runtime::DockerRuntime;
-use peercompute_runtime::testsupport::{Cleanup, LocalRegistry, unique_name};
 use peercompute_tests::docker_events::{ContainerEvent, DockerEvents, of, unix_nanos};
-use peercompute_tests::fleet_rig::{WEB_PORT, app_of, web_image};
-use peercompute_tests::site::{GROUP, SiteWorld};
+use peercompute_tests::site::{SiteImages, SiteWorld};
 use peercompute_tests::within;
-
-/// Releases `version` of the site's web image to the group (no wait for the robots).
-async fn release(site: &SiteWorld, repository: &str, version: &str) {
-    let image = format!("{repository}:{version}");
-    site.ok(&[
-        "fleet",
-        "release",
-        &image,
-        "--group",
-        GROUP,
-        "--port",
-        &WEB_PORT.to_string(),
-        "--name",
-        "web",
-        "--version",
-        version,
-        "--health-path",
-        "/healthz",
-        "--health-timeout",
-        "30s",
-        "--json",
-    ])
-    .await;
-}
-
-/// Waits until every robot has `action` for its containers after the `from`-th event.
-async fn each_robot(
-    site: &SiteWorld,
-    events: &DockerEvents,
-    from: usize,
-    action: &str,
-    secs: u64,
-) -> Vec<ContainerEvent> {
-    let labels: Vec<String> = site.robots.iter().map(|r| r.label.clone()).collect();
-    let all = events
-        .wait_for(secs, &format!("a {action} on every robot"), |e| {
-            labels.iter().all(|l| !of(e, from, l, action).is_empty())
-        })
-        .await;
-    labels
-        .iter()
-        .map(|l| of(&all, from, l, action)[0].clone())
-        .collect()
-}
 
 /// Runs `peerctl fleet estop` on the laptop; the ms from its spawn to the last robot's
 /// container `die` (engine clock).
@@ -108,49 +61,21 @@ async fn estop_latency(site: &SiteWorld, events: &DockerEvents, robots: &[usize]
 #[tokio::test]
 async fn with_the_wan_cut_the_laptop_stops_and_resumes_the_robots_and_logs_converge() {
     let t0 = Instant::now();
-    let runtime = DockerRuntime::connect().await.expect("a Docker engine");
-    let registry = LocalRegistry::start().await.expect("a local registry");
-    let cleanup = Cleanup::new();
-    let repository = format!(
-        "{}/peercompute/{}",
-        registry.host(),
-        unique_name("site-web")
-    );
-    web_image(&runtime, &registry, &cleanup, &repository, "v1", true).await;
-    web_image(&runtime, &registry, &cleanup, &repository, "v2", true).await;
-
+    let images = SiteImages::start("site-web", &["v1", "v2"]).await;
     let mut site = SiteWorld::start(3).await;
     for r in &site.robots {
-        cleanup.containers_labelled(peercompute_runtime::LABEL_PROVIDER, &r.label);
+        images
+            .cleanup
+            .containers_labelled(peercompute_runtime::LABEL_PROVIDER, &r.label);
     }
     let events = DockerEvents::start(peercompute_runtime::LABEL_PROVIDER).await;
     eprintln!("site up with 3 robots joined: {:?}", t0.elapsed());
 
     // v1 everywhere, with the WAN up; healthy as the laptop sees it.
     let from = events.all().len();
-    release(&site, &repository, "v1").await;
-    each_robot(&site, &events, from, "start", 60).await;
-    within(60, "3 robots healthy on v1", async {
-        loop {
-            let (code, out, _) = site.peerctl(&["fleet", "status", "--json"]).await;
-            let status: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
-            let healthy = status.as_array().map_or(0, |rows| {
-                rows.iter()
-                    .filter(|r| {
-                        r["name"]
-                            .as_str()
-                            .and_then(|n| app_of(&status, n))
-                            .is_some_and(|a| a["version"] == "v1" && a["phase"] == "healthy")
-                    })
-                    .count()
-            });
-            if code == 0 && healthy == 3 {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(300)).await;
-        }
-    })
-    .await;
+    site.release(&images.image("v1"), "v1", &[]).await;
+    site.each_robot(&events, from, "start", 60).await;
+    site.wait_healthy("v1", 60).await;
     eprintln!("v1 healthy on 3 robots: {:?}", t0.elapsed());
 
     // WAN cut: the stop goes over the LAN only.
@@ -162,7 +87,7 @@ async fn with_the_wan_cut_the_laptop_stops_and_resumes_the_robots_and_logs_conve
     );
     let from = events.all().len();
     site.ok(&["fleet", "resume", "--json"]).await;
-    each_robot(&site, &events, from, "start", 30).await;
+    site.each_robot(&events, from, "start", 30).await;
 
     // r3 off the LAN during a stop: it stops when back, before it starts anything.
     let r3 = &site.robots[2];
@@ -185,12 +110,12 @@ async fn with_the_wan_cut_the_laptop_stops_and_resumes_the_robots_and_logs_conve
     );
     let from = events.all().len();
     site.ok(&["fleet", "resume", "--json"]).await;
-    each_robot(&site, &events, from, "start", 30).await;
+    site.each_robot(&events, from, "start", 30).await;
 
     // A partition of 5 s while the laptop releases v2 on the LAN (WAN still cut).
     let from = events.all().len();
     site.isolate(&r3.host);
-    release(&site, &repository, "v2").await;
+    site.release(&images.image("v2"), "v2", &[]).await;
     tokio::time::sleep(Duration::from_secs(5)).await;
     site.rejoin(&r3.host);
     let healed = Instant::now();
@@ -209,18 +134,8 @@ async fn with_the_wan_cut_the_laptop_stops_and_resumes_the_robots_and_logs_conve
     })
     .await;
     eprintln!("partition healed: logs equal after {:?}", healed.elapsed());
-    each_robot(&site, &events, from, "start", 60).await;
-    let all = events.all();
-    for r in &site.robots {
-        let creates = of(&all, from, &r.label, "create");
-        assert_eq!(
-            creates.len(),
-            1,
-            "{}: v2 created {} times",
-            r.peer,
-            creates.len()
-        );
-    }
+    site.each_robot(&events, from, "start", 60).await;
+    site.assert_created_once(&events, from, "v2");
 
     // Revoking r3 from the laptop over the LAN: r1 and r2 cut it off at their nodes.
     let revoked = Instant::now();
