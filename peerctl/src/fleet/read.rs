@@ -69,9 +69,6 @@ pub(super) async fn refresh(
     local: &Local,
     chosen: &Chosen,
 ) -> Result<Session, CliError> {
-    if ctx.gateways.is_empty() {
-        return Ok(Session::offline());
-    }
     let me = ctx.identity()?;
     let session = Session::open(&me, &ctx.gateways, local, chosen.id, ctx.timeout).await?;
     for line in &session.notes {
@@ -210,19 +207,18 @@ pub(super) async fn open_statuses(
     ctx: &Ctx,
     chosen: &Chosen,
 ) -> Result<(Local, Session), CliError> {
-    if ctx.gateways.is_empty() {
-        return Err(CliError::new(
-            Kind::Unreachable,
-            "no gateway configured: robots report their status through a gateway; add one with `peerctl gateways add PEERID@MULTIADDR`",
-        ));
-    }
     let local = ctx.local()?;
     let session = refresh(ctx, &local, chosen).await?;
-    if session.reached.is_empty() {
-        return Err(CliError::new(
-            Kind::Unreachable,
-            format!("no gateway reached: {}", session.failed.join("; ")),
-        ));
+    if session.reached.is_empty() && !session.lan_searching() {
+        let why = if ctx.gateways.is_empty() {
+            "no gateway configured and no robot of the fleet found on this LAN: robots report their status through a gateway (add one with `peerctl gateways add PEERID@MULTIADDR`) or answer on the LAN".to_owned()
+        } else {
+            format!(
+                "no gateway reached and no robot of the fleet found on this LAN: {}",
+                session.failed.join("; ")
+            )
+        };
+        return Err(CliError::new(Kind::Unreachable, why));
     }
     Ok((local, session))
 }

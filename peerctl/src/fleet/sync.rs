@@ -214,6 +214,22 @@ impl Session {
         }
     }
 
+    /// Whether robots were reached on the LAN, or the search for them still runs.
+    pub(crate) fn lan_searching(&self) -> bool {
+        !self.lan.is_empty()
+            || self
+                .lan_pending
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_some()
+    }
+
+    /// The node this session synced with (connected to the gateways and the LAN robots
+    /// reached), when it started one.
+    pub(crate) fn node(&self) -> Option<&Node> {
+        self.node.as_ref()
+    }
+
     /// Where a write went, in words: "sent to 3 robots on the LAN; no gateway reached".
     #[allow(
         dead_code,
@@ -296,16 +312,50 @@ impl Session {
             .collect()
     }
 
-    /// The statuses every reached gateway holds for `fleet`, the newest per robot.
+    /// The statuses every reached gateway holds for `fleet`, and each robot reached on the
+    /// LAN its own: the newest per robot.
     pub(crate) async fn statuses(&mut self, fleet: FleetId) -> Vec<SignedStatus> {
-        let Some(node) = &self.node else {
+        let Some(node) = self.node.clone() else {
             return Vec::new();
         };
         let mut all: Vec<SignedStatus> = Vec::new();
         for gw in &self.reached {
-            match request_statuses(node, *gw, fleet).await {
+            match request_statuses(&node, *gw, fleet).await {
                 Ok(statuses) => all.extend(statuses),
                 Err(e) => self.failed.push(format!("gateway {gw}: {e}")),
+            }
+        }
+        let pending = self
+            .lan_pending
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(search) = pending {
+            let found = search.await.unwrap_or_default();
+            self.lan.extend(found);
+        }
+        let asks: Vec<_> = self
+            .lan
+            .iter()
+            .map(|robot| {
+                let node = node.clone();
+                let robot = *robot;
+                tokio::spawn(async move {
+                    let asked = request_statuses(&node, robot, fleet);
+                    (robot, tokio::time::timeout(LAN_SYNC_TIMEOUT, asked).await)
+                })
+            })
+            .collect();
+        for ask in asks {
+            let Ok((robot, answer)) = ask.await else {
+                continue;
+            };
+            match answer {
+                Ok(Ok(statuses)) => all.extend(statuses),
+                Ok(Err(e)) => self.failed.push(format!("robot {robot} (LAN): {e}")),
+                Err(_) => self.failed.push(format!(
+                    "robot {robot} (LAN): no status within {LAN_SYNC_TIMEOUT:?}"
+                )),
             }
         }
         all.sort_by_key(|s| std::cmp::Reverse(s.report.at_ms));

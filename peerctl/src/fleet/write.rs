@@ -295,7 +295,8 @@ async fn publish_release(w: &Writer<'_>, mut args: ReleaseArgs) -> Result<(), Cl
         Some(served) => Some(
             release::start_serving(
                 &w.ctx.identity()?,
-                &w.ctx.gateways,
+                w.session.node().cloned(),
+                &reached_gateways(w),
                 &w.state,
                 &group,
                 served,
@@ -339,9 +340,25 @@ async fn publish_release(w: &Writer<'_>, mut args: ReleaseArgs) -> Result<(), Cl
         println!("{} {} {}", r.version, r.app(), entry.hash());
     }
     if let Some(serving) = serving {
-        serving.wait(serve_for, |line| w.ctx.note(line)).await?;
+        serving
+            .wait(serve_for, w.chosen.id, entry.hash(), |line| {
+                w.ctx.note(line)
+            })
+            .await?;
     }
     Ok(())
+}
+
+/// The configured gateways this write reached (robots are dialled through them only).
+fn reached_gateways(
+    w: &Writer<'_>,
+) -> Vec<(peercompute_p2p::PeerId, Vec<peercompute_p2p::Multiaddr>)> {
+    w.ctx
+        .gateways
+        .iter()
+        .filter(|(peer, _)| w.session.reached.contains(peer))
+        .cloned()
+        .collect()
 }
 
 /// A member named by peer id or by its name in the fleet.

@@ -51,6 +51,13 @@ pub(crate) enum FetchError {
     Local(String),
 }
 
+/// How long a robot keeps asking for an image no source could give yet: the releaser may
+/// still be reaching the robots, or a robot that has it may be on its way back.
+const FETCH_PATIENCE: Duration = Duration::from_secs(60);
+/// The first wait before asking again; it doubles up to [`RETRY_MAX`].
+const RETRY_FIRST: Duration = Duration::from_secs(1);
+const RETRY_MAX: Duration = Duration::from_secs(10);
+
 /// Fetches peer-pinned images and keeps the verified blobs to serve them.
 pub(crate) struct ImageFetcher {
     node: Node,
@@ -141,18 +148,48 @@ impl ImageFetcher {
         author: MemberKey,
         mut progress: impl FnMut(String) + Send,
     ) -> Result<ImageInfo, String> {
+        let started = tokio::time::Instant::now();
+        let mut wait = RETRY_FIRST;
+        loop {
+            match self
+                .ensure_once(runtime, fleet, pinned, author, &mut progress)
+                .await
+            {
+                Ok(info) => return Ok(info),
+                Err((why, true)) if started.elapsed() + wait < FETCH_PATIENCE => {
+                    info!(image = %pinned, reason = %why, retry_in = ?wait, "no source gave the image yet");
+                    progress(format!(
+                        "waiting for a source of the image (asking again in {} s): {why}",
+                        wait.as_secs()
+                    ));
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(RETRY_MAX);
+                }
+                Err((why, _)) => return Err(why),
+            }
+        }
+    }
+
+    /// One try of [`ImageFetcher::ensure`]; an error says whether trying again may help (no
+    /// peer had it or could give it, and no registry did).
+    async fn ensure_once(
+        &self,
+        runtime: &DockerRuntime,
+        fleet: FleetId,
+        pinned: &PinnedImage,
+        author: MemberKey,
+        progress: &mut (impl FnMut(String) + Send),
+    ) -> Result<ImageInfo, (String, bool)> {
         let record = self.record_snapshot();
         if let Some(info) = runtime
             .pinned_local(pinned, Some(&record))
             .await
-            .map_err(|e| e.to_string())?
+            .map_err(|e| (e.to_string(), false))?
         {
             return Ok(info);
         }
-        let from_peers = match self
-            .fetch(runtime, fleet, pinned, author, &mut progress)
-            .await
-        {
+        let mut again = false;
+        let from_peers = match self.fetch(runtime, fleet, pinned, author, progress).await {
             Ok(()) => {
                 let record = self.record_snapshot();
                 match runtime.pinned_local(pinned, Some(&record)).await {
@@ -161,13 +198,16 @@ impl ImageFetcher {
                     Err(e) => e.to_string(),
                 }
             }
-            Err(e) => e.to_string(),
+            Err(e) => {
+                again = !matches!(e, FetchError::Local(_));
+                e.to_string()
+            }
         };
         info!(image = %pinned, reason = %from_peers, "not from peers; trying the registry");
         runtime
             .ensure_pinned(pinned, |_| {})
             .await
-            .map_err(|e| format!("{from_peers}; registry: {e}"))
+            .map_err(|e| (format!("{from_peers}; registry: {e}"), again))
     }
 
     /// What a container of `pinned` starts from: the image id for a peer-pinned image (the

@@ -150,8 +150,9 @@ pub(crate) struct Publisher {
     pub(crate) gateway: watch::Receiver<Option<GatewayP2p>>,
 }
 
-/// Sends a signed status of every fleet held to the gateway on change and every
-/// [`STATUS_EVERY`], until `stop` turns true.
+/// Signs a status of every fleet held on change and every [`STATUS_EVERY`], keeps it in the
+/// robot's own hub (robots answer status requests from the LAN) and sends it to the gateway,
+/// until `stop` turns true.
 pub(crate) async fn publish(p: Publisher, mut stop: watch::Receiver<bool>) {
     let started = Instant::now();
     let mut changes = p.board.subscribe();
@@ -163,9 +164,7 @@ pub(crate) async fn publish(p: Publisher, mut stop: watch::Receiver<bool>) {
             r = changes.changed() => if r.is_err() { return },
             _ = stop.changed() => return,
         }
-        let Some(gateway) = p.gateway.borrow().clone() else {
-            continue;
-        };
+        let gateway = p.gateway.borrow().clone();
         for fleet in p.hub.fleet_ids() {
             let me = MemberKey(p.key.verifying_key().to_bytes());
             let member = p
@@ -179,6 +178,11 @@ pub(crate) async fn publish(p: Publisher, mut stop: watch::Receiver<bool>) {
             }
             let report = report(&p, fleet, me, started);
             let signed = SignedStatus::sign(report, &p.key);
+            // Kept here too: a laptop on the LAN with no gateway asks the robots themselves.
+            p.hub.record_status(signed.clone());
+            let Some(gateway) = &gateway else {
+                continue;
+            };
             match send_status(&p.node, gateway.peer, signed).await {
                 Ok(()) => complaints.clear("status"),
                 Err(e) => complaints.fail(

@@ -15,8 +15,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use peercompute_fleet::{BlobDigest, FleetState, MemberKey};
+use peercompute_fleet::{BlobDigest, EntryHash, FleetId, FleetState, MemberKey, Phase};
 use peercompute_identity::Identity;
+use peercompute_p2p::fleet_hub::request_statuses;
 use peercompute_p2p::{BlobSource, ImageShelf, Multiaddr, Node, NodeConfig, PeerId, serve_images};
 use peercompute_runtime::{DockerRuntime, ImageError, PeerManifest, SaveIndex};
 
@@ -27,6 +28,10 @@ use crate::fleet::cli::{ImageSource, ImageSourceArgs};
 
 /// How often serving checks whether every robot has the image.
 const CHECK_EVERY: Duration = Duration::from_millis(250);
+/// How often robots not served from here are asked whether they have the image.
+const ASK_EVERY: Duration = Duration::from_secs(1);
+/// How long one robot may take to answer that.
+const STATUS_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long reaching one robot may take (relay, then hole punching).
 const REACH_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -209,11 +214,14 @@ pub(crate) struct Serving {
     reached: Vec<(String, PeerId)>,
 }
 
-/// Starts serving `served` to the robots of `group` and reaches them through the gateways,
-/// before the release is published, so a robot that gets the entry finds its author
-/// connected. Only members and grantees of the fleet may fetch, and only this image.
+/// Starts serving `served` to the robots of `group` before the release is published, so a
+/// robot that gets the entry finds its source connected: on `session` (the node the write
+/// syncs and pushes with, already connected to the gateways and to the robots it found on the
+/// LAN), else on a node of its own; the robots not connected yet are reached through the
+/// gateways. Only members and grantees of the fleet may fetch, and only this image.
 pub(crate) async fn start_serving(
     identity: &Identity,
+    session: Option<Node>,
     gateways: &[(PeerId, Vec<Multiaddr>)],
     state: &FleetState,
     group: &str,
@@ -232,23 +240,10 @@ pub(crate) async fn start_serving(
             reached: Vec::new(),
         });
     }
-    let node = Node::start(
-        identity,
-        NodeConfig {
-            listen: vec![
-                "/ip4/0.0.0.0/udp/0/quic-v1"
-                    .parse()
-                    .expect("a valid multiaddr"),
-                "/ip4/0.0.0.0/tcp/0".parse().expect("a valid multiaddr"),
-            ],
-            mdns: false,
-            max_connections: u32::try_from(robots.len() + gateways.len() + 8).unwrap_or(u32::MAX),
-            hole_punch_wait: Duration::from_secs(5),
-            ..NodeConfig::default()
-        },
-    )
-    .await
-    .map_err(|e| CliError::new(Kind::Other, format!("cannot start the libp2p node: {e}")))?;
+    let node = match session {
+        Some(node) => node,
+        None => own_node(identity, robots.len() + gateways.len()).await?,
+    };
     let state = state.clone();
     let digest = served.digest;
     let authorize = std::sync::Arc::new(move |peer: &PeerId, asked: &BlobDigest| {
@@ -266,15 +261,34 @@ pub(crate) async fn start_serving(
         }
     });
     let service = tokio::spawn(serve_images(node.clone(), served.shelf.clone(), authorize));
+    // Robots connected already (found on the LAN) are reached; the others are dialled through
+    // the gateways reached, all at once.
     let mut reached = Vec::new();
-    for (name, peer) in &robots {
-        let by = tokio::time::Instant::now() + REACH_TIMEOUT;
-        match dial_via_gateways(&node, *peer, gateways, by).await {
-            Ok(()) => reached.push((name.clone(), *peer)),
-            Err(why) => note(&format!(
+    let mut dials = Vec::new();
+    let by = tokio::time::Instant::now() + REACH_TIMEOUT;
+    for (name, peer) in robots {
+        if node.path(peer).await.is_some() {
+            reached.push((name, peer));
+        } else if gateways.is_empty() {
+            note(&format!(
+                "{name}: not reached (not on this LAN, and no gateway reached); it fetches from another robot, or from here if it connects"
+            ));
+        } else {
+            let (node, gateways) = (node.clone(), gateways.to_vec());
+            dials.push(tokio::spawn(async move {
+                let dialled = dial_via_gateways(&node, peer, &gateways, by).await;
+                (name, peer, dialled)
+            }));
+        }
+    }
+    for dial in dials {
+        match dial.await {
+            Ok((name, peer, Ok(()))) => reached.push((name, peer)),
+            Ok((name, _, Err(why))) => note(&format!(
                 "{name}: not reached ({}); it fetches from another robot, or from here if it connects",
                 why.join("; ")
             )),
+            Err(_) => {}
         }
     }
     Ok(Serving {
@@ -285,11 +299,36 @@ pub(crate) async fn start_serving(
     })
 }
 
+/// A node of its own for serving, when the write has none (no gateway, no robot in reach).
+async fn own_node(identity: &Identity, peers: usize) -> Result<Node, CliError> {
+    Node::start(
+        identity,
+        NodeConfig {
+            listen: vec![
+                "/ip4/0.0.0.0/udp/0/quic-v1"
+                    .parse()
+                    .expect("a valid multiaddr"),
+                "/ip4/0.0.0.0/tcp/0".parse().expect("a valid multiaddr"),
+            ],
+            mdns: false,
+            max_connections: u32::try_from(peers + 8).unwrap_or(u32::MAX),
+            hole_punch_wait: Duration::from_secs(5),
+            ..NodeConfig::default()
+        },
+    )
+    .await
+    .map_err(|e| CliError::new(Kind::Other, format!("cannot start the libp2p node: {e}")))
+}
+
 impl Serving {
-    /// Serves until every robot reached has every blob, `serve_for` elapsed, or Ctrl-C.
+    /// Serves until every robot reached has the image (every blob sent from here, or its own
+    /// status shows it past fetching release `release` of `fleet`: it got it from another
+    /// robot), `serve_for` elapsed, or Ctrl-C.
     pub(crate) async fn wait(
         self,
         serve_for: Duration,
+        fleet: FleetId,
+        release: EntryHash,
         note: impl Fn(&str),
     ) -> Result<(), CliError> {
         let Some(node) = self.node else {
@@ -301,7 +340,12 @@ impl Serving {
             humantime::format_duration(serve_for)
         ));
         let deadline = tokio::time::Instant::now() + serve_for;
-        let result = wait_served(&self.served, &self.reached, deadline, &note).await;
+        let asked = Asked {
+            node: &node,
+            fleet,
+            release,
+        };
+        let result = wait_served(&self.served, &self.reached, &asked, deadline, &note).await;
         if let Some(service) = self.service {
             service.abort();
         }
@@ -310,21 +354,58 @@ impl Serving {
     }
 }
 
-/// Until every robot in `reached` received every blob, the deadline, or Ctrl-C.
+/// What to ask robots about: the release whose image is served.
+struct Asked<'a> {
+    node: &'a Node,
+    fleet: FleetId,
+    release: EntryHash,
+}
+
+impl Asked<'_> {
+    /// Whether `peer`'s own status shows the release past fetching (it has the image).
+    async fn has_it(&self, peer: PeerId) -> bool {
+        let asked = request_statuses(self.node, peer, self.fleet);
+        let Ok(Ok(statuses)) = tokio::time::timeout(STATUS_TIMEOUT, asked).await else {
+            return false;
+        };
+        let Some(key) = MemberKey::from_peer_id(&peer) else {
+            return false;
+        };
+        statuses
+            .iter()
+            .filter(|s| s.report.robot == key)
+            .flat_map(|s| &s.report.apps)
+            .any(|a| a.release == self.release && a.phase != Phase::Fetching)
+    }
+}
+
+/// Until every robot in `reached` has the image, the deadline, or Ctrl-C.
 async fn wait_served(
     served: &Served,
     reached: &[(String, PeerId)],
+    asked: &Asked<'_>,
     deadline: tokio::time::Instant,
     note: &impl Fn(&str),
 ) -> Result<(), CliError> {
     let mut done: Vec<bool> = vec![false; reached.len()];
     let mut ticker = tokio::time::interval(CHECK_EVERY);
+    let mut last_asked = tokio::time::Instant::now();
     loop {
+        let ask = last_asked.elapsed() >= ASK_EVERY;
+        if ask {
+            last_asked = tokio::time::Instant::now();
+        }
         for (i, (name, peer)) in reached.iter().enumerate() {
+            if done[i] {
+                continue;
+            }
             let (sent, all) = served.shelf.sent_to(peer, &served.digest);
-            if !done[i] && all > 0 && sent == all {
+            if all > 0 && sent == all {
                 done[i] = true;
                 note(&format!("{name}: fetched the image ({all} blobs)"));
+            } else if ask && asked.has_it(*peer).await {
+                done[i] = true;
+                note(&format!("{name}: has the image (from another robot)"));
             }
         }
         if done.iter().all(|d| *d) {
