@@ -173,6 +173,9 @@ async fn with_the_wan_cut_the_laptop_stops_and_resumes_the_robots_and_logs_conve
     let token = site.invite(1).await;
     let joining = Instant::now();
     let r4 = site.start_gatewayless_robot(&token).await;
+    images
+        .cleanup
+        .containers_labelled(peercompute_runtime::LABEL_PROVIDER, &site.robots[r4].label);
     let r4_peer = site.robots[r4].peer.to_string();
     let listed = tokio::time::timeout(Duration::from_secs(10), async {
         loop {
