@@ -53,6 +53,7 @@ pub mod nat;
 pub mod netns;
 pub mod procfs;
 pub mod provider;
+pub mod rotation_rig;
 pub mod site;
 pub mod world;
 
