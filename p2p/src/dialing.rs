@@ -85,9 +85,17 @@ impl DialBook {
         self.awaiting_punch.values().map(|(d, _)| *d).min()
     }
 
-    /// `Node::dial(peer)` was called.
-    pub(crate) fn dial_requested(&mut self, peer: PeerId, reply: ReplyId) -> Vec<DialAction> {
-        if self.is_connected(&peer) {
+    /// `Node::dial(peer)` was called. `doubtful`: the connections up to `peer` failed their
+    /// pings lately ([`Liveness::doubtful`](crate::liveness::Liveness::doubtful)), so they do
+    /// not answer the dial: a new connection is dialled (the swarm must dial even though
+    /// connected).
+    pub(crate) fn dial_requested(
+        &mut self,
+        peer: PeerId,
+        reply: ReplyId,
+        doubtful: bool,
+    ) -> Vec<DialAction> {
+        if self.is_connected(&peer) && !doubtful {
             if let Some((_, waiting)) = self.awaiting_punch.get_mut(&peer) {
                 waiting.push(reply);
             } else if let Some((_, waiting)) = self.closing_relayed.get_mut(&peer) {
@@ -109,12 +117,10 @@ impl DialBook {
         vec![DialAction::Dial(peer)]
     }
 
-    /// A dial of `peer` failed (refused by the swarm or every address failed). Ignored while
-    /// a connection to the peer is up (a second address failing).
+    /// A dial of `peer` failed (refused by the swarm or every address failed): the dials
+    /// waiting for it fail. Once a connection came up none wait (it answered them) unless
+    /// they asked to replace doubtful connections, so a second address failing is ignored.
     pub(crate) fn dial_failed(&mut self, peer: PeerId, reason: &str) -> Vec<DialAction> {
-        if self.is_connected(&peer) {
-            return Vec::new();
-        }
         let waiting = self.pending.remove(&peer).unwrap_or_default();
         answer_all(waiting, peer, &Err(reason.to_string()))
     }

@@ -10,6 +10,8 @@ const WAIT: Duration = Duration::from_secs(3);
 enum Step {
     /// `Node::dial` with this reply id.
     Dial(u64),
+    /// `Node::dial` while the connections up failed their pings lately.
+    DialDoubtful(u64),
     /// The swarm refused or every address failed.
     DialFailed,
     /// A connection came up over the relay.
@@ -90,7 +92,8 @@ fn run(name: &str, steps: &[(Step, &[Act])]) -> (DialBook, HashMap<usize, PathKi
     };
     for (i, (step, want)) in steps.iter().enumerate() {
         let actions = match *step {
-            Dial(r) => book.dial_requested(p, ReplyId(r)),
+            Dial(r) => book.dial_requested(p, ReplyId(r), false),
+            DialDoubtful(r) => book.dial_requested(p, ReplyId(r), true),
             DialFailed => book.dial_failed(p, "no route"),
             UpRelayed(c) => up(&mut book, c, relayed(), false),
             UpDirect(c) => up(&mut book, c, direct(), false),
@@ -248,6 +251,26 @@ fn dial_and_punch_tables() {
             ],
         ),
         (
+            "a dial while the connection is doubtful makes a new one, answered by it",
+            &[
+                (UpLan(10), &[]),
+                (DialDoubtful(1), &[Act::Dial]),
+                (DialDoubtful(2), &[]),
+                (UpLan(11), &[Yes(1), Yes(2)]),
+                (Closed(10), &[]),
+                (Dial(3), &[Yes(3)]),
+            ],
+        ),
+        (
+            "a dial replacing a doubtful connection fails when its dial fails",
+            &[
+                (UpLan(10), &[]),
+                (DialDoubtful(1), &[Act::Dial]),
+                (DialFailed, &[No(1)]),
+                (Closed(10), &[]),
+            ],
+        ),
+        (
             "closing an unknown connection does nothing",
             &[(Closed(99), &[])],
         ),
@@ -261,7 +284,10 @@ fn dial_and_punch_tables() {
 fn zero_wait_answers_a_relayed_dial_at_once() {
     let p = peer();
     let mut book = DialBook::new(Duration::ZERO);
-    assert_eq!(short(book.dial_requested(p, ReplyId(1))), vec![Act::Dial]);
+    assert_eq!(
+        short(book.dial_requested(p, ReplyId(1), false)),
+        vec![Act::Dial]
+    );
     let (kind, actions) = book.connected(
         p,
         ConnectionId::new_unchecked(1),
@@ -279,7 +305,7 @@ fn deadline_and_path() {
     let p = peer();
     let start = Instant::now();
     let mut book = DialBook::new(WAIT);
-    book.dial_requested(p, ReplyId(1));
+    book.dial_requested(p, ReplyId(1), false);
     book.connected(p, ConnectionId::new_unchecked(1), relayed(), false, start);
     assert_eq!(book.next_deadline(), Some(start + WAIT));
     book.set_rtt(ConnectionId::new_unchecked(1), Duration::from_millis(7));

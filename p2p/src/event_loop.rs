@@ -1,16 +1,17 @@
 //! The task that owns the `Swarm`: runs commands from [`Node`](crate::Node) handles and
 //! dispatches swarm events to the bookkeeping that answers them — [`DialBook`] (dials and hole
-//! punching, sans-IO), [`RendezvousMatch`] (rendezvous replies) and [`RelaySlots`] (relay
-//! slot revocation). Relay reservations and listen addresses are kept here.
+//! punching, sans-IO), [`Liveness`] (ping results: a connection whose pings fail is closed,
+//! sans-IO), [`RendezvousMatch`] (rendezvous replies) and [`RelaySlots`] (relay slot
+//! revocation). Relay reservations and listen addresses are kept here.
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use libp2p::core::ConnectedPoint;
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::behaviour::toggle::Toggle;
-use libp2p::swarm::dial_opts::DialOpts;
+use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, dcutr, identify, mdns, ping, relay, rendezvous};
 use tokio::sync::{broadcast, mpsc};
@@ -21,6 +22,7 @@ use crate::command::Reply;
 use crate::dialing::{DialAction, DialBook, ReplyId};
 use crate::lan::{LanPeers, PeerEvent};
 use crate::listening::Listening;
+use crate::liveness::Liveness;
 use crate::node::{AdmitFn, NodeError};
 use crate::path::{PathKind, is_relayed};
 use crate::relay_slots::RelaySlots;
@@ -49,6 +51,7 @@ pub(crate) struct EventLoop {
     commands: mpsc::Receiver<Command>,
     listening: Listening,
     dials: DialBook,
+    liveness: Liveness,
     /// The reply channels of the dials `dials` keeps waiting.
     dial_replies: HashMap<ReplyId, Reply<()>>,
     next_reply: u64,
@@ -73,6 +76,7 @@ impl EventLoop {
             commands,
             listening,
             dials: DialBook::new(hole_punch_wait),
+            liveness: Liveness::default(),
             dial_replies: HashMap::new(),
             next_reply: 0,
             rendezvous: RendezvousMatch::default(),
@@ -153,15 +157,12 @@ impl EventLoop {
                 let id = ReplyId(self.next_reply);
                 self.next_reply += 1;
                 self.dial_replies.insert(id, reply);
-                let mut actions = self.dials.dial_requested(peer, id);
+                let doubtful = self.liveness.doubtful(&peer, Instant::now());
+                let mut actions = self.dials.dial_requested(peer, id, doubtful);
                 if let Some(at) = actions.iter().position(|a| *a == DialAction::Dial(peer)) {
                     actions.remove(at);
-                    let opts = DialOpts::peer_id(peer)
-                        .addresses(addrs)
-                        .extend_addresses_through_behaviour()
-                        .build();
-                    if let Err(e) = self.swarm.dial(opts) {
-                        actions.extend(self.dials.dial_failed(peer, &e.to_string()));
+                    if let Err(e) = self.dial(peer, addrs, doubtful) {
+                        actions.extend(self.dials.dial_failed(peer, &e));
                     }
                 }
                 self.act(actions);
@@ -205,6 +206,22 @@ impl EventLoop {
             }
             Command::Shutdown { .. } => unreachable!("handled by the event loop"),
         }
+    }
+
+    /// Dials `peer` at `addrs` and the addresses the behaviours know; `replace` dials even
+    /// though connected (the connections up are doubtful).
+    fn dial(&mut self, peer: PeerId, addrs: Vec<Multiaddr>, replace: bool) -> Result<(), String> {
+        let condition = if replace {
+            PeerCondition::NotDialing
+        } else {
+            PeerCondition::DisconnectedAndNotDialing
+        };
+        let opts = DialOpts::peer_id(peer)
+            .condition(condition)
+            .addresses(addrs)
+            .extend_addresses_through_behaviour()
+            .build();
+        self.swarm.dial(opts).map_err(|e| e.to_string())
     }
 
     fn reserve(&mut self, relay_addr: Multiaddr, reply: Reply<Multiaddr>) {
@@ -257,13 +274,12 @@ impl EventLoop {
                     ConnectedPoint::Listener { send_back_addr, .. } => send_back_addr,
                 };
                 let lan = self.lan.contains(&peer_id, &address);
-                let (kind, actions) = self.dials.connected(
-                    peer_id,
-                    connection_id,
-                    address.clone(),
-                    lan,
-                    std::time::Instant::now(),
-                );
+                let now = Instant::now();
+                let fresh = !self.liveness.confirmed(&peer_id, now);
+                self.liveness.opened(connection_id, peer_id, now);
+                let (kind, actions) =
+                    self.dials
+                        .connected(peer_id, connection_id, address.clone(), lan, now);
                 debug!(peer = %peer_id, %address, %kind, "connected");
                 if kind == PathKind::HolePunched {
                     info!(peer = %peer_id, %address, "hole punched: direct connection");
@@ -272,9 +288,17 @@ impl EventLoop {
                 let _ = self.peer_events.send(PeerEvent::Connected {
                     peer: peer_id,
                     kind,
+                    fresh,
                 });
             }
-            SwarmEvent::ConnectionClosed { connection_id, .. } => {
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                connection_id,
+                cause,
+                ..
+            } => {
+                debug!(peer = %peer_id, ?connection_id, ?cause, "connection closed");
+                self.liveness.closed(connection_id);
                 let (gone, actions) = self.dials.closed(connection_id);
                 self.act(actions);
                 if let Some((peer, true)) = gone {
@@ -306,15 +330,7 @@ impl EventLoop {
 
     fn on_behaviour(&mut self, event: BehaviourEvent) {
         match event {
-            BehaviourEvent::Mdns(mdns::Event::Discovered(found)) => {
-                for (peer, addr) in found {
-                    debug!(%peer, %addr, "found on the LAN");
-                    self.swarm.add_peer_address(peer, addr.clone());
-                    if let Some(event) = self.lan.discovered(peer, addr) {
-                        let _ = self.peer_events.send(event);
-                    }
-                }
-            }
+            BehaviourEvent::Mdns(mdns::Event::Discovered(found)) => self.on_lan_found(found),
             BehaviourEvent::Mdns(mdns::Event::Expired(gone)) => {
                 for (peer, addr) in gone {
                     debug!(%peer, %addr, "no longer announced on the LAN");
@@ -325,7 +341,22 @@ impl EventLoop {
                 connection,
                 result: Ok(rtt),
                 ..
-            }) => self.dials.set_rtt(connection, rtt),
+            }) => {
+                self.dials.set_rtt(connection, rtt);
+                self.liveness.ping_ok(connection, Instant::now());
+            }
+            BehaviourEvent::Ping(ping::Event {
+                peer,
+                connection,
+                result: Err(e),
+            }) => {
+                if self.liveness.ping_failed(connection) {
+                    info!(%peer, ?connection, "closing a connection whose pings fail: {e}");
+                    self.swarm.close_connection(connection);
+                } else {
+                    debug!(%peer, ?connection, "ping failed: {e}");
+                }
+            }
             BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
                 let circuits: Vec<Multiaddr> =
                     info.listen_addrs.into_iter().filter(is_relayed).collect();
@@ -346,6 +377,31 @@ impl EventLoop {
                 info!(%peer, namespace = %registration.namespace, "rendezvous registration");
             }
             _ => {}
+        }
+    }
+
+    /// mDNS announced peers (new records: first seen, or again after theirs expired). The
+    /// subscribers decide whom to dial; a peer whose connections are up but doubtful (pings
+    /// failing: it was away, and the old TCP connection is likely dead) is dialled anew here,
+    /// since to the subscribers it looks connected.
+    fn on_lan_found(&mut self, found: Vec<(PeerId, Multiaddr)>) {
+        let now = Instant::now();
+        let mut redial: HashMap<PeerId, Vec<Multiaddr>> = HashMap::new();
+        for (peer, addr) in found {
+            debug!(%peer, %addr, "found on the LAN");
+            self.swarm.add_peer_address(peer, addr.clone());
+            if self.liveness.doubtful(&peer, now) {
+                redial.entry(peer).or_default().push(addr.clone());
+            }
+            if let Some(event) = self.lan.discovered(peer, addr) {
+                let _ = self.peer_events.send(event);
+            }
+        }
+        for (peer, addrs) in redial {
+            info!(%peer, "found on the LAN again while its connection fails its pings: dialling anew");
+            if let Err(e) = self.dial(peer, addrs, true) {
+                debug!(%peer, "dialling a rediscovered peer: {e}");
+            }
         }
     }
 

@@ -28,8 +28,14 @@ const MAX_ADDRS_PER_PEER: usize = 8;
 pub enum PeerEvent {
     /// mDNS found the peer on the LAN at these addresses (every address it knows now).
     Lan { peer: PeerId, addrs: Vec<Multiaddr> },
-    /// A connection to the peer is up.
-    Connected { peer: PeerId, kind: PathKind },
+    /// A connection to the peer is up. `fresh` when no other connection to the peer was
+    /// confirmed alive by its pings (the first one, or one replacing connections whose pings
+    /// failed): what the peer missed meanwhile must be caught up now.
+    Connected {
+        peer: PeerId,
+        kind: PathKind,
+        fresh: bool,
+    },
     /// The last connection to the peer closed.
     Disconnected { peer: PeerId },
 }

@@ -9,8 +9,9 @@
 //!   accepts streams.
 //! - `event_loop`: the task that owns the swarm and dispatches its events to `dialing` (dial
 //!   and hole-punch bookkeeping, sans-IO, `now` passed in), `rendezvous_match` (rendezvous
-//!   replies), `relay_slots` (relay-slot revocation) and `listening` (listen addresses, relay
-//!   reservations); `command`: what a [`Node`] handle asks of it.
+//!   replies), `relay_slots` (relay-slot revocation), `listening` (listen addresses, relay
+//!   reservations) and `liveness` (ping results: connections whose pings fail are closed,
+//!   sans-IO); `command`: what a [`Node`] handle asks of it.
 //! - `image_service`: serving peer-pinned images (`/peercompute/image/1`) to members and
 //!   grantees of a held fleet, for digests of its recent releases only; 4 streams per peer,
 //!   16 in all.
@@ -42,6 +43,7 @@ mod gated;
 mod image_service;
 mod lan;
 mod listening;
+mod liveness;
 mod node;
 pub mod path;
 mod relay_slots;

@@ -21,6 +21,7 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use crate::event_loop::{Behaviour, Command, EventLoop};
 use crate::lan::{MDNS_QUERY_INTERVAL, MDNS_TTL, PEER_EVENTS, PeerEvent};
+use crate::liveness::{PING_INTERVAL, PING_TIMEOUT};
 use crate::path::PeerPath;
 
 /// The control protocol id, `/peercompute/control/1`.
@@ -244,7 +245,11 @@ impl Node {
                         "/peercompute/1".into(),
                         key.public(),
                     )),
-                    ping: ping::Behaviour::new(ping::Config::new()),
+                    ping: ping::Behaviour::new(
+                        ping::Config::new()
+                            .with_interval(PING_INTERVAL)
+                            .with_timeout(PING_TIMEOUT),
+                    ),
                     mdns: Toggle::from(mdns),
                     stream: libp2p_stream::Behaviour::new(),
                     relay_client,

@@ -3,8 +3,8 @@
 //!
 //! LAN: a peer mDNS announces (or that connects) whose key is a member or grantee of a held
 //! fleet is dialled, and synced with as soon as it is connected; every [`LAN_SYNC_EVERY`]
-//! one connected fleet peer in turn is synced with (`lan`). A robot with no gateway syncs
-//! this way only. Anti-entropy heals what a lost push missed (a partition, a robot away).
+//! one connected fleet peer in turn is synced with (`lan`, a task of its own so a gateway
+//! round waiting on a cut WAN never delays it). A robot with no gateway syncs this way only. Anti-entropy heals what a lost push missed (a partition, a robot away).
 //!
 //! A gateway round (on every tunnel (re)connect, when the gateway's libp2p address changes, and every
 //! [`SYNC_EVERY`]): dial the gateway, run anti-entropy (`sync_with`, both ways) for every
@@ -81,7 +81,6 @@ pub(crate) struct Syncer {
     join: watch::Sender<JoinStatus>,
     /// Rounds that synced every held fleet with some peer (or held none).
     synced: watch::Sender<u32>,
-    lan: lan::LanMembers,
 }
 
 impl Syncer {
@@ -105,7 +104,6 @@ impl Syncer {
             refused_token: None,
             join,
             synced: watch::channel(0).0,
-            lan: lan::LanMembers::default(),
         }
     }
 
@@ -127,9 +125,8 @@ impl Syncer {
             self.hub.clone(),
         ));
         let _blocker = AbortOnDrop(blocker);
-        let mut events = self.node.peer_events();
-        let mut lan_tick = tokio::time::interval(LAN_SYNC_EVERY);
-        lan_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let lan = lan::LanSync::new(self.node.clone(), self.hub.clone(), self.synced.clone());
+        let _lan = AbortOnDrop(tokio::spawn(lan.run(stop.clone())));
         let mut session = 0u64;
         let mut next = tokio::time::Instant::now();
         let mut retry = RETRY_FIRST;
@@ -160,20 +157,6 @@ impl Syncer {
                         let last = self.gateway.borrow().clone();
                         self.gateway = watch::channel(last).1;
                     }
-                }
-                event = events.recv() => {
-                    tokio::select! {
-                        () = self.on_peer_event(event) => {}
-                        _ = stop.changed() => return,
-                    }
-                    continue;
-                }
-                _ = lan_tick.tick() => {
-                    tokio::select! {
-                        () = self.lan_round() => {}
-                        _ = stop.changed() => return,
-                    }
-                    continue;
                 }
                 _ = stop.changed() => return,
             }

@@ -1,18 +1,23 @@
 //! Which peers a robot keeps its fleet logs in step with besides the gateway: the members and
 //! grantees of the fleets it holds that are connected to it (found on the LAN by mDNS, or an
 //! admin's peerctl), taken in turn for the periodic anti-entropy: [`LanMembers`] is the pure
-//! bookkeeping, the `Syncer` methods below dial and sync.
+//! bookkeeping, [`LanSync`] the task that dials and syncs. It is a task of its own, beside the
+//! gateway rounds: a gateway round waits up to its dial timeout when the WAN is down, and a
+//! fleet peer back on the LAN must be synced with at once meanwhile (measured before the
+//! split: a robot back from a 60 s partition waited for a gateway round to time out, > 6 s).
+//! The `Syncer` methods below are the LAN steps of joining.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
 use peercompute_fleet::{FleetId, MemberKey};
 use peercompute_p2p::fleet_hub::{FleetHub, sync_with};
-use peercompute_p2p::{Multiaddr, PeerEvent, PeerId};
-use tokio::sync::broadcast;
+use peercompute_p2p::{Multiaddr, Node, PeerEvent, PeerId};
+use tokio::sync::{broadcast, watch};
+use tokio::task::JoinSet;
 use tracing::{debug, info};
 
-use super::Syncer;
+use super::{LAN_SYNC_EVERY, Syncer};
 
 /// A LAN dial answers in milliseconds, or the peer is gone.
 const LAN_DIAL_TIMEOUT: Duration = Duration::from_secs(3);
@@ -50,7 +55,8 @@ pub(crate) struct LanMembers {
 }
 
 impl LanMembers {
-    /// A connection to a fleet peer is up; true the first time (sync with it now).
+    /// A connection to a fleet peer is up; true the first time since it was last
+    /// [`disconnected`](Self::disconnected) (sync with it now).
     pub(crate) fn connected(&mut self, peer: PeerId) -> bool {
         self.connected.insert(peer)
     }
@@ -61,6 +67,11 @@ impl LanMembers {
 
     pub(crate) fn is_connected(&self, peer: &PeerId) -> bool {
         self.connected.contains(peer)
+    }
+
+    /// The peers counted as connected (to check them after missed events).
+    pub(crate) fn peers(&self) -> Vec<PeerId> {
+        self.connected.iter().copied().collect()
     }
 
     /// The next connected peer in turn (each gets its turn before any gets a second).
@@ -74,23 +85,105 @@ impl LanMembers {
     }
 }
 
-impl Syncer {
-    /// A fleet peer found on the LAN is dialled; one that connects is synced with.
-    pub(super) async fn on_peer_event(
-        &mut self,
-        event: Result<PeerEvent, broadcast::error::RecvError>,
-    ) {
+/// The LAN anti-entropy task: dials fleet peers mDNS finds, syncs with each as soon as it
+/// connects, and with one connected fleet peer in turn every [`LAN_SYNC_EVERY`]. Each sync
+/// runs as a task of its own (one per peer, [`MAX_LAN_SYNCS`] at most): an exchange with a
+/// peer that vanished waits for its timeout (15 s) and must not hold back the sync with a
+/// peer that just came back.
+pub(super) struct LanSync {
+    node: Node,
+    hub: FleetHub,
+    /// Rounds that synced every held fleet with some peer (shared with the gateway rounds).
+    synced: watch::Sender<u32>,
+    lan: LanMembers,
+    in_flight: JoinSet<PeerId>,
+    /// The peers a sync task runs for, and those to sync with again when it ends (a fresh
+    /// connection came meanwhile).
+    syncing: BTreeSet<PeerId>,
+    again: BTreeSet<PeerId>,
+}
+
+/// Most LAN syncs under way at once.
+const MAX_LAN_SYNCS: usize = 8;
+
+impl LanSync {
+    pub(super) fn new(node: Node, hub: FleetHub, synced: watch::Sender<u32>) -> Self {
+        Self {
+            node,
+            hub,
+            synced,
+            lan: LanMembers::default(),
+            in_flight: JoinSet::new(),
+            syncing: BTreeSet::new(),
+            again: BTreeSet::new(),
+        }
+    }
+
+    /// Runs until `stop` turns true.
+    pub(super) async fn run(mut self, mut stop: watch::Receiver<bool>) {
+        let mut events = self.node.peer_events();
+        let mut lan_tick = tokio::time::interval(LAN_SYNC_EVERY);
+        lan_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            if *stop.borrow() {
+                return;
+            }
+            tokio::select! {
+                event = events.recv() => {
+                    tokio::select! {
+                        () = self.on_peer_event(event) => {}
+                        _ = stop.changed() => return,
+                    }
+                }
+                _ = lan_tick.tick() => {
+                    tokio::select! {
+                        () = self.lan_round() => {}
+                        _ = stop.changed() => return,
+                    }
+                }
+                Some(done) = self.in_flight.join_next(), if !self.in_flight.is_empty() => {
+                    if let Ok(peer) = done {
+                        self.syncing.remove(&peer);
+                        if self.again.remove(&peer) {
+                            self.sync_peer(peer);
+                        }
+                    } else {
+                        // A sync task panicked: forget every peer whose task is gone.
+                        self.syncing.clear();
+                        self.again.clear();
+                    }
+                }
+                _ = stop.changed() => return,
+            }
+        }
+    }
+
+    /// A fleet peer found on the LAN is dialled; one that connects is synced with at once
+    /// when the connection is its first, or replaces connections whose pings failed (`fresh`:
+    /// it may have been away, missing entries), or comes after a disconnection.
+    async fn on_peer_event(&mut self, event: Result<PeerEvent, broadcast::error::RecvError>) {
         match event {
             Ok(PeerEvent::Lan { peer, addrs }) => self.dial_fleet_peer(peer, addrs),
-            Ok(PeerEvent::Connected { peer, .. }) => {
-                if !shared_fleets(&self.hub, &peer).is_empty() && self.lan.connected(peer) {
-                    self.sync_peer(peer).await;
+            Ok(PeerEvent::Connected { peer, fresh, .. }) => {
+                if !shared_fleets(&self.hub, &peer).is_empty() {
+                    let new = self.lan.connected(peer);
+                    if new || fresh {
+                        debug!(%peer, new, fresh, "fleet peer connected: syncing now");
+                        self.sync_peer(peer);
+                    }
                 }
             }
             Ok(PeerEvent::Disconnected { peer }) => self.lan.disconnected(&peer),
-            // Missed events: the LAN table has every peer found; the next round dials them.
+            // Missed events: a missed disconnection would keep a gone peer counted as
+            // connected (never dialled again); the LAN table has every peer found, and the
+            // next round dials those not connected.
             Err(broadcast::error::RecvError::Lagged(n)) => {
                 debug!("fleet sync: {n} peer events missed; looking at the LAN again");
+                for peer in self.lan.peers() {
+                    if self.node.path(peer).await.is_none() {
+                        self.lan.disconnected(&peer);
+                    }
+                }
             }
             Err(broadcast::error::RecvError::Closed) => {}
         }
@@ -114,7 +207,7 @@ impl Syncer {
 
     /// The periodic LAN step: dial fleet peers mDNS knows that are not connected (a robot
     /// enrolled since it was announced), then sync with one connected fleet peer in turn.
-    pub(super) async fn lan_round(&mut self) {
+    async fn lan_round(&mut self) {
         for (peer, addrs) in self.node.lan_peers().await {
             if self.lan.is_connected(&peer) || shared_fleets(&self.hub, &peer).is_empty() {
                 continue;
@@ -127,10 +220,54 @@ impl Syncer {
             }
         }
         if let Some(peer) = self.lan.next() {
-            self.sync_peer(peer).await;
+            self.sync_peer(peer);
         }
     }
 
+    /// Anti-entropy with a fleet peer for every held fleet it shares; a sync of them all
+    /// counts as a synced round when that is every held fleet. Started in the background; a
+    /// peer whose sync is under way gets another once it ends.
+    fn sync_peer(&mut self, peer: PeerId) {
+        if self.syncing.contains(&peer) {
+            self.again.insert(peer);
+            return;
+        }
+        if self.syncing.len() >= MAX_LAN_SYNCS {
+            debug!(%peer, "fleet sync: {MAX_LAN_SYNCS} LAN syncs under way; this one waits for the next round");
+            return;
+        }
+        self.syncing.insert(peer);
+        let (node, hub, synced) = (self.node.clone(), self.hub.clone(), self.synced.clone());
+        self.in_flight.spawn(async move {
+            sync_peer(&node, &hub, &synced, peer).await;
+            peer
+        });
+    }
+}
+
+/// See [`LanSync::sync_peer`].
+async fn sync_peer(node: &Node, hub: &FleetHub, synced: &watch::Sender<u32>, peer: PeerId) {
+    let fleets = shared_fleets(hub, &peer);
+    let mut all = !fleets.is_empty();
+    for fleet in &fleets {
+        match sync_with(node, peer, hub, *fleet).await {
+            Ok(report) => {
+                if report.received + report.sent > 0 {
+                    info!(%fleet, %peer, received = report.received, sent = report.sent, "fleet log synced with a fleet peer");
+                }
+            }
+            Err(e) => {
+                debug!(%fleet, %peer, "fleet sync with a fleet peer failed: {e}");
+                all = false;
+            }
+        }
+    }
+    if all && fleets.len() == hub.fleet_ids().len() {
+        synced.send_modify(|n| *n += 1);
+    }
+}
+
+impl Syncer {
     /// Before this robot joined: asks the LAN for `fleet`'s log (see [`Self::lan_join_peers`])
     /// until it is held here, or the dials of the `remote` peers are over (`dials_done`), or
     /// [`LAN_JOIN_WAIT`]; the LAN peers that synced.
@@ -185,29 +322,6 @@ impl Syncer {
         }
         synced
     }
-
-    /// Anti-entropy with a fleet peer for every held fleet it shares; a sync of them all
-    /// counts as a synced round when that is every held fleet.
-    async fn sync_peer(&mut self, peer: PeerId) {
-        let fleets = shared_fleets(&self.hub, &peer);
-        let mut all = !fleets.is_empty();
-        for fleet in &fleets {
-            match sync_with(&self.node, peer, &self.hub, *fleet).await {
-                Ok(report) => {
-                    if report.received + report.sent > 0 {
-                        info!(%fleet, %peer, received = report.received, sent = report.sent, "fleet log synced with a fleet peer");
-                    }
-                }
-                Err(e) => {
-                    debug!(%fleet, %peer, "fleet sync with a fleet peer failed: {e}");
-                    all = false;
-                }
-            }
-        }
-        if all && fleets.len() == self.hub.fleet_ids().len() {
-            self.synced.send_modify(|n| *n += 1);
-        }
-    }
 }
 
 #[cfg(test)]
@@ -228,5 +342,7 @@ mod tests {
         assert!(!lan.is_connected(&a));
         assert_eq!(lan.next(), Some(b));
         assert_eq!(lan.next(), Some(b));
+        assert!(lan.connected(a), "back after a disconnection: new again");
+        assert_eq!(lan.peers().len(), 2);
     }
 }
