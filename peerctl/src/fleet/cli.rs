@@ -14,6 +14,8 @@ pub struct FleetCommand {
     /// [default: the default fleet, the first one created].
     #[arg(long, global = true, value_name = "NAME|ID")]
     pub fleet: Option<String>,
+    #[command(flatten)]
+    pub lan: super::LanArgs,
     #[command(subcommand)]
     pub action: FleetAction,
 }

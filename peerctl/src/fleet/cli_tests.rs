@@ -177,3 +177,19 @@ fn estop_all_takes_no_group_and_revoke_needs_a_reason() {
         "a reason is required"
     );
 }
+
+#[test]
+fn the_lan_flags_parse_on_every_command_and_bound_the_wait() {
+    let cmd = parse(&["estop", "--reason", "drill", "--no-lan"]).expect("parses");
+    assert!(cmd.lan.no_lan);
+    assert_eq!(cmd.lan.lan_wait, Duration::from_millis(300));
+    let cmd = parse(&["--lan-wait", "2s", "revoke", "r1", "--reason", "x"]).expect("parses");
+    assert_eq!(
+        (cmd.lan.lan_wait, cmd.lan.no_lan),
+        (Duration::from_secs(2), false)
+    );
+    let cmd = parse(&["status", "--lan-wait", "1500ms"]).expect("parses");
+    assert_eq!(cmd.lan.lan_wait, Duration::from_millis(1500));
+    let err = parse(&["estop", "--reason", "x", "--lan-wait", "61s"]).expect_err("too long");
+    assert!(err.to_string().contains("at most 60s"), "{err}");
+}

@@ -45,6 +45,7 @@ use peercompute_fleet::MemberKey;
 use peercompute_identity::{Identity, IdentityError};
 use peercompute_p2p::{Multiaddr, PeerId};
 pub use rotate::id_rotate;
+pub use sync::LanArgs;
 
 use crate::exit::{CliError, Kind};
 use crate::places::Places;
@@ -57,6 +58,8 @@ pub(crate) struct Ctx {
     json: bool,
     fleet_arg: Option<String>,
     gateways: Vec<(PeerId, Vec<Multiaddr>)>,
+    /// `--lan-wait`, `--no-lan`.
+    lan: LanArgs,
 }
 
 impl Ctx {
@@ -133,6 +136,7 @@ pub async fn run(home: &Path, command: FleetCommand, timeout: Duration) -> Resul
         json,
         fleet_arg: command.fleet,
         gateways: sync::configured(&places),
+        lan: command.lan,
     };
     if let Ok(local) = local::Local::open(home) {
         rotate::finish_own_rotation(home, &local)?;

@@ -70,7 +70,8 @@ pub(super) async fn refresh(
     chosen: &Chosen,
 ) -> Result<Session, CliError> {
     let me = ctx.identity()?;
-    let session = Session::open(&me, &ctx.gateways, local, chosen.id, ctx.timeout).await?;
+    let session =
+        Session::open_with(&me, &ctx.gateways, local, chosen.id, ctx.timeout, &ctx.lan).await?;
     for line in &session.notes {
         ctx.note(line);
     }

@@ -78,26 +78,7 @@ impl Session {
     }
 
     /// Dials every gateway within `timeout` and syncs `fleet` with each one reached, and
-    /// reaches the fleet's robots on the LAN (default [`LanArgs`]).
-    pub(crate) async fn open(
-        identity: &Identity,
-        gateways: &[(PeerId, Vec<Multiaddr>)],
-        local: &Local,
-        fleet: FleetId,
-        timeout: Duration,
-    ) -> Result<Self, CliError> {
-        Self::open_with(
-            identity,
-            gateways,
-            local,
-            fleet,
-            timeout,
-            &LanArgs::default(),
-        )
-        .await
-    }
-
-    /// [`Session::open`] with the LAN flags given.
+    /// reaches the fleet's robots on the LAN as `lan` says (`--lan-wait`, `--no-lan`).
     pub(crate) async fn open_with(
         identity: &Identity,
         gateways: &[(PeerId, Vec<Multiaddr>)],

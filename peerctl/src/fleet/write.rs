@@ -75,7 +75,8 @@ pub(super) async fn create(
         me.peer_id()
     ));
     // The gateways get the genesis and the grant through the sync itself.
-    let session = Session::open(&me, &ctx.gateways, &local, fleet, ctx.timeout).await?;
+    let session =
+        Session::open_with(&me, &ctx.gateways, &local, fleet, ctx.timeout, &ctx.lan).await?;
     report(ctx, &session, None);
     if ctx.json {
         return print_json(&json!({
@@ -136,7 +137,8 @@ pub(super) async fn entry(ctx: &Ctx, action: FleetAction) -> Result<(), CliError
     let chosen = Fleets::load(&ctx.home)?.choose(ctx.fleet_arg.as_deref())?;
     let me = ctx.identity()?;
     let local = ctx.local()?;
-    let session = Session::open(&me, &ctx.gateways, &local, chosen.id, ctx.timeout).await?;
+    let session =
+        Session::open_with(&me, &ctx.gateways, &local, chosen.id, ctx.timeout, &ctx.lan).await?;
     ctx.remember(&chosen, &local)?;
     let state = local.state(&chosen.id)?;
     let w = Writer {
