@@ -100,6 +100,10 @@ pub(crate) fn test_image(tag: &str) -> ScratchImage {
         .cmd(["/entry.sh"])
         .env("PATH", "/bin")
         .expose(PORT)
+        // One image id per test: the engine deletes an image whose last tag another test
+        // removes even as a concurrent load tags the same id (seen once in CI: "no such image"
+        // right after a load).
+        .label("peercompute.test.tag", tag)
 }
 
 /// A connected runtime, a loaded test image and the guard that removes what the test made.
