@@ -269,8 +269,9 @@ async fn sync_peer(node: &Node, hub: &FleetHub, synced: &watch::Sender<u32>, pee
 
 impl Syncer {
     /// Before this robot joined: asks the LAN for `fleet`'s log (see [`Self::lan_join_peers`])
-    /// until it is held here, or the dials of the `remote` peers are over (`dials_done`), or
-    /// [`LAN_JOIN_WAIT`]; the LAN peers that synced.
+    /// until it is held here and a robot that is not revoked synced it (the join goes to it),
+    /// or the dials of the `remote` peers are over (`dials_done`), or [`LAN_JOIN_WAIT`]; the
+    /// LAN peers that synced.
     pub(super) async fn lan_join_log(
         &mut self,
         fleet: FleetId,
@@ -282,7 +283,8 @@ impl Syncer {
         loop {
             let known: Vec<_> = remote.iter().chain(&lan).cloned().collect();
             lan.extend(self.lan_join_peers(&known).await);
-            if self.holds_log(fleet)
+            // The log alone is not enough: the join needs a member that will pass it on.
+            if (self.holds_log(fleet) && !lan.is_empty())
                 || lan.len() >= MAX_LAN_JOIN_PEERS
                 || dials_done()
                 || tokio::time::Instant::now() >= deadline
@@ -314,6 +316,12 @@ impl Syncer {
             let mut any = false;
             for fleet in &fleets {
                 any |= sync_with(&self.node, peer, &self.hub, *fleet).await.is_ok();
+            }
+            // A revoked robot still on the LAN may hand us the log, but members refuse what
+            // it forwards: the join must go to others.
+            if fleets.iter().any(|f| self.hub.is_revoked_in(f, &peer)) {
+                info!(%peer, "a robot on the LAN gave the fleet log but is revoked in it: not joining through it");
+                continue;
             }
             if any {
                 info!(%peer, "fleet log fetched from a robot on the LAN (joining)");
