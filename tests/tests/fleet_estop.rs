@@ -229,6 +229,11 @@ async fn an_estop_kills_the_groups_apps_within_a_second_and_resume_brings_them_b
         }
     })
     .await;
+    // And the robot has recorded it: its status says healthy only once the record is saved,
+    // which the applier does after the drain. A daemon stopped before that restarts with the
+    // old container as its record and applies the release again (a known window; a CI run
+    // stopped the daemon in it and saw a new container at the resume).
+    rig.wait_group_phase("production", "v2", "healthy").await;
     let addr = rig.robots[offline].daemon.stop().await;
     let serving = running_containers(&rig.runtime, &peer).await;
     assert_eq!(serving.len(), 1, "its container outlives the daemon");
