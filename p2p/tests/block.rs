@@ -83,3 +83,44 @@ async fn a_blocked_peer_is_cut_off_and_refused_until_unblocked() {
         .await
         .expect("allowed again");
 }
+
+/// A stream open on a connection that `block` closes ends at once on our side: a fleet
+/// exchange with a peer revoked by the log it is handing over must fail fast, not wait for
+/// its 15 s timeout (a robot joining over the LAN was held that long).
+#[tokio::test]
+async fn blocking_a_peer_ends_the_streams_open_with_it() {
+    use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
+    let (a, b) = (node().await, node().await);
+    let protocol = libp2p::StreamProtocol::new("/peercompute/test-block/1");
+    let mut incoming = b.control().accept(protocol.clone()).expect("one acceptor");
+    // b answers one byte, then keeps the stream open without a word more.
+    tokio::spawn(async move {
+        while let Some((_, mut stream)) = incoming.next().await {
+            tokio::spawn(async move {
+                let _ = stream.write_all(b"x").await;
+                let _ = stream.flush().await;
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                drop(stream);
+            });
+        }
+    });
+    a.dial(b.peer_id(), b.listen_addrs())
+        .await
+        .expect("a reaches b");
+    let mut stream = a
+        .control()
+        .open_stream(b.peer_id(), protocol)
+        .await
+        .expect("stream opens");
+    let mut byte = [0u8; 1];
+    stream.read_exact(&mut byte).await.expect("b's first byte");
+    a.block(b.peer_id()).await.expect("node runs");
+    let begun = std::time::Instant::now();
+    let read = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut byte)).await;
+    assert!(
+        matches!(read, Ok(Ok(0) | Err(_))),
+        "the read ends (EOF or error) once the connection is closed, got {read:?} after {:?}",
+        begun.elapsed()
+    );
+    eprintln!("stream ended {:?} after the block", begun.elapsed());
+}

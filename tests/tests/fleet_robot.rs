@@ -276,12 +276,17 @@ async fn a_robot_joins_by_token_and_applies_releases_behind_a_health_gate() {
 
     // Old containers were stopped; a restarted daemon re-adopts the serving one (the tunnel
     // reconnects meanwhile, so visitors are not counted here).
-    let before = fleet_containers(&runtime, &robot_peer).await;
-    assert_eq!(
-        before.len(),
-        1,
-        "only the serving container runs: {before:?}"
-    );
+    // (The status says healthy once the switch is recorded; the old one drains 2 s more.)
+    let before = within(10, "the old containers drained and stopped", async {
+        loop {
+            let now = fleet_containers(&runtime, &robot_peer).await;
+            if now.len() == 1 {
+                return now;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
     robot_daemon.restart().await;
     wait_serving(&client, &url, "v1", 90).await;
     assert_eq!(
@@ -289,6 +294,43 @@ async fn a_robot_joins_by_token_and_applies_releases_behind_a_health_gate() {
         before,
         "re-adopted, not started again"
     );
+
+    // The switch is recorded before the old container drains: a daemon that dies during the
+    // drain finds v4 serving at its start (re-adopted, not applied a second time), and the old
+    // container, no longer recorded, is removed.
+    let applied = peercompute_provider::fleet_dir(robot_daemon.home.path()).join("applied.json");
+    admin.write(release(5, "v4", &v3, 30)).await;
+    let running = within(90, "v4 recorded in applied.json", async {
+        loop {
+            let text = std::fs::read_to_string(&applied).unwrap_or_default();
+            if text.contains("\"v4\"") {
+                return fleet_containers(&runtime, &robot_peer).await;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    let addr = robot_daemon.stop().await;
+    assert_eq!(
+        running.len(),
+        2,
+        "the old container still drains when the switch is recorded: {running:?}"
+    );
+    let v4: Vec<String> = running
+        .into_iter()
+        .filter(|c| !before.contains(c))
+        .collect();
+    assert_eq!(v4.len(), 1, "one new container: {v4:?}");
+    robot_daemon.start_again(&addr).await;
+    wait_serving(&client, &url, "v3", 90).await;
+    within(30, "the drained container removed at start", async {
+        while fleet_containers(&runtime, &robot_peer).await != v4 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    let status = admin.wait_status(robot, "v4").await;
+    assert_eq!(status.phase, Phase::Healthy, "{status:?}");
 }
 
 /// A robot passes a new entry straight on to the fleet members connected to it (on its LAN,

@@ -4,8 +4,10 @@
 //! new container beside the old one, sandboxed like any deployment → wait until it is healthy
 //! within the release's timeout → point the robot's route `<app>-<robot>` at it (the tunnel
 //! client swaps a route's local target when the gateway confirms the re-registration; streams
-//! already spliced keep their connection to the old container) → let in-flight requests
-//! finish on the old container for [`DRAIN`] → stop the old one. A release that never becomes
+//! already spliced keep their connection to the old container) → record the switch in
+//! `applied.json` → let in-flight requests finish on the old container for [`DRAIN`] → stop
+//! the old one (a daemon that dies during the drain finds the new release recorded, and
+//! removes the old container at its start as any unrecorded one). A release that never becomes
 //! healthy is stopped, the old one keeps serving, and the reason (what failed and the last log
 //! lines) is recorded in `applied.json` and the status. Fleet containers carry the provider
 //! label `<label>/fleet` (`label`: the robot's first peer id, kept across key rotations,
@@ -258,6 +260,8 @@ impl Applier {
         let fleet_text = fleet.to_string();
         let applied = self.applied.group_mut(&fleet_text, group);
         let spec_resources = resources_of(&release.spec);
+        // The old container to drain and stop once the switch is recorded (halted or not).
+        let mut retired = None;
         // Images no longer kept for a rollback, to be removed unless something else holds them.
         let dropped = match outcome {
             Ok(Switched {
@@ -267,6 +271,10 @@ impl Applier {
                 gap,
             }) => {
                 info!(%fleet, %group, version = %release.version, %route, ms = ?status.apply_ms, "fleet: release healthy and serving");
+                retired = old
+                    .clone()
+                    .filter(|o| o.container_id != container_id)
+                    .map(|o| (o, gap.is_some()));
                 status.phase = Phase::Healthy;
                 status.reason = gap.map(|g| {
                     format!(
@@ -316,9 +324,32 @@ impl Applier {
                 vec![release.spec.image.clone()]
             }
         };
+        // Recorded before the old container is drained and stopped: a daemon that dies in
+        // between finds the new release serving at its start (the old container, no longer
+        // recorded, is removed then), rather than applying it a second time.
         self.save();
         self.board.set(fleet, status);
+        if let Some((old, halted)) = retired {
+            self.retire(fleet, group, &old, halted).await;
+        }
         self.prune_images(dropped).await;
+    }
+
+    /// After a switch is recorded: lets in-flight requests finish on the old container for
+    /// [`DRAIN`] (not when it was halted for an exclusive switch, nor once an e-stop for the
+    /// group is in force, whose enforcer kills it anyway), then stops it.
+    async fn retire(&mut self, fleet: FleetId, group: &str, old: &Serving, halted: bool) {
+        if !halted {
+            let stopped = self.cancel.stopped(format!("{fleet}/{group}"));
+            tokio::select! {
+                () = tokio::time::sleep(DRAIN) => {}
+                () = stopped => {}
+            }
+        }
+        if let Err(e) = self.runtime.stop(&old.container_id).await {
+            warn!(container = %old.container_id, %group, "fleet: cannot stop the old container: {e}");
+        }
+        self.published.remove(&old.container_id);
     }
 
     /// Fetch, start beside the old one, wait until healthy: the new container and address.
@@ -405,7 +436,8 @@ impl Applier {
         }
     }
 
-    /// Moves the route to the new container, drains and stops the old one.
+    /// Moves the route to the new container (the old one is drained and stopped by
+    /// [`Self::retire`] once the switch is recorded).
     /// Without a connected tunnel the route is registered in the background
     /// ([`RouteSink`](super::routes::RouteSink)) and the switch goes on at once: the release
     /// serves here with no public URL until the gateway confirms it.
@@ -416,7 +448,6 @@ impl Applier {
         container: &str,
         addr: SocketAddr,
         old: Option<&Serving>,
-        halted: bool,
     ) -> Result<(String, SocketAddr, Option<String>), Failed> {
         let mut url = None;
         let offline = self.tunnel.is_some() && !self.routes.connected();
@@ -446,20 +477,11 @@ impl Applier {
                 }
             }
         }
-        if let Some(old) = old {
-            if old.route != route
-                && let Some(tunnel) = &self.tunnel
-            {
-                tunnel.unregister(&old.route).await;
-            }
-            if old.container_id != container {
-                if !halted {
-                    tokio::time::sleep(DRAIN).await;
-                }
-                if let Err(e) = self.runtime.stop(&old.container_id).await {
-                    warn!(container = %old.container_id, "fleet: cannot stop the old container: {e}");
-                }
-            }
+        if let Some(old) = old
+            && old.route != route
+            && let Some(tunnel) = &self.tunnel
+        {
+            tunnel.unregister(&old.route).await;
         }
         // Offline, the old URL is not claimed: the gateway confirms the new one later.
         let kept = old.filter(|_| !offline).and_then(|o| o.url.clone());

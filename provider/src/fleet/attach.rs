@@ -135,15 +135,8 @@ impl Applier {
             .await;
         let switched = match started {
             Ok((container, addr)) => {
-                self.switch(
-                    (fleet, group),
-                    route,
-                    &container,
-                    addr,
-                    old,
-                    halted.is_some(),
-                )
-                .await
+                self.switch((fleet, group), route, &container, addr, old)
+                    .await
             }
             Err(e) => Err(e),
         };

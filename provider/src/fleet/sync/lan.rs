@@ -27,6 +27,10 @@ const MAX_LAN_JOIN_PEERS: usize = 4;
 /// for how long at most while the gateway's dial is pending.
 const LAN_JOIN_POLL: Duration = Duration::from_millis(200);
 const LAN_JOIN_WAIT: Duration = Duration::from_secs(10);
+/// While joining: the longest a LAN peer's dial and log exchange may take, and how long the
+/// other peers still get once one synced.
+const LAN_JOIN_EXCHANGE: Duration = Duration::from_secs(5);
+const LAN_JOIN_GRACE: Duration = Duration::from_millis(300);
 
 /// The held fleets `peer` is a member or grantee of (and not revoked in).
 pub(crate) fn shared_fleets(hub: &FleetHub, peer: &PeerId) -> Vec<FleetId> {
@@ -296,27 +300,57 @@ impl Syncer {
     }
 
     /// Before this robot joined: peers mDNS found (at most [`MAX_LAN_JOIN_PEERS`], not in
-    /// `known`) that hold the token's fleet and synced it with us; the Join then goes to them
-    /// too.
+    /// `known`, not revoked) that hold the token's fleet and synced it with us; the Join then
+    /// goes to them too. The peers are dialled and synced with all at once, each bounded by
+    /// [`LAN_JOIN_EXCHANGE`], and once one of them synced the others get [`LAN_JOIN_GRACE`]:
+    /// an exchange that stalls (a peer revoked in the very log it hands over, whose connection
+    /// this node closes mid-exchange, was measured stalling > 10 s) must not hold back the join.
     pub(super) async fn lan_join_peers(
         &mut self,
         known: &[(PeerId, Vec<Multiaddr>)],
     ) -> Vec<(PeerId, Vec<Multiaddr>)> {
-        let mut synced = Vec::new();
         let fleets = self.hub.fleet_ids();
+        let mut tasks = JoinSet::new();
         for (peer, addrs) in self.node.lan_peers().await {
-            if synced.len() >= MAX_LAN_JOIN_PEERS || known.iter().any(|(p, _)| *p == peer) {
+            if known.iter().any(|(p, _)| *p == peer)
+                || fleets.iter().any(|f| self.hub.is_revoked_in(f, &peer))
+            {
                 continue;
             }
-            let dialled =
-                tokio::time::timeout(LAN_DIAL_TIMEOUT, self.node.dial(peer, addrs.clone()));
-            if !matches!(dialled.await, Ok(Ok(()))) {
-                continue;
-            }
-            let mut any = false;
-            for fleet in &fleets {
-                any |= sync_with(&self.node, peer, &self.hub, *fleet).await.is_ok();
-            }
+            let (node, hub, fleets) = (self.node.clone(), self.hub.clone(), fleets.clone());
+            tasks.spawn(async move {
+                let exchange = async {
+                    let dialled = node.dial(peer, addrs.clone());
+                    if !matches!(
+                        tokio::time::timeout(LAN_DIAL_TIMEOUT, dialled).await,
+                        Ok(Ok(()))
+                    ) {
+                        return false;
+                    }
+                    let mut any = false;
+                    for fleet in &fleets {
+                        any |= sync_with(&node, peer, &hub, *fleet).await.is_ok();
+                    }
+                    any
+                };
+                let any = tokio::time::timeout(LAN_JOIN_EXCHANGE, exchange)
+                    .await
+                    .unwrap_or(false);
+                (peer, addrs, any)
+            });
+        }
+        let mut synced = Vec::new();
+        let mut deadline = tokio::time::Instant::now() + LAN_JOIN_EXCHANGE;
+        while synced.len() < MAX_LAN_JOIN_PEERS {
+            let next = tokio::time::timeout_at(deadline, tasks.join_next()).await;
+            let Ok(Some(Ok((peer, addrs, any)))) = next else {
+                // All done, or the grace is over (the rest are aborted with the set), or a
+                // task panicked (counted as not synced).
+                if matches!(next, Ok(Some(Err(_)))) {
+                    continue;
+                }
+                break;
+            };
             // A revoked robot still on the LAN may hand us the log, but members refuse what
             // it forwards: the join must go to others.
             if fleets.iter().any(|f| self.hub.is_revoked_in(f, &peer)) {
@@ -326,6 +360,7 @@ impl Syncer {
             if any {
                 info!(%peer, "fleet log fetched from a robot on the LAN (joining)");
                 synced.push((peer, addrs));
+                deadline = deadline.min(tokio::time::Instant::now() + LAN_JOIN_GRACE);
             }
         }
         synced
