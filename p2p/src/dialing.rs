@@ -11,6 +11,13 @@
 //! - once direct, the relayed connections are closed and the dial is answered only when they
 //!   are gone, so no stream lands on one (76772f5);
 //! - a dial asked for while that close is under way waits for it too (7df2846).
+//!
+//! A dial asked for while one is under way joins it, unless that one is older than
+//! [`STALE_DIAL`]: then a second dial goes out beside it. A TCP dial sent while a peer was
+//! unreachable lingers as long as the kernel retries its SYN (minutes, backing off), and a
+//! peer back on the LAN was reached only at its next retry — 3-4.5 s after mDNS found it again
+//! in the 60 s partition test, and it could be 30 s. Each dial is known by its connection id,
+//! so only the failure of the last one under way fails the waiting calls.
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -20,6 +27,9 @@ use libp2p::{Multiaddr, PeerId};
 
 use crate::path::{PathKind, PeerPath};
 
+/// A dial under way for this long no longer holds back a new one of the same peer.
+pub(crate) const STALE_DIAL: Duration = Duration::from_secs(2);
+
 /// Names one waiting [`Node::dial`](crate::Node::dial) call; the event loop keeps the reply
 /// channel under it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -28,8 +38,9 @@ pub(crate) struct ReplyId(pub(crate) u64);
 /// What the event loop must do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum DialAction {
-    /// Ask the swarm to dial `peer` (with the addresses the command carried). When the swarm
-    /// refuses at once, report it with [`DialBook::dial_failed`].
+    /// Ask the swarm to dial `peer` (with the addresses the command carried), even while
+    /// another dial of it is under way; report the dial's connection id with
+    /// [`DialBook::dial_started`], or the swarm's refusal with [`DialBook::dial_failed`].
     Dial(PeerId),
     /// Close this connection; report it with [`DialBook::closed`] if the swarm no longer
     /// knows it.
@@ -40,6 +51,15 @@ pub(crate) enum DialAction {
         peer: PeerId,
         outcome: Result<(), String>,
     },
+}
+
+/// The dials of one peer under way and the calls waiting for them.
+#[derive(Debug)]
+struct Pending {
+    /// When the last dial went out.
+    since: Instant,
+    dials: HashSet<ConnectionId>,
+    waiting: Vec<ReplyId>,
 }
 
 #[derive(Debug, Clone)]
@@ -55,7 +75,7 @@ struct Conn {
 pub(crate) struct DialBook {
     hole_punch_wait: Duration,
     /// Dials under way, answered by their outcome.
-    pending: HashMap<PeerId, Vec<ReplyId>>,
+    pending: HashMap<PeerId, Pending>,
     /// Dials answered by a relayed connection, waiting for DCUtR until the deadline.
     awaiting_punch: HashMap<PeerId, (Instant, Vec<ReplyId>)>,
     /// Dials whose hole punch succeeded, waiting for the relayed connections being closed to
@@ -94,6 +114,7 @@ impl DialBook {
         peer: PeerId,
         reply: ReplyId,
         doubtful: bool,
+        now: Instant,
     ) -> Vec<DialAction> {
         if self.is_connected(&peer) && !doubtful {
             if let Some((_, waiting)) = self.awaiting_punch.get_mut(&peer) {
@@ -107,21 +128,61 @@ impl DialBook {
             }
             return Vec::new();
         }
-        if let Some(waiting) = self.pending.get_mut(&peer) {
-            // A dial of this peer is under way: its outcome answers this one too (the swarm
-            // refuses a second dial while one is in progress).
-            waiting.push(reply);
-            return Vec::new();
+        if let Some(pending) = self.pending.get_mut(&peer) {
+            // A dial of this peer is under way: its outcome answers this one too, unless it
+            // is stale (see the module docs).
+            pending.waiting.push(reply);
+            if now.saturating_duration_since(pending.since) < STALE_DIAL {
+                return Vec::new();
+            }
+            pending.since = now;
+            return vec![DialAction::Dial(peer)];
         }
-        self.pending.insert(peer, vec![reply]);
+        self.pending.insert(
+            peer,
+            Pending {
+                since: now,
+                dials: HashSet::new(),
+                waiting: vec![reply],
+            },
+        );
         vec![DialAction::Dial(peer)]
     }
 
-    /// A dial of `peer` failed (refused by the swarm or every address failed): the dials
-    /// waiting for it fail. Once a connection came up none wait (it answered them) unless
-    /// they asked to replace doubtful connections, so a second address failing is ignored.
-    pub(crate) fn dial_failed(&mut self, peer: PeerId, reason: &str) -> Vec<DialAction> {
-        let waiting = self.pending.remove(&peer).unwrap_or_default();
+    /// The swarm took the dial of `peer` asked for by [`DialAction::Dial`]: `connection`.
+    pub(crate) fn dial_started(&mut self, peer: PeerId, connection: ConnectionId) {
+        if let Some(pending) = self.pending.get_mut(&peer) {
+            pending.dials.insert(connection);
+        }
+    }
+
+    /// A dial of `peer` failed: every address of dial `connection` failed, or the swarm
+    /// refused to start one (`None`). The calls waiting fail when no other dial of theirs is
+    /// under way. A failure of a dial that is not theirs (another behaviour's, or one that a
+    /// connection already answered) is ignored; once a connection came up none wait (it
+    /// answered them) unless they asked to replace doubtful connections.
+    pub(crate) fn dial_failed(
+        &mut self,
+        peer: PeerId,
+        connection: Option<ConnectionId>,
+        reason: &str,
+    ) -> Vec<DialAction> {
+        let Some(pending) = self.pending.get_mut(&peer) else {
+            return Vec::new();
+        };
+        if let Some(connection) = connection
+            && !pending.dials.remove(&connection)
+        {
+            return Vec::new();
+        }
+        if !pending.dials.is_empty() {
+            return Vec::new();
+        }
+        let waiting = self
+            .pending
+            .remove(&peer)
+            .map(|p| p.waiting)
+            .unwrap_or_default();
         answer_all(waiting, peer, &Err(reason.to_string()))
     }
 
@@ -167,7 +228,11 @@ impl DialBook {
         if kind == PathKind::HolePunched {
             actions.extend(self.leave_relay(peer));
         }
-        let replies = self.pending.remove(&peer).unwrap_or_default();
+        let replies = self
+            .pending
+            .remove(&peer)
+            .map(|p| p.waiting)
+            .unwrap_or_default();
         if kind == PathKind::Relayed && !self.hole_punch_wait.is_zero() && !replies.is_empty() {
             let deadline = now + self.hole_punch_wait;
             self.awaiting_punch

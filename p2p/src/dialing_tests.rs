@@ -12,8 +12,12 @@ enum Step {
     Dial(u64),
     /// `Node::dial` while the connections up failed their pings lately.
     DialDoubtful(u64),
-    /// The swarm refused or every address failed.
+    /// The swarm refused to start the dial.
     DialFailed,
+    /// The swarm took the dial asked for; its connection id.
+    Started(usize),
+    /// Every address of this dial failed.
+    FailedConn(usize),
     /// A connection came up over the relay.
     UpRelayed(usize),
     /// A direct connection came up (either side's dial) at a public address.
@@ -85,6 +89,7 @@ fn run(name: &str, steps: &[(Step, &[Act])]) -> (DialBook, HashMap<usize, PathKi
     let p = peer();
     let mut book = DialBook::new(WAIT);
     let mut kinds = HashMap::new();
+    let mut now = start;
     let mut up = |book: &mut DialBook, c: usize, addr: Multiaddr, lan: bool| {
         let (kind, actions) = book.connected(p, ConnectionId::new_unchecked(c), addr, lan, start);
         kinds.insert(c, kind);
@@ -92,16 +97,24 @@ fn run(name: &str, steps: &[(Step, &[Act])]) -> (DialBook, HashMap<usize, PathKi
     };
     for (i, (step, want)) in steps.iter().enumerate() {
         let actions = match *step {
-            Dial(r) => book.dial_requested(p, ReplyId(r), false),
-            DialDoubtful(r) => book.dial_requested(p, ReplyId(r), true),
-            DialFailed => book.dial_failed(p, "no route"),
+            Dial(r) => book.dial_requested(p, ReplyId(r), false, now),
+            DialDoubtful(r) => book.dial_requested(p, ReplyId(r), true, now),
+            DialFailed => book.dial_failed(p, None, "no route"),
+            Started(c) => {
+                book.dial_started(p, ConnectionId::new_unchecked(c));
+                Vec::new()
+            }
+            FailedConn(c) => book.dial_failed(p, Some(ConnectionId::new_unchecked(c)), "timeout"),
             UpRelayed(c) => up(&mut book, c, relayed(), false),
             UpDirect(c) => up(&mut book, c, direct(), false),
             UpLan(c) => up(&mut book, c, direct(), true),
             Punched(c) => book.punched(p, ConnectionId::new_unchecked(c)),
             PunchFailed => book.punch_failed(p).1,
             Closed(c) => book.closed(ConnectionId::new_unchecked(c)).1,
-            Tick(ms) => book.tick(start + Duration::from_millis(ms)),
+            Tick(ms) => {
+                now = start + Duration::from_millis(ms);
+                book.tick(now)
+            }
         };
         let mut want = want.to_vec();
         want.sort();
@@ -285,7 +298,7 @@ fn zero_wait_answers_a_relayed_dial_at_once() {
     let p = peer();
     let mut book = DialBook::new(Duration::ZERO);
     assert_eq!(
-        short(book.dial_requested(p, ReplyId(1), false)),
+        short(book.dial_requested(p, ReplyId(1), false, Instant::now())),
         vec![Act::Dial]
     );
     let (kind, actions) = book.connected(
@@ -305,7 +318,7 @@ fn deadline_and_path() {
     let p = peer();
     let start = Instant::now();
     let mut book = DialBook::new(WAIT);
-    book.dial_requested(p, ReplyId(1), false);
+    book.dial_requested(p, ReplyId(1), false, Instant::now());
     book.connected(p, ConnectionId::new_unchecked(1), relayed(), false, start);
     assert_eq!(book.next_deadline(), Some(start + WAIT));
     book.set_rtt(ConnectionId::new_unchecked(1), Duration::from_millis(7));
@@ -315,4 +328,53 @@ fn deadline_and_path() {
     let (gone, _) = book.closed(ConnectionId::new_unchecked(1));
     assert_eq!(gone, Some((p, true)));
     assert!(book.path(&p).is_none());
+}
+
+#[test]
+fn a_stale_dial_does_not_hold_back_a_new_one() {
+    // The 60 s partition test: a dial sent while the peer was cut off lingers (its SYN is
+    // retried for minutes); once the peer is back, a new dial must go out beside it.
+    run(
+        "stale dial",
+        &[
+            (Dial(1), &[Act::Dial]),
+            (Started(1), &[]),
+            // Within STALE_DIAL: joins the dial under way.
+            (Tick(1000), &[]),
+            (Dial(2), &[]),
+            // Past it: a second dial beside the first.
+            (Tick(2500), &[]),
+            (Dial(3), &[Act::Dial]),
+            (Started(2), &[]),
+            // The first one failing does not fail the calls while the second is under way.
+            (FailedConn(1), &[]),
+            (UpLan(5), &[Yes(1), Yes(2), Yes(3)]),
+            // A late failure of the answered dial is ignored.
+            (FailedConn(2), &[]),
+        ],
+    );
+}
+
+#[test]
+fn only_the_failure_of_the_last_own_dial_fails_the_calls() {
+    run(
+        "own dials only",
+        &[
+            (Dial(1), &[Act::Dial]),
+            (Started(1), &[]),
+            // Another behaviour's dial of the peer (a connection id not ours) failing.
+            (FailedConn(9), &[]),
+            (FailedConn(1), &[No(1)]),
+            // A swarm refusal with no dial under way fails the call at once.
+            (Dial(2), &[Act::Dial]),
+            (DialFailed, &[No(2)]),
+            // A swarm refusal of the second dial while the first is under way does not.
+            (Dial(3), &[Act::Dial]),
+            (Started(3), &[]),
+            (Tick(3000), &[]),
+            (Dial(4), &[Act::Dial]),
+            (DialFailed, &[]),
+            (FailedConn(3), &[No(3), No(4)]),
+        ],
+    );
 }

@@ -12,7 +12,7 @@ use libp2p::core::ConnectedPoint;
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
-use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+use libp2p::swarm::{ConnectionId, NetworkBehaviour, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, dcutr, identify, mdns, ping, relay, rendezvous};
 use tokio::sync::{broadcast, mpsc};
 use tracing::{debug, info};
@@ -157,12 +157,14 @@ impl EventLoop {
                 let id = ReplyId(self.next_reply);
                 self.next_reply += 1;
                 self.dial_replies.insert(id, reply);
-                let doubtful = self.liveness.doubtful(&peer, Instant::now());
-                let mut actions = self.dials.dial_requested(peer, id, doubtful);
+                let now = Instant::now();
+                let doubtful = self.liveness.doubtful(&peer, now);
+                let mut actions = self.dials.dial_requested(peer, id, doubtful, now);
                 if let Some(at) = actions.iter().position(|a| *a == DialAction::Dial(peer)) {
                     actions.remove(at);
-                    if let Err(e) = self.dial(peer, addrs, doubtful) {
-                        actions.extend(self.dials.dial_failed(peer, &e));
+                    match self.dial(peer, addrs, doubtful) {
+                        Ok(connection) => self.dials.dial_started(peer, connection),
+                        Err(e) => actions.extend(self.dials.dial_failed(peer, None, &e)),
                     }
                 }
                 self.act(actions);
@@ -208,20 +210,28 @@ impl EventLoop {
         }
     }
 
-    /// Dials `peer` at `addrs` and the addresses the behaviours know; `replace` dials even
-    /// though connected (the connections up are doubtful).
-    fn dial(&mut self, peer: PeerId, addrs: Vec<Multiaddr>, replace: bool) -> Result<(), String> {
+    /// Dials `peer` at `addrs` and the addresses the behaviours know, even while another dial
+    /// of it is under way (the [`DialBook`] decides when one is stale); `replace` dials even
+    /// though connected (the connections up are doubtful). The dial's connection id.
+    fn dial(
+        &mut self,
+        peer: PeerId,
+        addrs: Vec<Multiaddr>,
+        replace: bool,
+    ) -> Result<ConnectionId, String> {
         let condition = if replace {
-            PeerCondition::NotDialing
+            PeerCondition::Always
         } else {
-            PeerCondition::DisconnectedAndNotDialing
+            PeerCondition::Disconnected
         };
         let opts = DialOpts::peer_id(peer)
             .condition(condition)
             .addresses(addrs)
             .extend_addresses_through_behaviour()
             .build();
-        self.swarm.dial(opts).map_err(|e| e.to_string())
+        let connection = opts.connection_id();
+        self.swarm.dial(opts).map_err(|e| e.to_string())?;
+        Ok(connection)
     }
 
     fn reserve(&mut self, relay_addr: Multiaddr, reply: Reply<Multiaddr>) {
@@ -307,11 +317,13 @@ impl EventLoop {
                 }
             }
             SwarmEvent::OutgoingConnectionError {
+                connection_id,
                 peer_id: Some(peer),
                 error,
-                ..
             } => {
-                let actions = self.dials.dial_failed(peer, &error_chain(&error));
+                let actions =
+                    self.dials
+                        .dial_failed(peer, Some(connection_id), &error_chain(&error));
                 self.act(actions);
             }
             SwarmEvent::Behaviour(event) => self.on_behaviour(event),
