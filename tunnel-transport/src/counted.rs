@@ -116,8 +116,13 @@ mod tests {
 
     #[tokio::test]
     async fn counts_both_directions() {
-        let (a, mut b) = tokio::io::duplex(64);
-        let mut a = Counted::new(a);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (a, b) = tokio::join!(tokio::net::TcpStream::connect(addr), listener.accept());
+        let mut a = Counted::new(a.expect("connect"));
+        let (mut b, _) = b.expect("accept");
         let count = a.count();
         a.write_all(b"hello").await.expect("write");
         let mut got = [0u8; 5];

@@ -195,3 +195,32 @@ async fn half_close_then_answer() {
     let seen = within("server", server).await.expect("server task");
     assert_eq!(seen, sha256(&request));
 }
+
+/// More streams in flight than yamux lets go unacknowledged (256), none answered yet: every
+/// open completes at once, as on QUIC (requests waiting for a slow app must not hold up new
+/// ones).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_unanswered_streams_do_not_hold_up_opens() {
+    let pair = tcp_pair(512).await;
+    let (a, b) = (pair.a, pair.b);
+    let accepted = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while held.len() < 400 {
+            let mut t = b.accept_bi().await.expect("accept");
+            let mut got = [0u8];
+            t.read_exact(&mut got).await.expect("read");
+            held.push(t);
+        }
+        held
+    });
+    let mut ours = Vec::new();
+    for i in 0..400u32 {
+        let mut s = within(&format!("open {i}"), a.open_bi())
+            .await
+            .expect("open");
+        s.write_all(b"?").await.expect("write");
+        ours.push(s);
+    }
+    let held = within("accept all", accepted).await.expect("task");
+    assert_eq!((ours.len(), held.len()), (400, 400));
+}

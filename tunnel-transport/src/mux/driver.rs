@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use futures::AsyncWrite;
 use peercompute_tunnel_proto::GoAwayCode;
 use tokio::sync::{Semaphore, mpsc};
 use tokio::time::Sleep;
@@ -109,7 +110,7 @@ where
     fn poll_inbound(&mut self, cx: &mut Context<'_>) -> Step {
         loop {
             match self.connection.poll_next_inbound(cx) {
-                Poll::Ready(Some(Ok(stream))) => self.on_inbound(stream),
+                Poll::Ready(Some(Ok(stream))) => self.on_inbound(stream, cx),
                 Poll::Ready(Some(Err(e))) => return Step::Done(CloseReason::Lost(e.to_string())),
                 Poll::Ready(None) => {
                     return Step::Done(CloseReason::Peer {
@@ -122,12 +123,19 @@ where
         }
     }
 
-    fn on_inbound(&mut self, stream: yamux::Stream) {
+    fn on_inbound(&mut self, mut stream: yamux::Stream, cx: &mut Context<'_>) {
         let Ok(permit) = self.inbound_permits.clone().try_acquire_owned() else {
             // Dropping an open stream resets it; the peer's stream fails, the session goes on.
             debug!(stream = %stream.id(), "reset a stream of the peer: too many open");
             return;
         };
+        // Acknowledge the stream now (a zero-length write sends a data frame carrying only the
+        // ACK flag). yamux otherwise acknowledges with the first answer, and a peer with 256
+        // streams unacknowledged cannot open more: requests waiting for a slow app would hold
+        // up every new one. Our permits bound the streams instead, as QUIC's limit does.
+        if let Poll::Ready(Err(e)) = Pin::new(&mut stream).poll_write(cx, &[]) {
+            debug!(stream = %stream.id(), "cannot acknowledge a stream of the peer: {e}");
+        }
         if let Err(e) = self.inbound.try_send(Inbound { stream, permit }) {
             // Full cannot happen (each queued stream holds one of the channel-sized permits);
             // Closed means nobody can accept any more.
