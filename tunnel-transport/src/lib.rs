@@ -15,6 +15,8 @@
 //!   yamux stream, with `finish` and `reset`.
 //! - `mux`: [`MuxHandle`], the yamux session's handle, and the task that drives it;
 //!   [`MuxLimits`] for stream counts and windows.
+//! - `tls`: [`tcp_connect`], the dialling side of a TCP tunnel (TCP, TLS with the tunnel's
+//!   ALPN, yamux), and [`tune_tcp`], the socket options of both sides (keepalive, nodelay).
 //! - `counted`: [`Counted`], the byte-counting I/O wrapper under a TCP session.
 //! - `error`: [`CloseReason`] and [`ConnError`].
 
@@ -23,9 +25,13 @@ mod counted;
 mod error;
 mod mux;
 mod stream;
+mod tls;
 
 pub use conn::{ConnId, Transport, TunnelConn};
 pub use counted::{ByteCount, Counted};
 pub use error::{CloseReason, ConnError};
 pub use mux::{MAX_STREAMS_EACH_WAY, Mode, MuxHandle, MuxLimits};
 pub use stream::{BiStream, RESET_CODE};
+pub use tls::{
+    KEEPALIVE_IDLE, KEEPALIVE_INTERVAL, KEEPALIVE_PROBES, TcpConnectError, tcp_connect, tune_tcp,
+};

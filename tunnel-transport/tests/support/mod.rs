@@ -100,21 +100,7 @@ pub async fn tcp_sockets() -> (TcpStream, TcpStream) {
 
 /// A QUIC pair on loopback, with a self-signed certificate for `localhost`.
 pub async fn quic_pair(limit: u32) -> Pair {
-    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()])
-        .expect("self-signed certificate");
-    let cert = CertificateDer::from(certified.cert.der().to_vec());
-    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
-        certified.signing_key.serialize_der(),
-    ));
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-
-    let mut server_tls = rustls::ServerConfig::builder_with_provider(provider.clone())
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .expect("TLS 1.3")
-        .with_no_client_auth()
-        .with_single_cert(vec![cert.clone()], key)
-        .expect("server cert");
-    server_tls.alpn_protocols = vec![b"test".to_vec()];
+    let (server_tls, client_tls) = tls_configs(&[b"test"]);
     let mut server = quinn::ServerConfig::with_crypto(Arc::new(
         QuicServerConfig::try_from(server_tls).expect("quic server config"),
     ));
@@ -122,14 +108,6 @@ pub async fn quic_pair(limit: u32) -> Pair {
     transport.max_concurrent_bidi_streams(limit.into());
     server.transport_config(Arc::new(transport));
 
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(cert).expect("root");
-    let mut client_tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .expect("TLS 1.3")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    client_tls.alpn_protocols = vec![b"test".to_vec()];
     let client = quinn::ClientConfig::new(Arc::new(
         QuicClientConfig::try_from(client_tls).expect("quic client config"),
     ));
@@ -154,6 +132,35 @@ pub async fn quic_pair(limit: u32) -> Pair {
         drivers: None,
         _keep: Box::new((server_endpoint, client_endpoint)),
     }
+}
+
+/// TLS 1.3 configurations (server, client) for `localhost` with a fresh self-signed
+/// certificate, the client trusting it; the server agrees to `server_alpn`, the client offers
+/// `test` and the tunnel's ALPN.
+pub fn tls_configs(server_alpn: &[&[u8]]) -> (rustls::ServerConfig, rustls::ClientConfig) {
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()])
+        .expect("self-signed certificate");
+    let cert = CertificateDer::from(certified.cert.der().to_vec());
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
+        certified.signing_key.serialize_der(),
+    ));
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut server = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .expect("TLS 1.3")
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.clone()], key)
+        .expect("server cert");
+    server.alpn_protocols = server_alpn.iter().map(|a| a.to_vec()).collect();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert).expect("root");
+    let mut client = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .expect("TLS 1.3")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    client.alpn_protocols = vec![b"test".to_vec(), peercompute_tunnel_proto::ALPN.to_vec()];
+    (server, client)
 }
 
 /// Deterministic pseudo-random bytes (xorshift64*), `len` of them from `seed`.
