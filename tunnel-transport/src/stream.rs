@@ -6,8 +6,11 @@
 //! - yamux reads a reset, and a stream cut by the session's end, as a plain end of stream.
 //!   Here an end of stream that came with no FIN from the peer is an error
 //!   (`ConnectionReset`, or `ConnectionAborted` with the session's close reason), as on QUIC.
-//!   After our own [`finish`](BiStream::finish) yamux cannot tell a reset from a FIN, and
-//!   neither can this type.
+//!   Two blind spots of yamux 0.14 remain. After our own [`finish`](BiStream::finish) a
+//!   reset looks like a FIN, so it reads as a clean end. And when the session ends, yamux
+//!   forgets the FINs it received: a stream whose FIN arrived but was not read yet reads its
+//!   data, then the error (never a clean end that did not happen: a truncated body is not
+//!   taken for a whole one).
 //! - A yamux stream waiting for data or window is not woken by a local close of the session;
 //!   each TCP stream also watches the session's end.
 //! - Dropping a stream without `finish`: QUIC finishes the send side (and stops the receive

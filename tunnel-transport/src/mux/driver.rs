@@ -19,15 +19,16 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio::time::Sleep;
 use tracing::debug;
 
+use super::linger::Linger;
 use super::{Inbound, MuxShared, OpenRequest};
 use crate::counted::Counted;
 use crate::error::{CloseReason, ConnError};
 
-/// Longest a local close may spend flushing queued frames and the GoAway to a peer that does
-/// not read; the byte stream is dropped after it.
+/// Longest a local close may spend flushing queued frames and the GoAway, and waiting for the
+/// peer to close its side (see `linger`); the byte stream is dropped after it.
 const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 
-type Connection<IO> = yamux::Connection<tokio_util::compat::Compat<Counted<IO>>>;
+type Connection<IO> = yamux::Connection<tokio_util::compat::Compat<Linger<Counted<IO>>>>;
 
 pub(super) struct Driver<IO> {
     connection: Connection<IO>,

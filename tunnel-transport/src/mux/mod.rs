@@ -5,10 +5,12 @@
 //!
 //! The driver task ([`driver`]) owns the `yamux::Connection`, the only place yamux makes
 //! progress: it pushes inbound streams into a bounded channel and serves open requests sent
-//! to it with a oneshot for the answer. [`limits`] turns [`MuxLimits`] into yamux's settings.
+//! to it with a oneshot for the answer. [`limits`] turns [`MuxLimits`] into yamux's settings;
+//! [`linger`] keeps a closing session's socket until the peer has read everything.
 
 mod driver;
 mod limits;
+mod linger;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -142,9 +144,10 @@ impl std::fmt::Debug for MuxHandle {
 
 impl MuxHandle {
     /// Starts a yamux session over `io` (already authenticated: TLS is the caller's) with the
-    /// peer at `remote`, on a task of the current tokio runtime. The provider, which dialled,
-    /// is [`Mode::Client`]; the gateway is [`Mode::Server`]. The task ends when the session
-    /// does; aborting it drops the connection at once.
+    /// peer at `remote`. The provider, which dialled,
+    /// is [`Mode::Client`]; the gateway is [`Mode::Server`] (two sides of one mode would
+    /// pick the same stream ids). The task, spawned on the current tokio runtime (which must
+    /// exist), ends when the session does; aborting it drops the connection at once.
     pub fn spawn<IO>(
         io: IO,
         remote: SocketAddr,
@@ -166,6 +169,7 @@ impl MuxHandle {
             reason: OnceLock::new(),
             closed: CancellationToken::new(),
         });
+        let io = linger::Linger::new(io);
         let connection = yamux::Connection::new(io.compat(), limits.yamux_config(), mode);
         let (opens, open_requests) = mpsc::channel(OPEN_QUEUE);
         let (inbound_tx, inbound_rx) = mpsc::channel(limits.max_inbound);
