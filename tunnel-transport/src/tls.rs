@@ -57,9 +57,9 @@ pub fn tune_tcp(stream: &TcpStream) -> io::Result<()> {
     SockRef::from(stream).set_tcp_keepalive(&keepalive)
 }
 
-/// Dials `addr`, runs TLS with `sni` and `tls` (whose `alpn_protocols` must offer
-/// [`ALPN`](peercompute_tunnel_proto::ALPN); the gateway must agree to it) and starts the
-/// yamux session as [`Mode::Client`]. Bound it with a timeout: neither step has one.
+/// Dials `addr`, runs TLS with `sni` and `tls` (whose `alpn_protocols` must offer [`ALPN`];
+/// the gateway must agree to it) and starts the yamux session as [`Mode::Client`]. Bound it
+/// with a timeout: neither step has one.
 pub async fn tcp_connect(
     addr: SocketAddr,
     sni: ServerName<'static>,

@@ -18,6 +18,11 @@ pub const MAX_STREAMS_EACH_WAY: usize = 1 << 16;
 pub(crate) const STREAM_SLACK: usize = 64;
 
 /// Stream and window limits of one TCP tunnel side.
+///
+/// One side's `max_outbound` should not exceed the other's `max_inbound`: the streams past it
+/// are reset, not queued. The gateway opens the data streams and the provider only the control
+/// stream, so a fitting pair is `max_outbound: 512, max_inbound: 4` on the gateway (its QUIC
+/// config also lets providers open 4) and the mirror image on the provider.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MuxLimits {
     /// Streams this side opened that may be open at once; `open_bi` waits past it, as QUIC's
