@@ -224,3 +224,39 @@ async fn many_unanswered_streams_do_not_hold_up_opens() {
     let held = within("accept all", accepted).await.expect("task");
     assert_eq!((ours.len(), held.len()), (400, 400));
 }
+
+/// A peer that neither reads nor closes cannot hold a local close up: the session ends within
+/// the close bound (2 s) and the socket is dropped.
+#[tokio::test]
+async fn close_is_bounded_when_the_peer_never_answers() {
+    let (a_io, mut silent) = tcp_sockets().await;
+    let remote = a_io.peer_addr().expect("peer addr");
+    let (a, _task) = MuxHandle::spawn(a_io, remote, Mode::Client, MuxLimits::default());
+    let started = Instant::now();
+    a.close(GoAwayCode::Shutdown, "bye");
+    let reason = within("closed", a.closed()).await;
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(4), "took {took:?}");
+    assert!(matches!(reason, CloseReason::Local { .. }), "{reason:?}");
+    // The silent peer finally reads yamux's GoAway (12 bytes), then the end of the stream.
+    let mut rest = Vec::new();
+    within("peer reads to the end", silent.read_to_end(&mut rest))
+        .await
+        .expect("read");
+    assert_eq!(rest.len(), 12, "one yamux GoAway frame");
+}
+
+/// Opens abandoned while waiting at the limit (the caller's timeout fired) leave no trace:
+/// once a stream ends, the next open gets its slot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abandoned_opens_do_not_leak_slots() {
+    let pair = tcp_pair(1).await;
+    let (a, b) = (pair.a, pair.b);
+    let (held, _) = stream_between(&a, &b, b"1").await;
+    for _ in 0..3 {
+        let waited = tokio::time::timeout(Duration::from_millis(50), a.open_bi()).await;
+        assert!(waited.is_err(), "the open must wait at the limit");
+    }
+    drop(held);
+    let (_next, _) = stream_between(&a, &b, b"2").await;
+}
