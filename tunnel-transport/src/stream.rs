@@ -113,7 +113,7 @@ impl BiStream {
 impl MuxStream {
     /// The error of a stream that ended without a FIN from the peer.
     fn cut_error(&self) -> io::Error {
-        if self.shared.closed_token().is_cancelled() {
+        if self.shared.is_closed() {
             io::Error::new(io::ErrorKind::ConnectionAborted, self.shared.closed_error())
         } else {
             io::Error::new(io::ErrorKind::ConnectionReset, "stream reset by the peer")
@@ -137,7 +137,9 @@ impl MuxStream {
         polled: Poll<io::Result<T>>,
     ) -> Poll<io::Result<T>> {
         match polled {
-            Poll::Ready(Err(_)) if self.was_cut() => Poll::Ready(Err(self.cut_error())),
+            Poll::Ready(Err(_)) if self.was_cut() || self.shared.is_closed() => {
+                Poll::Ready(Err(self.cut_error()))
+            }
             Poll::Pending => self.pending_or_ended(cx),
             ready => ready,
         }

@@ -159,6 +159,10 @@ async fn close_reaches_peer(pair: Pair) {
     assert!(read.is_err(), "b's stream must fail, got {read:?}");
     let read = within("a's stream ends", s.read(&mut buf)).await;
     assert!(read.is_err(), "a's stream must fail, got {read:?}");
+    let write = within("a writes late", s.write_all(b"late")).await;
+    assert!(write.is_err(), "writing on a closed session must fail");
+    let write = within("b writes late", t.write_all(b"late")).await;
+    assert!(write.is_err(), "writing on a closed session must fail");
     assert_closed(within("a opens", a.open_bi()).await);
     assert_closed(within("b opens", b.open_bi()).await);
     assert_closed(within("b accepts", b.accept_bi()).await);

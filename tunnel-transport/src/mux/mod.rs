@@ -103,6 +103,11 @@ impl MuxShared {
             .map(|(code, reason)| CloseReason::Local { code, reason })
     }
 
+    /// Whether the session has ended.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.is_cancelled()
+    }
+
     pub(crate) fn closed_token(&self) -> CancellationToken {
         self.closed.clone()
     }
