@@ -37,6 +37,7 @@ mod config;
 mod events;
 mod fleet;
 mod fleet_follow;
+mod h2guard;
 mod host;
 mod metrics;
 mod names;

@@ -71,6 +71,7 @@ pub(crate) struct Metrics {
     pub(crate) connections_refused: Counter,
     pub(crate) requests: Family<StatusLabel, Counter>,
     pub(crate) rate_limited: Family<KindLabel, Counter>,
+    pub(crate) h2_floods: Family<KindLabel, Counter>,
     pub(crate) bytes: Family<DirectionLabel, Counter<u64, AtomicU64>>,
     /// The `upload` series of `bytes`, held so the request path skips the family's lookup.
     pub(crate) bytes_upload: Counter<u64, AtomicU64>,
@@ -113,6 +114,7 @@ impl Metrics {
             connections_refused: Counter::default(),
             requests: Family::default(),
             rate_limited: Family::default(),
+            h2_floods: Family::default(),
             bytes,
             bytes_upload,
             bytes_download,
@@ -155,6 +157,11 @@ impl Metrics {
             "rate_limited",
             "Requests refused with 429, by limit",
             m.rate_limited.clone(),
+        );
+        registry.register(
+            "h2_floods",
+            "Visitor connections closed for an HTTP/2 control frame flood, by frame kind",
+            m.h2_floods.clone(),
         );
         registry.register(
             "body_bytes",

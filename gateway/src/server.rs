@@ -13,6 +13,8 @@ use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
 
+use crate::h2guard::Guarded;
+use crate::metrics::KindLabel;
 use crate::state::Shared;
 
 /// Accepts visitors until `shutdown`, then drains in-flight requests for the grace period.
@@ -100,7 +102,18 @@ async fn serve_connection(
     }
     let svc_shared = shared.clone();
     let service = service_fn(move |req| crate::proxy::handle(req, svc_shared.clone(), remote));
-    let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
+    let metrics = shared.clone();
+    let guarded = Guarded::new(tls, move |flood| {
+        info!(%remote, kind = flood.as_str(), "HTTP/2 control frame flood: connection closed");
+        metrics
+            .metrics
+            .h2_floods
+            .get_or_create(&KindLabel {
+                kind: flood.as_str(),
+            })
+            .inc();
+    });
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(guarded), service);
     if let Err(e) = watcher.watch(conn.into_owned()).await {
         debug!(%remote, "connection ended: {e}");
     }

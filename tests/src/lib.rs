@@ -47,6 +47,7 @@ pub mod fleet;
 pub mod fleet_rig;
 mod fleet_rig_admin;
 pub mod gateway;
+pub mod h2raw;
 pub mod image;
 pub mod lines;
 pub mod nat;

@@ -56,6 +56,18 @@ pub fn memory(pid: u32) -> Option<Memory> {
     })
 }
 
+/// User plus system CPU time `pid` has used, in seconds (`/proc/PID/stat`, at the kernel's
+/// usual 100 ticks a second); `None` once the process is gone.
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces: the fields count from after its closing parenthesis.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i)?.parse::<u64>().ok();
+    // utime and stime are fields 14 and 15 of the line; after the name field 3 is index 0.
+    Some((ticks(11)? + ticks(12)?) as f64 / 100.0)
+}
+
 /// The value of a `Name:   1234 kB` line.
 fn kib_field(text: &str, name: &str) -> Option<u64> {
     text.lines()
@@ -74,6 +86,19 @@ mod tests {
         assert_eq!(kib_field(status, "VmRSS:"), Some(12288));
         assert_eq!(kib_field(status, "VmHWM:"), Some(14336));
         assert_eq!(kib_field(status, "VmSwap:"), None);
+    }
+
+    #[test]
+    fn reads_this_process_cpu_time() {
+        let before = cpu_seconds(std::process::id()).expect("our own stat");
+        let mut x = 0u64;
+        let start = std::time::Instant::now();
+        while start.elapsed() < std::time::Duration::from_millis(200) {
+            x = x.wrapping_mul(31).wrapping_add(1);
+        }
+        std::hint::black_box(x);
+        let after = cpu_seconds(std::process::id()).expect("our own stat");
+        assert!(after - before >= 0.1, "{before} -> {after}");
     }
 
     #[test]

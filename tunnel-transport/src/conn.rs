@@ -39,7 +39,7 @@ impl fmt::Display for ConnId {
 }
 
 /// How a provider reaches the gateway.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Transport {
     /// QUIC over UDP.
     Quic,
