@@ -11,6 +11,7 @@
 //! ([`Cache::apply_answer`]); the watch then brings the rest in order.
 
 use std::collections::BTreeMap;
+use std::ops::Bound;
 
 use serde::{Deserialize, Serialize};
 
@@ -36,6 +37,16 @@ pub struct PeerRecord {
     pub by: String,
 }
 
+/// The value of `released/<name>/<owner>`: the operator released `name` from `owner`, who
+/// may not take it back on its own until the key's lease (24 h) ends or the hold is lifted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HoldRecord {
+    /// When the release was made, in seconds since the Unix epoch.
+    pub at: u64,
+    /// The peer id of the gateway that released it.
+    pub by: String,
+}
+
 /// Which peer set an entry belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum PeerSet {
@@ -56,6 +67,12 @@ pub(crate) enum Update {
         peer: String,
         rev: i64,
         record: Option<PeerRecord>,
+    },
+    Hold {
+        name: String,
+        owner: String,
+        rev: i64,
+        record: Option<HoldRecord>,
     },
 }
 
@@ -109,6 +126,12 @@ pub(crate) fn decode(
         })),
         Some(Key::Allow(p)) => peer(PeerSet::Allow, p),
         Some(Key::Revoked(p)) => peer(PeerSet::Revoked, p),
+        Some(Key::Released(name, owner)) => Ok(Some(Update::Hold {
+            name: name.to_owned(),
+            owner: owner.to_owned(),
+            rev,
+            record: parse(value, deleted)?,
+        })),
         Some(Key::Schema | Key::Other) | None => Ok(None),
     }
 }
@@ -170,6 +193,15 @@ impl<V: Clone + PartialEq> Table<V> {
         self.entries.iter().map(|(k, (_, v))| (k, v))
     }
 
+    /// The first entry whose key starts with `prefix`.
+    pub(crate) fn first_with_prefix(&self, prefix: &str) -> Option<(&String, &V)> {
+        self.entries
+            .range::<str, _>((Bound::Included(prefix), Bound::Unbounded))
+            .next()
+            .filter(|(k, _)| k.starts_with(prefix))
+            .map(|(k, (_, v))| (k, v))
+    }
+
     fn values(&self) -> BTreeMap<&String, &V> {
         self.iter().collect()
     }
@@ -193,6 +225,8 @@ pub(crate) struct Cache {
     pub(crate) names: Table<NameRecord>,
     pub(crate) allow: Table<PeerRecord>,
     pub(crate) revoked: Table<PeerRecord>,
+    /// Release holds, keyed `<name>/<previous owner>`.
+    pub(crate) holds: Table<HoldRecord>,
     /// Every event up to this revision has been applied (0: nothing from etcd yet).
     revision: i64,
 }
@@ -204,6 +238,8 @@ pub(crate) struct Contents {
     pub(crate) names: BTreeMap<String, NameRecord>,
     pub(crate) allow: BTreeMap<String, PeerRecord>,
     pub(crate) revoked: BTreeMap<String, PeerRecord>,
+    #[serde(default)]
+    pub(crate) holds: BTreeMap<String, HoldRecord>,
 }
 
 impl Cache {
@@ -223,7 +259,8 @@ impl Cache {
             fresh.apply_one(update);
         }
         let changed = Changed {
-            names: fresh.names.values() != self.names.values(),
+            names: fresh.names.values() != self.names.values()
+                || fresh.holds.values() != self.holds.values(),
             peers: fresh.allow.values() != self.allow.values()
                 || fresh.revoked.values() != self.revoked.values(),
         };
@@ -242,6 +279,7 @@ impl Cache {
             self.names.prune(revision);
             self.allow.prune(revision);
             self.revoked.prune(revision);
+            self.holds.prune(revision);
         }
         changed
     }
@@ -276,6 +314,15 @@ impl Cache {
                     peers: table.apply(&peer, rev, record),
                 }
             }
+            Update::Hold {
+                name,
+                owner,
+                rev,
+                record,
+            } => Changed {
+                names: self.holds.apply(&format!("{name}/{owner}"), rev, record),
+                peers: false,
+            },
         }
     }
 
@@ -285,6 +332,7 @@ impl Cache {
             names: self.names.to_values(),
             allow: self.allow.to_values(),
             revoked: self.revoked.to_values(),
+            holds: self.holds.to_values(),
         }
     }
 
@@ -294,6 +342,7 @@ impl Cache {
             names: Table::from_values(contents.names),
             allow: Table::from_values(contents.allow),
             revoked: Table::from_values(contents.revoked),
+            holds: Table::from_values(contents.holds),
             revision: 0,
         }
     }

@@ -8,6 +8,7 @@
 //! | `names/<name>`    | [`NameRecord`] JSON           | `claim` (one Txn), removed by `release` |
 //! | `allow/<peer>`    | [`PeerRecord`] JSON           | an operator (`allow`)               |
 //! | `revoked/<peer>`  | [`PeerRecord`] JSON           | an operator (`revoke`)              |
+//! | `released/<name>/<owner>` | [`HoldRecord`] JSON, on a 24 h lease | `release` (the hold on the previous owner) |
 //!
 //! A name or peer id is one path segment: never empty, no `/`, no control characters, at most
 //! [`MAX_SEGMENT`] bytes. [`Keys::parse`] turns a key from a watch back into what it is;
@@ -15,6 +16,7 @@
 //!
 //! [`NameRecord`]: crate::NameRecord
 //! [`PeerRecord`]: crate::PeerRecord
+//! [`HoldRecord`]: crate::HoldRecord
 
 use crate::error::ClusterError;
 
@@ -38,6 +40,8 @@ pub(crate) enum Key<'a> {
     Name(&'a str),
     Allow(&'a str),
     Revoked(&'a str),
+    /// A release hold: (name, previous owner).
+    Released(&'a str, &'a str),
     /// Under the prefix but not ours to read (a newer schema's key, a malformed one).
     Other,
 }
@@ -60,6 +64,11 @@ impl Keys {
         format!("{}schema", self.root)
     }
 
+    /// Every name's key starts with this.
+    pub(crate) fn names_prefix(&self) -> String {
+        format!("{}names/", self.root)
+    }
+
     pub(crate) fn name(&self, name: &str) -> Result<String, ClusterError> {
         segment("name", name)?;
         Ok(format!("{}names/{name}", self.root))
@@ -73,6 +82,18 @@ impl Keys {
     pub(crate) fn revoked(&self, peer: &str) -> Result<String, ClusterError> {
         segment("peer id", peer)?;
         Ok(format!("{}revoked/{peer}", self.root))
+    }
+
+    /// The hold on `owner` taking `name` back after a release.
+    pub(crate) fn released(&self, name: &str, owner: &str) -> Result<String, ClusterError> {
+        segment("peer id", owner)?;
+        Ok(format!("{}/{owner}", self.released_prefix(name)?))
+    }
+
+    /// Every hold on `name` (at most one in practice): `released/<name>/`, without the owner.
+    pub(crate) fn released_prefix(&self, name: &str) -> Result<String, ClusterError> {
+        segment("name", name)?;
+        Ok(format!("{}released/{name}", self.root))
     }
 
     /// What `key` (raw bytes from etcd) is; `None` when it is not under this prefix at all.
@@ -91,6 +112,12 @@ impl Keys {
             Key::Allow(peer)
         } else if let Some(peer) = kind("revoked/") {
             Key::Revoked(peer)
+        } else if let Some((name, owner)) = rest
+            .strip_prefix("released/")
+            .and_then(|pair| pair.split_once('/'))
+            .filter(|(n, o)| segment("", n).is_ok() && segment("", o).is_ok())
+        {
+            Key::Released(name, owner)
         } else {
             Key::Other
         })
@@ -138,6 +165,10 @@ mod tests {
             keys.revoked("12D3Koo").expect("peer"),
             "/peercompute/v1/example.net/revoked/12D3Koo"
         );
+        assert_eq!(
+            keys.released("blog", "12D3Koo").expect("hold"),
+            "/peercompute/v1/example.net/released/blog/12D3Koo"
+        );
     }
 
     #[test]
@@ -160,7 +191,15 @@ mod tests {
     #[test]
     fn parse_is_the_inverse_and_ignores_what_it_does_not_know() {
         let keys = Keys::new("example.net").expect("domain");
-        let table: [(&str, Option<Key<'_>>); 9] = [
+        let table: [(&str, Option<Key<'_>>); 11] = [
+            (
+                "/peercompute/v1/example.net/released/blog/p1",
+                Some(Key::Released("blog", "p1")),
+            ),
+            (
+                "/peercompute/v1/example.net/released/blog/",
+                Some(Key::Other),
+            ),
             ("/peercompute/v1/example.net/schema", Some(Key::Schema)),
             (
                 "/peercompute/v1/example.net/names/blog",

@@ -18,7 +18,8 @@
 //! - `driver.rs`: the background session loop: lease, schema check, snapshot, watch.
 //! - `cache.rs`: the pure cache; per-key revisions and tombstones keep a write's answer and
 //!   the watch from undoing each other.
-//! - `names.rs`: [`ClusterStore::claim`] and [`ClusterStore::release`].
+//! - `names.rs`: [`ClusterStore::claim`] and [`ClusterStore::release`], and the release hold.
+//! - `transfer.rs`: [`ClusterStore::transfer`], every name of a rotated key to its new key.
 //! - `peers.rs`: allow and revoke, and their change counter.
 //! - `mirror.rs`: the cache's copy on disk.
 //! - `error.rs`: [`ClusterError`], whose texts say what to do.
@@ -32,8 +33,9 @@ mod names;
 mod options;
 mod peers;
 mod store;
+mod transfer;
 
-pub use cache::{NameRecord, PeerRecord};
+pub use cache::{HoldRecord, NameRecord, PeerRecord};
 pub use error::ClusterError;
 pub use names::{Claim, Release};
 pub use options::{ClusterOptions, ClusterTls};

@@ -28,11 +28,13 @@ pub struct ClusterOptions {
     pub connect_timeout: Duration,
     /// The gateway lease's time to live; it is renewed every third of it.
     pub lease_ttl: Duration,
+    /// How long a released name's previous owner may not take it back on its own.
+    pub release_hold: Duration,
 }
 
 impl ClusterOptions {
-    /// Defaults: request timeout 3 s, connect timeout 2 s, lease TTL 10 s, no mirror file,
-    /// no credentials, no TLS.
+    /// Defaults: request timeout 3 s, connect timeout 2 s, lease TTL 10 s, release hold
+    /// 24 h, no mirror file, no credentials, no TLS.
     pub fn new(domain: impl Into<String>, by: impl Into<String>) -> Self {
         Self {
             domain: domain.into(),
@@ -43,6 +45,7 @@ impl ClusterOptions {
             request_timeout: Duration::from_secs(3),
             connect_timeout: Duration::from_secs(2),
             lease_ttl: Duration::from_secs(10),
+            release_hold: Duration::from_secs(24 * 3600),
         }
     }
 
@@ -82,6 +85,7 @@ impl fmt::Debug for ClusterOptions {
             .field("request_timeout", &self.request_timeout)
             .field("connect_timeout", &self.connect_timeout)
             .field("lease_ttl", &self.lease_ttl)
+            .field("release_hold", &self.release_hold)
             .finish()
     }
 }

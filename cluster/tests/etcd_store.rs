@@ -144,7 +144,22 @@ async fn a_release_frees_the_name_everywhere_and_the_next_key_takes_it() {
         b.release("blog", "peer-1").await.expect("again"),
         Release::Absent
     );
+    // The previous owner may not take it back on its own, at any gateway.
+    eventually(a.name_changes(), AGREE_WITHIN, "a sees the hold", || {
+        a.hold("blog").as_deref() == Some("peer-1")
+    })
+    .await;
+    assert_eq!(a.claim("blog", "peer-1").await, Claim::Held);
+    assert_eq!(b.claim("blog", "peer-1").await, Claim::Held);
     assert_eq!(a.claim("blog", "peer-2").await, Claim::Won);
+    assert_eq!(a.hold("blog"), None, "a new owner ends the hold");
+    eventually(
+        b.name_changes(),
+        AGREE_WITHIN,
+        "b sees the hold end",
+        || b.hold("blog").is_none(),
+    )
+    .await;
     assert_eq!(
         b.claim("blog", "peer-1").await,
         Claim::Owned("peer-2".into())
@@ -157,6 +172,18 @@ async fn a_release_frees_the_name_everywhere_and_the_next_key_takes_it() {
     )
     .await;
     assert_eq!(a.owners(), vec![("blog".to_owned(), "peer-2".to_owned())]);
+    // A release by mistake: the operator lifts the hold and the owner registers again.
+    assert_eq!(
+        a.release("blog", "peer-2").await.expect("release"),
+        Release::Released
+    );
+    assert_eq!(a.claim("blog", "peer-2").await, Claim::Held);
+    assert_eq!(
+        b.lift_hold("blog").await.expect("lift"),
+        Some("peer-2".into())
+    );
+    assert_eq!(b.lift_hold("blog").await.expect("again"), None);
+    assert_eq!(a.claim("blog", "peer-2").await, Claim::Won);
     // A name that cannot be a key is refused for good, not "try later".
     match a.claim("a/b", "peer-1").await {
         Claim::Unavailable(err) => assert!(!err.is_transient(), "{err}"),
@@ -323,4 +350,36 @@ async fn a_silent_etcd_is_noticed_and_claims_are_refused_within_the_request_time
         "etcd frozen: claim refused in {refused_in:?}, down after {:?}; thawed: up after {back_after:?}",
         refused_in + down_after
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_rotation_moves_every_name_of_the_old_key_and_only_those() {
+    let Some((_etcd, a, b)) = two_gateways().await else {
+        return;
+    };
+    for (name, owner) in [("web-r1", "old"), ("api-r1", "old"), ("shop", "other")] {
+        assert_eq!(a.claim(name, owner).await, Claim::Won);
+    }
+    assert_eq!(
+        b.transfer("old", "new").await.expect("transfer"),
+        ["api-r1", "web-r1"]
+    );
+    assert_eq!(
+        b.transfer("old", "new").await.expect("again"),
+        Vec::<String>::new()
+    );
+    assert_eq!(b.owner("web-r1").as_deref(), Some("new"));
+    eventually(
+        a.name_changes(),
+        AGREE_WITHIN,
+        "a sees the rotation",
+        || {
+            a.owner("api-r1").as_deref() == Some("new")
+                && a.owner("web-r1").as_deref() == Some("new")
+        },
+    )
+    .await;
+    assert_eq!(a.owner("shop").as_deref(), Some("other"));
+    assert_eq!(a.claim("web-r1", "old").await, Claim::Owned("new".into()));
+    assert_eq!(a.claim("web-r1", "new").await, Claim::Already);
 }

@@ -212,3 +212,32 @@ fn decode_reads_our_keys_and_refuses_values_it_cannot_read() {
         .is_err()
     );
 }
+
+#[test]
+fn holds_are_name_state_and_found_by_name() {
+    let keys = Keys::new("example.net").expect("domain");
+    let hold = decode(
+        &keys,
+        b"/peercompute/v1/example.net/released/blog/peer-1",
+        br#"{"at":5,"by":"gw"}"#,
+        7,
+        false,
+    )
+    .expect("decode")
+    .expect("a hold");
+    let mut cache = Cache::default();
+    cache.replace(vec![], 5);
+    assert_eq!(cache.apply_watch(vec![hold], 7), NAMES);
+    let (key, record) = cache.holds.first_with_prefix("blog/").expect("held");
+    assert_eq!((key.as_str(), record.at), ("blog/peer-1", 5));
+    assert!(cache.holds.first_with_prefix("blo/").is_none());
+    assert!(cache.holds.first_with_prefix("blogs/").is_none());
+    let lifted = Update::Hold {
+        name: "blog".into(),
+        owner: "peer-1".into(),
+        rev: 8,
+        record: None,
+    };
+    assert_eq!(cache.apply_watch(vec![lifted], 8), NAMES);
+    assert!(cache.holds.first_with_prefix("blog/").is_none());
+}
