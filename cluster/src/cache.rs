@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::keys::{Key, Keys};
 
 /// The value of `names/<name>`: who owns the name, since when, and which gateway wrote it.
+/// Records ignore fields they do not know, so a later gateway may add some within schema 1.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NameRecord {
     /// The owner's peer id.

@@ -10,6 +10,21 @@
 //! [`Claim::Already`]. `owner`/`owners` and the peer sets are answered from the cache, which is
 //! mirrored to a file so a restart while etcd is down still knows the owners.
 //!
+//! Behind the gateway's stores (the wiring is the next step):
+//! - `NameStore::claim(name, peer)` → [`ClusterStore::claim`]: `Won`/`Already` → Ok,
+//!   `Owned(o)` → `NameStoreError::Owned { owner: o }`, `Held` → the refusal
+//!   `Shared::released_from` gives today, `Unavailable(e)` → "try later" with `e`'s text.
+//! - `NameStore::release(name)` → [`ClusterStore::owner`] then
+//!   [`ClusterStore::release`]`(name, owner)`; `Release::OwnedBy` means a claim came in between.
+//! - `owner`/`owners` have the same shapes (`Option<String>`, `Vec<(name, owner)>` sorted by
+//!   name); `NameStore::transfer` → [`ClusterStore::transfer`].
+//! - The in-memory release hold (`released_from`, `lift_hold`, `claimed`) →
+//!   [`ClusterStore::hold`] and [`ClusterStore::lift_hold`]; a claim by another key ends the
+//!   hold inside its own transaction.
+//! - `Allowlist`: [`ClusterStore::revoked`] wins over flags and file,
+//!   [`ClusterStore::is_allowed`] adds to them, and [`ClusterStore::peer_changes`] is forwarded
+//!   into its `changes` counter so live tunnels re-check their peer.
+//!
 //! Map, in the order data flows:
 //! - `options.rs`: [`ClusterOptions`], and the `etcd://`/`etcds://` endpoint spelling.
 //! - `keys.rs`: the key schema under `/peercompute/v1/<domain>/` (written once, table-tested).

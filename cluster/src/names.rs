@@ -41,7 +41,8 @@ pub enum Claim {
     /// the hold ends or is lifted (another owner may take the name meanwhile).
     Held,
     /// No decision can be made now (etcd unreachable, or the name cannot be a key): the
-    /// caller should refuse with "try later" and the error's text.
+    /// caller should refuse with "try later" and the error's text. After a timeout the claim
+    /// may still have reached etcd and run later; the owner's retry then gets `Already`.
     Unavailable(ClusterError),
 }
 

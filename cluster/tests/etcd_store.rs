@@ -7,7 +7,7 @@ mod support;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use peercompute_cluster::{Claim, ClusterError, ClusterOptions, ClusterStore, Release};
+use peercompute_cluster::{Claim, ClusterError, ClusterOptions, ClusterStore, ClusterTls, Release};
 use support::etcd::EtcdServer;
 use tokio::sync::{Barrier, watch};
 
@@ -345,7 +345,17 @@ async fn a_silent_etcd_is_noticed_and_claims_are_refused_within_the_request_time
     assert_eq!(a.owner("kept").as_deref(), Some("peer-1"));
     etcd.resume();
     let back_after = up_becomes(&a, true, Duration::from_secs(20)).await;
-    assert_eq!(a.claim("new-name", "peer-2").await, Claim::Won);
+    // The claim that timed out may still have reached etcd and run once it thawed: its
+    // outcome was unknown, not refused. The owner's retry then reads its own claim.
+    let retried = a.claim("new-name", "peer-2").await;
+    assert!(
+        matches!(retried, Claim::Won | Claim::Already),
+        "{retried:?}"
+    );
+    assert_eq!(
+        a.claim("new-name", "peer-3").await,
+        Claim::Owned("peer-2".into())
+    );
     println!(
         "etcd frozen: claim refused in {refused_in:?}, down after {:?}; thawed: up after {back_after:?}",
         refused_in + down_after
@@ -382,4 +392,40 @@ async fn a_key_rotation_moves_every_name_of_the_old_key_and_only_those() {
     assert_eq!(a.owner("shop").as_deref(), Some("other"));
     assert_eq!(a.claim("web-r1", "old").await, Claim::Owned("new".into()));
     assert_eq!(a.claim("web-r1", "new").await, Claim::Already);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_tls_with_a_client_certificate_claims_work_and_a_client_without_one_stays_down() {
+    let Some(etcd) = EtcdServer::start_tls().await else {
+        return;
+    };
+    let files = etcd.tls().expect("TLS etcd").clone();
+    let endpoint = etcd.endpoint().replace("https://", "etcds://");
+    let mut options = ClusterOptions::new("example.net", "gw-tls");
+    options.tls = Some(ClusterTls {
+        ca_pem: Some(files.ca_pem.clone()),
+        client_pem: Some((files.client_cert_pem, files.client_key_pem)),
+    });
+    let a = ClusterStore::connect(std::slice::from_ref(&endpoint), options)
+        .await
+        .expect("connect over TLS");
+    assert!(*a.up().borrow(), "{:?}", a.last_error());
+    assert_eq!(a.claim("blog", "peer-1").await, Claim::Won);
+
+    // Without a client certificate etcd refuses the handshake: the store starts down.
+    let mut options = ClusterOptions::new("example.net", "gw-nocert");
+    options.tls = Some(ClusterTls {
+        ca_pem: Some(files.ca_pem),
+        client_pem: None,
+    });
+    let b = ClusterStore::connect(&[endpoint], options)
+        .await
+        .expect("a refused handshake is not a start error");
+    assert!(!*b.up().borrow());
+    let err = b.last_error().expect("why it is down");
+    println!("without a client certificate: {err}");
+    assert!(matches!(
+        b.claim("shop", "peer-1").await,
+        Claim::Unavailable(_)
+    ));
 }
