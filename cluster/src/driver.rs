@@ -194,7 +194,9 @@ async fn snapshot(shared: &Shared) -> Result<i64, ClusterError> {
 
 /// Applies one watch response to the cache.
 async fn apply_watch(shared: &Shared, response: WatchResponse) {
-    let mut revision = response.header().map_or(0, |h| h.revision());
+    // Only the events say how far the cache has come: the header of the response that
+    // creates the watch carries the store's revision, and events up to it may still follow.
+    let mut revision = 0;
     let mut updates = Vec::with_capacity(response.events().len());
     for event in response.events() {
         let Some(kv) = event.kv() else { continue };
