@@ -90,15 +90,21 @@ mod tests {
 
     #[test]
     fn reads_this_process_cpu_time() {
+        // Spins until the reading moves (a busy machine gives this thread little CPU, so the
+        // wall time says nothing; 5 s bound).
         let before = cpu_seconds(std::process::id()).expect("our own stat");
-        let mut x = 0u64;
         let start = std::time::Instant::now();
-        while start.elapsed() < std::time::Duration::from_millis(200) {
-            x = x.wrapping_mul(31).wrapping_add(1);
+        let mut x = 0u64;
+        let mut after = before;
+        while after <= before && start.elapsed() < std::time::Duration::from_secs(5) {
+            for _ in 0..100_000 {
+                x = x.wrapping_mul(31).wrapping_add(1);
+            }
+            after = cpu_seconds(std::process::id()).expect("our own stat");
         }
         std::hint::black_box(x);
-        let after = cpu_seconds(std::process::id()).expect("our own stat");
-        assert!(after - before >= 0.1, "{before} -> {after}");
+        assert!(after > before, "CPU time did not move: {before} -> {after}");
+        assert!(after < before + 5.0, "{before} -> {after}");
     }
 
     #[test]
