@@ -18,8 +18,12 @@ pub enum Alpn {
 }
 
 fn tls_config(gw: &TestGateway, alpn: &[&[u8]]) -> rustls::ClientConfig {
+    tls_config_for(&gw.ca_pem, alpn)
+}
+
+fn tls_config_for(ca_pem: &[u8], alpn: &[&[u8]]) -> rustls::ClientConfig {
     let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(&gw.ca_pem) {
+    for cert in CertificateDer::pem_slice_iter(ca_pem) {
         roots.add(cert.expect("CA PEM")).expect("add CA");
     }
     let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
@@ -37,6 +41,24 @@ fn tls_config(gw: &TestGateway, alpn: &[&[u8]]) -> rustls::ClientConfig {
 /// gateway and trusting its dev CA.
 pub fn https_client(gw: &TestGateway, names: &[&str], alpn: Alpn) -> reqwest::Client {
     https_client_from(gw, names, alpn, None)
+}
+
+/// An HTTP/1.1 client for `https://<name>.apps.test` for each of `names`, resolving them to
+/// `https` (a gateway started apart, e.g. the binary in a network namespace) and trusting
+/// `ca_pem`.
+pub fn https_client_to(
+    ca_pem: &[u8],
+    https: std::net::SocketAddr,
+    names: &[&str],
+) -> reqwest::Client {
+    let mut builder = reqwest::Client::builder()
+        .use_preconfigured_tls(tls_config_for(ca_pem, &[b"http/1.1"]))
+        .http1_only()
+        .no_proxy();
+    for name in names {
+        builder = builder.resolve(&format!("{name}.{DOMAIN}"), https);
+    }
+    builder.build().expect("reqwest client")
 }
 
 /// [`https_client`] whose connections leave from `local` (any 127.0.0.0/8 address works on

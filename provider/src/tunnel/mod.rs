@@ -371,7 +371,9 @@ async fn run_client(
                                 "tunnel moved; {} streams finishing on {via}",
                                 state.splices.len()
                             );
-                            draining.spawn(session::drain(*old, state.routes.clone()));
+                            // The streams under way belong to the old connection.
+                            let splices = std::mem::take(&mut state.splices);
+                            draining.spawn(session::drain(*old, splices, state.routes.clone()));
                             opened = *next;
                         }
                         other => {

@@ -374,10 +374,11 @@ pub(crate) async fn run(
     }
 }
 
-/// A connection the tunnel moved away from: serves the streams the gateway opened on it (and
-/// those it still opens until the names' re-registration on the new connection reaches it),
-/// answers Pings, and closes once no stream ran for [`DRAIN_QUIET`] (at most [`DRAIN_MAX`]).
-pub(crate) async fn drain(old: Opened, routes: Routes) {
+/// A connection the tunnel moved away from: finishes `splices`, the streams the gateway opened
+/// on it, serves those it still opens until the names' re-registration on the new connection
+/// reaches it, answers Pings, and closes once no stream ran for [`DRAIN_QUIET`] (at most
+/// [`DRAIN_MAX`]).
+pub(crate) async fn drain(old: Opened, mut splices: JoinSet<()>, routes: Routes) {
     let Opened {
         conn,
         mut send,
@@ -385,7 +386,6 @@ pub(crate) async fn drain(old: Opened, routes: Routes) {
         p2p,
     } = old;
     let started = Instant::now();
-    let mut splices = JoinSet::new();
     let mut quiet_since = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     let mut control_open = true;
