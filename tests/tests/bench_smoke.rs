@@ -21,8 +21,9 @@ use tunnel_bench::target::Target;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_phase_runs_without_errors_direct_and_through_the_tunnel() {
     let id = TestProvider::identity();
+    let id_tcp = TestProvider::identity();
     let gw = TestGateway::start(GatewayOptions {
-        allow: vec![id.peer_id()],
+        allow: vec![id.peer_id(), id_tcp.peer_id()],
         ..GatewayOptions::default()
     })
     .await;
@@ -32,6 +33,12 @@ async fn every_phase_runs_without_errors_direct_and_through_the_tunnel() {
         .register("bench", backend.addr)
         .await
         .expect("register");
+    let provider_tcp =
+        TestProvider::start_over(id_tcp, &gw, peercompute_provider::TransportMode::Tcp);
+    provider_tcp
+        .register("bench-tcp", backend.addr)
+        .await
+        .expect("register over TCP");
 
     let host = format!("bench.{DOMAIN}");
     let me = std::process::id();
@@ -39,6 +46,15 @@ async fn every_phase_runs_without_errors_direct_and_through_the_tunnel() {
         ceiling: None,
         direct: Target::plain("direct", backend.addr, &host),
         through: Target::https("through", gw.https, &host, &gw.ca_pem).expect("through target"),
+        through_tcp: Some(
+            Target::https(
+                "through-tcp",
+                gw.https,
+                &format!("bench-tcp.{DOMAIN}"),
+                &gw.ca_pem,
+            )
+            .expect("through-tcp target"),
+        ),
         // Gateway and provider run inside this test process.
         gateway_pid: me,
         provider_pid: me,
@@ -86,6 +102,9 @@ async fn every_phase_runs_without_errors_direct_and_through_the_tunnel() {
         assert!(bulk.ok(), "{bulk:?}");
         assert!(bulk.gbit_per_sec() > 0.0);
     }
+    let (tcp_closed, tcp_bulk) = report.tcp.as_ref().expect("the TCP rows were measured");
+    assert!(tcp_closed.result.requests > 0, "{:?}", tcp_closed.result);
+    assert!(tcp_bulk.result.ok(), "{:?}", tcp_bulk.result);
     let held = &report.held;
     assert_eq!((held.open, held.failed, held.non_2xx), (50, 0, 0));
     assert!(

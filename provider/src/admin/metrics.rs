@@ -9,6 +9,7 @@
 //! (`machine_cpu_ratio`, `machine_memory_bytes{state}`, `machine_disk_bytes{state}` of the
 //! engine's data root), `deployments{state}` (the container's state as the engine last
 //! listed it, `halted`, `missing` or `unknown`), `tunnel_state{state}` (one-hot),
+//! `tunnel_transport{transport}` (one-hot: quic or tcp while connected),
 //! `tunnel_connected_since_timestamp_seconds`, `relay_state{state}`, `docker_up`,
 //! `firewall_installed`.
 
@@ -341,6 +342,17 @@ impl Collector for StateCollector {
                 "The gateway tunnel's state (1 for the current one)",
                 "state",
                 &one_hot(&TUNNEL_STATES, tunnel_state(&status)),
+            )?;
+            let transport = match &status {
+                TunnelStatus::Connected { transport, .. } => transport.as_str(),
+                _ => "",
+            };
+            labelled(
+                e,
+                "tunnel_transport",
+                "How the tunnel reaches the gateway now (1 for quic or tcp while connected)",
+                "transport",
+                &one_hot(&["quic", "tcp"], transport),
             )?;
             gauge(
                 e,

@@ -228,6 +228,12 @@ async fn bench(cli: &Cli) -> anyhow::Result<bool> {
     );
 
     println!(
+        "through-tcp: https://{}.{domain}:{}/  (the same, with a second provider, pid {}, on the TCP transport: TLS 1.3 + yamux to the gateway's HTTPS port)",
+        setup::TCP_NAME,
+        stack.https.port(),
+        stack.provider_tcp.pid
+    );
+    println!(
         "ceiling: http://{}/  (plain HTTP/1.1 through two zero-work TCP relays, `tunnel-bench splice`, pids {} and {}: the least any two-hop design costs)",
         stack.splice_addr, stack.splices[0].pid, stack.splices[1].pid
     );
@@ -236,6 +242,12 @@ async fn bench(cli: &Cli) -> anyhow::Result<bool> {
         direct: Target::plain("direct", stack.backend_addr, &host),
         ceiling: Some(Target::plain("ceiling", stack.splice_addr, &host)),
         through: Target::https("through", stack.https, &host, &stack.ca_pem)?,
+        through_tcp: Some(Target::https(
+            "through-tcp",
+            stack.https,
+            &format!("{}.{domain}", setup::TCP_NAME),
+            &stack.ca_pem,
+        )?),
         gateway_pid: stack.gateway.pid,
         provider_pid: stack.provider.pid,
         watched: vec![
@@ -243,6 +255,7 @@ async fn bench(cli: &Cli) -> anyhow::Result<bool> {
             watched("backend", stack.backend.pid),
             watched("gateway", stack.gateway.pid),
             watched("provider", stack.provider.pid),
+            watched("provider-tcp", stack.provider_tcp.pid),
             watched("relays", stack.splices[0].pid),
             watched("relays", stack.splices[1].pid),
         ],

@@ -260,6 +260,48 @@ pub(crate) fn print(report: &Report, quick: bool) -> bool {
     );
     sound &= d.ok() && t.ok();
 
+    if let Some((closed, bulk)) = &report.tcp {
+        let (cq, bq) = (&report.closed.through.result, t);
+        let (ct, bt) = (&closed.result, &bulk.result);
+        println!();
+        println!(
+            "Tunnel transport, QUIC vs TCP (a second provider with --transport tcp: TLS 1.3 + yamux to the gateway's HTTPS port), same gateway and backend:"
+        );
+        println!(
+            "  closed loop: QUIC {:.0} req/s, TCP {:.0} req/s = {} of QUIC; p50 {} vs {}, p99 {} vs {}; TCP requests/non-2xx/errors {}/{}/{}",
+            cq.req_per_sec(),
+            ct.req_per_sec(),
+            ratio(ct.req_per_sec(), cq.req_per_sec()),
+            ms(cq.latency.percentile(50.0)),
+            ms(ct.latency.percentile(50.0)),
+            ms(cq.latency.percentile(99.0)),
+            ms(ct.latency.percentile(99.0)),
+            ct.requests,
+            ct.non_2xx,
+            ct.errors
+        );
+        println!(
+            "  bulk: QUIC {:.2} Gbit/s, TCP {:.2} Gbit/s = {} of QUIC; TCP {}",
+            bq.gbit_per_sec(),
+            bt.gbit_per_sec(),
+            ratio(bt.gbit_per_sec(), bq.gbit_per_sec()),
+            check(bt)
+        );
+        cpu_line(
+            "tcp:    ",
+            "closed loop through TCP".into(),
+            &closed.cpu,
+            &mut disturbed,
+        );
+        cpu_line(
+            "tcp:    ",
+            "bulk through TCP".into(),
+            &bulk.cpu,
+            &mut disturbed,
+        );
+        sound &= ct.errors + ct.non_2xx == 0 && ct.requests > 0 && bt.ok();
+    }
+
     println!();
     println!("Memory after each phase (VmRSS / VmHWM)");
     println!("  {:<26} {:>24} {:>24}", "", "gateway", "provider");

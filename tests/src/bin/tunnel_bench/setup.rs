@@ -19,6 +19,8 @@ use super::target::Target;
 
 const GATEWAY_BIN: &str = "peercompute-gateway";
 const PROVIDER_BIN: &str = "peercomputed";
+/// The name the TCP-transport provider serves (`bench-tcp.<domain>`).
+pub(crate) const TCP_NAME: &str = "bench-tcp";
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 const POLL_EVERY: Duration = Duration::from_millis(25);
 /// Log filter for the children: their own default, whatever RUST_LOG the caller has.
@@ -177,6 +179,9 @@ pub(crate) struct Stack {
     pub(crate) splices: [ChildProc; 2],
     pub(crate) gateway: ChildProc,
     pub(crate) provider: ChildProc,
+    /// A second provider, on the TCP transport (`--transport tcp`), serving the same backend
+    /// under `bench-tcp`.
+    pub(crate) provider_tcp: ChildProc,
     pub(crate) backend_addr: SocketAddr,
     /// Entry of the two-hop splice chain in front of the backend.
     pub(crate) splice_addr: SocketAddr,
@@ -266,6 +271,7 @@ impl Stack {
             .context("temporary directory")?;
         let gw_state = dir.path().join("gateway");
         let home = dir.path().join("provider");
+        let home_tcp = dir.path().join("provider-tcp");
 
         let exe = std::env::current_exe().context("locate this program")?;
         let (mut backend, backend_stdin, backend_addr) =
@@ -284,6 +290,14 @@ impl Stack {
                 .arg(&home)
                 .arg("init"),
             "peercomputed init",
+        )
+        .await?;
+        let provider_tcp_id = output(
+            Command::new(&bins.provider)
+                .arg("--home")
+                .arg(&home_tcp)
+                .arg("init"),
+            "peercomputed init (TCP provider)",
         )
         .await?;
         let gateway_id = output(
@@ -310,6 +324,7 @@ impl Stack {
                 .args(["--admin-listen", &admin.to_string()])
                 .args(["--public-port", &https.port().to_string()])
                 .args(["--allow-provider", &provider_id])
+                .args(["--allow-provider", &provider_tcp_id])
                 .args(["--rate-limit", "0", "--rate-limit-ip", "0"])
                 .stdin(Stdio::null()),
             dir.path().join("gateway.log"),
@@ -355,12 +370,49 @@ impl Stack {
             },
         )
         .await?;
+        let mut provider_tcp = ChildProc::spawn(
+            "provider-tcp",
+            Command::new(&bins.provider)
+                .arg("--home")
+                .arg(&home_tcp)
+                .arg("run")
+                .args(["--gateway", &format!("{gateway_id}@{tunnel}")])
+                .args(["--transport", "tcp", "--gateway-https", &https.to_string()])
+                .args(["--expose", &format!("{TCP_NAME}={backend_addr}")])
+                // Beside the first provider on this host: its own ports, or none.
+                .args([
+                    "--listen",
+                    "/ip4/127.0.0.1/tcp/0",
+                    "--no-mdns",
+                    "--no-relay",
+                ])
+                .args(["--admin-listen", "off"])
+                .stdin(Stdio::null()),
+            dir.path().join("provider-tcp.log"),
+            true,
+        )?;
+        let tcp_host = host.replacen("bench.", &format!("{TCP_NAME}."), 1);
+        let through_tcp = &Target::https("through-tcp", https, &tcp_host, &ca_pem)?;
+        wait_until(
+            "200 from the route through the TCP tunnel",
+            &mut [&mut gateway, &mut provider_tcp, &mut backend],
+            move || async move {
+                let (status, _) = through_tcp
+                    .connect()
+                    .await?
+                    .fetch(through_tcp.get("/"))
+                    .await?;
+                anyhow::Ok(status.is_success())
+            },
+        )
+        .await?;
 
         Ok(Self {
             backend,
             splices: [splice_near, splice_far],
             gateway,
             provider,
+            provider_tcp,
             backend_addr,
             splice_addr,
             https,
@@ -373,15 +425,21 @@ impl Stack {
 
     /// The children's recent log lines, for an error report.
     pub(crate) fn log_tails(&self) -> String {
-        [&self.gateway, &self.provider, &self.backend]
-            .iter()
-            .map(|c| c.log_tail(15))
-            .collect::<Vec<_>>()
-            .join("\n")
+        [
+            &self.gateway,
+            &self.provider,
+            &self.provider_tcp,
+            &self.backend,
+        ]
+        .iter()
+        .map(|c| c.log_tail(15))
+        .collect::<Vec<_>>()
+        .join("\n")
     }
 
     /// Kills every child and removes the temporary directory.
     pub(crate) async fn stop(self) {
+        self.provider_tcp.kill().await;
         self.provider.kill().await;
         self.gateway.kill().await;
         for splice in self.splices {

@@ -69,6 +69,9 @@ pub(crate) struct Rig {
     /// design with two relay processes on this machine (measured when present).
     pub(crate) ceiling: Option<Target>,
     pub(crate) through: Target,
+    /// The same route served by a provider on the TCP transport (TLS + yamux to the
+    /// gateway's HTTPS port), measured in the closed loop and bulk phases when present.
+    pub(crate) through_tcp: Option<Target>,
     pub(crate) gateway_pid: u32,
     pub(crate) provider_pid: u32,
     /// Processes whose CPU use is reported per phase (load generator, backend, …).
@@ -117,6 +120,8 @@ pub(crate) struct Report {
     pub(crate) open: Pair<OpenResult>,
     pub(crate) held: HeldReport,
     pub(crate) bulk: Pair<BulkResult>,
+    /// Closed loop and bulk through the TCP-transport provider.
+    pub(crate) tcp: Option<(Measured<ClosedResult>, Measured<BulkResult>)>,
     /// `(after phase, gateway, provider)`.
     pub(crate) memory: Vec<(&'static str, Memory, Memory)>,
 }
@@ -181,6 +186,10 @@ pub(crate) async fn run(rig: &Rig, settings: &Settings) -> anyhow::Result<Report
             ceiling = Some(measured(rig, closed_what(c), closed::run(c, &spec)).await?);
         }
     }
+    let tcp_closed = match &rig.through_tcp {
+        Some(t) => Some(measured(rig, closed_what(t), closed::run(t, &spec)).await?),
+        None => None,
+    };
     snapshot("closed loop");
 
     let spec = OpenLoop {
@@ -218,6 +227,19 @@ pub(crate) async fn run(rig: &Rig, settings: &Settings) -> anyhow::Result<Report
         bulk_pair
             .push(measured(rig, what, bulk::run(target, settings.bulk_bytes, &expected)).await?);
     }
+    let tcp = match (&rig.through_tcp, tcp_closed) {
+        (Some(target), Some(closed)) => {
+            let what = format!(
+                "bulk download of {} MiB, {}",
+                settings.bulk_bytes >> 20,
+                target.label
+            );
+            let bulk =
+                measured(rig, what, bulk::run(target, settings.bulk_bytes, &expected)).await?;
+            Some((closed, bulk))
+        }
+        _ => None,
+    };
     snapshot("bulk download");
 
     Ok(Report {
@@ -227,6 +249,7 @@ pub(crate) async fn run(rig: &Rig, settings: &Settings) -> anyhow::Result<Report
         open: pair(open_pair),
         held,
         bulk: pair(bulk_pair),
+        tcp,
         memory,
     })
 }
