@@ -13,8 +13,10 @@ use tracing_subscriber::util::SubscriberInitExt;
 
 /// The daemons' filter when `RUST_LOG` is unset: our own events at info, the libraries' only
 /// from warn (libp2p's swarm logs a message-less "local_peer_id" event at info; quinn and
-/// rustls log per-connection details).
-pub const DAEMON_LOG_FILTER: &str = "info,quinn=warn,rustls=warn,libp2p_swarm=warn";
+/// rustls log per-connection details). h2 logs one warning per unsolicited PING ACK a peer
+/// sends: a 17-byte frame per log line would let a visitor fill the disk, so only its errors.
+pub const DAEMON_LOG_FILTER: &str =
+    "info,quinn=warn,rustls=warn,libp2p_swarm=warn,h2::proto::ping_pong=error";
 
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]

@@ -48,6 +48,8 @@ mod ratelimit;
 mod registry;
 mod server;
 mod state;
+#[cfg(feature = "testsupport")]
+pub mod testsupport;
 mod tls;
 mod traffic;
 mod tunnel;

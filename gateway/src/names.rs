@@ -44,6 +44,7 @@ impl NameStore {
     /// Opens (or starts) the table in `state_dir`.
     pub(crate) fn open(state_dir: &Path) -> Result<Self, NameStoreError> {
         let path = state_dir.join("names.json");
+        peercompute_identity::remove_stale_tmp(state_dir, "names.json");
         let owners = match std::fs::read(&path) {
             Ok(bytes) => {
                 serde_json::from_slice::<NamesFile>(&bytes)
@@ -122,6 +123,20 @@ impl NameStore {
         self.save(&next)?;
         *owners = next;
         Ok(moved)
+    }
+
+    /// Adds owners in memory only, for a test's big table (`testsupport`); `save_now` writes it.
+    #[cfg(feature = "testsupport")]
+    pub(crate) fn preload(&self, owners: Vec<(String, String)>) {
+        self.owners
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(owners);
+    }
+
+    #[cfg(feature = "testsupport")]
+    pub(crate) fn save_now(&self) -> Result<(), NameStoreError> {
+        self.save(&self.owners.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     /// Every owned name and its owner's peer id, sorted by name.

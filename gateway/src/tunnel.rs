@@ -512,6 +512,11 @@ fn register(
                 RefuseCode::NameOwned,
                 "name owned by another provider".into(),
             ),
+            // Disk full or read-only state dir: the provider keeps the name and tries again.
+            crate::names::NameStoreError::Write { source, .. } => refuse(
+                RefuseCode::TryLater,
+                format!("gateway cannot record the name right now: {source}; retrying"),
+            ),
             other => refuse(
                 RefuseCode::Other(0),
                 format!("gateway cannot record the name: {other}"),

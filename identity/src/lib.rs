@@ -24,7 +24,7 @@ mod trust;
 mod verify;
 
 pub use cert::{CertError, peer_id_from_cert, self_signed_cert};
-pub use fsutil::write_atomic;
+pub use fsutil::{remove_stale_tmp, write_atomic};
 pub use home::{HOME_ENV, resolve_home};
 pub use key::{Identity, IdentityError, KEY_FILE};
 pub use libp2p_identity::PeerId;

@@ -91,6 +91,7 @@ impl TrustStore {
     /// Loads `<home>/trusted_peers.json`; a missing file is an empty store.
     pub fn open(home: &Path) -> Result<Self, TrustError> {
         let path = home.join(TRUST_FILE);
+        crate::fsutil::remove_stale_tmp(home, TRUST_FILE);
         let peers = read_peers(&path)?;
         Ok(Self { path, peers })
     }

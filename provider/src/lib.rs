@@ -39,6 +39,8 @@ mod fleet;
 mod label;
 mod relay;
 mod rotate;
+#[cfg(feature = "testsupport")]
+pub mod testsupport;
 mod tunnel;
 pub mod volumes;
 

@@ -40,6 +40,8 @@ pub struct GatewayOptions {
     pub access_log: Option<PathBuf>,
     pub access_log_max_bytes: u64,
     pub access_log_keep: usize,
+    /// Where the state directory is made (a [`crate::small_disk::SmallDisk`]); `/tmp` if None.
+    pub state_parent: Option<PathBuf>,
 }
 
 impl Default for GatewayOptions {
@@ -63,6 +65,7 @@ impl Default for GatewayOptions {
             access_log: None,
             access_log_max_bytes: 100 * 1024 * 1024,
             access_log_keep: 5,
+            state_parent: None,
         }
     }
 }
@@ -83,7 +86,11 @@ pub struct TestGateway {
 
 impl TestGateway {
     pub async fn start(options: GatewayOptions) -> Self {
-        let state = Arc::new(tempfile::tempdir().expect("gateway state dir"));
+        let state = match &options.state_parent {
+            Some(parent) => tempfile::tempdir_in(parent),
+            None => tempfile::tempdir(),
+        };
+        let state = Arc::new(state.expect("gateway state dir"));
         let any: SocketAddr = "127.0.0.1:0".parse().expect("addr");
         Self::start_on(state, options, any, any, any).await
     }

@@ -21,6 +21,8 @@
 //!   `peerctl`, robots in groups).
 //! - [`image`]: a busybox web image built with no registry, loaded under a unique tag.
 //! - [`acme`]: bind9 and pebble as child processes, and a gateway with `--tls acme`.
+//! - [`crash`]: SIGKILL a state writer mid-write, check the file is the old or new version.
+//! - [`small_disk`]: a tmpfs of a few MiB a test fills up and frees.
 //! - [`procfs`]: machine and process figures from `/proc`, for the benchmark programs.
 //! - [`world`]: [`publish`] — gateway + admitted provider + backend published under a name.
 //! - [`admin`]: the gateway's admin API from outside: a client with an optional bearer token,
@@ -39,6 +41,7 @@ pub mod admin;
 pub mod backend;
 pub mod browser;
 pub mod client;
+pub mod crash;
 pub mod daemon;
 pub mod docker_events;
 pub mod docker_proxy;
@@ -56,6 +59,7 @@ pub mod procfs;
 pub mod provider;
 pub mod rotation_rig;
 pub mod site;
+pub mod small_disk;
 pub mod world;
 
 use std::future::Future;

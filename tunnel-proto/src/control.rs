@@ -34,6 +34,10 @@ pub enum RefuseCode {
     InvalidName,
     /// This provider already holds as many names as the gateway allows.
     TooManyNames,
+    /// The gateway cannot take the name right now (e.g. it cannot record it: disk full); the
+    /// provider keeps the name and registers it again later. Older providers read it as
+    /// `Other(5)` and drop the name.
+    TryLater,
     /// A code this build does not know (kept so newer gateways stay readable).
     Other(u8),
 }
@@ -44,6 +48,7 @@ impl RefuseCode {
             Self::NameOwned => 1,
             Self::InvalidName => 2,
             Self::TooManyNames => 3,
+            Self::TryLater => 5,
             Self::Other(v) => v,
         }
     }
@@ -53,6 +58,7 @@ impl RefuseCode {
             1 => Self::NameOwned,
             2 => Self::InvalidName,
             3 => Self::TooManyNames,
+            5 => Self::TryLater,
             v => Self::Other(v),
         }
     }

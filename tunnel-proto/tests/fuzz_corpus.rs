@@ -105,6 +105,7 @@ fn control_frame_corpus() {
         ("registered", ok(1, 0)),
         ("refused", ok(1, 0)),
         ("refused-unknown-code", ok(1, 0)),
+        ("refused-try-later", ok(1, 0)),
         ("unregister", ok(1, 0)),
         ("ping", ok(1, 0)),
         ("pong", ok(1, 0)),

@@ -6,8 +6,8 @@
 //! diagram; integers big-endian; strings `u16 length | UTF-8`, route names `u8 length | UTF-8`;
 //! lists `u16 count | items`. Type bytes (from `control.rs`): Hello 0x01, Welcome 0x02,
 //! Register 0x03, Registered 0x04, Refused 0x05, Unregister 0x06, Ping 0x07, Pong 0x08,
-//! GoAway 0x09. Refused's code is a u8 (NameOwned 1, InvalidName 2, TooManyNames 3); GoAway's a
-//! u16 (Shutdown 1, UnsupportedVersion 2, NotAllowed 3, ProtocolError 4, Replaced 5).
+//! GoAway 0x09. Refused's code is a u8 (NameOwned 1, InvalidName 2, TooManyNames 3, TryLater 5);
+//! GoAway's a u16 (Shutdown 1, UnsupportedVersion 2, NotAllowed 3, ProtocolError 4, Replaced 5).
 //!
 //! Stream header: `version: u8 | length: u16 BE | kind: u8 | route: u8 len + bytes |
 //! family: u8 | ip | port: u16 BE`; version 1, kind Http 1, family 4 or 6.
@@ -133,6 +133,15 @@ fn refused() {
             reason: String::new(),
         },
         "05 00000005 01 78 03 0000",
+    );
+    // code 5 (TryLater), reason "full" (the value reachability.md reserves).
+    check_control(
+        ControlMessage::Refused {
+            name: "x".into(),
+            code: RefuseCode::TryLater,
+            reason: "full".into(),
+        },
+        "05 00000009 01 78 05 0004 66756c6c",
     );
 }
 

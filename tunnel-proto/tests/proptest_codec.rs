@@ -43,10 +43,11 @@ fn refuse_code() -> impl Strategy<Value = RefuseCode> {
         Just(RefuseCode::NameOwned),
         Just(RefuseCode::InvalidName),
         Just(RefuseCode::TooManyNames),
+        Just(RefuseCode::TryLater),
         // `Other` only for values without a named variant: `Other(1)` is sent as 1 and read
         // back as `NameOwned` (see `unknown_code_values_keep_their_wire_value`).
         any::<u8>().prop_filter_map("named code", |v| {
-            (!(1..=3).contains(&v)).then_some(RefuseCode::Other(v))
+            (!matches!(v, 1..=3 | 5)).then_some(RefuseCode::Other(v))
         }),
     ]
 }

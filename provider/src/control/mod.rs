@@ -23,7 +23,6 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 pub(crate) use replay::ReplayStore;
 pub use replay::ReplayStoreError;
-use replay::VerifyOrSave;
 
 use crate::deploy::{Deployments, error, now_secs};
 
@@ -117,16 +116,21 @@ async fn respond(
             ),
         ));
     }
-    let request = ctx
+    let verified = ctx
         .replay
         .verify(&envelope, &peer, &ctx.me, now_secs())
-        .map_err(|e| match e {
-            VerifyOrSave::Verify(e) => error(e.code(), e.to_string()),
-            VerifyOrSave::Save(e) => error(
-                ErrorCode::Internal,
-                format!("cannot record the request nonce: {e}"),
-            ),
-        })?;
+        .map_err(|e| error(e.code(), e.to_string()))?;
+    let request = verified.request;
+    // A nonce that did not reach the disk (a full disk) could be replayed after a restart:
+    // serve only what is harmless to repeat — reads, and stop, which frees space.
+    if let Err(why) = verified.saved
+        && !matches!(
+            request,
+            Request::Status(_) | Request::List(_) | Request::Logs(_) | Request::Stop(_)
+        )
+    {
+        return Err(error(ErrorCode::Internal, why));
+    }
     request
         .validate()
         .map_err(|e| error(ErrorCode::BadRequest, e.to_string()))?;

@@ -44,6 +44,8 @@ pub(crate) use ops::log_stream;
 pub use reconcile::ReconcileReport;
 pub use state::StateError;
 use state::{Record, Store};
+#[cfg(feature = "testsupport")]
+pub(crate) use state::{Record as StateRecord, Store as StateStore};
 
 /// Default CPU of a deployment that asks for none, in millicores.
 pub const DEFAULT_CPU_MILLIS: u32 = 500;

@@ -53,9 +53,14 @@ impl Deployments {
             .map_err(|e| error(ErrorCode::Runtime, e.to_string()))?;
         self.admission().release(id);
         self.volumes.clear_halted(&record.container_id);
-        self.store()
-            .remove(id)
-            .map_err(|e| error(ErrorCode::Internal, e.to_string()))?;
+        self.store().remove(id).map_err(|e| {
+            error(
+                ErrorCode::Internal,
+                format!(
+                    "stopped {id}, but its record could not be saved ({e}); it is dropped at the provider's next start, or free space and run stop again"
+                ),
+            )
+        })?;
         self.publish_devices();
         info!(deployment = %id, name = %record.name, "stopped and removed");
         Ok(StopResponse {

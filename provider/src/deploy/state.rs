@@ -48,7 +48,7 @@ pub enum StateError {
     Read { path: PathBuf, source: io::Error },
     #[error("{path} is corrupt ({reason}); move it away to start with no deployments")]
     Corrupt { path: PathBuf, reason: String },
-    #[error("cannot save deployments to {path}: {source}")]
+    #[error("cannot save deployments to {path}: {source}; free space and retry")]
     Write { path: PathBuf, source: io::Error },
     #[error(transparent)]
     Volumes(#[from] crate::volumes::LedgerFileError),
@@ -68,6 +68,7 @@ impl Store {
             path: path.clone(),
             source,
         })?;
+        peercompute_identity::remove_stale_tmp(state_dir, "deployments.json");
         let records = match std::fs::read(&path) {
             Ok(bytes) => {
                 serde_json::from_slice::<StateFile>(&bytes)
@@ -146,13 +147,17 @@ impl Store {
         })
     }
 
-    /// Removes, then saves.
+    /// Removes, then saves. On a failed save the record is put back, so memory and disk agree
+    /// (the daemon's next start drops a record whose container is gone).
     pub(crate) fn remove(&mut self, id: &str) -> Result<Option<Record>, StateError> {
-        let removed = self.records.remove(id);
-        if removed.is_some() {
-            self.save()?;
+        let Some(removed) = self.records.remove(id) else {
+            return Ok(None);
+        };
+        if let Err(e) = self.save() {
+            self.records.insert(removed.id.clone(), removed);
+            return Err(e);
         }
-        Ok(removed)
+        Ok(Some(removed))
     }
 
     fn save(&self) -> Result<(), StateError> {
@@ -202,6 +207,24 @@ mod tests {
         std::fs::write(dir.path().join("deployments.json"), b"{\"deployments\":").expect("write");
         let err = Store::open(dir.path()).expect_err("corrupt");
         assert!(err.to_string().contains("corrupt"), "{err}");
+    }
+
+    #[test]
+    fn a_remove_that_cannot_be_saved_keeps_the_record() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let state = dir.path().join("state");
+        let mut store = Store::open(&state).expect("open");
+        store.put(record("a")).expect("put");
+        // A directory that is gone fails every save, as a full disk does.
+        std::fs::remove_dir_all(&state).expect("rm");
+        store.remove("a").expect_err("the save fails");
+        assert!(
+            store.get("a").is_some(),
+            "memory still agrees with the disk"
+        );
+        std::fs::create_dir_all(&state).expect("mkdir");
+        assert!(store.remove("a").expect("space is back").is_some());
+        assert!(store.get("a").is_none());
     }
 
     #[test]

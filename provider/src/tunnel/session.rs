@@ -32,6 +32,49 @@ const OPERATOR_DISCONNECT: GoAwayCode = GoAwayCode::Other(6);
 /// The gateway's code for a name its operator released: the provider drops it and does not
 /// register it again.
 const OPERATOR_RELEASE: RefuseCode = RefuseCode::Other(4);
+/// The first wait before registering a name again after `TryLater`; doubles to `RETRY_MAX`.
+const RETRY_FIRST: Duration = Duration::from_secs(1);
+const RETRY_MAX: Duration = Duration::from_secs(30);
+
+/// Names the gateway answered `TryLater` (it could not record them, e.g. its disk is full):
+/// they stay desired and are registered again after a backoff, reset by any `Registered`.
+struct Retry {
+    names: std::collections::BTreeSet<String>,
+    backoff: Duration,
+    due: Option<tokio::time::Instant>,
+}
+
+impl Retry {
+    fn new() -> Self {
+        Self {
+            names: Default::default(),
+            backoff: RETRY_FIRST,
+            due: None,
+        }
+    }
+
+    fn later(&mut self, name: String) {
+        self.names.insert(name);
+        if self.due.is_none() {
+            self.due = Some(tokio::time::Instant::now() + self.backoff);
+            self.backoff = (self.backoff * 2).min(RETRY_MAX);
+        }
+    }
+
+    fn registered(&mut self, name: &str) {
+        self.names.remove(name);
+        self.backoff = RETRY_FIRST;
+    }
+
+    /// The names to register now (still desired), clearing the timer.
+    fn take(&mut self, state: &ClientState) -> Vec<String> {
+        self.due = None;
+        std::mem::take(&mut self.names)
+            .into_iter()
+            .filter(|n| state.desired.contains_key(n))
+            .collect()
+    }
+}
 
 /// How a session ended.
 #[derive(Debug)]
@@ -273,9 +316,14 @@ pub(crate) async fn run(
     let mut awaiting: Option<(u64, Instant)> = None;
     let mut pong_late = false;
     let far = || tokio::time::Instant::now() + Duration::from_secs(3600);
+    let mut retry = Retry::new();
     loop {
+        // On QUIC a late Pong may mean UDP died: TCP is dialled beside it (QUIC's idle
+        // timeout would take 30 s to say so). TCP has its keepalive and nothing to fall to.
         let pong_due = awaiting
-            .filter(|_| !pong_late)
+            .filter(|_| {
+                !pong_late && conn.transport() == peercompute_tunnel_transport::Transport::Quic
+            })
             .map_or_else(far, |(_, at)| (at + super::choice::PONG_LATE).into());
         tokio::select! {
             msg = reader.next() => match msg {
@@ -302,7 +350,7 @@ pub(crate) async fn run(
                         }
                         _ => {}
                     }
-                    if let Some(reply) = on_control(msg, state)
+                    if let Some(reply) = on_control(msg, state, &mut retry)
                         && write_control(&mut send, &reply).await.is_err()
                     {
                         return lost(&conn, &said);
@@ -356,6 +404,14 @@ pub(crate) async fn run(
                     super::choice::PONG_LATE
                 );
                 link.pong_late();
+            }
+            _ = tokio::time::sleep_until(retry.due.unwrap_or_else(tokio::time::Instant::now)), if retry.due.is_some() => {
+                for name in retry.take(state) {
+                    info!(route = %name, "registering `{name}` again");
+                    if write_control(&mut send, &ControlMessage::Register { name }).await.is_err() {
+                        return lost(&conn, &said);
+                    }
+                }
             }
             _ = ping.tick() => {
                 nonce = nonce.wrapping_add(1);
@@ -451,9 +507,14 @@ fn lost_with(
 }
 
 /// Applies a gateway message to the client state; returns a reply if one is due.
-fn on_control(msg: ControlMessage, state: &mut ClientState) -> Option<ControlMessage> {
+fn on_control(
+    msg: ControlMessage,
+    state: &mut ClientState,
+    retry: &mut Retry,
+) -> Option<ControlMessage> {
     match msg {
         ControlMessage::Registered { name, url } => {
+            retry.registered(&name);
             if let Some(target) = state.desired.get(&name) {
                 info!(route = %name, %url, "registered {url} → {}:{}", target.host, target.port);
                 state
@@ -464,6 +525,20 @@ fn on_control(msg: ControlMessage, state: &mut ClientState) -> Option<ControlMes
             }
             for w in state.waiters.remove(&name).unwrap_or_default() {
                 let _ = w.send(Ok(url.clone()));
+            }
+            None
+        }
+        ControlMessage::Refused {
+            name,
+            code: RefuseCode::TryLater,
+            reason,
+        } => {
+            // The name stays desired and its waiters keep waiting (a deploy answers "pending"
+            // and records the URL once the gateway confirms it).
+            let again = retry.backoff;
+            warn!(route = %name, "the gateway cannot take `{name}` now: {reason}; registering again in {again:?}");
+            if state.desired.contains_key(&name) {
+                retry.later(name);
             }
             None
         }
@@ -509,6 +584,27 @@ fn on_control(msg: ControlMessage, state: &mut ClientState) -> Option<ControlMes
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn try_later_backs_off_from_1_s_doubling_to_30_s_and_registered_resets_it() {
+        let mut retry = Retry::new();
+        let mut waits = Vec::new();
+        for _ in 0..7 {
+            let before = tokio::time::Instant::now();
+            retry.later("blog".into());
+            let due = retry.due.expect("a retry is due");
+            waits.push((due - before).as_secs());
+            // A second refusal before the timer fires does not push it back.
+            retry.later("shop".into());
+            assert_eq!(retry.due, Some(due));
+            retry.due = None; // what `take` does when the timer fires
+        }
+        assert_eq!(waits, [1, 2, 4, 8, 16, 30, 30]);
+        assert_eq!(retry.names.len(), 2);
+        retry.registered("blog");
+        assert_eq!(retry.backoff, RETRY_FIRST);
+        assert!(!retry.names.contains("blog"));
+    }
 
     #[test]
     fn welcome_addresses_get_the_tunnel_host() {
