@@ -40,6 +40,10 @@ pub struct GatewayOptions {
     pub access_log: Option<PathBuf>,
     pub access_log_max_bytes: u64,
     pub access_log_keep: usize,
+    /// `max_owned_names_per_provider`.
+    pub max_owned_names_per_provider: usize,
+    /// `max_streams_per_tunnel`.
+    pub max_streams_per_tunnel: usize,
 }
 
 impl Default for GatewayOptions {
@@ -63,6 +67,8 @@ impl Default for GatewayOptions {
             access_log: None,
             access_log_max_bytes: 100 * 1024 * 1024,
             access_log_keep: 5,
+            max_owned_names_per_provider: GatewayConfig::default().max_owned_names_per_provider,
+            max_streams_per_tunnel: GatewayConfig::default().max_streams_per_tunnel,
         }
     }
 }
@@ -137,6 +143,8 @@ impl TestGateway {
             access_log: options.access_log.clone(),
             access_log_max_bytes: options.access_log_max_bytes,
             access_log_keep: options.access_log_keep,
+            max_owned_names_per_provider: options.max_owned_names_per_provider,
+            max_streams_per_tunnel: options.max_streams_per_tunnel,
             ..GatewayConfig::default()
         };
         let listeners = Listeners {

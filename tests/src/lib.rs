@@ -22,6 +22,7 @@
 //! - [`image`]: a busybox web image built with no registry, loaded under a unique tag.
 //! - [`acme`]: bind9 and pebble as child processes, and a gateway with `--tls acme`.
 //! - [`procfs`]: machine and process figures from `/proc`, for the benchmark programs.
+//! - [`hostile_provider`]: a provider the gateway admits that then misbehaves (raw quinn).
 //! - [`world`]: [`publish`] — gateway + admitted provider + backend published under a name.
 //! - [`admin`]: the gateway's admin API from outside: a client with an optional bearer token,
 //!   an SSE reader for `/api/v1/events`, a backend answering chosen statuses, token files;
@@ -48,6 +49,7 @@ pub mod fleet_rig;
 mod fleet_rig_admin;
 pub mod gateway;
 pub mod h2raw;
+pub mod hostile_provider;
 pub mod image;
 pub mod lines;
 pub mod nat;
