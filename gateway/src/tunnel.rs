@@ -16,6 +16,7 @@ use rustls::pki_types::CertificateDer;
 use tokio::sync::watch;
 use tracing::{Instrument, info, info_span, warn};
 
+use self::budget::{ControlBudget, Verdict};
 use crate::events::EventKind;
 use crate::metrics::TransportLabel;
 use crate::registry::Route;
@@ -31,6 +32,10 @@ const SWEEP_EVERY: Duration = Duration::from_secs(1);
 const ALLOWLIST_CHECK_EVERY: Duration = Duration::from_millis(500);
 /// Longest wait to hand a GoAway to a provider before closing its connection anyway.
 const GO_AWAY_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
+/// Longest wait to write any other control message. A provider that stops reading its control
+/// stream fills its flow-control window; past this the tunnel ends rather than holding its
+/// loop, and with it revocation, operator kicks and shutdown, for ever.
+const CONTROL_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 /// GoAway code of a tunnel the gateway operator ended (gateway-local: `Other` on the wire, so
 /// the provider reconnects with backoff like after any GoAway it does not know).
 pub(crate) const OPERATOR_DISCONNECT: GoAwayCode = GoAwayCode::Other(6);
@@ -210,7 +215,8 @@ async fn serve_tunnel(
         gateway_id: shared.peer_id.to_string(),
         p2p_addrs: shared.p2p_addrs.get().cloned().unwrap_or_default(),
     };
-    if write_control(&mut send, &welcome).await.is_err() {
+    if let Err(e) = send_control(&mut send, &welcome).await {
+        e.close(&shared, &conn, &mut send).await;
         return;
     }
 
@@ -223,7 +229,13 @@ async fn serve_tunnel(
         .tunnels_by_transport
         .get_or_create(&by_transport)
         .inc();
-    let (info, mut kicks) = TunnelInfo::new(peer, agent.clone(), version, conn.clone());
+    let (info, mut kicks) = TunnelInfo::new(
+        peer,
+        agent.clone(),
+        version,
+        conn.clone(),
+        shared.config.max_streams_per_tunnel,
+    );
     // Listed before it is announced: a client reacting to the event finds it.
     shared.tunnels.insert(info.clone());
     shared.events.publish(EventKind::ProviderConnected {
@@ -233,10 +245,11 @@ async fn serve_tunnel(
     });
     let mut announced_shutdown = *shutdown.borrow();
     if announced_shutdown {
-        let _ = write_control(&mut send, &shutdown_msg()).await;
+        let _ = send_control(&mut send, &shutdown_msg()).await;
     }
     let mut allowlist = shared.allow.changes();
     let mut allowlist_open = true;
+    let mut budget = ControlBudget::standard(Instant::now());
     let reason = loop {
         tokio::select! {
             changed = allowlist.changed(), if allowlist_open => {
@@ -253,6 +266,14 @@ async fn serve_tunnel(
                 }
             }
             msg = reader.next() => {
+                if msg.as_ref().is_ok_and(Option::is_some)
+                    && let Verdict::Exceeded { count, over } = budget.take(Instant::now())
+                {
+                    let message = budget.message(count, over);
+                    shared.metrics.tunnels_abuse.inc();
+                    go_away(&conn, &mut send, GoAwayCode::ProtocolError, &message).await;
+                    break message;
+                }
                 let reply = match msg {
                     Ok(Some(ControlMessage::Register { name })) => {
                         let mut owned = info.routes.lock().unwrap_or_else(|p| p.into_inner());
@@ -287,9 +308,9 @@ async fn serve_tunnel(
                     }
                 };
                 if let Some(reply) = reply
-                    && let Err(e) = write_control(&mut send, &reply).await
+                    && let Err(e) = send_control(&mut send, &reply).await
                 {
-                    break format!("cannot write to its control stream: {e}");
+                    break e.close(&shared, &conn, &mut send).await;
                 }
             }
             Some(kick) = kicks.recv() => match kick {
@@ -306,8 +327,8 @@ async fn serve_tunnel(
                         code: OPERATOR_RELEASE,
                         reason: "released by the gateway operator".to_owned(),
                     };
-                    if let Err(e) = write_control(&mut send, &refused).await {
-                        break format!("cannot write to its control stream: {e}");
+                    if let Err(e) = send_control(&mut send, &refused).await {
+                        break e.close(&shared, &conn, &mut send).await;
                     }
                 }
             },
@@ -315,7 +336,9 @@ async fn serve_tunnel(
                 announced_shutdown = true;
                 if changed.is_ok() {
                     // Tell the provider to reconnect later; in-flight streams keep running.
-                    let _ = write_control(&mut send, &shutdown_msg()).await;
+                    if let Err(e) = send_control(&mut send, &shutdown_msg()).await {
+                        break e.close(&shared, &conn, &mut send).await;
+                    }
                 }
             }
         }
@@ -450,6 +473,50 @@ fn register(
     }
 }
 
+/// Why a control message could not be written.
+#[derive(Debug)]
+enum ControlWriteError {
+    /// It waited [`CONTROL_WRITE_TIMEOUT`]: the provider stopped reading.
+    Stalled,
+    Failed(peercompute_tunnel_proto::IoError),
+}
+
+impl ControlWriteError {
+    /// Ends the tunnel (a GoAway when the provider stalled; the stream is broken otherwise) and
+    /// returns the reason.
+    async fn close(
+        self,
+        shared: &Shared,
+        conn: &quinn::Connection,
+        send: &mut quinn::SendStream,
+    ) -> String {
+        match self {
+            Self::Stalled => {
+                shared.metrics.tunnels_abuse.inc();
+                let message = format!(
+                    "the provider stopped reading its control stream (a message waited {} s)",
+                    CONTROL_WRITE_TIMEOUT.as_secs()
+                );
+                go_away(conn, send, GoAwayCode::ProtocolError, &message).await;
+                message
+            }
+            Self::Failed(e) => format!("cannot write to its control stream: {e}"),
+        }
+    }
+}
+
+/// Writes `msg` on the control stream within [`CONTROL_WRITE_TIMEOUT`].
+async fn send_control(
+    send: &mut quinn::SendStream,
+    msg: &ControlMessage,
+) -> Result<(), ControlWriteError> {
+    match tokio::time::timeout(CONTROL_WRITE_TIMEOUT, write_control(send, msg)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(ControlWriteError::Failed(e)),
+        Err(_) => Err(ControlWriteError::Stalled),
+    }
+}
+
 async fn go_away(
     conn: &quinn::Connection,
     send: &mut quinn::SendStream,
@@ -466,8 +533,6 @@ async fn go_away(
     conn.close(code.to_u16().into(), message.as_bytes());
 }
 
-// Wired into serve_tunnel's loop once the tunnel-transport refactor has landed.
-#[allow(dead_code)]
 mod budget;
 #[cfg(test)]
 mod tests;

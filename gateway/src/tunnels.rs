@@ -13,7 +13,7 @@ use std::time::SystemTime;
 
 use dashmap::DashMap;
 use peercompute_identity::PeerId;
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 
 use crate::traffic::TrafficCell;
 
@@ -62,6 +62,10 @@ pub(crate) struct TunnelInfo {
     pub(crate) routes: Mutex<Vec<String>>,
     /// Requests carried by this tunnel, all names together.
     pub(crate) traffic: Arc<TrafficCell>,
+    /// One permit per data stream open toward the provider (in use or idle in a pool), at most
+    /// `max_streams_per_tunnel`: whatever stream credit a provider grants, the gateway's
+    /// memory for one tunnel stays bounded.
+    pub(crate) streams: Arc<Semaphore>,
     kick: mpsc::Sender<Kick>,
 }
 
@@ -72,6 +76,7 @@ impl TunnelInfo {
         agent: String,
         version: u16,
         conn: quinn::Connection,
+        max_streams: usize,
     ) -> (Arc<Self>, mpsc::Receiver<Kick>) {
         let (kick, kicks) = mpsc::channel(KICK_CAPACITY);
         let info = Self {
@@ -84,6 +89,7 @@ impl TunnelInfo {
             conn,
             routes: Mutex::new(Vec::new()),
             traffic: Arc::default(),
+            streams: Arc::new(Semaphore::new(max_streams.min(Semaphore::MAX_PERMITS))),
             kick,
         };
         (Arc::new(info), kicks)
@@ -144,6 +150,11 @@ impl Tunnels {
             .into_iter()
             .filter(|t| t.peer == *peer)
             .collect()
+    }
+
+    /// The stream permits of connection `stable_id`'s tunnel; `None` once it has ended.
+    pub(crate) fn stream_permits(&self, stable_id: usize) -> Option<Arc<Semaphore>> {
+        self.0.get(&stable_id).map(|t| t.streams.clone())
     }
 
     /// The tunnels that hold `name` right now.
