@@ -38,6 +38,8 @@ pub(crate) enum EventKind {
         peer: String,
         agent: String,
         remote: String,
+        /// `quic` or `tcp`.
+        transport: String,
     },
     ProviderDisconnected {
         peer: String,
@@ -217,6 +219,7 @@ mod tests {
             peer: "p".into(),
             agent: "peercomputed/1".into(),
             remote: "192.0.2.1:4000".into(),
+            transport: "quic".into(),
         });
         let event = events.recent_since(0).pop().expect("event");
         let json = serde_json::to_value(&*event).expect("json");

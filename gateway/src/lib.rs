@@ -285,7 +285,8 @@ pub async fn run(
             (prepared.store.clone(), visitor, Some((prepared, hooks)))
         }
     };
-    let quic_config = tunnel::server_config(&identity, cert_store)?;
+    let tunnel_tls = tunnel::tunnel_tls(&identity, cert_store)?;
+    let quic_config = tunnel::server_config(tunnel_tls.clone())?;
     let endpoint = quinn::Endpoint::new(
         quinn::EndpointConfig::default(),
         Some(quic_config),
@@ -361,7 +362,10 @@ pub async fn run(
     ));
     let https = tokio::spawn(server::serve_https(
         listeners.https,
-        visitor_tls,
+        server::TlsConfigs {
+            visitor: visitor_tls,
+            tunnel: Arc::new(tunnel_tls),
+        },
         shared.clone(),
         stop_rx.clone(),
     ));
@@ -413,6 +417,13 @@ pub async fn run(
             .into(),
         b"gateway shut down",
     );
+    // TCP tunnels have no endpoint to close: each was told to go away when the stop began.
+    for tunnel in shared.tunnels.list() {
+        tunnel.conn.close(
+            peercompute_tunnel_proto::GoAwayCode::Shutdown,
+            "gateway shut down",
+        );
+    }
     let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
     tasks.abort_all();
     for task in fleet_tasks {

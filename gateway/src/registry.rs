@@ -1,6 +1,6 @@
 //! Live routes: which tunnel connection serves which name right now.
 //!
-//! Entries are keyed by name and tagged with the QUIC connection's `stable_id`, so when an
+//! Entries are keyed by name and tagged with the tunnel connection's [`ConnId`], so when an
 //! old connection of a provider closes after its successor registered, the old close never
 //! removes the new route. Each registration carries its pool of idle upstream streams; the
 //! registry closes that pool whenever the registration ends (withdrawn, replaced, offline), so
@@ -11,6 +11,7 @@ use std::time::{Instant, SystemTime};
 
 use dashmap::DashMap;
 use peercompute_identity::PeerId;
+use peercompute_tunnel_transport::{ConnId, TunnelConn};
 
 use crate::proxy::UpstreamPool;
 use crate::traffic::TrafficCell;
@@ -18,7 +19,7 @@ use crate::traffic::TrafficCell;
 /// One live route.
 #[derive(Debug, Clone)]
 pub(crate) struct Route {
-    pub(crate) conn: quinn::Connection,
+    pub(crate) conn: TunnelConn,
     pub(crate) peer: PeerId,
     /// Idle upstream streams of this registration.
     pub(crate) pool: Arc<UpstreamPool>,
@@ -30,7 +31,7 @@ pub(crate) struct Route {
 
 impl Route {
     pub(crate) fn new(
-        conn: quinn::Connection,
+        conn: TunnelConn,
         peer: PeerId,
         traffic: Arc<TrafficCell>,
         tunnel_traffic: Arc<TrafficCell>,
@@ -68,17 +69,15 @@ impl Registry {
         }
     }
 
-    /// The provider withdrew `name` (if connection `stable_id` still serves it).
-    pub(crate) fn unregister(&self, name: &str, stable_id: usize) -> bool {
-        let removed = self
-            .routes
-            .remove_if(name, |_, r| r.conn.stable_id() == stable_id);
+    /// The provider withdrew `name` (if connection `id` still serves it).
+    pub(crate) fn unregister(&self, name: &str, id: ConnId) -> bool {
+        let removed = self.routes.remove_if(name, |_, r| r.conn.id() == id);
         removed.map(|(_, route)| route.pool.close()).is_some()
     }
 
-    /// Connection `stable_id` is gone: its names become offline until re-registered.
-    pub(crate) fn disconnect(&self, name: &str, stable_id: usize) -> bool {
-        let removed = self.unregister(name, stable_id);
+    /// Connection `id` is gone: its names become offline until re-registered.
+    pub(crate) fn disconnect(&self, name: &str, id: ConnId) -> bool {
+        let removed = self.unregister(name, id);
         if removed {
             self.offline.insert(name.to_owned(), SystemTime::now());
         }

@@ -1,5 +1,8 @@
 //! The HTTPS listener: connection cap, TLS handshake with a deadline, HTTP/1.1 or HTTP/2 by
-//! ALPN with bounded header sizes and timeouts, and graceful draining on shutdown.
+//! ALPN with bounded header sizes and timeouts, and graceful draining on shutdown. A provider
+//! whose UDP is blocked reaches the gateway here too: its ClientHello offers the tunnel's ALPN
+//! (`peercompute-tunnel/1`, which no browser offers), so it gets the tunnel's TLS
+//! configuration (client certificate required) and becomes a TCP tunnel.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -10,23 +13,42 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
-use tokio_rustls::TlsAcceptor;
+use tokio_rustls::LazyConfigAcceptor;
+use tokio_rustls::server::TlsStream;
 use tracing::{debug, info, warn};
 
 use crate::h2guard::Guarded;
 use crate::metrics::KindLabel;
 use crate::state::Shared;
 
-/// Accepts visitors until `shutdown`, then drains in-flight requests for the grace period.
+/// TCP tunnels the HTTPS listener carries at once; they do not count against the visitor
+/// connection cap.
+const TCP_TUNNEL_SLOTS: usize = 10_000;
+
+/// The two TLS configurations of the HTTPS port, chosen by the ClientHello's ALPN.
+#[derive(Clone)]
+pub(crate) struct TlsConfigs {
+    pub(crate) visitor: Arc<rustls::ServerConfig>,
+    pub(crate) tunnel: Arc<rustls::ServerConfig>,
+}
+
+/// What a finished handshake turned out to be.
+enum Accepted {
+    Visitor(TlsStream<TcpStream>),
+    Tunnel(TlsStream<TcpStream>),
+}
+
+/// Accepts visitors (and TCP tunnels) until `shutdown`, then drains in-flight requests for the
+/// grace period.
 pub(crate) async fn serve_https(
     listener: TcpListener,
-    tls: Arc<rustls::ServerConfig>,
+    tls: TlsConfigs,
     shared: Arc<Shared>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let acceptor = TlsAcceptor::from(tls);
     let builder = Arc::new(http_builder(&shared));
     let slots = Arc::new(Semaphore::new(shared.config.max_connections));
+    let tunnel_slots = Arc::new(Semaphore::new(TCP_TUNNEL_SLOTS));
     let graceful = GracefulShutdown::new();
     loop {
         let (tcp, remote) = tokio::select! {
@@ -48,15 +70,34 @@ pub(crate) async fn serve_https(
         };
         let _ = tcp.set_nodelay(true);
         shared.metrics.connections_total.inc();
-        let acceptor = acceptor.clone();
+        let tls = tls.clone();
         let builder = builder.clone();
         let shared = shared.clone();
         let watcher = graceful.watcher();
+        let tunnel_slots = tunnel_slots.clone();
+        let tunnel_shutdown = shutdown.clone();
         tokio::spawn(async move {
             shared.metrics.connections_open.inc();
-            serve_connection(tcp, remote, acceptor, &builder, &shared, watcher).await;
+            let accepted = accept_tls(tcp, remote, &tls, &shared).await;
+            if let Some(Accepted::Visitor(stream)) = accepted {
+                serve_connection(stream, remote, &builder, &shared, watcher).await;
+                shared.metrics.connections_open.dec();
+                drop(permit);
+                return;
+            }
+            // Not a visitor: it holds no visitor slot and the drain does not wait for it.
             shared.metrics.connections_open.dec();
             drop(permit);
+            drop(watcher);
+            let Some(Accepted::Tunnel(stream)) = accepted else {
+                return;
+            };
+            let Ok(_slot) = tunnel_slots.try_acquire_owned() else {
+                warn!(%remote, "{TCP_TUNNEL_SLOTS} TCP tunnels already: refused one more");
+                shared.metrics.tunnels_refused.inc();
+                return;
+            };
+            crate::tunnel::serve_tcp_tunnel(stream, remote, shared, tunnel_shutdown).await;
         });
     }
     drop(listener);
@@ -73,26 +114,48 @@ pub(crate) async fn serve_https(
     }
 }
 
-async fn serve_connection(
+/// The TLS handshake within the handshake timeout, with the configuration the ClientHello's
+/// ALPN asks for: the tunnel's for `peercompute-tunnel/1`, the visitors' otherwise.
+async fn accept_tls(
     tcp: TcpStream,
     remote: SocketAddr,
-    acceptor: TlsAcceptor,
+    tls: &TlsConfigs,
+    shared: &Shared,
+) -> Option<Accepted> {
+    let handshake = async {
+        let start = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), tcp).await?;
+        let tunnel = start
+            .client_hello()
+            .alpn()
+            .is_some_and(|mut offered| offered.any(|p| p == peercompute_tunnel_proto::ALPN));
+        let config = if tunnel { &tls.tunnel } else { &tls.visitor };
+        let stream = start.into_stream(config.clone()).await?;
+        Ok::<_, std::io::Error>(if tunnel {
+            Accepted::Tunnel(stream)
+        } else {
+            Accepted::Visitor(stream)
+        })
+    };
+    match tokio::time::timeout(shared.config.handshake_timeout, handshake).await {
+        Ok(Ok(accepted)) => Some(accepted),
+        Ok(Err(e)) => {
+            debug!(%remote, "TLS handshake failed: {e}");
+            None
+        }
+        Err(_) => {
+            debug!(%remote, "TLS handshake timed out");
+            None
+        }
+    }
+}
+
+async fn serve_connection(
+    tls: TlsStream<TcpStream>,
+    remote: SocketAddr,
     builder: &auto::Builder<TokioExecutor>,
     shared: &Arc<Shared>,
     watcher: hyper_util::server::graceful::Watcher,
 ) {
-    let tls =
-        match tokio::time::timeout(shared.config.handshake_timeout, acceptor.accept(tcp)).await {
-            Ok(Ok(tls)) => tls,
-            Ok(Err(e)) => {
-                debug!(%remote, "TLS handshake failed: {e}");
-                return;
-            }
-            Err(_) => {
-                debug!(%remote, "TLS handshake timed out");
-                return;
-            }
-        };
     if tls.get_ref().1.alpn_protocol() == Some(crate::tls::acme::ACME_TLS_ALPN) {
         // A TLS-ALPN-01 validation: the handshake was the answer; no HTTP on this connection.
         debug!(%remote, "answered a TLS-ALPN-01 challenge handshake");

@@ -208,11 +208,11 @@ impl Shared {
                 remote: t.remote,
                 connected_since: t.since,
                 transport: t.transport.as_str(),
-                rtt: t.conn.rtt(),
+                rtt: t.conn.rtt().unwrap_or_default(),
                 routes: t.routes(),
                 traffic: t.traffic.counts().totals(),
-                wire_rx_bytes: t.conn.stats().udp_rx.bytes,
-                wire_tx_bytes: t.conn.stats().udp_tx.bytes,
+                wire_rx_bytes: t.conn.wire_bytes().0,
+                wire_tx_bytes: t.conn.wire_bytes().1,
             })
             .collect()
     }

@@ -1,8 +1,12 @@
-//! The QUIC side of the gateway: accepts provider connections, authenticates them by the
-//! Ed25519 key of their client certificate against the allowlist, runs the control stream
-//! (Hello/Welcome, Register/Registered|Refused, Unregister, Ping/Pong, GoAway) and keeps the
-//! route [`Registry`](crate::registry::Registry) in step with each connection's life.
+//! The tunnel side of the gateway: accepts provider connections over QUIC ([`accept_loop`])
+//! or over TLS on the HTTPS port ([`serve_tcp_tunnel`], told apart from visitors by ALPN in
+//! `server.rs`), authenticates them by the Ed25519 key of their client certificate against
+//! the allowlist, runs the control stream (Hello/Welcome, Register/Registered|Refused,
+//! Unregister, Ping/Pong, GoAway) and keeps the route [`Registry`](crate::registry::Registry)
+//! in step with each connection's life. Both transports run the same [`serve_tunnel`] over a
+//! [`TunnelConn`].
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -11,10 +15,14 @@ use peercompute_tunnel_proto::{
     ALPN, ControlMessage, ControlReader, GoAwayCode, MAX_VERSION, MIN_VERSION, RefuseCode,
     negotiate_version, write_control,
 };
+use peercompute_tunnel_transport::{Mode, MuxHandle, MuxLimits, Transport, TunnelConn, tune_tcp};
 use quinn::crypto::rustls::QuicServerConfig;
 use rustls::pki_types::CertificateDer;
+use tokio::io::AsyncWrite;
+use tokio::net::TcpStream;
 use tokio::sync::watch;
-use tracing::{Instrument, info, info_span, warn};
+use tokio_rustls::server::TlsStream;
+use tracing::{Instrument, debug, info, info_span, warn};
 
 use self::budget::{ControlBudget, Verdict};
 use crate::events::EventKind;
@@ -22,7 +30,7 @@ use crate::metrics::TransportLabel;
 use crate::registry::Route;
 use crate::state::Shared;
 use crate::tls::{CertStore, TunnelResolver, certified_key};
-use crate::tunnels::{Kick, Transport, TunnelInfo};
+use crate::tunnels::{Kick, TunnelInfo};
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often idle upstream streams past their timeout are closed (checkout skips them anyway).
@@ -42,13 +50,27 @@ pub(crate) const OPERATOR_DISCONNECT: GoAwayCode = GoAwayCode::Other(6);
 /// Refusal code of a name the gateway operator released (gateway-local: `Other` on the wire).
 /// The provider drops a refused name and does not register it again.
 pub(crate) const OPERATOR_RELEASE: RefuseCode = RefuseCode::Other(4);
+/// On TCP the gateway pings the provider this often: the answer is the tunnel's RTT (QUIC
+/// measures its own) and shows the provider's process still serves its control stream.
+const TCP_PING_EVERY: Duration = Duration::from_secs(15);
+/// A TCP tunnel whose control stream said nothing (not even a Pong) this long is closed:
+/// three pings unanswered. (TCP keepalive notices a vanished host; this, a stuck process.)
+const TCP_SILENT_MAX: Duration = Duration::from_secs(45);
+/// A TCP tunnel's streams: the gateway opens the data streams (as many as QUIC's stream
+/// credit usually allows at once), the provider only its control stream (QUIC lets it open 4).
+const TCP_LIMITS: MuxLimits = MuxLimits {
+    max_outbound: 512,
+    max_inbound: 4,
+    window_growth: 32 * 1024 * 1024,
+};
 
-/// Builds the QUIC server configuration: TLS 1.3, ALPN, mandatory Ed25519 client certs,
-/// bounded windows and stream counts.
-pub(crate) fn server_config(
+/// The TLS side of a provider tunnel, for QUIC and TCP alike: TLS 1.3 only, the tunnel's ALPN
+/// alone, a mandatory Ed25519 client certificate, and the gateway's identity certificate for
+/// a pinned SNI (the HTTPS certificate otherwise).
+pub(crate) fn tunnel_tls(
     identity: &Identity,
     https: Arc<CertStore>,
-) -> Result<quinn::ServerConfig, crate::GatewayError> {
+) -> Result<rustls::ServerConfig, crate::GatewayError> {
     let (cert, key) = peercompute_identity::self_signed_cert(identity, &[])
         .map_err(|e| crate::GatewayError::Tls(e.to_string()))?;
     let identity_key =
@@ -64,6 +86,14 @@ pub(crate) fn server_config(
         https,
     }));
     tls.alpn_protocols = vec![ALPN.to_vec()];
+    Ok(tls)
+}
+
+/// Builds the QUIC server configuration: TLS 1.3, ALPN, mandatory Ed25519 client certs,
+/// bounded windows and stream counts.
+pub(crate) fn server_config(
+    tls: rustls::ServerConfig,
+) -> Result<quinn::ServerConfig, crate::GatewayError> {
     let crypto =
         QuicServerConfig::try_from(tls).map_err(|e| crate::GatewayError::Tls(e.to_string()))?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
@@ -134,12 +164,44 @@ pub(crate) async fn accept_loop(
                 );
                 return;
             };
-            let span = info_span!("tunnel", provider = %peer, %remote);
-            serve_tunnel(conn, peer, shared, shutdown)
+            let span = info_span!("tunnel", provider = %peer, %remote, transport = "quic");
+            serve_tunnel(TunnelConn::quic(conn), peer, shared, shutdown)
                 .instrument(span)
                 .await;
         });
     }
+}
+
+/// Serves a provider tunnel that arrived over TLS on the HTTPS port (its handshake done with
+/// [`tunnel_tls`]): yamux inside, then the same control and data streams as over QUIC. Returns
+/// when the tunnel ends.
+pub(crate) async fn serve_tcp_tunnel(
+    tls: TlsStream<TcpStream>,
+    remote: SocketAddr,
+    shared: Arc<Shared>,
+    shutdown: watch::Receiver<bool>,
+) {
+    if let Err(e) = tune_tcp(tls.get_ref().0) {
+        debug!(%remote, "cannot set the tunnel's socket options: {e}");
+    }
+    let peer = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|certs| certs.first())
+        .and_then(|cert| peer_id_from_cert(cert).ok());
+    let (mux, _driver) = MuxHandle::spawn(tls, remote, Mode::Server, TCP_LIMITS);
+    let conn = TunnelConn::tcp(mux);
+    let Some(peer) = peer else {
+        // The verifier requires an Ed25519 certificate, so this is not expected.
+        warn!(%remote, "provider presented no usable identity");
+        conn.close(GoAwayCode::NotAllowed, "no Ed25519 identity");
+        return;
+    };
+    let span = info_span!("tunnel", provider = %peer, %remote, transport = "tcp");
+    serve_tunnel(conn, peer, shared, shutdown)
+        .instrument(span)
+        .await;
 }
 
 fn remote_peer(conn: &quinn::Connection) -> Option<PeerId> {
@@ -149,11 +211,25 @@ fn remote_peer(conn: &quinn::Connection) -> Option<PeerId> {
 }
 
 async fn serve_tunnel(
-    conn: quinn::Connection,
+    conn: TunnelConn,
     peer: PeerId,
     shared: Arc<Shared>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    // The control stream comes first, so that every refusal, the allowlist's too, is a GoAway
+    // the provider reads: on TCP the connection's close carries no reason.
+    let control = match tokio::time::timeout(HANDSHAKE_TIMEOUT, conn.accept_bi()).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => {
+            info!("closed before opening its control stream: {e}");
+            return;
+        }
+        Err(_) => {
+            conn.close(GoAwayCode::ProtocolError, "no control stream");
+            return;
+        }
+    };
+    let (recv, mut send) = tokio::io::split(control);
     if !shared.allow.allows(&peer) {
         shared.metrics.tunnels_refused.inc();
         let reason = format!(
@@ -161,23 +237,9 @@ async fn serve_tunnel(
              --allow-provider {peer}"
         );
         warn!("refused: not on the allowlist");
-        conn.close(GoAwayCode::NotAllowed.to_u16().into(), reason.as_bytes());
+        go_away(&conn, &mut send, GoAwayCode::NotAllowed, &reason).await;
         return;
     }
-    let (mut send, recv) = match tokio::time::timeout(HANDSHAKE_TIMEOUT, conn.accept_bi()).await {
-        Ok(Ok(streams)) => streams,
-        Ok(Err(e)) => {
-            info!("closed before opening its control stream: {e}");
-            return;
-        }
-        Err(_) => {
-            conn.close(
-                GoAwayCode::ProtocolError.to_u16().into(),
-                b"no control stream",
-            );
-            return;
-        }
-    };
     let mut reader = ControlReader::new(recv);
     let (version, agent) = match tokio::time::timeout(HANDSHAKE_TIMEOUT, reader.next()).await {
         Ok(Ok(Some(ControlMessage::Hello {
@@ -221,8 +283,9 @@ async fn serve_tunnel(
     }
 
     shared.metrics.tunnels.inc();
+    let transport = conn.transport();
     let by_transport = TransportLabel {
-        transport: Transport::Quic.as_str(),
+        transport: transport.as_str(),
     };
     shared
         .metrics
@@ -242,6 +305,7 @@ async fn serve_tunnel(
         peer: peer.to_string(),
         agent,
         remote: conn.remote_address().to_string(),
+        transport: transport.as_str().to_owned(),
     });
     let mut announced_shutdown = *shutdown.borrow();
     if announced_shutdown {
@@ -250,6 +314,11 @@ async fn serve_tunnel(
     let mut allowlist = shared.allow.changes();
     let mut allowlist_open = true;
     let mut budget = ControlBudget::standard(Instant::now());
+    let tcp = transport == Transport::Tcp;
+    let mut ping =
+        tokio::time::interval_at(tokio::time::Instant::now() + TCP_PING_EVERY, TCP_PING_EVERY);
+    let mut last_ping: Option<(u64, Instant)> = None;
+    let mut heard = Instant::now();
     let reason = loop {
         tokio::select! {
             changed = allowlist.changed(), if allowlist_open => {
@@ -265,7 +334,23 @@ async fn serve_tunnel(
                     break "removed from the allowlist".to_owned();
                 }
             }
+            _ = ping.tick(), if tcp => {
+                if heard.elapsed() >= TCP_SILENT_MAX {
+                    let message = format!(
+                        "the provider's control stream was silent for {} s (pings unanswered)",
+                        TCP_SILENT_MAX.as_secs()
+                    );
+                    go_away(&conn, &mut send, GoAwayCode::ProtocolError, &message).await;
+                    break message;
+                }
+                let nonce = last_ping.map_or(1, |(n, _)| n.wrapping_add(1));
+                last_ping = Some((nonce, Instant::now()));
+                if let Err(e) = send_control(&mut send, &ControlMessage::Ping { nonce }).await {
+                    break e.close(&shared, &conn, &mut send).await;
+                }
+            }
             msg = reader.next() => {
+                heard = Instant::now();
                 if msg.as_ref().is_ok_and(Option::is_some)
                     && let Verdict::Exceeded { count, over } = budget.take(Instant::now())
                 {
@@ -280,14 +365,21 @@ async fn serve_tunnel(
                         Some(register(&shared, &info, &name, &mut owned))
                     }
                     Ok(Some(ControlMessage::Unregister { name })) => {
-                        if shared.registry.unregister(&name, conn.stable_id()) {
+                        if shared.registry.unregister(&name, conn.id()) {
                             info!(route = %name, "unregistered");
                         }
                         info.forget(&name);
                         None
                     }
                     Ok(Some(ControlMessage::Ping { nonce })) => Some(ControlMessage::Pong { nonce }),
-                    Ok(Some(ControlMessage::Pong { .. })) => None,
+                    Ok(Some(ControlMessage::Pong { nonce })) => {
+                        if let Some((sent, at)) = last_ping
+                            && sent == nonce
+                        {
+                            conn.set_rtt(at.elapsed());
+                        }
+                        None
+                    }
                     Ok(Some(ControlMessage::GoAway { code, message })) => {
                         info!(?code, %message, "provider is leaving");
                         break format!("the provider left ({code:?}): {message}");
@@ -345,7 +437,7 @@ async fn serve_tunnel(
     };
     shared.tunnels.remove(info.id());
     for name in info.routes().iter() {
-        if shared.registry.disconnect(name, conn.stable_id()) {
+        if shared.registry.disconnect(name, conn.id()) {
             info!(route = %name, "route offline");
         }
     }
@@ -364,8 +456,8 @@ async fn serve_tunnel(
 
 /// A Register of `name` this tunnel handled between the operator's release and its kick claimed
 /// the name again: undo it, since the provider drops the name on the Refused that follows.
-fn released_again(shared: &Shared, conn: &quinn::Connection, peer: PeerId, name: &str) {
-    shared.registry.unregister(name, conn.stable_id());
+fn released_again(shared: &Shared, conn: &TunnelConn, peer: PeerId, name: &str) {
+    shared.registry.unregister(name, conn.id());
     if shared.names.owner(name) == Some(peer.to_string())
         && let Err(e) = shared.names.release(name)
     {
@@ -487,8 +579,8 @@ impl ControlWriteError {
     async fn close(
         self,
         shared: &Shared,
-        conn: &quinn::Connection,
-        send: &mut quinn::SendStream,
+        conn: &TunnelConn,
+        send: &mut (impl AsyncWrite + Unpin),
     ) -> String {
         match self {
             Self::Stalled => {
@@ -507,7 +599,7 @@ impl ControlWriteError {
 
 /// Writes `msg` on the control stream within [`CONTROL_WRITE_TIMEOUT`].
 async fn send_control(
-    send: &mut quinn::SendStream,
+    send: &mut (impl AsyncWrite + Unpin),
     msg: &ControlMessage,
 ) -> Result<(), ControlWriteError> {
     match tokio::time::timeout(CONTROL_WRITE_TIMEOUT, write_control(send, msg)).await {
@@ -518,8 +610,8 @@ async fn send_control(
 }
 
 async fn go_away(
-    conn: &quinn::Connection,
-    send: &mut quinn::SendStream,
+    conn: &TunnelConn,
+    send: &mut (impl AsyncWrite + Unpin),
     code: GoAwayCode,
     message: &str,
 ) {
@@ -530,7 +622,7 @@ async fn go_away(
     };
     // A provider that stopped reading cannot hold the close up: the GoAway gets a second.
     let _ = tokio::time::timeout(GO_AWAY_WRITE_TIMEOUT, write_control(send, &msg)).await;
-    conn.close(code.to_u16().into(), message.as_bytes());
+    conn.close(code, message);
 }
 
 mod budget;

@@ -1,7 +1,7 @@
 //! The table of connected providers: one entry per live tunnel, for the admin API to list and
 //! to steer (disconnect a provider, take a released name away from it).
 //!
-//! Entries are keyed by the QUIC connection's `stable_id`, like the
+//! Entries are keyed by the tunnel connection's [`ConnId`], like the
 //! [`Registry`](crate::registry::Registry)'s routes: a provider that reconnects gets a new
 //! entry, and the old connection's exit removes only its own. Each entry carries a small
 //! channel into its tunnel's loop; [`Kick`]s sent there are carried out by the tunnel itself,
@@ -13,6 +13,8 @@ use std::time::SystemTime;
 
 use dashmap::DashMap;
 use peercompute_identity::PeerId;
+pub(crate) use peercompute_tunnel_transport::Transport;
+use peercompute_tunnel_transport::{ConnId, TunnelConn};
 use tokio::sync::{Semaphore, mpsc};
 
 use crate::traffic::TrafficCell;
@@ -30,21 +32,6 @@ pub(crate) enum Kick {
     Released(String),
 }
 
-/// How a provider reached the gateway.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Transport {
-    Quic,
-}
-
-impl Transport {
-    /// The name shown in the API and in metric labels.
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            Self::Quic => "quic",
-        }
-    }
-}
-
 /// One connected provider.
 #[derive(Debug)]
 pub(crate) struct TunnelInfo {
@@ -56,15 +43,19 @@ pub(crate) struct TunnelInfo {
     pub(crate) remote: SocketAddr,
     pub(crate) since: SystemTime,
     pub(crate) transport: Transport,
-    /// For RTT (`conn.rtt()`) and wire bytes (`conn.stats()`), read when asked.
-    pub(crate) conn: quinn::Connection,
+    /// For RTT (`conn.rtt()`) and wire bytes (`conn.wire_bytes()`), read when asked.
+    pub(crate) conn: TunnelConn,
     /// Names this tunnel registered and still holds, in registration order.
     pub(crate) routes: Mutex<Vec<String>>,
     /// Requests carried by this tunnel, all names together.
     pub(crate) traffic: Arc<TrafficCell>,
     /// One permit per data stream open toward the provider (in use or idle in a pool), at most
     /// `max_streams_per_tunnel`: whatever stream credit a provider grants, the gateway's
-    /// memory for one tunnel stays bounded.
+    /// memory for one tunnel stays bounded. That bound: 16 MiB received and unread (QUIC
+    /// `receive_window`) + 16 MiB sent and unacknowledged (`send_window`) + per open stream
+    /// its HTTP/1.1 client (at most 64 KiB of buffered response head, `MAX_UPSTREAM_BUF`) and
+    /// its task and stream state, measured at ~70-80 KiB a held stream in `tunnel_hostile`
+    /// (test process, clients included): ~32 MiB + 1024 × ~144 KiB ≈ 176 MiB at the default.
     pub(crate) streams: Arc<Semaphore>,
     kick: mpsc::Sender<Kick>,
 }
@@ -75,7 +66,7 @@ impl TunnelInfo {
         peer: PeerId,
         agent: String,
         version: u16,
-        conn: quinn::Connection,
+        conn: TunnelConn,
         max_streams: usize,
     ) -> (Arc<Self>, mpsc::Receiver<Kick>) {
         let (kick, kicks) = mpsc::channel(KICK_CAPACITY);
@@ -85,7 +76,7 @@ impl TunnelInfo {
             version,
             remote: conn.remote_address(),
             since: SystemTime::now(),
-            transport: Transport::Quic,
+            transport: conn.transport(),
             conn,
             routes: Mutex::new(Vec::new()),
             traffic: Arc::default(),
@@ -95,9 +86,9 @@ impl TunnelInfo {
         (Arc::new(info), kicks)
     }
 
-    /// The connection's `stable_id`, this entry's key.
-    pub(crate) fn id(&self) -> usize {
-        self.conn.stable_id()
+    /// The connection's id, this entry's key.
+    pub(crate) fn id(&self) -> ConnId {
+        self.conn.id()
     }
 
     /// A copy of the names this tunnel holds.
@@ -123,18 +114,18 @@ impl TunnelInfo {
     }
 }
 
-/// `stable_id` → connected provider.
+/// Connection id → connected provider.
 #[derive(Debug, Default)]
-pub(crate) struct Tunnels(DashMap<usize, Arc<TunnelInfo>>);
+pub(crate) struct Tunnels(DashMap<ConnId, Arc<TunnelInfo>>);
 
 impl Tunnels {
     pub(crate) fn insert(&self, info: Arc<TunnelInfo>) {
         self.0.insert(info.id(), info);
     }
 
-    /// Removes the entry of connection `stable_id` (and no other).
-    pub(crate) fn remove(&self, stable_id: usize) -> Option<Arc<TunnelInfo>> {
-        self.0.remove(&stable_id).map(|(_, info)| info)
+    /// Removes the entry of connection `id` (and no other).
+    pub(crate) fn remove(&self, id: ConnId) -> Option<Arc<TunnelInfo>> {
+        self.0.remove(&id).map(|(_, info)| info)
     }
 
     /// Every connected provider, oldest connection first.
@@ -152,9 +143,9 @@ impl Tunnels {
             .collect()
     }
 
-    /// The stream permits of connection `stable_id`'s tunnel; `None` once it has ended.
-    pub(crate) fn stream_permits(&self, stable_id: usize) -> Option<Arc<Semaphore>> {
-        self.0.get(&stable_id).map(|t| t.streams.clone())
+    /// The stream permits of connection `id`'s tunnel; `None` once it has ended.
+    pub(crate) fn stream_permits(&self, id: ConnId) -> Option<Arc<Semaphore>> {
+        self.0.get(&id).map(|t| t.streams.clone())
     }
 
     /// The tunnels that hold `name` right now.

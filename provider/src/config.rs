@@ -46,6 +46,24 @@ impl FromStr for GatewaySpec {
     }
 }
 
+/// `--gateway-https HOST:PORT`: where the gateway's HTTPS listener is, for the tunnel over
+/// TCP (default: the `--gateway` host, port 443).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpsAddr {
+    pub host: String,
+    pub port: u16,
+}
+
+impl FromStr for HttpsAddr {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (host, port) = split_host_port(s)
+            .ok_or_else(|| format!("`{s}` is not HOST:PORT (e.g. gw.example.com:443)"))?;
+        Ok(Self { host, port })
+    }
+}
+
 /// A local TCP service published under a route name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Expose {
@@ -196,6 +214,11 @@ pub struct ProviderConfig {
     pub gateway: Option<GatewaySpec>,
     /// CA bundle that signs the gateway's certificate (when its peer id is not pinned).
     pub gateway_ca: Option<PathBuf>,
+    /// How the tunnel reaches the gateway (`--transport`).
+    pub transport: crate::tunnel::TransportMode,
+    /// The gateway's HTTPS listener, for the tunnel over TCP (`--gateway-https`); `None`: the
+    /// gateway's host, port 443.
+    pub gateway_https: Option<HttpsAddr>,
     /// Local services to publish.
     pub expose: Vec<Expose>,
     /// libp2p listen addresses of the control plane.
@@ -245,6 +268,8 @@ impl ProviderConfig {
             home,
             gateway: None,
             gateway_ca: None,
+            transport: crate::tunnel::TransportMode::Auto,
+            gateway_https: None,
             expose: Vec::new(),
             listen: DEFAULT_LISTEN
                 .iter()

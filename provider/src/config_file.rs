@@ -39,6 +39,8 @@ pub enum ConfigFileError {
 struct Keys {
     gateway: Option<String>,
     gateway_ca: Option<PathBuf>,
+    transport: Option<String>,
+    gateway_https: Option<String>,
     #[serde(default)]
     expose: Vec<String>,
     #[serde(default)]
@@ -72,6 +74,8 @@ struct Keys {
 pub struct ProviderFile {
     pub gateway: Option<GatewaySpec>,
     pub gateway_ca: Option<PathBuf>,
+    pub transport: Option<crate::tunnel::TransportMode>,
+    pub gateway_https: Option<crate::config::HttpsAddr>,
     pub expose: Vec<Expose>,
     pub listen: Vec<peercompute_p2p::Multiaddr>,
     pub no_mdns: bool,
@@ -132,6 +136,14 @@ impl ProviderFile {
                 .map(|s| s.parse().map_err(value("gateway")))
                 .transpose()?,
             gateway_ca: keys.gateway_ca,
+            transport: keys
+                .transport
+                .map(|s| s.parse().map_err(value("transport")))
+                .transpose()?,
+            gateway_https: keys
+                .gateway_https
+                .map(|s| s.parse().map_err(value("gateway_https")))
+                .transpose()?,
             expose: each("expose", &keys.expose)?,
             listen: keys
                 .listen
@@ -223,6 +235,12 @@ impl ProviderFile {
         }
         if self.gateway_ca.is_some() {
             config.gateway_ca = self.gateway_ca;
+        }
+        if let Some(transport) = self.transport {
+            config.transport = transport;
+        }
+        if self.gateway_https.is_some() {
+            config.gateway_https = self.gateway_https;
         }
         if !self.expose.is_empty() {
             config.expose = self.expose;

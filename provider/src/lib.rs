@@ -55,7 +55,7 @@ use tracing::{error, info, warn};
 
 pub use admin::ADDR_FILE as ADMIN_ADDR_FILE;
 pub use config::{
-    AdminListen, DEFAULT_ADMIN_LISTEN, DEFAULT_LISTEN, Expose, Firewall, GatewaySpec,
+    AdminListen, DEFAULT_ADMIN_LISTEN, DEFAULT_LISTEN, Expose, Firewall, GatewaySpec, HttpsAddr,
     JoinTokenText, ProviderConfig,
 };
 pub use config_file::{ConfigFileError, ProviderFile};
@@ -74,8 +74,8 @@ pub use rotate::{
     request as request_rotation,
 };
 pub use tunnel::{
-    GatewayP2p, RegisterError, TlsSetupError, TunnelHandle, TunnelSettings, TunnelStatus,
-    start_tunnel,
+    DEFAULT_HTTPS_PORT, GatewayP2p, RegisterError, TlsSetupError, Transport, TransportMode,
+    TunnelHandle, TunnelSettings, TunnelStatus, start_tunnel,
 };
 
 /// Why the daemon could not run.
@@ -207,6 +207,11 @@ impl Daemon {
                 let settings = TunnelSettings {
                     gateway,
                     gateway_ca: config.gateway_ca.clone(),
+                    transport: config.transport,
+                    gateway_https: config
+                        .gateway_https
+                        .clone()
+                        .map(|https| (https.host, https.port)),
                 };
                 let (handle, task) = start_tunnel(&identity, settings, stop_rx)?;
                 (Some(handle), Some(task))

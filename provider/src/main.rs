@@ -128,6 +128,15 @@ struct RunArgs {
     /// CA bundle that signs the gateway's certificate (when not pinning its peer id).
     #[arg(long, value_name = "FILE")]
     gateway_ca: Option<PathBuf>,
+    /// How the tunnel reaches the gateway: auto (QUIC; TLS over TCP to the gateway's HTTPS
+    /// port within ~1 s when UDP gets no answer, back to QUIC when it works again), quic or
+    /// tcp [default: auto].
+    #[arg(long, value_name = "auto|quic|tcp")]
+    transport: Option<peercompute_provider::TransportMode>,
+    /// The gateway's HTTPS listener, where the tunnel goes over TCP [default: the --gateway
+    /// host, port 443].
+    #[arg(long, value_name = "HOST:PORT")]
+    gateway_https: Option<peercompute_provider::HttpsAddr>,
     /// Publish an existing local TCP service under NAME (repeatable).
     #[arg(long, value_name = "NAME=HOST:PORT")]
     expose: Vec<Expose>,
@@ -280,6 +289,8 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
                 config: config_file,
                 gateway,
                 gateway_ca,
+                transport,
+                gateway_https,
                 gateway_p2p,
                 no_relay,
                 expose,
@@ -309,6 +320,12 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
             }
             if gateway_ca.is_some() {
                 config.gateway_ca = gateway_ca;
+            }
+            if let Some(transport) = transport {
+                config.transport = transport;
+            }
+            if gateway_https.is_some() {
+                config.gateway_https = gateway_https;
             }
             if !expose.is_empty() {
                 config.expose = expose;

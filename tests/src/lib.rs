@@ -71,7 +71,7 @@ pub use daemon::{
 };
 pub use gateway::{DOMAIN, GatewayOptions, TestGateway};
 pub use image::{TEST_PORT, TestImage};
-pub use provider::TestProvider;
+pub use provider::{TestProvider, suite_transport};
 pub use world::{Published, publish};
 
 /// Installs the rustls crypto provider and, with `RUST_LOG` set, a log subscriber.

@@ -4,12 +4,28 @@ use std::net::SocketAddr;
 
 use peercompute_identity::Identity;
 use peercompute_provider::{
-    GatewaySpec, RegisterError, TunnelHandle, TunnelSettings, TunnelStatus, start_tunnel,
+    GatewaySpec, RegisterError, TransportMode, TunnelHandle, TunnelSettings, TunnelStatus,
+    start_tunnel,
 };
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::gateway::TestGateway;
+
+/// The transport [`TestProvider::start`] uses: TCP in a test binary whose name ends in `_tcp`
+/// (such a file includes another suite's file, `#[path = "tunnel_http.rs"] mod suite;`, to run
+/// every test of it over the TCP transport), auto otherwise (QUIC on loopback).
+pub fn suite_transport() -> TransportMode {
+    let exe = std::env::current_exe().unwrap_or_default();
+    let stem = exe.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
+    // Test binaries are named `<file>-<hash>`.
+    let name = stem.rsplit_once('-').map_or(stem, |(name, _)| name);
+    if name.ends_with("_tcp") {
+        TransportMode::Tcp
+    } else {
+        TransportMode::Auto
+    }
+}
 
 /// A running provider.
 #[derive(Debug)]
@@ -26,9 +42,9 @@ impl TestProvider {
         Identity::generate().expect("provider identity")
     }
 
-    /// Starts the tunnel to `gateway`, pinning its peer id.
+    /// Starts the tunnel to `gateway`, pinning its peer id, over [`suite_transport`].
     pub fn start(identity: Identity, gateway: &TestGateway) -> Self {
-        Self::start_to(identity, gateway.peer_id, gateway.tunnel)
+        Self::start_over(identity, gateway, suite_transport())
     }
 
     /// Starts the tunnel to an explicit address and pinned id.
@@ -37,15 +53,31 @@ impl TestProvider {
         peer: peercompute_identity::PeerId,
         addr: SocketAddr,
     ) -> Self {
-        crate::init();
-        let settings = TunnelSettings {
-            gateway: GatewaySpec {
+        Self::start_with(
+            identity,
+            TunnelSettings::new(GatewaySpec {
                 peer: Some(peer),
                 host: addr.ip().to_string(),
                 port: addr.port(),
-            },
-            gateway_ca: None,
-        };
+            }),
+        )
+    }
+
+    /// Starts the tunnel to `gateway` over `transport`: TCP goes to its HTTPS listener.
+    pub fn start_over(identity: Identity, gateway: &TestGateway, transport: TransportMode) -> Self {
+        let mut settings = TunnelSettings::new(GatewaySpec {
+            peer: Some(gateway.peer_id),
+            host: gateway.tunnel.ip().to_string(),
+            port: gateway.tunnel.port(),
+        });
+        settings.transport = transport;
+        settings.gateway_https = Some((gateway.https.ip().to_string(), gateway.https.port()));
+        Self::start_with(identity, settings)
+    }
+
+    /// Starts the tunnel with explicit settings.
+    pub fn start_with(identity: Identity, settings: TunnelSettings) -> Self {
+        crate::init();
         let (stop, rx) = watch::channel(false);
         let (handle, task) = start_tunnel(&identity, settings, rx).expect("start tunnel");
         Self {

@@ -38,7 +38,7 @@ impl CloseReason {
 
     /// The QUIC close error as a [`CloseReason`]. A local close needs the code and reason the
     /// caller kept ([`quinn::ConnectionError::LocallyClosed`] carries none).
-    pub(crate) fn from_quic(e: &quinn::ConnectionError) -> Self {
+    pub fn from_quic(e: &quinn::ConnectionError) -> Self {
         match e {
             quinn::ConnectionError::ApplicationClosed(close) => Self::Peer {
                 code: u16::try_from(close.error_code.into_inner())

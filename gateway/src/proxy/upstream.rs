@@ -1,5 +1,5 @@
 //! Getting a request to the app: on an idle stream of the route's pool when there is one,
-//! otherwise on a fresh QUIC stream with its own HTTP/1.1 client connection; and giving the
+//! otherwise on a fresh tunnel stream with its own HTTP/1.1 client connection; and giving the
 //! stream back to the pool once its exchange is complete.
 //!
 //! A fresh stream starts with a [`StreamHeader`] naming the route and the visitor that caused
@@ -27,6 +27,7 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1::{Builder, SendRequest};
 use hyper_util::rt::TokioIo;
 use peercompute_tunnel_proto::{StreamHeader, StreamKind};
+use tokio::io::AsyncWriteExt;
 use tracing::debug;
 
 use super::pool::IdlePool;
@@ -34,7 +35,7 @@ use super::{ProxyBody, ProxyError, empty};
 use crate::registry::Route;
 use crate::state::Shared;
 
-/// The request half of one HTTP/1.1 connection over one QUIC stream.
+/// The request half of one HTTP/1.1 connection over one tunnel stream.
 pub(crate) type Upstream = SendRequest<ProxyBody>;
 
 /// Idle upstream streams of one route registration.
@@ -96,19 +97,19 @@ impl Exchange<'_> {
         Ok((resp, sender))
     }
 
-    /// Opens a QUIC stream to the provider, writes its header and starts an HTTP/1.1 client
+    /// Opens a tunnel stream to the provider, writes its header and starts an HTTP/1.1 client
     /// connection on it.
     async fn open(&self) -> Result<Upstream, ProxyError> {
         let permits = self
             .shared
             .tunnels
-            .stream_permits(self.route.conn.stable_id())
+            .stream_permits(self.route.conn.id())
             .ok_or_else(|| ProxyError::Open("the provider's tunnel has ended".into()))?;
         let permit = match tokio::time::timeout(STREAM_PERMIT_WAIT, permits.acquire_owned()).await {
             Ok(Ok(permit)) => permit,
             _ => return Err(ProxyError::Busy(self.shared.config.max_streams_per_tunnel)),
         };
-        let (mut send, recv) = tokio::time::timeout(OPEN_STREAM_TIMEOUT, self.route.conn.open_bi())
+        let mut stream = tokio::time::timeout(OPEN_STREAM_TIMEOUT, self.route.conn.open_bi())
             .await
             .map_err(|_| ProxyError::Open("stream limit reached and none freed in time".into()))?
             .map_err(|e| ProxyError::Open(e.to_string()))?;
@@ -121,11 +122,12 @@ impl Exchange<'_> {
         .encode(&mut head)
         .map_err(|e| ProxyError::Open(e.to_string()))?;
         // The provider sees the stream only once something is written on it.
-        send.write_all(&head)
+        stream
+            .write_all(&head)
             .await
             .map_err(|e| ProxyError::Tunnel(e.to_string()))?;
 
-        let io = TokioIo::new(tokio::io::join(recv, send));
+        let io = TokioIo::new(stream);
         let (sender, conn) = Builder::new()
             .max_buf_size(MAX_UPSTREAM_BUF)
             .handshake::<_, ProxyBody>(io)

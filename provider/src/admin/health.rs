@@ -73,11 +73,14 @@ pub(crate) fn readiness(probes: &Probes) -> Readiness {
     let tunnel = match &probes.tunnel {
         None => check("tunnel", true, "no gateway configured".into()),
         Some(TunnelStatus::Connected {
-            gateway, session, ..
+            gateway,
+            session,
+            transport,
+            ..
         }) => check(
             "tunnel",
             true,
-            format!("connected to {gateway} (connection {session})"),
+            format!("connected to {gateway} over {transport} (connection {session})"),
         ),
         Some(TunnelStatus::Connecting) => {
             check("tunnel", false, "connecting to the gateway".into())
@@ -140,6 +143,7 @@ mod tests {
                 gateway: "127.0.0.1:8443".parse().expect("addr"),
                 session: 2,
                 registered: 1,
+                transport: crate::tunnel::Transport::Quic,
             }),
             docker: DockerProbe::Up,
             firewall: FirewallProbe::Installed,

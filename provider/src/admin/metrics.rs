@@ -395,6 +395,7 @@ mod tests {
             gateway: "127.0.0.1:1".parse().expect("addr"),
             session,
             registered: 0,
+            transport: crate::tunnel::Transport::Quic,
         };
         t.tunnel_changed(&connected(1));
         assert!(t.connected_since().is_some());

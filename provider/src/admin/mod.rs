@@ -500,6 +500,8 @@ pub(crate) struct TunnelDoc {
     /// Connections since the start (1 = the first).
     pub(crate) session: Option<u64>,
     pub(crate) registered: Option<usize>,
+    /// `quic` or `tcp` while connected.
+    pub(crate) transport: Option<&'static str>,
     /// Unix seconds.
     pub(crate) connected_since: Option<u64>,
     pub(crate) reason: Option<String>,
@@ -521,6 +523,7 @@ pub(crate) fn status_doc(shared: &Shared) -> StatusDoc {
             gateway: None,
             session: None,
             registered: None,
+            transport: None,
             connected_since: shared.telemetry.connected_since(),
             reason: None,
         };
@@ -529,10 +532,12 @@ pub(crate) fn status_doc(shared: &Shared) -> StatusDoc {
                 gateway,
                 session,
                 registered,
+                transport,
             } => {
                 doc.gateway = Some(gateway.to_string());
                 doc.session = Some(session);
                 doc.registered = Some(registered);
+                doc.transport = Some(transport.as_str());
             }
             TunnelStatus::Refused { reason } => doc.reason = Some(reason),
             TunnelStatus::WrongGateway {

@@ -32,14 +32,29 @@ pub(crate) const MAX_PROBE_EVERY: Duration = Duration::from_secs(600);
 /// On QUIC: a Pong this late dials TCP beside it.
 pub(crate) const PONG_LATE: Duration = Duration::from_secs(5);
 
-/// `--transport`.
+/// `--transport`: how the tunnel reaches the gateway.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub(crate) enum TransportMode {
+pub enum TransportMode {
     /// QUIC first, TCP when UDP gets no answer, back to QUIC when it works again.
     #[default]
     Auto,
     Quic,
     Tcp,
+}
+
+impl TransportMode {
+    /// The forms `--transport` and the config file take.
+    pub const FORMS: [&'static str; 3] = ["auto", "quic", "tcp"];
+}
+
+impl std::fmt::Display for TransportMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Auto => "auto",
+            Self::Quic => "quic",
+            Self::Tcp => "tcp",
+        })
+    }
 }
 
 impl std::str::FromStr for TransportMode {
@@ -146,6 +161,14 @@ impl Choice {
     /// The current QUIC probe interval's base (doubled while UDP flaps).
     pub(crate) fn probe_every(&self) -> Duration {
         self.probe_every
+    }
+
+    /// The link dropped every dial under way (an attempt ended): none is pending any more.
+    pub(crate) fn abandon_dials(&mut self) {
+        self.quic_dialing = false;
+        self.tcp_dialing = false;
+        self.tcp_due = None;
+        self.probe_due = None;
     }
 
     /// Nothing serves (at start, or after a lost session and its backoff): dial.

@@ -1,15 +1,18 @@
-//! The provider's tunnel client: one QUIC connection to the gateway, kept open forever.
+//! The provider's tunnel client: one connection to the gateway, kept open forever, over QUIC
+//! or — where UDP is blocked — over TLS on TCP to the gateway's HTTPS port (`--transport
+//! auto|quic|tcp`).
 //!
 //! [`start_tunnel`] spawns the client task and returns a [`TunnelHandle`] through which the
 //! rest of the daemon publishes and withdraws routes. The task reconnects with jittered
 //! exponential backoff ([`crate::backoff`]) and re-registers every route after each reconnect
 //! ([`session`]); each data stream the gateway opens is spliced to the route's local TCP
-//! target ([`splice`]). [`tls`] builds the client certificate and the gateway check.
+//! target ([`splice`]). [`link`] dials the transports as [`choice`] decides (QUIC first, TCP
+//! beside it when UDP stays silent, back to QUIC when a probe works) and moves a live tunnel
+//! from one to the other without failing the streams under way. [`tls`] builds the client
+//! certificate and the gateway check.
 
-// The transport choice of issue 14's TCP fallback, tested on its own; the link that carries
-// out its actions comes with the TCP transport.
-#[allow(dead_code)]
 mod choice;
+mod link;
 mod session;
 mod splice;
 mod tls;
@@ -26,6 +29,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 use tracing::{error, info, warn};
 
+pub use choice::TransportMode;
+pub use peercompute_tunnel_transport::Transport;
 pub use tls::TlsSetupError;
 
 use crate::backoff::Backoff;
@@ -34,7 +39,8 @@ use session::SessionEnd;
 
 /// A connection that stayed up this long resets the backoff.
 const HEALTHY_AFTER: Duration = Duration::from_secs(30);
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The HTTPS port the TCP transport goes to when `--gateway-https` does not say.
+pub const DEFAULT_HTTPS_PORT: u16 = 443;
 
 /// Why a route could not be published.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -92,12 +98,14 @@ pub struct GatewayP2p {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TunnelStatus {
     Connecting,
-    /// Connected; `session` counts connections since start (1 = first), `registered` the
-    /// names the gateway accepted on this connection so far.
+    /// Connected; `session` counts connections since start (1 = first; a move to the other
+    /// transport is a new one), `registered` the names the gateway accepted on this
+    /// connection so far, `transport` QUIC or TCP.
     Connected {
         gateway: SocketAddr,
         session: u64,
         registered: usize,
+        transport: Transport,
     },
     /// The gateway refused this provider (e.g. not on its allowlist); retrying with backoff.
     Refused {
@@ -184,6 +192,24 @@ impl TunnelHandle {
 pub struct TunnelSettings {
     pub gateway: GatewaySpec,
     pub gateway_ca: Option<PathBuf>,
+    /// `--transport`: QUIC, TCP, or QUIC with a TCP fallback (auto).
+    pub transport: TransportMode,
+    /// `--gateway-https`: where the TCP transport goes; `None`: the gateway's host, port
+    /// [`DEFAULT_HTTPS_PORT`].
+    pub gateway_https: Option<(String, u16)>,
+}
+
+impl TunnelSettings {
+    /// Settings for `gateway` with the defaults: auto transport, TCP to its host's port 443,
+    /// the gateway's key pinned or checked against system roots.
+    pub fn new(gateway: GatewaySpec) -> Self {
+        Self {
+            gateway,
+            gateway_ca: None,
+            transport: TransportMode::Auto,
+            gateway_https: None,
+        }
+    }
 }
 
 /// Starts the tunnel client. It runs until `shutdown` becomes true (then closes the
@@ -193,7 +219,7 @@ pub fn start_tunnel(
     settings: TunnelSettings,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(TunnelHandle, tokio::task::JoinHandle<()>), TlsSetupError> {
-    let (client, mismatch) = tls::client_config(
+    let configs = tls::client_config(
         identity,
         settings.gateway.peer,
         settings.gateway_ca.as_deref(),
@@ -201,11 +227,15 @@ pub fn start_tunnel(
     let (commands, rx) = mpsc::channel(64);
     let (status_tx, status) = watch::channel(TunnelStatus::Connecting);
     let (p2p_tx, p2p) = watch::channel(None);
+    let https = settings
+        .gateway_https
+        .unwrap_or_else(|| (settings.gateway.host.clone(), DEFAULT_HTTPS_PORT));
     let task = tokio::spawn(run_client(
         Dial {
             gateway: settings.gateway,
-            client,
-            mismatch,
+            https,
+            configs,
+            mode: settings.transport,
         },
         rx,
         (status_tx, p2p_tx),
@@ -235,9 +265,10 @@ pub(crate) struct ClientState {
 /// Where the client connects and how it checks the gateway.
 struct Dial {
     gateway: GatewaySpec,
-    client: quinn::ClientConfig,
-    /// Set when the gateway's key is pinned: what a refused gateway presented.
-    mismatch: Option<Arc<tls::PinMismatch>>,
+    /// The TCP transport's address.
+    https: (String, u16),
+    configs: tls::ClientConfigs,
+    mode: TransportMode,
 }
 
 async fn run_client(
@@ -257,8 +288,9 @@ async fn run_client(
     };
     let Dial {
         gateway,
-        client,
-        mismatch,
+        https,
+        configs,
+        mode,
     } = dial;
     let mut backoff = Backoff::reconnect();
     let mut sessions = 0u64;
@@ -271,6 +303,19 @@ async fn run_client(
             return;
         }
     };
+    let mut link = link::Link::new(
+        link::Dialer {
+            gateway: gateway.clone(),
+            https,
+            quic: configs.quic,
+            tcp: configs.tcp,
+            mismatch: configs.mismatch,
+            endpoint: endpoint.clone(),
+        },
+        mode,
+    );
+    // Connections the tunnel moved away from, finishing their streams.
+    let mut draining = JoinSet::new();
     'outer: loop {
         if *shutdown.borrow() {
             break;
@@ -278,42 +323,69 @@ async fn run_client(
         if !matches!(*status.borrow(), TunnelStatus::Refused { .. }) {
             status.send_replace(TunnelStatus::Connecting);
         }
-        let attempt = connect(&endpoint, &client, &gateway);
-        tokio::pin!(attempt);
-        let outcome = loop {
+        link.start();
+        let first = loop {
             tokio::select! {
-                r = &mut attempt => break r,
+                step = link.next_step() => match step {
+                    link::Step::Serve(opened) => break Ok(opened),
+                    link::Step::Retry(end) => break Err(end),
+                    link::Step::Migrate(extra) => extra.close("no tunnel to move").await,
+                },
                 _ = shutdown.changed() => break 'outer,
                 // Keep accepting registrations while we are offline.
                 Some(cmd) = commands.recv() => session::apply_offline(&mut state, cmd),
+                Some(_) = draining.join_next(), if !draining.is_empty() => {}
             }
         };
-        let end = match outcome {
-            Ok(conn) => {
+        let end = match first {
+            Ok(mut opened) => {
                 let since = Instant::now();
-                sessions += 1;
-                status.send_replace(TunnelStatus::Connected {
-                    gateway: conn.remote_address(),
-                    session: sessions,
-                    registered: 0,
-                });
-                info!(gateway = %gateway, "connected to the gateway");
-                let announce = session::Announce {
-                    status: &status,
-                    p2p: &p2p,
-                    gateway_host: &gateway.host,
+                info!(gateway = %gateway, transport = %opened.conn.transport(), "connected to the gateway");
+                let end = loop {
+                    sessions += 1;
+                    let via = opened.conn.transport();
+                    status.send_replace(TunnelStatus::Connected {
+                        gateway: opened.conn.remote_address(),
+                        session: sessions,
+                        registered: 0,
+                        transport: via,
+                    });
+                    let announce = session::Announce {
+                        status: &status,
+                        p2p: &p2p,
+                    };
+                    let end = session::run(
+                        opened,
+                        &mut state,
+                        &mut commands,
+                        &mut shutdown,
+                        announce,
+                        &mut link,
+                    )
+                    .await;
+                    match end {
+                        SessionEnd::Moved { next, old } => {
+                            info!(
+                                from = %via,
+                                to = %next.conn.transport(),
+                                "tunnel moved; {} streams finishing on {via}",
+                                state.splices.len()
+                            );
+                            draining.spawn(session::drain(*old, state.routes.clone()));
+                            opened = *next;
+                        }
+                        other => {
+                            link.session_lost(via);
+                            break other;
+                        }
+                    }
                 };
-                let end =
-                    session::run(conn, &mut state, &mut commands, &mut shutdown, announce).await;
                 if since.elapsed() >= HEALTHY_AFTER {
                     backoff.reset();
                 }
                 end
             }
-            Err(reason) => match mismatch.as_ref().and_then(|m| m.take()) {
-                Some(presented) => SessionEnd::WrongGateway(presented),
-                None => SessionEnd::Lost(reason),
-            },
+            Err(end) => end,
         };
         match end {
             SessionEnd::Shutdown => break,
@@ -321,6 +393,11 @@ async fn run_client(
             SessionEnd::Refused(reason) => {
                 error!("the gateway refused this provider: {reason}");
                 status.send_replace(TunnelStatus::Refused { reason });
+            }
+            SessionEnd::Moved { next, old } => {
+                // Not returned outside the serving loop; close both if it ever is.
+                next.close("provider restarting its tunnel").await;
+                old.close("provider restarting its tunnel").await;
             }
             // Only a pinned check notes a presented key, so `peer` is always set here.
             SessionEnd::WrongGateway(presented) => match gateway.peer {
@@ -347,6 +424,7 @@ async fn run_client(
                 _ = &mut sleep => break,
                 _ = shutdown.changed() => break 'outer,
                 Some(cmd) = commands.recv() => session::apply_offline(&mut state, cmd),
+                Some(_) = draining.join_next(), if !draining.is_empty() => {}
             }
         }
     }
@@ -356,6 +434,7 @@ async fn run_client(
             let _ = w.send(Err(RegisterError::Stopped));
         }
     }
+    draining.abort_all();
     endpoint.close(
         peercompute_tunnel_proto::GoAwayCode::Shutdown
             .to_u16()
@@ -404,29 +483,4 @@ fn bind_endpoint(gateway: &GatewaySpec) -> std::io::Result<quinn::Endpoint> {
         socket,
         Arc::new(quinn::TokioRuntime),
     )
-}
-
-async fn connect(
-    endpoint: &quinn::Endpoint,
-    client: &quinn::ClientConfig,
-    gateway: &GatewaySpec,
-) -> Result<quinn::Connection, String> {
-    let addr = tokio::net::lookup_host((gateway.host.as_str(), gateway.port))
-        .await
-        .map_err(|e| format!("cannot resolve {}: {e}", gateway.host))?
-        .next()
-        .ok_or_else(|| format!("{} has no address", gateway.host))?;
-    let server_name = if gateway.peer.is_some() {
-        tls::PINNED_SNI
-    } else {
-        gateway.host.as_str()
-    };
-    let connecting = endpoint
-        .connect_with(client.clone(), addr, server_name)
-        .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
-    match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
-        Ok(Ok(conn)) => Ok(conn),
-        Ok(Err(e)) => Err(session::describe_close(&e)),
-        Err(_) => Err(format!("no answer from {addr} within {CONNECT_TIMEOUT:?}")),
-    }
 }

@@ -1,19 +1,30 @@
-//! One connection's life: Hello/Welcome, (re-)register every desired route, then serve —
-//! control messages, route commands from the daemon, and data streams from the gateway —
-//! until the connection ends or the provider shuts down.
+//! One connection's life: Hello/Welcome ([`handshake`], run by the dial), (re-)register every
+//! desired route, then serve — control messages, route commands from the daemon, and data
+//! streams from the gateway — until the connection ends, the provider shuts down, or the link
+//! moves the tunnel to another transport ([`SessionEnd::Moved`]; the old connection then
+//! finishes its streams in [`drain`]).
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use peercompute_tunnel_proto::{
     ControlMessage, ControlReader, GoAwayCode, MAX_VERSION, MIN_VERSION, RefuseCode, write_control,
 };
+use peercompute_tunnel_transport::{BiStream, CloseReason, TunnelConn};
+use tokio::io::{ReadHalf, WriteHalf};
 use tokio::sync::{mpsc, watch};
-use tracing::{info, warn};
+use tokio::task::JoinSet;
+use tracing::{debug, info, warn};
 
-use super::{ClientState, Command, RegisterError, splice};
+use super::link::{Link, Step};
+use super::{ClientState, Command, RegisterError, Routes, splice};
 
 const PING_EVERY: Duration = Duration::from_secs(15);
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// A connection the tunnel moved away from keeps serving at least this long (the gateway may
+/// open streams on it until the names' re-registration on the new one reaches it) ...
+const DRAIN_QUIET: Duration = Duration::from_secs(2);
+/// ... and at most this long, for the downloads still running on it.
+const DRAIN_MAX: Duration = Duration::from_secs(15 * 60);
 
 /// The gateway's code for a tunnel its operator ended (`gateway/src/tunnel.rs`,
 /// `OPERATOR_DISCONNECT`): the provider reconnects after its backoff, as for any lost tunnel.
@@ -33,6 +44,31 @@ pub(crate) enum SessionEnd {
     Refused(String),
     /// The gateway is not the pinned one (it presented this key): stop.
     WrongGateway(peercompute_identity::PeerId),
+    /// The link moved the tunnel to `next`; `old` finishes its streams apart.
+    Moved { next: Box<Opened>, old: Box<Opened> },
+}
+
+/// A connection whose control stream is open and welcomed.
+#[derive(Debug)]
+pub(crate) struct Opened {
+    pub(crate) conn: TunnelConn,
+    send: WriteHalf<BiStream>,
+    reader: ControlReader<ReadHalf<BiStream>>,
+    /// The gateway's libp2p meeting point, from its Welcome.
+    p2p: Option<super::GatewayP2p>,
+}
+
+impl Opened {
+    /// Says goodbye on the control stream (bounded) and closes the connection.
+    pub(crate) async fn close(mut self, message: &str) {
+        let bye = ControlMessage::GoAway {
+            code: GoAwayCode::Shutdown,
+            message: message.to_owned(),
+        };
+        let _ =
+            tokio::time::timeout(Duration::from_secs(1), write_control(&mut self.send, &bye)).await;
+        self.conn.close(GoAwayCode::Shutdown, message);
+    }
 }
 
 /// Records a command while no connection is up.
@@ -61,44 +97,56 @@ pub(crate) fn apply_offline(state: &mut ClientState, cmd: Command) {
     }
 }
 
-/// A human sentence for a connection error, with the gateway's reason when it gave one.
+/// A human sentence for a QUIC connection error, with the gateway's reason when it gave one.
 pub(crate) fn describe_close(e: &quinn::ConnectionError) -> String {
-    match e {
-        quinn::ConnectionError::ApplicationClosed(close) => {
-            let reason = String::from_utf8_lossy(&close.reason);
-            let code = u16::try_from(close.error_code.into_inner()).map(GoAwayCode::from_u16);
-            match code {
-                Ok(GoAwayCode::NotAllowed) => format!("not allowed: {reason}"),
-                Ok(OPERATOR_DISCONNECT) => {
-                    format!("disconnected by the gateway operator: {reason}")
-                }
-                Ok(code) => format!("closed by the gateway ({code:?}): {reason}"),
-                Err(_) => format!("closed by the gateway: {reason}"),
-            }
+    describe(&CloseReason::from_quic(e))
+}
+
+/// A human sentence for why a tunnel connection ended.
+fn describe(reason: &CloseReason) -> String {
+    match reason {
+        CloseReason::Peer {
+            code: Some(GoAwayCode::NotAllowed),
+            reason,
+        } => format!("not allowed: {reason}"),
+        CloseReason::Peer {
+            code: Some(OPERATOR_DISCONNECT),
+            reason,
+        } => format!("disconnected by the gateway operator: {reason}"),
+        CloseReason::Peer {
+            code: Some(code),
+            reason,
+        } => format!("closed by the gateway ({code:?}): {reason}"),
+        CloseReason::Peer { code: None, reason } => format!("closed by the gateway: {reason}"),
+        CloseReason::Lost(why) if why.contains("timed out") => {
+            "the gateway stopped answering (timed out)".into()
         }
-        quinn::ConnectionError::TimedOut => "the gateway stopped answering (timed out)".into(),
         other => other.to_string(),
     }
 }
 
-fn end_for(e: &quinn::ConnectionError) -> SessionEnd {
-    let text = describe_close(e);
-    match e {
-        quinn::ConnectionError::ApplicationClosed(c)
-            if c.error_code.into_inner() == u64::from(GoAwayCode::NotAllowed.to_u16()) =>
-        {
-            SessionEnd::Refused(text)
-        }
+fn end_for(reason: &CloseReason) -> SessionEnd {
+    let text = describe(reason);
+    match reason {
+        CloseReason::Peer {
+            code: Some(GoAwayCode::NotAllowed),
+            ..
+        } => SessionEnd::Refused(text),
         _ => SessionEnd::Lost(text),
     }
+}
+
+/// How a session ended when its connection failed: the connection's close reason if it has
+/// one, otherwise `fallback`.
+fn ended(conn: &TunnelConn, fallback: impl std::fmt::Display) -> SessionEnd {
+    conn.close_reason()
+        .map_or_else(|| SessionEnd::Lost(fallback.to_string()), |c| end_for(&c))
 }
 
 /// Where a session publishes what it learns.
 pub(crate) struct Announce<'a> {
     pub(crate) status: &'a watch::Sender<super::TunnelStatus>,
     pub(crate) p2p: &'a watch::Sender<Option<super::GatewayP2p>>,
-    /// The host the tunnel reached: replaces unspecified IPs in the Welcome's p2p addresses.
-    pub(crate) gateway_host: &'a str,
 }
 
 /// The gateway's p2p addresses from a Welcome; unparsable ones are skipped (logged).
@@ -132,27 +180,21 @@ fn gateway_p2p(gateway_id: &str, addrs: &[String], host: &str) -> Option<super::
     (!addrs.is_empty()).then_some(super::GatewayP2p { peer, addrs })
 }
 
-pub(crate) async fn run(
-    conn: quinn::Connection,
-    state: &mut ClientState,
-    commands: &mut mpsc::Receiver<Command>,
-    shutdown: &mut watch::Receiver<bool>,
-    announce: Announce<'_>,
-) -> SessionEnd {
-    let status = announce.status;
-    let (mut send, recv) = match conn.open_bi().await {
+/// Opens the control stream on a fresh connection and exchanges Hello/Welcome. `gateway_host`
+/// (the host the tunnel reached) replaces unspecified IPs in the Welcome's p2p addresses.
+pub(crate) async fn handshake(conn: TunnelConn, gateway_host: &str) -> Result<Opened, SessionEnd> {
+    let stream = match conn.open_bi().await {
         Ok(s) => s,
-        Err(e) => return end_for(&e),
+        Err(e) => return Err(ended(&conn, e)),
     };
+    let (recv, mut send) = tokio::io::split(stream);
     let hello = ControlMessage::Hello {
         min_version: MIN_VERSION,
         max_version: MAX_VERSION,
         agent: format!("peercomputed/{}", env!("CARGO_PKG_VERSION")),
     };
     if let Err(e) = write_control(&mut send, &hello).await {
-        return conn
-            .close_reason()
-            .map_or_else(|| SessionEnd::Lost(e.to_string()), |c| end_for(&c));
+        return Err(ended(&conn, e));
     }
     let mut reader = ControlReader::new(recv);
     match tokio::time::timeout(HELLO_TIMEOUT, reader.next()).await {
@@ -161,68 +203,118 @@ pub(crate) async fn run(
             gateway_id,
             p2p_addrs,
         }))) => {
-            info!(%gateway_id, version, ?p2p_addrs, "gateway welcomed us");
-            let p2p = gateway_p2p(&gateway_id, &p2p_addrs, announce.gateway_host);
-            announce.p2p.send_if_modified(|old| {
-                let changed = *old != p2p;
-                *old = p2p;
-                changed
-            });
+            info!(%gateway_id, version, ?p2p_addrs, transport = %conn.transport(), "gateway welcomed us");
+            let p2p = gateway_p2p(&gateway_id, &p2p_addrs, gateway_host);
+            Ok(Opened {
+                conn,
+                send,
+                reader,
+                p2p,
+            })
         }
         Ok(Ok(Some(ControlMessage::GoAway { code, message }))) => {
-            return SessionEnd::Refused(format!("{code:?}: {message}"));
+            conn.close(GoAwayCode::Shutdown, "refused");
+            let text = format!("{code:?}: {message}");
+            Err(if code == GoAwayCode::NotAllowed {
+                SessionEnd::Refused(format!("not allowed: {message}"))
+            } else {
+                SessionEnd::Refused(text)
+            })
         }
         Ok(Ok(other)) => {
-            conn.close(
-                GoAwayCode::ProtocolError.to_u16().into(),
-                b"expected Welcome",
-            );
-            return SessionEnd::Lost(format!("expected Welcome, got {other:?}"));
+            conn.close(GoAwayCode::ProtocolError, "expected Welcome");
+            Err(SessionEnd::Lost(format!("expected Welcome, got {other:?}")))
         }
-        Ok(Err(e)) => {
-            return conn
-                .close_reason()
-                .map_or_else(|| SessionEnd::Lost(e.to_string()), |c| end_for(&c));
+        Ok(Err(e)) => Err(ended(&conn, e)),
+        Err(_) => {
+            conn.close(GoAwayCode::ProtocolError, "no Welcome");
+            Err(SessionEnd::Lost("no Welcome from the gateway".into()))
         }
-        Err(_) => return SessionEnd::Lost("no Welcome from the gateway".into()),
     }
+}
+
+/// Serves one welcomed connection until it ends or the link moves the tunnel elsewhere.
+pub(crate) async fn run(
+    opened: Opened,
+    state: &mut ClientState,
+    commands: &mut mpsc::Receiver<Command>,
+    shutdown: &mut watch::Receiver<bool>,
+    announce: Announce<'_>,
+    link: &mut Link,
+) -> SessionEnd {
+    let Opened {
+        conn,
+        mut send,
+        mut reader,
+        p2p,
+    } = opened;
+    let status = announce.status;
+    announce.p2p.send_if_modified(|old| {
+        let changed = *old != p2p;
+        *old = p2p.clone();
+        changed
+    });
+    // The gateway's GoAway, if it sent one: on TCP the close that follows carries no reason.
+    let mut said: Option<CloseReason> = None;
     let names: Vec<String> = state.desired.keys().cloned().collect();
     for name in names {
         if write_control(&mut send, &ControlMessage::Register { name })
             .await
             .is_err()
         {
-            return lost(&conn);
+            return lost(&conn, &said);
         }
     }
 
     let mut ping = tokio::time::interval(PING_EVERY);
     ping.tick().await;
     let mut nonce = 0u64;
+    // The Ping awaiting its Pong, and when it went out.
+    let mut awaiting: Option<(u64, Instant)> = None;
+    let mut pong_late = false;
+    let far = || tokio::time::Instant::now() + Duration::from_secs(3600);
     loop {
+        let pong_due = awaiting
+            .filter(|_| !pong_late)
+            .map_or_else(far, |(_, at)| (at + super::choice::PONG_LATE).into());
         tokio::select! {
             msg = reader.next() => match msg {
                 Ok(Some(msg)) => {
-                    if matches!(msg, ControlMessage::Registered { .. }) {
-                        status.send_modify(|s| {
+                    match &msg {
+                        ControlMessage::Registered { .. } => status.send_modify(|s| {
                             if let super::TunnelStatus::Connected { registered, .. } = s {
                                 *registered += 1;
                             }
-                        });
+                        }),
+                        ControlMessage::GoAway { code, message } => {
+                            said = Some(CloseReason::Peer {
+                                code: Some(*code),
+                                reason: message.clone(),
+                            });
+                        }
+                        ControlMessage::Pong { nonce } if awaiting.is_some_and(|(n, _)| n == *nonce) => {
+                            if let Some((_, at)) = awaiting.take() {
+                                conn.set_rtt(at.elapsed());
+                            }
+                            if std::mem::take(&mut pong_late) {
+                                link.pong_back();
+                            }
+                        }
+                        _ => {}
                     }
                     if let Some(reply) = on_control(msg, state)
                         && write_control(&mut send, &reply).await.is_err()
                     {
-                        return lost(&conn);
+                        return lost(&conn, &said);
                     }
                 }
-                Ok(None) => return lost(&conn),
+                Ok(None) => return lost(&conn, &said),
                 Err(e) => {
                     if conn.close_reason().is_none() {
                         let msg = format!("bad control frame: {e}");
-                        conn.close(GoAwayCode::ProtocolError.to_u16().into(), msg.as_bytes());
+                        conn.close(GoAwayCode::ProtocolError, &msg);
                     }
-                    return lost(&conn);
+                    return lost(&conn, &said);
                 }
             },
             Some(cmd) = commands.recv() => {
@@ -234,41 +326,128 @@ pub(crate) async fn run(
                 if let Some(out) = out
                     && write_control(&mut send, &out).await.is_err()
                 {
-                    return lost(&conn);
+                    return lost(&conn, &said);
                 }
             }
             stream = conn.accept_bi() => match stream {
-                Ok((send, recv)) => {
+                Ok(stream) => {
                     let routes = state.routes.clone();
-                    state.splices.spawn(splice::serve_stream(send, recv, routes));
+                    state.splices.spawn(splice::serve_stream(stream, routes));
                 }
-                Err(e) => return end_for(&e),
+                Err(e) => return lost_with(&conn, &said, e),
             },
             Some(_) = state.splices.join_next(), if !state.splices.is_empty() => {}
+            step = link.next_step() => match step {
+                Step::Migrate(next) => {
+                    return SessionEnd::Moved {
+                        next: Box::new(next),
+                        old: Box::new(Opened { conn, send, reader, p2p }),
+                    };
+                }
+                // Only the first session of an attempt is served; the link never asks twice.
+                Step::Serve(extra) => extra.close("a tunnel is already up").await,
+                Step::Retry(_) => {}
+            },
+            _ = tokio::time::sleep_until(pong_due) => {
+                pong_late = true;
+                warn!(
+                    transport = %conn.transport(),
+                    "no Pong from the gateway within {:?}: trying the other transport beside this one",
+                    super::choice::PONG_LATE
+                );
+                link.pong_late();
+            }
             _ = ping.tick() => {
                 nonce = nonce.wrapping_add(1);
+                if awaiting.is_none() {
+                    awaiting = Some((nonce, Instant::now()));
+                }
                 if write_control(&mut send, &ControlMessage::Ping { nonce }).await.is_err() {
-                    return lost(&conn);
+                    return lost(&conn, &said);
                 }
             }
             _ = shutdown.changed() => {
-                let bye = ControlMessage::GoAway {
-                    code: GoAwayCode::Shutdown,
-                    message: "provider shutting down".into(),
-                };
-                let _ = write_control(&mut send, &bye).await;
-                conn.close(GoAwayCode::Shutdown.to_u16().into(), b"provider shutting down");
+                Opened { conn, send, reader, p2p }.close("provider shutting down").await;
                 return SessionEnd::Shutdown;
             }
         }
     }
 }
 
-fn lost(conn: &quinn::Connection) -> SessionEnd {
-    conn.close_reason().map_or_else(
-        || SessionEnd::Lost("control stream closed".into()),
-        |c| end_for(&c),
-    )
+/// A connection the tunnel moved away from: serves the streams the gateway opened on it (and
+/// those it still opens until the names' re-registration on the new connection reaches it),
+/// answers Pings, and closes once no stream ran for [`DRAIN_QUIET`] (at most [`DRAIN_MAX`]).
+pub(crate) async fn drain(old: Opened, routes: Routes) {
+    let Opened {
+        conn,
+        mut send,
+        mut reader,
+        p2p,
+    } = old;
+    let started = Instant::now();
+    let mut splices = JoinSet::new();
+    let mut quiet_since = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    let mut control_open = true;
+    let how = loop {
+        tokio::select! {
+            stream = conn.accept_bi() => match stream {
+                Ok(stream) => {
+                    splices.spawn(splice::serve_stream(stream, routes.clone()));
+                }
+                Err(e) => break format!("ended: {e}"),
+            },
+            Some(_) = splices.join_next(), if !splices.is_empty() => {
+                quiet_since = Instant::now();
+            }
+            msg = reader.next(), if control_open => match msg {
+                Ok(Some(ControlMessage::Ping { nonce })) => {
+                    let _ = write_control(&mut send, &ControlMessage::Pong { nonce }).await;
+                }
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => control_open = false,
+            },
+            _ = tick.tick() => {
+                if splices.is_empty() && quiet_since.elapsed() >= DRAIN_QUIET {
+                    break "its streams finished".to_owned();
+                }
+                if started.elapsed() >= DRAIN_MAX {
+                    break format!("{} streams cut after {DRAIN_MAX:?}", splices.len());
+                }
+            }
+        }
+    };
+    debug!(transport = %conn.transport(), "old tunnel connection {how}");
+    Opened {
+        conn,
+        send,
+        reader,
+        p2p,
+    }
+    .close("the tunnel moved to another transport")
+    .await;
+}
+
+fn lost(conn: &TunnelConn, said: &Option<CloseReason>) -> SessionEnd {
+    lost_with(conn, said, "control stream closed")
+}
+
+/// How a session ended whose gateway may have said why in a GoAway first: QUIC's close frame
+/// carries the code and reason itself; a TCP close does not, so the GoAway's words count.
+fn lost_with(
+    conn: &TunnelConn,
+    said: &Option<CloseReason>,
+    fallback: impl std::fmt::Display,
+) -> SessionEnd {
+    match (conn.close_reason(), said) {
+        (Some(reason), _)
+            if reason.code().is_some() && !matches!(reason, CloseReason::Local { .. }) =>
+        {
+            end_for(&reason)
+        }
+        (_, Some(goaway)) => end_for(goaway),
+        _ => ended(conn, fallback),
+    }
 }
 
 /// Applies a gateway message to the client state; returns a reply if one is due.
@@ -372,8 +551,14 @@ mod tests {
             describe_close(&e),
             "disconnected by the gateway operator: maintenance window"
         );
-        assert!(matches!(end_for(&e), SessionEnd::Lost(_)));
+        assert!(matches!(
+            end_for(&CloseReason::from_quic(&e)),
+            SessionEnd::Lost(_)
+        ));
         let e = close(GoAwayCode::NotAllowed, b"revoked");
-        assert!(matches!(end_for(&e), SessionEnd::Refused(_)));
+        assert!(matches!(
+            end_for(&CloseReason::from_quic(&e)),
+            SessionEnd::Refused(_)
+        ));
     }
 }

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use peercompute_tunnel_proto::read_stream_header;
+use peercompute_tunnel_transport::BiStream;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tracing::debug;
@@ -14,21 +15,17 @@ use super::Routes;
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-pub(crate) async fn serve_stream(
-    mut send: quinn::SendStream,
-    mut recv: quinn::RecvStream,
-    routes: Routes,
-) {
+pub(crate) async fn serve_stream(mut stream: BiStream, routes: Routes) {
     let (header, leftover) =
-        match tokio::time::timeout(HEADER_TIMEOUT, read_stream_header(&mut recv)).await {
+        match tokio::time::timeout(HEADER_TIMEOUT, read_stream_header(&mut stream)).await {
             Ok(Ok(h)) => h,
             Ok(Err(e)) => {
                 debug!("bad stream header: {e}");
-                let _ = send.reset(1u32.into());
+                stream.reset();
                 return;
             }
             Err(_) => {
-                let _ = send.reset(1u32.into());
+                stream.reset();
                 return;
             }
         };
@@ -39,7 +36,7 @@ pub(crate) async fn serve_stream(
         .cloned();
     let Some(target) = target else {
         debug!(route = %header.route, "stream for a route this provider did not register");
-        answer_502(&mut send, "this provider does not serve that name").await;
+        answer_502(&mut stream, "this provider does not serve that name").await;
         return;
     };
     let tcp = match tokio::time::timeout(
@@ -51,11 +48,11 @@ pub(crate) async fn serve_stream(
         Ok(Ok(tcp)) => tcp,
         Ok(Err(e)) => {
             debug!(route = %header.route, "cannot connect to {}:{}: {e}", target.host, target.port);
-            answer_502(&mut send, "the app is not accepting connections").await;
+            answer_502(&mut stream, "the app is not accepting connections").await;
             return;
         }
         Err(_) => {
-            answer_502(&mut send, "the app did not accept the connection in time").await;
+            answer_502(&mut stream, "the app did not accept the connection in time").await;
             return;
         }
     };
@@ -64,19 +61,18 @@ pub(crate) async fn serve_stream(
     if !leftover.is_empty() && tcp.write_all(&leftover).await.is_err() {
         return;
     }
-    let mut tunnel = tokio::io::join(recv, send);
-    match tokio::io::copy_bidirectional(&mut tunnel, &mut tcp).await {
+    match tokio::io::copy_bidirectional(&mut stream, &mut tcp).await {
         Ok((up, down)) => debug!(route = %header.route, up, down, "stream done"),
         Err(e) => debug!(route = %header.route, "stream ended: {e}"),
     }
 }
 
-async fn answer_502(send: &mut quinn::SendStream, why: &str) {
+async fn answer_502(stream: &mut BiStream, why: &str) {
     let body = format!("{why}\n");
     let resp = format!(
         "HTTP/1.1 502 Bad Gateway\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
         body.len()
     );
-    let _ = send.write_all(resp.as_bytes()).await;
-    let _ = send.finish();
+    let _ = stream.write_all(resp.as_bytes()).await;
+    let _ = stream.finish().await;
 }

@@ -1,4 +1,4 @@
-//! QUIC/TLS client configuration: the provider authenticates with its Ed25519 identity
+//! The tunnel's TLS client configuration, for QUIC and for TCP alike: the provider authenticates with its Ed25519 identity
 //! certificate and checks the gateway either by pinned peer id or by a CA. A pinned check
 //! that fails notes the key the gateway presented ([`PinMismatch`]): a wrong pin is a
 //! configuration error to report once, not a network fault to retry.
@@ -95,13 +95,22 @@ impl ServerCertVerifier for NotingPinVerifier {
     }
 }
 
-/// Builds the QUIC client config; with a pinned gateway, also where a refused gateway's key
-/// is noted.
+/// The client configurations of both transports, which authenticate the same way.
+pub(crate) struct ClientConfigs {
+    pub(crate) quic: quinn::ClientConfig,
+    /// TLS over TCP to the gateway's HTTPS port (ALPN `peercompute-tunnel/1` only).
+    pub(crate) tcp: Arc<rustls::ClientConfig>,
+    /// Set when the gateway's key is pinned: what a refused gateway presented.
+    pub(crate) mismatch: Option<Arc<PinMismatch>>,
+}
+
+/// Builds the QUIC and TCP client configs; with a pinned gateway, also where a refused
+/// gateway's key is noted.
 pub(crate) fn client_config(
     identity: &Identity,
     pinned: Option<PeerId>,
     ca: Option<&Path>,
-) -> Result<(quinn::ClientConfig, Option<Arc<PinMismatch>>), TlsSetupError> {
+) -> Result<ClientConfigs, TlsSetupError> {
     let (cert, key) =
         self_signed_cert(identity, &[]).map_err(|e| TlsSetupError::Tls(e.to_string()))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -127,6 +136,7 @@ pub(crate) fn client_config(
         .with_client_auth_cert(vec![cert], key)
         .map_err(|e| TlsSetupError::Tls(e.to_string()))?;
     tls.alpn_protocols = vec![peercompute_tunnel_proto::ALPN.to_vec()];
+    let tcp = Arc::new(tls.clone());
     let crypto = QuicClientConfig::try_from(tls).map_err(|e| TlsSetupError::Tls(e.to_string()))?;
     let mut config = quinn::ClientConfig::new(Arc::new(crypto));
     let mut transport = quinn::TransportConfig::default();
@@ -144,7 +154,11 @@ pub(crate) fn client_config(
                 .expect("30 s is a valid QUIC idle timeout"),
         ));
     config.transport_config(Arc::new(transport));
-    Ok((config, mismatch))
+    Ok(ClientConfigs {
+        quic: config,
+        tcp,
+        mismatch,
+    })
 }
 
 fn roots(ca: Option<&Path>) -> Result<rustls::RootCertStore, TlsSetupError> {
