@@ -23,6 +23,7 @@
 //! - [`acme`]: bind9 and pebble as child processes, and a gateway with `--tls acme`.
 //! - [`procfs`]: machine and process figures from `/proc`, for the benchmark programs.
 //! - [`hostile_provider`]: a provider the gateway admits that then misbehaves (raw quinn).
+//! - [`open_loop`]: open-loop GET visitors, their p99 over a window, resident-memory sampling.
 //! - [`world`]: [`publish`] — gateway + admitted provider + backend published under a name.
 //! - [`admin`]: the gateway's admin API from outside: a client with an optional bearer token,
 //!   an SSE reader for `/api/v1/events`, a backend answering chosen statuses, token files;
@@ -54,6 +55,7 @@ pub mod image;
 pub mod lines;
 pub mod nat;
 pub mod netns;
+pub mod open_loop;
 pub mod procfs;
 pub mod provider;
 pub mod rotation_rig;
