@@ -150,6 +150,11 @@ pub struct GatewayConfig {
     pub max_headers: usize,
     /// Most names one provider may hold at once.
     pub max_names_per_provider: usize,
+    /// Most names one provider key may own (names stay owned after the provider withdraws
+    /// them, until the operator releases them); new names past it are refused.
+    pub max_owned_names_per_provider: usize,
+    /// Most requests one provider tunnel carries at once; more get 502 at once.
+    pub max_streams_per_tunnel: usize,
     /// libp2p listen addresses of the meeting point (relay v2 server + rendezvous) that lets
     /// clients reach providers behind NAT by peer id. Empty disables it.
     pub p2p_listen: Vec<String>,
@@ -218,6 +223,8 @@ impl Default for GatewayConfig {
             max_header_bytes: 16 * 1024,
             max_headers: 100,
             max_names_per_provider: 64,
+            max_owned_names_per_provider: crate::names::MAX_OWNED_NAMES,
+            max_streams_per_tunnel: 1024,
             p2p_listen: default_p2p_listen(),
             p2p_announce: Vec::new(),
             relay_max_reservations: 1024,

@@ -254,7 +254,8 @@ pub async fn run(
 ) -> Result<(), GatewayError> {
     let config = config.validate()?;
     let (identity, _) = identity(&config.state_dir)?;
-    let names = names::NameStore::open(&config.state_dir)?;
+    let names = names::NameStore::open(&config.state_dir)?
+        .with_owned_limit(config.max_owned_names_per_provider);
     let allow = allow::Allowlist::new(
         config.open,
         &config.allow_providers,

@@ -80,6 +80,8 @@ pub(crate) struct Metrics {
     pub(crate) tunnels: Gauge,
     pub(crate) tunnels_by_transport: Family<TransportLabel, Gauge>,
     pub(crate) tunnels_refused: Counter,
+    /// Tunnels closed for abusing the control stream (over budget, or not reading it).
+    pub(crate) tunnels_abuse: Counter,
     pub(crate) streams_open: Gauge,
     pub(crate) rate_limit_keys: Gauge,
     pub(crate) latency: Histogram,
@@ -121,6 +123,7 @@ impl Metrics {
             tunnels: Gauge::default(),
             tunnels_by_transport: Family::default(),
             tunnels_refused: Counter::default(),
+            tunnels_abuse: Counter::default(),
             streams_open: Gauge::default(),
             rate_limit_keys: Gauge::default(),
             latency: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
@@ -182,6 +185,12 @@ impl Metrics {
             "tunnels_refused",
             "Provider tunnels refused",
             m.tunnels_refused.clone(),
+        );
+        registry.register(
+            "tunnels_closed_for_abuse",
+            "Provider tunnels closed for abusing their control stream (too many messages, or \
+             not reading it)",
+            m.tunnels_abuse.clone(),
         );
         registry.register(
             "streams_open",

@@ -2,6 +2,10 @@
 //! gateway operator releases it. The table lives in `<state-dir>/names.json`, written atomically
 //! on every new claim and release, so neither a gateway restart nor a provider reconnect lets
 //! another key take a name; after a release, the next key that registers the name gets it.
+//!
+//! A key may own at most [`MAX_OWNED_NAMES`] names (`max_owned_names_per_provider`): names stay
+//! owned after the provider withdraws them, so without a cap a provider looping on
+//! Register/Unregister of fresh names would squat names without end and grow this file.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -24,7 +28,15 @@ pub enum NameStoreError {
     Write { path: PathBuf, source: io::Error },
     #[error("name owned by another provider")]
     Owned { owner: String },
+    #[error(
+        "this provider key owns {owned} names, the gateway's limit; the gateway operator can \
+         release some (DELETE /api/v1/names/{{name}})"
+    )]
+    TooManyOwned { owned: usize },
 }
+
+/// Most names one provider key may own (default of `max_owned_names_per_provider`).
+pub(crate) const MAX_OWNED_NAMES: usize = 256;
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -38,6 +50,8 @@ struct NamesFile {
 pub(crate) struct NameStore {
     path: PathBuf,
     owners: Mutex<BTreeMap<String, String>>,
+    /// Most names one key may own; new claims past it are refused.
+    max_owned: usize,
 }
 
 impl NameStore {
@@ -60,7 +74,15 @@ impl NameStore {
         Ok(Self {
             path,
             owners: Mutex::new(owners),
+            max_owned: MAX_OWNED_NAMES,
         })
+    }
+
+    /// Caps the names one key may own at `max` (names owned beyond it before, say by an
+    /// earlier configuration, stay owned; only new claims are refused).
+    pub(crate) fn with_owned_limit(mut self, max: usize) -> Self {
+        self.max_owned = max;
+        self
     }
 
     /// Claims `name` for `peer`: Ok if it was free (now recorded) or already `peer`'s.
@@ -75,6 +97,10 @@ impl NameStore {
                 });
             }
             None => {}
+        }
+        let owned = owners.values().filter(|o| **o == peer).count();
+        if owned >= self.max_owned {
+            return Err(NameStoreError::TooManyOwned { owned });
         }
         owners.insert(name.to_owned(), peer);
         if let Err(e) = self.save(&owners) {
@@ -187,6 +213,50 @@ mod tests {
         let reopened = NameStore::open(dir.path()).expect("reopen");
         assert!(reopened.claim("blog", &mallory).is_err());
         reopened.claim("blog", &alice).expect("owner keeps it");
+    }
+
+    #[test]
+    fn a_key_owns_at_most_the_limit_and_a_release_makes_room() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mallory, alice) = (peer(), peer());
+        let store = NameStore::open(dir.path())
+            .expect("open")
+            .with_owned_limit(3);
+        for name in ["a", "b", "c"] {
+            store.claim(name, &mallory).expect("under the limit");
+        }
+        let err = store.claim("d", &mallory).expect_err("over the limit");
+        assert!(
+            matches!(err, NameStoreError::TooManyOwned { owned: 3 }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("owns 3 names"), "{err}");
+        assert!(
+            err.to_string().contains("DELETE /api/v1/names/{name}"),
+            "{err}"
+        );
+        store
+            .claim("a", &mallory)
+            .expect("a name it owns is still its own");
+        store
+            .claim("d", &alice)
+            .expect("another key is not limited by it");
+        assert_eq!(store.owner("d"), Some(alice.to_string()));
+        store.release("b").expect("release");
+        store.claim("e", &mallory).expect("a release makes room");
+        drop(store);
+        let reopened = NameStore::open(dir.path())
+            .expect("reopen")
+            .with_owned_limit(3);
+        let owned = reopened
+            .owners()
+            .into_iter()
+            .filter(|(_, o)| *o == mallory.to_string());
+        assert_eq!(owned.count(), 3);
+        assert!(
+            reopened.claim("f", &mallory).is_err(),
+            "the limit holds after a restart"
+        );
     }
 
     #[test]

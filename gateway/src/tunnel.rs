@@ -24,6 +24,7 @@ use tokio::sync::watch;
 use tokio_rustls::server::TlsStream;
 use tracing::{Instrument, debug, info, info_span, warn};
 
+use self::budget::{ControlBudget, Verdict};
 use crate::events::EventKind;
 use crate::metrics::TransportLabel;
 use crate::registry::Route;
@@ -39,6 +40,10 @@ const SWEEP_EVERY: Duration = Duration::from_secs(1);
 const ALLOWLIST_CHECK_EVERY: Duration = Duration::from_millis(500);
 /// Longest wait to hand a GoAway to a provider before closing its connection anyway.
 const GO_AWAY_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
+/// Longest wait to write any other control message. A provider that stops reading its control
+/// stream fills its flow-control window; past this the tunnel ends rather than holding its
+/// loop, and with it revocation, operator kicks and shutdown, for ever.
+const CONTROL_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 /// GoAway code of a tunnel the gateway operator ended (gateway-local: `Other` on the wire, so
 /// the provider reconnects with backoff like after any GoAway it does not know).
 pub(crate) const OPERATOR_DISCONNECT: GoAwayCode = GoAwayCode::Other(6);
@@ -272,7 +277,8 @@ async fn serve_tunnel(
         gateway_id: shared.peer_id.to_string(),
         p2p_addrs: shared.p2p_addrs.get().cloned().unwrap_or_default(),
     };
-    if write_control(&mut send, &welcome).await.is_err() {
+    if let Err(e) = send_control(&mut send, &welcome).await {
+        e.close(&shared, &conn, &mut send).await;
         return;
     }
 
@@ -286,7 +292,13 @@ async fn serve_tunnel(
         .tunnels_by_transport
         .get_or_create(&by_transport)
         .inc();
-    let (info, mut kicks) = TunnelInfo::new(peer, agent.clone(), version, conn.clone());
+    let (info, mut kicks) = TunnelInfo::new(
+        peer,
+        agent.clone(),
+        version,
+        conn.clone(),
+        shared.config.max_streams_per_tunnel,
+    );
     // Listed before it is announced: a client reacting to the event finds it.
     shared.tunnels.insert(info.clone());
     shared.events.publish(EventKind::ProviderConnected {
@@ -297,10 +309,11 @@ async fn serve_tunnel(
     });
     let mut announced_shutdown = *shutdown.borrow();
     if announced_shutdown {
-        let _ = write_control(&mut send, &shutdown_msg()).await;
+        let _ = send_control(&mut send, &shutdown_msg()).await;
     }
     let mut allowlist = shared.allow.changes();
     let mut allowlist_open = true;
+    let mut budget = ControlBudget::standard(Instant::now());
     let tcp = transport == Transport::Tcp;
     let mut ping =
         tokio::time::interval_at(tokio::time::Instant::now() + TCP_PING_EVERY, TCP_PING_EVERY);
@@ -332,12 +345,20 @@ async fn serve_tunnel(
                 }
                 let nonce = last_ping.map_or(1, |(n, _)| n.wrapping_add(1));
                 last_ping = Some((nonce, Instant::now()));
-                if let Err(e) = write_control(&mut send, &ControlMessage::Ping { nonce }).await {
-                    break format!("cannot write to its control stream: {e}");
+                if let Err(e) = send_control(&mut send, &ControlMessage::Ping { nonce }).await {
+                    break e.close(&shared, &conn, &mut send).await;
                 }
             }
             msg = reader.next() => {
                 heard = Instant::now();
+                if msg.as_ref().is_ok_and(Option::is_some)
+                    && let Verdict::Exceeded { count, over } = budget.take(Instant::now())
+                {
+                    let message = budget.message(count, over);
+                    shared.metrics.tunnels_abuse.inc();
+                    go_away(&conn, &mut send, GoAwayCode::ProtocolError, &message).await;
+                    break message;
+                }
                 let reply = match msg {
                     Ok(Some(ControlMessage::Register { name })) => {
                         let mut owned = info.routes.lock().unwrap_or_else(|p| p.into_inner());
@@ -379,9 +400,9 @@ async fn serve_tunnel(
                     }
                 };
                 if let Some(reply) = reply
-                    && let Err(e) = write_control(&mut send, &reply).await
+                    && let Err(e) = send_control(&mut send, &reply).await
                 {
-                    break format!("cannot write to its control stream: {e}");
+                    break e.close(&shared, &conn, &mut send).await;
                 }
             }
             Some(kick) = kicks.recv() => match kick {
@@ -398,8 +419,8 @@ async fn serve_tunnel(
                         code: OPERATOR_RELEASE,
                         reason: "released by the gateway operator".to_owned(),
                     };
-                    if let Err(e) = write_control(&mut send, &refused).await {
-                        break format!("cannot write to its control stream: {e}");
+                    if let Err(e) = send_control(&mut send, &refused).await {
+                        break e.close(&shared, &conn, &mut send).await;
                     }
                 }
             },
@@ -407,7 +428,9 @@ async fn serve_tunnel(
                 announced_shutdown = true;
                 if changed.is_ok() {
                     // Tell the provider to reconnect later; in-flight streams keep running.
-                    let _ = write_control(&mut send, &shutdown_msg()).await;
+                    if let Err(e) = send_control(&mut send, &shutdown_msg()).await {
+                        break e.close(&shared, &conn, &mut send).await;
+                    }
                 }
             }
         }
@@ -517,6 +540,9 @@ fn register(
                 RefuseCode::TryLater,
                 format!("gateway cannot record the name right now: {source}; retrying"),
             ),
+            e @ crate::names::NameStoreError::TooManyOwned { .. } => {
+                refuse(RefuseCode::TooManyNames, e.to_string())
+            }
             other => refuse(
                 RefuseCode::Other(0),
                 format!("gateway cannot record the name: {other}"),
@@ -547,6 +573,50 @@ fn register(
     }
 }
 
+/// Why a control message could not be written.
+#[derive(Debug)]
+enum ControlWriteError {
+    /// It waited [`CONTROL_WRITE_TIMEOUT`]: the provider stopped reading.
+    Stalled,
+    Failed(peercompute_tunnel_proto::IoError),
+}
+
+impl ControlWriteError {
+    /// Ends the tunnel (a GoAway when the provider stalled; the stream is broken otherwise) and
+    /// returns the reason.
+    async fn close(
+        self,
+        shared: &Shared,
+        conn: &TunnelConn,
+        send: &mut (impl AsyncWrite + Unpin),
+    ) -> String {
+        match self {
+            Self::Stalled => {
+                shared.metrics.tunnels_abuse.inc();
+                let message = format!(
+                    "the provider stopped reading its control stream (a message waited {} s)",
+                    CONTROL_WRITE_TIMEOUT.as_secs()
+                );
+                go_away(conn, send, GoAwayCode::ProtocolError, &message).await;
+                message
+            }
+            Self::Failed(e) => format!("cannot write to its control stream: {e}"),
+        }
+    }
+}
+
+/// Writes `msg` on the control stream within [`CONTROL_WRITE_TIMEOUT`].
+async fn send_control(
+    send: &mut (impl AsyncWrite + Unpin),
+    msg: &ControlMessage,
+) -> Result<(), ControlWriteError> {
+    match tokio::time::timeout(CONTROL_WRITE_TIMEOUT, write_control(send, msg)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(ControlWriteError::Failed(e)),
+        Err(_) => Err(ControlWriteError::Stalled),
+    }
+}
+
 async fn go_away(
     conn: &TunnelConn,
     send: &mut (impl AsyncWrite + Unpin),
@@ -563,5 +633,6 @@ async fn go_away(
     conn.close(code, message);
 }
 
+mod budget;
 #[cfg(test)]
 mod tests;

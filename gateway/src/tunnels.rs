@@ -15,7 +15,7 @@ use dashmap::DashMap;
 use peercompute_identity::PeerId;
 pub(crate) use peercompute_tunnel_transport::Transport;
 use peercompute_tunnel_transport::{ConnId, TunnelConn};
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 
 use crate::traffic::TrafficCell;
 
@@ -49,6 +49,14 @@ pub(crate) struct TunnelInfo {
     pub(crate) routes: Mutex<Vec<String>>,
     /// Requests carried by this tunnel, all names together.
     pub(crate) traffic: Arc<TrafficCell>,
+    /// One permit per data stream open toward the provider (in use or idle in a pool), at most
+    /// `max_streams_per_tunnel`: whatever stream credit a provider grants, the gateway's
+    /// memory for one tunnel stays bounded. That bound: 16 MiB received and unread (QUIC
+    /// `receive_window`) + 16 MiB sent and unacknowledged (`send_window`) + per open stream
+    /// its HTTP/1.1 client (at most 64 KiB of buffered response head, `MAX_UPSTREAM_BUF`) and
+    /// its task and stream state, measured at ~70-80 KiB a held stream in `tunnel_hostile`
+    /// (test process, clients included): ~32 MiB + 1024 × ~144 KiB ≈ 176 MiB at the default.
+    pub(crate) streams: Arc<Semaphore>,
     kick: mpsc::Sender<Kick>,
 }
 
@@ -59,6 +67,7 @@ impl TunnelInfo {
         agent: String,
         version: u16,
         conn: TunnelConn,
+        max_streams: usize,
     ) -> (Arc<Self>, mpsc::Receiver<Kick>) {
         let (kick, kicks) = mpsc::channel(KICK_CAPACITY);
         let info = Self {
@@ -71,6 +80,7 @@ impl TunnelInfo {
             conn,
             routes: Mutex::new(Vec::new()),
             traffic: Arc::default(),
+            streams: Arc::new(Semaphore::new(max_streams.min(Semaphore::MAX_PERMITS))),
             kick,
         };
         (Arc::new(info), kicks)
@@ -131,6 +141,11 @@ impl Tunnels {
             .into_iter()
             .filter(|t| t.peer == *peer)
             .collect()
+    }
+
+    /// The stream permits of connection `id`'s tunnel; `None` once it has ended.
+    pub(crate) fn stream_permits(&self, id: ConnId) -> Option<Arc<Semaphore>> {
+        self.0.get(&id).map(|t| t.streams.clone())
     }
 
     /// The tunnels that hold `name` right now.

@@ -42,6 +42,10 @@ pub struct GatewayOptions {
     pub access_log_keep: usize,
     /// Where the state directory is made (a [`crate::small_disk::SmallDisk`]); `/tmp` if None.
     pub state_parent: Option<PathBuf>,
+    /// `max_owned_names_per_provider`.
+    pub max_owned_names_per_provider: usize,
+    /// `max_streams_per_tunnel`.
+    pub max_streams_per_tunnel: usize,
 }
 
 impl Default for GatewayOptions {
@@ -66,6 +70,8 @@ impl Default for GatewayOptions {
             access_log_max_bytes: 100 * 1024 * 1024,
             access_log_keep: 5,
             state_parent: None,
+            max_owned_names_per_provider: GatewayConfig::default().max_owned_names_per_provider,
+            max_streams_per_tunnel: GatewayConfig::default().max_streams_per_tunnel,
         }
     }
 }
@@ -144,6 +150,8 @@ impl TestGateway {
             access_log: options.access_log.clone(),
             access_log_max_bytes: options.access_log_max_bytes,
             access_log_keep: options.access_log_keep,
+            max_owned_names_per_provider: options.max_owned_names_per_provider,
+            max_streams_per_tunnel: options.max_streams_per_tunnel,
             ..GatewayConfig::default()
         };
         let listeners = Listeners {

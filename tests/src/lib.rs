@@ -24,6 +24,8 @@
 //! - [`crash`]: SIGKILL a state writer mid-write, check the file is the old or new version.
 //! - [`small_disk`]: a tmpfs of a few MiB a test fills up and frees.
 //! - [`procfs`]: machine and process figures from `/proc`, for the benchmark programs.
+//! - [`hostile_provider`]: a provider the gateway admits that then misbehaves (raw quinn).
+//! - [`open_loop`]: open-loop GET visitors, their p99 over a window, resident-memory sampling.
 //! - [`world`]: [`publish`] — gateway + admitted provider + backend published under a name.
 //! - [`admin`]: the gateway's admin API from outside: a client with an optional bearer token,
 //!   an SSE reader for `/api/v1/events`, a backend answering chosen statuses, token files;
@@ -51,10 +53,12 @@ pub mod fleet_rig;
 mod fleet_rig_admin;
 pub mod gateway;
 pub mod h2raw;
+pub mod hostile_provider;
 pub mod image;
 pub mod lines;
 pub mod nat;
 pub mod netns;
+pub mod open_loop;
 pub mod procfs;
 pub mod provider;
 pub mod rotation_rig;

@@ -246,6 +246,9 @@ enum ProxyError {
     Tunnel(String),
     #[error("no response head within {0:?}")]
     Timeout(Duration),
+    /// The tunnel carries `max_streams_per_tunnel` (this many) requests already.
+    #[error("the tunnel has {0} requests open, its limit")]
+    Busy(usize),
     /// The visitor's own body could not be read (a malformed chunk, say): their fault, not
     /// the provider's. `close`: an HTTP/1 connection, which cannot be framed any further.
     #[error("the request body is malformed: {reason}")]
@@ -255,7 +258,7 @@ enum ProxyError {
 impl ProxyError {
     fn kind(&self) -> ErrorKind {
         match self {
-            Self::Open(_) | Self::Tunnel(_) => ErrorKind::Unreachable,
+            Self::Open(_) | Self::Tunnel(_) | Self::Busy(_) => ErrorKind::Unreachable,
             Self::Timeout(_) => ErrorKind::Timeout,
             Self::BadBody { .. } => ErrorKind::BadBody,
         }
@@ -270,6 +273,13 @@ impl ProxyError {
             Self::Open(_) | Self::Tunnel(_) => text(
                 StatusCode::BAD_GATEWAY,
                 format!("the provider serving {host} could not be reached\n"),
+            ),
+            Self::Busy(n) => text(
+                StatusCode::BAD_GATEWAY,
+                format!(
+                    "the provider serving {host} has {n} requests open, the gateway's limit; \
+                     try again\n"
+                ),
             ),
             Self::BadBody { reason, close } => {
                 let mut resp = text(

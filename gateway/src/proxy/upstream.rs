@@ -42,6 +42,12 @@ pub(crate) type Upstream = SendRequest<ProxyBody>;
 pub(crate) type UpstreamPool = IdlePool<Upstream>;
 
 const OPEN_STREAM_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest a request waits for one of its tunnel's stream permits (`max_streams_per_tunnel`)
+/// before a 502: a burst is smoothed, a provider holding every stream is not waited for.
+const STREAM_PERMIT_WAIT: Duration = Duration::from_secs(1);
+/// Largest response head (and read buffer) of one upstream stream: hyper's default is
+/// ~400 KiB, which a hostile provider could make the gateway hold on every open stream.
+const MAX_UPSTREAM_BUF: usize = 64 * 1024;
 
 /// What a request needs to reach the app once.
 pub(super) struct Exchange<'a> {
@@ -94,6 +100,15 @@ impl Exchange<'_> {
     /// Opens a tunnel stream to the provider, writes its header and starts an HTTP/1.1 client
     /// connection on it.
     async fn open(&self) -> Result<Upstream, ProxyError> {
+        let permits = self
+            .shared
+            .tunnels
+            .stream_permits(self.route.conn.id())
+            .ok_or_else(|| ProxyError::Open("the provider's tunnel has ended".into()))?;
+        let permit = match tokio::time::timeout(STREAM_PERMIT_WAIT, permits.acquire_owned()).await {
+            Ok(Ok(permit)) => permit,
+            _ => return Err(ProxyError::Busy(self.shared.config.max_streams_per_tunnel)),
+        };
         let mut stream = tokio::time::timeout(OPEN_STREAM_TIMEOUT, self.route.conn.open_bi())
             .await
             .map_err(|_| ProxyError::Open("stream limit reached and none freed in time".into()))?
@@ -114,12 +129,15 @@ impl Exchange<'_> {
 
         let io = TokioIo::new(stream);
         let (sender, conn) = Builder::new()
+            .max_buf_size(MAX_UPSTREAM_BUF)
             .handshake::<_, ProxyBody>(io)
             .await
             .map_err(|e| ProxyError::Tunnel(e.to_string()))?;
         let shared = self.shared.clone();
         shared.metrics.streams_open.inc();
         tokio::spawn(async move {
+            // Held while the stream lives, in use or idle in the pool.
+            let _permit = permit;
             if let Err(e) = conn.with_upgrades().await {
                 debug!("tunnel stream ended with error: {e}");
             }
