@@ -67,7 +67,7 @@ use tracing::{info, warn};
 pub use allow::AllowlistError;
 pub use config::{
     AcmeChallenge, ConfigError, DnsProvider, GatewayConfig, LETS_ENCRYPT, LETS_ENCRYPT_STAGING,
-    TlsMode,
+    TlsMode, TunnelCongestion,
 };
 pub use names::NameStoreError;
 pub use p2p::P2P_ADDRESSES_FILE;
@@ -284,7 +284,11 @@ pub async fn run(
             (prepared.store.clone(), visitor, Some((prepared, hooks)))
         }
     };
-    let quic_config = tunnel::server_config(&identity, cert_store)?;
+    let quic_config = tunnel::server_config(
+        &identity,
+        cert_store,
+        config::quic_congestion(config.tunnel_congestion),
+    )?;
     let endpoint = quinn::Endpoint::new(
         quinn::EndpointConfig::default(),
         Some(quic_config),

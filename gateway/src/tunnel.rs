@@ -39,10 +39,11 @@ pub(crate) const OPERATOR_DISCONNECT: GoAwayCode = GoAwayCode::Other(6);
 pub(crate) const OPERATOR_RELEASE: RefuseCode = RefuseCode::Other(4);
 
 /// Builds the QUIC server configuration: TLS 1.3, ALPN, mandatory Ed25519 client certs,
-/// bounded windows and stream counts.
+/// bounded windows and stream counts, and the congestion controller of what it sends.
 pub(crate) fn server_config(
     identity: &Identity,
     https: Arc<CertStore>,
+    congestion: Arc<dyn quinn::congestion::ControllerFactory + Send + Sync>,
 ) -> Result<quinn::ServerConfig, crate::GatewayError> {
     let (cert, key) = peercompute_identity::self_signed_cert(identity, &[])
         .map_err(|e| crate::GatewayError::Tls(e.to_string()))?;
@@ -75,7 +76,8 @@ pub(crate) fn server_config(
                 .try_into()
                 .expect("30 s is a valid QUIC idle timeout"),
         ))
-        .keep_alive_interval(Some(Duration::from_secs(10)));
+        .keep_alive_interval(Some(Duration::from_secs(10)))
+        .congestion_controller_factory(congestion);
     config.transport_config(Arc::new(transport));
     Ok(config)
 }

@@ -56,7 +56,7 @@ use tracing::{error, info, warn};
 pub use admin::ADDR_FILE as ADMIN_ADDR_FILE;
 pub use config::{
     AdminListen, DEFAULT_ADMIN_LISTEN, DEFAULT_LISTEN, Expose, Firewall, GatewaySpec,
-    JoinTokenText, ProviderConfig,
+    JoinTokenText, ProviderConfig, TunnelCongestion, set_tunnel_congestion,
 };
 pub use config_file::{ConfigFileError, ProviderFile};
 pub use control::ReplayStoreError;
@@ -208,6 +208,7 @@ impl Daemon {
                     gateway,
                     gateway_ca: config.gateway_ca.clone(),
                 };
+                set_tunnel_congestion(config.tunnel_congestion);
                 let (handle, task) = start_tunnel(&identity, settings, stop_rx)?;
                 (Some(handle), Some(task))
             }
