@@ -21,6 +21,10 @@
 //!   `peerctl`, robots in groups).
 //! - [`image`]: a busybox web image built with no registry, loaded under a unique tag.
 //! - [`acme`]: bind9 and pebble as child processes, and a gateway with `--tls acme`.
+//! - [`lossy_link`]: a seeded user-space UDP link emulator (loss, delay, jitter per
+//!   direction) to put between a provider and a gateway.
+//! - [`tunnel_load`]: SHA-checked downloads/uploads and a bounded GET loop, for the loss
+//!   test and `tunnel-bench --loss`.
 //! - [`procfs`]: machine and process figures from `/proc`, for the benchmark programs.
 //! - [`world`]: [`publish`] — gateway + admitted provider + backend published under a name.
 //! - [`admin`]: the gateway's admin API from outside: a client with an optional bearer token,
@@ -50,12 +54,14 @@ pub mod gateway;
 pub mod h2raw;
 pub mod image;
 pub mod lines;
+pub mod lossy_link;
 pub mod nat;
 pub mod netns;
 pub mod procfs;
 pub mod provider;
 pub mod rotation_rig;
 pub mod site;
+pub mod tunnel_load;
 pub mod world;
 
 use std::future::Future;
