@@ -82,7 +82,7 @@ pub async fn websocket_echo(
 }
 
 /// One body transfer.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Transfer {
     pub bytes: u64,
     pub elapsed: Duration,
@@ -92,24 +92,28 @@ pub struct Transfer {
     pub corrupted: bool,
     /// No complete answer within the timeout, or the connection failed.
     pub hung: bool,
+    /// Why it hung: the timeout, or the client's error.
+    pub error: Option<String>,
 }
 
 impl Transfer {
     /// A transfer started at `started` that got `(bytes, intact)` as its answer, or none in
     /// time (hung).
-    fn judge(started: Instant, answer: Option<(u64, bool)>) -> Self {
+    fn judge(started: Instant, answer: Result<(u64, bool), String>) -> Self {
         let elapsed = started.elapsed();
         match answer {
-            Some((bytes, intact)) => Self {
+            Ok((bytes, intact)) => Self {
                 bytes,
                 elapsed,
                 intact,
                 corrupted: !intact,
                 hung: false,
+                error: None,
             },
-            None => Self {
+            Err(e) => Self {
                 elapsed,
                 hung: true,
+                error: Some(e),
                 ..Self::default()
             },
         }
@@ -134,22 +138,22 @@ pub async fn download(
             .get(format!("{base}/download?bytes={bytes}"))
             .send()
             .await
-            .ok()?;
+            .map_err(|e| format!("{e:#}"))?;
         let status = resp.status();
         let mut body = resp.bytes_stream();
         let mut hasher = Sha256::new();
         let mut n = 0u64;
         while let Some(chunk) = body.next().await {
-            let chunk = chunk.ok()?;
+            let chunk = chunk.map_err(|e| format!("after {n} bytes: {e:#}"))?;
             n += chunk.len() as u64;
             hasher.update(&chunk);
         }
-        Some((status, n, hex::encode(hasher.finalize())))
+        Ok::<_, String>((status, n, hex::encode(hasher.finalize())))
     };
     let outcome = tokio::time::timeout(limit, fetch).await;
     Transfer::judge(
         started,
-        outcome.ok().flatten().map(|(status, n, sha)| {
+        flatten(outcome, limit).map(|(status, n, sha)| {
             let intact = status == 200 && n == bytes && sha == download_sha256(bytes);
             (n, intact)
         }),
@@ -167,19 +171,25 @@ pub async fn upload(client: &reqwest::Client, base: &str, bytes: u64, limit: Dur
             .body(body)
             .send()
             .await
-            .ok()?;
+            .map_err(|e| format!("{e:#}"))?;
         let status = resp.status();
-        let text = resp.text().await.ok()?;
-        Some((status, text))
+        let text = resp.text().await.map_err(|e| format!("{e:#}"))?;
+        Ok::<_, String>((status, text))
     };
     let outcome = tokio::time::timeout(limit, send).await;
     Transfer::judge(
         started,
-        outcome
-            .ok()
-            .flatten()
+        flatten(outcome, limit)
             .map(|(status, text)| (bytes, status == 200 && text.trim() == expected)),
     )
+}
+
+/// A timed-out or failed answer as the reason.
+fn flatten<T>(
+    outcome: Result<Result<T, String>, tokio::time::error::Elapsed>,
+    limit: Duration,
+) -> Result<T, String> {
+    outcome.map_err(|_| format!("no complete answer within {limit:?}"))?
 }
 
 /// A closed loop of GETs: `concurrency` workers, each sending the next request when the last

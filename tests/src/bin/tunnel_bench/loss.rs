@@ -148,6 +148,7 @@ async fn run_controller(
             download.corrupted |= probe.corrupted;
             download.hung |= probe.hung;
             download.intact = false;
+            download.error = probe.error.map(|e| format!("the probe: {e}"));
         }
         let gets = tunnel_load::get_loop(
             &client,
@@ -250,6 +251,14 @@ fn print(rows: &[LossRow], settings: &LossSettings) {
             row.reconnects,
             row.link.up.loss() * 100.0,
             row.link.down.loss() * 100.0,
+        );
+    }
+    for row in rows.iter().filter(|r| r.download.error.is_some()) {
+        println!(
+            "{} {:.1} %: the download failed: {}",
+            row.cc,
+            row.loss * 100.0,
+            row.download.error.as_deref().unwrap_or_default()
         );
     }
     verdict(rows);
