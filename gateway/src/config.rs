@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use peercompute_tunnel_proto::TunnelCongestion;
 use serde::Deserialize;
 
 use crate::tls::{LineContext, TlsChoice, TlsInputs, TlsSource};
@@ -171,6 +172,21 @@ pub struct GatewayConfig {
     pub relay_max_circuit_duration: Duration,
     /// ...or after this many bytes (both directions): relays carry control traffic only.
     pub relay_max_circuit_bytes: u64,
+    /// The tunnel's QUIC congestion controller; it paces what the gateway sends to providers
+    /// (request and upload bodies). Providers choose theirs for responses.
+    pub tunnel_congestion: TunnelCongestion,
+}
+
+/// quinn's controller for a [`TunnelCongestion`] choice, with quinn's default parameters.
+pub(crate) fn quic_congestion(
+    choice: TunnelCongestion,
+) -> std::sync::Arc<dyn quinn::congestion::ControllerFactory + Send + Sync> {
+    use quinn::congestion::{BbrConfig, CubicConfig, NewRenoConfig};
+    match choice {
+        TunnelCongestion::Cubic => std::sync::Arc::new(CubicConfig::default()),
+        TunnelCongestion::Bbr => std::sync::Arc::new(BbrConfig::default()),
+        TunnelCongestion::NewReno => std::sync::Arc::new(NewRenoConfig::default()),
+    }
 }
 
 /// The default `p2p_listen`: TCP and QUIC on port 4001 of every interface.
@@ -231,6 +247,7 @@ impl Default for GatewayConfig {
             relay_max_circuit_duration: Duration::from_secs(30 * 60),
             relay_reservation_duration: Duration::from_secs(3600),
             relay_max_circuit_bytes: 16 * 1024 * 1024,
+            tunnel_congestion: TunnelCongestion::default(),
         }
     }
 }

@@ -69,7 +69,7 @@ use tracing::{info, warn};
 pub use allow::AllowlistError;
 pub use config::{
     AcmeChallenge, ConfigError, DnsProvider, GatewayConfig, LETS_ENCRYPT, LETS_ENCRYPT_STAGING,
-    TlsMode,
+    TlsMode, TunnelCongestion,
 };
 pub use names::NameStoreError;
 pub use p2p::P2P_ADDRESSES_FILE;
@@ -288,7 +288,10 @@ pub async fn run(
         }
     };
     let tunnel_tls = tunnel::tunnel_tls(&identity, cert_store)?;
-    let quic_config = tunnel::server_config(tunnel_tls.clone())?;
+    let quic_config = tunnel::server_config(
+        tunnel_tls.clone(),
+        config::quic_congestion(config.tunnel_congestion),
+    )?;
     let endpoint = quinn::Endpoint::new(
         quinn::EndpointConfig::default(),
         Some(quic_config),

@@ -204,6 +204,11 @@ struct RunArgs {
     /// A relayed control session closes after this many bytes [default: 16777216].
     #[arg(long, value_name = "BYTES")]
     relay_max_circuit_bytes: Option<u64>,
+    /// QUIC congestion controller of the tunnel, for what the gateway sends to providers
+    /// (uploads): cubic, bbr (keeps its rate on lossy links; quinn calls it experimental) or
+    /// newreno [default: cubic].
+    #[arg(long, value_name = "cubic|bbr|newreno")]
+    tunnel_congestion: Option<peercompute_gateway::TunnelCongestion>,
 }
 
 impl RunArgs {
@@ -233,7 +238,8 @@ impl RunArgs {
             relay_max_reservations,
             relay_reservation_duration,
             relay_max_circuit_duration,
-            relay_max_circuit_bytes
+            relay_max_circuit_bytes,
+            tunnel_congestion
         );
         if !self.p2p_listen.is_empty() {
             cfg.p2p_listen = self.p2p_listen;

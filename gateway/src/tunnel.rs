@@ -89,10 +89,11 @@ pub(crate) fn tunnel_tls(
     Ok(tls)
 }
 
-/// Builds the QUIC server configuration: TLS 1.3, ALPN, mandatory Ed25519 client certs,
-/// bounded windows and stream counts.
+/// Builds the QUIC server configuration from [`tunnel_tls`]: bounded windows and stream
+/// counts, and the congestion controller of what it sends.
 pub(crate) fn server_config(
     tls: rustls::ServerConfig,
+    congestion: Arc<dyn quinn::congestion::ControllerFactory + Send + Sync>,
 ) -> Result<quinn::ServerConfig, crate::GatewayError> {
     let crypto =
         QuicServerConfig::try_from(tls).map_err(|e| crate::GatewayError::Tls(e.to_string()))?;
@@ -110,7 +111,8 @@ pub(crate) fn server_config(
                 .try_into()
                 .expect("30 s is a valid QUIC idle timeout"),
         ))
-        .keep_alive_interval(Some(Duration::from_secs(10)));
+        .keep_alive_interval(Some(Duration::from_secs(10)))
+        .congestion_controller_factory(congestion);
     config.transport_config(Arc::new(transport));
     Ok(config)
 }

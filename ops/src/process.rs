@@ -1,8 +1,10 @@
 //! The standard `process_*` series (the names Grafana's and Prometheus' own dashboards expect),
 //! read from `/proc/self` at scrape time by a prometheus-client [`Collector`]:
 //! `process_cpu_seconds_total`, `process_resident_memory_bytes`, `process_open_fds`,
-//! `process_max_fds` and `process_start_time_seconds`. Register it on an unprefixed registry
-//! with [`register`]. Off Linux (no `/proc`) the series are simply absent.
+//! `process_max_fds` and `process_start_time_seconds`, plus `tokio_alive_tasks` (the tasks of
+//! the runtime that serves the scrape; absent outside one), so a soak can watch for leaked
+//! tasks. Register it on an unprefixed registry with [`register`]. Off Linux (no `/proc`) the
+//! process series are simply absent.
 
 use std::path::Path;
 
@@ -105,6 +107,11 @@ impl Collector for ProcessCollector {
                 "Start time of the process since the Unix epoch in seconds",
                 f.start_time_seconds,
             ),
+            (
+                "tokio_alive_tasks",
+                "Tasks alive in the tokio runtime that serves this scrape",
+                alive_tasks().map(|v| v as f64),
+            ),
         ];
         for (name, help, value) in gauges {
             if let Some(v) = value {
@@ -115,6 +122,13 @@ impl Collector for ProcessCollector {
         }
         Ok(())
     }
+}
+
+/// Tasks alive in the current tokio runtime; `None` outside one.
+fn alive_tasks() -> Option<usize> {
+    tokio::runtime::Handle::try_current()
+        .ok()
+        .map(|h| h.metrics().num_alive_tasks())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -217,5 +231,38 @@ mod tests {
         let f = ProcessFigures::read();
         assert!(f.resident_bytes.unwrap_or(0) > 0);
         assert!(f.open_fds.unwrap_or(0) >= 3);
+        assert!(
+            !text.contains("tokio_alive_tasks"),
+            "no runtime here:\n{text}"
+        );
+    }
+
+    #[test]
+    fn a_scrape_inside_a_runtime_counts_its_tasks() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        let text = runtime.block_on(async {
+            let parked: Vec<_> = (0..3)
+                .map(|_| tokio::spawn(std::future::pending::<()>()))
+                .collect();
+            let mut registry = Registry::default();
+            register(&mut registry);
+            let mut text = String::new();
+            encode(&mut text, &registry).expect("encode");
+            for task in parked {
+                task.abort();
+            }
+            text
+        });
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("tokio_alive_tasks "))
+            .unwrap_or_else(|| panic!("tokio_alive_tasks missing from\n{text}"));
+        let n: f64 = line["tokio_alive_tasks ".len()..]
+            .trim()
+            .parse()
+            .expect("a number");
+        assert!(n >= 3.0, "{line}");
     }
 }

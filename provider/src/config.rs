@@ -11,6 +11,7 @@ use std::time::Duration;
 use peercompute_fleet::FleetId;
 use peercompute_identity::{PeerId, parse_peer_id};
 use peercompute_runtime::{DeviceAccess, GpuRequest};
+pub use peercompute_tunnel_proto::TunnelCongestion;
 use serde::Deserialize;
 
 /// Where the gateway is and how to authenticate it.
@@ -257,6 +258,32 @@ pub struct ProviderConfig {
     /// How long a robot holding a fleet log waits at start for one sync with any peer before
     /// it starts the fleet's apps from its own copy (`--offline-start-wait`); 0: no wait.
     pub offline_start_wait: Duration,
+    /// The tunnel's QUIC congestion controller, for what the provider sends (responses,
+    /// downloads) (`--tunnel-congestion`).
+    pub tunnel_congestion: TunnelCongestion,
+}
+
+/// The congestion controller new tunnel connections of this process use (an index into
+/// [`TunnelCongestion::ALL`]). Process-wide because the tunnel's settings type is not ours
+/// to change today; `run` sets it from [`ProviderConfig::tunnel_congestion`].
+static TUNNEL_CONGESTION: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
+/// Sets the congestion controller of tunnel connections made from now on in this process.
+pub fn set_tunnel_congestion(choice: TunnelCongestion) {
+    let index = TunnelCongestion::ALL
+        .iter()
+        .position(|c| *c == choice)
+        .expect("ALL lists every TunnelCongestion");
+    TUNNEL_CONGESTION.store(index as u8, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// The congestion controller of the next tunnel connection.
+pub(crate) fn tunnel_congestion() -> TunnelCongestion {
+    let index = TUNNEL_CONGESTION.load(std::sync::atomic::Ordering::Relaxed);
+    TunnelCongestion::ALL
+        .get(usize::from(index))
+        .copied()
+        .unwrap_or_default()
 }
 
 impl ProviderConfig {
@@ -292,6 +319,7 @@ impl ProviderConfig {
             admin_host: Vec::new(),
             docker_endpoint: None,
             offline_start_wait: DEFAULT_OFFLINE_START_WAIT,
+            tunnel_congestion: TunnelCongestion::default(),
         }
     }
 

@@ -66,6 +66,7 @@ struct Keys {
     admin_token_file: Option<PathBuf>,
     #[serde(default)]
     admin_host: Vec<String>,
+    tunnel_congestion: Option<String>,
 }
 
 /// The settings of a provider configuration file, checked. A key that is absent leaves the
@@ -99,6 +100,7 @@ pub struct ProviderFile {
     pub admin_listen: Option<AdminListen>,
     pub admin_token_file: Option<PathBuf>,
     pub admin_host: Vec<String>,
+    pub tunnel_congestion: Option<crate::config::TunnelCongestion>,
 }
 
 impl ProviderFile {
@@ -225,6 +227,11 @@ impl ProviderFile {
                 .map_err(value("admin_listen"))?,
             admin_token_file: keys.admin_token_file,
             admin_host: keys.admin_host,
+            tunnel_congestion: keys
+                .tunnel_congestion
+                .map(|s| s.parse())
+                .transpose()
+                .map_err(value("tunnel_congestion"))?,
         })
     }
 
@@ -297,6 +304,9 @@ impl ProviderFile {
         if !self.admin_host.is_empty() {
             config.admin_host = self.admin_host;
         }
+        if let Some(v) = self.tunnel_congestion {
+            config.tunnel_congestion = v;
+        }
     }
 }
 
@@ -326,6 +336,7 @@ mod tests {
             admin_listen = "127.0.0.1:0"
             admin_token_file = "/etc/peercompute/admin-tokens"
             admin_host = ["robot1.lan"]
+            tunnel_congestion = "bbr"
             "#,
         )
         .unwrap_or_else(|_| panic!("a valid file"));
@@ -349,6 +360,10 @@ mod tests {
         );
         assert!(config.admin_token_file.is_some());
         assert_eq!(config.admin_host, ["robot1.lan"]);
+        assert_eq!(
+            config.tunnel_congestion,
+            crate::config::TunnelCongestion::Bbr
+        );
         let off = ProviderFile::parse("admin_listen = \"off\"\n").unwrap_or_else(|_| panic!("off"));
         assert_eq!(off.admin_listen, Some(AdminListen::Off));
         assert!(ProviderFile::parse("admin_listen = \"9181\"\n").is_err());
@@ -377,6 +392,7 @@ mod tests {
             ("max_volumes_size = \"lots\"", "max_volumes_size"),
             ("volume_check_interval = \"0s\"", "volume_check_interval"),
             ("offline_start_wait = \"2h\"", "offline_start_wait"),
+            ("tunnel_congestion = \"vegas\"", "tunnel_congestion"),
             (
                 "[[devices]]\nname = \"arm\"\npath = \"/dev/tty\"\nmode = \"m\"",
                 "mode",

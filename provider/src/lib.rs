@@ -58,7 +58,7 @@ use tracing::{error, info, warn};
 pub use admin::ADDR_FILE as ADMIN_ADDR_FILE;
 pub use config::{
     AdminListen, DEFAULT_ADMIN_LISTEN, DEFAULT_LISTEN, Expose, Firewall, GatewaySpec, HttpsAddr,
-    JoinTokenText, ProviderConfig,
+    JoinTokenText, ProviderConfig, TunnelCongestion, set_tunnel_congestion,
 };
 pub use config_file::{ConfigFileError, ProviderFile};
 pub use control::ReplayStoreError;
@@ -215,6 +215,7 @@ impl Daemon {
                         .clone()
                         .map(|https| (https.host, https.port)),
                 };
+                set_tunnel_congestion(config.tunnel_congestion);
                 let (handle, task) = start_tunnel(&identity, settings, stop_rx)?;
                 (Some(handle), Some(task))
             }

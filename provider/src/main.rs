@@ -219,6 +219,11 @@ struct RunArgs {
     /// against DNS rebinding.
     #[arg(long, value_name = "NAME")]
     admin_host: Vec<String>,
+    /// QUIC congestion controller of the tunnel, for what this provider sends (responses,
+    /// downloads): cubic, bbr (keeps its rate on lossy links; quinn calls it experimental) or
+    /// newreno [default: cubic].
+    #[arg(long, value_name = "cubic|bbr|newreno")]
+    tunnel_congestion: Option<peercompute_provider::TunnelCongestion>,
 }
 
 fn main() -> ExitCode {
@@ -308,6 +313,7 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
                 admin_listen,
                 admin_token_file,
                 admin_host,
+                tunnel_congestion,
             } = *args;
             let mut config = ProviderConfig::new(home);
             if let Some(path) = &config_file {
@@ -378,6 +384,9 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
             }
             if !admin_host.is_empty() {
                 config.admin_host = admin_host;
+            }
+            if let Some(v) = tunnel_congestion {
+                config.tunnel_congestion = v;
             }
             config
                 .check()

@@ -23,6 +23,10 @@
 //! - [`acme`]: bind9 and pebble as child processes, and a gateway with `--tls acme`.
 //! - [`crash`]: SIGKILL a state writer mid-write, check the file is the old or new version.
 //! - [`small_disk`]: a tmpfs of a few MiB a test fills up and frees.
+//! - [`lossy_link`]: a seeded user-space UDP link emulator (loss, delay, jitter per
+//!   direction) to put between a provider and a gateway.
+//! - [`tunnel_load`]: SHA-checked downloads/uploads and a bounded GET loop, for the loss
+//!   test and `tunnel-bench --loss`.
 //! - [`procfs`]: machine and process figures from `/proc`, for the benchmark programs.
 //! - [`hostile_provider`]: a provider the gateway admits that then misbehaves (raw quinn).
 //! - [`open_loop`]: open-loop GET visitors, their p99 over a window, resident-memory sampling.
@@ -56,6 +60,7 @@ pub mod h2raw;
 pub mod hostile_provider;
 pub mod image;
 pub mod lines;
+pub mod lossy_link;
 pub mod nat;
 pub mod netns;
 pub mod open_loop;
@@ -64,6 +69,7 @@ pub mod provider;
 pub mod rotation_rig;
 pub mod site;
 pub mod small_disk;
+pub mod tunnel_load;
 pub mod world;
 
 use std::future::Future;

@@ -114,3 +114,55 @@ async fn every_phase_runs_without_errors_direct_and_through_the_tunnel() {
     );
     assert!(held.gateway_open.rss_kib > 0);
 }
+
+/// `tunnel-bench --soak` in miniature (the soak module against the in-process stack): mixed
+/// load for 20 s with a provider kick half-way, samples of the gateway's `/metrics` every
+/// second. It checks that the load and the sampling work and that nothing failed outside the
+/// kick; the slopes of so short a run are printed, not judged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn soak_runs_mixed_load_and_samples_the_gateway() {
+    let id = TestProvider::identity();
+    let provider_id = id.peer_id().to_string();
+    let gw = TestGateway::start(GatewayOptions {
+        allow: vec![id.peer_id()],
+        ..GatewayOptions::default()
+    })
+    .await;
+    let backend = Backend::start().await;
+    let ws = peercompute_tests::WsBackend::start().await;
+    let provider = TestProvider::start(id, &gw);
+    provider
+        .register("bench", backend.addr)
+        .await
+        .expect("register");
+    provider.register("ws", ws.addr).await.expect("register ws");
+
+    let rig = tunnel_bench::soak::SoakRig {
+        https: gw.https,
+        ca_pem: gw.ca_pem.clone(),
+        http_host: format!("bench.{DOMAIN}"),
+        ws_host: format!("ws.{DOMAIN}"),
+        gateway_admin: gw.admin,
+        provider_admin: None,
+        provider_id,
+    };
+    let settings = tunnel_bench::soak::SoakSettings {
+        duration: Duration::from_secs(20),
+        sample: Duration::from_secs(1),
+        warmup: Duration::from_secs(5),
+        kick_every: Duration::from_secs(10),
+        rate: 20,
+        csv_dir: None,
+    };
+    let report = within(80, "the soak", tunnel_bench::soak::run(&rig, &settings))
+        .await
+        .expect("soak");
+    assert!(report.samples >= 15, "{report:?}");
+    assert_eq!(
+        report.errors, 0,
+        "errors outside the kick window: {report:?}"
+    );
+    assert!(report.http1_ok >= 200, "{report:?}");
+    assert!(report.websockets_ok >= 20, "{report:?}");
+    assert!(report.downloads_ok >= 3, "{report:?}");
+}

@@ -30,6 +30,7 @@
 //!
 //! Modules:
 //! - [`control`]: control messages and their codec.
+//! - `congestion`: the [`TunnelCongestion`] knob both sides map to their QUIC controller.
 //! - [`stream`]: the data stream header codec.
 //! - [`name`]: the route-name rules (DNS labels).
 //! - [`wire`]: the primitive readers and writers both codecs share.
@@ -40,6 +41,7 @@
 //! - `quantity`: CPU (`500m`, `0.5`) and memory (`256M`, `1GiB`) as people type them, parsed
 //!   into a [`DeployRequest`]'s `cpu_millis` / `memory_bytes`, and printed back.
 
+mod congestion;
 mod control;
 mod control_plane;
 #[cfg(feature = "tokio")]
@@ -49,6 +51,7 @@ mod quantity;
 mod stream;
 mod wire;
 
+pub use congestion::TunnelCongestion;
 pub use control::{
     ControlMessage, GoAwayCode, MAX_CONTROL_FRAME, RefuseCode, decode_control, encode_control,
 };

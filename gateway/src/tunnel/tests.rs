@@ -35,7 +35,11 @@ fn start_gateway_with(allow: Allowlist) -> Gateway {
     let (cert, key) = self_signed_cert(&identity, &[]).expect("cert");
     let https = CertStore::new(certified_key(vec![cert], &key).expect("key"));
     let endpoint = quinn::Endpoint::server(
-        server_config(tunnel_tls(&identity, https).expect("tunnel TLS")).expect("server config"),
+        server_config(
+            tunnel_tls(&identity, https).expect("tunnel TLS"),
+            crate::config::quic_congestion(Default::default()),
+        )
+        .expect("server config"),
         "127.0.0.1:0".parse().expect("addr"),
     )
     .expect("endpoint");

@@ -16,6 +16,8 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 
+use crate::config::TunnelCongestion;
+
 /// SNI sent when the gateway's key is pinned (matches the gateway's resolver).
 pub(crate) const PINNED_SNI: &str = "gateway.peercompute.invalid";
 
@@ -152,13 +154,26 @@ pub(crate) fn client_config(
             Duration::from_secs(30)
                 .try_into()
                 .expect("30 s is a valid QUIC idle timeout"),
-        ));
+        ))
+        .congestion_controller_factory(quic_congestion(crate::config::tunnel_congestion()));
     config.transport_config(Arc::new(transport));
     Ok(ClientConfigs {
         quic: config,
         tcp,
         mismatch,
     })
+}
+
+/// quinn's controller for a [`TunnelCongestion`] choice, with quinn's default parameters.
+fn quic_congestion(
+    choice: TunnelCongestion,
+) -> Arc<dyn quinn::congestion::ControllerFactory + Send + Sync> {
+    use quinn::congestion::{BbrConfig, CubicConfig, NewRenoConfig};
+    match choice {
+        TunnelCongestion::Cubic => Arc::new(CubicConfig::default()),
+        TunnelCongestion::Bbr => Arc::new(BbrConfig::default()),
+        TunnelCongestion::NewReno => Arc::new(NewRenoConfig::default()),
+    }
 }
 
 fn roots(ca: Option<&Path>) -> Result<rustls::RootCertStore, TlsSetupError> {

@@ -3,6 +3,7 @@
 //! ```text
 //! cargo run --release -p peercompute-tests --bin tunnel-bench            # full run (~1.5 min)
 //! cargo run --release -p peercompute-tests --bin tunnel-bench -- --quick # a few seconds
+//! cargo run --release -p peercompute-tests --bin tunnel-bench -- --loss 0,1,5,10 --delay 50ms --jitter 10ms --cc cubic,bbr
 //! ```
 //!
 //! It builds (or finds) the release `peercompute-gateway` and `peercomputed`, starts them as
@@ -63,6 +64,33 @@ struct Cli {
     /// Do not run `cargo build --release`; use the binaries already in target/release.
     #[arg(long)]
     no_build: bool,
+    /// Instead of the suite, measure the tunnel through a link emulator that drops these
+    /// percentages of datagrams each way, e.g. 0,1,5,10 (with --quick: 0,5).
+    #[arg(long, value_delimiter = ',', value_name = "PERCENT,...")]
+    loss: Vec<f64>,
+    /// One-way delay of the emulated link [default: 50ms].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    delay: Option<Duration>,
+    /// Each datagram's delay is delay ± U(jitter) [default: 10ms].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    jitter: Option<Duration>,
+    /// Let jitter reorder datagrams (netem-like) instead of queueing them in order.
+    #[arg(long)]
+    reorder: bool,
+    /// Congestion controllers to compare, both daemons' --tunnel-congestion [default:
+    /// cubic,bbr].
+    #[arg(long, value_delimiter = ',', value_name = "cubic|bbr|newreno,...")]
+    cc: Vec<peercompute_tunnel_proto::TunnelCongestion>,
+    /// Instead of the suite, run mixed load for this long (e.g. 10m) and judge whether the
+    /// daemons' memory, file descriptors and tasks stay flat.
+    #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION")]
+    soak: Option<Duration>,
+    /// Soak: how often both daemons' /metrics are read [default: 10s; quick: 2s].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    sample: Option<Duration>,
+    /// Soak: samples before this are left out of the slopes [default: 2m; quick: 10s].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    warmup: Option<Duration>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -70,7 +98,11 @@ enum Command {
     /// (internal) Serve the test backend on 127.0.0.1:0, print `listening ADDR`, and exit
     /// when stdin closes.
     #[command(hide = true)]
-    Backend,
+    Backend {
+        /// Also serve a WebSocket echo; its address follows on the same line.
+        #[arg(long)]
+        websocket: bool,
+    },
     /// (internal) Relay every TCP connection accepted on 127.0.0.1:0 to ADDR, doing nothing
     /// else (the ceiling of any two-relay design); print `listening ADDR`; exit when stdin
     /// closes.
@@ -107,7 +139,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Some(Command::Backend) => serve_backend().await.map(|()| true),
+            Some(Command::Backend { websocket }) => serve_backend(websocket).await.map(|()| true),
             Some(Command::Splice { to }) => serve_splice(to).await.map(|()| true),
             // Leaving this block (interrupt, error or panic) drops the children: killed.
             None => tokio::select! {
@@ -139,10 +171,16 @@ async fn interrupted() {
     }
 }
 
-async fn serve_backend() -> anyhow::Result<()> {
+async fn serve_backend(websocket: bool) -> anyhow::Result<()> {
     let backend = peercompute_tests::Backend::start().await;
-    println!("listening {}", backend.addr);
-    until_stdin_closes().await
+    if websocket {
+        let ws = peercompute_tests::WsBackend::start().await;
+        println!("listening {} {}", backend.addr, ws.addr);
+        until_stdin_closes().await
+    } else {
+        println!("listening {}", backend.addr);
+        until_stdin_closes().await
+    }
 }
 
 /// Runs as long as the parent holds our stdin open; EOF (the parent ended) returns.
@@ -208,6 +246,12 @@ async fn bench(cli: &Cli) -> anyhow::Result<bool> {
 
     let domain = peercompute_tests::DOMAIN;
     let host = format!("bench.{domain}");
+    if !cli.loss.is_empty() {
+        return loss_phase(cli, &bins, domain, &host).await;
+    }
+    if let Some(duration) = cli.soak {
+        return soak_phase(cli, duration, &bins, domain, &host).await;
+    }
     let stack = Stack::start(&bins, domain, &host).await?;
     println!(
         "processes: gateway pid {} ({}), provider pid {} ({}), backend pid {} (hyper HTTP/1.1 server of tests/src/backend.rs in its own process: `tunnel-bench backend`), load generator pid {} (this process: hyper HTTP/1.1 client + tokio-rustls, own code; wrk/oha not used)",
@@ -264,11 +308,7 @@ async fn bench(cli: &Cli) -> anyhow::Result<bool> {
     eprintln!("measuring (each phase direct, then through the tunnel):");
     let report = match suite::run(&rig, &settings).await {
         Ok(r) => r,
-        Err(e) => {
-            let logs = stack.log_tails();
-            stack.stop().await;
-            return Err(anyhow::anyhow!("{e:#}\n{logs}"));
-        }
+        Err(e) => return Err(stack.fail(e).await),
     };
     stack.stop().await;
     let sound = tunnel_bench::report::print(&report, cli.quick);
@@ -278,6 +318,113 @@ async fn bench(cli: &Cli) -> anyhow::Result<bool> {
         peercompute_tests::procfs::loadavg()
     );
     Ok(sound)
+}
+
+/// `--loss`: the tunnel through a lossy link, per congestion controller.
+async fn loss_phase(
+    cli: &Cli,
+    bins: &setup::Binaries,
+    domain: &str,
+    host: &str,
+) -> anyhow::Result<bool> {
+    use peercompute_tunnel_proto::TunnelCongestion;
+    let mut losses: Vec<f64> = cli.loss.iter().map(|p| p / 100.0).collect();
+    if let Some(bad) = losses.iter().find(|l| !(0.0..1.0).contains(*l)) {
+        anyhow::bail!(
+            "--loss {}: give percentages from 0 to below 100",
+            bad * 100.0
+        );
+    }
+    if cli.quick && losses.len() > 2 {
+        losses.retain(|l| *l == 0.0 || (*l - 0.05).abs() < 1e-9);
+    }
+    let controllers = if cli.cc.is_empty() {
+        vec![TunnelCongestion::Cubic, TunnelCongestion::Bbr]
+    } else {
+        cli.cc.clone()
+    };
+    let mut settings = if cli.quick {
+        tunnel_bench::loss::LossSettings::quick(losses, controllers)
+    } else {
+        tunnel_bench::loss::LossSettings::full(losses, controllers)
+    };
+    settings.delay = cli.delay.unwrap_or(settings.delay);
+    settings.jitter = cli.jitter.unwrap_or(settings.jitter);
+    settings.reorder = cli.reorder;
+    eprintln!("measuring the tunnel through the link emulator:");
+    let sound = tunnel_bench::loss::run(bins, domain, host, &settings).await?;
+    println!(
+        "load average at end: {}",
+        peercompute_tests::procfs::loadavg()
+    );
+    Ok(sound)
+}
+
+/// `--soak`: long mixed load against one stack, then the slope table.
+async fn soak_phase(
+    cli: &Cli,
+    duration: Duration,
+    bins: &setup::Binaries,
+    domain: &str,
+    host: &str,
+) -> anyhow::Result<bool> {
+    let options = setup::StackOptions {
+        websocket: true,
+        ..setup::StackOptions::default()
+    };
+    let stack = Stack::start_with(bins, domain, host, &options).await?;
+    let rig = tunnel_bench::soak::SoakRig {
+        https: stack.https,
+        ca_pem: stack.ca_pem.clone(),
+        http_host: host.to_owned(),
+        ws_host: format!("ws.{domain}"),
+        gateway_admin: stack.admin,
+        provider_admin: Some(stack.provider_admin),
+        provider_id: stack.provider_id.clone(),
+    };
+    let settings = tunnel_bench::soak::SoakSettings {
+        duration,
+        sample: cli.sample.unwrap_or(if cli.quick {
+            Duration::from_secs(2)
+        } else {
+            Duration::from_secs(10)
+        }),
+        warmup: cli.warmup.unwrap_or(if cli.quick {
+            Duration::from_secs(10)
+        } else {
+            Duration::from_secs(120)
+        }),
+        kick_every: if cli.quick {
+            (duration / 2).max(Duration::from_secs(5))
+        } else {
+            Duration::from_secs(180)
+        },
+        rate: if cli.quick { 50 } else { 200 },
+        csv_dir: Some(setup::bench_dir()),
+    };
+    eprintln!(
+        "soaking for {duration:?} (gateway pid {}, provider pid {}):",
+        stack.gateway.pid, stack.provider.pid
+    );
+    let report = match tunnel_bench::soak::run(&rig, &settings).await {
+        Ok(r) => r,
+        Err(e) => return Err(stack.fail(e).await),
+    };
+    stack.stop().await;
+    println!(
+        "verdict: {} ({} errors outside kicks; {} samples, {} HTTP/1.1 GETs, {} WebSockets, {} downloads answered)",
+        if report.flat {
+            "flat"
+        } else {
+            "a series grows"
+        },
+        report.errors,
+        report.samples,
+        report.http1_ok,
+        report.websockets_ok,
+        report.downloads_ok
+    );
+    Ok(report.flat && report.errors == 0)
 }
 
 fn watched(label: &str, pid: u32) -> Watched {

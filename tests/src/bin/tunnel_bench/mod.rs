@@ -10,18 +10,22 @@
 //!   the scheduled time so a stall is not hidden (no coordinated omission).
 //! - [`bulk`]: one large download, checked by byte count and SHA-256.
 //! - [`held`]: many concurrent TLS connections, each with one completed request, held open.
+//! - [`loss`]: `--loss`: the tunnel through a lossy link emulator, per congestion controller.
 //! - [`procfs`]: the machine, memory (VmRSS/VmHWM) and CPU time of processes, from `/proc`.
 //! - [`suite`]: runs every phase against both targets and collects a [`suite::Report`].
 //! - [`report`]: prints the figures, the ratios to direct and the targets with PASS/MISS.
+//! - [`soak`]: `--soak`: long mixed load, `/metrics` sampled, slopes of RSS/fds/tasks.
 //! - [`setup`]: the real binaries as child processes (built or found), free ports, readiness.
 
 pub(crate) mod bulk;
 pub(crate) mod closed;
 pub(crate) mod held;
+pub(crate) mod loss;
 pub(crate) mod open;
 pub(crate) mod procfs;
 pub(crate) mod report;
 pub(crate) mod setup;
+pub(crate) mod soak;
 pub(crate) mod stats;
 pub(crate) mod suite;
 pub(crate) mod target;

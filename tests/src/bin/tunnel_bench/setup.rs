@@ -2,7 +2,8 @@
 //! and `peercomputed` release binaries (built with cargo, or found), and the backend (this
 //! program re-executed as `tunnel-bench backend`), plus two zero-work TCP relays in front of
 //! the backend (`tunnel-bench splice`) for the ceiling measurement. Ports come from binding
-//! port 0 first.
+//! port 0 first. [`StackOptions`] can set both sides' congestion controller and put a
+//! [`LossyLink`] (in this process) between the provider and the gateway.
 //! Readiness is polled until the gateway answers (bounded); every child is killed when its
 //! handle is dropped, so an error or a panic leaves nothing running.
 
@@ -12,6 +13,8 @@ use std::process::{ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use peercompute_tests::lossy_link::{LinkShape, LossyLink};
+use peercompute_tunnel_proto::TunnelCongestion;
 use tokio::io::AsyncBufReadExt;
 use tokio::process::{Child, ChildStdin, Command};
 
@@ -90,6 +93,14 @@ fn build(root: &Path, target_dir: &Path) -> anyhow::Result<String> {
         bail!("cargo build of the gateway and provider failed ({status})");
     }
     Ok(format!("built with `cargo {}`", args.join(" ")))
+}
+
+/// `target/bench/` of the workspace, where benchmarks leave their CSV files.
+pub(crate) fn bench_dir() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+    target_dir(&root).join("bench")
 }
 
 /// The cargo target directory: `CARGO_TARGET_DIR` if set, else the one this program was
@@ -171,6 +182,17 @@ impl ChildProc {
     }
 }
 
+/// How the stack differs from the daemons' defaults.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct StackOptions {
+    /// `--tunnel-congestion` of the gateway and the provider; `None`: their default.
+    pub(crate) congestion: Option<TunnelCongestion>,
+    /// The provider reaches the gateway through a link emulator of this shape.
+    pub(crate) link: Option<LinkShape>,
+    /// Also serve a WebSocket echo (the backend helper's second address) as the name `ws`.
+    pub(crate) websocket: bool,
+}
+
 /// Backend, gateway and provider, running and answering.
 #[derive(Debug)]
 pub(crate) struct Stack {
@@ -188,6 +210,12 @@ pub(crate) struct Stack {
     pub(crate) https: SocketAddr,
     pub(crate) admin: SocketAddr,
     pub(crate) ca_pem: Vec<u8>,
+    /// The provider's admin listener (`/metrics`).
+    pub(crate) provider_admin: SocketAddr,
+    /// The provider's peer id (for the gateway's admin API).
+    pub(crate) provider_id: String,
+    /// Between provider and gateway, with [`StackOptions::link`].
+    pub(crate) link: Option<LossyLink>,
     /// Helpers exit when their stdin closes, i.e. when this program does (even if killed).
     _helper_stdins: [ChildStdin; 3],
     _dir: tempfile::TempDir,
@@ -204,6 +232,20 @@ impl Helper {
         args: &[&str],
         dir: &Path,
     ) -> anyhow::Result<(ChildProc, ChildStdin, SocketAddr)> {
+        let (child, stdin, addrs) = Self::spawn_addrs(name, exe, args, dir).await?;
+        let addr = *addrs
+            .first()
+            .context("a helper prints at least one address")?;
+        Ok((child, stdin, addr))
+    }
+
+    /// [`Helper::spawn`] of a helper that prints `listening ADDR [ADDR…]`.
+    async fn spawn_addrs(
+        name: &'static str,
+        exe: &Path,
+        args: &[&str],
+        dir: &Path,
+    ) -> anyhow::Result<(ChildProc, ChildStdin, Vec<SocketAddr>)> {
         let mut child = ChildProc::spawn(
             name,
             Command::new(exe)
@@ -223,12 +265,38 @@ impl Helper {
         .await
         .with_context(|| format!("{name} did not report its address in time"))?
         .with_context(|| format!("read {name}'s address"))?;
-        let addr: SocketAddr = first
+        let addrs: Vec<SocketAddr> = first
             .trim()
             .strip_prefix("listening ")
-            .and_then(|a| a.parse().ok())
+            .and_then(|rest| rest.split_whitespace().map(|a| a.parse().ok()).collect())
+            .filter(|addrs: &Vec<SocketAddr>| !addrs.is_empty())
             .with_context(|| format!("unexpected {name} output {first:?}"))?;
-        Ok((child, stdin, addr))
+        Ok((child, stdin, addrs))
+    }
+
+    /// The `backend` helper; with `websocket`, also its WebSocket echo (a second
+    /// `listening-ws ADDR` line).
+    async fn spawn_backend(
+        exe: &Path,
+        dir: &Path,
+        websocket: bool,
+    ) -> anyhow::Result<(ChildProc, ChildStdin, SocketAddr, Option<SocketAddr>)> {
+        let args: &[&str] = if websocket {
+            &["backend", "--websocket"]
+        } else {
+            &["backend"]
+        };
+        let (child, stdin, addrs) = Self::spawn_addrs("backend", exe, args, dir).await?;
+        let ws = if websocket {
+            Some(
+                *addrs
+                    .get(1)
+                    .context("the backend printed no WebSocket address")?,
+            )
+        } else {
+            None
+        };
+        Ok((child, stdin, addrs[0], ws))
     }
 }
 
@@ -265,6 +333,16 @@ async fn output(cmd: &mut Command, what: &str) -> anyhow::Result<String> {
 impl Stack {
     /// Starts everything and waits until `https://<host>/` answers 200 through the tunnel.
     pub(crate) async fn start(bins: &Binaries, domain: &str, host: &str) -> anyhow::Result<Self> {
+        Self::start_with(bins, domain, host, &StackOptions::default()).await
+    }
+
+    /// [`Stack::start`] with `options`.
+    pub(crate) async fn start_with(
+        bins: &Binaries,
+        domain: &str,
+        host: &str,
+        options: &StackOptions,
+    ) -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix("tunnel-bench-")
             .tempdir()
@@ -274,8 +352,8 @@ impl Stack {
         let home_tcp = dir.path().join("provider-tcp");
 
         let exe = std::env::current_exe().context("locate this program")?;
-        let (mut backend, backend_stdin, backend_addr) =
-            Helper::spawn("backend", &exe, &["backend"], dir.path()).await?;
+        let (mut backend, backend_stdin, backend_addr, ws_addr) =
+            Helper::spawn_backend(&exe, dir.path(), options.websocket).await?;
         // The ceiling: two zero-work TCP relays in front of the same backend.
         let far = backend_addr.to_string();
         let (splice_far, far_stdin, far_addr) =
@@ -312,10 +390,15 @@ impl Stack {
         let https = SocketAddr::from(([127, 0, 0, 1], free_tcp_port()?));
         let admin = SocketAddr::from(([127, 0, 0, 1], free_tcp_port()?));
         let tunnel = SocketAddr::from(([127, 0, 0, 1], free_udp_port()?));
+        let cc_args: Vec<String> = options
+            .congestion
+            .map(|c| vec!["--tunnel-congestion".into(), c.to_string()])
+            .unwrap_or_default();
         let mut gateway = ChildProc::spawn(
             "gateway",
             Command::new(&bins.gateway)
                 .arg("run")
+                .args(&cc_args)
                 .args(["--domain", domain])
                 .arg("--state-dir")
                 .arg(&gw_state)
@@ -348,15 +431,34 @@ impl Stack {
         let ca_pem =
             std::fs::read(&ca_path).with_context(|| format!("read {}", ca_path.display()))?;
 
+        let link = match options.link {
+            Some(shape) => Some(
+                LossyLink::start(tunnel, shape)
+                    .await
+                    .context("start the link emulator")?,
+            ),
+            None => None,
+        };
+        let dial = link.as_ref().map_or(tunnel, |l| l.addr);
+        let provider_admin = SocketAddr::from(([127, 0, 0, 1], free_tcp_port()?));
+        let mut provider_cmd = Command::new(&bins.provider);
+        provider_cmd
+            .arg("--home")
+            .arg(&home)
+            .arg("run")
+            .args(&cc_args)
+            .args(["--gateway", &format!("{gateway_id}@{dial}")])
+            .args(["--expose", &format!("bench={backend_addr}")])
+            .args(["--admin-listen", &provider_admin.to_string()])
+            // The control plane on loopback, no LAN announcements: the tunnel is measured.
+            .args(["--listen", "/ip4/127.0.0.1/tcp/0", "--no-mdns"])
+            .stdin(Stdio::null());
+        if let Some(ws) = ws_addr {
+            provider_cmd.args(["--expose", &format!("ws={ws}")]);
+        }
         let mut provider = ChildProc::spawn(
             "provider",
-            Command::new(&bins.provider)
-                .arg("--home")
-                .arg(&home)
-                .arg("run")
-                .args(["--gateway", &format!("{gateway_id}@{tunnel}")])
-                .args(["--expose", &format!("bench={backend_addr}")])
-                .stdin(Stdio::null()),
+            &mut provider_cmd,
             dir.path().join("provider.log"),
             true,
         )?;
@@ -418,6 +520,9 @@ impl Stack {
             https,
             admin,
             ca_pem,
+            provider_admin,
+            provider_id,
+            link,
             _helper_stdins: [backend_stdin, near_stdin, far_stdin],
             _dir: dir,
         })
@@ -435,6 +540,13 @@ impl Stack {
         .map(|c| c.log_tail(15))
         .collect::<Vec<_>>()
         .join("\n")
+    }
+
+    /// Stops everything and returns `e` with the children's recent log lines.
+    pub(crate) async fn fail(self, e: anyhow::Error) -> anyhow::Error {
+        let logs = self.log_tails();
+        self.stop().await;
+        anyhow::anyhow!("{e:#}\n{logs}")
     }
 
     /// Kills every child and removes the temporary directory.
