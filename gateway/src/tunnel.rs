@@ -514,9 +514,14 @@ fn register(
             reason,
         }
     };
-    if !owned.iter().any(|n| n == name)
-        && shared.registry.count_for(&peer) >= shared.config.max_names_per_provider
-    {
+    // A name this key serves already (on this connection, or on the one this one replaces:
+    // a reconnect, a move between QUIC and TCP) is not a new one.
+    let serves_it = owned.iter().any(|n| n == name)
+        || shared
+            .registry
+            .lookup(name)
+            .is_some_and(|route| route.peer == peer);
+    if !serves_it && shared.registry.count_for(&peer) >= shared.config.max_names_per_provider {
         return refuse(
             RefuseCode::TooManyNames,
             format!(

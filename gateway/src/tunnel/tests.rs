@@ -30,6 +30,10 @@ fn start_gateway() -> Gateway {
 }
 
 fn start_gateway_with(allow: Allowlist) -> Gateway {
+    start_gateway_configured(allow, GatewayConfig::default())
+}
+
+fn start_gateway_configured(allow: Allowlist, config: GatewayConfig) -> Gateway {
     let dir = tempfile::tempdir().expect("tempdir");
     let identity = Identity::generate().expect("identity");
     let (cert, key) = self_signed_cert(&identity, &[]).expect("cert");
@@ -46,7 +50,7 @@ fn start_gateway_with(allow: Allowlist) -> Gateway {
     let addr = endpoint.local_addr().expect("local addr");
     let config = GatewayConfig {
         state_dir: dir.path().to_owned(),
-        ..GatewayConfig::default()
+        ..config
     };
     let shared = Shared::new(
         config,
@@ -412,4 +416,53 @@ async fn a_provider_removed_from_the_allowlist_is_revoked_and_published() {
         }
     );
     assert!(gw.shared.tunnels.list().is_empty());
+}
+
+/// A provider at its name limit whose second connection comes up while the first still lives
+/// (a reconnect, or a move between QUIC and TCP) takes over every name: re-registering a name
+/// it serves is not a new name.
+#[tokio::test]
+async fn a_second_connection_at_the_name_limit_takes_over_every_name() {
+    let gw = start_gateway_configured(
+        Allowlist::new(true, &[], None).expect("allowlist"),
+        GatewayConfig {
+            max_names_per_provider: 2,
+            ..GatewayConfig::default()
+        },
+    );
+    let identity = Identity::generate().expect("identity");
+    let mut first = Provider::connect_as(&gw, &identity).await;
+    first.register("one").await;
+    first.register("two").await;
+    let mut second = Provider::connect_as(&gw, &identity).await;
+    second.register("one").await;
+    second.register("two").await;
+    let second_port = second._endpoint.local_addr().expect("local addr").port();
+    for name in ["one", "two"] {
+        let route = gw.shared.registry.lookup(name).expect("routed");
+        assert_eq!(route.peer, identity.peer_id());
+        assert_eq!(
+            route.conn.remote_address().port(),
+            second_port,
+            "`{name}` is served by the second connection"
+        );
+    }
+    // A third name is still one too many.
+    let msg = ControlMessage::Register {
+        name: "three".into(),
+    };
+    write_control(&mut second.send, &msg)
+        .await
+        .expect("register");
+    let reply = second.next().await.expect("reply");
+    assert!(
+        matches!(
+            &reply,
+            Some(ControlMessage::Refused {
+                code: RefuseCode::TooManyNames,
+                ..
+            })
+        ),
+        "{reply:?}"
+    );
 }
