@@ -326,6 +326,9 @@ pub(crate) async fn run(
             })
             .map_or_else(far, |(_, at)| (at + super::choice::PONG_LATE).into());
         tokio::select! {
+            // The control stream first: a GoAway that arrived with the connection's end says
+            // why it ended (on TCP the close itself carries no reason).
+            biased;
             msg = reader.next() => match msg {
                 Ok(Some(msg)) => {
                     match &msg {
@@ -382,7 +385,10 @@ pub(crate) async fn run(
                     let routes = state.routes.clone();
                     state.splices.spawn(splice::serve_stream(stream, routes));
                 }
-                Err(e) => return lost_with(&conn, &said, e),
+                Err(e) => {
+                    read_last_words(&mut reader, &mut said).await;
+                    return lost_with(&conn, &said, e);
+                }
             },
             Some(_) = state.splices.join_next(), if !state.splices.is_empty() => {}
             step = link.next_step() => match step {
@@ -481,6 +487,29 @@ pub(crate) async fn drain(old: Opened, mut splices: JoinSet<()>, routes: Routes)
         p2p,
     }
     .close("the tunnel moved to another transport")
+    .await;
+}
+
+/// The connection ended: reads what the gateway still said on the control stream before its
+/// end (bounded), for a GoAway that says why.
+async fn read_last_words(
+    reader: &mut ControlReader<ReadHalf<BiStream>>,
+    said: &mut Option<CloseReason>,
+) {
+    if said.is_some() {
+        return;
+    }
+    let _ = tokio::time::timeout(Duration::from_millis(500), async {
+        while let Ok(Some(msg)) = reader.next().await {
+            if let ControlMessage::GoAway { code, message } = msg {
+                *said = Some(CloseReason::Peer {
+                    code: Some(code),
+                    reason: message,
+                });
+                return;
+            }
+        }
+    })
     .await;
 }
 
