@@ -71,11 +71,16 @@ pub fn state_writer() -> Result<PathBuf> {
     Ok(path)
 }
 
-/// The temporary files `pid` left in `dir` (and `dir/entries`, the fleet log's directory),
+/// The temporary files `pid` left in `dir` (and `dir/entries`, the fleet log's directory, and
+/// `dir/acme/certs`, the ACME certificates'),
 /// with their sizes and the size of the file each would have replaced (None when absent).
 fn tmp_files_of(dir: &Path, pid: Option<u32>) -> Vec<(PathBuf, u64, Option<u64>)> {
     let mut found = Vec::new();
-    for d in [dir.to_path_buf(), dir.join("entries")] {
+    for d in [
+        dir.to_path_buf(),
+        dir.join("entries"),
+        dir.join("acme").join("certs"),
+    ] {
         let Ok(entries) = std::fs::read_dir(&d) else {
             continue;
         };

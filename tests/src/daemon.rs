@@ -297,6 +297,20 @@ pub async fn deploy_world(limits: Limits) -> (TestGateway, TestDaemon, crate::Te
     (gw, daemon, image)
 }
 
+/// The container of deployment `id` (any provider's), as the engine lists it.
+pub async fn deployment_container(
+    runtime: &peercompute_runtime::DockerRuntime,
+    id: &str,
+) -> peercompute_runtime::ManagedContainer {
+    runtime
+        .list_managed()
+        .await
+        .expect("list")
+        .into_iter()
+        .find(|m| m.deployment.as_ref().is_some_and(|d| d.deployment_id == id))
+        .unwrap_or_else(|| panic!("no container for deployment {id}"))
+}
+
 /// Runs `peerctl --home HOME --no-mdns ARGS…` (60 s at most): exit code, stdout, stderr.
 pub async fn run_peerctl(home: &std::path::Path, args: &[&str]) -> (i32, String, String) {
     let (code, out, err) = run_peerctl_bytes(home, args).await;

@@ -3,7 +3,8 @@
 //! tests wait for; `/cgi-bin/status` prints the container's own `/proc/self/status`. For the
 //! volume tests: `/cgi-bin/append` appends one line to `/data/log` and answers the line
 //! count, `/cgi-bin/log` answers `/data/log`, and `/cgi-bin/fill?N` writes N MiB to
-//! `/data/fill`.
+//! `/data/fill`. With `LOG_MIB=N` in its environment the container also prints N MiB of log
+//! lines to its stdout at start, then `log spam done` (the container-log bound test).
 
 use peercompute_runtime::DockerRuntime;
 use peercompute_runtime::testsupport::{Cleanup, ScratchImage, busybox, unique_name};
@@ -13,6 +14,11 @@ pub const TEST_PORT: u16 = 8080;
 
 const ENTRY: &str = r#"#!/bin/busybox sh
 echo "container starting"
+if [ -n "$LOG_MIB" ]; then
+    # In the background: the web server answers while the logs pour out.
+    (busybox yes "chatty log line, padded to look like a real one: 0123456789abcdefghijklmnopqrstuvwxyz" |
+        busybox head -c "$((LOG_MIB * 1048576))"; echo; echo "log spam done") &
+fi
 if [ -n "$CRASH_ONCE" ] && [ ! -e /tmp/crashed ]; then
     # Serve for a moment, then die: the restart policy brings it back on a new host port.
     busybox httpd -f -vv -p 8080 -h /www &

@@ -79,7 +79,8 @@ use std::time::Duration;
 pub use backend::{Backend, WsBackend, download_sha256};
 pub use client::{Alpn, https_client, https_client_from, https_client_to, raw_tls, raw_tls_alpn};
 pub use daemon::{
-    TestClient, TestDaemon, answer, deploy_world, peerctl_bin, run_peerctl, run_peerctl_bytes,
+    TestClient, TestDaemon, answer, deploy_world, deployment_container, peerctl_bin, run_peerctl,
+    run_peerctl_bytes,
 };
 pub use gateway::{DOMAIN, GatewayOptions, TestGateway};
 pub use image::{TEST_PORT, TestImage};

@@ -12,10 +12,13 @@ use std::time::Instant;
 
 use peercompute_tests::crash::{CrashReport, gateway_kill_loop, run_kind, state_writer};
 
-const KINDS: [&str; 6] = [
+const KINDS: [&str; 9] = [
     "deployments",
     "nonces",
+    "volumes",
+    "applied",
     "names",
+    "acme-cert",
     "trust",
     "identity",
     "fleet-log",

@@ -12,8 +12,8 @@ use peercompute_identity::{Identity, PeerId};
 use peercompute_provider::{GatewaySpec, Limits, TunnelStatus};
 use peercompute_runtime::DockerRuntime;
 use peercompute_tests::{
-    Alpn, GatewayOptions, TEST_PORT, TestClient, TestDaemon, TestGateway, TestImage, https_client,
-    run_peerctl, within,
+    Alpn, GatewayOptions, TEST_PORT, TestClient, TestDaemon, TestGateway, TestImage,
+    deployment_container, https_client, run_peerctl, within,
 };
 use tokio::io::{AsyncBufReadExt, BufReader};
 
@@ -77,13 +77,7 @@ async fn status(client: &TestClient, id: &str) -> serde_json::Value {
 /// Where the deployment's container is published on this host (127.0.0.1:PORT).
 async fn loopback_addr(id: &str) -> SocketAddr {
     let runtime = DockerRuntime::connect().await.expect("docker");
-    let container = runtime
-        .list_managed()
-        .await
-        .expect("list")
-        .into_iter()
-        .find(|m| m.deployment.as_ref().is_some_and(|d| d.deployment_id == id))
-        .expect("the deployment's container");
+    let container = deployment_container(&runtime, id).await;
     runtime
         .addr(&container.id)
         .await

@@ -57,6 +57,8 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 pub use applied::AppliedError;
+#[cfg(feature = "testsupport")]
+pub(crate) use applied::{Applied, AppliedGroup, Serving};
 pub use join::{JoinError, JoinSaved, JoinStatus, save_token};
 
 use crate::config::{Firewall, JoinTokenText};

@@ -29,7 +29,7 @@ pub use ledger::{
     Ask, DEFAULT_SHARE_BYTES, Entry, Grant, Ledger, MAX_VOLUMES_PER_SCOPE, Rebuilt, Refusal,
     VolumeId,
 };
-use store::LedgerFile;
+pub(crate) use store::LedgerFile;
 pub use store::LedgerFileError;
 pub use transfer::{
     ArchiveRefusal, ArchiveSummary, MAX_ENTRIES, MAX_EXTENSION_HEADER, Spool, SpoolError,

@@ -4,8 +4,8 @@
 //! the daemon does and prints its version, or the open error with exit status 2.
 //!
 //! `tests/src/crash.rs` SIGKILLs the writer at random moments and checks every file is the old
-//! or the new version. Kinds: `trust`, `deployments`, `nonces`, `names`, `fleet-log`,
-//! `identity`.
+//! or the new version. Kinds: `trust`, `deployments`, `nonces`, `volumes`, `applied` (the
+//! provider's), `names`, `acme-cert` (the gateway's), `fleet-log`, `identity`.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -47,15 +47,27 @@ impl Kind for Trust {
     }
 }
 
-impl Kind for peercompute_provider::testsupport::Deployments {
-    fn version(&self) -> Result<u64, String> {
-        peercompute_provider::testsupport::Deployments::version(self)
-    }
+/// A store whose `version` and `write(version)` already have the [`Kind`] shapes.
+macro_rules! versioned_kind {
+    ($($store:ty),* $(,)?) => {$(
+        impl Kind for $store {
+            fn version(&self) -> Result<u64, String> {
+                <$store>::version(self)
+            }
 
-    fn write(&mut self, version: u64) -> Result<(), String> {
-        peercompute_provider::testsupport::Deployments::write(self, version)
-    }
+            fn write(&mut self, version: u64) -> Result<(), String> {
+                <$store>::write(self, version)
+            }
+        }
+    )*};
 }
+
+versioned_kind!(
+    peercompute_provider::testsupport::Deployments,
+    peercompute_provider::testsupport::Volumes,
+    peercompute_provider::testsupport::AppliedReleases,
+    peercompute_gateway::testsupport::AcmeCert,
+);
 
 impl Kind for peercompute_provider::testsupport::Nonces {
     fn version(&self) -> Result<u64, String> {
@@ -174,7 +186,12 @@ fn open(kind: &str, dir: &Path) -> Result<Box<dyn Kind>, String> {
         "trust" => Box::new(Trust(TrustStore::open(dir).map_err(|e| e.to_string())?)),
         "deployments" => Box::new(peercompute_provider::testsupport::Deployments::open(dir)?),
         "nonces" => Box::new(peercompute_provider::testsupport::Nonces::open(dir)?),
+        "volumes" => Box::new(peercompute_provider::testsupport::Volumes::open(dir)?),
+        "applied" => Box::new(peercompute_provider::testsupport::AppliedReleases::open(
+            dir,
+        )?),
         "names" => Box::new(peercompute_gateway::testsupport::Names::open(dir)?),
+        "acme-cert" => Box::new(peercompute_gateway::testsupport::AcmeCert::open(dir)?),
         "fleet-log" => Box::new(FleetLog::open(dir)?),
         "identity" => Box::new(Key(dir.to_owned())),
         other => return Err(format!("unknown kind {other:?}")),

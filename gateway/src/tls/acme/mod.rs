@@ -41,6 +41,8 @@ use crate::state::Shared;
 use crate::tls::{CertStore, TlsError};
 
 pub(crate) use http01::Http01Tokens;
+#[cfg(feature = "testsupport")]
+pub(crate) use store::CertFiles;
 pub(crate) use tlsalpn01::ACME_TLS_ALPN;
 
 /// Registration events queued for the manager; beyond this they are picked up on its tick.
