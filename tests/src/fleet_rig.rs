@@ -389,12 +389,25 @@ impl Rig {
     /// by peerctl); the release entry's hash.
     pub async fn release(&self, group: &str, version: &str, health_timeout: &str) -> String {
         let image = format!("{}:{version}", self.repository);
+        self.release_image(&image, group, version, health_timeout)
+            .await
+    }
+
+    /// `peerctl fleet release IMAGE --group G --name web --version V …` for any image
+    /// reference (a tag, or pinned by a registry or peer digest); the release entry's hash.
+    pub async fn release_image(
+        &self,
+        image: &str,
+        group: &str,
+        version: &str,
+        health_timeout: &str,
+    ) -> String {
         let port = WEB_PORT.to_string();
         let out = self
             .json(&[
                 "fleet",
                 "release",
-                &image,
+                image,
                 "--group",
                 group,
                 "--port",

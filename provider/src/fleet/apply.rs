@@ -371,7 +371,13 @@ impl Applier {
                 board.update(fleet, group, |a| a.reason = Some(line));
             })
             .await
-            .map_err(|e| failed(format!("fetching the image failed: {e}")))?;
+            .map_err(|e| Failed {
+                phase: Phase::Failed,
+                reason: format!("fetching the image failed: {}", e.reason),
+                // Nothing started; a full disk is not the release's fault: the planner
+                // tries it again (each reconcile) and it applies once space is freed.
+                refused: e.no_space,
+            })?;
         self.board.update(fleet, group, |a| {
             a.phase = Phase::Starting;
             a.reason = None;

@@ -49,6 +49,62 @@ pub(crate) enum FetchError {
     AllSourcesFailed { digest: String, reasons: String },
     #[error("{0}")]
     Local(String),
+    /// This robot's disk is full: the fetch resumes (`.partial` files kept) once it is not.
+    #[error(
+        "no space left on this robot to store the image in {}: {error}; free space on it and the release is applied by itself",
+        .path.display()
+    )]
+    NoSpace {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+}
+
+impl FetchError {
+    /// A write on this robot failed: [`FetchError::NoSpace`] when its disk (or quota) is
+    /// full, else [`FetchError::Local`].
+    fn on_disk(path: &Path, error: std::io::Error) -> Self {
+        use std::io::ErrorKind;
+        if matches!(
+            error.kind(),
+            ErrorKind::StorageFull | ErrorKind::QuotaExceeded
+        ) {
+            Self::NoSpace {
+                path: path.to_owned(),
+                error,
+            }
+        } else {
+            Self::Local(format!("{}: {error}", path.display()))
+        }
+    }
+}
+
+/// Why [`ImageFetcher::ensure`] gave no image.
+#[derive(Debug)]
+pub(crate) struct EnsureError {
+    /// What failed, for the release's status.
+    pub(crate) reason: String,
+    /// This robot's disk was full: worth trying again once it is not.
+    pub(crate) no_space: bool,
+}
+
+/// One try's failure: the reason, whether asking again may help (no source had it yet), and
+/// whether this robot's disk was full.
+struct Failure {
+    why: String,
+    again: bool,
+    no_space: bool,
+}
+
+impl Failure {
+    /// A failure asking again would not mend.
+    fn last(why: String) -> Self {
+        Self {
+            why,
+            again: false,
+            no_space: false,
+        }
+    }
 }
 
 /// How long a robot keeps asking for an image no source could give yet: the releaser may
@@ -147,7 +203,7 @@ impl ImageFetcher {
         pinned: &PinnedImage,
         author: MemberKey,
         mut progress: impl FnMut(String) + Send,
-    ) -> Result<ImageInfo, String> {
+    ) -> Result<ImageInfo, EnsureError> {
         let started = tokio::time::Instant::now();
         let mut wait = RETRY_FIRST;
         loop {
@@ -156,7 +212,9 @@ impl ImageFetcher {
                 .await
             {
                 Ok(info) => return Ok(info),
-                Err((why, true)) if started.elapsed() + wait < FETCH_PATIENCE => {
+                Err(Failure {
+                    why, again: true, ..
+                }) if started.elapsed() + wait < FETCH_PATIENCE => {
                     info!(image = %pinned, reason = %why, retry_in = ?wait, "no source gave the image yet");
                     progress(format!(
                         "waiting for a source of the image (asking again in {} s): {why}",
@@ -165,7 +223,12 @@ impl ImageFetcher {
                     tokio::time::sleep(wait).await;
                     wait = (wait * 2).min(RETRY_MAX);
                 }
-                Err((why, _)) => return Err(why),
+                Err(Failure { why, no_space, .. }) => {
+                    return Err(EnsureError {
+                        reason: why,
+                        no_space,
+                    });
+                }
             }
         }
     }
@@ -179,16 +242,17 @@ impl ImageFetcher {
         pinned: &PinnedImage,
         author: MemberKey,
         progress: &mut (impl FnMut(String) + Send),
-    ) -> Result<ImageInfo, (String, bool)> {
+    ) -> Result<ImageInfo, Failure> {
         let record = self.record_snapshot();
         if let Some(info) = runtime
             .pinned_local(pinned, Some(&record))
             .await
-            .map_err(|e| (e.to_string(), false))?
+            .map_err(|e| Failure::last(e.to_string()))?
         {
             return Ok(info);
         }
         let mut again = false;
+        let mut no_space = false;
         let from_peers = match self.fetch(runtime, fleet, pinned, author, progress).await {
             Ok(()) => {
                 let record = self.record_snapshot();
@@ -199,7 +263,8 @@ impl ImageFetcher {
                 }
             }
             Err(e) => {
-                again = !matches!(e, FetchError::Local(_));
+                again = !matches!(e, FetchError::Local(_) | FetchError::NoSpace { .. });
+                no_space = matches!(e, FetchError::NoSpace { .. });
                 e.to_string()
             }
         };
@@ -207,7 +272,11 @@ impl ImageFetcher {
         runtime
             .ensure_pinned(pinned, |_| {})
             .await
-            .map_err(|e| (format!("{from_peers}; registry: {e}"), again))
+            .map_err(|e| Failure {
+                why: format!("{from_peers}; registry: {e}"),
+                again,
+                no_space,
+            })
     }
 
     /// What a container of `pinned` starts from: the image id for a peer-pinned image (the
@@ -262,9 +331,18 @@ impl ImageFetcher {
         let mut failures = Vec::new();
         for blob in manifest.blobs() {
             let path = self.blob_path(&blob.digest);
-            if path.is_file() {
-                meter.done += blob.size;
-                continue;
+            match std::fs::metadata(&path) {
+                Ok(m) if m.is_file() && m.len() == blob.size => {
+                    meter.done += blob.size;
+                    continue;
+                }
+                // A stored blob of the wrong size (an older build could keep one its disk
+                // cut short) is fetched again.
+                Ok(_) => {
+                    warn!(path = %path.display(), blob = %blob.digest, "a stored blob has the wrong size; fetching it again");
+                    let _ = std::fs::remove_file(&path);
+                }
+                Err(_) => {}
             }
             loop {
                 let before = meter.done;
@@ -296,6 +374,7 @@ impl ImageFetcher {
                         failures.push(format!("{peer}: {why}"));
                         sources.remove(0);
                     }
+                    Err(BlobFailure::Local(e)) => return Err(FetchError::on_disk(&path, e)),
                     Err(BlobFailure::Unfinished(why)) => {
                         meter.done = before;
                         failures.push(format!("{peer}: {why}"));
@@ -420,12 +499,14 @@ impl ImageFetcher {
             .load_blobs(manifest, &self.dir.join("blobs/sha256"), &[tag])
             .await
             .map_err(|e| local(e.to_string()))?;
-        tokio::fs::create_dir_all(self.dir.join("manifests"))
+        let manifests = self.dir.join("manifests");
+        tokio::fs::create_dir_all(&manifests)
             .await
-            .map_err(|e| local(e.to_string()))?;
-        tokio::fs::write(self.manifest_path(&manifest.digest), &manifest.bytes)
+            .map_err(|e| FetchError::on_disk(&manifests, e))?;
+        let path = self.manifest_path(&manifest.digest);
+        tokio::fs::write(&path, &manifest.bytes)
             .await
-            .map_err(|e| local(e.to_string()))?;
+            .map_err(|e| FetchError::on_disk(&path, e))?;
         self.record
             .lock()
             .expect("the record lock is never poisoned")

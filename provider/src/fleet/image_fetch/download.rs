@@ -24,6 +24,9 @@ pub(super) enum BlobFailure {
     Bad(String),
     /// It could not finish (kept: the `.partial` file resumes with the next source).
     Unfinished(String),
+    /// Writing it on this robot failed (a full disk, …): not the peer's fault, and no other
+    /// source would do better, so the fetch stops.
+    Local(std::io::Error),
 }
 
 /// Downloads `blob` from `peer` over `stream` into `path` (through `<path>.partial`,
@@ -37,7 +40,7 @@ pub(super) async fn download(
     progress: &mut (impl FnMut(String) + Send),
 ) -> Result<(), BlobFailure> {
     let unfinished = |e: String| BlobFailure::Unfinished(e);
-    let local = |e: std::io::Error| BlobFailure::Unfinished(format!("on this robot: {e}"));
+    let local = BlobFailure::Local;
     let partial = path.with_extension("partial");
     if let Some(dir) = partial.parent() {
         tokio::fs::create_dir_all(dir).await.map_err(local)?;
@@ -98,7 +101,20 @@ pub(super) async fn download(
         meter.tick(peer, progress);
     }
     stream.close().await;
+    // `flush` returns the error of a write tokio ran in the background (ENOSPC on the last
+    // chunk); `sync_all` alone does not, and a blob the disk refused would be renamed into
+    // place as verified — the hash is of the bytes received, not of the file.
+    file.flush().await.map_err(local)?;
     file.sync_all().await.map_err(local)?;
+    let stored = file.metadata().await.map_err(local)?.len();
+    if stored != blob.size {
+        return Err(BlobFailure::Local(std::io::Error::other(format!(
+            "{} holds {stored} bytes of the {}-byte blob {}",
+            partial.display(),
+            blob.size,
+            blob.digest
+        ))));
+    }
     let found = format!("sha256:{}", hex::encode(hasher.finalize()));
     if found != blob.digest {
         let _ = tokio::fs::remove_file(&partial).await;

@@ -441,15 +441,29 @@ pub(crate) fn slope(points: &[(f64, f64)]) -> f64 {
     if sxx == 0.0 { 0.0 } else { sxy / sxx }
 }
 
+/// `GET url`'s body; a connection the daemon closed just as it was reused (keep-alive race)
+/// is tried again, at most three times in all, rather than ending a 10-minute soak.
+async fn metrics_text(client: &reqwest::Client, url: &str) -> anyhow::Result<String> {
+    let mut attempt = 1;
+    loop {
+        let got = match client.get(url).send().await {
+            Ok(resp) => resp.text().await.with_context(|| format!("read {url}")),
+            Err(e) => Err(e).with_context(|| format!("GET {url}")),
+        };
+        match got {
+            Ok(text) => return Ok(text),
+            Err(e) if attempt < 3 => {
+                eprintln!("soak: {e:#}; trying again");
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 async fn scrape(client: &reqwest::Client, url: &str, at_s: f64) -> anyhow::Result<Sample> {
-    let text = client
-        .get(url)
-        .send()
-        .await
-        .with_context(|| format!("GET {url}"))?
-        .text()
-        .await
-        .with_context(|| format!("read {url}"))?;
+    let text = metrics_text(client, url).await?;
     let value = |name: &str| {
         text.lines().find_map(|l| {
             l.strip_prefix(name)?
