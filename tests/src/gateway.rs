@@ -46,6 +46,8 @@ pub struct GatewayOptions {
     pub max_owned_names_per_provider: usize,
     /// `max_streams_per_tunnel`.
     pub max_streams_per_tunnel: usize,
+    /// `--cluster` endpoints (`etcd://127.0.0.1:PORT`, see [`crate::etcd::EtcdServer`]).
+    pub cluster: Option<Vec<String>>,
 }
 
 impl Default for GatewayOptions {
@@ -72,6 +74,7 @@ impl Default for GatewayOptions {
             state_parent: None,
             max_owned_names_per_provider: GatewayConfig::default().max_owned_names_per_provider,
             max_streams_per_tunnel: GatewayConfig::default().max_streams_per_tunnel,
+            cluster: None,
         }
     }
 }
@@ -152,6 +155,7 @@ impl TestGateway {
             access_log_keep: options.access_log_keep,
             max_owned_names_per_provider: options.max_owned_names_per_provider,
             max_streams_per_tunnel: options.max_streams_per_tunnel,
+            cluster: options.cluster.clone().unwrap_or_default(),
             ..GatewayConfig::default()
         };
         let listeners = Listeners {
