@@ -7,15 +7,19 @@
 //!   hold on the previous key holds at B too.
 //! - A revocation written to the cluster closes the provider's tunnels at both gateways
 //!   within 1 s.
-//! - etcd stopped: known names keep answering, a new name is refused `TryLater` with the
-//!   sentence that says so, `cluster_up` reads 0; etcd back: the name registers with no
-//!   action by the provider.
+//! - etcd stopped: known names keep answering (their owner reconnecting gets them back), a
+//!   new name is refused `TryLater` with the sentence that says so, `cluster_up` reads 0;
+//!   etcd back: the name registers with no action by the provider.
+//! - The operator command (`peercompute-gateway cluster …`, the real binary) lists names,
+//!   shows status and revokes a provider, whose tunnel closes; plain etcd:// off loopback
+//!   is refused.
 
 use std::time::{Duration, Instant};
 
 use peercompute_cluster::{ClusterOptions, ClusterStore};
 use peercompute_provider::RegisterError;
 use peercompute_tests::admin::AdminClient;
+use peercompute_tests::daemon::workspace_bin;
 use peercompute_tests::etcd::EtcdServer;
 use peercompute_tests::{
     Alpn, Backend, DOMAIN, GatewayOptions, TestGateway, TestProvider, https_client, within,
@@ -247,6 +251,15 @@ async fn with_etcd_stopped_known_names_answer_and_a_new_name_waits_for_its_retur
     );
     assert!(gw.admin_get("/readyz").await.starts_with("ready"));
 
+    // Its owner reconnecting (a restart) gets the name back: the cache says it is its own.
+    let mut owner = owner;
+    owner.stop().await;
+    let owner = TestProvider::start(owner.identity.clone(), &gw);
+    owner
+        .register("known", backend.addr)
+        .await
+        .expect("the owner takes its name back while etcd is down");
+
     let visitor = https_client(&gw, &["known", "fresh"], Alpn::H1);
     let mut errors = 0;
     for _ in 0..200 {
@@ -313,4 +326,60 @@ async fn with_etcd_stopped_known_names_answer_and_a_new_name_waits_for_its_retur
             .await
             .contains("peercompute_gateway_cluster_up 1")
     );
+}
+
+/// `peercompute-gateway cluster --domain apps.test --cluster ENDPOINT ARGS…`: success, stdout,
+/// stderr.
+async fn operator(endpoint: &str, args: &[&str]) -> (bool, String, String) {
+    let out = within(
+        20,
+        "peercompute-gateway cluster",
+        tokio::process::Command::new(workspace_bin("peercompute-gateway"))
+            .args(["cluster", "--domain", DOMAIN, "--cluster", endpoint])
+            .args(args)
+            .output(),
+    )
+    .await
+    .expect("run peercompute-gateway");
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (out.status.success(), text(&out.stdout), text(&out.stderr))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operator_command_lists_names_and_revokes_a_provider_on_the_gateways() {
+    let etcd = EtcdServer::start().await;
+    let endpoint = etcd.cluster_endpoint();
+    let gw = gateway(&etcd).await;
+    let backend = Backend::start().await;
+    let provider = TestProvider::start(TestProvider::identity(), &gw);
+    provider
+        .register("cli-app", backend.addr)
+        .await
+        .expect("register");
+    let peer = provider.identity.peer_id().to_string();
+
+    let (ok, names, err) = operator(&endpoint, &["names", "--json"]).await;
+    assert!(ok, "{err}");
+    let names: serde_json::Value = serde_json::from_str(&names).expect("names --json");
+    assert_eq!(
+        names,
+        serde_json::json!([{"name": "cli-app", "owner": peer}])
+    );
+
+    let (ok, out, err) = operator(&endpoint, &["revoke", &peer, "--reason", "stolen laptop"]).await;
+    assert!(ok && out.contains("revoked on every gateway"), "{out}{err}");
+    let reason = provider.refused().await;
+    assert!(reason.contains("stolen laptop"), "{reason}");
+
+    let (ok, status, err) = operator(&endpoint, &["status", "--json"]).await;
+    assert!(ok, "{err}");
+    let status: serde_json::Value = serde_json::from_str(&status).expect("status --json");
+    assert_eq!(status["up"], true);
+    assert_eq!(
+        (status["names"].as_u64(), status["revoked"].as_u64()),
+        (Some(1), Some(1))
+    );
+
+    let (ok, _, err) = operator("etcd://192.0.2.1:2379", &["status"]).await;
+    assert!(!ok && err.contains("--cluster-insecure"), "{err}");
 }
