@@ -48,6 +48,8 @@ pub struct GatewayOptions {
     pub max_streams_per_tunnel: usize,
     /// `--cluster` endpoints (`etcd://127.0.0.1:PORT`, see [`crate::etcd::EtcdServer`]).
     pub cluster: Option<Vec<String>>,
+    /// `--cluster-ca`, `--cluster-cert`, `--cluster-key` (for `etcds://`).
+    pub cluster_tls: Option<[PathBuf; 3]>,
 }
 
 impl Default for GatewayOptions {
@@ -75,6 +77,7 @@ impl Default for GatewayOptions {
             max_owned_names_per_provider: GatewayConfig::default().max_owned_names_per_provider,
             max_streams_per_tunnel: GatewayConfig::default().max_streams_per_tunnel,
             cluster: None,
+            cluster_tls: None,
         }
     }
 }
@@ -156,6 +159,12 @@ impl TestGateway {
             max_owned_names_per_provider: options.max_owned_names_per_provider,
             max_streams_per_tunnel: options.max_streams_per_tunnel,
             cluster: options.cluster.clone().unwrap_or_default(),
+            cluster_ca: options.cluster_tls.as_ref().map(|[ca, _, _]| ca.clone()),
+            cluster_cert: options
+                .cluster_tls
+                .as_ref()
+                .map(|[_, cert, _]| cert.clone()),
+            cluster_key: options.cluster_tls.as_ref().map(|[_, _, key]| key.clone()),
             ..GatewayConfig::default()
         };
         let listeners = Listeners {

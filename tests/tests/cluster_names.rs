@@ -10,13 +10,15 @@
 //! - etcd stopped: known names keep answering (their owner reconnecting gets them back), a
 //!   new name is refused `TryLater` with the sentence that says so, `cluster_up` reads 0;
 //!   etcd back: the name registers with no action by the provider.
+//! - A key's owned names stay capped (`max_owned_names_per_provider`) in cluster mode; a
+//!   gateway reaches a TLS etcd (`etcds://`, client certificate) with the `--cluster-*` files.
 //! - The operator command (`peercompute-gateway cluster …`, the real binary) lists names,
 //!   shows status and revokes a provider, whose tunnel closes; plain etcd:// off loopback
 //!   is refused.
 
 use std::time::{Duration, Instant};
 
-use peercompute_cluster::{ClusterOptions, ClusterStore};
+use peercompute_cluster::{ClusterOptions, ClusterStore, ClusterTls};
 use peercompute_provider::RegisterError;
 use peercompute_tests::admin::AdminClient;
 use peercompute_tests::daemon::workspace_bin;
@@ -382,4 +384,67 @@ async fn the_operator_command_lists_names_and_revokes_a_provider_on_the_gateways
 
     let (ok, _, err) = operator("etcd://192.0.2.1:2379", &["status"]).await;
     assert!(!ok && err.contains("--cluster-insecure"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_owned_names_cap_holds_in_cluster_mode() {
+    let etcd = EtcdServer::start().await;
+    let gw = TestGateway::start(GatewayOptions {
+        open: true,
+        cluster: Some(vec![etcd.cluster_endpoint()]),
+        max_owned_names_per_provider: 2,
+        ..GatewayOptions::default()
+    })
+    .await;
+    let backend = Backend::start().await;
+    let provider = TestProvider::start(TestProvider::identity(), &gw);
+    for name in ["cap-1", "cap-2"] {
+        provider.register(name, backend.addr).await.expect(name);
+    }
+    let third = provider.register("cap-3", backend.addr).await;
+    assert!(refused_with(&third, RefuseCode::TooManyNames), "{third:?}");
+    provider
+        .register("cap-1", backend.addr)
+        .await
+        .expect("a name it owns is still its own");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_reaches_a_tls_etcd_with_a_client_certificate() {
+    let etcd = EtcdServer::start_tls().await;
+    let files = etcd.tls().expect("TLS etcd").clone();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let write = |name: &str, pem: &[u8]| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, pem).expect("write PEM");
+        path
+    };
+    let tls = [
+        write("ca.pem", &files.ca_pem),
+        write("gw.pem", &files.client_cert_pem),
+        write("gw.key", &files.client_key_pem),
+    ];
+    let gw = TestGateway::start(GatewayOptions {
+        open: true,
+        cluster: Some(vec![etcd.cluster_endpoint()]),
+        cluster_tls: Some(tls),
+        ..GatewayOptions::default()
+    })
+    .await;
+    let backend = Backend::start().await;
+    let provider = TestProvider::start(TestProvider::identity(), &gw);
+    provider
+        .register("over-tls", backend.addr)
+        .await
+        .expect("register");
+    let mut options = ClusterOptions::new(DOMAIN, "test-reader");
+    options.tls = Some(ClusterTls {
+        ca_pem: Some(files.ca_pem.clone()),
+        client_pem: Some((files.client_cert_pem.clone(), files.client_key_pem.clone())),
+    });
+    let etcd_view = ClusterStore::connect(&[etcd.cluster_endpoint()], options)
+        .await
+        .expect("the test's TLS store");
+    let owner = provider.identity.peer_id().to_string();
+    assert_eq!(etcd_view.owner("over-tls"), Some(owner));
 }
