@@ -251,7 +251,20 @@ async fn with_etcd_stopped_known_names_answer_and_a_new_name_waits_for_its_retur
         metrics.contains("peercompute_gateway_cluster_up 0"),
         "cluster_up should read 0:\n{metrics}"
     );
-    assert!(gw.admin_get("/readyz").await.starts_with("ready"));
+    let readyz = gw.admin_get("/readyz").await;
+    assert!(
+        readyz.starts_with("ready") && readyz.contains("cluster: down"),
+        "{readyz}"
+    );
+    // The operator cannot release a name meanwhile: 503, saying why.
+    let (status, body) = admin.delete("/api/v1/names/known").await;
+    assert_eq!(status.as_u16(), 503, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .is_some_and(|e| e.contains(ETCD_AWAY)),
+        "{body}"
+    );
 
     // Its owner reconnecting (a restart) gets the name back: the cache says it is its own.
     let mut owner = owner;
