@@ -10,7 +10,7 @@
 //! [`Claim::Already`]. `owner`/`owners` and the peer sets are answered from the cache, which is
 //! mirrored to a file so a restart while etcd is down still knows the owners.
 //!
-//! Behind the gateway's stores (the wiring is the next step):
+//! Behind the gateway's stores (wired in `gateway/src/cluster/`, behind `--cluster`):
 //! - `NameStore::claim(name, peer)` → [`ClusterStore::claim`]: `Won`/`Already` → Ok,
 //!   `Owned(o)` → `NameStoreError::Owned { owner: o }`, `Held` → the refusal
 //!   `Shared::released_from` gives today, `Unavailable(e)` → "try later" with `e`'s text.

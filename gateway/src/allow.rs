@@ -11,12 +11,17 @@
 //! fleets' revocations) refuses a key whatever the flags and the file say, `--open` included.
 //! Aliases ([`Allowlist::alias`], from the fleets' key rotations) admit a key wherever the key
 //! it replaced is admitted, so a robot that rotated its key needs no allowlist edit.
+//!
+//! With `--cluster` ([`Allowlist::with_cluster`]) the cluster's revoked set wins over the
+//! flags and the file like the deny set, its allow set adds to them, and a change of either
+//! at any gateway reaches [`Allowlist::changes`] through [`Allowlist::cluster_changed`].
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::SystemTime;
 
+use peercompute_cluster::ClusterStore;
 use tokio::sync::watch;
 
 use peercompute_identity::{PeerId, parse_peer_id};
@@ -36,6 +41,8 @@ pub(crate) struct Allowlist {
     aliases: Mutex<HashMap<PeerId, PeerId>>,
     /// Bumped whenever a refresh changed the file's set, or the deny set changed.
     changes: watch::Sender<u64>,
+    /// `--cluster`: the allow and revoked sets every gateway shares.
+    cluster: Option<ClusterStore>,
 }
 
 #[derive(Debug)]
@@ -77,7 +84,26 @@ impl Allowlist {
             denied: Mutex::new(HashMap::new()),
             aliases: Mutex::new(HashMap::new()),
             changes: watch::Sender::new(0),
+            cluster: None,
         })
+    }
+
+    /// Adds the cluster's sets: its revoked set refuses, its allow set admits.
+    pub(crate) fn with_cluster(mut self, store: Option<ClusterStore>) -> Self {
+        self.cluster = store;
+        self
+    }
+
+    /// The cluster's allow or revoked set changed: every holder of [`Allowlist::changes`]
+    /// re-checks its peer.
+    pub(crate) fn cluster_changed(&self) {
+        self.changes.send_modify(|n| *n += 1);
+    }
+
+    /// Why `peer` is in the cluster's revoked set, when it is.
+    pub(crate) fn cluster_revoked(&self, peer: &PeerId) -> Option<String> {
+        let store = self.cluster.as_ref()?;
+        store.revoked(&peer.to_string()).map(|record| record.reason)
     }
 
     /// Refuses `peer` from now on, whatever the flags and the file say; live tunnels and relay
@@ -152,7 +178,7 @@ impl Allowlist {
 
     /// Whether `peer` was allowed at the last [`Allowlist::refresh`].
     pub(crate) fn allows_cached(&self, peer: &PeerId) -> bool {
-        if self.denied(peer).is_some() {
+        if self.denied(peer).is_some() || self.cluster_revoked(peer).is_some() {
             return false;
         }
         if self.open {
@@ -180,6 +206,10 @@ impl Allowlist {
     /// Whether the flags or the file (as last read) name `peer`.
     fn listed(&self, peer: &PeerId) -> bool {
         self.fixed.contains(peer)
+            || self
+                .cluster
+                .as_ref()
+                .is_some_and(|store| store.is_allowed(&peer.to_string()))
             || self.file.as_ref().is_some_and(|file| {
                 file.cache
                     .lock()

@@ -175,6 +175,22 @@ pub struct GatewayConfig {
     /// The tunnel's QUIC congestion controller; it paces what the gateway sends to providers
     /// (request and upload bodies). Providers choose theirs for responses.
     pub tunnel_congestion: TunnelCongestion,
+    /// etcd endpoints shared by several gateways (`etcd://HOST:PORT`, `etcds://HOST:PORT` for
+    /// TLS): name ownership and the allow/revoked sets live there. Empty: one gateway alone.
+    pub cluster: Vec<String>,
+    /// PEM CA that signed etcd's certificate (required with `etcds://`).
+    pub cluster_ca: Option<PathBuf>,
+    /// PEM client certificate for etcd, with `cluster_key`.
+    pub cluster_cert: Option<PathBuf>,
+    /// PEM private key of `cluster_cert`.
+    pub cluster_key: Option<PathBuf>,
+    /// etcd user (with `cluster_password_file`, over `etcds://` only).
+    pub cluster_user: Option<String>,
+    /// File holding the etcd user's password (first line).
+    pub cluster_password_file: Option<PathBuf>,
+    /// Allow plain `etcd://` to a host that is not loopback (names and revocations then
+    /// cross the network unencrypted and unauthenticated).
+    pub cluster_insecure: bool,
 }
 
 /// quinn's controller for a [`TunnelCongestion`] choice, with quinn's default parameters.
@@ -248,6 +264,13 @@ impl Default for GatewayConfig {
             relay_reservation_duration: Duration::from_secs(3600),
             relay_max_circuit_bytes: 16 * 1024 * 1024,
             tunnel_congestion: TunnelCongestion::default(),
+            cluster: Vec::new(),
+            cluster_ca: None,
+            cluster_cert: None,
+            cluster_key: None,
+            cluster_user: None,
+            cluster_password_file: None,
+            cluster_insecure: false,
         }
     }
 }
@@ -330,10 +353,15 @@ impl GatewayConfig {
             ));
         }
         self.validate_admin()?;
-        if !self.open && self.allow_providers.is_empty() && self.allow_providers_file.is_none() {
+        self.validate_cluster()?;
+        if !self.open
+            && self.allow_providers.is_empty()
+            && self.allow_providers_file.is_none()
+            && self.cluster.is_empty()
+        {
             return Err(ConfigError::Invalid(
                 "no provider could connect: pass --allow-provider PEERID (repeatable), \
-                 --allow-providers-file FILE, or --open"
+                 --allow-providers-file FILE, --cluster (its allow set), or --open"
                     .into(),
             ));
         }
@@ -471,5 +499,6 @@ impl GatewayConfig {
     }
 }
 
+mod cluster;
 #[cfg(test)]
 mod tests;

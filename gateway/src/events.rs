@@ -84,6 +84,15 @@ pub(crate) enum EventKind {
     RateLimitEnded {
         route: String,
     },
+    /// `--cluster`: etcd stopped answering. Registered names keep working; new names are
+    /// refused (`TryLater`) until it is back.
+    ClusterLost {
+        error: String,
+    },
+    /// `--cluster`: etcd answers again.
+    ClusterBack {
+        endpoints: String,
+    },
 }
 
 /// The bus. One per gateway, in [`Shared`](crate::state::Shared).

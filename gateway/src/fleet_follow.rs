@@ -21,6 +21,7 @@
 //! app keeps serving until the robot has restarted with its new key.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -302,7 +303,7 @@ impl Follower {
     }
 
     /// Follows the rotations ([`Follower::plan_rotations`]).
-    fn follow_rotations(&mut self, shared: &Shared, node: &Node) {
+    fn follow_rotations(&mut self, shared: &Arc<Shared>, node: &Node) {
         let steps = self.plan_rotations(|peer| !shared.tunnels.of_peer(peer).is_empty());
         for step in steps {
             match step {
@@ -316,7 +317,7 @@ impl Follower {
     }
 
     /// Brings the allowlist's deny set in step; a newly denied key's names are released.
-    fn apply(&mut self, shared: &Shared, node: &Node) {
+    fn apply(&mut self, shared: &Arc<Shared>, node: &Node) {
         self.follow_rotations(shared, node);
         let mut wanted: BTreeMap<PeerId, String> = self.rotated_out.clone();
         for denied in self.per_fleet.values() {
@@ -345,13 +346,32 @@ impl Follower {
 }
 
 /// Moves `old`'s names to `new` (a rotation).
-fn transfer_names(shared: &Shared, old: &PeerId, new: &PeerId) {
-    match shared.names.transfer(old, new) {
-        Ok(moved) if moved.is_empty() => {}
-        Ok(moved) => {
-            info!(%old, %new, names = ?moved, "key rotated: its names moved to the new key")
+fn transfer_names(shared: &Arc<Shared>, old: &PeerId, new: &PeerId) {
+    let (old, new) = (*old, *new);
+    in_order_or_spawned(shared, async move |shared: Arc<Shared>| {
+        match shared.names.transfer(&old, &new).await {
+            Ok(moved) if moved.is_empty() => {}
+            Ok(moved) => {
+                info!(%old, %new, names = ?moved, "key rotated: its names moved to the new key")
+            }
+            Err(e) => warn!(%old, %new, "key rotated, but its names could not be moved: {e}"),
         }
-        Err(e) => warn!(%old, %new, "key rotated, but its names could not be moved: {e}"),
+    });
+}
+
+/// Runs `work` on the name table. Without `--cluster` the table answers at once (nothing in
+/// it waits), so the work is done here, in the follower's order; with it, etcd may take up
+/// to its request timeout, so the work goes to a task of its own.
+fn in_order_or_spawned<F>(shared: &Arc<Shared>, work: impl FnOnce(Arc<Shared>) -> F)
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    let clustered = shared.names.cluster().is_some();
+    let work = work(shared.clone());
+    if clustered {
+        tokio::spawn(work);
+    } else if futures_util::FutureExt::now_or_never(work).is_none() {
+        warn!("the local name table waited, which it never does: change dropped");
     }
 }
 
@@ -369,18 +389,21 @@ fn push_rotation(node: &Node, old: PeerId, fleet: FleetId, entry: Vec<u8>) {
 }
 
 /// Releases every name `peer` owns here.
-fn release_names(shared: &Shared, peer: &PeerId) {
-    let owner = peer.to_string();
-    for (name, _) in shared
-        .names
-        .owners()
-        .into_iter()
-        .filter(|(_, o)| *o == owner)
-    {
-        if let Err(e) = shared.release_name(&name) {
-            warn!(route = %name, %peer, "cannot release the revoked key's name: {e}");
+fn release_names(shared: &Arc<Shared>, peer: &PeerId) {
+    let peer = *peer;
+    in_order_or_spawned(shared, async move |shared: Arc<Shared>| {
+        let owner = peer.to_string();
+        for (name, _) in shared
+            .names
+            .owners()
+            .into_iter()
+            .filter(|(_, o)| *o == owner)
+        {
+            if let Err(e) = shared.release_name(&name).await {
+                warn!(route = %name, %peer, "cannot release the revoked key's name: {e}");
+            }
         }
-    }
+    });
 }
 
 /// Follows `hub` until it closes: at start, on every change of a fleet's log, when a provider

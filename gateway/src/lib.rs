@@ -11,7 +11,8 @@
 //! - [`ratelimit`](crate::ratelimit): per-host and per-IP token buckets.
 //! - [`tunnel`](crate::tunnel): QUIC listener, provider authentication, control stream.
 //! - [`registry`](crate::registry) (live routes) and [`names`](crate::names) (persistent name
-//!   ownership); [`allow`](crate::allow): which providers may connect.
+//!   ownership); [`allow`](crate::allow): which providers may connect;
+//!   [`cluster`](crate::cluster): with `--cluster`, both shared by several gateways in etcd.
 //! - [`tunnels`](crate::tunnels): the connected providers, and the operator's kicks (disconnect,
 //!   name released); [`events`](crate::events): the numbered event bus for the admin API;
 //!   [`traffic`](crate::traffic): per-app and per-tunnel counters, the `route` metric labels
@@ -33,6 +34,7 @@
 pub mod access_log;
 mod admin;
 mod allow;
+mod cluster;
 mod config;
 mod events;
 mod fleet;
@@ -99,6 +101,8 @@ pub enum GatewayError {
     Names(#[from] NameStoreError),
     #[error(transparent)]
     Allowlist(#[from] AllowlistError),
+    #[error("--cluster: {0}")]
+    Cluster(#[from] peercompute_cluster::ClusterError),
     #[error(transparent)]
     Certificates(#[from] TlsError),
     #[error("TLS setup: {0}")]
@@ -254,13 +258,23 @@ pub async fn run(
 ) -> Result<(), GatewayError> {
     let config = config.validate()?;
     let (identity, _) = identity(&config.state_dir)?;
-    let names = names::NameStore::open(&config.state_dir)?
-        .with_owned_limit(config.max_owned_names_per_provider);
+    let cluster = cluster::connect(&config, &identity.peer_id()).await?;
+    let names = match &cluster {
+        Some(store) => cluster::Names::Cluster {
+            store: store.clone(),
+            max_owned: config.max_owned_names_per_provider,
+        },
+        None => cluster::Names::Local(
+            names::NameStore::open(&config.state_dir)?
+                .with_owned_limit(config.max_owned_names_per_provider),
+        ),
+    };
     let allow = allow::Allowlist::new(
         config.open,
         &config.allow_providers,
         config.allow_providers_file.clone(),
-    )?;
+    )?
+    .with_cluster(cluster.clone());
     let choice = config.tls_choice();
     info!("{}", config.tls_line());
     let mut served_leaf = None;
@@ -383,6 +397,9 @@ pub async fn run(
         ));
     }
     tasks.spawn(traffic::sample_loop(shared.clone(), stop_rx.clone()));
+    if let Some(store) = cluster.clone() {
+        tasks.spawn(cluster::follow(shared.clone(), store, stop_rx.clone()));
+    }
     let purge_shared = shared.clone();
     let mut purge_stop = stop_rx.clone();
     tasks.spawn(async move {
@@ -436,6 +453,10 @@ pub async fn run(
     }
     if let Some(node) = p2p_node {
         node.shutdown().await;
+    }
+    if let Some(store) = cluster {
+        // Writes the mirror a last time and gives the gateway lease back.
+        store.shutdown().await;
     }
     info!("gateway stopped");
     Ok(())

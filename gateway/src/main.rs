@@ -1,4 +1,8 @@
 //! `peercompute-gateway`: command line of the public edge. See the library docs.
+//! `cli/cluster.rs`: the `--cluster` flags and the `cluster` subcommand.
+
+#[path = "cli/cluster.rs"]
+mod cluster_cli;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -54,8 +58,17 @@ enum Command {
         peercompute-gateway run --domain apps.localhost --https-listen 127.0.0.1:8443 --no-http --open    # local dev CA\n  \
         peercompute-gateway run --domain apps.example.com --allow-provider 12D3KooW... --admin-listen 0.0.0.0:9180 --admin-token-file /etc/peercompute/admin-tokens --admin-host gw.example.com    # admin API and dashboard off loopback\n  \
         peercompute-gateway run --domain apps.example.com --allow-provider 12D3KooW... --access-log /var/log/peercompute/access.log --access-log-keep 10\n  \
+        peercompute-gateway run --domain apps.example.com --allow-provider 12D3KooW... --cluster etcd://127.0.0.1:2379    # several gateways sharing names through etcd\n  \
+        peercompute-gateway run --domain apps.example.com --cluster etcds://etcd1:2379,etcds://etcd2:2379 --cluster-ca /etc/peercompute/etcd-ca.pem --cluster-cert /etc/peercompute/etcd-gw.pem --cluster-key /etc/peercompute/etcd-gw.key\n  \
         peercompute-gateway run --config /etc/peercompute/gateway.toml")]
     Run(Box<RunArgs>),
+    /// The state several gateways share in etcd (--cluster): admit or revoke providers on
+    /// all of them, see whether etcd answers, list owned names.
+    #[command(after_help = "Examples:\n  \
+        peercompute-gateway cluster --config /etc/peercompute/gateway.toml status\n  \
+        peercompute-gateway cluster --domain apps.example.com --cluster etcd://127.0.0.1:2379 revoke 12D3KooW... --reason \"key leaked\"\n  \
+        peercompute-gateway cluster --config /etc/peercompute/gateway.toml names --json")]
+    Cluster(Box<cluster_cli::ClusterCommand>),
     /// Print a shell completion script to stdout.
     #[command(after_help = "Examples:\n  \
         peercompute-gateway completions bash > /etc/bash_completion.d/peercompute-gateway\n  \
@@ -209,6 +222,8 @@ struct RunArgs {
     /// newreno [default: cubic].
     #[arg(long, value_name = "cubic|bbr|newreno")]
     tunnel_congestion: Option<peercompute_gateway::TunnelCongestion>,
+    #[command(flatten)]
+    cluster: cluster_cli::ClusterArgs,
 }
 
 impl RunArgs {
@@ -306,6 +321,7 @@ impl RunArgs {
             cfg.allow_providers_file = self.allow_providers_file;
         }
         cfg.allow_providers.extend(self.allow_provider);
+        self.cluster.apply(&mut cfg);
         cfg.open |= self.open;
         Ok(cfg.validate()?)
     }
@@ -338,6 +354,7 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
             println!("{}", identity.peer_id());
             Ok(())
         }
+        Command::Cluster(command) => cluster_cli::run(*command).await,
         Command::Run(args) => {
             let config = args.into_config().map_err(ConfigError::wrap)?;
             let listeners = Listeners::bind(&config).await?;

@@ -40,6 +40,12 @@ pub(crate) struct TransportLabel {
     pub(crate) transport: &'static str,
 }
 
+/// Why the cluster store refused a name (`cluster_refusals_total`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct ReasonLabel {
+    pub(crate) reason: &'static str,
+}
+
 /// One ACME-managed certificate, by the first name it covers.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct CertLabel {
@@ -89,12 +95,16 @@ pub(crate) struct Metrics {
     pub(crate) acme_orders: Family<CertLabel, Counter>,
     pub(crate) acme_issued: Family<CertLabel, Counter>,
     pub(crate) acme_failures: Family<CertLabel, Counter>,
+    /// `--cluster`: 1 while etcd answers (registered only when clustered).
+    pub(crate) cluster_up: Gauge,
+    /// `--cluster`: names refused by the cluster store, by reason.
+    pub(crate) cluster_refusals: Family<ReasonLabel, Counter>,
 }
 
 impl Metrics {
     /// The gateway's metrics plus `collectors` (named under the `peercompute_gateway_`
-    /// prefix).
-    pub(crate) fn new(collectors: Vec<Box<dyn Collector>>) -> Self {
+    /// prefix); the cluster series only when `cluster` (`--cluster`).
+    pub(crate) fn new(collectors: Vec<Box<dyn Collector>>, cluster: bool) -> Self {
         let mut top = Registry::default();
         peercompute_ops::process::register(&mut top);
         peercompute_ops::build::register(&mut top, "peercompute-gateway");
@@ -131,6 +141,8 @@ impl Metrics {
             acme_orders: Family::default(),
             acme_issued: Family::default(),
             acme_failures: Family::default(),
+            cluster_up: Gauge::default(),
+            cluster_refusals: Family::default(),
             registry: Registry::default(),
         };
         for collector in collectors {
@@ -227,6 +239,19 @@ impl Metrics {
             "ACME orders that failed (retried with backoff)",
             m.acme_failures.clone(),
         );
+        if cluster {
+            registry.register(
+                "cluster_up",
+                "1 while the cluster store (etcd) answers; while 0, new names are refused and \
+                 registered names keep working",
+                m.cluster_up.clone(),
+            );
+            registry.register(
+                "cluster_refusals",
+                "Names the cluster store refused, by reason (owned, held, unavailable, error)",
+                m.cluster_refusals.clone(),
+            );
+        }
         Self { registry: top, ..m }
     }
 

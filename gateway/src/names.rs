@@ -33,6 +33,16 @@ pub enum NameStoreError {
          release some (DELETE /api/v1/names/{{name}})"
     )]
     TooManyOwned { owned: usize },
+    /// A clustered gateway: the operator released the name from this key (the hold is
+    /// shared by every gateway).
+    #[error("released by the gateway operator; this key may not take it back")]
+    Held,
+    /// A clustered gateway cannot reach etcd: the text says so and what still works.
+    #[error("{0}")]
+    Unavailable(String),
+    /// The cluster store refused the operation for a reason no retry fixes.
+    #[error("cluster store: {0}")]
+    Cluster(String),
 }
 
 /// Most names one provider key may own (default of `max_owned_names_per_provider`).

@@ -11,10 +11,11 @@ use prometheus_client::collector::Collector;
 
 use crate::access_log::AccessLog;
 use crate::allow::Allowlist;
+use crate::cluster::Names;
 use crate::config::GatewayConfig;
 use crate::events::{EventKind, Events};
 use crate::metrics::{AccessLogDropped, Metrics};
-use crate::names::{NameStore, NameStoreError};
+use crate::names::NameStoreError;
 use crate::ratelimit::RateLimits;
 use crate::registry::Registry;
 use crate::tls::acme::Hooks as AcmeHooks;
@@ -78,7 +79,8 @@ pub(crate) struct Shared {
     pub(crate) config: GatewayConfig,
     pub(crate) peer_id: PeerId,
     pub(crate) registry: Registry,
-    pub(crate) names: NameStore,
+    /// Who owns which name: `names.json`, or the cluster store with `--cluster`.
+    pub(crate) names: Names,
     pub(crate) allow: Allowlist,
     pub(crate) limits: RateLimits,
     pub(crate) metrics: Metrics,
@@ -108,7 +110,7 @@ impl Shared {
     pub(crate) fn new(
         config: GatewayConfig,
         peer_id: PeerId,
-        names: NameStore,
+        names: Names,
         allow: Allowlist,
         acme: AcmeHooks,
         access_log: Option<AccessLog>,
@@ -123,7 +125,7 @@ impl Shared {
         if let Some(log) = &access_log {
             collectors.push(Box::new(AccessLogDropped(log.clone())));
         }
-        let metrics = Metrics::new(collectors);
+        let metrics = Metrics::new(collectors, names.cluster().is_some());
         Arc::new(Self {
             config,
             peer_id,
@@ -145,18 +147,36 @@ impl Shared {
         })
     }
 
-    /// The operator releases `name`: its ownership is forgotten (on disk first), visitors get
-    /// 404 for it, and a provider still holding it is told it lost it (an unsolicited `Refused`,
-    /// after which it stops registering it). The next key that registers the name owns it.
-    /// `Ok(None)` when nobody owned it.
-    pub(crate) fn release_name(&self, name: &str) -> Result<Option<Released>, NameStoreError> {
-        let Some(previous_owner) = self.names.release(name)? else {
+    /// The operator releases `name`: its ownership is forgotten (on disk first, or in etcd
+    /// with `--cluster`, where every gateway sees it), visitors get 404 for it, and a provider
+    /// still holding it is told it lost it (an unsolicited `Refused`, after which it stops
+    /// registering it). The next key that registers the name owns it. `Ok(None)` when nobody
+    /// owned it.
+    pub(crate) async fn release_name(
+        &self,
+        name: &str,
+    ) -> Result<Option<Released>, NameStoreError> {
+        let Some(previous_owner) = self.names.release(name).await? else {
             return Ok(None);
         };
-        self.released
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(name.to_owned(), (previous_owner.clone(), Instant::now()));
+        if self.names.cluster().is_none() {
+            // Clustered, the hold was written to etcd with the release.
+            self.released
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(name.to_owned(), (previous_owner.clone(), Instant::now()));
+        }
+        let was_online = self.drop_name(name, &previous_owner);
+        Ok(Some(Released {
+            previous_owner,
+            was_online,
+        }))
+    }
+
+    /// What a release does on this gateway once the table says so (here, or through the
+    /// cluster's watch for a release at another gateway): the route goes, its provider is
+    /// told. Returns whether the name was online.
+    pub(crate) fn drop_name(&self, name: &str, previous_owner: &str) -> bool {
         let was_online = self.registry.remove_any(name);
         self.traffic.release(name);
         // A per-name ACME certificate leaves the operator's view with its owner.
@@ -176,12 +196,9 @@ impl Shared {
         tracing::info!(route = %name, owner = %previous_owner, "name released by the operator");
         self.events.publish(EventKind::NameReleased {
             name: name.to_owned(),
-            owner: previous_owner.clone(),
+            owner: previous_owner.to_owned(),
         });
-        Ok(Some(Released {
-            previous_owner,
-            was_online,
-        }))
+        was_online
     }
 
     /// The operator ends every tunnel of `peer` with `reason` (sent in the GoAway; the provider
@@ -269,6 +286,9 @@ impl Shared {
     /// Whether `peer` owned `name` until the operator released it (within [`RELEASE_HOLD`]),
     /// so its Register is refused rather than quietly undoing the release.
     pub(crate) fn released_from(&self, name: &str, peer: &PeerId) -> bool {
+        if let Some(store) = self.names.cluster() {
+            return store.hold(name) == Some(peer.to_string());
+        }
         let released = self.released.lock().unwrap_or_else(|p| p.into_inner());
         released
             .get(name)
@@ -277,13 +297,20 @@ impl Shared {
 
     /// The operator lifts the hold on `name` (a release by mistake): its previous owner may
     /// register it again (the provider has dropped it, so its operator re-exposes the app).
-    /// Returns that previous owner; `None` when nothing was held.
-    pub(crate) fn lift_hold(&self, name: &str) -> Option<String> {
+    /// Returns that previous owner; `None` when nothing was held. Clustered, the hold is
+    /// lifted in etcd (an error while etcd is away).
+    pub(crate) async fn lift_hold(&self, name: &str) -> Result<Option<String>, NameStoreError> {
+        if let Some(store) = self.names.cluster() {
+            return store
+                .lift_hold(name)
+                .await
+                .map_err(crate::cluster::cluster_error);
+        }
         let mut released = self.released.lock().unwrap_or_else(|p| p.into_inner());
-        released
+        Ok(released
             .remove(name)
             .filter(|(_, at)| at.elapsed() < RELEASE_HOLD)
-            .map(|(owner, _)| owner)
+            .map(|(owner, _)| owner))
     }
 
     /// `name` has a new owner: the hold on its previous one ends.

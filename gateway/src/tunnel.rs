@@ -234,10 +234,13 @@ async fn serve_tunnel(
     let (recv, mut send) = tokio::io::split(control);
     if !shared.allow.allows(&peer) {
         shared.metrics.tunnels_refused.inc();
-        let reason = format!(
-            "provider {peer} is not allowed by this gateway; ask its operator to add it with \
-             --allow-provider {peer}"
-        );
+        let reason = match shared.allow.cluster_revoked(&peer) {
+            Some(why) => format!("provider {peer} was revoked in the gateways' cluster: {why}"),
+            None => format!(
+                "provider {peer} is not allowed by this gateway; ask its operator to add it with \
+                 --allow-provider {peer}"
+            ),
+        };
         warn!("refused: not on the allowlist");
         go_away(&conn, &mut send, GoAwayCode::NotAllowed, &reason).await;
         return;
@@ -328,9 +331,12 @@ async fn serve_tunnel(
                 if !shared.allow.allows_cached(&peer) {
                     warn!("provider removed from the allowlist: closing its tunnel");
                     shared.metrics.tunnels_refused.inc();
-                    let message = format!(
-                        "provider {peer} was removed from this gateway's allowlist; ask its operator to add it again with --allow-provider {peer}"
-                    );
+                    let message = match shared.allow.cluster_revoked(&peer) {
+                        Some(why) => format!("provider {peer} was revoked in the gateways' cluster: {why}"),
+                        None => format!(
+                            "provider {peer} was removed from this gateway's allowlist; ask its operator to add it again with --allow-provider {peer}"
+                        ),
+                    };
                     go_away(&conn, &mut send, GoAwayCode::NotAllowed, &message).await;
                     shared.events.publish(EventKind::ProviderRevoked { peer: peer.to_string() });
                     break "removed from the allowlist".to_owned();
@@ -363,8 +369,7 @@ async fn serve_tunnel(
                 }
                 let reply = match msg {
                     Ok(Some(ControlMessage::Register { name })) => {
-                        let mut owned = info.routes.lock().unwrap_or_else(|p| p.into_inner());
-                        Some(register(&shared, &info, &name, &mut owned))
+                        Some(register(&shared, &info, &name).await)
                     }
                     Ok(Some(ControlMessage::Unregister { name })) => {
                         if shared.registry.unregister(&name, conn.id()) {
@@ -415,7 +420,7 @@ async fn serve_tunnel(
                 Kick::Released(name) => {
                     info!(route = %name, "released by the gateway operator");
                     info.forget(&name);
-                    released_again(&shared, &conn, peer, &name);
+                    released_again(&shared, &conn, peer, &name).await;
                     let refused = ControlMessage::Refused {
                         name,
                         code: OPERATOR_RELEASE,
@@ -458,10 +463,10 @@ async fn serve_tunnel(
 
 /// A Register of `name` this tunnel handled between the operator's release and its kick claimed
 /// the name again: undo it, since the provider drops the name on the Refused that follows.
-fn released_again(shared: &Shared, conn: &TunnelConn, peer: PeerId, name: &str) {
+async fn released_again(shared: &Shared, conn: &TunnelConn, peer: PeerId, name: &str) {
     shared.registry.unregister(name, conn.id());
     if shared.names.owner(name) == Some(peer.to_string())
-        && let Err(e) = shared.names.release(name)
+        && let Err(e) = shared.names.release(name).await
     {
         warn!(route = %name, "cannot release the name again: {e}");
     }
@@ -493,13 +498,9 @@ fn shutdown_msg() -> ControlMessage {
     }
 }
 
-/// Handles `Register { name }` from tunnel `info`, whose names `owned` the caller holds locked.
-fn register(
-    shared: &Shared,
-    info: &TunnelInfo,
-    name: &str,
-    owned: &mut Vec<String>,
-) -> ControlMessage {
+/// Handles `Register { name }` from tunnel `info`. With `--cluster` the claim is decided in
+/// etcd (this tunnel's loop waits for it, at most the store's request timeout).
+async fn register(shared: &Shared, info: &TunnelInfo, name: &str) -> ControlMessage {
     let peer = info.peer;
     let refuse = |code, reason: String| {
         warn!(route = %name, %reason, "registration refused");
@@ -516,7 +517,7 @@ fn register(
     };
     // A name this key serves already (on this connection, or on the one this one replaces:
     // a reconnect, a move between QUIC and TCP) is not a new one.
-    let serves_it = owned.iter().any(|n| n == name)
+    let serves_it = info.routes().iter().any(|n| n == name)
         || shared
             .registry
             .lookup(name)
@@ -536,25 +537,16 @@ fn register(
             "released by the gateway operator; this key may not take it back".into(),
         );
     }
-    if let Err(e) = shared.names.claim(name, &peer) {
-        return match e {
-            crate::names::NameStoreError::Owned { .. } => refuse(
-                RefuseCode::NameOwned,
-                "name owned by another provider".into(),
-            ),
-            // Disk full or read-only state dir: the provider keeps the name and tries again.
-            crate::names::NameStoreError::Write { source, .. } => refuse(
-                RefuseCode::TryLater,
-                format!("gateway cannot record the name right now: {source}; retrying"),
-            ),
-            e @ crate::names::NameStoreError::TooManyOwned { .. } => {
-                refuse(RefuseCode::TooManyNames, e.to_string())
-            }
-            other => refuse(
-                RefuseCode::Other(0),
-                format!("gateway cannot record the name: {other}"),
-            ),
-        };
+    if let Err(e) = shared.names.claim(name, &peer).await {
+        let (code, reason, cluster_reason) = crate::cluster::refusal(e);
+        if let Some(reason) = cluster_reason.filter(|_| shared.names.cluster().is_some()) {
+            shared
+                .metrics
+                .cluster_refusals
+                .get_or_create(&crate::metrics::ReasonLabel { reason })
+                .inc();
+        }
+        return refuse(code, reason);
     }
     let route = Route::new(
         info.conn.clone(),
@@ -564,8 +556,11 @@ fn register(
     );
     shared.registry.insert(name, route);
     shared.claimed(name);
-    if !owned.iter().any(|n| n == name) {
-        owned.push(name.to_owned());
+    {
+        let mut owned = info.routes.lock().unwrap_or_else(|p| p.into_inner());
+        if !owned.iter().any(|n| n == name) {
+            owned.push(name.to_owned());
+        }
     }
     let url = shared.config.public_url(name);
     info!(route = %name, %url, "registered");

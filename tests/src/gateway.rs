@@ -46,6 +46,10 @@ pub struct GatewayOptions {
     pub max_owned_names_per_provider: usize,
     /// `max_streams_per_tunnel`.
     pub max_streams_per_tunnel: usize,
+    /// `--cluster` endpoints (`etcd://127.0.0.1:PORT`, see [`crate::etcd::EtcdServer`]).
+    pub cluster: Option<Vec<String>>,
+    /// `--cluster-ca`, `--cluster-cert`, `--cluster-key` (for `etcds://`).
+    pub cluster_tls: Option<[PathBuf; 3]>,
 }
 
 impl Default for GatewayOptions {
@@ -72,6 +76,8 @@ impl Default for GatewayOptions {
             state_parent: None,
             max_owned_names_per_provider: GatewayConfig::default().max_owned_names_per_provider,
             max_streams_per_tunnel: GatewayConfig::default().max_streams_per_tunnel,
+            cluster: None,
+            cluster_tls: None,
         }
     }
 }
@@ -152,6 +158,13 @@ impl TestGateway {
             access_log_keep: options.access_log_keep,
             max_owned_names_per_provider: options.max_owned_names_per_provider,
             max_streams_per_tunnel: options.max_streams_per_tunnel,
+            cluster: options.cluster.clone().unwrap_or_default(),
+            cluster_ca: options.cluster_tls.as_ref().map(|[ca, _, _]| ca.clone()),
+            cluster_cert: options
+                .cluster_tls
+                .as_ref()
+                .map(|[_, cert, _]| cert.clone()),
+            cluster_key: options.cluster_tls.as_ref().map(|[_, _, key]| key.clone()),
             ..GatewayConfig::default()
         };
         let listeners = Listeners {

@@ -12,6 +12,8 @@
 //! - [`site`]: [`site::SiteWorld`] — a gateway, and robots and a laptop on a site LAN in network
 //!   namespaces, the WAN cuttable, hosts isolable (robots' container ports mirrored into their
 //!   namespaces by `netns::port_mirror`).
+//! - [`etcd`]: [`etcd::EtcdServer`] — a real etcd on loopback ports (kill, restart, pause),
+//!   shared by gateways started with `GatewayOptions::cluster`.
 //! - [`docker_proxy`]: a forwarder in front of the Docker socket that a test stops, so the
 //!   engine stops answering for one daemon only.
 //! - [`fleet`]: [`fleet::FleetMember`] — a libp2p node with its own fleet hub, dialled to a
@@ -51,6 +53,7 @@ pub mod crash;
 pub mod daemon;
 pub mod docker_events;
 pub mod docker_proxy;
+pub mod etcd;
 pub mod event_log;
 pub mod fleet;
 pub mod fleet_rig;

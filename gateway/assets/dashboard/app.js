@@ -177,6 +177,8 @@ function describe(e) {
     case "certificate_failed": return e.certificate + ": " + e.error;
     case "rate_limit_started": return e.route + " (" + e.kind + ")";
     case "rate_limit_ended": return e.route;
+    case "cluster_lost": return e.error;
+    case "cluster_back": return "etcd answers again (" + e.endpoints + ")";
     default: return JSON.stringify(e);
   }
 }

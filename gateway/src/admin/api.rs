@@ -11,6 +11,8 @@ use axum::response::{IntoResponse, Response};
 use peercompute_identity::PeerId;
 use peercompute_ops::tokens::Role;
 
+use crate::names::NameStoreError;
+
 use super::AdminState;
 use super::auth::Access;
 use super::model::{
@@ -40,13 +42,25 @@ pub(crate) async fn healthz() -> &'static str {
 
 /// Readiness: 503 while draining at shutdown.
 #[utoipa::path(get, path = "/readyz", tag = "probes", responses(
-    (status = 200, description = "ready, with the number of routes online", body = String, content_type = "text/plain"),
+    (status = 200, description = "ready, with the number of routes online (and with `--cluster`, whether etcd answers; it stays 200 while etcd is away)", body = String, content_type = "text/plain"),
     (status = 503, description = "draining", body = String, content_type = "text/plain")))]
 pub(crate) async fn readyz(State(st): State<Arc<AdminState>>) -> Response {
     if st.shared.is_draining() {
         return (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response();
     }
-    format!("ready: {} routes online\n", st.shared.registry.len()).into_response()
+    let routes = st.shared.registry.len();
+    match st.shared.names.cluster() {
+        None => format!("ready: {routes} routes online\n").into_response(),
+        // etcd away does not make the gateway unready: serving known routes is the point.
+        Some(store) => {
+            let cluster = if *store.up().borrow() {
+                "up"
+            } else {
+                "down (etcd unreachable: new names refused, registered names served)"
+            };
+            format!("ready: {routes} routes online\ncluster: {cluster}\n").into_response()
+        }
+    }
 }
 
 /// Prometheus / OpenMetrics text.
@@ -179,12 +193,13 @@ pub(crate) async fn routes(State(st): State<Arc<AdminState>>) -> Json<Vec<RouteV
         (status = 401, description = "token missing or unknown"),
         (status = 403, description = "a read token"),
         (status = 404, body = ErrorView, description = "nobody owns the name"),
-        (status = 500, body = ErrorView, description = "names.json could not be saved; the owner stays")))]
+        (status = 500, body = ErrorView, description = "names.json could not be saved; the owner stays"),
+        (status = 503, body = ErrorView, description = "`--cluster`: etcd is unreachable; the owner stays")))]
 pub(crate) async fn release(
     State(st): State<Arc<AdminState>>,
     Path(name): Path<String>,
 ) -> Response {
-    match st.shared.release_name(&name) {
+    match st.shared.release_name(&name).await {
         Ok(Some(r)) => Json(ReleasedView {
             released: name,
             previous_owner: r.previous_owner,
@@ -195,6 +210,10 @@ pub(crate) async fn release(
             StatusCode::NOT_FOUND,
             format!("nobody owns {name:?} (see GET /api/v1/routes)"),
         ),
+        Err(e @ NameStoreError::Unavailable(_)) => {
+            tracing::warn!(route = %name, error = %e, "releasing a name failed");
+            error(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+        }
         Err(e) => {
             tracing::error!(route = %name, error = %e, "releasing a name failed");
             error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
@@ -210,13 +229,21 @@ pub(crate) async fn release(
         (status = 200, body = HoldLiftedView),
         (status = 401, description = "token missing or unknown"),
         (status = 403, description = "a read token"),
-        (status = 404, body = ErrorView, description = "no hold on the name")))]
+        (status = 404, body = ErrorView, description = "no hold on the name"),
+        (status = 503, body = ErrorView, description = "`--cluster`: etcd is unreachable")))]
 pub(crate) async fn lift_hold(
     State(st): State<Arc<AdminState>>,
     Path(name): Path<String>,
 ) -> Response {
-    match st.shared.lift_hold(&name) {
-        Some(previous_owner) => {
+    match st.shared.lift_hold(&name).await {
+        Err(e) => {
+            let status = match e {
+                NameStoreError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+                _ => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            error(status, e.to_string())
+        }
+        Ok(Some(previous_owner)) => {
             tracing::info!(route = %name, owner = %previous_owner, "hold on a released name lifted");
             Json(HoldLiftedView {
                 name,
@@ -224,7 +251,7 @@ pub(crate) async fn lift_hold(
             })
             .into_response()
         }
-        None => error(
+        Ok(None) => error(
             StatusCode::NOT_FOUND,
             format!("no hold on {name:?}: it was not released in the last 24 h, or is owned again"),
         ),

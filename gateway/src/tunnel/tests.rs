@@ -55,7 +55,7 @@ fn start_gateway_configured(allow: Allowlist, config: GatewayConfig) -> Gateway 
     let shared = Shared::new(
         config,
         identity.peer_id(),
-        NameStore::open(dir.path()).expect("names"),
+        crate::cluster::Names::Local(NameStore::open(dir.path()).expect("names")),
         allow,
         AcmeHooks::default(),
         None,
@@ -254,6 +254,7 @@ async fn the_operator_releases_a_name_and_the_provider_is_told() {
     let released = gw
         .shared
         .release_name("blog")
+        .await
         .expect("release")
         .expect("it had an owner");
     assert_eq!(released.previous_owner, provider.peer.to_string());
@@ -287,7 +288,7 @@ async fn the_operator_releases_a_name_and_the_provider_is_told() {
         .pop()
         .expect("listed");
     assert_eq!(info.routes(), vec!["shop".to_owned()]);
-    assert_eq!(gw.shared.release_name("blog").expect("again"), None);
+    assert_eq!(gw.shared.release_name("blog").await.expect("again"), None);
 
     // A kick that finds the name registered again by this tunnel (a Register that was on
     // its way during the release) undoes that registration too.
@@ -319,9 +320,12 @@ async fn the_operator_releases_a_name_and_the_provider_is_told() {
     );
     assert_eq!(gw.shared.names.owner("blog"), None);
     // An operator may lift the hold (a release by mistake).
-    assert_eq!(gw.shared.lift_hold("blog"), Some(provider.peer.to_string()));
+    assert_eq!(
+        gw.shared.lift_hold("blog").await.expect("lift"),
+        Some(provider.peer.to_string())
+    );
     assert!(!gw.shared.released_from("blog", &provider.peer));
-    assert_eq!(gw.shared.lift_hold("blog"), None);
+    assert_eq!(gw.shared.lift_hold("blog").await.expect("lift"), None);
 
     // ...but the name is free: another key takes it, which ends the hold.
     let mut bob = Provider::connect(&gw).await;

@@ -1,6 +1,7 @@
 //! A real etcd for the tests: Debian's `/usr/bin/etcd` (package etcd-server, installed by
 //! scripts/prerequisites) on free loopback client and peer ports with a temporary data
-//! directory. Ready when `GET /health` answers `"health":"true"` (10 s at most); killed on
+//! directory. One harness for every suite: the cluster crate's own tests include this file
+//! (`cluster/tests/support/mod.rs`). Ready when `GET /health` answers `"health":"true"` (10 s at most); killed on
 //! drop. [`EtcdServer::kill`] stops it hard (SIGKILL, like a crash),
 //! [`EtcdServer::restart`] starts it again on the same data directory and ports, and
 //! [`EtcdServer::pause`]/[`EtcdServer::resume`] freeze and thaw it (a silent partition).
@@ -20,7 +21,7 @@ const READY_WITHIN: Duration = Duration::from_secs(10);
 
 /// One single-member etcd.
 #[derive(Debug)]
-pub(crate) struct EtcdServer {
+pub struct EtcdServer {
     child: Option<Child>,
     dir: tempfile::TempDir,
     client_port: u16,
@@ -32,33 +33,28 @@ pub(crate) struct EtcdServer {
 
 /// PEM files of a TLS etcd: what a client needs to reach it.
 #[derive(Debug, Clone)]
-pub(crate) struct TlsFiles {
-    pub(crate) ca_pem: Vec<u8>,
-    pub(crate) client_cert_pem: Vec<u8>,
-    pub(crate) client_key_pem: Vec<u8>,
+pub struct TlsFiles {
+    pub ca_pem: Vec<u8>,
+    pub client_cert_pem: Vec<u8>,
+    pub client_key_pem: Vec<u8>,
 }
 
 impl EtcdServer {
-    /// Starts etcd; `None` (after saying why) when the binary is missing outside CI. In CI
-    /// (`CI` set) a missing binary fails the test.
-    pub(crate) async fn start() -> Option<Self> {
+    /// Starts etcd. A missing binary fails the test, saying how to install it.
+    pub async fn start() -> Self {
         Self::start_with(false).await
     }
 
     /// Starts etcd serving clients over TLS with client certificates required.
-    pub(crate) async fn start_tls() -> Option<Self> {
+    pub async fn start_tls() -> Self {
         Self::start_with(true).await
     }
 
-    async fn start_with(tls: bool) -> Option<Self> {
-        if !Path::new(ETCD).exists() {
-            let why = format!("{ETCD} is missing: run scripts/prerequisites (Debian etcd-server)");
-            if std::env::var_os("CI").is_some() {
-                panic!("{why}");
-            }
-            eprintln!("SKIPPED: {why}");
-            return None;
-        }
+    async fn start_with(tls: bool) -> Self {
+        assert!(
+            Path::new(ETCD).exists(),
+            "{ETCD} is missing: run scripts/prerequisites (it installs Debian's etcd-server)"
+        );
         let mut last = String::new();
         // Ports come from bind-and-release, so another process may take one in between: retry.
         for _ in 0..3 {
@@ -73,7 +69,7 @@ impl EtcdServer {
                 tls,
             };
             match server.spawn_and_wait().await {
-                Ok(()) => return Some(server),
+                Ok(()) => return server,
                 Err(e) => last = e,
             }
         }
@@ -81,18 +77,25 @@ impl EtcdServer {
     }
 
     /// The client URL: `http://127.0.0.1:PORT`, or `https://` with TLS.
-    pub(crate) fn endpoint(&self) -> String {
+    pub fn endpoint(&self) -> String {
         let scheme = if self.tls.is_some() { "https" } else { "http" };
         format!("{scheme}://127.0.0.1:{}", self.client_port)
     }
 
+    /// The endpoint as the gateway's `--cluster` spells it: `etcd://127.0.0.1:PORT` (or
+    /// `etcds://` with TLS).
+    pub fn cluster_endpoint(&self) -> String {
+        let scheme = if self.tls.is_some() { "etcds" } else { "etcd" };
+        format!("{scheme}://127.0.0.1:{}", self.client_port)
+    }
+
     /// The PEM files a client needs, when etcd serves TLS.
-    pub(crate) fn tls(&self) -> Option<&TlsFiles> {
+    pub fn tls(&self) -> Option<&TlsFiles> {
         self.tls.as_ref()
     }
 
     /// Kills etcd at once (SIGKILL) and reaps it.
-    pub(crate) fn kill(&mut self) {
+    pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
@@ -101,7 +104,7 @@ impl EtcdServer {
 
     /// Freezes etcd (SIGSTOP): its sockets stay open and nothing answers, as in a silent
     /// network partition. [`EtcdServer::resume`] thaws it.
-    pub(crate) fn pause(&self) {
+    pub fn pause(&self) {
         self.signal("-STOP");
         // SIGSTOP is delivered asynchronously: wait until every thread shows state T.
         let pid = self.child.as_ref().expect("etcd running").id();
@@ -116,7 +119,7 @@ impl EtcdServer {
     }
 
     /// Thaws a [`EtcdServer::pause`]d etcd (SIGCONT).
-    pub(crate) fn resume(&self) {
+    pub fn resume(&self) {
         self.signal("-CONT");
     }
 
@@ -131,7 +134,7 @@ impl EtcdServer {
     }
 
     /// Starts etcd again on the same data directory and ports.
-    pub(crate) async fn restart(&mut self) {
+    pub async fn restart(&mut self) {
         self.kill();
         // The ports were just released by a killed process; a few tries cover a slow close.
         let mut last = String::new();
