@@ -2,8 +2,9 @@
 //! read from `/proc/self` at scrape time by a prometheus-client [`Collector`]:
 //! `process_cpu_seconds_total`, `process_resident_memory_bytes`, `process_open_fds`,
 //! `process_max_fds` and `process_start_time_seconds`, plus `tokio_alive_tasks` (the tasks of
-//! the runtime that serves the scrape; absent outside one), so a soak can watch for leaked
-//! tasks. Register it on an unprefixed registry with [`register`]. Off Linux (no `/proc`) the
+//! the runtime that registered the collector — the daemon's main one, even when an admin
+//! listener on a runtime of its own serves the scrape — else of the runtime serving the
+//! scrape; absent outside any), so a soak can watch for leaked tasks. Register it on an unprefixed registry with [`register`]. Off Linux (no `/proc`) the
 //! process series are simply absent.
 
 use std::path::Path;
@@ -18,14 +19,27 @@ use prometheus_client::registry::Registry;
 /// on every architecture we ship for, whatever the kernel's own `HZ`.
 const TICKS_PER_SECOND: f64 = 100.0;
 
-/// Registers the process collector on `registry` (give it an unprefixed one).
+/// Registers the process collector on `registry` (give it an unprefixed one); called inside a
+/// tokio runtime, `tokio_alive_tasks` counts that runtime's tasks.
 pub fn register(registry: &mut Registry) {
-    registry.register_collector(Box::new(ProcessCollector));
+    registry.register_collector(Box::new(ProcessCollector::here()));
 }
 
 /// Reads `/proc/self` on each scrape.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct ProcessCollector;
+#[derive(Debug, Default, Clone)]
+pub struct ProcessCollector {
+    /// Whose tasks `tokio_alive_tasks` counts; `None`: the runtime serving the scrape.
+    runtime: Option<tokio::runtime::Handle>,
+}
+
+impl ProcessCollector {
+    /// A collector counting the tasks of the runtime it is made in (if any).
+    pub fn here() -> Self {
+        Self {
+            runtime: tokio::runtime::Handle::try_current().ok(),
+        }
+    }
+}
 
 /// One reading of this process' figures; `None` where `/proc` could not tell.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -110,7 +124,7 @@ impl Collector for ProcessCollector {
             (
                 "tokio_alive_tasks",
                 "Tasks alive in the tokio runtime that serves this scrape",
-                alive_tasks().map(|v| v as f64),
+                self.alive_tasks().map(|v| v as f64),
             ),
         ];
         for (name, help, value) in gauges {
@@ -125,10 +139,13 @@ impl Collector for ProcessCollector {
 }
 
 /// Tasks alive in the current tokio runtime; `None` outside one.
-fn alive_tasks() -> Option<usize> {
-    tokio::runtime::Handle::try_current()
-        .ok()
-        .map(|h| h.metrics().num_alive_tasks())
+impl ProcessCollector {
+    fn alive_tasks(&self) -> Option<usize> {
+        self.runtime
+            .clone()
+            .or_else(|| tokio::runtime::Handle::try_current().ok())
+            .map(|h| h.metrics().num_alive_tasks())
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -234,6 +251,45 @@ mod tests {
         assert!(
             !text.contains("tokio_alive_tasks"),
             "no runtime here:\n{text}"
+        );
+    }
+
+    #[test]
+    fn a_scrape_on_another_runtime_counts_the_registering_runtime_s_tasks() {
+        let main = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("main runtime");
+        let (registry, parked) = main.block_on(async {
+            let parked: Vec<_> = (0..5)
+                .map(|_| tokio::spawn(std::future::pending::<()>()))
+                .collect();
+            let mut registry = Registry::default();
+            register(&mut registry);
+            (registry, parked)
+        });
+        // The admin listener's runtime, with no task of its own.
+        let admin = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("admin runtime");
+        let text = admin.block_on(async {
+            let mut text = String::new();
+            encode(&mut text, &registry).expect("encode");
+            text
+        });
+        for task in parked {
+            task.abort();
+        }
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("tokio_alive_tasks "))
+            .unwrap_or_else(|| panic!("tokio_alive_tasks missing from\n{text}"));
+        let n: f64 = line["tokio_alive_tasks ".len()..]
+            .trim()
+            .parse()
+            .expect("a number");
+        assert!(
+            n >= 5.0,
+            "the main runtime's 5 tasks, not the admin's: {line}"
         );
     }
 

@@ -8,8 +8,12 @@
 //! each kind are in flight; a request that finds none free is counted `skipped` (the stack
 //! is saturated), never queued. Errors within 10 s after a kick are counted apart.
 //!
-//! Flat means: RSS slope × run < 5 % of its mean; fds slope × run < 2; tasks slope × run <
-//! 1 % of the mean + 5. Samples go to a CSV under `target/bench/`.
+//! A series GROWS when its slope × run exceeds its allowance (RSS: 5 % of its mean; fds: 2;
+//! tasks: 1 % of the mean + 5) **and** the slope is significant: more than 3 standard errors
+//! above zero. Under load, fds and tasks count the connections open at the instant of the
+//! sample, so they swing by ±10 from one sample to the next; a least-squares line through
+//! such noise has a slope of either sign, and only a steady climb is a leak. Samples go to a
+//! CSV under `target/bench/`.
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -325,7 +329,7 @@ pub(crate) async fn run(rig: &SoakRig, settings: &SoakSettings) -> anyhow::Resul
     println!("{line}");
     println!(
         "{:<22} {:>12} {:>12} {:>12} {:>10}",
-        "series", "start", "end", "slope/min", "verdict"
+        "series", "start", "end", "slope/min", "verdict (t)"
     );
     let warm = settings.warmup.as_secs_f64();
     let mut flat = true;
@@ -352,14 +356,15 @@ pub(crate) async fn run(rig: &SoakRig, settings: &SoakSettings) -> anyhow::Resul
             ),
         ] {
             let points: Vec<(f64, f64)> = kept.iter().map(|s| (s.at_s / 60.0, value(s))).collect();
-            let slope = slope(&points);
+            let (slope, t) = slope_t(&points);
             let mean = points.iter().map(|p| p.1).sum::<f64>() / points.len() as f64;
             let growth = slope * run_min;
-            let ok = match allowed {
+            let within = match allowed {
                 Allowed::RelMean(f) => growth < f * mean,
                 Allowed::Abs(a) => growth < a,
                 Allowed::RelMeanPlus(f, a) => growth < f * mean + a,
             };
+            let ok = within || t <= SIGNIFICANT_T;
             flat &= ok;
             println!(
                 "{:<22} {:>12.1} {:>12.1} {:>12.3} {:>10}",
@@ -367,7 +372,7 @@ pub(crate) async fn run(rig: &SoakRig, settings: &SoakSettings) -> anyhow::Resul
                 points[0].1,
                 points[points.len() - 1].1,
                 slope,
-                if ok { "flat" } else { "GROWS" }
+                format!("{} ({t:.1})", if ok { "flat" } else { "GROWS" })
             );
         }
         let cpu = kept[kept.len() - 1].cpu - kept[0].cpu;
@@ -428,17 +433,43 @@ where
     while tasks.join_next().await.is_some() {}
 }
 
-/// Least-squares slope of `(x, y)` points.
-pub(crate) fn slope(points: &[(f64, f64)]) -> f64 {
+/// A slope this many standard errors above zero is a trend, not noise.
+const SIGNIFICANT_T: f64 = 3.0;
+
+/// Least-squares slope of `(x, y)` points and its t statistic (slope / standard error);
+/// a perfect line has an infinite t, fewer than 3 points or no spread in x give (0, 0).
+pub(crate) fn slope_t(points: &[(f64, f64)]) -> (f64, f64) {
     let n = points.len() as f64;
     if n < 2.0 {
-        return 0.0;
+        return (0.0, 0.0);
     }
     let mx = points.iter().map(|p| p.0).sum::<f64>() / n;
     let my = points.iter().map(|p| p.1).sum::<f64>() / n;
     let sxy: f64 = points.iter().map(|p| (p.0 - mx) * (p.1 - my)).sum();
     let sxx: f64 = points.iter().map(|p| (p.0 - mx) * (p.0 - mx)).sum();
-    if sxx == 0.0 { 0.0 } else { sxy / sxx }
+    if sxx == 0.0 {
+        return (0.0, 0.0);
+    }
+    let slope = sxy / sxx;
+    if n < 3.0 {
+        return (slope, 0.0);
+    }
+    let intercept = my - slope * mx;
+    let residuals: f64 = points
+        .iter()
+        .map(|p| (p.1 - intercept - slope * p.0).powi(2))
+        .sum();
+    let se = (residuals / (n - 2.0) / sxx).sqrt();
+    let t = if se == 0.0 {
+        if slope == 0.0 {
+            0.0
+        } else {
+            f64::INFINITY.copysign(slope)
+        }
+    } else {
+        slope / se
+    };
+    (slope, t)
 }
 
 /// `GET url`'s body; a connection the daemon closed just as it was reused (keep-alive race)
@@ -515,11 +546,42 @@ mod tests {
         let line: Vec<(f64, f64)> = (0..10)
             .map(|i| (f64::from(i), 3.0 + 2.0 * f64::from(i)))
             .collect();
-        assert!((super::slope(&line) - 2.0).abs() < 1e-9);
+        assert!((super::slope_t(&line).0 - 2.0).abs() < 1e-9);
         let flat: Vec<(f64, f64)> = (0..10)
             .map(|i| (f64::from(i), if i % 2 == 0 { 5.0 } else { 6.0 }))
             .collect();
-        assert!(super::slope(&flat).abs() < 0.1);
-        assert_eq!(super::slope(&[(1.0, 1.0)]), 0.0);
+        assert!(super::slope_t(&flat).0.abs() < 0.1);
+        assert_eq!(super::slope_t(&[(1.0, 1.0)]).0, 0.0);
+    }
+
+    #[test]
+    fn a_steady_climb_is_significant_and_noise_is_not() {
+        // A leak: +1 per step with a little noise.
+        let leak: Vec<(f64, f64)> = (0..40)
+            .map(|i| {
+                (
+                    f64::from(i),
+                    f64::from(i) + if i % 2 == 0 { 0.5 } else { -0.5 },
+                )
+            })
+            .collect();
+        let (slope, t) = super::slope_t(&leak);
+        assert!((slope - 1.0).abs() < 0.05, "{slope}");
+        assert!(t > super::SIGNIFICANT_T, "{t}");
+        // The soak's provider fds: 21..36 at random, no trend, a small positive fitted slope.
+        let noise = [
+            21.0, 22.0, 36.0, 27.0, 25.0, 22.0, 30.0, 24.0, 23.0, 27.0, 24.0, 26.0, 24.0, 22.0,
+            26.0, 23.0, 31.0, 21.0, 23.0, 25.0, 29.0,
+        ];
+        let points: Vec<(f64, f64)> = noise
+            .iter()
+            .enumerate()
+            .map(|(i, y)| (i as f64, *y))
+            .collect();
+        let (_, t) = super::slope_t(&points);
+        assert!(t.abs() < super::SIGNIFICANT_T, "{t}");
+        // A perfect line.
+        let line: Vec<(f64, f64)> = (0..5).map(|i| (f64::from(i), f64::from(i))).collect();
+        assert!(super::slope_t(&line).1.is_infinite());
     }
 }
