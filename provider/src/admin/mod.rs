@@ -122,6 +122,11 @@ impl Shared {
     pub(crate) fn probes(&self) -> Probes {
         Probes {
             tunnel: self.tunnel_status(),
+            links: self
+                .tunnel
+                .as_ref()
+                .map(TunnelHandle::links)
+                .unwrap_or_default(),
             docker: self
                 .docker
                 .lock()
@@ -505,6 +510,49 @@ pub(crate) struct TunnelDoc {
     /// Unix seconds.
     pub(crate) connected_since: Option<u64>,
     pub(crate) reason: Option<String>,
+    /// Each gateway's link, when there are several (absent with one gateway).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub(crate) gateways: Vec<LinkDoc>,
+}
+
+/// One gateway's link in `/api/v1/status`.
+#[derive(Debug, Serialize)]
+pub(crate) struct LinkDoc {
+    /// As configured: `[PEERID@]HOST:PORT`.
+    pub(crate) gateway: String,
+    pub(crate) state: &'static str,
+    /// `quic` or `tcp` while connected.
+    pub(crate) transport: Option<&'static str>,
+    /// The address the link reached, while connected.
+    pub(crate) address: Option<String>,
+    pub(crate) reason: Option<String>,
+}
+
+impl LinkDoc {
+    fn of(link: &crate::tunnel::LinkStatus) -> Self {
+        let (transport, address, reason) = match &link.status {
+            TunnelStatus::Connected {
+                gateway, transport, ..
+            } => (Some(transport.as_str()), Some(gateway.to_string()), None),
+            TunnelStatus::Refused { reason } => (None, None, Some(reason.clone())),
+            TunnelStatus::WrongGateway {
+                expected,
+                presented,
+            } => (
+                None,
+                None,
+                Some(format!("presented {presented}, pinned {expected}")),
+            ),
+            TunnelStatus::Connecting | TunnelStatus::Stopped => (None, None, None),
+        };
+        Self {
+            gateway: link.gateway.to_string(),
+            state: metrics::tunnel_state(&link.status),
+            transport,
+            address,
+            reason,
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -526,7 +574,16 @@ pub(crate) fn status_doc(shared: &Shared) -> StatusDoc {
             transport: None,
             connected_since: shared.telemetry.connected_since(),
             reason: None,
+            gateways: Vec::new(),
         };
+        let links = shared
+            .tunnel
+            .as_ref()
+            .map(TunnelHandle::links)
+            .unwrap_or_default();
+        if links.len() > 1 {
+            doc.gateways = links.iter().map(LinkDoc::of).collect();
+        }
         match s {
             TunnelStatus::Connected {
                 gateway,
