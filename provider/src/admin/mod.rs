@@ -17,6 +17,7 @@
 //! - `metrics`: the counted series ([`Telemetry`]) and the ones read at scrape time.
 
 mod health;
+mod link_doc;
 mod metrics;
 
 use std::collections::{BTreeMap, HashMap};
@@ -47,6 +48,7 @@ use crate::control::ControlContext;
 use crate::relay::RelayStatus;
 use crate::tunnel::{TunnelHandle, TunnelStatus};
 pub(crate) use health::{Check, DockerProbe, FirewallProbe, Probes, readiness};
+use link_doc::LinkDoc;
 pub(crate) use metrics::{MachineReader, Telemetry};
 
 /// How often the Docker engine is pinged.
@@ -513,46 +515,6 @@ pub(crate) struct TunnelDoc {
     /// Each gateway's link, when there are several (absent with one gateway).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub(crate) gateways: Vec<LinkDoc>,
-}
-
-/// One gateway's link in `/api/v1/status`.
-#[derive(Debug, Serialize)]
-pub(crate) struct LinkDoc {
-    /// As configured: `[PEERID@]HOST:PORT`.
-    pub(crate) gateway: String,
-    pub(crate) state: &'static str,
-    /// `quic` or `tcp` while connected.
-    pub(crate) transport: Option<&'static str>,
-    /// The address the link reached, while connected.
-    pub(crate) address: Option<String>,
-    pub(crate) reason: Option<String>,
-}
-
-impl LinkDoc {
-    fn of(link: &crate::tunnel::LinkStatus) -> Self {
-        let (transport, address, reason) = match &link.status {
-            TunnelStatus::Connected {
-                gateway, transport, ..
-            } => (Some(transport.as_str()), Some(gateway.to_string()), None),
-            TunnelStatus::Refused { reason } => (None, None, Some(reason.clone())),
-            TunnelStatus::WrongGateway {
-                expected,
-                presented,
-            } => (
-                None,
-                None,
-                Some(format!("presented {presented}, pinned {expected}")),
-            ),
-            TunnelStatus::Connecting | TunnelStatus::Stopped => (None, None, None),
-        };
-        Self {
-            gateway: link.gateway.to_string(),
-            state: metrics::tunnel_state(&link.status),
-            transport,
-            address,
-            reason,
-        }
-    }
 }
 
 #[derive(Debug, Serialize)]

@@ -19,8 +19,8 @@
 //!   without a shared store are independent operators, and one of them must not be able to
 //!   take an app off the others; in cluster mode the release reaches every gateway through its
 //!   watch, so "all released" is what happens there anyway.
-//! - A link that stopped for good (shutdown, wrong pinned key) counts as refused-free and
-//!   unconnected; when every link stopped, the waiters get `Stopped`.
+//! - A link that stopped for good (shutdown, wrong pinned key) neither holds an answer up nor
+//!   refuses; when every link stopped, the waiters get `Stopped`.
 
 use std::collections::BTreeMap;
 
