@@ -182,7 +182,12 @@ fn table(doc: &Value) -> String {
         if !l["reason"].is_null() {
             parts.push(s(&l["reason"]));
         }
-        rows.push([format!("  {}", s(&l["gateway"])), parts.join(", ")]);
+        // The address says which gateway; the pinned id is in `--json`.
+        let gateway = s(&l["gateway"]);
+        let at = gateway
+            .rsplit_once('@')
+            .map_or(gateway.as_str(), |(_, at)| at);
+        rows.push([format!("  {at}"), parts.join(", ")]);
     }
     let r = &doc["relay"];
     rows.push([
@@ -314,7 +319,7 @@ mod tests {
                        "gateways": [
                 {"gateway": "gw1.example.com:8443", "state": "connected", "transport": "quic",
                  "address": "192.0.2.1:8443", "reason": null},
-                {"gateway": "gw2.example.com:8443", "state": "connecting", "transport": null,
+                {"gateway": "12D3KooWx@gw2.example.com:8443", "state": "connecting", "transport": null,
                  "address": null, "reason": null},
                 {"gateway": "gw3.example.com:8443", "state": "connected", "transport": "tcp",
                  "address": "192.0.2.3:443", "reason": null}]},

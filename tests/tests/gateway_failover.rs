@@ -420,3 +420,117 @@ async fn a_name_refused_by_one_gateway_gets_its_url_from_the_other() {
         other => panic!("`taken` is owned at both gateways, got {other:?}"),
     }
 }
+
+/// `peercomputed --home HOME status`: its stdout.
+async fn status_table(home: &std::path::Path) -> String {
+    let out = within(
+        20,
+        "peercomputed status",
+        tokio::process::Command::new(workspace_bin("peercomputed"))
+            .arg("--home")
+            .arg(home)
+            .arg("status")
+            .output(),
+    )
+    .await
+    .expect("run peercomputed status");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// GETs `path` from the admin listener until the body contains `want` (bounded).
+async fn admin_until(admin: SocketAddr, path: &str, want: &str, secs: u64) -> String {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let body = match reqwest::get(format!("http://{admin}{path}")).await {
+            Ok(r) => r.text().await.unwrap_or_default(),
+            Err(e) => e.to_string(),
+        };
+        if body.contains(want) {
+            return body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{path} has no {want:?} after {secs} s:\n{body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_shows_each_gateway_and_stays_ready_while_one_is_up() {
+    let (home, me) = peercompute_tests::daemon::TestDaemon::identity();
+    let (mut a, b) = (gateway(&[me]).await, gateway(&[me]).await);
+    let backend = Backend::start().await;
+    let (sa, sb) = (spec(&a), spec(&b));
+    let https = |g: &TestGateway| peercompute_provider::HttpsAddr {
+        host: g.https.ip().to_string(),
+        port: g.https.port(),
+    };
+    let (ha, hb) = (https(&a), https(&b));
+    let expose = peercompute_provider::Expose {
+        name: "app".into(),
+        host: backend.addr.ip().to_string(),
+        port: backend.addr.port(),
+    };
+    let daemon = peercompute_tests::daemon::TestDaemon::start_custom(
+        home,
+        sa.clone(),
+        peercompute_provider::Limits::default(),
+        move |c| {
+            c.gateways = vec![sa, sb];
+            c.gateway_https = vec![ha, hb];
+            c.expose = vec![expose];
+        },
+    )
+    .await;
+    let admin = daemon
+        .daemon
+        .as_ref()
+        .and_then(|d| d.admin_addr)
+        .expect("the admin listener runs");
+    let ready = admin_until(admin, "/readyz", "tunnel: ok 2/2 gateways", 15).await;
+    eprintln!("/readyz with both gateways:\n{ready}");
+    for gw in [&a, &b] {
+        let client = https_client_to(&gw.ca_pem, gw.https, &["app"]);
+        within(10, "the exposed app at each gateway", async {
+            while get(&client, &gw.url("app", "/echo")).await.is_err() {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await;
+    }
+    let doc: serde_json::Value =
+        serde_json::from_str(&admin_until(admin, "/api/v1/status", "\"gateways\"", 5).await)
+            .expect("status JSON");
+    let states: Vec<_> = doc["tunnel"]["gateways"]
+        .as_array()
+        .expect("a gateways list")
+        .iter()
+        .map(|l| l["state"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(states, ["connected", "connected"], "{doc}");
+    let table = status_table(daemon.home.path()).await;
+    eprintln!("peercomputed status:\n{table}");
+    assert!(table.contains("2/2 gateways, connected"), "{table}");
+    for gw in [&a, &b] {
+        let row = format!("  {}  connected, over quic", gw.tunnel);
+        assert!(table.contains(&row), "{row:?} missing in\n{table}");
+    }
+
+    let a_name = spec(&a).to_string();
+    a.shutdown().await;
+    let ready = admin_until(admin, "/readyz", "tunnel: ok 1/2 gateways", 15).await;
+    eprintln!("/readyz with gateway A stopped:\n{ready}");
+    assert!(ready.starts_with("ready\n"), "{ready}");
+    let metrics = admin_until(admin, "/metrics", "tunnel_gateway_up{", 5).await;
+    let down = metrics
+        .lines()
+        .find(|l| l.contains("tunnel_gateway_up{") && l.contains(&a_name))
+        .unwrap_or_default();
+    let value = down.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok());
+    assert_eq!(value, Some(0.0), "{down:?}");
+    let client = https_client_to(&b.ca_pem, b.https, &["app"]);
+    get(&client, &b.url("app", "/echo"))
+        .await
+        .expect("the app still answers at gateway B");
+}
