@@ -144,7 +144,8 @@ struct RunArgs {
     #[arg(long, value_name = "NAME=HOST:PORT")]
     expose: Vec<Expose>,
     /// The gateway's libp2p address for relaying (repeatable), ending in /p2p/GATEWAYID
-    /// unless --gateway pins the id [default: announced by the gateway in the tunnel].
+    /// unless (the first) --gateway pins the id [default: announced by the gateway in the
+    /// tunnel; with several gateways, by the first that announced one].
     #[arg(long, value_name = "MULTIADDR")]
     gateway_p2p: Vec<peercompute_p2p::Multiaddr>,
     /// Do not keep a relay slot at the gateway (clients then need a LAN or an address).
