@@ -211,15 +211,17 @@ impl fmt::Debug for JoinTokenText {
 pub struct ProviderConfig {
     /// Identity, trusted peers and state.
     pub home: PathBuf,
-    /// The gateway to open the tunnel to.
-    pub gateway: Option<GatewaySpec>,
+    /// The gateways to open a tunnel to (`--gateway`, repeatable): one link each, every
+    /// route published at all of them. Empty: no public URL.
+    pub gateways: Vec<GatewaySpec>,
     /// CA bundle that signs the gateway's certificate (when its peer id is not pinned).
     pub gateway_ca: Option<PathBuf>,
     /// How the tunnel reaches the gateway (`--transport`).
     pub transport: crate::tunnel::TransportMode,
-    /// The gateway's HTTPS listener, for the tunnel over TCP (`--gateway-https`); `None`: the
-    /// gateway's host, port 443.
-    pub gateway_https: Option<HttpsAddr>,
+    /// The gateways' HTTPS listeners, for the tunnel over TCP (`--gateway-https`, repeatable):
+    /// none, or one per gateway in the order of [`Self::gateways`]. Empty: each gateway's
+    /// host, port 443.
+    pub gateway_https: Vec<HttpsAddr>,
     /// Local services to publish.
     pub expose: Vec<Expose>,
     /// libp2p listen addresses of the control plane.
@@ -263,29 +265,6 @@ pub struct ProviderConfig {
     pub tunnel_congestion: TunnelCongestion,
 }
 
-/// The congestion controller new tunnel connections of this process use (an index into
-/// [`TunnelCongestion::ALL`]). Process-wide because the tunnel's settings type is not ours
-/// to change today; `run` sets it from [`ProviderConfig::tunnel_congestion`].
-static TUNNEL_CONGESTION: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
-
-/// Sets the congestion controller of tunnel connections made from now on in this process.
-pub fn set_tunnel_congestion(choice: TunnelCongestion) {
-    let index = TunnelCongestion::ALL
-        .iter()
-        .position(|c| *c == choice)
-        .expect("ALL lists every TunnelCongestion");
-    TUNNEL_CONGESTION.store(index as u8, std::sync::atomic::Ordering::Relaxed);
-}
-
-/// The congestion controller of the next tunnel connection.
-pub(crate) fn tunnel_congestion() -> TunnelCongestion {
-    let index = TUNNEL_CONGESTION.load(std::sync::atomic::Ordering::Relaxed);
-    TunnelCongestion::ALL
-        .get(usize::from(index))
-        .copied()
-        .unwrap_or_default()
-}
-
 impl ProviderConfig {
     /// Defaults of the spec: listen on TCP and QUIC port 9000, mDNS on, relay on, 4000m
     /// CPU, 4 GB, 10 deployments, 60 s readiness timeout, no device granted, 10 GB of volumes
@@ -293,10 +272,10 @@ impl ProviderConfig {
     pub fn new(home: PathBuf) -> Self {
         Self {
             home,
-            gateway: None,
+            gateways: Vec::new(),
             gateway_ca: None,
             transport: crate::tunnel::TransportMode::Auto,
-            gateway_https: None,
+            gateway_https: Vec::new(),
             expose: Vec::new(),
             listen: DEFAULT_LISTEN
                 .iter()
@@ -323,9 +302,11 @@ impl ProviderConfig {
         }
     }
 
-    /// What the flags and the file cannot check one by one: two device grants of one name.
+    /// What the flags and the file cannot check one by one: two device grants of one name, a
+    /// gateway named twice, `--gateway-https` not matching the gateways.
     pub fn check(&self) -> Result<(), String> {
         check_grants(&self.devices)?;
+        check_gateways(&self.gateways, &self.gateway_https)?;
         if let Some(addr) = self.admin_listen.addr()
             && !addr.ip().is_loopback()
             && self.admin_token_file.is_none()
@@ -356,6 +337,36 @@ impl ProviderConfig {
         }
         Ok(d)
     }
+}
+
+/// Each gateway once (by address, and by pinned id), and `--gateway-https` either absent or
+/// one per gateway, in the same order.
+pub(crate) fn check_gateways(gateways: &[GatewaySpec], https: &[HttpsAddr]) -> Result<(), String> {
+    for (i, a) in gateways.iter().enumerate() {
+        for b in &gateways[..i] {
+            if a.host.eq_ignore_ascii_case(&b.host) && a.port == b.port {
+                return Err(format!(
+                    "--gateway {}:{} is given twice: name each gateway once",
+                    a.host, a.port
+                ));
+            }
+            if let (Some(pa), Some(pb)) = (a.peer, b.peer)
+                && pa == pb
+            {
+                return Err(format!(
+                    "gateway {pa} is named twice ({b} and {a}): one --gateway per gateway, keep the address the provider should use"
+                ));
+            }
+        }
+    }
+    if !https.is_empty() && https.len() != gateways.len() {
+        return Err(format!(
+            "{} --gateway-https for {} --gateway: give one per --gateway, in the same order, or none (each gateway's host, port 443)",
+            https.len(),
+            gateways.len()
+        ));
+    }
+    Ok(())
 }
 
 /// Default of `--offline-start-wait`.
@@ -649,6 +660,51 @@ fn is_gpu_id(s: &str) -> bool {
 mod tests {
     use super::*;
     use peercompute_identity::Identity;
+
+    #[test]
+    fn each_gateway_once_and_https_one_per_gateway() {
+        let id = Identity::generate().expect("id").peer_id();
+        let g = |s: &str| s.parse::<GatewaySpec>().expect("spec");
+        let h = |s: &str| s.parse::<HttpsAddr>().expect("https");
+        let cases: Vec<(Vec<GatewaySpec>, Vec<HttpsAddr>, Option<&str>)> = vec![
+            (vec![], vec![], None),
+            (vec![g("gw1:8443")], vec![h("gw1:443")], None),
+            (vec![g("gw1:8443"), g("gw2:8443")], vec![], None),
+            (
+                vec![g("gw1:8443"), g("gw2:8443")],
+                vec![h("gw1:443"), h("gw2:443")],
+                None,
+            ),
+            (
+                vec![g("gw1:8443"), g("GW1:8443")],
+                vec![],
+                Some("--gateway GW1:8443 is given twice"),
+            ),
+            (
+                vec![
+                    g(&format!("{id}@gw1:8443")),
+                    g(&format!("{id}@192.0.2.1:8443")),
+                ],
+                vec![],
+                Some("is named twice"),
+            ),
+            (
+                vec![g("gw1:8443"), g("gw2:8443")],
+                vec![h("gw1:443")],
+                Some(
+                    "1 --gateway-https for 2 --gateway: give one per --gateway, in the same order",
+                ),
+            ),
+        ];
+        for (gateways, https, want) in cases {
+            let got = check_gateways(&gateways, &https).err();
+            match (want, &got) {
+                (None, None) => {}
+                (Some(w), Some(e)) if e.contains(w) => {}
+                _ => panic!("{gateways:?} {https:?}: {got:?}, want {want:?}"),
+            }
+        }
+    }
 
     #[test]
     fn gateway_spec_forms() {

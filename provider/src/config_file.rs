@@ -37,10 +37,12 @@ pub enum ConfigFileError {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Keys {
-    gateway: Option<String>,
+    #[serde(default)]
+    gateway: OneOrMany,
     gateway_ca: Option<PathBuf>,
     transport: Option<String>,
-    gateway_https: Option<String>,
+    #[serde(default)]
+    gateway_https: OneOrMany,
     #[serde(default)]
     expose: Vec<String>,
     #[serde(default)]
@@ -69,14 +71,36 @@ struct Keys {
     tunnel_congestion: Option<String>,
 }
 
+/// `gateway = "…"` (one, as files before several gateways wrote it) or `gateway = ["…", "…"]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    #[default]
+    None,
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    fn into_vec(self) -> Vec<String> {
+        match self {
+            Self::None => Vec::new(),
+            Self::One(s) => vec![s],
+            Self::Many(v) => v,
+        }
+    }
+}
+
 /// The settings of a provider configuration file, checked. A key that is absent leaves the
 /// default (or the flag) in place.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ProviderFile {
-    pub gateway: Option<GatewaySpec>,
+    /// `gateway`: one or a list.
+    pub gateways: Vec<GatewaySpec>,
     pub gateway_ca: Option<PathBuf>,
     pub transport: Option<crate::tunnel::TransportMode>,
-    pub gateway_https: Option<crate::config::HttpsAddr>,
+    /// `gateway_https`: one or a list, one per gateway in the same order.
+    pub gateway_https: Vec<crate::config::HttpsAddr>,
     pub expose: Vec<Expose>,
     pub listen: Vec<peercompute_p2p::Multiaddr>,
     pub no_mdns: bool,
@@ -126,26 +150,17 @@ impl ProviderFile {
     fn parse(text: &str) -> Result<Self, Invalid> {
         let keys: Keys = toml::from_str(text).map_err(|e| Invalid::Toml(e.to_string()))?;
         let value = |key: &'static str| move |e: String| Invalid::Value(key, e);
-        let each = |key: &'static str, items: &[String]| {
-            items
-                .iter()
-                .map(|s| s.parse().map_err(|e: String| Invalid::Value(key, e)))
-                .collect::<Result<Vec<_>, _>>()
-        };
+        let gateways = each("gateway", &keys.gateway.into_vec())?;
+        let gateway_https = each("gateway_https", &keys.gateway_https.into_vec())?;
+        crate::config::check_gateways(&gateways, &gateway_https).map_err(value("gateway"))?;
         Ok(Self {
-            gateway: keys
-                .gateway
-                .map(|s| s.parse().map_err(value("gateway")))
-                .transpose()?,
+            gateways,
             gateway_ca: keys.gateway_ca,
             transport: keys
                 .transport
                 .map(|s| s.parse().map_err(value("transport")))
                 .transpose()?,
-            gateway_https: keys
-                .gateway_https
-                .map(|s| s.parse().map_err(value("gateway_https")))
-                .transpose()?,
+            gateway_https,
             expose: each("expose", &keys.expose)?,
             listen: keys
                 .listen
@@ -237,8 +252,8 @@ impl ProviderFile {
 
     /// Writes the keys the file sets into `config`.
     pub fn apply_to(self, config: &mut ProviderConfig) {
-        if self.gateway.is_some() {
-            config.gateway = self.gateway;
+        if !self.gateways.is_empty() {
+            config.gateways = self.gateways;
         }
         if self.gateway_ca.is_some() {
             config.gateway_ca = self.gateway_ca;
@@ -246,7 +261,7 @@ impl ProviderFile {
         if let Some(transport) = self.transport {
             config.transport = transport;
         }
-        if self.gateway_https.is_some() {
+        if !self.gateway_https.is_empty() {
             config.gateway_https = self.gateway_https;
         }
         if !self.expose.is_empty() {
@@ -310,6 +325,17 @@ impl ProviderFile {
     }
 }
 
+/// Parses every item of a list key in its flag form.
+fn each<T: std::str::FromStr<Err = String>>(
+    key: &'static str,
+    items: &[String],
+) -> Result<Vec<T>, Invalid> {
+    items
+        .iter()
+        .map(|s| s.parse().map_err(|e: String| Invalid::Value(key, e)))
+        .collect()
+}
+
 /// Why the text was refused, before the path is attached.
 enum Invalid {
     Toml(String),
@@ -343,8 +369,8 @@ mod tests {
         let mut config = ProviderConfig::new(PathBuf::from("/h"));
         file.apply_to(&mut config);
         assert_eq!(
-            config.gateway.as_ref().map(|g| g.port),
-            Some(8443),
+            config.gateways.iter().map(|g| g.port).collect::<Vec<_>>(),
+            [8443],
             "gateway"
         );
         assert_eq!(config.expose.len(), 1);
@@ -370,6 +396,21 @@ mod tests {
     }
 
     #[test]
+    fn gateway_takes_one_or_a_list() {
+        let one = ProviderFile::parse("gateway = \"gw.example.com:8443\"\n")
+            .unwrap_or_else(|_| panic!("one gateway"));
+        assert_eq!(one.gateways.len(), 1);
+        let many = ProviderFile::parse(
+            "gateway = [\"gw1.example.com:8443\", \"gw2.example.com:8443\"]\n\
+             gateway_https = [\"gw1.example.com:443\", \"gw2.example.com:10443\"]\n",
+        )
+        .unwrap_or_else(|_| panic!("two gateways"));
+        let hosts: Vec<_> = many.gateways.iter().map(|g| g.host.as_str()).collect();
+        assert_eq!(hosts, ["gw1.example.com", "gw2.example.com"]);
+        assert_eq!(many.gateway_https[1].port, 10443);
+    }
+
+    #[test]
     fn empty_file_changes_nothing() {
         let file = ProviderFile::parse("").unwrap_or_else(|_| panic!("empty is valid"));
         let mut config = ProviderConfig::new(PathBuf::from("/h"));
@@ -385,6 +426,12 @@ mod tests {
             ("max_cpu = \"lots\"", "max_cpu"),
             ("max_memory = \"1 parsec\"", "max_memory"),
             ("gateway = \"nowhere\"", "gateway"),
+            ("gateway = [\"a:1\", \"nowhere\"]", "gateway"),
+            ("gateway = [\"a:1\", \"A:1\"]", "gateway"),
+            (
+                "gateway = [\"a:1\", \"b:1\"]\ngateway_https = \"a:443\"",
+                "gateway",
+            ),
             ("expose = [\"Blog=x:1\"]", "expose"),
             ("listen = [\"not-a-multiaddr\"]", "listen"),
             ("ready_timeout = \"soon\"", "ready_timeout"),

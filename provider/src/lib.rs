@@ -18,7 +18,8 @@
 //! - [`fleet`](crate::fleet): the robot's side of a fleet — its copy of the fleet log kept in
 //!   step with the gateway, the join with a token, the reconciler that applies releases
 //!   (health-gated switch, rollback) and the signed status it reports.
-//! - [`tunnel`](crate::tunnel): the tunnel client — reconnects, re-registers, splices streams.
+//! - [`tunnel`](crate::tunnel): the tunnel client — a link to each gateway; reconnects,
+//!   re-registers, splices streams.
 //! - [`relay`](crate::relay): a relay slot and a rendezvous registration at the gateway's
 //!   libp2p meeting point, so clients reach this provider behind NAT by its peer id.
 //! - [`rotate`](crate::rotate): `rotate-key` (the next key and its rotation token) and the
@@ -58,7 +59,7 @@ use tracing::{error, info, warn};
 pub use admin::ADDR_FILE as ADMIN_ADDR_FILE;
 pub use config::{
     AdminListen, DEFAULT_ADMIN_LISTEN, DEFAULT_LISTEN, Expose, Firewall, GatewaySpec, HttpsAddr,
-    JoinTokenText, ProviderConfig, TunnelCongestion, set_tunnel_congestion,
+    JoinTokenText, ProviderConfig, TunnelCongestion,
 };
 pub use config_file::{ConfigFileError, ProviderFile};
 pub use control::ReplayStoreError;
@@ -76,8 +77,8 @@ pub use rotate::{
     request as request_rotation,
 };
 pub use tunnel::{
-    DEFAULT_HTTPS_PORT, GatewayP2p, RegisterError, TlsSetupError, Transport, TransportMode,
-    TunnelHandle, TunnelSettings, TunnelStatus, start_tunnel,
+    DEFAULT_HTTPS_PORT, GatewayLink, GatewayP2p, LinkStatus, RegisterError, TlsSetupError,
+    Transport, TransportMode, TunnelHandle, TunnelSettings, TunnelStatus, start_tunnel,
 };
 
 /// Why the daemon could not run.
@@ -204,18 +205,8 @@ impl Daemon {
             .clone()
             .ok_or_else(|| docker_error.unwrap_or_default());
         let (stop, stop_rx) = watch::channel(false);
-        let (tunnel, tunnel_task) = match config.gateway.clone() {
-            Some(gateway) => {
-                let settings = TunnelSettings {
-                    gateway,
-                    gateway_ca: config.gateway_ca.clone(),
-                    transport: config.transport,
-                    gateway_https: config
-                        .gateway_https
-                        .clone()
-                        .map(|https| (https.host, https.port)),
-                };
-                set_tunnel_congestion(config.tunnel_congestion);
+        let (tunnel, tunnel_task) = match tunnel_settings(&config) {
+            Some(settings) => {
                 let (handle, task) = start_tunnel(&identity, settings, stop_rx)?;
                 (Some(handle), Some(task))
             }
@@ -274,7 +265,7 @@ impl Daemon {
         let fixed_gateway = if config.gateway_p2p.is_empty() {
             None
         } else {
-            let pinned = config.gateway.as_ref().and_then(|g| g.peer);
+            let pinned = config.gateways.first().and_then(|g| g.peer);
             Some(relay::fixed_source(&config.gateway_p2p, pinned).map_err(ProviderError::Config)?)
         };
         let fleet::FleetAgent {
@@ -407,6 +398,22 @@ impl Daemon {
     }
 }
 
+/// The tunnel's settings: a link to each `--gateway`, the i-th `--gateway-https` going with
+/// the i-th gateway. `None` without a gateway.
+fn tunnel_settings(config: &ProviderConfig) -> Option<TunnelSettings> {
+    if config.gateways.is_empty() {
+        return None;
+    }
+    let mut settings = TunnelSettings::several(config.gateways.clone());
+    for (link, https) in settings.gateways.iter_mut().zip(&config.gateway_https) {
+        link.https = Some((https.host.clone(), https.port));
+    }
+    settings.gateway_ca = config.gateway_ca.clone();
+    settings.transport = config.transport;
+    settings.congestion = config.tunnel_congestion;
+    Some(settings)
+}
+
 /// Starts the relay keeper when there is a gateway to reach and `relay` is on.
 fn start_relay(
     config: &ProviderConfig,
@@ -415,7 +422,7 @@ fn start_relay(
     stop: &watch::Sender<bool>,
 ) -> Result<(watch::Receiver<RelayStatus>, Option<JoinHandle<()>>), ProviderError> {
     let (status, rx) = watch::channel(RelayStatus::Waiting);
-    let pinned = config.gateway.as_ref().and_then(|g| g.peer);
+    let pinned = config.gateways.first().and_then(|g| g.peer);
     let source = if !config.relay {
         None
     } else if !config.gateway_p2p.is_empty() {
@@ -460,7 +467,7 @@ pub async fn run(
     config: ProviderConfig,
     shutdown: impl Future<Output = ()>,
 ) -> Result<Ended, ProviderError> {
-    if config.gateway.is_none() && config.listen.is_empty() {
+    if config.gateways.is_empty() && config.listen.is_empty() {
         return Err(ProviderError::NothingToDo);
     }
     // Before a switch, so an install from before the label file keeps the peer id its

@@ -52,7 +52,7 @@ enum Command {
     /// Serve trusted peers' deploy requests, run their containers and publish them through
     /// the gateway, until SIGTERM / Ctrl-C.
     #[command(
-        after_help = "Examples:\n  peercomputed run --gateway 12D3KooW...@gw.example.com:8443\n  peercomputed run --config /etc/peercompute/provider.toml\n  peercomputed run --gateway 12D3KooW...@gw.example.com:8443 --expose blog=127.0.0.1:8080 --max-memory 2GB\n  peercomputed run --listen /ip4/127.0.0.1/tcp/9000 --no-mdns   # no gateway: deploys run, without a public URL\n  peercomputed run --config /etc/peercompute/provider.toml --grant-device name=arm,path=/dev/ttyACM0,access=rw,peers=12D3KooW...,fleets=lekiwi\n  peercomputed run --config /etc/peercompute/provider.toml --max-volumes-size 50GB --volume-check-interval 5m\n  peercomputed run --config /etc/peercompute/provider.toml --offline-start-wait 30s   # fleet robot on a flaky uplink"
+        after_help = "Examples:\n  peercomputed run --gateway 12D3KooW...@gw.example.com:8443\n  peercomputed run --config /etc/peercompute/provider.toml\n  peercomputed run --gateway 12D3KooW...@gw.example.com:8443 --expose blog=127.0.0.1:8080 --max-memory 2GB\n  peercomputed run --gateway 12D3KooW...@gw1.example.com:8443 --gateway 12D3KooW...@gw2.example.com:8443   # one tunnel to each gateway of the domain\n  peercomputed run --listen /ip4/127.0.0.1/tcp/9000 --no-mdns   # no gateway: deploys run, without a public URL\n  peercomputed run --config /etc/peercompute/provider.toml --grant-device name=arm,path=/dev/ttyACM0,access=rw,peers=12D3KooW...,fleets=lekiwi\n  peercomputed run --config /etc/peercompute/provider.toml --max-volumes-size 50GB --volume-check-interval 5m\n  peercomputed run --config /etc/peercompute/provider.toml --offline-start-wait 30s   # fleet robot on a flaky uplink"
     )]
     Run(Box<RunArgs>),
     /// Join a fleet with a join token from `peerctl fleet invite`: the token is checked and
@@ -122,9 +122,11 @@ struct RunArgs {
     /// file's list).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// Gateway tunnel address; with PEERID@ the gateway's key is pinned.
+    /// Gateway tunnel address; with PEERID@ the gateway's key is pinned. Repeatable: one
+    /// tunnel to each gateway, every app published at all of them, so losing one gateway
+    /// loses no app.
     #[arg(long, value_name = "[PEERID@]HOST:PORT")]
-    gateway: Option<GatewaySpec>,
+    gateway: Vec<GatewaySpec>,
     /// CA bundle that signs the gateway's certificate (when not pinning its peer id).
     #[arg(long, value_name = "FILE")]
     gateway_ca: Option<PathBuf>,
@@ -134,14 +136,16 @@ struct RunArgs {
     #[arg(long, value_name = "auto|quic|tcp")]
     transport: Option<peercompute_provider::TransportMode>,
     /// The gateway's HTTPS listener, where the tunnel goes over TCP [default: the --gateway
-    /// host, port 443].
+    /// host, port 443]. With several --gateway: none, or one per --gateway, in the same
+    /// order.
     #[arg(long, value_name = "HOST:PORT")]
-    gateway_https: Option<peercompute_provider::HttpsAddr>,
+    gateway_https: Vec<peercompute_provider::HttpsAddr>,
     /// Publish an existing local TCP service under NAME (repeatable).
     #[arg(long, value_name = "NAME=HOST:PORT")]
     expose: Vec<Expose>,
     /// The gateway's libp2p address for relaying (repeatable), ending in /p2p/GATEWAYID
-    /// unless --gateway pins the id [default: announced by the gateway in the tunnel].
+    /// unless (the first) --gateway pins the id [default: announced by the gateway in the
+    /// tunnel; with several gateways, by the first that announced one].
     #[arg(long, value_name = "MULTIADDR")]
     gateway_p2p: Vec<peercompute_p2p::Multiaddr>,
     /// Do not keep a relay slot at the gateway (clients then need a LAN or an address).
@@ -321,8 +325,8 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
                     .map_err(ConfigError::wrap)?
                     .apply_to(&mut config);
             }
-            if gateway.is_some() {
-                config.gateway = gateway;
+            if !gateway.is_empty() {
+                config.gateways = gateway;
             }
             if gateway_ca.is_some() {
                 config.gateway_ca = gateway_ca;
@@ -330,7 +334,7 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
             if let Some(transport) = transport {
                 config.transport = transport;
             }
-            if gateway_https.is_some() {
+            if !gateway_https.is_empty() {
                 config.gateway_https = gateway_https;
             }
             if !expose.is_empty() {

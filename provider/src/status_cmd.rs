@@ -166,9 +166,29 @@ fn table(doc: &Value) -> String {
         if !t["reason"].is_null() {
             parts.push(s(&t["reason"]));
         }
+        let links = t["gateways"].as_array().map(Vec::as_slice).unwrap_or(&[]);
+        if !links.is_empty() {
+            let up = links.iter().filter(|l| l["state"] == "connected").count();
+            parts.insert(0, format!("{up}/{} gateways", links.len()));
+        }
         parts.join(", ")
     };
     rows.push(["tunnel".into(), tunnel]);
+    for l in t["gateways"].as_array().into_iter().flatten() {
+        let mut parts = vec![s(&l["state"])];
+        if !l["transport"].is_null() {
+            parts.push(format!("over {}", s(&l["transport"])));
+        }
+        if !l["reason"].is_null() {
+            parts.push(s(&l["reason"]));
+        }
+        // The address says which gateway; the pinned id is in `--json`.
+        let gateway = s(&l["gateway"]);
+        let at = gateway
+            .rsplit_once('@')
+            .map_or(gateway.as_str(), |(_, at)| at);
+        rows.push([format!("  {at}"), parts.join(", ")]);
+    }
     let r = &doc["relay"];
     rows.push([
         "relay".into(),
@@ -280,6 +300,38 @@ mod tests {
             "deploys      ok 3",
             "cpu          25%",
             "memory       1.0 GiB used of 4.0 GiB",
+        ] {
+            assert!(t.contains(want), "{want:?} missing in\n{t}");
+        }
+        assert!(
+            !t.contains("gateways"),
+            "one gateway: no per-gateway rows\n{t}"
+        );
+    }
+
+    #[test]
+    fn several_gateways_each_get_a_row() {
+        let doc = serde_json::json!({
+            "peer_id": "12D3KooWx", "version": "0.1.0", "commit": "abc1234", "ready": true,
+            "checks": [],
+            "tunnel": {"state": "connected", "gateway": "127.0.0.1:8443", "session": 1,
+                       "registered": 1, "connected_since": null, "reason": null,
+                       "gateways": [
+                {"gateway": "gw1.example.com:8443", "state": "connected", "transport": "quic",
+                 "address": "192.0.2.1:8443", "reason": null},
+                {"gateway": "12D3KooWx@gw2.example.com:8443", "state": "connecting", "transport": null,
+                 "address": null, "reason": null},
+                {"gateway": "gw3.example.com:8443", "state": "connected", "transport": "tcp",
+                 "address": "192.0.2.3:443", "reason": null}]},
+            "relay": {"state": "waiting", "detail": null},
+            "deployments": {}, "deploys": {}, "machine": {}
+        });
+        let t = table(&doc);
+        for want in [
+            "tunnel                  2/3 gateways, connected, to 127.0.0.1:8443",
+            "  gw1.example.com:8443  connected, over quic",
+            "  gw2.example.com:8443  connecting",
+            "  gw3.example.com:8443  connected, over tcp",
         ] {
             assert!(t.contains(want), "{want:?} missing in\n{t}");
         }

@@ -115,7 +115,7 @@ impl TestDaemon {
         tweak: impl FnOnce(&mut ProviderConfig),
     ) -> Daemon {
         let mut config = ProviderConfig::new(home);
-        config.gateway = gateway;
+        config.gateways = gateway.into_iter().collect();
         config.listen = vec![listen.parse().expect("multiaddr")];
         config.mdns = false;
         config.deploy.limits = limits;

@@ -71,7 +71,7 @@ impl TestProvider {
             port: gateway.tunnel.port(),
         });
         settings.transport = transport;
-        settings.gateway_https = Some((gateway.https.ip().to_string(), gateway.https.port()));
+        settings.gateways[0].https = Some((gateway.https.ip().to_string(), gateway.https.port()));
         Self::start_with(identity, settings)
     }
 

@@ -160,7 +160,11 @@ fn gateway_example_documents_every_key() {
 fn provider_example_parses_and_applies() {
     let path = repo().join("deploy/provider.toml");
     let file = ProviderFile::from_file(&path).unwrap_or_else(|e| panic!("{e}"));
-    let gateway = file.gateway.clone().expect("the example sets a gateway");
+    let gateway = file
+        .gateways
+        .first()
+        .cloned()
+        .expect("the example sets a gateway");
     assert!(gateway.peer.is_some(), "the example pins the gateway's key");
     let mut config = ProviderConfig::new(PathBuf::from("/var/lib/peercomputed"));
     let defaults = |c: &ProviderConfig| {
@@ -171,7 +175,7 @@ fn provider_example_parses_and_applies() {
     };
     let before = defaults(&config);
     file.apply_to(&mut config);
-    assert_eq!(config.gateway, Some(gateway));
+    assert_eq!(config.gateways, [gateway]);
     assert_eq!(
         defaults(&config),
         before,

@@ -279,11 +279,11 @@ async fn start_cut_off(rig: &mut Rig, i: usize, p2p: Vec<peercompute_p2p::Multia
     drop(dead);
     let robot = &mut rig.robots[i];
     let mut config = ProviderConfig::new(robot.daemon.home.path().to_path_buf());
-    config.gateway = Some(GatewaySpec {
+    config.gateways = vec![GatewaySpec {
         peer: Some(rig.gw.peer_id),
         host: "127.0.0.1".into(),
         port,
-    });
+    }];
     config.gateway_p2p = p2p;
     config.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().expect("multiaddr")];
     config.mdns = false;

@@ -88,7 +88,7 @@ async fn udp_blocked_serves_over_tcp_within_3s_and_returns_to_quic_without_faili
         port: TUNNEL_PORT,
     });
     settings.transport = TransportMode::Auto;
-    settings.gateway_https = Some((gw_host.ip().to_string(), HTTPS_PORT));
+    settings.gateways[0].https = Some((gw_host.ip().to_string(), HTTPS_PORT));
     // The gateway binary needs a moment to listen; the provider's dials retry on their own.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let started = Instant::now();

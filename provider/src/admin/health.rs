@@ -37,6 +37,8 @@ pub(crate) enum FirewallProbe {
 pub(crate) struct Probes {
     /// `None` when no gateway is configured.
     pub(crate) tunnel: Option<TunnelStatus>,
+    /// Each gateway's link (`links()`), shown when there are several.
+    pub(crate) links: Vec<crate::tunnel::LinkStatus>,
     pub(crate) docker: DockerProbe,
     pub(crate) firewall: FirewallProbe,
 }
@@ -100,6 +102,7 @@ pub(crate) fn readiness(probes: &Probes) -> Readiness {
         ),
         Some(TunnelStatus::Stopped) => check("tunnel", false, "stopped".into()),
     };
+    let tunnel = with_links(tunnel, &probes.links);
     let docker = match &probes.docker {
         DockerProbe::Up => check("docker", true, "the engine answers".into()),
         DockerProbe::Down(e) => check("docker", false, e.clone()),
@@ -129,6 +132,19 @@ pub(crate) fn readiness(probes: &Probes) -> Readiness {
     }
 }
 
+/// With several gateways the tunnel check starts with how many links are up
+/// ("2/3 gateways; connected to …"); with one it is left as it is.
+fn with_links(mut tunnel: Check, links: &[crate::tunnel::LinkStatus]) -> Check {
+    if links.len() > 1 {
+        let up = links
+            .iter()
+            .filter(|l| matches!(l.status, TunnelStatus::Connected { .. }))
+            .count();
+        tunnel.detail = format!("{up}/{} gateways; {}", links.len(), tunnel.detail);
+    }
+    tunnel
+}
+
 fn check(name: &'static str, ok: bool, detail: String) -> Check {
     Check { name, ok, detail }
 }
@@ -145,6 +161,7 @@ mod tests {
                 registered: 1,
                 transport: crate::tunnel::Transport::Quic,
             }),
+            links: Vec::new(),
             docker: DockerProbe::Up,
             firewall: FirewallProbe::Installed,
         }
@@ -222,5 +239,30 @@ mod tests {
                 .contains("firewall: ok not checked (firewall = external)")
         );
         assert!(r.text().contains("tunnel: ok no gateway configured"));
+    }
+
+    #[test]
+    fn several_gateways_show_how_many_links_are_up() {
+        let link = |host: &str, status: TunnelStatus| crate::tunnel::LinkStatus {
+            gateway: format!("{host}:8443").parse().expect("spec"),
+            status,
+        };
+        let mut p = probes();
+        let up = p.tunnel.clone().expect("connected");
+        p.links = vec![
+            link("gw1", up.clone()),
+            link("gw2", TunnelStatus::Connecting),
+            link("gw3", up),
+        ];
+        let r = readiness(&p);
+        assert!(r.ready);
+        assert!(
+            r.text()
+                .contains("tunnel: ok 2/3 gateways; connected to 127.0.0.1:8443"),
+            "{}",
+            r.text()
+        );
+        p.links.truncate(1);
+        assert!(readiness(&p).text().contains("tunnel: ok connected to"));
     }
 }

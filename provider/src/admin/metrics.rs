@@ -361,6 +361,29 @@ impl Collector for StateCollector {
                 shared.telemetry.connected_since().unwrap_or(0) as f64,
             )?;
         }
+        let links = shared
+            .tunnel
+            .as_ref()
+            .map(crate::tunnel::TunnelHandle::links)
+            .unwrap_or_default();
+        if links.len() > 1 {
+            let names: Vec<String> = links.iter().map(|l| l.gateway.to_string()).collect();
+            let up: Vec<(&str, f64)> = names
+                .iter()
+                .zip(&links)
+                .map(|(name, l)| {
+                    let connected = matches!(l.status, TunnelStatus::Connected { .. });
+                    (name.as_str(), if connected { 1.0 } else { 0.0 })
+                })
+                .collect();
+            labelled(
+                e,
+                "tunnel_gateway_up",
+                "With several gateways: 1 while the link to this gateway is connected",
+                "gateway",
+                &up,
+            )?;
+        }
         let relay = relay_state(&shared.relay.borrow());
         labelled(
             e,

@@ -17,6 +17,7 @@
 //! - `metrics`: the counted series ([`Telemetry`]) and the ones read at scrape time.
 
 mod health;
+mod link_doc;
 mod metrics;
 
 use std::collections::{BTreeMap, HashMap};
@@ -47,6 +48,7 @@ use crate::control::ControlContext;
 use crate::relay::RelayStatus;
 use crate::tunnel::{TunnelHandle, TunnelStatus};
 pub(crate) use health::{Check, DockerProbe, FirewallProbe, Probes, readiness};
+use link_doc::LinkDoc;
 pub(crate) use metrics::{MachineReader, Telemetry};
 
 /// How often the Docker engine is pinged.
@@ -122,6 +124,11 @@ impl Shared {
     pub(crate) fn probes(&self) -> Probes {
         Probes {
             tunnel: self.tunnel_status(),
+            links: self
+                .tunnel
+                .as_ref()
+                .map(TunnelHandle::links)
+                .unwrap_or_default(),
             docker: self
                 .docker
                 .lock()
@@ -505,6 +512,9 @@ pub(crate) struct TunnelDoc {
     /// Unix seconds.
     pub(crate) connected_since: Option<u64>,
     pub(crate) reason: Option<String>,
+    /// Each gateway's link, when there are several (absent with one gateway).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub(crate) gateways: Vec<LinkDoc>,
 }
 
 #[derive(Debug, Serialize)]
@@ -526,7 +536,16 @@ pub(crate) fn status_doc(shared: &Shared) -> StatusDoc {
             transport: None,
             connected_since: shared.telemetry.connected_since(),
             reason: None,
+            gateways: Vec::new(),
         };
+        let links = shared
+            .tunnel
+            .as_ref()
+            .map(TunnelHandle::links)
+            .unwrap_or_default();
+        if links.len() > 1 {
+            doc.gateways = links.iter().map(LinkDoc::of).collect();
+        }
         match s {
             TunnelStatus::Connected {
                 gateway,

@@ -112,6 +112,7 @@ pub(crate) fn client_config(
     identity: &Identity,
     pinned: Option<PeerId>,
     ca: Option<&Path>,
+    congestion: TunnelCongestion,
 ) -> Result<ClientConfigs, TlsSetupError> {
     let (cert, key) =
         self_signed_cert(identity, &[]).map_err(|e| TlsSetupError::Tls(e.to_string()))?;
@@ -155,7 +156,7 @@ pub(crate) fn client_config(
                 .try_into()
                 .expect("30 s is a valid QUIC idle timeout"),
         ))
-        .congestion_controller_factory(quic_congestion(crate::config::tunnel_congestion()));
+        .congestion_controller_factory(quic_congestion(congestion));
     config.transport_config(Arc::new(transport));
     Ok(ClientConfigs {
         quic: config,
