@@ -254,6 +254,18 @@ mod tests {
         );
     }
 
+    /// The value of `tokio_alive_tasks` in a scrape.
+    fn alive_tasks_in(text: &str) -> f64 {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("tokio_alive_tasks "))
+            .unwrap_or_else(|| panic!("tokio_alive_tasks missing from\n{text}"));
+        line["tokio_alive_tasks ".len()..]
+            .trim()
+            .parse()
+            .expect("a number")
+    }
+
     #[test]
     fn a_scrape_on_another_runtime_counts_the_registering_runtime_s_tasks() {
         let main = tokio::runtime::Builder::new_current_thread()
@@ -279,18 +291,8 @@ mod tests {
         for task in parked {
             task.abort();
         }
-        let line = text
-            .lines()
-            .find(|l| l.starts_with("tokio_alive_tasks "))
-            .unwrap_or_else(|| panic!("tokio_alive_tasks missing from\n{text}"));
-        let n: f64 = line["tokio_alive_tasks ".len()..]
-            .trim()
-            .parse()
-            .expect("a number");
-        assert!(
-            n >= 5.0,
-            "the main runtime's 5 tasks, not the admin's: {line}"
-        );
+        let n = alive_tasks_in(&text);
+        assert!(n >= 5.0, "the main runtime's 5 tasks, not the admin's: {n}");
     }
 
     #[test]
@@ -311,14 +313,7 @@ mod tests {
             }
             text
         });
-        let line = text
-            .lines()
-            .find(|l| l.starts_with("tokio_alive_tasks "))
-            .unwrap_or_else(|| panic!("tokio_alive_tasks missing from\n{text}"));
-        let n: f64 = line["tokio_alive_tasks ".len()..]
-            .trim()
-            .parse()
-            .expect("a number");
-        assert!(n >= 3.0, "{line}");
+        let n = alive_tasks_in(&text);
+        assert!(n >= 3.0, "{n}");
     }
 }
