@@ -55,6 +55,7 @@ async fn every_phase_runs_without_errors_direct_and_through_the_tunnel() {
             )
             .expect("through-tcp target"),
         ),
+        alternative: None,
         // Gateway and provider run inside this test process.
         gateway_pid: me,
         provider_pid: me,

@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use tunnel_bench::alt;
 use tunnel_bench::procfs::Watched;
 use tunnel_bench::setup::{self, Stack};
 use tunnel_bench::suite::{self, Rig, Settings};
@@ -282,6 +283,37 @@ async fn bench(cli: &Cli) -> anyhow::Result<bool> {
         stack.splice_addr, stack.splices[0].pid, stack.splices[1].pid
     );
 
+    let alternative = match alt::tools() {
+        Ok(tools) => match alt::Alternative::start(tools, stack.backend_addr, &host).await {
+            Ok(a) => {
+                println!(
+                    "alternative: https://{host}:{}/  (nginx pid {}, TLS 1.3 → rathole server pid {} → noise tunnel → rathole client pid {} → the same backend)",
+                    a.https.port(),
+                    a.nginx.pid,
+                    a.server.pid,
+                    a.client.pid
+                );
+                Some(a)
+            }
+            Err(e) => return Err(stack.fail(e).await),
+        },
+        Err(why) => {
+            println!("alternative: {why}");
+            None
+        }
+    };
+    let mut watched_procs = vec![
+        watched("bench", std::process::id()),
+        watched("backend", stack.backend.pid),
+        watched("gateway", stack.gateway.pid),
+        watched("provider", stack.provider.pid),
+        watched("provider-tcp", stack.provider_tcp.pid),
+        watched("relays", stack.splices[0].pid),
+        watched("relays", stack.splices[1].pid),
+    ];
+    if let Some(a) = &alternative {
+        watched_procs.extend(a.pids().into_iter().map(|(l, p)| watched(l, p)));
+    }
     let rig = Rig {
         direct: Target::plain("direct", stack.backend_addr, &host),
         ceiling: Some(Target::plain("ceiling", stack.splice_addr, &host)),
@@ -292,25 +324,30 @@ async fn bench(cli: &Cli) -> anyhow::Result<bool> {
             &format!("{}.{domain}", setup::TCP_NAME),
             &stack.ca_pem,
         )?),
+        alternative: match &alternative {
+            Some(a) => Some(Target::https("nginx+rathole", a.https, &host, &a.ca_pem)?),
+            None => None,
+        },
         gateway_pid: stack.gateway.pid,
         provider_pid: stack.provider.pid,
-        watched: vec![
-            watched("bench", std::process::id()),
-            watched("backend", stack.backend.pid),
-            watched("gateway", stack.gateway.pid),
-            watched("provider", stack.provider.pid),
-            watched("provider-tcp", stack.provider_tcp.pid),
-            watched("relays", stack.splices[0].pid),
-            watched("relays", stack.splices[1].pid),
-        ],
+        watched: watched_procs,
         admin: Some(stack.admin),
     };
     eprintln!("measuring (each phase direct, then through the tunnel):");
     let report = match suite::run(&rig, &settings).await {
         Ok(r) => r,
-        Err(e) => return Err(stack.fail(e).await),
+        Err(e) => {
+            let e = match &alternative {
+                Some(a) => e.context(a.log_tails()),
+                None => e,
+            };
+            return Err(stack.fail(e).await);
+        }
     };
     stack.stop().await;
+    if let Some(a) = alternative {
+        a.stop().await;
+    }
     let sound = tunnel_bench::report::print(&report, cli.quick);
     println!();
     println!(

@@ -16,7 +16,9 @@
 //! - [`report`]: prints the figures, the ratios to direct and the targets with PASS/MISS.
 //! - [`soak`]: `--soak`: long mixed load, `/metrics` sampled, slopes of RSS/fds/tasks.
 //! - [`setup`]: the real binaries as child processes (built or found), free ports, readiness.
+//! - [`alt`]: the alternative users assemble instead: nginx (TLS) → rathole (noise) → backend.
 
+pub(crate) mod alt;
 pub(crate) mod bulk;
 pub(crate) mod closed;
 pub(crate) mod held;

@@ -302,6 +302,10 @@ pub(crate) fn print(report: &Report, quick: bool) -> bool {
         sound &= ct.errors + ct.non_2xx == 0 && ct.requests > 0 && bt.ok();
     }
 
+    if let Some((closed, bulk)) = &report.alternative {
+        sound &= print_alternative(report, closed, bulk, &mut disturbed);
+    }
+
     println!();
     println!("Memory after each phase (VmRSS / VmHWM)");
     println!("  {:<26} {:>24} {:>24}", "", "gateway", "provider");
@@ -411,4 +415,115 @@ fn print_targets(report: &Report, quick: bool) {
             ceiling_ratio * 100.0
         );
     }
+}
+
+/// Issue 15's goals against the alternative, measured in the same run.
+const ALT_MIN_REQ_RATIO: f64 = 1.5;
+const ALT_MAX_CPU_RATIO: f64 = 0.5;
+const ALT_MIN_BULK_GBIT: f64 = 5.0;
+
+/// CPU time per request (µs) of the processes labelled `labels`, over a closed-loop phase.
+fn cpu_us_per_request(cpu: &CpuUse, labels: &[&str], req_per_sec: f64) -> f64 {
+    let pct: f64 = cpu
+        .procs
+        .iter()
+        .filter(|(label, _)| labels.contains(&label.as_str()))
+        .map(|(_, p)| p)
+        .sum();
+    if req_per_sec <= 0.0 {
+        return 0.0;
+    }
+    pct / 100.0 / req_per_sec * 1e6
+}
+
+/// The tunnel against nginx + rathole: req/s, CPU per request of the proxy processes only,
+/// bulk, and issue 15's goals with PASS/MISS. Returns whether the alternative's own answers
+/// were all correct.
+fn print_alternative(
+    report: &Report,
+    closed: &super::suite::Measured<super::closed::ClosedResult>,
+    bulk: &super::suite::Measured<super::bulk::BulkResult>,
+    disturbed: &mut Vec<String>,
+) -> bool {
+    let tunnel = &report.closed.through;
+    let (tq, aq) = (tunnel.result.req_per_sec(), closed.result.req_per_sec());
+    let t_cpu = cpu_us_per_request(&tunnel.cpu, &["gateway", "provider"], tq);
+    let a_cpu = cpu_us_per_request(&closed.cpu, &["nginx", "rathole"], aq);
+    let (tb, ab) = (
+        report.bulk.through.result.gbit_per_sec(),
+        bulk.result.gbit_per_sec(),
+    );
+    println!();
+    println!(
+        "Against what users assemble instead (issue 15): nginx (TLS 1.3, keep-alive upstream) → rathole (noise) → the same backend, same load:"
+    );
+    println!(
+        "  {:<40} {:>12} {:>14} {:>10}",
+        "", "tunnel", "nginx+rathole", "tun/alt"
+    );
+    println!(
+        "  {:<40} {:>12.0} {:>14.0} {:>10}",
+        "closed-loop req/s",
+        tq,
+        aq,
+        ratio(tq, aq)
+    );
+    println!(
+        "  {:<40} {:>12.1} {:>14.1} {:>10}",
+        "CPU µs per request (proxy processes)",
+        t_cpu,
+        a_cpu,
+        ratio(t_cpu, a_cpu)
+    );
+    println!(
+        "  {:<40} {:>12} {:>14} {:>10}",
+        "latency p99",
+        ms(tunnel.result.latency.percentile(99.0)),
+        ms(closed.result.latency.percentile(99.0)),
+        ratio(
+            secs(tunnel.result.latency.percentile(99.0)),
+            secs(closed.result.latency.percentile(99.0))
+        )
+    );
+    println!(
+        "  {:<40} {:>12.2} {:>14.2} {:>10}",
+        "bulk Gbit/s",
+        tb,
+        ab,
+        ratio(tb, ab)
+    );
+    cpu_line(
+        "alt:    ",
+        "closed loop through nginx+rathole".into(),
+        &closed.cpu,
+        disturbed,
+    );
+    cpu_line(
+        "alt:    ",
+        "bulk through nginx+rathole".into(),
+        &bulk.cpu,
+        disturbed,
+    );
+    let req_ratio = if aq > 0.0 { tq / aq } else { 0.0 };
+    let cpu_ratio = if a_cpu > 0.0 {
+        t_cpu / a_cpu
+    } else {
+        f64::INFINITY
+    };
+    println!(
+        "  goal: req/s ≥ {ALT_MIN_REQ_RATIO}× nginx+rathole: {:.2}× {}",
+        req_ratio,
+        verdict(req_ratio >= ALT_MIN_REQ_RATIO)
+    );
+    println!(
+        "  goal: CPU per request ≤ {ALT_MAX_CPU_RATIO}× nginx+rathole's: {:.2}× {}",
+        cpu_ratio,
+        verdict(cpu_ratio <= ALT_MAX_CPU_RATIO)
+    );
+    println!(
+        "  goal: bulk through the tunnel ≥ {ALT_MIN_BULK_GBIT} Gbit/s: {tb:.2} {}",
+        verdict(tb >= ALT_MIN_BULK_GBIT)
+    );
+    let c = &closed.result;
+    c.errors + c.non_2xx == 0 && c.requests > 0 && bulk.result.ok()
 }

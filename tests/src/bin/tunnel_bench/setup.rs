@@ -133,7 +133,7 @@ pub(crate) struct ChildProc {
 
 impl ChildProc {
     /// Starts `cmd` with stderr (and stdout unless the caller set it) in `log`.
-    fn spawn(
+    pub(crate) fn spawn(
         name: &'static str,
         cmd: &mut Command,
         log: PathBuf,
@@ -300,7 +300,7 @@ impl Helper {
     }
 }
 
-fn free_tcp_port() -> anyhow::Result<u16> {
+pub(crate) fn free_tcp_port() -> anyhow::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")
         .context("bind a TCP port")?
         .local_addr()?
@@ -315,7 +315,7 @@ fn free_udp_port() -> anyhow::Result<u16> {
 }
 
 /// Runs a short command and returns its trimmed stdout.
-async fn output(cmd: &mut Command, what: &str) -> anyhow::Result<String> {
+pub(crate) async fn output(cmd: &mut Command, what: &str) -> anyhow::Result<String> {
     let out = tokio::time::timeout(Duration::from_secs(30), cmd.kill_on_drop(true).output())
         .await
         .with_context(|| format!("{what} timed out"))?
@@ -409,6 +409,9 @@ impl Stack {
                 .args(["--allow-provider", &provider_id])
                 .args(["--allow-provider", &provider_tcp_id])
                 .args(["--rate-limit", "0", "--rate-limit-ip", "0"])
+                // The bench measures the tunnel; the p2p meeting point's fixed port 4001
+                // would also keep two benches from running side by side.
+                .arg("--no-p2p")
                 .stdin(Stdio::null()),
             dir.path().join("gateway.log"),
             true,
@@ -563,7 +566,7 @@ impl Stack {
 
 /// Polls `probe` until it returns true, failing early (with its log) if a child exits and
 /// after [`READY_TIMEOUT`] with the last probe error.
-async fn wait_until<F, Fut>(
+pub(crate) async fn wait_until<F, Fut>(
     what: &str,
     children: &mut [&mut ChildProc],
     mut probe: F,

@@ -72,6 +72,9 @@ pub(crate) struct Rig {
     /// The same route served by a provider on the TCP transport (TLS + yamux to the
     /// gateway's HTTPS port), measured in the closed loop and bulk phases when present.
     pub(crate) through_tcp: Option<Target>,
+    /// What users assemble instead (nginx TLS → rathole noise tunnel → backend), measured in
+    /// the closed loop and bulk phases when nginx and rathole are installed.
+    pub(crate) alternative: Option<Target>,
     pub(crate) gateway_pid: u32,
     pub(crate) provider_pid: u32,
     /// Processes whose CPU use is reported per phase (load generator, backend, …).
@@ -122,6 +125,8 @@ pub(crate) struct Report {
     pub(crate) bulk: Pair<BulkResult>,
     /// Closed loop and bulk through the TCP-transport provider.
     pub(crate) tcp: Option<(Measured<ClosedResult>, Measured<BulkResult>)>,
+    /// Closed loop and bulk through nginx + rathole.
+    pub(crate) alternative: Option<(Measured<ClosedResult>, Measured<BulkResult>)>,
     /// `(after phase, gateway, provider)`.
     pub(crate) memory: Vec<(&'static str, Memory, Memory)>,
 }
@@ -190,6 +195,10 @@ pub(crate) async fn run(rig: &Rig, settings: &Settings) -> anyhow::Result<Report
         Some(t) => Some(measured(rig, closed_what(t), closed::run(t, &spec)).await?),
         None => None,
     };
+    let alt_closed = match &rig.alternative {
+        Some(t) => Some(measured(rig, closed_what(t), closed::run(t, &spec)).await?),
+        None => None,
+    };
     snapshot("closed loop");
 
     let spec = OpenLoop {
@@ -227,7 +236,9 @@ pub(crate) async fn run(rig: &Rig, settings: &Settings) -> anyhow::Result<Report
         bulk_pair
             .push(measured(rig, what, bulk::run(target, settings.bulk_bytes, &expected)).await?);
     }
-    let tcp = match (&rig.through_tcp, tcp_closed) {
+    let with_bulk = async |target: &Option<Target>, closed: Option<Measured<ClosedResult>>| match (
+        target, closed,
+    ) {
         (Some(target), Some(closed)) => {
             let what = format!(
                 "bulk download of {} MiB, {}",
@@ -236,10 +247,12 @@ pub(crate) async fn run(rig: &Rig, settings: &Settings) -> anyhow::Result<Report
             );
             let bulk =
                 measured(rig, what, bulk::run(target, settings.bulk_bytes, &expected)).await?;
-            Some((closed, bulk))
+            anyhow::Ok(Some((closed, bulk)))
         }
-        _ => None,
+        _ => Ok(None),
     };
+    let tcp = with_bulk(&rig.through_tcp, tcp_closed).await?;
+    let alternative = with_bulk(&rig.alternative, alt_closed).await?;
     snapshot("bulk download");
 
     Ok(Report {
@@ -250,6 +263,7 @@ pub(crate) async fn run(rig: &Rig, settings: &Settings) -> anyhow::Result<Report
         held,
         bulk: pair(bulk_pair),
         tcp,
+        alternative,
         memory,
     })
 }
