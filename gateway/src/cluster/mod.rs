@@ -32,6 +32,8 @@ pub(crate) async fn connect(
     let Some(mut options) = config.cluster_options(&peer.to_string())? else {
         return Ok(None);
     };
+    // A bad sealing key is a start error, before anything is ordered or published.
+    config.cluster_secret()?;
     options.mirror = Some(config.cluster_mirror());
     let store = ClusterStore::connect(&config.cluster, options).await?;
     info!(
