@@ -296,7 +296,7 @@ pub async fn run(
             (store.clone(), server::visitor_tls(store, false), None)
         }
         TlsSource::Acme(challenge) => {
-            let (prepared, hooks) = tls::acme::prepare(&config, challenge)?;
+            let (prepared, hooks) = tls::acme::prepare(&config, challenge, cluster.as_ref())?;
             let visitor = server::visitor_tls(prepared.resolver.clone(), prepared.offer_acme_tls);
             (prepared.store.clone(), visitor, Some((prepared, hooks)))
         }

@@ -7,8 +7,10 @@
 //!
 //! - `names.rs`: [`Names`], the name table (local file or cluster), and the mapping of the
 //!   cluster's answers onto the refusals providers already know.
+//! - `seal.rs`: AES-256-GCM sealing of secrets kept in etcd (the ACME private key).
 
 mod names;
+pub(crate) mod seal;
 
 use std::sync::Arc;
 
