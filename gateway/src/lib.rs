@@ -398,6 +398,12 @@ pub async fn run(
     }
     tasks.spawn(traffic::sample_loop(shared.clone(), stop_rx.clone()));
     if let Some(store) = cluster.clone() {
+        let _ = shared.elsewhere.set(cluster::tunnels::follow(&store));
+        tasks.spawn(cluster::tunnels::publish(
+            shared.clone(),
+            store.clone(),
+            stop_rx.clone(),
+        ));
         tasks.spawn(cluster::follow(shared.clone(), store, stop_rx.clone()));
     }
     let purge_shared = shared.clone();
