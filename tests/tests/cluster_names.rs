@@ -482,6 +482,29 @@ async fn visit(gw: &TestGateway, name: &str) -> (u16, Option<String>, String, Du
     (status, retry, resp.text().await.expect("body"), took)
 }
 
+/// Visits `name` at `gw` (every 50 ms, at most 10 s) until its answer names another
+/// gateway (`elsewhere`) or stops naming one.
+async fn visit_until(
+    gw: &TestGateway,
+    name: &str,
+    elsewhere: bool,
+) -> (u16, Option<String>, String, Duration) {
+    within(
+        10,
+        "the 'served by another gateway' answer to change",
+        async {
+            loop {
+                let answer = visit(gw, name).await;
+                if answer.2.contains("another gateway") == elsewhere {
+                    return answer;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        },
+    )
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_name_served_at_another_gateway_gets_a_fast_502_naming_it() {
     let etcd = EtcdServer::start().await;
@@ -499,16 +522,7 @@ async fn a_name_served_at_another_gateway_gets_a_fast_502_naming_it() {
         a.peer_id
     );
     let seen = Instant::now();
-    let (status, retry, body, took) = within(10, "B answers 'served by another gateway'", async {
-        loop {
-            let answer = visit(&b, "elsewhere").await;
-            if answer.2.contains("another gateway") {
-                return answer;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await;
+    let (status, retry, body, took) = visit_until(&b, "elsewhere", true).await;
     eprintln!(
         "figure: B names A {:?} after the registration",
         seen.elapsed()
@@ -544,16 +558,7 @@ async fn a_name_served_at_another_gateway_gets_a_fast_502_naming_it() {
     // today's again (not the 502 naming A).
     at_a.stop().await;
     let gone = Instant::now();
-    let (status, _, body, _) = within(10, "B stops naming A", async {
-        loop {
-            let answer = visit(&b, "elsewhere").await;
-            if !answer.2.contains("another gateway") {
-                return answer;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await;
+    let (status, _, body, _) = visit_until(&b, "elsewhere", false).await;
     eprintln!(
         "figure: B stopped naming A {:?} after the provider left A",
         gone.elapsed()

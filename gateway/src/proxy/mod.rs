@@ -97,6 +97,18 @@ impl Counted {
         }
     }
 
+    /// A request to a name no tunnel here serves, counted as `kind`.
+    fn unserved(shared: &Shared, name: String, kind: ErrorKind) -> Self {
+        let counted = Self {
+            route: shared.traffic.cell_for(&name),
+            tunnel: None,
+            provider: None,
+            name,
+        };
+        counted.error(kind);
+        counted
+    }
+
     fn error(&self, kind: ErrorKind) {
         self.route.record_error(kind);
         if let Some(tunnel) = &self.tunnel {
@@ -151,13 +163,7 @@ async fn route_request(
             return (not_found(&host), None);
         }
         // An offline name was registered, so it has (or shares) a cell: bounded.
-        let counted = Counted {
-            route: shared.traffic.cell_for(&name),
-            tunnel: None,
-            provider: None,
-            name,
-        };
-        counted.error(ErrorKind::Offline);
+        let counted = Counted::unserved(shared, name, ErrorKind::Offline);
         let resp = text(
             StatusCode::BAD_GATEWAY,
             format!("the provider serving {host} is offline\n"),
@@ -203,13 +209,7 @@ fn elsewhere(
     gateway: &str,
 ) -> (Response<ProxyBody>, Option<Counted>) {
     // An owned name: the cells stay bounded by the owned names.
-    let counted = Counted {
-        route: shared.traffic.cell_for(&name),
-        tunnel: None,
-        provider: None,
-        name,
-    };
-    counted.error(ErrorKind::Elsewhere);
+    let counted = Counted::unserved(shared, name, ErrorKind::Elsewhere);
     let mut resp = text(
         StatusCode::BAD_GATEWAY,
         format!(
