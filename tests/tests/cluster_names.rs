@@ -529,6 +529,14 @@ async fn a_name_served_at_another_gateway_gets_a_fast_502_naming_it() {
     );
     assert_eq!(status, 502, "{body}");
     assert_eq!(retry.as_deref(), Some("2"));
+    let view: serde_json::Value =
+        serde_json::from_str(&b.admin_get("/api/v1/cluster").await).expect("cluster JSON");
+    assert_eq!(view["enabled"], true, "{view}");
+    assert_eq!(view["up"], true, "{view}");
+    assert_eq!(view["gateway_id"], b.peer_id.to_string(), "{view}");
+    assert_eq!(view["endpoints"][0], etcd.cluster_endpoint(), "{view}");
+    assert!(view["names"].as_u64() >= Some(1), "{view}");
+    assert!(view["last_error"].is_null(), "{view}");
     assert_eq!(body.trim_end(), want);
     let mut slowest = took;
     for _ in 0..20 {
