@@ -7,7 +7,9 @@
 //!   and pebble's log), and the three present the same leaf in a TLS handshake; the private
 //!   key in etcd is sealed (not in clear).
 //! - The lock holder dies (its task aborted, its lease left to expire): another gateway
-//!   takes the lock within the lease TTL; the time is printed.
+//!   takes the lock within the lease TTL (time printed) and orders nothing.
+//! - etcd killed, a gateway that never ordered restarts: it serves the adopted certificate
+//!   from its own state dir.
 
 use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
@@ -191,6 +193,21 @@ async fn three_gateways_one_order_same_certificate_and_the_lock_moves_on() {
         "the new holder orders nothing"
     );
     assert_eq!(pebble.issued(), 1);
+
+    // etcd gone, a gateway that never ordered restarts: it serves the certificate it
+    // adopted, from its own state dir.
+    let mut etcd = etcd;
+    etcd.kill();
+    let third = 3 - holder - next;
+    let restarted = gws.remove(third).restart().await;
+    let after = leaf(&restarted, &root, 20).await;
+    assert_eq!(
+        after, leaves[0],
+        "the adopted certificate, served with etcd down"
+    );
+    eprintln!("figure: gateway {third} restarted with etcd down serves the adopted certificate");
+    let mut restarted = restarted;
+    restarted.shutdown().await;
     for gw in &mut gws {
         gw.shutdown().await;
     }

@@ -572,4 +572,33 @@ async fn a_name_served_at_another_gateway_gets_a_fast_502_naming_it() {
         gone.elapsed()
     );
     assert_eq!(status, 404, "{body}");
+
+    // A gateway that dies: its records go with its lease (TTL 10 s), not before.
+    let mut at_a = TestProvider::start(TestProvider::identity(), &a);
+    at_a.register("crash", backend.addr)
+        .await
+        .expect("registered at A");
+    visit_until(&b, "crash", true).await;
+    let mut a = a;
+    let died = Instant::now();
+    a.abort().await;
+    // In one process the provider's tunnel tasks would keep A's lease renewed; a real crash
+    // closes them with the process.
+    at_a.stop().await;
+    let (status, _, body, _) = within(15, "A's records expire", async {
+        loop {
+            let answer = visit(&b, "crash").await;
+            if !answer.2.contains("another gateway") {
+                return answer;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    let expired = died.elapsed();
+    eprintln!(
+        "figure: B stopped naming a dead gateway A {expired:?} after it died (lease TTL 10 s)"
+    );
+    assert_eq!(status, 404, "{body}");
+    assert!(expired <= Duration::from_secs(12), "{expired:?}");
 }
