@@ -229,6 +229,55 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_secret_file_must_be_32_private_bytes() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("dir");
+        let file = |name: &str, bytes: &[u8], mode: u32| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, bytes).expect("write");
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+            path
+        };
+        let cases = [
+            (file("good", &[1; 32], 0o600), Ok(())),
+            (file("open", &[1; 32], 0o644), Err("chmod 600")),
+            (
+                file("short", &[1; 31], 0o600),
+                Err("holds 31 bytes, not 32: make it once"),
+            ),
+        ];
+        for (path, want) in cases {
+            let config = GatewayConfig {
+                cluster_secret_file: Some(path.clone()),
+                ..GatewayConfig::default()
+            };
+            match (config.cluster_secret(), want) {
+                (Ok(Some(key)), Ok(())) => assert_eq!(key, [1; 32]),
+                (Err(e), Err(w)) => assert!(e.to_string().contains(w), "{path:?}: {e}"),
+                (got, want) => panic!("{path:?}: got {got:?}, want {want:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_cluster_with_tls_alpn_01_is_a_start_error_that_points_to_dns_01() {
+        let config = GatewayConfig {
+            domain: "apps.example.com".into(),
+            open: true,
+            tls: crate::config::TlsMode::Acme,
+            acme_challenge: Some(AcmeChallenge::TlsAlpn01),
+            cluster: vec!["etcd://127.0.0.1:2379".into()],
+            ..GatewayConfig::default()
+        };
+        let err = config.validate().expect_err("refused").to_string();
+        assert!(
+            err.contains("tls-alpn-01 cannot work with --cluster"),
+            "{err}"
+        );
+        assert!(err.contains("use DNS-01 (--acme-challenge dns-01"), "{err}");
+    }
+
+    #[test]
     fn cluster_settings_table() {
         let one = |s: &str| vec![s.to_owned()];
         let two = |a: &str, b: &str| vec![a.to_owned(), b.to_owned()];

@@ -262,8 +262,10 @@ async fn hold_lock(
             }
         }
         let started = tokio::time::Instant::now();
+        // A wait for the lock never outlives the session it started in.
         let key = tokio::select! {
             r = store.lock(LOCK) => r,
+            _ = up.wait_for(|up| !*up) => continue,
             _ = stop.changed() => return,
         };
         let key = match key {
