@@ -37,12 +37,18 @@
 //! - `transfer.rs`: [`ClusterStore::transfer`], every name of a rotated key to its new key.
 //! - `peers.rs`: allow and revoke, and their change counter.
 //! - `mirror.rs`: the cache's copy on disk.
+//! - `follow.rs`: raw sub-prefixes the cache does not keep ([`ClusterStore::follow`]) and
+//!   lease-bound puts (the ACME certificates, the per-gateway tunnel records).
+//! - `lock.rs`: [`ClusterStore::lock`] (etcd Lock API on the gateway lease) and
+//!   [`ClusterStore::put_fenced`], a write only while the lock is held.
 //! - `error.rs`: [`ClusterError`], whose texts say what to do.
 
 mod cache;
 mod driver;
 mod error;
+mod follow;
 mod keys;
+mod lock;
 mod mirror;
 mod names;
 mod options;
@@ -52,6 +58,8 @@ mod transfer;
 
 pub use cache::{HoldRecord, NameRecord, PeerRecord};
 pub use error::ClusterError;
+pub use follow::Followed;
+pub use lock::LockKey;
 pub use names::{Claim, Release};
 pub use options::{ClusterOptions, ClusterTls};
 pub use store::ClusterStore;

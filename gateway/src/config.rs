@@ -191,6 +191,9 @@ pub struct GatewayConfig {
     /// Allow plain `etcd://` to a host that is not loopback (names and revocations then
     /// cross the network unencrypted and unauthenticated).
     pub cluster_insecure: bool,
+    /// 32 random bytes (mode 0600, the same file on every gateway): the AES-256-GCM key that
+    /// seals ACME private keys stored in etcd. Required with `--cluster` and `--tls acme`.
+    pub cluster_secret_file: Option<PathBuf>,
 }
 
 /// quinn's controller for a [`TunnelCongestion`] choice, with quinn's default parameters.
@@ -271,6 +274,7 @@ impl Default for GatewayConfig {
             cluster_user: None,
             cluster_password_file: None,
             cluster_insecure: false,
+            cluster_secret_file: None,
         }
     }
 }

@@ -296,7 +296,7 @@ pub async fn run(
             (store.clone(), server::visitor_tls(store, false), None)
         }
         TlsSource::Acme(challenge) => {
-            let (prepared, hooks) = tls::acme::prepare(&config, challenge)?;
+            let (prepared, hooks) = tls::acme::prepare(&config, challenge, cluster.as_ref())?;
             let visitor = server::visitor_tls(prepared.resolver.clone(), prepared.offer_acme_tls);
             (prepared.store.clone(), visitor, Some((prepared, hooks)))
         }
@@ -398,6 +398,12 @@ pub async fn run(
     }
     tasks.spawn(traffic::sample_loop(shared.clone(), stop_rx.clone()));
     if let Some(store) = cluster.clone() {
+        let _ = shared.elsewhere.set(cluster::tunnels::follow(&store));
+        tasks.spawn(cluster::tunnels::publish(
+            shared.clone(),
+            store.clone(),
+            stop_rx.clone(),
+        ));
         tasks.spawn(cluster::follow(shared.clone(), store, stop_rx.clone()));
     }
     let purge_shared = shared.clone();

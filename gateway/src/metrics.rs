@@ -99,6 +99,8 @@ pub(crate) struct Metrics {
     pub(crate) cluster_up: Gauge,
     /// `--cluster`: names refused by the cluster store, by reason.
     pub(crate) cluster_refusals: Family<ReasonLabel, Counter>,
+    /// `--cluster` with ACME: 1 while this gateway holds the cluster's ACME lock.
+    pub(crate) cluster_acme_lock: Gauge,
 }
 
 impl Metrics {
@@ -143,6 +145,7 @@ impl Metrics {
             acme_failures: Family::default(),
             cluster_up: Gauge::default(),
             cluster_refusals: Family::default(),
+            cluster_acme_lock: Gauge::default(),
             registry: Registry::default(),
         };
         for collector in collectors {
@@ -250,6 +253,11 @@ impl Metrics {
                 "cluster_refusals",
                 "Names the cluster store refused, by reason (owned, held, unavailable, error)",
                 m.cluster_refusals.clone(),
+            );
+            registry.register(
+                "cluster_acme_lock_held",
+                "1 while this gateway holds the cluster's ACME lock (it alone orders and renews)",
+                m.cluster_acme_lock.clone(),
             );
         }
         Self { registry: top, ..m }

@@ -104,6 +104,8 @@ pub(crate) struct Shared {
     draining: AtomicBool,
     /// libp2p addresses sent to providers in Welcome (empty when p2p is off).
     pub(crate) p2p_addrs: std::sync::OnceLock<Vec<String>>,
+    /// `--cluster`: every gateway's tunnel records (`tunnels/`), for the fast 502.
+    pub(crate) elsewhere: OnceLock<tokio::sync::watch::Receiver<peercompute_cluster::Followed>>,
 }
 
 impl Shared {
@@ -144,6 +146,7 @@ impl Shared {
             acme,
             draining: AtomicBool::new(false),
             p2p_addrs: std::sync::OnceLock::new(),
+            elsewhere: OnceLock::new(),
         })
     }
 

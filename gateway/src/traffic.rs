@@ -71,14 +71,16 @@ pub(crate) enum ErrorKind {
     Timeout = 2,
     /// The visitor's body was malformed (400).
     BadBody = 3,
+    /// No tunnel here, one at another gateway of the cluster (502, Retry-After).
+    Elsewhere = 4,
 }
-const ERROR_KINDS: [&str; 4] = ["offline", "unreachable", "timeout", "bad_body"];
+const ERROR_KINDS: [&str; 5] = ["offline", "unreachable", "timeout", "bad_body", "elsewhere"];
 
 /// The counters of one route (or one tunnel). Every update is a relaxed `fetch_add`.
 #[derive(Debug, Default)]
 pub(crate) struct TrafficCell {
     requests: [AtomicU64; 5],
-    errors: [AtomicU64; 4],
+    errors: [AtomicU64; 5],
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
     latency: [AtomicU64; BUCKETS],
@@ -136,7 +138,7 @@ impl TrafficCell {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct Counts {
     pub(crate) requests: [u64; 5],
-    pub(crate) errors: [u64; 4],
+    pub(crate) errors: [u64; 5],
     pub(crate) bytes_in: u64,
     pub(crate) bytes_out: u64,
     pub(crate) latency: [u64; BUCKETS],

@@ -212,6 +212,17 @@ impl TestGateway {
         }
     }
 
+    /// Ends the gateway as a crash would, as far as one process allows: its task is aborted
+    /// (no drain, no GoAway, no lease revoke: its etcd records go when its lease expires).
+    pub async fn abort(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+            let _ = task.await;
+        }
+        // Only now: a dropped sender would start a graceful shutdown.
+        self.stop.take();
+    }
+
     /// Signals shutdown without waiting; returns the task to await later.
     pub fn begin_shutdown(&mut self) -> Option<JoinHandle<()>> {
         if let Some(stop) = self.stop.take() {

@@ -15,6 +15,9 @@
 //! - The operator command (`peercompute-gateway cluster …`, the real binary) lists names,
 //!   shows status and revokes a provider, whose tunnel closes; plain etcd:// off loopback
 //!   is refused.
+//! - A name served at gateway A and not at B: B answers at once 502 "… is served by another
+//!   gateway of this domain right now (A's id); retry in a few seconds" with `Retry-After: 2`,
+//!   counted as `kind="elsewhere"`; once the provider leaves A, B's answer is today's 404.
 
 use std::time::{Duration, Instant};
 
@@ -460,4 +463,142 @@ async fn a_gateway_reaches_a_tls_etcd_with_a_client_certificate() {
         .expect("the test's TLS store");
     let owner = provider.identity.peer_id().to_string();
     assert_eq!(etcd_view.owner("over-tls"), Some(owner));
+}
+
+/// GET `name` at `gw`: (status, Retry-After, body, how long the answer took).
+async fn visit(gw: &TestGateway, name: &str) -> (u16, Option<String>, String, Duration) {
+    let client = https_client(gw, &[name], Alpn::H1);
+    let started = Instant::now();
+    let resp = within(10, "visitor GET", client.get(gw.url(name, "/")).send())
+        .await
+        .expect("visitor GET");
+    let took = started.elapsed();
+    let status = resp.status().as_u16();
+    let retry = resp
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    (status, retry, resp.text().await.expect("body"), took)
+}
+
+/// Visits `name` at `gw` (every 50 ms, at most 10 s) until its answer names another
+/// gateway (`elsewhere`) or stops naming one.
+async fn visit_until(
+    gw: &TestGateway,
+    name: &str,
+    elsewhere: bool,
+) -> (u16, Option<String>, String, Duration) {
+    within(
+        10,
+        "the 'served by another gateway' answer to change",
+        async {
+            loop {
+                let answer = visit(gw, name).await;
+                if answer.2.contains("another gateway") == elsewhere {
+                    return answer;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        },
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_served_at_another_gateway_gets_a_fast_502_naming_it() {
+    let etcd = EtcdServer::start().await;
+    let (a, b) = (gateway(&etcd).await, gateway(&etcd).await);
+    let backend = Backend::start().await;
+    let mut at_a = TestProvider::start(TestProvider::identity(), &a);
+    at_a.register("elsewhere", backend.addr)
+        .await
+        .expect("registered at A");
+    assert_eq!(visit(&a, "elsewhere").await.0, 200, "A serves it");
+
+    // B has no tunnel for it; A's record reaches B through etcd (a reconcile every 500 ms).
+    let want = format!(
+        "elsewhere.{DOMAIN} is served by another gateway of this domain right now ({}); retry in a few seconds",
+        a.peer_id
+    );
+    let seen = Instant::now();
+    let (status, retry, body, took) = visit_until(&b, "elsewhere", true).await;
+    eprintln!(
+        "figure: B names A {:?} after the registration",
+        seen.elapsed()
+    );
+    assert_eq!(status, 502, "{body}");
+    assert_eq!(retry.as_deref(), Some("2"));
+    let view: serde_json::Value =
+        serde_json::from_str(&b.admin_get("/api/v1/cluster").await).expect("cluster JSON");
+    assert_eq!(view["enabled"], true, "{view}");
+    assert_eq!(view["up"], true, "{view}");
+    assert_eq!(view["gateway_id"], b.peer_id.to_string(), "{view}");
+    assert_eq!(view["endpoints"][0], etcd.cluster_endpoint(), "{view}");
+    assert!(view["names"].as_u64() >= Some(1), "{view}");
+    assert!(view["last_error"].is_null(), "{view}");
+    assert_eq!(body.trim_end(), want);
+    let mut slowest = took;
+    for _ in 0..20 {
+        let (status, _, _, took) = visit(&b, "elsewhere").await;
+        assert_eq!(status, 502);
+        slowest = slowest.max(took);
+    }
+    eprintln!(
+        "figure: 21 answers 'served by another gateway', slowest {slowest:?} (a fresh TLS connection each)"
+    );
+    assert!(slowest < Duration::from_millis(500), "{slowest:?}");
+    let metrics = b.admin_get("/metrics").await;
+    assert!(
+        metrics.lines().any(|l| l.contains("route_errors")
+            && l.contains("kind=\"elsewhere\"")
+            && l.contains("elsewhere")
+            && !l.ends_with(" 0")),
+        "B counts them as kind=elsewhere:\n{}",
+        metrics
+            .lines()
+            .filter(|l| l.contains("route_errors"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+
+    // The provider leaves A: the name stays owned and is served nowhere, B's answer is
+    // today's again (not the 502 naming A).
+    at_a.stop().await;
+    let gone = Instant::now();
+    let (status, _, body, _) = visit_until(&b, "elsewhere", false).await;
+    eprintln!(
+        "figure: B stopped naming A {:?} after the provider left A",
+        gone.elapsed()
+    );
+    assert_eq!(status, 404, "{body}");
+
+    // A gateway that dies: its records go with its lease (TTL 10 s), not before.
+    let mut at_a = TestProvider::start(TestProvider::identity(), &a);
+    at_a.register("crash", backend.addr)
+        .await
+        .expect("registered at A");
+    visit_until(&b, "crash", true).await;
+    let mut a = a;
+    let died = Instant::now();
+    a.abort().await;
+    // In one process the provider's tunnel tasks would keep A's lease renewed; a real crash
+    // closes them with the process.
+    at_a.stop().await;
+    let (status, _, body, _) = within(15, "A's records expire", async {
+        loop {
+            let answer = visit(&b, "crash").await;
+            if !answer.2.contains("another gateway") {
+                return answer;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    let expired = died.elapsed();
+    eprintln!(
+        "figure: B stopped naming a dead gateway A {expired:?} after it died (lease TTL 10 s)"
+    );
+    assert_eq!(status, 404, "{body}");
+    assert!(expired <= Duration::from_secs(12), "{expired:?}");
 }

@@ -141,7 +141,7 @@ function renderRoutes() {
       h("td", { class: "num requests" }, r.requests),
       h("td", { class: "num status-4xx" }, r.status_4xx),
       h("td", { class: "num status-5xx" }, r.status_5xx),
-      h("td", { class: "num errors", title: "not answered by the app (offline, unreachable, timeout, bad body); also in 4xx/5xx" }, r.errors),
+      h("td", { class: "num errors", title: "not answered by the app (offline, unreachable, timeout, bad body, served by another gateway); also in 4xx/5xx" }, r.errors),
       h("td", { class: "num" }, bytes(r.bytes_in) + " / " + bytes(r.bytes_out)),
       h("td", { class: "num" }, ms(r.p50_ms) + " / " + ms(r.p99_ms) + " ms"),
       h("td", { class: "traffic", "data-testid": "spark" }, sparkline(state.series.get(r.name) || [])),

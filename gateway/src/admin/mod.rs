@@ -7,12 +7,14 @@
 //! - [`auth`]: Host check, bearer tokens (`--admin-token-file`), read-only tokens, JSON-only
 //!   mutations.
 //! - [`fleet`]: the fleets held by the p2p meeting point and their robots.
+//! - [`cluster`]: `GET /api/v1/cluster`, the cluster store (`--cluster`) as seen from here.
 //! - [`dashboard`]: the embedded page at `/`.
 //!
 //! Served by [`peercompute_ops::serve::serve_admin`] (header timeout, connection cap, drain).
 
 mod api;
 mod auth;
+mod cluster;
 mod dashboard;
 mod fleet;
 mod model;
@@ -62,6 +64,7 @@ fn api_router() -> OpenApiRouter<Arc<AdminState>> {
         .routes(routes!(fleet::fleets))
         .routes(routes!(fleet::robots))
         .routes(routes!(api::whoami))
+        .routes(routes!(cluster::cluster))
         .routes(routes!(api::openapi))
 }
 
@@ -163,6 +166,7 @@ mod tests {
             paths,
             [
                 "/api/v1/certificates",
+                "/api/v1/cluster",
                 "/api/v1/events",
                 "/api/v1/fleets",
                 "/api/v1/fleets/{fleet_id}/robots",

@@ -37,6 +37,11 @@ pub(crate) struct ClusterArgs {
     /// Allow plain etcd:// to a host that is not loopback (a network you trust).
     #[arg(long)]
     pub(crate) cluster_insecure: bool,
+    /// 32 random bytes, mode 0600, the same file on every gateway: seals the ACME private
+    /// keys kept in etcd (required with --cluster and --tls acme). Make it once with
+    /// `head -c 32 /dev/urandom > F && chmod 600 F` and copy it to every gateway.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) cluster_secret_file: Option<PathBuf>,
 }
 
 impl ClusterArgs {
@@ -50,6 +55,7 @@ impl ClusterArgs {
             (self.cluster_cert, &mut cfg.cluster_cert),
             (self.cluster_key, &mut cfg.cluster_key),
             (self.cluster_password_file, &mut cfg.cluster_password_file),
+            (self.cluster_secret_file, &mut cfg.cluster_secret_file),
         ] {
             if flag.is_some() {
                 *field = flag;

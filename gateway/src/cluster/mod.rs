@@ -7,8 +7,13 @@
 //!
 //! - `names.rs`: [`Names`], the name table (local file or cluster), and the mapping of the
 //!   cluster's answers onto the refusals providers already know.
+//! - `tunnels.rs`: which gateway holds a tunnel for which name (`tunnels/` on the lease),
+//!   behind the fast 502 "served by another gateway".
+//! - `seal.rs`: AES-256-GCM sealing of secrets kept in etcd (the ACME private key).
 
 mod names;
+pub(crate) mod seal;
+pub(crate) mod tunnels;
 
 use std::sync::Arc;
 
@@ -32,6 +37,8 @@ pub(crate) async fn connect(
     let Some(mut options) = config.cluster_options(&peer.to_string())? else {
         return Ok(None);
     };
+    // A bad sealing key is a start error, before anything is ordered or published.
+    config.cluster_secret()?;
     options.mirror = Some(config.cluster_mirror());
     let store = ClusterStore::connect(&config.cluster, options).await?;
     info!(

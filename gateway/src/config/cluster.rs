@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 
 use peercompute_cluster::{ClusterOptions, ClusterTls};
 
-use super::{ConfigError, GatewayConfig};
+use super::{AcmeChallenge, ConfigError, GatewayConfig};
+use crate::tls::TlsSource;
 
 /// What [`check`] looks at.
 #[derive(Debug, Default)]
@@ -19,16 +20,25 @@ struct Inputs<'a> {
     user: bool,
     password: bool,
     insecure: bool,
+    /// The ACME challenge in use, when `--tls` resolves to ACME.
+    acme: Option<AcmeChallenge>,
+    /// `--cluster-secret-file` given.
+    secret: bool,
 }
+
+/// What to tell an operator who needs the sealing key.
+const MAKE_SECRET: &str = "make it once with `head -c 32 /dev/urandom > F && chmod 600 F` and \
+                           give every gateway the same file";
 
 /// Whether the cluster settings make sense together; the error says what to change.
 fn check(i: &Inputs<'_>) -> Result<(), String> {
     if i.endpoints.is_empty() {
-        if i.ca || i.cert || i.key || i.user || i.password || i.insecure {
+        if i.ca || i.cert || i.key || i.user || i.password || i.insecure || i.secret {
             return Err("the --cluster-* settings need --cluster etcd://HOST:PORT".into());
         }
         return Ok(());
     }
+    check_acme(i)?;
     let mut tls = None;
     for endpoint in i.endpoints {
         let (secure, host) = split(endpoint)?;
@@ -63,6 +73,32 @@ fn check(i: &Inputs<'_>) -> Result<(), String> {
         return Err("an etcd password would cross the network in clear: use etcds://".into());
     }
     Ok(())
+}
+
+/// ACME with several gateways: one orderer publishes to etcd, so the challenge must be one
+/// any gateway can answer without the orderer (DNS-01), and the private key needs sealing.
+fn check_acme(i: &Inputs<'_>) -> Result<(), String> {
+    match i.acme {
+        None => Ok(()),
+        Some(AcmeChallenge::TlsAlpn01) => Err(
+            "--acme-challenge tls-alpn-01 cannot work with --cluster: the ACME server may \
+             reach any gateway, and only the orderer holds the challenge certificate; use \
+             DNS-01 (--acme-challenge dns-01 with --dns-server and --dns-tsig-key), one \
+             wildcard certificate every gateway serves"
+                .into(),
+        ),
+        Some(AcmeChallenge::Http01) => Err(
+            "--acme-challenge http-01 is not supported with --cluster yet (the validator may \
+             reach a gateway that did not order); use DNS-01 (--acme-challenge dns-01 with \
+             --dns-server and --dns-tsig-key), one wildcard certificate every gateway serves"
+                .into(),
+        ),
+        Some(AcmeChallenge::Dns01) if !i.secret => Err(format!(
+            "--cluster with --tls acme needs --cluster-secret-file FILE (32 random bytes that \
+             seal the certificate's private key in etcd): {MAKE_SECRET}"
+        )),
+        Some(AcmeChallenge::Dns01) => Ok(()),
+    }
 }
 
 /// `etcd://HOST:PORT` → (false, HOST); `etcds://` → (true, HOST).
@@ -102,6 +138,11 @@ impl GatewayConfig {
             user: self.cluster_user.is_some(),
             password: self.cluster_password_file.is_some(),
             insecure: self.cluster_insecure,
+            acme: match self.tls_choice().source {
+                TlsSource::Acme(challenge) => Some(challenge),
+                TlsSource::Files | TlsSource::Dev => None,
+            },
+            secret: self.cluster_secret_file.is_some(),
         })
         .map_err(ConfigError::Invalid)
     }
@@ -133,6 +174,43 @@ impl GatewayConfig {
         Ok(Some(options))
     }
 
+    /// The 32-byte key of `--cluster-secret-file`: refused when the file is readable by group
+    /// or others, or is not exactly 32 bytes. `None` without the flag.
+    pub(crate) fn cluster_secret(&self) -> Result<Option<[u8; 32]>, ConfigError> {
+        let Some(path) = &self.cluster_secret_file else {
+            return Ok(None);
+        };
+        let bytes = read(path)?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(path)
+                .map_err(|source| ConfigError::Read {
+                    path: path.clone(),
+                    source,
+                })?
+                .permissions()
+                .mode();
+            if mode & 0o077 != 0 {
+                return Err(ConfigError::Invalid(format!(
+                    "--cluster-secret-file {}: mode {:o} lets others read the key that seals \
+                     the certificates' private keys; run `chmod 600 {}`",
+                    path.display(),
+                    mode & 0o777,
+                    path.display()
+                )));
+            }
+        }
+        let key: [u8; 32] = bytes.as_slice().try_into().map_err(|_| {
+            ConfigError::Invalid(format!(
+                "--cluster-secret-file {} holds {} bytes, not 32: {MAKE_SECRET}",
+                path.display(),
+                bytes.len()
+            ))
+        })?;
+        Ok(Some(key))
+    }
+
     /// Where a clustered gateway mirrors the shared names (`<state>/cluster-names.json`).
     pub(crate) fn cluster_mirror(&self) -> PathBuf {
         self.state_dir.join("cluster-names.json")
@@ -149,6 +227,55 @@ fn read(path: &Path) -> Result<Vec<u8>, ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_secret_file_must_be_32_private_bytes() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("dir");
+        let file = |name: &str, bytes: &[u8], mode: u32| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, bytes).expect("write");
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+            path
+        };
+        let cases = [
+            (file("good", &[1; 32], 0o600), Ok(())),
+            (file("open", &[1; 32], 0o644), Err("chmod 600")),
+            (
+                file("short", &[1; 31], 0o600),
+                Err("holds 31 bytes, not 32: make it once"),
+            ),
+        ];
+        for (path, want) in cases {
+            let config = GatewayConfig {
+                cluster_secret_file: Some(path.clone()),
+                ..GatewayConfig::default()
+            };
+            match (config.cluster_secret(), want) {
+                (Ok(Some(key)), Ok(())) => assert_eq!(key, [1; 32]),
+                (Err(e), Err(w)) => assert!(e.to_string().contains(w), "{path:?}: {e}"),
+                (got, want) => panic!("{path:?}: got {got:?}, want {want:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_cluster_with_tls_alpn_01_is_a_start_error_that_points_to_dns_01() {
+        let config = GatewayConfig {
+            domain: "apps.example.com".into(),
+            open: true,
+            tls: crate::config::TlsMode::Acme,
+            acme_challenge: Some(AcmeChallenge::TlsAlpn01),
+            cluster: vec!["etcd://127.0.0.1:2379".into()],
+            ..GatewayConfig::default()
+        };
+        let err = config.validate().expect_err("refused").to_string();
+        assert!(
+            err.contains("tls-alpn-01 cannot work with --cluster"),
+            "{err}"
+        );
+        assert!(err.contains("use DNS-01 (--acme-challenge dns-01"), "{err}");
+    }
 
     #[test]
     fn cluster_settings_table() {
@@ -245,6 +372,68 @@ mod tests {
                 Err("give etcd://"),
             ),
             (one("etcd://127.0.0.1"), Inputs::default(), Err("HOST:PORT")),
+            (
+                vec![],
+                Inputs {
+                    secret: true,
+                    ..Default::default()
+                },
+                Err("need --cluster"),
+            ),
+            (
+                vec![],
+                Inputs {
+                    acme: Some(AcmeChallenge::TlsAlpn01),
+                    ..Default::default()
+                },
+                Ok(()),
+            ),
+            (
+                one("etcd://127.0.0.1:2379"),
+                Inputs {
+                    acme: Some(AcmeChallenge::TlsAlpn01),
+                    secret: true,
+                    ..Default::default()
+                },
+                Err(
+                    "tls-alpn-01 cannot work with --cluster: the ACME server may reach any \
+                     gateway, and only the orderer holds the challenge certificate; use DNS-01",
+                ),
+            ),
+            (
+                one("etcd://127.0.0.1:2379"),
+                Inputs {
+                    acme: Some(AcmeChallenge::Http01),
+                    secret: true,
+                    ..Default::default()
+                },
+                Err("http-01 is not supported with --cluster yet"),
+            ),
+            (
+                one("etcd://127.0.0.1:2379"),
+                Inputs {
+                    acme: Some(AcmeChallenge::Dns01),
+                    ..Default::default()
+                },
+                Err("head -c 32 /dev/urandom > F && chmod 600 F"),
+            ),
+            (
+                one("etcd://127.0.0.1:2379"),
+                Inputs {
+                    acme: Some(AcmeChallenge::Dns01),
+                    secret: true,
+                    ..Default::default()
+                },
+                Ok(()),
+            ),
+            (
+                one("etcd://127.0.0.1:2379"),
+                Inputs {
+                    secret: true,
+                    ..Default::default()
+                },
+                Ok(()),
+            ),
             (one("etcd://:2379"), Inputs::default(), Err("HOST:PORT")),
         ];
         for (endpoints, inputs, want) in cases {

@@ -97,6 +97,18 @@ impl Counted {
         }
     }
 
+    /// A request to a name no tunnel here serves, counted as `kind`.
+    fn unserved(shared: &Shared, name: String, kind: ErrorKind) -> Self {
+        let counted = Self {
+            route: shared.traffic.cell_for(&name),
+            tunnel: None,
+            provider: None,
+            name,
+        };
+        counted.error(kind);
+        counted
+    }
+
     fn error(&self, kind: ErrorKind) {
         self.route.record_error(kind);
         if let Some(tunnel) = &self.tunnel {
@@ -144,17 +156,14 @@ async fn route_request(
         return rate_limited(shared, name, limited);
     }
     let Some(route) = shared.registry.lookup(&name) else {
+        if let Some(gateway) = shared.served_elsewhere(&name) {
+            return elsewhere(shared, name, &host, &gateway);
+        }
         if !shared.registry.is_offline(&name) {
             return (not_found(&host), None);
         }
         // An offline name was registered, so it has (or shares) a cell: bounded.
-        let counted = Counted {
-            route: shared.traffic.cell_for(&name),
-            tunnel: None,
-            provider: None,
-            name,
-        };
-        counted.error(ErrorKind::Offline);
+        let counted = Counted::unserved(shared, name, ErrorKind::Offline);
         let resp = text(
             StatusCode::BAD_GATEWAY,
             format!("the provider serving {host} is offline\n"),
@@ -189,6 +198,30 @@ async fn route_request(
         .latency
         .observe(started.elapsed().as_secs_f64());
     (response, Some(counted))
+}
+
+/// 502 at once, with Retry-After: the name's tunnel is at another gateway of the cluster
+/// (its provider is reconnecting to this one; plan §5 — gateways do not forward).
+fn elsewhere(
+    shared: &Shared,
+    name: String,
+    host: &str,
+    gateway: &str,
+) -> (Response<ProxyBody>, Option<Counted>) {
+    // An owned name: the cells stay bounded by the owned names.
+    let counted = Counted::unserved(shared, name, ErrorKind::Elsewhere);
+    let mut resp = text(
+        StatusCode::BAD_GATEWAY,
+        format!(
+            "{host} is served by another gateway of this domain right now ({gateway}); retry \
+             in a few seconds\n"
+        ),
+    );
+    resp.headers_mut().insert(
+        http::header::RETRY_AFTER,
+        http::HeaderValue::from_static("2"),
+    );
+    (resp, Some(counted))
 }
 
 /// 429 with Retry-After. A registered name's host limit starts a rate-limit episode (one

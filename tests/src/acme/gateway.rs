@@ -109,6 +109,17 @@ impl AcmeGateway {
         }
     }
 
+    /// Ends the gateway as a crash would, as far as one process allows: its task is aborted
+    /// (no drain, no lease revoke: what it held in etcd goes when its lease expires).
+    pub async fn abort(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+            let _ = task.await;
+        }
+        // Only now: a dropped sender would start a graceful shutdown.
+        self.stop.take();
+    }
+
     /// Shuts down, then starts again on the same ports and state directory.
     pub async fn restart(mut self) -> Self {
         self.shutdown().await;

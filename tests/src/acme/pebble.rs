@@ -112,6 +112,15 @@ impl Pebble {
     pub fn log_tail(&self) -> String {
         self.child.log_tail()
     }
+
+    /// How many certificates pebble issued so far (its log's "Issued certificate" lines).
+    pub fn issued(&self) -> usize {
+        self.child
+            .log_text()
+            .lines()
+            .filter(|l| l.contains("Issued certificate"))
+            .count()
+    }
 }
 
 /// A client trusting `ca` that reaches pebble's `localhost` ports over IPv4.

@@ -16,6 +16,7 @@
 //! [`prepare`] before the listeners start, so a restart never needs the ACME server.
 
 mod account;
+mod cluster;
 mod dns01;
 mod http01;
 mod order;
@@ -32,6 +33,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use peercompute_cluster::ClusterStore;
 use rustls::server::ResolvesServerCert;
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
@@ -100,6 +102,8 @@ pub(crate) struct Prepared {
     /// Whether the visitor TLS config must offer ALPN `acme-tls/1`.
     pub(crate) offer_acme_tls: bool,
     manager: renew::Manager,
+    /// With `--cluster`: the store and the sealing key, for [`cluster::ClusterAcme`].
+    cluster: Option<(ClusterStore, [u8; 32])>,
 }
 
 impl std::fmt::Debug for Prepared {
@@ -111,10 +115,20 @@ impl std::fmt::Debug for Prepared {
 impl Prepared {
     /// Starts the manager task; it returns after `stop` fires and challenges are withdrawn.
     pub(crate) fn spawn(
-        self,
+        mut self,
         shared: Arc<Shared>,
         stop: watch::Receiver<bool>,
     ) -> tokio::task::JoinHandle<()> {
+        if let Some((store, secret)) = self.cluster {
+            let by = shared.peer_id.to_string();
+            self.manager.cluster = Some(cluster::ClusterAcme::start(
+                store,
+                secret,
+                by,
+                shared.metrics.cluster_acme_lock.clone(),
+                stop.clone(),
+            ));
+        }
         tokio::spawn(self.manager.run(shared, stop))
     }
 }
@@ -125,6 +139,7 @@ impl Prepared {
 pub(crate) fn prepare(
     config: &GatewayConfig,
     challenge: AcmeChallenge,
+    cluster: Option<&ClusterStore>,
 ) -> Result<(Prepared, Hooks), TlsError> {
     let acme_err = |reason: String| TlsError::Invalid {
         path: PathBuf::from("--tls acme"),
@@ -184,6 +199,17 @@ pub(crate) fn prepare(
         certs,
         cap: schedule::HourlyCap::new(config.acme_orders_per_hour),
         requests: Some(rx),
+        cluster: None,
+    };
+    let cluster = match cluster {
+        Some(store) => {
+            let secret = config
+                .cluster_secret()
+                .map_err(|e| acme_err(e.to_string()))?
+                .ok_or_else(|| acme_err("--cluster needs --cluster-secret-file".into()))?;
+            Some((store.clone(), secret))
+        }
+        None => None,
     };
     let hooks = Hooks {
         http01,
@@ -194,6 +220,7 @@ pub(crate) fn prepare(
         resolver,
         offer_acme_tls: challenge == AcmeChallenge::TlsAlpn01,
         manager,
+        cluster,
     };
     Ok((prepared, hooks))
 }

@@ -14,6 +14,7 @@ use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
 use super::account::{AcmeHttp, load_or_create, load_stored};
+use super::cluster::{ClusterAcme, cluster_changed};
 use super::order::{OrderError, obtain};
 use super::schedule::{HourlyCap, ari_pick, backoff, renew_at};
 use super::solver::Solver;
@@ -87,15 +88,19 @@ pub(super) struct Manager {
     /// Registration events (per-name mode); `None` once the channel closed (wildcard mode
     /// drops the sender at once).
     pub(super) requests: Option<mpsc::Receiver<String>>,
+    /// With `--cluster`: only the holder of the cluster's ACME lock orders.
+    pub(super) cluster: Option<ClusterAcme>,
 }
 
 impl Manager {
     /// Runs until `stop` changes; withdraws any published challenge before returning.
     pub(super) async fn run(mut self, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
         while !*stop.borrow() {
+            self.adopt_published(&shared);
             self.refresh_gauges(&shared);
             self.adopt_registered(&shared);
-            if let Some(key) = self.next_due(&shared) {
+            let may_order = self.cluster.as_ref().is_none_or(ClusterAcme::may_order);
+            if let Some(key) = self.next_due(&shared).filter(|_| may_order) {
                 if !self.attempt(&key, &shared, &mut stop).await {
                     break;
                 }
@@ -112,6 +117,7 @@ impl Manager {
                     Some(name) => self.on_registered(&name, &shared),
                     None => self.requests = None,
                 },
+                _ = cluster_changed(&mut self.cluster) => {}
                 _ = stop.changed() => break,
             }
         }
@@ -211,13 +217,19 @@ impl Manager {
             if let Err(e) = self.files.save(key, &issued.chain_pem, &issued.key_pem, &self.settings.directory) {
                 warn!(certificate = %key, "certificate obtained but not stored (it is served; a restart will order again): {e}");
             }
-            Ok(c)
+            Ok((c, issued))
         });
         let Some(m) = self.certs.get_mut(key) else {
             return true;
         };
         match result {
-            Ok(cert) => {
+            Ok((cert, issued)) => {
+                if let Some(cluster) = &self.cluster {
+                    let dir = &self.settings.directory;
+                    cluster
+                        .publish(key, &issued.chain_pem, &issued.key_pem, dir)
+                        .await;
+                }
                 info!(
                     certificate = %key,
                     not_after = %humantime::format_rfc3339_seconds(cert.not_after),
