@@ -1,9 +1,9 @@
 //! A provider that names several gateways keeps a tunnel to each, so losing one gateway loses
 //! no app (issue 14).
 //!
-//! - Three real gateway binaries (`peercompute-gateway`, each its own state directory, no
-//!   etcd, one domain) on 127.0.0.2-4, one provider (the library's tunnel client) with a link
-//!   to each and a backend. Three visitor loops, each pinned to one gateway's address as a
+//! - Three real gateway binaries (`peercompute-gateway`, each its own state directory, one
+//!   domain, sharing names through one real etcd with `--cluster`) on 127.0.0.2-4, one
+//!   provider (the library's tunnel client) with a link to each and a backend. Three visitor loops, each pinned to one gateway's address as a
 //!   browser that resolved `app.DOMAIN` to it would be. `kill -9` gateway 2: the loops pinned
 //!   to gateways 1 and 3 see no error; gateway 2 restarted on its ports and state directory
 //!   serves the app again once the provider's link is back (the time is printed).
@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use peercompute_identity::PeerId;
 use peercompute_provider::{GatewaySpec, RegisterError, TunnelSettings, TunnelStatus};
 use peercompute_tests::daemon::workspace_bin;
+use peercompute_tests::etcd::EtcdServer;
 use peercompute_tests::gateway::{DOMAIN, GatewayOptions, TestGateway};
 use peercompute_tests::{Backend, TestProvider, https_client_to, within};
 use peercompute_tunnel_proto::RefuseCode;
@@ -33,6 +34,8 @@ struct GatewayProc {
     ca_pem: Vec<u8>,
     id: PeerId,
     provider: PeerId,
+    /// `--cluster`: the etcd the gateways share.
+    cluster: String,
     child: Option<tokio::process::Child>,
 }
 
@@ -51,7 +54,7 @@ fn free_ports(ip: Ipv4Addr) -> (u16, u16) {
 }
 
 impl GatewayProc {
-    async fn start(ip: Ipv4Addr, provider: PeerId) -> Self {
+    async fn start(ip: Ipv4Addr, provider: PeerId, cluster: &str) -> Self {
         let state = tempfile::tempdir().expect("gateway state");
         let (identity, _) = peercompute_gateway::identity(state.path()).expect("identity");
         let ca = peercompute_gateway::dev_tls(state.path(), DOMAIN).expect("dev tls");
@@ -64,6 +67,7 @@ impl GatewayProc {
             state,
             id: identity.peer_id(),
             provider,
+            cluster: cluster.to_owned(),
             child: None,
         };
         gw.spawn().await;
@@ -90,6 +94,7 @@ impl GatewayProc {
             .args(["--admin-listen", &format!("{ip}:{}", self.admin)])
             .args(["--public-port", &self.port.to_string()])
             .args(["--allow-provider", &self.provider.to_string()])
+            .args(["--cluster", &self.cluster])
             .args(["--rate-limit", "0", "--rate-limit-ip", "0", "--no-p2p"])
             .env("RUST_LOG", "info")
             .stderr(log)
@@ -216,9 +221,12 @@ async fn killing_one_of_three_gateways_loses_no_request_at_the_others() {
     let begun = Instant::now();
     let id = TestProvider::identity();
     let me = id.peer_id();
+    let etcd = EtcdServer::start().await;
     let mut gws = Vec::new();
     for last in 2..=4 {
-        gws.push(GatewayProc::start(Ipv4Addr::new(127, 0, 0, last), me).await);
+        gws.push(
+            GatewayProc::start(Ipv4Addr::new(127, 0, 0, last), me, &etcd.cluster_endpoint()).await,
+        );
     }
     let backend = Backend::start().await;
     let mut settings = TunnelSettings::several(gws.iter().map(GatewayProc::spec).collect());
