@@ -7,7 +7,8 @@
 use std::time::{Duration, Instant};
 
 use peercompute_tunnel_proto::{
-    ControlMessage, ControlReader, GoAwayCode, MAX_VERSION, MIN_VERSION, RefuseCode, write_control,
+    ControlMessage, ControlReader, GoAwayCode, MAX_VERSION, MIN_VERSION, RefuseCode,
+    SHARED_NAMES_VERSION, write_control,
 };
 use peercompute_tunnel_transport::{BiStream, CloseReason, TunnelConn};
 use tokio::io::{ReadHalf, WriteHalf};
@@ -99,6 +100,8 @@ pub(crate) struct Opened {
     reader: ControlReader<ReadHalf<BiStream>>,
     /// The gateway's libp2p meeting point, from its Welcome.
     p2p: Option<super::GatewayP2p>,
+    /// The protocol version the Welcome agreed on.
+    version: u16,
 }
 
 impl Opened {
@@ -111,6 +114,25 @@ impl Opened {
         let _ =
             tokio::time::timeout(Duration::from_secs(1), write_control(&mut self.send, &bye)).await;
         self.conn.close(GoAwayCode::Shutdown, message);
+    }
+}
+
+/// The registration of `name` to send: `RegisterGranted` when its target carries a grant and
+/// the gateway speaks shared names (version 2), else `Register`.
+fn register_message(name: String, target: Option<&super::Target>, version: u16) -> ControlMessage {
+    match target.and_then(|t| t.grant.clone()) {
+        Some(grant) if version >= SHARED_NAMES_VERSION => {
+            ControlMessage::RegisterGranted { name, grant }
+        }
+        Some(_) => {
+            warn!(
+                route = %name,
+                "this gateway is too old for shared names (protocol version {version}); \
+                 registering `{name}` without its grant"
+            );
+            ControlMessage::Register { name }
+        }
+        None => ControlMessage::Register { name },
     }
 }
 
@@ -253,6 +275,7 @@ pub(crate) async fn handshake(conn: TunnelConn, gateway_host: &str) -> Result<Op
                 send,
                 reader,
                 p2p,
+                version,
             })
         }
         Ok(Ok(Some(ControlMessage::GoAway { code, message }))) => {
@@ -290,6 +313,7 @@ pub(crate) async fn run(
         mut send,
         mut reader,
         p2p,
+        version,
     } = opened;
     let status = announce.status;
     announce.p2p.send_if_modified(|old| {
@@ -301,10 +325,9 @@ pub(crate) async fn run(
     let mut said: Option<CloseReason> = None;
     let names: Vec<String> = state.desired.keys().cloned().collect();
     for name in names {
-        if write_control(&mut send, &ControlMessage::Register { name })
-            .await
-            .is_err()
-        {
+        let target = state.desired.get(&name);
+        let msg = register_message(name.clone(), target, version);
+        if write_control(&mut send, &msg).await.is_err() {
             return lost(&conn, &said);
         }
     }
@@ -370,7 +393,7 @@ pub(crate) async fn run(
             },
             Some(cmd) = commands.recv() => {
                 let out = match &cmd {
-                    Command::Register { name, .. } => Some(ControlMessage::Register { name: name.clone() }),
+                    Command::Register { name, target, .. } => Some(register_message(name.clone(), Some(target), version)),
                     Command::Unregister { name } => Some(ControlMessage::Unregister { name: name.clone() }),
                 };
                 apply_offline(state, cmd);
@@ -395,7 +418,7 @@ pub(crate) async fn run(
                 Step::Migrate(next) => {
                     return SessionEnd::Moved {
                         next: Box::new(next),
-                        old: Box::new(Opened { conn, send, reader, p2p }),
+                        old: Box::new(Opened { conn, send, reader, p2p, version }),
                     };
                 }
                 // Only the first session of an attempt is served; the link never asks twice.
@@ -414,7 +437,8 @@ pub(crate) async fn run(
             _ = tokio::time::sleep_until(retry.due.unwrap_or_else(tokio::time::Instant::now)), if retry.due.is_some() => {
                 for name in retry.take(state) {
                     info!(route = %name, "registering `{name}` again");
-                    if write_control(&mut send, &ControlMessage::Register { name }).await.is_err() {
+                    let msg = register_message(name.clone(), state.desired.get(&name), version);
+                    if write_control(&mut send, &msg).await.is_err() {
                         return lost(&conn, &said);
                     }
                 }
@@ -429,7 +453,7 @@ pub(crate) async fn run(
                 }
             }
             _ = shutdown.changed() => {
-                Opened { conn, send, reader, p2p }.close("provider shutting down").await;
+                Opened { conn, send, reader, p2p, version }.close("provider shutting down").await;
                 return SessionEnd::Shutdown;
             }
         }
@@ -446,6 +470,7 @@ pub(crate) async fn drain(old: Opened, mut splices: JoinSet<()>, routes: Routes)
         mut send,
         mut reader,
         p2p,
+        version,
     } = old;
     let started = Instant::now();
     let mut quiet_since = Instant::now();
@@ -485,6 +510,7 @@ pub(crate) async fn drain(old: Opened, mut splices: JoinSet<()>, routes: Routes)
         send,
         reader,
         p2p,
+        version,
     }
     .close("the tunnel moved to another transport")
     .await;
