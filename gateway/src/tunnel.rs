@@ -377,6 +377,14 @@ async fn serve_tunnel(
                     {
                         Some(grants::register_granted(&shared, &info, &name, &grant))
                     }
+                    Ok(Some(ControlMessage::RegisterGranted { name, .. })) => {
+                        let message = format!(
+                            "RegisterGranted (`{name}`) needs tunnel protocol version \
+                             {SHARED_NAMES_VERSION}; this tunnel agreed on {version}"
+                        );
+                        go_away(&conn, &mut send, GoAwayCode::ProtocolError, &message).await;
+                        break message;
+                    }
                     Ok(Some(ControlMessage::Unregister { name })) => {
                         if shared.registry.unregister(&name, conn.id()) {
                             info!(route = %name, "unregistered");
