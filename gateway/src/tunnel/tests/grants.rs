@@ -129,3 +129,52 @@ async fn a_v1_tunnel_may_not_send_register_granted() {
     );
     assert!(!gw.shared.registry.serves("blog", &grantee.peer_id()));
 }
+
+#[tokio::test]
+async fn lookup_prefers_the_least_loaded_healthy_member() {
+    let gw = gateway();
+    let owner = Identity::generate().expect("identity");
+    let mut first = Provider::connect_as(&gw, &owner).await;
+    first.register("blog").await;
+    let grantee = Identity::generate().expect("identity");
+    let mut second = Provider::connect_as(&gw, &grantee).await;
+    let reply = send_granted(&mut second, grant(&owner, grantee.peer_id())).await;
+    assert!(
+        matches!(reply, Ok(Some(ControlMessage::Registered { .. }))),
+        "{reply:?}"
+    );
+    let registry = &gw.shared.registry;
+    let peer_of = |n: usize| {
+        (0..n)
+            .map(|_| registry.lookup("blog").expect("routed").peer)
+            .collect::<Vec<_>>()
+    };
+
+    // Idle: ties go round-robin.
+    let picks = peer_of(4);
+    assert_eq!(
+        picks.iter().filter(|p| **p == owner.peer_id()).count(),
+        2,
+        "{picks:?}"
+    );
+
+    // One outstanding request on the owner's route: the grantee's is picked.
+    let owner_route = (0..4)
+        .filter_map(|_| registry.lookup("blog"))
+        .find(|r| r.peer == owner.peer_id())
+        .expect("the owner's route");
+    assert_eq!(owner_route.peer, owner.peer_id());
+    let busy = owner_route.begin();
+    assert!(peer_of(4).iter().all(|p| *p == grantee.peer_id()));
+    drop(busy);
+
+    // Three failed opens in a row eject the grantee's route, even while the owner's is busier.
+    let grantee_route = registry
+        .lookup_other("blog", owner_route.conn.id())
+        .expect("grantee's route");
+    let _busy = owner_route.begin();
+    for _ in 0..crate::registry::FAILS_TO_EJECT {
+        grantee_route.open_failed(Instant::now());
+    }
+    assert!(peer_of(4).iter().all(|p| *p == owner.peer_id()));
+}
