@@ -49,15 +49,41 @@ async fn send_granted(
     p.next().await
 }
 
+/// The owner registers `blog`, then a second key presents the owner's grant; both connected.
+struct Pair {
+    owner: Identity,
+    _first: Provider,
+    grantee: Identity,
+    second: Provider,
+    reply: Result<Option<ControlMessage>, IoError>,
+}
+
+async fn owner_and_grantee(gw: &Gateway) -> Pair {
+    let owner = Identity::generate().expect("identity");
+    let mut first = Provider::connect_as(gw, &owner).await;
+    first.register("blog").await;
+    let grantee = Identity::generate().expect("identity");
+    let mut second = Provider::connect_as(gw, &grantee).await;
+    let reply = send_granted(&mut second, grant(&owner, grantee.peer_id())).await;
+    Pair {
+        owner,
+        _first: first,
+        grantee,
+        second,
+        reply,
+    }
+}
+
 #[tokio::test]
 async fn a_granted_key_joins_the_owners_routes_and_leaves_on_disconnect() {
     let gw = gateway();
-    let owner = Identity::generate().expect("identity");
-    let mut first = Provider::connect_as(&gw, &owner).await;
-    first.register("blog").await;
-    let grantee = Identity::generate().expect("identity");
-    let mut second = Provider::connect_as(&gw, &grantee).await;
-    let reply = send_granted(&mut second, grant(&owner, grantee.peer_id())).await;
+    let Pair {
+        owner,
+        _first,
+        grantee: _,
+        second,
+        reply,
+    } = owner_and_grantee(&gw).await;
     assert!(
         matches!(&reply, Ok(Some(ControlMessage::Registered { name, .. })) if name == "blog"),
         "{reply:?}"
@@ -133,12 +159,13 @@ async fn a_v1_tunnel_may_not_send_register_granted() {
 #[tokio::test]
 async fn lookup_prefers_the_least_loaded_healthy_member() {
     let gw = gateway();
-    let owner = Identity::generate().expect("identity");
-    let mut first = Provider::connect_as(&gw, &owner).await;
-    first.register("blog").await;
-    let grantee = Identity::generate().expect("identity");
-    let mut second = Provider::connect_as(&gw, &grantee).await;
-    let reply = send_granted(&mut second, grant(&owner, grantee.peer_id())).await;
+    let Pair {
+        owner,
+        _first,
+        grantee,
+        second: _second,
+        reply,
+    } = owner_and_grantee(&gw).await;
     assert!(
         matches!(reply, Ok(Some(ControlMessage::Registered { .. }))),
         "{reply:?}"
