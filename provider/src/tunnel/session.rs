@@ -117,22 +117,31 @@ impl Opened {
     }
 }
 
-/// The registration of `name` to send: `RegisterGranted` when its target carries a grant and
-/// the gateway speaks shared names (version 2), else `Register`.
-fn register_message(name: String, target: Option<&super::Target>, version: u16) -> ControlMessage {
-    match target.and_then(|t| t.grant.clone()) {
+/// The registration of desired `name` to send: `RegisterGranted` when its target carries a
+/// grant and the gateway speaks shared names (version 2), else `Register`. A granted name at a
+/// version-1 gateway is refused here, as the gateway would refuse it, with the reason.
+fn registration(
+    name: String,
+    state: &mut ClientState,
+    retry: &mut Retry,
+    version: u16,
+) -> Option<ControlMessage> {
+    match state.desired.get(&name).and_then(|t| t.grant.clone()) {
         Some(grant) if version >= SHARED_NAMES_VERSION => {
-            ControlMessage::RegisterGranted { name, grant }
+            Some(ControlMessage::RegisterGranted { name, grant })
         }
         Some(_) => {
-            warn!(
-                route = %name,
-                "this gateway is too old for shared names (protocol version {version}); \
-                 registering `{name}` without its grant"
-            );
-            ControlMessage::Register { name }
+            let refused = ControlMessage::Refused {
+                reason: format!(
+                    "this gateway is too old for shared names (tunnel protocol version \
+                     {version}; `{name}` needs {SHARED_NAMES_VERSION})"
+                ),
+                name,
+                code: RefuseCode::Other(0),
+            };
+            on_control(refused, state, retry)
         }
-        None => ControlMessage::Register { name },
+        None => Some(ControlMessage::Register { name }),
     }
 }
 
@@ -323,11 +332,12 @@ pub(crate) async fn run(
     });
     // The gateway's GoAway, if it sent one: on TCP the close that follows carries no reason.
     let mut said: Option<CloseReason> = None;
+    let mut retry = Retry::new();
     let names: Vec<String> = state.desired.keys().cloned().collect();
     for name in names {
-        let target = state.desired.get(&name);
-        let msg = register_message(name.clone(), target, version);
-        if write_control(&mut send, &msg).await.is_err() {
+        if let Some(msg) = registration(name, state, &mut retry, version)
+            && write_control(&mut send, &msg).await.is_err()
+        {
             return lost(&conn, &said);
         }
     }
@@ -339,7 +349,6 @@ pub(crate) async fn run(
     let mut awaiting: Option<(u64, Instant)> = None;
     let mut pong_late = false;
     let far = || tokio::time::Instant::now() + Duration::from_secs(3600);
-    let mut retry = Retry::new();
     loop {
         // On QUIC a late Pong may mean UDP died: TCP is dialled beside it (QUIC's idle
         // timeout would take 30 s to say so). TCP has its keepalive and nothing to fall to.
@@ -392,11 +401,19 @@ pub(crate) async fn run(
                 }
             },
             Some(cmd) = commands.recv() => {
-                let out = match &cmd {
-                    Command::Register { name, target, .. } => Some(register_message(name.clone(), Some(target), version)),
+                let registers = match &cmd {
+                    Command::Register { name, .. } => Some(name.clone()),
+                    Command::Unregister { .. } => None,
+                };
+                let withdraws = match &cmd {
                     Command::Unregister { name } => Some(ControlMessage::Unregister { name: name.clone() }),
+                    Command::Register { .. } => None,
                 };
                 apply_offline(state, cmd);
+                let out = match registers {
+                    Some(name) => registration(name, state, &mut retry, version),
+                    None => withdraws,
+                };
                 if let Some(out) = out
                     && write_control(&mut send, &out).await.is_err()
                 {
@@ -437,8 +454,9 @@ pub(crate) async fn run(
             _ = tokio::time::sleep_until(retry.due.unwrap_or_else(tokio::time::Instant::now)), if retry.due.is_some() => {
                 for name in retry.take(state) {
                     info!(route = %name, "registering `{name}` again");
-                    let msg = register_message(name.clone(), state.desired.get(&name), version);
-                    if write_control(&mut send, &msg).await.is_err() {
+                    if let Some(msg) = registration(name, state, &mut retry, version)
+                        && write_control(&mut send, &msg).await.is_err()
+                    {
                         return lost(&conn, &said);
                     }
                 }
