@@ -2,7 +2,8 @@
 //! or over TLS on the HTTPS port ([`serve_tcp_tunnel`], told apart from visitors by ALPN in
 //! `server.rs`), authenticates them by the Ed25519 key of their client certificate against
 //! the allowlist, runs the control stream (Hello/Welcome, Register/Registered|Refused,
-//! Unregister, Ping/Pong, GoAway) and keeps the route [`Registry`](crate::registry::Registry)
+//! RegisterGranted (version 2, in `grants`), Unregister, Ping/Pong, GoAway) and keeps the
+//! route [`Registry`](crate::registry::Registry)
 //! in step with each connection's life. Both transports run the same [`serve_tunnel`] over a
 //! [`TunnelConn`].
 
@@ -13,7 +14,7 @@ use std::time::{Duration, Instant};
 use peercompute_identity::{AnyEd25519ClientVerifier, Identity, PeerId, peer_id_from_cert};
 use peercompute_tunnel_proto::{
     ALPN, ControlMessage, ControlReader, GoAwayCode, MAX_VERSION, MIN_VERSION, RefuseCode,
-    negotiate_version, write_control,
+    SHARED_NAMES_VERSION, negotiate_version, write_control,
 };
 use peercompute_tunnel_transport::{Mode, MuxHandle, MuxLimits, Transport, TunnelConn, tune_tcp};
 use quinn::crypto::rustls::QuicServerConfig;
@@ -371,6 +372,19 @@ async fn serve_tunnel(
                     Ok(Some(ControlMessage::Register { name })) => {
                         Some(register(&shared, &info, &name).await)
                     }
+                    Ok(Some(ControlMessage::RegisterGranted { name, grant }))
+                        if version >= SHARED_NAMES_VERSION =>
+                    {
+                        Some(grants::register_granted(&shared, &info, &name, &grant))
+                    }
+                    Ok(Some(ControlMessage::RegisterGranted { name, .. })) => {
+                        let message = format!(
+                            "RegisterGranted (`{name}`) needs tunnel protocol version \
+                             {SHARED_NAMES_VERSION}; this tunnel agreed on {version}"
+                        );
+                        go_away(&conn, &mut send, GoAwayCode::ProtocolError, &message).await;
+                        break message;
+                    }
                     Ok(Some(ControlMessage::Unregister { name })) => {
                         if shared.registry.unregister(&name, conn.id()) {
                             info!(route = %name, "unregistered");
@@ -517,11 +531,7 @@ async fn register(shared: &Shared, info: &TunnelInfo, name: &str) -> ControlMess
     };
     // A name this key serves already (on this connection, or on the one this one replaces:
     // a reconnect, a move between QUIC and TCP) is not a new one.
-    let serves_it = info.routes().iter().any(|n| n == name)
-        || shared
-            .registry
-            .lookup(name)
-            .is_some_and(|route| route.peer == peer);
+    let serves_it = info.routes().iter().any(|n| n == name) || shared.registry.serves(name, &peer);
     if !serves_it && shared.registry.count_for(&peer) >= shared.config.max_names_per_provider {
         return refuse(
             RefuseCode::TooManyNames,
@@ -548,6 +558,12 @@ async fn register(shared: &Shared, info: &TunnelInfo, name: &str) -> ControlMess
         }
         return refuse(code, reason);
     }
+    admit(shared, info, name)
+}
+
+/// Adds tunnel `info` to `name`'s routes once its claim (or grant) was accepted.
+fn admit(shared: &Shared, info: &TunnelInfo, name: &str) -> ControlMessage {
+    let peer = info.peer;
     let route = Route::new(
         info.conn.clone(),
         peer,
@@ -636,5 +652,6 @@ async fn go_away(
 }
 
 mod budget;
+mod grants;
 #[cfg(test)]
 mod tests;

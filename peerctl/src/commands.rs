@@ -13,7 +13,7 @@ use peerctl::places::{self, Places};
 use peerctl::resolve::{is_full_id, resolve};
 use peerctl::{CliError, Client, ClientOptions, Kind};
 
-use crate::{Cli, Command, GatewaysCommand, PeersCommand};
+use crate::{Cli, Command, GatewaysCommand, NamesCommand, PeersCommand};
 
 type Result<T> = std::result::Result<T, CliError>;
 
@@ -167,6 +167,25 @@ async fn dispatch(
         Command::Peers(cmd) => peers(&home, cmd),
         Command::Fleet(cmd) => peerctl::fleet::run(&home, cmd, cli.timeout).await,
         Command::Gateways(cmd) => gateways(&home, cmd),
+        Command::Names(NamesCommand::Grant {
+            name,
+            peer,
+            domain,
+            until,
+            key,
+        }) => {
+            let owner = match key {
+                Some(path) => Identity::load_file(&path).map_err(other)?,
+                None => identity()?,
+            };
+            let grantee = peercompute_identity::parse_peer_id(&peer)
+                .map_err(|e| CliError::new(Kind::BadRequest, e))?;
+            println!(
+                "{}",
+                peerctl::names::grant(&owner, &domain, &name, grantee, until)?
+            );
+            Ok(())
+        }
         Command::Deploy {
             image,
             peer,

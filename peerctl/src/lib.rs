@@ -12,12 +12,15 @@
 //!   logs, entries authored and checked locally, exchanged with the gateways.
 //! - [`volumes`](crate::volumes): `peerctl volumes …` (list, remove, export, import a
 //!   provider's named volumes) and the `--volume`/`--device` flags of deploys and releases.
+//! - [`names`](crate::names): `peerctl names grant`, an owner-signed grant letting another
+//!   provider key serve a route name too.
 //! - [`exit`](crate::exit): the error kinds users meet, each with its own exit code, printed
 //!   as a line or (with `--json`) as one JSON object.
 
 mod client;
 pub mod exit;
 pub mod fleet;
+pub mod names;
 pub mod output;
 pub mod places;
 pub mod resolve;

@@ -85,6 +85,9 @@ pub(crate) enum Command {
         after_help = "Examples:\n  peerctl gateways add 12D3KooW...@/ip4/203.0.113.7/udp/4001/quic-v1\n  peerctl gateways list\n  peerctl gateways remove 12D3KooW..."
     )]
     Gateways(GatewaysCommand),
+    /// Route names at a gateway: let other provider keys serve a name you own.
+    #[command(subcommand)]
+    Names(NamesCommand),
     /// Run an image on a trusted provider and print its public URL.
     #[command(
         after_help = "Examples:\n  peerctl deploy nginx:1.27 --peer homebox --port 80 --name blog\n  peerctl deploy ghcr.io/acme/api:2.1 --peer homebox --port 8080 --env RUST_LOG=info --cpu 0.5 --memory 512M\n  URL=$(peerctl deploy nginx:1.27 --peer homebox)\n  peerctl deploy nginx:1.27 --peer homebox --json | jq -r .url\n  peerctl deploy ghcr.io/acme/notes:1.4 --peer homebox --port 8080 --volume data:/var/lib/notes:2G\n  peerctl deploy 127.0.0.1:5000/teleop:v3 --peer robot1 --device arm --device cam\n\nA volume keeps its data across redeploys of the same app name (`peerctl volumes ls` lists\nthem); a device is one the provider's owner granted you by name."
@@ -215,6 +218,30 @@ pub(crate) enum GatewaysCommand {
     Remove {
         /// The gateway's peer id.
         gateway: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum NamesCommand {
+    /// Print a grant letting provider PEER serve NAME too (the gateway balances requests
+    /// between the owner's provider and the granted ones).
+    #[command(
+        after_help = "Examples:\n  peerctl names grant blog 12D3KooW... --domain apps.example.com --until 30d \\\n      --key /var/lib/peercompute/identity.key > blog.grant\n  # on the other provider (a TunnelHandle::register_granted caller) present blog.grant\n\nThe grant is signed by the key that owns NAME at the gateway: the provider's identity\n(--key FILE), or peerctl's own identity when it is the owner. It lasts at most 90 days."
+    )]
+    Grant {
+        /// The route name (the DNS label of `https://NAME.DOMAIN`).
+        name: String,
+        /// The provider key that may serve it too (12D3KooW…).
+        peer: String,
+        /// The gateway's public domain (its `--domain`).
+        #[arg(long)]
+        domain: String,
+        /// How long the grant lasts (at most 90d).
+        #[arg(long, default_value = "30d", value_parser = humantime_duration)]
+        until: Duration,
+        /// The owner's identity key file [default: peerctl's identity].
+        #[arg(long)]
+        key: Option<PathBuf>,
     },
 }
 

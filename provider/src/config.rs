@@ -224,6 +224,9 @@ pub struct ProviderConfig {
     pub gateway_https: Vec<HttpsAddr>,
     /// Local services to publish.
     pub expose: Vec<Expose>,
+    /// Owners' grants (`peerctl names grant`) for exposed names this key does not own: an
+    /// `expose` whose name has a grant here is registered with it (`RegisterGranted`).
+    pub grants: Vec<peercompute_tunnel_proto::NameGrant>,
     /// libp2p listen addresses of the control plane.
     pub listen: Vec<peercompute_p2p::Multiaddr>,
     /// Announce on the LAN with mDNS.
@@ -277,6 +280,7 @@ impl ProviderConfig {
             transport: crate::tunnel::TransportMode::Auto,
             gateway_https: Vec::new(),
             expose: Vec::new(),
+            grants: Vec::new(),
             listen: DEFAULT_LISTEN
                 .iter()
                 .map(|a| a.parse().expect("a valid multiaddr"))

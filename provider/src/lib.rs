@@ -221,11 +221,18 @@ impl Daemon {
             for expose in &config.expose {
                 let handle = handle.clone();
                 let expose = expose.clone();
+                let grant = config
+                    .grants
+                    .iter()
+                    .find(|g| g.name == expose.name)
+                    .cloned();
                 tokio::spawn(async move {
-                    if let Err(e) = handle
-                        .register(&expose.name, &expose.host, expose.port)
-                        .await
-                    {
+                    let (name, host, port) = (&expose.name, &expose.host, expose.port);
+                    let published = match grant {
+                        Some(grant) => handle.register_granted(name, host, port, grant).await,
+                        None => handle.register(name, host, port).await,
+                    };
+                    if let Err(e) = published {
                         error!(route = %expose.name, "cannot publish: {e}");
                     }
                 });

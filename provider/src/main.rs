@@ -143,6 +143,10 @@ struct RunArgs {
     /// Publish an existing local TCP service under NAME (repeatable).
     #[arg(long, value_name = "NAME=HOST:PORT")]
     expose: Vec<Expose>,
+    /// A file holding the owner's grant for an --expose NAME another key owns (printed by
+    /// `peerctl names grant`; repeatable, one per name). Needs a gateway of protocol version 2.
+    #[arg(long, value_name = "FILE")]
+    grant: Vec<PathBuf>,
     /// The gateway's libp2p address for relaying (repeatable), ending in /p2p/GATEWAYID
     /// unless (the first) --gateway pins the id [default: announced by the gateway in the
     /// tunnel; with several gateways, by the first that announced one].
@@ -303,6 +307,7 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
                 gateway_p2p,
                 no_relay,
                 expose,
+                grant,
                 listen,
                 no_mdns,
                 max_cpu,
@@ -339,6 +344,22 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
             }
             if !expose.is_empty() {
                 config.expose = expose;
+            }
+            for path in grant {
+                let text = std::fs::read_to_string(&path)
+                    .with_context(|| format!("cannot read the grant file {}", path.display()))
+                    .map_err(ConfigError::wrap)?;
+                let parsed = peercompute_tunnel_proto::NameGrant::from_text(&text)
+                    .with_context(|| format!("{} is not a grant", path.display()))
+                    .map_err(ConfigError::wrap)?;
+                if !config.expose.iter().any(|e| e.name == parsed.name) {
+                    return Err(ConfigError::wrap(anyhow::anyhow!(
+                        "the grant in {} is for `{}`, which no --expose publishes",
+                        path.display(),
+                        parsed.name
+                    )));
+                }
+                config.grants.push(parsed);
             }
             if !listen.is_empty() {
                 config.listen = listen;

@@ -7,6 +7,7 @@
 
 use bytes::{Buf, BufMut, BytesMut};
 
+use crate::grant::NameGrant;
 use crate::name::validate_name;
 use crate::wire::{DecodeError, EncodeError, Reader, put_str_list, put_str8, put_str16};
 
@@ -24,6 +25,11 @@ const T_UNREGISTER: u8 = 0x06;
 const T_PING: u8 = 0x07;
 const T_PONG: u8 = 0x08;
 const T_GOAWAY: u8 = 0x09;
+const T_REGISTER_GRANTED: u8 = 0x0A;
+
+/// First protocol version with [`ControlMessage::RegisterGranted`]; a provider sends it only
+/// when the Welcome agreed on this version or later.
+pub const SHARED_NAMES_VERSION: u16 = 2;
 
 /// Why the gateway refused a registration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -140,6 +146,9 @@ pub enum ControlMessage {
     Pong { nonce: u64 },
     /// Closing: drain and reconnect later (or never, depending on the code).
     GoAway { code: GoAwayCode, message: String },
+    /// Provider → gateway (version ≥ 2): route `name` to me too, as its owner's `grant`
+    /// allows. Body: `name: u8 len | grant: u16 len | NameGrant encoding`.
+    RegisterGranted { name: String, grant: Box<NameGrant> },
 }
 
 /// Appends the frame for `msg` to `dst`.
@@ -199,6 +208,20 @@ pub fn encode_control(msg: &ControlMessage, dst: &mut BytesMut) -> Result<(), En
             put_str16(&mut body, message, "message")?;
             T_GOAWAY
         }
+        ControlMessage::RegisterGranted { name, grant } => {
+            validate_name(name)?;
+            put_str8(&mut body, name, "name")?;
+            let mut raw = BytesMut::new();
+            grant.encode(&mut raw)?;
+            let len = u16::try_from(raw.len()).map_err(|_| EncodeError::FieldTooLong {
+                field: "grant",
+                len: raw.len(),
+                max: usize::from(u16::MAX),
+            })?;
+            body.put_u16(len);
+            body.put_slice(&raw);
+            T_REGISTER_GRANTED
+        }
     };
     if body.len() > MAX_CONTROL_FRAME {
         return Err(EncodeError::TooLarge {
@@ -240,7 +263,7 @@ pub fn decode_control(src: &mut BytesMut) -> Result<Option<ControlMessage>, Deco
 
 fn known_type(ty: u8) -> Result<(), DecodeError> {
     match ty {
-        T_HELLO..=T_GOAWAY => Ok(()),
+        T_HELLO..=T_REGISTER_GRANTED => Ok(()),
         other => Err(DecodeError::UnknownType(other)),
     }
 }
@@ -285,6 +308,13 @@ fn decode_body(ty: u8, body: &[u8]) -> Result<ControlMessage, DecodeError> {
             code: GoAwayCode::from_u16(r.u16("code")?),
             message: r.str16("message")?,
         },
+        T_REGISTER_GRANTED => {
+            let name = r.str8("name")?;
+            validate_name(&name)?;
+            let len = usize::from(r.u16("grant")?);
+            let grant = Box::new(NameGrant::decode(r.bytes(len, "grant")?)?);
+            ControlMessage::RegisterGranted { name, grant }
+        }
         other => return Err(DecodeError::UnknownType(other)),
     };
     r.finish()?;

@@ -9,6 +9,7 @@
 //!   │    Hello{min,max,agent}            ─▶                                    │
 //!   │                                    ◀─  Welcome{version,gateway_id,p2p}   │
 //!   │    Register{name}                  ─▶                                    │
+//!   │    | RegisterGranted{name,grant} (v2) ─▶                                 │
 //!   │                                    ◀─  Registered{name,url}              │
 //!   │                                        | Refused{name,code,reason}       │
 //!   │    Ping{n} / Pong{n}               ◀─▶                                   │
@@ -33,6 +34,8 @@
 //! - `congestion`: the [`TunnelCongestion`] knob both sides map to their QUIC controller.
 //! - [`stream`]: the data stream header codec.
 //! - [`name`]: the route-name rules (DNS labels).
+//! - `grant`: [`NameGrant`], the owner-signed permission for another provider key to serve a
+//!   name too (sent in `RegisterGranted`, protocol version 2).
 //! - [`wire`]: the primitive readers and writers both codecs share.
 //! - [`control_plane`]: the libp2p control plane between peerctl and a provider
 //!   (`/peercompute/control/1`): JSON messages in `type | length | JSON` frames, signed
@@ -44,6 +47,7 @@
 mod congestion;
 mod control;
 mod control_plane;
+mod grant;
 #[cfg(feature = "tokio")]
 mod io;
 mod name;
@@ -53,7 +57,8 @@ mod wire;
 
 pub use congestion::TunnelCongestion;
 pub use control::{
-    ControlMessage, GoAwayCode, MAX_CONTROL_FRAME, RefuseCode, decode_control, encode_control,
+    ControlMessage, GoAwayCode, MAX_CONTROL_FRAME, RefuseCode, SHARED_NAMES_VERSION,
+    decode_control, encode_control,
 };
 pub use control_plane::{
     CONTROL_PLANE_PROTOCOL, ControlPlaneDecodeError, ControlPlaneEncodeError, ControlPlaneMessage,
@@ -71,6 +76,7 @@ pub use control_plane::{
     validate_mount_path, validate_sha256, validate_share, validate_volume_name,
     validate_volume_ref,
 };
+pub use grant::{GRANT_SIGNATURE_DOMAIN, GRANT_TEXT_PREFIX, GrantError, MAX_GRANT_SECS, NameGrant};
 #[cfg(feature = "tokio")]
 pub use io::{ControlReader, IoError, bind_udp, read_stream_header, write_control};
 /// The peer id type of signed envelopes (`libp2p-identity`'s, re-exported).
@@ -88,7 +94,7 @@ pub const ALPN: &[u8] = b"peercompute-tunnel/1";
 /// Tunnel protocol versions this build speaks (inclusive range).
 pub const MIN_VERSION: u16 = 1;
 /// Highest tunnel protocol version this build speaks.
-pub const MAX_VERSION: u16 = 1;
+pub const MAX_VERSION: u16 = 2;
 
 /// Picks the highest version both ranges share.
 pub fn negotiate_version(peer_min: u16, peer_max: u16) -> Option<u16> {

@@ -9,7 +9,13 @@ use super::*;
 fn version_negotiation() {
     assert_eq!(negotiate_version(1, 1), Some(1));
     assert_eq!(negotiate_version(1, 9), Some(MAX_VERSION));
-    assert_eq!(negotiate_version(2, 9), None);
+    assert_eq!(negotiate_version(2, 9), Some(2));
+    assert_eq!(
+        negotiate_version(1, 1),
+        Some(1),
+        "a v1 provider still gets v1"
+    );
+    assert_eq!(negotiate_version(3, 9), None);
     assert_eq!(negotiate_version(0, 0), None);
 }
 

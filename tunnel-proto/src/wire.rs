@@ -24,6 +24,8 @@ pub enum DecodeError {
     Utf8(&'static str),
     #[error("invalid route name: {0}")]
     Name(#[from] crate::name::NameError),
+    #[error("field `{0}` is not a valid peer id")]
+    BadPeerId(&'static str),
 }
 
 /// Why a value could not be encoded.

@@ -111,6 +111,11 @@ fn control_frame_corpus() {
         ("pong", ok(1, 0)),
         ("goaway", ok(1, 0)),
         ("goaway-unknown-code", ok(1, 0)),
+        ("register-granted", ok(1, 0)),
+        (
+            "register-granted-grant-v2",
+            refused(0, DecodeError::UnknownVersion(2)),
+        ),
         ("three-frames", ok(3, 0)),
         ("frame-then-partial", ok(1, 2)),
         ("truncated-hello", ok(0, 8)),

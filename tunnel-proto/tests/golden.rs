@@ -6,7 +6,7 @@
 //! diagram; integers big-endian; strings `u16 length | UTF-8`, route names `u8 length | UTF-8`;
 //! lists `u16 count | items`. Type bytes (from `control.rs`): Hello 0x01, Welcome 0x02,
 //! Register 0x03, Registered 0x04, Refused 0x05, Unregister 0x06, Ping 0x07, Pong 0x08,
-//! GoAway 0x09. Refused's code is a u8 (NameOwned 1, InvalidName 2, TooManyNames 3, TryLater 5);
+//! GoAway 0x09, RegisterGranted 0x0A (protocol version 2). Refused's code is a u8 (NameOwned 1, InvalidName 2, TooManyNames 3, TryLater 5);
 //! GoAway's a u16 (Shutdown 1, UnsupportedVersion 2, NotAllowed 3, ProtocolError 4, Replaced 5).
 //!
 //! Stream header: `version: u8 | length: u16 BE | kind: u8 | route: u8 len + bytes |
@@ -16,7 +16,7 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 
 use bytes::BytesMut;
 use peercompute_tunnel_proto::{
-    ControlMessage, GoAwayCode, RefuseCode, StreamHeader, StreamKind, decode_control,
+    ControlMessage, GoAwayCode, NameGrant, RefuseCode, StreamHeader, StreamKind, decode_control,
     decode_stream_header, encode_control,
 };
 
@@ -242,5 +242,32 @@ fn stream_header_ipv4_mapped_ipv6_stays_ipv6() {
             )),
         },
         "01 0016 01 01 61 06 00000000000000000000ffff0a000001 ffff",
+    );
+}
+
+#[test]
+fn register_granted() {
+    // type 0x0A, body 180 bytes: name "blog" (u8 len), grant (u16 len 173): version 1 |
+    // domain "apps.example.com" (u8 len 16) | name "blog" | owner peer id (u8 len 38: the
+    // identity multihash of the Ed25519 key of seed [1; 32]) | grantee (seed [2; 32]) |
+    // not_after 1_802_592_000 (u64) | Ed25519 signature (64 bytes, deterministic) over
+    // `24 "peercompute-name-grant/1"` and the fields before it.
+    let grant = NameGrant::from_text(
+        "pcgrant1.ARBhcHBzLmV4YW1wbGUuY29tBGJsb2cmACQIARIgiojj3XQJ8ZX9UtstPLpdcspnCb8dlBIb83SIAbQPb1wmACQIARIggTl3Dqh9F19Wo1Rmw0x-zMuNipG07jeiXfYPW4_Js5QAAAAAa3FfAFZQfN2z50YobOIQB2KlX_IphuvS7Gn2Jb-gsVzGGbcNlTuNMclNwyPpls6XrpaBHW-if-KJonMhaT0to40viAc",
+    )
+    .expect("the golden grant parses");
+    assert_eq!(grant.not_after, 1_802_592_000);
+    check_control(
+        ControlMessage::RegisterGranted {
+            name: "blog".into(),
+            grant: Box::new(grant),
+        },
+        "0a 000000b4 04 626c6f67 00ad \
+         01 10 617070732e6578616d706c652e636f6d 04 626c6f67 \
+         26 0024080112208a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c \
+         26 0024080112208139770ea87d175f56a35466c34c7ecccb8d8a91b4ee37a25df60f5b8fc9b394 \
+         000000006b715f00 \
+         56507cddb3e746286ce2100762a55ff22986ebd2ec69f625bfa0b15cc619b70d\
+         953b8d31c94dc323e996ce97ae96811d6fa27fe289a27321693d2da38d2f8807",
     );
 }

@@ -405,7 +405,7 @@ async fn forward(
         client,
         shared,
     };
-    let (mut resp, sender) = match exchange.send(upstream_req, replay).await {
+    let (mut resp, sender, pool) = match exchange.send(upstream_req, replay).await {
         Err(ProxyError::Tunnel(_)) if body_error.get().is_some() => {
             return Err(ProxyError::BadBody {
                 reason: body_error.get().cloned().unwrap_or_default(),
@@ -436,7 +436,7 @@ async fn forward(
     }
     // A stream that carried an upgrade request, or whose app asked to close, is not reused.
     if !upgrade && !headers::asks_to_close(resp.headers()) {
-        upstream::recycle(route.pool.clone(), sender);
+        upstream::recycle(pool, sender);
     }
 
     let (mut parts, body) = resp.into_parts();

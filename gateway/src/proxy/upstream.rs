@@ -16,6 +16,12 @@
 //! closed unanswered: under a burst of new connections an app's listen queue overflows and its
 //! kernel resets some of them). A request whose body may have been partly sent is never
 //! retried, nor one whose fresh stream timed out or carried a malformed answer.
+//!
+//! Names served by several providers (grants): the retry goes to another provider of the
+//! name when there is one, and a request whose first stream could not even be opened (nothing
+//! was sent, whatever its method) goes once to another provider too. Each attempt counts as an
+//! outstanding request of its route while it waits for the response head, which is what the
+//! registry's least-outstanding pick reads.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -59,21 +65,27 @@ pub(super) struct Exchange<'a> {
 
 impl Exchange<'_> {
     /// Sends `req` and waits for the response head (within the upstream timeout per attempt).
-    /// Returns the connection too, for [`recycle`] once the exchange is complete.
+    /// Returns the connection too, with the pool of the route that answered, for [`recycle`]
+    /// once the exchange is complete.
     pub(super) async fn send(
         &self,
         req: Request<ProxyBody>,
         replay: Replay,
-    ) -> Result<(Response<Incoming>, Upstream), ProxyError> {
+    ) -> Result<(Response<Incoming>, Upstream, Arc<UpstreamPool>), ProxyError> {
         let timeout = self.shared.config.upstream_timeout;
         let head = replay.prepare(&req);
+        let _inflight = self.route.begin();
         let (mut sender, reused) = match self.route.pool.checkout(Instant::now()) {
             Some(sender) => (sender, true),
-            None => (self.open().await?, false),
+            None => match self.open(self.route).await {
+                Ok(sender) => (sender, false),
+                // Nothing was sent: the request may go to another provider of the name.
+                Err(e) => return self.elsewhere(req, e).await,
+            },
         };
         let mut e = match tokio::time::timeout(timeout, sender.try_send_request(req)).await {
             Err(_) => return Err(ProxyError::Timeout(timeout)),
-            Ok(Ok(resp)) => return Ok((resp, sender)),
+            Ok(Ok(resp)) => return Ok((resp, sender, self.route.pool.clone())),
             Ok(Err(e)) => e,
         };
         let req = match (e.take_message(), head) {
@@ -83,33 +95,82 @@ impl Exchange<'_> {
             }
             _ => return Err(ProxyError::Tunnel(e.into_error().to_string())),
         };
+        // Another provider of the name when there is one (this one may have just died), else
+        // a fresh stream to this one.
+        let target = self
+            .shared
+            .registry
+            .lookup_other(self.name, self.route.conn.id())
+            .unwrap_or_else(|| self.route.clone());
         debug!(
             route = %self.name,
             reused,
+            other_provider = target.conn.id() != self.route.conn.id(),
             "stream failed before a response ({}); retrying on a fresh one",
             e.error()
         );
-        let mut sender = self.open().await?;
+        self.send_once(&target, req).await
+    }
+
+    /// The first stream could not be opened, so nothing of `req` was sent: it goes once to
+    /// another provider of the name, if there is one.
+    async fn elsewhere(
+        &self,
+        req: Request<ProxyBody>,
+        first: ProxyError,
+    ) -> Result<(Response<Incoming>, Upstream, Arc<UpstreamPool>), ProxyError> {
+        let Some(other) = self
+            .shared
+            .registry
+            .lookup_other(self.name, self.route.conn.id())
+        else {
+            return Err(first);
+        };
+        debug!(route = %self.name, "stream open failed ({first}); sending to another provider");
+        self.send_once(&other, req).await
+    }
+
+    /// One attempt on a fresh stream of `route`, no retry.
+    async fn send_once(
+        &self,
+        route: &Route,
+        req: Request<ProxyBody>,
+    ) -> Result<(Response<Incoming>, Upstream, Arc<UpstreamPool>), ProxyError> {
+        let timeout = self.shared.config.upstream_timeout;
+        let _inflight = route.begin();
+        let mut sender = self.open(route).await?;
         let resp = tokio::time::timeout(timeout, sender.send_request(req))
             .await
             .map_err(|_| ProxyError::Timeout(timeout))?
             .map_err(|e| ProxyError::Tunnel(e.to_string()))?;
-        Ok((resp, sender))
+        Ok((resp, sender, route.pool.clone()))
+    }
+
+    /// Opens a stream on `route` ([`Self::open_stream`]) and keeps the route's health: the
+    /// third failure in a row takes it out of its name's set for a while.
+    async fn open(&self, route: &Route) -> Result<Upstream, ProxyError> {
+        let opened = self.open_stream(route).await;
+        match &opened {
+            Ok(_) => route.opened(),
+            Err(ProxyError::Busy(_)) => {}
+            Err(_) => route.open_failed(Instant::now()),
+        }
+        opened
     }
 
     /// Opens a tunnel stream to the provider, writes its header and starts an HTTP/1.1 client
     /// connection on it.
-    async fn open(&self) -> Result<Upstream, ProxyError> {
+    async fn open_stream(&self, route: &Route) -> Result<Upstream, ProxyError> {
         let permits = self
             .shared
             .tunnels
-            .stream_permits(self.route.conn.id())
+            .stream_permits(route.conn.id())
             .ok_or_else(|| ProxyError::Open("the provider's tunnel has ended".into()))?;
         let permit = match tokio::time::timeout(STREAM_PERMIT_WAIT, permits.acquire_owned()).await {
             Ok(Ok(permit)) => permit,
             _ => return Err(ProxyError::Busy(self.shared.config.max_streams_per_tunnel)),
         };
-        let mut stream = tokio::time::timeout(OPEN_STREAM_TIMEOUT, self.route.conn.open_bi())
+        let mut stream = tokio::time::timeout(OPEN_STREAM_TIMEOUT, route.conn.open_bi())
             .await
             .map_err(|_| ProxyError::Open("stream limit reached and none freed in time".into()))?
             .map_err(|e| ProxyError::Open(e.to_string()))?;

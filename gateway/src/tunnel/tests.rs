@@ -18,6 +18,8 @@ use crate::tls::acme::Hooks as AcmeHooks;
 
 const WAIT: Duration = Duration::from_secs(5);
 
+mod grants;
+
 struct Gateway {
     shared: Arc<Shared>,
     addr: SocketAddr,
@@ -84,6 +86,11 @@ impl Provider {
     }
 
     async fn connect_as(gw: &Gateway, identity: &Identity) -> Self {
+        Self::connect_speaking(gw, identity, MAX_VERSION).await
+    }
+
+    /// Connects saying it speaks versions `MIN_VERSION..=max_version`.
+    async fn connect_speaking(gw: &Gateway, identity: &Identity, max_version: u16) -> Self {
         let (cert, key) = self_signed_cert(identity, &[]).expect("cert");
         let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(
             rustls::crypto::ring::default_provider(),
@@ -108,7 +115,7 @@ impl Provider {
         let (mut send, recv) = conn.open_bi().await.expect("control stream");
         let hello = ControlMessage::Hello {
             min_version: MIN_VERSION,
-            max_version: MAX_VERSION,
+            max_version,
             agent: "test-provider/1".into(),
         };
         write_control(&mut send, &hello).await.expect("hello");

@@ -28,7 +28,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
 use peercompute_identity::Identity;
-use peercompute_tunnel_proto::{RefuseCode, TunnelCongestion};
+use peercompute_tunnel_proto::{NameGrant, RefuseCode, TunnelCongestion};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 
@@ -62,6 +62,8 @@ pub enum RegisterError {
 pub(crate) struct Target {
     pub(crate) host: String,
     pub(crate) port: u16,
+    /// The owner's grant when this provider serves a name another key owns.
+    pub(crate) grant: Option<Box<NameGrant>>,
 }
 
 /// Routes the gateway accepted: name → local target. Data streams for other names are refused.
@@ -146,12 +148,37 @@ impl TunnelHandle {
         host: &str,
         port: u16,
     ) -> Result<String, RegisterError> {
+        self.register_target(name, host, port, None).await
+    }
+
+    /// Publishes `name` → `host:port` for a name another key owns, presenting its owner's
+    /// `grant` (`RegisterGranted`, gateways of protocol version 2 and later); the gateway
+    /// adds this provider beside the owner's and balances requests between them.
+    pub async fn register_granted(
+        &self,
+        name: &str,
+        host: &str,
+        port: u16,
+        grant: NameGrant,
+    ) -> Result<String, RegisterError> {
+        self.register_target(name, host, port, Some(Box::new(grant)))
+            .await
+    }
+
+    async fn register_target(
+        &self,
+        name: &str,
+        host: &str,
+        port: u16,
+        grant: Option<Box<NameGrant>>,
+    ) -> Result<String, RegisterError> {
         let (reply, rx) = oneshot::channel();
         let cmd = Command::Register {
             name: name.to_owned(),
             target: Target {
                 host: host.to_owned(),
                 port,
+                grant,
             },
             reply,
         };

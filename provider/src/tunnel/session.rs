@@ -7,7 +7,8 @@
 use std::time::{Duration, Instant};
 
 use peercompute_tunnel_proto::{
-    ControlMessage, ControlReader, GoAwayCode, MAX_VERSION, MIN_VERSION, RefuseCode, write_control,
+    ControlMessage, ControlReader, GoAwayCode, MAX_VERSION, MIN_VERSION, RefuseCode,
+    SHARED_NAMES_VERSION, write_control,
 };
 use peercompute_tunnel_transport::{BiStream, CloseReason, TunnelConn};
 use tokio::io::{ReadHalf, WriteHalf};
@@ -99,6 +100,8 @@ pub(crate) struct Opened {
     reader: ControlReader<ReadHalf<BiStream>>,
     /// The gateway's libp2p meeting point, from its Welcome.
     p2p: Option<super::GatewayP2p>,
+    /// The protocol version the Welcome agreed on.
+    version: u16,
 }
 
 impl Opened {
@@ -111,6 +114,34 @@ impl Opened {
         let _ =
             tokio::time::timeout(Duration::from_secs(1), write_control(&mut self.send, &bye)).await;
         self.conn.close(GoAwayCode::Shutdown, message);
+    }
+}
+
+/// The registration of desired `name` to send: `RegisterGranted` when its target carries a
+/// grant and the gateway speaks shared names (version 2), else `Register`. A granted name at a
+/// version-1 gateway is refused here, as the gateway would refuse it, with the reason.
+fn registration(
+    name: String,
+    state: &mut ClientState,
+    retry: &mut Retry,
+    version: u16,
+) -> Option<ControlMessage> {
+    match state.desired.get(&name).and_then(|t| t.grant.clone()) {
+        Some(grant) if version >= SHARED_NAMES_VERSION => {
+            Some(ControlMessage::RegisterGranted { name, grant })
+        }
+        Some(_) => {
+            let refused = ControlMessage::Refused {
+                reason: format!(
+                    "this gateway is too old for shared names (tunnel protocol version \
+                     {version}; `{name}` needs {SHARED_NAMES_VERSION})"
+                ),
+                name,
+                code: RefuseCode::Other(0),
+            };
+            on_control(refused, state, retry)
+        }
+        None => Some(ControlMessage::Register { name }),
     }
 }
 
@@ -253,6 +284,7 @@ pub(crate) async fn handshake(conn: TunnelConn, gateway_host: &str) -> Result<Op
                 send,
                 reader,
                 p2p,
+                version,
             })
         }
         Ok(Ok(Some(ControlMessage::GoAway { code, message }))) => {
@@ -290,6 +322,7 @@ pub(crate) async fn run(
         mut send,
         mut reader,
         p2p,
+        version,
     } = opened;
     let status = announce.status;
     announce.p2p.send_if_modified(|old| {
@@ -299,11 +332,11 @@ pub(crate) async fn run(
     });
     // The gateway's GoAway, if it sent one: on TCP the close that follows carries no reason.
     let mut said: Option<CloseReason> = None;
+    let mut retry = Retry::new();
     let names: Vec<String> = state.desired.keys().cloned().collect();
     for name in names {
-        if write_control(&mut send, &ControlMessage::Register { name })
-            .await
-            .is_err()
+        if let Some(msg) = registration(name, state, &mut retry, version)
+            && write_control(&mut send, &msg).await.is_err()
         {
             return lost(&conn, &said);
         }
@@ -316,7 +349,6 @@ pub(crate) async fn run(
     let mut awaiting: Option<(u64, Instant)> = None;
     let mut pong_late = false;
     let far = || tokio::time::Instant::now() + Duration::from_secs(3600);
-    let mut retry = Retry::new();
     loop {
         // On QUIC a late Pong may mean UDP died: TCP is dialled beside it (QUIC's idle
         // timeout would take 30 s to say so). TCP has its keepalive and nothing to fall to.
@@ -369,11 +401,19 @@ pub(crate) async fn run(
                 }
             },
             Some(cmd) = commands.recv() => {
-                let out = match &cmd {
-                    Command::Register { name, .. } => Some(ControlMessage::Register { name: name.clone() }),
+                let registers = match &cmd {
+                    Command::Register { name, .. } => Some(name.clone()),
+                    Command::Unregister { .. } => None,
+                };
+                let withdraws = match &cmd {
                     Command::Unregister { name } => Some(ControlMessage::Unregister { name: name.clone() }),
+                    Command::Register { .. } => None,
                 };
                 apply_offline(state, cmd);
+                let out = match registers {
+                    Some(name) => registration(name, state, &mut retry, version),
+                    None => withdraws,
+                };
                 if let Some(out) = out
                     && write_control(&mut send, &out).await.is_err()
                 {
@@ -395,7 +435,7 @@ pub(crate) async fn run(
                 Step::Migrate(next) => {
                     return SessionEnd::Moved {
                         next: Box::new(next),
-                        old: Box::new(Opened { conn, send, reader, p2p }),
+                        old: Box::new(Opened { conn, send, reader, p2p, version }),
                     };
                 }
                 // Only the first session of an attempt is served; the link never asks twice.
@@ -414,7 +454,9 @@ pub(crate) async fn run(
             _ = tokio::time::sleep_until(retry.due.unwrap_or_else(tokio::time::Instant::now)), if retry.due.is_some() => {
                 for name in retry.take(state) {
                     info!(route = %name, "registering `{name}` again");
-                    if write_control(&mut send, &ControlMessage::Register { name }).await.is_err() {
+                    if let Some(msg) = registration(name, state, &mut retry, version)
+                        && write_control(&mut send, &msg).await.is_err()
+                    {
                         return lost(&conn, &said);
                     }
                 }
@@ -429,7 +471,7 @@ pub(crate) async fn run(
                 }
             }
             _ = shutdown.changed() => {
-                Opened { conn, send, reader, p2p }.close("provider shutting down").await;
+                Opened { conn, send, reader, p2p, version }.close("provider shutting down").await;
                 return SessionEnd::Shutdown;
             }
         }
@@ -446,6 +488,7 @@ pub(crate) async fn drain(old: Opened, mut splices: JoinSet<()>, routes: Routes)
         mut send,
         mut reader,
         p2p,
+        version,
     } = old;
     let started = Instant::now();
     let mut quiet_since = Instant::now();
@@ -485,6 +528,7 @@ pub(crate) async fn drain(old: Opened, mut splices: JoinSet<()>, routes: Routes)
         send,
         reader,
         p2p,
+        version,
     }
     .close("the tunnel moved to another transport")
     .await;

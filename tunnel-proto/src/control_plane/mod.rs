@@ -39,6 +39,7 @@ mod frame;
 mod messages;
 mod replay;
 mod signing;
+pub(crate) use signing::verifying_key;
 mod validate;
 mod volumes;
 

@@ -256,7 +256,7 @@ impl SignedEnvelope {
 }
 
 /// The Ed25519 public key embedded in an identity-multihash peer id (`12D3KooW…`).
-fn verifying_key(peer: &PeerId) -> Result<VerifyingKey, VerifyError> {
+pub(crate) fn verifying_key(peer: &PeerId) -> Result<VerifyingKey, VerifyError> {
     let not_ed25519 = || VerifyError::NotEd25519(*peer);
     let multihash = peer.as_ref();
     if multihash.code() != IDENTITY_MULTIHASH {

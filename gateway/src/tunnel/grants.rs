@@ -1,0 +1,82 @@
+//! `RegisterGranted` (protocol version 2): a provider serves a name another key owns, as that
+//! owner's signed [`NameGrant`] allows. The tunnel joins the name's route set beside the
+//! owner's; it never becomes the owner, so the name's record is not touched.
+//!
+//! Checks, in order: the grant itself (this gateway's domain, the name, the tunnel's peer as
+//! grantee, not expired, at most 90 days, the owner's signature), then that its owner is the
+//! name's recorded owner, then the operator's release and the per-provider name limit.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use peercompute_tunnel_proto::{ControlMessage, NameGrant, RefuseCode};
+use tracing::warn;
+
+use super::{OPERATOR_RELEASE, admit};
+use crate::events::EventKind;
+use crate::state::Shared;
+use crate::tunnels::TunnelInfo;
+
+/// Handles `RegisterGranted { name, grant }` from tunnel `info`.
+pub(super) fn register_granted(
+    shared: &Shared,
+    info: &TunnelInfo,
+    name: &str,
+    grant: &NameGrant,
+) -> ControlMessage {
+    let peer = info.peer;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let refused = |code, reason: String| {
+        warn!(route = %name, %reason, "granted registration refused");
+        shared.events.publish(EventKind::NameRefused {
+            name: name.to_owned(),
+            peer: peer.to_string(),
+            reason: reason.clone(),
+        });
+        ControlMessage::Refused {
+            name: name.to_owned(),
+            code,
+            reason,
+        }
+    };
+    if let Err(e) = grant.verify(&shared.config.domain, name, &peer, now) {
+        return refused(RefuseCode::NameOwned, format!("grant refused: {e}"));
+    }
+    match shared.names.owner(name) {
+        Some(owner) if owner == grant.owner.to_string() => {}
+        Some(owner) => {
+            return refused(
+                RefuseCode::NameOwned,
+                format!(
+                    "grant refused: it is signed by {}, but {name} belongs to {owner}",
+                    grant.owner
+                ),
+            );
+        }
+        None => {
+            return refused(
+                RefuseCode::TryLater,
+                format!(
+                    "grant refused for now: {name} has no owner on this gateway yet; its owner \
+                     {} must register it first",
+                    grant.owner
+                ),
+            );
+        }
+    }
+    if shared.released_from(name, &grant.owner) {
+        return refused(OPERATOR_RELEASE, "released by the gateway operator".into());
+    }
+    let serves_it = info.routes().iter().any(|n| n == name) || shared.registry.serves(name, &peer);
+    if !serves_it && shared.registry.count_for(&peer) >= shared.config.max_names_per_provider {
+        return refused(
+            RefuseCode::TooManyNames,
+            format!(
+                "this provider already holds {} names, the gateway's limit",
+                shared.config.max_names_per_provider
+            ),
+        );
+    }
+    admit(shared, info, name)
+}
