@@ -46,6 +46,8 @@ struct Keys {
     #[serde(default)]
     expose: Vec<String>,
     #[serde(default)]
+    grant: Vec<PathBuf>,
+    #[serde(default)]
     listen: Vec<String>,
     #[serde(default)]
     no_mdns: bool,
@@ -102,6 +104,9 @@ pub struct ProviderFile {
     /// `gateway_https`: one or a list, one per gateway in the same order.
     pub gateway_https: Vec<crate::config::HttpsAddr>,
     pub expose: Vec<Expose>,
+    /// `grant`: files holding owners' grants for `expose` names other keys own (read, with
+    /// `--grant`'s, once the exposed names are settled).
+    pub grant: Vec<PathBuf>,
     pub listen: Vec<peercompute_p2p::Multiaddr>,
     pub no_mdns: bool,
     pub gateway_p2p: Vec<peercompute_p2p::Multiaddr>,
@@ -162,6 +167,7 @@ impl ProviderFile {
                 .transpose()?,
             gateway_https,
             expose: each("expose", &keys.expose)?,
+            grant: keys.grant,
             listen: keys
                 .listen
                 .iter()
@@ -353,6 +359,7 @@ mod tests {
             gateway = "gw.example.com:8443"
             gateway_ca = "/etc/ca.pem"
             expose = ["blog=127.0.0.1:8080"]
+            grant = ["/etc/peercompute/blog.grant"]
             listen = ["/ip4/0.0.0.0/tcp/9001"]
             no_mdns = true
             max_cpu = "1.5"
@@ -366,6 +373,7 @@ mod tests {
             "#,
         )
         .unwrap_or_else(|_| panic!("a valid file"));
+        assert_eq!(file.grant, [PathBuf::from("/etc/peercompute/blog.grant")]);
         let mut config = ProviderConfig::new(PathBuf::from("/h"));
         file.apply_to(&mut config);
         assert_eq!(

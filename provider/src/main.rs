@@ -325,10 +325,16 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
                 tunnel_congestion,
             } = *args;
             let mut config = ProviderConfig::new(home);
+            // Grant files are read once the exposed names are settled; the flag wins over
+            // the file's `grant`, as for every repeated flag.
+            let mut grant_files = Vec::new();
             if let Some(path) = &config_file {
-                ProviderFile::from_file(path)
-                    .map_err(ConfigError::wrap)?
-                    .apply_to(&mut config);
+                let file = ProviderFile::from_file(path).map_err(ConfigError::wrap)?;
+                grant_files.clone_from(&file.grant);
+                file.apply_to(&mut config);
+            }
+            if !grant.is_empty() {
+                grant_files = grant;
             }
             if !gateway.is_empty() {
                 config.gateways = gateway;
@@ -345,7 +351,7 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
             if !expose.is_empty() {
                 config.expose = expose;
             }
-            for path in grant {
+            for path in grant_files {
                 let text = std::fs::read_to_string(&path)
                     .with_context(|| format!("cannot read the grant file {}", path.display()))
                     .map_err(ConfigError::wrap)?;
