@@ -6,6 +6,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
@@ -125,7 +126,9 @@ impl Transfer {
     }
 }
 
-/// `GET {base}/download?bytes=N`, hashing the body as it arrives.
+/// `GET {base}/download?bytes=N`, hashing the body as it arrives. A download that does not
+/// complete within `limit` says how many bytes had arrived and when the last did, so a slow
+/// transfer and a stalled one read differently.
 pub async fn download(
     client: &reqwest::Client,
     base: &str,
@@ -133,6 +136,8 @@ pub async fn download(
     limit: Duration,
 ) -> Transfer {
     let started = Instant::now();
+    // Bytes received so far and the time of the last chunk, in ms since `started`.
+    let progress = (AtomicU64::new(0), AtomicU64::new(0));
     let fetch = async {
         let resp = client
             .get(format!("{base}/download?bytes={bytes}"))
@@ -147,13 +152,23 @@ pub async fn download(
             let chunk = chunk.map_err(|e| format!("after {n} bytes: {e:#}"))?;
             n += chunk.len() as u64;
             hasher.update(&chunk);
+            progress.0.store(n, Ordering::Relaxed);
+            let at = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+            progress.1.store(at, Ordering::Relaxed);
         }
         Ok::<_, String>((status, n, hex::encode(hasher.finalize())))
     };
-    let outcome = tokio::time::timeout(limit, fetch).await;
+    let outcome = tokio::time::timeout(limit, fetch).await.map_err(|_| {
+        let got = progress.0.load(Ordering::Relaxed);
+        let last = Duration::from_millis(progress.1.load(Ordering::Relaxed));
+        format!(
+            "no complete answer within {limit:?}: {got} of {bytes} bytes had arrived, the last {:.1} s before the limit",
+            limit.saturating_sub(last).as_secs_f64()
+        )
+    });
     Transfer::judge(
         started,
-        flatten(outcome, limit).map(|(status, n, sha)| {
+        outcome.and_then(|r| r).map(|(status, n, sha)| {
             let intact = status == 200 && n == bytes && sha == download_sha256(bytes);
             (n, intact)
         }),
