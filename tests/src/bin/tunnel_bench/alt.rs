@@ -190,7 +190,17 @@ impl Alternative {
             .join("\n")
     }
 
+    /// Stops the chain. nginx's workers are killed first: SIGKILL to the master alone (what
+    /// dropping its handle does) leaves them running, still listening.
     pub(crate) async fn stop(self) {
+        for worker in children_of(self.nginx.pid) {
+            if let Ok(pid) = i32::try_from(worker) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
         self.nginx.kill().await;
         self.server.kill().await;
         self.client.kill().await;
