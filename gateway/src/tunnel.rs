@@ -512,23 +512,33 @@ fn shutdown_msg() -> ControlMessage {
     }
 }
 
+/// Refuses `name` to `peer`: logged, published as a `NameRefused` event, and the answer the
+/// tunnel sends (plain and granted registrations alike).
+pub(super) fn refusal(
+    shared: &Shared,
+    peer: &PeerId,
+    name: &str,
+    code: RefuseCode,
+    reason: String,
+) -> ControlMessage {
+    warn!(route = %name, %reason, "registration refused");
+    shared.events.publish(EventKind::NameRefused {
+        name: name.to_owned(),
+        peer: peer.to_string(),
+        reason: reason.clone(),
+    });
+    ControlMessage::Refused {
+        name: name.to_owned(),
+        code,
+        reason,
+    }
+}
+
 /// Handles `Register { name }` from tunnel `info`. With `--cluster` the claim is decided in
 /// etcd (this tunnel's loop waits for it, at most the store's request timeout).
 async fn register(shared: &Shared, info: &TunnelInfo, name: &str) -> ControlMessage {
     let peer = info.peer;
-    let refuse = |code, reason: String| {
-        warn!(route = %name, %reason, "registration refused");
-        shared.events.publish(EventKind::NameRefused {
-            name: name.to_owned(),
-            peer: peer.to_string(),
-            reason: reason.clone(),
-        });
-        ControlMessage::Refused {
-            name: name.to_owned(),
-            code,
-            reason,
-        }
-    };
+    let refuse = |code, reason| refusal(shared, &peer, name, code, reason);
     // A name this key serves already (on this connection, or on the one this one replaces:
     // a reconnect, a move between QUIC and TCP) is not a new one.
     let serves_it = info.routes().iter().any(|n| n == name) || shared.registry.serves(name, &peer);

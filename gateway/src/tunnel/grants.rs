@@ -9,10 +9,8 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use peercompute_tunnel_proto::{ControlMessage, NameGrant, RefuseCode};
-use tracing::warn;
 
-use super::{OPERATOR_RELEASE, admit};
-use crate::events::EventKind;
+use super::{OPERATOR_RELEASE, admit, refusal};
 use crate::state::Shared;
 use crate::tunnels::TunnelInfo;
 
@@ -27,19 +25,7 @@ pub(super) fn register_granted(
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let refused = |code, reason: String| {
-        warn!(route = %name, %reason, "granted registration refused");
-        shared.events.publish(EventKind::NameRefused {
-            name: name.to_owned(),
-            peer: peer.to_string(),
-            reason: reason.clone(),
-        });
-        ControlMessage::Refused {
-            name: name.to_owned(),
-            code,
-            reason,
-        }
-    };
+    let refused = |code, reason| refusal(shared, &peer, name, code, reason);
     if let Err(e) = grant.verify(&shared.config.domain, name, &peer, now) {
         return refused(RefuseCode::NameOwned, format!("grant refused: {e}"));
     }
