@@ -431,16 +431,20 @@ fn veth(a: &str, a_if: &str, b: &str, b_if: &str) {
 
 /// Panics with what to do unless we are root and `ip netns` and `nft` work.
 fn check_prerequisites() {
+    if let Err(e) = prerequisites() {
+        panic!("{e}");
+    }
+}
+
+/// Whether worlds can be made here (root, `ip netns`, `nft`); the error says what is missing.
+/// [`World::new`] panics with it; a benchmark can check first and skip instead.
+pub fn prerequisites() -> Result<(), String> {
     const HOW: &str = "network-namespace tests need root, iproute2 (`ip netns`) and nftables \
                        (`nft`): run the tests as root (CI does) after scripts/prerequisites";
-    assert!(
-        nix::unistd::geteuid().is_root(),
-        "{HOW}; this process is not root"
-    );
-    if let Err(e) = sh::list_netns() {
-        panic!("{HOW}; {e}");
+    if !nix::unistd::geteuid().is_root() {
+        return Err(format!("{HOW}; this process is not root"));
     }
-    if let Err(e) = sh::try_run("nft", &["--version"]) {
-        panic!("{HOW}; {e}");
-    }
+    sh::list_netns().map_err(|e| format!("{HOW}; {e}"))?;
+    sh::try_run("nft", &["--version"]).map_err(|e| format!("{HOW}; {e}"))?;
+    Ok(())
 }

@@ -167,3 +167,102 @@ async fn soak_runs_mixed_load_and_samples_the_gateway() {
     assert!(report.websockets_ok >= 20, "{report:?}");
     assert!(report.downloads_ok >= 3, "{report:?}");
 }
+
+/// `tunnel-bench --l1 --l2 --l3` in miniature against in-process gateways: 20 connections for
+/// half a second (L1); 40 held connections on a gateway capped at 40, then 3 more refused and
+/// 3 requests on held ones answered (L2); 4 providers × 5 streams × 2 requests with every
+/// response's provider id and checksum verified (L3). Figures are printed, not judged, except
+/// the correctness counts, which must be exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_phases_run_in_miniature() {
+    use tunnel_bench::{l1, l2, l3};
+
+    let id = TestProvider::identity();
+    let l3_ids: Vec<_> = (0..4).map(|_| TestProvider::identity()).collect();
+    let mut allow = vec![id.peer_id()];
+    allow.extend(l3_ids.iter().map(|i| i.peer_id()));
+    let gw = TestGateway::start(GatewayOptions {
+        allow,
+        ..GatewayOptions::default()
+    })
+    .await;
+    let backend = Backend::start().await;
+    let provider = TestProvider::start(id, &gw);
+    provider
+        .register("bench", backend.addr)
+        .await
+        .expect("register");
+    let host = format!("bench.{DOMAIN}");
+    let through = Target::https("through", gw.https, &host, &gw.ca_pem).expect("through target");
+    let me = std::process::id();
+    let watched = [Watched {
+        label: "test".into(),
+        pid: me,
+    }];
+
+    let settings = l1::L1Settings {
+        connections: 20,
+        warmup: Duration::from_millis(100),
+        duration: Duration::from_millis(500),
+    };
+    let report = within(60, "L1", l1::run(&through, me, me, &watched, &settings))
+        .await
+        .expect("L1");
+    assert!(l1::print(&report), "L1 counted errors: {:?}", report.result);
+    assert!(report.result.requests > 0 && report.peak_rss.0 > 0);
+
+    let settings = l3::L3Settings {
+        providers: 4,
+        streams: 5,
+        requests: 2,
+        rest: Duration::from_millis(200),
+    };
+    let under_test = l3::L3Gateway {
+        pid: me,
+        peer: gw.peer_id,
+        https: gw.https,
+        tunnel: gw.tunnel,
+        domain: DOMAIN,
+        ca_pem: &gw.ca_pem,
+    };
+    let report = within(60, "L3", l3::measure(&under_test, l3_ids, &settings))
+        .await
+        .expect("L3");
+    assert!(l3::print(&report), "L3 responses: {:?}", report.tally);
+    assert_eq!(report.tally.ok, 40);
+
+    // L2 on a gateway of its own, capped at the count held.
+    let id = TestProvider::identity();
+    let capped = TestGateway::start(GatewayOptions {
+        allow: vec![id.peer_id()],
+        max_connections: 40,
+        header_read_timeout: l2::IDLE_ALLOWED,
+        ..GatewayOptions::default()
+    })
+    .await;
+    let provider = TestProvider::start(id, &capped);
+    provider
+        .register("bench", backend.addr)
+        .await
+        .expect("register on the capped gateway");
+    let through = Target::https("through", capped.https, &host, &capped.ca_pem).expect("target");
+    let settings = l2::L2Settings {
+        connections: 40,
+        parallel: 10,
+        attempts: 3,
+        probes: 3,
+    };
+    let admin = capped.admin;
+    let report = within(
+        60,
+        "L2",
+        l2::run(&through, me, &settings, || async move {
+            tunnel_bench::suite::connections_open(admin).await.ok()
+        }),
+    )
+    .await;
+    assert!(l2::print(&report), "L2: {report:?}");
+    assert_eq!((report.open, report.refusals.refused), (40, 3));
+    assert_eq!(report.answers.failed, 0);
+    assert!(report.gauge.is_some_and(|g| g >= 40), "{:?}", report.gauge);
+}

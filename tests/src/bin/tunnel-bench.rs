@@ -1,8 +1,9 @@
 //! `tunnel-bench`: measures the tunnel against the backend reached directly, in one run.
 //!
 //! ```text
-//! cargo run --release -p peercompute-tests --bin tunnel-bench            # full run (~1.5 min)
+//! cargo run --release -p peercompute-tests --bin tunnel-bench            # full run, every phase (~5 min)
 //! cargo run --release -p peercompute-tests --bin tunnel-bench -- --quick # a few seconds
+//! cargo run --release -p peercompute-tests --bin tunnel-bench -- --l1 --l2 --l3 --mtu1500
 //! cargo run --release -p peercompute-tests --bin tunnel-bench -- --loss 0,1,5,10 --delay 50ms --jitter 10ms --cc cubic,bbr
 //! ```
 //!
@@ -11,8 +12,12 @@
 //! gateway + QUIC tunnel (HTTPS as a visitor): closed-loop req/s and latency, open-loop latency
 //! at a fixed rate, a bulk download, and gateway/provider memory, including while many TLS
 //! connections are held open. It prints every figure, the ratio to direct and the issue's
-//! targets with PASS/MISS. Exit codes: 0 measured, 1 could not run, 2 a correctness check
-//! failed (errors, non-2xx, bad download). See `tunnel_bench` for the modules.
+//! targets with PASS/MISS. Then the checklist's load phases, each on a system of its own
+//! (`--l1`, `--l2`, `--l3`, `--mtu1500` run only those): 1000 connections for 60 s, idle
+//! connections up to the gateway's cap and past it, 200 providers × 50 streams with every
+//! response checked, bulk over a 1500-byte-MTU link between network namespaces. Exit codes:
+//! 0 measured, 1 could not run, 2 a correctness check failed (errors, non-2xx, bad download,
+//! misrouted or corrupted responses). See `tunnel_bench` for the modules.
 
 mod tunnel_bench;
 
@@ -92,6 +97,9 @@ struct Cli {
     /// Soak: samples before this are left out of the slopes [default: 2m; quick: 10s].
     #[arg(long, value_parser = humantime::parse_duration)]
     warmup: Option<Duration>,
+    /// The checklist's load phases (`--l1`, `--l2`, `--l3`, `--mtu1500`).
+    #[command(flatten)]
+    phases: tunnel_bench::phases::PhaseArgs,
 }
 
 #[derive(Subcommand, Debug)]
@@ -253,6 +261,18 @@ async fn bench(cli: &Cli) -> anyhow::Result<bool> {
     if let Some(duration) = cli.soak {
         return soak_phase(cli, duration, &bins, domain, &host).await;
     }
+    let phases = cli.phases.plan(cli.quick);
+    // L2 holds 10,000 connections at both ends; L3 200 providers' sockets and their backends'.
+    println!(
+        "open-file limit (this process and its children): {}",
+        tunnel_bench::phases::raise_nofile(65_536)
+    );
+    if cli.phases.selected() {
+        let sound = tunnel_bench::phases::run(&phases, &bins, domain, &host, None).await?;
+        println!();
+        println!("load average at end: {}", peercompute_tests::procfs::loadavg());
+        return Ok(sound);
+    }
     let stack = Stack::start(&bins, domain, &host).await?;
     println!(
         "processes: gateway pid {} ({}), provider pid {} ({}), backend pid {} (hyper HTTP/1.1 server of tests/src/backend.rs in its own process: `tunnel-bench backend`), load generator pid {} (this process: hyper HTTP/1.1 client + tokio-rustls, own code; wrk/oha not used)",
@@ -348,7 +368,12 @@ async fn bench(cli: &Cli) -> anyhow::Result<bool> {
     if let Some(a) = alternative {
         a.stop().await;
     }
-    let sound = tunnel_bench::report::print(&report, cli.quick);
+    let mut sound = tunnel_bench::report::print(&report, cli.quick);
+    let loopback = report
+        .tcp
+        .as_ref()
+        .map(|(_, tcp)| (&report.bulk.through.result, &tcp.result));
+    sound &= tunnel_bench::phases::run(&phases, &bins, domain, &host, loopback).await?;
     println!();
     println!(
         "load average at end: {}",

@@ -5,6 +5,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use futures_util::StreamExt;
 use tokio::task::JoinSet;
 
 use super::stats::Latencies;
@@ -12,6 +13,8 @@ use super::target::Target;
 
 /// Upper bound on requests per connection, so no loop is unbounded in count.
 const MAX_REQUESTS_PER_CONN: u64 = 50_000_000;
+/// Connections opened at once before the loop starts.
+const CONNECT_PARALLEL: usize = 32;
 /// Reconnects a connection may need before it gives up.
 const MAX_RECONNECTS: u32 = 100;
 
@@ -54,15 +57,16 @@ struct ConnTally {
 
 /// Connects every connection first (not measured), then runs the loop.
 pub(crate) async fn run(target: &Target, spec: &ClosedLoop) -> anyhow::Result<ClosedResult> {
-    let mut conns = Vec::with_capacity(spec.connections);
-    for _ in 0..spec.connections {
-        conns.push(
-            target
-                .connect()
-                .await
-                .with_context(|| format!("open a connection to {}", target.label))?,
-        );
-    }
+    // A few handshakes at a time: 1000 in turn would leave the first idle long enough for
+    // the gateway's idle timeout (its header read timeout, 10 s) to close them.
+    let conns: Vec<_> = futures_util::stream::iter(0..spec.connections)
+        .map(|_| target.connect())
+        .buffer_unordered(CONNECT_PARALLEL)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<anyhow::Result<_>>()
+        .with_context(|| format!("open a connection to {}", target.label))?;
     let measure_from = Instant::now() + spec.warmup;
     let end = measure_from + spec.duration;
     let mut tasks = JoinSet::new();

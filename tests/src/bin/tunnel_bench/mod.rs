@@ -17,13 +17,26 @@
 //! - [`soak`]: `--soak`: long mixed load, `/metrics` sampled, slopes of RSS/fds/tasks.
 //! - [`setup`]: the real binaries as child processes (built or found), free ports, readiness.
 //! - [`alt`]: the alternative users assemble instead: nginx (TLS) → rathole (noise) → backend.
+//! - [`gateway_proc`]: the real gateway as a child process, ready when `/healthz` answers.
+//! - [`phases`]: `--l1`, `--l2`, `--l3`, `--mtu1500`: the checklist's load phases, each on a
+//!   system of its own: [`l1`] (1000 connections for 60 s), [`l2`] (idle connections up to
+//!   the gateway's cap, then past it), [`l3`] (200 providers × 50 streams, responses checked
+//!   against [`l3_backend`]'s per-provider bodies), [`mtu`] (bulk over a 1500-byte veth link
+//!   between network namespaces).
 
 pub(crate) mod alt;
 pub(crate) mod bulk;
 pub(crate) mod closed;
+pub(crate) mod gateway_proc;
 pub(crate) mod held;
+pub(crate) mod l1;
+pub(crate) mod l2;
+pub(crate) mod l3;
+pub(crate) mod l3_backend;
 pub(crate) mod loss;
+pub(crate) mod mtu;
 pub(crate) mod open;
+pub(crate) mod phases;
 pub(crate) mod procfs;
 pub(crate) mod report;
 pub(crate) mod setup;

@@ -133,6 +133,43 @@ impl CpuMeter {
     }
 }
 
+/// The highest VmRSS of some processes, read every [`PeakRss::EVERY`] until stopped: the
+/// peak of one phase, where VmHWM would be the peak of the process's whole life.
+#[derive(Debug)]
+pub(crate) struct PeakRss {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Vec<u64>>,
+}
+
+impl PeakRss {
+    const EVERY: Duration = Duration::from_millis(100);
+
+    pub(crate) fn start(pids: Vec<u32>) -> Self {
+        let (stop, mut stopped) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(async move {
+            let mut peaks = vec![0u64; pids.len()];
+            let mut tick = tokio::time::interval(Self::EVERY);
+            loop {
+                for (peak, pid) in peaks.iter_mut().zip(&pids) {
+                    let rss = memory(*pid).map_or(0, |m| m.rss_kib);
+                    *peak = (*peak).max(rss);
+                }
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = &mut stopped => return peaks,
+                }
+            }
+        });
+        Self { stop, task }
+    }
+
+    /// The peak VmRSS (KiB) of each pid, in the order given.
+    pub(crate) async fn stop(self) -> Vec<u64> {
+        let _ = self.stop.send(());
+        self.task.await.unwrap_or_default()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

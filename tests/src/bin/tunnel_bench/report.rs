@@ -344,7 +344,7 @@ fn signed_ms(a: Duration, b: Duration) -> String {
     format!("{diff:+.3} ms")
 }
 
-fn verdict(pass: bool) -> &'static str {
+pub(crate) fn verdict(pass: bool) -> &'static str {
     if pass { "PASS" } else { "MISS" }
 }
 

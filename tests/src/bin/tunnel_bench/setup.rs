@@ -18,6 +18,7 @@ use peercompute_tunnel_proto::TunnelCongestion;
 use tokio::io::AsyncBufReadExt;
 use tokio::process::{Child, ChildStdin, Command};
 
+use super::gateway_proc::{GatewayProc, GatewaySpec};
 use super::target::Target;
 
 const GATEWAY_BIN: &str = "peercompute-gateway";
@@ -191,6 +192,11 @@ pub(crate) struct StackOptions {
     pub(crate) link: Option<LinkShape>,
     /// Also serve a WebSocket echo (the backend helper's second address) as the name `ws`.
     pub(crate) websocket: bool,
+    /// The gateway's `--max-connections` (visitor connection cap); `None`: its default.
+    pub(crate) max_connections: Option<usize>,
+    /// The gateway's `header_read_timeout` (config file), which also ends idle keep-alive
+    /// connections; `None`: its default (10 s).
+    pub(crate) header_read_timeout: Option<Duration>,
 }
 
 /// Backend, gateway and provider, running and answering.
@@ -223,7 +229,7 @@ pub(crate) struct Stack {
 
 /// This program re-executed as a helper (`backend`, `splice ADDR`) that prints
 /// `listening ADDR` once bound.
-struct Helper;
+pub(crate) struct Helper;
 
 impl Helper {
     async fn spawn(
@@ -232,26 +238,25 @@ impl Helper {
         args: &[&str],
         dir: &Path,
     ) -> anyhow::Result<(ChildProc, ChildStdin, SocketAddr)> {
-        let (child, stdin, addrs) = Self::spawn_addrs(name, exe, args, dir).await?;
+        let mut cmd = Command::new(exe);
+        cmd.args(args);
+        let (child, stdin, addrs) = Self::spawn_addrs(name, cmd, dir).await?;
         let addr = *addrs
             .first()
             .context("a helper prints at least one address")?;
         Ok((child, stdin, addr))
     }
 
-    /// [`Helper::spawn`] of a helper that prints `listening ADDR [ADDR…]`.
-    async fn spawn_addrs(
+    /// [`Helper::spawn`] of a helper that prints `listening ADDR [ADDR…]`, started as
+    /// `cmd` (which may wrap this program, e.g. in `ip netns exec`).
+    pub(crate) async fn spawn_addrs(
         name: &'static str,
-        exe: &Path,
-        args: &[&str],
+        mut cmd: Command,
         dir: &Path,
     ) -> anyhow::Result<(ChildProc, ChildStdin, Vec<SocketAddr>)> {
         let mut child = ChildProc::spawn(
             name,
-            Command::new(exe)
-                .args(args)
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped()),
+            cmd.stdin(Stdio::piped()).stdout(Stdio::piped()),
             dir.join(format!("{name}.log")),
             false,
         )?;
@@ -286,7 +291,9 @@ impl Helper {
         } else {
             &["backend"]
         };
-        let (child, stdin, addrs) = Self::spawn_addrs("backend", exe, args, dir).await?;
+        let mut cmd = Command::new(exe);
+        cmd.args(args);
+        let (child, stdin, addrs) = Self::spawn_addrs("backend", cmd, dir).await?;
         let ws = if websocket {
             Some(
                 *addrs
@@ -307,7 +314,7 @@ pub(crate) fn free_tcp_port() -> anyhow::Result<u16> {
         .port())
 }
 
-fn free_udp_port() -> anyhow::Result<u16> {
+pub(crate) fn free_udp_port() -> anyhow::Result<u16> {
     Ok(UdpSocket::bind("127.0.0.1:0")
         .context("bind a UDP port")?
         .local_addr()?
@@ -378,15 +385,6 @@ impl Stack {
             "peercomputed init (TCP provider)",
         )
         .await?;
-        let gateway_id = output(
-            Command::new(&bins.gateway)
-                .arg("id")
-                .arg("--state-dir")
-                .arg(&gw_state),
-            "peercompute-gateway id",
-        )
-        .await?;
-
         let https = SocketAddr::from(([127, 0, 0, 1], free_tcp_port()?));
         let admin = SocketAddr::from(([127, 0, 0, 1], free_tcp_port()?));
         let tunnel = SocketAddr::from(([127, 0, 0, 1], free_udp_port()?));
@@ -394,45 +392,35 @@ impl Stack {
             .congestion
             .map(|c| vec!["--tunnel-congestion".into(), c.to_string()])
             .unwrap_or_default();
-        let mut gateway = ChildProc::spawn(
-            "gateway",
-            Command::new(&bins.gateway)
-                .arg("run")
-                .args(&cc_args)
-                .args(["--domain", domain])
-                .arg("--state-dir")
-                .arg(&gw_state)
-                .args(["--https-listen", &https.to_string(), "--no-http"])
-                .args(["--tunnel-listen", &tunnel.to_string()])
-                .args(["--admin-listen", &admin.to_string()])
-                .args(["--public-port", &https.port().to_string()])
-                .args(["--allow-provider", &provider_id])
-                .args(["--allow-provider", &provider_tcp_id])
-                .args(["--rate-limit", "0", "--rate-limit-ip", "0"])
-                // The bench measures the tunnel; the p2p meeting point's fixed port 4001
-                // would also keep two benches from running side by side.
-                .arg("--no-p2p")
-                .stdin(Stdio::null()),
-            dir.path().join("gateway.log"),
-            true,
-        )?;
-        let health = &Target::plain("admin", admin, &admin.to_string());
-        wait_until(
-            "the gateway's /healthz",
-            &mut [&mut gateway],
-            move || async move {
-                let (status, _) = health
-                    .connect()
-                    .await?
-                    .fetch(health.get("/healthz"))
-                    .await?;
-                anyhow::Ok(status.is_success())
-            },
-        )
-        .await?;
-        let ca_path = gw_state.join("dev-ca.pem");
-        let ca_pem =
-            std::fs::read(&ca_path).with_context(|| format!("read {}", ca_path.display()))?;
+        let mut extra = cc_args.clone();
+        if let Some(cap) = options.max_connections {
+            extra.extend(["--max-connections".into(), cap.to_string()]);
+        }
+        if let Some(timeout) = options.header_read_timeout {
+            let file = dir.path().join("gateway.toml");
+            let toml = format!(
+                "header_read_timeout = \"{}\"\n",
+                humantime::format_duration(timeout)
+            );
+            std::fs::write(&file, toml).context("write the gateway's config file")?;
+            extra.extend(["--config".into(), file.display().to_string()]);
+        }
+        let spec = GatewaySpec {
+            domain: domain.to_owned(),
+            https,
+            tunnel,
+            admin,
+            allow: vec![provider_id.clone(), provider_tcp_id],
+            allow_file: None,
+            extra,
+            cpu: None,
+        };
+        let GatewayProc {
+            child: mut gateway,
+            id: gateway_id,
+            ca_pem,
+        } = GatewayProc::start(&bins.gateway, &gw_state, dir.path().join("gateway.log"), &spec)
+            .await?;
 
         let link = match options.link {
             Some(shape) => Some(

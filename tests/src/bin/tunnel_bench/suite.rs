@@ -314,7 +314,7 @@ async fn held_connections(rig: &Rig, settings: &Settings) -> HeldReport {
 }
 
 /// `peercompute_gateway_connections_open` from the admin listener's `/metrics`.
-async fn connections_open(admin: SocketAddr) -> anyhow::Result<u64> {
+pub(crate) async fn connections_open(admin: SocketAddr) -> anyhow::Result<u64> {
     let target = Target::plain("admin", admin, &admin.to_string());
     let mut conn = target.connect().await?;
     let resp = tokio::time::timeout(Duration::from_secs(10), async {

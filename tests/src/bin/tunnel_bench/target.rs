@@ -13,8 +13,8 @@ use bytes::Bytes;
 use http::{Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
-use hyper::client::conn::http1;
-use hyper_util::rt::TokioIo;
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -67,6 +67,26 @@ impl Target {
         host: &str,
         ca_pem: &[u8],
     ) -> anyhow::Result<Self> {
+        Self::https_alpn(label, addr, host, ca_pem, b"http/1.1")
+    }
+
+    /// [`Target::https`] offering only `h2`: for [`Target::connect_h2`].
+    pub(crate) fn https_h2(
+        label: &'static str,
+        addr: SocketAddr,
+        host: &str,
+        ca_pem: &[u8],
+    ) -> anyhow::Result<Self> {
+        Self::https_alpn(label, addr, host, ca_pem, b"h2")
+    }
+
+    fn https_alpn(
+        label: &'static str,
+        addr: SocketAddr,
+        host: &str,
+        ca_pem: &[u8],
+        alpn: &[u8],
+    ) -> anyhow::Result<Self> {
         let mut roots = rustls::RootCertStore::empty();
         for cert in CertificateDer::pem_slice_iter(ca_pem) {
             roots
@@ -83,7 +103,7 @@ impl Target {
         .context("TLS protocol versions")?
         .with_root_certificates(roots)
         .with_no_client_auth();
-        cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+        cfg.alpn_protocols = vec![alpn.to_vec()];
         let sni = ServerName::try_from(host.to_owned()).context("SNI name")?;
         Ok(Self {
             label,
@@ -91,6 +111,28 @@ impl Target {
             host: host.to_owned(),
             tls: Some((TlsConnector::from(Arc::new(cfg)), sni)),
         })
+    }
+
+    /// A new HTTP/2 connection (a target made by [`Target::https_h2`]); clone the sender
+    /// for each concurrent stream. The connection closes when every clone is dropped.
+    pub(crate) async fn connect_h2(&self) -> anyhow::Result<http2::SendRequest<Empty<Bytes>>> {
+        let io = tokio::time::timeout(CONNECT_TIMEOUT, self.dial())
+            .await
+            .with_context(|| format!("connect to {} timed out", self.addr))??;
+        let (sender, conn) = http2::handshake(TokioExecutor::new(), TokioIo::new(io))
+            .await
+            .context("HTTP/2 handshake")?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(sender)
+    }
+
+    /// `GET https://host:port/path`, the absolute form HTTP/2 carries as `:authority`.
+    pub(crate) fn get_h2(&self, path: &str) -> Request<Empty<Bytes>> {
+        Request::get(format!("https://{}:{}{path}", self.host, self.addr.port()))
+            .body(Empty::new())
+            .expect("a host name, a port and a path make a valid URI")
     }
 
     /// A new keep-alive connection (TCP connect, TLS handshake if any, HTTP/1.1 handshake).
