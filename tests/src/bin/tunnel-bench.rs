@@ -270,7 +270,10 @@ async fn bench(cli: &Cli) -> anyhow::Result<bool> {
     if cli.phases.selected() {
         let sound = tunnel_bench::phases::run(&phases, &bins, domain, &host, None).await?;
         println!();
-        println!("load average at end: {}", peercompute_tests::procfs::loadavg());
+        println!(
+            "load average at end: {}",
+            peercompute_tests::procfs::loadavg()
+        );
         return Ok(sound);
     }
     let stack = Stack::start(&bins, domain, &host).await?;

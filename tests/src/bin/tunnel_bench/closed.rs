@@ -32,6 +32,10 @@ pub(crate) struct ClosedLoop {
 pub(crate) struct ClosedResult {
     pub(crate) requests: u64,
     pub(crate) non_2xx: u64,
+    /// How many of each non-2xx status.
+    pub(crate) statuses: std::collections::BTreeMap<u16, u64>,
+    /// The body of the first non-2xx answer.
+    pub(crate) first_non_2xx: Option<String>,
     pub(crate) errors: u64,
     pub(crate) elapsed: Duration,
     pub(crate) latency: Latencies,
@@ -50,6 +54,8 @@ impl ClosedResult {
 struct ConnTally {
     requests: u64,
     non_2xx: u64,
+    statuses: std::collections::BTreeMap<u16, u64>,
+    first_non_2xx: Option<String>,
     errors: u64,
     last_done: Option<Instant>,
     latency: Latencies,
@@ -85,13 +91,19 @@ pub(crate) async fn run(target: &Target, spec: &ClosedLoop) -> anyhow::Result<Cl
                     break;
                 }
                 let measured = start >= measure_from;
-                let outcome = conn.fetch(target.get(&path)).await;
+                let outcome = conn.fetch_detail(target.get(&path)).await;
                 let done = Instant::now();
                 match outcome {
-                    Ok((status, _)) => {
+                    Ok((status, _, said)) => {
                         if measured {
                             tally.requests += 1;
-                            tally.non_2xx += u64::from(!status.is_success());
+                            if !status.is_success() {
+                                tally.non_2xx += 1;
+                                *tally.statuses.entry(status.as_u16()).or_default() += 1;
+                                if tally.first_non_2xx.is_none() {
+                                    tally.first_non_2xx = said;
+                                }
+                            }
                             tally.latency.record(done - start);
                             tally.last_done = Some(done);
                         }
@@ -115,6 +127,8 @@ pub(crate) async fn run(target: &Target, spec: &ClosedLoop) -> anyhow::Result<Cl
     let mut result = ClosedResult {
         requests: 0,
         non_2xx: 0,
+        statuses: std::collections::BTreeMap::new(),
+        first_non_2xx: None,
         errors: 0,
         elapsed: Duration::ZERO,
         latency: Latencies::with_capacity(0),
@@ -127,6 +141,12 @@ pub(crate) async fn run(target: &Target, spec: &ClosedLoop) -> anyhow::Result<Cl
             let tally = joined.context("load task panicked")?;
             result.requests += tally.requests;
             result.non_2xx += tally.non_2xx;
+            if result.first_non_2xx.is_none() {
+                result.first_non_2xx = tally.first_non_2xx;
+            }
+            for (status, n) in tally.statuses {
+                *result.statuses.entry(status).or_default() += n;
+            }
             result.errors += tally.errors;
             result.latency.merge(tally.latency);
             last_done = last_done.max(tally.last_done.unwrap_or(measure_from));

@@ -92,7 +92,11 @@ pub(crate) fn print(report: &L1Report) -> bool {
         "L1: {} concurrent keep-alive visitor connections (HTTPS → gateway → QUIC tunnel → provider → backend), closed loop, {:?} measured after {:?} warm-up",
         s.connections, s.duration, s.warmup
     );
-    println!("  {:<34} {:>14}", "req/s", format!("{:.0}", r.req_per_sec()));
+    println!(
+        "  {:<34} {:>14}",
+        "req/s",
+        format!("{:.0}", r.req_per_sec())
+    );
     println!(
         "  {:<34} {:>14}",
         "latency p50",
@@ -111,6 +115,18 @@ pub(crate) fn print(report: &L1Report) -> bool {
         r.non_2xx,
         verdict(r.non_2xx == 0)
     );
+    if !r.statuses.is_empty() {
+        let each: Vec<String> = r
+            .statuses
+            .iter()
+            .map(|(s, n)| format!("{s} ×{n}"))
+            .collect();
+        println!(
+            "  non-2xx statuses: {}; the first said: {:?}",
+            each.join(", "),
+            r.first_non_2xx.as_deref().unwrap_or("")
+        );
+    }
     println!(
         "  {:<34} {:>14}  {}",
         "socket errors (must be 0)",

@@ -171,10 +171,7 @@ pub(crate) fn print(report: &L2Report) -> bool {
     let answer_max = a.times.max();
     println!(
         "  {:<44} {:>12}  {}",
-        format!(
-            "request on a held connection p50 / max (≤ {})",
-            ms(FAST)
-        ),
+        format!("request on a held connection p50 / max (≤ {})", ms(FAST)),
         format!("{} / {}", ms(a.times.percentile(50.0)), ms(answer_max)),
         verdict(a.failed == 0 && answer_max <= FAST)
     );

@@ -192,33 +192,34 @@ pub(crate) async fn measure(
     );
     let gw_peer = gateway.peer;
     let started = Instant::now();
-    let providers: Vec<TestProvider> = futures_util::stream::iter(
-        identities.into_iter().zip(&backends.addrs).enumerate(),
-    )
-    .map(|(i, (identity, backend))| async move {
-        let mut tunnel = TunnelSettings::new(TunnelGateway {
-            peer: Some(gw_peer),
-            host: gateway.tunnel.ip().to_string(),
-            port: gateway.tunnel.port(),
-        });
-        tunnel.transport = TransportMode::Quic;
-        let provider = TestProvider::start_with(identity, tunnel);
-        tokio::time::timeout(
-            REGISTER_TIMEOUT,
-            provider
-                .handle
-                .register(&format!("l3-{i}"), "127.0.0.1", backend.port()),
-        )
-        .await
-        .with_context(|| format!("provider {i} did not register within {REGISTER_TIMEOUT:?}"))?
-        .with_context(|| format!("register l3-{i}"))?;
-        anyhow::Ok(provider)
-    })
-    .buffer_unordered(PARALLEL_STARTS)
-    .collect::<Vec<_>>()
-    .await
-    .into_iter()
-    .collect::<anyhow::Result<_>>()?;
+    let providers: Vec<TestProvider> =
+        futures_util::stream::iter(identities.into_iter().zip(&backends.addrs).enumerate())
+            .map(|(i, (identity, backend))| async move {
+                let mut tunnel = TunnelSettings::new(TunnelGateway {
+                    peer: Some(gw_peer),
+                    host: gateway.tunnel.ip().to_string(),
+                    port: gateway.tunnel.port(),
+                });
+                tunnel.transport = TransportMode::Quic;
+                let provider = TestProvider::start_with(identity, tunnel);
+                tokio::time::timeout(
+                    REGISTER_TIMEOUT,
+                    provider
+                        .handle
+                        .register(&format!("l3-{i}"), "127.0.0.1", backend.port()),
+                )
+                .await
+                .with_context(|| {
+                    format!("provider {i} did not register within {REGISTER_TIMEOUT:?}")
+                })?
+                .with_context(|| format!("register l3-{i}"))?;
+                anyhow::Ok(provider)
+            })
+            .buffer_unordered(PARALLEL_STARTS)
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .collect::<anyhow::Result<_>>()?;
     let connect_time = started.elapsed();
 
     eprintln!(
@@ -367,7 +368,7 @@ pub(crate) fn print(report: &L3Report) -> bool {
     let t = &report.tally;
     println!();
     println!(
-        "L3: {} providers (in-process QUIC tunnel clients of the provider library, each its own identity and backend) on one gateway (the real binary), {} concurrent HTTP/2 streams each, {} requests per stream",
+        "L3: {} providers (in-process QUIC tunnel clients of the provider library, each its own identity and backend) on one gateway (the real binary), {} concurrent HTTP/2 streams each, {} request(s) per stream",
         s.providers, s.streams, s.requests
     );
     println!(

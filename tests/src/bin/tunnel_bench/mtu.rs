@@ -32,10 +32,20 @@ const SETUP_LIMIT: Duration = Duration::from_secs(120);
 #[derive(Debug)]
 pub(crate) struct MtuReport {
     pub(crate) bytes: u64,
-    /// `ip link` of the gateway's and the provider's side.
+    /// The MTU `ip link` shows on the gateway's and the provider's side.
     pub(crate) links: [String; 2],
     pub(crate) quic: BulkResult,
     pub(crate) tcp: BulkResult,
+}
+
+/// `1500` from `ip -o link` output (`… mtu 1500 qdisc …`), or the whole line.
+fn mtu_of(link: &str) -> String {
+    let mut words = link.split_whitespace();
+    words
+        .by_ref()
+        .find(|w| *w == "mtu")
+        .and(words.next())
+        .map_or_else(|| link.trim().to_owned(), str::to_owned)
 }
 
 /// Why the phase cannot run here, if it cannot.
@@ -101,7 +111,7 @@ pub(crate) async fn run(
     tokio::task::block_in_place(|| drop(world));
     Ok(MtuReport {
         bytes,
-        links: links.map(|l| l.trim().to_owned()),
+        links: links.map(|l| mtu_of(&l)),
         quic,
         tcp,
     })
@@ -145,8 +155,10 @@ async fn in_gateway_namespace(plan: Plan) -> anyhow::Result<(BulkResult, BulkRes
     let quic_gateway = format!("{gw_id}@{}:{tunnel_port}", plan.gw_ip);
     let tcp_https = format!("{}:{https_port}", plan.gw_ip);
     let mut providers = Vec::new();
-    for (home, name, transport) in [("provider", "bench", "quic"), ("provider-tcp", "bench-tcp", "tcp")]
-    {
+    for (home, name, transport) in [
+        ("provider", "bench", "quic"),
+        ("provider-tcp", "bench-tcp", "tcp"),
+    ] {
         let mut cmd = plan.prov.command(&plan.provider_bin);
         cmd.arg("--home")
             .arg(dir.join(home))
@@ -154,7 +166,12 @@ async fn in_gateway_namespace(plan: Plan) -> anyhow::Result<(BulkResult, BulkRes
             .args(["--gateway", &quic_gateway])
             .args(["--transport", transport, "--gateway-https", &tcp_https])
             .args(["--expose", &format!("{name}={backend_addr}")])
-            .args(["--listen", "/ip4/127.0.0.1/tcp/0", "--no-mdns", "--no-relay"])
+            .args([
+                "--listen",
+                "/ip4/127.0.0.1/tcp/0",
+                "--no-mdns",
+                "--no-relay",
+            ])
             .args(["--admin-listen", "off"])
             .stdin(std::process::Stdio::null());
         let log = dir.join(format!("{home}.log"));
@@ -209,9 +226,10 @@ pub(crate) fn print(report: &MtuReport, loopback: Option<(&BulkResult, &BulkResu
         "Bulk over a 1500-byte MTU link: {} MiB download, gateway and providers in two network namespaces joined by veth pairs (through a bridge), visitor on the gateway's loopback",
         report.bytes >> 20
     );
-    for link in &report.links {
-        println!("  link: {link}");
-    }
+    println!(
+        "  link MTU (ip link): gateway's eth0 {}, provider's eth0 {}",
+        report.links[0], report.links[1]
+    );
     println!(
         "  {:<34} {:>14} {:>14} {:>10}",
         "", "loopback", "MTU 1500", "1500/loop"
@@ -231,7 +249,10 @@ pub(crate) fn print(report: &MtuReport, loopback: Option<(&BulkResult, &BulkResu
             "  {label:<34} {:>14} {:>14.2} {:>10}  {}",
             lo.map_or_else(|| "—".into(), |l| format!("{:.2}", l.gbit_per_sec())),
             over.gbit_per_sec(),
-            lo.map_or_else(|| "n/a".into(), |l| ratio(over.gbit_per_sec(), l.gbit_per_sec())),
+            lo.map_or_else(
+                || "n/a".into(),
+                |l| ratio(over.gbit_per_sec(), l.gbit_per_sec())
+            ),
             check(over)
         );
     }

@@ -82,18 +82,30 @@ impl PhaseArgs {
         let all = !self.selected();
         Phases {
             l1: (all || self.l1).then(|| {
-                let mut s = if quick { L1Settings::quick() } else { L1Settings::full() };
+                let mut s = if quick {
+                    L1Settings::quick()
+                } else {
+                    L1Settings::full()
+                };
                 s.duration = self.l1_duration.unwrap_or(s.duration);
                 s.connections = self.l1_connections.unwrap_or(s.connections);
                 s
             }),
             l2: (all || self.l2).then(|| {
-                let mut s = if quick { L2Settings::quick() } else { L2Settings::full() };
+                let mut s = if quick {
+                    L2Settings::quick()
+                } else {
+                    L2Settings::full()
+                };
                 s.connections = self.l2_connections.unwrap_or(s.connections);
                 s
             }),
             l3: (all || self.l3).then(|| {
-                let mut s = if quick { L3Settings::quick() } else { L3Settings::full() };
+                let mut s = if quick {
+                    L3Settings::quick()
+                } else {
+                    L3Settings::full()
+                };
                 s.providers = self.l3_providers.unwrap_or(s.providers);
                 s.streams = self.l3_streams.unwrap_or(s.streams);
                 s.requests = self.l3_requests.unwrap_or(s.requests);
@@ -115,13 +127,15 @@ pub(crate) fn raise_nofile(want: u64) -> String {
     if soft >= want {
         return soft.to_string();
     }
-    let target = want.max(soft);
-    if setrlimit(Resource::RLIMIT_NOFILE, target, target.max(hard)).is_ok() {
-        return target.to_string();
-    }
+    let refused = match setrlimit(Resource::RLIMIT_NOFILE, want, want.max(hard)) {
+        Ok(()) => return want.to_string(),
+        Err(e) => e,
+    };
     let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
     let now = getrlimit(Resource::RLIMIT_NOFILE).map_or(soft, |(s, _)| s);
-    format!("{now} (wanted {want}; raising the hard limit needs root)")
+    format!(
+        "{now} (wanted {want}; raising the hard limit {hard} was refused: {refused}; enough for L2's 10,000 unless raised with `ulimit -Hn`)"
+    )
 }
 
 /// Runs `phases`; `loopback` are the suite's bulk results `(QUIC, TCP)` when it ran.
@@ -231,7 +245,9 @@ async fn run_mtu(
             (&measured.0, &measured.1)
         }
     };
-    let report = mtu::run(bins, domain, bytes).await.context("1500-byte MTU phase")?;
+    let report = mtu::run(bins, domain, bytes)
+        .await
+        .context("1500-byte MTU phase")?;
     Ok(mtu::print(&report, Some(loopback)) && loopback.0.ok() && loopback.1.ok())
 }
 

@@ -419,8 +419,13 @@ impl Stack {
             child: mut gateway,
             id: gateway_id,
             ca_pem,
-        } = GatewayProc::start(&bins.gateway, &gw_state, dir.path().join("gateway.log"), &spec)
-            .await?;
+        } = GatewayProc::start(
+            &bins.gateway,
+            &gw_state,
+            dir.path().join("gateway.log"),
+            &spec,
+        )
+        .await?;
 
         let link = match options.link {
             Some(shape) => Some(

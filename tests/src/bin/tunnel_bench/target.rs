@@ -205,15 +205,31 @@ impl Conn {
         &mut self,
         req: Request<Empty<Bytes>>,
     ) -> anyhow::Result<(StatusCode, u64)> {
+        let (status, len, _) = self.fetch_detail(req).await?;
+        Ok((status, len))
+    }
+
+    /// [`Conn::fetch`], also returning the start of the body of a non-2xx answer (what the
+    /// gateway said).
+    pub(crate) async fn fetch_detail(
+        &mut self,
+        req: Request<Empty<Bytes>>,
+    ) -> anyhow::Result<(StatusCode, u64, Option<String>)> {
+        const KEEP: usize = 200;
         let resp = self.send(req).await?;
         let status = resp.status();
         let mut body = resp.into_body();
         let mut len = 0u64;
+        let mut said = (!status.is_success()).then(Vec::new);
         while let Some(frame) = body.frame().await {
             if let Some(data) = frame.context("response body")?.data_ref() {
                 len += data.len() as u64;
+                if let Some(said) = said.as_mut().filter(|s| s.len() < KEEP) {
+                    said.extend_from_slice(&data[..data.len().min(KEEP - said.len())]);
+                }
             }
         }
-        Ok((status, len))
+        let said = said.map(|s| String::from_utf8_lossy(&s).trim().to_owned());
+        Ok((status, len, said))
     }
 }
