@@ -368,7 +368,7 @@ pub(crate) fn print(report: &L3Report) -> bool {
     let t = &report.tally;
     println!();
     println!(
-        "L3: {} providers (in-process QUIC tunnel clients of the provider library, each its own identity and backend) on one gateway (the real binary), {} concurrent HTTP/2 streams each, {} request(s) per stream",
+        "L3: {} providers (in-process QUIC tunnel clients of the provider library, each its own identity and backend) on one gateway, {} concurrent HTTP/2 streams each, {} request(s) per stream",
         s.providers, s.streams, s.requests
     );
     println!(
