@@ -13,7 +13,9 @@ mod tunnel_bench;
 
 use std::time::Duration;
 
-use peercompute_tests::{Backend, DOMAIN, GatewayOptions, TestGateway, TestProvider, within};
+use peercompute_tests::{
+    Backend, DOMAIN, GatewayOptions, TestGateway, TestProvider, publish, within,
+};
 use tunnel_bench::procfs::Watched;
 use tunnel_bench::suite::{self, Rig, Settings};
 use tunnel_bench::target::Target;
@@ -177,21 +179,16 @@ async fn soak_runs_mixed_load_and_samples_the_gateway() {
 async fn load_phases_run_in_miniature() {
     use tunnel_bench::{l1, l2, l3};
 
-    let id = TestProvider::identity();
     let l3_ids: Vec<_> = (0..4).map(|_| TestProvider::identity()).collect();
-    let mut allow = vec![id.peer_id()];
-    allow.extend(l3_ids.iter().map(|i| i.peer_id()));
-    let gw = TestGateway::start(GatewayOptions {
-        allow,
-        ..GatewayOptions::default()
-    })
+    let published = publish(
+        GatewayOptions {
+            allow: l3_ids.iter().map(|i| i.peer_id()).collect(),
+            ..GatewayOptions::default()
+        },
+        "bench",
+    )
     .await;
-    let backend = Backend::start().await;
-    let provider = TestProvider::start(id, &gw);
-    provider
-        .register("bench", backend.addr)
-        .await
-        .expect("register");
+    let gw = &published.gw;
     let host = format!("bench.{DOMAIN}");
     let through = Target::https("through", gw.https, &host, &gw.ca_pem).expect("through target");
     let me = std::process::id();
@@ -232,19 +229,16 @@ async fn load_phases_run_in_miniature() {
     assert_eq!(report.tally.ok, 40);
 
     // L2 on a gateway of its own, capped at the count held.
-    let id = TestProvider::identity();
-    let capped = TestGateway::start(GatewayOptions {
-        allow: vec![id.peer_id()],
-        max_connections: 40,
-        header_read_timeout: l2::IDLE_ALLOWED,
-        ..GatewayOptions::default()
-    })
+    let capped = publish(
+        GatewayOptions {
+            max_connections: 40,
+            header_read_timeout: l2::IDLE_ALLOWED,
+            ..GatewayOptions::default()
+        },
+        "bench",
+    )
     .await;
-    let provider = TestProvider::start(id, &capped);
-    provider
-        .register("bench", backend.addr)
-        .await
-        .expect("register on the capped gateway");
+    let capped = &capped.gw;
     let through = Target::https("through", capped.https, &host, &capped.ca_pem).expect("target");
     let settings = l2::L2Settings {
         connections: 40,

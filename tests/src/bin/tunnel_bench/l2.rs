@@ -13,7 +13,7 @@
 use std::time::Duration;
 
 use super::held::{self, Answers, Refusals};
-use super::procfs::{Memory, memory};
+use super::procfs::{Memory, memory, rss_growth_each};
 use super::report::verdict;
 use super::stats::{mib, ms};
 use super::target::Target;
@@ -78,10 +78,7 @@ pub(crate) struct L2Report {
 
 impl L2Report {
     pub(crate) fn kib_per_connection(&self) -> f64 {
-        self.gateway_open
-            .rss_kib
-            .saturating_sub(self.gateway_before.rss_kib) as f64
-            / self.open.max(1) as f64
+        rss_growth_each(self.gateway_before, self.gateway_open, self.open)
     }
 }
 

@@ -23,7 +23,7 @@ use tokio::task::JoinSet;
 
 use super::gateway_proc::{GatewayProc, GatewaySpec};
 use super::l3_backend::{self, Backends, PROVIDER_HEADER};
-use super::procfs::{CpuMeter, CpuUse, Memory, Watched, memory};
+use super::procfs::{CpuMeter, CpuUse, Memory, Watched, memory, rss_growth_each};
 use super::report::verdict;
 use super::setup::{Binaries, free_tcp_port, free_udp_port};
 use super::stats::{Latencies, mib, ms};
@@ -376,11 +376,8 @@ pub(crate) fn print(report: &L3Report) -> bool {
         report.registered,
         report.connect_time.as_secs_f64()
     );
-    let per_provider = report
-        .gateway_rest
-        .rss_kib
-        .saturating_sub(report.gateway_empty.rss_kib) as f64
-        / report.registered.max(1) as f64;
+    let per_provider =
+        rss_growth_each(report.gateway_empty, report.gateway_rest, report.registered);
     println!(
         "  gateway at rest with {} providers, over {:?}: VmRSS {} (before the providers {}: {per_provider:.1} KiB per provider), CPU {}",
         report.registered,

@@ -133,9 +133,7 @@ pub(crate) fn raise_nofile(want: u64) -> String {
     };
     let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
     let now = getrlimit(Resource::RLIMIT_NOFILE).map_or(soft, |(s, _)| s);
-    format!(
-        "{now} (wanted {want}; raising the hard limit {hard} was refused: {refused}; enough for L2's 10,000 unless raised with `ulimit -Hn`)"
-    )
+    format!("{now} (wanted {want}; raising the hard limit of {hard} was refused: {refused})")
 }
 
 /// Runs `phases`; `loopback` are the suite's bulk results `(QUIC, TCP)` when it ran.

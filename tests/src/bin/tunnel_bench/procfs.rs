@@ -133,6 +133,12 @@ impl CpuMeter {
     }
 }
 
+/// KiB of VmRSS growth from `before` to `after` per one of `n` things (connections,
+/// providers) that caused it.
+pub(crate) fn rss_growth_each(before: Memory, after: Memory, n: usize) -> f64 {
+    after.rss_kib.saturating_sub(before.rss_kib) as f64 / n.max(1) as f64
+}
+
 /// The highest VmRSS of some processes, read every [`PeakRss::EVERY`] until stopped: the
 /// peak of one phase, where VmHWM would be the peak of the process's whole life.
 #[derive(Debug)]

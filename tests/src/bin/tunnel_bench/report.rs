@@ -198,11 +198,7 @@ pub(crate) fn print(report: &Report, quick: bool) -> bool {
     if let Some(e) = &h.first_error {
         println!("  first failure: {e}");
     }
-    let per_conn = h
-        .gateway_open
-        .rss_kib
-        .saturating_sub(h.gateway_before.rss_kib) as f64
-        / h.open.max(1) as f64;
+    let per_conn = super::procfs::rss_growth_each(h.gateway_before, h.gateway_open, h.open);
     println!(
         "  gateway VmRSS before {} → while open {} ({per_conn:.1} KiB per connection); provider VmRSS {}",
         mib(h.gateway_before.rss_kib),
