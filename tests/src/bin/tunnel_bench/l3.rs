@@ -233,7 +233,7 @@ pub(crate) async fn measure(
     let gateway_rest = memory(pid).unwrap_or_default();
 
     eprintln!(
-        "  running: L3, {} streams per provider, {} requests each",
+        "  running: L3, {} streams per provider, {} request(s) each",
         settings.streams, settings.requests
     );
     let meter = CpuMeter::start(&watched);

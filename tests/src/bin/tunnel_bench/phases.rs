@@ -160,6 +160,12 @@ pub(crate) async fn run(
     if let Some(bytes) = phases.mtu_bytes {
         sound &= run_mtu(bins, domain, host, bytes, loopback).await?;
     }
+    if !sound {
+        println!();
+        println!(
+            "CHECK FAILED: a load phase counted errors, non-2xx, misrouted or corrupted answers, connections that failed, or a bad download (see its lines above)"
+        );
+    }
     Ok(sound)
 }
 
