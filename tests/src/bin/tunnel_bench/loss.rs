@@ -98,7 +98,7 @@ pub(crate) async fn run(
         let options = StackOptions {
             congestion: Some(cc),
             link: Some(LinkShape::symmetric(dir, 17)),
-            websocket: false,
+            ..StackOptions::default()
         };
         let stack = Stack::start_with(bins, domain, host, &options)
             .await

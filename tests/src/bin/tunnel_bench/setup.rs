@@ -191,6 +191,10 @@ pub(crate) struct StackOptions {
     pub(crate) link: Option<LinkShape>,
     /// Also serve a WebSocket echo (the backend helper's second address) as the name `ws`.
     pub(crate) websocket: bool,
+    /// More provider keys the gateway admits (`--allow-provider`).
+    pub(crate) extra_allowed: Vec<String>,
+    /// Runs the gateway on this CPU only (`taskset -c`), away from everything else.
+    pub(crate) gateway_cpu: Option<usize>,
 }
 
 /// Backend, gateway and provider, running and answering.
@@ -208,6 +212,9 @@ pub(crate) struct Stack {
     /// Entry of the two-hop splice chain in front of the backend.
     pub(crate) splice_addr: SocketAddr,
     pub(crate) https: SocketAddr,
+    /// The gateway's QUIC tunnel listener and its peer id.
+    pub(crate) tunnel: SocketAddr,
+    pub(crate) gateway_id: String,
     pub(crate) admin: SocketAddr,
     pub(crate) ca_pem: Vec<u8>,
     /// The provider's admin listener (`/metrics`).
@@ -394,10 +401,21 @@ impl Stack {
             .congestion
             .map(|c| vec!["--tunnel-congestion".into(), c.to_string()])
             .unwrap_or_default();
+        let mut gateway_cmd = match options.gateway_cpu {
+            Some(cpu) => {
+                let mut cmd = Command::new("taskset");
+                cmd.args(["-c", &cpu.to_string()]).arg(&bins.gateway);
+                cmd
+            }
+            None => Command::new(&bins.gateway),
+        };
+        gateway_cmd.arg("run");
+        for peer in &options.extra_allowed {
+            gateway_cmd.args(["--allow-provider", peer]);
+        }
         let mut gateway = ChildProc::spawn(
             "gateway",
-            Command::new(&bins.gateway)
-                .arg("run")
+            gateway_cmd
                 .args(&cc_args)
                 .args(["--domain", domain])
                 .arg("--state-dir")
@@ -521,6 +539,8 @@ impl Stack {
             backend_addr,
             splice_addr,
             https,
+            tunnel,
+            gateway_id,
             admin,
             ca_pem,
             provider_admin,
