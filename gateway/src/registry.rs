@@ -61,16 +61,18 @@ impl Drop for Inflight {
 }
 
 impl Route {
+    /// A route on `conn`, whose open streams each hold one of `permits` (the tunnel's).
     pub(crate) fn new(
         conn: TunnelConn,
         peer: PeerId,
         traffic: Arc<TrafficCell>,
         tunnel_traffic: Arc<TrafficCell>,
+        permits: Arc<tokio::sync::Semaphore>,
     ) -> Self {
         Self {
             conn,
             peer,
-            pool: Arc::default(),
+            pool: Arc::new(UpstreamPool::default().with_permits(permits)),
             traffic,
             tunnel_traffic,
             load: Arc::default(),

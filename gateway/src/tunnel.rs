@@ -579,6 +579,7 @@ fn admit(shared: &Shared, info: &TunnelInfo, name: &str) -> ControlMessage {
         peer,
         shared.traffic.cell_for(name),
         info.traffic.clone(),
+        info.streams.clone(),
     );
     shared.registry.insert(name, route);
     shared.claimed(name);

@@ -65,6 +65,89 @@ pub enum StreamMode {
     HugeHead,
 }
 
+/// The misbehaviours of issue 17's B7, shared by `tests/tests/tunnel_hostile.rs` (bounds,
+/// asserted) and `tunnel-bench --hostile` (the honest provider's p99, measured with the
+/// gateway in a process of its own).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Behaviour {
+    /// Opens 10,000 streams toward the gateway, writing into them, never finishing.
+    OpenStreams,
+    /// Accepts the gateway's streams (visitors of its name) and never reads them.
+    NeverReadStreams,
+    /// Answers 200 with a chunked body that never ends.
+    EndlessBody,
+    /// Sends 48 KiB of response head, then a byte every 100 ms.
+    HeadNeverEnds,
+    /// Sends a 1 MiB response head.
+    HugeHead,
+    /// A control frame announcing a body over the limit.
+    OversizedControl,
+    /// A control frame of a type nobody defined.
+    UnknownControl,
+    /// A control frame whose fields overrun its body.
+    TruncatedControl,
+    /// Registers and unregisters names as fast as the gateway takes them.
+    RegisterChurn,
+    /// Pings without ever reading the Pongs.
+    PingNoRead,
+}
+
+impl Behaviour {
+    /// Every behaviour, the stream-holding one first (while freed memory of earlier phases
+    /// cannot yet hide its cost in a resident-memory figure).
+    pub const ALL: [Behaviour; 10] = [
+        Behaviour::NeverReadStreams,
+        Behaviour::HeadNeverEnds,
+        Behaviour::OpenStreams,
+        Behaviour::EndlessBody,
+        Behaviour::HugeHead,
+        Behaviour::OversizedControl,
+        Behaviour::UnknownControl,
+        Behaviour::TruncatedControl,
+        Behaviour::RegisterChurn,
+        Behaviour::PingNoRead,
+    ];
+
+    /// What it does with the streams the gateway opens toward it.
+    pub fn mode(self) -> StreamMode {
+        match self {
+            Self::OpenStreams => StreamMode::NeverAccept,
+            Self::EndlessBody => StreamMode::EndlessBody,
+            Self::HeadNeverEnds => StreamMode::HeadNeverEnds,
+            Self::HugeHead => StreamMode::HugeHead,
+            _ => StreamMode::NeverRead,
+        }
+    }
+
+    /// Its QUIC windows.
+    pub fn windows(self) -> Windows {
+        match self {
+            // Streams without end toward us: grant the gateway all it wants.
+            Self::NeverReadStreams => Windows {
+                grant: 100_000,
+                ..Windows::default()
+            },
+            // A 1 KiB control window: the gateway's Pongs fill it in ~80 Pings, fewer than the
+            // control budget's burst, so only the control-write timeout can end the stall.
+            Self::PingNoRead => Windows {
+                stream: 1024,
+                ..Windows::default()
+            },
+            _ => Windows::default(),
+        }
+    }
+
+    /// The raw control frame it sends, for the three broken-frame behaviours.
+    pub fn raw_frame(self) -> Option<Vec<u8>> {
+        match self {
+            Self::OversizedControl => Some(HostileProvider::oversized_frame()),
+            Self::UnknownControl => Some(HostileProvider::unknown_type_frame()),
+            Self::TruncatedControl => Some(HostileProvider::truncated_frame()),
+            _ => None,
+        }
+    }
+}
+
 /// One connected hostile provider.
 #[derive(Debug)]
 pub struct HostileProvider {

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use peercompute_identity::Identity;
-use peercompute_tests::hostile_provider::{HostileProvider, StreamMode, Windows};
+use peercompute_tests::hostile_provider::{Behaviour, HostileProvider};
 use peercompute_tests::open_loop::{Visit, p99, rss_kib, rss_peak, visit, visit_loop};
 use peercompute_tests::{
     Alpn, Backend, GatewayOptions, TestGateway, TestProvider, https_client, within,
@@ -36,72 +36,15 @@ const OWNED_CAP: usize = 50;
 /// Most the test process may grow during one behaviour.
 const RSS_BOUND_MIB: f64 = 48.0;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Behaviour {
-    OpenStreams,
-    NeverReadStreams,
-    EndlessBody,
-    HeadNeverEnds,
-    HugeHead,
-    OversizedControl,
-    UnknownControl,
-    TruncatedControl,
-    RegisterChurn,
-    PingNoRead,
-}
-
-/// The stream-holding behaviour comes first, while freed memory of earlier phases cannot yet
-/// hide its cost in the resident-memory figure (the per-stream cost printed).
-const ALL: [Behaviour; 10] = [
-    Behaviour::NeverReadStreams,
-    Behaviour::HeadNeverEnds,
-    Behaviour::OpenStreams,
-    Behaviour::EndlessBody,
-    Behaviour::HugeHead,
-    Behaviour::OversizedControl,
-    Behaviour::UnknownControl,
-    Behaviour::TruncatedControl,
-    Behaviour::RegisterChurn,
-    Behaviour::PingNoRead,
-];
-
-impl Behaviour {
-    fn mode(self) -> StreamMode {
-        match self {
-            Self::OpenStreams => StreamMode::NeverAccept,
-            Self::EndlessBody => StreamMode::EndlessBody,
-            Self::HeadNeverEnds => StreamMode::HeadNeverEnds,
-            Self::HugeHead => StreamMode::HugeHead,
-            _ => StreamMode::NeverRead,
-        }
-    }
-
-    fn windows(self) -> Windows {
-        match self {
-            // Streams without end toward us: grant the gateway all it wants.
-            Self::NeverReadStreams => Windows {
-                grant: 100_000,
-                ..Windows::default()
-            },
-            // A 1 KiB control window: the gateway's Pongs fill it in ~80 Pings, fewer than the
-            // control budget's burst, so only the control-write timeout can end the stall.
-            Self::PingNoRead => Windows {
-                stream: 1024,
-                ..Windows::default()
-            },
-            _ => Windows::default(),
-        }
-    }
-
-    /// The statuses its visitors may get, and the longest each may take.
-    fn allowed(self, status: u16) -> Option<Duration> {
-        match (self, status) {
-            (Self::EndlessBody, 200) => Some(UPSTREAM + SLACK),
-            (Self::EndlessBody, _) => None,
-            (_, 504) => Some(UPSTREAM + SLACK),
-            (_, 502) => Some(OPEN_STREAM + SLACK),
-            _ => None,
-        }
+/// The statuses a visitor of the hostile name may get under `behaviour`, and the longest each
+/// may take.
+fn allowed(behaviour: Behaviour, status: u16) -> Option<Duration> {
+    match (behaviour, status) {
+        (Behaviour::EndlessBody, 200) => Some(UPSTREAM + SLACK),
+        (Behaviour::EndlessBody, _) => None,
+        (_, 504) => Some(UPSTREAM + SLACK),
+        (_, 502) => Some(OPEN_STREAM + SLACK),
+        _ => None,
     }
 }
 
@@ -162,7 +105,10 @@ async fn a_hostile_provider_is_contained_and_other_providers_are_served() {
     let dir = tempfile::tempdir().expect("tempdir");
     let allow_file = dir.path().join("allowed");
     let good = TestProvider::identity();
-    let hostile: Vec<Identity> = ALL.iter().map(|_| TestProvider::identity()).collect();
+    let hostile: Vec<Identity> = Behaviour::ALL
+        .iter()
+        .map(|_| TestProvider::identity())
+        .collect();
     let mut peers = vec![good.peer_id().to_string()];
     peers.extend(hostile.iter().map(|i| i.peer_id().to_string()));
     std::fs::write(&allow_file, peers.join("\n") + "\n").expect("write allow file");
@@ -210,7 +156,7 @@ async fn a_hostile_provider_is_contained_and_other_providers_are_served() {
 
     let mut rows = Vec::new();
     let mut windows = Vec::new();
-    for (i, behaviour) in ALL.iter().enumerate() {
+    for (i, behaviour) in Behaviour::ALL.iter().enumerate() {
         let from = Instant::now();
         let row = within(
             60,
@@ -353,7 +299,7 @@ async fn attack(rig: &Rig, behaviour: Behaviour, identity: &Identity, i: usize) 
         slot.0 += 1;
         slot.1 = slot.1.max(v.took);
         let ok = match &v.outcome {
-            Ok((status, _)) => behaviour.allowed(*status).is_some_and(|max| v.took <= max),
+            Ok((status, _)) => allowed(behaviour, *status).is_some_and(|max| v.took <= max),
             Err(_) => false,
         };
         if !ok {
@@ -476,11 +422,7 @@ async fn act(
         }
         Behaviour::OversizedControl | Behaviour::UnknownControl | Behaviour::TruncatedControl => {
             tokio::time::sleep(Duration::from_millis(500)).await;
-            let frame = match behaviour {
-                Behaviour::OversizedControl => HostileProvider::oversized_frame(),
-                Behaviour::UnknownControl => HostileProvider::unknown_type_frame(),
-                _ => HostileProvider::truncated_frame(),
-            };
+            let frame = behaviour.raw_frame().expect("a broken-frame behaviour");
             let sent = Instant::now();
             hostile.send_raw_control(&frame).await;
             let end = up_or_closed(hostile, Duration::from_secs(1) + SLACK).await;

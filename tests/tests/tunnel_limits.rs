@@ -431,3 +431,72 @@ async fn http2_abuse_gets_goaway_and_others_are_served() {
     let code = h2_until_goaway(&mut conn, 10).await;
     assert_eq!(code, Some(0xb), "GOAWAY ENHANCE_YOUR_CALM expected");
 }
+
+/// As many visitors as the tunnel's stream cap, each sending its next request as soon as the
+/// last answer arrived: every request is served. (Idle streams in the gateway's pool hold
+/// stream permits too; before they were given back at the cap, a stream still on its way back
+/// to the pool made a new one open, and the request after it waited a second for a permit held
+/// by an idle stream and got 502 — L1's 1000 visitors against the 1024 cap found it.)
+#[tokio::test]
+async fn visitors_up_to_the_stream_cap_are_all_served() {
+    const CAP: usize = 16;
+    let Published {
+        gw,
+        provider: _provider,
+        backend: _backend,
+    } = publish(
+        GatewayOptions {
+            max_streams_per_tunnel: CAP,
+            ..GatewayOptions::default()
+        },
+        "capped",
+    )
+    .await;
+    let client = https_client(&gw, &["capped"], Alpn::H1);
+    let url = gw.url("capped", "/");
+    let deadline = Instant::now() + Duration::from_secs(4);
+    let visitors = (0..CAP).map(|_| {
+        let (client, url) = (client.clone(), url.clone());
+        tokio::spawn(async move {
+            let (mut ok, mut other) = (0usize, Vec::new());
+            // Bounded: at most 2000 requests or 4 s per visitor.
+            for _ in 0..2000 {
+                if Instant::now() >= deadline {
+                    break;
+                }
+                match client.get(&url).send().await {
+                    Ok(r) if r.status() == 200 => {
+                        let _ = r.bytes().await;
+                        ok += 1;
+                    }
+                    Ok(r) => other.push(format!(
+                        "{} {}",
+                        r.status(),
+                        r.text().await.unwrap_or_default()
+                    )),
+                    Err(e) => other.push(format!("{e:#}")),
+                }
+            }
+            (ok, other)
+        })
+    });
+    let results = within(30, "the visitors", futures_util::future::join_all(visitors)).await;
+    let (mut ok, mut failed) = (0, Vec::new());
+    for r in results {
+        let (n, other) = r.expect("visitor task");
+        ok += n;
+        failed.extend(other);
+    }
+    println!(
+        "{CAP} visitors at a cap of {CAP} streams: {ok} served, {} not",
+        failed.len()
+    );
+    assert!(ok > 0);
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed, first: {}",
+        failed.len(),
+        ok + failed.len(),
+        failed[0]
+    );
+}

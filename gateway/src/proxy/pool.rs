@@ -16,8 +16,10 @@
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use tokio::sync::Semaphore;
 
 /// Idle streams kept per route; more concurrent requests than this still work, their streams
 /// are closed when they finish.
@@ -43,6 +45,8 @@ pub(crate) struct IdlePool<T> {
     inner: Mutex<Inner<T>>,
     max_idle: usize,
     idle_timeout: Duration,
+    /// The tunnel's stream permits, held by idle connections too (see [`IdlePool::checkin`]).
+    permits: Option<Arc<Semaphore>>,
 }
 
 struct Inner<T> {
@@ -82,7 +86,16 @@ impl<T: Reusable> IdlePool<T> {
             }),
             max_idle,
             idle_timeout,
+            permits: None,
         }
+    }
+
+    /// A pool of a tunnel whose open streams each hold one of `permits`: a connection checked
+    /// in while none is left is closed instead of kept, so its permit goes to a request
+    /// waiting for one rather than sitting idle.
+    pub(crate) fn with_permits(mut self, permits: Arc<Semaphore>) -> Self {
+        self.permits = Some(permits);
+        self
     }
 
     /// The most recently returned usable connection, if any; expired and unusable ones met
@@ -109,9 +122,15 @@ impl<T: Reusable> IdlePool<T> {
     }
 
     /// Returns a connection whose previous exchange completed. It is dropped instead when the
-    /// pool is closed or the connection unusable; a full pool drops its oldest entry.
+    /// pool is closed, the connection unusable or the tunnel out of stream permits; a full
+    /// pool drops its oldest entry.
     pub(crate) fn checkin(&self, conn: T, now: Instant) {
-        if !conn.is_reusable() {
+        if !conn.is_reusable()
+            || self
+                .permits
+                .as_ref()
+                .is_some_and(|p| p.available_permits() == 0)
+        {
             return;
         }
         let mut inner = self.lock();
@@ -148,6 +167,13 @@ impl<T: Reusable> IdlePool<T> {
             inner.idle = kept;
         }
         dropped.len()
+    }
+
+    /// Drops the oldest idle connection, if there is one: its stream's permit comes back for
+    /// a request that found none (idle streams count against `max_streams_per_tunnel`).
+    pub(crate) fn evict_oldest(&self) -> bool {
+        let oldest = self.lock().idle.pop_front();
+        oldest.is_some()
     }
 
     /// Drops every idle connection and refuses later check-ins: the route was withdrawn,
@@ -208,6 +234,38 @@ mod tests {
 
     fn pool(max: usize) -> IdlePool<Fake> {
         IdlePool::new(max, 4 * SEC)
+    }
+
+    #[test]
+    fn a_tunnel_out_of_stream_permits_keeps_nothing_idle() {
+        let t0 = Instant::now();
+        let permits = Arc::new(Semaphore::new(2));
+        let p = pool(8).with_permits(permits.clone());
+        // Both streams open (each holds a permit): the first to finish is closed, not kept.
+        let (a, b) = (
+            permits.clone().try_acquire_owned().expect("first"),
+            permits.clone().try_acquire_owned().expect("second"),
+        );
+        p.checkin(Fake::new(1), t0);
+        assert_eq!(p.idle_len(), 0, "kept idle at the cap");
+        drop(b);
+        // A permit is free again: finished streams are kept for reuse.
+        p.checkin(Fake::new(2), t0);
+        assert_eq!(p.idle_len(), 1);
+        drop(a);
+    }
+
+    #[test]
+    fn evict_oldest_drops_the_oldest_entry_only() {
+        let t0 = Instant::now();
+        let p = pool(8);
+        assert!(!p.evict_oldest(), "nothing to evict");
+        for id in 0..3 {
+            p.checkin(Fake::new(id), t0);
+        }
+        assert!(p.evict_oldest());
+        let left: Vec<u32> = std::iter::from_fn(|| p.checkout(t0).map(|f| f.id)).collect();
+        assert_eq!(left, [2, 1]);
     }
 
     #[test]

@@ -166,9 +166,19 @@ impl Exchange<'_> {
             .tunnels
             .stream_permits(route.conn.id())
             .ok_or_else(|| ProxyError::Open("the provider's tunnel has ended".into()))?;
-        let permit = match tokio::time::timeout(STREAM_PERMIT_WAIT, permits.acquire_owned()).await {
-            Ok(Ok(permit)) => permit,
-            _ => return Err(ProxyError::Busy(self.shared.config.max_streams_per_tunnel)),
+        let permit = match permits.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => {
+                // Idle streams in the pool hold permits too: under a burst, streams on their
+                // way back to the pool make new ones open, and the idle ones would then keep
+                // requests out at the cap. Closing one frees its permit as its task ends.
+                // (Idle streams of the tunnel's other names are closed by their idle timeout.)
+                route.pool.evict_oldest();
+                match tokio::time::timeout(STREAM_PERMIT_WAIT, permits.acquire_owned()).await {
+                    Ok(Ok(permit)) => permit,
+                    _ => return Err(ProxyError::Busy(self.shared.config.max_streams_per_tunnel)),
+                }
+            }
         };
         let mut stream = tokio::time::timeout(OPEN_STREAM_TIMEOUT, route.conn.open_bi())
             .await

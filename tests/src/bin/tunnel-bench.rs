@@ -5,6 +5,7 @@
 //! cargo run --release -p peercompute-tests --bin tunnel-bench -- --quick # a few seconds
 //! cargo run --release -p peercompute-tests --bin tunnel-bench -- --l1 --l2 --l3 --mtu1500
 //! cargo run --release -p peercompute-tests --bin tunnel-bench -- --loss 0,1,5,10 --delay 50ms --jitter 10ms --cc cubic,bbr
+//! cargo run --release -p peercompute-tests --bin tunnel-bench -- --hostile  # B7, ~3 min
 //! ```
 //!
 //! It builds (or finds) the release `peercompute-gateway` and `peercomputed`, starts them as
@@ -27,11 +28,12 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use tunnel_bench::alt;
+use peercompute_tests::hostile_provider::Behaviour;
 use tunnel_bench::procfs::Watched;
 use tunnel_bench::setup::{self, Stack};
 use tunnel_bench::suite::{self, Rig, Settings};
 use tunnel_bench::target::Target;
+use tunnel_bench::{alt, hostile};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -100,6 +102,23 @@ struct Cli {
     /// The checklist's load phases (`--l1`, `--l2`, `--l3`, `--mtu1500`).
     #[command(flatten)]
     phases: tunnel_bench::phases::PhaseArgs,
+    /// Instead of the suite, run hostile providers (issue 17, B7) one after another beside
+    /// the honest one and compare the honest visitors' p99 (at --rate, default 200/s here)
+    /// in each attack with the quiet window before it.
+    #[arg(long)]
+    hostile: bool,
+    /// Hostile: which behaviours [default: all ten].
+    #[arg(long, value_enum, value_delimiter = ',', value_name = "BEHAVIOUR,...")]
+    behaviours: Vec<Behaviour>,
+    /// Hostile: length of each quiet and each attack window [default: 8s; quick: 2s].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    window: Option<Duration>,
+    /// Hostile: do not pin the gateway to CPU 0 and the rest to CPU 1.
+    #[arg(long)]
+    no_pin: bool,
+    /// Set by `main` once this process runs on CPU 1 only.
+    #[arg(skip)]
+    pinned: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -117,6 +136,10 @@ enum Command {
     /// closes.
     #[command(hide = true)]
     Splice { to: std::net::SocketAddr },
+    /// (internal) One hostile provider of `--hostile` and its name's visitors; prints a JSON
+    /// report line.
+    #[command(hide = true)]
+    HostilePeer(hostile::PeerArgs),
 }
 
 impl Cli {
@@ -138,7 +161,15 @@ impl Cli {
 
 fn main() -> ExitCode {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    if cli.command.is_none() && cli.hostile && pin_hostile(&cli) {
+        // Before the runtime's threads and the children exist: they inherit it.
+        if let Err(e) = pin_to_cpu(1) {
+            eprintln!("error: cannot pin this process to CPU 1 ({e}); try --no-pin");
+            return ExitCode::from(1);
+        }
+        cli.pinned = true;
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -150,6 +181,7 @@ fn main() -> ExitCode {
         match cli.command {
             Some(Command::Backend { websocket }) => serve_backend(websocket).await.map(|()| true),
             Some(Command::Splice { to }) => serve_splice(to).await.map(|()| true),
+            Some(Command::HostilePeer(ref args)) => hostile::run_peer(args).await.map(|()| true),
             // Leaving this block (interrupt, error or panic) drops the children: killed.
             None => tokio::select! {
                 r = bench(&cli) => r,
@@ -165,6 +197,18 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// Whether `--hostile` pins: asked for, and there are two CPUs to pin to.
+fn pin_hostile(cli: &Cli) -> bool {
+    !cli.no_pin && std::thread::available_parallelism().is_ok_and(|n| n.get() >= 2)
+}
+
+/// Runs this thread (and every thread and child it starts afterwards) on `cpu` only.
+fn pin_to_cpu(cpu: usize) -> nix::Result<()> {
+    let mut set = nix::sched::CpuSet::new();
+    set.set(cpu)?;
+    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set)
 }
 
 async fn interrupted() {
@@ -260,6 +304,31 @@ async fn bench(cli: &Cli) -> anyhow::Result<bool> {
     }
     if let Some(duration) = cli.soak {
         return soak_phase(cli, duration, &bins, domain, &host).await;
+    }
+    if cli.hostile {
+        let window = cli.window.unwrap_or(if cli.quick {
+            Duration::from_secs(2)
+        } else {
+            Duration::from_secs(8)
+        });
+        let settings = hostile::HostileSettings {
+            quiet: window,
+            attack: window,
+            rate: cli.rate.unwrap_or(200),
+            pin: cli.pinned,
+            behaviours: if cli.behaviours.is_empty() {
+                Behaviour::ALL.to_vec()
+            } else {
+                cli.behaviours.clone()
+            },
+        };
+        eprintln!("measuring hostile providers beside the honest one:");
+        let sound = hostile::run(&bins, domain, &host, &settings).await?;
+        println!(
+            "load average at end: {}",
+            peercompute_tests::procfs::loadavg()
+        );
+        return Ok(sound);
     }
     let phases = cli.phases.plan(cli.quick);
     // L2 holds 10,000 connections at both ends; L3 200 providers' sockets and their backends'.

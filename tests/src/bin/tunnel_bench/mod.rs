@@ -10,6 +10,8 @@
 //!   the scheduled time so a stall is not hidden (no coordinated omission).
 //! - [`bulk`]: one large download, checked by byte count and SHA-256.
 //! - [`held`]: many concurrent TLS connections, each with one completed request, held open.
+//! - [`hostile`]: `--hostile`: B7's hostile providers beside an honest one, the gateway alone
+//!   on a CPU; the honest p99 per behaviour against the quiet window before it.
 //! - [`loss`]: `--loss`: the tunnel through a lossy link emulator, per congestion controller.
 //! - [`procfs`]: the machine, memory (VmRSS/VmHWM) and CPU time of processes, from `/proc`.
 //! - [`suite`]: runs every phase against both targets and collects a [`suite::Report`].
@@ -29,6 +31,7 @@ pub(crate) mod bulk;
 pub(crate) mod closed;
 pub(crate) mod gateway_proc;
 pub(crate) mod held;
+pub(crate) mod hostile;
 pub(crate) mod l1;
 pub(crate) mod l2;
 pub(crate) mod l3;

@@ -197,6 +197,10 @@ pub(crate) struct StackOptions {
     /// The gateway's `header_read_timeout` (config file), which also ends idle keep-alive
     /// connections; `None`: its default (10 s).
     pub(crate) header_read_timeout: Option<Duration>,
+    /// More provider keys the gateway admits (`--allow-provider`).
+    pub(crate) extra_allowed: Vec<String>,
+    /// Runs the gateway on this CPU only (`taskset -c`), away from everything else.
+    pub(crate) gateway_cpu: Option<usize>,
 }
 
 /// Backend, gateway and provider, running and answering.
@@ -214,6 +218,9 @@ pub(crate) struct Stack {
     /// Entry of the two-hop splice chain in front of the backend.
     pub(crate) splice_addr: SocketAddr,
     pub(crate) https: SocketAddr,
+    /// The gateway's QUIC tunnel listener and its peer id.
+    pub(crate) tunnel: SocketAddr,
+    pub(crate) gateway_id: String,
     pub(crate) admin: SocketAddr,
     pub(crate) ca_pem: Vec<u8>,
     /// The provider's admin listener (`/metrics`).
@@ -410,10 +417,13 @@ impl Stack {
             https,
             tunnel,
             admin,
-            allow: vec![provider_id.clone(), provider_tcp_id],
+            allow: [provider_id.clone(), provider_tcp_id]
+                .into_iter()
+                .chain(options.extra_allowed.iter().cloned())
+                .collect(),
             allow_file: None,
             extra,
-            cpu: None,
+            cpu: options.gateway_cpu,
         };
         let GatewayProc {
             child: mut gateway,
@@ -514,6 +524,8 @@ impl Stack {
             backend_addr,
             splice_addr,
             https,
+            tunnel,
+            gateway_id,
             admin,
             ca_pem,
             provider_admin,
