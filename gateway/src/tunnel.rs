@@ -562,17 +562,8 @@ pub(super) fn refusal(
 async fn register(shared: &Shared, info: &TunnelInfo, name: &str) -> ControlMessage {
     let peer = info.peer;
     let refuse = |code, reason| refusal(shared, &peer, name, code, reason);
-    // A name this key serves already (on this connection, or on the one this one replaces:
-    // a reconnect, a move between QUIC and TCP) is not a new one.
-    let serves_it = info.routes().iter().any(|n| n == name) || shared.registry.serves(name, &peer);
-    if !serves_it && shared.registry.count_for(&peer) >= shared.config.max_names_per_provider {
-        return refuse(
-            RefuseCode::TooManyNames,
-            format!(
-                "this provider already holds {} names, the gateway's limit",
-                shared.config.max_names_per_provider
-            ),
-        );
+    if let Err(reason) = within_name_limit(shared, info, name) {
+        return refuse(RefuseCode::TooManyNames, reason);
     }
     if shared.released_from(name, &peer) {
         return refuse(
@@ -599,6 +590,21 @@ fn claim_refusal(shared: &Shared, e: crate::names::NameStoreError) -> (RefuseCod
             .inc();
     }
     (code, reason)
+}
+
+/// Whether tunnel `info` may take `name` under the per-provider name limit: a name this key
+/// serves already (on this connection, or on the one this one replaces: a reconnect, a move
+/// between QUIC and TCP) is not a new one. `Err`: the refusal's reason.
+fn within_name_limit(shared: &Shared, info: &TunnelInfo, name: &str) -> Result<(), String> {
+    let peer = info.peer;
+    let serves_it = info.routes().iter().any(|n| n == name) || shared.registry.serves(name, &peer);
+    if !serves_it && shared.registry.count_for(&peer) >= shared.config.max_names_per_provider {
+        return Err(format!(
+            "this provider already holds {} names, the gateway's limit",
+            shared.config.max_names_per_provider
+        ));
+    }
+    Ok(())
 }
 
 /// Adds tunnel `info` to `name`'s routes once its claim (or grant) was accepted.

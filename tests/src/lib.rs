@@ -58,6 +58,7 @@ pub mod event_log;
 pub mod fleet;
 pub mod fleet_rig;
 mod fleet_rig_admin;
+pub mod counted_gets;
 pub mod gateway;
 pub mod h2raw;
 pub mod hostile_provider;

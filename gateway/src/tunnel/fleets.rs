@@ -8,7 +8,7 @@
 use peercompute_fleet::FleetId;
 use peercompute_tunnel_proto::{ControlMessage, FLEET_ID_LEN, RefuseCode};
 
-use super::{OPERATOR_RELEASE, admit, claim_refusal, refusal};
+use super::{OPERATOR_RELEASE, admit, within_name_limit, claim_refusal, refusal};
 use crate::fleet_names::{Denied, FleetClaim, authorise, fleet_owner};
 use crate::state::Shared;
 use crate::tunnels::TunnelInfo;
@@ -41,15 +41,8 @@ pub(super) async fn register_fleet(
             "released by the gateway operator; the fleet may not take it back".into(),
         );
     }
-    let serves_it = info.routes().iter().any(|n| n == name) || shared.registry.serves(name, &peer);
-    if !serves_it && shared.registry.count_for(&peer) >= shared.config.max_names_per_provider {
-        return refuse(
-            RefuseCode::TooManyNames,
-            format!(
-                "this provider already holds {} names, the gateway's limit",
-                shared.config.max_names_per_provider
-            ),
-        );
+    if let Err(reason) = within_name_limit(shared, info, name) {
+        return refuse(RefuseCode::TooManyNames, reason);
     }
     if let Err(e) = shared.names.claim_for(name, &owner).await {
         let (code, reason) = claim_refusal(shared, e);
