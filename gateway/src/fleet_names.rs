@@ -54,12 +54,20 @@ pub(crate) enum Denied {
 
 impl Denied {
     /// The refusal's text, naming the fleet, group and robot.
-    pub(crate) fn explain(&self, fleet: &FleetId, group: &str, robot: &PeerId, name: &str) -> String {
+    pub(crate) fn explain(
+        &self,
+        fleet: &FleetId,
+        group: &str,
+        robot: &PeerId,
+        name: &str,
+    ) -> String {
         let why = match self {
             Self::NoLog => format!("this gateway does not hold the log of fleet {fleet} yet"),
             Self::Revoked { reason } => format!("{robot} is revoked in fleet {fleet}: {reason}"),
             Self::Retired => format!("{robot} was rotated to another key in fleet {fleet}"),
-            Self::NotMember => format!("{robot} is not a member of fleet {fleet} in this gateway's copy of its log"),
+            Self::NotMember => format!(
+                "{robot} is not a member of fleet {fleet} in this gateway's copy of its log"
+            ),
             Self::NotInGroup { groups } => {
                 format!("{robot} is not in group {group} of fleet {fleet} (its groups: {groups:?})")
             }

@@ -68,11 +68,15 @@ async fn wait_route_set(gw: &TestGateway, expected: &[String], secs: u64) -> Dur
     let started = Instant::now();
     let mut expected = expected.to_vec();
     expected.sort();
-    within(secs, &format!("{APP}'s route set to be {expected:?}"), async {
-        while route(gw, APP).await.1 != expected {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
+    within(
+        secs,
+        &format!("{APP}'s route set to be {expected:?}"),
+        async {
+            while route(gw, APP).await.1 != expected {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        },
+    )
     .await;
     started.elapsed()
 }
@@ -84,7 +88,11 @@ async fn a_group_serves_one_name_across_its_robots() {
     rig.release("prod", "v1", "30s").await;
     rig.wait_group_serving("prod", "v1", 120).await;
     let peers: Vec<String> = rig.robots.iter().map(|r| r.peer.to_string()).collect();
-    let mut names: Vec<String> = rig.robots.iter().map(|r| format!("{APP}-{}", r.name)).collect();
+    let mut names: Vec<String> = rig
+        .robots
+        .iter()
+        .map(|r| format!("{APP}-{}", r.name))
+        .collect();
     names.push(APP.to_owned());
     let names: Vec<&str> = names.iter().map(String::as_str).collect();
     let client = https_client(&rig.gw, &names, Alpn::H1);
@@ -92,19 +100,36 @@ async fn a_group_serves_one_name_across_its_robots() {
 
     // Both robots join the group name's route set; the fleet owns the name.
     let took = wait_route_set(&rig.gw, &peers, 60).await;
-    eprintln!("both robots serve {APP}.{DOMAIN} {} ms after v1 served", took.as_millis());
+    eprintln!(
+        "both robots serve {APP}.{DOMAIN} {} ms after v1 served",
+        took.as_millis()
+    );
     wait_serving(&client, &url, "v1", 30).await;
     let (owner, _) = route(&rig.gw, APP).await;
-    assert_eq!(owner, Some(rig.fleet.to_string()), "the fleet owns the group name");
+    assert_eq!(
+        owner,
+        Some(rig.fleet.to_string()),
+        "the fleet owns the group name"
+    );
 
     // A plain provider key cannot take the fleet's name.
     let mut intruder = TestProvider::start(TestProvider::identity(), &rig.gw);
     let target = "127.0.0.1:9".parse().expect("addr");
-    let refused = within(20, "the intruder's registration", intruder.register(APP, target))
-        .await
-        .expect_err("the fleet's name is not for a plain provider");
+    let refused = within(
+        20,
+        "the intruder's registration",
+        intruder.register(APP, target),
+    )
+    .await
+    .expect_err("the fleet's name is not for a plain provider");
     assert!(
-        matches!(&refused, RegisterError::Refused { code: RefuseCode::NameOwned, .. }),
+        matches!(
+            &refused,
+            RegisterError::Refused {
+                code: RefuseCode::NameOwned,
+                ..
+            }
+        ),
         "{refused}"
     );
     intruder.kill();
@@ -135,7 +160,10 @@ async fn a_group_serves_one_name_across_its_robots() {
         .collect();
     eprintln!("200 GETs of {APP}.{DOMAIN}, 8 concurrent: per robot {share:?}");
     assert_eq!(share.iter().sum::<u64>(), 200, "{share:?}");
-    assert!(share.iter().all(|n| *n >= 20), "both robots answered: {share:?}");
+    assert!(
+        share.iter().all(|n| *n >= 20),
+        "both robots answered: {share:?}"
+    );
 
     // Robot 1 moved out of the group: the gateway drops it from the name at once.
     let moved = rig.robots[1].name.clone();

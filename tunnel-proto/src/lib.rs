@@ -61,8 +61,7 @@ mod wire;
 pub use congestion::TunnelCongestion;
 pub use control::{
     ControlMessage, FLEET_ID_LEN, FLEET_NAMES_VERSION, GoAwayCode, MAX_CONTROL_FRAME, RefuseCode,
-    SHARED_NAMES_VERSION,
-    decode_control, encode_control,
+    SHARED_NAMES_VERSION, decode_control, encode_control,
 };
 pub use control_plane::{
     CONTROL_PLANE_PROTOCOL, ControlPlaneDecodeError, ControlPlaneEncodeError, ControlPlaneMessage,

@@ -61,6 +61,16 @@ fn fleet() -> FleetLog {
     log
 }
 
+/// What, the log (`None`: not held), the robot's key seed, name, group, the verdict.
+type Case<'a> = (
+    &'a str,
+    Option<&'a FleetLog>,
+    u8,
+    &'a str,
+    &'a str,
+    Result<(), Denied>,
+);
+
 #[test]
 fn the_rule_as_a_table() {
     let base = fleet();
@@ -91,11 +101,32 @@ fn the_rule_as_a_table() {
     let proof = RotationProof::new(&key(2), &key(9));
     write(&mut rotated, Op::RotateMember(proof));
 
-    let cases: Vec<(&str, Option<&FleetLog>, u8, &str, &str, Result<(), Denied>)> = vec![
-        ("a robot of the group, its app", Some(&base), 2, "web", "prod", Ok(())),
-        ("the other robot of the group", Some(&base), 3, "web", "prod", Ok(())),
+    let cases: Vec<Case<'_>> = vec![
+        (
+            "a robot of the group, its app",
+            Some(&base),
+            2,
+            "web",
+            "prod",
+            Ok(()),
+        ),
+        (
+            "the other robot of the group",
+            Some(&base),
+            3,
+            "web",
+            "prod",
+            Ok(()),
+        ),
         ("log not held", None, 2, "web", "prod", Err(Denied::NoLog)),
-        ("a stranger", Some(&base), 7, "web", "prod", Err(Denied::NotMember)),
+        (
+            "a stranger",
+            Some(&base),
+            7,
+            "web",
+            "prod",
+            Err(Denied::NotMember),
+        ),
         (
             "the root key is no robot",
             Some(&base),
@@ -218,7 +249,9 @@ fn refusals_name_the_fleet_the_group_and_the_robot() {
     let text = Denied::OtherApp { app: "shop".into() }.explain(&fleet, "prod", &peer(2), "web");
     assert_eq!(
         text,
-        format!("group name web refused for now: group prod of fleet {fleet} now runs app shop, not web")
+        format!(
+            "group name web refused for now: group prod of fleet {fleet} now runs app shop, not web"
+        )
     );
     let text = Denied::NoLog.explain(&fleet, "prod", &peer(2), "web");
     assert!(text.contains(&fleet.to_string()), "{text}");
@@ -235,5 +268,9 @@ fn a_fleet_owner_is_never_a_peer_id() {
     let owner = fleet_owner(&fleet);
     assert!(owner.starts_with("pcf"), "{owner}");
     assert!(owner.parse::<PeerId>().is_err());
-    assert_ne!(owner, peer(1).to_string(), "not the fleet key's own peer id");
+    assert_ne!(
+        owner,
+        peer(1).to_string(),
+        "not the fleet key's own peer id"
+    );
 }

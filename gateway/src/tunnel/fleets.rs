@@ -8,7 +8,7 @@
 use peercompute_fleet::FleetId;
 use peercompute_tunnel_proto::{ControlMessage, FLEET_ID_LEN, RefuseCode};
 
-use super::{OPERATOR_RELEASE, admit, within_name_limit, claim_refusal, refusal};
+use super::{OPERATOR_RELEASE, admit, claim_refusal, refusal, within_name_limit};
 use crate::fleet_names::{Denied, FleetClaim, authorise, fleet_owner};
 use crate::state::Shared;
 use crate::tunnels::TunnelInfo;

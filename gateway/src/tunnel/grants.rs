@@ -10,7 +10,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use peercompute_tunnel_proto::{ControlMessage, NameGrant, RefuseCode};
 
-use super::{OPERATOR_RELEASE, admit, within_name_limit, refusal};
+use super::{OPERATOR_RELEASE, admit, refusal, within_name_limit};
 use crate::state::Shared;
 use crate::tunnels::TunnelInfo;
 

@@ -42,7 +42,10 @@ pub(crate) fn group_lines(statuses: &[&SignedStatus], group: Option<&str>) -> Ve
                     "group {group}: {url} ({} of {} robots serve it)",
                     s.serving, s.asked
                 ),
-                None => format!("group {group}: {name} not published yet ({} robots asked)", s.asked),
+                None => format!(
+                    "group {group}: {name} not published yet ({} robots asked)",
+                    s.asked
+                ),
             };
             if s.refused.is_empty() {
                 head
@@ -94,7 +97,10 @@ mod tests {
         let url = "https://web.apps.example.com";
         let a = status(2, vec![name("prod", Some(url), None)]);
         let b = status(3, vec![name("prod", Some(url), None)]);
-        let c = status(4, vec![name("prod", None, Some("name owned by another provider"))]);
+        let c = status(
+            4,
+            vec![name("prod", None, Some("name owned by another provider"))],
+        );
         let d = status(5, vec![name("lab", None, None)]);
         let all = [&a, &b, &c, &d];
         assert_eq!(

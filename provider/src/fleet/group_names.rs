@@ -145,9 +145,10 @@ impl Applier {
     /// Records the gateway's answer for a group name, if the name still points where it was
     /// asked for (else the answer is stale).
     pub(crate) fn record_group_name(&mut self, news: GroupNews) {
-        let current = self.group_names.get(&news.name).is_some_and(|w| {
-            w.fleet == news.fleet && w.group == news.group && w.addr == news.addr
-        });
+        let current = self
+            .group_names
+            .get(&news.name)
+            .is_some_and(|w| w.fleet == news.fleet && w.group == news.group && w.addr == news.addr);
         if !current {
             return;
         }

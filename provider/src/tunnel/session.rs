@@ -689,6 +689,60 @@ mod tests {
     }
 
     #[test]
+    fn each_claim_is_sent_as_the_gateways_version_allows() {
+        let fleet = peercompute_fleet::FleetId([7; 32]);
+        let state = |claim: Claim| {
+            let target = super::super::Target {
+                host: "127.0.0.1".into(),
+                port: 80,
+                claim,
+            };
+            ClientState {
+                desired: std::collections::HashMap::from([("web".to_owned(), target)]),
+                routes: Default::default(),
+                waiters: Default::default(),
+                splices: JoinSet::new(),
+            }
+        };
+        let fleet_claim = || Claim::Fleet {
+            fleet,
+            group: "prod".into(),
+        };
+        let sent = |claim: Claim, version: u16| {
+            let mut state = state(claim);
+            let msg = registration("web".into(), &mut state, &mut Retry::new(), version);
+            (msg, state.desired.contains_key("web"))
+        };
+        assert_eq!(
+            sent(Claim::Own, 1),
+            (Some(ControlMessage::Register { name: "web".into() }), true)
+        );
+        assert_eq!(
+            sent(fleet_claim(), FLEET_NAMES_VERSION),
+            (
+                Some(ControlMessage::RegisterFleet {
+                    name: "web".into(),
+                    fleet: [7; 32],
+                    group: "prod".into(),
+                }),
+                true
+            )
+        );
+        // A version-2 gateway cannot carry it: refused here, the name no longer desired.
+        let (msg, desired) = sent(fleet_claim(), SHARED_NAMES_VERSION);
+        assert_eq!((msg, desired), (None, false));
+        let mut state = state(fleet_claim());
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        state.waiters.insert("web".into(), vec![tx]);
+        registration("web".into(), &mut state, &mut Retry::new(), 2);
+        let answer = rx.blocking_recv().expect("answered");
+        assert!(
+            matches!(&answer, Err(RegisterError::Refused { reason, .. }) if reason.contains("too old for fleet group names")),
+            "{answer:?}"
+        );
+    }
+
+    #[test]
     fn welcome_addresses_get_the_tunnel_host() {
         let id = peercompute_identity::Identity::generate()
             .expect("id")

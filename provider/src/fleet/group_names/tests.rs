@@ -93,10 +93,7 @@ fn each_serving_group_of_its_current_app_wants_its_name() {
     let state = log.state().expect("state").clone();
     let (applied, published) = running(&log);
     let got = wanted(std::slice::from_ref(&state), &me(), &applied, &published);
-    assert_eq!(
-        names(&got),
-        [("cam", "lab", 1002), ("web", "prod", 1001)]
-    );
+    assert_eq!(names(&got), [("cam", "lab", 1002), ("web", "prod", 1001)]);
 
     // Cases that take the `web` name away (or keep it), one change each.
     let mut stopped = log.clone();
@@ -116,8 +113,16 @@ fn each_serving_group_of_its_current_app_wants_its_name() {
     let cases: [(&str, &FleetLog, bool); 4] = [
         ("an e-stop of the group", &stopped, false),
         ("moved out of the group", &moved, false),
-        ("the group now runs another app (not serving yet)", &new_app, false),
-        ("a new version of the same app (old one still serving)", &new_version, true),
+        (
+            "the group now runs another app (not serving yet)",
+            &new_app,
+            false,
+        ),
+        (
+            "a new version of the same app (old one still serving)",
+            &new_version,
+            true,
+        ),
     ];
     for (what, log, keeps) in cases {
         let state = log.state().expect("state").clone();
@@ -129,7 +134,9 @@ fn each_serving_group_of_its_current_app_wants_its_name() {
     // Not published (no address yet), stopped by an e-stop here, or another robot: nothing.
     let mut unpublished = published.clone();
     unpublished.remove("c1");
-    assert!(!wanted(&[state.clone()], &me(), &applied, &unpublished).contains_key("web"));
+    assert!(
+        !wanted(std::slice::from_ref(&state), &me(), &applied, &unpublished).contains_key("web")
+    );
     let mut halted = applied.clone();
     if let Some(s) = halted
         .group_mut(&log.fleet().to_string(), "prod")
@@ -138,7 +145,7 @@ fn each_serving_group_of_its_current_app_wants_its_name() {
     {
         s.stopped = Some("drill".into());
     }
-    assert!(!wanted(&[state.clone()], &me(), &halted, &published).contains_key("web"));
+    assert!(!wanted(std::slice::from_ref(&state), &me(), &halted, &published).contains_key("web"));
     let stranger = MemberKey(key(9).verifying_key().to_bytes());
     assert!(wanted(&[state], &stranger, &applied, &published).is_empty());
 }
@@ -184,5 +191,8 @@ fn the_diff_withdraws_what_is_gone_and_registers_what_is_new_or_moved() {
         .collect();
     assert_eq!(register, [("cam", 2002), ("shop", 1004)]);
     let (withdraw, register) = diff(&wanted, &wanted);
-    assert!(withdraw.is_empty() && register.is_empty(), "in step: nothing");
+    assert!(
+        withdraw.is_empty() && register.is_empty(),
+        "in step: nothing"
+    );
 }
