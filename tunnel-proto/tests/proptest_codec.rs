@@ -300,7 +300,7 @@ proptest! {
 
     #[test]
     fn control_unknown_type_refused_from_first_byte(
-        ty in any::<u8>().prop_filter("known type", |t| !(1..=10).contains(t)),
+        ty in any::<u8>().prop_filter("known type", |t| !(1..=11).contains(t)),
         rest in vec(any::<u8>(), 0..16),
     ) {
         for n in 0..=rest.len() {
