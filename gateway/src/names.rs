@@ -97,7 +97,7 @@ impl NameStore {
     }
 
     /// Claims `name` for `peer`: Ok if it was free (now recorded) or already `peer`'s.
-    #[cfg(test)]
+    #[cfg(any(test, feature = "testsupport"))]
     pub(crate) fn claim(&self, name: &str, peer: &PeerId) -> Result<(), NameStoreError> {
         self.claim_for(name, &peer.to_string())
     }
