@@ -6,9 +6,8 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use futures_util::StreamExt;
 use peercompute_identity::Identity;
 use peercompute_provider::RegisterError;
 use peercompute_tests::counted_gets::counted_gets;
