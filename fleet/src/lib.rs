@@ -80,7 +80,8 @@ pub use rotation::{RotationProof, RotationTokenError, root_possession};
 pub use sig::Sig;
 pub use state::{FleetState, GroupState, InviteState, Member, Refusal, ReleaseRecord};
 pub use status::{
-    AppStatus, MAX_HISTORY, MAX_HISTORY_PER_GROUP, Outcome, Phase, SignedStatus, StatusReport,
+    AppStatus, GroupName, MAX_HISTORY, MAX_HISTORY_PER_GROUP, Outcome, Phase, SignedStatus,
+    StatusReport,
 };
 pub use stops::Stop;
 #[cfg(feature = "fs")]

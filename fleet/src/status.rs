@@ -86,6 +86,21 @@ pub struct StatusReport {
     /// The robot's last finished applies, oldest first: at most [`MAX_HISTORY_PER_GROUP`]
     /// per group and [`MAX_HISTORY`] in all (what `peerctl fleet metrics` counts).
     pub history: Vec<Outcome>,
+    /// The group names this robot serves or asked for (`<app>.<domain>`, served by every
+    /// robot of the group), one per group at most.
+    pub group_names: Vec<GroupName>,
+}
+
+/// A group's shared name as one robot holds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupName {
+    pub group: String,
+    /// The app's name, which the group serves at `<name>.<domain>`.
+    pub name: String,
+    /// The URL the gateway confirmed (`None`: not confirmed yet, or refused).
+    pub url: Option<String>,
+    /// Why the gateway refused it (the robot still serves its own `<app>-<robot>`).
+    pub refused: Option<String>,
 }
 
 /// Most [`Outcome`]s a robot keeps (and reports) per group.

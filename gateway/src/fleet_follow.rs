@@ -19,6 +19,10 @@
 //! forwards entries to members, and `old` is no member any more), so the robot switches keys
 //! without waiting for its next sync. `old` is denied once `new` has had a tunnel here, so the
 //! app keeps serving until the robot has restarted with its new key.
+//!
+//! Every change of a fleet's log also checks that fleet's group names again
+//! ([`crate::fleet_names::sweep`]): a robot moved out of its group, revoked, or whose group
+//! now runs another app stops receiving the group's visitors.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
@@ -423,10 +427,14 @@ pub(crate) async fn follow(hub: FleetHub, shared: Arc<Shared>, node: Node, root:
     loop {
         tokio::select! {
             change = changes.recv() => match change {
-                Ok(change) => follower.recompute(&hub, change.fleet),
+                Ok(change) => {
+                    follower.recompute(&hub, change.fleet);
+                    crate::fleet_names::sweep(&shared, &change.fleet);
+                }
                 Err(RecvError::Lagged(_)) => {
                     for fleet in hub.fleet_ids() {
                         follower.recompute(&hub, fleet);
+                        crate::fleet_names::sweep(&shared, &fleet);
                     }
                 }
                 Err(RecvError::Closed) => return,

@@ -27,7 +27,9 @@
 //! - [`config`](crate::config): every setting, from flags or TOML;
 //!   [`access_log`](crate::access_log): the optional JSON-lines access log.
 //! - `fleet`: the fleets' logs, held as a member without keys — verified, stored, pushed on
-//!   to robots — and robots' signed statuses (on the p2p node).
+//!   to robots — and robots' signed statuses (on the p2p node). `fleet_names`: a group's
+//!   robots all serve `<app>.<domain>`, as the fleet log held here allows (`RegisterFleet`),
+//!   checked again on every change of that log.
 //!
 //! The binary parses flags and calls [`run`] with listeners it bound, so tests bind port 0.
 
@@ -39,6 +41,7 @@ mod config;
 mod events;
 mod fleet;
 mod fleet_follow;
+mod fleet_names;
 mod h2guard;
 mod host;
 mod metrics;

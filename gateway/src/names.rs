@@ -1,5 +1,6 @@
 //! Name ownership: a route name belongs to the first provider key that registered it until the
-//! gateway operator releases it. The table lives in `<state-dir>/names.json`, written atomically
+//! gateway operator releases it. A fleet's group name belongs to the fleet: its owner is the
+//! fleet id (`pcf…`, see `fleet_names`), which no provider key can present. The table lives in `<state-dir>/names.json`, written atomically
 //! on every new claim and release, so neither a gateway restart nor a provider reconnect lets
 //! another key take a name; after a release, the next key that registers the name gets it.
 //!
@@ -96,8 +97,15 @@ impl NameStore {
     }
 
     /// Claims `name` for `peer`: Ok if it was free (now recorded) or already `peer`'s.
+    #[cfg(any(test, feature = "testsupport"))]
     pub(crate) fn claim(&self, name: &str, peer: &PeerId) -> Result<(), NameStoreError> {
-        let peer = peer.to_string();
+        self.claim_for(name, &peer.to_string())
+    }
+
+    /// Claims `name` for `owner`, a peer id or a fleet id (`pcf…`, a fleet's group names): Ok
+    /// if it was free (now recorded) or already `owner`'s.
+    pub(crate) fn claim_for(&self, name: &str, owner: &str) -> Result<(), NameStoreError> {
+        let peer = owner.to_owned();
         let mut owners = self.owners.lock().unwrap_or_else(|p| p.into_inner());
         match owners.get(name) {
             Some(owner) if *owner == peer => return Ok(()),

@@ -289,13 +289,18 @@ impl Shared {
     /// Whether `peer` owned `name` until the operator released it (within [`RELEASE_HOLD`]),
     /// so its Register is refused rather than quietly undoing the release.
     pub(crate) fn released_from(&self, name: &str, peer: &PeerId) -> bool {
+        self.released_from_owner(name, &peer.to_string())
+    }
+
+    /// [`Self::released_from`] for any owner text (a fleet id for a group name).
+    pub(crate) fn released_from_owner(&self, name: &str, owner: &str) -> bool {
         if let Some(store) = self.names.cluster() {
-            return store.hold(name) == Some(peer.to_string());
+            return store.hold(name).as_deref() == Some(owner);
         }
         let released = self.released.lock().unwrap_or_else(|p| p.into_inner());
         released
             .get(name)
-            .is_some_and(|(owner, at)| at.elapsed() < RELEASE_HOLD && *owner == peer.to_string())
+            .is_some_and(|(held, at)| at.elapsed() < RELEASE_HOLD && held == owner)
     }
 
     /// The operator lifts the hold on `name` (a release by mistake): its previous owner may

@@ -2,7 +2,7 @@
 //! or over TLS on the HTTPS port ([`serve_tcp_tunnel`], told apart from visitors by ALPN in
 //! `server.rs`), authenticates them by the Ed25519 key of their client certificate against
 //! the allowlist, runs the control stream (Hello/Welcome, Register/Registered|Refused,
-//! RegisterGranted (version 2, in `grants`), Unregister, Ping/Pong, GoAway) and keeps the
+//! RegisterGranted (version 2, in `grants`), RegisterFleet (version 3, in `fleets`), Unregister, Ping/Pong, GoAway) and keeps the
 //! route [`Registry`](crate::registry::Registry)
 //! in step with each connection's life. Both transports run the same [`serve_tunnel`] over a
 //! [`TunnelConn`].
@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use peercompute_identity::{AnyEd25519ClientVerifier, Identity, PeerId, peer_id_from_cert};
 use peercompute_tunnel_proto::{
-    ALPN, ControlMessage, ControlReader, GoAwayCode, MAX_VERSION, MIN_VERSION, RefuseCode,
-    SHARED_NAMES_VERSION, negotiate_version, write_control,
+    ALPN, ControlMessage, ControlReader, FLEET_NAMES_VERSION, GoAwayCode, MAX_VERSION, MIN_VERSION,
+    RefuseCode, SHARED_NAMES_VERSION, negotiate_version, write_control,
 };
 use peercompute_tunnel_transport::{Mode, MuxHandle, MuxLimits, Transport, TunnelConn, tune_tcp};
 use quinn::crypto::rustls::QuicServerConfig;
@@ -385,6 +385,19 @@ async fn serve_tunnel(
                         go_away(&conn, &mut send, GoAwayCode::ProtocolError, &message).await;
                         break message;
                     }
+                    Ok(Some(ControlMessage::RegisterFleet { name, fleet, group }))
+                        if version >= FLEET_NAMES_VERSION =>
+                    {
+                        Some(fleets::register_fleet(&shared, &info, &name, fleet, &group).await)
+                    }
+                    Ok(Some(ControlMessage::RegisterFleet { name, .. })) => {
+                        let message = format!(
+                            "RegisterFleet (`{name}`) needs tunnel protocol version \
+                             {FLEET_NAMES_VERSION}; this tunnel agreed on {version}"
+                        );
+                        go_away(&conn, &mut send, GoAwayCode::ProtocolError, &message).await;
+                        break message;
+                    }
                     Ok(Some(ControlMessage::Unregister { name })) => {
                         if shared.registry.unregister(&name, conn.id()) {
                             info!(route = %name, "unregistered");
@@ -430,6 +443,16 @@ async fn serve_tunnel(
                 Kick::Disconnect(reason) => {
                     go_away(&conn, &mut send, OPERATOR_DISCONNECT, &reason).await;
                     break format!("disconnected by the gateway operator: {reason}");
+                }
+                Kick::FleetDenied { name, reason } => {
+                    let refused = ControlMessage::Refused {
+                        name,
+                        code: RefuseCode::TryLater,
+                        reason,
+                    };
+                    if let Err(e) = send_control(&mut send, &refused).await {
+                        break e.close(&shared, &conn, &mut send).await;
+                    }
                 }
                 Kick::Released(name) => {
                     info!(route = %name, "released by the gateway operator");
@@ -539,17 +562,8 @@ pub(super) fn refusal(
 async fn register(shared: &Shared, info: &TunnelInfo, name: &str) -> ControlMessage {
     let peer = info.peer;
     let refuse = |code, reason| refusal(shared, &peer, name, code, reason);
-    // A name this key serves already (on this connection, or on the one this one replaces:
-    // a reconnect, a move between QUIC and TCP) is not a new one.
-    let serves_it = info.routes().iter().any(|n| n == name) || shared.registry.serves(name, &peer);
-    if !serves_it && shared.registry.count_for(&peer) >= shared.config.max_names_per_provider {
-        return refuse(
-            RefuseCode::TooManyNames,
-            format!(
-                "this provider already holds {} names, the gateway's limit",
-                shared.config.max_names_per_provider
-            ),
-        );
+    if let Err(reason) = within_name_limit(shared, info, name) {
+        return refuse(RefuseCode::TooManyNames, reason);
     }
     if shared.released_from(name, &peer) {
         return refuse(
@@ -558,17 +572,39 @@ async fn register(shared: &Shared, info: &TunnelInfo, name: &str) -> ControlMess
         );
     }
     if let Err(e) = shared.names.claim(name, &peer).await {
-        let (code, reason, cluster_reason) = crate::cluster::refusal(e);
-        if let Some(reason) = cluster_reason.filter(|_| shared.names.cluster().is_some()) {
-            shared
-                .metrics
-                .cluster_refusals
-                .get_or_create(&crate::metrics::ReasonLabel { reason })
-                .inc();
-        }
+        let (code, reason) = claim_refusal(shared, e);
         return refuse(code, reason);
     }
     admit(shared, info, name)
+}
+
+/// The refusal of a failed claim, counted in `cluster_refusals_total` when the cluster
+/// refused it.
+fn claim_refusal(shared: &Shared, e: crate::names::NameStoreError) -> (RefuseCode, String) {
+    let (code, reason, cluster_reason) = crate::cluster::refusal(e);
+    if let Some(reason) = cluster_reason.filter(|_| shared.names.cluster().is_some()) {
+        shared
+            .metrics
+            .cluster_refusals
+            .get_or_create(&crate::metrics::ReasonLabel { reason })
+            .inc();
+    }
+    (code, reason)
+}
+
+/// Whether tunnel `info` may take `name` under the per-provider name limit: a name this key
+/// serves already (on this connection, or on the one this one replaces: a reconnect, a move
+/// between QUIC and TCP) is not a new one. `Err`: the refusal's reason.
+fn within_name_limit(shared: &Shared, info: &TunnelInfo, name: &str) -> Result<(), String> {
+    let peer = info.peer;
+    let serves_it = info.routes().iter().any(|n| n == name) || shared.registry.serves(name, &peer);
+    if !serves_it && shared.registry.count_for(&peer) >= shared.config.max_names_per_provider {
+        return Err(format!(
+            "this provider already holds {} names, the gateway's limit",
+            shared.config.max_names_per_provider
+        ));
+    }
+    Ok(())
 }
 
 /// Adds tunnel `info` to `name`'s routes once its claim (or grant) was accepted.
@@ -663,6 +699,7 @@ async fn go_away(
 }
 
 mod budget;
+mod fleets;
 mod grants;
 #[cfg(test)]
 mod tests;

@@ -7,6 +7,7 @@
 //! channel into its tunnel's loop; [`Kick`]s sent there are carried out by the tunnel itself,
 //! which is the only writer of its control stream.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
@@ -17,6 +18,7 @@ pub(crate) use peercompute_tunnel_transport::Transport;
 use peercompute_tunnel_transport::{ConnId, TunnelConn};
 use tokio::sync::{Semaphore, mpsc};
 
+use crate::fleet_names::FleetClaim;
 use crate::traffic::TrafficCell;
 
 /// Kicks a tunnel's loop can have waiting; more are refused (the operator retries).
@@ -30,6 +32,9 @@ pub(crate) enum Kick {
     /// The operator released this name: tell the provider it no longer has it (an unsolicited
     /// `Refused`, after which the provider stops asking for it) and forget it here.
     Released(String),
+    /// The fleet log no longer lets this robot serve group name `name` (already dropped from
+    /// the registry): tell it with an unsolicited `Refused{TryLater}` carrying `reason`.
+    FleetDenied { name: String, reason: String },
 }
 
 /// One connected provider.
@@ -47,6 +52,9 @@ pub(crate) struct TunnelInfo {
     pub(crate) conn: TunnelConn,
     /// Names this tunnel registered and still holds, in registration order.
     pub(crate) routes: Mutex<Vec<String>>,
+    /// Of `routes`, the group names it holds as a fleet's robot (`RegisterFleet`), each with
+    /// its fleet and group, checked again whenever that fleet's log changes.
+    fleet_names: Mutex<BTreeMap<String, FleetClaim>>,
     /// Requests carried by this tunnel, all names together.
     pub(crate) traffic: Arc<TrafficCell>,
     /// One permit per data stream open toward the provider (in use or idle in a pool), at most
@@ -79,6 +87,7 @@ impl TunnelInfo {
             transport: conn.transport(),
             conn,
             routes: Mutex::new(Vec::new()),
+            fleet_names: Mutex::default(),
             traffic: Arc::default(),
             streams: Arc::new(Semaphore::new(max_streams.min(Semaphore::MAX_PERMITS))),
             kick,
@@ -105,6 +114,28 @@ impl TunnelInfo {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .retain(|n| n != name);
+        self.fleet_names
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name);
+    }
+
+    /// Records that `name` is held as a group name of `claim` (after it was admitted).
+    pub(crate) fn hold_fleet_name(&self, name: &str, claim: FleetClaim) {
+        self.fleet_names
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.to_owned(), claim);
+    }
+
+    /// A copy of the group names this tunnel holds, with their fleet and group.
+    pub(crate) fn fleet_names(&self) -> Vec<(String, FleetClaim)> {
+        self.fleet_names
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(n, c)| (n.clone(), c.clone()))
+            .collect()
     }
 
     /// Hands `kick` to the tunnel's loop without waiting. False when the loop has ended or

@@ -570,6 +570,7 @@ pub(crate) mod tests {
             memory_total_bytes: 0,
             disk_free_bytes: 0,
             history: vec![],
+            group_names: Vec::new(),
         };
         SignedStatus::sign(report, robot.signing_key())
     }

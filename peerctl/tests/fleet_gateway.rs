@@ -179,6 +179,7 @@ async fn entries_reach_the_gateway_and_joins_and_statuses_come_back() {
         memory_total_bytes: 2,
         disk_free_bytes: 3,
         history: Vec::new(),
+        group_names: Vec::new(),
     };
     assert!(hub.record_status(SignedStatus::sign(report, robot.signing_key())));
     let (stdout, _) = ok(&home, &["fleet", "status", "--json"]).await;

@@ -49,6 +49,7 @@ pub mod admin;
 pub mod backend;
 pub mod browser;
 pub mod client;
+pub mod counted_gets;
 pub mod crash;
 pub mod daemon;
 pub mod docker_events;

@@ -393,6 +393,7 @@ async fn fleets_and_robots_from_the_meeting_point() {
         memory_total_bytes: 0,
         disk_free_bytes: 0,
         history: Vec::new(),
+        group_names: Vec::new(),
     };
     let status = SignedStatus::sign(report, robot.identity.signing_key());
     fleet_hub::send_status(&robot.node, gw.peer_id, status)

@@ -144,6 +144,7 @@ async fn the_gateway_stores_verifies_and_forwards_fleet_entries() {
         memory_total_bytes: 0,
         disk_free_bytes: 0,
         history: Vec::new(),
+        group_names: Vec::new(),
     };
     let status = SignedStatus::sign(report, robot.identity.signing_key());
     fleet_hub::send_status(&robot.node, gw_id, status.clone())

@@ -6,11 +6,11 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use futures_util::StreamExt;
 use peercompute_identity::Identity;
 use peercompute_provider::RegisterError;
+use peercompute_tests::counted_gets::counted_gets;
 use peercompute_tests::{
     Alpn, DOMAIN, GatewayOptions, TestGateway, TestProvider, https_client, within,
 };
@@ -130,48 +130,16 @@ async fn providers(delays: &[Duration], serial: bool) -> Shared {
     Shared { gw, providers }
 }
 
-/// Runs `total` GETs, `concurrency` at a time; calls `at_half` once half have completed.
-/// Returns who served each successful GET, the failures, and the elapsed time.
+/// Runs `total` GETs of the shared name, `concurrency` at a time; calls `at_half` once half
+/// have completed. Returns who served each successful GET, the failures, and the elapsed time.
 async fn get_loop(
     gw: &TestGateway,
     total: usize,
     concurrency: usize,
-    mut at_half: impl FnMut(),
+    at_half: impl FnMut(),
 ) -> (BTreeMap<String, usize>, Vec<String>, Duration) {
     let client = https_client(gw, &[NAME], Alpn::H1);
-    let url = gw.url(NAME, "/");
-    let started = Instant::now();
-    let mut results = futures_util::stream::iter(0..total)
-        .map(|_| {
-            let (client, url) = (client.clone(), url.clone());
-            async move {
-                let resp = client
-                    .get(&url)
-                    .send()
-                    .await
-                    .map_err(|e| format!("{e:#}"))?;
-                let status = resp.status();
-                let body = resp.text().await.map_err(|e| format!("{e:#}"))?;
-                if status == 200 {
-                    Ok(body)
-                } else {
-                    Err(format!("{status}: {body}"))
-                }
-            }
-        })
-        .buffer_unordered(concurrency);
-    let (mut served, mut failed, mut done) = (BTreeMap::new(), Vec::new(), 0);
-    while let Some(r) = within(30, "a GET", results.next()).await {
-        match r {
-            Ok(who) => *served.entry(who).or_insert(0) += 1,
-            Err(e) => failed.push(e),
-        }
-        done += 1;
-        if done == total / 2 {
-            at_half();
-        }
-    }
-    (served, failed, started.elapsed())
+    counted_gets(&client, &gw.url(NAME, "/"), total, concurrency, at_half).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -26,10 +26,18 @@ const T_PING: u8 = 0x07;
 const T_PONG: u8 = 0x08;
 const T_GOAWAY: u8 = 0x09;
 const T_REGISTER_GRANTED: u8 = 0x0A;
+const T_REGISTER_FLEET: u8 = 0x0B;
 
 /// First protocol version with [`ControlMessage::RegisterGranted`]; a provider sends it only
 /// when the Welcome agreed on this version or later.
 pub const SHARED_NAMES_VERSION: u16 = 2;
+
+/// First protocol version with [`ControlMessage::RegisterFleet`]; a provider sends it only
+/// when the Welcome agreed on this version or later.
+pub const FLEET_NAMES_VERSION: u16 = 3;
+
+/// Length of a fleet id on the wire: the fleet key's Ed25519 public key.
+pub const FLEET_ID_LEN: usize = 32;
 
 /// Why the gateway refused a registration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -149,6 +157,15 @@ pub enum ControlMessage {
     /// Provider → gateway (version ≥ 2): route `name` to me too, as its owner's `grant`
     /// allows. Body: `name: u8 len | grant: u16 len | NameGrant encoding`.
     RegisterGranted { name: String, grant: Box<NameGrant> },
+    /// Provider → gateway (version ≥ 3): route `name` to me too, as a robot of `group` of
+    /// fleet `fleet` (the fleet key's public key) whose current release is app `name`. The
+    /// gateway decides from the fleet's log it holds; no signature travels. Body:
+    /// `name: u8 len | fleet: [32] | group: u8 len`.
+    RegisterFleet {
+        name: String,
+        fleet: [u8; FLEET_ID_LEN],
+        group: String,
+    },
 }
 
 /// Appends the frame for `msg` to `dst`.
@@ -222,6 +239,16 @@ pub fn encode_control(msg: &ControlMessage, dst: &mut BytesMut) -> Result<(), En
             body.put_slice(&raw);
             T_REGISTER_GRANTED
         }
+        ControlMessage::RegisterFleet { name, fleet, group } => {
+            validate_name(name)?;
+            put_str8(&mut body, name, "name")?;
+            body.put_slice(fleet);
+            if group.is_empty() {
+                return Err(EncodeError::Empty("group"));
+            }
+            put_str8(&mut body, group, "group")?;
+            T_REGISTER_FLEET
+        }
     };
     if body.len() > MAX_CONTROL_FRAME {
         return Err(EncodeError::TooLarge {
@@ -263,7 +290,7 @@ pub fn decode_control(src: &mut BytesMut) -> Result<Option<ControlMessage>, Deco
 
 fn known_type(ty: u8) -> Result<(), DecodeError> {
     match ty {
-        T_HELLO..=T_REGISTER_GRANTED => Ok(()),
+        T_HELLO..=T_REGISTER_FLEET => Ok(()),
         other => Err(DecodeError::UnknownType(other)),
     }
 }
@@ -314,6 +341,17 @@ fn decode_body(ty: u8, body: &[u8]) -> Result<ControlMessage, DecodeError> {
             let len = usize::from(r.u16("grant")?);
             let grant = Box::new(NameGrant::decode(r.bytes(len, "grant")?)?);
             ControlMessage::RegisterGranted { name, grant }
+        }
+        T_REGISTER_FLEET => {
+            let name = r.str8("name")?;
+            validate_name(&name)?;
+            let mut fleet = [0; FLEET_ID_LEN];
+            fleet.copy_from_slice(r.bytes(FLEET_ID_LEN, "fleet")?);
+            let group = r.str8("group")?;
+            if group.is_empty() {
+                return Err(DecodeError::Empty("group"));
+            }
+            ControlMessage::RegisterFleet { name, fleet, group }
         }
         other => return Err(DecodeError::UnknownType(other)),
     };

@@ -10,6 +10,7 @@
 //!   │                                    ◀─  Welcome{version,gateway_id,p2p}   │
 //!   │    Register{name}                  ─▶                                    │
 //!   │    | RegisterGranted{name,grant} (v2) ─▶                                 │
+//!   │    | RegisterFleet{name,fleet,group} (v3) ─▶                             │
 //!   │                                    ◀─  Registered{name,url}              │
 //!   │                                        | Refused{name,code,reason}       │
 //!   │    Ping{n} / Pong{n}               ◀─▶                                   │
@@ -35,7 +36,9 @@
 //! - [`stream`]: the data stream header codec.
 //! - [`name`]: the route-name rules (DNS labels).
 //! - `grant`: [`NameGrant`], the owner-signed permission for another provider key to serve a
-//!   name too (sent in `RegisterGranted`, protocol version 2).
+//!   name too (sent in `RegisterGranted`, protocol version 2). A robot of a fleet asks for
+//!   its group's shared name with `RegisterFleet` (protocol version 3): no grant travels, the
+//!   gateway decides from the fleet log it holds.
 //! - [`wire`]: the primitive readers and writers both codecs share.
 //! - [`control_plane`]: the libp2p control plane between peerctl and a provider
 //!   (`/peercompute/control/1`): JSON messages in `type | length | JSON` frames, signed
@@ -57,8 +60,8 @@ mod wire;
 
 pub use congestion::TunnelCongestion;
 pub use control::{
-    ControlMessage, GoAwayCode, MAX_CONTROL_FRAME, RefuseCode, SHARED_NAMES_VERSION,
-    decode_control, encode_control,
+    ControlMessage, FLEET_ID_LEN, FLEET_NAMES_VERSION, GoAwayCode, MAX_CONTROL_FRAME, RefuseCode,
+    SHARED_NAMES_VERSION, decode_control, encode_control,
 };
 pub use control_plane::{
     CONTROL_PLANE_PROTOCOL, ControlPlaneDecodeError, ControlPlaneEncodeError, ControlPlaneMessage,
@@ -94,7 +97,7 @@ pub const ALPN: &[u8] = b"peercompute-tunnel/1";
 /// Tunnel protocol versions this build speaks (inclusive range).
 pub const MIN_VERSION: u16 = 1;
 /// Highest tunnel protocol version this build speaks.
-pub const MAX_VERSION: u16 = 2;
+pub const MAX_VERSION: u16 = 3;
 
 /// Picks the highest version both ranges share.
 pub fn negotiate_version(peer_min: u16, peer_max: u16) -> Option<u16> {

@@ -9,13 +9,15 @@ use super::*;
 fn version_negotiation() {
     assert_eq!(negotiate_version(1, 1), Some(1));
     assert_eq!(negotiate_version(1, 9), Some(MAX_VERSION));
-    assert_eq!(negotiate_version(2, 9), Some(2));
+    assert_eq!(negotiate_version(2, 9), Some(3));
     assert_eq!(
         negotiate_version(1, 1),
         Some(1),
         "a v1 provider still gets v1"
     );
-    assert_eq!(negotiate_version(3, 9), None);
+    assert_eq!(negotiate_version(1, 2), Some(2), "a v2 provider gets v2");
+    assert_eq!(negotiate_version(3, 9), Some(3));
+    assert_eq!(negotiate_version(4, 9), None);
     assert_eq!(negotiate_version(0, 0), None);
 }
 
@@ -33,6 +35,11 @@ fn control_round_trip_each_type() {
         ControlMessage::GoAway {
             code: GoAwayCode::Shutdown,
             message: "bye".into(),
+        },
+        ControlMessage::RegisterFleet {
+            name: "web".into(),
+            fleet: [3; FLEET_ID_LEN],
+            group: "production".into(),
         },
     ];
     for msg in msgs {

@@ -26,6 +26,8 @@ pub enum DecodeError {
     Name(#[from] crate::name::NameError),
     #[error("field `{0}` is not a valid peer id")]
     BadPeerId(&'static str),
+    #[error("field `{0}` is empty")]
+    Empty(&'static str),
 }
 
 /// Why a value could not be encoded.
@@ -41,6 +43,8 @@ pub enum EncodeError {
     TooLarge { len: usize, max: usize },
     #[error("invalid route name: {0}")]
     Name(#[from] crate::name::NameError),
+    #[error("field `{0}` must not be empty")]
+    Empty(&'static str),
 }
 
 /// Cursor over one frame body.

@@ -116,6 +116,19 @@ fn control_frame_corpus() {
             "register-granted-grant-v2",
             refused(0, DecodeError::UnknownVersion(2)),
         ),
+        ("register-fleet", ok(1, 0)),
+        (
+            "register-fleet-empty-group",
+            refused(0, DecodeError::Empty("group")),
+        ),
+        (
+            "register-fleet-short-fleet",
+            refused(0, DecodeError::Truncated("fleet")),
+        ),
+        (
+            "register-fleet-bad-name",
+            refused(0, DecodeError::Name(NameError::Hyphen)),
+        ),
         ("three-frames", ok(3, 0)),
         ("frame-then-partial", ok(1, 2)),
         ("truncated-hello", ok(0, 8)),

@@ -6,7 +6,7 @@
 //! diagram; integers big-endian; strings `u16 length | UTF-8`, route names `u8 length | UTF-8`;
 //! lists `u16 count | items`. Type bytes (from `control.rs`): Hello 0x01, Welcome 0x02,
 //! Register 0x03, Registered 0x04, Refused 0x05, Unregister 0x06, Ping 0x07, Pong 0x08,
-//! GoAway 0x09, RegisterGranted 0x0A (protocol version 2). Refused's code is a u8 (NameOwned 1, InvalidName 2, TooManyNames 3, TryLater 5);
+//! GoAway 0x09, RegisterGranted 0x0A (protocol version 2), RegisterFleet 0x0B (protocol version 3). Refused's code is a u8 (NameOwned 1, InvalidName 2, TooManyNames 3, TryLater 5);
 //! GoAway's a u16 (Shutdown 1, UnsupportedVersion 2, NotAllowed 3, ProtocolError 4, Replaced 5).
 //!
 //! Stream header: `version: u8 | length: u16 BE | kind: u8 | route: u8 len + bytes |
@@ -269,5 +269,44 @@ fn register_granted() {
          000000006b715f00 \
          56507cddb3e746286ce2100762a55ff22986ebd2ec69f625bfa0b15cc619b70d\
          953b8d31c94dc323e996ce97ae96811d6fa27fe289a27321693d2da38d2f8807",
+    );
+}
+
+#[test]
+fn register_fleet() {
+    // type 0x0B, body 47 bytes: name "web" (u8 len 3) | fleet key (32 raw bytes, here 0x11
+    // each) | group "production" (u8 len 10).
+    check_control(
+        ControlMessage::RegisterFleet {
+            name: "web".into(),
+            fleet: [0x11; 32],
+            group: "production".into(),
+        },
+        "0b 0000002f 03 776562 \
+         1111111111111111111111111111111111111111111111111111111111111111 \
+         0a 70726f64756374696f6e",
+    );
+}
+
+#[test]
+fn register_fleet_refuses_an_empty_group_both_ways() {
+    let msg = ControlMessage::RegisterFleet {
+        name: "web".into(),
+        fleet: [0x11; 32],
+        group: String::new(),
+    };
+    assert_eq!(
+        encode_control(&msg, &mut BytesMut::new()),
+        Err(peercompute_tunnel_proto::EncodeError::Empty("group"))
+    );
+    let mut src = BytesMut::from(
+        &bytes_of(
+            "0b 00000025 03 776562 \
+             1111111111111111111111111111111111111111111111111111111111111111 00",
+        )[..],
+    );
+    assert_eq!(
+        decode_control(&mut src),
+        Err(peercompute_tunnel_proto::DecodeError::Empty("group"))
     );
 }

@@ -90,6 +90,16 @@ fn control_message() -> impl Strategy<Value = ControlMessage> {
         any::<u64>().prop_map(|nonce| ControlMessage::Pong { nonce }),
         (go_away_code(), text(80))
             .prop_map(|(code, message)| ControlMessage::GoAway { code, message }),
+        (
+            route_name(),
+            any::<[u8; 32]>(),
+            text(60).prop_filter("a group is not empty", |g| !g.is_empty())
+        )
+            .prop_map(|(name, fleet, group)| ControlMessage::RegisterFleet {
+                name,
+                fleet,
+                group
+            }),
     ]
 }
 
@@ -290,7 +300,7 @@ proptest! {
 
     #[test]
     fn control_unknown_type_refused_from_first_byte(
-        ty in any::<u8>().prop_filter("known type", |t| !(1..=10).contains(t)),
+        ty in any::<u8>().prop_filter("known type", |t| !(1..=11).contains(t)),
         rest in vec(any::<u8>(), 0..16),
     ) {
         for n in 0..=rest.len() {

@@ -292,7 +292,7 @@ pub fn signed_status(
     fleet: FleetId,
     release: peercompute_fleet::EntryHash,
 ) -> peercompute_fleet::SignedStatus {
-    use peercompute_fleet::{AppStatus, Outcome, Phase, SignedStatus, StatusReport};
+    use peercompute_fleet::{AppStatus, GroupName, Outcome, Phase, SignedStatus, StatusReport};
     let robot = key(20);
     let report = StatusReport {
         fleet,
@@ -323,6 +323,12 @@ pub fn signed_status(
             phase: Phase::Healthy,
             apply_ms: Some(1200),
             at_ms: NOW * 1000,
+        }],
+        group_names: vec![GroupName {
+            group: "production".into(),
+            name: "app".into(),
+            url: Some("https://app.example.org".into()),
+            refused: None,
         }],
     };
     SignedStatus::sign(report, &robot)

@@ -41,11 +41,17 @@ impl Names {
 
     /// Claims `name` for `peer`: Ok if it was free (now recorded) or already `peer`'s.
     pub(crate) async fn claim(&self, name: &str, peer: &PeerId) -> Result<(), NameStoreError> {
+        self.claim_for(name, &peer.to_string()).await
+    }
+
+    /// Claims `name` for `owner`, a peer id or a fleet id (a fleet's group names; the cluster
+    /// store keeps owners as text, so they work there alike).
+    pub(crate) async fn claim_for(&self, name: &str, owner: &str) -> Result<(), NameStoreError> {
         let (store, max_owned) = match self {
-            Self::Local(local) => return local.claim(name, peer),
+            Self::Local(local) => return local.claim_for(name, owner),
             Self::Cluster { store, max_owned } => (store, *max_owned),
         };
-        let peer = peer.to_string();
+        let peer = owner.to_owned();
         if store.owner(name).as_deref() != Some(peer.as_str()) {
             // From the cache: two gateways may each let one claim past the cap at once.
             let owned = store.owners().iter().filter(|(_, o)| *o == peer).count();

@@ -14,7 +14,9 @@
 //! (the app closed its keep-alive connection while the request was on its way) or a fresh one
 //! that the provider closed before a complete response head (the app's connection was reset or
 //! closed unanswered: under a burst of new connections an app's listen queue overflows and its
-//! kernel resets some of them). A request whose body may have been partly sent is never
+//! kernel resets some of them), or the provider's whole tunnel ended under it (a robot or
+//! provider that crashed: the retry goes to another provider of the name). A request whose
+//! body may have been partly sent is never
 //! retried, nor one whose fresh stream timed out or carried a malformed answer.
 //!
 //! Names served by several providers (grants): the retry goes to another provider of the
@@ -90,7 +92,11 @@ impl Exchange<'_> {
         };
         let req = match (e.take_message(), head) {
             (Some(unsent), _) => unsent,
-            (None, Some(parts)) if reused || e.error().is_incomplete_message() => {
+            (None, Some(parts))
+                if reused
+                    || e.error().is_incomplete_message()
+                    || self.route.conn.close_reason().is_some() =>
+            {
                 Request::from_parts(parts, empty())
             }
             _ => return Err(ProxyError::Tunnel(e.into_error().to_string())),

@@ -10,7 +10,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use peercompute_tunnel_proto::{ControlMessage, NameGrant, RefuseCode};
 
-use super::{OPERATOR_RELEASE, admit, refusal};
+use super::{OPERATOR_RELEASE, admit, refusal, within_name_limit};
 use crate::state::Shared;
 use crate::tunnels::TunnelInfo;
 
@@ -54,15 +54,8 @@ pub(super) fn register_granted(
     if shared.released_from(name, &grant.owner) {
         return refused(OPERATOR_RELEASE, "released by the gateway operator".into());
     }
-    let serves_it = info.routes().iter().any(|n| n == name) || shared.registry.serves(name, &peer);
-    if !serves_it && shared.registry.count_for(&peer) >= shared.config.max_names_per_provider {
-        return refused(
-            RefuseCode::TooManyNames,
-            format!(
-                "this provider already holds {} names, the gateway's limit",
-                shared.config.max_names_per_provider
-            ),
-        );
+    if let Err(reason) = within_name_limit(shared, info, name) {
+        return refused(RefuseCode::TooManyNames, reason);
     }
     admit(shared, info, name)
 }

@@ -18,6 +18,7 @@ use crate::tls::acme::Hooks as AcmeHooks;
 
 const WAIT: Duration = Duration::from_secs(5);
 
+mod fleets;
 mod grants;
 
 struct Gateway {

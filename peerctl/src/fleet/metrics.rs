@@ -313,6 +313,7 @@ mod tests {
             memory_total_bytes: 0,
             disk_free_bytes: 0,
             history,
+            group_names: Vec::new(),
         }
     }
 

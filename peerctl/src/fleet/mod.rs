@@ -18,6 +18,7 @@
 //! - `rotate`: rotate-member (a key vouched for by its predecessor) and rotate-root.
 //! - `release`: the release and rollback ops from what was typed (image pinning, defaults).
 //! - `read`: list, members, log (and `--verify`), status.
+//! - `group_urls`: the group names (`<app>.<domain>`) `status` prints once per group.
 //! - `logs`: `logs`, the group's container logs fanned out to its robots.
 //! - `render`: the rows and tables `log` and `members` print (pure).
 //! - `watch`: one release's propagation per robot, live (pure core: target, progress, changes).
@@ -25,6 +26,7 @@
 
 pub mod cli;
 mod config;
+mod group_urls;
 mod local;
 mod logs;
 mod metrics;

@@ -191,6 +191,8 @@ struct StatusRow {
     last_seen_ms: Option<u64>,
     /// Revoked for good, with the reason (its statuses are no longer kept).
     revoked: Option<String>,
+    /// The group names it serves or asked for (`<app>.<domain>`, one per group).
+    group_names: Vec<peercompute_fleet::GroupName>,
 }
 
 #[derive(Debug, Serialize)]
@@ -243,6 +245,9 @@ pub(super) async fn status(ctx: &Ctx, group: Option<&str>) -> Result<(), CliErro
                 apps: status.map(apps).unwrap_or_default(),
                 last_seen_ms: status.map(|s| s.report.at_ms),
                 revoked: None,
+                group_names: status
+                    .map(|s| s.report.group_names.clone())
+                    .unwrap_or_default(),
             }
         })
         .chain(revoked_rows(&local, &chosen, group.is_none()))
@@ -263,6 +268,13 @@ pub(super) async fn status(ctx: &Ctx, group: Option<&str>) -> Result<(), CliErro
         "{}",
         output::table(&["NAME", "GROUPS", "RELEASE", "PHASE", "LAST SEEN"], &cells)
     );
+    let members: Vec<&SignedStatus> = statuses
+        .iter()
+        .filter(|s| state.members.contains_key(&s.report.robot))
+        .collect();
+    for line in super::group_urls::group_lines(&members, group) {
+        println!("{line}");
+    }
     Ok(())
 }
 
@@ -285,6 +297,7 @@ fn revoked_rows(local: &Local, chosen: &Chosen, all: bool) -> Vec<StatusRow> {
                 groups: Vec::new(),
                 apps: Vec::new(),
                 last_seen_ms: None,
+                group_names: Vec::new(),
             })
         })
         .collect()
@@ -345,6 +358,7 @@ mod tests {
             apps: Vec::new(),
             last_seen_ms: None,
             revoked: None,
+            group_names: Vec::new(),
         };
         assert_eq!(
             status_cells(&row),
@@ -357,6 +371,7 @@ mod tests {
             apps: Vec::new(),
             last_seen_ms: None,
             revoked: Some("stolen".into()),
+            group_names: Vec::new(),
         };
         assert_eq!(
             status_cells(&gone),

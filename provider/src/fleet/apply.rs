@@ -80,6 +80,8 @@ pub(crate) struct Applier {
     pub(crate) cancel: super::estop::Cancel,
     /// Registers serving routes in the background; their URLs come back to `record_url`.
     pub(crate) routes: super::routes::RouteSink,
+    /// The group names asked of the gateway (`group_names`), name → where it points.
+    pub(crate) group_names: std::collections::BTreeMap<String, super::group_names::Wanted>,
     /// A leftover container could not be removed (the engine did not answer): the
     /// reconciler sweeps again soon.
     pub(crate) untidy: bool,
@@ -299,7 +301,9 @@ impl Applier {
                 });
                 applied.failed = None;
                 self.published.insert(container_id, addr);
-                applied.keep_image(&release.spec.image)
+                let dropped = applied.keep_image(&release.spec.image);
+                self.repoint_group_name(fleet, group, addr);
+                dropped
             }
             Err(Failed {
                 phase,

@@ -17,6 +17,8 @@
 //!   (`/peercompute/image/1`).
 //! - `routes`: serving routes registered in the background (an apply never waits for a
 //!   gateway that is not connected); the URL recorded once the gateway confirms it.
+//! - `group_names`: every robot of a group also serves the group's app at `<app>.<domain>`
+//!   (`RegisterFleet`; the gateway balances it across the group's robots).
 //! - `adopt`: at start, the serving containers re-adopted; routes kept on a restarted
 //!   container's new port.
 //! - `applied`: what runs here, persisted in `applied.json` so a restart re-adopts it.
@@ -32,6 +34,7 @@ mod applied;
 mod apply;
 mod attach;
 mod estop;
+mod group_names;
 mod history;
 mod image_fetch;
 mod join;
@@ -240,6 +243,7 @@ pub(crate) fn start(
                 published: HashMap::new(),
                 cancel: estop::Cancel::new(),
                 routes,
+                group_names: Default::default(),
                 images,
                 untidy: false,
             };
@@ -329,7 +333,7 @@ async fn reconcile(
     hub: FleetHub,
     mut applier: apply::Applier,
     gate: BootGate,
-    mut confirmed: mpsc::Receiver<routes::Confirmed>,
+    mut confirmed: mpsc::Receiver<routes::RouteNews>,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut changes = hub.subscribe();
@@ -369,6 +373,7 @@ async fn reconcile(
         applier.record_volume_halts().await;
         applier.follow_ports().await;
         applier.sweep().await;
+        applier.sync_group_names(&states).await;
         loop {
             tokio::select! {
                 r = changes.recv() => {
@@ -378,9 +383,12 @@ async fn reconcile(
                 }
                 _ = tick.tick() => {}
                 () = tokio::time::sleep(RETRY_SWEEP), if applier.untidy => {}
-                Some(url) = confirmed.recv() => {
-                    // A URL only: recorded, no new plan needed.
-                    applier.record_url(url);
+                Some(news) = confirmed.recv() => {
+                    // A URL (or a group name's refusal) only: recorded, no new plan needed.
+                    match news {
+                        routes::RouteNews::Confirmed(url) => applier.record_url(url),
+                        routes::RouteNews::Group(news) => applier.record_group_name(news),
+                    }
                     continue;
                 }
                 _ = stop.changed() => return,

@@ -3,7 +3,8 @@
 //! (a release applied offline serves on this robot at once). The tunnel client registers the
 //! route when it connects (no redeploy); the URL the gateway gives then comes back here and
 //! is recorded in `applied.json` and in the group's status, which is republished: "running,
-//! no public URL yet" becomes the URL.
+//! no public URL yet" becomes the URL. Group names (`group_names`) go the same way, and
+//! their answer — URL or refusal — comes back too.
 
 use std::net::SocketAddr;
 
@@ -13,7 +14,7 @@ use tracing::{info, warn};
 
 use super::apply::Applier;
 use super::status::now_ms;
-use crate::tunnel::{TunnelHandle, TunnelStatus};
+use crate::tunnel::{RegisterError, TunnelHandle, TunnelStatus};
 
 /// Confirmations waiting for the reconciler.
 const CONFIRMED_QUEUE: usize = 64;
@@ -27,17 +28,38 @@ pub(crate) struct Confirmed {
     pub(crate) url: String,
 }
 
+/// The gateway's answer for a group name (`<app>.<domain>`, see `group_names`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct GroupNews {
+    pub(crate) fleet: FleetId,
+    pub(crate) group: String,
+    pub(crate) name: String,
+    /// Where the name was pointed when asked for.
+    pub(crate) addr: SocketAddr,
+    /// The URL, or why it was refused.
+    pub(crate) outcome: Result<String, String>,
+}
+
+/// What comes back from the gateway to the reconciler.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum RouteNews {
+    /// A serving container's own route is confirmed.
+    Confirmed(Confirmed),
+    /// A group name was answered.
+    Group(GroupNews),
+}
+
 /// Registers routes in the background and reports their URLs to the reconciler.
 #[derive(Debug, Clone)]
 pub(crate) struct RouteSink {
     tunnel: Option<TunnelHandle>,
-    confirmed: mpsc::Sender<Confirmed>,
+    confirmed: mpsc::Sender<RouteNews>,
 }
 
 impl RouteSink {
     /// A sink for `tunnel` (none: no gateway configured, nothing is registered) and the
     /// receiver of its confirmations.
-    pub(crate) fn new(tunnel: Option<TunnelHandle>) -> (Self, mpsc::Receiver<Confirmed>) {
+    pub(crate) fn new(tunnel: Option<TunnelHandle>) -> (Self, mpsc::Receiver<RouteNews>) {
         let (confirmed, rx) = mpsc::channel(CONFIRMED_QUEUE);
         (RouteSink { tunnel, confirmed }, rx)
     }
@@ -71,16 +93,46 @@ impl RouteSink {
             {
                 Ok(url) => {
                     let _ = confirmed
-                        .send(Confirmed {
+                        .send(RouteNews::Confirmed(Confirmed {
                             fleet,
                             group,
                             container,
                             url,
-                        })
+                        }))
                         .await;
                 }
                 Err(e) => warn!(%route, "fleet: no public URL: {e}"),
             }
+        });
+    }
+
+    /// Asks for group name `name` → `addr` as a robot of `group` of `fleet`; the answer (now,
+    /// or once the tunnel connects and the gateway's copy of the log allows it) comes back as
+    /// [`RouteNews::Group`].
+    pub(crate) fn register_group(&self, fleet: FleetId, group: &str, name: &str, addr: SocketAddr) {
+        let Some(tunnel) = self.tunnel.clone() else {
+            return;
+        };
+        let confirmed = self.confirmed.clone();
+        let (group, name) = (group.to_owned(), name.to_owned());
+        tokio::spawn(async move {
+            let outcome = tunnel
+                .register_fleet(&name, &addr.ip().to_string(), addr.port(), fleet, &group)
+                .await;
+            let outcome = match outcome {
+                Ok(url) => Ok(url),
+                Err(e @ RegisterError::Refused { .. }) => Err(e.to_string()),
+                // Withdrawn meanwhile, or the client stopped: nothing to report.
+                Err(_) => return,
+            };
+            let news = GroupNews {
+                fleet,
+                group,
+                name,
+                addr,
+                outcome,
+            };
+            let _ = confirmed.send(RouteNews::Group(news)).await;
         });
     }
 }

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ed25519_dalek::SigningKey;
-use peercompute_fleet::{AppStatus, FleetId, MemberKey, SignedStatus, StatusReport};
+use peercompute_fleet::{AppStatus, FleetId, GroupName, MemberKey, SignedStatus, StatusReport};
 use peercompute_p2p::Node;
 use peercompute_p2p::fleet_hub::{FleetHub, send_status};
 use tokio::sync::watch;
@@ -27,6 +27,8 @@ pub(crate) const STATUS_EVERY: Duration = Duration::from_secs(30);
 #[derive(Debug, Clone)]
 pub(crate) struct StatusBoard {
     apps: Arc<Mutex<BTreeMap<(FleetId, String), AppStatus>>>,
+    /// Each group's shared name, per fleet (`group_names`).
+    group_names: Arc<Mutex<BTreeMap<(FleetId, String), GroupName>>>,
     history: Arc<Mutex<History>>,
     /// Where the history is persisted (none: kept in memory only).
     history_path: Option<PathBuf>,
@@ -53,6 +55,7 @@ impl StatusBoard {
     fn with_history(history: History, history_path: Option<PathBuf>) -> Self {
         StatusBoard {
             apps: Arc::new(Mutex::new(BTreeMap::new())),
+            group_names: Arc::default(),
             history: Arc::new(Mutex::new(history)),
             history_path,
             changed: watch::channel(0).0,
@@ -127,6 +130,41 @@ impl StatusBoard {
             .unwrap_or_else(|p| p.into_inner())
             .get(&(*fleet, group.to_owned()))
             .cloned()
+    }
+
+    /// Sets a group's shared name (asked for, confirmed or refused) and announces the change.
+    pub(crate) fn set_group_name(&self, fleet: FleetId, name: GroupName) {
+        let key = (fleet, name.group.clone());
+        let mut names = self.group_names.lock().unwrap_or_else(|p| p.into_inner());
+        if names.get(&key) == Some(&name) {
+            return;
+        }
+        names.insert(key, name);
+        drop(names);
+        self.changed.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Forgets a group's shared name (withdrawn).
+    pub(crate) fn remove_group_name(&self, fleet: FleetId, group: &str) {
+        let removed = self
+            .group_names
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&(fleet, group.to_owned()));
+        if removed.is_some() {
+            self.changed.send_modify(|n| *n = n.wrapping_add(1));
+        }
+    }
+
+    /// The group names of `fleet`.
+    pub(crate) fn group_names(&self, fleet: &FleetId) -> Vec<GroupName> {
+        self.group_names
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|((f, _), _)| f == fleet)
+            .map(|(_, n)| n.clone())
+            .collect()
     }
 
     pub(crate) fn subscribe(&self) -> watch::Receiver<u64> {
@@ -210,6 +248,7 @@ fn report(p: &Publisher, fleet: FleetId, robot: MemberKey, started: Instant) -> 
         memory_total_bytes,
         disk_free_bytes: super::adopt::disk_free_bytes(),
         history: p.board.history(&fleet),
+        group_names: p.board.group_names(&fleet),
     }
 }
 

@@ -27,6 +27,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
+use peercompute_fleet::FleetId;
 use peercompute_identity::Identity;
 use peercompute_tunnel_proto::{NameGrant, RefuseCode, TunnelCongestion};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -62,8 +63,19 @@ pub enum RegisterError {
 pub(crate) struct Target {
     pub(crate) host: String,
     pub(crate) port: u16,
-    /// The owner's grant when this provider serves a name another key owns.
-    pub(crate) grant: Option<Box<NameGrant>>,
+    /// On what ground this provider asks for the name.
+    pub(crate) claim: Claim,
+}
+
+/// On what ground a provider asks the gateway for a name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Claim {
+    /// Its own key owns it, or takes it (`Register`).
+    Own,
+    /// The owner's grant: this provider serves a name another key owns (`RegisterGranted`).
+    Granted(Box<NameGrant>),
+    /// A fleet group's name, as a robot of `group` of fleet `fleet` (`RegisterFleet`).
+    Fleet { fleet: FleetId, group: String },
 }
 
 /// Routes the gateway accepted: name → local target. Data streams for other names are refused.
@@ -148,7 +160,7 @@ impl TunnelHandle {
         host: &str,
         port: u16,
     ) -> Result<String, RegisterError> {
-        self.register_target(name, host, port, None).await
+        self.register_target(name, host, port, Claim::Own).await
     }
 
     /// Publishes `name` → `host:port` for a name another key owns, presenting its owner's
@@ -161,8 +173,26 @@ impl TunnelHandle {
         port: u16,
         grant: NameGrant,
     ) -> Result<String, RegisterError> {
-        self.register_target(name, host, port, Some(Box::new(grant)))
+        self.register_target(name, host, port, Claim::Granted(Box::new(grant)))
             .await
+    }
+
+    /// Publishes the group name `name` → `host:port` as a robot of `group` of `fleet`
+    /// (`RegisterFleet`, gateways of protocol version 3 and later): the gateway checks the
+    /// fleet's log and balances the name's visitors across the group's robots.
+    pub async fn register_fleet(
+        &self,
+        name: &str,
+        host: &str,
+        port: u16,
+        fleet: FleetId,
+        group: &str,
+    ) -> Result<String, RegisterError> {
+        let claim = Claim::Fleet {
+            fleet,
+            group: group.to_owned(),
+        };
+        self.register_target(name, host, port, claim).await
     }
 
     async fn register_target(
@@ -170,7 +200,7 @@ impl TunnelHandle {
         name: &str,
         host: &str,
         port: u16,
-        grant: Option<Box<NameGrant>>,
+        claim: Claim,
     ) -> Result<String, RegisterError> {
         let (reply, rx) = oneshot::channel();
         let cmd = Command::Register {
@@ -178,7 +208,7 @@ impl TunnelHandle {
             target: Target {
                 host: host.to_owned(),
                 port,
-                grant,
+                claim,
             },
             reply,
         };

@@ -7,8 +7,8 @@
 use std::time::{Duration, Instant};
 
 use peercompute_tunnel_proto::{
-    ControlMessage, ControlReader, GoAwayCode, MAX_VERSION, MIN_VERSION, RefuseCode,
-    SHARED_NAMES_VERSION, write_control,
+    ControlMessage, ControlReader, FLEET_NAMES_VERSION, GoAwayCode, MAX_VERSION, MIN_VERSION,
+    RefuseCode, SHARED_NAMES_VERSION, write_control,
 };
 use peercompute_tunnel_transport::{BiStream, CloseReason, TunnelConn};
 use tokio::io::{ReadHalf, WriteHalf};
@@ -17,7 +17,7 @@ use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
 use super::link::{Link, Step};
-use super::{ClientState, Command, RegisterError, Routes, splice};
+use super::{Claim, ClientState, Command, RegisterError, Routes, splice};
 
 const PING_EVERY: Duration = Duration::from_secs(15);
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -118,31 +118,40 @@ impl Opened {
 }
 
 /// The registration of desired `name` to send: `RegisterGranted` when its target carries a
-/// grant and the gateway speaks shared names (version 2), else `Register`. A granted name at a
-/// version-1 gateway is refused here, as the gateway would refuse it, with the reason.
+/// grant and the gateway speaks shared names (version 2), `RegisterFleet` for a fleet group's
+/// name at a gateway of version 3, else `Register`. A name the gateway's version cannot carry
+/// is refused here, as the gateway would refuse it, with the reason.
 fn registration(
     name: String,
     state: &mut ClientState,
     retry: &mut Retry,
     version: u16,
 ) -> Option<ControlMessage> {
-    match state.desired.get(&name).and_then(|t| t.grant.clone()) {
-        Some(grant) if version >= SHARED_NAMES_VERSION => {
-            Some(ControlMessage::RegisterGranted { name, grant })
+    let claim = state.desired.get(&name).map(|t| t.claim.clone());
+    let needs = match claim {
+        None | Some(Claim::Own) => return Some(ControlMessage::Register { name }),
+        Some(Claim::Granted(grant)) if version >= SHARED_NAMES_VERSION => {
+            return Some(ControlMessage::RegisterGranted { name, grant });
         }
-        Some(_) => {
-            let refused = ControlMessage::Refused {
-                reason: format!(
-                    "this gateway is too old for shared names (tunnel protocol version \
-                     {version}; `{name}` needs {SHARED_NAMES_VERSION})"
-                ),
+        Some(Claim::Fleet { fleet, group }) if version >= FLEET_NAMES_VERSION => {
+            return Some(ControlMessage::RegisterFleet {
                 name,
-                code: RefuseCode::Other(0),
-            };
-            on_control(refused, state, retry)
+                fleet: fleet.0,
+                group,
+            });
         }
-        None => Some(ControlMessage::Register { name }),
-    }
+        Some(Claim::Granted(_)) => ("shared names", SHARED_NAMES_VERSION),
+        Some(Claim::Fleet { .. }) => ("fleet group names", FLEET_NAMES_VERSION),
+    };
+    let refused = ControlMessage::Refused {
+        reason: format!(
+            "this gateway is too old for {} (tunnel protocol version {version}; `{name}` needs {})",
+            needs.0, needs.1
+        ),
+        name,
+        code: RefuseCode::Other(0),
+    };
+    on_control(refused, state, retry)
 }
 
 /// Records a command while no connection is up.
@@ -677,6 +686,60 @@ mod tests {
         retry.registered("blog");
         assert_eq!(retry.backoff, RETRY_FIRST);
         assert!(!retry.names.contains("blog"));
+    }
+
+    #[test]
+    fn each_claim_is_sent_as_the_gateways_version_allows() {
+        let fleet = peercompute_fleet::FleetId([7; 32]);
+        let state = |claim: Claim| {
+            let target = super::super::Target {
+                host: "127.0.0.1".into(),
+                port: 80,
+                claim,
+            };
+            ClientState {
+                desired: std::collections::HashMap::from([("web".to_owned(), target)]),
+                routes: Default::default(),
+                waiters: Default::default(),
+                splices: JoinSet::new(),
+            }
+        };
+        let fleet_claim = || Claim::Fleet {
+            fleet,
+            group: "prod".into(),
+        };
+        let sent = |claim: Claim, version: u16| {
+            let mut state = state(claim);
+            let msg = registration("web".into(), &mut state, &mut Retry::new(), version);
+            (msg, state.desired.contains_key("web"))
+        };
+        assert_eq!(
+            sent(Claim::Own, 1),
+            (Some(ControlMessage::Register { name: "web".into() }), true)
+        );
+        assert_eq!(
+            sent(fleet_claim(), FLEET_NAMES_VERSION),
+            (
+                Some(ControlMessage::RegisterFleet {
+                    name: "web".into(),
+                    fleet: [7; 32],
+                    group: "prod".into(),
+                }),
+                true
+            )
+        );
+        // A version-2 gateway cannot carry it: refused here, the name no longer desired.
+        let (msg, desired) = sent(fleet_claim(), SHARED_NAMES_VERSION);
+        assert_eq!((msg, desired), (None, false));
+        let mut state = state(fleet_claim());
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        state.waiters.insert("web".into(), vec![tx]);
+        registration("web".into(), &mut state, &mut Retry::new(), 2);
+        let answer = rx.blocking_recv().expect("answered");
+        assert!(
+            matches!(&answer, Err(RegisterError::Refused { reason, .. }) if reason.contains("too old for fleet group names")),
+            "{answer:?}"
+        );
     }
 
     #[test]

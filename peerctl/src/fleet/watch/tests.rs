@@ -143,6 +143,7 @@ fn status(apps: Vec<AppStatus>, history: Vec<Outcome>) -> SignedStatus {
         memory_total_bytes: 0,
         disk_free_bytes: 0,
         history,
+        group_names: Vec::new(),
     };
     SignedStatus::sign(report, &robot)
 }
